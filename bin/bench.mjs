@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// `npm run bench:<name>`: runs scripts/bench/<name>.ts with tsx.
+import { register } from 'tsx/esm/api';
+register();
+const name = process.argv[2];
+if (!name) {
+  console.error('usage: npm run bench:<kernels|model|comm|ep|seed|trace>');
+  process.exit(2);
+}
+const { run } = await import(`../scripts/bench/${name}.ts`);
+await run(process.argv.slice(3));

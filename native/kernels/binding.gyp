@@ -1,0 +1,27 @@
+{
+  "variables": {
+    "blas%": "<!(node -p \"process.env.MOE_ACTORS_BLAS || 'openblas'\")"
+  },
+  "targets": [
+    {
+      "target_name": "kernels",
+      "sources": ["<!@(node -p \"require('fs').readdirSync('src').filter(f=>f.endsWith('.cc')).map(f=>'src/'+f).join(' ')\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-O3", "-std=c++17", "-march=native", "-fopenmp", "-fno-math-errno"],
+      "ldflags": ["-fopenmp"],
+      "conditions": [
+        ["blas=='mkl'", {
+          "defines": ["MOE_BLAS_MKL"],
+          "include_dirs": ["<!(node -p \"(process.env.MKLROOT||'/opt/intel/oneapi/mkl/latest')+'/include'\")"],
+          "libraries": ["-L<!(node -p \"(process.env.MKLROOT||'/opt/intel/oneapi/mkl/latest')+'/lib/intel64'\")", "-lmkl_rt"]
+        }, {
+          "include_dirs": ["<!@(pkg-config --cflags-only-I openblas | sed 's/-I//g')"],
+          "libraries": ["<!@(pkg-config --libs openblas)"]
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,288 @@
+// What every transport shares: argument checks, capability checks against the profile, per-group sequence
+// numbers, flight-recorder entries, timeouts and byte counters. A transport implements only `execute` (move the
+// bytes of one checked call), `splitImpl` and `freeImpl`; so an op the profile forbids, a bad length or a timeout
+// behaves the same on inproc, threads and mpi.
+
+import { checkCall, narrow, type Capabilities, type Profile } from './capabilities.ts';
+import type { ByteCounters, CallOptions, CollectiveOp, CommArray, Communicator, ReduceOp } from './communicator.ts';
+import { CollectiveError } from './errors.ts';
+import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
+
+/** One validated call, handed to the transport. Arrays are the caller's own (no copies). */
+export interface CallSpec {
+  op: CollectiveOp;
+  seq: number;
+  entry: FlightEntry;
+  timeoutMs: number;
+  send?: CommArray;
+  recv?: CommArray;
+  /** all_reduce / broadcast: in-place buffer. */
+  buf?: CommArray;
+  /** all_gather_v: elements per rank. */
+  counts?: readonly number[];
+  sendCounts?: readonly number[];
+  recvCounts?: readonly number[];
+  root?: number;
+  reduce?: ReduceOp;
+}
+
+/** Hooks for the layers above (actors turn them into trace events); called synchronously, keep them cheap. */
+export interface CommObserver {
+  onStart?(comm: Communicator, entry: FlightEntry): void;
+  onEnd?(comm: Communicator, entry: FlightEntry): void;
+}
+
+export interface BaseInit {
+  rank: number;
+  size: number;
+  ranks: readonly number[];
+  name: string;
+  transport: string;
+  profile: Profile;
+  transportCaps: Capabilities;
+  recorder: FlightRecorder;
+  timeoutMs: number;
+  /** Whether the group's ranks span more than one node (premul_sum 'single-node' check). */
+  multiNode: boolean;
+  observer?: CommObserver;
+}
+
+export function dtypeOf(a: CommArray): FlightEntry['dtype'] {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  return 'int32';
+}
+
+export function reduceName(r: ReduceOp): string {
+  return r.op === 'premul_sum' ? `premul_sum(${r.factor})` : r.op;
+}
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+
+export abstract class BaseCommunicator implements Communicator {
+  readonly rank: number;
+  readonly size: number;
+  readonly ranks: readonly number[];
+  readonly name: string;
+  readonly backend: string;
+  readonly capabilities: Capabilities;
+  readonly bytes: ByteCounters = { sent: 0, received: 0, calls: 0 };
+  readonly recorder: FlightRecorder;
+  readonly profile: Profile;
+  readonly multiNode: boolean;
+  timeoutMs: number;
+  observer: CommObserver | undefined;
+  protected seq = 0;
+  protected freed = false;
+
+  constructor(init: BaseInit) {
+    if (init.ranks.length !== init.size) throw new Error(`communicator ${init.name}: ranks list does not match size`);
+    this.rank = init.rank;
+    this.size = init.size;
+    this.ranks = init.ranks;
+    this.name = init.name;
+    this.profile = init.profile;
+    this.backend = `${init.transport}/${init.profile.name}`;
+    this.capabilities = narrow(init.transportCaps, init.profile.caps);
+    this.recorder = init.recorder;
+    this.timeoutMs = init.timeoutMs;
+    this.multiNode = init.multiNode;
+    this.observer = init.observer;
+  }
+
+  /** Moves the data of one validated call. Resolve when this rank's part is complete. */
+  protected abstract execute(call: CallSpec): Promise<void>;
+  protected abstract splitImpl(color: number, key: number, name: string): Promise<Communicator>;
+  protected abstract freeImpl(): Promise<void>;
+  /**
+   * What this rank can say about a call that timed out. Transports that see other ranks (inproc, the threads
+   * launcher) say who is missing; the default reports this rank's own view.
+   */
+  protected diagnose(call: CallSpec): string {
+    return `rank ${this.ranks[this.rank]} waited ${call.timeoutMs} ms in ${call.op} #${call.seq} on group ${this.name} (ranks ${this.ranks.join(',')}); the other members did not complete it`;
+  }
+
+  async allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void> {
+    this.sameType('all_gather', send, recv);
+    if (recv.length !== send.length * this.size) {
+      return this.invalid('all_gather', `recv has ${recv.length} elements, needs size·send = ${this.size}·${send.length}`);
+    }
+    return this.call({ op: 'all_gather', send, recv }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
+  }
+
+  async allGatherV<T extends CommArray>(send: T, recv: T, counts: readonly number[], opts?: CallOptions): Promise<void> {
+    this.sameType('all_gather_v', send, recv);
+    if (counts.length !== this.size) return this.invalid('all_gather_v', `counts has ${counts.length} entries, group size is ${this.size}`);
+    if (counts[this.rank] !== send.length) {
+      return this.invalid('all_gather_v', `counts[${this.rank}] = ${counts[this.rank]} but send has ${send.length} elements`);
+    }
+    if (recv.length !== sum(counts)) return this.invalid('all_gather_v', `recv has ${recv.length} elements, counts sum to ${sum(counts)}`);
+    const bpe = send.BYTES_PER_ELEMENT;
+    return this.call({ op: 'all_gather_v', send, recv, counts }, opts, send.length, recv.length, send.byteLength, recv.length * bpe, counts, counts);
+  }
+
+  async reduceScatter<T extends CommArray>(send: T, recv: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+    this.sameType('reduce_scatter', send, recv);
+    if (send.length !== recv.length * this.size) {
+      return this.invalid('reduce_scatter', `send has ${send.length} elements, needs size·recv = ${this.size}·${recv.length}`);
+    }
+    if (op.op === 'max' && !(send instanceof Float32Array || send instanceof Float64Array || send instanceof Int32Array)) {
+      return this.invalid('reduce_scatter', 'unsupported array type');
+    }
+    return this.call({ op: 'reduce_scatter', send, recv, reduce: op }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
+  }
+
+  async allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+    return this.call({ op: 'all_reduce', buf, reduce: op }, opts, buf.length, buf.length, buf.byteLength, buf.byteLength);
+  }
+
+  async allToAllV<T extends CommArray>(
+    send: T,
+    sendCounts: readonly number[],
+    recv: T,
+    recvCounts: readonly number[],
+    opts?: CallOptions,
+  ): Promise<void> {
+    this.sameType('all_to_all_v', send, recv);
+    if (sendCounts.length !== this.size || recvCounts.length !== this.size) {
+      return this.invalid('all_to_all_v', `sendCounts/recvCounts need ${this.size} entries`);
+    }
+    if (sum(sendCounts) > send.length) return this.invalid('all_to_all_v', `sendCounts sum to ${sum(sendCounts)} but send has ${send.length} elements`);
+    if (sum(recvCounts) > recv.length) return this.invalid('all_to_all_v', `recvCounts sum to ${sum(recvCounts)} but recv has ${recv.length} elements`);
+    const bpe = send.BYTES_PER_ELEMENT;
+    return this.call(
+      { op: 'all_to_all_v', send, recv, sendCounts, recvCounts },
+      opts,
+      sum(sendCounts),
+      sum(recvCounts),
+      sum(sendCounts) * bpe,
+      sum(recvCounts) * bpe,
+      sendCounts,
+      recvCounts,
+    );
+  }
+
+  async broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void> {
+    if (!Number.isInteger(root) || root < 0 || root >= this.size) return this.invalid('broadcast', `root ${root} is not a rank of the group`);
+    const mine = this.rank === root;
+    return this.call({ op: 'broadcast', buf, root }, opts, buf.length, buf.length, mine ? buf.byteLength : 0, mine ? 0 : buf.byteLength);
+  }
+
+  async barrier(opts?: CallOptions): Promise<void> {
+    return this.call({ op: 'barrier' }, opts, 0, 0, 0, 0);
+  }
+
+  async split(color: number, key: number, name: string): Promise<Communicator> {
+    if (this.freed) return Promise.reject(new CollectiveError('freed', `communicator ${this.name} was freed`, { group: this.name }));
+    if (!this.capabilities.split) return Promise.reject(new CollectiveError('unsupported', `${this.backend} cannot split communicators`));
+    return this.splitImpl(color, key, name);
+  }
+
+  async free(): Promise<void> {
+    if (this.freed) return;
+    this.freed = true;
+    await this.freeImpl();
+  }
+
+  private sameType(op: CollectiveOp, a: CommArray, b: CommArray): void {
+    if (a.constructor !== b.constructor) {
+      throw new CollectiveError('invalid', `${op} on ${this.name}: send is ${a.constructor.name}, recv is ${b.constructor.name}`, { group: this.name, op });
+    }
+  }
+
+  private invalid(op: CollectiveOp, why: string): Promise<never> {
+    return Promise.reject(new CollectiveError('invalid', `${op} on ${this.name}: ${why}`, { group: this.name, op, rank: this.rank }));
+  }
+
+  private call(
+    partial: Omit<CallSpec, 'seq' | 'entry' | 'timeoutMs'>,
+    opts: CallOptions | undefined,
+    inNelems: number,
+    outNelems: number,
+    bytesIn: number,
+    bytesOut: number,
+    inSplits?: readonly number[],
+    outSplits?: readonly number[],
+  ): Promise<void> {
+    const op = partial.op;
+    if (this.freed) return Promise.reject(new CollectiveError('freed', `${op} on ${this.name}: communicator was freed`, { group: this.name, op }));
+    const equalCounts =
+      partial.sendCounts && partial.recvCounts
+        ? partial.sendCounts.every((c) => c === partial.sendCounts![0]) && partial.recvCounts.every((c) => c === partial.sendCounts![0])
+        : undefined;
+    const check = checkCall(this.capabilities, op, partial.reduce, { equalCounts, multiNode: this.multiNode });
+    if (!check.ok) {
+      return Promise.reject(
+        new CollectiveError(
+          'unsupported',
+          `${op} on group ${this.name} (rank ${this.rank}): ${check.reason} by backend ${this.backend}. Instead: ${check.alternative}.`,
+          { group: this.name, op, rank: this.rank },
+        ),
+      );
+    }
+    const seq = ++this.seq;
+    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
+    const arr = partial.send ?? partial.buf;
+    const entry = this.recorder.schedule({
+      group: this.name,
+      groupRanks: this.ranks,
+      seq,
+      op,
+      reduceOp: partial.reduce ? reduceName(partial.reduce) : undefined,
+      tag: opts?.tag ?? null,
+      dtype: arr ? dtypeOf(arr) : 'float32',
+      inNelems,
+      outNelems,
+      inSplits,
+      outSplits,
+      timeoutMs,
+    });
+    const spec: CallSpec = { ...partial, seq, entry, timeoutMs };
+    this.recorder.start(entry);
+    this.bytes.calls++;
+    this.bytes.sent += bytesIn;
+    this.bytes.received += bytesOut;
+    this.observer?.onStart?.(this, entry);
+
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        const report = this.diagnose(spec);
+        const msg = `timeout after ${timeoutMs} ms in ${op} #${seq} on group ${this.name}: ${report}`;
+        this.recorder.fail(entry, msg);
+        this.observer?.onEnd?.(this, entry);
+        this.onTimeout(spec);
+        reject(new CollectiveError('timeout', msg, { group: this.name, op, seq, rank: this.rank, report }));
+      }, timeoutMs);
+      // A pending timer must not keep a finished process alive, nor may a stuck collective keep it from exiting.
+      timer.unref?.();
+      this.execute(spec).then(
+        () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.recorder.complete(entry);
+          this.observer?.onEnd?.(this, entry);
+          resolve();
+        },
+        (err: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          const e =
+            err instanceof CollectiveError
+              ? err
+              : new CollectiveError('aborted', `${op} #${seq} on ${this.name} failed: ${(err as Error)?.message ?? err}`, { group: this.name, op, seq });
+          this.recorder.fail(entry, e.message);
+          this.observer?.onEnd?.(this, entry);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** Called after a timeout was reported; transports release what the call holds (or abort the process). */
+  protected onTimeout(_call: CallSpec): void {}
+}

@@ -1,0 +1,79 @@
+// The collective-communication contract every transport (inproc, threads, mpi) implements, and the layers above
+// (protocols, actors, trainer) program against. It is deliberately NCCL/MPI-shaped: typed arrays in, typed arrays
+// out, every call numbered per group so that a hang can be explained by diffing ranks' flight records.
+
+export type CommArray = Float32Array | Float64Array | Int32Array;
+
+export type CollectiveOp =
+  | 'all_gather'
+  | 'all_gather_v'
+  | 'reduce_scatter'
+  | 'all_reduce'
+  | 'all_to_all_v'
+  | 'broadcast'
+  | 'barrier';
+
+/** `premul_sum`: every contribution is multiplied by `factor` before the sum (FSDP's gradient pre-divide). */
+export type ReduceOp = { op: 'sum' } | { op: 'avg' } | { op: 'max' } | { op: 'premul_sum'; factor: number };
+
+export interface CallOptions {
+  /** Overrides the communicator's default timeout for this call. */
+  timeoutMs?: number;
+  /** What the call is for ("layer 3 dispatch"); carried into the flight recorder and traces. */
+  tag?: string;
+}
+
+export interface ByteCounters {
+  /** Bytes this rank sent / received in collectives on this group, cumulative. */
+  sent: number;
+  received: number;
+  calls: number;
+}
+
+/**
+ * One rank's handle on one group of ranks. `rank`/`size` are within the group; `ranks` lists the members' world
+ * ranks in group order. All collectives are async, complete when the group has completed them, and reject with a
+ * `CollectiveError` (timeout, peer death, mismatch, unsupported op) instead of hanging.
+ */
+export interface Communicator {
+  readonly rank: number;
+  readonly size: number;
+  /** World ranks of the members, indexed by group rank. */
+  readonly ranks: readonly number[];
+  /** Group name as the mesh calls it: "world", "ep", "fsdp", "efsdp", "dp_replicate", … */
+  readonly name: string;
+  /** Transport name plus profile, e.g. "inproc/xccl-2025". */
+  readonly backend: string;
+  readonly capabilities: import('./capabilities.ts').Capabilities;
+  readonly bytes: ByteCounters;
+
+  /** recv (size·n) ← concatenation of every rank's send (n), in group-rank order. */
+  allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void>;
+  /** recv (Σ counts) ← concatenation of rank r's send (counts[r]). counts are the same on every rank. */
+  allGatherV<T extends CommArray>(send: T, recv: T, counts: readonly number[], opts?: CallOptions): Promise<void>;
+  /** send (size·n) holds one block per rank; recv (n) ← op over ranks of block `rank`. */
+  reduceScatter<T extends CommArray>(send: T, recv: T, op: ReduceOp, opts?: CallOptions): Promise<void>;
+  /** In place: buf ← op over ranks of buf. */
+  allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void>;
+  /**
+   * send holds sendCounts[j] elements for rank j, back to back; recv receives recvCounts[i] elements from rank i,
+   * back to back. sendCounts[j] on rank i must equal recvCounts[i] on rank j.
+   */
+  allToAllV<T extends CommArray>(
+    send: T,
+    sendCounts: readonly number[],
+    recv: T,
+    recvCounts: readonly number[],
+    opts?: CallOptions,
+  ): Promise<void>;
+  /** In place: buf on every rank ← buf on `root`. */
+  broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void>;
+  barrier(opts?: CallOptions): Promise<void>;
+  /**
+   * Collective over this group: ranks with the same color form a new group, ordered by (key, rank).
+   * `name` names the new group in records and errors.
+   */
+  split(color: number, key: number, name: string): Promise<Communicator>;
+  /** Releases the group (MPI_Comm_free); further calls reject. */
+  free(): Promise<void>;
+}

@@ -1,0 +1,24 @@
+// Errors of the communication layer. Every one names the group, the call (op + sequence number) and, where the
+// transport can tell, who was waiting for whom, so that a failed run explains itself.
+
+import type { CollectiveOp } from './communicator.ts';
+
+export type CollectiveErrorKind =
+  | 'timeout' // the call did not complete within its timeout
+  | 'peer-dead' // a member of the group died (inproc fault injection, worker exit, MPI abort)
+  | 'mismatch' // members called different ops or sizes at the same sequence number
+  | 'unsupported' // the backend/profile lacks the op; raised before anything is sent
+  | 'invalid' // bad arguments (lengths, counts), raised before anything is sent
+  | 'aborted' // the rank was stopped
+  | 'freed'; // the communicator was freed
+
+export class CollectiveError extends Error {
+  constructor(
+    readonly kind: CollectiveErrorKind,
+    message: string,
+    readonly detail: { group?: string; op?: CollectiveOp; seq?: number; rank?: number; report?: string } = {},
+  ) {
+    super(message);
+    this.name = 'CollectiveError';
+  }
+}

@@ -1,0 +1,165 @@
+// The contract every kernel implementation meets: the native addon (native/kernels, CBLAS + fused C++) and the
+// plain-TypeScript reference (kernels-ref.ts), which property tests compare against each other.
+//
+// Conventions: row-major; all arrays are caller-allocated; "write" means overwrite, "accumulate" means +=.
+// Float32Array arguments may be views (subarray) into larger buffers. Index arrays are Int32Array.
+// Shapes are given in the comment above each method; N = rows (tokens), D = row width.
+
+export interface BlasInfo {
+  name: 'openblas' | 'mkl' | 'ts';
+  corename?: string;
+  config?: string;
+  threads: number;
+}
+
+export interface Kernels {
+  readonly impl: 'native' | 'ts';
+
+  /** Threads for BLAS and for the fused kernels of the calling thread. */
+  setNumThreads(n: number): void;
+  blasInfo(): BlasInfo;
+
+  // C (M,N) = alpha · op(A) · op(B) + beta · C; op(A) is (M,K), op(B) is (K,N); lda/ldb/ldc are row strides.
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
+
+  // x (N,D), w (D) → y (N,D) write, rstd (N) write: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
+  rmsnormFwd(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, N: number, D: number, eps: number): void;
+  // dy, x (N,D), w (D), rstd (N) → dx (N,D) write, dw (D) accumulate.
+  rmsnormBwd(
+    dy: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    rstd: Float32Array,
+    dx: Float32Array,
+    dw: Float32Array,
+    N: number,
+    D: number,
+  ): void;
+
+  // a, b (n) → h (n) write: h = silu(a) · b.
+  swigluFwd(a: Float32Array, b: Float32Array, h: Float32Array, n: number): void;
+  // dh, a, b (n) → da, db (n) write.
+  swigluBwd(dh: Float32Array, a: Float32Array, b: Float32Array, da: Float32Array, db: Float32Array, n: number): void;
+
+  // In-place rotary embedding on adjacent pairs (torchtitan): for row r (position p = r % S), head h, pair i < dim/2,
+  // the pair sits at x[r·rowStride + h·headStride + offset + 2i, +1]:
+  //   out[2i] = x[2i]·cos[p,i] − x[2i+1]·sin[p,i];  out[2i+1] = x[2i]·sin[p,i] + x[2i+1]·cos[p,i].
+  // cos, sin: (S, dim/2). rows = B·S. Backward = the same with `inverse` (rotation by −φ).
+  rope(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    rows: number,
+    S: number,
+    heads: number,
+    rowStride: number,
+    headStride: number,
+    offset: number,
+    dim: number,
+    inverse: boolean,
+  ): void;
+
+  // Causal scaled-dot-product attention with GQA (query head h uses kv head floor(h / (Hq/Hkv))).
+  // q (B,S,Hq,dk), k (B,S,Hkv,dk), v (B,S,Hkv,dv) → o (B,S,Hq,dv) write, lse (B,Hq,S) write (log-sum-exp of the
+  // scaled scores per query, saved for backward). Query i attends keys j ≤ i.
+  attentionFwd(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void;
+  // do (B,S,Hq,dv) with the forward's q, k, v, o, lse → dq (like q), dk (like k), dv (like v), all write.
+  attentionBwd(
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array,
+    dq: Float32Array,
+    dkOut: Float32Array,
+    dvOut: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void;
+
+  // logits (N,V), labels (N; −100 = ignore) → lse (N) write; returns Σ over valid rows of (lse − logit[label])
+  // as a double. Ignored rows get lse = 0.
+  crossEntropyFwd(logits: Float32Array, labels: Int32Array, lse: Float32Array, N: number, V: number): number;
+  // → dlogits (N,V) write: (softmax − onehot) · scale for valid rows, 0 for ignored rows. dlogits may alias logits.
+  crossEntropyBwd(
+    logits: Float32Array,
+    labels: Int32Array,
+    lse: Float32Array,
+    dlogits: Float32Array,
+    N: number,
+    V: number,
+    scale: number,
+  ): void;
+
+  // table (V,D), ids (N) → out (N,D) write.
+  embeddingFwd(table: Float32Array, ids: Int32Array, out: Float32Array, N: number, D: number): void;
+  // dout (N,D), ids (N) → dtable (V,D) accumulate (scatter-add; repeated ids add up).
+  embeddingBwd(dout: Float32Array, ids: Int32Array, dtable: Float32Array, N: number, D: number): void;
+
+  // MoE permute: out[r] = src[idx[r]] · (scale ? scale[r] : 1). src (·,D), idx (R), out (R,D) write.
+  gatherRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void;
+  // MoE unpermute / permute backward: out[idx[r]] += src[r] · (scale ? scale[r] : 1). src (R,D), out (·,D) accumulate.
+  scatterAddRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void;
+  // Gate gradient: dots[r] = Σ_d a[idx[r], d] · b[r, d]. a (·,D), b (R,D), dots (R) write.
+  gatherRowDot(a: Float32Array, idx: Int32Array, b: Float32Array, dots: Float32Array, R: number, D: number): void;
+
+  // AdamW with decoupled decay (torch semantics), step t ≥ 1, all (n):
+  //   p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+  //   p ← p − (lr/(1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)
+  adamw(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    wd: number,
+    step: number,
+  ): void;
+
+  // Elementwise helpers for residuals, accumulation and norms.
+  // out = a + b (n); out may alias a or b.
+  add(a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;
+  // y += alpha · x (n).
+  axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void;
+  // x ·= alpha (n).
+  scale(x: Float32Array, alpha: number, n: number): void;
+  // Σ x² (n) accumulated in double.
+  sumSquares(x: Float32Array, n: number): number;
+}
