@@ -1,0 +1,95 @@
+// Running one program on N ranks, whatever the transport. The code above (trainer, `grad`, tests) writes a rank
+// program once — a module exporting `rankMain` — and chooses where ranks live:
+//   inproc  — N async tasks on this event loop (deterministic, seeded; fault injection);
+//   threads — N worker threads of this process (SharedArrayBuffer collectives);
+//   mpi     — this process is one rank of an `mpiexec.mpich -n N` job.
+
+import type { ProfileName } from './capabilities.ts';
+import type { Communicator } from './communicator.ts';
+import type { FlightDump, FlightRecorder } from './flight-recorder.ts';
+
+export type TransportName = 'inproc' | 'threads' | 'mpi';
+export const TRANSPORTS: readonly TransportName[] = ['inproc', 'threads', 'mpi'];
+
+/** Faults the inproc transport can inject (protocol and hang tests). Ranks are world ranks. */
+export type Fault =
+  /** Rank `rank` arrives `ms` later at every collective (or only at #`atSeq` of `group`). */
+  | { kind: 'delay'; rank: number; ms: number; group?: string; atSeq?: number }
+  /** Rank `rank` dies when it issues collective #`atSeq` on `group` (default "world"): it never arrives. */
+  | { kind: 'kill'; rank: number; atSeq: number; group?: string }
+  /** Rank `rank` issues a different op at #`atSeq` on `group`. */
+  | { kind: 'mismatch-op'; rank: number; atSeq: number; group?: string }
+  /** Rank `rank` contributes `delta` more elements at #`atSeq` on `group`. */
+  | { kind: 'mismatch-size'; rank: number; atSeq: number; delta: number; group?: string };
+
+export interface WorldOptions {
+  transport: TransportName;
+  /** Number of ranks (ignored under mpi, where mpiexec decides). */
+  size: number;
+  profile?: ProfileName;
+  /** Default per-collective timeout. */
+  timeoutMs?: number;
+  /** inproc: seed of the arrival scheduler. */
+  seed?: number;
+  /** inproc: injected faults. */
+  faults?: Fault[];
+  /** Ranks per node, for 'single-node' capabilities (default: all ranks on one node; mpi asks MPI). */
+  ranksPerNode?: number;
+  /** Flight recorder ring size per rank. */
+  flightEntries?: number;
+  /** Directory where each rank writes its flight dump on a collective failure (none if unset). */
+  dumpDir?: string;
+}
+
+/** What a rank program receives. */
+export interface RankContext<A> {
+  rank: number;
+  size: number;
+  world: Communicator;
+  recorder: FlightRecorder;
+  transport: TransportName;
+  args: A;
+}
+
+/** A rank program: the module at `RankEntry.module` exports `rankMain` of this type. */
+export type RankMain<A, R> = (ctx: RankContext<A>) => Promise<R>;
+
+export interface RankEntry {
+  /** Absolute file path or file: URL of a .ts/.js module exporting `rankMain`. */
+  module: string;
+  /** Export name, default "rankMain". */
+  exportName?: string;
+}
+
+/** Per-rank outcome: results of ranks that finished, errors (with flight dumps) of those that failed. */
+export type RankOutcome<R> = { rank: number; ok: true; value: R } | { rank: number; ok: false; error: string; dump?: FlightDump };
+
+export interface LaunchResult<R> {
+  outcomes: RankOutcome<R>[];
+  /** When some rank failed: the cross-rank diagnosis ("rank 2 is in all_gather #57 on group ep, …"). */
+  diagnosis?: string;
+}
+
+/**
+ * Runs `entry` on every rank of a new world and waits for all of them. Under mpi, runs only this process's rank
+ * and returns its single outcome. Never hangs: a rank that dies or stalls makes the others fail within their
+ * timeouts, and the result says who waited for whom.
+ */
+export async function launch<A, R>(opts: WorldOptions, entry: RankEntry, args: A): Promise<LaunchResult<R>> {
+  switch (opts.transport) {
+    case 'inproc': {
+      const m = await import('./inproc/launch.ts');
+      return m.launchInproc<A, R>(opts, entry, args);
+    }
+    case 'threads': {
+      const m = await import('./threads/launch.ts');
+      return m.launchThreads<A, R>(opts, entry, args);
+    }
+    case 'mpi': {
+      const m = await import('./mpi/launch.ts');
+      return m.launchMpi<A, R>(opts, entry, args);
+    }
+    default:
+      throw new Error(`unknown transport "${(opts as WorldOptions).transport}"; use one of ${TRANSPORTS.join(', ')}`);
+  }
+}
