@@ -1,0 +1,121 @@
+// The native addon (native/kernels) behind the Kernels interface. The addon's functions take exactly the
+// interface's arguments, so this wrapper only binds them; argument checks (buffer lengths, index ranges) happen
+// in C++, where an out-of-range write would otherwise corrupt memory, and surface as JS RangeErrors.
+import type { BlasInfo, Kernels } from './kernels-api.ts';
+
+type Fn<K extends keyof Kernels> = Kernels[K];
+
+export interface KernelsAddon {
+  sgemm: Fn<'sgemm'>;
+  setNumThreads: Fn<'setNumThreads'>;
+  blasInfo(): BlasInfo & { ompThreads?: number };
+  rmsnormFwd: Fn<'rmsnormFwd'>;
+  rmsnormBwd: Fn<'rmsnormBwd'>;
+  swigluFwd: Fn<'swigluFwd'>;
+  swigluBwd: Fn<'swigluBwd'>;
+  rope: Fn<'rope'>;
+  attentionFwd: Fn<'attentionFwd'>;
+  attentionBwd: Fn<'attentionBwd'>;
+  crossEntropyFwd: Fn<'crossEntropyFwd'>;
+  crossEntropyBwd: Fn<'crossEntropyBwd'>;
+  embeddingFwd: Fn<'embeddingFwd'>;
+  embeddingBwd: Fn<'embeddingBwd'>;
+  gatherRows: Fn<'gatherRows'>;
+  scatterAddRows: Fn<'scatterAddRows'>;
+  gatherRowDot: Fn<'gatherRowDot'>;
+  adamw: Fn<'adamw'>;
+  add: Fn<'add'>;
+  axpy: Fn<'axpy'>;
+  scale: Fn<'scale'>;
+  sumSquares: Fn<'sumSquares'>;
+}
+
+const METHODS = [
+  'sgemm',
+  'setNumThreads',
+  'blasInfo',
+  'rmsnormFwd',
+  'rmsnormBwd',
+  'swigluFwd',
+  'swigluBwd',
+  'rope',
+  'attentionFwd',
+  'attentionBwd',
+  'crossEntropyFwd',
+  'crossEntropyBwd',
+  'embeddingFwd',
+  'embeddingBwd',
+  'gatherRows',
+  'scatterAddRows',
+  'gatherRowDot',
+  'adamw',
+  'add',
+  'axpy',
+  'scale',
+  'sumSquares',
+] as const satisfies readonly (keyof KernelsAddon)[];
+
+export class NativeKernels implements Kernels {
+  readonly impl = 'native' as const;
+  readonly sgemm: Fn<'sgemm'>;
+  readonly setNumThreads: Fn<'setNumThreads'>;
+  readonly rmsnormFwd: Fn<'rmsnormFwd'>;
+  readonly rmsnormBwd: Fn<'rmsnormBwd'>;
+  readonly swigluFwd: Fn<'swigluFwd'>;
+  readonly swigluBwd: Fn<'swigluBwd'>;
+  readonly rope: Fn<'rope'>;
+  readonly attentionFwd: Fn<'attentionFwd'>;
+  readonly attentionBwd: Fn<'attentionBwd'>;
+  readonly crossEntropyFwd: Fn<'crossEntropyFwd'>;
+  readonly crossEntropyBwd: Fn<'crossEntropyBwd'>;
+  readonly embeddingFwd: Fn<'embeddingFwd'>;
+  readonly embeddingBwd: Fn<'embeddingBwd'>;
+  readonly gatherRows: Fn<'gatherRows'>;
+  readonly scatterAddRows: Fn<'scatterAddRows'>;
+  readonly gatherRowDot: Fn<'gatherRowDot'>;
+  readonly adamw: Fn<'adamw'>;
+  readonly add: Fn<'add'>;
+  readonly axpy: Fn<'axpy'>;
+  readonly scale: Fn<'scale'>;
+  readonly sumSquares: Fn<'sumSquares'>;
+
+  constructor(private readonly addon: KernelsAddon) {
+    const missing = METHODS.filter((m) => typeof addon[m] !== 'function');
+    if (missing.length > 0) {
+      throw new Error(
+        `moe-actors: the native kernels addon is out of date (it lacks ${missing.join(', ')}).\n` +
+          '  Rebuild it with `npm run build:native kernels`, or select the TypeScript reference with MOE_ACTORS_KERNELS=ts.',
+      );
+    }
+    // Direct references (no wrapper closures): N-API calls are already ~0.1–1 µs; keep the JS side free.
+    this.sgemm = addon.sgemm;
+    this.setNumThreads = addon.setNumThreads;
+    this.rmsnormFwd = addon.rmsnormFwd;
+    this.rmsnormBwd = addon.rmsnormBwd;
+    this.swigluFwd = addon.swigluFwd;
+    this.swigluBwd = addon.swigluBwd;
+    this.rope = addon.rope;
+    this.attentionFwd = addon.attentionFwd;
+    this.attentionBwd = addon.attentionBwd;
+    this.crossEntropyFwd = addon.crossEntropyFwd;
+    this.crossEntropyBwd = addon.crossEntropyBwd;
+    this.embeddingFwd = addon.embeddingFwd;
+    this.embeddingBwd = addon.embeddingBwd;
+    this.gatherRows = addon.gatherRows;
+    this.scatterAddRows = addon.scatterAddRows;
+    this.gatherRowDot = addon.gatherRowDot;
+    this.adamw = addon.adamw;
+    this.add = addon.add;
+    this.axpy = addon.axpy;
+    this.scale = addon.scale;
+    this.sumSquares = addon.sumSquares;
+  }
+
+  blasInfo(): BlasInfo {
+    const i = this.addon.blasInfo();
+    const out: BlasInfo = { name: i.name, threads: i.threads };
+    if (i.corename !== undefined) out.corename = i.corename;
+    if (i.config !== undefined) out.config = i.config;
+    return out;
+  }
+}

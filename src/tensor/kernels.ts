@@ -1,0 +1,48 @@
+// Kernel dispatch: one Kernels object per thread (module state is per worker thread, so each rank of the
+// threads transport loads its own instance and its own OpenMP thread count).
+//
+// Native is the default and there is no silent fallback: the TS reference is 10–100× slower, and a run that
+// quietly used it would report meaningless throughput. MOE_ACTORS_KERNELS=ts selects the reference on purpose
+// (e.g. where no C++ toolchain exists, or to cross-check a result).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Kernels } from './kernels-api.ts';
+import { RefKernels } from './kernels-ref.ts';
+import { NativeKernels, type KernelsAddon } from './kernels-native.ts';
+
+export type { Kernels, BlasInfo } from './kernels-api.ts';
+
+/** The plain-TypeScript reference (always available; used by tests as the oracle). */
+export const refKernels: Kernels = new RefKernels();
+
+const ADDON_PATH = fileURLToPath(new URL('../../native/kernels/build/Release/kernels.node', import.meta.url));
+
+let nativeCache: Kernels | undefined;
+let selected: Kernels | undefined;
+
+/** The native kernels; throws with the cause and the fix if the addon is not built or is stale. */
+export function nativeKernels(): Kernels {
+  if (nativeCache) return nativeCache;
+  if (!existsSync(ADDON_PATH)) {
+    throw new Error(
+      `moe-actors: native kernels are missing (${ADDON_PATH} not found).\n` +
+        '  Build them with `npm run build:native kernels` (needs a C++ compiler, pkg-config and OpenBLAS: ' +
+        '`apt-get install build-essential pkg-config libopenblas-dev`).\n' +
+        '  Or select the (much slower) TypeScript reference explicitly with MOE_ACTORS_KERNELS=ts.',
+    );
+  }
+  const addon = createRequire(import.meta.url)(ADDON_PATH) as KernelsAddon;
+  nativeCache = new NativeKernels(addon);
+  return nativeCache;
+}
+
+/** The kernels of this thread: native unless MOE_ACTORS_KERNELS=ts. */
+export function getKernels(): Kernels {
+  if (selected) return selected;
+  const choice = process.env.MOE_ACTORS_KERNELS ?? 'native';
+  if (choice === 'ts') selected = refKernels;
+  else if (choice === 'native') selected = nativeKernels();
+  else throw new Error(`moe-actors: MOE_ACTORS_KERNELS=${choice} is not a kernel implementation; use "native" (default) or "ts".`);
+  return selected;
+}
