@@ -1,0 +1,215 @@
+// Model-based tests of the protocol machines: in the matrix strategy × AC mode × reshard policy (× HSDP ×
+// gradient reduction), every state and every defined transition is reached by some replayed path, and
+// invariants hold at every step. Plus direct runs with stage fakes checking the order of stages.
+import { describe, expect, it } from 'vitest';
+import { createActor, fromPromise, waitFor } from 'xstate';
+import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
+import { fsdpUnitMachine, reshardAfterForward } from '../../src/protocols/fsdp-unit.machine.ts';
+import { isCheckpointed, trainStepMachine, type AcMode } from '../../src/protocols/train-step.machine.ts';
+import { DISPATCH_STRATEGIES } from '../../src/protocols/strategies.ts';
+import { allStateIds, coverPaths, definedTransitions, doneEvents, type Coverage } from './graph-coverage.ts';
+
+function merge(into: Coverage, c: Coverage) {
+  c.transitions.forEach((t) => into.transitions.add(t));
+  c.states.forEach((s) => into.states.add(s));
+  into.paths += c.paths;
+}
+const empty = (): Coverage => ({ transitions: new Set(), states: new Set(), paths: 0 });
+function expectFull(machine: any, cov: Coverage) {
+  const missingT = [...definedTransitions(machine)].filter((t) => !cov.transitions.has(t));
+  const missingS = [...allStateIds(machine)].filter((s) => !cov.states.has(s));
+  expect(missingT).toEqual([]);
+  expect(missingS).toEqual([]);
+}
+
+const FSDP_STAGES = ['unshard', 'reshard', 'reduceScatter', 'divide', 'allReduceReplicas'] as const;
+const STEP_STAGES = [
+  'forwardEmbed',
+  'forwardBlock',
+  'loss',
+  'recomputeBlock',
+  'backwardBlock',
+  'backwardEmbed',
+  'reduceGrads',
+  'clip',
+  'biasUpdate',
+  'optimizer',
+] as const;
+const AC_MODES: AcMode[] = [{ mode: 'none' }, { mode: 'selective', every: 2 }, { mode: 'full' }, { mode: 'selective', op: true }];
+
+describe('moe-layer machine', () => {
+  it('covers every state and transition for every strategy', () => {
+    const cov = empty();
+    for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
+      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, ...doneEvents(MOE_STAGES)];
+      merge(
+        cov,
+        coverPaths(moeLayerMachine, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {
+          serialize: (s) => JSON.stringify([s.value, s.context.pass]),
+          check: (s) => {
+            // EP = 1 never enters the counts exchange: it has no peers to exchange with.
+            if (strategy === 'local') expect(s.matches({ forward: 'exchangeCounts' })).toBe(false);
+          },
+        }),
+      );
+    }
+    expectFull(moeLayerMachine, cov);
+  });
+
+  it('runs the stages in protocol order, recompute included', async () => {
+    for (const strategy of ['local', 'a2a'] as const) {
+      const log: string[] = [];
+      const actors = Object.fromEntries(
+        MOE_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { pass: string } }) => void log.push(`${n}/${input.pass}`))]),
+      );
+      const a = createActor(moeLayerMachine.provide({ actors } as any), { input: { layer: 1, microbatch: 0, step: 1, strategy } });
+      a.start();
+      a.send({ type: 'FORWARD', pass: 'forward' });
+      await waitFor(a, (s) => s.matches('forwardDone'));
+      a.send({ type: 'FORWARD', pass: 'recompute' });
+      await waitFor(a, (s) => s.matches('forwardDone'));
+      a.send({ type: 'BACKWARD' });
+      await waitFor(a, (s) => s.status === 'done');
+      const fwd = strategy === 'local' ? ['route', 'dispatch', 'compute', 'combine'] : ['route', 'exchangeCounts', 'dispatch', 'compute', 'combine'];
+      expect(log).toEqual([
+        ...fwd.map((s) => `${s}/forward`),
+        ...fwd.map((s) => `${s}/recompute`),
+        ...['combineGrad', 'computeGrad', 'dispatchGrad', 'routerGrad'].map((s) => `${s}/recompute`),
+      ]);
+    }
+  });
+
+  it('stops in failed with the stage error', async () => {
+    const actors = Object.fromEntries(
+      MOE_STAGES.map((n) => [n, fromPromise(async () => { if (n === 'dispatch') throw new Error('peer 2 died'); })]),
+    );
+    const a = createActor(moeLayerMachine.provide({ actors } as any), { input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' } });
+    a.start();
+    a.send({ type: 'FORWARD', pass: 'forward' });
+    const s = await waitFor(a, (x) => x.status === 'done');
+    expect(s.value).toBe('failed');
+    expect(s.context.error).toBe('peer 2 died');
+  });
+});
+
+describe('fsdp-unit machine', () => {
+  it('covers every state and transition across reshard policy × HSDP × gradient reduction', () => {
+    const cov = empty();
+    for (const reshard of [true, false])
+      for (const hsdp of [true, false])
+        for (const gradReduce of ['sum', 'sum-divide', 'premul-sum'] as const) {
+          const events = () => [
+            { type: 'UNSHARD', purpose: 'forward', microbatch: 0, step: 1 },
+            { type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 },
+            { type: 'FORWARD_DONE' },
+            { type: 'GRADS_READY' },
+            ...doneEvents(FSDP_STAGES),
+          ];
+          merge(
+            cov,
+            coverPaths(fsdpUnitMachine, { unit: 'layers.1', reshardAfterForward: reshard, hsdp, gradReduce }, FSDP_STAGES, events, {
+              serialize: (s) => JSON.stringify([s.value, s.context.purpose]),
+              check: (s) => {
+                if (!hsdp) expect(s.matches({ reducing: 'allReduceReplicas' })).toBe(false);
+                if (gradReduce !== 'sum-divide') expect(s.matches({ reducing: 'divide' })).toBe(false);
+                // Without reshard-after-forward, params are only freed after their gradients were reduced.
+                if (!reshard && s.matches('resharding')) expect(s.context.purpose).toBe('backward');
+              },
+            }),
+          );
+        }
+    expectFull(fsdpUnitMachine, cov);
+  });
+
+  it('follows torchtitan’s reshard policies, the output unit only under "always"', () => {
+    expect(reshardAfterForward('default', { isOutput: false })).toBe(true);
+    expect(reshardAfterForward('default', { isOutput: true })).toBe(false);
+    expect(reshardAfterForward('always', { isOutput: true })).toBe(true);
+    expect(reshardAfterForward('never', { isOutput: false })).toBe(false);
+    expect(reshardAfterForward('default', { isOutput: false }, true)).toBe(false);
+  });
+
+  it('gathers again for backward only when it resharded after forward', async () => {
+    for (const reshard of [true, false]) {
+      const log: string[] = [];
+      const actors = Object.fromEntries(FSDP_STAGES.map((n) => [n, fromPromise(async () => void log.push(n))]));
+      const a = createActor(fsdpUnitMachine.provide({ actors } as any), {
+        input: { unit: 'layers.0', reshardAfterForward: reshard, hsdp: true, gradReduce: 'sum-divide' },
+      });
+      a.start();
+      a.send({ type: 'UNSHARD', purpose: 'forward', microbatch: 0, step: 1 });
+      await waitFor(a, (s) => s.matches('unsharded'));
+      a.send({ type: 'FORWARD_DONE' });
+      await waitFor(a, (s) => s.matches('resharded') || s.matches('kept'));
+      a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 });
+      await waitFor(a, (s) => s.matches('grads'));
+      a.send({ type: 'GRADS_READY' });
+      await waitFor(a, (s) => s.matches('resharded'));
+      expect(log).toEqual(
+        reshard
+          ? ['unshard', 'reshard', 'unshard', 'reduceScatter', 'allReduceReplicas', 'divide', 'reshard']
+          : ['unshard', 'reduceScatter', 'allReduceReplicas', 'divide', 'reshard'],
+      );
+    }
+  });
+});
+
+describe('train-step machine', () => {
+  it('covers every state and transition across AC mode × microbatches × layers × bias update', () => {
+    const cov = empty();
+    for (const ac of AC_MODES)
+      for (const microbatches of [1, 2])
+        for (const nLayers of [0, 1, 3])
+          for (const biasUpdate of [true, false]) {
+            const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES)];
+            merge(
+              cov,
+              coverPaths(trainStepMachine, { step: 1, nLayers, microbatches, ac, biasUpdate }, STEP_STAGES, events, {
+                serialize: (s) => JSON.stringify([s.value, s.context.layer, s.context.microbatch]),
+                check: (s) => {
+                  expect(s.context.microbatch).toBeLessThan(microbatches);
+                  expect(s.context.layer).toBeGreaterThanOrEqual(0);
+                  expect(s.context.layer).toBeLessThan(Math.max(1, nLayers));
+                  if (s.matches({ microbatch: { backward: 'recompute' } })) expect(isCheckpointed(s.context.layer, ac)).toBe(true);
+                  if (!biasUpdate) expect(s.matches('biasUpdate')).toBe(false);
+                },
+              }),
+            );
+          }
+    expectFull(trainStepMachine, cov);
+  });
+
+  it('recomputes exactly the checkpointed blocks, in reverse order, per microbatch', async () => {
+    for (const ac of AC_MODES) {
+      const log: string[] = [];
+      const actors = Object.fromEntries(
+        STEP_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { layer: number; microbatch: number } }) => void log.push(`${n}:${input.microbatch}:${input.layer}`))]),
+      );
+      const a = createActor(trainStepMachine.provide({ actors } as any), { input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true } });
+      a.start();
+      a.send({ type: 'START' });
+      await waitFor(a, (s) => s.status === 'done');
+      const expected: string[] = [];
+      for (let mb = 0; mb < 2; mb++) {
+        expected.push(`forwardEmbed:${mb}:0`);
+        for (let l = 0; l < 4; l++) expected.push(`forwardBlock:${mb}:${l}`);
+        expected.push(`loss:${mb}:3`);
+        for (let l = 3; l >= 0; l--) {
+          if (isCheckpointed(l, ac)) expected.push(`recomputeBlock:${mb}:${l}`);
+          expected.push(`backwardBlock:${mb}:${l}`);
+        }
+        expected.push(`backwardEmbed:${mb}:0`);
+      }
+      expected.push('reduceGrads:1:0', 'clip:1:0', 'biasUpdate:1:0', 'optimizer:1:0');
+      expect(log).toEqual(expected);
+    }
+  });
+
+  it('selects blocks as torchtitan’s selective AC does', () => {
+    const sel = (every: number) => [0, 1, 2, 3, 4, 5].filter((l) => isCheckpointed(l, { mode: 'selective', every }));
+    expect(sel(2)).toEqual([1, 3, 5]);
+    expect(sel(3)).toEqual([2, 5]);
+    expect(sel(0)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(sel(1)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});
