@@ -1,5 +1,122 @@
-// moe-actors command line. Commands are added as the layers they drive land.
+// moe-actors command line. Each command lives in its own module, loaded only when used (startup stays fast and a
+// command's dependencies — native addons, browsers — are not touched by the others).
+import { Command, CommanderError } from 'commander';
+import { reportError } from './errors.ts';
+
 export async function main(argv: string[]): Promise<void> {
-  console.error(`moe-actors: no commands yet (got: ${argv.join(' ')})`);
-  process.exitCode = 2;
+  const program = new Command('moe-actors')
+    .description('Train MoE transformers with torchtitan semantics as XState actors on every rank')
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('train')
+    .description('train a model from a TOML job config (default: the embedded debug job)')
+    .option('--config <path>', 'job config (TOML)')
+    .option('--transport <name>', 'inproc | threads | mpi (overrides [comm] transport)')
+    .option('--ranks <n>', 'world size on inproc/threads (overrides [comm] ranks)')
+    .option('--live', 'one refreshing line per rank')
+    .option('--dry-run', 'validate the config and print the plan; start no ranks')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[overrides...]', 'config overrides like --training.steps 20')
+    .action(async (...a: unknown[]) => {
+      const cmd = a[a.length - 1] as Command;
+      const { runTrain } = await import('./train.ts');
+      await runTrain(cmd.opts(), overridesOf(cmd));
+    });
+
+  program
+    .command('grad')
+    .description('one forward/backward from given weights and batch; write loss and gradients (parity tool)')
+    .requiredOption('--config <path>', 'config with [model] and [training] seq_len (and [parallelism]/[comm] for --ranks)')
+    .requiredOption('--checkpoint <path>', 'weights (.safetensors, torchtitan names)')
+    .requiredOption('--batch <path>', 'batch (.safetensors with int64 tokens, labels of shape (B, S))')
+    .requiredOption('--out <path>', 'output .safetensors: loss and grad.<name>')
+    .option('--ranks <n>', 'number of ranks (distributed run)')
+    .option('--transport <name>', 'inproc | threads | mpi')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(async (...a: unknown[]) => {
+      const cmd = a[a.length - 1] as Command;
+      const { runGrad } = await import('./grad.ts');
+      await runGrad(cmd.opts(), overridesOf(cmd));
+    });
+
+  program
+    .command('plan')
+    .description('print mesh, per-rank memory, chosen strategies and bytes per step for a job config')
+    .option('--config <path>', 'job config (TOML)')
+    .option('--ranks <n>', 'world size')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(async (...a: unknown[]) => {
+      const cmd = a[a.length - 1] as Command;
+      const { runPlan } = await import('./plan.ts');
+      await runPlan(cmd.opts(), overridesOf(cmd));
+    });
+
+  program
+    .command('inspect')
+    .description('diff flight-recorder dumps of a failed run: who did not join which collective')
+    .argument('<dumps...>', 'dump files or a folder of them')
+    .action(async (dumps: string[]) => {
+      const { runInspect } = await import('./inspect.ts');
+      await runInspect(dumps);
+    });
+
+  program
+    .command('view')
+    .description('write timeline.html for a run folder (self-contained, opens offline)')
+    .argument('<run>', 'outputs/<run>')
+    .action(async (run: string) => {
+      const { runView } = await import('./view.ts');
+      await runView(run);
+    });
+
+  program
+    .command('summary')
+    .description('per-layer, per-state time table of a run')
+    .argument('<run>', 'outputs/<run>')
+    .action(async (run: string) => {
+      const { runSummary } = await import('./view.ts');
+      await runSummary(run);
+    });
+
+  program
+    .command('machines')
+    .description('export the protocol state machines as Mermaid or Graphviz')
+    .option('--format <fmt>', 'mermaid | dot', 'mermaid')
+    .option('--machine <name>', 'moe-layer | fsdp-unit | train-step (default: all)')
+    .action(async (o: { format: string; machine?: string }) => {
+      const { runMachines } = await import('./machines.ts');
+      await runMachines(o);
+    });
+
+  program
+    .command('probe')
+    .description('run each collective once on a transport and print what works')
+    .option('--transport <name>', 'inproc | threads | mpi', 'inproc')
+    .option('--ranks <n>', 'ranks (inproc/threads)', '2')
+    .option('--profile <name>', 'capability profile', 'full')
+    .action(async (o: { transport: string; ranks: string; profile: string }) => {
+      const { runProbe } = await import('./probe.ts');
+      await runProbe(o);
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return;
+      process.exitCode = e.exitCode || 2;
+      return;
+    }
+    process.exitCode = reportError(e);
+  }
+}
+
+/** Arguments commander did not recognise: `--section.key value` config overrides (checked by parseOverrides). */
+function overridesOf(cmd: Command): string[] {
+  return [...cmd.args];
 }
