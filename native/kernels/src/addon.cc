@@ -4,6 +4,15 @@
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterBlas(env, exports);
+  RegisterNorm(env, exports);
+  RegisterSwiglu(env, exports);
+  RegisterRope(env, exports);
+  RegisterAttention(env, exports);
+  RegisterCrossEntropy(env, exports);
+  RegisterEmbedding(env, exports);
+  RegisterMoeRows(env, exports);
+  RegisterOptim(env, exports);
+  RegisterElementwise(env, exports);
   return exports;
 }
 

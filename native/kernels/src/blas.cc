@@ -5,36 +5,52 @@
 #else
 #include <cblas.h>
 #endif
-#include <omp.h>
 
-// sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): row-major C = alpha·op(A)·op(B) + beta·C.
+// sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): row-major C (M,N) = alpha·op(A)·op(B) + beta·C,
+// op(A) (M,K), op(B) (K,N). Lengths are checked against the strides so BLAS never reads or writes out of bounds.
 static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
-  bool ta = info[0].As<Napi::Boolean>().Value();
-  bool tb = info[1].As<Napi::Boolean>().Value();
-  int M = (int)Int(info[2]), N = (int)Int(info[3]), K = (int)Int(info[4]);
-  float alpha = (float)Num(info[5]);
-  float* A = F32(info[6]);
-  int lda = (int)Int(info[7]);
-  float* B = F32(info[8]);
-  int ldb = (int)Int(info[9]);
-  float beta = (float)Num(info[10]);
-  float* C = F32(info[11]);
-  int ldc = (int)Int(info[12]);
-  if (M == 0 || N == 0) return info.Env().Undefined();
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
-              ldb, beta, C, ldc);
-  return info.Env().Undefined();
+  Args a(info, "sgemm");
+  bool ta = a.flag(0), tb = a.flag(1);
+  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
+  float alpha = (float)a.num(5, "alpha");
+  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
+  float beta = (float)a.num(10, "beta");
+  if (!a.ok) return a.env.Undefined();
+  // Row-major leading dimensions: at least the row width, as BLAS requires (it rejects smaller with a stderr line).
+  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
+  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
+  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
+  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
+  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
+  const bool empty = M == 0 || N == 0;
+  float* A = a.f32(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
+  float* B = a.f32(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
+  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
+  if (!a.ok || empty) return a.env.Undefined();
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
+    a.fail("dimensions exceed the 32-bit BLAS interface");
+    return a.env.Undefined();
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+              alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  return a.env.Undefined();
 }
 
+// openblas_set_num_threads is process-global (one OpenBLAS thread pool per process); omp_set_num_threads sets
+// the calling thread's team size for the fused kernels only. So with the threads transport, the last rank to
+// call this decides BLAS's count for all ranks — ranks of one job pass the same n.
 static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  int n = (int)Int(info[0]);
+  Args a(info, "setNumThreads");
+  int64_t n = a.size(0, "n");
+  if (a.ok && n < 1) a.fail("n must be ≥ 1");
+  if (!a.ok) return a.env.Undefined();
 #ifdef MOE_BLAS_MKL
-  mkl_set_num_threads(n);
+  mkl_set_num_threads((int)n);
 #else
-  openblas_set_num_threads(n);
+  openblas_set_num_threads((int)n);
 #endif
-  omp_set_num_threads(n);
-  return info.Env().Undefined();
+  omp_set_num_threads((int)n);
+  return a.env.Undefined();
 }
 
 static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {

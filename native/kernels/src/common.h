@@ -1,17 +1,235 @@
-// Shared helpers for the kernels addon: typed-array access without copies, argument checks.
+// Shared helpers for the kernels addon: checked typed-array arguments, portable SIMD (GCC vector extensions),
+// a vectorized exp, aligned scratch buffers and the OpenMP sizing policy.
 #pragma once
 #include <napi.h>
+#include <omp.h>
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <string>
 
-inline float* F32(const Napi::Value& v) {
-  auto a = v.As<Napi::Float32Array>();
-  return a.Data();
-}
-inline size_t F32Len(const Napi::Value& v) { return v.As<Napi::Float32Array>().ElementLength(); }
-inline int32_t* I32(const Napi::Value& v) { return v.As<Napi::Int32Array>().Data(); }
-inline size_t I32Len(const Napi::Value& v) { return v.As<Napi::Int32Array>().ElementLength(); }
-inline int64_t Int(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
-inline double Num(const Napi::Value& v) { return v.As<Napi::Number>().DoubleValue(); }
+// ---------------------------------------------------------------------------------------------------------------
+// Arguments. Every kernel checks buffer lengths and index ranges before touching memory: a wrong length from JS
+// must be a RangeError naming the kernel and the argument, never a silent out-of-bounds write. With C++
+// exceptions disabled, the first failure throws a JS exception and sets ok = false; the caller returns.
+struct Args {
+  const Napi::CallbackInfo& info;
+  Napi::Env env;
+  const char* fn;
+  bool ok = true;
 
+  Args(const Napi::CallbackInfo& i, const char* name) : info(i), env(i.Env()), fn(name) {}
+
+  void fail(const std::string& msg) {
+    if (!ok) return;
+    ok = false;
+    Napi::RangeError::New(env, std::string(fn) + ": " + msg).ThrowAsJavaScriptException();
+  }
+
+  Napi::Value arg(int i) {
+    if ((size_t)i >= info.Length()) {
+      fail("missing argument #" + std::to_string(i));
+      return env.Undefined();
+    }
+    return info[i];
+  }
+
+  // A Float32Array with at least `need` elements. `need` = 0 accepts any length (and a null data pointer).
+  float* f32(int i, int64_t need, const char* name) {
+    if (!ok) return nullptr;
+    Napi::Value v = arg(i);
+    if (!ok) return nullptr;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      fail(std::string(name) + " must be a Float32Array");
+      return nullptr;
+    }
+    auto a = v.As<Napi::Float32Array>();
+    if ((int64_t)a.ElementLength() < need) {
+      fail(std::string(name) + " has " + std::to_string(a.ElementLength()) + " elements, needs at least " +
+           std::to_string(need));
+      return nullptr;
+    }
+    return a.Data();
+  }
+  int64_t f32len(int i) {
+    Napi::Value v = info[i];
+    return (int64_t)v.As<Napi::TypedArray>().ElementLength();
+  }
+  // Float32Array or null/undefined.
+  float* f32OrNull(int i, int64_t need, const char* name) {
+    if (!ok) return nullptr;
+    if ((size_t)i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+    return f32(i, need, name);
+  }
+  int32_t* i32(int i, int64_t need, const char* name) {
+    if (!ok) return nullptr;
+    Napi::Value v = arg(i);
+    if (!ok) return nullptr;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+      fail(std::string(name) + " must be an Int32Array");
+      return nullptr;
+    }
+    auto a = v.As<Napi::Int32Array>();
+    if ((int64_t)a.ElementLength() < need) {
+      fail(std::string(name) + " has " + std::to_string(a.ElementLength()) + " elements, needs at least " +
+           std::to_string(need));
+      return nullptr;
+    }
+    return a.Data();
+  }
+  // A non-negative integer (a size or a count).
+  int64_t size(int i, const char* name) {
+    if (!ok) return 0;
+    Napi::Value v = arg(i);
+    if (!ok) return 0;
+    if (!v.IsNumber()) {
+      fail(std::string(name) + " must be a number");
+      return 0;
+    }
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != std::floor(d) || d > 9.0e15) {
+      fail(std::string(name) + " = " + std::to_string(d) + " must be a non-negative integer");
+      return 0;
+    }
+    return (int64_t)d;
+  }
+  double num(int i, const char* name) {
+    if (!ok) return 0;
+    Napi::Value v = arg(i);
+    if (!ok) return 0;
+    if (!v.IsNumber()) {
+      fail(std::string(name) + " must be a number");
+      return 0;
+    }
+    return v.As<Napi::Number>().DoubleValue();
+  }
+  bool flag(int i) {
+    if (!ok) return false;
+    Napi::Value v = arg(i);
+    return ok && v.ToBoolean().Value();
+  }
+  // ids[r] ∈ [0, limit) for r < n; names the first bad row.
+  bool idsInRange(const int32_t* ids, int64_t n, int64_t limit, const char* name) {
+    if (!ok) return false;
+    for (int64_t r = 0; r < n; r++) {
+      if (ids[r] < 0 || ids[r] >= limit) {
+        fail(std::string(name) + "[" + std::to_string(r) + "] = " + std::to_string(ids[r]) + " is outside [0, " +
+             std::to_string(limit) + ")");
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIMD through GCC vector extensions: 16 floats. With -march=native on an AVX-512 machine this is one zmm
+// register; on AVX2 GCC splits it into two ymm, so the same source stays portable.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef double v8d __attribute__((vector_size(64)));
+
+static inline v16f ld16(const float* p) {
+  v16f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void st16(float* p, v16f v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline v16f splat(float x) { return v16f{} + x; }
+static inline v16i iota16() { return v16i{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+static inline float hsum(v16f v) {
+  float s = 0;
+  for (int i = 0; i < 16; i++) s += v[i];
+  return s;
+}
+static inline float hmax(v16f v) {
+  float m = v[0];
+  for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
+  return m;
+}
+static inline v16f vmax(v16f a, v16f b) { return a > b ? a : b; }
+
+// exp on 16 lanes (Cephes expf: range reduction by ln2 in two parts, degree-6 polynomial; ≈1–2 ulp).
+// x < −87.34 flushes to 0 (torch would return a denormal; the difference is < 1.2e−38 absolute), x > 88.72 → inf,
+// NaN propagates. −inf (masked attention scores) gives exactly 0.
+static inline v16f vexp(v16f x) {
+  const v16i under = x < splat(-87.336544f);
+  const v16i over = x > splat(88.72283f);
+  v16f xc = x > splat(88.0f) ? splat(88.0f) : x;
+  xc = xc < splat(-87.336544f) ? splat(-87.336544f) : xc;
+  const v16f magic = splat(12582912.0f);  // 1.5·2^23: adding it rounds to the nearest integer
+  v16f t = xc * 1.44269504088896341f + magic;
+  v16f n = t - magic;
+  v16f r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  v16f p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  v16f y = p * (r * r) + r + 1.0f;
+  v16i ni = __builtin_convertvector(n, v16i);
+  v16i bits = (ni + 127) << 23;
+  v16f pow2;
+  __builtin_memcpy(&pow2, &bits, sizeof pow2);
+  y = y * pow2;
+  y = under ? splat(0.0f) : y;
+  y = over ? splat(std::numeric_limits<float>::infinity()) : y;
+  return y;
+}
+
+// Scalar exp with the same numerics as vexp, for tails (so a row gives the same values whatever its alignment).
+static inline float sexp(float x) {
+  v16f v = splat(x);
+  return vexp(v)[0];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scratch memory (64-byte aligned, zero-initialised on request).
+struct Buf {
+  float* p = nullptr;
+  size_t n = 0;
+  Buf() = default;
+  explicit Buf(size_t count, bool zero = false) { alloc(count, zero); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(p); }
+  void alloc(size_t count, bool zero = false) {
+    std::free(p);
+    n = count;
+    size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+    p = (float*)std::aligned_alloc(64, bytes > 0 ? bytes : 64);
+    if (zero) std::memset(p, 0, count * sizeof(float));
+  }
+  float* data() { return p; }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// OpenMP sizing: a parallel region costs a few µs (thread wake-up), so small calls stay on the calling thread.
+// The team size is the calling thread's omp ICV, set by setNumThreads (per Node thread, so each rank of the
+// threads transport chooses its own).
+static constexpr int64_t kParallelMinElems = 1 << 15;  // elementwise kernels: ~32 K floats ≈ a few µs of work
+static inline int threadsFor(int64_t work, int64_t minPerThread = kParallelMinElems) {
+  int t = omp_get_max_threads();
+  int64_t byWork = work / minPerThread;
+  if (byWork < t) t = (int)(byWork < 1 ? 1 : byWork);
+  return t;
+}
+
+static inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Registration of each kernel group (one .cc file each).
 void RegisterBlas(Napi::Env env, Napi::Object exports);
+void RegisterNorm(Napi::Env env, Napi::Object exports);
+void RegisterSwiglu(Napi::Env env, Napi::Object exports);
+void RegisterRope(Napi::Env env, Napi::Object exports);
+void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
+void RegisterEmbedding(Napi::Env env, Napi::Object exports);
+void RegisterMoeRows(Napi::Env env, Napi::Object exports);
+void RegisterOptim(Napi::Env env, Napi::Object exports);
+void RegisterElementwise(Napi::Env env, Napi::Object exports);

@@ -1,0 +1,378 @@
+// Causal scaled-dot-product attention, forward and backward, FlashAttention-2 style on the CPU.
+//
+// Why not sgemm: at the head dims that matter here (16 for the Llama4 debugmodel, 192/128 for MLA) a (64×64×16)
+// block product is too small for BLAS (its packing and call overhead dominate), and materialising the whole
+// (S×S) score matrix per head would stream S²·4 bytes through memory twice. Instead each (query block × key block)
+// product runs in a register-blocked micro-kernel on packed, L1-resident tiles, softmax is online (running max and
+// sum per query row), fully masked key blocks are never visited, and the backward pass recomputes the
+// probabilities from the saved log-sum-exp instead of storing them.
+//
+// Layouts (row-major): q (B,S,Hq,dk), k (B,S,Hkv,dk), v (B,S,Hkv,dv), o (B,S,Hq,dv), lse (B,Hq,S).
+// GQA: query head h reads kv head h / (Hq/Hkv). MLA: dk ≠ dv, Hkv = Hq.
+#include <vector>
+#include "common.h"
+
+namespace {
+
+constexpr int64_t BQ = 64;  // query rows per block
+constexpr int64_t BK = 64;  // keys per block (= 4 vectors of 16)
+constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the micro-kernel height
+
+// C tile (R rows × 16·NV cols) (+)= Σ_k A[r·ars + k·acs] · B[k·ldb + col]. Accumulators stay in registers
+// (R·NV ≤ 16 vectors); each k loads NV vectors of B and broadcasts R scalars of A.
+template <int R, int NV>
+inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
+                 int64_t ldc, bool accumulate) {
+  v16f c[R][NV];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) c[r][v] = accumulate ? ld16(C + r * ldc + 16 * v) : v16f{};
+  for (int64_t k = 0; k < K; k++) {
+    v16f b[NV];
+    for (int v = 0; v < NV; v++) b[v] = ld16(B + k * ldb + 16 * v);
+    const float* ak = A + k * acs;
+    for (int r = 0; r < R; r++) {
+      const float av = ak[r * ars];
+      for (int v = 0; v < NV; v++) c[r][v] += av * b[v];
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) st16(C + r * ldc + 16 * v, c[r][v]);
+}
+
+// C (M,N) (+)= A (M,K) · B (K,N), where A's element (m,k) is A[m·ars + k·acs] so a transposed A is read in place.
+// Requires M % 8 == 0 and N % 16 == 0 (callers pad their tiles with zeros).
+void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
+        int64_t ldc, bool accumulate) {
+  for (int64_t n0 = 0; n0 < N; n0 += 64) {
+    const int64_t nv = std::min<int64_t>(4, (N - n0) / 16);
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+      const float* Am = A + m0 * ars;
+      const float* Bn = B + n0;
+      float* Cm = C + m0 * ldc + n0;
+      switch (nv) {
+        case 1:
+          tile<8, 1>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          break;
+        case 2:
+          tile<8, 2>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          break;
+        case 3:
+          tile<4, 3>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          tile<4, 3>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
+          break;
+        default:
+          tile<4, 4>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          tile<4, 4>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
+          break;
+      }
+    }
+  }
+}
+
+struct Shape {
+  int64_t B, S, Hq, Hkv, dk, dv, G, dkp, dvp, nQB, nKB;
+  float scale;
+};
+
+// Keys j0..j0+nk of kv head (b,hk), packed as Kt (dk, BK) (for Q·Kᵀ, vectorised over keys), and optionally
+// Kp (BK, dkp) row-major; values as Vp (BK, dvp) or Vt (dv, BK). Padding (j ≥ nk, columns ≥ dk/dv) is zero.
+void packKt(const Shape& s, const float* k, int64_t b, int64_t hk, int64_t j0, int64_t nk, float* Kt) {
+  for (int64_t j = 0; j < nk; j++) {
+    const float* src = k + ((b * s.S + j0 + j) * s.Hkv + hk) * s.dk;
+    for (int64_t d = 0; d < s.dk; d++) Kt[d * BK + j] = src[d];
+  }
+  if (nk < BK)
+    for (int64_t d = 0; d < s.dk; d++)
+      for (int64_t j = nk; j < BK; j++) Kt[d * BK + j] = 0.0f;
+}
+void packRows(const float* src0, int64_t rowStride, int64_t n, int64_t width, int64_t widthPad, int64_t rowsPad,
+              float* dst) {
+  for (int64_t j = 0; j < n; j++) {
+    std::memcpy(dst + j * widthPad, src0 + j * rowStride, width * sizeof(float));
+    for (int64_t d = width; d < widthPad; d++) dst[j * widthPad + d] = 0.0f;
+  }
+  if (rowsPad > n) std::memset(dst + n * widthPad, 0, (rowsPad - n) * widthPad * sizeof(float));
+}
+
+constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+
+// Keys visible to query i in the key block starting at j0 with nk real keys (causal: j ≤ i).
+inline int64_t visible(int64_t i, int64_t j0, int64_t nk) { return std::min(nk, i - j0 + 1); }
+
+// ---------------------------------------------------------------------------------------------------------------
+struct FwdScratch {
+  Buf Q, Kt, Vp, Sb, acc;
+  float m[BQ], l[BQ];
+  explicit FwdScratch(const Shape& s)
+      : Q(BQ * s.dk), Kt(s.dk * BK), Vp(BK * s.dvp), Sb(BQ * BK), acc(BQ * s.dvp) {}
+};
+
+// One task = query block qb of head (b,h). For every key block at or left of the diagonal:
+//   S = (scale·Q) Kᵀ (BQ×BK);  m' = max(m, rowmax S);  P = exp(S − m');  l = l·e^(m−m') + ΣP;  acc = acc·e^(m−m') + P V
+// then o = acc / l and lse = m + log l.
+void fwdTask(const Shape& s, const float* q, const float* k, const float* v, float* o, float* lse, int64_t b,
+             int64_t h, int64_t qb, FwdScratch& w) {
+  const int64_t hk = h / s.G;
+  const int64_t i0 = qb * BQ, nq = std::min(BQ, s.S - i0), nqp = roundUp(nq, MR);
+  float* Q = w.Q.data();
+  float* Kt = w.Kt.data();
+  float* Vp = w.Vp.data();
+  float* Sb = w.Sb.data();
+  float* acc = w.acc.data();
+  const int64_t dk = s.dk, dvp = s.dvp;
+  for (int64_t r = 0; r < nq; r++) {
+    const float* src = q + ((b * s.S + i0 + r) * s.Hq + h) * dk;
+    for (int64_t d = 0; d < dk; d++) Q[r * dk + d] = src[d] * s.scale;
+  }
+  std::memset(Q + nq * dk, 0, (nqp - nq) * dk * sizeof(float));
+  std::memset(acc, 0, nqp * dvp * sizeof(float));
+  for (int64_t r = 0; r < BQ; r++) w.m[r] = NEG_INF, w.l[r] = 0.0f;
+
+  const int64_t nkb = (i0 + nq - 1) / BK + 1;  // key blocks right of the diagonal are fully masked: skipped
+  for (int64_t kb = 0; kb < nkb; kb++) {
+    const int64_t j0 = kb * BK, nk = std::min(BK, s.S - j0);
+    packKt(s, k, b, hk, j0, nk, Kt);
+    packRows(v + ((b * s.S + j0) * s.Hkv + hk) * s.dv, s.Hkv * s.dv, nk, s.dv, dvp, BK, Vp);
+    mm(nqp, BK, dk, Q, dk, 1, Kt, BK, Sb, BK, false);
+    for (int64_t r = 0; r < nq; r++) {
+      float* sr = Sb + r * BK;
+      const int64_t vis = visible(i0 + r, j0, nk);
+      if (vis <= 0) {
+        std::memset(sr, 0, BK * sizeof(float));
+        continue;
+      }
+      v16f x[4];
+      for (int c = 0; c < 4; c++) {
+        x[c] = ld16(sr + 16 * c);
+        if (vis < BK) x[c] = (iota16() + 16 * c) < (int32_t)vis ? x[c] : splat(NEG_INF);
+      }
+      const float rowMax = hmax(vmax(vmax(x[0], x[1]), vmax(x[2], x[3])));
+      const float mOld = w.m[r];
+      const float mNew = std::max(mOld, rowMax);
+      const float corr = mOld == NEG_INF ? 0.0f : sexp(mOld - mNew);
+      v16f sum = {};
+      for (int c = 0; c < 4; c++) {
+        v16f p = vexp(x[c] - mNew);
+        st16(sr + 16 * c, p);
+        sum += p;
+      }
+      w.l[r] = w.l[r] * corr + hsum(sum);
+      w.m[r] = mNew;
+      if (corr != 1.0f) {
+        float* ar = acc + r * dvp;
+        for (int64_t d = 0; d < dvp; d += 16) st16(ar + d, ld16(ar + d) * corr);
+      }
+    }
+    std::memset(Sb + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
+    mm(nqp, dvp, BK, Sb, BK, 1, Vp, dvp, acc, dvp, true);
+  }
+  for (int64_t r = 0; r < nq; r++) {
+    const int64_t i = i0 + r;
+    const float inv = 1.0f / w.l[r];
+    float* dst = o + ((b * s.S + i) * s.Hq + h) * s.dv;
+    for (int64_t d = 0; d < s.dv; d++) dst[d] = acc[r * dvp + d] * inv;
+    lse[(b * s.Hq + h) * s.S + i] = w.m[r] + std::log(w.l[r]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+struct BwdScratch {
+  Buf Qh, dOh, lseh, Dh, dQh, Kt, Kp, Vt, dKa, dVa, P, dS;
+  int64_t Sp;
+  explicit BwdScratch(const Shape& s) {
+    Sp = s.nQB * BQ;
+    const int64_t G = s.G;
+    Qh.alloc(G * Sp * s.dkp);
+    dOh.alloc(G * Sp * s.dvp);
+    lseh.alloc(G * Sp);
+    Dh.alloc(G * Sp);
+    dQh.alloc(G * Sp * s.dkp);
+    Kt.alloc(s.dk * BK);
+    Kp.alloc(BK * s.dkp);
+    Vt.alloc(s.dv * BK);
+    dKa.alloc(BK * s.dkp);
+    dVa.alloc(BK * s.dvp);
+    P.alloc(BQ * BK);
+    dS.alloc(BQ * BK);
+  }
+};
+
+// One task = kv head (b,hk) with its G query heads, so dK/dV (summed over the group) and dQ are owned by the
+// task: no atomics, no per-thread copies, deterministic. Per key block (outer) and query block at or below the
+// diagonal (inner), with P = exp(scale·QKᵀ − lse) recomputed and Δ_i = dO_i·O_i:
+//   dV += Pᵀ dO;  dP = dO Vᵀ;  dS = P∘(dP − Δ)·scale;  dK += dSᵀ Q;  dQ += dS K.
+void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, const float* v, const float* o,
+             const float* lse, float* dq, float* dkOut, float* dvOut, int64_t b, int64_t hk, BwdScratch& w) {
+  const int64_t G = s.G, Sp = w.Sp, dk = s.dk, dv = s.dv, dkp = s.dkp, dvp = s.dvp, S = s.S;
+  for (int64_t g = 0; g < G; g++) {
+    const int64_t h = hk * G + g;
+    packRows(q + (b * S * s.Hq + h) * dk, s.Hq * dk, S, dk, dkp, Sp, w.Qh.data() + g * Sp * dkp);
+    packRows(dout + (b * S * s.Hq + h) * dv, s.Hq * dv, S, dv, dvp, Sp, w.dOh.data() + g * Sp * dvp);
+    float* L = w.lseh.data() + g * Sp;
+    float* D = w.Dh.data() + g * Sp;
+    for (int64_t i = 0; i < S; i++) {
+      L[i] = lse[(b * s.Hq + h) * S + i];
+      const float* orow = o + ((b * S + i) * s.Hq + h) * dv;
+      const float* drow = w.dOh.data() + (g * Sp + i) * dvp;
+      float acc = 0.0f;
+      for (int64_t d = 0; d < dv; d++) acc += drow[d] * orow[d];
+      D[i] = acc;
+    }
+    for (int64_t i = S; i < Sp; i++) L[i] = 0.0f, D[i] = 0.0f;
+  }
+  std::memset(w.dQh.data(), 0, G * Sp * dkp * sizeof(float));
+  float* Kt = w.Kt.data();
+  float* Kp = w.Kp.data();
+  float* Vt = w.Vt.data();
+  float* P = w.P.data();
+  float* dS = w.dS.data();
+  float* dKa = w.dKa.data();
+  float* dVa = w.dVa.data();
+  const float scale = s.scale;
+
+  for (int64_t kb = 0; kb < s.nKB; kb++) {
+    const int64_t j0 = kb * BK, nk = std::min(BK, S - j0);
+    packKt(s, k, b, hk, j0, nk, Kt);
+    packRows(k + ((b * S + j0) * s.Hkv + hk) * dk, s.Hkv * dk, nk, dk, dkp, BK, Kp);
+    for (int64_t j = 0; j < nk; j++) {
+      const float* src = v + ((b * S + j0 + j) * s.Hkv + hk) * dv;
+      for (int64_t d = 0; d < dv; d++) Vt[d * BK + j] = src[d];
+    }
+    if (nk < BK)
+      for (int64_t d = 0; d < dv; d++)
+        for (int64_t j = nk; j < BK; j++) Vt[d * BK + j] = 0.0f;
+    std::memset(dKa, 0, BK * dkp * sizeof(float));
+    std::memset(dVa, 0, BK * dvp * sizeof(float));
+
+    for (int64_t g = 0; g < G; g++) {
+      const float* L = w.lseh.data() + g * Sp;
+      const float* Dl = w.Dh.data() + g * Sp;
+      for (int64_t qb = j0 / BQ; qb < s.nQB; qb++) {  // query blocks above the diagonal see none of these keys
+        const int64_t i0 = qb * BQ, nq = std::min(BQ, S - i0), nqp = roundUp(nq, MR);
+        const float* Q = w.Qh.data() + (g * Sp + i0) * dkp;
+        const float* dO = w.dOh.data() + (g * Sp + i0) * dvp;
+        mm(nqp, BK, dk, Q, dkp, 1, Kt, BK, P, BK, false);
+        mm(nqp, BK, dv, dO, dvp, 1, Vt, BK, dS, BK, false);
+        for (int64_t r = 0; r < nq; r++) {
+          const int64_t i = i0 + r;
+          const int64_t vis = visible(i, j0, nk);
+          float* pr = P + r * BK;
+          float* dr = dS + r * BK;
+          if (vis <= 0) {
+            std::memset(pr, 0, BK * sizeof(float));
+            std::memset(dr, 0, BK * sizeof(float));
+            continue;
+          }
+          const float Li = L[i0 + r], Di = Dl[i0 + r];
+          for (int c = 0; c < 4; c++) {
+            v16f p = vexp(ld16(pr + 16 * c) * scale - Li);
+            if (vis < BK) p = (iota16() + 16 * c) < (int32_t)vis ? p : splat(0.0f);
+            st16(pr + 16 * c, p);
+            st16(dr + 16 * c, p * (ld16(dr + 16 * c) - Di) * scale);
+          }
+        }
+        std::memset(P + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
+        std::memset(dS + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
+        mm(BK, dvp, nqp, P, 1, BK, dO, dvp, dVa, dvp, true);
+        mm(BK, dkp, nqp, dS, 1, BK, Q, dkp, dKa, dkp, true);
+        mm(nqp, dkp, BK, dS, BK, 1, Kp, dkp, w.dQh.data() + (g * Sp + i0) * dkp, dkp, true);
+      }
+    }
+    for (int64_t j = 0; j < nk; j++) {
+      std::memcpy(dkOut + ((b * S + j0 + j) * s.Hkv + hk) * dk, dKa + j * dkp, dk * sizeof(float));
+      std::memcpy(dvOut + ((b * S + j0 + j) * s.Hkv + hk) * dv, dVa + j * dvp, dv * sizeof(float));
+    }
+  }
+  for (int64_t g = 0; g < G; g++) {
+    const int64_t h = hk * G + g;
+    for (int64_t i = 0; i < S; i++)
+      std::memcpy(dq + ((b * S + i) * s.Hq + h) * dk, w.dQh.data() + (g * Sp + i) * dkp, dk * sizeof(float));
+  }
+}
+
+bool readShape(Args& a, int first, Shape& s) {
+  s.B = a.size(first, "B");
+  s.S = a.size(first + 1, "S");
+  s.Hq = a.size(first + 2, "Hq");
+  s.Hkv = a.size(first + 3, "Hkv");
+  s.dk = a.size(first + 4, "dk");
+  s.dv = a.size(first + 5, "dv");
+  s.scale = (float)a.num(first + 6, "scale");
+  if (!a.ok) return false;
+  if (s.Hkv == 0 || s.Hq % s.Hkv != 0) {
+    a.fail("Hq = " + std::to_string(s.Hq) + " must be a positive multiple of Hkv = " + std::to_string(s.Hkv) +
+           " (GQA groups)");
+    return false;
+  }
+  s.G = s.Hq / s.Hkv;
+  s.dkp = roundUp(s.dk, 16);
+  s.dvp = roundUp(s.dv, 16);
+  s.nQB = (s.S + BQ - 1) / BQ;
+  s.nKB = (s.S + BK - 1) / BK;
+  return true;
+}
+
+// Work estimate (multiply-adds of the causal products) to decide whether threads pay off.
+int attnThreads(const Shape& s, int64_t tasks) {
+  const int64_t work = s.B * s.Hq * (s.S * (s.S + 1) / 2) * (s.dk + s.dv);
+  int t = threadsFor(work, 1 << 16);
+  return (int)std::min<int64_t>(t, std::max<int64_t>(tasks, 1));
+}
+
+}  // namespace
+
+// attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale)
+static Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
+  Args a(info, "attentionFwd");
+  Shape s{};
+  if (!readShape(a, 5, s)) return a.env.Undefined();
+  const float* q = a.f32(0, s.B * s.S * s.Hq * s.dk, "q");
+  const float* k = a.f32(1, s.B * s.S * s.Hkv * s.dk, "k");
+  const float* v = a.f32(2, s.B * s.S * s.Hkv * s.dv, "v");
+  float* o = a.f32(3, s.B * s.S * s.Hq * s.dv, "o");
+  float* lse = a.f32(4, s.B * s.Hq * s.S, "lse");
+  if (!a.ok || s.B * s.S * s.Hq == 0) return a.env.Undefined();
+  const int64_t perQB = s.B * s.Hq, tasks = perQB * s.nQB;
+#pragma omp parallel num_threads(attnThreads(s, tasks))
+  {
+    FwdScratch w(s);
+    // Longest tasks (query blocks near the end see the most keys) first, so the dynamic schedule ends evenly.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; t++) {
+      const int64_t qb = s.nQB - 1 - t / perQB, bh = t % perQB;
+      fwdTask(s, q, k, v, o, lse, bh / s.Hq, bh % s.Hq, qb, w);
+    }
+  }
+  return a.env.Undefined();
+}
+
+// attentionBwd(dout, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dk, dv, scale)
+static Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
+  Args a(info, "attentionBwd");
+  Shape s{};
+  if (!readShape(a, 9, s)) return a.env.Undefined();
+  const int64_t nq = s.B * s.S * s.Hq, nkv = s.B * s.S * s.Hkv;
+  const float* dout = a.f32(0, nq * s.dv, "dout");
+  const float* q = a.f32(1, nq * s.dk, "q");
+  const float* k = a.f32(2, nkv * s.dk, "k");
+  const float* v = a.f32(3, nkv * s.dv, "v");
+  const float* o = a.f32(4, nq * s.dv, "o");
+  const float* lse = a.f32(5, s.B * s.Hq * s.S, "lse");
+  float* dq = a.f32(6, nq * s.dk, "dq");
+  float* dkOut = a.f32(7, nkv * s.dk, "dk");
+  float* dvOut = a.f32(8, nkv * s.dv, "dv");
+  if (!a.ok || s.B * s.S * s.Hkv == 0) return a.env.Undefined();
+  const int64_t tasks = s.B * s.Hkv;
+#pragma omp parallel num_threads(attnThreads(s, tasks))
+  {
+    BwdScratch w(s);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; t++) bwdTask(s, dout, q, k, v, o, lse, dq, dkOut, dvOut, t / s.Hkv, t % s.Hkv, w);
+  }
+  return a.env.Undefined();
+}
+
+void RegisterAttention(Napi::Env env, Napi::Object exports) {
+  exports.Set("attentionFwd", Napi::Function::New(env, AttentionFwd));
+  exports.Set("attentionBwd", Napi::Function::New(env, AttentionBwd));
+}

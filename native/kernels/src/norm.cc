@@ -1,0 +1,98 @@
+// RMSNorm forward and backward (torch nn.RMSNorm, fp32): one pass per row, rows split over OpenMP threads.
+#include <vector>
+#include "common.h"
+
+// Σ_d x[d]² of one row in float lanes (16 partial sums, then a lane sum: error ≈ √(D/16)·ulp, below torch's own).
+static inline float rowSumSq(const float* x, int64_t D) {
+  v16f acc = {};
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    v16f v = ld16(x + d);
+    acc += v * v;
+  }
+  float s = hsum(acc);
+  for (; d < D; d++) s += x[d] * x[d];
+  return s;
+}
+
+// x (N,D), w (D) → y (N,D) write, rstd (N) write: y = (x · rstd) · w, rstd = 1/sqrt(mean(x²) + eps).
+static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsnormFwd");
+  int64_t N = a.size(4, "N"), D = a.size(5, "D");
+  double eps = a.num(6, "eps");
+  const float* x = a.f32(0, N * D, "x");
+  const float* w = a.f32(1, D, "w");
+  float* y = a.f32(2, N * D, "y");
+  float* rstd = a.f32(3, N, "rstd");
+  if (!a.ok) return a.env.Undefined();
+  const float feps = (float)eps;
+#pragma omp parallel for schedule(static) num_threads(threadsFor(N * D))
+  for (int64_t n = 0; n < N; n++) {
+    const float* xr = x + n * D;
+    float* yr = y + n * D;
+    const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + feps);
+    rstd[n] = r;
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16) st16(yr + d, (ld16(xr + d) * r) * ld16(w + d));
+    for (; d < D; d++) yr[d] = (xr[d] * r) * w[d];
+  }
+  return a.env.Undefined();
+}
+
+// dy, x (N,D), w (D), rstd (N) → dx (N,D) write, dw (D) accumulate. With x̂ = x·rstd, g = dy·w:
+//   dx = rstd · (g − x̂ · mean(g · x̂)),   dw += Σ_rows dy · x̂.
+// dw partial sums are per thread in double over a fixed row partition, then added in thread order, so the result
+// is deterministic for a given thread count.
+static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsnormBwd");
+  int64_t N = a.size(6, "N"), D = a.size(7, "D");
+  const float* dy = a.f32(0, N * D, "dy");
+  const float* x = a.f32(1, N * D, "x");
+  const float* w = a.f32(2, D, "w");
+  const float* rstd = a.f32(3, N, "rstd");
+  float* dx = a.f32(4, N * D, "dx");
+  float* dw = a.f32(5, D, "dw");
+  if (!a.ok) return a.env.Undefined();
+  const int T = threadsFor(N * D);
+  std::vector<double> part((size_t)T * D, 0.0);
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t n0 = N * t / nt, n1 = N * (t + 1) / nt;
+    double* pw = part.data() + (size_t)t * D;
+    for (int64_t n = n0; n < n1; n++) {
+      const float* xr = x + n * D;
+      const float* gr = dy + n * D;
+      float* dxr = dx + n * D;
+      const float r = rstd[n];
+      v16f acc = {};
+      int64_t d = 0;
+      for (; d + 16 <= D; d += 16) acc += ld16(gr + d) * ld16(w + d) * ld16(xr + d);
+      float dot = hsum(acc);
+      for (; d < D; d++) dot += gr[d] * w[d] * xr[d];
+      const float c = dot * r / (float)D;  // mean(g·x̂)
+      for (d = 0; d + 16 <= D; d += 16) {
+        v16f xh = ld16(xr + d) * r;
+        v16f g = ld16(gr + d);
+        st16(dxr + d, (g * ld16(w + d) - xh * c) * r);
+        for (int l = 0; l < 16; l++) pw[d + l] += (double)(g[l] * xh[l]);
+      }
+      for (; d < D; d++) {
+        const float xh = xr[d] * r;
+        dxr[d] = (gr[d] * w[d] - xh * c) * r;
+        pw[d] += (double)(gr[d] * xh);
+      }
+    }
+  }
+  for (int64_t d = 0; d < D; d++) {
+    double s = dw[d];
+    for (int t = 0; t < T; t++) s += part[(size_t)t * D + d];
+    dw[d] = (float)s;
+  }
+  return a.env.Undefined();
+}
+
+void RegisterNorm(Napi::Env env, Napi::Object exports) {
+  exports.Set("rmsnormFwd", Napi::Function::New(env, RmsnormFwd));
+  exports.Set("rmsnormBwd", Napi::Function::New(env, RmsnormBwd));
+}

@@ -1,0 +1,301 @@
+// Property tests: the native addon against the TypeScript reference on random shapes and data, including the edge
+// cases the model produces (experts with zero tokens, length-1 sequences, widths that are not multiples of the
+// 16-lane vectors, GQA groups, MLA's dk ≠ dv, ignored labels, repeated ids, dlogits aliasing logits).
+//
+// Tolerances (max-abs error over max-abs of the reference, see helpers.relErr):
+//   exact      copies and permutations; RoPE and AdamW, whose native code disables FMA contraction so it rounds
+//              like torch, and whose reference emulates those float32 roundings with Math.fround;
+//   1e-6       single float32 operations where only the rounding of a scalar differs (axpy, scale, scatter-add);
+//   1e-5       float32 reductions over ≤ a few thousand terms against float64 reference sums, and the vectorised
+//              exp (≈2 ulp): RMSNorm, SwiGLU, cross-entropy, sgemm, row dots;
+//   1e-4       attention: float32 online softmax with per-block rescaling, and a backward whose dK/dV/dQ sum up to
+//              S·G products with cancellation (dS has both signs) — still 10× inside the project's gradient contract.
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
+import { expectClose, expectExact, randF32, randInts, rng } from './helpers.ts';
+
+const N = nativeKernels();
+const R = refKernels;
+const RUNS = { numRuns: 40 };
+
+const width = fc.constantFrom(1, 2, 7, 16, 17, 33, 64, 100);
+const rows = fc.constantFrom(0, 1, 3, 8, 31, 65);
+const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+
+describe('native kernels match the reference', () => {
+  it('sgemm (all transposes, strided, beta ≠ 0)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 40 }),
+        fc.boolean(),
+        fc.boolean(),
+        fc.constantFrom(0, 0.5),
+        fc.integer({ min: 0, max: 3 }),
+        seed,
+        (M, Nn, K, ta, tb, beta, pad, s) => {
+          const r = rng(s);
+          const lda = (ta ? M : K) + pad;
+          const ldb = (tb ? K : Nn) + pad;
+          const ldc = Nn + pad;
+          const A = randF32(Math.max(1, (ta ? K : M) * lda), r);
+          const B = randF32(Math.max(1, (tb ? Nn : K) * ldb), r);
+          const C0 = randF32(Math.max(1, M * ldc), r);
+          const c1 = C0.slice();
+          const c2 = C0.slice();
+          N.sgemm(ta, tb, M, Nn, K, 1.5, A, Math.max(1, lda), B, Math.max(1, ldb), beta, c1, Math.max(1, ldc));
+          R.sgemm(ta, tb, M, Nn, K, 1.5, A, Math.max(1, lda), B, Math.max(1, ldb), beta, c2, Math.max(1, ldc));
+          expectClose(c1, c2, 1e-5, 'C');
+        },
+      ),
+      RUNS,
+    );
+  });
+
+  it('rmsnorm forward and backward', () => {
+    fc.assert(
+      fc.property(rows, width, seed, (n, d, s) => {
+        const r = rng(s);
+        const x = randF32(n * d, r, 3);
+        const w = randF32(d, r);
+        const dy = randF32(n * d, r);
+        const out = [0, 1].map(() => ({ y: new Float32Array(n * d), rstd: new Float32Array(n), dx: new Float32Array(n * d), dw: randF32(d, rng(s + 1)) }));
+        [N, R].forEach((k, i) => {
+          const o = out[i]!;
+          k.rmsnormFwd(x, w, o.y, o.rstd, n, d, 1e-5);
+          k.rmsnormBwd(dy, x, w, o.rstd, o.dx, o.dw, n, d);
+        });
+        expectClose(out[0]!.y, out[1]!.y, 1e-5, 'y');
+        expectClose(out[0]!.rstd, out[1]!.rstd, 1e-5, 'rstd');
+        expectClose(out[0]!.dx, out[1]!.dx, 1e-5, 'dx');
+        expectClose(out[0]!.dw, out[1]!.dw, 1e-5, 'dw (accumulated)');
+      }),
+      RUNS,
+    );
+  });
+
+  it('swiglu forward and backward, including large |a|', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(0, 1, 15, 16, 17, 100, 1000), fc.constantFrom(1, 10, 100), seed, (n, amp, s) => {
+        const r = rng(s);
+        const a = randF32(n, r, amp);
+        const b = randF32(n, r);
+        const dh = randF32(n, r);
+        const res = [N, R].map((k) => {
+          const h = new Float32Array(n);
+          const da = new Float32Array(n);
+          const db = new Float32Array(n);
+          k.swigluFwd(a, b, h, n);
+          k.swigluBwd(dh, a, b, da, db, n);
+          return { h, da, db };
+        });
+        expectClose(res[0]!.h, res[1]!.h, 1e-5, 'h');
+        expectClose(res[0]!.da, res[1]!.da, 1e-5, 'da');
+        expectClose(res[0]!.db, res[1]!.db, 1e-5, 'db');
+      }),
+      RUNS,
+    );
+  });
+
+  it('rope on strided head slices (GQA q/k and MLA q_pe), forward and inverse, bit-exact', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.constantFrom(2, 8, 16, 64),
+        fc.integer({ min: 0, max: 5 }),
+        fc.boolean(),
+        seed,
+        (Bb, S, heads, dim, extra, inverse, s) => {
+          const r = rng(s);
+          // Each head is [nope (extra) | pe (dim)], as in MLA's q = concat(q_nope, q_pe).
+          const headStride = extra + dim;
+          const rowStride = heads * headStride + 3;
+          const rowsN = Bb * S;
+          const x = randF32(rowsN * rowStride, r, 2);
+          const cos = randF32(S * (dim / 2), r);
+          const sin = randF32(S * (dim / 2), r);
+          const x1 = x.slice();
+          const x2 = x.slice();
+          N.rope(x1, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+          R.rope(x2, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+          expectExact(x1, x2, 'x');
+        },
+      ),
+      RUNS,
+    );
+  });
+
+  const attnShape = fc.record({
+    B: fc.integer({ min: 1, max: 2 }),
+    S: fc.constantFrom(1, 2, 17, 63, 64, 65, 130),
+    Hkv: fc.integer({ min: 1, max: 2 }),
+    group: fc.constantFrom(1, 2, 4),
+    dk: fc.constantFrom(1, 8, 16, 17, 24, 33),
+    dv: fc.constantFrom(1, 8, 16, 17, 33),
+  });
+
+  it('causal attention forward and backward (GQA, dk ≠ dv, S across block boundaries)', () => {
+    fc.assert(
+      fc.property(attnShape, seed, ({ B, S, Hkv, group, dk, dv }, s) => {
+        const Hq = Hkv * group;
+        attnCase(B, S, Hq, Hkv, dk, dv, s);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('attention at MLA shapes (dk 192 = 128 nope + 64 rope, dv 128) and the debugmodel head dim', () => {
+    attnCase(1, 70, 2, 2, 192, 128, 7);
+    attnCase(2, 129, 4, 2, 16, 16, 8);
+  });
+
+  function attnCase(B: number, S: number, Hq: number, Hkv: number, dk: number, dv: number, s: number): void {
+    const r = rng(s);
+    const scale = 1 / Math.sqrt(dk);
+    const q = randF32(B * S * Hq * dk, r, 2);
+    const k = randF32(B * S * Hkv * dk, r, 2);
+    const v = randF32(B * S * Hkv * dv, r);
+    const dout = randF32(B * S * Hq * dv, r);
+    const res = [N, R].map((kern) => {
+      const o = new Float32Array(B * S * Hq * dv).fill(NaN);
+      const lse = new Float32Array(B * Hq * S).fill(NaN);
+      kern.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
+      const dq = new Float32Array(q.length).fill(NaN);
+      const dk_ = new Float32Array(k.length).fill(NaN);
+      const dv_ = new Float32Array(v.length).fill(NaN);
+      kern.attentionBwd(dout, q, k, v, o, lse, dq, dk_, dv_, B, S, Hq, Hkv, dk, dv, scale);
+      return { o, lse, dq, dk: dk_, dv: dv_ };
+    });
+    const [n, f] = res as [(typeof res)[0], (typeof res)[0]];
+    const tag = `B${B} S${S} Hq${Hq} Hkv${Hkv} dk${dk} dv${dv}`;
+    expectClose(n.o, f.o, 1e-4, `o ${tag}`);
+    expectClose(n.lse, f.lse, 1e-5, `lse ${tag}`);
+    // dQ and dK vanish in exact arithmetic when each query sees one key (S = 1: dP = Δ), leaving pure rounding
+    // noise; the 1e-2 floor is the scale of the individual terms (inputs are O(1)), so noise is judged against it.
+    expectClose(n.dq, f.dq, 1e-4, `dq ${tag}`, 1e-2);
+    expectClose(n.dk, f.dk, 1e-4, `dk ${tag}`, 1e-2);
+    expectClose(n.dv, f.dv, 1e-4, `dv ${tag}`);
+  }
+
+  it('cross-entropy forward and backward, with ignored rows and dlogits aliasing logits', () => {
+    fc.assert(
+      fc.property(rows, fc.constantFrom(1, 2, 17, 100, 2048), fc.constantFrom(1, 5), fc.boolean(), seed, (n, V, amp, alias, s) => {
+        const r = rng(s);
+        const logits = randF32(n * V, r, amp);
+        const labels = randInts(n, V, r);
+        for (let i = 0; i < n; i++) if (r() < 0.25) labels[i] = -100;
+        const scale = 1 / Math.max(1, n);
+        const res = [N, R].map((k) => {
+          const lse = new Float32Array(n).fill(NaN);
+          const loss = k.crossEntropyFwd(logits, labels, lse, n, V);
+          const src = logits.slice();
+          const dl = alias ? src : new Float32Array(n * V).fill(NaN);
+          k.crossEntropyBwd(src, labels, lse, dl, n, V, scale);
+          return { lse, loss, dl };
+        });
+        const [a, b] = res as [(typeof res)[0], (typeof res)[0]];
+        expect(Math.abs(a.loss - b.loss)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(b.loss)));
+        expectClose(a.lse, b.lse, 1e-6, 'lse');
+        expectClose(a.dl, b.dl, 1e-5, 'dlogits');
+        for (let i = 0; i < n; i++) if (labels[i] === -100) expect(a.lse[i]).toBe(0);
+      }),
+      RUNS,
+    );
+  });
+
+  it('embedding gather and scatter-add with repeated ids', () => {
+    fc.assert(
+      fc.property(rows, width, fc.integer({ min: 1, max: 6 }), seed, (n, d, V, s) => {
+        const r = rng(s);
+        const table = randF32(V * d, r);
+        const ids = randInts(n, V, r); // V ≤ 6 ids over up to 65 rows: many repeats
+        const dout = randF32(n * d, r);
+        const res = [N, R].map((k) => {
+          const out = new Float32Array(n * d).fill(NaN);
+          k.embeddingFwd(table, ids, out, n, d);
+          const dtable = table.slice(); // accumulate onto existing values
+          k.embeddingBwd(dout, ids, dtable, n, d);
+          return { out, dtable };
+        });
+        expectExact(res[0]!.out, res[1]!.out, 'out');
+        expectExact(res[0]!.dtable, res[1]!.dtable, 'dtable'); // same row order, single float adds: identical
+      }),
+      RUNS,
+    );
+  });
+
+  it('MoE gatherRows / scatterAddRows (with and without gate scale, R = 0, repeats) and gatherRowDot', () => {
+    fc.assert(
+      fc.property(rows, width, fc.integer({ min: 1, max: 9 }), fc.boolean(), seed, (Rn, d, T, useScale, s) => {
+        const r = rng(s);
+        const src = randF32(T * d, r);
+        const idx = randInts(Rn, T, r);
+        const gate = useScale ? randF32(Rn, r) : null;
+        const b = randF32(Rn * d, r);
+        const res = [N, R].map((k) => {
+          const out = new Float32Array(Rn * d).fill(NaN);
+          k.gatherRows(src, idx, out, Rn, d, gate);
+          const back = src.slice();
+          k.scatterAddRows(b, idx, back, Rn, d, gate);
+          const dots = new Float32Array(Rn).fill(NaN);
+          k.gatherRowDot(src, idx, b, dots, Rn, d);
+          return { out, back, dots };
+        });
+        expectClose(res[0]!.out, res[1]!.out, 1e-7, 'gather');
+        expectClose(res[0]!.back, res[1]!.back, 1e-6, 'scatter-add');
+        expectClose(res[0]!.dots, res[1]!.dots, 1e-5, 'row dots');
+      }),
+      RUNS,
+    );
+  });
+
+  it('AdamW bit-exact over several steps (torch operation order)', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(1, 15, 16, 17, 1000, 40000), seed, fc.constantFrom(0, 0.1), (n, s, wd) => {
+        const r = rng(s);
+        const p0 = randF32(n, r);
+        const st = [0, 1].map(() => ({ p: p0.slice(), m: new Float32Array(n), v: new Float32Array(n) }));
+        for (let step = 1; step <= 3; step++) {
+          const g = randF32(n, r, 1e-2);
+          [N, R].forEach((k, i) => k.adamw(st[i]!.p, g, st[i]!.m, st[i]!.v, n, 8e-4, 0.9, 0.95, 1e-8, wd, step));
+        }
+        expectExact(st[0]!.p, st[1]!.p, 'p');
+        expectExact(st[0]!.m, st[1]!.m, 'm');
+        expectExact(st[0]!.v, st[1]!.v, 'v');
+      }),
+      { numRuns: 12 },
+    );
+  });
+
+  it('add (aliased), axpy, scale, sumSquares', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(0, 1, 17, 1000, 100000), seed, (n, s) => {
+        const r = rng(s);
+        const a = randF32(n, r);
+        const b = randF32(n, r);
+        const res = [N, R].map((k) => {
+          const out = new Float32Array(n);
+          k.add(a, b, out, n);
+          const inPlace = a.slice();
+          k.add(inPlace, b, inPlace, n);
+          const y = b.slice();
+          k.axpy(-0.3, a, y, n);
+          const x = a.slice();
+          k.scale(x, 1 / 3, n);
+          return { out, inPlace, y, x, ss: k.sumSquares(a, n) };
+        });
+        const [p, q] = res as [(typeof res)[0], (typeof res)[0]];
+        expectExact(p.out, q.out, 'add');
+        expectExact(p.inPlace, q.out, 'add in place');
+        expectClose(p.y, q.y, 1e-6, 'axpy');
+        expectClose(p.x, q.x, 1e-6, 'scale');
+        expect(Math.abs(p.ss - q.ss)).toBeLessThanOrEqual(1e-12 * Math.max(1, q.ss));
+      }),
+      RUNS,
+    );
+  });
+});
