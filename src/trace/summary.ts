@@ -1,0 +1,234 @@
+// Per-layer, per-rank accounting of where time went, in the terms of HTA (Holistic Trace Analysis) translated
+// to ranks that are CPU threads rather than GPUs:
+//   - time per state category: the rank's time partitioned by what it is doing (self-time.ts: each row's
+//     innermost state, and across rows the one of highest CATEGORY_PRIORITY), so categories add up to the time
+//     the rank is inside any state; per-state self time (`states`) is kept per row;
+//   - compute: instants where some row's innermost state is `compute` or `optimizer`, or where every active
+//     row is only inside a step phase (`forward`/`recompute`/`backward`) with nothing more specific going on;
+//   - comm: instants where a collective of the rank is in flight (waiting for peers included, as HTA counts
+//     time inside NCCL kernels as communication);
+//   - overlap % = |comm ∩ compute| / |comm|  (HTA's "communication computation overlap");
+//   - idle = window − (compute ∪ comm), the window being the rank's first to last event (HTA's idle time).
+// Per layer L: categories and comm count only layer-L states/collectives; overlap is the share of L's
+// communication hidden behind any compute; the window is the union of L's spans on the rank, so idle is the
+// time the rank was inside layer L doing neither.
+
+import pc from 'picocolors';
+import type { StateCategory } from '../protocols/events.ts';
+import { intersect, length, subtract, union, unionOf, type IntervalSet } from './intervals.ts';
+import type { TraceModel } from './model.ts';
+import { dominantSegments, innermostSegments, type Segment } from './self-time.ts';
+
+export const CATEGORIES: readonly StateCategory[] = [
+  'dispatch',
+  'compute',
+  'combine',
+  'forward',
+  'recompute',
+  'backward',
+  'reduce',
+  'optimizer',
+  'waiting',
+  'other',
+];
+/** Which category a rank's instant counts as when several rows are active (see dominantSegments). */
+export const CATEGORY_PRIORITY: readonly StateCategory[] = [
+  'compute',
+  'optimizer',
+  'dispatch',
+  'combine',
+  'reduce',
+  'waiting',
+  'recompute',
+  'backward',
+  'forward',
+  'other',
+];
+const COMPUTE_CATS = new Set<StateCategory>(['compute', 'optimizer']);
+const PHASE_CATS = new Set<StateCategory>(['forward', 'recompute', 'backward']);
+
+export type LayerKey = number | 'all';
+
+export interface RankLayerSummary {
+  layer: LayerKey;
+  rank: number;
+  windowMs: number;
+  /** Time per category, ms: the rank's time partitioned by its dominant state (sums to the time in any state). */
+  byCategory: Record<StateCategory, number>;
+  computeMs: number;
+  commMs: number;
+  overlapMs: number;
+  /** null when there was no communication. */
+  overlapPct: number | null;
+  idleMs: number;
+  idlePct: number | null;
+  collectives: number;
+  bytesSent: number;
+}
+
+export interface StateTime {
+  layer: LayerKey;
+  rank: number;
+  actor: string;
+  machine: string;
+  state: string;
+  category: StateCategory;
+  /** Self time, ms. */
+  ms: number;
+  /** Number of visits. */
+  count: number;
+}
+
+export interface RunSummary {
+  ranks: number[];
+  layers: LayerKey[];
+  rows: RankLayerSummary[];
+  states: StateTime[];
+  /** Run window, ms. */
+  durationMs: number;
+  steps: number;
+}
+
+const zeroCats = (): Record<StateCategory, number> =>
+  Object.fromEntries(CATEGORIES.map((c) => [c, 0])) as Record<StateCategory, number>;
+
+const pct = (num: number, den: number) => (den > 0 ? (100 * num) / den : null);
+
+export function summarize(model: TraceModel): RunSummary {
+  const rows: RankLayerSummary[] = [];
+  const states: StateTime[] = [];
+  const layers: LayerKey[] = ['all', ...model.layers];
+  for (const rank of model.ranks) {
+    const rankSlices = model.slices.filter((s) => s.rank === rank);
+    const rankColls = model.collectives.filter((c) => c.rank === rank);
+    const rowSegs = (model.actors.get(rank) ?? []).map((actor) => innermostSegments(rankSlices.filter((s) => s.actor === actor)));
+    const segs: Segment[] = rowSegs.flat();
+    const dominant = dominantSegments(rowSegs, CATEGORY_PRIORITY);
+
+    const setOf = (pred: (s: Segment) => boolean): IntervalSet =>
+      unionOf(segs.filter(pred).map((s) => [s.start, s.end] as [number, number]));
+    const specific = setOf((s) => !PHASE_CATS.has(s.slice.category));
+    const phaseOnly = subtract(setOf((s) => PHASE_CATS.has(s.slice.category)), specific);
+    const compute = union(setOf((s) => COMPUTE_CATS.has(s.slice.category)), phaseOnly);
+    const commAll = unionOf(rankColls.map((c) => [c.start, c.end] as [number, number]));
+    const busy = union(compute, commAll);
+    let first = Infinity;
+    for (const s of rankSlices) first = Math.min(first, s.start);
+    for (const c of rankColls) first = Math.min(first, c.start);
+    const last = model.lastEventT.get(rank) ?? first;
+
+    for (const layer of layers) {
+      const inLayer = (l: number | null) => layer === 'all' || l === layer;
+      const lsegs = segs.filter((s) => inLayer(s.slice.layer));
+      const colls = rankColls.filter((c) => inLayer(c.layer));
+      if (layer !== 'all' && lsegs.length === 0 && colls.length === 0) continue;
+      const byCategory = zeroCats();
+      for (const s of dominant) if (inLayer(s.slice.layer)) byCategory[s.slice.category] += s.end - s.start;
+      const perState = new Map<string, StateTime>();
+      for (const s of lsegs) {
+        const d = s.end - s.start;
+        const k = `${s.slice.actor}\u0000${s.slice.machine}\u0000${s.slice.state}`;
+        let st = perState.get(k);
+        if (!st) {
+          st = { layer, rank, actor: s.slice.actor, machine: s.slice.machine, state: s.slice.state, category: s.slice.category, ms: 0, count: 0 };
+          perState.set(k, st);
+        }
+        st.ms += d;
+      }
+      for (const s of rankSlices) {
+        if (!inLayer(s.layer)) continue;
+        const st = perState.get(`${s.actor}\u0000${s.machine}\u0000${s.state}`);
+        if (st) st.count++;
+      }
+      states.push(...perState.values());
+
+      const comm = layer === 'all' ? commAll : unionOf(colls.map((c) => [c.start, c.end] as [number, number]));
+      const window: IntervalSet =
+        layer === 'all'
+          ? last > first
+            ? [first, last]
+            : []
+          : unionOf([
+              ...rankSlices.filter((s) => s.layer === layer).map((s) => [s.start, s.end] as [number, number]),
+              ...colls.map((c) => [c.start, c.end] as [number, number]),
+            ]);
+      const windowMs = length(window);
+      const computeMs = length(layer === 'all' ? compute : intersect(compute, window));
+      const commMs = length(comm);
+      const overlapMs = length(intersect(comm, compute));
+      const idleMs = length(subtract(window, busy));
+      rows.push({
+        layer,
+        rank,
+        windowMs,
+        byCategory,
+        computeMs,
+        commMs,
+        overlapMs,
+        overlapPct: pct(overlapMs, commMs),
+        idleMs,
+        idlePct: pct(idleMs, windowMs),
+        collectives: colls.length,
+        bytesSent: colls.reduce((a, c) => a + c.bytesSent, 0),
+      });
+    }
+  }
+  return {
+    ranks: model.ranks,
+    layers: layers.filter((l) => rows.some((r) => r.layer === l)),
+    rows,
+    states,
+    durationMs: model.t1 - model.t0,
+    steps: model.steps.length,
+  };
+}
+
+// ---- terminal rendering ----------------------------------------------------------------------------------
+
+const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const pctS = (v: number | null) => (v === null ? '–' : `${v.toFixed(0)}%`);
+
+function table(head: string[], rows: string[][], color: boolean): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
+  const h = line(head);
+  return [color ? pc.bold(h) : h, w.map((n) => '─'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+export interface RenderOptions {
+  /** Only these layers ('all' is the whole run). Default: 'all' and every layer. */
+  layers?: LayerKey[];
+  color?: boolean;
+}
+
+/** The summary as terminal tables: one per layer, a row per rank, a column per category that occurred. */
+export function renderSummary(sum: RunSummary, opts: RenderOptions = {}): string {
+  const color = opts.color ?? false;
+  const out: string[] = [];
+  const used = CATEGORIES.filter((c) => sum.rows.some((r) => r.byCategory[c] > 0));
+  out.push(`run: ${sum.ranks.length} ranks, ${sum.steps} steps, ${ms(sum.durationMs)} ms. Times in ms; category columns partition each rank's time by its dominant state.`);
+  out.push('* HTA terms: compute = compute/optimizer states (or a bare step phase); comm = collectives in flight; overlap = comm hidden behind compute; idle = neither.');
+  for (const layer of opts.layers ?? sum.layers) {
+    const rows = sum.rows.filter((r) => r.layer === layer);
+    if (rows.length === 0) continue;
+    const title = layer === 'all' ? 'all layers' : `layer ${layer}`;
+    out.push('', color ? pc.cyan(title) : title);
+    const head = ['rank', ...used, 'compute*', 'comm*', 'overlap*', 'idle*', 'idle%'];
+    out.push(
+      table(
+        head,
+        rows.map((r) => [
+          String(r.rank),
+          ...used.map((c) => ms(r.byCategory[c])),
+          ms(r.computeMs),
+          ms(r.commMs),
+          pctS(r.overlapPct),
+          ms(r.idleMs),
+          pctS(r.idlePct),
+        ]),
+        color,
+      ),
+    );
+  }
+  return out.join('\n');
+}
