@@ -1,6 +1,7 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   getF32,
@@ -213,4 +214,76 @@ describe('safetensors corruption', () => {
     const p = join(dir, 'does-not-exist.safetensors');
     expectError(() => readSafetensors(p), p, 'cannot read file');
   });
+});
+
+// The parity fixtures (scripts/reference/make_fixtures.py) read through this module: structure only, no model math.
+describe('parity fixtures are well-formed safetensors', () => {
+  const root = new URL('../fixtures/parity/', import.meta.url).pathname;
+  const cases = readdirSync(root).filter((d) => statSync(join(root, d)).isDirectory());
+
+  it('there are cases', () => {
+    expect(cases.length).toBeGreaterThanOrEqual(6);
+  });
+
+  for (const c of cases) {
+    it(c, () => {
+      const dirc = join(root, c);
+      const cfg = parseToml(readFileSync(join(dirc, 'config.toml'), 'utf8')) as {
+        model: { name: string; args: { vocab_size: number; moe_args: { num_experts: number } } };
+        training: { seq_len: number; local_batch_size: number; steps?: number };
+      };
+      expect(['llama4', 'deepseek_v3']).toContain(cfg.model.name);
+      const B = cfg.training.local_batch_size;
+      const S = cfg.training.seq_len;
+      const V = cfg.model.args.vocab_size;
+      const E = cfg.model.args.moe_args.num_experts;
+
+      const w = readSafetensors(join(dirc, 'weights.safetensors'));
+      const params = [...w.keys()].filter((k) => !k.endsWith('.moe.expert_bias'));
+      const biases = [...w.keys()].filter((k) => k.endsWith('.moe.expert_bias'));
+      expect(params).toContain('tok_embeddings.weight');
+      expect(params).toContain('output.weight');
+      expect(biases.length).toBeGreaterThan(0);
+      for (const k of w.keys()) expect(w.get(k)!.dtype, k).toBe('F32');
+      getF32(w, 'tok_embeddings.weight', [V, w.get('tok_embeddings.weight')!.shape[1]!]);
+      for (const b of biases) {
+        const eb = getF32(w, b, [E]);
+        expect(Math.abs(eb.reduce((a, x) => a + x, 0)), b).toBeLessThan(1e-6);
+        expect(eb.some((x) => x !== 0), b).toBe(true);
+      }
+
+      const batch = readSafetensors(join(dirc, 'batch.safetensors'));
+      const tokens = getInt32(batch, 'tokens', [B, S]);
+      const labels = getInt32(batch, 'labels', [B, S]);
+      expect(tokens.every((t) => t >= 0 && t < V)).toBe(true);
+      expect(labels.every((t) => t === -100 || (t >= 0 && t < V))).toBe(true);
+
+      const exp = readSafetensors(join(dirc, 'expected.safetensors'));
+      const loss = getScalarF32(exp, 'loss');
+      expect(Number.isFinite(loss) && loss > 0).toBe(true);
+      getF32(exp, 'logits', [B, S, V]);
+      const grads = [...exp.keys()].filter((k) => k.startsWith('grad.')).map((k) => k.slice(5));
+      expect(grads.sort()).toEqual([...params].sort());
+      for (const k of params) getF32(exp, 'grad.' + k, w.get(k)!.shape);
+      for (const b of biases) {
+        const pre = 'route.' + b.slice(0, -'expert_bias'.length);
+        const counts = getInt32(exp, pre + 'counts', [E]);
+        const sel = exp.get(pre + 'selected')!;
+        expect(sel.shape[0]).toBe(B * S);
+        expect(counts.reduce((a, x) => a + x, 0)).toBe(B * S * sel.shape[1]!);
+      }
+
+      const trainPath = join(dirc, 'train.safetensors');
+      expect(existsSync(trainPath)).toBe(cfg.training.steps !== undefined);
+      if (existsSync(trainPath)) {
+        const t = readSafetensors(trainPath);
+        for (let i = 1; i <= cfg.training.steps!; i++) {
+          for (const what of ['loss', 'grad_norm', 'lr']) expect(Number.isFinite(getScalarF32(t, `${what}.step${i}`))).toBe(true);
+        }
+        expect(getScalarF32(t, 'loss.step1')).toBe(loss);
+        for (const k of params) getF32(t, 'param.' + k, w.get(k)!.shape);
+        for (const b of biases) getF32(t, 'buffer.' + b, [E]);
+      }
+    });
+  }
 });
