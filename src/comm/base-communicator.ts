@@ -7,6 +7,7 @@ import { checkCall, narrow, type Capabilities, type Profile } from './capabiliti
 import type { ByteCounters, CallOptions, CollectiveOp, CommArray, Communicator, ReduceOp } from './communicator.ts';
 import { CollectiveError } from './errors.ts';
 import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
+import { reduceDefinedOn } from './reduce.ts';
 
 /** One validated call, handed to the transport. Arrays are the caller's own (no copies). */
 export interface CallSpec {
@@ -58,6 +59,9 @@ export function reduceName(r: ReduceOp): string {
 }
 
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+
+const undefinedReduce = (op: ReduceOp, a: CommArray) =>
+  `ReduceOp ${op.op} is defined on float32/float64 only, got ${a.constructor.name}; use sum and divide, or convert to float`;
 
 export abstract class BaseCommunicator implements Communicator {
   readonly rank: number;
@@ -126,13 +130,12 @@ export abstract class BaseCommunicator implements Communicator {
     if (send.length !== recv.length * this.size) {
       return this.invalid('reduce_scatter', `send has ${send.length} elements, needs size·recv = ${this.size}·${recv.length}`);
     }
-    if (op.op === 'max' && !(send instanceof Float32Array || send instanceof Float64Array || send instanceof Int32Array)) {
-      return this.invalid('reduce_scatter', 'unsupported array type');
-    }
+    if (!reduceDefinedOn(op, send)) return this.invalid('reduce_scatter', undefinedReduce(op, send));
     return this.call({ op: 'reduce_scatter', send, recv, reduce: op }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
   }
 
   async allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+    if (!reduceDefinedOn(op, buf)) return this.invalid('all_reduce', undefinedReduce(op, buf));
     return this.call({ op: 'all_reduce', buf, reduce: op }, opts, buf.length, buf.length, buf.byteLength, buf.byteLength);
   }
 
@@ -175,7 +178,26 @@ export abstract class BaseCommunicator implements Communicator {
   async split(color: number, key: number, name: string): Promise<Communicator> {
     if (this.freed) return Promise.reject(new CollectiveError('freed', `communicator ${this.name} was freed`, { group: this.name }));
     if (!this.capabilities.split) return Promise.reject(new CollectiveError('unsupported', `${this.backend} cannot split communicators`));
-    return this.splitImpl(color, key, name);
+    if (!Number.isInteger(color) || !Number.isInteger(key)) {
+      return Promise.reject(new CollectiveError('invalid', `split of ${this.name} into "${name}": color ${color} and key ${key} must be integers`, { group: this.name }));
+    }
+    // split is collective over this group, so a missing member would otherwise block it forever.
+    const timeoutMs = this.timeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const msg =
+          `timeout after ${timeoutMs} ms in split of group ${this.name} into "${name}" (rank ${this.ranks[this.rank]}, color ${color}, key ${key}): ` +
+          `not every member of ${this.name} (ranks ${this.ranks.join(',')}) called split`;
+        reject(new CollectiveError('timeout', msg, { group: this.name, rank: this.rank }));
+      }, timeoutMs);
+      timer.unref?.();
+    });
+    try {
+      return await Promise.race([this.splitImpl(color, key, name), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async free(): Promise<void> {
@@ -235,6 +257,7 @@ export abstract class BaseCommunicator implements Communicator {
       outNelems,
       inSplits,
       outSplits,
+      root: partial.root,
       timeoutMs,
     });
     const spec: CallSpec = { ...partial, seq, entry, timeoutMs };

@@ -46,6 +46,11 @@ export interface Communicator {
   readonly backend: string;
   readonly capabilities: import('./capabilities.ts').Capabilities;
   readonly bytes: ByteCounters;
+  /**
+   * Whether the members span more than one node (decides 'single-node' capabilities such as premul_sum under
+   * xccl-2026). Optional so that test doubles need not state it; BaseCommunicator always does.
+   */
+  readonly multiNode?: boolean;
 
   /** recv (size·n) ← concatenation of every rank's send (n), in group-rank order. */
   allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void>;
@@ -70,8 +75,8 @@ export interface Communicator {
   broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void>;
   barrier(opts?: CallOptions): Promise<void>;
   /**
-   * Collective over this group: ranks with the same color form a new group, ordered by (key, rank).
-   * `name` names the new group in records and errors.
+   * Collective over this group: ranks with the same color form a new group, ordered by key, ties by rank in this
+   * group (MPI_Comm_split's rule). `name` names the new group in records and errors.
    */
   split(color: number, key: number, name: string): Promise<Communicator>;
   /** Releases the group (MPI_Comm_free); further calls reject. */

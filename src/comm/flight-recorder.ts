@@ -23,6 +23,8 @@ export interface FlightEntry {
   /** Per-rank split sizes for v-collectives, as torch's "In split size"/"Out split size". */
   inSplits?: readonly number[];
   outSplits?: readonly number[];
+  /** broadcast: the root's group rank (members must agree on it). */
+  root?: number;
   state: EntryState;
   /** Milliseconds (performance.timeOrigin-based wall clock). */
   tCreated: number;
@@ -62,6 +64,7 @@ export class FlightRecorder {
   private next = 0;
   private nextId = 0;
   private readonly status = new Map<string, GroupStatus>();
+  private readonly failListeners: ((entry: FlightEntry) => void)[] = [];
 
   constructor(
     readonly rank: number,
@@ -97,6 +100,23 @@ export class FlightRecorder {
     entry.state = 'failed';
     entry.tCompleted = nowMs();
     entry.error = error;
+    // Listeners write dumps (dump-on-failure); one that throws must not turn a collective error into another one.
+    for (const l of this.failListeners) {
+      try {
+        l(entry);
+      } catch (err) {
+        console.error(`flight recorder of rank ${this.rank}: failure listener threw: ${(err as Error)?.message ?? err}`);
+      }
+    }
+  }
+
+  /** Calls `listener` after every entry that fails (timeout, peer death, mismatch); returns an unsubscribe. */
+  onFail(listener: (entry: FlightEntry) => void): () => void {
+    this.failListeners.push(listener);
+    return () => {
+      const i = this.failListeners.indexOf(listener);
+      if (i >= 0) this.failListeners.splice(i, 1);
+    };
   }
 
   /** Entries oldest first. */

@@ -1,0 +1,73 @@
+// launch() for the inproc transport: every rank's program runs as an async task on this event loop, against its
+// own world communicator, with its own structured clone of the arguments (as threads and mpi would see them).
+
+import { pathToFileURL } from 'node:url';
+import { installDumpOnFailure } from '../flight-dump-io.ts';
+import { diagnose } from '../inspect.ts';
+import type { LaunchResult, RankContext, RankEntry, RankMain, RankOutcome, WorldOptions } from '../launch.ts';
+import { createInprocWorld, type InprocWorld, type InprocWorldOptions } from './world.ts';
+
+export { createInprocWorld, InprocWorld, type InprocWorldOptions } from './world.ts';
+
+/** Loads `exportName` (default rankMain) of a rank-program module given as a path or a file: URL. */
+export async function loadRankMain<A, R>(entry: RankEntry): Promise<RankMain<A, R>> {
+  const spec = entry.module.startsWith('file:') ? entry.module : pathToFileURL(entry.module).href;
+  const mod = (await import(spec)) as Record<string, unknown>;
+  const name = entry.exportName ?? 'rankMain';
+  const fn = mod[name];
+  if (typeof fn !== 'function') {
+    throw new Error(`rank program ${entry.module} does not export a function "${name}"; export one of type RankMain (ctx) => Promise<result>`);
+  }
+  return fn as RankMain<A, R>;
+}
+
+const firstLine = (s: string) => s.split('\n', 1)[0]!;
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+export async function launchInproc<A, R>(opts: WorldOptions, entry: RankEntry, args: A, extra: Omit<InprocWorldOptions, keyof WorldOptions> = {}): Promise<LaunchResult<R>> {
+  const main = await loadRankMain<A, R>(entry);
+  const world = createInprocWorld(opts.size, {
+    profile: opts.profile,
+    timeoutMs: opts.timeoutMs,
+    seed: opts.seed,
+    faults: opts.faults,
+    ranksPerNode: opts.ranksPerNode,
+    flightEntries: opts.flightEntries,
+    ...extra,
+  });
+  return runRanks(world, main, args, opts.dumpDir);
+}
+
+/** Runs `main` on every rank of `world` and collects outcomes, dumps of failed ranks and the diagnosis. */
+export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, args: A, dumpDir?: string): Promise<LaunchResult<R>> {
+  const uninstall = dumpDir ? world.recorders.map((rec) => installDumpOnFailure(rec, dumpDir)) : [];
+  // Collective timers are unref'd so a finished process can exit; while ranks run, a timeout must still fire.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  try {
+    const outcomes = await Promise.all(
+      world.comms.map(async (comm, r): Promise<RankOutcome<R>> => {
+        const ctx: RankContext<A> = { rank: r, size: world.size, world: comm, recorder: world.recorders[r]!, transport: 'inproc', args: structuredClone(args) };
+        try {
+          const value = await main(ctx);
+          if (!world.isAlive(r)) throw new Error(`rank ${r} returned after it was killed: ${world.firstFailureReport ?? 'killed'}`);
+          world.exit(r, 'finished its program');
+          return { rank: r, ok: true, value };
+        } catch (err) {
+          const msg = errorText(err);
+          world.exit(r, `failed (${firstLine(msg)})`);
+          return { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(`rank ${r} failed: ${firstLine(msg)}`) };
+        }
+      }),
+    );
+    if (outcomes.every((o) => o.ok)) return { outcomes };
+    const dumps = world.dumps('launch ended with failed ranks');
+    const notes = new Map<number, string>();
+    for (const o of outcomes) if (!o.ok) notes.set(o.rank, `failed: ${firstLine(o.error)}`);
+    const text = diagnose(dumps, { notes }).text;
+    const first = world.firstFailureReport;
+    return { outcomes, diagnosis: first ? `first failure: ${first}\n${text}` : text };
+  } finally {
+    clearInterval(keepAlive);
+    for (const u of uninstall) u();
+  }
+}

@@ -1,0 +1,50 @@
+// Sentences about where ranks are, shared by the live inproc diagnosis and the post-mortem `inspect`, so a hang
+// reads the same whichever saw it: "rank 2 is in all_gather #57 on group ep, ranks 0,1,3 in reduce_scatter #58 on
+// group fsdp". Ranks are world ranks.
+
+import type { FlightEntry } from './flight-recorder.ts';
+
+export function rankList(ranks: readonly number[]): string {
+  return `${ranks.length === 1 ? 'rank' : 'ranks'} ${[...ranks].sort((a, b) => a - b).join(',')}`;
+}
+
+/** "all_gather #57 on group ep" */
+export function place(e: Pick<FlightEntry, 'op' | 'seq' | 'group'>): string {
+  return `${e.op} #${e.seq} on group ${e.group}`;
+}
+
+/** Where one rank is: `where` reads after "is", e.g. "in all_gather #57 on group ep" or "dead (killed …)". */
+export interface Position {
+  rank: number;
+  where: string;
+}
+
+/**
+ * Ranks grouped by position, the smallest group first (the odd one out leads), ties by lowest rank:
+ * "rank 2 is in all_gather #57 on group ep, ranks 0,1,3 in reduce_scatter #58 on group fsdp".
+ */
+export function describePositions(positions: readonly Position[]): string {
+  const by = new Map<string, number[]>();
+  for (const p of positions) {
+    const l = by.get(p.where);
+    if (l) l.push(p.rank);
+    else by.set(p.where, [p.rank]);
+  }
+  const cls = [...by.entries()].sort((a, b) => a[1].length - b[1].length || Math.min(...a[1]) - Math.min(...b[1]));
+  return cls
+    .map(([where, ranks], i) => {
+      const verb = ranks.length === 1 ? 'is' : 'are';
+      // After the first clause "in …" needs no verb; other states keep it so the sentence still parses.
+      return `${rankList(ranks)} ${i > 0 && where.startsWith('in ') ? '' : `${verb} `}${where}`;
+    })
+    .join(', ');
+}
+
+/** The oldest call of `entries` that is neither completed nor failed: what the rank waits in first. */
+export function oldestPending(entries: readonly FlightEntry[]): FlightEntry | undefined {
+  let best: FlightEntry | undefined;
+  for (const e of entries) {
+    if ((e.state === 'scheduled' || e.state === 'started') && (!best || e.id < best.id)) best = e;
+  }
+  return best;
+}
