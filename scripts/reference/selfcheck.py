@@ -7,7 +7,10 @@
    derived values the spec lists (hidden sizes, RoPE scaling, YaRN range, softmax scale);
 5. AdamW and clipping against torch.optim.AdamW / torch.nn.utils.clip_grad_norm_; the expert-bias update on a hand
    example; the loss against an explicit logsumexp;
-6. a directional-derivative check of every fixture model's full gradient in float64.
+6. a directional-derivative check of every fixture model's full gradient in float64;
+7. the stored fixtures (logits, loss, and the training run's step-1 loss) against numpy_ref.py, a second float64
+   implementation of the forward pass with per-head / per-token loops;
+8. top-k tie-breaking toward the lower expert id, slots by descending score.
 Exits non-zero on the first failure.
 """
 from __future__ import annotations
@@ -305,11 +308,45 @@ def full_model_directional_checks():
                                                           f"autograd {dd:.9f} vs central difference {fd:.9f}")
 
 
+def fixture_vs_numpy_checks():
+    import make_fixtures as mf
+    import numpy_ref
+    import st_io
+    for case in mf.CASES:
+        d = os.path.join(mf.OUT, case["name"])
+        args = build_args(case["model"], "custom", case["args"], case["seq_len"])
+        w, _ = st_io.load(os.path.join(d, "weights.safetensors"))
+        b, _ = st_io.load(os.path.join(d, "batch.safetensors"))
+        e, _ = st_io.load(os.path.join(d, "expected.safetensors"))
+        P = {k: v.double().numpy() for k, v in w.items()}
+        logits = numpy_ref.forward(case["model"], args, P, b["tokens"].numpy())
+        ref = e["logits"].double().numpy()
+        lrel = np.abs(logits - ref).max() / np.abs(logits).max()
+        L = numpy_ref.loss(logits, b["labels"].numpy())
+        rl = abs(L - float(e["loss"])) / abs(L)
+        check(lrel < 2e-6 and rl < 1e-6, f"fixture {case['name']} vs NumPy float64 forward: logits rel {lrel:.1e}, "
+                                         f"loss rel {rl:.1e}")
+
+
+def tie_checks():
+    m = MoEArgs(num_experts=4, top_k=3, score_func="sigmoid")
+    from model import _select
+    c = torch.tensor([[0.5, 0.7, 0.5, 0.7], [0.1, 0.1, 0.1, 0.1]])
+    idx, _, _ = _select(c, m)
+    check(idx.tolist() == [[1, 3, 0], [0, 1, 2]], f"top-k ties toward the lower id, slots by descending score: {idx.tolist()}")
+    mg = MoEArgs(num_experts=8, top_k=2, num_expert_groups=4, num_limited_groups=2)
+    c = torch.tensor([[0.3, 0.2, 0.2, 0.3, 0.25, 0.25, 0.9, 0.0]])  # group sums 0.5, 0.5, 0.5, 0.9
+    idx, _, _ = _select(c, mg)
+    check(idx.tolist() == [[6, 0]], f"group ties toward the lower group id: {idx.tolist()}")
+
+
 if __name__ == "__main__":
+    tie_checks()
     moe_checks()
     lr_checks()
     count_checks()
     optimizer_checks()
     full_model_directional_checks()
+    fixture_vs_numpy_checks()
     print(f"\n{len(FAILS)} failed" if FAILS else "\nall self-checks passed")
     sys.exit(1 if FAILS else 0)
