@@ -1,0 +1,106 @@
+// Llama4 attention: GQA with RoPE on q and k (NoPE layers skip it), causal SDPA with scale 1/sqrt(hd), no biases.
+//   q = x·Wqᵀ (N,Hq·hd), k = x·Wkᵀ, v = x·Wvᵀ (N,Hkv·hd); rope(q), rope(k); o = attn(q,k,v); out = o·Woᵀ (N,D)
+
+import type { Runtime } from '../runtime.ts';
+import type { ParamUnit } from '../params/unit.ts';
+import type { GqaSpec } from '../spec.ts';
+import type { RopeTable } from './rope.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
+
+export interface GqaCtx {
+  x: Float32Array;
+  B: number;
+  S: number;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  o: Float32Array;
+  lse: Float32Array;
+}
+
+export class GqaAttention {
+  private readonly names: { wq: string; wk: string; wv: string; wo: string };
+
+  constructor(
+    private readonly unit: ParamUnit,
+    prefix: string,
+    readonly spec: GqaSpec,
+    readonly D: number,
+    private readonly rope: RopeTable | null,
+  ) {
+    this.names = { wq: `${prefix}.wq.weight`, wk: `${prefix}.wk.weight`, wv: `${prefix}.wv.weight`, wo: `${prefix}.wo.weight` };
+    for (const n of Object.values(this.names)) unit.layout.entry(n);
+    if (spec.useRope && (!rope || rope.dim !== spec.headDim)) throw new Error(`GqaAttention ${prefix}: needs a RoPE table of dim ${spec.headDim}`);
+  }
+
+  private applyRope(rt: Runtime, t: Float32Array, N: number, S: number, heads: number, inverse: boolean): void {
+    if (!this.spec.useRope) return;
+    const hd = this.spec.headDim;
+    const r = this.rope!;
+    rt.k.rope(t, r.cos, r.sin, N, S, heads, heads * hd, hd, 0, hd, inverse);
+  }
+
+  // x (B·S, D) → out (B·S, D) (caller owns)
+  forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: GqaCtx } {
+    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
+    const N = B * S;
+    const D = this.D;
+    if (this.spec.useRope && S > this.rope!.seqLen) {
+      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope!.seqLen}); raise training.seq_len`);
+    }
+    const u = this.unit;
+    const q = rt.pool.get(N * Hq * hd);
+    const k = rt.pool.get(N * Hkv * hd);
+    const v = rt.pool.get(N * Hkv * hd);
+    linearFwd(rt.k, x, u.p(this.names.wq), q, N, D, Hq * hd);
+    linearFwd(rt.k, x, u.p(this.names.wk), k, N, D, Hkv * hd);
+    linearFwd(rt.k, x, u.p(this.names.wv), v, N, D, Hkv * hd);
+    this.applyRope(rt, q, N, S, Hq, false);
+    this.applyRope(rt, k, N, S, Hkv, false);
+    const o = rt.pool.get(N * Hq * hd);
+    const lse = rt.pool.get(B * Hq * S);
+    rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, hd, hd, scale);
+    const out = rt.pool.get(N * D);
+    linearFwd(rt.k, o, u.p(this.names.wo), out, N, Hq * hd, D);
+    return { out, ctx: { x, B, S, q, k, v, o, lse } };
+  }
+
+  // dout (B·S, D) → dx (B·S, D) (caller owns); Wq, Wk, Wv, Wo grads +=; releases ctx
+  backward(rt: Runtime, ctx: GqaCtx, dout: Float32Array): Float32Array {
+    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
+    const { B, S, x } = ctx;
+    const N = B * S;
+    const D = this.D;
+    const u = this.unit;
+    const dO = rt.pool.get(N * Hq * hd);
+    linearBwdWeight(rt.k, dout, ctx.o, u.g(this.names.wo), N, Hq * hd, D);
+    linearBwdInput(rt.k, dout, u.p(this.names.wo), dO, N, Hq * hd, D);
+    const dq = rt.pool.get(N * Hq * hd);
+    const dk = rt.pool.get(N * Hkv * hd);
+    const dv = rt.pool.get(N * Hkv * hd);
+    rt.k.attentionBwd(dO, ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, dq, dk, dv, B, S, Hq, Hkv, hd, hd, scale);
+    rt.pool.release(dO);
+    this.release(rt, ctx);
+    this.applyRope(rt, dq, N, S, Hq, true);
+    this.applyRope(rt, dk, N, S, Hkv, true);
+    const dx = rt.pool.get(N * D);
+    linearBwdWeight(rt.k, dq, x, u.g(this.names.wq), N, D, Hq * hd);
+    linearBwdWeight(rt.k, dk, x, u.g(this.names.wk), N, D, Hkv * hd);
+    linearBwdWeight(rt.k, dv, x, u.g(this.names.wv), N, D, Hkv * hd);
+    linearBwdInput(rt.k, dq, u.p(this.names.wq), dx, N, D, Hq * hd, 0);
+    linearBwdInput(rt.k, dk, u.p(this.names.wk), dx, N, D, Hkv * hd, 1);
+    linearBwdInput(rt.k, dv, u.p(this.names.wv), dx, N, D, Hkv * hd, 1);
+    rt.pool.release(dq);
+    rt.pool.release(dk);
+    rt.pool.release(dv);
+    return dx;
+  }
+
+  release(rt: Runtime, ctx: GqaCtx): void {
+    rt.pool.release(ctx.q);
+    rt.pool.release(ctx.k);
+    rt.pool.release(ctx.v);
+    rt.pool.release(ctx.o);
+    rt.pool.release(ctx.lse);
+  }
+}

@@ -1,0 +1,194 @@
+// DeepSeek-V3 multi-head latent attention (spec §2.4). With dqk = dn + dr (nope + rope dims), Hh heads:
+//   q  = x·Wqᵀ                       (N, Hh·dqk)   or  q = rmsnorm_q(x·Wq_aᵀ)·Wq_bᵀ with q-LoRA
+//   rope on q[:, h, dn:dn+dr] (strided, in place)
+//   c  = x·Wcᵀ (N, kvr),  kpe = x·Wpeᵀ (N, dr)      where [Wc; Wpe] = Wkv_a (rows kvr | dr): two sgemms on the
+//                                                     two contiguous row blocks instead of a strided split
+//   rope on kpe (one head);  cn = rmsnorm_kv(c)
+//   k[:, h, :dn] = cn·Wkv_b[h, nope]ᵀ,  v[:, h] = cn·Wkv_b[h, v]ᵀ  (per-head sgemm straight into place, ldc stride)
+//   k[:, h, dn:] = kpe  (the shared rope key, broadcast to every head)
+//   o = attn(q, k, v; scale = softmax_scale) (N, Hh·dv);  out = o·Woᵀ (N, D)
+
+import type { Runtime } from '../runtime.ts';
+import type { ParamUnit } from '../params/unit.ts';
+import type { MlaSpec } from '../spec.ts';
+import type { RopeTable } from './rope.ts';
+import { copyCols, linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
+import { rmsnormBackward, rmsnormForward, type RmsNormCtx } from './rmsnorm.ts';
+
+export interface MlaCtx {
+  x: Float32Array;
+  B: number;
+  S: number;
+  /** q-LoRA only: x·Wq_aᵀ (N, qr), its norm ctx, and the normalised values fed to Wq_b. */
+  qa: Float32Array | null;
+  qaNorm: RmsNormCtx | null;
+  qn: Float32Array | null;
+  q: Float32Array;
+  c: Float32Array;
+  cNorm: RmsNormCtx;
+  cn: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  o: Float32Array;
+  lse: Float32Array;
+}
+
+export class MlaAttention {
+  private readonly n: Record<'wq' | 'wq_a' | 'q_norm' | 'wq_b' | 'wkv_a' | 'kv_norm' | 'wkv_b' | 'wo', string>;
+
+  constructor(
+    private readonly unit: ParamUnit,
+    prefix: string,
+    readonly spec: MlaSpec,
+    readonly D: number,
+    private readonly rope: RopeTable,
+  ) {
+    const w = (s: string): string => `${prefix}.${s}.weight`;
+    this.n = {
+      wq: w('wq'), wq_a: w('wq_a'), q_norm: w('q_norm'), wq_b: w('wq_b'),
+      wkv_a: w('wkv_a'), kv_norm: w('kv_norm'), wkv_b: w('wkv_b'), wo: w('wo'),
+    };
+    const needed = spec.qLoraRank === 0 ? ['wq'] : ['wq_a', 'q_norm', 'wq_b'];
+    for (const k of [...needed, 'wkv_a', 'kv_norm', 'wkv_b', 'wo'] as const) unit.layout.entry(this.n[k as keyof typeof this.n]);
+    if (rope.dim !== spec.qkRope) throw new Error(`MlaAttention ${prefix}: RoPE table dim ${rope.dim} ≠ qk_rope_head_dim ${spec.qkRope}`);
+  }
+
+  // x (B·S, D) → out (B·S, D) (caller owns)
+  forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: MlaCtx } {
+    const { nHeads: Hh, qLoraRank: qr, kvLoraRank: kvr, qkNope: dn, qkRope: dr, vHead: dv, scale, normEps } = this.spec;
+    const dqk = dn + dr;
+    const N = B * S;
+    const D = this.D;
+    const u = this.unit;
+    const K = rt.k;
+    if (S > this.rope.seqLen) {
+      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope.seqLen}); raise training.seq_len`);
+    }
+    const { cos, sin } = this.rope;
+
+    const q = rt.pool.get(N * Hh * dqk);
+    let qa: Float32Array | null = null;
+    let qaNorm: RmsNormCtx | null = null;
+    let qn: Float32Array | null = null;
+    if (qr === 0) {
+      linearFwd(K, x, u.p(this.n.wq), q, N, D, Hh * dqk);
+    } else {
+      qa = rt.pool.get(N * qr);
+      linearFwd(K, x, u.p(this.n.wq_a), qa, N, D, qr);
+      const r = rmsnormForward(rt, qa, u.p(this.n.q_norm), N, qr, normEps);
+      qn = r.out;
+      qaNorm = r.ctx;
+      linearFwd(K, qn, u.p(this.n.wq_b), q, N, qr, Hh * dqk);
+    }
+    K.rope(q, cos, sin, N, S, Hh, Hh * dqk, dqk, dn, dr, false);
+
+    const wkva = u.p(this.n.wkv_a);
+    const c = rt.pool.get(N * kvr);
+    const kpe = rt.pool.get(N * dr);
+    linearFwd(K, x, wkva.subarray(0, kvr * D), c, N, D, kvr);
+    linearFwd(K, x, wkva.subarray(kvr * D), kpe, N, D, dr);
+    K.rope(kpe, cos, sin, N, S, 1, dr, dr, 0, dr, false);
+    const cnr = rmsnormForward(rt, c, u.p(this.n.kv_norm), N, kvr, normEps);
+
+    const k = rt.pool.get(N * Hh * dqk);
+    const v = rt.pool.get(N * Hh * dv);
+    const wkvb = u.p(this.n.wkv_b);
+    for (let h = 0; h < Hh; h++) {
+      const rowK = h * (dn + dv);
+      K.sgemm(false, true, N, dn, kvr, 1, cnr.out, kvr, wkvb.subarray(rowK * kvr), kvr, 0, k.subarray(h * dqk), Hh * dqk);
+      K.sgemm(false, true, N, dv, kvr, 1, cnr.out, kvr, wkvb.subarray((rowK + dn) * kvr), kvr, 0, v.subarray(h * dv), Hh * dv);
+      copyCols(K, kpe, dr, k.subarray(h * dqk + dn), Hh * dqk, N, dr, 0);
+    }
+    rt.pool.release(kpe);
+
+    const o = rt.pool.get(N * Hh * dv);
+    const lse = rt.pool.get(B * Hh * S);
+    K.attentionFwd(q, k, v, o, lse, B, S, Hh, Hh, dqk, dv, scale);
+    const out = rt.pool.get(N * D);
+    linearFwd(K, o, u.p(this.n.wo), out, N, Hh * dv, D);
+    return { out, ctx: { x, B, S, qa, qaNorm, qn, q, c, cNorm: cnr.ctx, cn: cnr.out, k, v, o, lse } };
+  }
+
+  // dout (B·S, D) → dx (B·S, D) (caller owns); all attention grads +=; releases ctx
+  backward(rt: Runtime, ctx: MlaCtx, dout: Float32Array): Float32Array {
+    const { nHeads: Hh, qLoraRank: qr, kvLoraRank: kvr, qkNope: dn, qkRope: dr, vHead: dv, scale } = this.spec;
+    const dqk = dn + dr;
+    const { B, S, x } = ctx;
+    const N = B * S;
+    const D = this.D;
+    const u = this.unit;
+    const K = rt.k;
+    const { cos, sin } = this.rope;
+
+    const dO = rt.pool.get(N * Hh * dv);
+    linearBwdWeight(K, dout, ctx.o, u.g(this.n.wo), N, Hh * dv, D);
+    linearBwdInput(K, dout, u.p(this.n.wo), dO, N, Hh * dv, D);
+    const dq = rt.pool.get(N * Hh * dqk);
+    const dk = rt.pool.get(N * Hh * dqk);
+    const dvb = rt.pool.get(N * Hh * dv);
+    K.attentionBwd(dO, ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, dq, dk, dvb, B, S, Hh, Hh, dqk, dv, scale);
+    rt.pool.release(dO);
+    for (const a of [ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse]) rt.pool.release(a);
+
+    // k/v path: the shared rope key collects every head's gradient; the latent collects k_nope's and v's.
+    const dkpe = rt.pool.get(N * dr);
+    const dcn = rt.pool.get(N * kvr);
+    const wkvb = u.p(this.n.wkv_b);
+    const gkvb = u.g(this.n.wkv_b);
+    for (let h = 0; h < Hh; h++) {
+      const rowK = h * (dn + dv);
+      const dkh = dk.subarray(h * dqk);
+      const dvh = dvb.subarray(h * dv);
+      copyCols(K, dk.subarray(h * dqk + dn), Hh * dqk, dkpe, dr, N, dr, h === 0 ? 0 : 1);
+      K.sgemm(false, false, N, kvr, dn, 1, dkh, Hh * dqk, wkvb.subarray(rowK * kvr), kvr, h === 0 ? 0 : 1, dcn, kvr);
+      K.sgemm(false, false, N, kvr, dv, 1, dvh, Hh * dv, wkvb.subarray((rowK + dn) * kvr), kvr, 1, dcn, kvr);
+      K.sgemm(true, false, dn, kvr, N, 1, dkh, Hh * dqk, ctx.cn, kvr, 1, gkvb.subarray(rowK * kvr), kvr);
+      K.sgemm(true, false, dv, kvr, N, 1, dvh, Hh * dv, ctx.cn, kvr, 1, gkvb.subarray((rowK + dn) * kvr), kvr);
+    }
+    rt.pool.release(dk);
+    rt.pool.release(dvb);
+    rt.pool.release(ctx.cn);
+    K.rope(dkpe, cos, sin, N, S, 1, dr, dr, 0, dr, true);
+    const dc = rmsnormBackward(rt, ctx.cNorm, u.p(this.n.kv_norm), u.g(this.n.kv_norm), dcn);
+    rt.pool.release(dcn);
+    rt.pool.release(ctx.c);
+    const wkva = u.p(this.n.wkv_a);
+    const gkva = u.g(this.n.wkv_a);
+    const dx = rt.pool.get(N * D);
+    linearBwdWeight(K, dc, x, gkva.subarray(0, kvr * D), N, D, kvr);
+    linearBwdWeight(K, dkpe, x, gkva.subarray(kvr * D), N, D, dr);
+    linearBwdInput(K, dc, wkva.subarray(0, kvr * D), dx, N, D, kvr, 0);
+    linearBwdInput(K, dkpe, wkva.subarray(kvr * D), dx, N, D, dr, 1);
+    rt.pool.release(dc);
+    rt.pool.release(dkpe);
+
+    // q path
+    K.rope(dq, cos, sin, N, S, Hh, Hh * dqk, dqk, dn, dr, true);
+    if (qr === 0) {
+      linearBwdWeight(K, dq, x, u.g(this.n.wq), N, D, Hh * dqk);
+      linearBwdInput(K, dq, u.p(this.n.wq), dx, N, D, Hh * dqk, 1);
+    } else {
+      const dqn = rt.pool.get(N * qr);
+      linearBwdWeight(K, dq, ctx.qn!, u.g(this.n.wq_b), N, qr, Hh * dqk);
+      linearBwdInput(K, dq, u.p(this.n.wq_b), dqn, N, qr, Hh * dqk);
+      rt.pool.release(ctx.qn);
+      const dqa = rmsnormBackward(rt, ctx.qaNorm!, u.p(this.n.q_norm), u.g(this.n.q_norm), dqn);
+      rt.pool.release(dqn);
+      rt.pool.release(ctx.qa);
+      linearBwdWeight(K, dqa, x, u.g(this.n.wq_a), N, D, qr);
+      linearBwdInput(K, dqa, u.p(this.n.wq_a), dx, N, D, qr, 1);
+      rt.pool.release(dqa);
+    }
+    rt.pool.release(dq);
+    return dx;
+  }
+
+  release(rt: Runtime, ctx: MlaCtx): void {
+    for (const a of [ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, ctx.cn, ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
+    if (ctx.qa) {
+      rt.pool.release(ctx.qa);
+      rt.pool.release(ctx.qn);
+      rt.pool.release(ctx.qaNorm!.rstd);
+    }
+  }
+}

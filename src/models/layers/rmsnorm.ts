@@ -1,0 +1,39 @@
+// nn.RMSNorm(D, eps): y = x / sqrt(mean(x²) + eps) · w.
+import type { Runtime } from '../runtime.ts';
+
+export interface RmsNormCtx {
+  /** Input, not owned (the producer keeps it alive until backward). */
+  x: Float32Array;
+  /** (N) owned. */
+  rstd: Float32Array;
+  N: number;
+  D: number;
+}
+
+// x (N,D), w (D) → out (N,D) (caller owns), ctx
+export function rmsnormForward(
+  rt: Runtime,
+  x: Float32Array,
+  w: Float32Array,
+  N: number,
+  D: number,
+  eps: number,
+): { out: Float32Array; ctx: RmsNormCtx } {
+  const out = rt.pool.get(N * D);
+  const rstd = rt.pool.get(N);
+  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps);
+  return { out, ctx: { x, rstd, N, D } };
+}
+
+// dout (N,D) → dx (N,D) (caller owns), dw (D) += ; releases ctx.rstd
+export function rmsnormBackward(rt: Runtime, ctx: RmsNormCtx, w: Float32Array, dw: Float32Array, dout: Float32Array): Float32Array {
+  const dx = rt.pool.get(ctx.N * ctx.D);
+  rt.k.rmsnormBwd(dout, ctx.x, w, ctx.rstd, dx, dw, ctx.N, ctx.D);
+  rt.pool.release(ctx.rstd);
+  return dx;
+}
+
+/** Drops a ctx whose backward will not run (activation checkpointing discards it after forward). */
+export function rmsnormRelease(rt: Runtime, ctx: RmsNormCtx): void {
+  rt.pool.release(ctx.rstd);
+}
