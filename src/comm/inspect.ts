@@ -50,7 +50,7 @@ function describeCall(e: FlightEntry): string {
   if (e.reduceOp) parts.push(e.reduceOp);
   parts.push(e.dtype);
   if (e.op === 'all_gather_v' || e.op === 'all_to_all_v') parts.push(`splits in [${(e.inSplits ?? []).join(',')}] out [${(e.outSplits ?? []).join(',')}]`);
-  else if (e.op !== 'barrier') parts.push(e.inNelems === e.outNelems ? `${e.inNelems} elements` : `${e.inNelems} → ${e.outNelems} elements`);
+  else if (e.op !== 'barrier') parts.push(e.inNelems === e.outNelems ? `${e.inNelems} element${e.inNelems === 1 ? "" : "s"}` : `${e.inNelems} → ${e.outNelems} elements`);
   if (e.tag) parts.push(`tag "${e.tag}"`);
   return parts.join(', ');
 }
@@ -119,7 +119,7 @@ function analyzeGroup(g: GroupView, dumps: ReadonlyMap<number, FlightDump>): Fin
       const byState = new Map<string, number[]>();
       for (const c of calls) {
         if (c.entry.state === 'completed') continue;
-        const k = c.entry.state === 'failed' ? `failed (${firstLine(c.entry.error ?? 'no error text')})` : c.entry.state;
+        const k = c.entry.state === 'failed' ? `failed (${normalize(firstLine(c.entry.error ?? 'no error text'))})` : c.entry.state;
         byState.set(k, [...(byState.get(k) ?? []), c.rank]);
       }
       const states = [...byState.entries()].map(([k, rs]) => `${rankList(rs)} ${k}`).join('; ');
@@ -134,6 +134,9 @@ function analyzeGroup(g: GroupView, dumps: ReadonlyMap<number, FlightDump>): Fin
   }
   return null;
 }
+
+/** Error texts differ between ranks only by "(rank N)"; without it identical reports group together. */
+const normalize = (s: string) => s.replace(/ \(rank \d+\) failed: /, ' failed: ');
 
 const firstLine = (s: string) => {
   const l = s.split('\n', 1)[0]!;
@@ -193,15 +196,16 @@ export function diagnose(dumpList: readonly FlightDump[], opts: DiagnoseOptions 
   const positions: Position[] = [];
   for (let r = 0; r < worldSize; r++) {
     const d = dumps.get(r);
+    const note = opts.notes?.get(r);
     if (!d) {
-      positions.push({ rank: r, where: opts.notes?.get(r) ? `without a dump (${opts.notes.get(r)})` : 'without a dump (dead, or it never dumped)' });
+      positions.push({ rank: r, where: note ? `without a dump (${note})` : 'without a dump (dead, or it never dumped)' });
       continue;
     }
     const e = oldestUnfinished(d.entries);
     if (e) {
       blockedAt.set(r, e);
       positions.push({ rank: r, where: `in ${place(e)}` });
-    } else positions.push({ rank: r, where: 'not in a collective' });
+    } else positions.push({ rank: r, where: note ? `not in a collective (${note})` : 'not in a collective' });
   }
   const cycle = findCycle(findings, blockedAt);
 
@@ -215,15 +219,16 @@ export function diagnose(dumpList: readonly FlightDump[], opts: DiagnoseOptions 
   if (findings.length === 0) lines.push('every group: all members joined and completed every recorded collective');
   for (const f of findings) lines.push(f.text);
   if (cycle) lines.push(`wait cycle: ${cycle}`);
-  const errors: string[] = [];
+  // Ranks whose first errors read the same are listed together.
+  const errors = new Map<string, number[]>();
   for (let r = 0; r < worldSize; r++) {
-    const note = opts.notes?.get(r);
     const d = dumps.get(r);
     const failed = d?.entries.filter((e) => e.state === 'failed').sort((a, b) => a.id - b.id)[0];
-    if (failed) errors.push(`  rank ${r}: ${place(failed)} failed: ${firstLine(failed.error ?? '')}`);
-    else if (note) errors.push(`  rank ${r}: ${firstLine(note)}`);
+    if (!failed) continue;
+    const text = normalize(firstLine(failed.error ?? `${place(failed)} failed`));
+    errors.set(text, [...(errors.get(text) ?? []), r]);
   }
-  if (errors.length) lines.push('first error per rank:', ...errors);
+  if (errors.size) lines.push('first error per rank:', ...[...errors.entries()].map(([text, rs]) => `  ${rankList(rs)}: ${text}`));
   return { worldSize, missingDumps, findings, positions, cycle, text: lines.join('\n') };
 }
 

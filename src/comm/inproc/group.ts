@@ -83,6 +83,17 @@ export class InprocGroup {
     return out.sort((a, b) => a.seq - b.seq);
   }
 
+  /** The slot of `seq`: who arrived, who is missing, and its failure if it failed. */
+  slotInfo(seq: number): { arrived: number[]; missing: number[]; failed?: string } | undefined {
+    const s = this.slots.get(seq);
+    if (!s) return undefined;
+    return {
+      arrived: this.ranks.filter((_, i) => s.arrivals[i]),
+      missing: this.ranks.filter((_, i) => !s.arrivals[i]),
+      failed: s.failed?.report,
+    };
+  }
+
   /** Pending splits: which world ranks called the split and which did not yet. */
   pendingSplits(): { index: number; arrived: number[]; missing: number[] }[] {
     return [...this.splitSlots.values()].map((s) => ({
@@ -115,7 +126,7 @@ export class InprocGroup {
     const arrivals = slot.arrivals as Arrival[];
     const mismatch = describeMismatch(arrivals.map((a) => ({ rank: a.worldRank, entry: a.call.entry })));
     if (mismatch) {
-      this.fail('mismatch', this.host.firstFailure(`mismatch: ${mismatch}`), arrivals);
+      this.fail('mismatch', `mismatch: ${mismatch}`, arrivals);
       return;
     }
     try {
@@ -148,7 +159,8 @@ export class InprocGroup {
         this.failSlot(slot, 'peer-dead', this.departureReport(groupRank, why, any.call));
       }
     }
-    const report = this.host.firstFailure(`rank ${this.ranks[groupRank]} ${why} and will not join further collectives on group ${this.name}`);
+    // Leaving is no failure by itself (a finished rank leaves every group); it becomes one when someone needs it.
+    const report = `rank ${this.ranks[groupRank]} ${why} and will not join further collectives on group ${this.name}`;
     if (!this.broken) this.broken = { kind: 'peer-dead', report };
     for (const s of this.splitSlots.values()) {
       if (!s.requests[groupRank]) for (const r of s.requests) if (r) this.rejectSplit(r, 'peer-dead', report);
@@ -193,9 +205,7 @@ export class InprocGroup {
 
   private departureReport(groupRank: number, why: string, call: CallSpec): string {
     const waiting = this.ranks.filter((_, i) => i !== groupRank && !this.departed.has(i));
-    return this.host.firstFailure(
-      `rank ${this.ranks[groupRank]} ${why} without joining ${place(call.entry)}; ${this.host.positions(waiting)}`,
-    );
+    return `rank ${this.ranks[groupRank]} ${why} without joining ${place(call.entry)}; ${this.host.positions(waiting)}`;
   }
 
   private failSlot(slot: Slot, kind: CollectiveErrorKind, report: string): void {
@@ -203,7 +213,8 @@ export class InprocGroup {
     for (const a of slot.arrivals) if (a) this.reject(a, kind, report);
   }
 
-  private reject(a: Arrival, kind: CollectiveErrorKind, report: string): void {
+  private reject(a: Arrival, kind: CollectiveErrorKind, why: string): void {
+    const report = this.host.firstFailure(why);
     const e = a.call.entry;
     const err = new CollectiveError(kind, `${place(e)} (rank ${a.worldRank}) failed: ${report}`, {
       group: this.name,
@@ -215,7 +226,8 @@ export class InprocGroup {
     this.host.post(`fail r${a.worldRank} ${place(e)}`, () => a.settle(err));
   }
 
-  private rejectSplit(r: SplitRequest, kind: CollectiveErrorKind, report: string): void {
+  private rejectSplit(r: SplitRequest, kind: CollectiveErrorKind, why: string): void {
+    const report = this.host.firstFailure(why);
     const err = new CollectiveError(kind, `split of group ${this.name} into "${r.name}" (rank ${r.worldRank}) failed: ${report}`, {
       group: this.name,
       rank: r.worldRank,

@@ -62,7 +62,7 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
     if (outcomes.every((o) => o.ok)) return { outcomes };
     const dumps = world.dumps('launch ended with failed ranks');
     const notes = new Map<number, string>();
-    for (const o of outcomes) if (!o.ok) notes.set(o.rank, `failed: ${firstLine(o.error)}`);
+    for (const o of outcomes) notes.set(o.rank, o.ok ? 'finished its program' : `failed: ${firstLine(o.error)}`);
     const text = diagnose(dumps, { notes }).text;
     const first = world.firstFailureReport;
     return { outcomes, diagnosis: first ? `first failure: ${first}\n${text}` : text };

@@ -152,11 +152,14 @@ export class InprocWorld implements GroupHost {
 
   /** Report for a call that timed out on `group`: who joined, who is missing and where those are. */
   diagnoseCall(group: InprocGroup, call: CallSpec): string {
-    const slot = group.pending().find((s) => s.seq === call.seq);
-    if (!slot) return `${place(call.entry)} is not pending any more (it failed or completed concurrently)`;
-    const joined = slot.arrived.map((a) => a.worldRank);
+    const slot = group.slotInfo(call.seq);
+    if (!slot) {
+      return group.broken ? group.broken.report : `${place(call.entry)} is not pending any more (it completed concurrently)`;
+    }
+    // Timers of several ranks fire in the same tick; the ones after the first see the slot already failed.
+    if (slot.failed) return slot.failed;
     if (slot.missing.length === 0) return `every member joined ${place(call.entry)}, but it did not complete`;
-    return `waiting for ${rankList(slot.missing)}: ${this.positions(slot.missing)}; ${rankList(joined)} joined ${place(call.entry)}`;
+    return `waiting for ${rankList(slot.missing)}: ${this.positions(slot.missing)}; ${rankList(slot.arrived)} joined ${place(call.entry)}`;
   }
 
   onTimeout(comm: InprocCommunicator, call: CallSpec): void {
