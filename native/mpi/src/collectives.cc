@@ -1,0 +1,276 @@
+// Nonblocking collectives on typed arrays. Each call starts an MPI_I* operation and returns a request id; JS polls
+// `test(id)` from the event loop (setImmediate) until it completes. Until then the request holds references to
+// the arrays (so GC cannot free or move their memory) and owns the counts/displacements MPI still reads.
+// Requests belong to the JS environment (main thread or worker) that started them.
+#include <memory>
+#include <unordered_map>
+
+#include "common.h"
+
+namespace moempi {
+
+namespace {
+
+struct Pending {
+  MPI_Request req = MPI_REQUEST_NULL;
+  std::vector<Napi::Reference<Napi::Value>> pins;
+  std::vector<int> ints;
+};
+
+struct Requests {
+  uint32_t next = 1;
+  std::unordered_map<uint32_t, std::unique_ptr<Pending>> live;
+};
+
+Requests* Table(Napi::Env env) {
+  Requests* r = env.GetInstanceData<Requests>();
+  if (!r) {
+    r = new Requests();
+    env.SetInstanceData(r);
+  }
+  return r;
+}
+
+Napi::Value Start(Napi::Env env, std::unique_ptr<Pending> p, const std::vector<Napi::Value>& pin) {
+  for (const auto& v : pin) p->pins.push_back(Napi::Persistent(v));
+  Requests* t = Table(env);
+  uint32_t id = t->next++;
+  t->live.emplace(id, std::move(p));
+  return Napi::Number::New(env, id);
+}
+
+bool GetOp(Napi::Env env, const Napi::Value& v, MPI_Op* out) {
+  int op = 0;
+  if (!GetInt(env, v, "op", &op)) return false;
+  if (op == 0) *out = MPI_SUM;
+  else if (op == 1) *out = MPI_MAX;
+  else return ThrowMsg(env, "op must be 0 (sum) or 1 (max); premul_sum and avg are composed in JS");
+  return true;
+}
+
+bool SameType(Napi::Env env, const ArrayView& a, const ArrayView& b, const char* what) {
+  if (a.type != b.type) return ThrowMsg(env, std::string(what) + ": send is " + a.typeName + ", recv is " + b.typeName);
+  return true;
+}
+
+int CommSize(MPI_Comm c) {
+  int s = 0;
+  MPI_Comm_size(c, &s);
+  return s;
+}
+
+// Exclusive prefix sums as MPI displacements; false if the total does not fit an int.
+bool Displacements(const int* counts, int n, int* displs, long long* total) {
+  long long acc = 0;
+  for (int i = 0; i < n; i++) {
+    if (counts[i] < 0) return false;
+    displs[i] = static_cast<int>(acc);
+    acc += counts[i];
+    if (acc > INT32_MAX) return false;
+  }
+  *total = acc;
+  return true;
+}
+
+Napi::Value IAllgather(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView s, r;
+  if (!MpiReady(env, "iallgather") || info.Length() < 3 || !GetComm(env, info[0], &c) ||
+      !GetArray(env, info[1], "send", &s) || !GetArray(env, info[2], "recv", &r) || !SameType(env, s, r, "iallgather")) {
+    return env.Undefined();
+  }
+  if (r.length != s.length * static_cast<size_t>(CommSize(c))) {
+    ThrowMsg(env, "iallgather: recv length must be size * send length");
+    return env.Undefined();
+  }
+  auto p = std::make_unique<Pending>();
+  int rc = MPI_Iallgather(s.data, static_cast<int>(s.length), s.type, r.data, static_cast<int>(s.length), r.type, c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Iallgather");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1], info[2]});
+}
+
+Napi::Value IAllgatherv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView s, r;
+  if (!MpiReady(env, "iallgatherv") || info.Length() < 4 || !GetComm(env, info[0], &c) ||
+      !GetArray(env, info[1], "send", &s) || !GetArray(env, info[2], "recv", &r) || !SameType(env, s, r, "iallgatherv")) {
+    return env.Undefined();
+  }
+  const int n = CommSize(c);
+  auto p = std::make_unique<Pending>();
+  std::vector<int> counts;
+  if (!GetInt32Vector(env, info[3], "counts", n, &counts)) return env.Undefined();
+  p->ints.resize(2 * n);
+  std::copy(counts.begin(), counts.end(), p->ints.begin());
+  long long total = 0;
+  if (!Displacements(p->ints.data(), n, p->ints.data() + n, &total) || static_cast<size_t>(total) > r.length) {
+    ThrowMsg(env, "iallgatherv: counts are negative, overflow, or exceed recv length");
+    return env.Undefined();
+  }
+  int rc = MPI_Iallgatherv(s.data, static_cast<int>(s.length), s.type, r.data, p->ints.data(), p->ints.data() + n, r.type,
+                           c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Iallgatherv");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1], info[2]});
+}
+
+Napi::Value IReduceScatterBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView s, r;
+  MPI_Op op;
+  if (!MpiReady(env, "ireduceScatterBlock") || info.Length() < 4 || !GetComm(env, info[0], &c) ||
+      !GetArray(env, info[1], "send", &s) || !GetArray(env, info[2], "recv", &r) ||
+      !SameType(env, s, r, "ireduceScatterBlock") || !GetOp(env, info[3], &op)) {
+    return env.Undefined();
+  }
+  if (s.length != r.length * static_cast<size_t>(CommSize(c))) {
+    ThrowMsg(env, "ireduceScatterBlock: send length must be size * recv length");
+    return env.Undefined();
+  }
+  auto p = std::make_unique<Pending>();
+  int rc = MPI_Ireduce_scatter_block(s.data, r.data, static_cast<int>(r.length), r.type, op, c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Ireduce_scatter_block");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1], info[2]});
+}
+
+Napi::Value IAllreduce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView b;
+  MPI_Op op;
+  if (!MpiReady(env, "iallreduce") || info.Length() < 3 || !GetComm(env, info[0], &c) ||
+      !GetArray(env, info[1], "buf", &b) || !GetOp(env, info[2], &op)) {
+    return env.Undefined();
+  }
+  auto p = std::make_unique<Pending>();
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, b.data, static_cast<int>(b.length), b.type, op, c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Iallreduce");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1]});
+}
+
+Napi::Value IAlltoallv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView s, r;
+  if (!MpiReady(env, "ialltoallv") || info.Length() < 5 || !GetComm(env, info[0], &c) ||
+      !GetArray(env, info[1], "send", &s) || !GetArray(env, info[3], "recv", &r) || !SameType(env, s, r, "ialltoallv")) {
+    return env.Undefined();
+  }
+  const int n = CommSize(c);
+  std::vector<int> sc, rc_;
+  if (!GetInt32Vector(env, info[2], "sendCounts", n, &sc) || !GetInt32Vector(env, info[4], "recvCounts", n, &rc_)) {
+    return env.Undefined();
+  }
+  auto p = std::make_unique<Pending>();
+  p->ints.resize(4 * n);
+  int* scounts = p->ints.data();
+  int* sdispls = scounts + n;
+  int* rcounts = sdispls + n;
+  int* rdispls = rcounts + n;
+  std::copy(sc.begin(), sc.end(), scounts);
+  std::copy(rc_.begin(), rc_.end(), rcounts);
+  long long stotal = 0, rtotal = 0;
+  if (!Displacements(scounts, n, sdispls, &stotal) || !Displacements(rcounts, n, rdispls, &rtotal) ||
+      static_cast<size_t>(stotal) > s.length || static_cast<size_t>(rtotal) > r.length) {
+    ThrowMsg(env, "ialltoallv: counts are negative, overflow, or exceed the array lengths");
+    return env.Undefined();
+  }
+  int rc = MPI_Ialltoallv(s.data, scounts, sdispls, s.type, r.data, rcounts, rdispls, r.type, c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Ialltoallv");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1], info[3]});
+}
+
+Napi::Value IBcast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  ArrayView b;
+  int root = 0;
+  if (!MpiReady(env, "ibcast") || info.Length() < 3 || !GetComm(env, info[0], &c) || !GetArray(env, info[1], "buf", &b) ||
+      !GetInt(env, info[2], "root", &root)) {
+    return env.Undefined();
+  }
+  if (root < 0 || root >= CommSize(c)) {
+    ThrowMsg(env, "ibcast: root is not a rank of the communicator");
+    return env.Undefined();
+  }
+  auto p = std::make_unique<Pending>();
+  int rc = MPI_Ibcast(b.data, static_cast<int>(b.length), b.type, root, c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Ibcast");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {info[1]});
+}
+
+Napi::Value IBarrier(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MPI_Comm c;
+  if (!MpiReady(env, "ibarrier") || info.Length() < 1 || !GetComm(env, info[0], &c)) return env.Undefined();
+  auto p = std::make_unique<Pending>();
+  int rc = MPI_Ibarrier(c, &p->req);
+  if (rc != MPI_SUCCESS) {
+    ThrowMpi(env, rc, "MPI_Ibarrier");
+    return env.Undefined();
+  }
+  return Start(env, std::move(p), {});
+}
+
+// true when the request completed (its pins are released), false while in flight. Drives MPI progress: MPICH
+// advances transfers only inside MPI calls unless async progress is enabled.
+Napi::Value Test(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int id = 0;
+  if (info.Length() < 1 || !GetInt(env, info[0], "request", &id)) return env.Undefined();
+  Requests* t = Table(env);
+  auto it = t->live.find(static_cast<uint32_t>(id));
+  if (it == t->live.end()) {
+    ThrowMsg(env, "test: unknown request " + std::to_string(id) + " (already completed?)");
+    return env.Undefined();
+  }
+  int flag = 0;
+  int rc = MPI_Test(&it->second->req, &flag, MPI_STATUS_IGNORE);
+  if (rc != MPI_SUCCESS) {
+    t->live.erase(it);
+    ThrowMpi(env, rc, "MPI_Test");
+    return env.Undefined();
+  }
+  if (flag) t->live.erase(it);
+  return Napi::Boolean::New(env, flag != 0);
+}
+
+Napi::Value PendingCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Table(info.Env())->live.size()));
+}
+
+}  // namespace
+
+void InitCollectives(Napi::Env env, Napi::Object exports) {
+  exports.Set("iallgather", Napi::Function::New(env, IAllgather));
+  exports.Set("iallgatherv", Napi::Function::New(env, IAllgatherv));
+  exports.Set("ireduceScatterBlock", Napi::Function::New(env, IReduceScatterBlock));
+  exports.Set("iallreduce", Napi::Function::New(env, IAllreduce));
+  exports.Set("ialltoallv", Napi::Function::New(env, IAlltoallv));
+  exports.Set("ibcast", Napi::Function::New(env, IBcast));
+  exports.Set("ibarrier", Napi::Function::New(env, IBarrier));
+  exports.Set("test", Napi::Function::New(env, Test));
+  exports.Set("pending", Napi::Function::New(env, PendingCount));
+}
+
+}  // namespace moempi

@@ -1,0 +1,42 @@
+// Shared helpers of the MPI binding: typed-array access, error reporting, the communicator table.
+// C++ exceptions are disabled (NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS), so every helper reports failure by
+// scheduling a JS exception and returning false; callers return env.Undefined() at once.
+#pragma once
+#include <mpi.h>
+#include <napi.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace moempi {
+
+struct ArrayView {
+  void* data = nullptr;
+  size_t length = 0;  // elements
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  const char* typeName = "";
+};
+
+// Schedules a JS Error "<what>: <MPI error string>" and returns false.
+bool ThrowMpi(Napi::Env env, int code, const std::string& what);
+bool ThrowMsg(Napi::Env env, const std::string& msg);
+
+// Float32Array / Float64Array / Int32Array (plain or SharedArrayBuffer-backed). Reading the data pointer through
+// napi_get_typedarray_info also moves small on-heap arrays off the V8 heap, so the pointer stays valid while a
+// reference to the array is held.
+bool GetArray(Napi::Env env, const Napi::Value& v, const char* name, ArrayView* out);
+bool GetInt32Vector(Napi::Env env, const Napi::Value& v, const char* name, size_t expected, std::vector<int>* out);
+bool GetInt(Napi::Env env, const Napi::Value& v, const char* name, int* out);
+
+// Communicator handles are small integers into a process-wide table (worker threads share it: an MPI_Comm is
+// usable from any thread under MPI_THREAD_MULTIPLE). Handle 0 is MPI_COMM_WORLD once initialized.
+bool GetComm(Napi::Env env, const Napi::Value& v, MPI_Comm* out);
+int AddComm(MPI_Comm c);
+bool RemoveComm(int handle, MPI_Comm* out);
+bool MpiReady(Napi::Env env, const char* what);
+
+void InitComms(Napi::Env env, Napi::Object exports);
+void InitCollectives(Napi::Env env, Napi::Object exports);
+
+}  // namespace moempi

@@ -1,0 +1,143 @@
+// One rank's side of the phase protocol on one group's arena (see arena.ts): wait until peers have read my slot,
+// arrive at the next phase and wait for everyone else, publish that I finished reading. Every wait re-checks the
+// reasons to give up — the group was poisoned (a peer timed out or was stopped), a peer is gone (died, failed,
+// finished), this rank was stopped, or the call was cancelled by its timeout — and names whom it waited for.
+
+import type { CollectiveOp } from '../communicator.ts';
+import { CollectiveError, type CollectiveErrorKind } from '../errors.ts';
+import { describePoison, type Arena, type PoisonKind } from './arena.ts';
+import { describeLife, type LifeBoard } from './life.ts';
+import { waitChange } from './wait.ts';
+
+/** Longest single wait before re-checking the reasons to give up (deaths also notify, so this is a backstop). */
+const SLICE_MS = 200;
+
+export interface CurrentCall {
+  op: CollectiveOp;
+  seq: number;
+  /** Set by the communicator's timeout: the call must stop waiting. */
+  cancelled: boolean;
+  deadline: number;
+  /** What this rank is waiting for right now (for status and timeout reports). */
+  waiting: { kind: 'arrive' | 'done'; phase: number } | null;
+}
+
+export interface ChannelInit {
+  arena: Arena;
+  /** Group rank of this rank. */
+  me: number;
+  worldRanks: readonly number[];
+  life: LifeBoard;
+  group: string;
+  /** Why this rank was stopped, if it was. */
+  stopReason: () => string | null;
+}
+
+export class GroupChannel {
+  readonly arena: Arena;
+  readonly me: number;
+  readonly size: number;
+  readonly worldRanks: readonly number[];
+  readonly group: string;
+  /** Last phase this rank arrived at. */
+  phase = 0;
+  current: CurrentCall | null = null;
+  private readonly life: LifeBoard;
+  private readonly stopReason: () => string | null;
+
+  constructor(init: ChannelInit) {
+    this.arena = init.arena;
+    this.me = init.me;
+    this.size = init.arena.size;
+    this.worldRanks = init.worldRanks;
+    this.group = init.group;
+    this.life = init.life;
+    this.stopReason = init.stopReason;
+  }
+
+  /** Before overwriting my slot: every peer has finished reading what I published in earlier phases. */
+  async beginWrite(): Promise<void> {
+    await this.waitAll('done', this.phase);
+  }
+
+  /** Publishes my slot for the next phase and waits until every peer has published theirs. */
+  async arrive(): Promise<void> {
+    this.phase++;
+    this.arena.publishArrive(this.me, this.phase);
+    await this.waitAll('arrive', this.phase);
+  }
+
+  finishRead(): void {
+    this.arena.publishDone(this.me, this.phase);
+  }
+
+  /** Group ranks that have not yet reached what this rank currently waits for. */
+  missing(): number[] {
+    const w = this.current?.waiting;
+    if (!w) return [];
+    const out: number[] = [];
+    for (let q = 0; q < this.size; q++) {
+      if (q === this.me) continue;
+      const v = w.kind === 'arrive' ? this.arena.arrive(q) : this.arena.done(q);
+      if (v < w.phase) out.push(q);
+    }
+    return out;
+  }
+
+  private async waitAll(kind: 'arrive' | 'done', phase: number): Promise<void> {
+    const h = this.arena.h;
+    const call = this.current;
+    for (let q = 0; q < this.size; q++) {
+      if (q === this.me) continue;
+      const idx = kind === 'arrive' ? this.arena.arriveIndex(q) : this.arena.doneIndex(q);
+      let seen = Atomics.load(h, idx);
+      if (seen >= phase) continue;
+      if (call) call.waiting = { kind, phase };
+      while (seen < phase) {
+        this.giveUpIfNeeded(q, kind);
+        await waitChange(h, idx, seen, SLICE_MS);
+        seen = Atomics.load(h, idx);
+      }
+    }
+    if (call) call.waiting = null;
+  }
+
+  private giveUpIfNeeded(q: number, kind: 'arrive' | 'done'): void {
+    const call = this.current;
+    const what = call ? `${call.op} #${call.seq}` : 'a collective';
+    const who = `rank ${this.me} of group ${this.group} (world rank ${this.worldRanks[this.me]})`;
+    const peer = `rank ${q} (world rank ${this.worldRanks[q]})`;
+    const fail = (k: CollectiveErrorKind, msg: string): never => {
+      throw new CollectiveError(k, msg, { group: this.group, op: call?.op, seq: call?.seq, rank: this.me });
+    };
+    if (call?.cancelled) fail('aborted', `${who}: ${what} was cancelled after its timeout`);
+    const stop = this.stopReason();
+    if (stop !== null) fail('aborted', `${who} was stopped (${stop}) while waiting in ${what}`);
+    const wr = this.worldRanks[q]!;
+    const state = this.life.get(wr);
+    if (this.life.gone(wr)) {
+      // Name the dead peer as the culprit, so members waiting on someone else report the same root cause.
+      this.arena.poison(wr, state === 'stopped' ? 'stopped' : state === 'finished' ? 'finished' : state === 'failed' ? 'failed' : 'died');
+      const stage = kind === 'arrive' ? 'to arrive' : 'to finish reading the previous phase';
+      fail('peer-dead', `${who} waited in ${what} for ${peer} ${stage}, but it ${describeLife(state)}`);
+    }
+    const p = this.arena.poisoned();
+    if (p) fail(poisonError(p.kind), `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(p.worldRank, p.kind)}`);
+    if (call && performance.now() > call.deadline) {
+      fail('timeout', `${who} waited past its deadline in ${what} for ${peer}`);
+    }
+  }
+}
+
+function poisonError(kind: PoisonKind): CollectiveErrorKind {
+  switch (kind) {
+    case 'timeout':
+      return 'timeout';
+    case 'mismatch':
+      return 'mismatch';
+    case 'stopped':
+      return 'aborted';
+    default:
+      return 'peer-dead';
+  }
+}

@@ -1,0 +1,253 @@
+// launch() for the threads transport: one worker thread per rank, collectives through SharedArrayBuffer arenas,
+// and a control surface per rank (comlink over a MessagePort). The launcher owns the liveness board and the
+// arena broker; when a worker dies it marks the rank dead and poisons its groups, so every peer fails at once
+// with the dead rank's name. After the first failure the others get `drainMs` to fail or finish by themselves;
+// then the launcher takes their flight dumps and terminates them, so launchThreads always returns.
+
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import { profileByName } from '../capabilities.ts';
+import type { FlightDump } from '../flight-recorder.ts';
+import type { LaunchResult, RankEntry, RankOutcome, WorldOptions } from '../launch.ts';
+import { ArenaBroker } from './broker.ts';
+import type { RankControl, RankStatus } from './control.ts';
+import { diagnoseThreads } from './diagnose.ts';
+import { LifeBoard } from './life.ts';
+import type { ToLauncher, ToWorker, WorkerInit } from './messages.ts';
+
+export interface ThreadsOptions extends WorldOptions {
+  /** Bytes per rank slot in every group arena (default 4 MiB). Larger calls run in several rounds. */
+  slotBytes?: number;
+  /**
+   * After the first failure the launcher asks every live rank to stop (their pending and next collectives reject);
+   * ranks still running `drainMs` later (busy in JavaScript, or not in a collective) are terminated. Default 2 s.
+   */
+  drainMs?: number;
+}
+
+export const DEFAULT_SLOT_BYTES = 4 << 20;
+const CONTROL_CALL_MS = 1000;
+/** A rank that reported its outcome but whose worker does not exit (a leftover timer, an open handle). */
+const EXIT_GRACE_MS = 2000;
+
+const BOOTSTRAP = new URL('./bootstrap.mjs', import.meta.url);
+const WORKER_MAIN = new URL('./worker-main.ts', import.meta.url).href;
+
+/** A running threads world: its workers, their control surfaces, and the eventual LaunchResult. */
+export interface ThreadsWorld<R> {
+  readonly size: number;
+  readonly workers: readonly Worker[];
+  /** The rank's control surface, or null once its worker exited. */
+  control(rank: number): Comlink.Remote<RankControl> | null;
+  /** Status of a rank, or null if it does not answer within `timeoutMs` (busy in JS, or gone). */
+  status(rank: number, timeoutMs?: number): Promise<RankStatus | null>;
+  /** Every live rank's flight dump (null for ranks that do not answer). */
+  dumps(reason: string, timeoutMs?: number): Promise<(FlightDump | null)[]>;
+  /** Kills one rank's worker as a crash would (tests). */
+  terminate(rank: number): Promise<void>;
+  /** Asks every live rank to stop: pending collectives reject with kind 'aborted'. */
+  stop(reason: string): Promise<void>;
+  /** Resolves when every rank's control surface is up (or the world ended before that). */
+  readonly ready: Promise<void>;
+  readonly result: Promise<LaunchResult<R>>;
+}
+
+export async function launchThreads<A, R>(opts: WorldOptions, entry: RankEntry, args: A): Promise<LaunchResult<R>> {
+  return startThreads<A, R>(opts, entry, args).result;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(null), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(null);
+      },
+    );
+  });
+}
+
+interface RankState<R> {
+  worker: Worker;
+  control: Comlink.Remote<RankControl> | null;
+  port: MessagePort;
+  outcome: RankOutcome<R> | null;
+  exited: boolean;
+  uncaught: Error | null;
+}
+
+export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args: A): ThreadsWorld<R> {
+  const size = opts.size;
+  if (!Number.isInteger(size) || size < 1) throw new Error(`threads transport: size must be a positive integer (got ${size})`);
+  const profile = profileByName(opts.profile ?? 'full');
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
+  const drainMs = opts.drainMs ?? 2000;
+  const life = LifeBoard.create(size);
+  const broker = new ArenaBroker();
+  const worldRanks = Array.from({ length: size }, (_, i) => i);
+  const world = broker.create('name:world', size, slotBytes, worldRanks);
+
+  let first: { rank: number; what: string } | null = null;
+  const failures: { rank: number; what: string }[] = [];
+  let snapshot: (FlightDump | null)[] = new Array(size).fill(null);
+  let snapshotTaken: Promise<void> | null = null;
+  let drainTimer: ReturnType<typeof setTimeout> | null = null;
+  let resolveResult!: (r: LaunchResult<R>) => void;
+  const result = new Promise<LaunchResult<R>>((res) => (resolveResult = res));
+  let started = 0;
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((res) => (resolveReady = res));
+
+  const states: RankState<R>[] = worldRanks.map((rank) => {
+    const { port1, port2 } = new MessageChannel();
+    const init: WorkerInit = {
+      __entry: WORKER_MAIN,
+      rank,
+      size,
+      module: entry.module,
+      exportName: entry.exportName ?? 'rankMain',
+      args,
+      lifeSab: life.sab,
+      world,
+      profile: profile.name,
+      timeoutMs,
+      flightEntries: opts.flightEntries ?? 2000,
+      dumpDir: opts.dumpDir ?? null,
+      ranksPerNode: opts.ranksPerNode ?? size,
+      slotBytes,
+      control: port2,
+    };
+    const worker = new Worker(BOOTSTRAP, { workerData: init, transferList: [port2], name: `rank ${rank}` });
+    return { worker, control: Comlink.wrap<RankControl>(nodeEndpoint(port1)), port: port1, outcome: null, exited: false, uncaught: null };
+  });
+
+  const liveRanks = () => worldRanks.filter((r) => !states[r]!.exited);
+
+  const dumps = async (reason: string, ms = CONTROL_CALL_MS): Promise<(FlightDump | null)[]> =>
+    Promise.all(
+      worldRanks.map(async (r) => {
+        const c = states[r]!.control;
+        return c && !states[r]!.exited ? withTimeout(c.dump(reason) as Promise<FlightDump>, ms) : null;
+      }),
+    );
+
+  const failed = (rank: number, what: string) => {
+    failures.push({ rank, what });
+    if (first) return;
+    first = { rank, what };
+    // Where every other rank stood when the first failure happened — the view that explains a hang — then stop
+    // them all: the run has failed, and a rank not waiting on the failed one would otherwise run on.
+    snapshotTaken = dumps(`rank ${rank} ${what}`).then(async (d) => {
+      snapshot = d;
+      await Promise.all(
+        liveRanks().map((r) => withTimeout(states[r]!.control?.stop(`rank ${rank} ${what.split(':', 1)[0]}`) ?? Promise.resolve(), CONTROL_CALL_MS)),
+      );
+    });
+    drainTimer = setTimeout(() => void drain(), drainMs);
+  };
+
+  const drain = async () => {
+    const left = liveRanks();
+    if (left.length === 0) return;
+    const late = await dumps(`still running ${drainMs} ms after rank ${first?.rank} failed`);
+    for (const r of left) {
+      const s = states[r]!;
+      if (s.exited || s.outcome) continue;
+      s.outcome = {
+        rank: r,
+        ok: false,
+        error: `stopped by the launcher: still running ${drainMs} ms after rank ${first?.rank} failed (${late[r] ? 'it answered its control port' : 'its control port did not answer: busy in JavaScript?'})`,
+        dump: late[r] ?? snapshot[r] ?? undefined,
+      };
+    }
+    await Promise.all(left.map((r) => states[r]!.worker.terminate()));
+  };
+
+  const finish = async () => {
+    if (drainTimer) clearTimeout(drainTimer);
+    if (snapshotTaken) await snapshotTaken;
+    const outcomes = states.map((s) => s.outcome!);
+    if (outcomes.every((o) => o.ok)) {
+      resolveResult({ outcomes });
+      return;
+    }
+    const lastCalls = new Map<number, string[]>();
+    for (const o of outcomes) if (!o.ok && !o.dump) lastCalls.set(o.rank, broker.lastCalls(o.rank));
+    resolveResult({ outcomes, diagnosis: diagnoseThreads({ size, failures, outcomes, snapshot, lastCalls }) });
+  };
+
+  states.forEach((s, rank) => {
+    const reply = (m: ToWorker) => s.worker.postMessage(m);
+    s.worker.on('message', (m: ToLauncher) => {
+      switch (m.type) {
+        case 'arena-request':
+          try {
+            reply({ type: 'arena-reply', id: m.id, handle: broker.create(m.key, m.size, m.slotBytes, m.worldRanks) });
+          } catch (e) {
+            reply({ type: 'arena-error', id: m.id, error: (e as Error).message });
+          }
+          break;
+        case 'arena-release':
+          broker.release(m.arenaId);
+          break;
+        case 'started':
+          if (++started === size) resolveReady();
+          break;
+        case 'result':
+          s.outcome = m.ok ? { rank, ok: true, value: m.value as R } : { rank, ok: false, error: m.error, dump: m.dump };
+          if (!m.ok) failed(rank, `failed: ${m.error.split('\n', 1)[0]}`);
+          setTimeout(() => {
+            if (!s.exited) void s.worker.terminate();
+          }, EXIT_GRACE_MS).unref();
+          break;
+      }
+    });
+    s.worker.on('error', (e) => {
+      s.uncaught = e;
+    });
+    s.worker.on('exit', (code) => {
+      s.exited = true;
+      s.control = null;
+      s.port.close();
+      if (!s.outcome) {
+        const why = s.uncaught
+          ? `died: uncaught ${s.uncaught.stack ?? s.uncaught.message}`
+          : `died: its worker exited with code ${code} before the program finished (process.exit, worker.terminate() or a crash)`;
+        life.set(rank, 'died');
+        broker.poisonGroupsOf(rank, 'died');
+        s.outcome = { rank, ok: false, error: why };
+        failed(rank, why.split('\n', 1)[0]!);
+      }
+      if (states.every((x) => x.exited)) {
+        resolveReady();
+        void finish();
+      }
+    });
+  });
+
+  return {
+    size,
+    workers: states.map((s) => s.worker),
+    control: (rank) => states[rank]?.control ?? null,
+    status: async (rank, ms = CONTROL_CALL_MS) => {
+      const c = states[rank]?.control;
+      return c ? withTimeout(c.status() as Promise<RankStatus>, ms) : null;
+    },
+    dumps,
+    terminate: async (rank) => {
+      await states[rank]?.worker.terminate();
+    },
+    stop: async (reason) => {
+      await Promise.all(liveRanks().map((r) => withTimeout(states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
+    },
+    ready,
+    result,
+  };
+}

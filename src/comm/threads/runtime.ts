@@ -1,0 +1,67 @@
+// Per-worker state shared by all of a rank's communicators: its world rank, the liveness board, the broker
+// client, the stop flag, and the set of live groups (so that 'stop' or a failure can poison them all).
+
+import type { Profile } from '../capabilities.ts';
+import type { FlightRecorder } from '../flight-recorder.ts';
+import type { PoisonKind } from './arena.ts';
+import type { BrokerClient } from './broker-client.ts';
+import type { LifeBoard } from './life.ts';
+
+export interface RankRuntimeInit {
+  worldRank: number;
+  worldSize: number;
+  life: LifeBoard;
+  broker: BrokerClient;
+  recorder: FlightRecorder;
+  profile: Profile;
+  timeoutMs: number;
+  ranksPerNode: number;
+  slotBytes: number;
+}
+
+/** What the runtime needs of a communicator; implemented by ThreadsCommunicator. */
+export interface RuntimeMember {
+  poison(kind: PoisonKind): void;
+  readonly name: string;
+  currentWait(): { group: string; op: string; seq: number; phase: number; waitingFor: number[] } | null;
+}
+
+export class RankRuntime {
+  readonly worldRank: number;
+  readonly worldSize: number;
+  readonly life: LifeBoard;
+  readonly broker: BrokerClient;
+  readonly recorder: FlightRecorder;
+  readonly profile: Profile;
+  readonly timeoutMs: number;
+  readonly ranksPerNode: number;
+  readonly slotBytes: number;
+  readonly members = new Set<RuntimeMember>();
+  stopReason: string | null = null;
+
+  constructor(init: RankRuntimeInit) {
+    this.worldRank = init.worldRank;
+    this.worldSize = init.worldSize;
+    this.life = init.life;
+    this.broker = init.broker;
+    this.recorder = init.recorder;
+    this.profile = init.profile;
+    this.timeoutMs = init.timeoutMs;
+    this.ranksPerNode = init.ranksPerNode;
+    this.slotBytes = init.slotBytes;
+  }
+
+  nodeOf(worldRank: number): number {
+    return Math.floor(worldRank / this.ranksPerNode);
+  }
+
+  stop(reason: string): void {
+    if (this.stopReason !== null) return;
+    this.stopReason = reason;
+    this.poisonAll('stopped');
+  }
+
+  poisonAll(kind: PoisonKind): void {
+    for (const m of this.members) m.poison(kind);
+  }
+}
