@@ -2,7 +2,7 @@
 //
 //   outputs/<run>/events/*.jsonl   per-rank event streams (TraceRecorder; one file per rank, or one file for
 //                                   several ranks on a single clock, e.g. inproc)
-//   outputs/<run>/flight/*.json    flight-recorder dumps (WorldOptions.dumpDir = <run>/flight)
+//   outputs/<run>/flight/          flight-recorder dumps flight-rank-<r>.json (WorldOptions.dumpDir = <run>/flight)
 //   outputs/<run>/trace.json       Chrome Trace Event JSON (writeChromeTrace)
 //   outputs/<run>/timeline.html    self-contained timeline (writeTimeline)
 //
@@ -11,6 +11,7 @@
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readDump } from '../comm/flight-dump-io.ts';
 import type { FlightDump } from '../comm/flight-recorder.ts';
 import type { TraceEvent } from '../protocols/events.ts';
 import type { RecorderMeta } from './recorder.ts';
@@ -96,23 +97,19 @@ export function sortByTime(events: TraceEvent[]): TraceEvent[] {
   return events.sort((a, b) => a.t - b.t);
 }
 
-function isFlightDump(v: unknown): v is FlightDump {
-  const d = v as Partial<FlightDump> | null;
-  return !!d && d.version === 1 && typeof d.rank === 'number' && Array.isArray(d.entries) && Array.isArray(d.groups);
-}
-
-/** Every FlightDump JSON under <run>/flight/, ordered by rank; other JSON files are reported and skipped. */
+/**
+ * Every flight dump under <run>/flight/ (flight-rank-<rank>.json, as comm/flight-dump-io writes them), ordered by
+ * rank; an unreadable dump becomes a warning, so a damaged file does not hide the rest of a failed run.
+ */
 export function loadFlightDumps(dir: string, warnings: string[] = []): FlightDump[] {
   const fdir = runPaths(dir).flight;
   if (!existsSync(fdir)) return [];
   const dumps: FlightDump[] = [];
-  for (const n of readdirSync(fdir).filter((n) => n.endsWith('.json')).sort()) {
+  for (const n of readdirSync(fdir).filter((n) => /^flight-rank-\d+\.json$/.test(n))) {
     try {
-      const v: unknown = JSON.parse(readFileSync(join(fdir, n), 'utf8'));
-      if (isFlightDump(v)) dumps.push(v);
-      else warnings.push(`${join(fdir, n)}: not a flight dump (version 1), skipped`);
+      dumps.push(readDump(join(fdir, n)));
     } catch (err) {
-      warnings.push(`${join(fdir, n)}: ${(err as Error).message}`);
+      warnings.push((err as Error).message);
     }
   }
   return dumps.sort((a, b) => a.rank - b.rank);
