@@ -1,0 +1,64 @@
+// AdamW over flat unit buffers (torch.optim.AdamW semantics, spec §5.2): decoupled weight decay on every parameter
+// (embeddings, norms, router and experts alike — torchtitan builds one param group), moments in category
+// "optimizer" with the unit's layout, so an FSDP shard of a unit has the matching shard of its moments.
+
+import type { Allocator } from '../../tensor/allocator.ts';
+import type { Kernels } from '../../tensor/kernels-api.ts';
+import type { ParamUnit } from '../params/unit.ts';
+
+export interface AdamWConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weight_decay: number;
+}
+
+export function defaultAdamWConfig(): AdamWConfig {
+  return { lr: 8e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+}
+
+interface State {
+  unit: ParamUnit;
+  m: Float32Array;
+  v: Float32Array;
+  /**
+   * torch keeps a step count per parameter; every parameter of a unit is stepped together, so one count per unit
+   * is the same number.
+   */
+  step: number;
+}
+
+export class AdamW {
+  private readonly states: State[];
+
+  constructor(
+    units: Iterable<ParamUnit>,
+    readonly config: AdamWConfig,
+    private readonly k: Kernels,
+    alloc: Allocator,
+  ) {
+    this.states = [...units].map((unit) => ({
+      unit,
+      m: alloc.f32('optimizer', unit.layout.numel),
+      v: alloc.f32('optimizer', unit.layout.numel),
+      step: 0,
+    }));
+  }
+
+  /** One update of every unit with learning rate `lr` (the scheduler's current value). */
+  step(lr: number): void {
+    const c = this.config;
+    for (const s of this.states) {
+      s.step++;
+      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.layout.numel, lr, c.beta1, c.beta2, c.eps, c.weight_decay, s.step);
+    }
+  }
+
+  /** Moments of one unit (checkpointing, tests). */
+  stateOf(unitId: string): { m: Float32Array; v: Float32Array; step: number } {
+    const s = this.states.find((x) => x.unit.id === unitId);
+    if (!s) throw new Error(`AdamW: no state for unit ${unitId}`);
+    return s;
+  }
+}

@@ -1,0 +1,33 @@
+// Gradient-norm clipping as torch's clip_grad_norm_ (spec §5.4). The norm is split into partial sums of squares so
+// the distributed layer can all-reduce them per group (EP params over the EP×EFSDP mesh, the rest over FSDP) and
+// combine total = sqrt(n_ep² + n_nonep²); on one rank it is simply every grad.
+
+import type { Kernels } from '../../tensor/kernels-api.ts';
+import type { ParamUnit } from '../params/unit.ts';
+
+const f = Math.fround;
+
+/** Σ g² over the units' flat grad buffers (padding between parameters is zero and adds nothing). */
+export function gradNormSquared(k: Kernels, units: Iterable<ParamUnit>): number {
+  let s = 0;
+  for (const u of units) s += k.sumSquares(u.grad, u.layout.numel);
+  return s;
+}
+
+/** torch's coefficient in float32: min(max_norm / (total + 1e-6), 1). */
+export function clipCoefficient(maxNorm: number, totalNorm: number): number {
+  const t = f(totalNorm);
+  return Math.min(f(maxNorm / f(t + 1e-6)), 1);
+}
+
+/** Multiplies every grad by the coefficient, even when it is 1 (torch does; it is a no-op then). */
+export function scaleGrads(k: Kernels, units: Iterable<ParamUnit>, coef: number): void {
+  for (const u of units) k.scale(u.grad, coef, u.layout.numel);
+}
+
+/** Single-rank clip: returns the pre-clip total norm (the logged grad_norm). */
+export function clipGradNorm(k: Kernels, units: readonly ParamUnit[], maxNorm: number): number {
+  const total = Math.sqrt(gradNormSquared(k, units));
+  scaleGrads(k, units, clipCoefficient(maxNorm, total));
+  return total;
+}

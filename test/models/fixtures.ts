@@ -1,0 +1,77 @@
+// Shared loading of the parity fixtures (test/fixtures/parity/<case>/, see its README).
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'smol-toml';
+import { resolveModelConfig, type ResolvedModelConfig } from '../../src/models/config.ts';
+import { getInt32, readSafetensors, type SafetensorsFile } from '../../src/models/safetensors.ts';
+import type { Microbatch } from '../../src/models/model/model.ts';
+import type { TrainConfig } from '../../src/models/model/train-step.ts';
+import { parseAcMode } from '../../src/models/model/ac.ts';
+
+export const PARITY_DIR = join(import.meta.dirname, '..', 'fixtures', 'parity');
+
+export function parityCases(): string[] {
+  if (!existsSync(PARITY_DIR)) return [];
+  return readdirSync(PARITY_DIR)
+    .filter((d) => statSync(join(PARITY_DIR, d)).isDirectory())
+    .sort();
+}
+
+export interface ParityCase {
+  name: string;
+  doc: Record<string, any>;
+  config: ResolvedModelConfig;
+  weights: SafetensorsFile;
+  batch: Microbatch;
+  expected: SafetensorsFile;
+  train: SafetensorsFile | null;
+}
+
+export function loadCase(name: string): ParityCase {
+  const dir = join(PARITY_DIR, name);
+  const doc = parse(readFileSync(join(dir, 'config.toml'), 'utf8')) as Record<string, any>;
+  const config = resolveModelConfig(doc.model, doc.training.seq_len);
+  const b = readSafetensors(join(dir, 'batch.safetensors'));
+  const shape = b.get('tokens')!.shape;
+  const batch: Microbatch = { tokens: getInt32(b, 'tokens'), labels: getInt32(b, 'labels', shape), B: shape[0]!, S: shape[1]! };
+  const trainPath = join(dir, 'train.safetensors');
+  return {
+    name,
+    doc,
+    config,
+    weights: readSafetensors(join(dir, 'weights.safetensors')),
+    batch,
+    expected: readSafetensors(join(dir, 'expected.safetensors')),
+    train: existsSync(trainPath) ? readSafetensors(trainPath) : null,
+  };
+}
+
+export function trainConfigOf(doc: Record<string, any>): TrainConfig {
+  const o = doc.optimizer ?? {};
+  const l = doc.lr_scheduler ?? {};
+  const t = doc.training ?? {};
+  return {
+    adamw: { lr: o.lr ?? 8e-4, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: o.eps ?? 1e-8, weight_decay: o.weight_decay ?? 0.1 },
+    schedule: {
+      totalSteps: t.steps ?? 10000,
+      warmupSteps: l.warmup_steps ?? 200,
+      decayRatio: l.decay_ratio ?? null,
+      decayType: l.decay_type ?? 'linear',
+      minLrFactor: l.min_lr_factor ?? 0,
+    },
+    maxNorm: t.max_norm ?? 1.0,
+    ac: parseAcMode('none'),
+  };
+}
+
+/** max|a − b| / max|b| (the numerics contract's gradient rule). */
+export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return m === 0 ? d : d / m;
+}
