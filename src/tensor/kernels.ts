@@ -23,18 +23,22 @@ let selected: Kernels | undefined;
 
 /** The native kernels; throws with the cause and the fix if the addon is not built or is stale. */
 export function nativeKernels(): Kernels {
-  if (nativeCache) return nativeCache;
-  if (!existsSync(ADDON_PATH)) {
+  nativeCache ??= loadNativeKernelsFrom(ADDON_PATH);
+  return nativeCache;
+}
+
+/** Loads the addon at `path` (uncached; nativeKernels() is the normal entry). */
+export function loadNativeKernelsFrom(path: string): Kernels {
+  if (!existsSync(path)) {
     throw new Error(
-      `moe-actors: native kernels are missing (${ADDON_PATH} not found).\n` +
+      `moe-actors: native kernels are missing (${path} not found).\n` +
         '  Build them with `npm run build:native kernels` (needs a C++ compiler, pkg-config and OpenBLAS: ' +
         '`apt-get install build-essential pkg-config libopenblas-dev`).\n' +
         '  Or select the (much slower) TypeScript reference explicitly with MOE_ACTORS_KERNELS=ts.',
     );
   }
-  const addon = createRequire(import.meta.url)(ADDON_PATH) as KernelsAddon;
-  nativeCache = new NativeKernels(addon);
-  return nativeCache;
+  const addon = createRequire(import.meta.url)(path) as KernelsAddon;
+  return new NativeKernels(addon);
 }
 
 /** The kernels of this thread: native unless MOE_ACTORS_KERNELS=ts. */

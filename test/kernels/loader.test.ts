@@ -1,0 +1,83 @@
+// Kernel selection and argument checking: native by default, the reference only when asked for, clear errors
+// (cause and fix) for a missing addon, a bad MOE_ACTORS_KERNELS value, and bad buffers or indices.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { loadNativeKernelsFrom, nativeKernels } from '../../src/tensor/kernels.ts';
+
+const saved = process.env.MOE_ACTORS_KERNELS;
+afterEach(() => {
+  if (saved === undefined) delete process.env.MOE_ACTORS_KERNELS;
+  else process.env.MOE_ACTORS_KERNELS = saved;
+  vi.resetModules();
+});
+
+async function freshGetKernels() {
+  vi.resetModules(); // getKernels caches its choice per module instance (= per thread)
+  return (await import('../../src/tensor/kernels.ts')).getKernels;
+}
+
+describe('getKernels', () => {
+  it('is native by default and a per-thread singleton', async () => {
+    delete process.env.MOE_ACTORS_KERNELS;
+    const get = await freshGetKernels();
+    expect(get().impl).toBe('native');
+    expect(get()).toBe(get());
+    const info = get().blasInfo();
+    expect(info.name).toMatch(/openblas|mkl/);
+    expect(info.threads).toBeGreaterThanOrEqual(1);
+  });
+
+  it('selects the TypeScript reference only with MOE_ACTORS_KERNELS=ts', async () => {
+    process.env.MOE_ACTORS_KERNELS = 'ts';
+    expect((await freshGetKernels())().impl).toBe('ts');
+  });
+
+  it('rejects an unknown MOE_ACTORS_KERNELS value, naming the choices', async () => {
+    process.env.MOE_ACTORS_KERNELS = 'cuda';
+    const get = await freshGetKernels();
+    expect(() => get()).toThrow(/MOE_ACTORS_KERNELS=cuda .*"native".*"ts"/);
+  });
+
+  it('explains how to build a missing addon', () => {
+    expect(() => loadNativeKernelsFrom('/nonexistent/kernels.node')).toThrow(/native kernels are missing[\s\S]*npm run build:native[\s\S]*libopenblas-dev[\s\S]*MOE_ACTORS_KERNELS=ts/);
+  });
+});
+
+describe('native argument checks (RangeError, no memory access out of bounds)', () => {
+  const k = nativeKernels();
+  it('short buffers name the kernel, the argument and the sizes', () => {
+    expect(() => k.rmsnormFwd(new Float32Array(10), new Float32Array(4), new Float32Array(12), new Float32Array(3), 3, 4, 1e-5)).toThrow(
+      /rmsnormFwd: x has 10 elements, needs at least 12/,
+    );
+    expect(() => k.sgemm(false, false, 4, 4, 4, 1, new Float32Array(16), 4, new Float32Array(16), 4, 0, new Float32Array(15), 4)).toThrow(
+      /sgemm: C has 15 elements, needs at least 16/,
+    );
+    expect(() =>
+      k.attentionFwd(new Float32Array(8), new Float32Array(8), new Float32Array(8), new Float32Array(8), new Float32Array(1), 1, 2, 1, 1, 4, 4, 1),
+    ).toThrow(/attentionFwd: lse has 1 elements, needs at least 2/);
+  });
+
+  it('wrong element types, bad GQA ratios and out-of-range indices are reported', () => {
+    expect(() => k.add(new Float64Array(2) as unknown as Float32Array, new Float32Array(2), new Float32Array(2), 2)).toThrow(/add: a must be a Float32Array/);
+    expect(() =>
+      k.attentionFwd(new Float32Array(24), new Float32Array(16), new Float32Array(16), new Float32Array(24), new Float32Array(6), 1, 2, 3, 2, 4, 4, 1),
+    ).toThrow(/Hq = 3 must be a positive multiple of Hkv = 2/);
+    expect(() => k.crossEntropyFwd(new Float32Array(6), Int32Array.of(1, 3), new Float32Array(2), 2, 3)).toThrow(
+      /labels\[1\] = 3 is outside \[0, 3\)/,
+    );
+    expect(() => k.gatherRows(new Float32Array(6), Int32Array.of(0, -1), new Float32Array(6), 2, 3, null)).toThrow(/idx\[1\] = -1/);
+    expect(() => k.embeddingBwd(new Float32Array(6), Int32Array.of(0, 2), new Float32Array(6), 2, 3)).toThrow(/ids\[1\] = 2 is outside \[0, 2\)/);
+    expect(() => k.adamw(new Float32Array(1), new Float32Array(1), new Float32Array(1), new Float32Array(1), 1, 1e-3, 0.9, 0.95, 1e-8, 0, 0)).toThrow(
+      /step = 0/,
+    );
+  });
+
+  it('empty work is a no-op: zero rows (an expert with no tokens), zero-length sequences', () => {
+    const out = new Float32Array(0);
+    k.gatherRows(new Float32Array(8), new Int32Array(0), out, 0, 4, new Float32Array(0));
+    k.scatterAddRows(new Float32Array(0), new Int32Array(0), new Float32Array(8), 0, 4, null);
+    k.attentionFwd(out, out, out, out, out, 1, 0, 2, 1, 16, 16, 0.25);
+    k.attentionBwd(out, out, out, out, out, out, out, out, out, 1, 0, 2, 1, 16, 16, 0.25);
+    k.sgemm(false, false, 0, 5, 3, 1, out, 3, new Float32Array(15), 5, 0, out, 5);
+    expect(k.crossEntropyFwd(out, new Int32Array(0), out, 0, 10)).toBe(0);
+  });
+});
