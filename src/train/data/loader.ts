@@ -1,0 +1,157 @@
+// The per-rank data loader: packs documents into (local_batch, S) Int32 token/label batches, torchtitan-style
+// (a stateful DataLoader with batch_size = local_batch_size over the packing dataset: B consecutive samples per
+// batch), and saves/restores its position.
+
+import { fileURLToPath } from 'node:url';
+import type { JobConfig } from '../job-config.ts';
+import { ShardedDocuments, type DocumentSource } from './documents.ts';
+import { Packer } from './packer.ts';
+import { checkDataState, DATA_STATE_FORMAT, DataStateError, encodeTokens, positionOf, type DataState } from './state.ts';
+import { SyntheticSource } from './synthetic.ts';
+import { loadTextSource } from './text-source.ts';
+import { TokenFileSource } from './token-source.ts';
+import { BYTE_VOCAB_SIZE } from './tokenizer.ts';
+
+/** The bundled text sample (data/README.md: origin and licence); the default of dataset = "text". */
+export const BUNDLED_TEXT_SAMPLE = fileURLToPath(new URL('../../../data/sample.txt', import.meta.url));
+
+export interface Batch {
+  /** (batchSize, seqLen) row-major: input token ids. */
+  tokens: Int32Array;
+  /** (batchSize, seqLen) row-major: the next token of each position. */
+  labels: Int32Array;
+  batchSize: number;
+  seqLen: number;
+  /** labels.numel(): what torchtitan counts for tps (every position, ignored or not). */
+  ntokens: number;
+  /** Wall time spent producing this batch (torchtitan's data_loading time). */
+  fetchMs: number;
+}
+
+export interface DataLoaderOptions {
+  batchSize: number;
+  seqLen: number;
+  dpRank: number;
+  dpDegree: number;
+  /** Called when this rank's documents run out and reading restarts from document 0. */
+  onReloop?: (epoch: number, description: string) => void;
+}
+
+export class DataLoader {
+  private readonly packer: Packer;
+  private readonly chunk: Int32Array;
+  private batches = 0;
+  private tokens = 0;
+
+  constructor(
+    /** This rank's documents (already sharded, or a per-rank generated source). */
+    readonly source: DocumentSource,
+    readonly opts: DataLoaderOptions,
+  ) {
+    const { batchSize, seqLen } = opts;
+    if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new RangeError(`local_batch_size must be a positive integer (got ${batchSize})`);
+    this.packer = new Packer(source, seqLen, (epoch) => opts.onReloop?.(epoch, source.description));
+    this.chunk = new Int32Array(seqLen + 1);
+  }
+
+  get description(): string {
+    return this.source.description;
+  }
+
+  next(): Batch {
+    const t0 = performance.now();
+    const { batchSize: B, seqLen: S } = this.opts;
+    const tokens = new Int32Array(B * S);
+    const labels = new Int32Array(B * S);
+    for (let b = 0; b < B; b++) {
+      this.packer.nextChunkInto(this.chunk);
+      tokens.set(this.chunk.subarray(0, S), b * S);
+      labels.set(this.chunk.subarray(1, S + 1), b * S);
+    }
+    this.batches++;
+    this.tokens += B * S;
+    return { tokens, labels, batchSize: B, seqLen: S, ntokens: B * S, fetchMs: performance.now() - t0 };
+  }
+
+  state(): DataState {
+    const p = this.packer.position();
+    return {
+      format: DATA_STATE_FORMAT,
+      fingerprint: this.source.fingerprint,
+      dpRank: this.opts.dpRank,
+      dpDegree: this.opts.dpDegree,
+      seqLen: this.opts.seqLen,
+      batchSize: this.opts.batchSize,
+      docIndex: p.docIndex,
+      epoch: p.epoch,
+      buffer: encodeTokens(p.leftover),
+      bufferTokens: p.leftover.length,
+      batches: this.batches,
+      tokens: this.tokens,
+    };
+  }
+
+  /**
+   * Continues from a saved state. The dataset and the data-parallel layout must be the ones it was saved with:
+   * a position in one rank's documents means nothing in another split. seq_len and batch size may change (the
+   * token stream simply continues).
+   */
+  loadState(raw: unknown): void {
+    const s = checkDataState(raw);
+    if (s.fingerprint !== this.source.fingerprint) {
+      throw new DataStateError(
+        `data state was saved for "${s.fingerprint}" but this run reads "${this.source.fingerprint}"; resume with the same dataset, or start the data from the beginning (drop the data state)`,
+      );
+    }
+    if (s.dpDegree !== this.opts.dpDegree || s.dpRank !== this.opts.dpRank) {
+      throw new DataStateError(
+        `data state belongs to data-parallel rank ${s.dpRank} of ${s.dpDegree}, this is rank ${this.opts.dpRank} of ${this.opts.dpDegree}; ` +
+          'a data position cannot be re-split across a different data-parallel degree — keep dp_replicate·dp_shard unchanged, or start the data from the beginning',
+      );
+    }
+    this.packer.setPosition(positionOf(s));
+    this.batches = s.batches;
+    this.tokens = s.tokens;
+  }
+}
+
+export interface CreateDataLoaderOptions {
+  /** Rank in the batch mesh (dp_replicate × dp_shard) and its size; EP/TP/CP ranks do not split data. */
+  dpRank: number;
+  dpDegree: number;
+  /** The model's vocabulary size: token ids must be below it. */
+  vocabSize: number;
+  log?: (msg: string) => void;
+}
+
+/** Builds the loader a job config asks for ([training] dataset, dataset_path, local_batch_size, seq_len; [debug] seed). */
+export function createDataLoader(cfg: JobConfig, o: CreateDataLoaderOptions): DataLoader {
+  const { dataset } = cfg.training;
+  const seqLen = cfg.training.seq_len;
+  const opts: DataLoaderOptions = {
+    batchSize: cfg.training.local_batch_size,
+    seqLen,
+    dpRank: o.dpRank,
+    dpDegree: o.dpDegree,
+    onReloop: (epoch, d) => o.log?.(`data: ${d} ran out of documents, re-looping (epoch ${epoch})`),
+  };
+  if (dataset === 'synthetic') {
+    return new DataLoader(new SyntheticSource({ seed: cfg.debug.seed, rank: o.dpRank, vocabSize: o.vocabSize, docTokens: seqLen + 1 }), opts);
+  }
+  if (dataset === 'tokens') {
+    if (!cfg.training.dataset_path) {
+      throw new Error('[training] dataset = "tokens" needs dataset_path: a .u16 or .i32 file of little-endian token ids');
+    }
+    return new DataLoader(new ShardedDocuments(new TokenFileSource(cfg.training.dataset_path, { vocabSize: o.vocabSize }), o.dpRank, o.dpDegree), opts);
+  }
+  // "text", and torchtitan's "c4_test" (its data.json is not available to us; the bundled sample stands in).
+  if (o.vocabSize < BYTE_VOCAB_SIZE) {
+    throw new Error(`text data uses the byte tokenizer (ids up to ${BYTE_VOCAB_SIZE - 1}) but the model's vocab_size is ${o.vocabSize}; set [model.args] vocab_size ≥ ${BYTE_VOCAB_SIZE}`);
+  }
+  let path = cfg.training.dataset_path;
+  if (!path) {
+    path = BUNDLED_TEXT_SAMPLE;
+    if (dataset === 'c4_test') o.log?.(`data: c4_test is not bundled; using the text sample ${path} with the same packing`);
+  }
+  return new DataLoader(new ShardedDocuments(loadTextSource(path), o.dpRank, o.dpDegree), opts);
+}

@@ -1,0 +1,120 @@
+// Text documents from a file, tokenized with the byte tokenizer as torchtitan's text datasets do: each document
+// becomes [BOS] + encode(text) + [EOS].
+//
+// Formats, chosen by extension:
+//   .txt          documents are separated by one or more blank lines (lines that are empty or only whitespace),
+//                 so a paragraph is a document; the lines of a paragraph are joined with "\n" (which the
+//                 tokenizer drops anyway);
+//   .jsonl/.json  one JSON object per line with a string field "text" (HF load_dataset("json") semantics, as for
+//                 torchtitan's c4_test/data.json); a .json file that starts with "[" is read as an array of them.
+// The whole file is read into memory: this source is for samples and small corpora (for big pre-tokenized
+// corpora use the binary token source, which reads lazily).
+
+import { readFileSync } from 'node:fs';
+import { basename, extname } from 'node:path';
+import type { DocumentSource } from './documents.ts';
+import { ByteTokenizer } from './tokenizer.ts';
+
+export type TextFormat = 'txt' | 'jsonl';
+
+export class TextSourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TextSourceError';
+  }
+}
+
+export function textFormatOf(path: string): TextFormat {
+  const ext = extname(path).toLowerCase();
+  if (ext === '.txt' || ext === '.text' || ext === '.md') return 'txt';
+  if (ext === '.jsonl' || ext === '.json' || ext === '.ndjson') return 'jsonl';
+  throw new TextSourceError(
+    `${path}: cannot tell the text format from the extension "${ext}"; use .txt (documents separated by blank lines) or .jsonl (one {"text": …} per line)`,
+  );
+}
+
+/** Paragraphs of a .txt file: runs of non-blank lines. */
+export function splitParagraphs(text: string): string[] {
+  const docs: string[] = [];
+  let cur: string[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    if (line.trim() === '') {
+      if (cur.length) docs.push(cur.join('\n'));
+      cur = [];
+    } else cur.push(line);
+  }
+  if (cur.length) docs.push(cur.join('\n'));
+  return docs;
+}
+
+function textOfRecord(rec: unknown, where: string): string {
+  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TextSourceError(`${where}: expected a JSON object with a "text" field`);
+  const t = (rec as Record<string, unknown>).text;
+  if (typeof t !== 'string') throw new TextSourceError(`${where}: the record has no string field "text" (fields: ${Object.keys(rec).join(', ') || 'none'})`);
+  return t;
+}
+
+export function parseJsonlTexts(content: string, path: string): string[] {
+  const trimmed = content.trimStart();
+  if (trimmed.startsWith('[')) {
+    let arr: unknown;
+    try {
+      arr = JSON.parse(content);
+    } catch (e) {
+      throw new TextSourceError(`${path}: invalid JSON array (${(e as Error).message})`);
+    }
+    if (!Array.isArray(arr)) throw new TextSourceError(`${path}: expected an array of {"text": …} objects`);
+    return arr.map((r, i) => textOfRecord(r, `${path}: element ${i}`));
+  }
+  const docs: string[] = [];
+  const lines = content.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.trim() === '') continue;
+    let rec: unknown;
+    try {
+      rec = JSON.parse(line);
+    } catch (e) {
+      throw new TextSourceError(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`);
+    }
+    docs.push(textOfRecord(rec, `${path}:${i + 1}`));
+  }
+  return docs;
+}
+
+export class TextSource implements DocumentSource {
+  readonly numDocs: number;
+  readonly description: string;
+  readonly fingerprint: string;
+  private readonly tokenizer = new ByteTokenizer();
+
+  constructor(
+    readonly texts: readonly string[],
+    name: string,
+  ) {
+    this.numDocs = texts.length;
+    this.description = `${name} (${texts.length} documents, byte tokenizer)`;
+    let chars = 0;
+    for (const t of texts) chars += t.length;
+    this.fingerprint = `text:${basename(name)}:${texts.length} documents:${chars} chars`;
+  }
+
+  doc(i: number): Int32Array {
+    const t = this.texts[i];
+    if (t === undefined) throw new RangeError(`document ${i} is outside [0, ${this.numDocs})`);
+    return this.tokenizer.encode(t, { bos: true, eos: true });
+  }
+}
+
+export function loadTextSource(path: string, format: TextFormat = textFormatOf(path)): TextSource {
+  let content: string;
+  try {
+    content = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new TextSourceError(`cannot read dataset ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`);
+  }
+  const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path);
+  if (texts.length === 0) throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);
+  return new TextSource(texts, path);
+}
