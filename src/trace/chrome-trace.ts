@@ -204,7 +204,7 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
           pid: pidOf(r),
           tid: pidOf(r) * 1000,
           ts: us(ns(last)),
-          args: { 'waiting ranks': m.spans.map((i) => model.collectives[i]!.rank).join(',') },
+          args: { 'waiting ranks': m.spans.map((i) => model.collectives[i]!.rank).sort((a, b) => a - b).join(',') },
         },
         5,
       );

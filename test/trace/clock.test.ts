@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import type { Communicator } from '../../src/comm/communicator.ts';
+import { estimateClockOffsets, offsetsFromSamples } from '../../src/trace/clock.ts';
+
+/**
+ * N ranks in one process whose clocks disagree by known offsets; barrier releases each rank after its own random
+ * delay (as a real barrier's fan-out does), so the estimate has real asymmetry to cope with.
+ */
+function skewedWorld(offsets: number[], seed = 1) {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const n = offsets.length;
+  let waiting: (() => void)[] = [];
+  const gathers: { arr: Float64Array[]; done: (() => void)[] } = { arr: [], done: [] };
+  const barrier = () =>
+    new Promise<void>((resolve) => {
+      waiting.push(resolve);
+      if (waiting.length === n) {
+        const all = waiting;
+        waiting = [];
+        for (const w of all) setTimeout(w, rnd() * 3);
+      }
+    });
+  const comms = offsets.map((_, rank) => {
+    const comm = {
+      rank,
+      size: n,
+      ranks: [...Array(n).keys()],
+      name: 'world',
+      backend: 'test/skewed',
+      capabilities: { barrier: true },
+      barrier,
+      allGather: async (send: Float64Array, recv: Float64Array) => {
+        gathers.arr[rank] = send.slice();
+        await new Promise<void>((resolve) => {
+          gathers.done.push(resolve);
+          if (gathers.done.length === n) {
+            const d = gathers.done;
+            gathers.done = [];
+            for (const fn of d) fn();
+          }
+        });
+        for (let r = 0; r < n; r++) recv.set(gathers.arr[r]!, r * send.length);
+      },
+    };
+    return comm as unknown as Communicator;
+  });
+  const clocks = offsets.map((o) => () => performance.now() + o);
+  return { comms, clocks };
+}
+
+describe('clock alignment', () => {
+  it('recovers per-rank offsets within the reported uncertainty', async () => {
+    const offsets = [0, 1234.5, -87.25, 40_000];
+    const { comms, clocks } = skewedWorld(offsets);
+    const results = await Promise.all(comms.map((c, r) => estimateClockOffsets(c, { rounds: 12, warmup: 1, now: clocks[r] })));
+    // Every rank computes the same table.
+    for (const res of results) expect(res.map((o) => o.offsetMs)).toEqual(results[0]!.map((o) => o.offsetMs));
+    for (const o of results[0]!) {
+      const truth = offsets[o.rank]! - offsets[0]!;
+      expect(Math.abs(o.offsetMs - truth)).toBeLessThanOrEqual(o.uncertaintyMs + 1e-9);
+      // One process, timer-driven barrier: the bound is a few ms at worst, not the offsets' size.
+      expect(o.uncertaintyMs).toBeLessThan(5);
+    }
+  });
+
+  it('interval arithmetic on hand-made samples', () => {
+    // Rank 1 is 10 ms ahead. Round 0: rank 0 reads a=0, b=2; rank 1 reads a=10.5, b=11.5 (real 0.5..1.5).
+    const samples = new Float64Array([0, 2, 10.5, 11.5]);
+    const [r0, r1] = offsetsFromSamples(samples, 2, 1);
+    expect(r0!.offsetMs).toBe(0);
+    // δ ∈ [a1 − b0, b1 − a0] = [8.5, 11.5]
+    expect(r1!.offsetMs).toBeCloseTo(10, 12);
+    expect(r1!.uncertaintyMs).toBeCloseTo(1.5, 12);
+  });
+
+  it('rejects samples that no offset can explain', () => {
+    // Rank 1's clock jumps 5 ms between rounds: round 0 says δ ∈ [9, 11], round 1 says δ ∈ [14, 16].
+    // Layout [rank][round][a, b].
+    const samples = new Float64Array([0, 1, 20, 21, 10, 11, 35, 36]);
+    expect(() => offsetsFromSamples(samples, 2, 2)).toThrow(/empty interval for rank 1/);
+  });
+});
