@@ -106,16 +106,16 @@ export abstract class BaseCommunicator implements Communicator {
     return `rank ${this.ranks[this.rank]} waited ${call.timeoutMs} ms in ${call.op} #${call.seq} on group ${this.name} (ranks ${this.ranks.join(',')}); the other members did not complete it`;
   }
 
-  async allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void> {
-    this.sameType('all_gather', send, recv);
+  allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void> {
+    if (send.constructor !== recv.constructor) return this.typeMismatch('all_gather', send, recv);
     if (recv.length !== send.length * this.size) {
       return this.invalid('all_gather', `recv has ${recv.length} elements, needs size·send = ${this.size}·${send.length}`);
     }
     return this.call({ op: 'all_gather', send, recv }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
   }
 
-  async allGatherV<T extends CommArray>(send: T, recv: T, counts: readonly number[], opts?: CallOptions): Promise<void> {
-    this.sameType('all_gather_v', send, recv);
+  allGatherV<T extends CommArray>(send: T, recv: T, counts: readonly number[], opts?: CallOptions): Promise<void> {
+    if (send.constructor !== recv.constructor) return this.typeMismatch('all_gather_v', send, recv);
     if (counts.length !== this.size) return this.invalid('all_gather_v', `counts has ${counts.length} entries, group size is ${this.size}`);
     if (counts[this.rank] !== send.length) {
       return this.invalid('all_gather_v', `counts[${this.rank}] = ${counts[this.rank]} but send has ${send.length} elements`);
@@ -125,8 +125,8 @@ export abstract class BaseCommunicator implements Communicator {
     return this.call({ op: 'all_gather_v', send, recv, counts }, opts, send.length, recv.length, send.byteLength, recv.length * bpe, counts, counts);
   }
 
-  async reduceScatter<T extends CommArray>(send: T, recv: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
-    this.sameType('reduce_scatter', send, recv);
+  reduceScatter<T extends CommArray>(send: T, recv: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+    if (send.constructor !== recv.constructor) return this.typeMismatch('reduce_scatter', send, recv);
     if (send.length !== recv.length * this.size) {
       return this.invalid('reduce_scatter', `send has ${send.length} elements, needs size·recv = ${this.size}·${recv.length}`);
     }
@@ -134,19 +134,19 @@ export abstract class BaseCommunicator implements Communicator {
     return this.call({ op: 'reduce_scatter', send, recv, reduce: op }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
   }
 
-  async allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+  allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
     if (!reduceDefinedOn(op, buf)) return this.invalid('all_reduce', undefinedReduce(op, buf));
     return this.call({ op: 'all_reduce', buf, reduce: op }, opts, buf.length, buf.length, buf.byteLength, buf.byteLength);
   }
 
-  async allToAllV<T extends CommArray>(
+  allToAllV<T extends CommArray>(
     send: T,
     sendCounts: readonly number[],
     recv: T,
     recvCounts: readonly number[],
     opts?: CallOptions,
   ): Promise<void> {
-    this.sameType('all_to_all_v', send, recv);
+    if (send.constructor !== recv.constructor) return this.typeMismatch('all_to_all_v', send, recv);
     if (sendCounts.length !== this.size || recvCounts.length !== this.size) {
       return this.invalid('all_to_all_v', `sendCounts/recvCounts need ${this.size} entries`);
     }
@@ -165,13 +165,13 @@ export abstract class BaseCommunicator implements Communicator {
     );
   }
 
-  async broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void> {
+  broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void> {
     if (!Number.isInteger(root) || root < 0 || root >= this.size) return this.invalid('broadcast', `root ${root} is not a rank of the group`);
     const mine = this.rank === root;
     return this.call({ op: 'broadcast', buf, root }, opts, buf.length, buf.length, mine ? buf.byteLength : 0, mine ? 0 : buf.byteLength);
   }
 
-  async barrier(opts?: CallOptions): Promise<void> {
+  barrier(opts?: CallOptions): Promise<void> {
     return this.call({ op: 'barrier' }, opts, 0, 0, 0, 0);
   }
 
@@ -189,7 +189,7 @@ export abstract class BaseCommunicator implements Communicator {
         const msg =
           `timeout after ${timeoutMs} ms in split of group ${this.name} into "${name}" (rank ${this.ranks[this.rank]}, color ${color}, key ${key}): ` +
           `not every member of ${this.name} (ranks ${this.ranks.join(',')}) called split`;
-        reject(new CollectiveError('timeout', msg, { group: this.name, rank: this.rank }));
+        reject(new CollectiveError('timeout', msg, { group: this.name, rank: this.ranks[this.rank] }));
       }, timeoutMs);
       timer.unref?.();
     });
@@ -206,14 +206,12 @@ export abstract class BaseCommunicator implements Communicator {
     await this.freeImpl();
   }
 
-  private sameType(op: CollectiveOp, a: CommArray, b: CommArray): void {
-    if (a.constructor !== b.constructor) {
-      throw new CollectiveError('invalid', `${op} on ${this.name}: send is ${a.constructor.name}, recv is ${b.constructor.name}`, { group: this.name, op });
-    }
+  private typeMismatch(op: CollectiveOp, a: CommArray, b: CommArray): Promise<never> {
+    return this.invalid(op, `send is ${a.constructor.name}, recv is ${b.constructor.name}`);
   }
 
   private invalid(op: CollectiveOp, why: string): Promise<never> {
-    return Promise.reject(new CollectiveError('invalid', `${op} on ${this.name}: ${why}`, { group: this.name, op, rank: this.rank }));
+    return Promise.reject(new CollectiveError('invalid', `${op} on ${this.name}: ${why}`, { group: this.name, op, rank: this.ranks[this.rank] }));
   }
 
   private call(
@@ -237,8 +235,8 @@ export abstract class BaseCommunicator implements Communicator {
       return Promise.reject(
         new CollectiveError(
           'unsupported',
-          `${op} on group ${this.name} (rank ${this.rank}): ${check.reason} by backend ${this.backend}. Instead: ${check.alternative}.`,
-          { group: this.name, op, rank: this.rank },
+          `${op} on group ${this.name} (rank ${this.ranks[this.rank]}): ${check.reason} by backend ${this.backend}. Instead: ${check.alternative}.`,
+          { group: this.name, op, rank: this.ranks[this.rank] },
         ),
       );
     }
@@ -267,7 +265,7 @@ export abstract class BaseCommunicator implements Communicator {
     this.bytes.received += bytesOut;
     this.observer?.onStart?.(this, entry);
 
-    return new Promise<void>((resolve, reject) => {
+    const done = new Promise<void>((resolve, reject) => {
       let settled = false;
       const timer = setTimeout(() => {
         if (settled) return;
@@ -277,7 +275,7 @@ export abstract class BaseCommunicator implements Communicator {
         this.recorder.fail(entry, msg);
         this.observer?.onEnd?.(this, entry);
         this.onTimeout(spec);
-        reject(new CollectiveError('timeout', msg, { group: this.name, op, seq, rank: this.rank, report }));
+        reject(new CollectiveError('timeout', msg, { group: this.name, op, seq, rank: this.ranks[this.rank], report }));
       }, timeoutMs);
       // A pending timer must not keep a finished process alive, nor may a stuck collective keep it from exiting.
       timer.unref?.();
@@ -304,6 +302,10 @@ export abstract class BaseCommunicator implements Communicator {
         },
       );
     });
+    // A rank with several collectives in flight stops at the first failure; the others reject too, and must not
+    // crash the process as unhandled rejections (inproc runs every rank in one process). Awaiting still throws.
+    done.catch(() => {});
+    return done;
   }
 
   /** Called after a timeout was reported; transports release what the call holds (or abort the process). */

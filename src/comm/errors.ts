@@ -16,6 +16,7 @@ export class CollectiveError extends Error {
   constructor(
     readonly kind: CollectiveErrorKind,
     message: string,
+    /** `rank` is the world rank of the rank that raised it; `report` the cross-rank diagnosis, when there is one. */
     readonly detail: { group?: string; op?: CollectiveOp; seq?: number; rank?: number; report?: string } = {},
   ) {
     super(message);

@@ -92,6 +92,21 @@ describe('inproc faults', () => {
     expect(ms).toBeGreaterThan(9 * 40 - 20);
   });
 
+  it('a failure while other collectives are in flight leaves no unhandled rejection behind', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const { res } = await run({ scenario: 'overlap' }, [{ kind: 'kill', rank: 1, atSeq: 2, group: 'ep' }]);
+      expect(res.outcomes.every((o) => !o.ok)).toBe(true);
+      expect(errors(res)[0]).toMatch(/all_gather #2 on group ep \(rank 0\) failed: rank 1 died/);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('a rank slower than the timeout: every rank times out, saying whom they wait for', async () => {
     const { res, ms } = await run({ scenario: 'steps', steps: 3 }, [{ kind: 'delay', rank: 1, ms: 700, atSeq: 2 }], { timeoutMs: 200 });
     // Rank 1 issued the call (its own timer runs) but its arrival is late, so it times out like the others.

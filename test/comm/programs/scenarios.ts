@@ -6,7 +6,7 @@ import type { Communicator } from '../../../src/comm/communicator.ts';
 import type { RankContext } from '../../../src/comm/launch.ts';
 
 export interface ScenarioArgs {
-  scenario: 'steps' | 'skip' | 'early-exit' | 'all-to-all-uneven' | 'premul-world' | 'a2a-equal';
+  scenario: 'steps' | 'skip' | 'early-exit' | 'all-to-all-uneven' | 'premul-world' | 'a2a-equal' | 'overlap';
   steps?: number;
   /** 'skip': the rank that skips one fsdp reduce_scatter, and at which step. */
   skipRank?: number;
@@ -47,6 +47,19 @@ export async function rankMain(ctx: RankContext<ScenarioArgs>): Promise<Scenario
         const loss = new Float64Array([rank * s]);
         await world.allReduce(loss, { op: 'sum' }, { tag: `step ${s} loss` });
         checksum += shard[0]! + tokens[0]! + loss[0]!;
+      }
+      return { rank, steps, checksum };
+    }
+    case 'overlap': {
+      // The loss all_reduce stays in flight while the dispatch runs; if the dispatch fails, the program stops there
+      // and never awaits the all_reduce (as real code does when it throws).
+      const { ep } = await groups(world, rank);
+      for (let s = 0; s < steps; s++) {
+        const loss = new Float64Array([rank]);
+        const inFlight = world.allReduce(loss, { op: 'sum' });
+        await ep.allGather(new Float32Array(2), new Float32Array(2 * ep.size));
+        await inFlight;
+        checksum += loss[0]!;
       }
       return { rank, steps, checksum };
     }
