@@ -186,6 +186,9 @@ export class Model {
     if (tokens.length !== N || labels.length !== N) {
       throw new Error(`microbatch: tokens (${tokens.length}) and labels (${labels.length}) must both hold B·S = ${B}·${S} = ${N} ids`);
     }
+    if (S > this.rope.seqLen) {
+      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope.seqLen}); raise training.seq_len`);
+    }
     const V = this.spec.vocabSize;
     for (let i = 0; i < N; i++) {
       const y = labels[i]!;
