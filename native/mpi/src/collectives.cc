@@ -2,6 +2,8 @@
 // `test(id)` from the event loop (setImmediate) until it completes. Until then the request holds references to
 // the arrays (so GC cannot free or move their memory) and owns the counts/displacements MPI still reads.
 // Requests belong to the JS environment (main thread or worker) that started them.
+#include <climits>
+#include <cstdint>
 #include <memory>
 #include <unordered_map>
 

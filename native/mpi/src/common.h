@@ -38,5 +38,8 @@ bool MpiReady(Napi::Env env, const char* what);
 
 void InitComms(Napi::Env env, Napi::Object exports);
 void InitCollectives(Napi::Env env, Napi::Object exports);
+void InitFaults(Napi::Env env, Napi::Object exports);
+bool InitFaultChannel(Napi::Env env);
+void CloseFaultChannel();
 
 }  // namespace moempi

@@ -87,7 +87,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   int len = 0;
   MPI_Get_processor_name(name, &len);
   g_processor.assign(name, len);
-  if (!IdentifyNode(env)) return env.Undefined();
+  if (!IdentifyNode(env) || !InitFaultChannel(env)) return env.Undefined();
   if (AddComm(MPI_COMM_WORLD) != 0) {
     ThrowMsg(env, "internal: MPI_COMM_WORLD did not get handle 0");
     return env.Undefined();
@@ -111,6 +111,7 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (initialized && !finalized) {
+    CloseFaultChannel();
     int rc = MPI_Finalize();
     if (rc != MPI_SUCCESS) ThrowMpi(info.Env(), rc, "MPI_Finalize");
   }

@@ -1,9 +1,10 @@
-// The launcher's account of a failed threads run: who failed first and how, then where every rank stood in each
-// group — from the flight dumps of ranks that could answer, and, for dead ranks, from what they last wrote into
-// shared memory. The sentence shapes follow the inproc/inspect reports ("ranks 0,2 are in all_gather #3 on group
-// world; missing: rank 1").
+// The launcher's account of a failed threads run: the root cause first (the first failure heard that is not only
+// the echo of another), then the flight-recorder analysis of `inspect` over the dumps the launcher holds — failed
+// ranks' own dumps and the live ranks' dumps pulled over the control port when the failure happened — with notes
+// on dead ranks taken from what they last wrote into shared memory.
 
 import type { FlightDump } from '../flight-recorder.ts';
+import { diagnose } from '../inspect.ts';
 import type { RankOutcome } from '../launch.ts';
 
 export interface DiagnosisInput {
@@ -19,8 +20,11 @@ export interface DiagnosisInput {
 
 const firstLine = (s: string) => s.split('\n', 1)[0]!;
 
-/** Failures that only report another rank's failure (a dead peer, a poisoned group, a stop after the failure). */
-const DERIVED = [/\[peer-dead\]/, /is unusable: /, /\[aborted\]/, /^stopped by the launcher/];
+/**
+ * Failures that only report another rank's failure: a dead peer, a poisoned group, a stop after the failure
+ * (threads); a note from the aborting rank, the teardown's signal (mpi).
+ */
+const DERIVED = [/\[peer-dead\]/, /is unusable: /, /\[aborted\]/, /^stopped by the launcher/, /^stopped because rank \d+ reported/, /received SIG(INT|TERM)/];
 
 /** The root cause: the first failure heard that is not a consequence of another one (else the first heard). */
 export function rootCause(failures: readonly { rank: number; what: string }[]): { rank: number; what: string } | null {
@@ -31,46 +35,17 @@ export function diagnoseThreads(d: DiagnosisInput): string {
   const lines: string[] = [];
   const root = rootCause(d.failures);
   if (root) lines.push(`first failure: rank ${root.rank} ${root.what}`);
+  const dumps: FlightDump[] = [];
+  const notes = new Map<number, string>();
   for (const o of d.outcomes) {
+    const dump = !o.ok && o.dump ? o.dump : d.snapshot[o.rank];
+    if (dump) dumps.push(dump);
     if (o.ok) continue;
     const last = d.lastCalls.get(o.rank);
-    lines.push(`rank ${o.rank}: ${firstLine(o.error)}${last && last.length ? ` (it last ${last.join('; ')})` : ''}`);
+    notes.set(o.rank, `${firstLine(o.error)}${last && last.length ? `; it last ${last.join('; ')}` : ''}`);
   }
-  // Per group: the furthest collective any member entered, and the members that never entered it.
-  const dumpOf = (r: number): FlightDump | null => {
-    const o = d.outcomes.find((x) => x.rank === r);
-    if (o && !o.ok && o.dump) return o.dump;
-    return d.snapshot[r] ?? null;
-  };
-  const groups = new Map<string, { ranks: readonly number[]; last: Map<number, number> }>();
-  for (let r = 0; r < d.size; r++) {
-    const dump = dumpOf(r);
-    if (!dump) continue;
-    for (const g of dump.groups) {
-      const key = `${g.group}[${g.groupRanks.join(',')}]`;
-      let e = groups.get(key);
-      if (!e) groups.set(key, (e = { ranks: g.groupRanks, last: new Map() }));
-      e.last.set(r, g.lastEnqueued);
-    }
-  }
-  for (const [key, g] of groups) {
-    const furthest = Math.max(...g.last.values());
-    const missing = g.ranks.filter((r) => (g.last.get(r) ?? -1) < furthest);
-    if (missing.length === 0) continue;
-    const entered = g.ranks.filter((r) => !missing.includes(r));
-    const op = entryOp(dumpOf(entered[0]!), key.split('[')[0]!, furthest);
-    const why = missing.map((r) => {
-      const seen = g.last.get(r);
-      if (seen !== undefined) return `rank ${r} (last entered #${seen})`;
-      const last = d.lastCalls.get(r);
-      return `rank ${r} (${last && last.length ? `no dump; it last ${last.join('; ')}` : 'no dump: dead or unresponsive'})`;
-    });
-    lines.push(`group ${key}: ${op} #${furthest} entered by ranks ${entered.join(',')}; missing: ${why.join(', ')}`);
-  }
+  lines.push(diagnose(dumps, { notes, worldSize: d.size }).text);
+  const dead = [...notes].filter(([r]) => !dumps.some((x) => x.rank === r));
+  for (const [r, note] of dead) lines.push(`rank ${r}: ${note}`);
   return lines.join('\n');
-}
-
-function entryOp(dump: FlightDump | null, group: string, seq: number): string {
-  const e = dump?.entries.find((x) => x.group === group && x.seq === seq);
-  return e ? e.op : 'collective';
 }

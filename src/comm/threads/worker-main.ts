@@ -3,14 +3,13 @@
 // rank marks itself failed on the liveness board and poisons its groups first, so peers waiting on it fail at
 // once with its name instead of waiting for their timeouts.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { profileByName } from '../capabilities.ts';
 import { CollectiveError } from '../errors.ts';
+import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
 import { FlightRecorder, type FlightDump } from '../flight-recorder.ts';
 import type { RankContext, RankMain } from '../launch.ts';
 import { BrokerClient } from './broker-client.ts';
@@ -46,14 +45,14 @@ function errorText(e: unknown): string {
 function writeDump(dump: FlightDump): void {
   if (!init.dumpDir) return;
   try {
-    mkdirSync(init.dumpDir, { recursive: true });
-    writeFileSync(join(init.dumpDir, `flight-rank${init.rank}.json`), JSON.stringify(dump, null, 1));
+    writeDumpSync(init.dumpDir, dump);
   } catch (e) {
     console.error(`rank ${init.rank}: could not write flight dump to ${init.dumpDir}: ${(e as Error).message}`);
   }
 }
 
 async function main(): Promise<void> {
+  if (init.dumpDir) installDumpOnFailure(recorder, init.dumpDir);
   Comlink.expose(rankControl(runtime), nodeEndpoint(init.control));
   life.set(init.rank, 'running');
   broker.post({ type: 'started' });

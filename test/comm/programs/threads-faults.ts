@@ -1,5 +1,6 @@
 // Rank program for the threads failure tests: a loop of small collectives in which one rank misbehaves at a
-// chosen iteration. Modes: 'exit' (process.exit(3) before a collective), 'throw', 'hang' (stops calling
+// chosen iteration. Modes: 'exit' (process.exit(3) before a collective), 'exit0' (process.exit(0): under MPI this
+// must not pass for success), 'throw', 'hang' (stops calling
 // collectives but stays responsive), 'busy' (spins in JavaScript, unresponsive to its control port),
 // 'mismatch' (calls all_reduce where the others call all_gather), 'none' (everyone behaves; with `pauseMs` the
 // loop is slow enough for a test to terminate a worker mid-run).
@@ -7,7 +8,7 @@
 import type { RankContext } from '../../../src/comm/launch.ts';
 
 export interface FaultArgs {
-  mode: 'none' | 'exit' | 'throw' | 'hang' | 'busy' | 'mismatch';
+  mode: 'none' | 'exit' | 'exit0' | 'throw' | 'hang' | 'busy' | 'mismatch';
   victim: number;
   atIter: number;
   iters: number;
@@ -26,6 +27,9 @@ export async function rankMain(ctx: RankContext<FaultArgs>): Promise<{ iters: nu
       switch (mode) {
         case 'exit':
           process.exit(3);
+          break;
+        case 'exit0':
+          process.exit(0);
           break;
         case 'throw':
           throw new Error(`injected failure on rank ${ctx.rank} at iteration ${i}`);

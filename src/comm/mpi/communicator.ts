@@ -1,0 +1,164 @@
+// The mpi transport's Communicator: BaseCommunicator's checks, sequence numbers, flight entries and timeouts
+// around MPI nonblocking collectives on the caller's own typed arrays (no copies, except premul_sum's scaled send).
+// Every MPI_I* call is made synchronously inside execute(), so calls reach MPI in the order the program issued
+// them — the order MPI requires on every rank — even when several are in flight on one communicator.
+//
+// Reductions MPI lacks are composed: premul_sum = multiply locally, then SUM; avg = SUM, then divide.
+// MPI reduces in its own (tree) order, so float sums equal the rank-order reference only up to reassociation.
+
+import { BaseCommunicator, type CallSpec, type CommObserver } from '../base-communicator.ts';
+import { FULL, type Profile } from '../capabilities.ts';
+import type { CommArray, Communicator } from '../communicator.ts';
+import { CollectiveError } from '../errors.ts';
+import type { ReduceCode } from './native.ts';
+import type { MpiWorld } from './world.ts';
+
+export interface MpiCommInit {
+  world: MpiWorld;
+  handle: number;
+  rank: number;
+  ranks: readonly number[];
+  name: string;
+  profile: Profile;
+  timeoutMs: number;
+  observer?: CommObserver;
+}
+
+const i32 = (xs: readonly number[]) => Int32Array.from(xs);
+
+function scaled<T extends CommArray>(a: T, factor: number): T {
+  const out = new (a.constructor as { new (n: number): T })(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]! * factor;
+  return out;
+}
+
+function divide(a: CommArray, by: number): void {
+  for (let i = 0; i < a.length; i++) a[i] = a[i]! / by;
+}
+
+export class MpiCommunicator extends BaseCommunicator {
+  readonly handle: number;
+  private readonly world: MpiWorld;
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(init: MpiCommInit) {
+    super({
+      rank: init.rank,
+      size: init.ranks.length,
+      ranks: init.ranks,
+      name: init.name,
+      transport: 'mpi',
+      profile: init.profile,
+      transportCaps: FULL,
+      recorder: init.world.recorder,
+      timeoutMs: init.timeoutMs,
+      multiNode: init.world.multiNode(init.ranks),
+      observer: init.observer,
+    });
+    this.world = init.world;
+    this.handle = init.handle;
+  }
+
+  // async: a throw from the binding becomes a rejection; the MPI_I* call still happens synchronously, before the
+  // first await, which keeps the issue order.
+  protected async execute(c: CallSpec): Promise<void> {
+    const b = this.world.b;
+    const h = this.handle;
+    const code: ReduceCode = c.reduce?.op === 'max' ? 1 : 0;
+    let req: number;
+    let bytes = 0;
+    let after: (() => void) | undefined;
+    switch (c.op) {
+      case 'all_gather':
+        req = b.iallgather(h, c.send!, c.recv!);
+        bytes = c.recv!.byteLength;
+        break;
+      case 'all_gather_v':
+        req = b.iallgatherv(h, c.send!, c.recv!, i32(c.counts!));
+        bytes = c.recv!.byteLength;
+        break;
+      case 'reduce_scatter': {
+        const r = c.reduce!;
+        const send = r.op === 'premul_sum' ? scaled(c.send!, r.factor) : c.send!;
+        req = b.ireduceScatterBlock(h, send, c.recv!, code);
+        bytes = send.byteLength;
+        if (r.op === 'avg') after = () => divide(c.recv!, this.size);
+        break;
+      }
+      case 'all_reduce': {
+        const r = c.reduce!;
+        // In place: the buffer is overwritten by the result anyway, so it can carry the scaled contribution.
+        if (r.op === 'premul_sum') for (let i = 0; i < c.buf!.length; i++) c.buf![i] = c.buf![i]! * r.factor;
+        req = b.iallreduce(h, c.buf!, code);
+        bytes = c.buf!.byteLength;
+        if (r.op === 'avg') after = () => divide(c.buf!, this.size);
+        break;
+      }
+      case 'all_to_all_v':
+        req = b.ialltoallv(h, c.send!, i32(c.sendCounts!), c.recv!, i32(c.recvCounts!));
+        bytes = c.send!.byteLength + c.recv!.byteLength;
+        break;
+      case 'broadcast':
+        req = b.ibcast(h, c.buf!, c.root!);
+        bytes = c.buf!.byteLength;
+        break;
+      case 'barrier':
+        req = b.ibarrier(h);
+        break;
+    }
+    const p = this.world.poller.wait(req, { group: this.name, op: c.op, seq: c.seq, rank: this.rank }, bytes).then(() => after?.());
+    this.inflight.add(p);
+    const forget = () => this.inflight.delete(p);
+    p.then(forget, forget);
+    await p;
+  }
+
+  protected override diagnose(c: CallSpec): string {
+    const where = this.world.opts.dumpDir ? `their flight dumps in ${this.world.opts.dumpDir}` : 'their stderr lines';
+    return (
+      `rank ${this.ranks[this.rank]} waited ${c.timeoutMs} ms in ${c.op} #${c.seq} on group ${this.name} (world ranks ${this.ranks.join(',')}); ` +
+      `some member did not enter or complete it. One MPI process cannot see the others; ${where} say where each stood`
+    );
+  }
+
+  protected override onTimeout(c: CallSpec): void {
+    this.world.timedOut(`${c.op} #${c.seq} on group ${this.name}: ${this.diagnose(c)}`);
+  }
+
+  /**
+   * MPI_Comm_split blocks the event loop until every member has called it, so the members first meet in a polled,
+   * timed all_gather of (color, key): a member that never comes is a timeout with a flight entry, not a hang.
+   */
+  protected async splitImpl(color: number, key: number, name: string): Promise<Communicator> {
+    if (color < 0) {
+      throw new CollectiveError('invalid', `split of ${this.name} into ${name}: color must be non-negative (got ${color})`, { group: this.name });
+    }
+    const all = new Int32Array(2 * this.size);
+    await this.allGather(new Int32Array([color, key]), all, { tag: `split:${name}` });
+    const handle = this.world.b.commSplit(this.handle, color, key);
+    const info = this.world.b.commInfo(handle);
+    const ranks = Array.from(info.worldRanks);
+    const expected: number[] = [];
+    for (let q = 0; q < this.size; q++) if (all[2 * q] === color) expected.push(q);
+    expected.sort((a, b) => all[2 * a + 1]! - all[2 * b + 1]! || a - b);
+    if (expected.map((q) => this.ranks[q]).join(',') !== ranks.join(',')) {
+      throw new Error(`split into ${name}: MPI formed group [${ranks.join(',')}], but (color, key) of the members give [${expected.map((q) => this.ranks[q]).join(',')}]`);
+    }
+    return new MpiCommunicator({
+      world: this.world,
+      handle,
+      rank: info.rank,
+      ranks,
+      name,
+      profile: this.profile,
+      timeoutMs: this.timeoutMs,
+      observer: this.observer,
+    });
+  }
+
+  protected async freeImpl(): Promise<void> {
+    // MPI_Comm_free with requests still pending on the communicator is erroneous; their own timeouts bound this.
+    await Promise.allSettled([...this.inflight]);
+    if (this.handle !== 0) this.world.b.commFree(this.handle);
+  }
+}

@@ -1,0 +1,102 @@
+// Loading the MPI binding (native/mpi), or saying clearly why it cannot be used. scripts/build-native.mjs writes
+// native/mpi/UNAVAILABLE with the reason when MPICH was missing at build time; the transport reports that reason
+// instead of a loader error. MOE_ACTORS_MPI_ADDON_DIR points at another addon directory (tests use a temporary
+// copy with the marker to exercise this path).
+
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type ReduceCode = 0 | 1; // sum | max
+
+export interface MpiInitInfo {
+  rank: number;
+  size: number;
+  threadLevelRequested: 'multiple';
+  threadLevelProvided: 'single' | 'funneled' | 'serialized' | 'multiple' | 'unknown';
+  localRank: number;
+  localSize: number;
+  /** World rank of the first rank on this node: equal values mean the same node. */
+  nodeLeader: number;
+  processorName: string;
+  worldHandle: 0;
+}
+
+type Arr = Float32Array | Float64Array | Int32Array;
+
+/** The functions native/mpi/src/*.cc export. Communicators are integer handles; requests are integer ids. */
+export interface MpiBinding {
+  init(): MpiInitInfo;
+  state(): { initialized: boolean; finalized: boolean };
+  finalize(): void;
+  abort(code: number): void;
+  commSplit(comm: number, color: number, key: number): number;
+  commFree(comm: number): void;
+  commInfo(comm: number): { rank: number; size: number; worldRanks: Int32Array };
+  libraryVersion(): string;
+  iallgather(comm: number, send: Arr, recv: Arr): number;
+  iallgatherv(comm: number, send: Arr, recv: Arr, counts: Int32Array): number;
+  ireduceScatterBlock(comm: number, send: Arr, recv: Arr, op: ReduceCode): number;
+  iallreduce(comm: number, buf: Arr, op: ReduceCode): number;
+  ialltoallv(comm: number, send: Arr, sendCounts: Int32Array, recv: Arr, recvCounts: Int32Array): number;
+  ibcast(comm: number, buf: Arr, root: number): number;
+  ibarrier(comm: number): number;
+  test(request: number): boolean;
+  pending(): number;
+  faultPoll(): { source: number; message: string } | null;
+  faultNotify(note: string, graceMs: number): boolean;
+}
+
+export class MpiUnavailableError extends Error {
+  constructor(readonly reason: string) {
+    super(`the mpi transport is unavailable: ${reason}`);
+    this.name = 'MpiUnavailableError';
+  }
+}
+
+export type MpiAvailability = { available: true; addonDir: string; library: string } | { available: false; addonDir: string; reason: string };
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export function addonDir(): string {
+  return process.env.MOE_ACTORS_MPI_ADDON_DIR ?? join(ROOT, 'native', 'mpi');
+}
+
+let loaded: MpiBinding | null = null;
+
+function tryLoad(dir: string): { binding: MpiBinding } | { reason: string } {
+  const marker = join(dir, 'UNAVAILABLE');
+  if (existsSync(marker)) return { reason: readFileSync(marker, 'utf8').trim() };
+  const file = join(dir, 'build', 'Release', 'mpi.node');
+  if (!existsSync(file)) {
+    return { reason: `the MPI binding is not built (${file} is missing). Fix: \`npm run build:native mpi\` (needs MPICH: apt-get install mpich libmpich-dev).` };
+  }
+  // UCX's mmap/brk hooks crash V8 now and then under MPICH ch4:ucx (toolchain.md); they must be off before UCX
+  // initializes. This reaches the C environment only on the main thread; launchers export it for every rank.
+  process.env.UCX_MEM_EVENTS ??= 'no';
+  try {
+    return { binding: createRequire(import.meta.url)(file) as MpiBinding };
+  } catch (e) {
+    return { reason: `loading ${file} failed: ${(e as Error).message}. Fix: rebuild with \`npm run build:native mpi\` against the installed MPICH.` };
+  }
+}
+
+/** Whether the mpi transport can be used here, and if not, why (does not initialize MPI). */
+export function mpiAvailability(): MpiAvailability {
+  const dir = addonDir();
+  if (loaded) return { available: true, addonDir: dir, library: loaded.libraryVersion().trim().split('\n', 1)[0]! };
+  const r = tryLoad(dir);
+  if ('reason' in r) return { available: false, addonDir: dir, reason: r.reason };
+  loaded = r.binding;
+  return { available: true, addonDir: dir, library: loaded.libraryVersion().trim().split('\n', 1)[0]! };
+}
+
+/** The binding, or an MpiUnavailableError naming the cause and the fix. */
+export function loadMpi(): MpiBinding {
+  if (loaded) return loaded;
+  const r = tryLoad(addonDir());
+  if ('reason' in r) throw new MpiUnavailableError(r.reason);
+  loaded = r.binding;
+  return loaded;
+}

@@ -1,0 +1,102 @@
+// Drives MPI progress from the event loop. MPICH advances nonblocking collectives only inside MPI calls (no
+// async progress thread by default), so each pending request is tested with MPI_Test on every turn of the loop
+// (setImmediate): timers — the collective timeouts — and the control plane keep running during a wait.
+//
+// Spinning costs a core per waiting rank, which hurts when ranks oversubscribe cores or when a peer is late by
+// seconds. So a request is polled on every turn only for as long as its transfer could plausibly take
+// (SPIN_BASE_MS + its bytes at 1 GB/s); after that the rank is waiting for a peer, not for data, and the poller
+// backs off to one test per BACKOFF_MS. Each turn also checks the fault channel (faults.cc).
+
+import { CollectiveError } from '../errors.ts';
+import type { MpiBinding } from './native.ts';
+
+const SPIN_BASE_MS = Number(process.env.MOE_ACTORS_MPI_SPIN_MS ?? 50);
+const SPIN_MS_PER_MB = 1;
+const BACKOFF_MS = 1;
+
+export interface WaitLabel {
+  group: string;
+  op: string;
+  seq: number;
+  rank: number;
+}
+
+interface Waiter {
+  label: WaitLabel;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  spinUntil: number;
+}
+
+export type FaultNote = { source: number; message: string };
+
+export class Poller {
+  private readonly live = new Map<number, Waiter>();
+  private scheduled = false;
+
+  constructor(
+    private readonly b: MpiBinding,
+    private readonly onFault: (f: FaultNote) => void,
+  ) {}
+
+  /** Resolves when request `req` completes; `bytes` sizes the spin window. */
+  wait(req: number, label: WaitLabel, bytes: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.live.set(req, { label, resolve, reject, spinUntil: performance.now() + SPIN_BASE_MS + (bytes / 1e6) * SPIN_MS_PER_MB });
+      this.schedule(true);
+    });
+  }
+
+  /** What this rank is waiting in right now. */
+  waiting(): WaitLabel[] {
+    return [...this.live.values()].map((w) => w.label);
+  }
+
+  /** Stops polling every request and rejects its promise (the job is about to be aborted). */
+  rejectAll(make: (label: WaitLabel) => Error): void {
+    const ws = [...this.live.values()];
+    this.live.clear();
+    for (const w of ws) w.reject(make(w.label));
+  }
+
+  /** Checks the fault channel once (used by an idle timer when nothing is pending). */
+  checkFaults(): void {
+    const f = this.b.faultPoll();
+    if (f) this.onFault(f);
+  }
+
+  private schedule(spin: boolean): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    if (spin) setImmediate(this.tick);
+    else setTimeout(this.tick, BACKOFF_MS);
+  }
+
+  private readonly tick = (): void => {
+    this.scheduled = false;
+    this.checkFaults();
+    const now = performance.now();
+    let spin = false;
+    for (const [req, w] of this.live) {
+      let done: boolean;
+      try {
+        done = this.b.test(req);
+      } catch (e) {
+        this.live.delete(req);
+        w.reject(new CollectiveError('aborted', `${w.label.op} #${w.label.seq} on group ${w.label.group}: ${(e as Error).message}`, {
+          group: w.label.group,
+          seq: w.label.seq,
+          rank: w.label.rank,
+        }));
+        continue;
+      }
+      if (done) {
+        this.live.delete(req);
+        w.resolve();
+      } else if (now < w.spinUntil) {
+        spin = true;
+      }
+    }
+    if (this.live.size > 0) this.schedule(spin);
+  };
+}
