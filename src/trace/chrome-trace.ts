@@ -105,9 +105,13 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
   const ns = (t: number) => Math.round((t - t0) * 1e6);
   const us = (n: number) => n / 1000;
   const meta: ChromeEvent[] = [];
-  const body: (ChromeEvent & { _k: number })[] = [];
+  const body: ChromeEvent[] = [];
   // Tie order at equal ts: ends of async slices, X (longer first via dur), flow sources, other b, the rest.
-  const push = (e: ChromeEvent, k: number) => body.push({ ...e, _k: k });
+  const tie: number[] = [];
+  const push = (e: ChromeEvent, k: number) => {
+    body.push(e);
+    tie.push(k);
+  };
 
   const tids = new Map<string, number>();
   const tidFor = (rank: number, actor: string, lane: number) => tids.get(`${rank}\u0000${actor}\u0000${lane}`)!;
@@ -211,8 +215,10 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
     }
   }
 
-  body.sort((x, y) => x.ts! - y.ts! || x._k - y._k || (y.dur ?? 0) - (x.dur ?? 0));
-  const traceEvents: ChromeEvent[] = [...meta, ...body.map(({ _k, ...e }) => e)];
+  const order = body.map((_, i) => i);
+  order.sort((i, j) => body[i]!.ts! - body[j]!.ts! || tie[i]! - tie[j]! || (body[j]!.dur ?? 0) - (body[i]!.dur ?? 0));
+  const traceEvents: ChromeEvent[] = meta;
+  for (const i of order) traceEvents.push(body[i]!);
   return {
     traceEvents,
     displayTimeUnit: 'ms',

@@ -16,7 +16,7 @@
 import pc from 'picocolors';
 import type { StateCategory } from '../protocols/events.ts';
 import { intersect, length, subtract, union, unionOf, type IntervalSet } from './intervals.ts';
-import type { TraceModel } from './model.ts';
+import type { CollectiveSpan, StateSlice, TraceModel } from './model.ts';
 import { dominantSegments, innermostSegments, type Segment } from './self-time.ts';
 
 export const CATEGORIES: readonly StateCategory[] = [
@@ -94,64 +94,77 @@ const zeroCats = (): Record<StateCategory, number> =>
 
 const pct = (num: number, den: number) => (den > 0 ? (100 * num) / den : null);
 
+/** Items grouped by layer key, with every item also under 'all' (one pass instead of a filter per layer). */
+function byLayer<T>(items: readonly T[], layerOf: (x: T) => number | null): Map<LayerKey, T[]> {
+  const m = new Map<LayerKey, T[]>([['all', items as T[]]]);
+  for (const x of items) {
+    const l = layerOf(x);
+    if (l === null) continue;
+    let a = m.get(l);
+    if (!a) m.set(l, (a = []));
+    a.push(x);
+  }
+  return m;
+}
+
+const pairs = <T extends { start: number; end: number }>(xs: readonly T[]) => xs.map((x) => [x.start, x.end] as [number, number]);
+
 export function summarize(model: TraceModel): RunSummary {
   const rows: RankLayerSummary[] = [];
   const states: StateTime[] = [];
   const layers: LayerKey[] = ['all', ...model.layers];
+  const slicesOf = new Map<number, StateSlice[]>();
+  const collsOf = new Map<number, CollectiveSpan[]>();
+  for (const s of model.slices) (slicesOf.get(s.rank) ?? slicesOf.set(s.rank, []).get(s.rank)!).push(s);
+  for (const c of model.collectives) (collsOf.get(c.rank) ?? collsOf.set(c.rank, []).get(c.rank)!).push(c);
   for (const rank of model.ranks) {
-    const rankSlices = model.slices.filter((s) => s.rank === rank);
-    const rankColls = model.collectives.filter((c) => c.rank === rank);
+    const rankSlices = slicesOf.get(rank) ?? [];
+    const rankColls = collsOf.get(rank) ?? [];
     const rowSegs = (model.actors.get(rank) ?? []).map((actor) => innermostSegments(rankSlices.filter((s) => s.actor === actor)));
     const segs: Segment[] = rowSegs.flat();
     const dominant = dominantSegments(rowSegs, CATEGORY_PRIORITY);
 
-    const setOf = (pred: (s: Segment) => boolean): IntervalSet =>
-      unionOf(segs.filter(pred).map((s) => [s.start, s.end] as [number, number]));
+    const setOf = (pred: (s: Segment) => boolean): IntervalSet => unionOf(pairs(segs.filter(pred)));
     const specific = setOf((s) => !PHASE_CATS.has(s.slice.category));
     const phaseOnly = subtract(setOf((s) => PHASE_CATS.has(s.slice.category)), specific);
     const compute = union(setOf((s) => COMPUTE_CATS.has(s.slice.category)), phaseOnly);
-    const commAll = unionOf(rankColls.map((c) => [c.start, c.end] as [number, number]));
+    const commAll = unionOf(pairs(rankColls));
     const busy = union(compute, commAll);
     let first = Infinity;
     for (const s of rankSlices) first = Math.min(first, s.start);
     for (const c of rankColls) first = Math.min(first, c.start);
     const last = model.lastEventT.get(rank) ?? first;
 
+    const segsBy = byLayer(segs, (s) => s.slice.layer);
+    const domBy = byLayer(dominant, (s) => s.slice.layer);
+    const collsBy = byLayer(rankColls, (c) => c.layer);
+    const slicesBy = byLayer(rankSlices, (s) => s.layer);
+
     for (const layer of layers) {
-      const inLayer = (l: number | null) => layer === 'all' || l === layer;
-      const lsegs = segs.filter((s) => inLayer(s.slice.layer));
-      const colls = rankColls.filter((c) => inLayer(c.layer));
+      const lsegs = segsBy.get(layer) ?? [];
+      const colls = collsBy.get(layer) ?? [];
       if (layer !== 'all' && lsegs.length === 0 && colls.length === 0) continue;
       const byCategory = zeroCats();
-      for (const s of dominant) if (inLayer(s.slice.layer)) byCategory[s.slice.category] += s.end - s.start;
+      for (const s of domBy.get(layer) ?? []) byCategory[s.slice.category] += s.end - s.start;
       const perState = new Map<string, StateTime>();
       for (const s of lsegs) {
-        const d = s.end - s.start;
         const k = `${s.slice.actor}\u0000${s.slice.machine}\u0000${s.slice.state}`;
         let st = perState.get(k);
         if (!st) {
           st = { layer, rank, actor: s.slice.actor, machine: s.slice.machine, state: s.slice.state, category: s.slice.category, ms: 0, count: 0 };
           perState.set(k, st);
         }
-        st.ms += d;
+        st.ms += s.end - s.start;
       }
-      for (const s of rankSlices) {
-        if (!inLayer(s.layer)) continue;
+      const lslices = slicesBy.get(layer) ?? [];
+      for (const s of lslices) {
         const st = perState.get(`${s.actor}\u0000${s.machine}\u0000${s.state}`);
         if (st) st.count++;
       }
-      states.push(...perState.values());
+      for (const st of perState.values()) states.push(st);
 
-      const comm = layer === 'all' ? commAll : unionOf(colls.map((c) => [c.start, c.end] as [number, number]));
-      const window: IntervalSet =
-        layer === 'all'
-          ? last > first
-            ? [first, last]
-            : []
-          : unionOf([
-              ...rankSlices.filter((s) => s.layer === layer).map((s) => [s.start, s.end] as [number, number]),
-              ...colls.map((c) => [c.start, c.end] as [number, number]),
-            ]);
+      const comm = layer === 'all' ? commAll : unionOf(pairs(colls));
+      const window: IntervalSet = layer === 'all' ? (last > first ? [first, last] : []) : unionOf([...pairs(lslices), ...pairs(colls)]);
       const windowMs = length(window);
       const computeMs = length(layer === 'all' ? compute : intersect(compute, window));
       const commMs = length(comm);

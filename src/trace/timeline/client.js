@@ -50,7 +50,7 @@
   let dpr = 1;
   let view = { t0: -D.durationMs * 0.01, t1: D.durationMs * 1.01 };
   let layer = null; // null = all layers
-  const stats = { rowsDrawn: 0, visibleSliceCount: 0, drawnRects: 0, frames: 0, lastFrameMs: 0 };
+  const stats = { rowsDrawn: 0, visibleSliceCount: 0, drawnRects: 0, frames: 0, lastFrameMs: 0, plotWidth: 0, maxRectsPerLevel: 0, maxVisiblePerLevel: 0 };
 
   function resize() {
     dpr = window.devicePixelRatio || 1;
@@ -110,6 +110,8 @@
     let visible = 0;
     let rects = 0;
     let rowsDrawn = 0;
+    let maxRects = 0;
+    let maxVisible = 0;
     ctx.save();
     ctx.beginPath();
     ctx.rect(LABEL_W, 0, plotW(), totalH);
@@ -128,6 +130,8 @@
         const yy = row.y + ROW_PAD + lvl * LEVEL_H;
         let i = firstEndAfter(sEnd, lo, hi, view.t0);
         let lastPx = -1;
+        const visible0 = visible;
+        const rects0 = rects;
         while (i < hi && sStart[i] < view.t1) {
           if (!visibleLayer(sLayer[i])) {
             i++;
@@ -172,6 +176,8 @@
           }
           i++;
         }
+        maxRects = Math.max(maxRects, rects - rects0);
+        maxVisible = Math.max(maxVisible, visible - visible0);
       }
       for (let lane = 0; lane < row.commLanes; lane++) {
         const [lo, hi] = row.commRanges[lane];
@@ -227,6 +233,9 @@
     stats.rowsDrawn = rowsDrawn;
     stats.visibleSliceCount = visible;
     stats.drawnRects = rects;
+    stats.plotWidth = plotW();
+    stats.maxRectsPerLevel = maxRects;
+    stats.maxVisiblePerLevel = maxVisible;
     stats.frames++;
     stats.lastFrameMs = performance.now() - tf0;
     if (!api.ready) {
