@@ -19,7 +19,7 @@ export type Fault =
   | { kind: 'kill'; rank: number; atSeq: number; group?: string }
   /** Rank `rank` issues a different op at #`atSeq` on `group`. */
   | { kind: 'mismatch-op'; rank: number; atSeq: number; group?: string }
-  /** Rank `rank` contributes `delta` more elements at #`atSeq` on `group`. */
+  /** Rank `rank` contributes `delta` more elements at #`atSeq` on `group` (no effect on a barrier, which has no size). */
   | { kind: 'mismatch-size'; rank: number; atSeq: number; delta: number; group?: string };
 
 export interface WorldOptions {

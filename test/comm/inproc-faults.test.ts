@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CollectiveError } from '../../src/comm/errors.ts';
-import { createInprocWorld } from '../../src/comm/inproc/launch.ts';
+import { createInprocWorld, runRanks } from '../../src/comm/inproc/launch.ts';
 import { formatInspect, readDumps } from '../../src/comm/inspect.ts';
-import { launch, type Fault, type LaunchResult, type WorldOptions } from '../../src/comm/launch.ts';
+import { launch, type Fault, type LaunchResult, type RankContext, type WorldOptions } from '../../src/comm/launch.ts';
 import type { ScenarioArgs, ScenarioResult } from './programs/scenarios.ts';
 
 const entry = { module: fileURLToPath(new URL('./programs/scenarios.ts', import.meta.url)) };
@@ -21,7 +21,7 @@ async function run(args: ScenarioArgs, faults: Fault[] = [], world: Partial<Worl
   return { res, ms: performance.now() - t0 };
 }
 
-const errors = (res: LaunchResult<ScenarioResult>) => res.outcomes.map((o) => (o.ok ? null : o.error));
+const errors = (res: LaunchResult<unknown>) => res.outcomes.map((o) => (o.ok ? null : o.error));
 
 describe('inproc faults', () => {
   it('a healthy run succeeds on every rank', async () => {
@@ -148,6 +148,19 @@ describe('inproc faults', () => {
       expect(text).toContain('group fsdp (ranks 0,1,2,3): Not all ranks joining collective #4');
       expect(text).toMatch(/missing ranks: \{3\} \(no dump from rank 3\)/);
     });
+  });
+
+  it('a rank stuck outside any collective is given up on one timeout after the others ended', async () => {
+    const world = createInprocWorld(3, { timeoutMs: 200 });
+    const t0 = performance.now();
+    const res = await runRanks(world, async (ctx: RankContext<null>) => {
+      await ctx.world.barrier();
+      if (ctx.rank === 1) await new Promise(() => {});
+      return ctx.rank;
+    }, null);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(res.outcomes.map((o) => o.ok)).toEqual([true, false, true]);
+    expect(errors(res)[1]).toMatch(/rank 1 did not finish within 200 ms after ranks 0,2 ended, and it is not waiting in a collective/);
   });
 
   it('direct use: killing a rank rejects the pending calls of its group with kind peer-dead', async () => {

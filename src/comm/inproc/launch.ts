@@ -43,30 +43,64 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
   const uninstall = dumpDir ? world.recorders.map((rec) => installDumpOnFailure(rec, dumpDir)) : [];
   // Collective timers are unref'd so a finished process can exit; while ranks run, a timeout must still fire.
   const keepAlive = setInterval(() => {}, 1 << 30);
+  const outcomes: (RankOutcome<R> | undefined)[] = new Array(world.size);
+  let finishAll: () => void = () => {};
+  const allDone = new Promise<void>((resolve) => (finishAll = resolve));
+  let left = world.size;
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+
+  const finish = (r: number, o: RankOutcome<R>, exitWhy: string) => {
+    if (outcomes[r]) return;
+    outcomes[r] = o;
+    world.exit(r, exitWhy);
+    if (--left === 0) finishAll();
+    else armWatchdog();
+  };
+  // A rank whose program waits on something that is not a collective (a promise that never settles) would keep
+  // the launch waiting forever once the others have ended: after a collective timeout with no collective in
+  // flight, it is given up on.
+  const armWatchdog = () => {
+    clearTimeout(watchdog);
+    watchdog = setTimeout(() => {
+      const ended = outcomes.flatMap((o, r) => (o ? [r] : []));
+      for (let r = 0; r < world.size; r++) {
+        if (outcomes[r] || world.isWaiting(r)) continue;
+        const msg =
+          `rank ${r} did not finish within ${world.timeoutMs} ms after ranks ${ended.join(',')} ended, and it is not waiting in a collective: ` +
+          `its program waits on something else (a promise that never settles, a stuck worker?)`;
+        finish(r, { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(msg) }, `gave up on (${msg})`);
+      }
+      if (left > 0) armWatchdog();
+    }, world.timeoutMs);
+    watchdog.unref?.();
+  };
+
+  world.comms.forEach((comm, r) => {
+    const ctx: RankContext<A> = { rank: r, size: world.size, world: comm, recorder: world.recorders[r]!, transport: 'inproc', args: structuredClone(args) };
+    Promise.resolve()
+      .then(() => main(ctx))
+      .then((value) => {
+        if (!world.isAlive(r)) throw new Error(`rank ${r} returned after it was killed: ${world.firstFailureReport ?? 'killed'}`);
+        finish(r, { rank: r, ok: true, value }, 'finished its program');
+      })
+      .catch((err: unknown) => {
+        const msg = errorText(err);
+        finish(r, { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(`rank ${r} failed: ${firstLine(msg)}`) }, `failed (${firstLine(msg)})`);
+      });
+  });
+
   try {
-    const outcomes = await Promise.all(
-      world.comms.map(async (comm, r): Promise<RankOutcome<R>> => {
-        const ctx: RankContext<A> = { rank: r, size: world.size, world: comm, recorder: world.recorders[r]!, transport: 'inproc', args: structuredClone(args) };
-        try {
-          const value = await main(ctx);
-          if (!world.isAlive(r)) throw new Error(`rank ${r} returned after it was killed: ${world.firstFailureReport ?? 'killed'}`);
-          world.exit(r, 'finished its program');
-          return { rank: r, ok: true, value };
-        } catch (err) {
-          const msg = errorText(err);
-          world.exit(r, `failed (${firstLine(msg)})`);
-          return { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(`rank ${r} failed: ${firstLine(msg)}`) };
-        }
-      }),
-    );
-    if (outcomes.every((o) => o.ok)) return { outcomes };
+    await allDone;
+    const done = outcomes as RankOutcome<R>[];
+    if (done.every((o) => o.ok)) return { outcomes: done };
     const dumps = world.dumps('launch ended with failed ranks');
     const notes = new Map<number, string>();
-    for (const o of outcomes) notes.set(o.rank, o.ok ? 'finished its program' : `failed: ${firstLine(o.error)}`);
+    for (const o of done) notes.set(o.rank, o.ok ? 'finished its program' : `failed: ${firstLine(o.error)}`);
     const text = diagnose(dumps, { notes }).text;
     const first = world.firstFailureReport;
-    return { outcomes, diagnosis: first ? `first failure: ${first}\n${text}` : text };
+    return { outcomes: done, diagnosis: first ? `first failure: ${first}\n${text}` : text };
   } finally {
+    clearTimeout(watchdog);
     clearInterval(keepAlive);
     for (const u of uninstall) u();
   }

@@ -193,6 +193,11 @@ export class InprocWorld implements GroupHost {
     return this.status[rank]!.state === 'alive';
   }
 
+  /** Whether the rank has a collective or a split in flight. */
+  isWaiting(rank: number): boolean {
+    return this.inflight[rank]! > 0 || this.splitting[rank] !== undefined;
+  }
+
   /** Every rank's flight dump, as the ranks would write them. */
   dumps(reason: string): FlightDump[] {
     return this.recorders.map((r) => r.dump(reason));
