@@ -20,8 +20,10 @@
           "include_dirs": ["<!(node -p \"(process.env.MKLROOT||'/opt/intel/oneapi/mkl/latest')+'/include'\")"],
           "libraries": ["-L<!(node -p \"(process.env.MKLROOT||'/opt/intel/oneapi/mkl/latest')+'/lib/intel64'\")", "-lmkl_rt"]
         }, {
+          # OpenBLAS is not linked but dlopen()ed by blas.cc, after it has chosen OPENBLAS_CORETYPE: a linked
+          # library initialises (and picks its kernels) before any addon code can run. See blas.cc.
           "include_dirs": ["<!@(pkg-config --cflags-only-I openblas | sed 's/-I//g')"],
-          "libraries": ["<!@(pkg-config --libs openblas)"]
+          "defines": ["MOE_OPENBLAS_LIBDIR=\"<!(pkg-config --variable=libdir openblas)\""]
         }]
       ]
     }

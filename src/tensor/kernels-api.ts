@@ -10,6 +10,8 @@ export interface BlasInfo {
   corename?: string;
   config?: string;
   threads: number;
+  /** OpenBLAS only: where OPENBLAS_CORETYPE came from — the user's env, the addon's ISA-based choice, or OpenBLAS's own detection. */
+  coretypeSource?: 'env' | 'auto' | 'openblas';
 }
 
 export interface Kernels {

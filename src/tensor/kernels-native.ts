@@ -116,6 +116,7 @@ export class NativeKernels implements Kernels {
     const out: BlasInfo = { name: i.name, threads: i.threads };
     if (i.corename !== undefined) out.corename = i.corename;
     if (i.config !== undefined) out.config = i.config;
+    if (i.coretypeSource !== undefined) out.coretypeSource = i.coretypeSource;
     return out;
   }
 }

@@ -3,7 +3,7 @@
 #include "common.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  RegisterBlas(env, exports);
+  if (!RegisterBlas(env, exports)) return exports;
   RegisterNorm(env, exports);
   RegisterSwiglu(env, exports);
   RegisterRope(env, exports);

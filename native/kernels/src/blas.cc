@@ -1,9 +1,79 @@
 // sgemm through CBLAS (OpenBLAS by default, MKL with MOE_ACTORS_BLAS=mkl) and thread control.
+//
+// OpenBLAS is loaded with dlopen, not linked. Reason: a DYNAMIC_ARCH OpenBLAS (Debian's) picks its kernels from
+// the CPU model when the library initialises, and falls back to generic SSE3 "Prescott" kernels on a CPU model it
+// does not know — on this project's VMs (e.g. an Emerald Rapids Xeon with OpenBLAS 0.3.21) that is 5–10× slower
+// than its AVX-512 kernels. A linked library initialises before any addon code runs, so the only place to choose
+// is before a dlopen. Policy: an OPENBLAS_CORETYPE set by the user is respected; otherwise the choice is made from
+// the ISA (AVX-512 F/BW/VL/DQ/CD → SkylakeX, the sgemm kernel OpenBLAS itself uses on every AVX-512 core it
+// recognises; AVX2+FMA → Haswell), written to the process environment (so it is visible, and children agree),
+// and reported by blasInfo() as coretypeSource "auto".
 #include "common.h"
 #ifdef MOE_BLAS_MKL
 #include <mkl.h>
 #else
 #include <cblas.h>
+#include <dlfcn.h>
+#include <mutex>
+#endif
+
+#ifndef MOE_BLAS_MKL
+namespace {
+struct OpenBlas {
+  decltype(&cblas_sgemm) sgemm = nullptr;
+  decltype(&openblas_set_num_threads) setThreads = nullptr;
+  decltype(&openblas_get_num_threads) getThreads = nullptr;
+  decltype(&openblas_get_corename) corename = nullptr;
+  decltype(&openblas_get_config) config = nullptr;
+  std::string path, error, coretypeSource;
+};
+OpenBlas g;
+std::once_flag loadOnce;
+
+const char* coretypeForIsa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;
+}
+
+void loadOpenBlas() {
+  const char* ct = std::getenv("OPENBLAS_CORETYPE");
+  if (ct && *ct) {
+    g.coretypeSource = "env";
+  } else if (const char* pick = coretypeForIsa()) {
+    setenv("OPENBLAS_CORETYPE", pick, 0);
+    g.coretypeSource = "auto";
+  } else {
+    g.coretypeSource = "openblas";
+  }
+  const std::string candidates[] = {std::string(MOE_OPENBLAS_LIBDIR) + "/libopenblas.so.0", "libopenblas.so.0"};
+  void* h = nullptr;
+  std::string errors;
+  for (const auto& c : candidates) {
+    h = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (h) {
+      g.path = c;
+      break;
+    }
+    errors += std::string("\n  ") + dlerror();
+  }
+  if (!h) {
+    g.error = "cannot load OpenBLAS:" + errors +
+              "\n  Fix: apt-get install libopenblas0-pthread libopenblas-dev, then `npm run build:native kernels`.";
+    return;
+  }
+  g.sgemm = (decltype(g.sgemm))dlsym(h, "cblas_sgemm");
+  g.setThreads = (decltype(g.setThreads))dlsym(h, "openblas_set_num_threads");
+  g.getThreads = (decltype(g.getThreads))dlsym(h, "openblas_get_num_threads");
+  g.corename = (decltype(g.corename))dlsym(h, "openblas_get_corename");
+  g.config = (decltype(g.config))dlsym(h, "openblas_get_config");
+  if (!g.sgemm || !g.setThreads || !g.getThreads || !g.corename || !g.config)
+    g.error = "the library at " + g.path + " lacks cblas_sgemm or the openblas_* thread/info functions; is it OpenBLAS?";
+}
+}  // namespace
 #endif
 
 // sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): row-major C (M,N) = alpha·op(A)·op(B) + beta·C,
@@ -31,8 +101,13 @@ static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     a.fail("dimensions exceed the 32-bit BLAS interface");
     return a.env.Undefined();
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-              alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#ifdef MOE_BLAS_MKL
+  cblas_sgemm(
+#else
+  g.sgemm(
+#endif
+      CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+      (int)lda, B, (int)ldb, beta, C, (int)ldc);
   return a.env.Undefined();
 }
 
@@ -47,7 +122,7 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 #ifdef MOE_BLAS_MKL
   mkl_set_num_threads((int)n);
 #else
-  openblas_set_num_threads((int)n);
+  g.setThreads((int)n);
 #endif
   omp_set_num_threads((int)n);
   return a.env.Undefined();
@@ -61,16 +136,26 @@ static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   o.Set("threads", mkl_get_max_threads());
 #else
   o.Set("name", "openblas");
-  o.Set("config", openblas_get_config());
-  o.Set("corename", openblas_get_corename());
-  o.Set("threads", openblas_get_num_threads());
+  o.Set("config", g.config());
+  o.Set("corename", g.corename());
+  o.Set("threads", g.getThreads());
+  o.Set("coretypeSource", g.coretypeSource);
+  o.Set("path", g.path);
 #endif
   o.Set("ompThreads", omp_get_max_threads());
   return o;
 }
 
-void RegisterBlas(Napi::Env env, Napi::Object exports) {
+bool RegisterBlas(Napi::Env env, Napi::Object exports) {
+#ifndef MOE_BLAS_MKL
+  std::call_once(loadOnce, loadOpenBlas);
+  if (!g.error.empty()) {
+    Napi::Error::New(env, "moe-actors native kernels: " + g.error).ThrowAsJavaScriptException();
+    return false;
+  }
+#endif
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  return true;
 }

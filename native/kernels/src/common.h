@@ -223,7 +223,7 @@ static inline int threadsFor(int64_t work, int64_t minPerThread = kParallelMinEl
 static inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Registration of each kernel group (one .cc file each).
-void RegisterBlas(Napi::Env env, Napi::Object exports);
+bool RegisterBlas(Napi::Env env, Napi::Object exports);  // false (JS exception pending) if BLAS cannot load
 void RegisterNorm(Napi::Env env, Napi::Object exports);
 void RegisterSwiglu(Napi::Env env, Napi::Object exports);
 void RegisterRope(Napi::Env env, Napi::Object exports);
