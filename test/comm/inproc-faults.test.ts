@@ -112,7 +112,7 @@ describe('inproc faults', () => {
     // Rank 1 issued the call (its own timer runs) but its arrival is late, so it times out like the others.
     for (const e of errors(res)) {
       expect(e).toMatch(/^timeout after 200 ms in all_reduce #2 on group world: /);
-      expect(e).toContain('waiting for rank 1: rank 1 is in all_reduce #2 on group world; ranks 0,2,3 joined all_reduce #2 on group world');
+      expect(e).toContain('waiting for rank 1: rank 1 is in all_reduce #2 on group world but its arrival is delayed (fault injection); ranks 0,2,3 joined all_reduce #2 on group world');
     }
     expect(ms).toBeLessThan(700);
   });

@@ -30,7 +30,9 @@ export interface InprocWorldOptions {
   flightEntries?: number;
   /**
    * Desync detection: after this long without progress while every live rank waits in a collective, all of them
-   * fail with the report. 0 disables it (then only timeouts end a hang). Default: timeout/10, within [20, 1000] ms.
+   * fail with the report. 0 disables it (then only timeouts end a hang). Default: timeout/20, within [20, 500] ms.
+   * Only a rank that awaits something other than a collective while another of its collectives is in flight can
+   * make this fire falsely; raise it (or disable it) for such programs.
    */
   stallMs?: number;
   observer?: CommObserver;
@@ -63,7 +65,7 @@ export class InprocWorld implements GroupHost {
     if (!Number.isInteger(size) || size < 1) throw new Error(`inproc world size must be an integer ≥ 1, got ${size}`);
     this.profile = profileByName(opts.profile ?? 'full');
     this.timeoutMs = opts.timeoutMs ?? 30_000;
-    this.stallMs = opts.stallMs ?? Math.min(1000, Math.max(20, Math.round(this.timeoutMs / 10)));
+    this.stallMs = opts.stallMs ?? Math.min(500, Math.max(20, Math.round(this.timeoutMs / 20)));
     this.observer = opts.observer;
     this.ranksPerNode = opts.ranksPerNode ?? size;
     if (!Number.isInteger(this.ranksPerNode) || this.ranksPerNode < 1) {
@@ -159,7 +161,15 @@ export class InprocWorld implements GroupHost {
     // Timers of several ranks fire in the same tick; the ones after the first see the slot already failed.
     if (slot.failed) return slot.failed;
     if (slot.missing.length === 0) return `every member joined ${place(call.entry)}, but it did not complete`;
-    return `waiting for ${rankList(slot.missing)}: ${this.positions(slot.missing)}; ${rankList(slot.arrived)} joined ${place(call.entry)}`;
+    const here = place(call.entry);
+    // A missing rank that already issued this very call has only not arrived: a 'delay' fault holds it back.
+    const where = describePositions(
+      slot.missing.map((r) => {
+        const p = this.position(r);
+        return p.where === `in ${here}` ? { rank: r, where: `in ${here} but its arrival is delayed (fault injection)` } : p;
+      }),
+    );
+    return `waiting for ${rankList(slot.missing)}: ${where}; ${rankList(slot.arrived)} joined ${here}`;
   }
 
   onTimeout(comm: InprocCommunicator, call: CallSpec): void {
