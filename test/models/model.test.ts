@@ -115,37 +115,37 @@ describe('weights', () => {
 
   it('rejects a missing tensor, naming it', () => {
     const f = withChange((m) => m.delete('layers.1.moe.experts.w2'));
-    expect(() => loadWeights(Model.build(c.config), f)).toThrow(/edited\.safetensors: missing tensor\(s\) for this model: layers\.1\.moe\.experts\.w2/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/edited\.safetensors: missing tensor\(s\) for this model: layers\.1\.moe\.experts\.w2/);
   });
 
   it('rejects a missing expert_bias buffer', () => {
     const f = withChange((m) => m.delete('layers.1.moe.expert_bias'));
-    expect(() => loadWeights(Model.build(c.config), f)).toThrow(/missing tensor\(s\) for this model: layers\.1\.moe\.expert_bias/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/missing tensor\(s\) for this model: layers\.1\.moe\.expert_bias/);
   });
 
   it('rejects an extra tensor, naming it', () => {
     const f = withChange((m) => m.set('layers.9.attention.wq.weight', { shape: [2], data: new Float32Array(2) }));
-    expect(() => loadWeights(Model.build(c.config), f)).toThrow(/does not have: layers\.9\.attention\.wq\.weight/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/does not have: layers\.9\.attention\.wq\.weight/);
   });
 
   it('rejects a wrong-shaped tensor, naming it and both shapes', () => {
     const f = withChange((m) => m.set('norm.weight', { shape: [2, 16], data: m.get('norm.weight')!.data }));
-    expect(() => loadWeights(Model.build(c.config), f)).toThrow(/tensor norm\.weight has shape \(2, 16\), the model expects \(32\)/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/tensor norm\.weight has shape \(2, 16\), the model expects \(32\)/);
   });
 
   it('round-trips through safetensors', () => {
-    const m = Model.build(tinyDsv3(), { seed: 11 });
+    const m = Model.build(tinyDsv3(), { seed: 11, kernels: refKernels });
     for (const [, b] of m.moeBuffers) b.expertBias!.set([0.1, -0.1, 0, 0.2, -0.2, 0, 0, 0]);
     const path = join(mkdtempSync(join(tmpdir(), 'moe-w-')), 'w.safetensors');
     saveWeights(m, path);
-    const m2 = Model.build(tinyDsv3());
+    const m2 = Model.build(tinyDsv3(), { kernels: refKernels });
     loadWeights(m2, readSafetensors(path));
     for (const n of m.paramNames()) expect(m2.param(n)).toEqual(m.param(n));
     for (const [l, b] of m.moeBuffers) expect(m2.moeBuffers.get(l)!.expertBias).toEqual(b.expertBias);
   });
 
   it('an EP shard loads its own experts\' rows and refuses to save a full state', () => {
-    const shard = Model.build(c.config, { experts: { start: 2, count: 2 } });
+    const shard = Model.build(c.config, { experts: { start: 2, count: 2 }, kernels: refKernels });
     loadWeights(shard, c.weights);
     const full = c.weights.get('layers.1.moe.experts.w1')!.data as Float32Array;
     const per = 56 * 32;
@@ -158,7 +158,7 @@ describe('weights', () => {
 
 describe('init', () => {
   it('follows torchtitan: N(0,1) embedding, per-parameter std with depth scaling, ±3σ output, ones for norms', () => {
-    const m = Model.build(resolveModelConfig({ name: 'llama4', flavor: 'debugmodel', args: { n_layers: 4 } }, 64), { seed: 7 });
+    const m = Model.build(resolveModelConfig({ name: 'llama4', flavor: 'debugmodel', args: { n_layers: 4 } }, 64), { seed: 7, kernels: refKernels });
     const std = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
     expect(std(m.param('tok_embeddings.weight'))).toBeCloseTo(1, 1);
     expect(std(m.param('layers.0.attention.wq.weight'))).toBeCloseTo(0.02, 3);
@@ -175,10 +175,10 @@ describe('init', () => {
 
   it('is seeded per parameter and per expert: an EP shard initialises the full model\'s rows', () => {
     const cfg = tinyLlama();
-    const full = Model.build(cfg, { seed: 5 });
-    const again = Model.build(cfg, { seed: 5 });
-    const other = Model.build(cfg, { seed: 6 });
-    const shard = Model.build(cfg, { seed: 5, experts: { start: 1, count: 2 } });
+    const full = Model.build(cfg, { seed: 5, kernels: refKernels });
+    const again = Model.build(cfg, { seed: 5, kernels: refKernels });
+    const other = Model.build(cfg, { seed: 6, kernels: refKernels });
+    const shard = Model.build(cfg, { seed: 5, experts: { start: 1, count: 2 }, kernels: refKernels });
     expect(again.param('layers.1.attention.wq.weight')).toEqual(full.param('layers.1.attention.wq.weight'));
     expect(other.param('layers.1.attention.wq.weight')).not.toEqual(full.param('layers.1.attention.wq.weight'));
     const per = full.param('layers.1.moe.experts.w3').length / 4;
@@ -189,7 +189,7 @@ describe('init', () => {
 describe('units and memory', () => {
   it('lays parameters out in FSDP units of flat storage, grads with the same layout', () => {
     const alloc = new Allocator();
-    const m = Model.build(tinyLlama(), { alloc });
+    const m = Model.build(tinyLlama(), { alloc, kernels: refKernels });
     expect([...m.units.keys()]).toEqual([
       'tok_embeddings', 'layers.0', 'layers.1', 'layers.1.moe.experts', 'layers.2', 'layers.3', 'layers.3.moe.experts', 'norm_output',
     ]);
@@ -245,6 +245,6 @@ describe('input validation', () => {
   });
   it('rejects unsupported attention masks when building a runnable model', () => {
     const cfg = resolveModelConfig({ name: 'deepseek_v3', flavor: '16B' }, 64);
-    expect(() => Model.build(cfg)).toThrow(/attn_mask_type = "block_causal" is not supported.*Set attn_mask_type = "causal"/);
+    expect(() => Model.build(cfg, { kernels: refKernels })).toThrow(/attn_mask_type = "block_causal" is not supported.*Set attn_mask_type = "causal"/);
   });
 });

@@ -18,8 +18,9 @@ function kernelSets(): [string, Kernels][] {
   const sets: [string, Kernels][] = [['ts', refKernels]];
   try {
     sets.push(['native', nativeKernels()]);
-  } catch {
-    // native addon not built: the ts run still proves parity
+  } catch (e) {
+    // native addon not built: the ts run still proves parity; say so instead of silently dropping the native run
+    console.warn(`parity: native kernels unavailable, running the TS reference only (${(e as Error).message.split('\n')[0]})`);
   }
   return sets;
 }

@@ -12,7 +12,7 @@ import { rmsnormBackward, rmsnormForward, rmsnormRelease, type RmsNormCtx } from
 import type { RopeTable } from '../layers/rope.ts';
 import { MoeLayer, type MoeBuffers, type MoeCtx } from '../moe/layer.ts';
 
-export interface BlockCtx {
+export interface BlockPreCtx {
   B: number;
   S: number;
   attnNorm: RmsNormCtx;
@@ -21,7 +21,11 @@ export interface BlockCtx {
   /** x + attention (owned). */
   h: Float32Array;
   ffnNorm: RmsNormCtx;
+  /** RMSNorm_ffn(h): the FFN / MoE input (owned). */
   xn2: Float32Array;
+}
+
+export interface BlockCtx extends BlockPreCtx {
   ffn: FfnCtx | MoeCtx;
 }
 
@@ -62,8 +66,11 @@ export class TransformerBlock {
     return this.ffn instanceof MoeLayer ? this.ffn : null;
   }
 
-  // x (B·S, D) → out (B·S, D) (caller owns); x must stay alive until backward
-  forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: BlockCtx } {
+  // The block in two halves around its FFN / MoE, so a distributed driver can run the MoE stages (with collectives)
+  // between them:  forwardPre → ffn(xn2) → forwardPost,  and  ffn backward → backwardPre.
+
+  // x (B·S, D) → xn2 = RMSNorm_ffn(x + Attn(RMSNorm_attn(x))) (B·S, D) (owned by the returned ctx)
+  forwardPre(rt: Runtime, x: Float32Array, B: number, S: number): BlockPreCtx {
     const N = B * S;
     const D = this.D;
     const u = this.unit;
@@ -72,41 +79,64 @@ export class TransformerBlock {
     const h = a.out;
     rt.k.add(x, h, h, N * D);
     const n2 = rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps);
-    const f =
-      this.ffn instanceof MoeLayer ? this.ffn.forward(rt, n2.out, N) : this.ffn.forward(rt, n2.out, N);
-    const out = f.out;
-    rt.k.add(h, out, out, N * D);
-    return { out, ctx: { B, S, attnNorm: n1.ctx, xn1: n1.out, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out, ffn: f.ctx } };
+    return { B, S, attnNorm: n1.ctx, xn1: n1.out, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out };
   }
 
-  // dout (B·S, D) → dx (B·S, D) (caller owns); releases ctx
-  backward(rt: Runtime, ctx: BlockCtx, dout: Float32Array): Float32Array {
-    const N = ctx.B * ctx.S;
+  // ffnOut (B·S, D) → out = h + ffnOut, in place (the caller owns it)
+  forwardPost(rt: Runtime, pre: BlockPreCtx, ffnOut: Float32Array): Float32Array {
+    rt.k.add(pre.h, ffnOut, ffnOut, pre.B * pre.S * this.D);
+    return ffnOut;
+  }
+
+  // dxn2 (grad of the FFN input), dout (grad of the block output) → dx (B·S, D) (caller owns); releases pre
+  backwardPre(rt: Runtime, pre: BlockPreCtx, dxn2: Float32Array, dout: Float32Array): Float32Array {
+    const N = pre.B * pre.S;
     const D = this.D;
     const u = this.unit;
-    const dxn2 =
-      this.ffn instanceof MoeLayer
-        ? this.ffn.backward(rt, ctx.ffn as MoeCtx, dout)
-        : this.ffn.backward(rt, ctx.ffn as FfnCtx, dout);
-    rt.pool.release(ctx.xn2);
-    const dh = rmsnormBackward(rt, ctx.ffnNorm, u.p(this.ffnNormName), u.g(this.ffnNormName), dxn2);
-    rt.pool.release(dxn2);
-    rt.pool.release(ctx.h);
+    rt.pool.release(pre.xn2);
+    const dh = rmsnormBackward(rt, pre.ffnNorm, u.p(this.ffnNormName), u.g(this.ffnNormName), dxn2);
+    rt.pool.release(pre.h);
     rt.k.add(dh, dout, dh, N * D);
     const dxn1 =
       this.attention instanceof GqaAttention
-        ? this.attention.backward(rt, ctx.attn as GqaCtx, dh)
-        : this.attention.backward(rt, ctx.attn as MlaCtx, dh);
-    rt.pool.release(ctx.xn1);
-    const dx = rmsnormBackward(rt, ctx.attnNorm, u.p(this.attnNormName), u.g(this.attnNormName), dxn1);
+        ? this.attention.backward(rt, pre.attn as GqaCtx, dh)
+        : this.attention.backward(rt, pre.attn as MlaCtx, dh);
+    rt.pool.release(pre.xn1);
+    const dx = rmsnormBackward(rt, pre.attnNorm, u.p(this.attnNormName), u.g(this.attnNormName), dxn1);
     rt.pool.release(dxn1);
     rt.k.add(dx, dh, dx, N * D);
     rt.pool.release(dh);
     return dx;
   }
 
+  // x (B·S, D) → out (B·S, D) (caller owns); x must stay alive until backward
+  forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: BlockCtx } {
+    const pre = this.forwardPre(rt, x, B, S);
+    const N = B * S;
+    const f = this.ffn instanceof MoeLayer ? this.ffn.forward(rt, pre.xn2, N) : this.ffn.forward(rt, pre.xn2, N);
+    const out = this.forwardPost(rt, pre, f.out);
+    return { out, ctx: { ...pre, ffn: f.ctx } };
+  }
+
+  // dout (B·S, D) → dx (B·S, D) (caller owns); releases ctx
+  backward(rt: Runtime, ctx: BlockCtx, dout: Float32Array): Float32Array {
+    const dxn2 =
+      this.ffn instanceof MoeLayer
+        ? this.ffn.backward(rt, ctx.ffn as MoeCtx, dout)
+        : this.ffn.backward(rt, ctx.ffn as FfnCtx, dout);
+    const dx = this.backwardPre(rt, ctx, dxn2, dout);
+    rt.pool.release(dxn2);
+    return dx;
+  }
+
   /** Drops a ctx without running backward (activation checkpointing: the block is recomputed later). */
   release(rt: Runtime, ctx: BlockCtx): void {
+    this.releasePre(rt, ctx);
+    if (this.ffn instanceof MoeLayer) this.ffn.release(rt, ctx.ffn as MoeCtx);
+    else this.ffn.release(rt, ctx.ffn as FfnCtx);
+  }
+
+  releasePre(rt: Runtime, ctx: BlockPreCtx): void {
     rmsnormRelease(rt, ctx.attnNorm);
     rt.pool.release(ctx.xn1);
     if (this.attention instanceof GqaAttention) this.attention.release(rt, ctx.attn as GqaCtx);
@@ -114,7 +144,5 @@ export class TransformerBlock {
     rt.pool.release(ctx.h);
     rmsnormRelease(rt, ctx.ffnNorm);
     rt.pool.release(ctx.xn2);
-    if (this.ffn instanceof MoeLayer) this.ffn.release(rt, ctx.ffn as MoeCtx);
-    else this.ffn.release(rt, ctx.ffn as FfnCtx);
   }
 }

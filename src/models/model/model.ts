@@ -176,6 +176,18 @@ export class Model {
     return this.blocks.flatMap((b) => (b.moe ? [b.moe] : []));
   }
 
+  // ---- pieces the distributed layer drives (forward() below composes exactly these) ----
+
+  /** tokens (N) → h0 (N,D) (caller owns). */
+  embed(tokens: Int32Array, N: number): Float32Array {
+    return embeddingForward(this.rt, this.units.get(UNIT_EMBED)!.p('tok_embeddings.weight'), tokens, N, this.spec.dim);
+  }
+
+  /** dh0 (N,D) → tok_embeddings grad +=. */
+  embedBackward(dh: Float32Array, tokens: Int32Array, N: number): void {
+    embeddingBackward(this.rt, dh, tokens, this.units.get(UNIT_EMBED)!.g('tok_embeddings.weight'), N, this.spec.dim);
+  }
+
   // ---- one microbatch ----
 
   /** Embedding → blocks → head; keeps what backward needs. One forward may be pending at a time. */
@@ -200,9 +212,8 @@ export class Model {
     const globalValid = opts.globalValidTokens ?? valid;
     if (!(globalValid > 0)) throw new Error(`global valid token count must be > 0 (got ${globalValid}): every label is ${IGNORE_INDEX}?`);
     const ac = opts.ac ?? { mode: 'none' };
-    const D = this.spec.dim;
     const rt = this.rt;
-    const inputs: Float32Array[] = [embeddingForward(rt, this.units.get(UNIT_EMBED)!.p('tok_embeddings.weight'), tokens, N, D)];
+    const inputs: Float32Array[] = [this.embed(tokens, N)];
     const ctxs: (BlockCtx | null)[] = [];
     for (const block of this.blocks) {
       const r = block.forward(rt, inputs[inputs.length - 1]!, B, S);
@@ -242,7 +253,7 @@ export class Model {
       rt.pool.release(p.inputs[i]);
       dh = dx;
     }
-    embeddingBackward(rt, dh, tokens, this.units.get(UNIT_EMBED)!.g('tok_embeddings.weight'), N, this.spec.dim);
+    this.embedBackward(dh, tokens, N);
     rt.pool.release(dh);
   }
 

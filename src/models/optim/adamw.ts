@@ -1,10 +1,10 @@
-// AdamW over flat unit buffers (torch.optim.AdamW semantics, spec §5.2): decoupled weight decay on every parameter
+// AdamW over flat buffers (units, or FSDP shards of them) (torch.optim.AdamW semantics, spec §5.2): decoupled weight decay on every parameter
 // (embeddings, norms, router and experts alike — torchtitan builds one param group), moments in category
 // "optimizer" with the unit's layout, so an FSDP shard of a unit has the matching shard of its moments.
 
 import type { Allocator } from '../../tensor/allocator.ts';
 import type { Kernels } from '../../tensor/kernels-api.ts';
-import type { ParamUnit } from '../params/unit.ts';
+import type { FlatParams } from '../params/unit.ts';
 
 export interface AdamWConfig {
   lr: number;
@@ -19,7 +19,7 @@ export function defaultAdamWConfig(): AdamWConfig {
 }
 
 interface State {
-  unit: ParamUnit;
+  unit: FlatParams;
   m: Float32Array;
   v: Float32Array;
   /**
@@ -33,15 +33,15 @@ export class AdamW {
   private readonly states: State[];
 
   constructor(
-    units: Iterable<ParamUnit>,
+    units: Iterable<FlatParams>,
     readonly config: AdamWConfig,
     private readonly k: Kernels,
     alloc: Allocator,
   ) {
     this.states = [...units].map((unit) => ({
       unit,
-      m: alloc.f32('optimizer', unit.layout.numel),
-      v: alloc.f32('optimizer', unit.layout.numel),
+      m: alloc.f32('optimizer', unit.numel),
+      v: alloc.f32('optimizer', unit.numel),
       step: 0,
     }));
   }
@@ -51,7 +51,7 @@ export class AdamW {
     const c = this.config;
     for (const s of this.states) {
       s.step++;
-      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.layout.numel, lr, c.beta1, c.beta2, c.eps, c.weight_decay, s.step);
+      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.numel, lr, c.beta1, c.beta2, c.eps, c.weight_decay, s.step);
     }
   }
 

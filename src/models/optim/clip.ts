@@ -3,15 +3,23 @@
 // combine total = sqrt(n_ep² + n_nonep²); on one rank it is simply every grad.
 
 import type { Kernels } from '../../tensor/kernels-api.ts';
-import type { ParamUnit } from '../params/unit.ts';
+import type { FlatParams } from '../params/unit.ts';
 
 const f = Math.fround;
 
-/** Σ g² over the units' flat grad buffers (padding between parameters is zero and adds nothing). */
-export function gradNormSquared(k: Kernels, units: Iterable<ParamUnit>): number {
+/** Σ g² over flat grad buffers (padding between parameters is zero and adds nothing). */
+export function gradNormSquared(k: Kernels, params: Iterable<FlatParams>): number {
   let s = 0;
-  for (const u of units) s += k.sumSquares(u.grad, u.layout.numel);
+  for (const u of params) s += k.sumSquares(u.grad, u.numel);
   return s;
+}
+
+/** torchtitan's two clipping groups with EP: routed experts ("ep") and everything else. */
+export function splitForClipping<T extends FlatParams>(params: Iterable<T>): { ep: T[]; nonEp: T[] } {
+  const ep: T[] = [];
+  const nonEp: T[] = [];
+  for (const p of params) (p.isExperts ? ep : nonEp).push(p);
+  return { ep, nonEp };
 }
 
 /** torch's coefficient in float32: min(max_norm / (total + 1e-6), 1). */
@@ -21,13 +29,13 @@ export function clipCoefficient(maxNorm: number, totalNorm: number): number {
 }
 
 /** Multiplies every grad by the coefficient, even when it is 1 (torch does; it is a no-op then). */
-export function scaleGrads(k: Kernels, units: Iterable<ParamUnit>, coef: number): void {
-  for (const u of units) k.scale(u.grad, coef, u.layout.numel);
+export function scaleGrads(k: Kernels, params: Iterable<FlatParams>, coef: number): void {
+  for (const u of params) k.scale(u.grad, coef, u.numel);
 }
 
 /** Single-rank clip: returns the pre-clip total norm (the logged grad_norm). */
-export function clipGradNorm(k: Kernels, units: readonly ParamUnit[], maxNorm: number): number {
-  const total = Math.sqrt(gradNormSquared(k, units));
-  scaleGrads(k, units, clipCoefficient(maxNorm, total));
+export function clipGradNorm(k: Kernels, params: readonly FlatParams[], maxNorm: number): number {
+  const total = Math.sqrt(gradNormSquared(k, params));
+  scaleGrads(k, params, clipCoefficient(maxNorm, total));
   return total;
 }

@@ -78,13 +78,26 @@ export class UnitLayout {
   }
 }
 
+/**
+ * Flat parameters with a same-sized flat gradient: what the optimizer and clipping work on. A ParamUnit is one;
+ * an FSDP shard of a unit (a slice of its flat storage) can be another.
+ */
+export interface FlatParams {
+  readonly id: string;
+  readonly data: Float32Array;
+  readonly grad: Float32Array;
+  readonly numel: number;
+  /** Holds routed-expert parameters (EP-sharded: clipped in the EP group's norm). */
+  readonly isExperts: boolean;
+}
+
 export interface UnitStorage {
   /** Flat params (layout.numel floats); defaults to a fresh tracked buffer. */
   data?: Float32Array;
   grad?: Float32Array;
 }
 
-export class ParamUnit {
+export class ParamUnit implements FlatParams {
   private dataBuf: Float32Array;
   private gradBuf: Float32Array;
   private views = new Map<string, Float32Array>();
@@ -103,6 +116,14 @@ export class ParamUnit {
 
   get id(): string {
     return this.layout.id;
+  }
+
+  get numel(): number {
+    return this.layout.numel;
+  }
+
+  get isExperts(): boolean {
+    return this.layout.entries.some((e) => e.expert);
   }
 
   /** The flat parameter storage (what FSDP shards / gathers). */
