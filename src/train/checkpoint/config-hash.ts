@@ -1,0 +1,17 @@
+// The settings a checkpoint must agree with to be resumed as the same run: the model, the optimizer and LR
+// schedule, and the training/data settings. Parallelism is excluded on purpose (re-sharding onto another mesh is
+// supported), and so are logging, tracing, checkpoint and communication settings.
+
+import { createHash } from 'node:crypto';
+import type { JobConfig } from '../job-config.ts';
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+  return v;
+}
+
+export function configHash(cfg: JobConfig): string {
+  const relevant = { model: cfg.model, optimizer: cfg.optimizer, lr_scheduler: cfg.lr_scheduler, training: cfg.training, seed: cfg.debug.seed };
+  return 'sha256:' + createHash('sha256').update(JSON.stringify(canonical(relevant))).digest('hex').slice(0, 16);
+}
