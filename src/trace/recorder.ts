@@ -46,6 +46,19 @@ export interface RecorderOptions {
 
 const CLOCK = 'ms, performance.timeOrigin + performance.now()';
 
+// One process exit hook for all open recorders (inproc runs many ranks, hence many recorders, in one process).
+const openRecorders = new Set<TraceRecorder>();
+let exitHooked = false;
+function trackOpen(rec: TraceRecorder): void {
+  openRecorders.add(rec);
+  if (!exitHooked) {
+    exitHooked = true;
+    process.on('exit', () => {
+      for (const r of [...openRecorders]) r.close();
+    });
+  }
+}
+
 export class TraceRecorder implements EventSink {
   readonly rank: number;
   readonly file: string | undefined;
@@ -59,7 +72,6 @@ export class TraceRecorder implements EventSink {
   private flushed = 0;
   private fd = -1;
   private timer: NodeJS.Timeout | undefined;
-  private readonly onExit = () => this.close();
   private bytes = 0;
 
   constructor(opts: RecorderOptions) {
@@ -80,7 +92,7 @@ export class TraceRecorder implements EventSink {
         this.timer = setInterval(() => this.flush(), every);
         this.timer.unref();
       }
-      process.on('exit', this.onExit);
+      trackOpen(this);
     }
   }
 
@@ -138,7 +150,7 @@ export class TraceRecorder implements EventSink {
     closeSync(this.fd);
     this.fd = -1;
     if (this.timer) clearInterval(this.timer);
-    process.off('exit', this.onExit);
+    openRecorders.delete(this);
   }
 
   private metaLine(clockOffsetMs: number, clockUncertaintyMs: number): string {

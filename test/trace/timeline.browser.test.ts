@@ -40,7 +40,7 @@ function prepare(name: string, from: string): string {
 async function open(name: string): Promise<number> {
   const t0 = Date.now();
   await page.goto(pathToFileURL(join(ART, 'runs', name, 'timeline.html')).href);
-  await page.waitForFunction(() => (window as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true, null, { timeout: 30_000 });
+  await page.waitForFunction(() => (globalThis as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true, null, { timeout: 30_000 });
   return Date.now() - t0;
 }
 
@@ -62,8 +62,13 @@ type Api = {
   find(q: Record<string, unknown>): { index: number; x: number; y: number; start: number; end: number } | null;
   failed: { missing: number[]; waiting: number[] } | null;
 };
-const api = <T,>(fn: (a: Api) => T, arg?: unknown): Promise<T> =>
-  page.evaluate(([src, a]) => new Function('a', 'arg', `return (${src})(a, arg)`)((window as unknown as { __timeline: Api }).__timeline, a), [fn.toString(), arg] as const) as Promise<T>;
+/** Runs `fn(window.__timeline, arg)` in the page (no DOM types in this project: the page is reached via globalThis). */
+const api = <T, A = undefined>(fn: (a: Api, arg: A) => T, arg?: A): Promise<T> =>
+  page.evaluate(
+    ([src, a]) => new Function('a', 'arg', `return (${src})(a, arg)`)((globalThis as unknown as { __timeline: Api }).__timeline, a),
+    [fn.toString(), arg] as const,
+  ) as Promise<T>;
+type Q = Record<string, unknown>;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/setup.sh does) — browser tests never download one`);
@@ -115,15 +120,15 @@ describe('timeline of the synthetic 4-rank EP run', () => {
 
   it('shows a state’s details, with the collective it issued, on hover', async () => {
     const q = { rank: 1, actor: 'expert', state: 'dispatch', layer: 2, microbatch: 0, step: 0 };
-    const s0 = await api((a, qq) => a.find(qq as Record<string, unknown>), q);
+    const s0 = await api((a, qq: Q) => a.find(qq), q);
     expect(s0).not.toBeNull();
     // Zoom so the slice is wide, then hover its middle.
     const d = s0!.end - s0!.start;
-    await api((a, r) => a.zoom((r as number[])[0]!, (r as number[])[1]!), [s0!.start - 2 * d, s0!.end + 2 * d]);
+    await api((a, r: number[]) => a.zoom(r[0]!, r[1]!), [s0!.start - 2 * d, s0!.end + 2 * d]);
     await api((a) => a.redraw());
-    const s = (await api((a, qq) => a.find(qq as Record<string, unknown>), q))!;
+    const s = (await api((a, qq: Q) => a.find(qq), q))!;
     await page.mouse.move(s.x, s.y);
-    await page.waitForFunction(() => !(document.getElementById('tip') as HTMLElement).hidden);
+    await page.waitForFunction(() => (globalThis as unknown as { __timeline: Api }).__timeline.tooltip !== null);
     const tip = (await api((a) => a.tooltip))!;
     for (const want of [/rank\s*1\b/, /actor\s*expert/, /machine\s*moeLayer/, /state\s*dispatch/, /layer\s*2\b/, /microbatch\s*0\b/, /step\s*0\b/, /start\s*[\d.]+ ms/, /duration\s*[\d.]+ (ms|µs)/])
       expect(tip).toMatch(want);
@@ -140,7 +145,7 @@ describe('timeline of the synthetic 4-rank EP run', () => {
     await page.mouse.move(box.x + 700, box.y + 100);
     await page.mouse.wheel(0, -600);
     await page.waitForFunction((span) => {
-      const v = (window as unknown as { __timeline: Api }).__timeline.view;
+      const v = (globalThis as unknown as { __timeline: Api }).__timeline.view;
       return v.t1 - v.t0 < span;
     }, v0.t1 - v0.t0);
     const v1 = await api((a) => a.view);
@@ -199,12 +204,17 @@ describe('a 200k-event run', () => {
     expect(st.stats.maxRectsPerLevel).toBeLessThanOrEqual(st.stats.plotWidth + 1);
     // Frame times after zooming into the middle tenth and back out.
     const frames: number[] = [];
+    const full = await api((a) => a.view);
+    const mid = (full.t0 + full.t1) / 2;
     for (const f of [0.1, 1]) {
-      await api((a, ff) => {
-        const dur = a.view.t1 - a.view.t0;
-        a.zoom(dur * (0.5 - (ff as number) / 2), dur * (0.5 + (ff as number) / 2));
-        a.redraw();
-      }, f);
+      const half = ((full.t1 - full.t0) * f) / 2;
+      await api(
+        (a, r: number[]) => {
+          a.zoom(r[0]!, r[1]!);
+          a.redraw();
+        },
+        [mid - half, mid + half],
+      );
       frames.push(await api((a) => a.stats.lastFrameMs));
     }
     const report = {

@@ -101,8 +101,32 @@
     return trim(v.toFixed(a >= 100 ? 0 : 2)) + ' ms';
   }
 
+  // Run-length batching of one level's rectangles: adjacent pieces of one colour become one fillRect, and the
+  // fill style is only set when it changes (both dominate frame time when zoomed out).
+  let pend = { x: 0, w: 0, y: 0, h: 0, color: '' };
+  let curStyle = '';
+  function flushPaint() {
+    if (pend.w <= 0) return;
+    if (curStyle !== pend.color) ctx.fillStyle = curStyle = pend.color;
+    ctx.fillRect(pend.x, pend.y, pend.w, pend.h);
+    pend.w = 0;
+  }
+  function paint(x, y, w, h, color) {
+    if (pend.w > 0 && color === pend.color && y === pend.y && x <= pend.x + pend.w + 0.5) {
+      pend.w = Math.max(pend.w, x + w - pend.x);
+      return;
+    }
+    flushPaint();
+    pend = { x, w, y, h, color };
+  }
+  function style(c) {
+    flushPaint();
+    if (curStyle !== c) ctx.fillStyle = curStyle = c;
+  }
+
   function draw() {
     const tf0 = performance.now();
+    curStyle = '';
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = '#ffffff';
     ctx.fillRect(0, 0, width, totalH);
@@ -122,7 +146,7 @@
       let drawnHere = 0;
       const status = failedRanks.get(row.rank);
       if (status === 'missing') {
-        ctx.fillStyle = 'rgba(198,40,40,0.07)';
+        style('rgba(198,40,40,0.07)');
         ctx.fillRect(LABEL_W, row.y, plotW(), row.h);
       }
       for (let lvl = 0; lvl < row.levels; lvl++) {
@@ -143,8 +167,7 @@
           if (x1 - x0 < 1) {
             const px = Math.floor(x0);
             if (px > lastPx) {
-              ctx.fillStyle = catColor[sCat[i]];
-              ctx.fillRect(px, yy, 1, LEVEL_H - 2);
+              paint(px, yy, 1, LEVEL_H - 2, catColor[sCat[i]]);
               rects++;
               drawnHere++;
               lastPx = px;
@@ -160,22 +183,22 @@
           }
           const xa = Math.max(x0, LABEL_W - 1);
           const w = Math.min(x1, width + 1) - xa;
-          ctx.fillStyle = catColor[sCat[i]];
-          ctx.fillRect(xa, yy, w, LEVEL_H - 2);
+          paint(xa, yy, w, LEVEL_H - 2, catColor[sCat[i]]);
           if (D.s.flags[i] & 1) {
-            ctx.fillStyle = 'rgba(255,255,255,0.55)';
+            style('rgba(255,255,255,0.55)');
             for (let hx = xa; hx < xa + w; hx += 8) ctx.fillRect(hx, yy, 3, LEVEL_H - 2);
           }
           rects++;
           drawnHere++;
           lastPx = Math.floor(x1);
           if (w > 36) {
-            ctx.fillStyle = '#1d2228';
+            style('#1d2228');
             const label = S[D.s.name[i]] + (sLayer[i] >= 0 ? ' L' + sLayer[i] : '');
             ctx.fillText(label, xa + 3, yy + (LEVEL_H - 2) / 2, w - 6);
           }
           i++;
         }
+        flushPaint();
         maxRects = Math.max(maxRects, rects - rects0);
         maxVisible = Math.max(maxVisible, visible - visible0);
       }
@@ -190,12 +213,12 @@
           const x1 = Math.max(x0 + 1, xOf(cEnd[i]));
           if (Math.floor(x1) <= lastPx) continue;
           const f = D.c.flags[i];
-          ctx.fillStyle = f & 2 ? '#c62828' : f & 1 ? '#ff8f00' : '#37474f';
-          ctx.fillRect(x0, yy, x1 - x0, LANE_H);
+          paint(x0, yy, x1 - x0, LANE_H, f & 2 ? '#c62828' : f & 1 ? '#ff8f00' : '#37474f');
           rects++;
           drawnHere++;
           lastPx = Math.floor(x1);
         }
+        flushPaint();
       }
       row.drawn = drawnHere;
       if (drawnHere > 0) rowsDrawn++;
