@@ -6,7 +6,10 @@
 // and runs `inspect` over the dumps the ranks reported.
 
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { dumpFileName, readDump } from '../flight-dump-io.ts';
 import type { FlightDump } from '../flight-recorder.ts';
 import { diagnose } from '../inspect.ts';
 import type { LaunchResult, RankEntry, RankOutcome, WorldOptions } from '../launch.ts';
@@ -110,7 +113,8 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       const outcomes: RankOutcome<R>[] = [];
       for (let r = 0; r < o.n; r++) {
         outcomes.push(
-          reported.get(r) ?? {
+          reported.get(r) ??
+            fromDumpFile(o.world?.dumpDir, r) ?? {
             rank: r,
             ok: false,
             error: killed
@@ -124,6 +128,21 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       resolve(res);
     });
   });
+}
+
+/**
+ * A rank's line can be lost when the teardown kills Hydra's output forwarding first; its dump file, written
+ * synchronously before anything else, still says why it stopped.
+ */
+function fromDumpFile(dir: string | undefined, rank: number): RankOutcome<never> | null {
+  const file = dir ? join(dir, dumpFileName(rank)) : null;
+  if (!file || !existsSync(file)) return null;
+  try {
+    const dump = readDump(file);
+    return { rank, ok: false, error: `${dump.reason} (from its flight dump; its outcome line was lost in the teardown)`, dump };
+  } catch {
+    return null;
+  }
 }
 
 function diagnoseJob(n: number, outcomes: readonly RankOutcome<unknown>[], exitCode: number | null, signal: string | null, killed: boolean): string {

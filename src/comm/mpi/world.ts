@@ -219,6 +219,8 @@ export class MpiWorld {
         const file = this.writeDump(why);
         process.stdout.write(OUTCOME_TAG + JSON.stringify({ rank: this.rank, ok: false, error: why, dump: this.recorder.dump(why) }) + '\n');
         console.error(`moe-actors mpi rank ${this.rank}: ${why}${file ? `; flight dump: ${file}` : ''}`);
+        // Give Hydra a moment to forward these lines before the exit guard aborts the job.
+        sleepSync(100);
         process.exit(sig === 'SIGINT' ? 130 : 143);
       });
     }

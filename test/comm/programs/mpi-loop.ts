@@ -1,0 +1,2 @@
+// The event-loop check of threads-loop.ts, one rank per MPI process.
+export { rankMain } from './threads-loop.ts';
