@@ -36,9 +36,12 @@ export interface ChromeEvent {
   args?: Record<string, unknown>;
 }
 
+/**
+ * No `displayTimeUnit`: the spec says it only affects display, but Perfetto's importer reads `ts` in that unit
+ * (json_tracker.h: CoerceToTs(time_unit_, …)), so "ms" would stretch µs timestamps 1000×. µs is the default.
+ */
 export interface ChromeTrace {
   traceEvents: ChromeEvent[];
-  displayTimeUnit: 'ms' | 'ns';
   otherData: Record<string, unknown>;
 }
 
@@ -221,7 +224,6 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
   for (const i of order) traceEvents.push(body[i]!);
   return {
     traceEvents,
-    displayTimeUnit: 'ms',
     otherData: {
       generator: 'moe-actors trace',
       run: opts.run ?? null,
@@ -233,10 +235,14 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
   };
 }
 
-/** JSON with one event per line: diffable, and streamable by line-oriented tools. */
+/**
+ * JSON with one event per line: diffable, and streamable by line-oriented tools. traceEvents comes first:
+ * Perfetto's tokenizer stops at the first top-level key it does not know, and older versions do not know
+ * otherData, so everything after the events is optional to it.
+ */
 export function serializeChromeTrace(trace: ChromeTrace): string {
   const lines = trace.traceEvents.map((e) => JSON.stringify(e));
-  return `{"displayTimeUnit":${JSON.stringify(trace.displayTimeUnit)},"otherData":${JSON.stringify(trace.otherData)},"traceEvents":[\n${lines.join(',\n')}\n]}\n`;
+  return `{"traceEvents":[\n${lines.join(',\n')}\n],\n"otherData":${JSON.stringify(trace.otherData)}}\n`;
 }
 
 export function writeChromeTrace(runDir: string, model: TraceModel, opts: ChromeOptions = {}): string {

@@ -1,5 +1,6 @@
 // Checks a Chrome Trace Event JSON against what makes Perfetto's JSON importer complain or mis-draw
-// (json_trace_parser_impl.cc, flow_tracker.cc, slice_tracker.cc): missing fields per phase, unnamed processes and
+// (json_trace_tokenizer.cc, json_trace_parser_impl.cc, flow_tracker.cc): a displayTimeUnit (Perfetto rescales
+// every ts by it), unknown top-level keys before traceEvents (it stops there), missing fields per phase, unnamed processes and
 // threads, timestamps going backwards on a thread, X slices that overlap without nesting on one thread
 // (Perfetto moves them to an overflow track), async b/e that do not pair on (pid, cat, id, name), flows whose
 // start is missing, duplicated, or later than an end (flow_end_without_start), v1 flow events with no enclosing
@@ -49,9 +50,20 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
     if (errors.length < MAX_ERRORS) errors.push(m);
     else if (errors.length === MAX_ERRORS) errors.push('… more errors omitted');
   };
-  const root = trace as { traceEvents?: unknown };
+  const root = trace as { traceEvents?: unknown; displayTimeUnit?: unknown };
   const events: Ev[] = Array.isArray(trace) ? (trace as Ev[]) : Array.isArray(root?.traceEvents) ? (root.traceEvents as Ev[]) : [];
   if (events.length === 0) err('no traceEvents');
+  if (root && !Array.isArray(trace) && root.displayTimeUnit !== undefined) {
+    err(`displayTimeUnit ${JSON.stringify(root.displayTimeUnit)}: Perfetto reads every ts in this unit (not only for display); leave it out for µs`);
+  }
+  if (root && !Array.isArray(trace)) {
+    const known = new Set(['traceEvents', 'systemTraceEvents', 'metadata', 'displayTimeUnit', 'otherData']);
+    const keys = Object.keys(root);
+    const firstUnknown = keys.findIndex((k) => !known.has(k));
+    if (firstUnknown >= 0 && firstUnknown < keys.indexOf('traceEvents')) {
+      err(`top-level key "${keys[firstUnknown]}" before traceEvents: Perfetto stops reading at the first key it does not know`);
+    }
+  }
 
   const byPhase: Record<string, number> = {};
   const processNames = new Set<number>();

@@ -23,6 +23,11 @@ describe.each(['ep4', 'hang'])('trace.json of %s', (name) => {
   const evs = trace.traceEvents;
   const phase = (ph: string) => evs.filter((e) => e.ph === ph);
 
+  it('puts traceEvents first and writes no displayTimeUnit', () => {
+    expect(Object.keys(trace)[0]).toBe('traceEvents');
+    expect(trace).not.toHaveProperty('displayTimeUnit');
+  });
+
   it('passes the Perfetto-importer checks', () => {
     const v = validateChromeTrace(trace);
     expect(v.errors).toEqual([]);
@@ -141,6 +146,10 @@ describe('the validator itself', () => {
         { name: 'y', cat: 'c', ph: 'X', pid: 1, tid: 1000, ts: 2, dur: 1, bind_id: 7, flow_out: true },
       ]),
     ).toMatch(/precedes its start/);
+  });
+  it('catches a displayTimeUnit (Perfetto rescales ts by it) and unknown keys before the events', () => {
+    expect(validateChromeTrace({ displayTimeUnit: 'ms', traceEvents: base() }).errors.join()).toMatch(/Perfetto reads every ts in this unit/);
+    expect(validateChromeTrace({ extra: 1, traceEvents: base() }).errors.join()).toMatch(/"extra" before traceEvents/);
   });
   it('catches unnamed processes and threads, and non-numeric counters', () => {
     const e = errs([{ name: 'a', ph: 'X', pid: 9, tid: 9, ts: 0, dur: 1 }, { name: 'c', ph: 'C', pid: 9, tid: 9, ts: 0, args: { v: 'x' } }]);
