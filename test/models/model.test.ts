@@ -206,6 +206,25 @@ describe('units and memory', () => {
     expect(s.live.grads).toBe(numel * 4);
   });
 
+  it('detach/attach swap a unit\'s storage (FSDP reshard/unshard): views follow, use while detached is an error', () => {
+    const m = Model.build(tinyLlama(), { seed: 4, kernels: refKernels });
+    const u = m.units.get('layers.0')!;
+    const saved = Float32Array.from(u.data);
+    const name = 'layers.0.attention.wq.weight';
+    const before = Float32Array.from(m.param(name));
+    u.detach();
+    expect(u.hasData || u.hasGrad).toBe(false);
+    expect(() => m.param(name)).toThrow(/unit layers\.0: no parameter storage attached \(the unit is resharded/);
+    expect(() => m.forward(batch(50, 1, 12, 0))).toThrow(/no parameter storage attached/);
+    m.rt.pool.trim();
+    const full = new Float32Array(u.layout.numel + 7); // e.g. an all_gather buffer padded to the shard multiple
+    full.set(saved);
+    u.attach({ data: full, grad: new Float32Array(u.layout.numel) });
+    expect(m.param(name)).toEqual(before);
+    expect(m.param(name).buffer).toBe(full.buffer);
+    expect(() => u.attach({ data: new Float32Array(3) })).toThrow(/data storage has 3 floats, the layout needs/);
+  });
+
   it('releases every activation after backward and counts them while live', () => {
     const alloc = new Allocator();
     const m = Model.build(tinyDsv3(), { alloc, seed: 1, kernels: refKernels });

@@ -98,8 +98,8 @@ export interface UnitStorage {
 }
 
 export class ParamUnit implements FlatParams {
-  private dataBuf: Float32Array;
-  private gradBuf: Float32Array;
+  private dataBuf: Float32Array | null;
+  private gradBuf: Float32Array | null;
   private views = new Map<string, Float32Array>();
   private gradViews = new Map<string, Float32Array>();
 
@@ -112,6 +112,10 @@ export class ParamUnit implements FlatParams {
     this.gradBuf = storage.grad ?? alloc.f32('grads', layout.numel);
     this.check(this.dataBuf, 'data');
     this.check(this.gradBuf, 'grad');
+  }
+
+  private missing(what: string): never {
+    throw new Error(`unit ${this.id}: no ${what} storage attached (the unit is resharded; unshard it before use)`);
   }
 
   get id(): string {
@@ -128,12 +132,21 @@ export class ParamUnit implements FlatParams {
 
   /** The flat parameter storage (what FSDP shards / gathers). */
   get data(): Float32Array {
-    return this.dataBuf;
+    return this.dataBuf ?? this.missing('parameter');
   }
 
   /** The flat gradient storage, same layout. */
   get grad(): Float32Array {
-    return this.gradBuf;
+    return this.gradBuf ?? this.missing('gradient');
+  }
+
+  /** Whether parameter / gradient storage is attached. */
+  get hasData(): boolean {
+    return this.dataBuf !== null;
+  }
+
+  get hasGrad(): boolean {
+    return this.gradBuf !== null;
   }
 
   /** View of one parameter inside the flat storage. */
@@ -141,7 +154,7 @@ export class ParamUnit implements FlatParams {
     let v = this.views.get(name);
     if (!v) {
       const e = this.layout.entry(name);
-      v = this.dataBuf.subarray(e.offset, e.offset + e.numel);
+      v = this.data.subarray(e.offset, e.offset + e.numel);
       this.views.set(name, v);
     }
     return v;
@@ -152,7 +165,7 @@ export class ParamUnit implements FlatParams {
     let v = this.gradViews.get(name);
     if (!v) {
       const e = this.layout.entry(name);
-      v = this.gradBuf.subarray(e.offset, e.offset + e.numel);
+      v = this.grad.subarray(e.offset, e.offset + e.numel);
       this.gradViews.set(name, v);
     }
     return v;
@@ -166,8 +179,9 @@ export class ParamUnit implements FlatParams {
     return new Tensor(this.g(name), this.layout.entry(name).shape);
   }
 
+  /** Zeroes the attached gradient storage (none attached: nothing to zero, the FSDP shard owns the grads). */
   zeroGrad(): void {
-    this.gradBuf.fill(0);
+    this.gradBuf?.fill(0);
   }
 
   /**
@@ -187,10 +201,21 @@ export class ParamUnit implements FlatParams {
     }
   }
 
-  /** Releases the unit's own buffers from the allocator's accounting. */
+  /**
+   * Drops the references to both storages (FSDP reshard): views handed out before are invalid, and p()/g() throw
+   * until attach() provides storage again. Does not touch the allocator's accounting (the owner frees).
+   */
+  detach(): void {
+    this.dataBuf = null;
+    this.gradBuf = null;
+    this.views.clear();
+    this.gradViews.clear();
+  }
+
+  /** Releases the unit's attached buffers from the allocator's accounting. */
   free(): void {
-    this.alloc.free(this.dataBuf);
-    this.alloc.free(this.gradBuf);
+    this.alloc.free(this.dataBuf ?? undefined);
+    this.alloc.free(this.gradBuf ?? undefined);
   }
 
   private check(a: Float32Array, what: string): void {
