@@ -101,77 +101,89 @@ inline int64_t visible(int64_t i, int64_t j0, int64_t nk) { return std::min(nk, 
 
 // ---------------------------------------------------------------------------------------------------------------
 struct FwdScratch {
-  Buf Q, Kt, Vp, Sb, acc;
-  float m[BQ], l[BQ];
-  explicit FwdScratch(const Shape& s)
-      : Q(BQ * s.dk), Kt(s.dk * BK), Vp(BK * s.dvp), Sb(BQ * BK), acc(BQ * s.dvp) {}
+  Buf QT, Kpad, Vpad, St, accT;
+  explicit FwdScratch(const Shape& s) : QT(s.dk * BQ), Kpad(BK * s.dk), Vpad(BK * s.dvp), St(BK * BQ), accT(s.dvp * BQ) {}
 };
 
-// One task = query block qb of head (b,h). For every key block at or left of the diagonal:
-//   S = (scale·Q) Kᵀ (BQ×BK);  m' = max(m, rowmax S);  P = exp(S − m');  l = l·e^(m−m') + ΣP;  acc = acc·e^(m−m') + P V
-// then o = acc / l and lse = m + log l.
+// One task = query block qb of head (b,h). The scores are computed transposed, Sᵀ (keys × queries) = K (scale·Q)ᵀ,
+// so everything per query — running max m, running sum l, corrections — is a vector over 16 queries and the
+// softmax needs no horizontal reductions; the output accumulates transposed too, Oᵀ (dv × queries) += Vᵀ Pᵀ, so
+// its rescaling is a vector op and its product is 64 queries wide (a 4×4-vector register tile even at dv = 16).
+// For every key block at or left of the diagonal:
+//   m' = max(m, max_j Sᵀ[j]);  Pᵀ = exp(Sᵀ − m');  l = l·e^(m−m') + Σ_j Pᵀ[j];  Oᵀ = Oᵀ·e^(m−m') + Vᵀ Pᵀ
+// then o = Oᵀᵀ / l and lse = m + log l. Full key blocks read K and V in place (strided rows); the tail block and
+// head dims that are not multiples of 16 go through zero-padded copies.
 void fwdTask(const Shape& s, const float* q, const float* k, const float* v, float* o, float* lse, int64_t b,
              int64_t h, int64_t qb, FwdScratch& w) {
   const int64_t hk = h / s.G;
-  const int64_t i0 = qb * BQ, nq = std::min(BQ, s.S - i0), nqp = roundUp(nq, MR);
-  float* Q = w.Q.data();
-  float* Kt = w.Kt.data();
-  float* Vp = w.Vp.data();
-  float* Sb = w.Sb.data();
-  float* acc = w.acc.data();
-  const int64_t dk = s.dk, dvp = s.dvp;
-  for (int64_t r = 0; r < nq; r++) {
-    const float* src = q + ((b * s.S + i0 + r) * s.Hq + h) * dk;
-    for (int64_t d = 0; d < dk; d++) Q[r * dk + d] = src[d] * s.scale;
+  const int64_t i0 = qb * BQ, nq = std::min(BQ, s.S - i0);
+  const int64_t nq16 = roundUp(nq, 16), nqv = nq16 / 16;
+  const int64_t dk = s.dk, dv = s.dv, dvp = s.dvp, dv8 = roundUp(dv, MR);
+  float* QT = w.QT.data();
+  float* St = w.St.data();
+  float* accT = w.accT.data();
+  for (int64_t d = 0; d < dk; d++) {
+    for (int64_t r = 0; r < nq; r++) QT[d * BQ + r] = q[((b * s.S + i0 + r) * s.Hq + h) * dk + d] * s.scale;
+    for (int64_t r = nq; r < nq16; r++) QT[d * BQ + r] = 0.0f;
   }
-  std::memset(Q + nq * dk, 0, (nqp - nq) * dk * sizeof(float));
-  std::memset(acc, 0, nqp * dvp * sizeof(float));
-  for (int64_t r = 0; r < BQ; r++) w.m[r] = NEG_INF, w.l[r] = 0.0f;
+  std::memset(accT, 0, dv8 * BQ * sizeof(float));
+  v16f m[BQ / 16], l[BQ / 16];
+  for (int c = 0; c < BQ / 16; c++) m[c] = splat(NEG_INF), l[c] = splat(0.0f);
 
+  const int64_t kStride = s.Hkv * dk, vStride = s.Hkv * dv;
   const int64_t nkb = (i0 + nq - 1) / BK + 1;  // key blocks right of the diagonal are fully masked: skipped
   for (int64_t kb = 0; kb < nkb; kb++) {
-    const int64_t j0 = kb * BK, nk = std::min(BK, s.S - j0);
-    packKt(s, k, b, hk, j0, nk, Kt);
-    packRows(v + ((b * s.S + j0) * s.Hkv + hk) * s.dv, s.Hkv * s.dv, nk, s.dv, dvp, BK, Vp);
-    mm(nqp, BK, dk, Q, dk, 1, Kt, BK, Sb, BK, false);
-    for (int64_t r = 0; r < nq; r++) {
-      float* sr = Sb + r * BK;
-      const int64_t vis = visible(i0 + r, j0, nk);
-      if (vis <= 0) {
-        std::memset(sr, 0, BK * sizeof(float));
-        continue;
-      }
-      v16f x[4];
-      for (int c = 0; c < 4; c++) {
-        x[c] = ld16(sr + 16 * c);
-        if (vis < BK) x[c] = (iota16() + 16 * c) < (int32_t)vis ? x[c] : splat(NEG_INF);
-      }
-      const float rowMax = hmax(vmax(vmax(x[0], x[1]), vmax(x[2], x[3])));
-      const float mOld = w.m[r];
-      const float mNew = std::max(mOld, rowMax);
-      const float corr = mOld == NEG_INF ? 0.0f : sexp(mOld - mNew);
-      v16f sum = {};
-      for (int c = 0; c < 4; c++) {
-        v16f p = vexp(x[c] - mNew);
-        st16(sr + 16 * c, p);
-        sum += p;
-      }
-      w.l[r] = w.l[r] * corr + hsum(sum);
-      w.m[r] = mNew;
-      if (corr != 1.0f) {
-        float* ar = acc + r * dvp;
-        for (int64_t d = 0; d < dvp; d += 16) st16(ar + d, ld16(ar + d) * corr);
+    const int64_t j0 = kb * BK, nk = std::min(BK, s.S - j0), nk8 = roundUp(nk, MR);
+    const float* kBase = k + ((b * s.S + j0) * s.Hkv + hk) * dk;
+    const float* vBase = v + ((b * s.S + j0) * s.Hkv + hk) * dv;
+    const float* Kb = kBase;
+    int64_t kRow = kStride;
+    if (nk8 != nk) {
+      packRows(kBase, kStride, nk, dk, dk, nk8, w.Kpad.data());
+      Kb = w.Kpad.data(), kRow = dk;
+    }
+    const float* Vb = vBase;
+    int64_t vRow = vStride;
+    if (nk8 != nk || dv8 != dv) {
+      packRows(vBase, vStride, nk, dv, dvp, nk8, w.Vpad.data());
+      Vb = w.Vpad.data(), vRow = dvp;
+    }
+    mm(nk8, nq16, dk, Kb, kRow, 1, QT, BQ, St, BQ, false);
+
+    // Query lane i sees key row j iff j0 + j ≤ i0 + i; only blocks crossing the diagonal need the mask.
+    const bool diag = j0 + nk - 1 > i0;
+    v16f mNew[BQ / 16];
+    for (int64_t c = 0; c < nqv; c++) mNew[c] = m[c];
+    for (int64_t j = 0; j < nk; j++) {
+      const int32_t first = (int32_t)(j0 + j - i0);  // first visible query lane of this key
+      for (int64_t c = 0; c < nqv; c++) {
+        v16f x = ld16(St + j * BQ + 16 * c);
+        if (diag) x = (iota16() + (int32_t)(16 * c)) >= first ? x : splat(NEG_INF);
+        st16(St + j * BQ + 16 * c, x);
+        mNew[c] = vmax(mNew[c], x);
       }
     }
-    std::memset(Sb + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
-    mm(nqp, dvp, BK, Sb, BK, 1, Vp, dvp, acc, dvp, true);
+    v16f corr[BQ / 16], sum[BQ / 16];
+    for (int64_t c = 0; c < nqv; c++) corr[c] = vexp(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
+    for (int64_t j = 0; j < nk; j++)
+      for (int64_t c = 0; c < nqv; c++) {
+        v16f p = vexp(ld16(St + j * BQ + 16 * c) - mNew[c]);
+        st16(St + j * BQ + 16 * c, p);
+        sum[c] += p;
+      }
+    for (int64_t j = nk; j < nk8; j++) std::memset(St + j * BQ, 0, BQ * sizeof(float));
+    for (int64_t c = 0; c < nqv; c++) l[c] = l[c] * corr[c] + sum[c];
+    for (int64_t d = 0; d < dv8; d++)
+      for (int64_t c = 0; c < nqv; c++) st16(accT + d * BQ + 16 * c, ld16(accT + d * BQ + 16 * c) * corr[c]);
+    mm(dv8, nq16, nk8, Vb, 1, vRow, St, BQ, accT, BQ, true);  // Oᵀ += Vᵀ Pᵀ (Vᵀ read in place)
   }
   for (int64_t r = 0; r < nq; r++) {
     const int64_t i = i0 + r;
-    const float inv = 1.0f / w.l[r];
-    float* dst = o + ((b * s.S + i) * s.Hq + h) * s.dv;
-    for (int64_t d = 0; d < s.dv; d++) dst[d] = acc[r * dvp + d] * inv;
-    lse[(b * s.Hq + h) * s.S + i] = w.m[r] + std::log(w.l[r]);
+    const float lr = l[r / 16][r % 16], mr = m[r / 16][r % 16];
+    const float inv = 1.0f / lr;
+    float* dst = o + ((b * s.S + i) * s.Hq + h) * dv;
+    for (int64_t d = 0; d < dv; d++) dst[d] = accT[d * BQ + r] * inv;
+    lse[(b * s.Hq + h) * s.S + i] = mr + std::log(lr);
   }
 }
 
