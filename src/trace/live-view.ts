@@ -36,6 +36,8 @@ interface OpenState {
   category: StateCategory;
   since: number;
   key: string;
+  layer: number | null;
+  microbatch: number | null;
 }
 
 interface RankState {
@@ -118,7 +120,7 @@ export class LiveView implements EventSink {
     if (e.microbatch !== null) r.microbatch = e.microbatch;
     if (e.kind === 'state') {
       const key = `${e.actor}\u0000${e.machine}\u0000${e.state}\u0000${e.layer}\u0000${e.microbatch}`;
-      if (e.phase === 'enter') r.open.push({ actor: e.actor, state: e.state, category: e.category, since: e.t, key });
+      if (e.phase === 'enter') r.open.push({ actor: e.actor, state: e.state, category: e.category, since: e.t, key, layer: e.layer, microbatch: e.microbatch });
       else {
         for (let i = r.open.length - 1; i >= 0; i--) {
           if (r.open[i]!.key === key) {
@@ -143,8 +145,12 @@ export class LiveView implements EventSink {
     const rows = [...this.ranks.values()].sort((a, b) => a.rank - b.rank);
     return rows.map((r) => {
       const parts: Part[] = [{ text: `rank ${String(r.rank).padEnd(3)}`, color: pc.bold }];
-      parts.push({ text: ` step ${r.step ?? '–'}  layer ${r.layer ?? '–'}  mb ${r.microbatch ?? '–'}  ` });
       const cur = r.open[r.open.length - 1];
+      // The layer of what the rank is doing now (its newest open state), not of the last event: a prefetch of
+      // layer l+1 must not make a rank stuck in layer l's dispatch read as layer l+1.
+      const layer = cur?.layer ?? r.layer;
+      const mb = cur?.microbatch ?? r.microbatch;
+      parts.push({ text: ` step ${r.step ?? '–'}  layer ${layer ?? '–'}  mb ${mb ?? '–'}  ` });
       if (cur) {
         parts.push({ text: `${cur.actor}:`, color: pc.dim });
         parts.push({ text: cur.state, color: CAT_COLOR[cur.category] });

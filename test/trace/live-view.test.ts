@@ -61,3 +61,14 @@ describe('LiveView', () => {
     expect(out.text).toMatch(/rank 2 .*FAILED all_gather #4 on fsdp: timeout after 60 ms$/m);
   });
 });
+
+describe('LiveView layer', () => {
+  it('is the layer of the newest open state, not of the last event (a prefetch for the next layer)', () => {
+    const out = sink(false);
+    const v = new LiveView({ out, now: () => 10 });
+    v.record(enter(0, 'dispatch', 1, 2));
+    v.record({ kind: 'collective', rank: 0, actor: 'fsdp', op: 'all_gather', group: 'fsdp', groupRanks: [0, 1], seq: 9, phase: 'start', t: 2, dtype: 'float32', inNelems: 1, outNelems: 2, bytesSent: 4, bytesReceived: 8, tag: null, step: 3, layer: 3, microbatch: 1 });
+    v.refresh();
+    expect(out.text).toMatch(/layer 2 .*expert:dispatch/);
+  });
+});
