@@ -162,10 +162,11 @@ export class InprocGroup {
     // Leaving is no failure by itself (a finished rank leaves every group); it becomes one when someone needs it.
     const report = `rank ${this.ranks[groupRank]} ${why} and will not join further collectives on group ${this.name}`;
     if (!this.broken) this.broken = { kind: 'peer-dead', report };
-    for (const s of this.splitSlots.values()) {
-      if (!s.requests[groupRank]) for (const r of s.requests) if (r) this.rejectSplit(r, 'peer-dead', report);
+    for (const [index, s] of this.splitSlots) {
+      if (s.requests[groupRank]) continue;
+      for (const r of s.requests) if (r) this.rejectSplit(r, 'peer-dead', report);
+      this.splitSlots.delete(index);
     }
-    this.splitSlots.clear();
   }
 
   allDeparted(): boolean {
@@ -173,8 +174,8 @@ export class InprocGroup {
   }
 
   split(req: SplitRequest): void {
-    if (this.broken) return this.rejectSplit(req, this.broken.kind, this.broken.report);
     let s = this.splitSlots.get(req.index);
+    if (!s && this.broken) return this.rejectSplit(req, this.broken.kind, this.broken.report);
     if (!s) {
       s = { index: req.index, requests: new Array(this.size), count: 0 };
       this.splitSlots.set(req.index, s);
