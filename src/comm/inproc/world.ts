@@ -54,7 +54,8 @@ export class InprocWorld implements GroupHost {
   private nextGroupId = 0;
   private readonly status: RankState[];
   private readonly inflight: number[];
-  private readonly splitting: (string | undefined)[];
+  /** Per rank: the splits in flight (a rank may issue several), described for reports. */
+  private readonly splitting: string[][];
   private first: string | undefined;
   private stallTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -79,7 +80,7 @@ export class InprocWorld implements GroupHost {
     this.recorders = Array.from({ length: size }, (_, r) => new FlightRecorder(r, size, backend, opts.flightEntries ?? 2000));
     this.status = Array.from({ length: size }, () => ({ state: 'alive' }));
     this.inflight = new Array<number>(size).fill(0);
-    this.splitting = new Array<string | undefined>(size).fill(undefined);
+    this.splitting = Array.from({ length: size }, () => []);
     const world = this.createGroup('world', Array.from({ length: size }, (_, r) => r));
     this.comms = world.ranks.map((_, r) => new InprocCommunicator(this, world, r));
   }
@@ -129,7 +130,8 @@ export class InprocWorld implements GroupHost {
       return Promise.reject(new CollectiveError('aborted', `rank ${wr} is ${st.state} (${st.why}); it cannot split group ${comm.name}`, { group: comm.name, rank: wr }));
     }
     return new Promise<Communicator>((resolve, reject) => {
-      this.splitting[wr] = `in split of group ${comm.name} into "${name}"`;
+      const label = `in split of group ${comm.name} into "${name}"`;
+      this.splitting[wr]!.push(label);
       const req: SplitRequest = {
         groupRank: comm.rank,
         worldRank: wr,
@@ -138,7 +140,8 @@ export class InprocWorld implements GroupHost {
         key,
         name,
         settle: (res) => {
-          this.splitting[wr] = undefined;
+          const list = this.splitting[wr]!;
+          list.splice(list.indexOf(label), 1);
           if (res instanceof CollectiveError) reject(res);
           else resolve(res);
         },
@@ -205,7 +208,7 @@ export class InprocWorld implements GroupHost {
 
   /** Whether the rank has a collective or a split in flight. */
   isWaiting(rank: number): boolean {
-    return this.inflight[rank]! > 0 || this.splitting[rank] !== undefined;
+    return this.inflight[rank]! > 0 || this.splitting[rank]!.length > 0;
   }
 
   /** Every rank's flight dump, as the ranks would write them. */
@@ -264,13 +267,13 @@ export class InprocWorld implements GroupHost {
     if (st.state === 'gone') return { rank, where: `gone (${st.why})` };
     const e = oldestPending(this.recorders[rank]!.entries());
     if (e) return { rank, where: `in ${place(e)}` };
-    if (this.splitting[rank]) return { rank, where: this.splitting[rank]! };
+    if (this.splitting[rank]!.length > 0) return { rank, where: this.splitting[rank]![0]! };
     return { rank, where: 'not in a collective' };
   }
 
   private armStallDetector(): void {
     if (this.stallMs <= 0 || this.stallTimer !== undefined) return;
-    if (!this.inflight.some((n) => n > 0) && !this.splitting.some((s) => s !== undefined)) return;
+    if (!this.inflight.some((n) => n > 0) && !this.splitting.some((s) => s.length > 0)) return;
     const progress = this.scheduler.progress;
     this.stallTimer = setTimeout(() => {
       this.stallTimer = undefined;
@@ -287,7 +290,7 @@ export class InprocWorld implements GroupHost {
     for (let r = 0; r < this.size; r++) {
       if (this.status[r]!.state !== 'alive') continue;
       live++;
-      if (this.inflight[r] === 0 && this.splitting[r] === undefined) return false;
+      if (!this.isWaiting(r)) return false;
     }
     return live > 0;
   }
