@@ -85,11 +85,16 @@ void packKt(const Shape& s, const float* k, int64_t b, int64_t hk, int64_t j0, i
     for (int64_t d = 0; d < s.dk; d++)
       for (int64_t j = nk; j < BK; j++) Kt[d * BK + j] = 0.0f;
 }
+// Rows are short (a head: 16–192 floats), so copy with vector moves inline rather than a memcpy call per row.
 void packRows(const float* src0, int64_t rowStride, int64_t n, int64_t width, int64_t widthPad, int64_t rowsPad,
               float* dst) {
   for (int64_t j = 0; j < n; j++) {
-    std::memcpy(dst + j * widthPad, src0 + j * rowStride, width * sizeof(float));
-    for (int64_t d = width; d < widthPad; d++) dst[j * widthPad + d] = 0.0f;
+    const float* src = src0 + j * rowStride;
+    float* out = dst + j * widthPad;
+    int64_t d = 0;
+    for (; d + 16 <= width; d += 16) st16(out + d, ld16(src + d));
+    for (; d < width; d++) out[d] = src[d];
+    for (; d < widthPad; d++) out[d] = 0.0f;
   }
   if (rowsPad > n) std::memset(dst + n * widthPad, 0, (rowsPad - n) * widthPad * sizeof(float));
 }
@@ -202,8 +207,8 @@ struct BwdScratch {
     Kt.alloc(s.dk * BK);
     Kp.alloc(BK * s.dkp);
     Vt.alloc(s.dv * BK);
-    dKa.alloc(BK * s.dkp);
-    dVa.alloc(BK * s.dvp);
+    dKa.alloc(s.dkp * BK);  // dKᵀ (dk × keys)
+    dVa.alloc(s.dvp * BK);  // dVᵀ (dv × keys)
     P.alloc(BQ * BK);
     dS.alloc(BQ * BK);
   }
@@ -212,10 +217,12 @@ struct BwdScratch {
 // One task = kv head (b,hk) with its G query heads, so dK/dV (summed over the group) and dQ are owned by the
 // task: no atomics, no per-thread copies, deterministic. Per key block (outer) and query block at or below the
 // diagonal (inner), with P = exp(scale·QKᵀ − lse) recomputed and Δ_i = dO_i·O_i:
-//   dV += Pᵀ dO;  dP = dO Vᵀ;  dS = P∘(dP − Δ)·scale;  dK += dSᵀ Q;  dQ += dS K.
+//   dVᵀ += dOᵀ P;  dP = dO Vᵀ;  dS = P∘(dP − Δ)·scale;  dKᵀ += Qᵀ dS;  dQ += dS K.
+// dK and dV accumulate transposed (head dim × keys) so their products are 64 keys wide (4×4-vector tiles).
 void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, const float* v, const float* o,
              const float* lse, float* dq, float* dkOut, float* dvOut, int64_t b, int64_t hk, BwdScratch& w) {
   const int64_t G = s.G, Sp = w.Sp, dk = s.dk, dv = s.dv, dkp = s.dkp, dvp = s.dvp, S = s.S;
+  const int64_t dk8 = roundUp(dk, MR), dv8 = roundUp(dv, MR);
   for (int64_t g = 0; g < G; g++) {
     const int64_t h = hk * G + g;
     packRows(q + (b * S * s.Hq + h) * dk, s.Hq * dk, S, dk, dkp, Sp, w.Qh.data() + g * Sp * dkp);
@@ -253,8 +260,8 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
     if (nk < BK)
       for (int64_t d = 0; d < dv; d++)
         for (int64_t j = nk; j < BK; j++) Vt[d * BK + j] = 0.0f;
-    std::memset(dKa, 0, BK * dkp * sizeof(float));
-    std::memset(dVa, 0, BK * dvp * sizeof(float));
+    std::memset(dKa, 0, dkp * BK * sizeof(float));
+    std::memset(dVa, 0, dvp * BK * sizeof(float));
 
     for (int64_t g = 0; g < G; g++) {
       const float* L = w.lseh.data() + g * Sp;
@@ -285,14 +292,16 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
         }
         std::memset(P + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
         std::memset(dS + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
-        mm(BK, dvp, nqp, P, 1, BK, dO, dvp, dVa, dvp, true);
-        mm(BK, dkp, nqp, dS, 1, BK, Q, dkp, dKa, dkp, true);
+        mm(dv8, BK, nqp, dO, 1, dvp, P, BK, dVa, BK, true);
+        mm(dk8, BK, nqp, Q, 1, dkp, dS, BK, dKa, BK, true);
         mm(nqp, dkp, BK, dS, BK, 1, Kp, dkp, w.dQh.data() + (g * Sp + i0) * dkp, dkp, true);
       }
     }
     for (int64_t j = 0; j < nk; j++) {
-      std::memcpy(dkOut + ((b * S + j0 + j) * s.Hkv + hk) * dk, dKa + j * dkp, dk * sizeof(float));
-      std::memcpy(dvOut + ((b * S + j0 + j) * s.Hkv + hk) * dv, dVa + j * dvp, dv * sizeof(float));
+      float* dkRow = dkOut + ((b * S + j0 + j) * s.Hkv + hk) * dk;
+      float* dvRow = dvOut + ((b * S + j0 + j) * s.Hkv + hk) * dv;
+      for (int64_t d = 0; d < dk; d++) dkRow[d] = dKa[d * BK + j];
+      for (int64_t d = 0; d < dv; d++) dvRow[d] = dVa[d * BK + j];
     }
   }
   for (int64_t g = 0; g < G; g++) {
