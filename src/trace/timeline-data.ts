@@ -3,7 +3,7 @@
 // packed into levels in which they never overlap, so the page can binary-search any time range per level.
 
 import type { FailedRunView } from './failed-run.ts';
-import type { TraceModel } from './model.ts';
+import type { CollectiveSpan, StateSlice, TraceModel } from './model.ts';
 import { CATEGORIES, type RunSummary } from './summary.ts';
 
 export interface TimelineRow {
@@ -116,9 +116,15 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
     return { t: last?.start ?? 0, rank: spans.length > 1 ? (last?.rank ?? -1) : -1 };
   });
 
+  const rowKey = (rank: number, actor: string) => `${rank}\u0000${actor}`;
+  const slicesOf = new Map<string, StateSlice[]>();
+  const collsOf = new Map<string, CollectiveSpan[]>();
+  for (const x of model.slices) (slicesOf.get(rowKey(x.rank, x.actor)) ?? slicesOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!).push(x);
+  for (const x of model.collectives) (collsOf.get(rowKey(x.rank, x.actor)) ?? collsOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!).push(x);
+
   for (const rank of model.ranks) {
     for (const actor of model.actors.get(rank) ?? []) {
-      const slices = model.slices.filter((x) => x.rank === rank && x.actor === actor);
+      const slices = slicesOf.get(rowKey(rank, actor)) ?? [];
       const packed = packLevels(
         slices.map((x) => x.start),
         slices.map((x) => x.end),
@@ -142,7 +148,7 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
         ranges[lvl]![1] = s.start.length;
       }
 
-      const colls = model.collectives.filter((x) => x.rank === rank && x.actor === actor);
+      const colls = collsOf.get(rowKey(rank, actor)) ?? [];
       const cp = packLevels(
         colls.map((x) => x.start),
         colls.map((x) => x.end),
