@@ -239,6 +239,11 @@ describe('units and memory', () => {
     expect(alloc.stats().live.activations).toBeLessThan(during);
     m.backward();
     expect(m.rt.pool.liveCount).toBe(0);
+    // evaluation: forward then discard
+    m.forward(batch(50, 2, 12, 0), { ac: { mode: 'selective', every: 2 } });
+    m.discard();
+    expect(m.rt.pool.liveCount).toBe(0);
+    expect(alloc.stats().live.activations).toBe(0);
   });
 });
 

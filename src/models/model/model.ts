@@ -241,7 +241,7 @@ export class Model {
     rt.pool.release(p.inputs[this.blocks.length]);
     for (let i = this.blocks.length - 1; i >= 0; i--) {
       const block = this.blocks[i]!;
-      let ctx = p.ctxs[i]!;
+      let ctx = p.ctxs[i] ?? null;
       if (ctx === null) {
         // Recompute (activation checkpointing): the router runs again and counts again, as in torchtitan.
         const r = block.forward(rt, p.inputs[i]!, B, S);
