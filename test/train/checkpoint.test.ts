@@ -41,8 +41,10 @@ function payload(rank: number): RankPayload {
   };
 }
 
+/** Flips byte `at` (negative: from the end). */
 function flipByte(path: string, at: number): void {
   const b = readFileSync(path);
+  if (at < 0) at += b.length;
   b[at] = b[at]! ^ 0xff;
   writeFileSync(path, b);
 }
@@ -101,7 +103,7 @@ describe('listing, verification, corruption', () => {
     const folder = newFolder();
     for (const s of [1, 2, 3, 4]) writeCheckpoint(folder, s, [payload(0), payload(1)], meta);
     writeRankShard(stepDir(folder, 5), 0, payload(0)); // crashed before the manifest
-    flipByte(join(stepDir(folder, 3), 'rank1.safetensors'), 200); // bit rot in the data section, same size
+    flipByte(join(stepDir(folder, 3), 'rank1.safetensors'), -5); // bit rot in the last tensor's data, same size
     truncateSync(join(stepDir(folder, 4), 'rank0.json'), 3);
 
     const l = listCheckpoints(folder);
@@ -114,6 +116,9 @@ describe('listing, verification, corruption', () => {
     expect(listCheckpoints(folder, { verify: 'size' }).complete.map((c) => c.step)).toEqual([1, 2, 3]);
     expect(() => readCheckpoint(stepDir(folder, 3))).toThrow(CheckpointError);
     expect(() => readCheckpoint(stepDir(folder, 3))).toThrow(/rank1\.safetensors is corrupted: SHA-256 .* load an older one/);
+    flipByte(join(stepDir(folder, 2), 'rank0.safetensors'), 12); // inside the JSON header
+    expect(() => readCheckpoint(stepDir(folder, 2))).toThrow(/step-2\/rank0\.safetensors is corrupted: /);
+    flipByte(join(stepDir(folder, 2), 'rank0.safetensors'), 12);
     const skipped: string[] = [];
     expect(latestComplete(folder, { skipped: (p) => skipped.push(`${p.step}`) })?.step).toBe(2);
     expect(skipped).toEqual(['5', '4', '3']);

@@ -3,10 +3,11 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseSafetensors, type SafetensorsFile } from '../../models/safetensors.ts';
+import type { SafetensorsFile } from '../../models/safetensors.ts';
 import { sha256Hex } from './atomic.ts';
 import { CheckpointError, extrasFileName, shardFileName, type Manifest } from './format.ts';
 import { parseSlices, type TensorSlice } from './slices.ts';
+import { readSafetensorsVerified } from './st-stream.ts';
 import { readManifest, verifyFile } from './verify.ts';
 
 export interface RankShard {
@@ -24,7 +25,7 @@ export interface LoadedCheckpoint {
   shards: RankShard[];
 }
 
-/** A file's bytes, checked against its manifest entry (size and checksum). */
+/** A (small) file's bytes, checked against its manifest entry (size and checksum). */
 export function readVerified(dir: string, manifest: Manifest, name: string): Buffer {
   const entry = manifest.files.find((f) => f.name === name);
   const p = join(dir, name);
@@ -47,7 +48,9 @@ export function readRankShard(dir: string, rank: number, manifest: Manifest = re
     throw new CheckpointError(`${dir} was written by ${manifest.worldSize} ranks; there is no rank ${rank} (re-shard with loadSlices)`, dir);
   }
   const stName = shardFileName(rank);
-  const tensors = parseSafetensors(readVerified(dir, manifest, stName), join(dir, stName));
+  const entry = manifest.files.find((f) => f.name === stName);
+  if (!entry) throw new CheckpointError(`${join(dir, stName)} is not listed in the manifest of ${dir}`, join(dir, stName));
+  const tensors = readSafetensorsVerified(join(dir, stName), entry);
   const extrasPath = join(dir, extrasFileName(rank));
   let extras: Record<string, unknown>;
   try {

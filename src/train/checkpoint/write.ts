@@ -10,7 +10,7 @@
 
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { serializeSafetensors, type SafeTensorInput } from '../../models/safetensors.ts';
+import type { SafeTensorInput } from '../../models/safetensors.ts';
 import { fsyncDir, sha256Hex, TEMP_SUFFIX, unlinkQuiet, writeFileAtomic } from './atomic.ts';
 import {
   CHECKPOINT_FORMAT,
@@ -27,6 +27,7 @@ import {
   type Manifest,
 } from './format.ts';
 import { checkSlice, SLICES_KEY, type TensorSlice } from './slices.ts';
+import { writeSafetensorsStreaming } from './st-stream.ts';
 
 export interface RankPayload {
   /** Tensors under torchtitan names. */
@@ -60,15 +61,13 @@ export function writeRankShard(dir: string, rank: number, payload: RankPayload):
   const metadata: Record<string, string> = { format: `${CHECKPOINT_FORMAT}@${CHECKPOINT_VERSION}`, rank: String(rank) };
   if (Object.keys(slices).length) metadata[SLICES_KEY] = JSON.stringify(slices);
 
-  const shardPath = join(dir, shardFileName(rank));
-  const shardBytes = serializeSafetensors(tensors, metadata, shardPath);
   const extrasBytes = new TextEncoder().encode(JSON.stringify(payload.extras ?? {}) + '\n');
+  const shard = writeSafetensorsStreaming(join(dir, shardFileName(rank)), tensors, metadata);
+  writeFileAtomic(join(dir, extrasFileName(rank)), extrasBytes);
   const entries: FileEntry[] = [
-    { name: shardFileName(rank), rank, bytes: shardBytes.length, sha256: sha256Hex(shardBytes) },
+    { name: shardFileName(rank), rank, ...shard },
     { name: extrasFileName(rank), rank, bytes: extrasBytes.length, sha256: sha256Hex(extrasBytes) },
   ];
-  writeFileAtomic(shardPath, shardBytes);
-  writeFileAtomic(join(dir, extrasFileName(rank)), extrasBytes);
   writeFileAtomic(join(dir, doneFileName(rank)), new TextEncoder().encode(JSON.stringify(entries)));
   return entries;
 }
