@@ -12,6 +12,8 @@ export interface BlasInfo {
   threads: number;
   /** OpenBLAS only: where OPENBLAS_CORETYPE came from — the user's env, the addon's ISA-based choice, or OpenBLAS's own detection. */
   coretypeSource?: 'env' | 'auto' | 'openblas';
+  /** Native only: OMP_WAIT_POLICY as libgomp saw it when the addon loaded (absent = libgomp's spinning default). */
+  ompWaitPolicy?: string;
 }
 
 export interface Kernels {

@@ -117,6 +117,7 @@ export class NativeKernels implements Kernels {
     if (i.corename !== undefined) out.corename = i.corename;
     if (i.config !== undefined) out.config = i.config;
     if (i.coretypeSource !== undefined) out.coretypeSource = i.coretypeSource;
+    if (i.ompWaitPolicy !== undefined) out.ompWaitPolicy = i.ompWaitPolicy;
     return out;
   }
 }

@@ -26,6 +26,16 @@ describe('getKernels', () => {
     expect(info.threads).toBeGreaterThanOrEqual(1);
   });
 
+  it('loads with a sleeping OpenMP wait policy and a deliberate OpenBLAS core choice, and reports both', () => {
+    const userPolicy = process.env.GOMP_SPINCOUNT === undefined ? (process.env.OMP_WAIT_POLICY ?? 'passive') : process.env.OMP_WAIT_POLICY;
+    const info = nativeKernels().blasInfo();
+    expect(info.ompWaitPolicy).toBe(userPolicy);
+    if (info.name === 'openblas') {
+      expect(info.coretypeSource).toMatch(/^(env|auto|openblas)$/);
+      if (info.coretypeSource !== 'openblas') expect(info.corename?.toLowerCase()).toBe(process.env.OPENBLAS_CORETYPE?.toLowerCase());
+    }
+  });
+
   it('selects the TypeScript reference only with MOE_ACTORS_KERNELS=ts', async () => {
     process.env.MOE_ACTORS_KERNELS = 'ts';
     expect((await freshGetKernels())().impl).toBe('ts');

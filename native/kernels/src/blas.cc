@@ -14,8 +14,8 @@
 #else
 #include <cblas.h>
 #include <dlfcn.h>
-#include <mutex>
 #endif
+#include <mutex>
 
 #ifndef MOE_BLAS_MKL
 namespace {
@@ -128,6 +128,11 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return a.env.Undefined();
 }
 
+// OMP_WAIT_POLICY when the addon was first loaded, i.e. when libgomp (a load-time dependency) read it.
+static std::once_flag ompOnce;
+static std::string ompWaitPolicy;
+static bool ompWaitPolicySet = false;
+
 static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -143,10 +148,15 @@ static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   o.Set("path", g.path);
 #endif
   o.Set("ompThreads", omp_get_max_threads());
+  if (ompWaitPolicySet) o.Set("ompWaitPolicy", ompWaitPolicy);
   return o;
 }
 
 bool RegisterBlas(Napi::Env env, Napi::Object exports) {
+  std::call_once(ompOnce, [] {
+    const char* p = std::getenv("OMP_WAIT_POLICY");
+    if (p) ompWaitPolicy = p, ompWaitPolicySet = true;
+  });
 #ifndef MOE_BLAS_MKL
   std::call_once(loadOnce, loadOpenBlas);
   if (!g.error.empty()) {
