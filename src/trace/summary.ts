@@ -211,7 +211,23 @@ function table(head: string[], rows: string[][], color: boolean): string {
 export interface RenderOptions {
   /** Only these layers ('all' is the whole run). Default: 'all' and every layer. */
   layers?: LayerKey[];
+  /** Also a per-state table (self time per actor:state, a column per rank) under each layer. Default true. */
+  states?: boolean;
   color?: boolean;
+}
+
+/** Self time per actor:state (rows, busiest first) and rank (columns) for one layer. */
+export function renderStateTable(sum: RunSummary, layer: LayerKey, color = false): string {
+  const rows = sum.states.filter((s) => s.layer === layer);
+  const keys = [...new Set(rows.map((s) => `${s.actor}:${s.state}`))];
+  const cell = new Map(rows.map((s) => [`${s.actor}:${s.state}\u0000${s.rank}`, s]));
+  const total = (k: string) => sum.ranks.reduce((a, r) => a + (cell.get(`${k}\u0000${r}`)?.ms ?? 0), 0);
+  keys.sort((a, b) => total(b) - total(a) || a.localeCompare(b));
+  return table(
+    ['state (self ms)', ...sum.ranks.map((r) => `rank ${r}`), 'visits'],
+    keys.map((k) => [k, ...sum.ranks.map((r) => { const c = cell.get(`${k}\u0000${r}`); return c ? ms(c.ms) : '–'; }), String(cell.get(`${k}\u0000${sum.ranks[0]}`)?.count ?? '–')]),
+    color,
+  );
 }
 
 /** The summary as terminal tables: one per layer, a row per rank, a column per category that occurred. */
@@ -242,6 +258,7 @@ export function renderSummary(sum: RunSummary, opts: RenderOptions = {}): string
         color,
       ),
     );
+    if (opts.states ?? true) out.push('', renderStateTable(sum, layer, color));
   }
   return out.join('\n');
 }

@@ -178,10 +178,18 @@ describe('summary', () => {
     expect([l0.windowMs, l0.commMs, l0.idleMs, l0.byCategory.waiting]).toEqual([15, 10, 0, 0]);
     expect(sum.layers).toEqual(['all', 0]);
   });
-  it('renders one table per layer', () => {
+  it('renders one category table and one per-state table per layer', () => {
     const text = renderSummary(sum);
     expect(text).toMatch(/all layers/);
     expect(text).toMatch(/layer 0/);
     expect(text.split('\n').filter((l) => /^0 /.test(l))).toHaveLength(2);
+    // Per-state self time, busiest first: rank 0's compute 10 ms, dispatch 10 ms, wait 2 ms; rank 1 has none.
+    const states = text.split('\n').filter((l) => /^(expert|router|step):/.test(l));
+    expect(states.slice(0, 3).map((l) => l.split(/ +/).slice(0, 3))).toEqual([
+      ['expert:compute', '10.0', '–'],
+      ['router:dispatch', '10.0', '–'],
+      ['step:wait', '2.00', '–'],
+    ]);
+    expect(renderSummary(sum, { states: false })).not.toMatch(/state \(self ms\)/);
   });
 });
