@@ -106,7 +106,7 @@ function merge(shards: Iterable<RankShard>, wants: Readonly<Record<string, Want>
     for (const [name, t] of s.tensors) {
       seen.add(name);
       const p = pending.get(name);
-      if (p && !isDone(p)) takeFrom(name, p, t, s.slices[name], s.tensors.path);
+      if (p && !isDone(p)) takeFrom(name, p, t, Object.hasOwn(s.slices, name) ? s.slices[name] : undefined, s.tensors.path);
     }
     if ([...pending.values()].every(isDone)) break; // later rank files hold nothing we still need
   }

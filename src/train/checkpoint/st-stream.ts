@@ -47,7 +47,8 @@ export function writeSafetensorsStreaming(path: string, tensors: TensorsInput, m
   if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
   const list: [string, SafeTensorInput][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors as Record<string, SafeTensorInput>);
   list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not replace the object's prototype.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = { ...metadata };
   let off = 0;
   for (const [name, t] of list) {
