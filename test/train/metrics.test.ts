@@ -180,6 +180,9 @@ describe('MetricsLogger', () => {
     expect(l.opts.print).toBe(false);
     expect(l.shouldLog(3)).toBe(true);
     expect(l.shouldLog(4)).toBe(false);
+    const tty = (isTTY: boolean, off = false) =>
+      createMetricsLogger(loadJobConfig(null, off ? ['--metrics.disable_color_printing'] : []), { rank: 0, runDir: dir, flopsPerToken: 1, peak: { flops: 1, source: 't' }, stdoutIsTTY: isTTY }).opts.color;
+    expect([tty(true), tty(false), tty(true, true)]).toEqual([true, false, false]);
   });
 });
 

@@ -153,6 +153,11 @@ export interface CreateMetricsLoggerOptions {
   memoryStats?: () => MemoryStats;
   resetMemoryPeak?: () => void;
   out?: (line: string) => void;
+  /**
+   * Whether the terminal shows colours. Decide it in the launching process and pass it down: inside a worker
+   * thread (threads transport) or under mpiexec, process.stdout is a pipe and never a TTY.
+   */
+  stdoutIsTTY?: boolean;
 }
 
 /** A logger configured by [metrics] (log_freq, disable_color_printing, save_jsonl). */
@@ -163,7 +168,7 @@ export function createMetricsLogger(cfg: JobConfig, o: CreateMetricsLoggerOption
     flopsPerToken: o.flopsPerToken,
     peak: o.peak,
     print: (o.printRanks ?? [0]).includes(o.rank),
-    color: useColor(cfg.metrics.disable_color_printing),
+    color: useColor(cfg.metrics.disable_color_printing, o.stdoutIsTTY === undefined ? process.stdout : { isTTY: o.stdoutIsTTY }),
     jsonlPath: cfg.metrics.save_jsonl ? join(o.runDir, 'metrics.jsonl') : null,
     memoryStats: o.memoryStats,
     resetMemoryPeak: o.resetMemoryPeak,

@@ -6,6 +6,7 @@
 // datasheet figure).
 
 import type { Kernels } from '../../tensor/kernels-api.ts';
+import { getKernels } from '../../tensor/kernels.ts';
 
 export interface SgemmPeak {
   gflops: number;
@@ -27,7 +28,8 @@ export interface SgemmPeakOptions {
   threads?: number;
 }
 
-export function measureSgemmPeak(k: Kernels, opts: SgemmPeakOptions = {}): SgemmPeak {
+/** Measures with `k` (default: this thread's kernels, getKernels()). */
+export function measureSgemmPeak(k: Kernels = getKernels(), opts: SgemmPeakOptions = {}): SgemmPeak {
   const n = opts.n ?? (k.impl === 'native' ? 512 : 128);
   const budgetMs = opts.budgetMs ?? 200;
   const minTrials = opts.minTrials ?? 3;
