@@ -11,6 +11,7 @@
 
 import type { Communicator } from '../comm/communicator.ts';
 import { nowMs } from '../comm/flight-recorder.ts';
+import type { TraceRecorder } from './recorder.ts';
 
 export interface ClockOffset {
   /** Rank within the communicator. */
@@ -82,4 +83,15 @@ export function offsetsFromSamples(samples: Float64Array, size: number, rounds: 
     out.push({ rank: i, offsetMs: i === 0 ? 0 : (lo + hi) / 2, uncertaintyMs: i === 0 ? 0 : (hi - lo) / 2, rounds });
   }
   return out;
+}
+
+/**
+ * Collective: estimates this rank's offset and writes it into the recorder's file, where loadRun applies it to
+ * every event of the rank. Call once on the world communicator after the recorder is created (mpi; harmless,
+ * and ≈ 0, on inproc and threads, whose ranks share a clock).
+ */
+export async function alignRecorderClock(comm: Communicator, recorder: TraceRecorder, opts: ClockOptions = {}): Promise<ClockOffset> {
+  const o = await estimateClockOffset(comm, opts);
+  recorder.setClockOffset(o.offsetMs, o.uncertaintyMs);
+  return o;
 }

@@ -1,6 +1,13 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { Communicator } from '../../src/comm/communicator.ts';
-import { estimateClockOffsets, offsetsFromSamples } from '../../src/trace/clock.ts';
+import { launch } from '../../src/comm/launch.ts';
+import { estimateClockOffsets, offsetsFromSamples, type ClockOffset } from '../../src/trace/clock.ts';
+import { loadRun } from '../../src/trace/run-dir.ts';
+import type { ClockArgs } from './clock-rank.ts';
 
 /**
  * N ranks in one process whose clocks disagree by known offsets; barrier releases each rank after its own random
@@ -80,4 +87,36 @@ describe('clock alignment', () => {
     const samples = new Float64Array([0, 1, 20, 21, 10, 11, 35, 36]);
     expect(() => offsetsFromSamples(samples, 2, 2)).toThrow(/empty interval for rank 1/);
   });
+});
+
+describe('clock alignment on real transports', () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const entry = { module: join(here, 'clock-rank.ts') };
+
+  it('inproc: skewed rank clocks land on rank 0’s clock after loadRun', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trace-clock-inproc-'));
+    const skew = [0, 5000, -250, 123.5];
+    const res = await launch<ClockArgs, ClockOffset>({ transport: 'inproc', size: 4, timeoutMs: 10_000 }, entry, { dir, skew });
+    for (const o of res.outcomes) {
+      expect(o.ok, o.ok ? '' : o.error).toBe(true);
+      if (!o.ok) continue;
+      expect(Math.abs(o.value.offsetMs - skew[o.rank]!)).toBeLessThanOrEqual(o.value.uncertaintyMs + 1e-6);
+    }
+    // The barrier-exit events, merged: within a few ms of each other instead of 5 s apart.
+    const ts = loadRun(dir).events.map((e) => e.t);
+    expect(Math.max(...ts) - Math.min(...ts)).toBeLessThan(5);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('threads: worker threads share one clock (offsets ≈ 0)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trace-clock-threads-'));
+    const res = await launch<ClockArgs, ClockOffset>({ transport: 'threads', size: 2, timeoutMs: 20_000 }, entry, { dir, skew: [0, 0] });
+    for (const o of res.outcomes) {
+      expect(o.ok, o.ok ? '' : o.error).toBe(true);
+      if (!o.ok) continue;
+      expect(Math.abs(o.value.offsetMs)).toBeLessThanOrEqual(o.value.uncertaintyMs + 0.05);
+      expect(o.value.uncertaintyMs).toBeLessThan(50);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
 });

@@ -1,0 +1,31 @@
+// Rank program for the clock tests on real transports: each rank records two events around a barrier on its own
+// (optionally skewed) clock into <dir>/events/rank-<r>.jsonl, aligns the recorder, and returns its offset.
+import type { Communicator } from '../../src/comm/communicator.ts';
+import type { RankContext } from '../../src/comm/launch.ts';
+import { nowMs } from '../../src/comm/flight-recorder.ts';
+import { alignRecorderClock, type ClockOffset } from '../../src/trace/clock.ts';
+import { TraceRecorder } from '../../src/trace/recorder.ts';
+import { runPaths } from '../../src/trace/run-dir.ts';
+
+/** Leaves a barrier and reads the clock at once. */
+async function barrierNow(comm: Communicator, now: () => number): Promise<number> {
+  await comm.barrier();
+  return now();
+}
+
+export interface ClockArgs {
+  dir: string;
+  /** Per-rank skew added to the clock, ms. */
+  skew: number[];
+}
+
+export async function rankMain(ctx: RankContext<ClockArgs>): Promise<ClockOffset> {
+  const now = () => nowMs() + ctx.args.skew[ctx.rank]!;
+  const rec = new TraceRecorder({ rank: ctx.rank, file: runPaths(ctx.args.dir).rankEvents(ctx.rank), flushIntervalMs: 0 });
+  const off = await alignRecorderClock(ctx.world, rec, { now, rounds: 10 });
+  // All ranks leave one barrier "together": each records that instant on its own clock.
+  const t = await barrierNow(ctx.world, now);
+  rec.record({ kind: 'state', rank: ctx.rank, actor: 'step', machine: 'clock', state: 'afterBarrier', category: 'other', phase: 'enter', t, step: 0, layer: null, microbatch: null });
+  rec.close();
+  return off;
+}
