@@ -73,28 +73,38 @@ export class MoeLayer {
     const u = this.blockUnit;
     const bias = `${this.prefix}.router.gate.bias`;
     return {
-      p: {
-        gate: u.p(`${this.prefix}.router.gate.weight`),
-        gateBias: u.layout.has(bias) ? u.p(bias) : null,
-        expertBias: this.buffers.expertBias,
-      },
-      g: { gate: u.g(`${this.prefix}.router.gate.weight`), gateBias: u.layout.has(bias) ? u.g(bias) : null },
+      gate: u.p(`${this.prefix}.router.gate.weight`),
+      gateBias: u.layout.has(bias) ? u.p(bias) : null,
+      expertBias: this.buffers.expertBias,
     };
   }
 
-  /** Local expert weights (L,H,D)/(L,D,H)/(L,H,D) and their grads. */
-  expertWeights(): { w: SwigluWeights; g: SwigluWeights } {
+  /** Gradient views are only touched in backward: under FSDP a forward runs without gradient storage. */
+  private routerGrads() {
+    const u = this.blockUnit;
+    const bias = `${this.prefix}.router.gate.bias`;
+    return { gate: u.g(`${this.prefix}.router.gate.weight`), gateBias: u.layout.has(bias) ? u.g(bias) : null };
+  }
+
+  /** Local expert weights (L,H,D)/(L,D,H)/(L,H,D). */
+  expertWeights(): SwigluWeights {
     const u = this.expertUnit;
     const n = (i: number): string => `${this.prefix}.experts.w${i}`;
-    return { w: { w1: u.p(n(1)), w2: u.p(n(2)), w3: u.p(n(3)) }, g: { w1: u.g(n(1)), w2: u.g(n(2)), w3: u.g(n(3)) } };
+    return { w1: u.p(n(1)), w2: u.p(n(2)), w3: u.p(n(3)) };
+  }
+
+  /** Their gradients (backward only: under FSDP a forward runs without gradient storage). */
+  expertGrads(): SwigluWeights {
+    const u = this.expertUnit;
+    const n = (i: number): string => `${this.prefix}.experts.w${i}`;
+    return { w1: u.g(n(1)), w2: u.g(n(2)), w3: u.g(n(3)) };
   }
 
   // ---- forward stages ----
 
   /** Stage route: x (N,D) → routing; adds the counts to tokens_per_expert (every forward, recompute included). */
   route(rt: Runtime, x: Float32Array, N: number): { route: RouteResult; ctx: RouteCtx } {
-    const { p } = this.routerParams();
-    const r = routeForward(rt, this.spec.args, p, x, N, this.D);
+    const r = routeForward(rt, this.spec.args, this.routerParams(), x, N, this.D);
     const t = this.buffers.tokensPerExpert;
     for (let e = 0; e < t.length; e++) t[e] = Math.fround(t[e]! + r.route.counts[e]!);
     return r;
@@ -111,7 +121,7 @@ export class MoeLayer {
     if (counts.length !== this.experts.count) {
       throw new Error(`${this.prefix}: compute got counts for ${counts.length} experts, this rank holds ${this.experts.count}`);
     }
-    return expertsForward(rt, this.expertWeights().w, rows, counts, this.D, this.spec.hidden);
+    return expertsForward(rt, this.expertWeights(), rows, counts, this.D, this.spec.hidden);
   }
 
   /** Stage combine, local half: expert outputs (R,D) in dispatch order → out (N,D). Takes ownership of y. */
@@ -133,7 +143,8 @@ export class MoeLayer {
 
   /** computeGrad: dY (R',D) → dRows (R',D); expert weight grads +=. */
   computeGrad(rt: Runtime, ctx: ExpertsCtx, dY: Float32Array): Float32Array {
-    const { w, g } = this.expertWeights();
+    const w = this.expertWeights();
+    const g = this.expertGrads();
     return expertsBackward(rt, w, g, ctx, dY, this.D, this.spec.hidden);
   }
 
@@ -144,8 +155,7 @@ export class MoeLayer {
 
   /** routerGrad: dGates (N·K) → dx (N,D) +=, gate grads +=. Releases the route ctx. */
   routerGrad(rt: Runtime, ctx: RouteCtx, route: RouteResult, dGates: Float32Array, dx: Float32Array): void {
-    const { p, g } = this.routerParams();
-    routeBackward(rt, this.spec.args, p, g, ctx, route, dGates, dx, this.D);
+    routeBackward(rt, this.spec.args, this.routerParams(), this.routerGrads(), ctx, route, dGates, dx, this.D);
   }
 
   // ---- single rank: the stages in order ----

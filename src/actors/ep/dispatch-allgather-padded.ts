@@ -1,0 +1,146 @@
+// The Aurora report's dispatch for backends without all_to_all: all_gather every rank's per-expert counts, then
+// all_gather every rank's routed rows padded to the largest rank's row count; each rank slices the rows of its own
+// experts out of the gathered buffer. Combine all_gathers the padded expert outputs and each source picks its
+// rows. Backward: the duals of those all_gathers are reduce_scatters (sum) of buffers in which each rank placed
+// only its own rows.
+
+import type { EpDispatch, MoeStep } from './moe-step.ts';
+
+interface PaddedPlan {
+  /** (P·E) rows rank i routed to expert g, at [i·E + g]. */
+  all: Int32Array;
+  Rmax: number;
+  /** Rows my experts compute, and the max of that over ranks. */
+  Rloc: number;
+  RlocMax: number;
+  /** (Rloc) row of the gathered (P·Rmax) buffer of each local row, in (local expert, source, token) order. */
+  localIdx: Int32Array;
+  /** (R) row of the gathered (P·RlocMax) output buffer holding each of my home rows' outputs. */
+  homeIdx: Int32Array;
+}
+
+const plan = (s: MoeStep) => s.plan as PaddedPlan;
+
+export const allgatherPaddedDispatch: EpDispatch = {
+  async exchangeCounts(s: MoeStep) {
+    const { P, E, L, rt } = s;
+    const me = s.ep.rank;
+    const all = new Int32Array(P * E);
+    await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts` });
+    const R = new Array<number>(P).fill(0);
+    for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) R[i] += all[i * E + g]!;
+    // prefix[i][g] = rows of source i before expert g in its sorted order.
+    const prefix = new Int32Array(P * (E + 1));
+    for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
+    const Rmax = Math.max(...R);
+    // Rows each rank's experts compute, and where expert g's rows start within its owner's output block.
+    const Rl = new Array<number>(P).fill(0);
+    const startInOwner = new Int32Array(E);
+    for (let j = 0; j < P; j++) {
+      for (let e = 0; e < L; e++) {
+        const g = j * L + e;
+        startInOwner[g] = Rl[j]!;
+        for (let i = 0; i < P; i++) Rl[j] += all[i * E + g]!;
+      }
+    }
+    const Rloc = Rl[me]!;
+    const RlocMax = Math.max(...Rl);
+    const localIdx = rt.pool.i32(Rloc);
+    let q = 0;
+    for (let e = 0; e < L; e++) {
+      const g = me * L + e;
+      for (let i = 0; i < P; i++) {
+        const off = i * Rmax + prefix[i * (E + 1) + g]!;
+        const cnt = all[i * E + g]!;
+        for (let c = 0; c < cnt; c++) localIdx[q++] = off + c;
+      }
+    }
+    const homeIdx = rt.pool.i32(R[me]!);
+    q = 0;
+    for (let g = 0; g < E; g++) {
+      const j = Math.floor(g / L);
+      let off = j * RlocMax + startInOwner[g]!;
+      for (let i = 0; i < me; i++) off += all[i * E + g]!;
+      const cnt = all[me * E + g]!;
+      for (let c = 0; c < cnt; c++) homeIdx[q++] = off + c;
+    }
+    s.plan = { all, Rmax, Rloc, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
+  },
+
+  async dispatch(s: MoeStep) {
+    const p = plan(s);
+    const { rt, D, P, L, E } = s;
+    const me = s.ep.rank;
+    const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
+    s.perm = perm;
+    const send = rt.pool.zeros(p.Rmax * D);
+    send.set(rows.subarray(0, perm.R * D));
+    rt.pool.release(rows);
+    const gathered = rt.pool.get(P * p.Rmax * D);
+    await s.ep.allGather(send, gathered, { tag: `${s.tag} dispatch` });
+    rt.pool.release(send);
+    const local = rt.pool.get(p.Rloc * D);
+    rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
+    rt.pool.release(gathered);
+    const localCounts = new Int32Array(L);
+    for (let e = 0; e < L; e++) for (let i = 0; i < P; i++) localCounts[e] += p.all[i * E + me * L + e]!;
+    s.localRows = local;
+    s.localCounts = localCounts;
+  },
+
+  combine(s: MoeStep): Promise<void> {
+    const p = plan(s);
+    const { rt, D, P, N } = s;
+    const send = rt.pool.zeros(p.RlocMax * D);
+    send.set(s.yLocal!.subarray(0, p.Rloc * D));
+    rt.pool.release(s.yLocal);
+    s.yLocal = undefined;
+    const gathered = rt.pool.get(P * p.RlocMax * D);
+    const sent = s.ep.allGather(send, gathered, { tag: `${s.tag} combine` });
+    return sent.then(() => {
+      rt.pool.release(send);
+      const R = s.perm!.R;
+      const yHome = rt.pool.get(R * D);
+      rt.k.gatherRows(gathered, p.homeIdx, yHome, R, D, null);
+      rt.pool.release(gathered);
+      const cb = s.layer.combine(rt, s.perm!, yHome, N);
+      s.out = cb.out;
+      s.combineCtx = cb.ctx;
+    });
+  },
+
+  async combineGrad(s: MoeStep) {
+    const p = plan(s);
+    const { rt, D, P } = s;
+    const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
+    s.combineCtx = undefined;
+    const full = rt.pool.zeros(P * p.RlocMax * D);
+    rt.k.scatterAddRows(dY, p.homeIdx, full, s.perm!.R, D, null);
+    rt.pool.release(dY);
+    const mine = rt.pool.get(p.RlocMax * D);
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad` });
+    rt.pool.release(full);
+    s.dYLocal = mine;
+  },
+
+  async dispatchGrad(s: MoeStep) {
+    const p = plan(s);
+    const { rt, D, P } = s;
+    const full = rt.pool.zeros(P * p.Rmax * D);
+    rt.k.scatterAddRows(s.dRowsLocal!, p.localIdx, full, p.Rloc, D, null);
+    const mine = rt.pool.get(p.Rmax * D);
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad` });
+    rt.pool.release(full);
+    s.layer.dispatchGrad(rt, s.perm!, s.x, mine, s.dx!, s.dGates!);
+    rt.pool.release(mine);
+  },
+
+  release(s: MoeStep) {
+    const p = s.plan as PaddedPlan | undefined;
+    if (p) {
+      s.rt.pool.releaseI32(p.localIdx);
+      s.rt.pool.releaseI32(p.homeIdx);
+    }
+    s.plan = undefined;
+  },
+};

@@ -1,0 +1,230 @@
+// The FsdpShard actor of a rank: for every parameter unit it owns the flat parameter shard (1/P of the unit,
+// padded so every rank's shard has the same length), the gradient shard that accumulates over microbatches, and
+// — while the unit is unsharded — the full flat buffers the layers compute on. It implements the fsdp-unit
+// machine's stages: unshard (all_gather), reshard (free), reduce (reduce_scatter; SUM then divide or PREMUL_SUM;
+// HSDP all_reduce across replicas).
+
+import { createActor, fromPromise, type Actor } from 'xstate';
+import type { Communicator, ReduceOp } from '../comm/communicator.ts';
+import type { FlatParams, ParamUnit } from '../models/params/unit.ts';
+import type { Allocator } from '../tensor/allocator.ts';
+import type { Kernels } from '../tensor/kernels-api.ts';
+import { fsdpUnitMachine, type FsdpStageInput, type GradReduce } from '../protocols/fsdp-unit.machine.ts';
+import { settled } from './expert-shard.ts';
+import type { RankPosition, TraceBridge } from './trace-bridge.ts';
+
+export interface FsdpUnitOptions {
+  unit: ParamUnit;
+  /** The group the unit is sharded over (fsdp, or efsdp for routed experts): unshard all_gathers. */
+  group: Communicator;
+  /** Same members as `group`, its own sequence: the reduction path's reduce_scatters. */
+  reduceGroup: Communicator;
+  /** HSDP replicas (size 1: plain FSDP), reduction path. */
+  replicate: Communicator;
+  /** Runs the unit's reduction after every reduction kicked off before it (program order on every rank). */
+  queue: (fn: () => Promise<void>) => Promise<void>;
+  reshardAfterForward: boolean;
+  gradReduce: GradReduce;
+  /** The gradient divide factor of 'sum-divide' / 'premul-sum' (1: torchtitan's plain sum). */
+  divideFactor: number;
+  /** Routed experts (their norm counts in the EP group of clipping). */
+  isExperts: boolean;
+  /** Layer id, for traces (null: embedding / head). */
+  layer: number | null;
+}
+
+export class FsdpUnitShard implements FlatParams {
+  readonly unit: ParamUnit;
+  readonly group: Communicator;
+  readonly replicate: Communicator;
+  readonly isExperts: boolean;
+  readonly layer: number | null;
+  /** Elements per rank's shard; the padded full length is shardSize · group.size. */
+  readonly shardSize: number;
+  readonly paramShard: Float32Array;
+  readonly gradShard: Float32Array;
+  private full: Float32Array | null = null;
+  private fullGrad: Float32Array | null = null;
+  private reduced: Float32Array | null = null;
+  private pending: Promise<void> | null = null;
+  readonly actor: Actor<typeof fsdpUnitMachine>;
+  private readonly opts: FsdpUnitOptions;
+  private error: unknown;
+  /** With one rank and no replicas the shard *is* the unit: compute on it directly, no copies. */
+  private readonly trivial: boolean;
+
+  constructor(
+    opts: FsdpUnitOptions,
+    private readonly alloc: Allocator,
+    private readonly k: Kernels,
+    bridge: TraceBridge | null,
+    private readonly position: RankPosition,
+  ) {
+    this.opts = opts;
+    this.unit = opts.unit;
+    this.group = opts.group;
+    this.replicate = opts.replicate;
+    this.isExperts = opts.isExperts;
+    this.layer = opts.layer;
+    const P = opts.group.size;
+    const n = opts.unit.layout.numel;
+    this.shardSize = Math.ceil(n / P);
+    this.trivial = P === 1 && opts.replicate.size === 1 && opts.gradReduce === 'sum';
+    if (this.trivial) {
+      this.paramShard = opts.unit.data;
+      this.gradShard = opts.unit.grad;
+    } else {
+      // The unit's own (full) storage holds the initial weights; keep this rank's slice and let the rest go.
+      this.paramShard = alloc.f32('params', this.shardSize);
+      const r = opts.group.rank;
+      this.paramShard.set(opts.unit.data.subarray(r * this.shardSize, Math.min(n, (r + 1) * this.shardSize)));
+      this.gradShard = alloc.f32('grads', this.shardSize);
+      opts.unit.free();
+      opts.unit.detach();
+    }
+    const stage = (fn: (input: FsdpStageInput) => Promise<void> | void, reduce = false) =>
+      fromPromise<void, FsdpStageInput>(async ({ input }) => {
+        this.position.actor = 'fsdp';
+        if (reduce) this.position.layer = this.layer;
+        try {
+          await fn(input);
+        } catch (e) {
+          this.error = e;
+          throw e;
+        }
+      });
+    const machine = fsdpUnitMachine.provide({
+      actors: {
+        unshard: stage(() => this.unshardStage()),
+        reshard: stage(() => this.reshardStage()),
+        reduceScatter: stage(() => this.reduceScatterStage(), true),
+        allReduceReplicas: stage(() => this.allReduceStage(), true),
+        divide: stage(() => this.divideStage(), true),
+      },
+    });
+    this.actor = createActor(machine, {
+      input: { unit: opts.unit.id, reshardAfterForward: opts.reshardAfterForward, hsdp: opts.replicate.size > 1, gradReduce: opts.gradReduce },
+      inspect: bridge?.inspect,
+    });
+    bridge?.label(this.actor, 'fsdpUnit', this.layer, null);
+    this.actor.start();
+  }
+
+  // FlatParams: what the optimizer and clipping see is this rank's shard.
+  get id(): string {
+    return this.unit.id;
+  }
+  get data(): Float32Array {
+    return this.paramShard;
+  }
+  get grad(): Float32Array {
+    return this.gradShard;
+  }
+  get numel(): number {
+    return this.shardSize;
+  }
+
+  get unsharded(): boolean {
+    return this.trivial || this.full !== null;
+  }
+
+  /** Makes the full parameters available for forward (or, with a zeroed full gradient, for backward). */
+  async unshard(purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<void> {
+    if (this.trivial) return;
+    // The previous microbatch's reduction must finish before the unit is gathered again.
+    if (this.pending) await this.pending;
+    this.actor.send({ type: 'UNSHARD', purpose, microbatch, step });
+    const want = purpose === 'forward' ? 'unsharded' : 'grads';
+    await settled(this.actor, (s) => s.matches(want), () => this.error);
+    if (purpose === 'backward' && !this.fullGrad) {
+      this.fullGrad = this.alloc.f32('grads', this.shardSize * this.group.size);
+      this.unit.attach({ grad: this.fullGrad });
+    }
+  }
+
+  /** Forward is done with the unit: the reshard-after-forward policy applies. */
+  forwardDone(): void {
+    if (this.trivial) return;
+    this.actor.send({ type: 'FORWARD_DONE' });
+  }
+
+  /**
+   * Backward has produced the unit's full gradients: reduce them into the shard. Returns at once with the
+   * reduction in flight (it overlaps the next block's backward); the promise settles when it is done.
+   */
+  reduceGrads(): Promise<void> {
+    if (this.trivial) return Promise.resolve();
+    const p = this.opts.queue(() => {
+      this.actor.send({ type: 'GRADS_READY' });
+      return settled(this.actor, (s) => s.matches('resharded'), () => this.error);
+    });
+    const tracked: Promise<void> = p.finally(() => {
+      if (this.pending === tracked) this.pending = null;
+    });
+    // Failures surface through the returned promise; the tracked copy must not count as unhandled.
+    tracked.catch(() => {});
+    this.pending = tracked;
+    return p;
+  }
+
+  /** Resolves when no reduction is in flight. */
+  async drain(): Promise<void> {
+    if (this.pending) await this.pending;
+  }
+
+  zeroGradShard(): void {
+    this.gradShard.fill(0);
+  }
+
+  // ---- stages ----
+
+  private async unshardStage(): Promise<void> {
+    const P = this.group.size;
+    if (!this.full) {
+      const full = this.alloc.f32('params', this.shardSize * P);
+      await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
+      this.full = full;
+      this.unit.attach({ data: full });
+    }
+  }
+
+  private reshardStage(): void {
+    this.unit.detach();
+    this.alloc.free(this.full ?? undefined);
+    this.full = null;
+  }
+
+  private async reduceScatterStage(): Promise<void> {
+    const grad = this.fullGrad;
+    if (!grad) throw new Error(`unit ${this.unit.id}: reduce without gradients (backward did not unshard it)`);
+    const f = this.opts.divideFactor;
+    const op: ReduceOp = this.opts.gradReduce === 'premul-sum' ? { op: 'premul_sum', factor: 1 / f } : { op: 'sum' };
+    const out = this.alloc.f32('comm', this.shardSize);
+    await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}` });
+    this.alloc.free(grad);
+    this.fullGrad = null;
+    this.reduced = out;
+    if (this.opts.gradReduce !== 'sum-divide' && this.replicate.size === 1) this.accumulate();
+  }
+
+  private async allReduceStage(): Promise<void> {
+    await this.replicate.allReduce(this.reduced!, { op: 'sum' }, { tag: `replicas ${this.unit.id}` });
+    if (this.opts.gradReduce !== 'sum-divide') this.accumulate();
+  }
+
+  private divideStage(): void {
+    this.k.scale(this.reduced!, 1 / this.opts.divideFactor, this.shardSize);
+    this.accumulate();
+  }
+
+  /** Gradient accumulation over microbatches happens on the shard, as FSDP2 does. */
+  private accumulate(): void {
+    this.k.add(this.gradShard, this.reduced!, this.gradShard, this.shardSize);
+    this.alloc.free(this.reduced!);
+    this.reduced = null;
+  }
+
+  stop(): void {
+    this.actor.stop();
+  }
+}
