@@ -37,26 +37,29 @@ struct Args {
     return info[i];
   }
 
-  // A Float32Array with at least `need` elements. `need` = 0 accepts any length (and a null data pointer).
-  float* f32(int i, int64_t need, const char* name) {
+  // One napi_get_typedarray_info call per array gives type, length and the element pointer (already offset for
+  // subarray views): small kernels are called thousands of times per step, so the checks must stay cheap.
+  void* typed(int i, napi_typedarray_type want, const char* typeName, int64_t need, const char* name, int64_t* len) {
     if (!ok) return nullptr;
     Napi::Value v = arg(i);
     if (!ok) return nullptr;
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      fail(std::string(name) + " must be a Float32Array");
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* data = nullptr;
+    if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+      fail(std::string(name) + " must be a" + (typeName[0] == 'I' ? "n " : " ") + typeName);
       return nullptr;
     }
-    auto a = v.As<Napi::Float32Array>();
-    if ((int64_t)a.ElementLength() < need) {
-      fail(std::string(name) + " has " + std::to_string(a.ElementLength()) + " elements, needs at least " +
-           std::to_string(need));
+    if ((int64_t)length < need) {
+      fail(std::string(name) + " has " + std::to_string(length) + " elements, needs at least " + std::to_string(need));
       return nullptr;
     }
-    return a.Data();
+    if (len) *len = (int64_t)length;
+    return data;
   }
-  int64_t f32len(int i) {
-    Napi::Value v = info[i];
-    return (int64_t)v.As<Napi::TypedArray>().ElementLength();
+  // A Float32Array with at least `need` elements (its length in *len if asked).
+  float* f32(int i, int64_t need, const char* name, int64_t* len = nullptr) {
+    return (float*)typed(i, napi_float32_array, "Float32Array", need, name, len);
   }
   // Float32Array or null/undefined.
   float* f32OrNull(int i, int64_t need, const char* name) {
@@ -65,31 +68,12 @@ struct Args {
     return f32(i, need, name);
   }
   int32_t* i32(int i, int64_t need, const char* name) {
-    if (!ok) return nullptr;
-    Napi::Value v = arg(i);
-    if (!ok) return nullptr;
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-      fail(std::string(name) + " must be an Int32Array");
-      return nullptr;
-    }
-    auto a = v.As<Napi::Int32Array>();
-    if ((int64_t)a.ElementLength() < need) {
-      fail(std::string(name) + " has " + std::to_string(a.ElementLength()) + " elements, needs at least " +
-           std::to_string(need));
-      return nullptr;
-    }
-    return a.Data();
+    return (int32_t*)typed(i, napi_int32_array, "Int32Array", need, name, nullptr);
   }
   // A non-negative integer (a size or a count).
   int64_t size(int i, const char* name) {
+    double d = num(i, name);
     if (!ok) return 0;
-    Napi::Value v = arg(i);
-    if (!ok) return 0;
-    if (!v.IsNumber()) {
-      fail(std::string(name) + " must be a number");
-      return 0;
-    }
-    double d = v.As<Napi::Number>().DoubleValue();
     if (!(d >= 0) || d != std::floor(d) || d > 9.0e15) {
       fail(std::string(name) + " = " + std::to_string(d) + " must be a non-negative integer");
       return 0;
@@ -100,11 +84,12 @@ struct Args {
     if (!ok) return 0;
     Napi::Value v = arg(i);
     if (!ok) return 0;
-    if (!v.IsNumber()) {
+    double d = 0;
+    if (napi_get_value_double(env, v, &d) != napi_ok) {
       fail(std::string(name) + " must be a number");
       return 0;
     }
-    return v.As<Napi::Number>().DoubleValue();
+    return d;
   }
   bool flag(int i) {
     if (!ok) return false;

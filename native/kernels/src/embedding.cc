@@ -5,11 +5,12 @@
 static Napi::Value EmbeddingFwd(const Napi::CallbackInfo& info) {
   Args a(info, "embeddingFwd");
   int64_t N = a.size(3, "N"), D = a.size(4, "D");
-  const float* table = a.f32(0, 0, "table");
+  int64_t tableLen = 0;
+  const float* table = a.f32(0, 0, "table", &tableLen);
   const int32_t* ids = a.i32(1, N, "ids");
   float* out = a.f32(2, N * D, "out");
   if (!a.ok || D == 0) return a.env.Undefined();
-  if (!a.idsInRange(ids, N, a.f32len(0) / D, "ids")) return a.env.Undefined();
+  if (!a.idsInRange(ids, N, tableLen / D, "ids")) return a.env.Undefined();
 #pragma omp parallel for schedule(static) num_threads(threadsFor(N * D))
   for (int64_t n = 0; n < N; n++) std::memcpy(out + n * D, table + (int64_t)ids[n] * D, D * sizeof(float));
   return a.env.Undefined();
@@ -22,9 +23,10 @@ static Napi::Value EmbeddingBwd(const Napi::CallbackInfo& info) {
   int64_t N = a.size(3, "N"), D = a.size(4, "D");
   const float* dout = a.f32(0, N * D, "dout");
   const int32_t* ids = a.i32(1, N, "ids");
-  float* dtable = a.f32(2, 0, "dtable");
+  int64_t tableLen = 0;
+  float* dtable = a.f32(2, 0, "dtable", &tableLen);
   if (!a.ok || D == 0) return a.env.Undefined();
-  if (!a.idsInRange(ids, N, a.f32len(2) / D, "ids")) return a.env.Undefined();
+  if (!a.idsInRange(ids, N, tableLen / D, "ids")) return a.env.Undefined();
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(threadsFor(N * D), D / 64));
 #pragma omp parallel for schedule(static) num_threads((int)slices)
   for (int64_t t = 0; t < slices; t++) {

@@ -7,12 +7,13 @@
 static Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   Args a(info, "gatherRows");
   int64_t R = a.size(3, "R"), D = a.size(4, "D");
-  const float* src = a.f32(0, 0, "src");
+  int64_t srcLen = 0;
+  const float* src = a.f32(0, 0, "src", &srcLen);
   const int32_t* idx = a.i32(1, R, "idx");
   float* out = a.f32(2, R * D, "out");
   const float* sc = a.f32OrNull(5, R, "scale");
   if (!a.ok || D == 0 || R == 0) return a.env.Undefined();
-  if (!a.idsInRange(idx, R, a.f32len(0) / D, "idx")) return a.env.Undefined();
+  if (!a.idsInRange(idx, R, srcLen / D, "idx")) return a.env.Undefined();
 #pragma omp parallel for schedule(static) num_threads(threadsFor(R * D))
   for (int64_t r = 0; r < R; r++) {
     const float* s = src + (int64_t)idx[r] * D;
@@ -36,10 +37,11 @@ static Napi::Value ScatterAddRows(const Napi::CallbackInfo& info) {
   int64_t R = a.size(3, "R"), D = a.size(4, "D");
   const float* src = a.f32(0, R * D, "src");
   const int32_t* idx = a.i32(1, R, "idx");
-  float* out = a.f32(2, 0, "out");
+  int64_t outLen = 0;
+  float* out = a.f32(2, 0, "out", &outLen);
   const float* sc = a.f32OrNull(5, R, "scale");
   if (!a.ok || D == 0 || R == 0) return a.env.Undefined();
-  if (!a.idsInRange(idx, R, a.f32len(2) / D, "idx")) return a.env.Undefined();
+  if (!a.idsInRange(idx, R, outLen / D, "idx")) return a.env.Undefined();
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(threadsFor(R * D), D / 64));
 #pragma omp parallel for schedule(static) num_threads((int)slices)
   for (int64_t t = 0; t < slices; t++) {
@@ -59,7 +61,8 @@ static Napi::Value ScatterAddRows(const Napi::CallbackInfo& info) {
 static Napi::Value GatherRowDot(const Napi::CallbackInfo& info) {
   Args q(info, "gatherRowDot");
   int64_t R = q.size(4, "R"), D = q.size(5, "D");
-  const float* A = q.f32(0, 0, "a");
+  int64_t aLen = 0;
+  const float* A = q.f32(0, 0, "a", &aLen);
   const int32_t* idx = q.i32(1, R, "idx");
   const float* B = q.f32(2, R * D, "b");
   float* dots = q.f32(3, R, "dots");
@@ -68,7 +71,7 @@ static Napi::Value GatherRowDot(const Napi::CallbackInfo& info) {
     std::memset(dots, 0, R * sizeof(float));
     return q.env.Undefined();
   }
-  if (!q.idsInRange(idx, R, q.f32len(0) / D, "idx")) return q.env.Undefined();
+  if (!q.idsInRange(idx, R, aLen / D, "idx")) return q.env.Undefined();
 #pragma omp parallel for schedule(static) num_threads(threadsFor(R * D))
   for (int64_t r = 0; r < R; r++) {
     const float* x = A + (int64_t)idx[r] * D;
