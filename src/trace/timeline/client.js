@@ -23,6 +23,23 @@
   const cEnd = new Float64Array(N_CO);
   for (let i = 0; i < N_CO; i++) cEnd[i] = cStart[i] + D.c.dur[i];
   const cLayer = Int32Array.from(D.c.layer);
+  // Prefix sums of slice durations: the time covered by slices [i, j) of one level is sPrefix[j] − sPrefix[i].
+  const sPrefix = new Float64Array(N_SL + 1);
+  for (let i = 0; i < N_SL; i++) sPrefix[i + 1] = sPrefix[i] + sDur[i];
+  const shades = new Map();
+  /** A category colour at one of four opacities by pixel coverage (few distinct styles keep batching effective). */
+  function shade(hex, cover) {
+    const a = cover >= 0.75 ? 1 : cover >= 0.4 ? 0.8 : cover >= 0.1 ? 0.55 : 0.3;
+    if (a === 1) return hex;
+    const k = hex + a;
+    let v = shades.get(k);
+    if (v === undefined) {
+      const n = parseInt(hex.slice(1), 16);
+      v = 'rgba(' + (n >> 16) + ',' + ((n >> 8) & 255) + ',' + (n & 255) + ',' + a + ')';
+      shades.set(k, v);
+    }
+    return v;
+  }
   const catColor = D.categories.map((c) => COLORS[c] || '#999');
 
   // ---- layout -------------------------------------------------------------------------------------------
@@ -166,19 +183,19 @@
           const x1 = xOf(sEnd[i]);
           if (x1 - x0 < 1) {
             const px = Math.floor(x0);
+            // Level of detail: the slices that lie wholly inside this pixel merge into it; jump to the first
+            // one that reaches into the next pixel (ends are sorted too: a level's slices never overlap).
+            // The pixel's opacity says how much of it they cover, so sparse tiny states do not read as busy.
+            const next = layer === null ? firstEndAfter(sEnd, i + 1, hi, view.t0 + (px + 1 - LABEL_W) * tPerPx) : i + 1;
             if (px > lastPx) {
-              paint(px, yy, 1, LEVEL_H - 2, catColor[sCat[i]]);
+              const cover = (sPrefix[next] - sPrefix[i]) / tPerPx;
+              paint(px, yy, 1, LEVEL_H - 2, shade(catColor[sCat[i]], cover));
               rects++;
               drawnHere++;
               lastPx = px;
             }
-            // Level of detail: the slices that lie wholly inside this pixel merge into it; jump to the first
-            // one that reaches into the next pixel (ends are sorted too: a level's slices never overlap).
-            const next = firstEndAfter(sEnd, i + 1, hi, view.t0 + (px + 1 - LABEL_W) * tPerPx);
-            if (layer === null) {
-              visible += next - i - 1;
-              i = next;
-            } else i++;
+            visible += next - i - 1;
+            i = next;
             continue;
           }
           const xa = Math.max(x0, LABEL_W - 1);
