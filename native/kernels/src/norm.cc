@@ -75,7 +75,16 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
         v16f xh = ld16(xr + d) * r;
         v16f g = ld16(gr + d);
         st16(dxr + d, (g * ld16(w + d) - xh * c) * r);
-        for (int l = 0; l < 16; l++) pw[d + l] += (double)(g[l] * xh[l]);
+        const v16f prod = g * xh;
+        v8d lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+        v8d hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+        v8d p0, p1;
+        __builtin_memcpy(&p0, pw + d, sizeof p0);
+        __builtin_memcpy(&p1, pw + d + 8, sizeof p1);
+        p0 += lo;
+        p1 += hi;
+        __builtin_memcpy(pw + d, &p0, sizeof p0);
+        __builtin_memcpy(pw + d + 8, &p1, sizeof p1);
       }
       for (; d < D; d++) {
         const float xh = xr[d] * r;
