@@ -2,10 +2,14 @@
 // async progress thread by default), so each pending request is tested with MPI_Test on every turn of the loop
 // (setImmediate): timers — the collective timeouts — and the control plane keep running during a wait.
 //
+// Each turn hands all pending requests to the binding's progress(), which keeps calling MPI_Test for up to
+// BUDGET_US (large transfers advance a few fragments per test; returning to the loop after every test would add
+// the loop's overhead per fragment), then yields to the event loop.
+//
 // Spinning costs a core per waiting rank, which hurts when ranks oversubscribe cores or when a peer is late by
 // seconds. So a request is polled on every turn only for as long as its transfer could plausibly take
 // (SPIN_BASE_MS + its bytes at 1 GB/s); after that the rank is waiting for a peer, not for data, and the poller
-// backs off to one test per BACKOFF_MS. Each turn also checks the fault channel (faults.cc).
+// backs off to one pass per BACKOFF_MS. Each turn also checks the fault channel (faults.cc).
 
 import { CollectiveError } from '../errors.ts';
 import type { MpiBinding } from './native.ts';
@@ -13,6 +17,7 @@ import type { MpiBinding } from './native.ts';
 const SPIN_BASE_MS = Number(process.env.MOE_ACTORS_MPI_SPIN_MS ?? 50);
 const SPIN_MS_PER_MB = 1;
 const BACKOFF_MS = 1;
+const BUDGET_US = Number(process.env.MOE_ACTORS_MPI_TEST_BUDGET_US ?? 50);
 
 export interface WaitLabel {
   group: string;
@@ -75,27 +80,25 @@ export class Poller {
   private readonly tick = (): void => {
     this.scheduled = false;
     this.checkFaults();
+    if (this.live.size === 0) return;
     const now = performance.now();
+    const ids = Int32Array.from(this.live.keys());
     let spin = false;
-    for (const [req, w] of this.live) {
-      let done: boolean;
-      try {
-        done = this.b.test(req);
-      } catch (e) {
-        this.live.delete(req);
-        w.reject(new CollectiveError('aborted', `${w.label.op} #${w.label.seq} on group ${w.label.group}: ${(e as Error).message}`, {
-          group: w.label.group,
-          seq: w.label.seq,
-          rank: w.label.rank,
-        }));
-        continue;
-      }
-      if (done) {
-        this.live.delete(req);
-        w.resolve();
-      } else if (now < w.spinUntil) {
-        spin = true;
-      }
+    for (const w of this.live.values()) if (now < w.spinUntil) spin = true;
+    const done = new Uint8Array(ids.length);
+    try {
+      this.b.progress(ids, done, spin ? BUDGET_US : 0);
+    } catch (e) {
+      this.rejectAll(
+        (l) => new CollectiveError('aborted', `${l.op} #${l.seq} on group ${l.group}: ${(e as Error).message}`, { group: l.group, seq: l.seq, rank: l.rank }),
+      );
+      return;
+    }
+    for (let i = 0; i < ids.length; i++) {
+      if (!done[i]) continue;
+      const w = this.live.get(ids[i]!)!;
+      this.live.delete(ids[i]!);
+      w.resolve();
     }
     if (this.live.size > 0) this.schedule(spin);
   };
