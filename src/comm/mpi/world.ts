@@ -66,6 +66,12 @@ export class MpiWorld {
           `process is a separate size-1 job. Fix: launch with \`mpiexec.mpich -n ${ompi} …\` (on Debian, plain mpiexec is Open MPI).`,
       );
     }
+    if (info.threadLevelProvided !== 'multiple') {
+      console.error(
+        `moe-actors mpi rank ${info.rank}: MPI provides thread level "${info.threadLevelProvided}" (MULTIPLE was requested); ` +
+          'only the main thread may call MPI, so do not use the transport from worker threads',
+      );
+    }
     const w = new MpiWorld(b, info, opts);
     if (opts.dumpDir) installDumpOnFailure(w.recorder, opts.dumpDir);
     w.installGuards();
