@@ -100,6 +100,8 @@ void packRows(const float* src0, int64_t rowStride, int64_t n, int64_t width, in
 }
 
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+constexpr float LOG2E = 1.44269504088896341f;
+constexpr float LN2 = 0.693147180559945309f;
 
 // Keys visible to query i in the key block starting at j0 with nk real keys (causal: j ≤ i).
 inline int64_t visible(int64_t i, int64_t j0, int64_t nk) { return std::min(nk, i - j0 + 1); }
@@ -124,11 +126,12 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
   const int64_t i0 = qb * BQ, nq = std::min(BQ, s.S - i0);
   const int64_t nq16 = roundUp(nq, 16), nqv = nq16 / 16;
   const int64_t dk = s.dk, dv = s.dv, dvp = s.dvp, dv8 = roundUp(dv, MR);
+  const float qScale = s.scale * LOG2E;  // scores in base-2 units: softmax via 2^x
   float* QT = w.QT.data();
   float* St = w.St.data();
   float* accT = w.accT.data();
   for (int64_t d = 0; d < dk; d++) {
-    for (int64_t r = 0; r < nq; r++) QT[d * BQ + r] = q[((b * s.S + i0 + r) * s.Hq + h) * dk + d] * s.scale;
+    for (int64_t r = 0; r < nq; r++) QT[d * BQ + r] = q[((b * s.S + i0 + r) * s.Hq + h) * dk + d] * qScale;
     for (int64_t r = nq; r < nq16; r++) QT[d * BQ + r] = 0.0f;
   }
   std::memset(accT, 0, dv8 * BQ * sizeof(float));
@@ -169,10 +172,10 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
       }
     }
     v16f corr[BQ / 16], sum[BQ / 16];
-    for (int64_t c = 0; c < nqv; c++) corr[c] = vexp(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
+    for (int64_t c = 0; c < nqv; c++) corr[c] = vexp2Neg(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
     for (int64_t j = 0; j < nk; j++)
       for (int64_t c = 0; c < nqv; c++) {
-        v16f p = vexp(ld16(St + j * BQ + 16 * c) - mNew[c]);
+        v16f p = vexp2Neg(ld16(St + j * BQ + 16 * c) - mNew[c]);
         st16(St + j * BQ + 16 * c, p);
         sum[c] += p;
       }
@@ -188,7 +191,7 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
     const float inv = 1.0f / lr;
     float* dst = o + ((b * s.S + i) * s.Hq + h) * dv;
     for (int64_t d = 0; d < dv; d++) dst[d] = accT[d * BQ + r] * inv;
-    lse[(b * s.Hq + h) * s.S + i] = mr + std::log(lr);
+    lse[(b * s.Hq + h) * s.S + i] = (mr + std::log2(lr)) * LN2;
   }
 }
 
@@ -247,7 +250,7 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
   float* dS = w.dS.data();
   float* dKa = w.dKa.data();
   float* dVa = w.dVa.data();
-  const float scale = s.scale;
+  const float scale = s.scale, scale2 = s.scale * LOG2E;
 
   for (int64_t kb = 0; kb < s.nKB; kb++) {
     const int64_t j0 = kb * BK, nk = std::min(BK, S - j0);
@@ -282,9 +285,9 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
             std::memset(dr, 0, BK * sizeof(float));
             continue;
           }
-          const float Li = L[i0 + r], Di = Dl[i0 + r];
+          const float Li = L[i0 + r] * LOG2E, Di = Dl[i0 + r];
           for (int c = 0; c < 4; c++) {
-            v16f p = vexp(ld16(pr + 16 * c) * scale - Li);
+            v16f p = vexp2Neg(ld16(pr + 16 * c) * scale2 - Li);
             if (vis < BK) p = (iota16() + 16 * c) < (int32_t)vis ? p : splat(0.0f);
             st16(pr + 16 * c, p);
             st16(dr + 16 * c, p * (ld16(dr + 16 * c) - Di) * scale);

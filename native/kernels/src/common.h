@@ -167,6 +167,31 @@ static inline v16f vexp(v16f x) {
   return y;
 }
 
+// 2^x for x ≤ 0 on 16 lanes, for softmax in base 2 (scores pre-multiplied by log2 e): no overflow path and no
+// two-part ln2 reduction, so ~15 vector ops instead of ~22. Round-to-nearest split x = n + f, f ∈ [−½, ½],
+// 2^f by its degree-6 Taylor polynomial (relative error ≤ 1.2e−7, ≈1 ulp). x < −126 (and −inf) → 0; NaN propagates.
+static inline v16f vexp2Neg(v16f x) {
+  const v16i under = x < splat(-126.0f);
+  v16f xc = x < splat(-126.0f) ? splat(-126.0f) : x;
+  const v16f magic = splat(12582912.0f);
+  v16f t = xc + magic;
+  v16f f = xc - (t - magic);
+  v16f p = splat(1.5403530e-4f);
+  p = p * f + 1.3333558e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022651e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  v16i ti;
+  __builtin_memcpy(&ti, &t, sizeof ti);
+  v16i bits = (ti - 0x4B400000 + 127) << 23;  // t's low mantissa bits hold n
+  v16f pow2;
+  __builtin_memcpy(&pow2, &bits, sizeof pow2);
+  v16f y = p * pow2;
+  return under ? splat(0.0f) : y;
+}
+
 // Scalar exp with the same numerics as vexp, for tails (so a row gives the same values whatever its alignment).
 static inline float sexp(float x) {
   v16f v = splat(x);
