@@ -7,28 +7,11 @@
 // blocks, its moe-layer machine.
 
 import { assign, fromPromise, setup } from 'xstate';
+import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { errorText, notProvided, type StateMeta } from './state-meta.ts';
 
-/** torchtitan's activation checkpointing modes; `selective` takes the every-k-th-block option (spec §5.5). */
-export type AcMode = { mode: 'none' } | { mode: 'full' } | { mode: 'selective'; every: number } | { mode: 'selective'; op: true };
-
-/**
- * Whether block `layer` (0-based) is wrapped by the checkpoint wrapper. Selective "k": a counter c starting at 1
- * per block, wrapped when c % k == 0 (layer ids 1, 3, 5, … for k = 2); k = 0 wraps every block. Selective "op"
- * wraps every block with an op-level policy; we recompute the whole block (same numerics, same double count of
- * tokens_per_expert, more recompute than torchtitan saves).
- */
-export function isCheckpointed(layer: number, ac: AcMode): boolean {
-  switch (ac.mode) {
-    case 'none':
-      return false;
-    case 'full':
-      return true;
-    case 'selective':
-      if ('op' in ac) return true;
-      return ac.every <= 0 ? true : (layer + 1) % ac.every === 0;
-  }
-}
+// AC modes and torchtitan's block selection are model semantics (spec §5.5); the machine only asks them.
+export { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 
 export interface TrainStepInput {
   step: number;

@@ -62,7 +62,7 @@ export function coverPaths(
   const provided = machine.provide({ actors: Object.fromEntries(stageNames.map((n) => [n, never])) } as any);
   const traversal = { input, events, serializeState: opts.serialize, filterEvents: (s: any, e: any) => s.can(e) } as any;
   const shortest = new Map(getShortestPaths(provided, traversal).map((p: any) => [opts.serialize(p.state), p]));
-  const adjacency = getAdjacencyMap(provided, traversal) as Record<string, { transitions: Record<string, { event: any }> }>;
+  const adjacency = getAdjacencyMap(provided, traversal) as unknown as Record<string, { transitions: Record<string, { event: any }> }>;
   const cov: Coverage = { transitions: new Set(), states: new Set(), paths: 0 };
   for (const [key, entry] of Object.entries(adjacency)) {
     const head = shortest.get(key);
