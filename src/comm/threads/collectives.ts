@@ -89,15 +89,15 @@ async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: C
   const ctor = ctorOf(send);
   const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
   const rounds = Math.max(1, Math.ceil(n / m));
-  recv.set(send, ch.me * n);
   const mine = ch.arena.slot(ch.me, ctor);
+  const own = () => recv.set(send, ch.me * n);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     const len = Math.min(m, n - lo);
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, n, 0) : null;
     mine.set(send.subarray(lo, lo + len), 0);
-    await ch.arrive();
+    await ch.arrive(t === 0 ? own : undefined);
     if (d) checkPeers(ch, c, d);
     for (let q = 0; q < ch.size; q++) {
       if (q !== ch.me) recv.set(ch.arena.slot(q, ctor).subarray(0, len), q * n + lo);
@@ -111,14 +111,14 @@ async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: 
   const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
   const displ = prefix(counts);
   const rounds = Math.max(1, Math.ceil(Math.max(0, ...counts) / m));
-  recv.set(send, displ[ch.me]!);
   const mine = ch.arena.slot(ch.me, ctor);
+  const own = () => recv.set(send, displ[ch.me]!);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, -1, 0, counts) : null;
     mine.set(send.subarray(lo, lo + clamp(send.length - lo, m)), 0);
-    await ch.arrive();
+    await ch.arrive(t === 0 ? own : undefined);
     if (d) {
       checkPeers(ch, c, d, (q, pd) => {
         for (let i = 0; i < ch.size; i++) if (pd.counts[i] !== counts[i]) return `passed counts [${[...pd.counts].join(',')}] (mine: [${counts.join(',')}])`;
@@ -229,7 +229,7 @@ async function allToAllV(
       rank: me,
     });
   }
-  recv.set(send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), rd[me]!);
+  const own = () => recv.set(send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), rd[me]!);
   const mine = ch.arena.slot(me, ctor);
   let rounds = 1;
   for (let t = 0; t < rounds; t++) {
@@ -241,7 +241,7 @@ async function allToAllV(
       const len = clamp(sendCounts[j]! - lo, m);
       if (len > 0) mine.set(send.subarray(sd[j]! + lo, sd[j]! + lo + len), j * m);
     }
-    await ch.arrive();
+    await ch.arrive(t === 0 ? own : undefined);
     if (d) {
       checkPeers(ch, c, d, (q, pd) =>
         pd.counts[me] !== recvCounts[q] ? `sends ${pd.counts[me]} elements to rank ${me}, which expects ${recvCounts[q]} from it` : null,
