@@ -219,10 +219,11 @@ struct Buf {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// OpenMP sizing: a parallel region costs a few µs (thread wake-up), so small calls stay on the calling thread.
-// The team size is the calling thread's omp ICV, set by setNumThreads (per Node thread, so each rank of the
-// threads transport chooses its own).
-static constexpr int64_t kParallelMinElems = 1 << 15;  // elementwise kernels: ~32 K floats ≈ a few µs of work
+// OpenMP sizing: with the passive wait policy (see src/tensor/kernels.ts) waking a sleeping team costs ~5–20 µs,
+// so a call only goes parallel when each thread gets ≥ 64 K elements (≈ 20–50 µs of streaming work); smaller calls
+// stay on the calling thread. The team size is the calling thread's omp ICV, set by setNumThreads (per Node
+// thread, so each rank of the threads transport chooses its own).
+static constexpr int64_t kParallelMinElems = 1 << 16;
 static inline int threadsFor(int64_t work, int64_t minPerThread = kParallelMinElems) {
   int t = omp_get_max_threads();
   int64_t byWork = work / minPerThread;
