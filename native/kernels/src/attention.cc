@@ -3,9 +3,12 @@
 // Why not sgemm: at the head dims that matter here (16 for the Llama4 debugmodel, 192/128 for MLA) a (64×64×16)
 // block product is too small for BLAS (its packing and call overhead dominate), and materialising the whole
 // (S×S) score matrix per head would stream S²·4 bytes through memory twice. Instead each (query block × key block)
-// product runs in a register-blocked micro-kernel on packed, L1-resident tiles, softmax is online (running max and
-// sum per query row), fully masked key blocks are never visited, and the backward pass recomputes the
+// product runs in a register-blocked micro-kernel on L1-resident 64×64 tiles, softmax is online (running max and
+// sum per query) and in base 2, fully masked key blocks are never visited, and the backward pass recomputes the
 // probabilities from the saved log-sum-exp instead of storing them.
+//
+// Parallelism (OpenMP, the calling thread's team): forward over (batch, query head, query block), longest blocks
+// first; backward over (batch, kv head), each task owning every gradient it writes (no atomics, deterministic).
 //
 // Layouts (row-major): q (B,S,Hq,dk), k (B,S,Hkv,dk), v (B,S,Hkv,dv), o (B,S,Hq,dv), lse (B,Hq,S).
 // GQA: query head h reads kv head h / (Hq/Hkv). MLA: dk ≠ dv, Hkv = Hq.
