@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     for (int mode = 0; mode < 2; mode++)
     for (int op = 0; op < NOPS; op++) {
 #define CALL() (mode == 0 ? call(op, send, recv, n, p, counts, displs) : icall(op, send, recv, n, counts, displs))
-      for (int w = 0; w < 2; w++) CALL();
+      for (int w = 0; w < (inner > 3 ? inner : 3); w++) CALL();
       for (int r = 0; r < reps; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
