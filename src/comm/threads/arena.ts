@@ -1,11 +1,13 @@
 // The shared memory of one group on the threads transport: a SharedArrayBuffer holding a small Int32 header
 // (poison word, per-rank phase counters, per-rank call descriptors) and one data slot per rank.
 //
-// Protocol (see collectives.ts): a collective is a sequence of *phases*. In a phase every rank writes into its own
-// slot, publishes `arrive[me] = phase`, waits until every peer's `arrive` reaches the phase, reads what it needs
-// from the peers' slots and publishes `done[me] = phase`. Before writing its slot again, a rank waits until every
-// peer's `done` has caught up, so a slot is never overwritten while someone still reads it. Counters only grow, so
-// a wait is a plain "is peer q at phase ≥ k" test, and "who is missing" is the list of peers below k.
+// Protocol (see channel.ts, collectives.ts): a collective is a sequence of *phases*. In phase p every rank writes
+// into half p % 2 of its own slot, publishes `arrive[me] = p`, waits until every peer's `arrive` reaches p, reads
+// what it needs from half p % 2 of the peers' slots and publishes `done[me] = p`. Slots are double-buffered: before
+// writing phase p a rank waits only until every peer is done with phase p − 2 (the last user of that half), so it
+// can fill the other half while slower peers still read the previous phase, instead of moving in lockstep. The
+// call descriptors are double-buffered the same way. Counters only grow, so a wait is a plain "is peer q at phase
+// ≥ k" test, and "who is missing" is the list of peers below k.
 //
 // Slots have a fixed size; larger calls are cut into rounds (chunks), so memory per group is bounded and no
 // buffer has to be re-shared between threads mid-run.
@@ -86,8 +88,9 @@ export function arenaBytes(size: number, slotBytes: number): number {
   return dataOffset(size) + size * slotBytes;
 }
 
+/** Counters, then two descriptor sets (one per slot half). */
 function headerInts(size: number): number {
-  return H_COUNTERS + 2 * size + size * (DESC_FIXED + size);
+  return H_COUNTERS + 2 * size + 2 * size * (DESC_FIXED + size);
 }
 
 function dataOffset(size: number): number {
@@ -96,8 +99,9 @@ function dataOffset(size: number): number {
 
 export function createArena(id: string, size: number, slotBytes: number): ArenaHandle {
   if (!Number.isInteger(size) || size < 1) throw new Error(`arena ${id}: size ${size} is not a positive integer`);
-  // At least 8 float64 per rank block, so reduce_scatter and all_to_all_v (slot cut into `size` blocks) progress.
-  const slot = align(Math.max(64 * size, slotBytes), 64);
+  // At least 8 float64 per rank block in each half, so reduce_scatter and all_to_all_v (a half cut into `size`
+  // blocks) progress; halves stay 64-byte aligned.
+  const slot = align(Math.max(128 * size, slotBytes), 128);
   if (slot > 0x7fffffff) throw new Error(`arena ${id}: slot of ${slot} bytes is too large (max 2 GiB)`);
   const sab = new SharedArrayBuffer(arenaBytes(size, slot));
   const h = new Int32Array(sab, 0, headerInts(size));
@@ -113,6 +117,8 @@ export class Arena {
   readonly sab: SharedArrayBuffer;
   readonly size: number;
   readonly slotBytes: number;
+  /** Bytes of one half of a slot: what one phase can carry per rank. */
+  readonly halfBytes: number;
   /** Header as Int32 for Atomics. */
   readonly h: Int32Array;
   private readonly dataOff: number;
@@ -125,6 +131,7 @@ export class Arena {
     if (probe[H_MAGIC] !== MAGIC) throw new Error(`arena ${handle.id}: not a moe-actors arena (bad magic)`);
     this.size = probe[H_SIZE]!;
     this.slotBytes = probe[H_SLOT_BYTES]!;
+    this.halfBytes = this.slotBytes / 2;
     this.h = new Int32Array(handle.sab, 0, headerInts(this.size));
     this.dataOff = dataOffset(this.size);
   }
@@ -173,12 +180,12 @@ export class Arena {
     return { worldRank: r - 1, kind: POISON_KINDS[Atomics.load(this.h, H_POISON_KIND)] ?? 'failed' };
   }
 
-  private descBase(q: number): number {
-    return H_COUNTERS + 2 * this.size + q * (DESC_FIXED + this.size);
+  private descBase(q: number, half: number): number {
+    return H_COUNTERS + 2 * this.size + (half * this.size + q) * (DESC_FIXED + this.size);
   }
 
-  writeDescriptor(q: number, d: Omit<Descriptor, 'counts'>, counts?: readonly number[]): void {
-    const b = this.descBase(q);
+  writeDescriptor(q: number, half: number, d: Omit<Descriptor, 'counts'>, counts?: readonly number[]): void {
+    const b = this.descBase(q, half);
     const h = this.h;
     h[b + D_OP] = d.op === 'none' ? 0 : opCode(d.op);
     h[b + D_DTYPE] = DTYPES.indexOf(d.dtype);
@@ -188,8 +195,8 @@ export class Arena {
     for (let i = 0; i < this.size; i++) h[b + DESC_FIXED + i] = counts ? counts[i]! : 0;
   }
 
-  readDescriptor(q: number): Descriptor {
-    const b = this.descBase(q);
+  readDescriptor(q: number, half: number): Descriptor {
+    const b = this.descBase(q, half);
     const h = this.h;
     return {
       op: opName(h[b + D_OP]!),
@@ -202,20 +209,31 @@ export class Arena {
   }
 
   /** Count `q` of the descriptor of rank `p` (a2a: how much p sends to q). */
-  descriptorCount(p: number, q: number): number {
-    return this.h[this.descBase(p) + DESC_FIXED + q]!;
+  descriptorCount(p: number, half: number, q: number): number {
+    return this.h[this.descBase(p, half) + DESC_FIXED + q]!;
   }
 
-  /** The whole slot of rank q as an array of the given element type (views are cached). */
-  slot<T extends Float32Array | Float64Array | Int32Array>(q: number, ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number; name: string }): T {
+  /** The most recent descriptor rank q wrote (for reports about a peer that stopped). */
+  lastDescriptor(q: number): Descriptor {
+    const a = this.readDescriptor(q, 0);
+    const b = this.readDescriptor(q, 1);
+    return b.seq > a.seq ? b : a;
+  }
+
+  /** One half of rank q's slot as an array of the given element type (views are cached). */
+  slot<T extends Float32Array | Float64Array | Int32Array>(
+    q: number,
+    half: number,
+    ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number; name: string },
+  ): T {
     let vs = this.views.get(ctor.name);
     if (!vs) {
       vs = [];
-      for (let r = 0; r < this.size; r++) {
-        vs.push(new ctor(this.sab, this.dataOff + r * this.slotBytes, Math.floor(this.slotBytes / ctor.BYTES_PER_ELEMENT)));
+      for (let i = 0; i < 2 * this.size; i++) {
+        vs.push(new ctor(this.sab, this.dataOff + (i >> 1) * this.slotBytes + (i & 1) * this.halfBytes, Math.floor(this.halfBytes / ctor.BYTES_PER_ELEMENT)));
       }
       this.views.set(ctor.name, vs);
     }
-    return vs[q] as T;
+    return vs[2 * q + half] as T;
   }
 }

@@ -49,7 +49,7 @@ export class ArenaBroker {
     for (const [key, e] of this.byKey) {
       const q = e.worldRanks.indexOf(worldRank);
       if (q < 0) continue;
-      const d = e.arena.readDescriptor(q);
+      const d = e.arena.lastDescriptor(q);
       if (d.op === 'none') continue;
       const arrived = e.arena.arrive(q);
       const done = e.arena.done(q);

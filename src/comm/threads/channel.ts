@@ -12,6 +12,8 @@ import { waitChange } from './wait.ts';
 /** Longest single wait before re-checking the reasons to give up (deaths also notify, so this is a backstop). */
 const SLICE_MS = 200;
 
+type SlotCtor<T> = { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number; name: string };
+
 export interface CurrentCall {
   op: CollectiveOp;
   seq: number;
@@ -55,9 +57,32 @@ export class GroupChannel {
     this.stopReason = init.stopReason;
   }
 
-  /** Before overwriting my slot: every peer has finished reading what I published in earlier phases. */
+  /**
+   * Before writing my slot for the next phase: every peer has finished reading the phase that last used the same
+   * half (two phases back), so the other half may still be in use by slower peers.
+   */
   async beginWrite(): Promise<void> {
-    await this.waitAll('done', this.phase);
+    await this.waitAll('done', this.phase - 1);
+  }
+
+  /** Half of the slots the next phase writes (before arrive()). */
+  get writeHalf(): number {
+    return (this.phase + 1) & 1;
+  }
+
+  /** Half of the slots the current phase reads (after arrive()). */
+  get readHalf(): number {
+    return this.phase & 1;
+  }
+
+  /** My slot, the half the next phase publishes. */
+  out<T extends Float32Array | Float64Array | Int32Array>(ctor: SlotCtor<T>): T {
+    return this.arena.slot(this.me, this.writeHalf, ctor);
+  }
+
+  /** Rank q's slot, the half the current phase published. */
+  in<T extends Float32Array | Float64Array | Int32Array>(q: number, ctor: SlotCtor<T>): T {
+    return this.arena.slot(q, this.readHalf, ctor);
   }
 
   /**
@@ -89,6 +114,7 @@ export class GroupChannel {
   }
 
   private async waitAll(kind: 'arrive' | 'done', phase: number): Promise<void> {
+    if (phase <= 0) return;
     const h = this.arena.h;
     const call = this.current;
     for (let q = 0; q < this.size; q++) {

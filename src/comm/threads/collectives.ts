@@ -53,7 +53,7 @@ function describe(d: Pick<Descriptor, 'op' | 'seq' | 'dtype' | 'nelems'>): strin
 function checkPeers(ch: GroupChannel, c: CallSpec, mine: Descriptor, extra?: (q: number, d: Descriptor) => string | null): void {
   for (let q = 0; q < ch.size; q++) {
     if (q === ch.me) continue;
-    const d = ch.arena.readDescriptor(q);
+    const d = ch.arena.readDescriptor(q, ch.readHalf);
     let why: string | null = null;
     if (d.op !== mine.op || d.seq !== mine.seq || d.dtype !== mine.dtype) why = `is in ${describe(d)}`;
     else if (mine.nelems >= 0 && d.nelems !== mine.nelems) why = `passed ${d.nelems} elements`;
@@ -80,27 +80,26 @@ function descriptor(ch: GroupChannel, c: CallSpec, a: CommArray | undefined, nel
     aux,
     counts: new Int32Array(counts ?? []),
   };
-  ch.arena.writeDescriptor(ch.me, d, counts);
+  ch.arena.writeDescriptor(ch.me, ch.writeHalf, d, counts);
   return d;
 }
 
 async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray): Promise<void> {
   const n = send.length;
   const ctor = ctorOf(send);
-  const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
+  const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
   const rounds = Math.max(1, Math.ceil(n / m));
-  const mine = ch.arena.slot(ch.me, ctor);
   const own = () => recv.set(send, ch.me * n);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     const len = Math.min(m, n - lo);
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, n, 0) : null;
-    mine.set(send.subarray(lo, lo + len), 0);
+    ch.out(ctor).set(send.subarray(lo, lo + len), 0);
     await ch.arrive(t === 0 ? own : undefined);
     if (d) checkPeers(ch, c, d);
     for (let q = 0; q < ch.size; q++) {
-      if (q !== ch.me) recv.set(ch.arena.slot(q, ctor).subarray(0, len), q * n + lo);
+      if (q !== ch.me) recv.set(ch.in(q, ctor).subarray(0, len), q * n + lo);
     }
     ch.finishRead();
   }
@@ -108,16 +107,15 @@ async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: C
 
 async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[]): Promise<void> {
   const ctor = ctorOf(send);
-  const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
+  const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
   const displ = prefix(counts);
   const rounds = Math.max(1, Math.ceil(Math.max(0, ...counts) / m));
-  const mine = ch.arena.slot(ch.me, ctor);
   const own = () => recv.set(send, displ[ch.me]!);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, -1, 0, counts) : null;
-    mine.set(send.subarray(lo, lo + clamp(send.length - lo, m)), 0);
+    ch.out(ctor).set(send.subarray(lo, lo + clamp(send.length - lo, m)), 0);
     await ch.arrive(t === 0 ? own : undefined);
     if (d) {
       checkPeers(ch, c, d, (q, pd) => {
@@ -128,7 +126,7 @@ async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: 
     for (let q = 0; q < ch.size; q++) {
       if (q === ch.me) continue;
       const len = clamp(counts[q]! - lo, m);
-      if (len > 0) recv.set(ch.arena.slot(q, ctor).subarray(0, len), displ[q]! + lo);
+      if (len > 0) recv.set(ch.in(q, ctor).subarray(0, len), displ[q]! + lo);
     }
     ch.finishRead();
   }
@@ -138,15 +136,15 @@ async function reduceScatter(ch: GroupChannel, c: CallSpec, send: CommArray, rec
   const P = ch.size;
   const n = recv.length;
   const ctor = ctorOf(send);
-  const m = Math.floor(ch.arena.slotBytes / (P * ctor.BYTES_PER_ELEMENT));
+  const m = Math.floor(ch.arena.halfBytes / (P * ctor.BYTES_PER_ELEMENT));
   const rounds = Math.max(1, Math.ceil(n / m));
   const red = c.reduce!;
-  const mine = ch.arena.slot(ch.me, ctor);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     const len = Math.min(m, n - lo);
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, n, reduceCode(red)) : null;
+    const mine = ch.out(ctor);
     for (let b = 0; b < P; b++) {
       const src = send.subarray(b * n + lo, b * n + lo + len);
       const dst = mine.subarray(b * m, b * m + len);
@@ -157,27 +155,25 @@ async function reduceScatter(ch: GroupChannel, c: CallSpec, send: CommArray, rec
     if (d) checkPeers(ch, c, d);
     const out = recv.subarray(lo, lo + len);
     const at = ch.me * m;
-    out.set(ch.arena.slot(0, ctor).subarray(at, at + len));
-    for (let q = 1; q < P; q++) accumulate(out, ch.arena.slot(q, ctor).subarray(at, at + len), red.op);
+    out.set(ch.in(0, ctor).subarray(at, at + len));
+    for (let q = 1; q < P; q++) accumulate(out, ch.in(q, ctor).subarray(at, at + len), red.op);
     if (red.op === 'avg') divideInPlace(out, P);
     ch.finishRead();
   }
 }
 
 /**
- * Two phases per round: (A) everyone publishes its chunk; rank r reduces block r of the chunk over all ranks and
- * writes the result back into block r of its own slot (only rank r ever reads block r of slot r in phase A, so
- * this is safe without waiting); (B) everyone copies block q from rank q's slot. Each rank moves about 2·n bytes
+ * Two phases per round: (A) everyone publishes its chunk; rank r reduces block r of the chunk over all ranks;
+ * (B) rank r publishes its reduced block and everyone copies block q from rank q. Each rank moves about 2·n bytes
  * in and out whatever the group size, instead of P·n for "everyone reduces everything".
  */
 async function allReduce(ch: GroupChannel, c: CallSpec, buf: CommArray): Promise<void> {
   const P = ch.size;
   const n = buf.length;
   const ctor = ctorOf(buf);
-  const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
+  const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
   const rounds = Math.max(1, Math.ceil(n / m));
   const red = c.reduce!;
-  const mine = ch.arena.slot(ch.me, ctor);
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     const L = Math.min(m, n - lo);
@@ -185,23 +181,25 @@ async function allReduce(ch: GroupChannel, c: CallSpec, buf: CommArray): Promise
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, buf, n, reduceCode(red)) : null;
     const chunk = buf.subarray(lo, lo + L);
-    if (red.op === 'premul_sum') scaleInto(mine, chunk, red.factor);
-    else mine.set(chunk, 0);
+    if (red.op === 'premul_sum') scaleInto(ch.out(ctor), chunk, red.factor);
+    else ch.out(ctor).set(chunk, 0);
     await ch.arrive();
     if (d) checkPeers(ch, c, d);
     const a = blk(ch.me);
     const b = blk(ch.me + 1);
     // buf's chunk is already in my slot, so its block `me` is free to serve as the accumulator.
     const acc = buf.subarray(lo + a, lo + b);
-    acc.set(ch.arena.slot(0, ctor).subarray(a, b));
-    for (let q = 1; q < P; q++) accumulate(acc, ch.arena.slot(q, ctor).subarray(a, b), red.op);
+    acc.set(ch.in(0, ctor).subarray(a, b));
+    for (let q = 1; q < P; q++) accumulate(acc, ch.in(q, ctor).subarray(a, b), red.op);
     if (red.op === 'avg') divideInPlace(acc, P);
-    mine.set(acc, a);
+    // Phase B publishes in the other half. Every peer has arrived at phase A, so every peer has finished reading
+    // the phase before it — the last user of that half — and no wait is needed.
+    ch.out(ctor).set(acc, a);
     await ch.arrive();
     for (let q = 0; q < P; q++) {
       if (q === ch.me) continue;
       const qa = blk(q);
-      buf.set(ch.arena.slot(q, ctor).subarray(qa, blk(q + 1)), lo + qa);
+      buf.set(ch.in(q, ctor).subarray(qa, blk(q + 1)), lo + qa);
     }
     ch.finishRead();
   }
@@ -218,7 +216,7 @@ async function allToAllV(
   const P = ch.size;
   const me = ch.me;
   const ctor = ctorOf(send);
-  const m = Math.floor(ch.arena.slotBytes / (P * ctor.BYTES_PER_ELEMENT));
+  const m = Math.floor(ch.arena.halfBytes / (P * ctor.BYTES_PER_ELEMENT));
   const sd = prefix(sendCounts);
   const rd = prefix(recvCounts);
   if (sendCounts[me] !== recvCounts[me]) {
@@ -230,12 +228,12 @@ async function allToAllV(
     });
   }
   const own = () => recv.set(send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), rd[me]!);
-  const mine = ch.arena.slot(me, ctor);
   let rounds = 1;
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, send, -1, 0, sendCounts) : null;
+    const mine = ch.out(ctor);
     for (let j = 0; j < P; j++) {
       if (j === me) continue;
       const len = clamp(sendCounts[j]! - lo, m);
@@ -247,13 +245,13 @@ async function allToAllV(
         pd.counts[me] !== recvCounts[q] ? `sends ${pd.counts[me]} elements to rank ${me}, which expects ${recvCounts[q]} from it` : null,
       );
       let most = 0;
-      for (let p = 0; p < P; p++) for (let q = 0; q < P; q++) if (p !== q) most = Math.max(most, ch.arena.descriptorCount(p, q));
+      for (let p = 0; p < P; p++) for (let q = 0; q < P; q++) if (p !== q) most = Math.max(most, ch.arena.descriptorCount(p, ch.readHalf, q));
       rounds = Math.max(1, Math.ceil(most / m));
     }
     for (let q = 0; q < P; q++) {
       if (q === me) continue;
       const len = clamp(recvCounts[q]! - lo, m);
-      if (len > 0) recv.set(ch.arena.slot(q, ctor).subarray(me * m, me * m + len), rd[q]! + lo);
+      if (len > 0) recv.set(ch.in(q, ctor).subarray(me * m, me * m + len), rd[q]! + lo);
     }
     ch.finishRead();
   }
@@ -262,7 +260,7 @@ async function allToAllV(
 async function broadcast(ch: GroupChannel, c: CallSpec, buf: CommArray, root: number): Promise<void> {
   const n = buf.length;
   const ctor = ctorOf(buf);
-  const m = Math.floor(ch.arena.slotBytes / ctor.BYTES_PER_ELEMENT);
+  const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
   const rounds = Math.max(1, Math.ceil(n / m));
   const isRoot = ch.me === root;
   for (let t = 0; t < rounds; t++) {
@@ -270,10 +268,10 @@ async function broadcast(ch: GroupChannel, c: CallSpec, buf: CommArray, root: nu
     const len = Math.min(m, n - lo);
     await ch.beginWrite();
     const d = t === 0 ? descriptor(ch, c, buf, n, root) : null;
-    if (isRoot) ch.arena.slot(root, ctor).set(buf.subarray(lo, lo + len), 0);
+    if (isRoot) ch.out(ctor).set(buf.subarray(lo, lo + len), 0);
     await ch.arrive();
     if (d) checkPeers(ch, c, d);
-    if (!isRoot) buf.set(ch.arena.slot(root, ctor).subarray(0, len), lo);
+    if (!isRoot) buf.set(ch.in(root, ctor).subarray(0, len), lo);
     ch.finishRead();
   }
 }

@@ -106,7 +106,7 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
     const life = this.runtime.life;
     const who = missing.map((q) => {
       const wr = this.ranks[q]!;
-      const d = this.channel.arena.readDescriptor(q);
+      const d = this.channel.arena.lastDescriptor(q);
       const last = d.op === 'none' ? 'no call yet on this group' : `last entered ${d.op} #${d.seq}`;
       const state = life.gone(wr) ? `, ${describeLife(life.get(wr))}` : '';
       return `rank ${q} (world ${wr}; ${last}${state})`;

@@ -17,7 +17,7 @@ import { LifeBoard } from './life.ts';
 import type { ToLauncher, ToWorker, WorkerInit } from './messages.ts';
 
 export interface ThreadsOptions extends WorldOptions {
-  /** Bytes per rank slot in every group arena (default 4 MiB). Larger calls run in several rounds. */
+  /** Bytes per rank slot in every group arena (default 8 MiB, double-buffered). Larger calls run in several rounds. */
   slotBytes?: number;
   /**
    * After the first failure the launcher asks every live rank to stop (their pending and next collectives reject);
@@ -26,7 +26,8 @@ export interface ThreadsOptions extends WorldOptions {
   drainMs?: number;
 }
 
-export const DEFAULT_SLOT_BYTES = 4 << 20;
+/** Two halves of 4 MiB: one phase moves up to 4 MiB per rank while the other half drains. */
+export const DEFAULT_SLOT_BYTES = 8 << 20;
 const CONTROL_CALL_MS = 1000;
 /** A rank that reported its outcome but whose worker does not exit (a leftover timer, an open handle). */
 const EXIT_GRACE_MS = 2000;
