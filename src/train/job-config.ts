@@ -116,19 +116,21 @@ export const SCHEMA = {
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
 type Schema = typeof SCHEMA;
-type ValueOf<F extends FieldSpec> = F['type'] extends 'number' | 'integer'
-  ? number
-  : F['type'] extends 'boolean'
-    ? boolean
-    : F['type'] extends 'string|integer'
-      ? string | number
-      : F['type'] extends 'number|null'
-        ? number | null
-        : F['type'] extends 'table'
-          ? Record<string, unknown> | undefined
-          : string;
+type ValueOf<F> = F extends { oneOf: readonly (infer O)[] }
+  ? O
+  : F extends { type: 'number' | 'integer' }
+    ? number
+    : F extends { type: 'boolean' }
+      ? boolean
+      : F extends { type: 'string|integer' }
+        ? string | number
+        : F extends { type: 'number|null' }
+          ? number | null
+          : F extends { type: 'table' }
+            ? Record<string, unknown> | undefined
+            : string;
 
-export type JobConfig = { [S in keyof Schema]: { [K in keyof Schema[S]]: ValueOf<Schema[S][K] & FieldSpec> } } & {
+export type JobConfig = { [S in keyof Schema]: { [K in keyof Schema[S]]: ValueOf<Schema[S][K]> } } & {
   /** Where the config came from (file path or "<defaults>"). */
   source: string;
 };

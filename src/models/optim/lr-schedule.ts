@@ -74,4 +74,10 @@ export class LRScheduler {
   get index(): number {
     return this.s;
   }
+
+  /** Resume: the scheduler index a checkpoint recorded (steps already taken). */
+  restore(index: number): void {
+    if (!(Number.isInteger(index) && index >= 0)) throw new Error(`lr schedule: cannot restore index ${index}`);
+    this.s = index;
+  }
 }

@@ -1,0 +1,261 @@
+// The training rank program (src/comm/launch.ts runs it on every rank of inproc, threads or mpi): job config →
+// RankHost (mesh, model part, actors) → data loader of this rank's batch shard → steps with metrics, trace events
+// and checkpoints → a summary for the launcher. The launcher made the plan (strategies) and measured the peak.
+
+import { join } from 'node:path';
+import type { RankContext } from '../comm/launch.ts';
+import { RankHost, type RankJob } from '../actors/rank-host.ts';
+import type { Microbatch } from '../models/model/model.ts';
+import { resolveModelConfig } from '../models/config.ts';
+import { buildModelSpec } from '../models/spec.ts';
+import { flopsPerToken } from '../models/counts.ts';
+import type { EventSink, TraceEvent } from '../protocols/events.ts';
+import type { GradReduce } from '../protocols/fsdp-unit.machine.ts';
+import type { MoeStrategy } from '../protocols/strategies.ts';
+import { TraceRecorder, runPaths, teeSink } from '../trace/index.ts';
+import { alignRecorderClock } from '../trace/clock.ts';
+import { BroadcastChannel } from 'node:worker_threads';
+import { commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, writeRankShard, pruneCheckpoints } from './checkpoint/index.ts';
+import { createDataLoader, DataStateError } from './data/index.ts';
+import { acModeOf, loadJobConfig, type JobConfig } from './job-config.ts';
+import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
+import { PhaseTimes } from './phase-times.ts';
+import { captureRankState, restoreRankState } from './rank-checkpoint.ts';
+
+export interface TrainRankArgs {
+  configPath: string | null;
+  overrides: string[];
+  runDir: string;
+  /** Decided by the launcher's plan. */
+  dispatch: MoeStrategy;
+  gradReduce: GradReduce;
+  /** Measured sgemm GFLOP/s of the node (for MFU), and ranks sharing the node. */
+  nodeSgemmGflops: number;
+  ranksOnNode: number;
+  /** Whether the launcher's stdout is a terminal (colours). */
+  tty: boolean;
+  /** Post compact status events to this BroadcastChannel (live view in the launcher). */
+  liveChannel: string | null;
+  /** BLAS threads per rank. */
+  threads: number;
+  /** Stop after this step without finishing (kill tests); default: run all steps. */
+  stopAfter?: number;
+}
+
+export interface TrainRankResult {
+  rank: number;
+  steps: { step: number; loss: number; gradNorm: number; lr: number }[];
+  resumedFrom: number | null;
+  checkpoints: string[];
+  peakBytes: number;
+}
+
+function jobOf(cfg: JobConfig, args: TrainRankArgs): RankJob {
+  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  const p = cfg.parallelism;
+  return {
+    model,
+    degrees: {
+      dp_replicate: p.data_parallel_replicate_degree,
+      dp_shard: p.data_parallel_shard_degree,
+      tp: p.tensor_parallel_degree,
+      pp: p.pipeline_parallel_degree,
+      cp: p.context_parallel_degree,
+      ep: p.expert_parallel_degree,
+      etp: p.expert_tensor_parallel_degree,
+    },
+    dispatch: args.dispatch,
+    gradReduce: args.gradReduce,
+    divideFactor: cfg.comm.gradient_divide_factor,
+    reshard: cfg.parallelism.fsdp_reshard_after_forward,
+    ac: acModeOf(cfg),
+    adamw: {
+      lr: cfg.optimizer.lr,
+      beta1: cfg.optimizer.beta1,
+      beta2: cfg.optimizer.beta2,
+      eps: cfg.optimizer.eps,
+      weight_decay: cfg.optimizer.name === 'Adam' ? 0 : cfg.optimizer.weight_decay,
+    },
+    schedule: {
+      totalSteps: cfg.training.steps,
+      warmupSteps: cfg.lr_scheduler.warmup_steps,
+      decayRatio: cfg.lr_scheduler.decay_ratio,
+      decayType: cfg.lr_scheduler.decay_type,
+      minLrFactor: cfg.lr_scheduler.min_lr_factor,
+    },
+    maxNorm: cfg.training.max_norm,
+    seed: cfg.debug.seed,
+    weights: cfg.checkpoint.initial_load_path.endsWith('.safetensors') ? cfg.checkpoint.initial_load_path : undefined,
+    threads: args.threads,
+  };
+}
+
+/** Gradient-accumulation microbatches per step (torchtitan: global / (local · batch degree)). */
+export function microbatchesOf(cfg: JobConfig, batchDegree: number): number {
+  const g = cfg.training.global_batch_size;
+  const local = cfg.training.local_batch_size;
+  if (g === -1) return 1;
+  const per = local * batchDegree;
+  if (g % per !== 0) {
+    throw new Error(`[training] global_batch_size = ${g} must be a multiple of local_batch_size × data-parallel degree = ${local} × ${batchDegree} = ${per}`);
+  }
+  return g / per;
+}
+
+export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRankResult> {
+  const a = ctx.args;
+  const cfg = loadJobConfig(a.configPath, a.overrides);
+  const job = jobOf(cfg, a);
+  const spec = buildModelSpec(job.model);
+  const log = (m: string) => {
+    if (ctx.rank === 0) console.log(m);
+  };
+  const peak = resolvePeakFlops({ configPeakFlops: cfg.metrics.peak_flops, nodeSgemmGflops: a.nodeSgemmGflops, ranksOnNode: a.ranksOnNode });
+  let host: RankHost | null = null;
+  // Built before the model: torchtitan's first throughput window includes setup (spec §8.8).
+  const metrics = createMetricsLogger(cfg, {
+    rank: ctx.rank,
+    runDir: a.runDir,
+    flopsPerToken: flopsPerToken(spec, cfg.training.seq_len),
+    peak,
+    stdoutIsTTY: a.tty,
+    memoryStats: () => host!.alloc.stats(),
+    resetMemoryPeak: () => host!.alloc.resetPeak(),
+  });
+  const sinks: EventSink[] = [];
+  let recorder: TraceRecorder | null = null;
+  if (cfg.trace.enable) {
+    recorder = new TraceRecorder({ rank: ctx.rank, file: runPaths(a.runDir).rankEvents(ctx.rank), capacity: Math.min(cfg.trace.max_events, 65_536) });
+    sinks.push(recorder);
+  }
+  const phases = new PhaseTimes();
+  sinks.push(phases);
+  let live: BroadcastChannel | null = null;
+  if (a.liveChannel) {
+    live = new BroadcastChannel(a.liveChannel);
+    sinks.push(liveForwarder(live));
+  }
+  try {
+    host = await RankHost.create(ctx.world, job, teeSink(...sinks));
+    if (recorder && ctx.transport === 'mpi') await alignRecorderClock(ctx.world, recorder);
+    const { index: dpRank, degree: dpDegree } = host.mesh.batch;
+    const loader = createDataLoader(cfg, { dpRank, dpDegree, vocabSize: spec.vocabSize, log });
+    const ga = microbatchesOf(cfg, dpDegree);
+
+    // ---- resume ----
+    const folder = join(a.runDir, cfg.checkpoint.folder);
+    let start = 0;
+    let resumedFrom: number | null = null;
+    const resumeDir = cfg.checkpoint.enable || cfg.checkpoint.initial_load_path ? findResume(cfg, folder, log) : null;
+    if (resumeDir) {
+      const ck = readCheckpoint(resumeDir.dir, { ranks: [ctx.rank < resumeDir.worldSize ? ctx.rank : 0] });
+      const extras = ck.shards[0]!.extras as Record<string, unknown>;
+      restoreRankState(host, resumeDir.dir, extras);
+      if (resumeDir.sameRun) {
+        start = resumeDir.step;
+        resumedFrom = start;
+        try {
+          if (ctx.rank < resumeDir.worldSize && extras.data) loader.loadState(extras.data);
+          else throw new DataStateError('the checkpoint has no data state for this rank');
+        } catch (e) {
+          if (!(e instanceof DataStateError)) throw e;
+          log(`resume: data position not restored (${e.message}); data restarts from the beginning of this rank's shard`);
+        }
+        if (resumeDir.hash !== configHash(cfg)) log('resume: the checkpoint was written with other model/optimizer/training settings (config hash differs)');
+      }
+      log(`${resumeDir.sameRun ? 'resumed from' : 'initialised from'} ${resumeDir.dir} (step ${resumeDir.step})`);
+    }
+
+    const steps: TrainRankResult['steps'] = [];
+    const checkpoints: string[] = [];
+    let lastBytes = host.mesh.bytesByGroup();
+    const last = Math.min(cfg.training.steps, a.stopAfter ?? Infinity);
+    for (let step = start + 1; step <= last; step++) {
+      const mbs: Microbatch[] = [];
+      for (let m = 0; m < ga; m++) {
+        const b = loader.next();
+        metrics.addBatch(b.ntokens, b.fetchMs);
+        mbs.push({ tokens: b.tokens, labels: b.labels, B: b.batchSize, S: b.seqLen });
+      }
+      const r = await host.step(mbs);
+      steps.push({ step, loss: r.globalAvgLoss, gradNorm: r.gradNorm, lr: r.lr });
+      if (metrics.shouldLog(step)) {
+        const now = host.mesh.bytesByGroup();
+        const commBytes: Record<string, number> = {};
+        for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
+        lastBytes = now;
+        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes });
+      }
+      if (cfg.checkpoint.enable && (step % cfg.checkpoint.interval === 0 || step === cfg.training.steps)) {
+        const dir = stepDir(folder, step);
+        const state = captureRankState(host, { step, data: loader.state(), rank: ctx.rank });
+        writeRankShard(dir, ctx.rank, { tensors: state.tensors, slices: state.slices, extras: state.extras });
+        await ctx.world.barrier({ tag: `checkpoint ${step}` });
+        if (ctx.rank === 0) {
+          const d = host.mesh.layout.degrees;
+          commitManifest(dir, { step, configHash: configHash(cfg), mesh: { ...d }, worldSize: ctx.size });
+          if (cfg.checkpoint.keep_latest_k > 0) pruneCheckpoints(folder, cfg.checkpoint.keep_latest_k);
+          log(`checkpoint: ${dir}`);
+        }
+        await ctx.world.barrier({ tag: `checkpoint ${step} committed` });
+        checkpoints.push(dir);
+      }
+    }
+    return { rank: ctx.rank, steps, resumedFrom, checkpoints, peakBytes: host.alloc.stats().peakTotal };
+  } finally {
+    recorder?.close();
+    live?.close();
+    if (host) await host.close();
+  }
+}
+
+interface ResumePoint {
+  dir: string;
+  step: number;
+  worldSize: number;
+  hash: string;
+  /** A checkpoint of this run (continue its step count) or an initial load (weights + optimizer only). */
+  sameRun: boolean;
+}
+
+function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): ResumePoint | null {
+  if (cfg.checkpoint.enable) {
+    const listing = listCheckpoints(folder);
+    for (const p of listing.partial) log(`resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}`);
+    const want = cfg.checkpoint.load_step;
+    const pick = want >= 0 ? listing.complete.find((c) => c.step === want) : listing.complete[listing.complete.length - 1];
+    if (want >= 0 && !pick) {
+      throw new Error(`[checkpoint] load_step = ${want}: no complete checkpoint for that step in ${folder} (complete: ${listing.complete.map((c) => c.step).join(', ') || 'none'})`);
+    }
+    if (pick) return { dir: pick.dir, step: pick.step, worldSize: pick.manifest.worldSize, hash: pick.manifest.configHash, sameRun: true };
+  }
+  const init = cfg.checkpoint.initial_load_path;
+  if (init && !init.endsWith('.safetensors')) {
+    // A step folder, or a checkpoint folder (its newest complete step).
+    const l = /step-\d+\/?$/.test(init) ? listCheckpoints(init.replace(/\/?step-\d+\/?$/, '')).complete.find((c) => init.replace(/\/$/, '').endsWith(c.dir.split('/').pop()!)) : latestComplete(init);
+    if (!l) throw new Error(`[checkpoint] initial_load_path = ${init}: no complete checkpoint there`);
+    return { dir: l.dir, step: l.step, worldSize: l.manifest.worldSize, hash: l.manifest.configHash, sameRun: false };
+  }
+  return null;
+}
+
+/** Forwards the events the live view needs (state changes, collectives) to the launcher, compactly. */
+function liveForwarder(ch: BroadcastChannel): EventSink {
+  let batch: TraceEvent[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  const flush = () => {
+    timer = null;
+    if (batch.length) ch.postMessage(batch);
+    batch = [];
+  };
+  return {
+    record(e) {
+      if (e.kind === 'counter') return;
+      batch.push(e);
+      if (!timer) {
+        timer = setTimeout(flush, 100);
+        timer.unref?.();
+      }
+    },
+  };
+}

@@ -1,0 +1,207 @@
+// `moe-actors train`, the launcher side: load and validate the job config, plan (mesh, strategies, memory),
+// create the run folder, measure the machine's sgemm peak (for MFU), launch the training rank program on the
+// chosen transport, and turn the recorded events into trace.json and timeline.html afterwards.
+
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BroadcastChannel } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import pc from 'picocolors';
+import { FULL } from '../comm/capabilities.ts';
+import { launch, type TransportName } from '../comm/launch.ts';
+import { resolveModelConfig } from '../models/config.ts';
+import type { TraceEvent } from '../protocols/events.ts';
+import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
+import { getKernels } from '../tensor/kernels.ts';
+import { LiveView, runPaths, viewRun } from '../trace/index.ts';
+import { acModeOf, ConfigError, loadJobConfig, type JobConfig } from './job-config.ts';
+import { measureSgemmPeak } from './metrics/index.ts';
+import type { TrainRankArgs, TrainRankResult } from './train-rank.ts';
+
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
+const RANK_PROGRAM = fileURLToPath(new URL('./train-rank.ts', import.meta.url));
+
+export interface TrainOptions {
+  config?: string;
+  transport?: string;
+  ranks?: string | number;
+  live?: boolean;
+  dryRun?: boolean;
+  /** Stop after this step (tests of crash/resume). */
+  stopAfter?: number;
+  /** Print nothing but errors (tests). */
+  quiet?: boolean;
+}
+
+export interface TrainOutcome {
+  runDir: string;
+  plan: Plan;
+  results: TrainRankResult[];
+  trace: string | null;
+  timeline: string | null;
+}
+
+/** The config plus the CLI's --transport/--ranks, as overrides (so they are validated like the file's fields). */
+export function loadTrainConfig(opts: TrainOptions, overrides: readonly string[]): JobConfig {
+  const extra: string[] = [];
+  if (opts.transport !== undefined) extra.push('--comm.transport', String(opts.transport));
+  if (opts.ranks !== undefined) extra.push('--comm.ranks', String(opts.ranks));
+  return loadJobConfig(opts.config ?? DEFAULT_CONFIG, [...overrides, ...extra]);
+}
+
+/** World size: [comm] ranks on inproc/threads; under mpi, what mpiexec started. */
+export function worldSizeOf(cfg: JobConfig): number {
+  if (cfg.comm.transport !== 'mpi') return cfg.comm.ranks;
+  const n = Number(process.env.PMI_SIZE ?? process.env.OMPI_COMM_WORLD_SIZE ?? NaN);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new ConfigError('[comm] transport = "mpi" runs inside `mpiexec.mpich -n N node bin/moe-actors.mjs train …` (or scripts/launch-mpi.sh); no MPI job was found in the environment (PMI_SIZE unset)');
+  }
+  return n;
+}
+
+export function planJob(cfg: JobConfig, worldSize: number): Plan {
+  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  const p = cfg.parallelism;
+  return makePlan({
+    model,
+    worldSize,
+    degrees: {
+      dp_replicate: p.data_parallel_replicate_degree,
+      dp_shard: p.data_parallel_shard_degree,
+      tp: p.tensor_parallel_degree,
+      pp: p.pipeline_parallel_degree,
+      cp: p.context_parallel_degree,
+      ep: p.expert_parallel_degree,
+      etp: p.expert_tensor_parallel_degree,
+    },
+    transportCaps: FULL,
+    transport: cfg.comm.transport,
+    profile: cfg.comm.profile,
+    dispatch: cfg.comm.dispatch,
+    gradReduce: cfg.comm.grad_reduce,
+    divideFactor: cfg.comm.gradient_divide_factor,
+    reshard: p.fsdp_reshard_after_forward,
+    ac: acModeOf(cfg),
+    localBatch: cfg.training.local_batch_size,
+    seqLen: cfg.training.seq_len,
+    microbatches: 1,
+    ranksPerNode: cfg.comm.ranks_per_node,
+  });
+}
+
+function runName(cfg: JobConfig): string {
+  if (cfg.job.run_name) return cfg.job.run_name;
+  const base = cfg.source === '<defaults>' ? 'run' : basename(cfg.source).replace(/\.toml$/, '');
+  const t = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
+  return `${base}-${t}`;
+}
+
+export async function runTraining(opts: TrainOptions, overrides: readonly string[]): Promise<TrainOutcome | null> {
+  const cfg = loadTrainConfig(opts, overrides);
+  const transport = cfg.comm.transport as TransportName;
+  const size = worldSizeOf(cfg);
+  const isRank0 = transport !== 'mpi' || (process.env.PMI_RANK ?? '0') === '0';
+  const say = (m: string) => {
+    if (isRank0 && !opts.quiet) console.log(m);
+  };
+  const plan = planJob(cfg, size);
+  say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
+  say(formatPlan(plan));
+  if (opts.dryRun) {
+    say(pc.green('dry run: the config is valid; no ranks were started'));
+    return null;
+  }
+  // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
+  const k = getKernels();
+  const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
+  const peak = measureSgemmPeak(k, { threads: transport === 'mpi' ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
+  const ranksOnNode = transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
+  const runDir = resolve(cfg.job.dump_folder, runName(cfg));
+  if (transport !== 'mpi') {
+    mkdirSync(runDir, { recursive: true });
+    writeRunFiles(runDir, cfg, plan);
+  } else if (!cfg.job.run_name) {
+    throw new ConfigError('under mpi every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)');
+  } else if (isRank0) {
+    mkdirSync(runDir, { recursive: true });
+    writeRunFiles(runDir, cfg, plan);
+  }
+  say(`run folder: ${runDir}`);
+  say(`MFU peak: sgemm ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
+
+  let live: LiveView | null = null;
+  let channel: BroadcastChannel | null = null;
+  const liveName = opts.live && transport !== 'mpi' ? `moe-actors-live-${process.pid}` : null;
+  if (liveName) {
+    live = new LiveView();
+    channel = new BroadcastChannel(liveName);
+    channel.onmessage = (m) => {
+      for (const e of (m as { data: TraceEvent[] }).data) live!.record(e);
+    };
+    live.start();
+  }
+  const args: TrainRankArgs = {
+    configPath: cfg.source === '<defaults>' ? null : cfg.source,
+    overrides: [...overrides, '--comm.transport', transport, '--comm.ranks', String(size)],
+    runDir,
+    dispatch: plan.dispatch.choice,
+    gradReduce: plan.gradReduce.choice,
+    nodeSgemmGflops: peak.gflops,
+    ranksOnNode,
+    tty: !!process.stdout.isTTY,
+    liveChannel: liveName,
+    threads,
+    stopAfter: opts.stopAfter,
+  };
+  let result;
+  try {
+    result = await launch<TrainRankArgs, TrainRankResult>(
+      {
+        transport,
+        size,
+        profile: cfg.comm.profile,
+        timeoutMs: cfg.comm.timeout_seconds * 1000,
+        seed: cfg.comm.seed,
+        ranksPerNode: cfg.comm.ranks_per_node || undefined,
+        flightEntries: cfg.comm.flight_recorder_entries,
+        dumpDir: runPaths(runDir).flight,
+      },
+      { module: RANK_PROGRAM },
+      args,
+    );
+  } finally {
+    live?.stop();
+    channel?.close();
+  }
+  const failed = result.outcomes.filter((o) => !o.ok);
+  if (failed.length) {
+    const first = failed[0] as { rank: number; error: string };
+    throw new Error(
+      `training failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}` +
+        (result.diagnosis ? `\n${result.diagnosis}` : '') +
+        `\nflight-recorder dumps: ${runPaths(runDir).flight} (moe-actors inspect ${runPaths(runDir).flight}); events: ${runPaths(runDir).events}`,
+    );
+  }
+  const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);
+  let trace: string | null = null;
+  let timeline: string | null = null;
+  if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
+    const v = viewRun(runDir);
+    trace = v.trace;
+    timeline = v.timeline;
+    for (const w of v.traceErrors) say(pc.yellow(`trace: ${w}`));
+  }
+  const last = results[0]?.steps.at(-1);
+  say(pc.green(`done: ${results[0]?.steps.length ?? 0} steps${last ? `, final loss ${last.loss.toFixed(5)}` : ''}`));
+  say(`outputs: ${runDir}`);
+  if (timeline) say(`  timeline: ${timeline}\n  trace (Perfetto): ${trace}\n  metrics: ${join(runDir, 'metrics.jsonl')}`);
+  return { runDir, plan, results, trace, timeline };
+}
+
+function writeRunFiles(runDir: string, cfg: JobConfig, plan: Plan): void {
+  if (cfg.source !== '<defaults>') copyFileSync(cfg.source, join(runDir, 'config.toml'));
+  writeFileSync(join(runDir, 'plan.txt'), formatPlan(plan) + '\n');
+  writeFileSync(join(runDir, 'job.json'), JSON.stringify(cfg, null, 1) + '\n');
+}
