@@ -89,6 +89,10 @@ ranks_args=(--config "$config")
 layout="$("$node_bin" "$repo/scripts/aurora/config-ranks.mjs" "${ranks_args[@]}" "${overrides[@]}")" || exit 2
 world="$(sed -n 's/^world=//p' <<<"$layout")"
 
+# Every rank must write into the same run folder; the trainer cannot pick a timestamp per process under MPI.
+if [[ " ${overrides[*]-} " != *" --job.run_name"* ]]; then
+  overrides+=(--job.run_name "${MOE_ACTORS_RUN_NAME:-$(basename "$config" .toml)-$(date -u +%Y%m%d-%H%M%S)}")
+fi
 cmd=("$mpiexec" -n "$world" "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport mpi "${overrides[@]}")
 export UCX_MEM_EVENTS=no
 

@@ -102,6 +102,10 @@ env_vars=(
   "OMP_NUM_THREADS=$THREADS_PER_RANK"
   "OPENBLAS_NUM_THREADS=$THREADS_PER_RANK"
 )
+# Every rank must write into the same run folder; the trainer cannot pick a timestamp per process under MPI.
+if [[ " ${overrides[*]-} " != *" --job.run_name"* ]]; then
+  overrides+=(--job.run_name "${MOE_ACTORS_RUN_NAME:-$(basename "$config" .toml)-$(date -u +%Y%m%d-%H%M%S)}")
+fi
 cmd=(
   "$mpiexec" -n "$total" -ppn "$RANKS_PER_NODE" --cpu-bind "$CPU_BIND"
   "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport mpi

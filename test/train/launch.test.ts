@@ -10,7 +10,8 @@ const repo = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '')
 const tmp = mkdtempSync(join(tmpdir(), 'moe-launch-'));
 const BIND = 'list:1-8:9-16:17-24:25-32:33-40:41-48:53-60:61-68:69-76:77-84:85-92:93-100';
 // npm/npx export NODE (the node binary's path), which the launchers honour; the expected commands say plain "node".
-const baseEnv: NodeJS.ProcessEnv = { ...process.env };
+// Under MPI every rank must use the same run folder, so the launchers add --job.run_name (fixed here by the env).
+const baseEnv: NodeJS.ProcessEnv = { ...process.env, MOE_ACTORS_RUN_NAME: 'r1' };
 delete baseEnv.NODE;
 
 function run(script: string, args: string[], env: Record<string, string> = {}) {
@@ -24,7 +25,7 @@ describe('scripts/launch-mpi.sh', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toBe(
-      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2\n`,
+      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2 --job.run_name r1\n`,
     );
   });
 
@@ -36,7 +37,7 @@ describe('scripts/launch-mpi.sh', () => {
     chmodSync(stub, 0o755);
     const r = run('scripts/launch-mpi.sh', ['-n', '4', '--config', 'configs/debug_ep4.toml', '--training.steps', '7'], { PATH: `${bin}:${process.env.PATH}` });
     expect(r.code).toBe(0);
-    expect(r.out).toBe(`UCX_MEM_EVENTS=no\n-n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7\n`);
+    expect(r.out).toBe(`UCX_MEM_EVENTS=no\n-n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`);
   });
 
   it('refuses plain mpiexec/mpirun (OpenMPI on Debian)', () => {
@@ -76,7 +77,7 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
         'export UCX_MEM_EVENTS=no',
         'export OMP_NUM_THREADS=8',
         'export OPENBLAS_NUM_THREADS=8',
-        `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/deepseek_v3_1b_hsdp_ep6.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 3`,
+        `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/deepseek_v3_1b_hsdp_ep6.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 3 --job.run_name r1`,
         '',
       ].join('\n'),
     );
@@ -110,7 +111,7 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
     });
     expect(r.status).toBe(0);
     expect(r.stdout.trim().split('\n').at(-1)).toBe(
-      `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/llama4_dense12.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 2 --metrics.log_freq 1`,
+      `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/llama4_dense12.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 2 --metrics.log_freq 1 --job.run_name r1`,
     );
     const noWorkdir = spawnSync('bash', [join(repo, 'scripts/aurora/job.pbs')], { cwd: tmp, encoding: 'utf8', env: { ...baseEnv, PBS_O_WORKDIR: '' } });
     expect(noWorkdir.status).not.toBe(0);
