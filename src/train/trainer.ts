@@ -117,7 +117,9 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const k = getKernels();
   const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
   const peak = measureSgemmPeak(k, { threads: transport === 'mpi' ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
-  const ranksOnNode = transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
+  // Under MPI every rank measured its own peak with its own threads, at the same time as the others: that is
+  // already a per-rank figure. In one process the node's peak is shared by the ranks.
+  const ranksOnNode = transport === 'mpi' ? 1 : size;
   const runDir = resolve(cfg.job.dump_folder, runName(cfg));
   if (transport !== 'mpi') {
     mkdirSync(runDir, { recursive: true });
