@@ -8,7 +8,8 @@
 // and one queue, so they too are issued in program order whatever the timing.
 
 import { createActor } from 'xstate';
-import type { Communicator } from '../comm/communicator.ts';
+import { sumBytesByGroup } from '../comm/bytes.ts';
+import type { ByteCounters, Communicator } from '../comm/communicator.ts';
 import { DeviceMesh, groupOf, planMesh, type MeshDim, type ParallelDegrees } from '../comm/mesh.ts';
 import type { ResolvedModelConfig } from '../models/config.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
@@ -114,7 +115,7 @@ export class RankHost {
     const k = getKernels();
     if (job.threads) k.setNumThreads(job.threads);
     this.bridge = sink ? new TraceBridge(mesh.rank, sink, this.position) : null;
-    if (this.bridge) for (const c of mesh.communicators()) (c as { observer?: unknown }).observer = this.bridge.commObserver();
+    if (this.bridge) for (const c of this.communicators()) (c as { observer?: unknown }).observer = this.bridge.commObserver();
     const E = moeExperts(job.model);
     const range = E !== null ? mesh.experts(E) : null;
     this.model = Model.build(job.model, {
@@ -177,6 +178,16 @@ export class RankHost {
 
   get rank(): number {
     return this.mesh.rank;
+  }
+
+  /** Every communicator of the rank: the mesh's and the reduction path's (traces and byte counts cover both). */
+  communicators(): Communicator[] {
+    return [...this.mesh.communicators(), ...Object.values(this.reduceGroups)];
+  }
+
+  /** Bytes and calls per group name, including the gradient reductions (fsdp_reduce, efsdp_reduce, …). */
+  bytesByGroup(): Record<string, ByteCounters> {
+    return sumBytesByGroup(this.communicators());
   }
 
   /** Runs one optimizer step over this rank's microbatches (the same count on every rank). */

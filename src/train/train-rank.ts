@@ -168,7 +168,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
 
     const steps: TrainRankResult['steps'] = [];
     const checkpoints: string[] = [];
-    let lastBytes = host.mesh.bytesByGroup();
+    let lastBytes = host.bytesByGroup();
     const last = Math.min(cfg.training.steps, a.stopAfter ?? Infinity);
     for (let step = start + 1; step <= last; step++) {
       const mbs: Microbatch[] = [];
@@ -180,7 +180,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
       const r = await host.step(mbs);
       steps.push({ step, loss: r.globalAvgLoss, gradNorm: r.gradNorm, lr: r.lr });
       if (metrics.shouldLog(step)) {
-        const now = host.mesh.bytesByGroup();
+        const now = host.bytesByGroup();
         const commBytes: Record<string, number> = {};
         for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
         lastBytes = now;
