@@ -319,3 +319,17 @@ export function acModeOf(cfg: JobConfig): import('../protocols/train-step.machin
   const opt = String(cfg.activation_checkpoint.selective_ac_option);
   return opt === 'op' ? { mode: 'selective', op: true } : { mode: 'selective', every: Number(opt) };
 }
+
+/** [parallelism] as mesh degrees (torchtitan's ParallelDims fields). */
+export function degreesOf(cfg: JobConfig): import('../comm/mesh-layout.ts').ParallelDegrees {
+  const p = cfg.parallelism;
+  return {
+    dp_replicate: p.data_parallel_replicate_degree,
+    dp_shard: p.data_parallel_shard_degree,
+    tp: p.tensor_parallel_degree,
+    pp: p.pipeline_parallel_degree,
+    cp: p.context_parallel_degree,
+    ep: p.expert_parallel_degree,
+    etp: p.expert_tensor_parallel_degree,
+  };
+}

@@ -17,7 +17,7 @@ import { alignRecorderClock } from '../trace/clock.ts';
 import { BroadcastChannel } from 'node:worker_threads';
 import { commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, writeRankShard, pruneCheckpoints } from './checkpoint/index.ts';
 import { createDataLoader, DataStateError } from './data/index.ts';
-import { acModeOf, loadJobConfig, type JobConfig } from './job-config.ts';
+import { acModeOf, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
 import { PhaseTimes } from './phase-times.ts';
 import { captureRankState, restoreRankState } from './rank-checkpoint.ts';
@@ -52,18 +52,9 @@ export interface TrainRankResult {
 
 function jobOf(cfg: JobConfig, args: TrainRankArgs): RankJob {
   const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
-  const p = cfg.parallelism;
   return {
     model,
-    degrees: {
-      dp_replicate: p.data_parallel_replicate_degree,
-      dp_shard: p.data_parallel_shard_degree,
-      tp: p.tensor_parallel_degree,
-      pp: p.pipeline_parallel_degree,
-      cp: p.context_parallel_degree,
-      ep: p.expert_parallel_degree,
-      etp: p.expert_tensor_parallel_degree,
-    },
+    degrees: degreesOf(cfg),
     dispatch: args.dispatch,
     gradReduce: args.gradReduce,
     divideFactor: cfg.comm.gradient_divide_factor,

@@ -15,7 +15,7 @@ import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
-import { acModeOf, ConfigError, loadJobConfig, type JobConfig } from './job-config.ts';
+import { acModeOf, ConfigError, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import type { TrainRankArgs, TrainRankResult } from './train-rank.ts';
 
@@ -63,26 +63,17 @@ export function worldSizeOf(cfg: JobConfig): number {
 
 export function planJob(cfg: JobConfig, worldSize: number): Plan {
   const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
-  const p = cfg.parallelism;
   return makePlan({
     model,
     worldSize,
-    degrees: {
-      dp_replicate: p.data_parallel_replicate_degree,
-      dp_shard: p.data_parallel_shard_degree,
-      tp: p.tensor_parallel_degree,
-      pp: p.pipeline_parallel_degree,
-      cp: p.context_parallel_degree,
-      ep: p.expert_parallel_degree,
-      etp: p.expert_tensor_parallel_degree,
-    },
+    degrees: degreesOf(cfg),
     transportCaps: FULL,
     transport: cfg.comm.transport,
     profile: cfg.comm.profile,
     dispatch: cfg.comm.dispatch,
     gradReduce: cfg.comm.grad_reduce,
     divideFactor: cfg.comm.gradient_divide_factor,
-    reshard: p.fsdp_reshard_after_forward,
+    reshard: cfg.parallelism.fsdp_reshard_after_forward,
     ac: acModeOf(cfg),
     localBatch: cfg.training.local_batch_size,
     seqLen: cfg.training.seq_len,
