@@ -1,0 +1,36 @@
+// Small pieces the commands share: checked numeric options, where this process sits in an MPI job, and input files
+// that must exist (checked before any work, so a typo costs nothing and the message names the option).
+
+import { existsSync, statSync } from 'node:fs';
+
+export class CliError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+/** `--ranks` as a positive integer, or undefined when not given. */
+export function parseRanks(v: unknown, option = '--ranks'): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`${option} must be a positive integer (got ${JSON.stringify(v)})`);
+  return n;
+}
+
+/**
+ * The MPI job this process belongs to (Hydra's PMI variables, as src/train/trainer.ts reads them), or null when it
+ * was not started by mpiexec.
+ */
+export function mpiJob(): { rank: number; size: number } | null {
+  const size = Number(process.env.PMI_SIZE ?? process.env.OMPI_COMM_WORLD_SIZE ?? NaN);
+  if (!Number.isInteger(size) || size < 1) return null;
+  const rank = Number(process.env.PMI_RANK ?? process.env.OMPI_COMM_WORLD_RANK ?? 0);
+  return { rank, size };
+}
+
+/** An input file given by `option` must exist and be a file. */
+export function requireFile(path: string, option: string): void {
+  if (!existsSync(path)) throw new CliError(`${option} ${path}: no such file`);
+  if (!statSync(path).isFile()) throw new CliError(`${option} ${path}: not a file`);
+}
