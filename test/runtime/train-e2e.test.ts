@@ -1,0 +1,101 @@
+// `moe-actors train` end to end on every transport: the tiny job (test/runtime/fixtures/tiny_ep4.toml: Llama4
+// debugmodel shrunk to dim 64 / 2 layers, 8 experts, bundled text) for 6 steps with checkpoints every 2.
+//   inproc and threads: runTraining in this process (4 ranks, EP 4 + FSDP 4);
+//   mpi: the real CLI under `mpiexec.mpich -n 2` (EP 2 + FSDP 2), compared with the same job on inproc.
+// Each run must: lower the loss on the text sample, print torchtitan's console line for every step, write a
+// metrics.jsonl whose every line parses with torchtitan's keys, and leave plan.txt, trace.json, timeline.html and
+// complete checkpoints (manifest with a checksum per file, checked here against the files).
+import { afterAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { runTraining, type TrainOutcome } from '../../src/train/trainer.ts';
+import {
+  captureOutput,
+  checkCheckpoints,
+  checkMetrics,
+  checkRunFolder,
+  consoleSteps,
+  describeChild,
+  expectLossDecreases,
+  MPI_SKIP,
+  runTrainMpi,
+  TINY,
+  tmpRoot,
+} from './helpers.ts';
+
+const root = tmpRoot('e2e');
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const STEPS = [1, 2, 3, 4, 5, 6];
+const CKPT = ['--checkpoint.enable', '--checkpoint.interval', '2'];
+
+/** runTraining with its output captured (console lines, also from worker threads). */
+async function trainCaptured(transport: 'inproc' | 'threads', name: string, extra: string[] = []): Promise<{ out: TrainOutcome; stdout: string; ms: number }> {
+  const t0 = performance.now();
+  const c = await captureOutput(
+    () => runTraining({ config: TINY, transport, quiet: true }, ['--job.dump_folder', root, '--job.run_name', name, ...extra]),
+    transport === 'threads' ? 200 : 0,
+  );
+  return { out: c.value!, stdout: c.stdout, ms: performance.now() - t0 };
+}
+
+/** What every transport's run must show; returns the per-step global losses from metrics.jsonl. */
+function checkRun(runDir: string, ranks: number, stdout: string, resultsLosses: number[] | null): number[] {
+  const metrics = checkMetrics(runDir, ranks, STEPS);
+  const losses = STEPS.map((s) => metrics.get(s)!.loss);
+  expectLossDecreases(losses);
+  if (resultsLosses) expect(resultsLosses).toEqual(losses);
+  // One console line per step, on rank 0 only, with the metrics' loss and grad norm at the printed precision.
+  const lines = consoleSteps(stdout);
+  expect([...lines.keys()]).toEqual(STEPS);
+  for (const s of STEPS) {
+    expect(lines.get(s)!.loss).toBe(Number(metrics.get(s)!.loss.toFixed(5)));
+    expect(lines.get(s)!.gradNorm).toBe(Number(metrics.get(s)!.gradNorm.toFixed(4)));
+  }
+  expect(stdout.match(/^(\u001b\[[0-9;]*m)*step: /gm)?.length, 'only rank 0 prints the console line').toBe(STEPS.length);
+  checkRunFolder(runDir, ranks);
+  checkCheckpoints(join(runDir, 'checkpoint'), [2, 4, 6], ranks);
+  return losses;
+}
+
+const relDiff = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+
+describe('moe-actors train end to end', () => {
+  let inprocLosses: number[] = [];
+
+  it('inproc: 4 ranks, EP 4 + FSDP 4, 6 steps, checkpoints every 2', async () => {
+    const { out, stdout, ms } = await trainCaptured('inproc', 'inproc', CKPT);
+    expect(out.results).toHaveLength(4);
+    for (const r of out.results) expect(r.steps.map((s) => s.step)).toEqual(STEPS);
+    expect(out.plan.dispatch.choice).toBe('a2a');
+    expect(out.trace).toBe(join(out.runDir, 'trace.json'));
+    expect(out.timeline).toBe(join(out.runDir, 'timeline.html'));
+    inprocLosses = checkRun(out.runDir, 4, stdout, out.results[0]!.steps.map((s) => s.loss));
+    console.info(`inproc 4 ranks: ${ms.toFixed(0)} ms, losses ${inprocLosses.map((l) => l.toFixed(4)).join(' ')}`);
+  });
+
+  it('threads: the same job on 4 worker threads; losses match inproc within fp32 reassociation', async () => {
+    const { out, stdout, ms } = await trainCaptured('threads', 'threads', CKPT);
+    expect(out.results).toHaveLength(4);
+    const losses = checkRun(out.runDir, 4, stdout, out.results[0]!.steps.map((s) => s.loss));
+    console.info(`threads 4 ranks: ${ms.toFixed(0)} ms, losses ${losses.map((l) => l.toFixed(4)).join(' ')}`);
+    expect(inprocLosses).toHaveLength(6);
+    for (let i = 0; i < 6; i++) expect(relDiff(losses[i]!, inprocLosses[i]!), `step ${i + 1}`).toBeLessThan(1e-5);
+  });
+
+  it.skipIf(MPI_SKIP !== null)(`mpi: the CLI under mpiexec.mpich -n 2 (EP 2 + FSDP 2) matches the same job on inproc${MPI_SKIP ? ` — ${MPI_SKIP}` : ''}`, async () => {
+    const layout = ['--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2'];
+    const r = await runTrainMpi(2, ['--config', TINY, '--transport', 'mpi', '--job.run_name', 'mpi2', '--job.dump_folder', root, ...layout, ...CKPT], { timeoutMs: 90_000 });
+    expect(r.code, describeChild(r)).toBe(0);
+    const runDir = join(root, 'mpi2');
+    const losses = checkRun(runDir, 2, r.stdout, null);
+    expect(r.stdout).toContain(`run folder: ${runDir}`);
+    expect(r.stdout).toMatch(/^done: 6 steps, final loss /m);
+    // The same job on 2 inproc ranks: MPI's sums may associate differently, nothing more.
+    const ref = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', ranks: 2, quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'inproc2', ...layout, '--trace.enable', 'false']),
+    );
+    const refLosses = ref.value!.results[0]!.steps.map((s) => s.loss);
+    console.info(`mpi 2 ranks: ${r.ms.toFixed(0)} ms, losses ${losses.map((l) => l.toFixed(4)).join(' ')} (inproc ${refLosses.map((l) => l.toFixed(4)).join(' ')})`);
+    for (let i = 0; i < 6; i++) expect(relDiff(losses[i]!, refLosses[i]!), `step ${i + 1}`).toBeLessThan(1e-5);
+  });
+});
