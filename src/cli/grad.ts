@@ -21,7 +21,7 @@ import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors, writeSafetensors, type SafeTensorInput, type SafetensorsFile } from '../models/safetensors.ts';
 import type { RankJob } from '../actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../actors/programs/distributed-run.ts';
-import { acModeOf, loadJobConfig, type JobConfig } from '../train/job-config.ts';
+import { acModeOf, degreesOf, loadJobConfig, type JobConfig } from '../train/job-config.ts';
 import { planJob } from '../train/trainer.ts';
 import { microbatchesOf } from '../train/train-rank.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
@@ -183,23 +183,14 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
     // The ranks load the checkpoint themselves; checking it here first turns a bad file into one error instead of
     // a failure on every rank (and, under mpi, an aborted job).
     paramNames = loadModel(model, weights).paramNames();
-    const p = cfg.parallelism;
     const ranksOnNode = where.transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : where.size;
     const job: RankJob = {
       model,
-      degrees: {
-        dp_replicate: p.data_parallel_replicate_degree,
-        dp_shard: p.data_parallel_shard_degree,
-        tp: p.tensor_parallel_degree,
-        pp: p.pipeline_parallel_degree,
-        cp: p.context_parallel_degree,
-        ep: p.expert_parallel_degree,
-        etp: p.expert_tensor_parallel_degree,
-      },
+      degrees: degreesOf(cfg),
       dispatch: plan.dispatch.choice,
       gradReduce: plan.gradReduce.choice,
       divideFactor: cfg.comm.gradient_divide_factor,
-      reshard: p.fsdp_reshard_after_forward,
+      reshard: cfg.parallelism.fsdp_reshard_after_forward,
       ac,
       // grad mode takes no optimizer step; these only have to be valid.
       adamw: { lr: cfg.optimizer.lr, beta1: cfg.optimizer.beta1, beta2: cfg.optimizer.beta2, eps: cfg.optimizer.eps, weight_decay: cfg.optimizer.weight_decay },
