@@ -33,10 +33,11 @@ export async function main(argv: string[]): Promise<void> {
     .requiredOption('--checkpoint <path>', 'weights (.safetensors, torchtitan names)')
     .requiredOption('--batch <path>', 'batch (.safetensors with int64 tokens, labels of shape (B, S))')
     .requiredOption('--out <path>', 'output .safetensors: loss and grad.<name>')
-    .option('--ranks <n>', 'number of ranks (distributed run)')
-    .option('--transport <name>', 'inproc | threads | mpi')
+    .option('--ranks <n>', 'ranks of a distributed run (default 1: the single-rank model; under mpi, mpiexec decides)')
+    .option('--transport <name>', 'inproc | threads | mpi (default: [comm] transport; mpi runs inside mpiexec.mpich -n N)')
     .allowUnknownOption()
     .allowExcessArguments()
+    .argument('[overrides...]', 'config overrides like --parallelism.expert_parallel_degree 2')
     .action(async (...a: unknown[]) => {
       const cmd = a[a.length - 1] as Command;
       const { runGrad } = await import('./grad.ts');
@@ -46,10 +47,11 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('plan')
     .description('print mesh, per-rank memory, chosen strategies and bytes per step for a job config')
-    .option('--config <path>', 'job config (TOML)')
-    .option('--ranks <n>', 'world size')
+    .option('--config <path>', 'job config (TOML; default: the embedded debug job)')
+    .option('--ranks <n>', 'world size (default: [comm] ranks)')
     .allowUnknownOption()
     .allowExcessArguments()
+    .argument('[overrides...]', 'config overrides like --comm.profile xccl-2025')
     .action(async (...a: unknown[]) => {
       const cmd = a[a.length - 1] as Command;
       const { runPlan } = await import('./plan.ts');
@@ -67,7 +69,7 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('view')
-    .description('write timeline.html for a run folder (self-contained, opens offline)')
+    .description('write trace.json (Perfetto) and timeline.html (self-contained, opens offline) for a run folder')
     .argument('<run>', 'outputs/<run>')
     .action(async (run: string) => {
       const { runView } = await import('./view.ts');
@@ -97,7 +99,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('probe')
     .description('run each collective once on a transport and print what works')
     .option('--transport <name>', 'inproc | threads | mpi', 'inproc')
-    .option('--ranks <n>', 'ranks (inproc/threads)', '2')
+    .option('--ranks <n>', 'ranks on inproc/threads (under mpi, mpiexec decides)', '2')
     .option('--profile <name>', 'capability profile', 'full')
     .action(async (o: { transport: string; ranks: string; profile: string }) => {
       const { runProbe } = await import('./probe.ts');
