@@ -21,9 +21,9 @@ import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors, writeSafetensors, type SafeTensorInput, type SafetensorsFile } from '../models/safetensors.ts';
 import type { RankJob } from '../actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../actors/programs/distributed-run.ts';
-import { acModeOf, degreesOf, loadJobConfig, type JobConfig } from '../train/job-config.ts';
+import { acModeOf, loadJobConfig, type JobConfig } from '../train/job-config.ts';
 import { planJob } from '../train/trainer.ts';
-import { microbatchesOf } from '../train/train-rank.ts';
+import { microbatchesOf, rankJobOf } from '../train/train-rank.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
 
 const RANK_PROGRAM = fileURLToPath(new URL('../actors/programs/distributed-run.ts', import.meta.url));
@@ -185,26 +185,13 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
     paramNames = loadModel(model, weights).paramNames();
     const ranksOnNode = where.transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : where.size;
     const job: RankJob = {
+      ...rankJobOf(cfg, {
+        dispatch: plan.dispatch.choice,
+        gradReduce: plan.gradReduce.choice,
+        threads: cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / Math.max(1, ranksOnNode))),
+      }),
       model,
-      degrees: degreesOf(cfg),
-      dispatch: plan.dispatch.choice,
-      gradReduce: plan.gradReduce.choice,
-      divideFactor: cfg.comm.gradient_divide_factor,
-      reshard: cfg.parallelism.fsdp_reshard_after_forward,
-      ac,
-      // grad mode takes no optimizer step; these only have to be valid.
-      adamw: { lr: cfg.optimizer.lr, beta1: cfg.optimizer.beta1, beta2: cfg.optimizer.beta2, eps: cfg.optimizer.eps, weight_decay: cfg.optimizer.weight_decay },
-      schedule: {
-        totalSteps: cfg.training.steps,
-        warmupSteps: cfg.lr_scheduler.warmup_steps,
-        decayRatio: cfg.lr_scheduler.decay_ratio,
-        decayType: cfg.lr_scheduler.decay_type,
-        minLrFactor: cfg.lr_scheduler.min_lr_factor,
-      },
-      maxNorm: cfg.training.max_norm,
-      seed: cfg.debug.seed,
       weights: resolve(opts.checkpoint),
-      threads: cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / Math.max(1, ranksOnNode))),
     };
     say(pc.dim(`grad: ${where.size} ranks on ${where.transport}/${cfg.comm.profile}, dispatch ${plan.dispatch.choice}, grad reduce ${plan.gradReduce.choice}, ${degree} data-parallel × ${n} microbatch${n === 1 ? '' : 'es'}, AC ${ac.mode}`));
     const args: DistributedRunArgs = { job, tokens: batch.tokens, labels: batch.labels, B: batch.B, S: batch.S, microbatches: n, mode: 'grad' };

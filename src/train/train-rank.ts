@@ -50,7 +50,8 @@ export interface TrainRankResult {
   peakBytes: number;
 }
 
-function jobOf(cfg: JobConfig, args: TrainRankArgs): RankJob {
+/** The RankJob a job config describes, with the launcher's plan decisions. */
+export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' | 'gradReduce' | 'threads'>): RankJob {
   const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
   return {
     model,
@@ -96,7 +97,7 @@ export function microbatchesOf(cfg: JobConfig, batchDegree: number): number {
 export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRankResult> {
   const a = ctx.args;
   const cfg = loadJobConfig(a.configPath, a.overrides);
-  const job = jobOf(cfg, a);
+  const job = rankJobOf(cfg, a);
   const spec = buildModelSpec(job.model);
   const log = (m: string) => {
     if (ctx.rank === 0) console.log(m);
