@@ -1,6 +1,6 @@
 // Shared plumbing of `npm run bench:<name>`: machine facts, medians, a readable table, and the JSON file
 // outputs/bench/<name>.json in the shape ../shared/design/BENCHMARKS.md prescribes.
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,17 @@ export function machineInfo(blas: string, env: NodeJS.ProcessEnv = process.env):
     blas,
     env: Object.fromEntries(ENV_KEYS.map((k) => [k, env[k] ?? null])),
   };
+}
+
+/** The 1/5/15-minute load averages (as `uptime` prints them), for saying how loaded the machine was. */
+export function loadNote(when: string): string {
+  const [a, b, c] = loadavg();
+  return `load average ${when}: ${a!.toFixed(2)}, ${b!.toFixed(2)}, ${c!.toFixed(2)} (${cpus().length} CPUs)`;
+}
+
+/** min–max of a sample, formatted with `digits` decimals. */
+export function range(xs: readonly number[], digits = 1): string {
+  return `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
 }
 
 export function median(xs: readonly number[]): number {

@@ -25,6 +25,8 @@ export interface StepResult {
   /** The lr this step used. */
   lr: number;
   validTokens: number;
+  /** Wall-clock milliseconds of the step's phases (forward/backward summed over microbatches; optim = clip + expert-bias update + AdamW + scheduler). */
+  phaseMs: { zero: number; fwd: number; bwd: number; optim: number };
 }
 
 /**
@@ -58,21 +60,30 @@ export class SingleRankTrainer {
   step(microbatches: readonly Microbatch[], opts: { globalValidTokens?: number } = {}): StepResult {
     const m = this.model;
     if (microbatches.length === 0) throw new Error('trainStep: no microbatches');
+    const t0 = performance.now();
     m.zeroGrads();
+    const phaseMs = { zero: performance.now() - t0, fwd: 0, bwd: 0, optim: 0 };
     const lr = this.scheduler.lr();
     let valid = 0;
     for (const mb of microbatches) valid += countValid(mb.labels);
     const globalValid = opts.globalValidTokens ?? valid;
     let loss = 0;
     for (const mb of microbatches) {
+      const t1 = performance.now();
       loss += m.forward(mb, { globalValidTokens: globalValid, ac: this.config.ac }).loss;
+      const t2 = performance.now();
       m.backward();
+      const t3 = performance.now();
+      phaseMs.fwd += t2 - t1;
+      phaseMs.bwd += t3 - t2;
     }
+    const t4 = performance.now();
     const units = [...m.units.values()];
     const gradNorm = clipGradNorm(m.rt.k, units, this.config.maxNorm);
     updateExpertBiases(m, this.config.ac);
     this.optimizer.step(lr);
     this.scheduler.step();
-    return { loss, gradNorm, lr, validTokens: valid };
+    phaseMs.optim = performance.now() - t4;
+    return { loss, gradNorm, lr, validTokens: valid, phaseMs };
   }
 }
