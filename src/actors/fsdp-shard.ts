@@ -133,6 +133,10 @@ export class FsdpUnitShard implements FlatParams {
     if (this.trivial) return;
     // The previous microbatch's reduction must finish before the unit is gathered again.
     if (this.pending) await this.pending;
+    // A reshard after forward runs as an async stage: UNSHARD sent while it runs would be dropped (the machine
+    // has no transition for it there) and the rank would wait forever — the output unit under policy "always"
+    // is unsharded for backward right after its forward. Wait until the reshard is done.
+    await settled(this.actor, (s) => !s.matches('resharding'), () => this.error);
     this.actor.send({ type: 'UNSHARD', purpose, microbatch, step });
     const want = purpose === 'forward' ? 'unsharded' : 'grads';
     await settled(this.actor, (s) => s.matches(want), () => this.error);
