@@ -9,7 +9,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import pc from 'picocolors';
 import { FULL } from '../comm/capabilities.ts';
-import { launch, type TransportName } from '../comm/launch.ts';
+import { launch, type Fault, type TransportName } from '../comm/launch.ts';
 import { resolveModelConfig } from '../models/config.ts';
 import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
@@ -33,6 +33,8 @@ export interface TrainOptions {
   stopAfter?: number;
   /** Print nothing but errors (tests). */
   quiet?: boolean;
+  /** Faults to inject (hang and failure tests); inproc only. */
+  faults?: Fault[];
 }
 
 export interface TrainOutcome {
@@ -97,6 +99,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const say = (m: string) => {
     if (isRank0 && !opts.quiet) console.log(m);
   };
+  if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (TrainOptions.faults) needs [comm] transport = "inproc" (got "${transport}")`);
   const plan = planJob(cfg, size);
   say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
   say(formatPlan(plan));
@@ -160,6 +163,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
         ranksPerNode: cfg.comm.ranks_per_node || undefined,
         flightEntries: cfg.comm.flight_recorder_entries,
         dumpDir: runPaths(runDir).flight,
+        faults: opts.faults,
       },
       { module: RANK_PROGRAM },
       args,
