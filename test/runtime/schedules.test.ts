@@ -379,7 +379,7 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
     const inv = new CollectiveInvariants();
     const comm = (rank: number) => ({ name: 'ep', ranks: [0, 1], rank }) as unknown as Communicator;
     const entry = (seq: number, inSplits: number[], outSplits: number[], state: FlightEntry['state'] = 'started') =>
-      ({ group: 'ep', groupRanks: [0, 1], seq, op: 'all_to_all_v', dtype: 'float32', tag: 't', inNelems: inSplits[0]! + inSplits[1]!, outNelems: outSplits[0]! + outSplits[1]!, inSplits, outSplits, state }) as FlightEntry;
+      ({ group: 'ep', groupRanks: [0, 1], seq, op: 'all_to_all_v', dtype: 'float32', tag: 't', inNelems: inSplits[0]! + inSplits[1]!, outNelems: outSplits[0]! + outSplits[1]!, inSplits, outSplits, state }) as unknown as FlightEntry;
     inv.onStart(comm(0), entry(1, [1, 2], [1, 3]));
     inv.onEnd(comm(0), entry(1, [1, 2], [1, 3], 'completed'));
     expect(inv.violations.join('\n')).toMatch(/completed before rank\(s\) 1 started it/);

@@ -1,0 +1,89 @@
+// Hang diagnosis through the whole stack: `runTraining` (the tiny job, 4 inproc ranks, EP 4) with rank 2 killed
+// when it issues its first EP collective (fault injection: kind 'kill', group 'ep', #1 — the layer-1 counts
+// exchange of the first microbatch). Every other rank must fail well within the collective timeout, runTraining
+// must throw an error that says who waited for whom (ranks 0,1,3 in all_to_all_v #1 on group ep, rank 2 dead),
+// every rank's flight dump must be in the run folder, and viewRun must still produce timeline.html (and
+// trace.json) from the events the ranks recorded up to the failure, with the failure diagnosis in it. Without
+// the dead rank's dump — what a crashed process leaves — the same tools name rank 2 as missing.
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { runTraining } from '../../src/train/trainer.ts';
+import { loadFlightDumps, runPaths } from '../../src/trace/run-dir.ts';
+import { fromFlightDumps } from '../../src/trace/failed-run.ts';
+import { viewRun } from '../../src/trace/view.ts';
+import { diagnose } from '../../src/comm/inspect.ts';
+import { captureOutput, TINY, tmpRoot } from './helpers.ts';
+
+const root = tmpRoot('hang');
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const TIMEOUT_S = 5;
+
+describe('a rank dies in its first EP collective', () => {
+  it('every other rank fails within the timeout; the error, the flight dumps and the timeline say who waited for whom', async () => {
+    const t0 = performance.now();
+    const { value: err } = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'kill', rank: 2, atSeq: 1, group: 'ep' }] }, [
+        '--job.dump_folder', root, '--job.run_name', 'killed', '--comm.timeout_seconds', String(TIMEOUT_S), '--training.steps', '2',
+      ]).then(
+        () => null,
+        (e: unknown) => e as Error,
+      ),
+    );
+    const ms = performance.now() - t0;
+    expect(err, 'runTraining must throw').toBeInstanceOf(Error);
+    const text = err!.message;
+    console.info(`failed after ${ms.toFixed(0)} ms (timeout ${TIMEOUT_S} s):\n${text}`);
+    // Well within one collective timeout: inproc fails every group of the dead rank at once.
+    expect(ms).toBeLessThan((TIMEOUT_S * 1000) / 2);
+    expect(text).toMatch(/^training failed on ranks 0, 1, 2, 3: /);
+    // Who waited for whom: the survivors in the op on the group, the dead rank and where it died.
+    expect(text).toContain('first failure: rank 2 died (killed by fault injection when it issued all_to_all_v #1 on group ep)');
+    expect(text).toMatch(/ranks 0,1,3: all_to_all_v #1 on group ep failed: rank 2 died/);
+    expect(text).toMatch(/tag "layer 1 mb 0 counts"/);
+    const runDir = join(root, 'killed');
+    const flight = runPaths(runDir).flight;
+    expect(text).toContain(`flight-recorder dumps: ${flight}`);
+
+    // Dumps of every rank, each with its failed entry on ep #1.
+    expect(readdirSync(flight).sort()).toEqual([0, 1, 2, 3].map((r) => `flight-rank-${r}.json`));
+    const dumps = loadFlightDumps(runDir);
+    for (const d of dumps) {
+      const e = d.entries.find((x) => x.group === 'ep' && x.seq === 1);
+      expect(e?.state, `rank ${d.rank}'s ep #1`).toBe('failed');
+      expect(e?.op).toBe('all_to_all_v');
+      // Nothing on ep completed anywhere: the dead rank's first EP call was everyone's first.
+      expect(d.entries.filter((x) => x.group === 'ep' && x.state === 'completed')).toEqual([]);
+    }
+
+    // No trace.json / timeline.html from the failed run itself; viewRun makes them from the recorded events.
+    expect(existsSync(runPaths(runDir).timeline)).toBe(false);
+    const v = viewRun(runDir);
+    expect(v.timeline).toBe(runPaths(runDir).timeline);
+    expect(v.events).toBeGreaterThan(20);
+    expect(v.failure).toMatch(/rank 2 died/);
+    const html = readFileSync(v.timeline, 'utf8');
+    expect(html).toMatch(/^<!doctype html>/i);
+    expect(html).toContain('rank 2 died');
+    expect(JSON.parse(readFileSync(v.trace, 'utf8')).traceEvents.length).toBeGreaterThan(20);
+    // The events show ranks 0,1,3 entering ep #1 and never completing it.
+    const starts = new Map<number, number>();
+    for (const n of readdirSync(runPaths(runDir).events)) {
+      for (const line of readFileSync(join(runPaths(runDir).events, n), 'utf8').split('\n')) {
+        if (!line.includes('"group":"ep"')) continue;
+        const e = JSON.parse(line) as { rank: number; seq: number; phase: string; error?: string };
+        if (e.seq === 1 && e.phase === 'start') starts.set(e.rank, (starts.get(e.rank) ?? 0) + 1);
+        if (e.seq === 1 && e.phase === 'end') expect(e.error, `rank ${e.rank} ep #1 ended with an error`).toMatch(/rank 2/);
+      }
+    }
+    for (const r of [0, 1, 3]) expect(starts.get(r), `rank ${r} started ep #1`).toBe(1);
+
+    // What a crashed process leaves: no dump from rank 2. The same analysis then names it as the missing member.
+    const survivors = dumps.filter((d) => d.rank !== 2);
+    const dx = diagnose(survivors, { worldSize: 4 });
+    expect(dx.text).toMatch(/group ep \(ranks 0,1,2,3\): Not all ranks joining collective #1 .*missing ranks: \{2\} \(no dump from rank 2\); joined: \{0,1,3\}/);
+    const panel = fromFlightDumps(survivors);
+    expect(panel.ranks.find((r) => r.rank === 2)!.status).toBe('missing');
+    expect(panel.ranks.find((r) => r.rank === 2)!.where).toMatch(/never joined all_to_all_v #1 on group ep \(layer 1 mb 0 counts\); ranks 0,1,3 waited for it/);
+  });
+});
