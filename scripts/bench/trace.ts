@@ -4,9 +4,13 @@
 //   trace_bytes_per_step      trace.json bytes per training step of the synthetic 4-rank EP run (all ranks);
 //                             also the per-rank JSONL and timeline.html bytes per step
 //   timeline_load_ms_200k     Chromium (Debian's, headless): navigation start → first frame drawn, 200k events
-//   trace_overhead            PENDING: tokens/s of the debug job with tracing on vs off needs the trainer
-// Options: --no-browser (skip the Chromium measurement), --reps N (default 5).
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';
+//   trace_overhead            1 − tps(on)/tps(off): the debug job (configs/debug_ep4.toml: 4 ranks on the threads
+//                             transport, EP 4 + FSDP 4) run by the trainer with `[trace] enable` true vs false,
+//                             alternating runs (off, on, off, on, …), tokens/s of every step after the first, pooled
+//                             per setting, medians; target ≤ 0.03
+// Options: --no-browser (skip the Chromium measurement), --reps N (default 5), --pairs N (default 3) and
+// --steps N (default 8) of the overhead measurement, --no-overhead (skip it).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,7 +20,8 @@ import { runPaths } from '../../src/trace/run-dir.ts';
 import { viewRun } from '../../src/trace/view.ts';
 import { generateSyntheticRun } from '../../test/fixtures/trace/synthetic.ts';
 import { writeSyntheticRun } from '../../test/fixtures/trace/write-run.ts';
-import { ROOT, machineInfo, median, timeRuns, writeReport, type BenchResult } from './common.ts';
+import { runTraining } from '../../src/train/trainer.ts';
+import { ROOT, loadNote, machineInfo, median, range, timeRuns, writeReport, type BenchResult } from './common.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -140,9 +145,70 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
   };
 }
 
+/** Per-step tokens/s (steps after the first, mean over ranks) of one debug-job run. */
+async function debugJobTps(dump: string, trace: boolean, steps: number, i: number): Promise<{ tps: number[]; eventsBytes: number }> {
+  const name = `overhead-${trace ? 'on' : 'off'}-${i}`;
+  rmSync(join(dump, name), { recursive: true, force: true });
+  const out = await runTraining({ quiet: true }, [
+    '--trace.enable', String(trace),
+    '--training.steps', String(steps),
+    '--metrics.log_freq', '1',
+    '--job.dump_folder', dump,
+    '--job.run_name', name,
+  ]);
+  if (!out) throw new Error('bench:trace: the debug job did not run');
+  const recs = readFileSync(join(out.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const tps: number[] = [];
+  for (let s = 2; s <= steps; s++) {
+    const rs = recs.filter((r) => r.step === s);
+    tps.push(rs.reduce((a, r) => a + r['throughput(tps)']!, 0) / rs.length);
+  }
+  const ev = runPaths(out.runDir).events;
+  const eventsBytes = trace && existsSync(ev) ? dirBytes(ev) : 0;
+  rmSync(out.runDir, { recursive: true, force: true });
+  return { tps, eventsBytes };
+}
+
+async function overheadBench(out: string, pairs: number, steps: number): Promise<{ results: BenchResult[]; notes: string[] }> {
+  const dump = join(out, 'trace-overhead');
+  mkdirSync(dump, { recursive: true });
+  const off: number[] = [];
+  const on: number[] = [];
+  const runOff: number[] = [];
+  const runOn: number[] = [];
+  let bytes = 0;
+  const notes = [loadNote('before the overhead runs')];
+  for (let i = 0; i < pairs; i++) {
+    // Alternate which setting goes first, so a load trend does not favour one side.
+    for (const trace of i % 2 === 0 ? [false, true] : [true, false]) {
+      const r = await debugJobTps(dump, trace, steps, i);
+      (trace ? on : off).push(...r.tps);
+      (trace ? runOn : runOff).push(median(r.tps));
+      if (trace) bytes = r.eventsBytes;
+    }
+  }
+  notes.push(loadNote('after the overhead runs'));
+  const mOff = median(off);
+  const mOn = median(on);
+  return {
+    results: [
+      { name: 'trace_overhead', value: 1 - mOn / mOff, unit: 'fraction', target: 0.03, note: `tps off ${mOff.toFixed(0)} vs on ${mOn.toFixed(0)} (per-rank, median of ${off.length} steps each); run medians off ${range(runOff, 0)}, on ${range(runOn, 0)}` },
+      { name: 'debug_job_tps_trace_off', value: mOff, unit: 'tokens/s/rank' },
+      { name: 'debug_job_tps_trace_on', value: mOn, unit: 'tokens/s/rank' },
+      { name: 'debug_job_events_jsonl_bytes_per_step', value: bytes / steps, unit: 'B', note: 'all 4 ranks, real run (not the synthetic one)' },
+    ],
+    notes,
+  };
+}
+
 export async function run(argv: string[]): Promise<void> {
   const reps = Number(argv[argv.indexOf('--reps') + 1]) || 5;
   const browser = !argv.includes('--no-browser');
+  const pairs = Number(argv[argv.indexOf('--pairs') + 1]) || 3;
+  const steps = Number(argv[argv.indexOf('--steps') + 1]) || 8;
+  const overhead = argv.includes('--no-overhead')
+    ? { results: [{ name: 'trace_overhead', value: Number.NaN, unit: 'fraction', note: 'skipped (--no-overhead)' }], notes: [] }
+    : await overheadBench(join(ROOT, 'outputs', 'bench'), pairs, steps);
   const out = join(ROOT, 'outputs', 'bench');
   mkdirSync(out, { recursive: true });
   const rec = recorderBench(reps);
@@ -152,14 +218,13 @@ export async function run(argv: string[]): Promise<void> {
     bench: 'trace',
     when: new Date().toISOString(),
     machine: machineInfo('n/a'),
-    config: { reps, recorder_flush_every: 4096, synthetic: { ranks: 4, ep: 4, strategy: 'a2a' } },
+    config: { reps, recorder_flush_every: 4096, synthetic: { ranks: 4, ep: 4, strategy: 'a2a' }, overhead: { config: 'configs/debug_ep4.toml', pairs, steps } },
     results: [
       ...rec.results,
       ...bytes,
       ...load.results,
-      // PENDING slot: fraction slower with tracing on, on the debug job; needs src/train (the trainer).
-      { name: 'trace_overhead', value: Number.NaN, unit: 'fraction', note: 'PENDING: needs the trainer (debug job, tokens/s tracing on vs off)' },
+      ...overhead.results,
     ],
-    notes: [...rec.notes, ...load.notes, 'trace_overhead is pending until the trainer lands'],
+    notes: [...rec.notes, ...load.notes, ...overhead.notes],
   });
 }

@@ -1,0 +1,162 @@
+// `npm run bench:seed [-- --steps N --transport threads|inproc]`: the shape of the Aurora report's tables
+// (shared/reference/seed-torchtitan-xpu.md) on this machine: 2 ranks instead of 12, the report's debug flavor
+// (llama4 debugmodel_12_rank: dim 384, 6 layers, 12 experts) instead of the 1B/medium/large ones, through the real
+// trainer (runTraining: config → plan → threads ranks → metrics.jsonl) with the translated configs and the
+// report's backend limits (profile xccl-2025: padded all_gather EP, SUM + divide FSDP reductions).
+//
+// Rows (one result set each: <row>_tps, <row>_mfu, <row>_memory_per_rank_bytes, <row>_comm_bytes_per_step):
+//   dense, moe_noep, moe_ep2, hsdp_r2   — Dense vs MoE (no EP) vs MoE + EP vs HSDP (replicate 2), 4 × 512 per rank
+//   moe_noep_b<B>, moe_ep2_b<B>          — the batch-size sweep (local batch 2 and 8; 4 is the row above)
+// TPS is torchtitan's (tokens per second per rank), median over the steps after the first (which includes setup).
+// MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (2
+// threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
+// comparable (the trainer's own MFU uses a peak measured once at its start, which moves with the machine's load).
+// Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) over the steps after
+// the first, max over ranks (step 1's peak includes building the full model before FSDP shards it). Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
+// member (size-1 groups only copy locally), mean over ranks, median over steps.
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { runTraining } from '../../src/train/trainer.ts';
+import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
+import { getKernels } from '../../src/tensor/kernels.ts';
+import type { MeshDim } from '../../src/comm/mesh-layout.ts';
+import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } from './common.ts';
+
+interface Row {
+  name: string;
+  label: string;
+  config: string;
+  overrides: string[];
+  batch: number;
+}
+
+interface Opts {
+  steps: number;
+  transport: string;
+  seq: number;
+  keep: boolean;
+}
+
+function parseArgs(argv: string[]): Opts {
+  const o: Opts = { steps: 4, transport: 'threads', seq: 512, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--steps') o.steps = Math.max(2, Number(argv[++i]));
+    else if (a === '--seq') o.seq = Number(argv[++i]);
+    else if (a === '--transport') o.transport = argv[++i]!;
+    else if (a === '--keep') o.keep = true;
+    else throw new Error(`bench:seed: unknown argument ${a}`);
+  }
+  return o;
+}
+
+const MOE = 'configs/llama4_ep12_fallback.toml';
+const DENSE = 'configs/llama4_dense12.toml';
+const par = (rep: number, shard: number, ep: number) => [
+  '--parallelism.data_parallel_replicate_degree', String(rep),
+  '--parallelism.data_parallel_shard_degree', String(shard),
+  '--parallelism.expert_parallel_degree', String(ep),
+];
+
+function rows(): Row[] {
+  const r: Row[] = [
+    { name: 'dense', label: 'Dense (FSDP 2)', config: DENSE, overrides: par(1, 2, 1), batch: 4 },
+    { name: 'moe_noep', label: 'MoE (no EP, FSDP 2)', config: MOE, overrides: par(1, 2, 1), batch: 4 },
+    { name: 'moe_ep2', label: 'MoE + EP=2 (FSDP 2)', config: MOE, overrides: par(1, 2, 2), batch: 4 },
+    { name: 'hsdp_r2', label: 'MoE, HSDP (Repl=2, no EP)', config: MOE, overrides: par(2, 1, 1), batch: 4 },
+  ];
+  for (const b of [2, 8]) {
+    r.push({ name: `moe_noep_b${b}`, label: `MoE (no EP), batch ${b}`, config: MOE, overrides: par(1, 2, 1), batch: b });
+    r.push({ name: `moe_ep2_b${b}`, label: `MoE + EP=2, batch ${b}`, config: MOE, overrides: par(1, 2, 2), batch: b });
+  }
+  return r;
+}
+
+type Rec = Record<string, number | string | null>;
+
+/** mesh group of a byte counter's group name (reduction-path communicators carry a _reduce suffix). */
+const baseDim = (g: string) => g.replace(/_reduce$/, '') as MeshDim;
+
+export async function run(argv: string[]): Promise<void> {
+  const o = parseArgs(argv);
+  const notes: string[] = [loadNote('at start')];
+  const dump = join(ROOT, 'outputs', 'bench', 'seed-runs');
+  mkdirSync(dump, { recursive: true });
+  const results: BenchResult[] = [];
+  const table: string[] = [
+    '| row | config | local batch | TPS/rank | MFU | memory/rank | comm bytes/step/rank | dispatch |',
+    '|---|---|---:|---:|---:|---:|---:|---|',
+  ];
+  const t0 = performance.now();
+  const k = getKernels();
+  const peaks: number[] = [];
+  const measured: { row: Row; tps: number; fpt: number; mem: number; comm: number; dispatch: string }[] = [];
+  for (const row of rows()) {
+    peaks.push(measureSgemmPeak(k, { threads: 2, budgetMs: 300 }).gflops);
+    const overrides = [
+      ...row.overrides,
+      '--comm.transport', o.transport,
+      '--comm.ranks', '2',
+      '--comm.ranks_per_node', '0',
+      '--training.local_batch_size', String(row.batch),
+      '--training.seq_len', String(o.seq),
+      '--training.steps', String(o.steps),
+      '--metrics.log_freq', '1',
+      '--job.dump_folder', dump,
+      '--job.run_name', `seed-${row.name}`,
+    ];
+    rmSync(join(dump, `seed-${row.name}`), { recursive: true, force: true });
+    const out = await runTraining({ config: join(ROOT, row.config), quiet: true }, overrides);
+    if (!out) throw new Error(`bench:seed: ${row.name} did not run`);
+    const recs = readFileSync(join(out.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rec);
+    const sizes = out.plan.layout.sizes;
+    const steps = [...new Set(recs.map((r) => r.step as number))].filter((s) => s > 1).sort((a, b) => a - b);
+    const perStep = (f: (r: Rec) => number) =>
+      steps.map((s) => {
+        const rs = recs.filter((r) => r.step === s);
+        return rs.reduce((acc, r) => acc + f(r), 0) / rs.length;
+      });
+    const tps = median(perStep((r) => Number(r['throughput(tps)'])));
+    const fpt = Number(recs[0]!['flops_per_token']);
+    const comm = median(
+      perStep((r) => {
+        let b = 0;
+        for (const [k, v] of Object.entries(r)) {
+          const m = /^comm\/(.+)\(bytes\)$/.exec(k);
+          if (m && (sizes[baseDim(m[1]!)] ?? 1) > 1) b += Number(v);
+        }
+        return b;
+      }),
+    );
+    const mem = Math.max(...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30));
+    const dispatch = out.plan.layout.degrees.ep > 1 ? out.plan.dispatch.choice : '—';
+    measured.push({ row, tps, fpt, mem, comm, dispatch });
+    notes.push(`${row.name}: ${loadNote('after the row')}; plan predicted comm ${(Object.entries(out.plan.bytesPerStep).filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1).reduce((a, [, v]) => a + v, 0) / 2 ** 20).toFixed(1)} MiB/step`);
+  }
+  const peak = median(peaks);
+  const perRankPeak = (peak * 1e9) / 2;
+  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), ${(perRankPeak / 1e9).toFixed(1)} per rank`);
+  for (const { row, tps, fpt, mem, comm, dispatch } of measured) {
+    const mfu = (tps * fpt) / perRankPeak;
+    results.push(
+      { name: `${row.name}_tps`, value: tps, unit: 'tokens/s/rank', note: row.label },
+      { name: `${row.name}_mfu`, value: mfu, unit: 'fraction' },
+      { name: `${row.name}_memory_per_rank_bytes`, value: mem, unit: 'B' },
+      { name: `${row.name}_comm_bytes_per_step`, value: comm, unit: 'B' },
+    );
+    table.push(
+      `| ${row.label} | ${row.config.replace('configs/', '')} | ${row.batch} × ${o.seq} | ${tps.toFixed(0)} | ${(mfu * 100).toFixed(1)}% | ${(mem / 2 ** 20).toFixed(0)} MiB | ${(comm / 2 ** 20).toFixed(1)} MiB | ${dispatch} |`,
+    );
+  }
+  notes.push(`bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; run folders in ${dump}`);
+  console.log(`\nAurora report tables, shape on this machine (2 ranks, ${o.transport}, llama4 debugmodel_12_rank, profile xccl-2025):\n`);
+  console.log(table.join('\n'));
+  writeReport({
+    bench: 'seed',
+    when: new Date().toISOString(),
+    machine: machineInfo(process.env.OPENBLAS_CORETYPE ? `openblas ${process.env.OPENBLAS_CORETYPE}` : 'openblas'),
+    config: { ranks: 2, transport: o.transport, flavor: 'debugmodel_12_rank', seq_len: o.seq, steps: o.steps, configs: [MOE, DENSE], table: table.join('\n') },
+    results,
+    notes,
+  });
+}
