@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { expect, vi } from 'vitest';
 import { listCheckpoints, readCheckpoint } from '../../src/train/checkpoint/index.ts';
 import { sha256File } from '../../src/train/checkpoint/atomic.ts';
+import { validateChromeTrace } from '../../src/trace/chrome-validate.ts';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 export const CLI = join(REPO, 'bin', 'moe-actors.mjs');
@@ -164,6 +165,8 @@ export function checkMetrics(runDir: string, ranks: number, steps: readonly numb
     expect(r['loss_metrics/global_max_loss'] as number).toBeGreaterThanOrEqual((r['loss_metrics/global_avg_loss'] as number) * 0.5);
     expect(r['throughput(tps)'] as number).toBeGreaterThan(0);
     expect(Object.keys(r).some((k) => /^comm\/.+\(bytes\)$/.test(k)), 'comm bytes per group').toBe(true);
+    // The FSDP gradient reductions run on their own communicators; their bytes count too.
+    if (ranks > 1) expect(r['comm/fsdp_reduce(bytes)'], `comm/fsdp_reduce(bytes) of step ${r.step} rank ${r.rank}`).toBeGreaterThan(0);
     seen.set(`${r.rank}/${r.step}`, r);
   }
   const out = new Map<number, { loss: number; gradNorm: number; lr: number }>();
@@ -226,10 +229,14 @@ export function checkRunFolder(runDir: string, ranks: number, expect_: { dispatc
   expect(plan).toMatch(/^EP dispatch: /m);
   expect(plan).toMatch(/^gradient reduction: /m);
   if (expect_.dispatch) expect(plan).toMatch(new RegExp(`^EP dispatch: ${expect_.dispatch} `, 'm'));
-  const trace = JSON.parse(readFileSync(join(runDir, 'trace.json'), 'utf8')) as { traceEvents?: { pid?: unknown; ph?: string; name?: string }[] };
+  const trace = JSON.parse(readFileSync(join(runDir, 'trace.json'), 'utf8')) as { traceEvents?: { pid?: unknown; ph?: string; name?: string; cat?: string; args?: Record<string, unknown> }[] };
   expect(Array.isArray(trace.traceEvents)).toBe(true);
+  expect(validateChromeTrace(trace).errors, 'trace.json is a valid Chrome trace').toEqual([]);
   const pids = new Set(trace.traceEvents!.filter((e) => e.ph === 'X' || e.ph === 'B').map((e) => e.pid));
   expect(pids.size, 'trace.json has slices of every rank').toBeGreaterThanOrEqual(ranks);
+  // Collectives of every kind of group, the gradient reductions (their own communicators) included.
+  const groups = new Set(trace.traceEvents!.filter((e) => e.cat === 'collective').map((e) => `${e.args?.['Process Group Name']}:${e.name}`));
+  for (const g of ['fsdp:all_gather', 'fsdp_reduce:reduce_scatter', 'loss:all_reduce']) expect([...groups], `trace.json has ${g}`).toContain(g);
   const html = readFileSync(join(runDir, 'timeline.html'), 'utf8');
   expect(html).toMatch(/^<!doctype html>/i);
   expect(html).toContain('</html>');

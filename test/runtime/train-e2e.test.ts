@@ -18,6 +18,7 @@ import {
   describeChild,
   expectLossDecreases,
   MPI_SKIP,
+  readJsonl,
   runTrainMpi,
   TINY,
   tmpRoot,
@@ -70,6 +71,14 @@ describe('moe-actors train end to end', () => {
     expect(out.trace).toBe(join(out.runDir, 'trace.json'));
     expect(out.timeline).toBe(join(out.runDir, 'timeline.html'));
     inprocLosses = checkRun(out.runDir, 4, stdout, out.results[0]!.steps.map((s) => s.loss));
+    // Bytes per step per group as measured by every rank = the plan's prediction (FSDP traffic is the same on
+    // every rank and every step). The plan leaves out the grad-norm² all_reduce on fsdp: 2 doubles in, 2 out.
+    const recs = readJsonl(join(out.runDir, 'metrics.jsonl'));
+    expect(recs).toHaveLength(24);
+    for (const r of recs) {
+      expect(r['comm/fsdp_reduce(bytes)'], `fsdp_reduce step ${r.step} rank ${r.rank}`).toBe(out.plan.bytesPerStep.fsdp_reduce);
+      expect(r['comm/fsdp(bytes)'], `fsdp step ${r.step} rank ${r.rank}`).toBe(out.plan.bytesPerStep.fsdp! + 32);
+    }
     console.info(`inproc 4 ranks: ${ms.toFixed(0)} ms, losses ${inprocLosses.map((l) => l.toFixed(4)).join(' ')}`);
   });
 
