@@ -45,7 +45,7 @@ async function runAndKillDuringWrite(name: string): Promise<{ run: ChildRun; see
   const step4 = join(ckptFolder(name), 'step-4');
   let seen: string[] | null = null;
   const run = await runTrainCli(args(name), {
-    timeoutMs: 60_000,
+    timeoutMs: 40_000,
     pollMs: 1,
     poll: (kill) => {
       if (seen || !existsSync(step4)) return;
@@ -62,14 +62,14 @@ describe('crash during a checkpoint write, then resume', () => {
   let full: Map<number, { loss: number; gradNorm: number; lr: number }>;
 
   it('the uninterrupted run: 6 steps, complete checkpoints at 2, 4, 6', async () => {
-    const r = await runTrainCli(args('full'), { timeoutMs: 60_000 });
+    const r = await runTrainCli(args('full'), { timeoutMs: 40_000 });
     expect(r.code, describeChild(r)).toBe(0);
     full = checkMetrics(join(root, 'full'), 4, STEPS);
     checkCheckpoints(ckptFolder('full'), [2, 4, 6], 4);
     console.info(`full: ${r.ms.toFixed(0)} ms, losses ${STEPS.map((s) => full.get(s)!.loss.toFixed(5)).join(' ')}`);
   });
 
-  it('SIGKILL while step-4 is being written leaves step-2 usable and step-4 ignored; the resumed run reproduces the uninterrupted one bit for bit', async () => {
+  it('SIGKILL while step-4 is being written leaves step-2 usable and step-4 ignored; the resumed run reproduces the uninterrupted one bit for bit', { timeout: 180_000 }, async () => {
     // The write window of this job is ~30-40 ms; a kill that lands after the commit is retried on a fresh run.
     let attempt = 0;
     let name = '';
@@ -77,8 +77,13 @@ describe('crash during a checkpoint write, then resume', () => {
     for (; attempt < 3; attempt++) {
       name = `crash${attempt}`;
       killed = await runAndKillDuringWrite(name);
+      // A machine too busy to see the write window in time (the run finished, or the kill came after the commit):
+      // try again on a fresh run folder.
+      if (killed.seen === null) {
+        expect(killed.run.code, describeChild(killed.run)).toBe(0);
+        continue;
+      }
       expect(killed.run.signal, describeChild(killed.run)).toBe('SIGKILL');
-      expect(killed.seen, 'the step-4 folder appeared before the run ended').not.toBeNull();
       if (!existsSync(join(ckptFolder(name), 'step-4', 'manifest.json'))) break;
     }
     expect(attempt, 'a kill landed inside the checkpoint write').toBeLessThan(3);
@@ -99,7 +104,7 @@ describe('crash during a checkpoint write, then resume', () => {
     expect(before.length).toBeLessThanOrEqual(4 * 4);
 
     // Resume on the same run folder.
-    const r = await runTrainCli(args(name), { timeoutMs: 60_000 });
+    const r = await runTrainCli(args(name), { timeoutMs: 40_000 });
     expect(r.code, describeChild(r)).toBe(0);
     const step2 = join(ckptFolder(name), 'step-2');
     const step4 = join(ckptFolder(name), 'step-4');

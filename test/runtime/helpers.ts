@@ -47,11 +47,24 @@ export interface ChildOptions {
   pollMs?: number;
 }
 
+/** Process groups of children still running: killed if this process exits first (a test that timed out). */
+const liveGroups = new Set<number>();
+process.once('exit', () => {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
+
 /** Runs a command in its own process group; kills the group on the deadline; never rejects for a non-zero exit. */
 export function runChild(cmd: string, args: readonly string[], o: ChildOptions): Promise<ChildRun> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: o.cwd ?? REPO, env: { ...process.env, ...o.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid) liveGroups.add(child.pid);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -81,6 +94,7 @@ export function runChild(cmd: string, args: readonly string[], o: ChildOptions):
     });
     child.on('close', (code, signal) => {
       ended = true;
+      liveGroups.delete(child.pid!);
       clearTimeout(timer);
       clearInterval(poller);
       // The group may hold more processes than the one we started (mpiexec's proxies and ranks).
@@ -290,7 +304,7 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
  * Runs `fn` with this process's stdout writes and console.log captured (not shown): the ranks' console lines
  * (process.stdout.write, also forwarded from worker threads) and rank 0's log messages (console.log).
  */
-export async function captureOutput<T>(fn: () => Promise<T>, settleMs = 0): Promise<{ value: T; stdout: string; logs: string[] }> {
+export async function captureOutput<T>(fn: () => Promise<T>, until?: (stdout: string) => boolean): Promise<{ value: T; stdout: string; logs: string[] }> {
   let stdout = '';
   const logs: string[] = [];
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation(((chunk: string | Uint8Array) => {
@@ -300,8 +314,8 @@ export async function captureOutput<T>(fn: () => Promise<T>, settleMs = 0): Prom
   const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void logs.push(a.join(' ')));
   try {
     const value = await fn();
-    // Worker threads' stdout reaches this thread asynchronously: give the last lines a moment.
-    if (settleMs) await new Promise((r) => setTimeout(r, settleMs));
+    // Worker threads' stdout reaches this thread asynchronously: wait (up to 5 s) for what the caller expects.
+    for (let t = 0; until && !until(stdout) && t < 100; t++) await new Promise((r) => setTimeout(r, 50));
     return { value, stdout, logs };
   } finally {
     spy.mockRestore();
