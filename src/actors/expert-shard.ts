@@ -43,7 +43,7 @@ export class ExpertShard {
     private readonly rt: Runtime,
     private readonly ep: Communicator,
     readonly strategy: MoeStrategy,
-    private readonly bridge: TraceBridge | null,
+    private readonly bridge: TraceBridge,
     private readonly position: RankPosition,
   ) {
     this.dispatch = DISPATCH[strategy];
@@ -92,9 +92,9 @@ export class ExpertShard {
     if (!run) {
       const actor = createActor(this.machine, {
         input: { layer: layer.layerId, microbatch, step: stepNo, strategy: this.strategy },
-        inspect: this.bridge?.inspect,
+        inspect: this.bridge.inspect,
       });
-      this.bridge?.label(actor, 'moeLayer', layer.layerId, microbatch);
+      this.bridge.label(actor, 'moeLayer', layer.layerId, microbatch);
       run = { step, actor };
       this.running.set(k, run);
       actor.start();
@@ -125,6 +125,11 @@ export class ExpertShard {
     const dx = run.step.dx!;
     run.step.dx = undefined;
     return dx;
+  }
+
+  /** The running layer machines and their states ("layer 3 mb 0: forward.dispatch"), for hang reports. */
+  describe(): string {
+    return [...this.running.entries()].map(([k, r]) => `layer ${k.replace('/', ' mb ')}: ${JSON.stringify(r.actor.getSnapshot().value)}`).join(', ');
   }
 
   /** Drops every running layer (a failed step); their buffers go back to the pool. */

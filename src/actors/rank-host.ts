@@ -7,7 +7,7 @@
 // go through their own communicators (same members, separate sequence — as FSDP2 runs them on their own stream)
 // and one queue, so they too are issued in program order whatever the timing.
 
-import { createActor } from 'xstate';
+import { createActor, fromPromise } from 'xstate';
 import { sumBytesByGroup } from '../comm/bytes.ts';
 import type { ByteCounters, Communicator } from '../comm/communicator.ts';
 import { DeviceMesh, groupOf, planMesh, type MeshDim, type ParallelDegrees } from '../comm/mesh.ts';
@@ -16,7 +16,7 @@ import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import type { BlockPreCtx } from '../models/model/block.ts';
 import type { HeadCtx } from '../models/model/head.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
-import type { FfnCtx } from '../models/layers/ffn.ts';
+import type { FeedForward, FfnCtx } from '../models/layers/ffn.ts';
 import { expertBiasUpdate, halveCheckpointedCounts } from '../models/moe/load-balance.ts';
 import { AdamW, type AdamWConfig } from '../models/optim/adamw.ts';
 import { clipCoefficient, gradNormSquared, scaleGrads, splitForClipping } from '../models/optim/clip.ts';
@@ -30,10 +30,10 @@ import type { EventSink } from '../protocols/events.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from '../protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../protocols/strategies.ts';
 import { trainStepMachine, type StepStageInput } from '../protocols/train-step.machine.ts';
-import { fromPromise } from 'xstate';
 import { ExpertShard, settled } from './expert-shard.ts';
 import { FsdpUnitShard } from './fsdp-shard.ts';
 import { TraceBridge, type RankPosition } from './trace-bridge.ts';
+import type { CommObserver } from '../comm/base-communicator.ts';
 
 export interface RankJob {
   model: ResolvedModelConfig;
@@ -54,6 +54,12 @@ export interface RankJob {
   weights?: string;
   /** BLAS / kernel threads of this rank. */
   threads?: number;
+  /**
+   * A step in which nothing happens — no protocol state entered or left, no collective issued or completed, none in
+   * flight — for this long fails with the states every machine is in (0 disables). Collective timeouts cannot see
+   * a rank waiting on a dropped protocol event; this does.
+   */
+  watchdogMs?: number;
 }
 
 export interface StepOutcome {
@@ -94,7 +100,9 @@ class ReductionQueue {
 
 export class RankHost {
   readonly position: RankPosition = { step: 0, layer: null, microbatch: null, actor: 'step' };
-  readonly bridge: TraceBridge | null;
+  /** Always present: it turns transitions and collectives into events for the sink and the progress watchdog. */
+  readonly bridge: TraceBridge;
+  private progressAt = performance.now();
   readonly alloc = new Allocator();
   readonly model: Model;
   readonly shards: Map<string, FsdpUnitShard>;
@@ -114,8 +122,18 @@ export class RankHost {
   ) {
     const k = getKernels();
     if (job.threads) k.setNumThreads(job.threads);
-    this.bridge = sink ? new TraceBridge(mesh.rank, sink, this.position) : null;
-    if (this.bridge) for (const c of this.communicators()) (c as { observer?: unknown }).observer = this.bridge.commObserver();
+    const progress: EventSink = {
+      record: (e) => {
+        this.progressAt = performance.now();
+        sink?.record(e);
+      },
+    };
+    this.bridge = new TraceBridge(mesh.rank, progress, this.position);
+    // Chained, not replaced: a transport or a test may observe the same communicators.
+    for (const c of this.communicators()) {
+      const comm = c as { observer?: CommObserver };
+      comm.observer = chainObservers(comm.observer, this.bridge.commObserver());
+    }
     const E = moeExperts(job.model);
     const range = E !== null ? mesh.experts(E) : null;
     this.model = Model.build(job.model, {
@@ -221,17 +239,19 @@ export class RankHost {
     this.current = { states, globalValid, lr, gradNorm: 0 };
     const actor = createActor(this.machine, {
       input: { step: stepNo, nLayers: this.model.blocks.length, microbatches: microbatches.length, ac: this.job.ac, biasUpdate: this.hasBiasUpdate() },
-      inspect: this.bridge?.inspect,
+      inspect: this.bridge.inspect,
     });
-    this.bridge?.label(actor, 'trainStep', null, null);
+    this.bridge.label(actor, 'trainStep', null, null);
     actor.start();
     actor.send({ type: 'START' });
+    const watchdog = this.watch(actor);
     try {
-      await settled(actor, (s) => s.status === 'done', () => this.stageError);
+      await Promise.race([settled(actor, (s) => s.status === 'done', () => this.stageError), watchdog.tripped]);
     } catch (e) {
       this.experts.abort();
       throw e;
     } finally {
+      watchdog.stop();
       actor.stop();
     }
     this.scheduler.step();
@@ -271,6 +291,44 @@ export class RankHost {
     } finally {
       this.noOptimizer = saved;
     }
+  }
+
+  /**
+   * The step watchdog (see RankJob.watchdogMs). A check that runs late means the event loop was busy computing,
+   * which is progress; a collective in flight has its own timeout.
+   */
+  private watch(actor: { getSnapshot(): { value: unknown } }): { tripped: Promise<never>; stop(): void } {
+    const ms = this.job.watchdogMs ?? 0;
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const tripped = new Promise<never>((_, reject) => {
+      if (!(ms > 0)) return;
+      this.progressAt = performance.now();
+      const period = ms / 4;
+      let expected = performance.now() + period;
+      timer = setInterval(() => {
+        const now = performance.now();
+        if (now - expected > period / 2) this.progressAt = now;
+        expected = now + period;
+        const recorder = (this.mesh.world as { recorder?: { pending(): unknown } }).recorder;
+        if (recorder?.pending() || now - this.progressAt < ms) return;
+        clearInterval(timer);
+        const units = [...this.shards.values()]
+          .map((u) => [u.id, JSON.stringify(u.actor.getSnapshot().value)] as const)
+          .filter(([, v]) => v !== '"resharded"')
+          .map(([id, v]) => `${id} ${v}`);
+        reject(
+          new Error(
+            `rank ${this.rank} made no progress for ${Math.round(now - this.progressAt)} ms in step ${this.stepNo} and is not in a collective: ` +
+              `train-step in ${JSON.stringify(actor.getSnapshot().value)} (layer ${this.position.layer}, microbatch ${this.position.microbatch})` +
+              (units.length ? `; FSDP units not resharded: ${units.join(', ')}` : '') +
+              `; moe layers running: ${this.experts.describe() || 'none'}. A protocol event was dropped or a stage never settled.`,
+          ),
+        );
+      }, period);
+      timer.unref?.();
+    });
+    tripped.catch(() => {});
+    return { tripped, stop: () => clearInterval(timer) };
   }
 
   private noOptimizer = false;
@@ -352,7 +410,7 @@ export class RankHost {
       ffnOut = await this.experts.forward(block.moe, pre.xn2, N, microbatch, step, pass);
       st.ffn[layer] = null;
     } else {
-      const f = (block.ffn as import('../models/layers/ffn.ts').FeedForward).forward(rt, pre.xn2, N);
+      const f = (block.ffn as FeedForward).forward(rt, pre.xn2, N);
       ffnOut = f.out;
       st.ffn[layer] = f.ctx;
     }
@@ -368,13 +426,14 @@ export class RankHost {
     st.pre[layer] = null;
     if (block.moe) this.experts.dropForward(layer, microbatch);
     else {
-      (block.ffn as import('../models/layers/ffn.ts').FeedForward).release(rt, st.ffn[layer]!);
+      (block.ffn as FeedForward).release(rt, st.ffn[layer]!);
       st.ffn[layer] = null;
     }
   }
 
   private async forwardBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
     const st = this.mbState(microbatch);
+    this.position.layer = layer;
     const units = await this.blockUnits(layer, 'forward', microbatch, step);
     const out = await this.runBlock(layer, st, 'forward', step, microbatch);
     st.inputs[layer + 1] = out;
@@ -403,6 +462,7 @@ export class RankHost {
 
   private async recomputeBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
     const st = this.mbState(microbatch);
+    this.position.layer = layer;
     await this.blockUnits(layer, 'backward', microbatch, step);
     const out = await this.runBlock(layer, st, 'recompute', step, microbatch);
     this.model.rt.pool.release(out);
@@ -410,6 +470,7 @@ export class RankHost {
 
   private async backwardBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
     const st = this.mbState(microbatch);
+    this.position.layer = layer;
     const block = this.model.blocks[layer]!;
     const rt = this.model.rt;
     await this.blockUnits(layer, 'backward', microbatch, step);
@@ -417,7 +478,7 @@ export class RankHost {
     const dh = st.dh!;
     let dxn2: Float32Array;
     if (block.moe) dxn2 = await this.experts.backward(layer, microbatch, dh);
-    else dxn2 = (block.ffn as import('../models/layers/ffn.ts').FeedForward).backward(rt, st.ffn[layer]!, dh);
+    else dxn2 = (block.ffn as FeedForward).backward(rt, st.ffn[layer]!, dh);
     this.position.actor = 'step';
     st.ffn[layer] = null;
     const dx = block.backwardPre(rt, st.pre[layer]!, dxn2, dh);
@@ -538,4 +599,18 @@ export class RankHost {
 export function moeExperts(cfg: ResolvedModelConfig): number | null {
   for (const b of buildModelSpec(cfg).blocks) if (b.ffn.kind === 'moe') return b.ffn.args.num_experts;
   return null;
+}
+
+function chainObservers(a: CommObserver | undefined, b: CommObserver): CommObserver {
+  if (!a) return b;
+  return {
+    onStart: (c, e) => {
+      a.onStart?.(c, e);
+      b.onStart?.(c, e);
+    },
+    onEnd: (c, e) => {
+      a.onEnd?.(c, e);
+      b.onEnd?.(c, e);
+    },
+  };
 }

@@ -119,6 +119,11 @@ export class FlightRecorder {
     };
   }
 
+  /** Collectives recorded so far (a progress counter for watchdogs). */
+  get issued(): number {
+    return this.nextId;
+  }
+
   /** Entries oldest first. */
   entries(): FlightEntry[] {
     const out: FlightEntry[] = [];

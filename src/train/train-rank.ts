@@ -79,6 +79,7 @@ export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' |
     seed: cfg.debug.seed,
     weights: cfg.checkpoint.initial_load_path.endsWith('.safetensors') ? cfg.checkpoint.initial_load_path : undefined,
     threads: args.threads,
+    watchdogMs: cfg.comm.timeout_seconds * 1000,
   };
 }
 

@@ -75,6 +75,39 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
     watchdog.unref?.();
   };
 
+  // A world where no rank is in a collective and nothing happens — no collective issued, no rank finished — while
+  // the event loop is idle: every rank waits on something that will never settle (a protocol event that was
+  // dropped, a promise nobody resolves). Collective timeouts cannot see it, so it is given up on after one
+  // collective timeout of such stillness. A late timer means the loop was busy computing, which is progress.
+  let lastIssued = -1;
+  let lastLeft = left;
+  let stillSince: number | null = null;
+  let expected = performance.now() + world.timeoutMs / 4;
+  const stall = setInterval(() => {
+    const now = performance.now();
+    const late = now - expected > world.timeoutMs / 8;
+    expected = now + world.timeoutMs / 4;
+    const issued = world.recorders.reduce((a, rec) => a + rec.issued, 0);
+    // outcomes is sparse until ranks finish: flatMap would skip the holes.
+    const running = Array.from({ length: world.size }, (_, r) => r).filter((r) => !outcomes[r]);
+    const waiting = running.some((r) => world.isWaiting(r));
+    if (late || waiting || issued !== lastIssued || left !== lastLeft || running.length === 0) {
+      lastIssued = issued;
+      lastLeft = left;
+      stillSince = null;
+      return;
+    }
+    stillSince ??= now;
+    if (now - stillSince < world.timeoutMs) return;
+    for (const r of running) {
+      const msg =
+        `rank ${r} made no progress for ${Math.round(now - stillSince)} ms and no rank is waiting in a collective: ` +
+        `every running rank waits on something that is not a collective (a dropped protocol event, a promise that never settles)`;
+      finish(r, { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(msg) }, `gave up on (${msg})`);
+    }
+  }, world.timeoutMs / 4);
+  stall.unref?.();
+
   world.comms.forEach((comm, r) => {
     const ctx: RankContext<A> = { rank: r, size: world.size, world: comm, recorder: world.recorders[r]!, transport: 'inproc', args: structuredClone(args) };
     Promise.resolve()
@@ -101,6 +134,7 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
     return { outcomes: done, diagnosis: first ? `first failure: ${first}\n${text}` : text };
   } finally {
     clearTimeout(watchdog);
+    clearInterval(stall);
     clearInterval(keepAlive);
     for (const u of uninstall) u();
   }
