@@ -26,6 +26,7 @@ export interface PlanInput {
   divideFactor: number;
   reshard: ReshardPolicy;
   ac: AcMode;
+  /** Sequences per rank per microbatch (torchtitan's local_batch_size). */
   localBatch: number;
   seqLen: number;
   /** Microbatches per step (gradient accumulation). */
@@ -92,7 +93,7 @@ export function makePlan(input: PlanInput): Plan {
   const P = d.ep;
 
   // ---- EP dispatch ----
-  const T = input.localBatch * input.seqLen / input.microbatches;
+  const T = input.localBatch * input.seqLen;
   const D = spec.dim;
   const K = moe?.args.top_k ?? 1;
   const E = moe?.args.num_experts ?? 1;

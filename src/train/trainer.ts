@@ -17,7 +17,8 @@ import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
-import type { TrainRankArgs, TrainRankResult } from './train-rank.ts';
+import { microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
+import { planMesh } from '../comm/mesh-layout.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
@@ -79,9 +80,15 @@ export function planJob(cfg: JobConfig, worldSize: number): Plan {
     ac: acModeOf(cfg),
     localBatch: cfg.training.local_batch_size,
     seqLen: cfg.training.seq_len,
-    microbatches: 1,
+    microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
     ranksPerNode: cfg.comm.ranks_per_node,
   });
+}
+
+/** dp_replicate · dp_shard (dp_shard = −1 resolved against the world size). */
+function batchDegree(cfg: JobConfig, worldSize: number): number {
+  const d = planMesh(degreesOf(cfg), worldSize, { allowUnsupported: true }).degrees;
+  return d.dp_replicate * d.dp_shard;
 }
 
 function runName(cfg: JobConfig): string {
