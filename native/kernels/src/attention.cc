@@ -77,13 +77,43 @@ struct Shape {
   float scale;
 };
 
+// 16×16 block transpose in registers: four rounds of interleaving rows i and i+8 (a perfect shuffle of the
+// index bits) turn row r into column r. 64 two-source permutes per 256 floats instead of 256 strided scalar
+// loads and stores (packing Kᵀ/Vᵀ/Qᵀ, unpacking dK/dV/O, and Δ = rowwise dO·O, at the debugmodel's head dim of 16).
+inline void zip(v16f a, v16f b, v16f& lo, v16f& hi) {
+  lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+}
+inline void transpose16(v16f r[16]) {
+  for (int round = 0; round < 4; round++) {
+    v16f t[16];
+    for (int i = 0; i < 8; i++) zip(r[i], r[i + 8], t[2 * i], t[2 * i + 1]);
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+  }
+}
+// dst[c·ldd + r] = src[r·lds + c] for an (nr × nc) block: 16×16 tiles in registers where both extents allow,
+// scalar for the remainder rows and columns.
+void transposeBlock(const float* src, int64_t lds, int64_t nr, int64_t nc, float* dst, int64_t ldd) {
+  int64_t c0 = 0;
+  for (; c0 + 16 <= nc; c0 += 16) {
+    int64_t r0 = 0;
+    for (; r0 + 16 <= nr; r0 += 16) {
+      v16f t[16];
+      for (int i = 0; i < 16; i++) t[i] = ld16(src + (r0 + i) * lds + c0);
+      transpose16(t);
+      for (int i = 0; i < 16; i++) st16(dst + (c0 + i) * ldd + r0, t[i]);
+    }
+    for (; r0 < nr; r0++)
+      for (int64_t c = c0; c < c0 + 16; c++) dst[c * ldd + r0] = src[r0 * lds + c];
+  }
+  for (; c0 < nc; c0++)
+    for (int64_t r = 0; r < nr; r++) dst[c0 * ldd + r] = src[r * lds + c0];
+}
+
 // Keys j0..j0+nk of kv head (b,hk), packed as Kt (dk, BK) (for Q·Kᵀ, vectorised over keys), and optionally
 // Kp (BK, dkp) row-major; values as Vp (BK, dvp) or Vt (dv, BK). Padding (j ≥ nk, columns ≥ dk/dv) is zero.
 void packKt(const Shape& s, const float* k, int64_t b, int64_t hk, int64_t j0, int64_t nk, float* Kt) {
-  for (int64_t j = 0; j < nk; j++) {
-    const float* src = k + ((b * s.S + j0 + j) * s.Hkv + hk) * s.dk;
-    for (int64_t d = 0; d < s.dk; d++) Kt[d * BK + j] = src[d];
-  }
+  transposeBlock(k + ((b * s.S + j0) * s.Hkv + hk) * s.dk, s.Hkv * s.dk, nk, s.dk, Kt, BK);
   if (nk < BK)
     for (int64_t d = 0; d < s.dk; d++)
       for (int64_t j = nk; j < BK; j++) Kt[d * BK + j] = 0.0f;
@@ -133,9 +163,11 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
   float* QT = w.QT.data();
   float* St = w.St.data();
   float* accT = w.accT.data();
+  transposeBlock(q + ((b * s.S + i0) * s.Hq + h) * dk, s.Hq * dk, nq, dk, QT, BQ);
   for (int64_t d = 0; d < dk; d++) {
-    for (int64_t r = 0; r < nq; r++) QT[d * BQ + r] = q[((b * s.S + i0 + r) * s.Hq + h) * dk + d] * qScale;
-    for (int64_t r = nq; r < nq16; r++) QT[d * BQ + r] = 0.0f;
+    float* row = QT + d * BQ;
+    for (int64_t r = nq; r < nq16; r++) row[r] = 0.0f;
+    for (int64_t c = 0; c < nqv; c++) st16(row + 16 * c, ld16(row + 16 * c) * qScale);
   }
   std::memset(accT, 0, dv8 * BQ * sizeof(float));
   v16f m[BQ / 16], l[BQ / 16];
@@ -188,13 +220,72 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
       for (int64_t c = 0; c < nqv; c++) st16(accT + d * BQ + 16 * c, ld16(accT + d * BQ + 16 * c) * corr[c]);
     mm(dv8, nq16, nk8, Vb, 1, vRow, St, BQ, accT, BQ, true);  // Oᵀ += Vᵀ Pᵀ (Vᵀ read in place)
   }
+  for (int64_t c = 0; c < nqv; c++) {
+    const v16f inv = splat(1.0f) / l[c];
+    for (int64_t d = 0; d < dv; d++) st16(accT + d * BQ + 16 * c, ld16(accT + d * BQ + 16 * c) * inv);
+  }
+  transposeBlock(accT, BQ, dv, nq, o + ((b * s.S + i0) * s.Hq + h) * dv, s.Hq * dv);
   for (int64_t r = 0; r < nq; r++) {
-    const int64_t i = i0 + r;
     const float lr = l[r / 16][r % 16], mr = m[r / 16][r % 16];
-    const float inv = 1.0f / lr;
-    float* dst = o + ((b * s.S + i) * s.Hq + h) * dv;
-    for (int64_t d = 0; d < dv; d++) dst[d] = accT[d * BQ + r] * inv;
-    lse[(b * s.Hq + h) * s.S + i] = (mr + std::log2(lr)) * LN2;
+    lse[(b * s.Hq + h) * s.S + i0 + r] = (mr + std::log2(lr)) * LN2;
+  }
+}
+
+// P and dS of a (query block × key block) straight from 4-row register tiles, each stored once:
+//   S = Q Kᵀ → P = 2^(S·scale·log2 e − lse·log2 e), masked to the visible keys;  dP = dO Vᵀ → dS = P∘(dP − Δ)·scale.
+// Rows ≥ nq (padding up to nqp) and rows that see none of the keys are zero in both.
+void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, int64_t dk, int64_t dv, const float* Q,
+                   int64_t dkp, const float* dO, int64_t dvp, const float* Kt, const float* Vt, const float* L,
+                   const float* Dl, float scale, float scale2, float* P, float* dS) {
+  for (int64_t m0 = 0; m0 < nqp; m0 += 4) {
+    v16f c[4][4];
+    for (int r = 0; r < 4; r++)
+      for (int v = 0; v < 4; v++) c[r][v] = v16f{};
+    for (int64_t k = 0; k < dk; k++) {
+      v16f b[4];
+      for (int v = 0; v < 4; v++) b[v] = ld16(Kt + k * BK + 16 * v);
+      for (int r = 0; r < 4; r++) {
+        const float a = Q[(m0 + r) * dkp + k];
+        for (int v = 0; v < 4; v++) c[r][v] += a * b[v];
+      }
+    }
+    int64_t vis[4];
+    for (int r = 0; r < 4; r++) {
+      const int64_t row = m0 + r;
+      vis[r] = row < nq ? visible(i0 + row, j0, nk) : 0;
+      float* pr = P + row * BK;
+      if (vis[r] <= 0) {
+        for (int v = 0; v < 4; v++) st16(pr + 16 * v, v16f{});
+        continue;
+      }
+      const float Li = L[row] * LOG2E;
+      for (int v = 0; v < 4; v++) {
+        v16f p = vexp2Neg(c[r][v] * scale2 - Li);
+        if (vis[r] < BK) p = (iota16() + 16 * v) < (int32_t)vis[r] ? p : splat(0.0f);
+        st16(pr + 16 * v, p);
+      }
+    }
+    for (int r = 0; r < 4; r++)
+      for (int v = 0; v < 4; v++) c[r][v] = v16f{};
+    for (int64_t k = 0; k < dv; k++) {
+      v16f b[4];
+      for (int v = 0; v < 4; v++) b[v] = ld16(Vt + k * BK + 16 * v);
+      for (int r = 0; r < 4; r++) {
+        const float a = dO[(m0 + r) * dvp + k];
+        for (int v = 0; v < 4; v++) c[r][v] += a * b[v];
+      }
+    }
+    for (int r = 0; r < 4; r++) {
+      const int64_t row = m0 + r;
+      float* dr = dS + row * BK;
+      if (vis[r] <= 0) {
+        for (int v = 0; v < 4; v++) st16(dr + 16 * v, v16f{});
+        continue;
+      }
+      const float Di = Dl[row];
+      const float* pr = P + row * BK;
+      for (int v = 0; v < 4; v++) st16(dr + 16 * v, ld16(pr + 16 * v) * (c[r][v] - Di) * scale);
+    }
   }
 }
 
@@ -222,7 +313,8 @@ struct BwdScratch {
 
 // One task = kv head (b,hk) with its G query heads, so dK/dV (summed over the group) and dQ are owned by the
 // task: no atomics, no per-thread copies, deterministic. Per key block (outer) and query block at or below the
-// diagonal (inner), with P = exp(scale·QKᵀ − lse) recomputed and Δ_i = dO_i·O_i:
+// diagonal (inner), with P = exp(scale·QKᵀ − lse) recomputed and Δ_i = dO_i·O_i (P and dS come out of one fused
+// register-tile pass, probsAndGrads, each stored once):
 //   dVᵀ += dOᵀ P;  dP = dO Vᵀ;  dS = P∘(dP − Δ)·scale;  dKᵀ += Qᵀ dS;  dQ += dS K.
 // dK and dV accumulate transposed (head dim × keys) so their products are 64 keys wide (4×4-vector tiles).
 void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, const float* v, const float* o,
@@ -235,8 +327,26 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
     packRows(dout + (b * S * s.Hq + h) * dv, s.Hq * dv, S, dv, dvp, Sp, w.dOh.data() + g * Sp * dvp);
     float* L = w.lseh.data() + g * Sp;
     float* D = w.Dh.data() + g * Sp;
-    for (int64_t i = 0; i < S; i++) {
-      L[i] = lse[(b * s.Hq + h) * S + i];
+    for (int64_t i = 0; i < S; i++) L[i] = lse[(b * s.Hq + h) * S + i];
+    // Δ_i = dO_i·O_i. Head dims that are whole vectors: 16 rows' lane-wise products, transposed in registers and
+    // summed, give 16 Δ at once (the scalar dot was a 16-deep dependent chain per row).
+    int64_t i = 0;
+    if (dv % 16 == 0)
+      for (; i + 16 <= S; i += 16) {
+        v16f t[16];
+        for (int r = 0; r < 16; r++) {
+          const float* orow = o + ((b * S + i + r) * s.Hq + h) * dv;
+          const float* drow = w.dOh.data() + (g * Sp + i + r) * dvp;
+          v16f acc = ld16(drow) * ld16(orow);
+          for (int64_t d = 16; d < dv; d += 16) acc += ld16(drow + d) * ld16(orow + d);
+          t[r] = acc;
+        }
+        transpose16(t);
+        v16f sum = t[0];
+        for (int r = 1; r < 16; r++) sum += t[r];
+        st16(D + i, sum);
+      }
+    for (; i < S; i++) {
       const float* orow = o + ((b * S + i) * s.Hq + h) * dv;
       const float* drow = w.dOh.data() + (g * Sp + i) * dvp;
       float acc = 0.0f;
@@ -259,10 +369,7 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
     const int64_t j0 = kb * BK, nk = std::min(BK, S - j0);
     packKt(s, k, b, hk, j0, nk, Kt);
     packRows(k + ((b * S + j0) * s.Hkv + hk) * dk, s.Hkv * dk, nk, dk, dkp, BK, Kp);
-    for (int64_t j = 0; j < nk; j++) {
-      const float* src = v + ((b * S + j0 + j) * s.Hkv + hk) * dv;
-      for (int64_t d = 0; d < dv; d++) Vt[d * BK + j] = src[d];
-    }
+    transposeBlock(v + ((b * S + j0) * s.Hkv + hk) * dv, s.Hkv * dv, nk, dv, Vt, BK);
     if (nk < BK)
       for (int64_t d = 0; d < dv; d++)
         for (int64_t j = nk; j < BK; j++) Vt[d * BK + j] = 0.0f;
@@ -276,44 +383,24 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
         const int64_t i0 = qb * BQ, nq = std::min(BQ, S - i0), nqp = roundUp(nq, MR);
         const float* Q = w.Qh.data() + (g * Sp + i0) * dkp;
         const float* dO = w.dOh.data() + (g * Sp + i0) * dvp;
-        mm(nqp, BK, dk, Q, dkp, 1, Kt, BK, P, BK, false);
-        mm(nqp, BK, dv, dO, dvp, 1, Vt, BK, dS, BK, false);
-        for (int64_t r = 0; r < nq; r++) {
-          const int64_t i = i0 + r;
-          const int64_t vis = visible(i, j0, nk);
-          float* pr = P + r * BK;
-          float* dr = dS + r * BK;
-          if (vis <= 0) {
-            std::memset(pr, 0, BK * sizeof(float));
-            std::memset(dr, 0, BK * sizeof(float));
-            continue;
-          }
-          const float Li = L[i0 + r] * LOG2E, Di = Dl[i0 + r];
-          for (int c = 0; c < 4; c++) {
-            v16f p = vexp2Neg(ld16(pr + 16 * c) * scale2 - Li);
-            if (vis < BK) p = (iota16() + 16 * c) < (int32_t)vis ? p : splat(0.0f);
-            st16(pr + 16 * c, p);
-            st16(dr + 16 * c, p * (ld16(dr + 16 * c) - Di) * scale);
-          }
-        }
-        std::memset(P + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
-        std::memset(dS + nq * BK, 0, (nqp - nq) * BK * sizeof(float));
+        probsAndGrads(nq, nqp, i0, j0, nk, dk, dv, Q, dkp, dO, dvp, Kt, Vt, L + i0, Dl + i0, scale, scale2, P, dS);
         mm(dv8, BK, nqp, dO, 1, dvp, P, BK, dVa, BK, true);
         mm(dk8, BK, nqp, Q, 1, dkp, dS, BK, dKa, BK, true);
         mm(nqp, dkp, BK, dS, BK, 1, Kp, dkp, w.dQh.data() + (g * Sp + i0) * dkp, dkp, true);
       }
     }
-    for (int64_t j = 0; j < nk; j++) {
-      float* dkRow = dkOut + ((b * S + j0 + j) * s.Hkv + hk) * dk;
-      float* dvRow = dvOut + ((b * S + j0 + j) * s.Hkv + hk) * dv;
-      for (int64_t d = 0; d < dk; d++) dkRow[d] = dKa[d * BK + j];
-      for (int64_t d = 0; d < dv; d++) dvRow[d] = dVa[d * BK + j];
-    }
+    transposeBlock(dKa, BK, dk, nk, dkOut + ((b * S + j0) * s.Hkv + hk) * dk, s.Hkv * dk);
+    transposeBlock(dVa, BK, dv, nk, dvOut + ((b * S + j0) * s.Hkv + hk) * dv, s.Hkv * dv);
   }
   for (int64_t g = 0; g < G; g++) {
     const int64_t h = hk * G + g;
-    for (int64_t i = 0; i < S; i++)
-      std::memcpy(dq + ((b * S + i) * s.Hq + h) * dk, w.dQh.data() + (g * Sp + i) * dkp, dk * sizeof(float));
+    for (int64_t i = 0; i < S; i++) {
+      float* dst = dq + ((b * S + i) * s.Hq + h) * dk;
+      const float* src = w.dQh.data() + (g * Sp + i) * dkp;
+      int64_t d = 0;
+      for (; d + 16 <= dk; d += 16) st16(dst + d, ld16(src + d));
+      for (; d < dk; d++) dst[d] = src[d];
+    }
   }
 }
 
