@@ -43,7 +43,7 @@ export class ExpertShard {
     private readonly rt: Runtime,
     private readonly ep: Communicator,
     readonly strategy: MoeStrategy,
-    private readonly bridge: TraceBridge,
+    private readonly bridge: TraceBridge | null,
     private readonly position: RankPosition,
   ) {
     this.dispatch = DISPATCH[strategy];
@@ -92,9 +92,9 @@ export class ExpertShard {
     if (!run) {
       const actor = createActor(this.machine, {
         input: { layer: layer.layerId, microbatch, step: stepNo, strategy: this.strategy },
-        inspect: this.bridge.inspect,
+        inspect: this.bridge?.inspect,
       });
-      this.bridge.label(actor, 'moeLayer', layer.layerId, microbatch);
+      this.bridge?.label(actor, 'moeLayer', layer.layerId, microbatch);
       run = { step, actor };
       this.running.set(k, run);
       actor.start();
