@@ -14,13 +14,14 @@
 // Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) over the steps after
 // the first, max over ranks (step 1's peak includes building the full model before FSDP shards it). Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { runTraining } from '../../src/train/trainer.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } from './common.ts';
+import { summarizeRun, tableRow, TABLE_HEAD, type RunSummary } from './seed-summary.ts';
 
 interface Row {
   name: string;
@@ -72,8 +73,6 @@ function rows(): Row[] {
   return r;
 }
 
-type Rec = Record<string, number | string | null>;
-
 /** mesh group of a byte counter's group name (reduction-path communicators carry a _reduce suffix). */
 const baseDim = (g: string) => g.replace(/_reduce$/, '') as MeshDim;
 
@@ -83,14 +82,11 @@ export async function run(argv: string[]): Promise<void> {
   const dump = join(ROOT, 'outputs', 'bench', 'seed-runs');
   mkdirSync(dump, { recursive: true });
   const results: BenchResult[] = [];
-  const table: string[] = [
-    '| row | config | local batch | TPS/rank | MFU | memory/rank | comm bytes/step/rank | dispatch |',
-    '|---|---|---:|---:|---:|---:|---:|---|',
-  ];
+  const table: string[] = [...TABLE_HEAD];
   const t0 = performance.now();
   const k = getKernels();
   const peaks: number[] = [];
-  const measured: { row: Row; tps: number; fpt: number; mem: number; comm: number; dispatch: string }[] = [];
+  const measured: { row: Row; sum: RunSummary }[] = [];
   for (const row of rows()) {
     peaks.push(measureSgemmPeak(k, { threads: 2, budgetMs: 300 }).gflops);
     const overrides = [
@@ -108,45 +104,24 @@ export async function run(argv: string[]): Promise<void> {
     rmSync(join(dump, `seed-${row.name}`), { recursive: true, force: true });
     const out = await runTraining({ config: join(ROOT, row.config), quiet: true }, overrides);
     if (!out) throw new Error(`bench:seed: ${row.name} did not run`);
-    const recs = readFileSync(join(out.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rec);
+    const sum = summarizeRun(out.runDir, { peakFlopsPerRank: 1 });
     const sizes = out.plan.layout.sizes;
-    const steps = [...new Set(recs.map((r) => r.step as number))].filter((s) => s > 1).sort((a, b) => a - b);
-    const perStep = (f: (r: Rec) => number) =>
-      steps.map((s) => {
-        const rs = recs.filter((r) => r.step === s);
-        return rs.reduce((acc, r) => acc + f(r), 0) / rs.length;
-      });
-    const tps = median(perStep((r) => Number(r['throughput(tps)'])));
-    const fpt = Number(recs[0]!['flops_per_token']);
-    const comm = median(
-      perStep((r) => {
-        let b = 0;
-        for (const [k, v] of Object.entries(r)) {
-          const m = /^comm\/(.+)\(bytes\)$/.exec(k);
-          if (m && (sizes[baseDim(m[1]!)] ?? 1) > 1) b += Number(v);
-        }
-        return b;
-      }),
-    );
-    const mem = Math.max(...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30));
-    const dispatch = out.plan.layout.degrees.ep > 1 ? out.plan.dispatch.choice : '—';
-    measured.push({ row, tps, fpt, mem, comm, dispatch });
-    notes.push(`${row.name}: ${loadNote('after the row')}; plan predicted comm ${(Object.entries(out.plan.bytesPerStep).filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1).reduce((a, [, v]) => a + v, 0) / 2 ** 20).toFixed(1)} MiB/step`);
+    const predicted = Object.entries(out.plan.bytesPerStep).filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1).reduce((a, [, v]) => a + v, 0);
+    notes.push(`${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`);
+    measured.push({ row, sum });
   }
   const peak = median(peaks);
   const perRankPeak = (peak * 1e9) / 2;
   notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), ${(perRankPeak / 1e9).toFixed(1)} per rank`);
-  for (const { row, tps, fpt, mem, comm, dispatch } of measured) {
-    const mfu = (tps * fpt) / perRankPeak;
+  for (const { row, sum } of measured) {
+    const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
     results.push(
-      { name: `${row.name}_tps`, value: tps, unit: 'tokens/s/rank', note: row.label },
+      { name: `${row.name}_tps`, value: sum.tps, unit: 'tokens/s/rank', note: row.label },
       { name: `${row.name}_mfu`, value: mfu, unit: 'fraction' },
-      { name: `${row.name}_memory_per_rank_bytes`, value: mem, unit: 'B' },
-      { name: `${row.name}_comm_bytes_per_step`, value: comm, unit: 'B' },
+      { name: `${row.name}_memory_per_rank_bytes`, value: sum.memoryPerRankBytes, unit: 'B' },
+      { name: `${row.name}_comm_bytes_per_step`, value: sum.commBytesPerStep, unit: 'B' },
     );
-    table.push(
-      `| ${row.label} | ${row.config.replace('configs/', '')} | ${row.batch} × ${o.seq} | ${tps.toFixed(0)} | ${(mfu * 100).toFixed(1)}% | ${(mem / 2 ** 20).toFixed(0)} MiB | ${(comm / 2 ** 20).toFixed(1)} MiB | ${dispatch} |`,
-    );
+    table.push(tableRow(`${row.label} (${row.config.replace('configs/', '')})`, { ...sum, mfu }));
   }
   notes.push(`bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; run folders in ${dump}`);
   console.log(`\nAurora report tables, shape on this machine (2 ranks, ${o.transport}, llama4 debugmodel_12_rank, profile xccl-2025):\n`);
