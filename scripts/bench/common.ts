@@ -30,7 +30,7 @@ export interface BenchReport {
   notes?: string[];
 }
 
-const ENV_KEYS = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'UCX_MEM_EVENTS'];
+const ENV_KEYS = ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'UCX_MEM_EVENTS'];
 
 export function machineInfo(blas: string, env: NodeJS.ProcessEnv = process.env): BenchReport['machine'] {
   const c = cpus();

@@ -143,7 +143,7 @@ export async function run(argv: string[]): Promise<void> {
   const userEnv = { ...process.env };
   const { getKernels } = await import('../../src/tensor/kernels.ts');
   const info = getKernels().blasInfo(); // in the main thread first: OPENBLAS_CORETYPE, OMP_WAIT_POLICY for every worker
-  for (const key of ['OPENBLAS_CORETYPE', 'OMP_WAIT_POLICY'] as const) {
+  for (const key of ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OMP_WAIT_POLICY'] as const) {
     if (userEnv[key] !== process.env[key]) notes.push(`environment: the kernels loader set ${key}=${process.env[key]} for this process and its workers (was ${userEnv[key] ?? 'unset'})`);
   }
   const model = resolveModelConfig({ name: 'llama4', flavor: 'debugmodel' }, o.seq);

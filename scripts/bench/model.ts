@@ -104,7 +104,7 @@ function runTorchPeer(o: Opts, env: NodeJS.ProcessEnv): { peer: TorchPeer | null
   if (r.status !== 0) return { peer: null, note: `torch peer failed (status ${r.status}): ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join(' | ')}` };
   const line = r.stdout.trim().split('\n').at(-1)!;
   const peer = JSON.parse(line) as TorchPeer;
-  return { peer, note: `torch peer: torch ${peer.torch}, ${peer.threads} intra-op threads, OPENBLAS_NUM_THREADS=${o.threads}, OPENBLAS_CORETYPE=${env.OPENBLAS_CORETYPE ?? '(unset)'}, ${peer.steps} timed steps after 1 warm-up, step ${peer.step_s_min.toFixed(2)}–${peer.step_s_max.toFixed(2)} s` };
+  return { peer, note: `torch peer: torch ${peer.torch}, ${peer.threads} intra-op threads, OPENBLAS_NUM_THREADS=${o.threads}, OPENBLAS_CORETYPE=${env.OPENBLAS_CORETYPE ?? '(unset)'}, OPENBLAS_THREAD_TIMEOUT=${env.OPENBLAS_THREAD_TIMEOUT ?? '(unset)'}, ${peer.steps} timed steps after 1 warm-up, step ${peer.step_s_min.toFixed(2)}–${peer.step_s_max.toFixed(2)} s` };
 }
 
 export async function run(argv: string[]): Promise<void> {
@@ -116,7 +116,7 @@ export async function run(argv: string[]): Promise<void> {
   k.setNumThreads(o.threads);
   const info = k.blasInfo();
   const notes: string[] = [loadStart];
-  for (const key of ['OPENBLAS_CORETYPE', 'OMP_WAIT_POLICY'] as const) {
+  for (const key of ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OMP_WAIT_POLICY'] as const) {
     if (userEnv[key] !== process.env[key]) notes.push(`environment: the kernels loader set ${key}=${process.env[key]} for this process (was ${userEnv[key] ?? 'unset'})`);
   }
 
