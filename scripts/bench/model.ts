@@ -4,9 +4,10 @@
 //
 //   train_tps           tokens per second of the full step (median over --reps steps after --warmup steps)
 //   sgemm_peak_gflops   the MFU denominator, measured in this run with the same BLAS settings: after every timed
-//                       step, measureSgemmPeak (the trainer's own definition: square sgemm N = 512, best trial of a
-//                       ~150 ms burst); the median of those samples. Sampling between the steps means the peak and
-//                       the steps see the same machine load.
+//                       step, measureSgemmPeak with square sgemms of N = 1024 (as bench:kernels; the rate plateaus
+//                       from there, while N = 512, the trainer's quick startup default, reads ~8 % lower here), best
+//                       trial of a ~150 ms burst; the median of those samples. Sampling between the steps means the
+//                       peak and the steps see the same machine load.
 //   mfu                 train_tps · flopsPerToken(seq) / peak, torchtitan's formula (6·active non-embedding params
 //                       + 6·L·H·head_dim·seq, no causal discount)
 //   fwd_ms, bwd_ms, optim_ms   medians of the step's phases (SingleRankTrainer's own phase clock; optim = clip +
@@ -30,6 +31,8 @@ import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
 import { ROOT, loadNote, machineInfo, median, range, writeReport, type BenchResult } from './common.ts';
+
+const PEAK_N = 1024;
 
 interface Opts {
   reps: number;
@@ -135,7 +138,7 @@ export async function run(argv: string[]): Promise<void> {
   const tokensPerStep = o.batch * o.seq;
 
   for (let i = 0; i < o.warmup; i++) trainer.step([data[i % data.length]!]);
-  measureSgemmPeak(k, { threads: o.threads, budgetMs: 100 }); // warm the square-sgemm path too
+  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }); // warm the square-sgemm path too
   model.alloc.resetPeak();
   const stepMs: number[] = [];
   const phases = { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] };
@@ -147,7 +150,7 @@ export async function run(argv: string[]): Promise<void> {
     stepMs.push(performance.now() - t0);
     lastLoss = r.loss;
     for (const p of ['zero', 'fwd', 'bwd', 'optim'] as const) phases[p].push(r.phaseMs[p]);
-    peaks.push(measureSgemmPeak(k, { threads: o.threads, budgetMs: 150 }).gflops);
+    peaks.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 150 }).gflops);
   }
   const mem = model.alloc.stats();
   const step = median(stepMs);
@@ -158,7 +161,7 @@ export async function run(argv: string[]): Promise<void> {
 
   const results: BenchResult[] = [
     { name: 'train_tps', value: tps, unit: 'tokens/s', note: `median of ${o.reps} steps (step ${range(stepMs, 0)} ms → ${range(stepMs.map((m) => tokensPerStep / (m / 1000)), 0)} tokens/s)` },
-    { name: 'sgemm_peak_gflops', value: peak, unit: 'GFLOP/s', note: `median of ${peaks.length} samples between the steps (${range(peaks, 0)}); N=512, ${o.threads} threads, ${info.corename ?? info.name}` },
+    { name: 'sgemm_peak_gflops', value: peak, unit: 'GFLOP/s', note: `median of ${peaks.length} samples between the steps (${range(peaks, 0)}); N=${PEAK_N}, best of a 150 ms burst, ${o.threads} threads, ${info.corename ?? info.name}` },
     { name: 'mfu', value: mfu, unit: 'fraction', target: 0.45, note: `${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq}); per-step MFU ${range(stepMs.map((m, i) => (tokensPerStep / (m / 1000)) * fpt / (peaks[i]! * 1e9)), 3)}` },
     { name: 'step_ms', value: step, unit: 'ms' },
     { name: 'fwd_ms', value: median(phases.fwd), unit: 'ms', note: range(phases.fwd) },

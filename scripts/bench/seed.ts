@@ -8,7 +8,7 @@
 //   dense, moe_noep, moe_ep2, hsdp_r2   — Dense vs MoE (no EP) vs MoE + EP vs HSDP (replicate 2), 4 × 512 per rank
 //   moe_noep_b<B>, moe_ep2_b<B>          — the batch-size sweep (local batch 2 and 8; 4 is the row above)
 // TPS is torchtitan's (tokens per second per rank), median over the steps after the first (which includes setup).
-// MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (2
+// MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
 // comparable (the trainer's own MFU uses a peak measured once at its start, which moves with the machine's load).
 // Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) over the steps after
@@ -88,7 +88,7 @@ export async function run(argv: string[]): Promise<void> {
   const peaks: number[] = [];
   const measured: { row: Row; sum: RunSummary }[] = [];
   for (const row of rows()) {
-    peaks.push(measureSgemmPeak(k, { threads: 2, budgetMs: 300 }).gflops);
+    peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
     const overrides = [
       ...row.overrides,
       '--comm.transport', o.transport,
@@ -112,7 +112,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const peak = median(peaks);
   const perRankPeak = (peak * 1e9) / 2;
-  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), ${(perRankPeak / 1e9).toFixed(1)} per rank`);
+  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), ${(perRankPeak / 1e9).toFixed(1)} per rank`);
   for (const { row, sum } of measured) {
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
     results.push(
