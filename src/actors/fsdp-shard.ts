@@ -8,6 +8,7 @@ import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Communicator, ReduceOp } from '../comm/communicator.ts';
 import type { FlatParams, ParamUnit } from '../models/params/unit.ts';
 import type { Allocator } from '../tensor/allocator.ts';
+import type { ActivationPool } from '../models/pool.ts';
 import type { Kernels } from '../tensor/kernels-api.ts';
 import { fsdpUnitMachine, type FsdpStageInput, type GradReduce } from '../protocols/fsdp-unit.machine.ts';
 import { settled } from './expert-shard.ts';
@@ -31,6 +32,13 @@ export interface FsdpUnitOptions {
   isExperts: boolean;
   /** Layer id, for traces (null: embedding / head). */
   layer: number | null;
+  /**
+   * Where the step-scoped buffers come from: the unsharded parameters (all_gather target), the full gradients and
+   * the reduce_scatter output. A rank's units share these pools, so a buffer released by one unit's reshard serves
+   * the next unit's unshard instead of a fresh allocation (accounting: live while a unit holds it, reserved idle).
+   * Without pools every buffer is a fresh tracked allocation.
+   */
+  pools?: { params: ActivationPool; grads: ActivationPool; comm: ActivationPool };
 }
 
 export class FsdpUnitShard implements FlatParams {
@@ -141,7 +149,8 @@ export class FsdpUnitShard implements FlatParams {
     const want = purpose === 'forward' ? 'unsharded' : 'grads';
     await settled(this.actor, (s) => s.matches(want), () => this.error);
     if (purpose === 'backward' && !this.fullGrad) {
-      this.fullGrad = this.alloc.f32('grads', this.shardSize * this.group.size);
+      const n = this.shardSize * this.group.size;
+      this.fullGrad = this.opts.pools ? this.opts.pools.grads.zeros(n) : this.alloc.f32('grads', n);
       this.unit.attach({ grad: this.fullGrad });
     }
   }
@@ -185,7 +194,8 @@ export class FsdpUnitShard implements FlatParams {
   private async unshardStage(): Promise<void> {
     const P = this.group.size;
     if (!this.full) {
-      const full = this.alloc.f32('params', this.shardSize * P);
+      // Every element is written by the all_gather: a pooled buffer needs no zeroing.
+      const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
       await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
       this.full = full;
       this.unit.attach({ data: full });
@@ -194,7 +204,8 @@ export class FsdpUnitShard implements FlatParams {
 
   private reshardStage(): void {
     this.unit.detach();
-    this.alloc.free(this.full ?? undefined);
+    if (this.opts.pools) this.opts.pools.params.release(this.full);
+    else this.alloc.free(this.full ?? undefined);
     this.full = null;
   }
 
@@ -203,9 +214,10 @@ export class FsdpUnitShard implements FlatParams {
     if (!grad) throw new Error(`unit ${this.unit.id}: reduce without gradients (backward did not unshard it)`);
     const f = this.opts.divideFactor;
     const op: ReduceOp = this.opts.gradReduce === 'premul-sum' ? { op: 'premul_sum', factor: 1 / f } : { op: 'sum' };
-    const out = this.alloc.f32('comm', this.shardSize);
+    const out = this.opts.pools ? this.opts.pools.comm.get(this.shardSize) : this.alloc.f32('comm', this.shardSize);
     await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}` });
-    this.alloc.free(grad);
+    if (this.opts.pools) this.opts.pools.grads.release(grad);
+    else this.alloc.free(grad);
     this.fullGrad = null;
     this.reduced = out;
     if (this.opts.gradReduce !== 'sum-divide' && this.replicate.size === 1) this.accumulate();
@@ -224,7 +236,8 @@ export class FsdpUnitShard implements FlatParams {
   /** Gradient accumulation over microbatches happens on the shard, as FSDP2 does. */
   private accumulate(): void {
     this.k.add(this.gradShard, this.reduced!, this.gradShard, this.shardSize);
-    this.alloc.free(this.reduced!);
+    if (this.opts.pools) this.opts.pools.comm.release(this.reduced);
+    else this.alloc.free(this.reduced!);
     this.reduced = null;
   }
 

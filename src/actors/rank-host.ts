@@ -25,6 +25,7 @@ import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors } from '../models/safetensors.ts';
 import { blockUnitId, buildModelSpec, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../models/spec.ts';
 import { Allocator } from '../tensor/allocator.ts';
+import { ActivationPool } from '../models/pool.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import type { EventSink } from '../protocols/events.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from '../protocols/fsdp-unit.machine.ts';
@@ -149,6 +150,8 @@ export class RankHost {
     this.shards = new Map();
     const fsdp = mesh.get('fsdp');
     const efsdp = mesh.get('efsdp');
+    // One set of step-scoped FSDP buffers for all units of the rank (see FsdpUnitOptions.pools).
+    const pools = { params: new ActivationPool(this.alloc, 'params'), grads: new ActivationPool(this.alloc, 'grads'), comm: new ActivationPool(this.alloc, 'comm') };
     for (const [id, unit] of this.model.units) {
       const isExperts = unit.isExperts;
       const layer = /^layers\.(\d+)/.exec(id)?.[1];
@@ -164,6 +167,7 @@ export class RankHost {
           isExperts,
           layer: layer === undefined ? null : Number(layer),
           queue: (fn) => this.reductions.run(fn),
+          pools,
         },
         this.alloc,
         k,
