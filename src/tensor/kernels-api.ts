@@ -14,6 +14,9 @@ export interface BlasInfo {
   coretypeSource?: 'env' | 'auto' | 'openblas';
   /** Native only: OMP_WAIT_POLICY as libgomp saw it when the addon loaded (absent = libgomp's spinning default). */
   ompWaitPolicy?: string;
+  /** OPENBLAS_THREAD_TIMEOUT the addon runs with, and whether the user ('env') or the loader ('auto') chose it. */
+  threadTimeout?: string;
+  threadTimeoutSource?: 'env' | 'auto';
 }
 
 export interface Kernels {

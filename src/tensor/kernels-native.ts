@@ -118,6 +118,8 @@ export class NativeKernels implements Kernels {
     if (i.config !== undefined) out.config = i.config;
     if (i.coretypeSource !== undefined) out.coretypeSource = i.coretypeSource;
     if (i.ompWaitPolicy !== undefined) out.ompWaitPolicy = i.ompWaitPolicy;
+    if (i.threadTimeout) out.threadTimeout = i.threadTimeout;
+    if (i.threadTimeoutSource) out.threadTimeoutSource = i.threadTimeoutSource as BlasInfo['threadTimeoutSource'];
     return out;
   }
 }

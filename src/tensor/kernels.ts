@@ -4,6 +4,12 @@
 // Native is the default and there is no silent fallback: the TS reference is 10–100× slower, and a run that
 // quietly used it would report meaningless throughput. MOE_ACTORS_KERNELS=ts selects the reference on purpose
 // (e.g. where no C++ toolchain exists, or to cross-check a result).
+//
+// Loading the native kernels also settles three environment choices for the whole process, each only when the
+// user has not set it (blasInfo() reports which): OPENBLAS_CORETYPE from the CPU's ISA (Debian's OpenBLAS falls
+// back to SSE3 kernels on CPU models it does not know), OMP_WAIT_POLICY=passive (spinning OpenMP threads starve
+// OpenBLAS on few cores), and OPENBLAS_THREAD_TIMEOUT=20 (idle OpenBLAS workers otherwise spin ~0.1 s after every
+// call). Launchers that start ranks in worker threads must load the kernels in the main thread first.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
