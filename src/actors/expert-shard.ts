@@ -19,6 +19,7 @@ import { allgatherRsDispatch } from './ep/dispatch-allgather-rs.ts';
 import { localDispatch } from './ep/dispatch-local.ts';
 import type { EpDispatch, MoeStep } from './ep/moe-step.ts';
 import type { RankPosition, TraceBridge } from './trace-bridge.ts';
+import { Router } from './router.ts';
 
 const DISPATCH: Record<MoeStrategy, EpDispatch> = {
   local: localDispatch,
@@ -45,6 +46,7 @@ export class ExpertShard {
     readonly strategy: MoeStrategy,
     private readonly bridge: TraceBridge | null,
     private readonly position: RankPosition,
+    private readonly router: Router = new Router(),
   ) {
     this.dispatch = DISPATCH[strategy];
     if (strategy === 'local' && ep.size !== 1) throw new Error(`strategy "local" needs an EP group of size 1, got ${ep.size}`);
@@ -66,7 +68,7 @@ export class ExpertShard {
     const d = this.dispatch;
     this.machine = moeLayerMachine.provide({
       actors: {
-        route: stage((s) => this.route(s), 'router'),
+        route: stage((s) => this.router.route(s), 'router'),
         exchangeCounts: stage((s) => d.exchangeCounts(s), 'expert'),
         dispatch: stage((s) => d.dispatch(s), 'expert'),
         compute: stage((s) => this.compute(s), 'expert'),
@@ -160,12 +162,6 @@ export class ExpertShard {
 
   // ---- stages ----
 
-  private route(s: MoeStep): void {
-    const r = s.layer.route(s.rt, s.x, s.N);
-    s.route = r.route;
-    s.routeCtx = r.ctx;
-  }
-
   private compute(s: MoeStep): void {
     const ex = s.layer.compute(s.rt, s.localRows!, s.localCounts!);
     s.expertsCtx = ex.ctx;
@@ -210,8 +206,7 @@ export class ExpertShard {
 
   private routerGrad(s: MoeStep): void {
     const rt = s.rt;
-    s.layer.routerGrad(rt, s.routeCtx!, s.route!, s.dGates!, s.dx!);
-    s.routeCtx = undefined;
+    this.router.routerGrad(s);
     rt.pool.release(s.dGates);
     s.dGates = undefined;
     if (s.perm) releasePermutation(rt, s.perm); // allgather-rs permutes gathered tokens instead of home rows

@@ -17,10 +17,8 @@ import type { BlockPreCtx } from '../models/model/block.ts';
 import type { HeadCtx } from '../models/model/head.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
 import type { FeedForward, FfnCtx } from '../models/layers/ffn.ts';
-import { expertBiasUpdate, halveCheckpointedCounts } from '../models/moe/load-balance.ts';
-import { AdamW, type AdamWConfig } from '../models/optim/adamw.ts';
-import { clipCoefficient, gradNormSquared, scaleGrads, splitForClipping } from '../models/optim/clip.ts';
-import { LRScheduler, type LRScheduleConfig } from '../models/optim/lr-schedule.ts';
+import type { AdamWConfig } from '../models/optim/adamw.ts';
+import type { LRScheduler, LRScheduleConfig } from '../models/optim/lr-schedule.ts';
 import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors } from '../models/safetensors.ts';
 import { blockUnitId, buildModelSpec, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../models/spec.ts';
@@ -33,6 +31,10 @@ import type { MoeStrategy } from '../protocols/strategies.ts';
 import { trainStepMachine, type StepStageInput } from '../protocols/train-step.machine.ts';
 import { ExpertShard, settled } from './expert-shard.ts';
 import { FsdpUnitShard } from './fsdp-shard.ts';
+import { Optimizer } from './optimizer.ts';
+import { gatherFullTensors, type FullTensor } from './full-tensors.ts';
+import { Router } from './router.ts';
+import { StepWatchdog } from './step-watchdog.ts';
 import { TraceBridge, type RankPosition } from './trace-bridge.ts';
 import type { CommObserver } from '../comm/base-communicator.ts';
 
@@ -103,13 +105,13 @@ export class RankHost {
   readonly position: RankPosition = { step: 0, layer: null, microbatch: null, actor: 'step' };
   /** Always present: it turns transitions and collectives into events for the sink and the progress watchdog. */
   readonly bridge: TraceBridge;
-  private progressAt = performance.now();
+  private readonly watchdog = new StepWatchdog();
   readonly alloc = new Allocator();
   readonly model: Model;
   readonly shards: Map<string, FsdpUnitShard>;
   readonly experts: ExpertShard;
-  readonly optimizer: AdamW;
-  readonly scheduler: LRScheduler;
+  readonly router = new Router();
+  readonly optimizer: Optimizer;
   private stepNo = 0;
   private readonly reductions = new ReductionQueue();
   private readonly machine;
@@ -125,7 +127,7 @@ export class RankHost {
     if (job.threads) k.setNumThreads(job.threads);
     const progress: EventSink = {
       record: (e) => {
-        this.progressAt = performance.now();
+        this.watchdog.touch();
         sink?.record(e);
       },
     };
@@ -146,7 +148,7 @@ export class RankHost {
     if (job.weights) loadWeights(this.model, readSafetensors(job.weights));
     const ep = mesh.get('ep');
     const strategy = ep.size === 1 ? 'local' : job.dispatch;
-    this.experts = new ExpertShard(this.model.rt, ep, strategy, this.bridge, this.position);
+    this.experts = new ExpertShard(this.model.rt, ep, strategy, this.bridge, this.position, this.router);
     this.shards = new Map();
     const fsdp = mesh.get('fsdp');
     const efsdp = mesh.get('efsdp');
@@ -176,8 +178,7 @@ export class RankHost {
       );
       this.shards.set(id, shard);
     }
-    this.optimizer = new AdamW(this.shards.values(), job.adamw, k, this.alloc);
-    this.scheduler = new LRScheduler(job.adamw.lr, job.schedule);
+    this.optimizer = new Optimizer([...this.shards.values()], job.adamw, job.schedule, k, this.alloc);
     this.machine = trainStepMachine.provide({ actors: this.stageActors() });
   }
 
@@ -196,6 +197,10 @@ export class RankHost {
       replicate: await again('dp_replicate', 'dp_replicate_reduce'),
     };
     return new RankHost(mesh, reduceGroups, job, sink);
+  }
+
+  get scheduler(): LRScheduler {
+    return this.optimizer.scheduler;
   }
 
   get rank(): number {
@@ -297,42 +302,25 @@ export class RankHost {
     }
   }
 
-  /**
-   * The step watchdog (see RankJob.watchdogMs). A check that runs late means the event loop was busy computing,
-   * which is progress; a collective in flight has its own timeout.
-   */
-  private watch(actor: { getSnapshot(): { value: unknown } }): { tripped: Promise<never>; stop(): void } {
-    const ms = this.job.watchdogMs ?? 0;
-    let timer: ReturnType<typeof setInterval> | undefined;
-    const tripped = new Promise<never>((_, reject) => {
-      if (!(ms > 0)) return;
-      this.progressAt = performance.now();
-      const period = ms / 4;
-      let expected = performance.now() + period;
-      timer = setInterval(() => {
-        const now = performance.now();
-        if (now - expected > period / 2) this.progressAt = now;
-        expected = now + period;
-        const recorder = (this.mesh.world as { recorder?: { pending(): unknown } }).recorder;
-        if (recorder?.pending() || now - this.progressAt < ms) return;
-        clearInterval(timer);
+  /** The step watchdog: the description names every machine's state (see StepWatchdog). */
+  private watch(actor: { getSnapshot(): { value: unknown } }) {
+    const recorder = (this.mesh.world as { recorder?: { pending(): unknown } }).recorder;
+    return this.watchdog.watch(
+      this.job.watchdogMs ?? 0,
+      () => !!recorder?.pending(),
+      (stillMs) => {
         const units = [...this.shards.values()]
           .map((u) => [u.id, JSON.stringify(u.actor.getSnapshot().value)] as const)
           .filter(([, v]) => v !== '"resharded"')
           .map(([id, v]) => `${id} ${v}`);
-        reject(
-          new Error(
-            `rank ${this.rank} made no progress for ${Math.round(now - this.progressAt)} ms in step ${this.stepNo} and is not in a collective: ` +
-              `train-step in ${JSON.stringify(actor.getSnapshot().value)} (layer ${this.position.layer}, microbatch ${this.position.microbatch})` +
-              (units.length ? `; FSDP units not resharded: ${units.join(', ')}` : '') +
-              `; moe layers running: ${this.experts.describe() || 'none'}. A protocol event was dropped or a stage never settled.`,
-          ),
+        return (
+          `rank ${this.rank} made no progress for ${Math.round(stillMs)} ms in step ${this.stepNo} and is not in a collective: ` +
+          `train-step in ${JSON.stringify(actor.getSnapshot().value)} (layer ${this.position.layer}, microbatch ${this.position.microbatch})` +
+          (units.length ? `; FSDP units not resharded: ${units.join(', ')}` : '') +
+          `; moe layers running: ${this.experts.describe() || 'none'}. A protocol event was dropped or a stage never settled.`
         );
-      }, period);
-      timer.unref?.();
-    });
-    tripped.catch(() => {});
-    return { tripped, stop: () => clearInterval(timer) };
+      },
+    );
   }
 
   private noOptimizer = false;
@@ -518,32 +506,13 @@ export class RankHost {
 
   private async clipStage(): Promise<void> {
     if (this.noOptimizer) return;
-    const k = this.model.rt.k;
-    const { ep, nonEp } = splitForClipping(this.shards.values());
-    // Each shard is held once per replica: sum over the FSDP group only (efsdp × ep = fsdp for routed experts).
-    const sq = new Float64Array([gradNormSquared(k, nonEp), gradNormSquared(k, ep)]);
     this.position.actor = 'optimizer';
-    await this.mesh.get('fsdp').allReduce(sq, { op: 'sum' }, { tag: 'grad norm²' });
-    const total = Math.sqrt(sq[0]! + sq[1]!);
-    scaleGrads(k, this.shards.values(), clipCoefficient(this.job.maxNorm, total));
-    this.current!.gradNorm = total;
+    this.current!.gradNorm = await this.optimizer.clip(this.mesh.get('fsdp'), this.job.maxNorm);
   }
 
   private async biasUpdateStage(): Promise<void> {
-    const layers = this.model.moeLayers().filter((m) => m.buffers.expertBias !== null);
-    if (layers.length === 0) return;
-    const E = layers[0]!.spec.args.num_experts;
-    const counts = new Float32Array(layers.length * E);
-    layers.forEach((m, i) => {
-      if (isCheckpointed(m.layerId, this.job.ac)) halveCheckpointedCounts(m.buffers.tokensPerExpert);
-      counts.set(m.buffers.tokensPerExpert, i * E);
-    });
     this.position.actor = 'optimizer';
-    await this.mesh.get('loss').allReduce(counts, { op: 'sum' }, { tag: 'tokens per expert' });
-    layers.forEach((m, i) => {
-      expertBiasUpdate(counts.subarray(i * E, (i + 1) * E), m.buffers.expertBias!, m.spec.args.load_balance_coeff!);
-      m.buffers.tokensPerExpert.fill(0);
-    });
+    await this.router.updateBiases(this.model.moeLayers(), this.job.ac, this.mesh.get('loss'));
   }
 
   private async optimizerStage(): Promise<void> {
@@ -552,42 +521,12 @@ export class RankHost {
   }
 
   /**
-   * Every parameter (or gradient) as a full tensor under its torchtitan name, gathered over the FSDP group and, for
-   * routed experts, over the EP group; plus the expert_bias buffers. Collective: every rank must call it.
+   * Every parameter (or gradient) as a full tensor under its torchtitan name, plus the expert biases (params).
+   * Collective: every rank must call it.
    */
-  async fullTensors(which: 'params' | 'grads'): Promise<Map<string, { shape: readonly number[]; data: Float32Array }>> {
-    const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();
-    const ep = this.mesh.get('ep');
+  fullTensors(which: 'params' | 'grads'): Promise<Map<string, FullTensor>> {
     this.position.actor = 'step';
-    for (const shard of this.shards.values()) {
-      const layout = shard.unit.layout;
-      const local = which === 'params' ? shard.data : shard.grad;
-      let full: Float32Array;
-      if (shard.group.size === 1) full = local;
-      else {
-        full = new Float32Array(shard.shardSize * shard.group.size);
-        await shard.group.allGather(local, full, { tag: `gather ${which} ${layout.id}` });
-      }
-      if (!shard.isExperts || ep.size === 1) {
-        for (const e of layout.entries) out.set(e.name, { shape: e.globalShape, data: full.slice(e.offset, e.offset + e.numel) });
-        continue;
-      }
-      const unitLen = layout.numel;
-      const mine = full.subarray(0, unitLen);
-      const all = new Float32Array(unitLen * ep.size);
-      await ep.allGather(mine.length === unitLen ? Float32Array.from(mine) : mine, all, { tag: `gather experts ${which} ${layout.id}` });
-      for (const e of layout.entries) {
-        const g = new Float32Array(e.numel * ep.size);
-        for (let j = 0; j < ep.size; j++) g.set(all.subarray(j * unitLen + e.offset, j * unitLen + e.offset + e.numel), j * e.numel);
-        out.set(e.name, { shape: e.globalShape, data: g });
-      }
-    }
-    if (which === 'params') {
-      for (const [layer, b] of this.model.moeBuffers) {
-        if (b.expertBias) out.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: Float32Array.from(b.expertBias) });
-      }
-    }
-    return out;
+    return gatherFullTensors(this.shards.values(), this.mesh.get('ep'), which === 'params' ? this.model.moeBuffers : null, which);
   }
 
   /** Stops the actors and frees the mesh's and the reduction path's communicators. */

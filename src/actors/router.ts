@@ -1,0 +1,41 @@
+// The Router actor of a rank: the MoE layers' routing stages (scores, top-k, gates, counts; and the gradient back
+// through them) and the auxiliary-loss-free expert-bias update (spec §3.4): halve the counts of checkpointed
+// blocks, all_reduce them over the loss group, move every rank's bias identically, zero the counts.
+
+import type { Communicator } from '../comm/communicator.ts';
+import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
+import { expertBiasUpdate, halveCheckpointedCounts } from '../models/moe/load-balance.ts';
+import type { MoeLayer } from '../models/moe/layer.ts';
+import type { MoeStep } from './ep/moe-step.ts';
+
+export class Router {
+  /** Stage route: x → routing of this rank's tokens; the counts go into tokens_per_expert. */
+  route(s: MoeStep): void {
+    const r = s.layer.route(s.rt, s.x, s.N);
+    s.route = r.route;
+    s.routeCtx = r.ctx;
+  }
+
+  /** Stage routerGrad: gate grads → input grads and router weight grads. */
+  routerGrad(s: MoeStep): void {
+    s.layer.routerGrad(s.rt, s.routeCtx!, s.route!, s.dGates!, s.dx!);
+    s.routeCtx = undefined;
+  }
+
+  /** The optimizer pre-hook's expert-bias update of every MoE layer with a bias. */
+  async updateBiases(layers: readonly MoeLayer[], ac: AcMode, loss: Communicator): Promise<void> {
+    const biased = layers.filter((m) => m.buffers.expertBias !== null);
+    if (biased.length === 0) return;
+    const E = biased[0]!.spec.args.num_experts;
+    const counts = new Float32Array(biased.length * E);
+    biased.forEach((m, i) => {
+      if (isCheckpointed(m.layerId, ac)) halveCheckpointedCounts(m.buffers.tokensPerExpert);
+      counts.set(m.buffers.tokensPerExpert, i * E);
+    });
+    await loss.allReduce(counts, { op: 'sum' }, { tag: 'tokens per expert' });
+    biased.forEach((m, i) => {
+      expertBiasUpdate(counts.subarray(i * E, (i + 1) * E), m.buffers.expertBias!, m.spec.args.load_balance_coeff!);
+      m.buffers.tokensPerExpert.fill(0);
+    });
+  }
+}
