@@ -32,6 +32,10 @@ const D_DTYPE = 1;
 const D_SEQ = 2;
 const D_NELEMS = 3;
 const D_AUX = 4;
+/** Registration id of the caller's send buffer when peers read it in place (buffers.ts); 0: data is in the slot. */
+const D_BUF = 5;
+/** Element offset of the send array in that buffer. */
+const D_OFF = 6;
 
 /** Why a group became unusable; the poison names the culprit's world rank (who timed out, died, mismatched). */
 export const POISON_KINDS = ['none', 'timeout', 'failed', 'stopped', 'died', 'mismatch', 'finished'] as const;
@@ -73,6 +77,10 @@ export interface Descriptor {
   nelems: number;
   /** root (broadcast) or reduce-op code. */
   aux: number;
+  /** Registration id of the send buffer peers read in place (0: this rank's data comes through its slot). */
+  buf: number;
+  /** Element offset of the send array in the registered buffer. */
+  off: number;
   counts: Int32Array;
 }
 
@@ -184,7 +192,7 @@ export class Arena {
     return H_COUNTERS + 2 * this.size + (half * this.size + q) * (DESC_FIXED + this.size);
   }
 
-  writeDescriptor(q: number, half: number, d: Omit<Descriptor, 'counts'>, counts?: readonly number[]): void {
+  writeDescriptor(q: number, half: number, d: Omit<Descriptor, 'counts' | 'buf' | 'off'> & { buf?: number; off?: number }, counts?: readonly number[]): void {
     const b = this.descBase(q, half);
     const h = this.h;
     h[b + D_OP] = d.op === 'none' ? 0 : opCode(d.op);
@@ -192,6 +200,8 @@ export class Arena {
     h[b + D_SEQ] = d.seq;
     h[b + D_NELEMS] = d.nelems;
     h[b + D_AUX] = d.aux;
+    h[b + D_BUF] = d.buf ?? 0;
+    h[b + D_OFF] = d.off ?? 0;
     for (let i = 0; i < this.size; i++) h[b + DESC_FIXED + i] = counts ? counts[i]! : 0;
   }
 
@@ -204,6 +214,8 @@ export class Arena {
       seq: h[b + D_SEQ]!,
       nelems: h[b + D_NELEMS]!,
       aux: h[b + D_AUX]!,
+      buf: h[b + D_BUF]!,
+      off: h[b + D_OFF]!,
       counts: h.subarray(b + DESC_FIXED, b + DESC_FIXED + this.size),
     };
   }

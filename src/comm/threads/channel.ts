@@ -5,7 +5,8 @@
 
 import type { CollectiveOp } from '../communicator.ts';
 import { CollectiveError, type CollectiveErrorKind } from '../errors.ts';
-import { describePoison, type Arena, type PoisonKind } from './arena.ts';
+import { describePoison, type Arena, type Descriptor, type PoisonKind } from './arena.ts';
+import type { PeerBuffers } from './buffers.ts';
 import { describeLife, type LifeBoard } from './life.ts';
 import { waitChange } from './wait.ts';
 
@@ -33,6 +34,16 @@ export interface ChannelInit {
   group: string;
   /** Why this rank was stopped, if it was. */
   stopReason: () => string | null;
+  /** Registration of SharedArrayBuffer send arrays that peers read in place (null: always stage through slots). */
+  buffers?: PeerBuffers | null;
+  /** Smallest send array (bytes) lent to peers in place; smaller ones go through the slots. */
+  directMinBytes?: number;
+}
+
+/** Where peers read a lent send array: its buffer's registration id and the array's element offset. */
+export interface Lent {
+  buf: number;
+  off: number;
 }
 
 export class GroupChannel {
@@ -46,6 +57,10 @@ export class GroupChannel {
   current: CurrentCall | null = null;
   private readonly life: LifeBoard;
   private readonly stopReason: () => string | null;
+  readonly buffers: PeerBuffers | null;
+  private readonly directMinBytes: number;
+  /** Calls in which this rank lent its send array to the peers (status, tests). */
+  lentCalls = 0;
 
   constructor(init: ChannelInit) {
     this.arena = init.arena;
@@ -55,6 +70,42 @@ export class GroupChannel {
     this.group = init.group;
     this.life = init.life;
     this.stopReason = init.stopReason;
+    this.buffers = init.buffers ?? null;
+    this.directMinBytes = init.directMinBytes ?? Infinity;
+  }
+
+  /**
+   * Whether peers can read `a` in place (it lives on a SharedArrayBuffer and is large enough that saving its copy
+   * into the slot pays for the registration and the wait for readers at the end of the call): where they find
+   * it, or null.
+   */
+  lend(a: ArrayBufferView & { length: number; BYTES_PER_ELEMENT: number }): Lent | null {
+    if (this.buffers === null || this.size === 1 || a.byteLength < this.directMinBytes || a.byteLength === 0) return null;
+    if (!(a.buffer instanceof SharedArrayBuffer)) return null;
+    const off = a.byteOffset / a.BYTES_PER_ELEMENT;
+    if (!Number.isInteger(off) || off > 0x7fffffff) return null;
+    this.lentCalls++;
+    return { buf: this.buffers.idOf(a.buffer), off };
+  }
+
+  /** `n` elements of rank q's lent send array (after arrive(): q's descriptor names it), waiting for its registration. */
+  async peerArray<T extends Float32Array | Float64Array | Int32Array>(q: number, d: Descriptor, ctor: SlotCtor<T>, n: number): Promise<T> {
+    const owner = this.worldRanks[q]!;
+    if (this.buffers === null) throw new Error(`group ${this.group}: rank ${q} lent its send buffer, but this rank has no buffer registry`);
+    let sab = this.buffers.get(owner, d.buf);
+    for (let waitMs = 1; sab === undefined; waitMs = Math.min(2 * waitMs, SLICE_MS)) {
+      this.giveUpIfNeeded(q, 'arrive');
+      // Usually in flight; if this thread opened its channel after the owner posted it, ask again.
+      if (waitMs > 1) this.buffers.want(owner, d.buf);
+      await this.buffers.changed(waitMs);
+      sab = this.buffers.get(owner, d.buf);
+    }
+    return new ctor(sab, d.off * ctor.BYTES_PER_ELEMENT, n);
+  }
+
+  /** After lending my send array: waits until every peer has finished reading the current phase (so the caller may reuse it). */
+  async waitReaders(): Promise<void> {
+    await this.waitAll('done', this.phase);
   }
 
   /**

@@ -9,7 +9,7 @@ import { dtypeOf } from '../base-communicator.ts';
 import type { CommArray } from '../communicator.ts';
 import { CollectiveError } from '../errors.ts';
 import type { Descriptor } from './arena.ts';
-import type { GroupChannel } from './channel.ts';
+import type { GroupChannel, Lent } from './channel.ts';
 import { accumulate, divideInPlace, reduceCode, scaleInto } from './reduce.ts';
 
 type Ctor = { new (b: ArrayBufferLike, o: number, n: number): CommArray; BYTES_PER_ELEMENT: number; name: string };
@@ -71,65 +71,106 @@ function checkPeers(ch: GroupChannel, c: CallSpec, mine: Descriptor, extra?: (q:
 }
 
 /** Opens a call: my descriptor is published with the first phase's data. nelems < 0: sizes are checked by `extra`. */
-function descriptor(ch: GroupChannel, c: CallSpec, a: CommArray | undefined, nelems: number, aux: number, counts?: readonly number[]): Descriptor {
+function descriptor(
+  ch: GroupChannel,
+  c: CallSpec,
+  a: CommArray | undefined,
+  nelems: number,
+  aux: number,
+  counts?: readonly number[],
+  lent?: Lent | null,
+): Descriptor {
   const d: Descriptor = {
     op: c.op,
     seq: c.seq,
     dtype: a ? dtypeOf(a) : 'float32',
     nelems,
     aux,
+    buf: lent?.buf ?? 0,
+    off: lent?.off ?? 0,
     counts: new Int32Array(counts ?? []),
   };
   ch.arena.writeDescriptor(ch.me, ch.writeHalf, d, counts);
   return d;
 }
 
-async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray): Promise<void> {
-  const n = send.length;
+/** Copies `src` into `dst` at `at`, unless it is already there (in-place all_gather: send is recv's own block). */
+function place(dst: CommArray, src: CommArray, at: number): void {
+  if (src.buffer === dst.buffer && src.byteOffset === dst.byteOffset + at * dst.BYTES_PER_ELEMENT) return;
+  dst.set(src, at);
+}
+
+/**
+ * all_gather and all_gather_v (counts[q] elements from rank q, placed at displ[q]). A rank whose send array is
+ * lent (on a SharedArrayBuffer, see buffers.ts) publishes only its descriptor, and peers copy its whole block
+ * straight from its array in the first phase; the others stage their block through their slot in rounds of one
+ * half-slot. Every member sees every descriptor after the first phase, so all agree on the number of rounds: one
+ * if every block is lent, else as many as the largest staged block needs. A lender returns only after every peer
+ * has finished reading (its caller may overwrite the array as soon as the call resolves).
+ */
+async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[] | null): Promise<void> {
+  const P = ch.size;
+  const me = ch.me;
   const ctor = ctorOf(send);
   const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
-  const rounds = Math.max(1, Math.ceil(n / m));
-  const own = () => recv.set(send, ch.me * n);
+  const n = send.length;
+  const cnt = (q: number) => (counts ? counts[q]! : n);
+  const at = counts ? prefix(counts) : null;
+  const displ = (q: number) => (at ? at[q]! : q * n);
+  const lent = ch.lend(send);
+  const own = () => place(recv, send, displ(me));
+  let rounds = 1;
+  let peers: Descriptor[] = [];
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
-    const len = Math.min(m, n - lo);
     await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, send, n, 0) : null;
-    ch.out(ctor).set(send.subarray(lo, lo + len), 0);
+    const d = t === 0 ? descriptor(ch, c, send, counts ? -1 : n, 0, counts ?? undefined, lent) : null;
+    if (!lent) {
+      const len = clamp(n - lo, m);
+      if (len > 0) ch.out(ctor).set(send.subarray(lo, lo + len), 0);
+    }
     await ch.arrive(t === 0 ? own : undefined);
-    if (d) checkPeers(ch, c, d);
-    for (let q = 0; q < ch.size; q++) {
-      if (q !== ch.me) recv.set(ch.in(q, ctor).subarray(0, len), q * n + lo);
+    if (d) {
+      checkPeers(
+        ch,
+        c,
+        d,
+        counts
+          ? (_q, pd) => {
+              for (let i = 0; i < P; i++) if (pd.counts[i] !== counts[i]) return `passed counts [${[...pd.counts].join(',')}] (mine: [${counts.join(',')}])`;
+              return null;
+            }
+          : undefined,
+      );
+      peers = [];
+      let staged = lent ? 0 : n;
+      for (let q = 0; q < P; q++) {
+        const pd = q === me ? d : ch.arena.readDescriptor(q, ch.readHalf);
+        peers.push(pd);
+        if (pd.buf === 0) staged = Math.max(staged, cnt(q));
+      }
+      rounds = Math.max(1, Math.ceil(staged / m));
+      for (let q = 0; q < P; q++) {
+        if (q === me || peers[q]!.buf === 0 || cnt(q) === 0) continue;
+        recv.set(await ch.peerArray(q, peers[q]!, ctor, cnt(q)), displ(q));
+      }
+    }
+    for (let q = 0; q < P; q++) {
+      if (q === me || peers[q]!.buf !== 0) continue;
+      const len = clamp(cnt(q) - lo, m);
+      if (len > 0) recv.set(ch.in(q, ctor).subarray(0, len), displ(q) + lo);
     }
     ch.finishRead();
   }
+  if (lent) await ch.waitReaders();
+}
+
+async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray): Promise<void> {
+  return gather(ch, c, send, recv, null);
 }
 
 async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[]): Promise<void> {
-  const ctor = ctorOf(send);
-  const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
-  const displ = prefix(counts);
-  const rounds = Math.max(1, Math.ceil(Math.max(0, ...counts) / m));
-  const own = () => recv.set(send, displ[ch.me]!);
-  for (let t = 0; t < rounds; t++) {
-    const lo = t * m;
-    await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, send, -1, 0, counts) : null;
-    ch.out(ctor).set(send.subarray(lo, lo + clamp(send.length - lo, m)), 0);
-    await ch.arrive(t === 0 ? own : undefined);
-    if (d) {
-      checkPeers(ch, c, d, (q, pd) => {
-        for (let i = 0; i < ch.size; i++) if (pd.counts[i] !== counts[i]) return `passed counts [${[...pd.counts].join(',')}] (mine: [${counts.join(',')}])`;
-        return null;
-      });
-    }
-    for (let q = 0; q < ch.size; q++) {
-      if (q === ch.me) continue;
-      const len = clamp(counts[q]! - lo, m);
-      if (len > 0) recv.set(ch.in(q, ctor).subarray(0, len), displ[q]! + lo);
-    }
-    ch.finishRead();
-  }
+  return gather(ch, c, send, recv, counts);
 }
 
 async function reduceScatter(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray): Promise<void> {

@@ -56,6 +56,8 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
       life: init.runtime.life,
       group: init.name,
       stopReason: () => init.runtime.stopReason,
+      buffers: init.runtime.buffers,
+      directMinBytes: init.runtime.directMinBytes,
     });
     init.runtime.members.add(this);
   }

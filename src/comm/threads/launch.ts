@@ -20,6 +20,12 @@ export interface ThreadsOptions extends WorldOptions {
   /** Bytes per rank slot in every group arena (default 8 MiB, double-buffered). Larger calls run in several rounds. */
   slotBytes?: number;
   /**
+   * Send arrays on a SharedArrayBuffer of at least this many bytes are read by peers in place instead of being
+   * copied through the sender's slot (buffers.ts); Infinity turns this off. Default DEFAULT_DIRECT_MIN_BYTES, or
+   * MOE_ACTORS_THREADS_DIRECT_MIN_BYTES.
+   */
+  directMinBytes?: number;
+  /**
    * After the first failure the launcher asks every live rank to stop (their pending and next collectives reject);
    * ranks still running `drainMs` later (busy in JavaScript, or not in a collective) are terminated. Default 2 s.
    */
@@ -28,7 +34,9 @@ export interface ThreadsOptions extends WorldOptions {
 
 /** Two halves of 4 MiB: one phase moves up to 4 MiB per rank while the other half drains. */
 export const DEFAULT_SLOT_BYTES = 8 << 20;
+export const DEFAULT_DIRECT_MIN_BYTES = 64 << 10;
 const CONTROL_CALL_MS = 1000;
+let launches = 0;
 /** A rank that reported its outcome but whose worker does not exit (a leftover timer, an open handle). */
 const EXIT_GRACE_MS = 2000;
 
@@ -90,6 +98,9 @@ export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args:
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
   const drainMs = opts.drainMs ?? 2000;
+  const envDirect = process.env.MOE_ACTORS_THREADS_DIRECT_MIN_BYTES;
+  const directMinBytes = opts.directMinBytes ?? (envDirect !== undefined && envDirect !== '' ? Number(envDirect) : DEFAULT_DIRECT_MIN_BYTES);
+  const buffersChannel = `moe-actors/threads/${process.pid}/${launches++}/${Math.random().toString(36).slice(2)}`;
   const life = LifeBoard.create(size);
   const broker = new ArenaBroker();
   const worldRanks = Array.from({ length: size }, (_, i) => i);
@@ -123,6 +134,8 @@ export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args:
       dumpDir: opts.dumpDir ?? null,
       ranksPerNode: opts.ranksPerNode ?? size,
       slotBytes,
+      buffersChannel,
+      directMinBytes,
       control: port2,
     };
     const worker = new Worker(BOOTSTRAP, { workerData: init, transferList: [port2], name: `rank ${rank}` });

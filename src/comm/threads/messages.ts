@@ -33,5 +33,9 @@ export interface WorkerInit {
   dumpDir: string | null;
   ranksPerNode: number;
   slotBytes: number;
+  /** Name of the world's BroadcastChannel for buffer registrations (unique per launch). */
+  buffersChannel: string;
+  /** Smallest SharedArrayBuffer-backed send array (bytes) peers read in place; Infinity: never. */
+  directMinBytes: number;
   control: MessagePort;
 }

@@ -5,6 +5,7 @@ import type { Profile } from '../capabilities.ts';
 import type { FlightRecorder } from '../flight-recorder.ts';
 import type { PoisonKind } from './arena.ts';
 import type { BrokerClient } from './broker-client.ts';
+import type { PeerBuffers } from './buffers.ts';
 import type { LifeBoard } from './life.ts';
 
 export interface RankRuntimeInit {
@@ -17,6 +18,10 @@ export interface RankRuntimeInit {
   timeoutMs: number;
   ranksPerNode: number;
   slotBytes: number;
+  /** Registration of send buffers peers read in place (null: every call stages through the slots). */
+  buffers?: PeerBuffers | null;
+  /** Smallest SharedArrayBuffer-backed send array (bytes) lent to peers in place. */
+  directMinBytes?: number;
 }
 
 /** What the runtime needs of a communicator; implemented by ThreadsCommunicator. */
@@ -36,6 +41,8 @@ export class RankRuntime {
   readonly timeoutMs: number;
   readonly ranksPerNode: number;
   readonly slotBytes: number;
+  readonly buffers: PeerBuffers | null;
+  readonly directMinBytes: number;
   readonly members = new Set<RuntimeMember>();
   stopReason: string | null = null;
 
@@ -49,6 +56,8 @@ export class RankRuntime {
     this.timeoutMs = init.timeoutMs;
     this.ranksPerNode = init.ranksPerNode;
     this.slotBytes = init.slotBytes;
+    this.buffers = init.buffers ?? null;
+    this.directMinBytes = init.directMinBytes ?? Infinity;
   }
 
   nodeOf(worldRank: number): number {

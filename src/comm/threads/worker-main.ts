@@ -13,6 +13,7 @@ import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
 import { FlightRecorder, type FlightDump } from '../flight-recorder.ts';
 import type { RankContext, RankMain } from '../launch.ts';
 import { BrokerClient } from './broker-client.ts';
+import { PeerBuffers } from './buffers.ts';
 import { ThreadsCommunicator } from './communicator.ts';
 import { rankControl } from './control.ts';
 import { LifeBoard } from './life.ts';
@@ -34,6 +35,8 @@ const runtime = new RankRuntime({
   timeoutMs: init.timeoutMs,
   ranksPerNode: init.ranksPerNode,
   slotBytes: init.slotBytes,
+  buffers: Number.isFinite(init.directMinBytes) ? new PeerBuffers(init.rank, init.buffersChannel) : null,
+  directMinBytes: init.directMinBytes,
 });
 
 function errorText(e: unknown): string {

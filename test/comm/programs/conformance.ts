@@ -36,6 +36,8 @@ export interface ConformanceArgs {
   tolerance?: 'exact' | number;
   /** Allocate every buffer on a SharedArrayBuffer. */
   shared?: boolean;
+  /** Allocate on a SharedArrayBuffer only on these world ranks (overrides `shared`): mixes lent and staged sends. */
+  sharedRanks?: number[];
   /** Per-call timeout passed in CallOptions (default: the communicator's). */
   timeoutMs?: number;
 }
@@ -105,7 +107,7 @@ const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 /** Builds the case for `spec` on group g; inputs depend on (seed, round, group, case index, contributor). */
 function makeCase(ck: Checker, g: Communicator, spec: Spec, index: number): Case {
   const args = ck.ctx.args;
-  const shared = args.shared ?? false;
+  const shared = args.sharedRanks ? args.sharedRanks.includes(ck.ctx.rank) : (args.shared ?? false);
   const opts = { timeoutMs: args.timeoutMs, tag: `conformance ${g.name} #${index}` };
   const groupKey = hashStr(`${g.name}[${g.ranks.join(',')}]`);
   // Input of contributor with group rank i: a function of values every member knows.
