@@ -163,6 +163,9 @@ export interface Kernels {
   // Elementwise helpers for residuals, accumulation and norms.
   // out = a + b (n); out may alias a or b.
   add(a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;
+  // src (n) → dst (n) write, bit for bit (no arithmetic: NaN payloads survive). stream: non-temporal stores, for
+  // large copies whose destination is not read again soon (native; the reference ignores it).
+  copy(src: Float32Array, dst: Float32Array, n: number, stream: boolean): void;
   // y += alpha · x (n).
   axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void;
   // x ·= alpha (n).

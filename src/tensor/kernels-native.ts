@@ -25,6 +25,7 @@ export interface KernelsAddon {
   gatherRowDot: Fn<'gatherRowDot'>;
   adamw: Fn<'adamw'>;
   add: Fn<'add'>;
+  copy: Fn<'copy'>;
   axpy: Fn<'axpy'>;
   scale: Fn<'scale'>;
   sumSquares: Fn<'sumSquares'>;
@@ -50,6 +51,7 @@ const METHODS = [
   'gatherRowDot',
   'adamw',
   'add',
+  'copy',
   'axpy',
   'scale',
   'sumSquares',
@@ -75,6 +77,7 @@ export class NativeKernels implements Kernels {
   readonly gatherRowDot: Fn<'gatherRowDot'>;
   readonly adamw: Fn<'adamw'>;
   readonly add: Fn<'add'>;
+  readonly copy: Fn<'copy'>;
   readonly axpy: Fn<'axpy'>;
   readonly scale: Fn<'scale'>;
   readonly sumSquares: Fn<'sumSquares'>;
@@ -106,6 +109,7 @@ export class NativeKernels implements Kernels {
     this.gatherRowDot = addon.gatherRowDot;
     this.adamw = addon.adamw;
     this.add = addon.add;
+    this.copy = addon.copy;
     this.axpy = addon.axpy;
     this.scale = addon.scale;
     this.sumSquares = addon.sumSquares;

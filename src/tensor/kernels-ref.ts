@@ -492,6 +492,12 @@ export class RefKernels implements Kernels {
     for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
   }
 
+  copy(src: Float32Array, dst: Float32Array, n: number, _stream: boolean): void {
+    need(src, n, 'src', 'copy');
+    need(dst, n, 'dst', 'copy');
+    dst.set(src.subarray(0, n));
+  }
+
   axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void {
     need(x, n, 'x', 'axpy');
     need(y, n, 'y', 'axpy');

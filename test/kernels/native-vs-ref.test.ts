@@ -303,6 +303,26 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  it('copy: bit for bit with and without streaming stores, at unaligned offsets, NaN payloads kept', () => {
+    for (const n of [0, 1, 15, 64, 1000, 100_003]) {
+      for (const shift of [0, 1, 3]) {
+        const src = new Float32Array(n + 4);
+        const bits = new Uint32Array(src.buffer);
+        for (let i = 0; i < bits.length; i++) bits[i] = (Math.imul(i + 1, 2654435761) ^ (i << 7)) >>> 0;
+        bits[2] = 0x7fc12345; // a NaN with a payload
+        for (const stream of [false, true]) {
+          const got = [N, R].map((k) => {
+            const dst = new Float32Array(n + 8).fill(-1);
+            k.copy(src.subarray(shift, shift + n), dst.subarray(2 + shift, 2 + shift + n), n, stream);
+            return new Uint32Array(dst.buffer);
+          });
+          expect(Buffer.from(got[0]!.buffer).equals(Buffer.from(got[1]!.buffer)), `n=${n} shift=${shift} stream=${stream}`).toBe(true);
+          expect(got[0]![1]).toBe(new Uint32Array(new Float32Array([-1]).buffer)[0]); // untouched before the view
+        }
+      }
+    }
+  });
+
   it('add (aliased), axpy, scale, sumSquares', () => {
     fc.assert(
       fc.property(fc.constantFrom(0, 1, 17, 1000, 100000), seed, (n, s) => {

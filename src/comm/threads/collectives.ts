@@ -10,6 +10,7 @@ import type { CommArray } from '../communicator.ts';
 import { CollectiveError } from '../errors.ts';
 import type { Descriptor } from './arena.ts';
 import type { GroupChannel, Lent } from './channel.ts';
+import { copyInto } from './copy.ts';
 import { accumulate, divideInPlace, reduceCode, scaleInto } from './reduce.ts';
 
 type Ctor = { new (b: ArrayBufferLike, o: number, n: number): CommArray; BYTES_PER_ELEMENT: number; name: string };
@@ -97,7 +98,7 @@ function descriptor(
 /** Copies `src` into `dst` at `at`, unless it is already there (in-place all_gather: send is recv's own block). */
 function place(dst: CommArray, src: CommArray, at: number): void {
   if (src.buffer === dst.buffer && src.byteOffset === dst.byteOffset + at * dst.BYTES_PER_ELEMENT) return;
-  dst.set(src, at);
+  copyInto(dst, at, src, true);
 }
 
 /**
@@ -127,7 +128,7 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
     const d = t === 0 ? descriptor(ch, c, send, counts ? -1 : n, 0, counts ?? undefined, lent) : null;
     if (!lent) {
       const len = clamp(n - lo, m);
-      if (len > 0) ch.out(ctor).set(send.subarray(lo, lo + len), 0);
+      if (len > 0) copyInto(ch.out(ctor), 0, send.subarray(lo, lo + len));
     }
     await ch.arrive(t === 0 ? own : undefined);
     if (d) {
@@ -152,13 +153,13 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
       rounds = Math.max(1, Math.ceil(staged / m));
       for (let q = 0; q < P; q++) {
         if (q === me || peers[q]!.buf === 0 || cnt(q) === 0) continue;
-        recv.set(await ch.peerArray(q, peers[q]!, ctor, cnt(q)), displ(q));
+        copyInto(recv, displ(q), await ch.peerArray(q, peers[q]!, ctor, cnt(q)), true);
       }
     }
     for (let q = 0; q < P; q++) {
       if (q === me || peers[q]!.buf !== 0) continue;
       const len = clamp(cnt(q) - lo, m);
-      if (len > 0) recv.set(ch.in(q, ctor).subarray(0, len), displ(q) + lo);
+      if (len > 0) copyInto(recv, displ(q) + lo, ch.in(q, ctor).subarray(0, len), true);
     }
     ch.finishRead();
   }
