@@ -38,6 +38,9 @@ export type FaultNote = { source: number; message: string };
 export class Poller {
   private readonly live = new Map<number, Waiter>();
   private scheduled = false;
+  /** Reused request-id and completion arrays handed to progress() (grown as needed). */
+  private ids = new Int32Array(8);
+  private done = new Uint8Array(8);
 
   constructor(
     private readonly b: MpiBinding,
@@ -82,10 +85,20 @@ export class Poller {
     this.checkFaults();
     if (this.live.size === 0) return;
     const now = performance.now();
-    const ids = Int32Array.from(this.live.keys());
+    const n = this.live.size;
+    if (this.ids.length < n) {
+      this.ids = new Int32Array(2 * n);
+      this.done = new Uint8Array(2 * n);
+    }
+    const all = this.ids;
     let spin = false;
-    for (const w of this.live.values()) if (now < w.spinUntil) spin = true;
-    const done = new Uint8Array(ids.length);
+    let k = 0;
+    for (const [id, w] of this.live) {
+      all[k++] = id;
+      if (now < w.spinUntil) spin = true;
+    }
+    const ids = n === all.length ? all : all.subarray(0, n);
+    const done = this.done;
     try {
       this.b.progress(ids, done, spin ? BUDGET_US : 0);
     } catch (e) {
@@ -94,7 +107,7 @@ export class Poller {
       );
       return;
     }
-    for (let i = 0; i < ids.length; i++) {
+    for (let i = 0; i < n; i++) {
       if (!done[i]) continue;
       const w = this.live.get(ids[i]!)!;
       this.live.delete(ids[i]!);
