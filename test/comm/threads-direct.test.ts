@@ -1,7 +1,7 @@
 // The threads transport reading peers' SharedArrayBuffer-backed send arrays in place (buffers.ts): the conformance
-// program bit-exactly with every send lent (threshold 0), with lent and staged senders mixed in one call, and with
-// 64-byte slots (staged peers in many rounds beside lent ones); the lender's array reusable after its call; a
-// missed registration sent again on request.
+// program bit-exactly (every collective: all_gather(_v), reduce_scatter, all_reduce, all_to_all_v, broadcast) with
+// every send lent (threshold 0), with lent and staged senders mixed in one call, and with 64-byte slots (many
+// rounds); the lender's array reusable after its call; a missed registration sent again on request.
 
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -38,6 +38,15 @@ describe('threads transport: send arrays read in place', () => {
       ).result;
       expect(failures(res)).toBe('');
     }
+  });
+
+  it('every send lent with 64-byte slots (all_reduce in many rounds, lenders of rank >= 2 parking their block)', async () => {
+    const res = await startThreads<ConformanceArgs, ConformanceSummary>(
+      { transport: 'threads', size: 4, timeoutMs: 10_000, directMinBytes: 0, slotBytes: 64 },
+      program('conformance'),
+      { seed: 13, shared: true },
+    ).result;
+    expect(failures(res)).toBe('');
   });
 
   it('lends large SharedArrayBuffer sends by default; the lender may reuse its array once the call resolves', async () => {

@@ -11,7 +11,7 @@ import { CollectiveError } from '../errors.ts';
 import type { Descriptor } from './arena.ts';
 import type { GroupChannel, Lent } from './channel.ts';
 import { copyInto } from './copy.ts';
-import { accumulate, divideInPlace, reduceCode, scaleInto } from './reduce.ts';
+import { divideInPlace, reduceCode, reduceInto, scaleInto } from './reduce.ts';
 
 type Ctor = { new (b: ArrayBufferLike, o: number, n: number): CommArray; BYTES_PER_ELEMENT: number; name: string };
 
@@ -101,13 +101,46 @@ function place(dst: CommArray, src: CommArray, at: number): void {
   copyInto(dst, at, src, true);
 }
 
+const overlaps = (a: CommArray, b: CommArray) =>
+  a.buffer === b.buffer && a.byteLength > 0 && b.byteLength > 0 && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+
+/** Every member's descriptor of the current call (mine included); valid right after the first phase's arrive. */
+function descriptors(ch: GroupChannel, mine: Descriptor): Descriptor[] {
+  const out: Descriptor[] = [];
+  for (let q = 0; q < ch.size; q++) out.push(q === ch.me ? mine : ch.arena.readDescriptor(q, ch.readHalf));
+  return out;
+}
+
 /**
- * all_gather and all_gather_v (counts[q] elements from rank q, placed at displ[q]). A rank whose send array is
- * lent (on a SharedArrayBuffer, see buffers.ts) publishes only its descriptor, and peers copy its whole block
- * straight from its array in the first phase; the others stage their block through their slot in rounds of one
- * half-slot. Every member sees every descriptor after the first phase, so all agree on the number of rounds: one
- * if every block is lent, else as many as the largest staged block needs. A lender returns only after every peer
- * has finished reading (its caller may overwrite the array as soon as the call resolves).
+ * The lent send arrays of the call: rank q's (len(q) elements, read in place) where q lent it, my own `mine` if I
+ * lent it, null where the data comes through the slots.
+ */
+async function lentArrays(ch: GroupChannel, ds: readonly Descriptor[], ctor: Ctor, mine: CommArray, len: (q: number) => number): Promise<(CommArray | null)[]> {
+  const out: (CommArray | null)[] = [];
+  for (let q = 0; q < ch.size; q++) {
+    if (ds[q]!.buf === 0) out.push(null);
+    else if (q === ch.me) out.push(mine);
+    else out.push(await ch.peerArray(q, ds[q]!, ctor, len(q)));
+  }
+  return out;
+}
+
+const sum = (xs: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i]!;
+  return s;
+};
+
+// Lending (buffers.ts): a rank whose send array lives on a SharedArrayBuffer publishes only its descriptor, naming
+// the array, and peers read it in place — one copy less per element than staging it through the sender's slot.
+// Lent and staged members mix in one call: every member sees every descriptor after the first phase, so all agree
+// on the number of rounds (the staged data's). A lender returns only after every peer has finished reading (its
+// caller may overwrite the array as soon as the call resolves). Not lent: arrays that overlap the call's output,
+// and premul_sum contributions (they must be scaled before the sum; staging scales them on the way).
+
+/**
+ * all_gather and all_gather_v (counts[q] elements from rank q, placed at displ[q]). Lent blocks are copied whole
+ * in the first phase; staged blocks in rounds of one half-slot.
  */
 async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[] | null): Promise<void> {
   const P = ch.size;
@@ -118,10 +151,11 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
   const cnt = (q: number) => (counts ? counts[q]! : n);
   const at = counts ? prefix(counts) : null;
   const displ = (q: number) => (at ? at[q]! : q * n);
-  const lent = ch.lend(send);
+  const inOwnBlock = send.buffer === recv.buffer && send.byteOffset === recv.byteOffset + displ(me) * recv.BYTES_PER_ELEMENT;
+  const lent = overlaps(send, recv) && !inOwnBlock ? null : ch.lend(send);
   const own = () => place(recv, send, displ(me));
   let rounds = 1;
-  let peers: Descriptor[] = [];
+  let src: (CommArray | null)[] = [];
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     await ch.beginWrite();
@@ -143,21 +177,15 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
             }
           : undefined,
       );
-      peers = [];
-      let staged = lent ? 0 : n;
-      for (let q = 0; q < P; q++) {
-        const pd = q === me ? d : ch.arena.readDescriptor(q, ch.readHalf);
-        peers.push(pd);
-        if (pd.buf === 0) staged = Math.max(staged, cnt(q));
-      }
+      const ds = descriptors(ch, d);
+      let staged = 0;
+      for (let q = 0; q < P; q++) if (ds[q]!.buf === 0) staged = Math.max(staged, cnt(q));
       rounds = Math.max(1, Math.ceil(staged / m));
-      for (let q = 0; q < P; q++) {
-        if (q === me || peers[q]!.buf === 0 || cnt(q) === 0) continue;
-        copyInto(recv, displ(q), await ch.peerArray(q, peers[q]!, ctor, cnt(q)), true);
-      }
+      src = await lentArrays(ch, ds, ctor, send, cnt);
+      for (let q = 0; q < P; q++) if (q !== me && src[q] && cnt(q) > 0) copyInto(recv, displ(q), src[q]!, true);
     }
     for (let q = 0; q < P; q++) {
-      if (q === me || peers[q]!.buf !== 0) continue;
+      if (q === me || src[q]) continue;
       const len = clamp(cnt(q) - lo, m);
       if (len > 0) copyInto(recv, displ(q) + lo, ch.in(q, ctor).subarray(0, len), true);
     }
@@ -174,77 +202,128 @@ async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: 
   return gather(ch, c, send, recv, counts);
 }
 
+/**
+ * Rank r reduces block r over every member, in rank order, straight into recv: from the lent send arrays in
+ * place, from the slots of staged members (who copy all P blocks of their chunk there, scaled for premul_sum).
+ */
 async function reduceScatter(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray): Promise<void> {
   const P = ch.size;
+  const me = ch.me;
   const n = recv.length;
   const ctor = ctorOf(send);
   const m = Math.floor(ch.arena.halfBytes / (P * ctor.BYTES_PER_ELEMENT));
-  const rounds = Math.max(1, Math.ceil(n / m));
   const red = c.reduce!;
+  const lent = red.op === 'premul_sum' || overlaps(send, recv) ? null : ch.lend(send);
+  let rounds = 1;
+  // Elements of each block per round: a half-slot's share while anyone stages, else the whole block at once.
+  let step = m;
+  let src: (CommArray | null)[] = [];
+  const parts: CommArray[] = new Array(P);
   for (let t = 0; t < rounds; t++) {
-    const lo = t * m;
-    const len = Math.min(m, n - lo);
+    const lo = t * step;
     await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, send, n, reduceCode(red)) : null;
-    const mine = ch.out(ctor);
-    for (let b = 0; b < P; b++) {
-      const src = send.subarray(b * n + lo, b * n + lo + len);
-      const dst = mine.subarray(b * m, b * m + len);
-      if (red.op === 'premul_sum') scaleInto(dst, src, red.factor);
-      else dst.set(src);
+    const d = t === 0 ? descriptor(ch, c, send, n, reduceCode(red), undefined, lent) : null;
+    if (!lent) {
+      const len = clamp(n - lo, m);
+      const mine = ch.out(ctor);
+      for (let b = 0; b < P; b++) {
+        const from = send.subarray(b * n + lo, b * n + lo + len);
+        if (red.op === 'premul_sum') scaleInto(mine.subarray(b * m, b * m + len), from, red.factor);
+        else copyInto(mine, b * m, from);
+      }
     }
     await ch.arrive();
-    if (d) checkPeers(ch, c, d);
+    if (d) {
+      checkPeers(ch, c, d);
+      const ds = descriptors(ch, d);
+      step = ds.some((x) => x.buf === 0) ? m : Math.max(1, n);
+      rounds = Math.max(1, Math.ceil(n / step));
+      src = await lentArrays(ch, ds, ctor, send, () => P * n);
+    }
+    const len = clamp(n - lo, step);
+    for (let q = 0; q < P; q++) {
+      const a = src[q];
+      parts[q] = a ? a.subarray(me * n + lo, me * n + lo + len) : ch.in(q, ctor).subarray(me * m, me * m + len);
+    }
     const out = recv.subarray(lo, lo + len);
-    const at = ch.me * m;
-    out.set(ch.in(0, ctor).subarray(at, at + len));
-    for (let q = 1; q < P; q++) accumulate(out, ch.in(q, ctor).subarray(at, at + len), red.op);
+    reduceInto(out, parts, red.op);
     if (red.op === 'avg') divideInPlace(out, P);
     ch.finishRead();
   }
+  if (lent) await ch.waitReaders();
 }
 
 /**
- * Two phases per round: (A) everyone publishes its chunk; rank r reduces block r of the chunk over all ranks;
- * (B) rank r publishes its reduced block and everyone copies block q from rank q. Each rank moves about 2·n bytes
- * in and out whatever the group size, instead of P·n for "everyone reduces everything".
+ * Two phases per round: (A) rank r reduces block r of the chunk over all ranks into its own buf, reading lent
+ * bufs in place and staged members' chunks from their slots; (B) everyone copies block q from rank q — from its
+ * buf if lent, else from its slot, where it published the reduced block. Each rank moves about 2·n bytes in and
+ * out whatever the group size, instead of P·n for "everyone reduces everything".
  */
 async function allReduce(ch: GroupChannel, c: CallSpec, buf: CommArray): Promise<void> {
   const P = ch.size;
+  const me = ch.me;
   const n = buf.length;
   const ctor = ctorOf(buf);
   const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
-  const rounds = Math.max(1, Math.ceil(n / m));
   const red = c.reduce!;
+  const lent = red.op === 'premul_sum' ? null : ch.lend(buf);
+  let rounds = 1;
+  // Chunk per round: a half-slot while anyone stages; if all lend, P half-slots (a block must fit my slot, where
+  // a lender of rank ≥ 2 parks its own contribution, see below).
+  let step = m;
+  let src: (CommArray | null)[] = [];
+  const parts: CommArray[] = new Array(P);
   for (let t = 0; t < rounds; t++) {
-    const lo = t * m;
-    const L = Math.min(m, n - lo);
-    const blk = (b: number) => Math.floor((b * L) / P);
+    const lo = t * step;
     await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, buf, n, reduceCode(red)) : null;
-    const chunk = buf.subarray(lo, lo + L);
-    if (red.op === 'premul_sum') scaleInto(ch.out(ctor), chunk, red.factor);
-    else ch.out(ctor).set(chunk, 0);
+    const d = t === 0 ? descriptor(ch, c, buf, n, reduceCode(red), undefined, lent) : null;
+    if (!lent) {
+      const chunk = buf.subarray(lo, lo + clamp(n - lo, m));
+      if (red.op === 'premul_sum') scaleInto(ch.out(ctor), chunk, red.factor);
+      else copyInto(ch.out(ctor), 0, chunk);
+    }
     await ch.arrive();
-    if (d) checkPeers(ch, c, d);
-    const a = blk(ch.me);
-    const b = blk(ch.me + 1);
-    // buf's chunk is already in my slot, so its block `me` is free to serve as the accumulator.
+    if (d) {
+      checkPeers(ch, c, d);
+      const ds = descriptors(ch, d);
+      step = ds.some((x) => x.buf === 0) ? m : m * P;
+      rounds = Math.max(1, Math.ceil(n / step));
+      src = await lentArrays(ch, ds, ctor, buf, () => n);
+    }
+    const L = clamp(n - lo, step);
+    const blk = (b: number) => Math.floor((b * L) / P);
+    const a = blk(me);
+    const b = blk(me + 1);
+    // The accumulator is block `me` of my own buf: a staged rank's chunk is already in its slot; a lender's block
+    // `me` is read by nobody else (peers read their own blocks of it).
     const acc = buf.subarray(lo + a, lo + b);
-    acc.set(ch.in(0, ctor).subarray(a, b));
-    for (let q = 1; q < P; q++) accumulate(acc, ch.in(q, ctor).subarray(a, b), red.op);
+    for (let q = 0; q < P; q++) {
+      const s = src[q];
+      parts[q] = s ? s.subarray(lo + a, lo + b) : ch.in(q, ctor).subarray(a, b);
+    }
+    // reduceInto may write over srcs[0] and srcs[1] only: a lender of rank ≥ 2 first parks its contribution in its
+    // own slot (its slot carries no data of this call for the peers: they read its buf).
+    if (lent && me >= 2) {
+      const park = ch.in(me, ctor).subarray(0, b - a);
+      copyInto(park, 0, acc);
+      parts[me] = park;
+    }
+    reduceInto(acc, parts, red.op);
     if (red.op === 'avg') divideInPlace(acc, P);
     // Phase B publishes in the other half. Every peer has arrived at phase A, so every peer has finished reading
     // the phase before it — the last user of that half — and no wait is needed.
-    ch.out(ctor).set(acc, a);
+    if (!lent) copyInto(ch.out(ctor), a, acc);
     await ch.arrive();
     for (let q = 0; q < P; q++) {
-      if (q === ch.me) continue;
+      if (q === me) continue;
       const qa = blk(q);
-      buf.set(ch.in(q, ctor).subarray(qa, blk(q + 1)), lo + qa);
+      const qb = blk(q + 1);
+      const s = src[q];
+      copyInto(buf, lo + qa, s ? s.subarray(lo + qa, lo + qb) : ch.in(q, ctor).subarray(qa, qb));
     }
     ch.finishRead();
   }
+  if (lent) await ch.waitReaders();
 }
 
 async function allToAllV(
@@ -269,53 +348,85 @@ async function allToAllV(
       rank: me,
     });
   }
-  const own = () => recv.set(send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), rd[me]!);
+  const lent = overlaps(send, recv) ? null : ch.lend(send);
+  const own = () => copyInto(recv, rd[me]!, send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), true);
   let rounds = 1;
+  let src: (CommArray | null)[] = [];
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
     await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, send, -1, 0, sendCounts) : null;
-    const mine = ch.out(ctor);
-    for (let j = 0; j < P; j++) {
-      if (j === me) continue;
-      const len = clamp(sendCounts[j]! - lo, m);
-      if (len > 0) mine.set(send.subarray(sd[j]! + lo, sd[j]! + lo + len), j * m);
+    const d = t === 0 ? descriptor(ch, c, send, -1, 0, sendCounts, lent) : null;
+    if (!lent) {
+      const mine = ch.out(ctor);
+      for (let j = 0; j < P; j++) {
+        if (j === me) continue;
+        const len = clamp(sendCounts[j]! - lo, m);
+        if (len > 0) copyInto(mine, j * m, send.subarray(sd[j]! + lo, sd[j]! + lo + len));
+      }
     }
     await ch.arrive(t === 0 ? own : undefined);
     if (d) {
       checkPeers(ch, c, d, (q, pd) =>
         pd.counts[me] !== recvCounts[q] ? `sends ${pd.counts[me]} elements to rank ${me}, which expects ${recvCounts[q]} from it` : null,
       );
+      const ds = descriptors(ch, d);
       let most = 0;
-      for (let p = 0; p < P; p++) for (let q = 0; q < P; q++) if (p !== q) most = Math.max(most, ch.arena.descriptorCount(p, ch.readHalf, q));
+      for (let p = 0; p < P; p++) {
+        if (ds[p]!.buf !== 0) continue;
+        for (let q = 0; q < P; q++) if (p !== q) most = Math.max(most, ch.arena.descriptorCount(p, ch.readHalf, q));
+      }
       rounds = Math.max(1, Math.ceil(most / m));
+      // A lent send array is read at the sender's displacement for me (its counts are in its descriptor).
+      const offs = new Array<number>(P).fill(0);
+      src = await lentArrays(ch, ds, ctor, send, (q) => {
+        const counts = ds[q]!.counts;
+        for (let i = 0; i < me; i++) offs[q]! += counts[i]!;
+        return sum(counts);
+      });
+      for (let q = 0; q < P; q++) {
+        const s = src[q];
+        if (q === me || !s || recvCounts[q] === 0) continue;
+        copyInto(recv, rd[q]!, s.subarray(offs[q]!, offs[q]! + recvCounts[q]!), true);
+      }
     }
     for (let q = 0; q < P; q++) {
-      if (q === me) continue;
+      if (q === me || src[q]) continue;
       const len = clamp(recvCounts[q]! - lo, m);
-      if (len > 0) recv.set(ch.in(q, ctor).subarray(me * m, me * m + len), rd[q]! + lo);
+      if (len > 0) copyInto(recv, rd[q]! + lo, ch.in(q, ctor).subarray(me * m, me * m + len), true);
     }
     ch.finishRead();
   }
+  if (lent) await ch.waitReaders();
 }
 
 async function broadcast(ch: GroupChannel, c: CallSpec, buf: CommArray, root: number): Promise<void> {
   const n = buf.length;
   const ctor = ctorOf(buf);
   const m = Math.floor(ch.arena.halfBytes / ctor.BYTES_PER_ELEMENT);
-  const rounds = Math.max(1, Math.ceil(n / m));
   const isRoot = ch.me === root;
+  const lent = isRoot ? ch.lend(buf) : null;
+  let rounds = 1;
+  let fromRoot: CommArray | null = null;
   for (let t = 0; t < rounds; t++) {
     const lo = t * m;
-    const len = Math.min(m, n - lo);
+    const len = clamp(n - lo, m);
     await ch.beginWrite();
-    const d = t === 0 ? descriptor(ch, c, buf, n, root) : null;
-    if (isRoot) ch.out(ctor).set(buf.subarray(lo, lo + len), 0);
+    const d = t === 0 ? descriptor(ch, c, buf, n, root, undefined, lent) : null;
+    if (isRoot && !lent && len > 0) copyInto(ch.out(ctor), 0, buf.subarray(lo, lo + len));
     await ch.arrive();
-    if (d) checkPeers(ch, c, d);
-    if (!isRoot) buf.set(ch.in(root, ctor).subarray(0, len), lo);
+    if (d) {
+      checkPeers(ch, c, d);
+      const rd = isRoot ? d : ch.arena.readDescriptor(root, ch.readHalf);
+      rounds = rd.buf !== 0 ? 1 : Math.max(1, Math.ceil(n / m));
+      if (!isRoot && rd.buf !== 0) {
+        fromRoot = await ch.peerArray(root, rd, ctor, n);
+        copyInto(buf, 0, fromRoot, true);
+      }
+    }
+    if (!isRoot && !fromRoot && len > 0) copyInto(buf, lo, ch.in(root, ctor).subarray(0, len), true);
     ch.finishRead();
   }
+  if (lent) await ch.waitReaders();
 }
 
 async function barrier(ch: GroupChannel, c: CallSpec): Promise<void> {

@@ -11,6 +11,13 @@ import { getKernels } from '../../tensor/kernels.ts';
 
 /** Below this many elements the call into the addon costs more than the JS loop. */
 const NATIVE_MIN = 2048;
+/**
+ * Native adds go in pieces below the kernels' OpenMP threshold (kParallelMinElems = 2^16, which splits a call
+ * over threads only from twice that), so each stays on this rank's own core: every rank of the group reduces at
+ * the same moment, and an OpenMP team per rank would oversubscribe the cores (all_reduce of 1 MiB on 2 worker
+ * threads spread 0.24-1.6 ms with 2 OpenMP threads per rank).
+ */
+const NATIVE_PIECE = 1 << 16;
 let nativeKernels: Kernels | null | undefined;
 
 /** This thread's native kernels, or null (TS reference selected, or the addon not built: the JS loop serves). */
@@ -31,7 +38,7 @@ export function accumulate(acc: CommArray, src: CommArray, op: ReduceOp['op']): 
   if (op !== 'max' && n >= NATIVE_MIN && acc instanceof Float32Array && src instanceof Float32Array) {
     const k = native();
     if (k) {
-      k.add(acc, src, acc, n);
+      addPieces(k, acc, src, acc);
       return;
     }
   }
@@ -43,6 +50,48 @@ export function accumulate(acc: CommArray, src: CommArray, op: ReduceOp['op']): 
   } else {
     for (let i = 0; i < n; i++) acc[i] = acc[i]! + src[i]!;
   }
+}
+
+function addPieces(k: Kernels, a: Float32Array, b: Float32Array, out: Float32Array): void {
+  const n = out.length;
+  if (n <= NATIVE_PIECE) {
+    k.add(a, b, out, n);
+    return;
+  }
+  for (let lo = 0; lo < n; lo += NATIVE_PIECE) {
+    const hi = Math.min(n, lo + NATIVE_PIECE);
+    k.add(a.subarray(lo, hi), b.subarray(lo, hi), out.subarray(lo, hi), hi - lo);
+  }
+}
+
+const sameView = (a: CommArray, b: CommArray) => a.buffer === b.buffer && a.byteOffset === b.byteOffset;
+
+/**
+ * out ← srcs[0] ⊕ srcs[1] ⊕ … ⊕ srcs[P−1], in that order, rounding to the dtype after every step (as accumulate).
+ * `out` may be srcs[0] or srcs[1] itself (the first step reads both inputs of an element before writing it), but
+ * must not overlap any later source.
+ */
+export function reduceInto(out: CommArray, srcs: readonly CommArray[], op: ReduceOp['op']): void {
+  const n = out.length;
+  const s0 = srcs[0]!;
+  if (srcs.length === 1) {
+    if (!sameView(out, s0)) out.set(s0);
+    return;
+  }
+  const s1 = srcs[1]!;
+  const k = op !== 'max' && n >= NATIVE_MIN ? native() : null;
+  if (k && out instanceof Float32Array && s0 instanceof Float32Array && s1 instanceof Float32Array) {
+    addPieces(k, s0, s1, out);
+  } else if (op === 'max') {
+    for (let i = 0; i < n; i++) {
+      const a = s0[i]!;
+      const v = s1[i]!;
+      out[i] = v > a || Number.isNaN(v) ? v : a;
+    }
+  } else {
+    for (let i = 0; i < n; i++) out[i] = s0[i]! + s1[i]!;
+  }
+  for (let q = 2; q < srcs.length; q++) accumulate(out, srcs[q]!, op);
 }
 
 /** dst ← src · factor (premul_sum: each rank scales its own contribution before the sum). */
