@@ -1,7 +1,7 @@
 /*
  * The plain-C baseline of `npm run bench:comm`: the collectives the mpi transport issues, called directly (blocking
  * MPI calls on float buffers), timed the same way as the TypeScript ranks time theirs: a barrier, then `inner`
- * back-to-back calls, repeated `reps` times; each rank takes the median per-call time, and the slowest rank's median
+ * back-to-back calls, repeated `reps` times, after max(3, inner, 256 MiB / size) warm-up calls; each rank takes the median per-call time, and the slowest rank's median
  * is reported. Sizes are bytes each rank contributes (S); bytes counted per call, as in the bench:
  *   allgather      send S, receive P*S      -> P*S
  *   reducescatter  send P*S, receive S      -> P*S
@@ -73,7 +73,11 @@ int main(int argc, char** argv) {
     for (int mode = 0; mode < 2; mode++)
     for (int op = 0; op < NOPS; op++) {
 #define CALL() (mode == 0 ? call(op, send, recv, n, p, counts, displs) : icall(op, send, recv, n, counts, displs))
-      for (int w = 0; w < (inner > 3 ? inner : 3); w++) CALL();
+      /* Warm-up as in comm.ts: max(3, inner, 256 MiB / bytes) calls. */
+      long warm = (256l << 20) / bytes;
+      if (warm < inner) warm = inner;
+      if (warm < 3) warm = 3;
+      for (long w = 0; w < warm; w++) CALL();
       for (int r = 0; r < reps; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
