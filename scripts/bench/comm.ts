@@ -389,7 +389,7 @@ export async function run(argv: string[]): Promise<void> {
       threads_direct_min_bytes: DEFAULT_DIRECT_MIN_BYTES,
       threads_copy_native_min_bytes: COPY_NATIVE_MIN,
       threads_copy_stream_min_bytes: COPY_STREAM_MIN,
-      mpi_test_budget_us: Number(process.env.MOE_ACTORS_MPI_TEST_BUDGET_US ?? 50),
+      mpi_test_budget_us: Number(process.env.MOE_ACTORS_MPI_TEST_BUDGET_US ?? 1000),
       mpiexec: MPIEXEC,
       c_baseline: existsSync(join(ROOT, 'outputs', 'bench', 'c', 'comm_bench')),
     },

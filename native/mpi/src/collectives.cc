@@ -260,8 +260,8 @@ Napi::Value Test(const Napi::CallbackInfo& info) {
 
 // Tests every request in `ids` repeatedly until one completes or `budgetUs` has passed, and marks completed ones
 // in `done` (1) — their pins are released. Large transfers advance a few fragments per MPI_Test; going back to the
-// event loop after each single test would add the loop's overhead per fragment. A budget of ~100 µs amortizes
-// that while still bounding how long timers and messages wait.
+// event loop after each single test would add the loop's overhead per fragment. The poller's budget (1 ms by
+// default, poller.ts) amortizes that while still bounding how long timers and messages wait.
 Napi::Value Progress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
