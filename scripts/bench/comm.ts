@@ -233,7 +233,7 @@ const find = (times: readonly Timing[] | null | undefined, op: Op, bytes: number
 export async function run(argv: string[]): Promise<void> {
   const opt = (name: string, dflt: number) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) || dflt : dflt);
   const reps = opt('--reps', 7);
-  const runs = opt('--runs', 3);
+  const runs = opt('--runs', 5);
   const sizes = SIZES.map((s) => s.bytes);
   const P = 2;
   const self = fileURLToPath(import.meta.url);
