@@ -98,8 +98,8 @@ describe('moe-actors train end to end', () => {
     expect(r.code, describeChild(r)).toBe(0);
     const runDir = join(root, 'mpi2');
     const losses = checkRun(runDir, 2, r.stdout, null);
-    expect(r.stdout).toContain(`run folder: ${runDir}`);
-    expect(r.stdout).toMatch(/^done: 6 steps, final loss /m);
+    expect(stripAnsi(r.stdout)).toContain(`run folder: ${runDir}`);
+    expect(stripAnsi(r.stdout)).toMatch(/^done: 6 steps, final loss /m);
     // The same job on 2 inproc ranks: MPI's sums may associate differently, nothing more.
     const ref = await captureOutput(() =>
       runTraining({ config: TINY, transport: 'inproc', ranks: 2, quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'inproc2', ...layout, '--trace.enable', 'false']),
