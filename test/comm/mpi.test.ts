@@ -110,7 +110,9 @@ describe.skipIf(mpichMissing)('mpi transport: a failing rank ends the whole job,
     expect(res.ms).toBeLessThan(timeoutMs);
     expect(res.exitCode).not.toBe(0);
     expect(errorOf(res, 1)).toMatch(/injected failure on rank 1 at iteration 3/);
-    expect(errorOf(res, 0)).toMatch(/\[peer-dead\]: rank 1 reported: rank 1 failed: Error: injected failure.*waiting in all_gather #4 on group world/);
+    // Rank 1 finished all_gather #3 before throwing, but rank 0's own request for #3 may still be in flight when
+    // the fault report arrives (MPI completes the two sides independently): it stood in #3 or #4.
+    expect(errorOf(res, 0)).toMatch(/\[peer-dead\]: rank 1 reported: rank 1 failed: Error: injected failure.*waiting in all_gather #[34] on group world/);
     expect(res.diagnosis).toMatch(/^first failure: rank 1: Error: injected failure/);
     expect(res.diagnosis).toMatch(/missing ranks: \{1\}/);
   });
