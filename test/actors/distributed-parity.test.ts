@@ -4,12 +4,9 @@
 // accumulation in the matrix below (1e-5 relative on losses, 1e-4 max|diff|/max|ref| on tensors).
 // Gradients are also checked against the independent PyTorch reference where its batch splits across the ranks.
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'smol-toml';
 import { launch, type WorldOptions } from '../../src/comm/launch.ts';
 import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
-import { resolveModelConfig, type ResolvedModelConfig } from '../../src/models/config.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { loadWeights } from '../../src/models/model/weights.ts';
@@ -20,54 +17,10 @@ import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/
 import type { GradReduce } from '../../src/protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
+import { distributedCaseOf, relMaxDiff, syntheticBatch, type DistributedCase } from '../models/fixtures.ts';
 
 const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
-
-interface Case {
-  fixture: string;
-  model: ResolvedModelConfig;
-  weights: string;
-  optimizer: RankJob['adamw'];
-  schedule: RankJob['schedule'];
-  maxNorm: number;
-}
-
-function loadCase(fixture: string): Case {
-  const cfg = parse(readFileSync(`${FIX}${fixture}/config.toml`, 'utf8')) as Record<string, any>;
-  const o = cfg.optimizer ?? {};
-  const l = cfg.lr_scheduler ?? {};
-  return {
-    fixture,
-    model: resolveModelConfig(cfg.model, cfg.training.seq_len),
-    weights: `${FIX}${fixture}/weights.safetensors`,
-    // eps 1e-6 as the fixtures use: with 1e-8 Adam turns fp32 reassociation noise of ~0 grads into O(lr) steps.
-    optimizer: { lr: o.lr ?? 4e-3, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: 1e-6, weight_decay: o.weight_decay ?? 0.1 },
-    schedule: { totalSteps: 3, warmupSteps: l.warmup_steps ?? 2, decayRatio: l.decay_ratio ?? 0.8, decayType: l.decay_type ?? 'linear', minLrFactor: l.min_lr_factor ?? 0.1 },
-    maxNorm: cfg.training.max_norm ?? 0.5,
-  };
-}
-
-/** A deterministic batch of B sequences over the model's vocabulary, some labels ignored. */
-function makeBatch(V: number, B: number, S: number, seed: number): { tokens: Int32Array; labels: Int32Array } {
-  let x = seed >>> 0 || 1;
-  const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % V;
-  const tokens = new Int32Array(B * S).map(() => next());
-  const labels = new Int32Array(B * S).map(() => next());
-  labels[3] = -100;
-  labels[B * S - 2] = -100;
-  return { tokens, labels };
-}
-
-function relErr(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return m === 0 ? d : d / m;
-}
 
 interface Layout {
   ranks: number;
@@ -75,7 +28,7 @@ interface Layout {
 }
 
 async function runDistributed(
-  c: Case,
+  c: DistributedCase,
   layout: Layout,
   opts: { dispatch: MoeStrategy; ac: AcMode; ga: number; mode: 'grad' | 'train'; batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number }; gradReduce?: GradReduce; divideFactor?: number; world?: Partial<WorldOptions> },
 ): Promise<DistributedRunResult> {
@@ -87,7 +40,7 @@ async function runDistributed(
     divideFactor: opts.divideFactor ?? 1,
     reshard: 'default',
     ac: opts.ac,
-    adamw: c.optimizer,
+    adamw: c.adamw,
     schedule: c.schedule,
     maxNorm: c.maxNorm,
     seed: 0,
@@ -101,14 +54,14 @@ async function runDistributed(
 }
 
 /** The single-rank run of the same batch: loss/grad or 3 steps. */
-function runSingle(c: Case, ac: AcMode, batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number }) {
+function runSingle(c: DistributedCase, ac: AcMode, batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number }) {
   const model = Model.build(c.model, { kernels: getKernels() });
   loadWeights(model, readSafetensors(c.weights));
   const fwd = model.forward({ ...batch }, { ac });
   model.backward();
   const grads = new Map(model.paramNames().map((n) => [n, Float32Array.from(model.grad(n))]));
   const trainer = new SingleRankTrainer(Model.build(c.model, { kernels: getKernels() }), {
-    adamw: c.optimizer,
+    adamw: c.adamw,
     schedule: c.schedule,
     maxNorm: c.maxNorm,
     ac,
@@ -157,11 +110,11 @@ const acName = (ac: AcMode) => (ac.mode === 'selective' ? ('every' in ac ? `sele
 
 for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
   describe(`distributed parity: ${fixture}`, () => {
-    const c = loadCase(fixture);
+    const c = distributedCaseOf(fixture);
     const S = c.model.name === 'llama4' ? 16 : 16;
     const B = 8;
     const V = c.model.args.vocab_size;
-    const batch = { ...makeBatch(V, B, S, 11), B, S };
+    const batch = { ...syntheticBatch(V, B, S, 11), B, S };
     const singles = new Map<string, ReturnType<typeof runSingle>>();
     const single = (ac: AcMode) => {
       const k = acName(ac);
@@ -181,7 +134,7 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
         for (const [name, want] of ref.params) {
           const got = d.tensors![name];
           expect(got, name).toBeDefined();
-          expect(relErr(got!.data, want), name).toBeLessThan(1e-4);
+          expect(relMaxDiff(got!.data, want), name).toBeLessThan(1e-4);
         }
       });
     }
@@ -190,14 +143,14 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
       const ref = single(NONE);
       const d = await runDistributed(c, LAYOUTS['fsdp4-ep4']!, { dispatch: 'a2a', ac: NONE, ga: 1, mode: 'grad', batch });
       expect(Math.abs(d.losses[0]! - ref.loss) / ref.loss).toBeLessThan(1e-5);
-      for (const [name, want] of ref.grads) expect(relErr(d.tensors![name]!.data, want), name).toBeLessThan(1e-4);
+      for (const [name, want] of ref.grads) expect(relMaxDiff(d.tensors![name]!.data, want), name).toBeLessThan(1e-4);
     });
 
     it('SUM-then-divide and PREMUL_SUM reductions give the same gradients as plain SUM', async () => {
       const ref = single(NONE);
       for (const gradReduce of ['sum-divide', 'premul-sum'] as const) {
         const d = await runDistributed(c, LAYOUTS['hsdp2x2-ep2']!, { dispatch: 'allgather-rs', ac: NONE, ga: 1, mode: 'grad', batch, gradReduce, divideFactor: 4 });
-        for (const [name, want] of ref.grads) expect(relErr(d.tensors![name]!.data, want), `${gradReduce} ${name}`).toBeLessThan(1e-4);
+        for (const [name, want] of ref.grads) expect(relMaxDiff(d.tensors![name]!.data, want), `${gradReduce} ${name}`).toBeLessThan(1e-4);
       }
     });
 
@@ -215,7 +168,7 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
         });
         const loss = getF32(exp, 'loss')[0]!;
         expect(Math.abs(d.losses[0]! - loss) / Math.abs(loss)).toBeLessThan(1e-5);
-        for (const [name, t] of Object.entries(d.tensors!)) expect(relErr(t.data, getF32(exp, `grad.${name}`)), `${dispatch} ${name}`).toBeLessThan(1e-4);
+        for (const [name, t] of Object.entries(d.tensors!)) expect(relMaxDiff(t.data, getF32(exp, `grad.${name}`)), `${dispatch} ${name}`).toBeLessThan(1e-4);
       }
     });
   });

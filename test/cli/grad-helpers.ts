@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { getF32, readSafetensors } from '../../src/models/safetensors.ts';
-import { cli, PARITY, relMaxDiff, show, type CliOptions, type CliResult } from './helpers.ts';
+import { relMaxDiff } from '../models/fixtures.ts';
+import { cli, PARITY, show, type CliOptions, type CliResult } from './helpers.ts';
 
 export const fx = (c: string) => ({
   config: join(PARITY, c, 'config.toml'),

@@ -74,14 +74,3 @@ export function mpiUnavailable(): string | null {
   return existsSync(marker) ? readFileSync(marker, 'utf8').trim() : null;
 }
 
-/** max|a − b| / max|b| (the numerics contract's gradient rule). */
-export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return m === 0 ? d : d / m;
-}

@@ -7,6 +7,7 @@ import { getInt32, readSafetensors, type SafetensorsFile } from '../../src/model
 import type { Microbatch } from '../../src/models/model/model.ts';
 import type { TrainConfig } from '../../src/models/model/train-step.ts';
 import { parseAcMode } from '../../src/models/model/ac.ts';
+import type { RankJob } from '../../src/actors/rank-host.ts';
 
 export const PARITY_DIR = join(import.meta.dirname, '..', 'fixtures', 'parity');
 
@@ -62,6 +63,43 @@ export function trainConfigOf(doc: Record<string, any>): TrainConfig {
     maxNorm: t.max_norm ?? 1.0,
     ac: parseAcMode('none'),
   };
+}
+
+/** A parity fixture as the distributed parity tests run it: 3 optimizer steps against the single-rank model. */
+export interface DistributedCase {
+  name: string;
+  model: ResolvedModelConfig;
+  weights: string;
+  adamw: RankJob['adamw'];
+  schedule: RankJob['schedule'];
+  maxNorm: number;
+}
+
+export function distributedCaseOf(name: string): DistributedCase {
+  const dir = join(PARITY_DIR, name);
+  const cfg = parse(readFileSync(join(dir, 'config.toml'), 'utf8')) as Record<string, any>;
+  const o = cfg.optimizer ?? {};
+  const l = cfg.lr_scheduler ?? {};
+  return {
+    name,
+    model: resolveModelConfig(cfg.model, cfg.training.seq_len),
+    weights: join(dir, 'weights.safetensors'),
+    // eps 1e-6 as the fixtures use: with 1e-8 Adam turns fp32 reassociation noise of ~0 grads into O(lr) steps.
+    adamw: { lr: o.lr ?? 4e-3, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: 1e-6, weight_decay: o.weight_decay ?? 0.1 },
+    schedule: { totalSteps: 3, warmupSteps: l.warmup_steps ?? 2, decayRatio: l.decay_ratio ?? 0.8, decayType: l.decay_type ?? 'linear', minLrFactor: l.min_lr_factor ?? 0.1 },
+    maxNorm: cfg.training.max_norm ?? 0.5,
+  };
+}
+
+/** A deterministic batch of B sequences over the model's vocabulary, some labels ignored. */
+export function syntheticBatch(V: number, B: number, S: number, seed: number): { tokens: Int32Array; labels: Int32Array } {
+  let x = seed >>> 0 || 1;
+  const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % V;
+  const tokens = new Int32Array(B * S).map(() => next());
+  const labels = new Int32Array(B * S).map(() => next());
+  labels[3] = -100;
+  labels[B * S - 2] = -100;
+  return { tokens, labels };
 }
 
 /** max|a − b| / max|b| (the numerics contract's gradient rule). */

@@ -8,11 +8,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'smol-toml';
 import { launch } from '../../src/comm/launch.ts';
 import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
 import { spawnMpi } from '../../src/comm/mpi/spawn.ts';
-import { resolveModelConfig, type ResolvedModelConfig } from '../../src/models/config.ts';
 import type { AcMode } from '../../src/models/model/ac.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
@@ -22,55 +20,24 @@ import type { RankJob } from '../../src/actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/programs/distributed-run.ts';
 import type { DispatchStrategy } from '../../src/protocols/strategies.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
+import { distributedCaseOf, relMaxDiff, syntheticBatch, type DistributedCase } from '../models/fixtures.ts';
 import { MPI_SKIP, tmpRoot } from './helpers.ts';
 import type { ParityCaseJson, ParityCaseResult, ParityDriverArgs } from './programs/parity-driver.ts';
 
-const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
 const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const DRIVER = fileURLToPath(new URL('./programs/parity-driver.ts', import.meta.url));
 const root = tmpRoot('parity');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-interface Fixture {
-  name: string;
-  model: ResolvedModelConfig;
-  weights: string;
-  adamw: RankJob['adamw'];
-  schedule: RankJob['schedule'];
-  maxNorm: number;
-}
-
-function fixture(name: string): Fixture {
-  const cfg = parse(readFileSync(`${FIX}${name}/config.toml`, 'utf8')) as Record<string, any>;
-  const o = cfg.optimizer ?? {};
-  const l = cfg.lr_scheduler ?? {};
-  return {
-    name,
-    model: resolveModelConfig(cfg.model, cfg.training.seq_len),
-    weights: `${FIX}${name}/weights.safetensors`,
-    // eps 1e-6 as distributed-parity.test.ts: with 1e-8 Adam turns reassociation noise of ~0 grads into O(lr) steps.
-    adamw: { lr: o.lr ?? 4e-3, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: 1e-6, weight_decay: o.weight_decay ?? 0.1 },
-    schedule: { totalSteps: 3, warmupSteps: l.warmup_steps ?? 2, decayRatio: l.decay_ratio ?? 0.8, decayType: l.decay_type ?? 'linear', minLrFactor: l.min_lr_factor ?? 0.1 },
-    maxNorm: cfg.training.max_norm ?? 0.5,
-  };
-}
-
 const B = 8;
 const S = 16;
-function batchOf(f: Fixture): { tokens: Int32Array; labels: Int32Array } {
-  const V = f.model.args.vocab_size;
-  let x = 11;
-  const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % V;
-  const tokens = new Int32Array(B * S).map(() => next());
-  const labels = new Int32Array(B * S).map(() => next());
-  labels[3] = -100;
-  labels[B * S - 2] = -100;
-  return { tokens, labels };
+function batchOf(f: DistributedCase): { tokens: Int32Array; labels: Int32Array } {
+  return syntheticBatch(f.model.args.vocab_size, B, S, 11);
 }
 
 interface Case {
   name: string;
-  fixture: Fixture;
+  fixture: DistributedCase;
   ranks: number;
   degrees: Partial<ParallelDegrees>;
   dispatch: DispatchStrategy;
@@ -81,8 +48,8 @@ interface Case {
 const NONE: AcMode = { mode: 'none' };
 const SEL: AcMode = { mode: 'selective', every: 2 };
 const FULL: AcMode = { mode: 'full' };
-const llama = fixture('llama4_shared2_train');
-const dsv3 = fixture('dsv3_groups_softmax_train');
+const llama = distributedCaseOf('llama4_shared2_train');
+const dsv3 = distributedCaseOf('dsv3_groups_softmax_train');
 const EP2x2 = { ranks: 2, degrees: { dp_shard: 2, ep: 2 } };
 const CASES_2: Case[] = [
   { name: 'fsdp2-ep2 a2a AC selective-2 GA 1', fixture: llama, ...EP2x2, dispatch: 'a2a', ac: SEL, ga: 1 },
@@ -101,7 +68,7 @@ function jobOf(c: Case): RankJob {
 
 /** The single-rank run of the same batch, 3 steps (cached per fixture and AC mode). */
 const singles = new Map<string, { steps: { loss: number; gradNorm: number; lr: number }[]; params: Map<string, Float32Array> }>();
-function single(f: Fixture, ac: AcMode) {
+function single(f: DistributedCase, ac: AcMode) {
   const key = `${f.name}/${JSON.stringify(ac)}`;
   if (!singles.has(key)) {
     const t = new SingleRankTrainer(Model.build(f.model, { kernels: getKernels() }), { adamw: f.adamw, schedule: f.schedule, maxNorm: f.maxNorm, ac });
@@ -112,16 +79,6 @@ function single(f: Fixture, ac: AcMode) {
     singles.set(key, { steps, params });
   }
   return singles.get(key)!;
-}
-
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return m === 0 ? d : d / m;
 }
 
 /** Compares a distributed run with the single-rank one; returns the worst relative errors (for the log). */
@@ -140,7 +97,7 @@ function expectParity(c: Case, d: { losses: number[]; gradNorms: number[]; lrs: 
   }
   expect(Object.keys(d.params).sort()).toEqual([...ref.params.keys()].sort());
   for (const [name, want] of ref.params) {
-    const e = relErr(d.params[name]!, want);
+    const e = relMaxDiff(d.params[name]!, want);
     worstParam = Math.max(worstParam, e);
     expect(e, `${c.name} ${name}`).toBeLessThan(1e-4);
   }
