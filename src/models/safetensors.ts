@@ -12,10 +12,9 @@
 //
 // Every error message starts with the file path (or "<buffer>") and names the tensor involved.
 
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { writeAll, writeAtomically } from './atomic-write.ts';
 
 export type SafetensorsDType = 'F32' | 'F64' | 'I32' | 'I64';
 export type SafetensorsData = Float32Array | Float64Array | Int32Array | BigInt64Array;
@@ -54,7 +53,7 @@ export class SafetensorsError extends Error {
   }
 }
 
-const ITEMSIZE: Record<SafetensorsDType, number> = { F32: 4, F64: 8, I32: 4, I64: 8 };
+export const ITEMSIZE: Record<SafetensorsDType, number> = { F32: 4, F64: 8, I32: 4, I64: 8 };
 const KNOWN_UNSUPPORTED = new Set(['BOOL', 'U8', 'I8', 'U16', 'I16', 'F16', 'BF16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F6_E2M3', 'F6_E3M2', 'F4', 'C64']);
 /** Refuse absurd header lengths before allocating (the Rust implementation uses the same 100 MB limit). */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -65,7 +64,7 @@ function fmtShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-function numel(shape: readonly number[]): number {
+export function numel(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;
@@ -210,17 +209,28 @@ export async function readSafetensorsAsync(path: string): Promise<SafetensorsFil
   return parseSafetensors(bytes, path);
 }
 
-type TensorsInput = ReadonlyMap<string, SafeTensorInput> | Readonly<Record<string, SafeTensorInput>>;
+export type TensorsInput = ReadonlyMap<string, SafeTensorInput> | Readonly<Record<string, SafeTensorInput>>;
+
+/** A safetensors file before its data: the 8-byte length + padded JSON header, and the tensors in file order. */
+export interface SafetensorsLayout {
+  /** u64 header length, then the UTF-8 JSON header padded with spaces so the data section is 8-byte aligned. */
+  head: Uint8Array;
+  /** Tensors sorted by name: the order of their bytes in the data section. */
+  tensors: [string, SafeTensorInput][];
+  dataBytes: number;
+}
 
 /**
- * Serialize tensors (written sorted by name) into a safetensors image. Metadata values must be strings.
- * Throws if a tensor's data length does not match its shape, or its dtype does not match the typed array.
+ * Lays out tensors (sorted by name) as a safetensors file. Metadata values must be strings. Throws a
+ * SafetensorsError if a tensor's data length does not match its shape, or its dtype does not match the typed array.
  */
-export function serializeSafetensors(tensors: TensorsInput, metadata?: Readonly<Record<string, string>>, path = '<buffer>'): Uint8Array {
+export function safetensorsLayout(tensors: TensorsInput, metadata?: Readonly<Record<string, string>>, path = '<buffer>'): SafetensorsLayout {
+  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
   const list: [string, SafeTensorInput][] =
     tensors instanceof Map ? [...(tensors as ReadonlyMap<string, SafeTensorInput>).entries()] : Object.entries(tensors as Record<string, SafeTensorInput>);
   list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named "__proto__" must become a key, not replace the object's prototype.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {
       if (typeof v !== 'string') throw new SafetensorsError(path, `metadata value for "${k}" is not a string`);
@@ -248,44 +258,36 @@ export function serializeSafetensors(tensors: TensorsInput, metadata?: Readonly<
     json += ' '.repeat(pad);
     hbytes = new TextEncoder().encode(json);
   }
-  const out = new Uint8Array(8 + hbytes.length + off);
-  new DataView(out.buffer).setBigUint64(0, BigInt(hbytes.length), true);
-  out.set(hbytes, 8);
-  let pos = 8 + hbytes.length;
-  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
+  const head = new Uint8Array(8 + hbytes.length);
+  new DataView(head.buffer).setBigUint64(0, BigInt(hbytes.length), true);
+  head.set(hbytes, 8);
+  return { head, tensors: list, dataBytes: off };
+}
+
+/** The bytes of a tensor's data, in place (little-endian host). */
+export function tensorBytes(data: SafetensorsData): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Serialize tensors (written sorted by name) into a safetensors image; the checks are safetensorsLayout's. */
+export function serializeSafetensors(tensors: TensorsInput, metadata?: Readonly<Record<string, string>>, path = '<buffer>'): Uint8Array {
+  const { head, tensors: list, dataBytes } = safetensorsLayout(tensors, metadata, path);
+  const out = new Uint8Array(head.length + dataBytes);
+  out.set(head, 0);
+  let pos = head.length;
   for (const [, t] of list) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+    out.set(tensorBytes(t.data), pos);
     pos += t.data.byteLength;
   }
   return out;
 }
 
-/** Write a safetensors file atomically: write a temp file in the same directory, fsync, then rename over `path`. */
+/** Write a safetensors file atomically: a temp file in the same directory, fsync, then rename over `path`. */
 export function writeSafetensors(path: string, tensors: TensorsInput, metadata?: Readonly<Record<string, string>>): void {
   const bytes = serializeSafetensors(tensors, metadata, path);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let fd: number | undefined;
   try {
-    fd = openSync(tmp, 'w');
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
+    writeAtomically(path, (fd) => writeAll(fd, bytes));
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* temp file may not exist */
-    }
     throw new SafetensorsError(path, `cannot write file (${(e as Error).message})`);
   }
 }

@@ -1,41 +1,16 @@
-// Crash-safe file writes: temp file in the same directory → write → fsync → rename. rename(2) within a directory
-// is atomic, so a reader (or a resumed run after SIGKILL or power loss) sees the old file, the new file, or no
-// file — never half of one.
+// Checkpoint file primitives: crash-safe writes (models/atomic-write.ts: temp file → fsync → rename), durable
+// renames, SHA-256 of bytes and files, quiet unlinks.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { writeAll, writeAtomically } from '../../models/atomic-write.ts';
 
-export const TEMP_SUFFIX = '.tmp';
-
-export function tempNameFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`);
-}
+export { TEMP_SUFFIX } from '../../models/atomic-write.ts';
 
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = tempNameFor(path);
-  let fd: number | undefined;
   try {
-    fd = openSync(tmp, 'wx');
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
+    writeAtomically(path, (fd) => writeAll(fd, bytes));
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* may not exist */
-    }
     throw new Error(`cannot write ${path}: ${(e as Error).message}`);
   }
 }

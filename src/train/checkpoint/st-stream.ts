@@ -8,94 +8,54 @@
 // (known dtype, size = numel·itemsize, tensors tile the data section), so either side can read the other's files.
 
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { SafetensorsFile, type SafeTensorInput, type SafetensorsData, type SafetensorsDType } from '../../models/safetensors.ts';
-import { tempNameFor } from './atomic.ts';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { writeAll, writeAtomically } from '../../models/atomic-write.ts';
+import {
+  ITEMSIZE,
+  numel,
+  safetensorsLayout,
+  SafetensorsError,
+  SafetensorsFile,
+  tensorBytes,
+  type SafetensorsData,
+  type SafetensorsDType,
+  type TensorsInput,
+} from '../../models/safetensors.ts';
 import { CheckpointError } from './format.ts';
 
-const ITEMSIZE: Record<SafetensorsDType, number> = { F32: 4, F64: 8, I32: 4, I64: 8 };
 const CHUNK = 64 << 20;
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function dtypeOf(data: SafetensorsData): SafetensorsDType {
-  if (data instanceof Float32Array) return 'F32';
-  if (data instanceof Float64Array) return 'F64';
-  if (data instanceof Int32Array) return 'I32';
-  if (data instanceof BigInt64Array) return 'I64';
-  throw new Error(`unsupported typed array ${(data as object).constructor?.name}`);
-}
-
-function numel(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
-
-function bytesOf(data: SafetensorsData): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-}
 
 export interface WrittenFile {
   bytes: number;
   sha256: string;
 }
 
-type TensorsInput = ReadonlyMap<string, SafeTensorInput> | Readonly<Record<string, SafeTensorInput>>;
-
 /** Writes a safetensors file atomically (temp, fsync, rename) without holding it in memory; returns size and SHA-256. */
 export function writeSafetensorsStreaming(path: string, tensors: TensorsInput, metadata?: Readonly<Record<string, string>>): WrittenFile {
-  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
-  const list: [string, SafeTensorInput][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors as Record<string, SafeTensorInput>);
-  list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  // No prototype: a tensor named "__proto__" must become a key, not replace the object's prototype.
-  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = { ...metadata };
-  let off = 0;
-  for (const [name, t] of list) {
-    const dtype = t.dtype ?? dtypeOf(t.data);
-    if (dtype !== dtypeOf(t.data)) throw new CheckpointError(`${path}: tensor "${name}": dtype ${dtype} does not match its ${t.data.constructor.name}`, path);
-    if (numel(t.shape) !== t.data.length) {
-      throw new CheckpointError(`${path}: tensor "${name}": shape [${t.shape.join(', ')}] needs ${numel(t.shape)} elements, data has ${t.data.length}`, path);
-    }
-    header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + t.data.byteLength] };
-    off += t.data.byteLength;
+  let layout;
+  try {
+    layout = safetensorsLayout(tensors, metadata, path);
+  } catch (e) {
+    throw e instanceof SafetensorsError ? new CheckpointError(e.message, path) : e;
   }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const hbytes = Buffer.from(json, 'utf8');
-  const prefix = Buffer.alloc(8 + hbytes.length);
-  prefix.writeBigUInt64LE(BigInt(hbytes.length), 0);
-  hbytes.copy(prefix, 8);
-
+  const { head, tensors: list, dataBytes } = layout;
   const hash = createHash('sha256');
-  const tmp = tempNameFor(path);
-  let fd: number | undefined;
-  const put = (b: Uint8Array) => {
+  const put = (fd: number, b: Uint8Array) => {
     for (let at = 0; at < b.length; at += CHUNK) {
       const part = b.subarray(at, Math.min(b.length, at + CHUNK));
       hash.update(part);
-      let done = 0;
-      while (done < part.length) done += writeSync(fd!, part, done, part.length - done);
+      writeAll(fd, part);
     }
   };
   try {
-    fd = openSync(tmp, 'wx');
-    put(prefix);
-    for (const [, t] of list) put(bytesOf(t.data));
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
+    writeAtomically(path, (fd) => {
+      put(fd, head);
+      for (const [, t] of list) put(fd, tensorBytes(t.data));
+    });
   } catch (e) {
-    if (fd !== undefined) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* may not exist */
-    }
     throw e instanceof CheckpointError ? e : new CheckpointError(`cannot write ${path}: ${(e as Error).message}`, path);
   }
-  return { bytes: prefix.length + off, sha256: hash.digest('hex') };
+  return { bytes: head.length + dataBytes, sha256: hash.digest('hex') };
 }
 
 function readFully(fd: number, into: Uint8Array, position: number, path: string, hash: Hash): void {
@@ -155,7 +115,7 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
       const count = numel(e.shape);
       const data: SafetensorsData =
         e.dtype === 'F32' ? new Float32Array(count) : e.dtype === 'F64' ? new Float64Array(count) : e.dtype === 'I32' ? new Int32Array(count) : new BigInt64Array(count);
-      readFully(fd, bytesOf(data), dataStart + pos, path, hash);
+      readFully(fd, tensorBytes(data), dataStart + pos, path, hash);
       file.set(e.name, { dtype: e.dtype, shape: e.shape, data });
       pos = e.data_offsets[1];
     }
