@@ -83,7 +83,7 @@ def dsv3_freqs(a):
 
 
 def moe(X, P, pre, m, bias):
-    """per-token MoE, spec §3.3 (same algorithm as selfcheck.np_moe, restated on a parameter dict)."""
+    """per-token MoE, spec §3.3 (selfcheck.py also checks the PyTorch MoE layer against it)."""
     E, K = m.num_experts, m.top_k
     out = np.zeros_like(X)
     for n in range(X.shape[0]):

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import numpy_ref  # noqa: E402
 from config import MoEArgs, build_args  # noqa: E402
 from model import (Recorder, dsv3_rope_table, dsv3_softmax_scale, forward, llama4_dense_hidden,  # noqa: E402
                    llama4_expert_hidden, llama4_rope_table, make_model, moe_forward, param_shapes,
@@ -92,49 +93,10 @@ def far_from_ties(x, p, m, eb, thr=1e-3):
 
 
 def np_moe(X, p, m: MoEArgs, eb):
-    """Independent per-token float64 implementation of spec §3.3 (no sorting / grouping machinery)."""
-    X = np.asarray(X, dtype=np.float64)
+    """numpy_ref.moe (independent per-token float64 implementation of spec §3.3) on torch inputs."""
     P = {k: np.asarray(v.detach(), dtype=np.float64) for k, v in p.items()}
-    E, K = m.num_experts, m.top_k
-    bias = np.zeros(E) if eb is None else np.asarray(eb, dtype=np.float64)
-    out = np.zeros_like(X)
-
-    def silu(z):
-        return z / (1.0 + np.exp(-z))
-
-    def ffn(x, w1, w2, w3):
-        return w2 @ (silu(w1 @ x) * (w3 @ x))
-
-    for n in range(X.shape[0]):
-        x = X[n]
-        logits = P["router.gate.weight"] @ x
-        if m.score_func == "sigmoid":
-            s = 1.0 / (1.0 + np.exp(-logits))
-        else:
-            z = np.exp(logits - logits.max())
-            s = z / z.sum()
-        c = s + bias
-        allowed = list(range(E))
-        if m.num_expert_groups:
-            G = m.num_expert_groups
-            gsz = E // G
-            gscore = [sum(sorted(c[g * gsz:(g + 1) * gsz])[-2:]) for g in range(G)]
-            keep = sorted(range(G), key=lambda g: (-gscore[g], g))[:m.num_limited_groups]
-            allowed = [e for e in range(E) if e // gsz in keep]
-        chosen = sorted(allowed, key=lambda e: (-c[e], e))[:K]
-        w = np.array([s[e] for e in chosen])
-        if m.route_norm:
-            w = w / (w.sum() + 1e-20)
-        w = w * m.route_scale
-        for k, e in enumerate(chosen):
-            if m.score_before_experts:
-                out[n] += ffn(x * w[k], P["experts.w1"][e], P["experts.w2"][e], P["experts.w3"][e])
-            else:
-                out[n] += w[k] * ffn(x, P["experts.w1"][e], P["experts.w2"][e], P["experts.w3"][e])
-        if m.num_shared_experts:
-            out[n] += ffn(x, P["shared_experts.w1.weight"], P["shared_experts.w2.weight"],
-                          P["shared_experts.w3.weight"])
-    return out
+    bias = None if eb is None else np.asarray(eb, dtype=np.float64)
+    return numpy_ref.moe(np.asarray(X, dtype=np.float64), P, "", m, bias)
 
 
 def moe_checks():
