@@ -95,8 +95,8 @@ export class MlaAttention {
     const wkvb = u.p(this.n.wkv_b);
     for (let h = 0; h < Hh; h++) {
       const rowK = h * (dn + dv);
-      K.sgemm(false, true, N, dn, kvr, 1, cnr.out, kvr, wkvb.subarray(rowK * kvr), kvr, 0, k.subarray(h * dqk), Hh * dqk);
-      K.sgemm(false, true, N, dv, kvr, 1, cnr.out, kvr, wkvb.subarray((rowK + dn) * kvr), kvr, 0, v.subarray(h * dv), Hh * dv);
+      linearFwd(K, cnr.out, wkvb.subarray(rowK * kvr), k.subarray(h * dqk), N, kvr, dn, 0, kvr, Hh * dqk);
+      linearFwd(K, cnr.out, wkvb.subarray((rowK + dn) * kvr), v.subarray(h * dv), N, kvr, dv, 0, kvr, Hh * dv);
       copyCols(K, kpe, dr, k.subarray(h * dqk + dn), Hh * dqk, N, dr, 0);
     }
     rt.pool.release(kpe);
@@ -140,10 +140,10 @@ export class MlaAttention {
       const dkh = dk.subarray(h * dqk);
       const dvh = dvb.subarray(h * dv);
       copyCols(K, dk.subarray(h * dqk + dn), Hh * dqk, dkpe, dr, N, dr, h === 0 ? 0 : 1);
-      K.sgemm(false, false, N, kvr, dn, 1, dkh, Hh * dqk, wkvb.subarray(rowK * kvr), kvr, h === 0 ? 0 : 1, dcn, kvr);
-      K.sgemm(false, false, N, kvr, dv, 1, dvh, Hh * dv, wkvb.subarray((rowK + dn) * kvr), kvr, 1, dcn, kvr);
-      K.sgemm(true, false, dn, kvr, N, 1, dkh, Hh * dqk, ctx.cn, kvr, 1, gkvb.subarray(rowK * kvr), kvr);
-      K.sgemm(true, false, dv, kvr, N, 1, dvh, Hh * dv, ctx.cn, kvr, 1, gkvb.subarray((rowK + dn) * kvr), kvr);
+      linearBwdInput(K, dkh, wkvb.subarray(rowK * kvr), dcn, N, kvr, dn, h === 0 ? 0 : 1, Hh * dqk, kvr);
+      linearBwdInput(K, dvh, wkvb.subarray((rowK + dn) * kvr), dcn, N, kvr, dv, 1, Hh * dv, kvr);
+      linearBwdWeight(K, dkh, ctx.cn, gkvb.subarray(rowK * kvr), N, kvr, dn, Hh * dqk, kvr);
+      linearBwdWeight(K, dvh, ctx.cn, gkvb.subarray((rowK + dn) * kvr), N, kvr, dv, Hh * dv, kvr);
     }
     rt.pool.release(dk);
     rt.pool.release(dvb);

@@ -14,6 +14,7 @@
 
 import type { Runtime } from '../runtime.ts';
 import type { MoEArgs } from './args.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd } from '../layers/linear.ts';
 
 /** The routing decision of one microbatch on one rank: plain arrays, ready to be exchanged or saved. */
 export interface RouteResult {
@@ -61,7 +62,7 @@ export function routeForward(
   const E = args.num_experts;
   const K = args.top_k;
   const scores = rt.pool.get(N * E);
-  rt.k.sgemm(false, true, N, E, D, 1, x, D, p.gate, D, 0, scores, E);
+  linearFwd(rt.k, x, p.gate, scores, N, D, E);
   if (p.gateBias) for (let n = 0; n < N; n++) for (let e = 0; e < E; e++) scores[n * E + e] = f(scores[n * E + e]! + p.gateBias[e]!);
   if (args.score_func === 'sigmoid') {
     for (let i = 0; i < N * E; i++) scores[i] = 1 / (1 + Math.exp(-scores[i]!));
@@ -207,8 +208,8 @@ export function routeBackward(
       for (let e = 0; e < E; e++) dl[o + e] = scores[o + e]! * (dl[o + e]! - dot);
     }
   }
-  rt.k.sgemm(true, false, E, D, N, 1, dl, E, ctx.x, D, 1, g.gate, D);
-  rt.k.sgemm(false, false, N, D, E, 1, dl, E, p.gate, D, 1, dx, D);
+  linearBwdWeight(rt.k, dl, ctx.x, g.gate, N, D, E);
+  linearBwdInput(rt.k, dl, p.gate, dx, N, D, E, 1);
   if (g.gateBias) for (let n = 0; n < N; n++) for (let e = 0; e < E; e++) g.gateBias[e] += dl[n * E + e]!;
   rt.pool.release(dl);
   releaseRouteCtx(rt, ctx);
