@@ -23,3 +23,10 @@ export class CollectiveError extends Error {
     this.name = 'CollectiveError';
   }
 }
+
+/** A failed rank's error for the launcher: a CollectiveError's kind says which collective went wrong; anything else needs its stack to be found. */
+export function rankErrorText(e: unknown): string {
+  if (e instanceof CollectiveError) return `CollectiveError[${e.kind}]: ${e.message}`;
+  if (e instanceof Error) return e.stack ?? `${e.name}: ${e.message}`;
+  return String(e);
+}

@@ -1,25 +1,13 @@
 // launch() for the inproc transport: every rank's program runs as an async task on this event loop, against its
 // own world communicator, with its own structured clone of the arguments (as threads and mpi would see them).
 
-import { pathToFileURL } from 'node:url';
 import { installDumpOnFailure } from '../flight-dump-io.ts';
 import { diagnose } from '../inspect.ts';
 import type { LaunchResult, RankContext, RankEntry, RankMain, RankOutcome, WorldOptions } from '../launch.ts';
+import { loadRankMain } from '../rank-program.ts';
 import { createInprocWorld, type InprocWorld, type InprocWorldOptions } from './world.ts';
 
 export { createInprocWorld, InprocWorld, type InprocWorldOptions } from './world.ts';
-
-/** Loads `exportName` (default rankMain) of a rank-program module given as a path or a file: URL. */
-export async function loadRankMain<A, R>(entry: RankEntry): Promise<RankMain<A, R>> {
-  const spec = entry.module.startsWith('file:') ? entry.module : pathToFileURL(entry.module).href;
-  const mod = (await import(spec)) as Record<string, unknown>;
-  const name = entry.exportName ?? 'rankMain';
-  const fn = mod[name];
-  if (typeof fn !== 'function') {
-    throw new Error(`rank program ${entry.module} does not export a function "${name}"; export one of type RankMain (ctx) => Promise<result>`);
-  }
-  return fn as RankMain<A, R>;
-}
 
 const firstLine = (s: string) => s.split('\n', 1)[0]!;
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));

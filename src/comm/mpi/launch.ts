@@ -5,19 +5,13 @@
 // rank that simply returned would leave its peers waiting. The one exception is a job of size 1.
 
 import { profileByName } from '../capabilities.ts';
-import { CollectiveError } from '../errors.ts';
-import { loadRankMain } from '../inproc/launch.ts';
+import { rankErrorText } from '../errors.ts';
 import type { LaunchResult, RankContext, RankEntry, RankOutcome, WorldOptions } from '../launch.ts';
+import { loadRankMain } from '../rank-program.ts';
 import { MpiCommunicator } from './communicator.ts';
 import { MpiWorld } from './world.ts';
 
 export { mpiAvailability, MpiUnavailableError } from './native.ts';
-
-function errorText(e: unknown): string {
-  if (e instanceof CollectiveError) return `CollectiveError[${e.kind}]: ${e.message}`;
-  if (e instanceof Error) return e.stack ?? `${e.name}: ${e.message}`;
-  return String(e);
-}
 
 export async function launchMpi<A, R>(opts: WorldOptions, entry: RankEntry, args: A): Promise<LaunchResult<R>> {
   const profile = profileByName(opts.profile ?? 'full');
@@ -41,8 +35,8 @@ export async function launchMpi<A, R>(opts: WorldOptions, entry: RankEntry, args
     await comm.barrier({ tag: 'finalize' });
     outcome = { rank: world.rank, ok: true, value };
   } catch (e) {
-    if (world.size > 1) return world.fail(errorText(e));
-    outcome = { rank: 0, ok: false, error: errorText(e), dump: world.recorder.dump(`rank 0 failed: ${(e as Error)?.message ?? e}`) };
+    if (world.size > 1) return world.fail(rankErrorText(e));
+    outcome = { rank: 0, ok: false, error: rankErrorText(e), dump: world.recorder.dump(`rank 0 failed: ${(e as Error)?.message ?? e}`) };
     world.writeDump(`rank 0 failed: ${(e as Error)?.message ?? e}`);
   }
   await world.finalize();

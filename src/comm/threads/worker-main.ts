@@ -3,15 +3,15 @@
 // rank marks itself failed on the liveness board and poisons its groups first, so peers waiting on it fail at
 // once with its name instead of waiting for their timeouts.
 
-import { pathToFileURL } from 'node:url';
 import { workerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { profileByName } from '../capabilities.ts';
-import { CollectiveError } from '../errors.ts';
+import { rankErrorText } from '../errors.ts';
 import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
 import { FlightRecorder, type FlightDump } from '../flight-recorder.ts';
-import type { RankContext, RankMain } from '../launch.ts';
+import type { RankContext } from '../launch.ts';
+import { loadRankMain } from '../rank-program.ts';
 import { BrokerClient } from './broker-client.ts';
 import { PeerBuffers } from './buffers.ts';
 import { ThreadsCommunicator } from './communicator.ts';
@@ -39,12 +39,6 @@ const runtime = new RankRuntime({
   directMinBytes: init.directMinBytes,
 });
 
-function errorText(e: unknown): string {
-  if (e instanceof CollectiveError) return `CollectiveError[${e.kind}]: ${e.message}`;
-  if (e instanceof Error) return e.stack ?? `${e.name}: ${e.message}`;
-  return String(e);
-}
-
 function writeDump(dump: FlightDump): void {
   if (!init.dumpDir) return;
   try {
@@ -60,12 +54,7 @@ async function main(): Promise<void> {
   life.set(init.rank, 'running');
   broker.post({ type: 'started' });
   try {
-    const spec = init.module.startsWith('file:') ? init.module : pathToFileURL(init.module).href;
-    const mod = (await import(spec)) as Record<string, unknown>;
-    const fn = mod[init.exportName];
-    if (typeof fn !== 'function') {
-      throw new Error(`rank program ${init.module} does not export a function "${init.exportName}"; export one of type RankMain (ctx) => Promise<result>`);
-    }
+    const rankMain = await loadRankMain<unknown, unknown>({ module: init.module, exportName: init.exportName });
     const world = new ThreadsCommunicator({
       runtime,
       arena: init.world,
@@ -76,7 +65,7 @@ async function main(): Promise<void> {
       timeoutMs: init.timeoutMs,
     });
     const ctx: RankContext<unknown> = { rank: init.rank, size: init.size, world, recorder, transport: 'threads', args: init.args };
-    const value = await (fn as RankMain<unknown, unknown>)(ctx);
+    const value = await rankMain(ctx);
     try {
       broker.post({ type: 'result', ok: true, value });
     } catch (e) {
@@ -84,7 +73,7 @@ async function main(): Promise<void> {
     }
     life.set(init.rank, 'finished');
   } catch (e) {
-    const msg = errorText(e);
+    const msg = rankErrorText(e);
     const dump = recorder.dump(`rank ${init.rank} failed: ${msg.split('\n', 1)[0]}`);
     // Report before waking the peers, so the launcher hears the cause before the consequences.
     broker.post({ type: 'result', ok: false, error: msg, dump });
