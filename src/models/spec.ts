@@ -93,13 +93,6 @@ export interface ParamSpec {
   expert: boolean;
 }
 
-export interface BufferSpec {
-  name: string;
-  shape: readonly number[];
-  /** Saved in checkpoints (expert_bias) or not (tokens_per_expert). */
-  persistent: boolean;
-}
-
 export interface ModelSpec {
   config: ResolvedModelConfig;
   family: ResolvedModelConfig['name'];
@@ -291,20 +284,6 @@ export function paramSpecs(spec: ModelSpec): ParamSpec[] {
     init: { kind: 'trunc_normal', std: outStd, a: -3 * outStd, b: 3 * outStd },
     expert: false,
   });
-  return out;
-}
-
-/** Buffers of MoE layers: expert_bias (persistent, only with load_balance_coeff) and tokens_per_expert. */
-export function bufferSpecs(spec: ModelSpec): BufferSpec[] {
-  const out: BufferSpec[] = [];
-  for (const b of spec.blocks) {
-    if (b.ffn.kind !== 'moe') continue;
-    const E = b.ffn.args.num_experts;
-    if (b.ffn.args.load_balance_coeff !== null) {
-      out.push({ name: `layers.${b.layerId}.moe.expert_bias`, shape: [E], persistent: true });
-    }
-    out.push({ name: `layers.${b.layerId}.moe.tokens_per_expert`, shape: [E], persistent: false });
-  }
   return out;
 }
 

@@ -14,10 +14,6 @@ export interface AdamWConfig {
   weight_decay: number;
 }
 
-export function defaultAdamWConfig(): AdamWConfig {
-  return { lr: 8e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-}
-
 interface State {
   unit: FlatParams;
   m: Float32Array;

@@ -8,7 +8,7 @@
 // names but have L rows on dim 0.
 
 import type { Allocator } from '../../tensor/allocator.ts';
-import { numelOf, Tensor } from '../../tensor/tensor.ts';
+import { numelOf } from '../../tensor/tensor.ts';
 import type { InitSpec, ParamSpec } from '../spec.ts';
 
 /** Offsets are multiples of 16 floats (64 bytes) so every parameter starts on a cache line. */
@@ -169,14 +169,6 @@ export class ParamUnit implements FlatParams {
       this.gradViews.set(name, v);
     }
     return v;
-  }
-
-  tensor(name: string): Tensor {
-    return new Tensor(this.p(name), this.layout.entry(name).shape);
-  }
-
-  gradTensor(name: string): Tensor {
-    return new Tensor(this.g(name), this.layout.entry(name).shape);
   }
 
   /** Zeroes the attached gradient storage (none attached: nothing to zero, the FSDP shard owns the grads). */
