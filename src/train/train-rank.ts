@@ -15,7 +15,7 @@ import type { MoeStrategy } from '../protocols/strategies.ts';
 import { TraceRecorder, runPaths, teeSink } from '../trace/index.ts';
 import { alignRecorderClock } from '../trace/clock.ts';
 import { BroadcastChannel } from 'node:worker_threads';
-import { commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, writeRankShard, pruneCheckpoints } from './checkpoint/index.ts';
+import { CheckpointError, commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, verifyCheckpoint, writeRankShard, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
 import { createDataLoader, DataStateError } from './data/index.ts';
 import { acModeOf, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
@@ -213,23 +213,47 @@ interface ResumePoint {
 
 function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): ResumePoint | null {
   if (cfg.checkpoint.enable) {
-    const listing = listCheckpoints(folder);
-    for (const p of listing.partial) log(`resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}`);
+    const skipped = (p: PartialCheckpoint) => log(`resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}`);
     const want = cfg.checkpoint.load_step;
-    const pick = want >= 0 ? listing.complete.find((c) => c.step === want) : listing.complete[listing.complete.length - 1];
-    if (want >= 0 && !pick) {
-      throw new Error(`[checkpoint] load_step = ${want}: no complete checkpoint for that step in ${folder} (complete: ${listing.complete.map((c) => c.step).join(', ') || 'none'})`);
+    let pick: CompleteCheckpoint | null;
+    if (want >= 0) {
+      // The error names every complete step, so all of them are verified.
+      const listing = listCheckpoints(folder);
+      for (const p of listing.partial) skipped(p);
+      pick = listing.complete.find((c) => c.step === want) ?? null;
+      if (!pick) {
+        throw new Error(`[checkpoint] load_step = ${want}: no complete checkpoint for that step in ${folder} (complete: ${listing.complete.map((c) => c.step).join(', ') || 'none'})`);
+      }
+    } else {
+      // Newest first: every rank runs this at start-up, and with keep_latest_k = 0 the folder holds every step ever
+      // written, so verifying (hashing) them all would read the whole history to use one checkpoint.
+      pick = latestComplete(folder, { skipped });
     }
     if (pick) return { dir: pick.dir, step: pick.step, worldSize: pick.manifest.worldSize, hash: pick.manifest.configHash, sameRun: true };
   }
   const init = cfg.checkpoint.initial_load_path;
   if (init && !init.endsWith('.safetensors')) {
     // A step folder, or a checkpoint folder (its newest complete step).
-    const l = /step-\d+\/?$/.test(init) ? listCheckpoints(init.replace(/\/?step-\d+\/?$/, '')).complete.find((c) => init.replace(/\/$/, '').endsWith(c.dir.split('/').pop()!)) : latestComplete(init);
+    const stepAt = /\/?step-(\d+)\/?$/.exec(init);
+    const l = stepAt ? completeStepDir(init.slice(0, stepAt.index), stepAt[1]!) : latestComplete(init);
     if (!l) throw new Error(`[checkpoint] initial_load_path = ${init}: no complete checkpoint there`);
     return { dir: l.dir, step: l.step, worldSize: l.manifest.worldSize, hash: l.manifest.configHash, sameRun: false };
   }
   return null;
+}
+
+/** `<parent>/step-<digits>` if it is a complete checkpoint, verified alone rather than with its siblings. */
+function completeStepDir(parent: string, digits: string): CompleteCheckpoint | null {
+  // A bare "step-N" names no checkpoint folder; it is refused, as it always was, not looked up in the cwd.
+  if (parent === '') return null;
+  const dir = join(parent, `step-${digits}`);
+  const step = Number(digits);
+  try {
+    return { step, dir, manifest: verifyCheckpoint(dir, 'checksum', step) };
+  } catch (e) {
+    if (e instanceof CheckpointError) return null;
+    throw e;
+  }
 }
 
 /** Forwards the events the live view needs (state changes, collectives) to the launcher, compactly. */
