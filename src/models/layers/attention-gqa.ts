@@ -4,7 +4,7 @@
 import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import type { GqaSpec } from '../spec.ts';
-import type { RopeTable } from './rope.ts';
+import { checkRopeLength, type RopeTable } from './rope.ts';
 import { linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
 
 export interface GqaCtx {
@@ -45,9 +45,7 @@ export class GqaAttention {
     const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
     const N = B * S;
     const D = this.D;
-    if (this.spec.useRope && S > this.rope!.seqLen) {
-      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope!.seqLen}); raise training.seq_len`);
-    }
+    if (this.spec.useRope) checkRopeLength(this.rope!, S);
     const u = this.unit;
     const q = rt.pool.get(N * Hq * hd);
     const k = rt.pool.get(N * Hkv * hd);

@@ -11,7 +11,7 @@
 import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import type { MlaSpec } from '../spec.ts';
-import type { RopeTable } from './rope.ts';
+import { checkRopeLength, type RopeTable } from './rope.ts';
 import { copyCols, linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
 import { rmsnormBackward, rmsnormForward, type RmsNormCtx } from './rmsnorm.ts';
 
@@ -61,9 +61,7 @@ export class MlaAttention {
     const D = this.D;
     const u = this.unit;
     const K = rt.k;
-    if (S > this.rope.seqLen) {
-      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope.seqLen}); raise training.seq_len`);
-    }
+    checkRopeLength(this.rope, S);
     const { cos, sin } = this.rope;
 
     const q = rt.pool.get(N * Hh * dqk);

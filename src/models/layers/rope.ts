@@ -109,3 +109,10 @@ export function buildRopeTable(spec: RopeSpec): RopeTable {
   }
   return { dim: spec.dim, seqLen: S, cos, sin, freqs };
 }
+
+/** Throws when a batch of sequence length S is longer than the table: the rope kernel would read rows that do not exist. */
+export function checkRopeLength(rope: RopeTable, S: number): void {
+  if (S > rope.seqLen) {
+    throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${rope.seqLen}); raise training.seq_len`);
+  }
+}

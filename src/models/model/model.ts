@@ -7,7 +7,7 @@ import type { Kernels } from '../../tensor/kernels-api.ts';
 import { getKernels } from '../../tensor/kernels.ts';
 import type { ResolvedModelConfig } from '../config.ts';
 import { embeddingBackward, embeddingForward } from '../layers/embedding.ts';
-import { buildRopeTable, type RopeTable } from '../layers/rope.ts';
+import { buildRopeTable, checkRopeLength, type RopeTable } from '../layers/rope.ts';
 import type { MoeBuffers, MoeLayer } from '../moe/layer.ts';
 import { initUnit } from '../params/init.ts';
 import { ParamUnit, UnitLayout, type ExpertRange, type UnitStorage } from '../params/unit.ts';
@@ -198,9 +198,7 @@ export class Model {
     if (tokens.length !== N || labels.length !== N) {
       throw new Error(`microbatch: tokens (${tokens.length}) and labels (${labels.length}) must both hold B·S = ${B}·${S} = ${N} ids`);
     }
-    if (S > this.rope.seqLen) {
-      throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${this.rope.seqLen}); raise training.seq_len`);
-    }
+    checkRopeLength(this.rope, S);
     const V = this.spec.vocabSize;
     for (let i = 0; i < N; i++) {
       const y = labels[i]!;
