@@ -6,17 +6,14 @@
 // Needs the same token count on every EP rank (true of every data split moe-actors makes).
 
 import type { EpDispatch, MoeStep } from './moe-step.ts';
+import { permuteForward, releasePermutation, scatterGateGrads, type Permutation } from '../../models/moe/permute.ts';
 
 interface RsPlan {
-  /** Rows my experts compute. */
-  Rloc: number;
-  /** (Rloc) global token (source·N + token) of each local row, grouped by local expert, token ascending. */
-  tok: Int32Array;
-  /** (Rloc) global routing slot (token·K + k). */
-  slot: Int32Array;
-  /** (Rloc) gate of each local row. */
-  gate: Float32Array;
-  counts: Int32Array;
+  /**
+   * The rows my experts compute, as a permutation of all P·N gathered tokens (srcToken = source·N + token,
+   * slot = global routing slot, counts per local expert): the layer's permute/combine run on it unchanged.
+   */
+  perm: Permutation;
   /** Unscaled input rows (score before experts: needed for the gate grads). */
   xLocal: Float32Array | null;
   /** (P·N·K) gate grads of all tokens' slots that my experts served. */
@@ -42,25 +39,25 @@ export const allgatherRsDispatch: EpDispatch = {
       const e = allIdx[j]! - lo;
       if (e >= 0 && e < L) counts[e]++;
     }
-    let Rloc = 0;
+    let R = 0;
     const next = new Int32Array(L);
     for (let e = 0; e < L; e++) {
-      next[e] = Rloc;
-      Rloc += counts[e]!;
+      next[e] = R;
+      R += counts[e]!;
     }
-    const tok = rt.pool.i32(Rloc);
-    const slot = rt.pool.i32(Rloc);
-    const gate = rt.pool.get(Rloc);
+    const srcToken = rt.pool.i32(R);
+    const slot = rt.pool.i32(R);
+    const gatesSorted = rt.pool.get(R);
     for (let j = 0; j < allIdx.length; j++) {
       const e = allIdx[j]! - lo;
       if (e < 0 || e >= L) continue;
       const q = next[e]!++;
-      tok[q] = (j / K) | 0;
+      srcToken[q] = (j / K) | 0;
       slot[q] = j;
-      gate[q] = allGates[j]!;
+      gatesSorted[q] = allGates[j]!;
     }
     rt.pool.release(allGates);
-    s.plan = { Rloc, tok, slot, gate, counts, xLocal: null, dGatesAll: null } satisfies RsPlan;
+    s.plan = { perm: { R, srcToken, slot, gatesSorted, counts }, xLocal: null, dGatesAll: null } satisfies RsPlan;
   },
 
   async dispatch(s: MoeStep) {
@@ -69,31 +66,25 @@ export const allgatherRsDispatch: EpDispatch = {
     const allX = rt.pool.get(P * N * D);
     await s.ep.allGather(s.x, allX, { tag: `${s.tag} dispatch` });
     const sbe = sbeOf(s);
-    const local = rt.pool.get(p.Rloc * D);
-    rt.k.gatherRows(allX, p.tok, local, p.Rloc, D, sbe ? p.gate : null);
-    if (sbe) {
-      p.xLocal = rt.pool.get(p.Rloc * D);
-      rt.k.gatherRows(allX, p.tok, p.xLocal, p.Rloc, D, null);
-    }
+    const local = permuteForward(rt, p.perm, allX, D, sbe);
+    // The gate grads need x[srcToken]; gathering just those rows now frees allX before backward.
+    if (sbe) p.xLocal = permuteForward(rt, p.perm, allX, D, false);
     rt.pool.release(allX);
     s.localRows = local;
-    s.localCounts = p.counts;
+    s.localCounts = p.perm.counts;
   },
 
   combine(s: MoeStep): Promise<void> {
     const p = plan(s);
     const { rt, P, N, D } = s;
-    const sbe = sbeOf(s);
-    const partial = rt.pool.zeros(P * N * D);
-    rt.k.scatterAddRows(s.yLocal!, p.tok, partial, p.Rloc, D, sbe ? null : p.gate);
-    if (sbe) {
-      rt.pool.release(s.yLocal);
-      s.yLocal = undefined;
-    } // else kept: the gate grads need the outputs
+    // The partial output covers every rank's tokens; the reduce_scatter sums and returns each rank its own.
+    const cb = s.layer.combine(rt, p.perm, s.yLocal!, P * N);
+    s.yLocal = undefined; // combine took ownership
+    s.combineCtx = cb.ctx;
     const out = rt.pool.get(N * D);
-    const sent = s.ep.reduceScatter(partial, out, { op: 'sum' }, { tag: `${s.tag} combine` });
+    const sent = s.ep.reduceScatter(cb.out, out, { op: 'sum' }, { tag: `${s.tag} combine` });
     return sent.then(() => {
-      rt.pool.release(partial);
+      rt.pool.release(cb.out);
       s.out = out;
     });
   },
@@ -101,36 +92,28 @@ export const allgatherRsDispatch: EpDispatch = {
   async combineGrad(s: MoeStep) {
     const p = plan(s);
     const { rt, P, N, D, K } = s;
-    const sbe = sbeOf(s);
     const allD = rt.pool.get(P * N * D);
     await s.ep.allGather(s.dOut!, allD, { tag: `${s.tag} combine-grad` });
-    const dY = rt.pool.get(p.Rloc * D);
-    rt.k.gatherRows(allD, p.tok, dY, p.Rloc, D, sbe ? null : p.gate);
     p.dGatesAll = rt.pool.zeros(P * N * K);
-    if (!sbe) {
-      const dots = rt.pool.get(p.Rloc);
-      rt.k.gatherRowDot(allD, p.tok, s.yLocal!, dots, p.Rloc, D);
-      for (let r = 0; r < p.Rloc; r++) p.dGatesAll[p.slot[r]!] += dots[r]!;
-      rt.pool.release(dots);
-      rt.pool.release(s.yLocal);
-      s.yLocal = undefined;
-    }
+    s.dYLocal = s.layer.combineGrad(rt, p.perm, s.combineCtx!, allD, p.dGatesAll);
+    s.combineCtx = undefined;
     rt.pool.release(allD);
-    s.dYLocal = dY;
   },
 
   async dispatchGrad(s: MoeStep) {
     const p = plan(s);
     const { rt, P, N, D, K } = s;
     const sbe = sbeOf(s);
+    const { perm } = p;
     const dxAll = rt.pool.zeros(P * N * D);
-    rt.k.scatterAddRows(s.dRowsLocal!, p.tok, dxAll, p.Rloc, D, sbe ? p.gate : null);
+    rt.k.scatterAddRows(s.dRowsLocal!, perm.srcToken, dxAll, perm.R, D, sbe ? perm.gatesSorted : null);
     if (sbe) {
-      const dots = rt.pool.get(p.Rloc);
-      const ident = rt.pool.i32(p.Rloc);
-      for (let r = 0; r < p.Rloc; r++) ident[r] = r;
-      rt.k.gatherRowDot(p.xLocal!, ident, s.dRowsLocal!, dots, p.Rloc, D);
-      for (let r = 0; r < p.Rloc; r++) p.dGatesAll![p.slot[r]!] += dots[r]!;
+      // The layer's permuteBackward would need all gathered tokens; row r of xLocal is already x[srcToken[r]].
+      const dots = rt.pool.get(perm.R);
+      const ident = rt.pool.i32(perm.R);
+      for (let r = 0; r < perm.R; r++) ident[r] = r;
+      rt.k.gatherRowDot(p.xLocal!, ident, s.dRowsLocal!, dots, perm.R, D);
+      scatterGateGrads(perm, dots, p.dGatesAll!);
       rt.pool.releaseI32(ident);
       rt.pool.release(dots);
     }
@@ -151,9 +134,7 @@ export const allgatherRsDispatch: EpDispatch = {
     const p = s.plan as RsPlan | undefined;
     if (p) {
       const pool = s.rt.pool;
-      pool.releaseI32(p.tok);
-      pool.releaseI32(p.slot);
-      pool.release(p.gate);
+      releasePermutation(s.rt, p.perm);
       if (p.xLocal) pool.release(p.xLocal);
       if (p.dGatesAll) pool.release(p.dGatesAll);
     }
