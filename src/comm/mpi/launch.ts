@@ -36,8 +36,7 @@ export async function launchMpi<A, R>(opts: WorldOptions, entry: RankEntry, args
     outcome = { rank: world.rank, ok: true, value };
   } catch (e) {
     if (world.size > 1) return world.fail(rankErrorText(e));
-    outcome = { rank: 0, ok: false, error: rankErrorText(e), dump: world.recorder.dump(`rank 0 failed: ${(e as Error)?.message ?? e}`) };
-    world.writeDump(`rank 0 failed: ${(e as Error)?.message ?? e}`);
+    outcome = world.recordFailure(rankErrorText(e), `rank 0 failed: ${(e as Error)?.message ?? e}`).outcome;
   }
   await world.finalize();
   return outcome.ok ? { outcomes: [outcome] } : { outcomes: [outcome], diagnosis: `rank 0 (the only rank) failed: ${outcome.error.split('\n', 1)[0]}` };

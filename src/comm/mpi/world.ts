@@ -8,7 +8,7 @@
 import type { Profile } from '../capabilities.ts';
 import { CollectiveError } from '../errors.ts';
 import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
-import { FlightRecorder } from '../flight-recorder.ts';
+import { FlightRecorder, type FlightDump } from '../flight-recorder.ts';
 import type { RankOutcome } from '../launch.ts';
 import { loadMpi, type MpiBinding, type MpiInitInfo } from './native.ts';
 import { Poller, type FaultNote } from './poller.ts';
@@ -120,19 +120,33 @@ export class MpiWorld {
     return last ? `was not in a collective (last completed ${last.op} #${last.seq} on group ${last.group})` : 'had not completed any collective';
   }
 
-  writeDump(reason: string): string | null {
+  private writeDump(dump: FlightDump): string | null {
     if (!this.opts.dumpDir) return null;
     try {
-      return writeDumpSync(this.opts.dumpDir, this.recorder.dump(reason));
+      return writeDumpSync(this.opts.dumpDir, dump);
     } catch (e) {
       console.error(`moe-actors mpi rank ${this.rank}: could not write its flight dump to ${this.opts.dumpDir}: ${(e as Error).message}`);
       return null;
     }
   }
 
+  /**
+   * This rank's failed outcome, with its dump also written to the dump directory. The dump is taken once so that
+   * the file and the outcome the launcher receives record the same moment.
+   */
+  recordFailure(error: string, reason: string): { outcome: { rank: number; ok: false; error: string; dump: FlightDump }; file: string | null } {
+    const dump = this.recorder.dump(reason);
+    const file = this.writeDump(dump);
+    return { outcome: { rank: this.rank, ok: false, error, dump }, file };
+  }
+
+  private printOutcome(outcome: RankOutcome<unknown>): void {
+    process.stdout.write(OUTCOME_TAG + JSON.stringify(outcome) + '\n');
+  }
+
   private report(outcome: RankOutcome<unknown>, line: string): void {
     console.error(`moe-actors mpi rank ${this.rank}: ${line}`);
-    process.stdout.write(OUTCOME_TAG + JSON.stringify(outcome) + '\n');
+    this.printOutcome(outcome);
   }
 
   /**
@@ -143,8 +157,7 @@ export class MpiWorld {
     if (this.failing !== null) return new Promise<never>(() => {});
     const first = error.split('\n', 1)[0]!;
     this.failing = first;
-    const dumpFile = this.writeDump(`rank ${this.rank} failed: ${first}`);
-    const outcome: RankOutcome<unknown> = { rank: this.rank, ok: false, error, dump: this.recorder.dump(`rank ${this.rank} failed: ${first}`) };
+    const { outcome, file: dumpFile } = this.recordFailure(error, `rank ${this.rank} failed: ${first}`);
     this.report(outcome, `${first}; it ${this.position()}${dumpFile ? `; flight dump: ${dumpFile}` : ''}`);
     if (this.size === 1) {
       this.b.abort(1);
@@ -208,8 +221,7 @@ export class MpiWorld {
       if (!st.initialized || st.finalized) return;
       if (this.failing === null) {
         const why = `rank ${this.rank} exited (exit code ${code}) before its program finished and MPI was finalized; it ${this.position()}`;
-        this.writeDump(why);
-        process.stdout.write(OUTCOME_TAG + JSON.stringify({ rank: this.rank, ok: false, error: why, dump: this.recorder.dump(why) }) + '\n');
+        this.printOutcome(this.recordFailure(why, why).outcome);
         console.error(`moe-actors mpi rank ${this.rank}: ${why}; aborting the MPI job`);
         if (this.size > 1) {
           this.b.faultNotify(why, 200);
@@ -222,8 +234,8 @@ export class MpiWorld {
       process.once(sig, () => {
         const why = `rank ${this.rank} received ${sig}; it ${this.position()}`;
         this.failing ??= why;
-        const file = this.writeDump(why);
-        process.stdout.write(OUTCOME_TAG + JSON.stringify({ rank: this.rank, ok: false, error: why, dump: this.recorder.dump(why) }) + '\n');
+        const { outcome, file } = this.recordFailure(why, why);
+        this.printOutcome(outcome);
         console.error(`moe-actors mpi rank ${this.rank}: ${why}${file ? `; flight dump: ${file}` : ''}`);
         // Give Hydra a moment to forward these lines before the exit guard aborts the job.
         sleepSync(100);
