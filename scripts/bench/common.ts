@@ -73,17 +73,6 @@ export function timeRuns(fn: () => void, reps: number, warmup = 1): number[] {
   return out;
 }
 
-export async function timeRunsAsync(fn: () => Promise<void>, reps: number, warmup = 1): Promise<number[]> {
-  for (let i = 0; i < warmup; i++) await fn();
-  const out: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
-
 function fmt(v: number): string {
   if (!Number.isFinite(v)) return String(v);
   const a = Math.abs(v);
