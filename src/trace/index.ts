@@ -1,6 +1,6 @@
 // The trace layer's public surface: what the actors, the trainer and the CLI use.
-//   actors/trainer: TraceRecorder (EventSink; one per rank), collectiveObserver (communicator → events),
-//     estimateClockOffset (mpi), LiveView, teeSink
+//   actors/trainer: TraceRecorder (EventSink; one per rank), estimateClockOffset (mpi), LiveView, teeSink
+//     (collectives become events through the actors' TraceBridge.commObserver, which knows the rank's position)
 //   CLI: viewRun (`moe-actors view`), summarizeRun (`moe-actors summary`), toMermaid/toDot (`moe-actors machines`)
 export { TraceRecorder, teeSink, type RecorderOptions, type RecorderMeta } from './recorder.ts';
 export { estimateClockOffset, estimateClockOffsets, type ClockOffset } from './clock.ts';
@@ -13,5 +13,4 @@ export { writeTimeline, timelineHtml } from './timeline.ts';
 export { failedRunView, type FailedRunView } from './failed-run.ts';
 export { LiveView, type LiveViewOptions } from './live-view.ts';
 export { toMermaid, toDot, collectEdges } from './statechart.ts';
-export { collectiveObserver, type CallContext } from './comm-events.ts';
 export { viewRun, summarizeRun, type ViewResult, type SummaryResult } from './view.ts';

@@ -1,23 +1,27 @@
 import { describe, expect, it } from 'vitest';
 import type { Communicator } from '../../src/comm/communicator.ts';
-import { FlightRecorder } from '../../src/comm/flight-recorder.ts';
+import { FlightRecorder, nowMs } from '../../src/comm/flight-recorder.ts';
 import type { TraceEvent } from '../../src/protocols/events.ts';
-import { collectiveObserver } from '../../src/trace/comm-events.ts';
+import { TraceBridge, type RankPosition } from '../../src/actors/trace-bridge.ts';
 import { buildModel } from '../../src/trace/model.ts';
 
-describe('collectiveObserver', () => {
-  it('turns communicator callbacks into start/end events a model pairs, with the failure text', () => {
+describe('TraceBridge.commObserver', () => {
+  // World rank 5 is group rank 1 of group ep [4,5].
+  const comm = { rank: 1, ranks: [4, 5] } as unknown as Communicator;
+  const spec = { group: 'ep', groupRanks: [4, 5], op: 'all_gather' as const, tag: 'layer 3 dispatch', dtype: 'float32' as const, inNelems: 10, outNelems: 20, timeoutMs: 100 };
+  const setup = () => {
     const events: TraceEvent[] = [];
-    let layer = 3;
-    const obs = collectiveObserver({ record: (e) => events.push(e) }, () => ({ actor: 'expert', step: 7, layer, microbatch: 1 }));
-    // World rank 5 is group rank 1 of group ep [4,5].
-    const comm = { rank: 1, ranks: [4, 5] } as unknown as Communicator;
-    const fr = new FlightRecorder(5, 8, 'test');
-    const spec = { group: 'ep', groupRanks: [4, 5], op: 'all_gather' as const, tag: 'layer 3 dispatch', dtype: 'float32' as const, inNelems: 10, outNelems: 20, timeoutMs: 100 };
+    const pos: RankPosition = { actor: 'expert', step: 7, layer: 3, microbatch: 1 };
+    const obs = new TraceBridge(5, { record: (e) => events.push(e) }, pos).commObserver();
+    return { events, pos, obs, fr: new FlightRecorder(5, 8, 'test') };
+  };
+
+  it('turns communicator callbacks into start/end events a model pairs, with the failure text', () => {
+    const { events, pos, obs, fr } = setup();
     const a = fr.schedule({ ...spec, seq: 1 });
     fr.start(a);
     obs.onStart!(comm, a);
-    layer = 4; // the end keeps the context of the start
+    pos.layer = 4; // the end keeps the position of the start
     fr.complete(a);
     obs.onEnd!(comm, a);
     const b = fr.schedule({ ...spec, seq: 2 });
@@ -32,10 +36,43 @@ describe('collectiveObserver', () => {
       ['start', 2, 5, 4, 40, 80, null],
       ['end', 2, 5, 4, 40, 80, 'timeout after 100 ms'],
     ]);
+    expect(events.map((e) => e.kind === 'collective' && [e.actor, e.step, e.microbatch, e.groupRanks, e.t])).toEqual([
+      ['expert', 7, 1, [4, 5], a.tStarted],
+      ['expert', 7, 1, [4, 5], a.tCompleted],
+      ['expert', 7, 1, [4, 5], b.tStarted],
+      ['expert', 7, 1, [4, 5], b.tCompleted],
+    ]);
     const m = buildModel(events);
     expect(m.collectives.map((c) => [c.seq, c.unfinished, c.error])).toEqual([
       [1, false, null],
       [2, false, 'timeout after 100 ms'],
     ]);
+  });
+
+  it('stamps missing times with the clock, records an end without a start at the current position, and a failure without text without an error', () => {
+    const { events, pos, obs, fr } = setup();
+    const a = fr.schedule({ ...spec, seq: 1 });
+    const t0 = nowMs();
+    obs.onStart!(comm, a); // never started: no tStarted
+    fr.complete(a);
+    a.tCompleted = null;
+    obs.onEnd!(comm, a);
+    const t1 = nowMs();
+    pos.layer = 9;
+    const b = fr.schedule({ ...spec, seq: 2 });
+    fr.start(b);
+    b.state = 'failed';
+    b.tCompleted = b.tStarted;
+    obs.onEnd!(comm, b);
+
+    expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.layer, 'error' in e])).toEqual([
+      ['start', 1, 3, false],
+      ['end', 1, 3, false],
+      ['end', 2, 9, false],
+    ]);
+    for (const e of events.slice(0, 2)) {
+      expect(e.t).toBeGreaterThanOrEqual(t0);
+      expect(e.t).toBeLessThanOrEqual(t1);
+    }
   });
 });
