@@ -5,7 +5,7 @@
 import type { InspectionEvent } from 'xstate';
 import type { CommObserver } from '../comm/base-communicator.ts';
 import type { Communicator } from '../comm/communicator.ts';
-import type { FlightEntry } from '../comm/flight-recorder.ts';
+import { nowMs, type FlightEntry } from '../comm/flight-recorder.ts';
 import type { EventSink, StateCategory } from '../protocols/events.ts';
 import type { StateMeta } from '../protocols/state-meta.ts';
 
@@ -17,8 +17,6 @@ export interface RankPosition {
   /** Timeline row of the collective currently issued (set by the stage that issues it). */
   actor: string;
 }
-
-export const now = (): number => performance.timeOrigin + performance.now();
 
 interface StateNodeLike {
   id: string;
@@ -53,7 +51,7 @@ export class TraceBridge {
     const after = new Set(nodes.filter((n) => n.meta?.category));
     if (before.size === after.size && [...after].every((n) => before.has(n))) return;
     const label = this.labels.get(ref);
-    const t = now();
+    const t = nowMs();
     for (const n of before) if (!after.has(n)) this.emit(n, 'exit', t, label);
     for (const n of after) if (!before.has(n)) this.emit(n, 'enter', t, label);
     if (snap.status && snap.status !== 'active') {
@@ -107,7 +105,7 @@ export class TraceBridge {
         groupRanks: comm.ranks,
         seq: e.seq,
         phase,
-        t: phase === 'start' ? (e.tStarted ?? now()) : (e.tCompleted ?? now()),
+        t: phase === 'start' ? (e.tStarted ?? nowMs()) : (e.tCompleted ?? nowMs()),
         dtype: e.dtype,
         inNelems: e.inNelems,
         outNelems: e.outNelems,
