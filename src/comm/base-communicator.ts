@@ -106,6 +106,23 @@ export abstract class BaseCommunicator implements Communicator {
     return `rank ${this.ranks[this.rank]} waited ${call.timeoutMs} ms in ${call.op} #${call.seq} on group ${this.name} (ranks ${this.ranks.join(',')}); the other members did not complete it`;
   }
 
+  /**
+   * For transports that split by exchanging (color, key) over this group: the group ranks that chose `color`, in
+   * MPI_Comm_split's order (key, then rank). `seq` is the exchange's sequence number, the same on every member, so
+   * it can name the split.
+   */
+  protected async splitMembers(color: number, key: number, name: string): Promise<{ members: number[]; seq: number }> {
+    const all = new Int32Array(2 * this.size);
+    const exchanged = this.allGather(new Int32Array([color, key]), all, { tag: `split:${name}` });
+    // Read before awaiting: by then this rank may have issued further calls.
+    const seq = this.seq;
+    await exchanged;
+    const members: number[] = [];
+    for (let q = 0; q < this.size; q++) if (all[2 * q] === color) members.push(q);
+    members.sort((a, b) => all[2 * a + 1]! - all[2 * b + 1]! || a - b);
+    return { members, seq };
+  }
+
   allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void> {
     if (send.constructor !== recv.constructor) return this.typeMismatch('all_gather', send, recv);
     if (recv.length !== send.length * this.size) {

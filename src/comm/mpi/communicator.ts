@@ -191,14 +191,10 @@ export class MpiCommunicator extends BaseCommunicator {
     if (color < 0) {
       throw new CollectiveError('invalid', `split of ${this.name} into ${name}: color must be non-negative (got ${color})`, { group: this.name });
     }
-    const all = new Int32Array(2 * this.size);
-    await this.allGather(new Int32Array([color, key]), all, { tag: `split:${name}` });
+    const { members: expected } = await this.splitMembers(color, key, name);
     const handle = this.world.b.commSplit(this.handle, color, key);
     const info = this.world.b.commInfo(handle);
     const ranks = Array.from(info.worldRanks);
-    const expected: number[] = [];
-    for (let q = 0; q < this.size; q++) if (all[2 * q] === color) expected.push(q);
-    expected.sort((a, b) => all[2 * a + 1]! - all[2 * b + 1]! || a - b);
     if (expected.map((q) => this.ranks[q]).join(',') !== ranks.join(',')) {
       throw new Error(`split into ${name}: MPI formed group [${ranks.join(',')}], but (color, key) of the members give [${expected.map((q) => this.ranks[q]).join(',')}]`);
     }

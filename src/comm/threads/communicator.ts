@@ -139,14 +139,7 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
         group: this.name,
       });
     }
-    const all = new Int32Array(2 * this.size);
-    const exchanged = this.allGather(new Int32Array([color, key]), all, { tag: `split:${name}` });
-    // The exchange's sequence number is the same on every member, so it names this split.
-    const splitSeq = this.seq;
-    await exchanged;
-    const members: number[] = [];
-    for (let q = 0; q < this.size; q++) if (all[2 * q] === color) members.push(q);
-    members.sort((a, b) => all[2 * a + 1]! - all[2 * b + 1]! || a - b);
+    const { members, seq: splitSeq } = await this.splitMembers(color, key, name);
     const worldRanks = members.map((q) => this.ranks[q]!);
     const arenaKey = `name:${name}/${this.channel.arena.id}/${splitSeq}/${color}`;
     const handle = await this.runtime.broker.arena(arenaKey, members.length, this.runtime.slotBytes, worldRanks, name, this.timeoutMs);
