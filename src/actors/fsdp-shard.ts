@@ -135,10 +135,6 @@ export class FsdpUnitShard implements FlatParams {
     return this.shardSize;
   }
 
-  get unsharded(): boolean {
-    return this.trivial || this.full !== null;
-  }
-
   /** Makes the full parameters available for forward (or, with a zeroed full gradient, for backward). */
   async unshard(purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<void> {
     if (this.trivial) return;
@@ -181,11 +177,6 @@ export class FsdpUnitShard implements FlatParams {
     tracked.catch(() => {});
     this.pending = tracked;
     return p;
-  }
-
-  /** Resolves when no reduction is in flight. */
-  async drain(): Promise<void> {
-    if (this.pending) await this.pending;
   }
 
   zeroGradShard(): void {
