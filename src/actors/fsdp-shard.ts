@@ -105,6 +105,7 @@ export class FsdpUnitShard implements FlatParams {
         }
       });
     const machine = fsdpUnitMachine.provide({
+      actions: { accumulate: () => this.accumulate() },
       actors: {
         unshard: stage(() => this.unshardStage()),
         reshard: stage(() => this.reshardStage()),
@@ -214,20 +215,20 @@ export class FsdpUnitShard implements FlatParams {
     else this.alloc.free(grad);
     this.fullGrad = null;
     this.reduced = out;
-    if (this.opts.gradReduce !== 'sum-divide' && this.replicate.size === 1) this.accumulate();
   }
 
   private async allReduceStage(): Promise<void> {
     await this.replicate.allReduce(this.reduced!, { op: 'sum' }, { tag: `replicas ${this.unit.id}` });
-    if (this.opts.gradReduce !== 'sum-divide') this.accumulate();
   }
 
   private divideStage(): void {
     this.k.scale(this.reduced!, 1 / this.opts.divideFactor, this.shardSize);
-    this.accumulate();
   }
 
-  /** Gradient accumulation over microbatches happens on the shard, as FSDP2 does. */
+  /**
+   * Gradient accumulation over microbatches happens on the shard, as FSDP2 does. It runs on entering the
+   * machine's `reduced` state, so no reduce stage has to work out whether it is the last one.
+   */
   private accumulate(): void {
     this.k.add(this.gradShard, this.reduced!, this.gradShard, this.shardSize);
     if (this.opts.pools) this.opts.pools.comm.release(this.reduced);

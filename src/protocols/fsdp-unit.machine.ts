@@ -80,6 +80,9 @@ export const fsdpUnitMachine = setup({
     noteUnshard: assign(({ event }) =>
       event.type === 'UNSHARD' ? { purpose: event.purpose, microbatch: event.microbatch, step: event.step } : {},
     ),
+    // Adds the reduced gradients into the shard (the FsdpShard provides it; the protocol itself holds no data).
+    // Entering `reduced` is the one point every reduction path passes exactly once, after its last stage.
+    accumulate: () => {},
   },
   guards: {
     forBackward: ({ context }) => context.purpose === 'backward',
@@ -157,6 +160,7 @@ export const fsdpUnitMachine = setup({
       },
     },
     reduced: {
+      entry: 'accumulate',
       always: 'resharding',
     },
     failed: { type: 'final' },
