@@ -1,7 +1,6 @@
 // Per-worker state shared by all of a rank's communicators: its world rank, the liveness board, the broker
 // client, the stop flag, and the set of live groups (so that 'stop' or a failure can poison them all).
 
-import type { Profile } from '../capabilities.ts';
 import type { FlightRecorder } from '../flight-recorder.ts';
 import type { PoisonKind } from './arena.ts';
 import type { BrokerClient } from './broker-client.ts';
@@ -10,12 +9,9 @@ import type { LifeBoard } from './life.ts';
 
 export interface RankRuntimeInit {
   worldRank: number;
-  worldSize: number;
   life: LifeBoard;
   broker: BrokerClient;
   recorder: FlightRecorder;
-  profile: Profile;
-  timeoutMs: number;
   ranksPerNode: number;
   slotBytes: number;
   /** Registration of send buffers peers read in place (null: every call stages through the slots). */
@@ -33,12 +29,9 @@ export interface RuntimeMember {
 
 export class RankRuntime {
   readonly worldRank: number;
-  readonly worldSize: number;
   readonly life: LifeBoard;
   readonly broker: BrokerClient;
   readonly recorder: FlightRecorder;
-  readonly profile: Profile;
-  readonly timeoutMs: number;
   readonly ranksPerNode: number;
   readonly slotBytes: number;
   readonly buffers: PeerBuffers | null;
@@ -48,12 +41,9 @@ export class RankRuntime {
 
   constructor(init: RankRuntimeInit) {
     this.worldRank = init.worldRank;
-    this.worldSize = init.worldSize;
     this.life = init.life;
     this.broker = init.broker;
     this.recorder = init.recorder;
-    this.profile = init.profile;
-    this.timeoutMs = init.timeoutMs;
     this.ranksPerNode = init.ranksPerNode;
     this.slotBytes = init.slotBytes;
     this.buffers = init.buffers ?? null;

@@ -27,12 +27,9 @@ const recorder = new FlightRecorder(init.rank, init.size, `threads/${profile.nam
 const broker = new BrokerClient();
 const runtime = new RankRuntime({
   worldRank: init.rank,
-  worldSize: init.size,
   life,
   broker,
   recorder,
-  profile,
-  timeoutMs: init.timeoutMs,
   ranksPerNode: init.ranksPerNode,
   slotBytes: init.slotBytes,
   buffers: Number.isFinite(init.directMinBytes) ? new PeerBuffers(init.rank, init.buffersChannel) : null,
