@@ -1,6 +1,7 @@
-// Nonblocking collectives on typed arrays. Each call starts an MPI_I* operation and returns a request id; JS polls
-// `test(id)` from the event loop (setImmediate) until it completes. Until then the request holds references to
-// the arrays (so GC cannot free or move their memory) and owns the counts/displacements MPI still reads.
+// Nonblocking collectives on typed arrays. Each call starts an MPI_I* operation and returns a request id; JS hands
+// the ids of its pending requests to `progress` from the event loop (poller.ts) until they complete. Until then the
+// request holds references to the arrays (so GC cannot free or move their memory) and owns the counts/displacements
+// MPI still reads.
 // Requests belong to the JS environment (main thread or worker) that started them.
 #include <chrono>
 #include <climits>
@@ -235,29 +236,6 @@ Napi::Value IBarrier(const Napi::CallbackInfo& info) {
   return Start(env, std::move(p), {});
 }
 
-// true when the request completed (its pins are released), false while in flight. Drives MPI progress: MPICH
-// advances transfers only inside MPI calls unless async progress is enabled.
-Napi::Value Test(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int id = 0;
-  if (info.Length() < 1 || !GetInt(env, info[0], "request", &id)) return env.Undefined();
-  Requests* t = Table(env);
-  auto it = t->live.find(static_cast<uint32_t>(id));
-  if (it == t->live.end()) {
-    ThrowMsg(env, "test: unknown request " + std::to_string(id) + " (already completed?)");
-    return env.Undefined();
-  }
-  int flag = 0;
-  int rc = MPI_Test(&it->second->req, &flag, MPI_STATUS_IGNORE);
-  if (rc != MPI_SUCCESS) {
-    t->live.erase(it);
-    ThrowMpi(env, rc, "MPI_Test");
-    return env.Undefined();
-  }
-  if (flag) t->live.erase(it);
-  return Napi::Boolean::New(env, flag != 0);
-}
-
 // Tests every request in `ids` repeatedly until one completes or `budgetUs` has passed, and marks completed ones
 // in `done` (1) — their pins are released. Large transfers advance a few fragments per MPI_Test; going back to the
 // event loop after each single test would add the loop's overhead per fragment. The poller's budget (1 ms by
@@ -309,10 +287,6 @@ Napi::Value Progress(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, completed);
 }
 
-Napi::Value PendingCount(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(Table(info.Env())->live.size()));
-}
-
 }  // namespace
 
 void InitCollectives(Napi::Env env, Napi::Object exports) {
@@ -323,9 +297,7 @@ void InitCollectives(Napi::Env env, Napi::Object exports) {
   exports.Set("ialltoallv", Napi::Function::New(env, IAlltoallv));
   exports.Set("ibcast", Napi::Function::New(env, IBcast));
   exports.Set("ibarrier", Napi::Function::New(env, IBarrier));
-  exports.Set("test", Napi::Function::New(env, Test));
   exports.Set("progress", Napi::Function::New(env, Progress));
-  exports.Set("pending", Napi::Function::New(env, PendingCount));
 }
 
 }  // namespace moempi

@@ -42,10 +42,8 @@ export interface MpiBinding {
   ialltoallv(comm: number, send: Arr, sendCounts: Int32Array, recv: Arr, recvCounts: Int32Array): number;
   ibcast(comm: number, buf: Arr, root: number): number;
   ibarrier(comm: number): number;
-  test(request: number): boolean;
   /** Tests `ids` until one completes or `budgetUs` passes; sets done[i] = 1 for completed ones; returns how many. */
   progress(ids: Int32Array, done: Uint8Array, budgetUs: number): number;
-  pending(): number;
   faultPoll(): { source: number; message: string } | null;
   faultNotify(note: string, graceMs: number): boolean;
 }
