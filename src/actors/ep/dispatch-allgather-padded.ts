@@ -71,14 +71,12 @@ export const allgatherPaddedDispatch: EpDispatch = {
     const p = plan(s);
     const { rt, D, P, L, E } = s;
     const me = s.ep.rank;
-    const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
+    // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
+    const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
-    const send = rt.pool.zeros(p.Rmax * D);
-    send.set(rows.subarray(0, perm.R * D));
-    rt.pool.release(rows);
     const gathered = rt.pool.get(P * p.Rmax * D);
-    await s.ep.allGather(send, gathered, { tag: `${s.tag} dispatch` });
-    rt.pool.release(send);
+    await s.ep.allGather(rows, gathered, { tag: `${s.tag} dispatch` });
+    rt.pool.release(rows);
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
     rt.pool.release(gathered);

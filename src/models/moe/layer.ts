@@ -110,10 +110,10 @@ export class MoeLayer {
     return r;
   }
 
-  /** Stage dispatch, local half: rows grouped by global expert id. */
-  permute(rt: Runtime, route: RouteResult, x: Float32Array): { perm: Permutation; rows: Float32Array } {
+  /** Stage dispatch, local half: rows grouped by global expert id, zero-padded to `capacity` rows if given. */
+  permute(rt: Runtime, route: RouteResult, x: Float32Array, capacity?: number): { perm: Permutation; rows: Float32Array } {
     const perm = buildPermutation(rt, route);
-    return { perm, rows: permuteForward(rt, perm, x, this.D, this.sbe) };
+    return { perm, rows: permuteForward(rt, perm, x, this.D, this.sbe, capacity) };
   }
 
   /** Stage compute on this rank's local experts: rows (Σcounts, D) grouped by local expert, counts (L). */

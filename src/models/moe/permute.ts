@@ -42,10 +42,20 @@ export function buildPermutation(rt: Runtime, route: RouteResult): Permutation {
   return { R, srcToken, slot, gatesSorted, counts };
 }
 
-// x (N,D) → rows (R,D) (caller owns)
-export function permuteForward(rt: Runtime, perm: Permutation, x: Float32Array, D: number, scoreBeforeExperts: boolean): Float32Array {
-  const rows = rt.pool.get(perm.R * D);
+// x (N,D) → rows (capacity,D) (caller owns): the R rows, then zero rows up to `capacity` (default R). A dispatch
+// that sends a fixed-size block (allgather-padded) gets it without padding a copy.
+export function permuteForward(
+  rt: Runtime,
+  perm: Permutation,
+  x: Float32Array,
+  D: number,
+  scoreBeforeExperts: boolean,
+  capacity = perm.R,
+): Float32Array {
+  if (capacity < perm.R) throw new Error(`permuteForward: capacity ${capacity} is below the ${perm.R} routed rows`);
+  const rows = rt.pool.get(capacity * D);
   rt.k.gatherRows(x, perm.srcToken, rows, perm.R, D, scoreBeforeExperts ? perm.gatesSorted : null);
+  if (capacity > perm.R) rows.fill(0, perm.R * D);
   return rows;
 }
 
