@@ -63,5 +63,16 @@ export function reduceInto(out: CommArray, inputs: readonly CommArray[], offsets
     const o = offsets[r]!;
     for (let i = 0; i < n; i++) out[i] = out[i]! + x[o + i]!;
   }
-  if (op.op === 'avg') for (let i = 0; i < n; i++) out[i] = out[i]! / size;
+  if (op.op === 'avg') divideInPlace(out, size, n);
+}
+
+/** dst ← src · factor (premul_sum: each rank scales its own contribution before the sum). */
+export function scaleInto(dst: CommArray, src: CommArray, factor: number): void {
+  const n = src.length;
+  for (let i = 0; i < n; i++) dst[i] = src[i]! * factor;
+}
+
+/** avg = SUM, then divide by the group size (integer arrays truncate toward zero, as a C cast would). */
+export function divideInPlace(a: CommArray, by: number, n = a.length): void {
+  for (let i = 0; i < n; i++) a[i] = a[i]! / by;
 }

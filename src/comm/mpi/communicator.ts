@@ -10,6 +10,7 @@ import { BaseCommunicator, type CallSpec, type CommObserver } from '../base-comm
 import { FULL, type Profile } from '../capabilities.ts';
 import type { CommArray, Communicator } from '../communicator.ts';
 import { CollectiveError } from '../errors.ts';
+import { divideInPlace, scaleInto } from '../reduce.ts';
 import type { ReduceCode } from './native.ts';
 import type { MpiWorld } from './world.ts';
 
@@ -25,11 +26,6 @@ export interface MpiCommInit {
 }
 
 const i32 = (xs: readonly number[]) => Int32Array.from(xs);
-
-
-function divide(a: CommArray, by: number): void {
-  for (let i = 0; i < a.length; i++) a[i] = a[i]! / by;
-}
 
 export class MpiCommunicator extends BaseCommunicator {
   readonly handle: number;
@@ -102,16 +98,16 @@ export class MpiCommunicator extends BaseCommunicator {
         }
         req = b.ireduceScatterBlock(h, send, c.recv!, code);
         bytes = send.byteLength;
-        if (r.op === 'avg') after = () => divide(c.recv!, this.size);
+        if (r.op === 'avg') after = () => divideInPlace(c.recv!, this.size);
         break;
       }
       case 'all_reduce': {
         const r = c.reduce!;
         // In place: the buffer is overwritten by the result anyway, so it can carry the scaled contribution.
-        if (r.op === 'premul_sum') for (let i = 0; i < c.buf!.length; i++) c.buf![i] = c.buf![i]! * r.factor;
+        if (r.op === 'premul_sum') scaleInto(c.buf!, c.buf!, r.factor);
         req = b.iallreduce(h, c.buf!, code);
         bytes = c.buf!.byteLength;
-        if (r.op === 'avg') after = () => divide(c.buf!, this.size);
+        if (r.op === 'avg') after = () => divideInPlace(c.buf!, this.size);
         break;
       }
       case 'all_to_all_v':
@@ -160,7 +156,7 @@ export class MpiCommunicator extends BaseCommunicator {
         slot.busy = false;
       };
     }
-    for (let i = 0; i < a.length; i++) arr[i] = a[i]! * factor;
+    scaleInto(arr, a, factor);
     return { arr, release };
   }
 

@@ -8,10 +8,11 @@ import type { CallSpec } from '../base-communicator.ts';
 import { dtypeOf } from '../base-communicator.ts';
 import type { CommArray } from '../communicator.ts';
 import { CollectiveError } from '../errors.ts';
+import { divideInPlace, scaleInto } from '../reduce.ts';
 import type { Descriptor } from './arena.ts';
 import type { GroupChannel, Lent } from './channel.ts';
 import { copyInto } from './copy.ts';
-import { divideInPlace, reduceCode, reduceInto, scaleInto } from './reduce.ts';
+import { reduceCode, reduceInto } from './reduce.ts';
 
 type Ctor = { new (b: ArrayBufferLike, o: number, n: number): CommArray; BYTES_PER_ELEMENT: number; name: string };
 

@@ -94,18 +94,6 @@ export function reduceInto(out: CommArray, srcs: readonly CommArray[], op: Reduc
   for (let q = 2; q < srcs.length; q++) accumulate(out, srcs[q]!, op);
 }
 
-/** dst ← src · factor (premul_sum: each rank scales its own contribution before the sum). */
-export function scaleInto(dst: CommArray, src: CommArray, factor: number): void {
-  const n = src.length;
-  for (let i = 0; i < n; i++) dst[i] = src[i]! * factor;
-}
-
-/** avg = SUM, then divide by the group size (integer arrays truncate toward zero, as a C cast would). */
-export function divideInPlace(a: CommArray, by: number): void {
-  const n = a.length;
-  for (let i = 0; i < n; i++) a[i] = a[i]! / by;
-}
-
 export function reduceCode(r: ReduceOp | undefined): number {
   if (!r) return 0;
   return ['sum', 'avg', 'max', 'premul_sum'].indexOf(r.op);
