@@ -7,11 +7,11 @@
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
 interface PaddedPlan {
-  /** (P·E) rows rank i routed to expert g, at [i·E + g]. */
-  all: Int32Array;
   Rmax: number;
   /** Rows my experts compute, and the max of that over ranks. */
   Rloc: number;
+  /** (L) rows each of my local experts computes. */
+  localCounts: Int32Array;
   RlocMax: number;
   /** (Rloc) row of the gathered (P·Rmax) buffer of each local row, in (local expert, source, token) order. */
   localIdx: Int32Array;
@@ -25,22 +25,24 @@ export const allgatherPaddedDispatch: EpDispatch = {
   async exchangeCounts(s: MoeStep) {
     const { P, E, L, rt } = s;
     const me = s.ep.rank;
+    // (P·E) rows rank i routed to expert g, at [i·E + g].
     const all = new Int32Array(P * E);
     await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts` });
-    const R = new Array<number>(P).fill(0);
-    for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) R[i] += all[i * E + g]!;
-    // prefix[i][g] = rows of source i before expert g in its sorted order.
+    // prefix[i][g] = rows of source i before expert g in its sorted order; prefix[i][E] = rows source i routes.
     const prefix = new Int32Array(P * (E + 1));
     for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
+    const R = Array.from({ length: P }, (_, i) => prefix[i * (E + 1) + E]!);
     const Rmax = Math.max(...R);
     // Rows each rank's experts compute, and where expert g's rows start within its owner's output block.
     const Rl = new Array<number>(P).fill(0);
     const startInOwner = new Int32Array(E);
+    const localCounts = new Int32Array(L);
     for (let j = 0; j < P; j++) {
       for (let e = 0; e < L; e++) {
         const g = j * L + e;
         startInOwner[g] = Rl[j]!;
         for (let i = 0; i < P; i++) Rl[j] += all[i * E + g]!;
+        if (j === me) localCounts[e] = Rl[j]! - startInOwner[g]!;
       }
     }
     const Rloc = Rl[me]!;
@@ -64,13 +66,12 @@ export const allgatherPaddedDispatch: EpDispatch = {
       const cnt = all[me * E + g]!;
       for (let c = 0; c < cnt; c++) homeIdx[q++] = off + c;
     }
-    s.plan = { all, Rmax, Rloc, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
+    s.plan = { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
   },
 
   async dispatch(s: MoeStep) {
     const p = plan(s);
-    const { rt, D, P, L, E } = s;
-    const me = s.ep.rank;
+    const { rt, D, P } = s;
     // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
@@ -80,10 +81,8 @@ export const allgatherPaddedDispatch: EpDispatch = {
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
     rt.pool.release(gathered);
-    const localCounts = new Int32Array(L);
-    for (let e = 0; e < L; e++) for (let i = 0; i < P; i++) localCounts[e] += p.all[i * E + me * L + e]!;
     s.localRows = local;
-    s.localCounts = localCounts;
+    s.localCounts = p.localCounts;
   },
 
   combine(s: MoeStep): Promise<void> {
