@@ -5,6 +5,7 @@
 
 import { checkCall, narrow, type Capabilities, type Profile } from './capabilities.ts';
 import type { ByteCounters, CallOptions, CollectiveOp, CommArray, Communicator, ReduceOp } from './communicator.ts';
+import { sum } from './counts.ts';
 import { CollectiveError } from './errors.ts';
 import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
 import { reduceDefinedOn } from './reduce.ts';
@@ -57,8 +58,6 @@ export function dtypeOf(a: CommArray): FlightEntry['dtype'] {
 export function reduceName(r: ReduceOp): string {
   return r.op === 'premul_sum' ? `premul_sum(${r.factor})` : r.op;
 }
-
-const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 const undefinedReduce = (op: ReduceOp, a: CommArray) =>
   `ReduceOp ${op.op} is defined on float32/float64 only, got ${a.constructor.name}; use sum and divide, or convert to float`;
@@ -137,7 +136,8 @@ export abstract class BaseCommunicator implements Communicator {
     if (counts[this.rank] !== send.length) {
       return this.invalid('all_gather_v', `counts[${this.rank}] = ${counts[this.rank]} but send has ${send.length} elements`);
     }
-    if (recv.length !== sum(counts)) return this.invalid('all_gather_v', `recv has ${recv.length} elements, counts sum to ${sum(counts)}`);
+    const total = sum(counts);
+    if (recv.length !== total) return this.invalid('all_gather_v', `recv has ${recv.length} elements, counts sum to ${total}`);
     const bpe = send.BYTES_PER_ELEMENT;
     return this.call({ op: 'all_gather_v', send, recv, counts }, opts, send.length, recv.length, send.byteLength, recv.length * bpe, counts, counts);
   }
@@ -167,16 +167,18 @@ export abstract class BaseCommunicator implements Communicator {
     if (sendCounts.length !== this.size || recvCounts.length !== this.size) {
       return this.invalid('all_to_all_v', `sendCounts/recvCounts need ${this.size} entries`);
     }
-    if (sum(sendCounts) > send.length) return this.invalid('all_to_all_v', `sendCounts sum to ${sum(sendCounts)} but send has ${send.length} elements`);
-    if (sum(recvCounts) > recv.length) return this.invalid('all_to_all_v', `recvCounts sum to ${sum(recvCounts)} but recv has ${recv.length} elements`);
+    const sent = sum(sendCounts);
+    const received = sum(recvCounts);
+    if (sent > send.length) return this.invalid('all_to_all_v', `sendCounts sum to ${sent} but send has ${send.length} elements`);
+    if (received > recv.length) return this.invalid('all_to_all_v', `recvCounts sum to ${received} but recv has ${recv.length} elements`);
     const bpe = send.BYTES_PER_ELEMENT;
     return this.call(
       { op: 'all_to_all_v', send, recv, sendCounts, recvCounts },
       opts,
-      sum(sendCounts),
-      sum(recvCounts),
-      sum(sendCounts) * bpe,
-      sum(recvCounts) * bpe,
+      sent,
+      received,
+      sent * bpe,
+      received * bpe,
       sendCounts,
       recvCounts,
     );

@@ -3,6 +3,7 @@
 // phrase a mismatch the same way: "rank 3 called reduce_scatter #12 on group fsdp with 1024 elements, ranks 0,1,2
 // with 1000". Ranks are world ranks.
 
+import { sum } from './counts.ts';
 import type { FlightEntry } from './flight-recorder.ts';
 import { rankList } from './report.ts';
 
@@ -108,7 +109,6 @@ export function describeMismatch(members: readonly MemberCall[]): string | null 
 function selfInconsistent(m: MemberCall | undefined): string | null {
   if (!m) return null;
   const e = m.entry;
-  const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
   if (e.op === 'all_gather_v' && e.inSplits) {
     const i = e.groupRanks.indexOf(m.rank);
     if (e.inSplits[i] !== e.inNelems) {

@@ -5,6 +5,7 @@
 
 import type { Capabilities } from './capabilities.ts';
 import type { CommArray, Communicator } from './communicator.ts';
+import { sum } from './counts.ts';
 import { CollectiveError } from './errors.ts';
 
 export interface ProbeResult {
@@ -28,7 +29,6 @@ export interface ProbeOptions {
 
 type Check = { name: string; run: () => Promise<string | null> };
 
-const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 function expectEq(got: CommArray, want: readonly number[]): string | null {
   if (got.length !== want.length) return `wrong result: ${got.length} elements, expected ${want.length}`;

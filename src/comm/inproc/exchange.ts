@@ -4,17 +4,8 @@
 
 import type { CallSpec } from '../base-communicator.ts';
 import type { CommArray } from '../communicator.ts';
+import { prefix } from '../counts.ts';
 import { reduceInto } from '../reduce.ts';
-
-const prefix = (xs: readonly number[]): number[] => {
-  const out = new Array<number>(xs.length);
-  let acc = 0;
-  for (let i = 0; i < xs.length; i++) {
-    out[i] = acc;
-    acc += xs[i]!;
-  }
-  return out;
-};
 
 export function performCollective(calls: readonly CallSpec[]): void {
   const P = calls.length;

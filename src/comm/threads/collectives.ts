@@ -7,6 +7,7 @@
 import type { CallSpec } from '../base-communicator.ts';
 import { dtypeOf } from '../base-communicator.ts';
 import type { CommArray } from '../communicator.ts';
+import { prefix, sum } from '../counts.ts';
 import { CollectiveError } from '../errors.ts';
 import { divideInPlace, scaleInto } from '../reduce.ts';
 import type { Descriptor } from './arena.ts';
@@ -17,15 +18,6 @@ import { reduceCode, reduceInto } from './reduce.ts';
 type Ctor = { new (b: ArrayBufferLike, o: number, n: number): CommArray; BYTES_PER_ELEMENT: number; name: string };
 
 const ctorOf = (a: CommArray) => a.constructor as unknown as Ctor;
-const prefix = (xs: readonly number[]) => {
-  const out = new Array<number>(xs.length);
-  let acc = 0;
-  for (let i = 0; i < xs.length; i++) {
-    out[i] = acc;
-    acc += xs[i]!;
-  }
-  return out;
-};
 const clamp = (v: number, hi: number) => Math.max(0, Math.min(hi, v));
 
 export async function runCollective(ch: GroupChannel, c: CallSpec): Promise<void> {
@@ -125,12 +117,6 @@ async function lentArrays(ch: GroupChannel, ds: readonly Descriptor[], ctor: Cto
   }
   return out;
 }
-
-const sum = (xs: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < xs.length; i++) s += xs[i]!;
-  return s;
-};
 
 // Lending (buffers.ts): a rank whose send array lives on a SharedArrayBuffer publishes only its descriptor, naming
 // the array, and peers read it in place — one copy less per element than staging it through the sender's slot.
