@@ -5,7 +5,7 @@
 
 import { sum } from './counts.ts';
 import type { FlightEntry } from './flight-recorder.ts';
-import { rankList } from './report.ts';
+import { rankClasses, rankList } from './report.ts';
 
 export interface MemberCall {
   /** World rank. */
@@ -13,23 +13,10 @@ export interface MemberCall {
   entry: Pick<FlightEntry, 'op' | 'seq' | 'group' | 'groupRanks' | 'dtype' | 'reduceOp' | 'inNelems' | 'outNelems' | 'inSplits' | 'outSplits' | 'root'>;
 }
 
-
-/**
- * Splits members into classes by `attr`, smallest class first (the odd one out leads the sentence), ties by the
- * lowest rank. Returns null when every member agrees.
- */
+/** Members split into classes by `attr` (report.ts's order); null when every member agrees. */
 function classes(members: readonly MemberCall[], attr: (m: MemberCall) => string): { value: string; ranks: number[] }[] | null {
-  const by = new Map<string, number[]>();
-  for (const m of members) {
-    const v = attr(m);
-    const list = by.get(v);
-    if (list) list.push(m.rank);
-    else by.set(v, [m.rank]);
-  }
-  if (by.size <= 1) return null;
-  return [...by.entries()]
-    .map(([value, ranks]) => ({ value, ranks }))
-    .sort((a, b) => a.ranks.length - b.ranks.length || Math.min(...a.ranks) - Math.min(...b.ranks));
+  const cls = rankClasses(members, (m) => m.rank, attr);
+  return cls.length <= 1 ? null : cls;
 }
 
 /** "rank 3 called reduce_scatter #12 on group fsdp with 1024 elements, ranks 0,1,2 with 1000". */

@@ -20,19 +20,26 @@ export interface Position {
 }
 
 /**
- * Ranks grouped by position, the smallest group first (the odd one out leads), ties by lowest rank:
- * "rank 2 is in all_gather #57 on group ep, ranks 0,1,3 in reduce_scatter #58 on group fsdp".
+ * Ranks grouped by `value`, the smallest group first (the odd one out leads the sentence), ties by the lowest rank,
+ * then by first appearance (stable sort).
  */
-export function describePositions(positions: readonly Position[]): string {
+export function rankClasses<T>(items: readonly T[], rank: (x: T) => number, value: (x: T) => string): { value: string; ranks: number[] }[] {
   const by = new Map<string, number[]>();
-  for (const p of positions) {
-    const l = by.get(p.where);
-    if (l) l.push(p.rank);
-    else by.set(p.where, [p.rank]);
+  for (const x of items) {
+    const v = value(x);
+    const l = by.get(v);
+    if (l) l.push(rank(x));
+    else by.set(v, [rank(x)]);
   }
-  const cls = [...by.entries()].sort((a, b) => a[1].length - b[1].length || Math.min(...a[1]) - Math.min(...b[1]));
-  return cls
-    .map(([where, ranks], i) => {
+  return [...by.entries()]
+    .map(([value, ranks]) => ({ value, ranks }))
+    .sort((a, b) => a.ranks.length - b.ranks.length || Math.min(...a.ranks) - Math.min(...b.ranks));
+}
+
+/** Ranks grouped by position, in rankClasses' order: "rank 2 is in all_gather #57 on group ep, ranks 0,1,3 in reduce_scatter #58 on group fsdp". */
+export function describePositions(positions: readonly Position[]): string {
+  return rankClasses(positions, (p) => p.rank, (p) => p.where)
+    .map(({ value: where, ranks }, i) => {
       const verb = ranks.length === 1 ? 'is' : 'are';
       // After the first clause "in …" needs no verb; other states keep it so the sentence still parses.
       return `${rankList(ranks)} ${i > 0 && where.startsWith('in ') ? '' : `${verb} `}${where}`;
