@@ -18,16 +18,8 @@ export function parseRanks(v: unknown, option = '--ranks'): number | undefined {
   return n;
 }
 
-/**
- * The MPI job this process belongs to (Hydra's PMI variables, as src/train/trainer.ts reads them), or null when it
- * was not started by mpiexec.
- */
-export function mpiJob(): { rank: number; size: number } | null {
-  const size = Number(process.env.PMI_SIZE ?? process.env.OMPI_COMM_WORLD_SIZE ?? NaN);
-  if (!Number.isInteger(size) || size < 1) return null;
-  const rank = Number(process.env.PMI_RANK ?? process.env.OMPI_COMM_WORLD_RANK ?? 0);
-  return { rank, size };
-}
+// The trainer reads the MPI job the same way; the commands keep importing it from here.
+export { mpiJob } from '../comm/launch.ts';
 
 /** An input file given by `option` must exist and be a file. */
 export function requireFile(path: string, option: string): void {

@@ -14,7 +14,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
-import { launch, TRANSPORTS, type TransportName } from '../comm/launch.ts';
+import { launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
 import { resolveModelConfig, type ResolvedModelConfig } from '../models/config.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
 import { loadWeights } from '../models/model/weights.ts';
@@ -208,11 +208,8 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
       { module: RANK_PROGRAM },
       args,
     );
-    const failed = r.outcomes.filter((o) => !o.ok);
-    if (failed.length) {
-      const first = failed[0] as { rank: number; error: string };
-      throw new Error(`grad failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}${r.diagnosis ? `\n${r.diagnosis}` : ''}`);
-    }
+    const failure = launchFailure('grad', r);
+    if (failure) throw new Error(failure);
     if (!where.writer) return;
     const rank0 = r.outcomes.find((o) => o.ok && o.rank === 0) as { value: DistributedRunResult } | undefined;
     if (!rank0?.value.tensors) throw new Error('internal: rank 0 returned no gradients');

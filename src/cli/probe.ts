@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
 import { checkCall, narrow, profileByName, type Capabilities, type Profile } from '../comm/capabilities.ts';
 import type { CollectiveOp, ReduceOp } from '../comm/communicator.ts';
-import { launch, TRANSPORTS, type TransportName } from '../comm/launch.ts';
+import { launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
 import type { ProbeResult } from '../comm/probe.ts';
 import { CliError, mpiJob, parseRanks } from './common.ts';
 import type { ProbeRankArgs, ProbeRankResult } from './probe-rank.ts';
@@ -101,11 +101,8 @@ export async function runProbe(opts: { transport: string; ranks: string; profile
     { module: RANK_PROGRAM },
     { timeoutMs: CALL_TIMEOUT_MS },
   );
-  const failed = r.outcomes.filter((o) => !o.ok);
-  if (failed.length) {
-    const first = failed[0] as { rank: number; error: string };
-    throw new Error(`probe failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}${r.diagnosis ? `\n${r.diagnosis}` : ''}`);
-  }
+  const failure = launchFailure('probe', r);
+  if (failure) throw new Error(failure);
   if (!writer) return;
   const reports = r.outcomes.map((o) => (o as { value: ProbeRankResult }).value).sort((a, b) => a.rank - b.rank);
   const { text, transportFailures } = formatProbe(reports[0]!, profile, transport, size);

@@ -71,6 +71,28 @@ export interface LaunchResult<R> {
 }
 
 /**
+ * "<what> failed on ranks 1, 3: <first line of the first failed outcome's error>", then the diagnosis; null when
+ * every rank finished. One wording for every command that launches ranks, so failures read the same in each.
+ */
+export function launchFailure(what: string, result: LaunchResult<unknown>): string | null {
+  const failed = result.outcomes.filter((o): o is Extract<RankOutcome<unknown>, { ok: false }> => !o.ok);
+  if (!failed.length) return null;
+  const first = failed[0]!;
+  return `${what} failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}${result.diagnosis ? `\n${result.diagnosis}` : ''}`;
+}
+
+/**
+ * The MPI job this process belongs to (Hydra's PMI variables, or Open MPI's), or null when it was not started by
+ * mpiexec. Read from the environment, so a launcher can tell its rank and world size before loading MPI.
+ */
+export function mpiJob(): { rank: number; size: number } | null {
+  const size = Number(process.env.PMI_SIZE ?? process.env.OMPI_COMM_WORLD_SIZE ?? NaN);
+  if (!Number.isInteger(size) || size < 1) return null;
+  const rank = Number(process.env.PMI_RANK ?? process.env.OMPI_COMM_WORLD_RANK ?? 0);
+  return { rank, size };
+}
+
+/**
  * Runs `entry` on every rank of a new world and waits for all of them. Under mpi, runs only this process's rank
  * and returns its single outcome. Never hangs: a rank that dies or stalls makes the others fail within their
  * timeouts, and the result says who waited for whom.

@@ -9,7 +9,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import pc from 'picocolors';
 import { FULL } from '../comm/capabilities.ts';
-import { launch, type Fault, type TransportName } from '../comm/launch.ts';
+import { launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
 import { resolveModelConfig } from '../models/config.ts';
 import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
@@ -57,11 +57,11 @@ export function loadTrainConfig(opts: TrainOptions, overrides: readonly string[]
 /** World size: [comm] ranks on inproc/threads; under mpi, what mpiexec started. */
 export function worldSizeOf(cfg: JobConfig): number {
   if (cfg.comm.transport !== 'mpi') return cfg.comm.ranks;
-  const n = Number(process.env.PMI_SIZE ?? process.env.OMPI_COMM_WORLD_SIZE ?? NaN);
-  if (!Number.isInteger(n) || n < 1) {
+  const job = mpiJob();
+  if (!job) {
     throw new ConfigError('[comm] transport = "mpi" runs inside `mpiexec.mpich -n N node bin/moe-actors.mjs train …` (or scripts/launch-mpi.sh); no MPI job was found in the environment (PMI_SIZE unset)');
   }
-  return n;
+  return job.size;
 }
 
 export function planJob(cfg: JobConfig, worldSize: number): Plan {
@@ -179,12 +179,10 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     live?.stop();
     channel?.close();
   }
-  const failed = result.outcomes.filter((o) => !o.ok);
-  if (failed.length) {
-    const first = failed[0] as { rank: number; error: string };
+  const failure = launchFailure('training', result);
+  if (failure) {
     throw new Error(
-      `training failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}` +
-        (result.diagnosis ? `\n${result.diagnosis}` : '') +
+      failure +
         `\nflight-recorder dumps: ${runPaths(runDir).flight} (moe-actors inspect ${runPaths(runDir).flight}); events: ${runPaths(runDir).events}`,
     );
   }
