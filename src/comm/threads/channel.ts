@@ -175,7 +175,7 @@ export class GroupChannel {
       if (seen >= phase) continue;
       if (call) call.waiting = { kind, phase };
       while (seen < phase) {
-        this.giveUpIfNeeded(q, kind);
+        this.giveUpIfNeeded(q, kind, () => Atomics.load(h, idx) >= phase);
         await waitChange(h, idx, seen, SLICE_MS);
         seen = Atomics.load(h, idx);
       }
@@ -183,7 +183,12 @@ export class GroupChannel {
     if (call) call.waiting = null;
   }
 
-  private giveUpIfNeeded(q: number, kind: 'arrive' | 'done'): void {
+  /**
+   * Throws if waiting for rank q is hopeless. `reached` re-reads what the wait is for: a peer may arrive, finish
+   * the collective and end its program between this rank's last read and its look at the liveness board, and
+   * that peer is not dead to this collective.
+   */
+  private giveUpIfNeeded(q: number, kind: 'arrive' | 'done', reached?: () => boolean): void {
     const call = this.current;
     const what = call ? `${call.op} #${call.seq}` : 'a collective';
     const who = `rank ${this.me} of group ${this.group} (world rank ${this.worldRanks[this.me]})`;
@@ -196,7 +201,7 @@ export class GroupChannel {
     if (stop !== null) fail('aborted', `${who} was stopped (${stop}) while waiting in ${what}`);
     const wr = this.worldRanks[q]!;
     const state = this.life.get(wr);
-    if (this.life.gone(wr)) {
+    if (this.life.gone(wr) && !reached?.()) {
       // Name the dead peer as the culprit, so members waiting on someone else report the same root cause.
       this.arena.poison(wr, state === 'stopped' ? 'stopped' : state === 'finished' ? 'finished' : state === 'failed' ? 'failed' : 'died');
       const stage = kind === 'arrive' ? 'to arrive' : 'to finish reading the previous phase';
