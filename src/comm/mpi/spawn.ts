@@ -1,12 +1,19 @@
 // Starting an MPI job from Node (tests, benchmarks, the CLI) and reading it back as a LaunchResult:
 // `mpiexec.mpich -n N node src/comm/mpi/run.mjs …` in its own process group, with UCX_MEM_EVENTS=no exported
-// (toolchain.md: UCX's memory hooks crash V8 a few percent of the time under MPICH ch4:ucx), killed as a whole
-// group if the job outlives its deadline. Ranks print their outcomes as tagged JSON lines; ranks that never did
-// (killed in the teardown that MPI_Abort triggers) are reported as such, and the diagnosis names the root cause
-// and runs `inspect` over the dumps the ranks reported.
+// (toolchain.md: UCX's memory hooks crash V8 a few percent of the time under MPICH ch4:ucx), stopped with SIGTERM
+// (forwarded by Hydra), then SIGKILL, if the job outlives its deadline. Ranks print their outcomes as tagged JSON
+// lines; ranks that never did (killed in the teardown that MPI_Abort triggers) are reported as such, and the
+// diagnosis names the root cause and runs `inspect` over the dumps the ranks reported.
+//
+// Hydra starts its proxy and every rank in a session of their own (setsid), so a signal to mpiexec's process group
+// does not reach them, and a rank may still be exiting when mpiexec is gone. Every process of a job carries a
+// token in its environment; the job is over only when no process with it is left (Linux /proc), the stragglers
+// getting SIGKILL after their grace period.
+
+import { randomBytes } from 'node:crypto';
 
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dumpFileName, readDump } from '../flight-dump-io.ts';
@@ -26,7 +33,7 @@ export interface SpawnMpiOptions {
   entry: RankEntry;
   args?: unknown;
   world?: Pick<WorldOptions, 'timeoutMs' | 'profile' | 'dumpDir' | 'flightEntries'>;
-  /** Kill the whole job (SIGKILL to its process group) after this long. */
+  /** Stop the whole job (SIGTERM, then SIGKILL after a grace period) after this long. */
   jobTimeoutMs: number;
   env?: Record<string, string | undefined>;
   /** Forward the job's stderr to this process's stderr as it comes. */
@@ -78,7 +85,8 @@ export function parseOutcomes<R>(stdout: string): Map<number, RankOutcome<R>> {
 export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(MPIEXEC, mpiexecArgs(o), { env: mpiEnv(o.env), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const token = `${process.pid}-${randomBytes(6).toString('hex')}`;
+    const child = spawn(MPIEXEC, mpiexecArgs(o), { env: mpiEnv({ ...o.env, [JOB_TOKEN]: token }), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let killed = false;
@@ -87,8 +95,8 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       stderr += s;
       if (o.echo) process.stderr.write(s);
     });
-    // mpiexec, its proxies and the ranks share the process group created by `detached`. SIGTERM first: each rank
-    // writes its flight dump and prints where it stood (world.ts); SIGKILL for whatever is left.
+    // SIGTERM first, which Hydra forwards: each rank writes its flight dump and prints where it stood (world.ts);
+    // SIGKILL for whatever is left of mpiexec's group, and (on close) for the job's processes outside it.
     const signalGroup = (sig: NodeJS.Signals) => {
       try {
         process.kill(-child.pid!, sig);
@@ -97,17 +105,22 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       }
     };
     let hardKill: ReturnType<typeof setTimeout> | undefined;
+    let hardKillAt = 0;
     const timer = setTimeout(() => {
       killed = true;
       signalGroup('SIGTERM');
+      hardKillAt = performance.now() + TERM_GRACE_MS;
       hardKill = setTimeout(() => signalGroup('SIGKILL'), TERM_GRACE_MS);
     }, o.jobTimeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(new Error(`could not start ${MPIEXEC}: ${e.message}. Fix: install MPICH (apt-get install mpich) or set MOE_ACTORS_MPIEXEC.`));
     });
-    child.on('close', (exitCode, signal) => {
+    child.on('close', async (exitCode, signal) => {
       clearTimeout(timer);
+      // Ranks told to stop keep their grace period to write their dumps; after mpiexec's own exit, a straggler
+      // gets a moment to finish its exit.
+      await reapJob(token, killed ? hardKillAt : performance.now() + STRAGGLER_GRACE_MS);
       clearTimeout(hardKill);
       const reported = parseOutcomes<R>(stdout);
       const outcomes: RankOutcome<R>[] = [];
@@ -128,6 +141,56 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       resolve(res);
     });
   });
+}
+
+/** The environment variable that marks every process of one spawnMpi job. */
+const JOB_TOKEN = 'MOE_ACTORS_MPI_JOB';
+/** How long a process of a job may outlive mpiexec before it gets SIGKILL. */
+const STRAGGLER_GRACE_MS = 500;
+
+/** Live processes whose environment carries this job's token (none where /proc is not readable). */
+function jobProcesses(token: string): number[] {
+  const needle = `${JOB_TOKEN}=${token}\0`;
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const n of names) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      // A zombie's environ reads empty: it has exited and is not counted.
+      if (readFileSync(`/proc/${n}/environ`, 'latin1').includes(needle)) out.push(Number(n));
+    } catch {
+      /* gone meanwhile, or not ours to read */
+    }
+  }
+  return out;
+}
+
+/** Waits until no process of the job is left; at `until` (performance.now() time) the rest get SIGKILL. */
+async function reapJob(token: string, until: number): Promise<void> {
+  let killedAt: number | null = null;
+  for (;;) {
+    const left = jobProcesses(token);
+    if (left.length === 0) return;
+    const now = performance.now();
+    if (killedAt === null && now >= until) {
+      killedAt = now;
+      for (const pid of left) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    } else if (killedAt !== null && now - killedAt > 2000) {
+      return; // SIGKILL was sent; a process stuck in the kernel is beyond our reach
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /**
