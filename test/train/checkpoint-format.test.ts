@@ -38,6 +38,16 @@ describe('streaming safetensors codec', () => {
     );
   });
 
+  it('reads an empty tensor that sorts before an integer-like name (CI counterexample)', () => {
+    // JSON.parse lists "0" before " " although " " (empty, offsets [0, 0]) comes first in the data section.
+    const p = join(dir, 'empty-first.safetensors');
+    const tensors = { '0': { shape: [1], data: BigInt64Array.from([5n]) }, ' ': { shape: [0, 1], data: new Int32Array(0) } };
+    const r = readSafetensorsVerified(p, writeSafetensorsStreaming(p, tensors));
+    expect([...r.keys()]).toEqual([...parseSafetensors(readFileSync(p), p).keys()]);
+    expect(Array.from(r.get('0')!.data as BigInt64Array)).toEqual([5n]);
+    expect(r.get(' ')!.shape).toEqual([0, 1]);
+  });
+
   it('keeps a tensor named "__proto__" (an own key of the header, not the object prototype)', () => {
     const p = join(dir, 'proto.safetensors');
     const tensors = new Map([['__proto__', { shape: [2], data: Float32Array.of(1, 2) }]]);

@@ -108,7 +108,9 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
         if (e.data_offsets[1] - e.data_offsets[0] !== numel(e.shape) * ITEMSIZE[e.dtype]) bad(`tensor "${name}" has data_offsets that do not match its shape`);
         return { name, ...e };
       })
-      .sort((a, b) => a.data_offsets[0] - b.data_offsets[0]);
+      // By start, then end: an empty tensor shares its start with the next one and must come first. JSON.parse
+      // puts integer-like names ("0") before all others, so the header's own order is not the file's.
+      .sort((a, b) => a.data_offsets[0] - b.data_offsets[0] || a.data_offsets[1] - b.data_offsets[1]);
     let pos = 0;
     for (const e of entries) {
       if (e.data_offsets[0] !== pos) bad(`tensor "${e.name}" does not start where the previous one ended`);
