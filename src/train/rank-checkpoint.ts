@@ -78,7 +78,12 @@ export function captureRankState(host: RankHost, extras: Record<string, unknown>
  * Loads this rank's shards (params and AdamW moments), the expert biases, optimizer steps and scheduler index
  * from a checkpoint written on any mesh. Returns the rank's extras (from the same rank index when it exists).
  */
-export function restoreRankState(host: RankHost, dir: string, extras: Record<string, unknown> | null): void {
+/**
+ * Restores weights, AdamW moments and step counts, and expert biases; the LR schedule's position too when
+ * `schedule` (a resumed run). A new run initialised from another run's checkpoint starts its own schedule: that
+ * checkpoint's index may lie past this run's last step, where the decay formula is meaningless (negative or NaN lr).
+ */
+export function restoreRankState(host: RankHost, dir: string, extras: Record<string, unknown> | null, { schedule }: { schedule: boolean }): void {
   const wants: Record<string, Want> = {};
   const targets: { name: string; shard: FsdpUnitShard; piece: Piece; what: 'p' | 'm' | 'v' }[] = [];
   for (const shard of host.shards.values()) {
@@ -104,5 +109,5 @@ export function restoreRankState(host: RankHost, dir: string, extras: Record<str
   const steps = (extras?.optimSteps ?? {}) as Record<string, number>;
   const anyStep = Object.values(steps)[0] ?? 0;
   for (const shard of host.shards.values()) host.optimizer.stateOf(shard.id).step = steps[shard.id] ?? anyStep;
-  if (typeof extras?.schedulerIndex === 'number') host.scheduler.restore(extras.schedulerIndex);
+  if (schedule && typeof extras?.schedulerIndex === 'number') host.scheduler.restore(extras.schedulerIndex);
 }

@@ -2,7 +2,8 @@
 // RankHost (mesh, model part, actors) → data loader of this rank's batch shard → steps with metrics, trace events
 // and checkpoints → a summary for the launcher. The launcher made the plan (strategies) and measured the peak.
 
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import type { RankContext } from '../comm/launch.ts';
 import { RankHost, type RankJob } from '../actors/rank-host.ts';
 import type { Microbatch } from '../models/model/model.ts';
@@ -143,7 +144,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
     if (resumeDir) {
       const ck = readCheckpoint(resumeDir.dir, { ranks: [ctx.rank < resumeDir.worldSize ? ctx.rank : 0] });
       const extras = ck.shards[0]!.extras as Record<string, unknown>;
-      restoreRankState(host, resumeDir.dir, extras);
+      restoreRankState(host, resumeDir.dir, extras, { schedule: resumeDir.sameRun });
       if (resumeDir.sameRun) {
         start = resumeDir.step;
         resumedFrom = start;
@@ -156,7 +157,8 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         }
         if (resumeDir.hash !== configHash(cfg)) log('resume: the checkpoint was written with other model/optimizer/training settings (config hash differs)');
       }
-      log(`${resumeDir.sameRun ? 'resumed from' : 'initialised from'} ${resumeDir.dir} (step ${resumeDir.step})`);
+      if (resumeDir.sameRun) log(`resumed from ${resumeDir.dir} (step ${resumeDir.step})`);
+      else log(`initialised from ${resumeDir.dir} (step ${resumeDir.step}): weights, AdamW state and expert biases; this run's steps, LR schedule and data start anew`);
     }
 
     const steps: TrainRankResult['steps'] = [];
@@ -233,27 +235,35 @@ function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): R
   }
   const init = cfg.checkpoint.initial_load_path;
   if (init && !init.endsWith('.safetensors')) {
-    // A step folder, or a checkpoint folder (its newest complete step).
-    const stepAt = /\/?step-(\d+)\/?$/.exec(init);
-    const l = stepAt ? completeStepDir(init.slice(0, stepAt.index), stepAt[1]!) : latestComplete(init);
-    if (!l) throw new Error(`[checkpoint] initial_load_path = ${init}: no complete checkpoint there`);
+    const l = initialCheckpoint(init);
     return { dir: l.dir, step: l.step, worldSize: l.manifest.worldSize, hash: l.manifest.configHash, sameRun: false };
   }
   return null;
 }
 
-/** `<parent>/step-<digits>` if it is a complete checkpoint, verified alone rather than with its siblings. */
-function completeStepDir(parent: string, digits: string): CompleteCheckpoint | null {
-  // A bare "step-N" names no checkpoint folder; it is refused, as it always was, not looked up in the cwd.
-  if (parent === '') return null;
-  const dir = join(parent, `step-${digits}`);
-  const step = Number(digits);
-  try {
-    return { step, dir, manifest: verifyCheckpoint(dir, 'checksum', step) };
-  } catch (e) {
-    if (e instanceof CheckpointError) return null;
-    throw e;
+/**
+ * `initial_load_path` names a step folder (`…/step-N`, or a bare `step-N` in the working directory: that one is
+ * verified alone, not with its siblings) or a checkpoint folder (its newest complete step). When nothing usable
+ * is there, the error says why — the corrupted file, the missing manifest, the folder that does not exist.
+ */
+function initialCheckpoint(init: string): CompleteCheckpoint {
+  const what = `[checkpoint] initial_load_path = ${init}`;
+  const path = resolve(init);
+  if (!existsSync(path)) throw new Error(`${what}: ${path} does not exist; give a checkpoint folder, one of its step-N folders or a weights .safetensors file`);
+  const stepAt = /^step-(\d+)$/.exec(basename(path));
+  if (stepAt) {
+    const step = Number(stepAt[1]);
+    try {
+      return { step, dir: path, manifest: verifyCheckpoint(path, 'checksum', step) };
+    } catch (e) {
+      if (e instanceof CheckpointError) throw new Error(`${what}: ${e.message}`);
+      throw e;
+    }
   }
+  const skipped: string[] = [];
+  const l = latestComplete(path, { skipped: (p) => skipped.push(`${basename(p.dir)}: ${p.reason}`) });
+  if (l) return l;
+  throw new Error(`${what}: no complete checkpoint in ${path}${skipped.length ? ` (${skipped.join('; ')})` : ' (it holds no step-N folder)'}`);
 }
 
 /** Forwards the events the live view needs (state changes, collectives) to the launcher, compactly. */

@@ -9,8 +9,10 @@
 //             checkpoint.
 // Then the uninterrupted run's step-4 checkpoint (written by EP 4) is loaded onto EP 2 and EP 1 meshes of the same
 // 4 ranks: the loss continues where the EP 4 run was (1e-5 relative at the next step: fp32 reassociation only).
+// Last, new runs start from that checkpoint through [checkpoint] initial_load_path (step folder, bare step-N,
+// checkpoint folder), and a corrupted or missing one is refused with the reason.
 import { afterAll, describe, expect, it } from 'vitest';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { listCheckpoints, readCheckpoint } from '../../src/train/checkpoint/index.ts';
 import { runTraining } from '../../src/train/trainer.ts';
@@ -162,4 +164,43 @@ describe('crash during a checkpoint write, then resume', () => {
       expect(Math.abs(r0.steps[0]!.gradNorm - full.get(5)!.gradNorm) / full.get(5)!.gradNorm).toBeLessThan(1e-4);
     });
   }
+  it('initial_load_path: a step folder (absolute or a bare step-N in the working directory) or its checkpoint folder starts a new run from those weights; a corrupted one is refused, naming the file', { timeout: 120_000 }, async () => {
+    const from = join(ckptFolder('full'), 'step-4');
+    const init = (name: string, path: string, cwd?: string) =>
+      runTrainCli(['--config', TINY, '--job.dump_folder', root, '--job.run_name', name, '--trace.enable', 'false', '--training.steps', '2', '--checkpoint.initial_load_path', path], { timeoutMs: 40_000, cwd });
+
+    const abs = await init('init-abs', from);
+    expect(abs.code, describeChild(abs)).toBe(0);
+    expect(abs.stdout).toContain(`initialised from ${from} (step 4)`);
+    expect(abs.stdout.match(/^step: /gm)?.length, 'a new run counts its steps from 1').toBe(2);
+    const a = checkMetrics(join(root, 'init-abs'), 4, [1, 2]);
+    // Trained weights: the first step's loss is far below the uninterrupted run's first (random-init) step.
+    expect(a.get(1)!.loss).toBeLessThan(full.get(1)!.loss - 0.5);
+    // Its own LR schedule from warmup (the same 2 warmup steps as the 6-step run), not the checkpoint's index 4,
+    // which lies past this 2-step run's end where the decay formula gives a non-finite lr.
+    for (const s of [1, 2]) expect(a.get(s)!.lr, `step ${s} lr`).toBe(full.get(s)!.lr);
+
+    const bare = await init('init-bare', 'step-4', ckptFolder('full'));
+    expect(bare.code, describeChild(bare)).toBe(0);
+    expect(bare.stdout).toContain(`initialised from ${from} (step 4)`);
+    const b = checkMetrics(join(root, 'init-bare'), 4, [1, 2]);
+    for (const s of [1, 2]) expect(b.get(s)!.loss, `step ${s}: bare step-4 = absolute path`).toBe(a.get(s)!.loss);
+
+    const folder = await init('init-folder', ckptFolder('full'));
+    expect(folder.code, describeChild(folder)).toBe(0);
+    expect(folder.stdout).toContain(`initialised from ${join(ckptFolder('full'), 'step-6')} (step 6)`);
+
+    const broken = join(root, 'broken', 'step-4');
+    cpSync(from, broken, { recursive: true });
+    const shard = join(broken, 'rank1.safetensors');
+    const bytes = readFileSync(shard);
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
+    writeFileSync(shard, bytes);
+    const bad = await init('init-broken', broken);
+    expect(bad.code, describeChild(bad)).not.toBe(0);
+    expect(bad.stdout + bad.stderr).toContain(`initial_load_path = ${broken}: ${shard} is corrupted: SHA-256`);
+    const none = await init('init-none', join(root, 'nowhere'));
+    expect(none.code, describeChild(none)).not.toBe(0);
+    expect(none.stdout + none.stderr).toMatch(/initial_load_path = .*nowhere: .*nowhere does not exist; give a checkpoint folder/);
+  });
 });
