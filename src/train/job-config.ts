@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
+import { resolveModelConfig, type ResolvedModelConfig } from '../models/config.ts';
 
 type FieldType = 'string' | 'number' | 'integer' | 'boolean' | 'string|integer' | 'number|null' | 'table';
 
@@ -101,8 +102,8 @@ export const SCHEMA = {
     dispatch: { type: 'string', default: 'auto', oneOf: ['auto', 'a2a', 'allgather-padded', 'allgather-rs'], doc: 'EP dispatch strategy' },
     grad_reduce: { type: 'string', default: 'auto', oneOf: ['auto', 'sum', 'sum-divide', 'premul-sum'], doc: 'FSDP gradient reduction' },
     gradient_divide_factor: { type: 'number', default: 1, check: positive, doc: 'torchtitan uses 1 (the loss is divided by the global token count)' },
-    timeout_seconds: { type: 'number', default: 100, check: positive, doc: 'per collective (torchtitan train_timeout_seconds)' },
-    init_timeout_seconds: { type: 'number', default: 300, check: positive, doc: 'first collectives and startup' },
+    timeout_seconds: { type: 'number', default: 100, check: positive, doc: 'per collective after the first step (torchtitan train_timeout_seconds)' },
+    init_timeout_seconds: { type: 'number', default: 300, check: positive, doc: 'per collective during start-up and the first step' },
     ranks_per_node: { type: 'integer', default: 0, check: nonNegative, doc: '0 = all ranks on one node (mpi: asked from MPI)' },
     seed: { type: 'integer', default: 0, doc: 'inproc arrival-order seed' },
     flight_recorder_entries: { type: 'integer', default: 2000, check: atLeastOne, doc: '' },
@@ -332,4 +333,14 @@ export function degreesOf(cfg: JobConfig): import('../comm/mesh-layout.ts').Para
     ep: p.expert_parallel_degree,
     etp: p.expert_tensor_parallel_degree,
   };
+}
+
+/**
+ * The model the job trains: [model] resolved for training.seq_len, with what torchtitan's update_from_config
+ * copies in from other sections (debug.moe_force_load_balance → moe_args._debug_force_load_balance).
+ */
+export function modelConfigOf(cfg: JobConfig): ResolvedModelConfig {
+  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  if (cfg.debug.moe_force_load_balance) model.args.moe_args._debug_force_load_balance = true;
+  return model;
 }

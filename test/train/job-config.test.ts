@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { acModeOf, buildConfig, loadJobConfig, parseOverrides } from '../../src/train/job-config.ts';
+import { acModeOf, buildConfig, loadJobConfig, modelConfigOf, parseOverrides } from '../../src/train/job-config.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'moe-cfg-'));
 function file(text: string): string {
@@ -23,6 +23,14 @@ describe('job config', () => {
     expect(c.comm.profile).toBe('xccl-2025');
     expect(c.metrics.disable_color_printing).toBe(true);
     expect(acModeOf(c)).toEqual({ mode: 'selective', every: 2 });
+  });
+
+  it('debug.moe_force_load_balance reaches the model’s moe_args (torchtitan’s update_from_config)', () => {
+    const p = file('[model]\nname = "llama4"\nflavor = "debugmodel"\n[training]\nseq_len = 64\n');
+    expect(modelConfigOf(loadJobConfig(p)).args.moe_args._debug_force_load_balance).toBe(false);
+    const forced = modelConfigOf(loadJobConfig(p, ['--debug.moe_force_load_balance']));
+    expect(forced.args.moe_args._debug_force_load_balance).toBe(true);
+    expect(forced.args.max_seq_len).toBe(64);
   });
 
   const bad: [string, string, RegExp][] = [
