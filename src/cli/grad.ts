@@ -15,13 +15,13 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
 import { launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
-import { resolveModelConfig, type ResolvedModelConfig } from '../models/config.ts';
+import type { ResolvedModelConfig } from '../models/config.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
 import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors, writeSafetensors, type SafeTensorInput, type SafetensorsFile } from '../models/safetensors.ts';
 import type { RankJob } from '../actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../actors/programs/distributed-run.ts';
-import { acModeOf, loadJobConfig, type JobConfig } from '../train/job-config.ts';
+import { acModeOf, loadJobConfig, modelConfigOf, type JobConfig } from '../train/job-config.ts';
 import { planJob } from '../train/trainer.ts';
 import { microbatchesOf, rankJobOf } from '../train/train-rank.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
@@ -148,7 +148,7 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
   const extra = opts.transport !== undefined ? ['--comm.transport', opts.transport] : [];
   const cfg = loadJobConfig(opts.config, [...overrides, ...extra]);
   const where = placement(opts, cfg);
-  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  const model = modelConfigOf(cfg);
   const batch = readBatch(opts.batch, model.args.vocab_size, cfg.training.seq_len);
   const weights = readSafetensors(opts.checkpoint);
   const ac = acModeOf(cfg);
@@ -200,7 +200,8 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
         transport: where.transport,
         size: where.size,
         profile: cfg.comm.profile,
-        timeoutMs: cfg.comm.timeout_seconds * 1000,
+        // Start-up and one step: torchtitan's init_timeout_seconds covers both.
+        timeoutMs: cfg.comm.init_timeout_seconds * 1000,
         seed: cfg.comm.seed,
         ranksPerNode: cfg.comm.ranks_per_node || undefined,
         flightEntries: cfg.comm.flight_recorder_entries,

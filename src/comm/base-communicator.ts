@@ -77,6 +77,8 @@ export abstract class BaseCommunicator implements Communicator {
   observer: CommObserver | undefined;
   protected seq = 0;
   protected freed = false;
+  /** Groups split from this one, so setDefaultTimeout reaches them. */
+  private readonly children: Communicator[] = [];
 
   constructor(init: BaseInit) {
     if (init.ranks.length !== init.size) throw new Error(`communicator ${init.name}: ranks list does not match size`);
@@ -213,10 +215,20 @@ export abstract class BaseCommunicator implements Communicator {
       timer.unref?.();
     });
     try {
-      return await Promise.race([this.splitImpl(color, key, name), timeout]);
+      const child = await Promise.race([this.splitImpl(color, key, name), timeout]);
+      // A transport may build the child from its world's settings; it takes this group's current default.
+      child.setDefaultTimeout(this.timeoutMs);
+      this.children.push(child);
+      return child;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  setDefaultTimeout(timeoutMs: number): void {
+    if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) throw new Error(`communicator ${this.name}: a timeout must be a positive number of ms (got ${timeoutMs})`);
+    this.timeoutMs = timeoutMs;
+    for (const c of this.children) c.setDefaultTimeout(timeoutMs);
   }
 
   async free(): Promise<void> {

@@ -81,4 +81,10 @@ export interface Communicator {
   split(color: number, key: number, name: string): Promise<Communicator>;
   /** Releases the group (MPI_Comm_free); further calls reject. */
   free(): Promise<void>;
+  /**
+   * The timeout of later calls without their own, on this group and every group split from it (a job starts with
+   * torchtitan's init_timeout_seconds and moves to train_timeout_seconds after its first step). Local, not
+   * collective: calls already issued keep the timeout they started with.
+   */
+  setDefaultTimeout(timeoutMs: number): void;
 }

@@ -7,7 +7,6 @@ import { basename, join, resolve } from 'node:path';
 import type { RankContext } from '../comm/launch.ts';
 import { RankHost, type RankJob } from '../actors/rank-host.ts';
 import type { Microbatch } from '../models/model/model.ts';
-import { resolveModelConfig } from '../models/config.ts';
 import { buildModelSpec } from '../models/spec.ts';
 import { flopsPerToken } from '../models/counts.ts';
 import type { EventSink, TraceEvent } from '../protocols/events.ts';
@@ -18,7 +17,7 @@ import { alignRecorderClock } from '../trace/clock.ts';
 import { BroadcastChannel } from 'node:worker_threads';
 import { CheckpointError, commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, verifyCheckpoint, writeRankShard, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
 import { createDataLoader, DataStateError } from './data/index.ts';
-import { acModeOf, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
+import { acModeOf, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
 import { PhaseTimes } from './phase-times.ts';
 import { captureRankState, restoreRankState } from './rank-checkpoint.ts';
@@ -53,7 +52,7 @@ export interface TrainRankResult {
 
 /** The RankJob a job config describes, with the launcher's plan decisions. */
 export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' | 'gradReduce' | 'threads'>): RankJob {
-  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  const model = modelConfigOf(cfg);
   return {
     model,
     degrees: degreesOf(cfg),
@@ -173,6 +172,9 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         mbs.push({ tokens: b.tokens, labels: b.labels, B: b.batchSize, S: b.seqLen });
       }
       const r = await host.step(mbs);
+      // Start-up and the first step ran under init_timeout_seconds (slow joins, first-touch allocations, cold
+      // caches); every later collective gets the per-step timeout.
+      if (step === start + 1) ctx.world.setDefaultTimeout(cfg.comm.timeout_seconds * 1000);
       steps.push({ step, loss: r.globalAvgLoss, gradNorm: r.gradNorm, lr: r.lr });
       if (metrics.shouldLog(step)) {
         const now = host.bytesByGroup();

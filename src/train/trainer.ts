@@ -10,12 +10,11 @@ import { availableParallelism } from 'node:os';
 import pc from 'picocolors';
 import { FULL } from '../comm/capabilities.ts';
 import { launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
-import { resolveModelConfig } from '../models/config.ts';
 import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
-import { acModeOf, ConfigError, degreesOf, loadJobConfig, type JobConfig } from './job-config.ts';
+import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
@@ -65,7 +64,7 @@ export function worldSizeOf(cfg: JobConfig): number {
 }
 
 export function planJob(cfg: JobConfig, worldSize: number): Plan {
-  const model = resolveModelConfig(cfg.model, cfg.training.seq_len);
+  const model = modelConfigOf(cfg);
   return makePlan({
     model,
     worldSize,
@@ -165,7 +164,8 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
         transport,
         size,
         profile: cfg.comm.profile,
-        timeoutMs: cfg.comm.timeout_seconds * 1000,
+        // Start-up and the first step; the ranks move to timeout_seconds after it (torchtitan's two timeouts).
+        timeoutMs: cfg.comm.init_timeout_seconds * 1000,
         seed: cfg.comm.seed,
         ranksPerNode: cfg.comm.ranks_per_node || undefined,
         flightEntries: cfg.comm.flight_recorder_entries,

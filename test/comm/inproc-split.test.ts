@@ -72,4 +72,25 @@ describe('inproc split', () => {
       expect(x.e.message).toMatch(/timeout after 100 ms in split of group world into "lonely" \(rank 0, color 0, key 0\): not every member of world \(ranks 0,1\) called split/);
     }
   });
+  it('setDefaultTimeout reaches the groups split before and after it, and not calls that pass their own', async () => {
+    const w = createInprocWorld(2, { timeoutMs: 5000, stallMs: 0 });
+    const early = await Promise.all(w.comms.map((c, r) => c.split(0, r, 'early')));
+    for (const c of w.comms) c.setDefaultTimeout(100);
+    const late = await Promise.all(w.comms.map((c, r) => c.split(0, r, 'late')));
+    expect(() => w.comms[0]!.setDefaultTimeout(0)).toThrow(/a timeout must be a positive number of ms \(got 0\)/);
+    // Rank 1 never joins: rank 0 alone waits, and gives up after the new default.
+    for (const g of [w.comms[0]!, early[0]!, late[0]!]) {
+      const t0 = performance.now();
+      const x = await settle(g.barrier());
+      expect(x.ok).toBe(false);
+      if (!x.ok) expect(x.e.message, g.name).toMatch(new RegExp(`^timeout after 100 ms in barrier #1 on group ${g.name}`));
+      expect(performance.now() - t0).toBeLessThan(2000);
+    }
+    // A call with its own timeout keeps it.
+    const v = createInprocWorld(2, { timeoutMs: 5000, stallMs: 0 });
+    v.comms[1]!.setDefaultTimeout(100);
+    const own = await settle(Promise.race([v.comms[1]!.barrier({ timeoutMs: 10_000 }), new Promise((r) => setTimeout(r, 300, 'still waiting'))]));
+    expect(own).toEqual({ ok: true, v: 'still waiting' });
+    await v.comms[0]!.barrier();
+  });
 });

@@ -5,6 +5,8 @@
 // every rank's flight dump must be in the run folder, and viewRun must still produce timeline.html (and
 // trace.json) from the events the ranks recorded up to the failure, with the failure diagnosis in it. Without
 // the dead rank's dump — what a crashed process leaves — the same tools name rank 2 as missing.
+// Last, torchtitan's two timeouts: a rank slower than timeout_seconds passes start-up and step 1 (they run under
+// init_timeout_seconds) and fails step 2.
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -110,5 +112,26 @@ describe('a hang outside collectives', () => {
     release(); // let the launch finish so that nothing is left running after the test
     await launched;
     expect(outcome).toBe('ended');
+  });
+});
+
+describe('torchtitan’s two timeouts', () => {
+  it('start-up and the first step wait up to init_timeout_seconds; later steps fail after timeout_seconds', { timeout: 60_000 }, async () => {
+    // Rank 2 arrives 0.8 s late at every EP collective: slower than timeout_seconds (0.4 s), within init_timeout_seconds.
+    const t0 = performance.now();
+    const { value: err } = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 2, ms: 800, group: 'ep' }] }, [
+        '--job.dump_folder', root, '--job.run_name', 'two-timeouts', '--comm.timeout_seconds', '0.4', '--comm.init_timeout_seconds', '30',
+        '--training.steps', '3', '--trace.enable', 'false',
+      ]).then(
+        () => null,
+        (e: unknown) => e as Error,
+      ),
+    );
+    expect(err, 'the run must fail in step 2').toBeInstanceOf(Error);
+    console.info(`failed after ${(performance.now() - t0).toFixed(0)} ms:\n${err!.message.split('\n').slice(0, 3).join('\n')}`);
+    expect(err!.message).toMatch(/(timeout after|timed out after) 400 ms/);
+    const steps = readFileSync(join(root, 'two-timeouts', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+    expect(new Set(steps), 'step 1 completed under the init timeout, nothing after it').toEqual(new Set([1]));
   });
 });
