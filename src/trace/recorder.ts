@@ -1,7 +1,9 @@
 // The per-rank EventSink every actor writes to. Two jobs, both bounded in memory:
 //   1. keep the newest `capacity` events in a ring (object references, no copy) for the live view and for a
 //      post-mortem of a rank that is still alive;
-//   2. when given a file, stream every event to `<file>` as JSON Lines, in batches of `flushEvery` events.
+//   2. when given a file, stream every event to `<file>` as JSON Lines, in batches of `flushEvery` events, up to
+//      `maxFileEvents` (a long run must not fill the disk: ~250 bytes per event, hundreds of events per step and
+//      rank); past it, events are counted and kept in the ring but not written, and the meta line says so.
 //
 // Why JSONL on disk rather than only a ring: a run's timeline needs *all* events, not the newest N, and a rank
 // that dies must leave what it recorded behind (flushes are synchronous writes, so everything up to the last
@@ -29,6 +31,8 @@ export interface RecorderMeta {
   clockOffsetMs: number;
   /** Half-width of the offset's confidence interval, ms (0 when not estimated). */
   clockUncertaintyMs: number;
+  /** Set once the rank recorded more events than the file may hold: the file has the first this many. */
+  truncatedAfter?: number;
 }
 
 export interface RecorderOptions {
@@ -42,6 +46,8 @@ export interface RecorderOptions {
   flushEvery?: number;
   /** Also flush every this many ms, so a stalled rank's tail reaches disk (default 500; 0 disables). */
   flushIntervalMs?: number;
+  /** Events written to the file at most (default: no limit); later ones stay in memory only. */
+  maxFileEvents?: number;
 }
 
 const CLOCK = 'ms, performance.timeOrigin + performance.now()';
@@ -73,6 +79,8 @@ export class TraceRecorder implements EventSink {
   private fd = -1;
   private timer: NodeJS.Timeout | undefined;
   private bytes = 0;
+  private readonly maxFileEvents: number;
+  private offset: [number, number] = [0, 0];
 
   constructor(opts: RecorderOptions) {
     this.rank = opts.rank;
@@ -83,10 +91,12 @@ export class TraceRecorder implements EventSink {
     this.mask = cap - 1;
     this.ring = new Array(cap).fill(undefined);
     this.flushEvery = Math.max(1, Math.min(opts.flushEvery ?? 4096, cap));
+    this.maxFileEvents = opts.maxFileEvents ?? Infinity;
+    if (!(this.maxFileEvents >= 1)) throw new Error(`trace recorder (rank ${this.rank}): maxFileEvents must be ≥ 1 (got ${opts.maxFileEvents})`);
     if (opts.file) {
       mkdirSync(dirname(opts.file), { recursive: true });
       this.fd = openSync(opts.file, 'w');
-      this.writeLine(this.metaLine(0, 0));
+      this.writeLine(this.metaLine());
       const every = opts.flushIntervalMs ?? 500;
       if (every > 0) {
         this.timer = setInterval(() => this.flush(), every);
@@ -105,6 +115,11 @@ export class TraceRecorder implements EventSink {
   /** Events recorded so far (including those no longer in the ring). */
   get count(): number {
     return this.head;
+  }
+
+  /** Events the file holds or will hold: min(count, maxFileEvents). */
+  get fileEvents(): number {
+    return Math.min(this.head, this.maxFileEvents);
   }
 
   /** Bytes written to the file so far. */
@@ -127,7 +142,8 @@ export class TraceRecorder implements EventSink {
   setClockOffset(offsetMs: number, uncertaintyMs: number): void {
     if (this.fd < 0) return;
     this.flush();
-    this.writeLine(this.metaLine(offsetMs, uncertaintyMs));
+    this.offset = [offsetMs, uncertaintyMs];
+    this.writeLine(this.metaLine());
   }
 
   /** Writes every pending event. Synchronous on purpose: see the header comment. */
@@ -137,10 +153,13 @@ export class TraceRecorder implements EventSink {
       // Cannot happen while flushEvery ≤ capacity; a guard against silent loss if that invariant ever breaks.
       throw new Error(`trace recorder (rank ${this.rank}): ${this.head - this.flushed - this.capacity} events overwritten before flush`);
     }
+    const upTo = Math.min(this.head, this.maxFileEvents);
     let s = '';
-    for (let i = this.flushed; i < this.head; i++) s += JSON.stringify(this.ring[i & this.mask]) + '\n';
+    for (let i = this.flushed; i < upTo; i++) s += JSON.stringify(this.ring[i & this.mask]) + '\n';
+    const crossed = this.flushed <= this.maxFileEvents && this.head > this.maxFileEvents;
     this.flushed = this.head;
-    this.writeString(s);
+    if (crossed) s += this.metaLine() + '\n';
+    if (s) this.writeString(s);
   }
 
   /** Flushes and closes the file; the ring stays readable. Idempotent. */
@@ -153,8 +172,11 @@ export class TraceRecorder implements EventSink {
     openRecorders.delete(this);
   }
 
-  private metaLine(clockOffsetMs: number, clockUncertaintyMs: number): string {
+  /** Readers take the last meta line, so each one carries everything known so far. */
+  private metaLine(): string {
+    const [clockOffsetMs, clockUncertaintyMs] = this.offset;
     const m: RecorderMeta = { kind: 'meta', version: 1, rank: this.rank, clock: CLOCK, clockOffsetMs, clockUncertaintyMs };
+    if (this.head > this.maxFileEvents) m.truncatedAfter = this.maxFileEvents;
     return JSON.stringify(m);
   }
 

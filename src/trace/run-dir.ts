@@ -86,6 +86,9 @@ export function loadRun(dir: string): LoadedRun {
   const events: TraceEvent[] = [];
   for (const f of files) {
     if (f.badLines > 1) warnings.push(`${f.file}: ${f.badLines} unreadable lines`);
+    if (f.meta?.truncatedAfter !== undefined) {
+      warnings.push(`${f.file}: rank ${f.meta.rank} recorded more events than [trace] max_events = ${f.meta.truncatedAfter}; the file holds the first ${f.meta.truncatedAfter}, so the timeline ends early for this rank (raise max_events, or trace fewer steps)`);
+    }
     applyClockOffset(f.events, f.meta?.clockOffsetMs ?? 0);
     for (const e of f.events) events.push(e);
   }

@@ -112,7 +112,7 @@ export const SCHEMA = {
   trace: {
     enable: { type: 'boolean', default: true, doc: 'record per-rank state transitions to trace.json' },
     live: { type: 'boolean', default: false, doc: 'one refreshing terminal line per rank' },
-    max_events: { type: 'integer', default: 2_000_000, check: atLeastOne, doc: 'per rank ring size' },
+    max_events: { type: 'integer', default: 2_000_000, check: atLeastOne, doc: 'events a rank writes to events/rank-N.jsonl at most (later ones are counted, not written; the timeline then ends early and says so)' },
   },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 

@@ -118,7 +118,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   const sinks: EventSink[] = [];
   let recorder: TraceRecorder | null = null;
   if (cfg.trace.enable) {
-    recorder = new TraceRecorder({ rank: ctx.rank, file: runPaths(a.runDir).rankEvents(ctx.rank), capacity: Math.min(cfg.trace.max_events, 65_536) });
+    recorder = new TraceRecorder({ rank: ctx.rank, file: runPaths(a.runDir).rankEvents(ctx.rank), capacity: Math.min(cfg.trace.max_events, 65_536), maxFileEvents: cfg.trace.max_events });
     sinks.push(recorder);
   }
   const phases = new PhaseTimes();

@@ -193,7 +193,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     const v = viewRun(runDir);
     trace = v.trace;
     timeline = v.timeline;
-    for (const w of v.traceErrors) say(pc.yellow(`trace: ${w}`));
+    for (const w of [...v.warnings, ...v.traceErrors]) say(pc.yellow(`trace: ${w}`));
   }
   const last = results[0]?.steps.at(-1);
   say(pc.green(`done: ${results[0]?.steps.length ?? 0} steps${last ? `, final loss ${last.loss.toFixed(5)}` : ''}`));

@@ -6,7 +6,8 @@
 // metrics.jsonl whose every line parses with torchtitan's keys, and leave plan.txt, trace.json, timeline.html and
 // complete checkpoints (manifest with a checksum per file, checked here against the files).
 import { afterAll, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { readEventFile, runPaths } from '../../src/trace/run-dir.ts';
 import { join } from 'node:path';
 import { runTraining, type TrainOutcome } from '../../src/train/trainer.ts';
 import {
@@ -107,5 +108,19 @@ describe('moe-actors train end to end', () => {
     const refLosses = ref.value!.results[0]!.steps.map((s) => s.loss);
     console.info(`mpi 2 ranks: ${r.ms.toFixed(0)} ms, losses ${losses.map((l) => l.toFixed(4)).join(' ')} (inproc ${refLosses.map((l) => l.toFixed(4)).join(' ')})`);
     for (let i = 0; i < 6; i++) expect(relDiff(losses[i]!, refLosses[i]!), `step ${i + 1}`).toBeLessThan(1e-5);
+  });
+  it('[trace] max_events caps each rank’s event file; the run and its timeline complete and say the trace is cut', async () => {
+    const c = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: false }, ['--job.dump_folder', root, '--job.run_name', 'capped', '--training.steps', '2', '--trace.max_events', '100']),
+    );
+    const out = c.value!;
+    expect(out.results[0]!.steps).toHaveLength(2);
+    for (let r = 0; r < 4; r++) {
+      const f = readEventFile(runPaths(out.runDir).rankEvents(r));
+      expect(f.events, `rank ${r}`).toHaveLength(100);
+      expect(f.meta!.truncatedAfter).toBe(100);
+    }
+    expect(existsSync(out.timeline!)).toBe(true);
+    expect(stripAnsi(c.logs.join('\n'))).toMatch(/^trace: .*rank-0\.jsonl: rank 0 recorded more events than \[trace\] max_events = 100; the file holds the first 100/m);
   });
 });

@@ -70,6 +70,35 @@ describe('TraceRecorder', () => {
     expect(readEventFile(file).events.length).toBe(50);
   });
 
+  it('writes at most maxFileEvents to the file, says so in its meta line, and keeps counting and ringing the rest', () => {
+    const run = join(dir, 'capped');
+    const file = runPaths(run).rankEvents(2);
+    const rec = new TraceRecorder({ rank: 2, file, capacity: 8, flushEvery: 4, flushIntervalMs: 0, maxFileEvents: 10 });
+    for (let i = 0; i < 25; i++) rec.record(ev(2, i));
+    rec.setClockOffset(5, 0.1);
+    rec.record(ev(2, 25));
+    rec.close();
+    expect(rec.count).toBe(26);
+    expect(rec.fileEvents).toBe(10);
+    expect(rec.recent().map((e) => e.t)).toEqual([18, 19, 20, 21, 22, 23, 24, 25]);
+    const f = readEventFile(file);
+    expect(f.events.map((e) => e.t)).toEqual([...Array(10).keys()]);
+    expect(f.meta).toMatchObject({ rank: 2, truncatedAfter: 10, clockOffsetMs: 5 });
+    expect(f.badLines).toBe(0);
+    expect(rec.bytesWritten).toBe(readFileSync(file).length);
+    expect(loadRun(run).warnings).toEqual([
+      `${file}: rank 2 recorded more events than [trace] max_events = 10; the file holds the first 10, so the timeline ends early for this rank (raise max_events, or trace fewer steps)`,
+    ]);
+    // Exactly at the limit: nothing is dropped, nothing is said.
+    const exact = join(dir, 'exact', 'rank-0.jsonl');
+    const r2 = new TraceRecorder({ rank: 0, file: exact, flushEvery: 3, flushIntervalMs: 0, maxFileEvents: 6 });
+    for (let i = 0; i < 6; i++) r2.record(ev(0, i));
+    r2.close();
+    expect(readEventFile(exact).events.length).toBe(6);
+    expect(readEventFile(exact).meta!.truncatedAfter).toBeUndefined();
+    expect(() => new TraceRecorder({ rank: 0, maxFileEvents: 0 })).toThrow(/maxFileEvents must be ≥ 1 \(got 0\)/);
+  });
+
   it('tee fans events out to every sink', () => {
     const a: TraceEvent[] = [];
     const b: TraceEvent[] = [];
