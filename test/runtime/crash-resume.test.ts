@@ -10,7 +10,8 @@
 // Then the uninterrupted run's step-4 checkpoint (written by EP 4) is loaded onto EP 2 and EP 1 meshes of the same
 // 4 ranks: the loss continues where the EP 4 run was (1e-5 relative at the next step: fp32 reassociation only).
 // Last, new runs start from that checkpoint through [checkpoint] initial_load_path (step folder, bare step-N,
-// checkpoint folder), and a corrupted or missing one is refused with the reason.
+// checkpoint folder), and a corrupted or missing one is refused with the reason; and load_step resumes from an older
+// complete step.
 import { afterAll, describe, expect, it } from 'vitest';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -164,6 +165,24 @@ describe('crash during a checkpoint write, then resume', () => {
       expect(Math.abs(r0.steps[0]!.gradNorm - full.get(5)!.gradNorm) / full.get(5)!.gradNorm).toBeLessThan(1e-4);
     });
   }
+  it('load_step picks an older complete checkpoint of the run (steps 5-6 and the rewritten step-6 are bit-identical); a missing step is refused, listing the complete ones', async () => {
+    const name = 'load-step';
+    cpSync(ckptFolder('full'), ckptFolder(name), { recursive: true });
+    const r = await runTrainCli(args(name, ['--checkpoint.load_step', '4']), { timeoutMs: 40_000 });
+    expect(r.code, describeChild(r)).toBe(0);
+    expect(r.stdout).toContain(`resumed from ${join(ckptFolder(name), 'step-4')} (step 4)`);
+    const m = checkMetrics(join(root, name), 4, [5, 6]);
+    for (const s of [5, 6]) expect(m.get(s)!.loss, `step ${s}`).toBe(full.get(s)!.loss);
+    checkCheckpoints(ckptFolder(name), [2, 4, 6], 4);
+    const want = checkpointTensors(join(ckptFolder('full'), 'step-6'));
+    const got = checkpointTensors(join(ckptFolder(name), 'step-6'));
+    for (const [n, a] of want) expect(firstBitDifference(got.get(n)!, a), `step-6 ${n}`).toBe(-1);
+
+    const bad = await runTrainCli(args(name, ['--checkpoint.load_step', '3']), { timeoutMs: 40_000 });
+    expect(bad.code, describeChild(bad)).not.toBe(0);
+    expect(bad.stdout + bad.stderr).toContain(`[checkpoint] load_step = 3: no complete checkpoint for that step in ${ckptFolder(name)} (complete: 2, 4, 6)`);
+  });
+
   it('initial_load_path: a step folder (absolute or a bare step-N in the working directory) or its checkpoint folder starts a new run from those weights; a corrupted one is refused, naming the file', { timeout: 120_000 }, async () => {
     const from = join(ckptFolder('full'), 'step-4');
     const init = (name: string, path: string, cwd?: string) =>
