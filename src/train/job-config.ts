@@ -38,7 +38,7 @@ export const SCHEMA = {
     hf_assets_path: { type: 'string', default: '', doc: 'accepted for torchtitan compatibility; the byte tokenizer is built in' },
   },
   optimizer: {
-    name: { type: 'string', default: 'AdamW', oneOf: ['AdamW', 'Adam'], doc: 'Adam = AdamW without weight decay' },
+    name: { type: 'string', default: 'AdamW', oneOf: ['AdamW', 'Adam'], doc: 'AdamW: decoupled weight decay; Adam: L2 decay added to the gradient (torch.optim.Adam)' },
     lr: { type: 'number', default: 8e-4, check: positive, doc: 'peak learning rate' },
     eps: { type: 'number', default: 1e-8, check: positive, doc: 'Adam epsilon' },
     beta1: { type: 'number', default: 0.9, check: beta, doc: '' },

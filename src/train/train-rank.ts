@@ -66,7 +66,8 @@ export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' |
       beta1: cfg.optimizer.beta1,
       beta2: cfg.optimizer.beta2,
       eps: cfg.optimizer.eps,
-      weight_decay: cfg.optimizer.name === 'Adam' ? 0 : cfg.optimizer.weight_decay,
+      weight_decay: cfg.optimizer.weight_decay,
+      l2: cfg.optimizer.name === 'Adam',
     },
     schedule: {
       totalSteps: cfg.training.steps,

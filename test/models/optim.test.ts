@@ -6,7 +6,8 @@ import { clipCoefficient, clipGradNorm, gradNormSquared } from '../../src/models
 import { AdamW } from '../../src/models/optim/adamw.ts';
 import { ParamUnit, UnitLayout } from '../../src/models/params/unit.ts';
 import { Allocator } from '../../src/tensor/allocator.ts';
-import { refKernels } from '../../src/tensor/kernels.ts';
+import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
+import { readFileSync } from 'node:fs';
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
@@ -93,6 +94,35 @@ describe('AdamW', () => {
       expect(u.p('p0')[1]).toBeCloseTo(p[1]!, 6);
     }
     expect(opt.stateOf('u').step).toBe(2);
+  });
+});
+
+describe('Adam and AdamW against torch.optim (test/fixtures/optim, scripts/reference/make_optim_fixture.py)', () => {
+  const fx = JSON.parse(readFileSync(new URL('../fixtures/optim/adam_adamw.json', import.meta.url), 'utf8')) as {
+    beta1: number; beta2: number; eps: number; weight_decay: number; init: number[]; grads: number[][]; lrs: number[]; adam: number[][]; adamw: number[][];
+  };
+  for (const [kname, k] of [['reference', refKernels], ['native', nativeKernels()]] as const) {
+    for (const name of ['adamw', 'adam'] as const) {
+      it(`${name === 'adam' ? 'Adam (L2 decay in the gradient)' : 'AdamW (decoupled decay)'}, ${kname} kernels: every step within 2e-6 of torch`, () => {
+        const u = unitWith([fx.init.map(() => 0)]);
+        u.p('p0').set(fx.init);
+        const cfg = { lr: fx.lrs[0]!, beta1: fx.beta1, beta2: fx.beta2, eps: fx.eps, weight_decay: fx.weight_decay, l2: name === 'adam' };
+        const opt = new AdamW([u], cfg, k, new Allocator());
+        fx.grads.forEach((g, s) => {
+          u.g('p0').set(g);
+          opt.step(fx.lrs[s]!);
+          const want = fx[name][s]!;
+          const worst = Math.max(...want.map((w, i) => Math.abs(u.p('p0')[i]! - w) / Math.max(Math.abs(w), 1e-3)));
+          expect(worst, `step ${s + 1}`).toBeLessThan(2e-6);
+        });
+      });
+    }
+  }
+
+  it('the two decays differ on this fixture (so the comparison can tell them apart)', () => {
+    const last = fx.grads.length - 1;
+    const gap = Math.max(...fx.adam[last]!.map((a, i) => Math.abs(a - fx.adamw[last]![i]!)));
+    expect(gap).toBeGreaterThan(1e-4);
   });
 });
 

@@ -1,6 +1,8 @@
 // AdamW over flat buffers (units, or FSDP shards of them) (torch.optim.AdamW semantics, spec §5.2): decoupled weight decay on every parameter
 // (embeddings, norms, router and experts alike — torchtitan builds one param group), moments in category
 // "optimizer" with the unit's layout, so an FSDP shard of a unit has the matching shard of its moments.
+// With `l2` it is torch.optim.Adam instead (torchtitan's optimizer name "Adam"): the weight decay is added to the
+// gradient before the moments (g + wd·p), so it is scaled by the adaptive step like any gradient.
 
 import type { Allocator } from '../../tensor/allocator.ts';
 import type { Kernels } from '../../tensor/kernels-api.ts';
@@ -12,6 +14,8 @@ export interface AdamWConfig {
   beta2: number;
   eps: number;
   weight_decay: number;
+  /** torch.optim.Adam's L2 decay instead of AdamW's decoupled decay. */
+  l2?: boolean;
 }
 
 interface State {
@@ -45,9 +49,12 @@ export class AdamW {
   /** One update of every unit with learning rate `lr` (the scheduler's current value). */
   step(lr: number): void {
     const c = this.config;
+    const l2 = c.l2 === true && c.weight_decay !== 0;
     for (const s of this.states) {
       s.step++;
-      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.numel, lr, c.beta1, c.beta2, c.eps, c.weight_decay, s.step);
+      // The gradient buffer is rewritten by the next backward, so it can carry the decay term.
+      if (l2) this.k.axpy(c.weight_decay, s.unit.data, s.unit.grad, s.unit.numel);
+      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.numel, lr, c.beta1, c.beta2, c.eps, l2 ? 0 : c.weight_decay, s.step);
     }
   }
 
