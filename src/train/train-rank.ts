@@ -188,14 +188,17 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         const dir = stepDir(folder, step);
         const state = captureRankState(host, { step, data: loader.state(), rank: ctx.rank });
         writeRankShard(dir, ctx.rank, { tensors: state.tensors, slices: state.slices, extras: state.extras });
-        await ctx.world.barrier({ tag: `checkpoint ${step}` });
+        // Writing gigabytes per rank to a shared filesystem is not a step's collective: the barriers around it wait
+        // as long as start-up may.
+        const io = { timeoutMs: cfg.comm.init_timeout_seconds * 1000 };
+        await ctx.world.barrier({ tag: `checkpoint ${step}`, ...io });
         if (ctx.rank === 0) {
           const d = host.mesh.layout.degrees;
           commitManifest(dir, { step, configHash: configHash(cfg), mesh: { ...d }, worldSize: ctx.size });
           if (cfg.checkpoint.keep_latest_k > 0) pruneCheckpoints(folder, cfg.checkpoint.keep_latest_k);
           log(`checkpoint: ${dir}`);
         }
-        await ctx.world.barrier({ tag: `checkpoint ${step} committed` });
+        await ctx.world.barrier({ tag: `checkpoint ${step} committed`, ...io });
         checkpoints.push(dir);
       }
     }

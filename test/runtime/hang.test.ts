@@ -134,4 +134,15 @@ describe('torchtitan’s two timeouts', () => {
     const steps = readFileSync(join(root, 'two-timeouts', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
     expect(new Set(steps), 'step 1 completed under the init timeout, nothing after it').toEqual(new Set([1]));
   });
+  it('the barriers around a checkpoint write keep the init timeout (a slow writer is not a hang)', { timeout: 60_000 }, async () => {
+    // Rank 1 arrives 0.8 s late at every collective on the world group — after start-up only the checkpoint barriers.
+    const { value: out } = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 1, ms: 800, group: 'world' }] }, [
+        '--job.dump_folder', root, '--job.run_name', 'slow-writer', '--comm.timeout_seconds', '0.4', '--comm.init_timeout_seconds', '30',
+        '--training.steps', '3', '--checkpoint.enable', '--checkpoint.interval', '1', '--trace.enable', 'false',
+      ]),
+    );
+    expect(out!.results[0]!.steps.map((s) => s.step)).toEqual([1, 2, 3]);
+    expect(out!.results[0]!.checkpoints).toHaveLength(3);
+  });
 });
