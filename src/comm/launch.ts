@@ -71,13 +71,17 @@ export interface LaunchResult<R> {
 }
 
 /**
- * "<what> failed on ranks 1, 3: <first line of the first failed outcome's error>", then the diagnosis; null when
- * every rank finished. One wording for every command that launches ranks, so failures read the same in each.
+ * "<what> failed on ranks 1, 3: <first line of the cause>", then the diagnosis; null when every rank finished.
+ * One wording for every command that launches ranks, so failures read the same in each. The cause is the first
+ * rank that failed on its own — outside any collective, e.g. a missing file or a bad value — when there is one:
+ * the others' errors ("all_reduce #1 on group batch failed: rank 1 freed group batch") are its consequences.
+ * Otherwise (a timeout, a dead peer, a mismatch) the first failed rank's error.
  */
 export function launchFailure(what: string, result: LaunchResult<unknown>): string | null {
   const failed = result.outcomes.filter((o): o is Extract<RankOutcome<unknown>, { ok: false }> => !o.ok);
   if (!failed.length) return null;
-  const first = failed[0]!;
+  const own = (o: (typeof failed)[number]) => o.dump !== undefined && !o.dump.entries.some((e) => e.state === 'failed');
+  const first = failed.length > 1 && !failed.every(own) ? (failed.find(own) ?? failed[0]!) : failed[0]!;
   return `${what} failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}${result.diagnosis ? `\n${result.diagnosis}` : ''}`;
 }
 

@@ -15,6 +15,7 @@ import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
+import { datasetPathProblem } from './data/index.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
@@ -106,6 +107,8 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     if (isRank0 && !opts.quiet) console.log(m);
   };
   if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (TrainOptions.faults) needs [comm] transport = "inproc" (got "${transport}")`);
+  const dataProblem = datasetPathProblem(cfg);
+  if (dataProblem) throw new ConfigError(dataProblem);
   const plan = planJob(cfg, size);
   say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
   say(formatPlan(plan));

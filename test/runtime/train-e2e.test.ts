@@ -6,7 +6,7 @@
 // metrics.jsonl whose every line parses with torchtitan's keys, and leave plan.txt, trace.json, timeline.html and
 // complete checkpoints (manifest with a checksum per file, checked here against the files).
 import { afterAll, describe, expect, it } from 'vitest';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { readEventFile, runPaths } from '../../src/trace/run-dir.ts';
 import { join } from 'node:path';
 import { runTraining, type TrainOutcome } from '../../src/train/trainer.ts';
@@ -122,5 +122,28 @@ describe('moe-actors train end to end', () => {
     }
     expect(existsSync(out.timeline!)).toBe(true);
     expect(stripAnsi(c.logs.join('\n'))).toMatch(/^trace: .*rank-0\.jsonl: rank 0 recorded more events than \[trace\] max_events = 100; the file holds the first 100/m);
+  });
+  it('a dataset too small for its data-parallel ranks: the error leads with that cause, not with a peer’s collective failure; re-loops are reported sparingly', async () => {
+    const tiny = join(root, 'one-document.txt');
+    writeFileSync(tiny, 'x');
+    const c = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: false }, ['--job.dump_folder', root, '--job.run_name', 'tiny-data', '--training.steps', '1', '--training.dataset', 'text', '--training.dataset_path', tiny]).then(
+        () => null,
+        (e: unknown) => e as Error,
+      ),
+    );
+    expect(c.value).toBeInstanceOf(Error);
+    expect(c.value!.message.split('\n')[0]).toMatch(/^training failed on ranks 0, 1, 2, 3: .*one-document\.txt .*: data-parallel rank [123] of 4 gets no documents \(the dataset has 1\)\. Use a larger dataset/);
+    // Rank 0 holds the one 1-byte document and re-loops hundreds of times to fill its batch.
+    const reloops = stripAnsi([...c.logs, c.stdout].join('\n')).match(/re-looping \(epoch (\d+)/g) ?? [];
+    expect(reloops.length, reloops.join(', ')).toBeGreaterThan(0);
+    expect(reloops.length, reloops.join(', ')).toBeLessThanOrEqual(12);
+  });
+  it('a dataset_path that does not exist is refused before any rank starts, and no run folder is made', async () => {
+    const missing = join(root, 'no-such-dataset.txt');
+    await expect(
+      runTraining({ config: TINY, transport: 'inproc', quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'no-data', '--training.dataset_path', missing]),
+    ).rejects.toThrow(`cannot read dataset ${missing}: no such file (set [training] dataset_path)`);
+    expect(existsSync(join(root, 'no-data'))).toBe(false);
   });
 });

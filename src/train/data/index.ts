@@ -7,4 +7,4 @@ export { TokenFileSource, TokenSourceError, tokenDTypeOf, type TokenDType } from
 export { SyntheticSource, syntheticEntropy } from './synthetic.ts';
 export { Packer, type PackerPosition } from './packer.ts';
 export { checkDataState, DataStateError, type DataState } from './state.ts';
-export { BUNDLED_TEXT_SAMPLE, createDataLoader, DataLoader, type Batch, type DataLoaderOptions } from './loader.ts';
+export { BUNDLED_TEXT_SAMPLE, createDataLoader, DataLoader, datasetPathProblem, type Batch, type DataLoaderOptions } from './loader.ts';

@@ -2,6 +2,7 @@
 // (a stateful DataLoader with batch_size = local_batch_size over the packing dataset: B consecutive samples per
 // batch), and saves/restores its position.
 
+import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { JobConfig } from '../job-config.ts';
 import { ShardedDocuments, type DocumentSource } from './documents.ts';
@@ -133,7 +134,11 @@ export function createDataLoader(cfg: JobConfig, o: CreateDataLoaderOptions): Da
     seqLen,
     dpRank: o.dpRank,
     dpDegree: o.dpDegree,
-    onReloop: (epoch, d) => o.log?.(`data: ${d} ran out of documents, re-looping (epoch ${epoch})`),
+    // torchtitan warns on every re-loop; a shard much smaller than a batch re-loops many times per step, so only
+    // epochs 1, 2, 4, 8, … are reported.
+    onReloop: (epoch, d) => {
+      if ((epoch & (epoch - 1)) === 0) o.log?.(`data: ${d} ran out of documents, re-looping (epoch ${epoch}${epoch > 1 ? '; reported at powers of two' : ''})`);
+    },
   };
   if (dataset === 'synthetic') {
     return new DataLoader(new SyntheticSource({ seed: cfg.debug.seed, rank: o.dpRank, vocabSize: o.vocabSize, docTokens: seqLen + 1 }), opts);
@@ -154,4 +159,22 @@ export function createDataLoader(cfg: JobConfig, o: CreateDataLoaderOptions): Da
     if (dataset === 'c4_test') o.log?.(`data: c4_test is not bundled; using the text sample ${path} with the same packing`);
   }
   return new DataLoader(new ShardedDocuments(loadTextSource(path), o.dpRank, o.dpDegree), opts);
+}
+
+/**
+ * Why the job's dataset file cannot be used, or null — checked by the launcher before any rank starts, so a typo
+ * in dataset_path is one error line rather than every rank failing at start-up. (Contents are checked by the
+ * sources themselves, on the ranks.)
+ */
+export function datasetPathProblem(cfg: JobConfig): string | null {
+  const { dataset, dataset_path: path } = cfg.training;
+  if (dataset === 'synthetic' || !path) return null;
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return `cannot read dataset ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`;
+  }
+  return st.isFile() ? null : `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt or .jsonl'} file)`;
 }
