@@ -247,6 +247,13 @@ function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): R
   return null;
 }
 
+/** Why initial_load_path cannot be used before looking inside it (the launcher asks too), or null. */
+export function initialLoadPathProblem(init: string): string | null {
+  const path = resolve(init);
+  if (existsSync(path)) return null;
+  return `[checkpoint] initial_load_path = ${init}: ${path} does not exist; give a checkpoint folder, one of its step-N folders or a weights .safetensors file`;
+}
+
 /**
  * `initial_load_path` names a step folder (`…/step-N`, or a bare `step-N` in the working directory: that one is
  * verified alone, not with its siblings) or a checkpoint folder (its newest complete step). When nothing usable
@@ -255,7 +262,8 @@ function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): R
 function initialCheckpoint(init: string): CompleteCheckpoint {
   const what = `[checkpoint] initial_load_path = ${init}`;
   const path = resolve(init);
-  if (!existsSync(path)) throw new Error(`${what}: ${path} does not exist; give a checkpoint folder, one of its step-N folders or a weights .safetensors file`);
+  const missing = initialLoadPathProblem(init);
+  if (missing) throw new Error(missing);
   const stepAt = /^step-(\d+)$/.exec(basename(path));
   if (stepAt) {
     const step = Number(stepAt[1]);

@@ -17,7 +17,7 @@ import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { datasetPathProblem } from './data/index.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
-import { microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
+import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -109,6 +109,9 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (TrainOptions.faults) needs [comm] transport = "inproc" (got "${transport}")`);
   const dataProblem = datasetPathProblem(cfg);
   if (dataProblem) throw new ConfigError(dataProblem);
+  // The ranks check what is there (a complete, uncorrupted checkpoint); a wrong path needs no ranks to find.
+  const initProblem = cfg.checkpoint.initial_load_path ? initialLoadPathProblem(cfg.checkpoint.initial_load_path) : null;
+  if (initProblem) throw new ConfigError(initProblem);
   const plan = planJob(cfg, size);
   say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
   say(formatPlan(plan));

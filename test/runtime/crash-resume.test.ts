@@ -221,5 +221,6 @@ describe('crash during a checkpoint write, then resume', () => {
     const none = await init('init-none', join(root, 'nowhere'));
     expect(none.code, describeChild(none)).not.toBe(0);
     expect(none.stdout + none.stderr).toMatch(/initial_load_path = .*nowhere: .*nowhere does not exist; give a checkpoint folder/);
+    expect(existsSync(join(root, 'init-none')), 'refused before a run folder is made').toBe(false);
   });
 });
