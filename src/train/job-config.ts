@@ -75,7 +75,7 @@ export const SCHEMA = {
   },
   activation_checkpoint: {
     mode: { type: 'string', default: 'selective', oneOf: ['none', 'selective', 'full'], doc: '' },
-    selective_ac_option: { type: 'string|integer', default: '2', check: (v: string | number) => (String(v) === 'op' || /^-?\d+$/.test(String(v)) ? null : 'must be an integer k (every k-th block) or "op"'), doc: '' },
+    selective_ac_option: { type: 'string|integer', default: '2', check: (v: string | number) => (String(v) === 'op' || (/^\d+$/.test(String(v)) && Number(v) >= 1) ? null : 'must be a positive integer k (every k-th block; torchtitan rejects k ≤ 0) or "op"'), doc: '' },
   },
   checkpoint: {
     enable: { type: 'boolean', default: false, doc: '' },
