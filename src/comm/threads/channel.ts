@@ -204,6 +204,10 @@ export class GroupChannel {
     if (this.life.gone(wr) && !reached?.()) {
       // Name the dead peer as the culprit, so members waiting on someone else report the same root cause.
       this.arena.poison(wr, state === 'stopped' ? 'stopped' : state === 'finished' ? 'finished' : state === 'failed' ? 'failed' : 'died');
+      // The first poison wins. If another member already named a culprit, this peer most likely failed because of
+      // it (it threw on the same death): report that, so every member names the root cause.
+      const first = this.arena.poisoned();
+      if (first && first.worldRank !== wr) fail(poisonError(first.kind), `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(first.worldRank, first.kind)}`);
       const stage = kind === 'arrive' ? 'to arrive' : 'to finish reading the previous phase';
       fail('peer-dead', `${who} waited in ${what} for ${peer} ${stage}, but it ${describeLife(state)}`);
     }
