@@ -10,7 +10,6 @@
 // once, atomically, at the very end.
 
 import { availableParallelism } from 'node:os';
-import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
@@ -24,6 +23,7 @@ import type { DistributedRunArgs, DistributedRunResult } from '../actors/program
 import { acModeOf, loadJobConfig, modelConfigOf, type JobConfig } from '../train/job-config.ts';
 import { planJob } from '../train/trainer.ts';
 import { microbatchesOf, rankJobOf } from '../train/train-rank.ts';
+import { ensureDir } from '../train/ensure-dir.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
 
 const RANK_PROGRAM = fileURLToPath(new URL('../actors/programs/distributed-run.ts', import.meta.url));
@@ -224,7 +224,7 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
     if (!g) throw new Error(`internal: no gradient for parameter ${name}`);
     out[`grad.${name}`] = { shape: g.shape, data: g.data };
   }
-  mkdirSync(dirname(resolve(opts.out)), { recursive: true });
+  ensureDir(dirname(resolve(opts.out)), '--out');
   writeSafetensors(opts.out, out, {
     format: 'moe-actors grad',
     config: opts.config,

@@ -2,7 +2,7 @@
 // create the run folder, measure the machine's sgemm peak (for MFU), launch the training rank program on the
 // chosen transport, and turn the recorded events into trace.json and timeline.html afterwards.
 
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -16,6 +16,7 @@ import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { datasetPathProblem } from './data/index.ts';
+import { ensureDir } from './ensure-dir.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
@@ -128,12 +129,12 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const ranksOnNode = transport === 'mpi' ? 1 : size;
   const runDir = resolve(cfg.job.dump_folder, runName(cfg));
   if (transport !== 'mpi') {
-    mkdirSync(runDir, { recursive: true });
+    ensureDir(runDir, '[job] dump_folder');
     writeRunFiles(runDir, cfg, plan);
   } else if (!cfg.job.run_name) {
     throw new ConfigError('under mpi every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)');
   } else if (isRank0) {
-    mkdirSync(runDir, { recursive: true });
+    ensureDir(runDir, '[job] dump_folder');
     writeRunFiles(runDir, cfg, plan);
   }
   say(`run folder: ${runDir}`);

@@ -20,6 +20,7 @@ import {
   expectLossDecreases,
   MPI_SKIP,
   readJsonl,
+  runTrainCli,
   runTrainMpi,
   stripAnsi,
   TINY,
@@ -145,5 +146,11 @@ describe('moe-actors train end to end', () => {
       runTraining({ config: TINY, transport: 'inproc', quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'no-data', '--training.dataset_path', missing]),
     ).rejects.toThrow(`cannot read dataset ${missing}: no such file (set [training] dataset_path)`);
     expect(existsSync(join(root, 'no-data'))).toBe(false);
+  });
+  it('a dump_folder that cannot be made (under /proc, where Node 20’s recursive mkdir spins forever) fails at once, naming it', async () => {
+    const r = await runTrainCli(['--config', TINY, '--job.dump_folder', '/proc/moe-actors-no-such-dir', '--transport', 'inproc', '--trace.enable', 'false'], { timeoutMs: 30_000 });
+    expect(r.timedOut, describeChild(r)).toBe(false);
+    expect(r.code, describeChild(r)).toBe(1);
+    expect(r.stderr).toContain('moe-actors: [job] dump_folder: cannot create the folder /proc/moe-actors-no-such-dir (ENOENT); choose a writable location');
   });
 });
