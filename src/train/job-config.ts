@@ -248,19 +248,36 @@ export function parseOverrides(args: readonly string[]): Record<string, Record<s
     if (dot < 0) throw new ConfigError(`override "${a}" must name a section and a field, e.g. --training.steps 20`);
     const section = key.slice(0, dot);
     const field = key.slice(dot + 1);
+    // [model.args] and its sub-tables are the models layer's (it checks names and types): --model.args.dim 64,
+    // --model.args.moe_args.num_experts 8.
+    const modelArg = section === 'model' && field.startsWith('args.') ? field.split('.').slice(1) : null;
+    if (modelArg && modelArg.some((k) => k === '')) throw new ConfigError(`override "${a}" has an empty field name`);
     const spec = (SCHEMA as Record<string, Record<string, FieldSpec>>)[section]?.[field];
     if (value === undefined) {
       const next = args[i + 1];
-      if (spec?.type === 'boolean' && (next === undefined || next.startsWith('--'))) value = 'true';
+      if ((spec?.type === 'boolean' || modelArg) && (next === undefined || next.startsWith('--'))) value = 'true';
       else {
         if (next === undefined) throw new ConfigError(`override --${key} needs a value`);
         value = next;
         i++;
       }
     }
+    if (modelArg) {
+      let t = ((out.model ??= {}).args ??= {}) as Record<string, unknown>;
+      for (const k of modelArg.slice(0, -1)) t = (t[k] ??= {}) as Record<string, unknown>;
+      t[modelArg.at(-1)!] = coerceModelArg(value);
+      continue;
+    }
     (out[section] ??= {})[field] = coerce(value, spec);
   }
   return out;
+}
+
+/** A command-line value for a model arg, typed as TOML would type it (the models layer then checks it). */
+function coerceModelArg(raw: string): unknown {
+  if (raw === 'true' || raw === 'false') return raw === 'true';
+  if (raw === 'null' || raw === 'none') return null;
+  return raw.trim() !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
 }
 
 function coerce(raw: string, spec: FieldSpec | undefined): unknown {

@@ -33,6 +33,19 @@ describe('job config', () => {
     expect(forced.args.max_seq_len).toBe(64);
   });
 
+  it('overrides [model.args] and its sub-tables from the command line; the models layer checks names and types', () => {
+    const p = file('[model]\nname = "llama4"\nflavor = "debugmodel"\n[model.args.moe_args]\ntop_k = 1\n[training]\nseq_len = 64\n');
+    expect(parseOverrides(['--model.args.dim', '48', '--model.args.moe_args.route_norm', '--model.args.n_kv_heads=null'])).toEqual({
+      model: { args: { dim: 48, moe_args: { route_norm: true }, n_kv_heads: null } },
+    });
+    const m = modelConfigOf(loadJobConfig(p, ['--model.args.dim', '512', '--model.args.moe_args.num_experts', '4', '--model.args.moe_args.score_func', 'softmax']));
+    expect(m.args.dim).toBe(512);
+    expect(m.args.moe_args).toMatchObject({ num_experts: 4, score_func: 'softmax', top_k: 1 });
+    expect(() => modelConfigOf(loadJobConfig(p, ['--model.args.dimm', '48']))).toThrow(/model\.args\.dimm: unknown field; valid fields are: dim, /);
+    expect(() => modelConfigOf(loadJobConfig(p, ['--model.args.dim', 'wide']))).toThrow(/model\.args\.dim: expected an integer, got "wide"/);
+    expect(() => parseOverrides(['--model.args..dim', '1'])).toThrow(/has an empty field name/);
+  });
+
   const bad: [string, string, RegExp][] = [
     ['unknown section', '[trainng]\nsteps = 1\n', /unknown section \[trainng\] \(did you mean \[training\]\?\)/],
     ['unknown field', '[training]\nstep = 1\n', /unknown field \[training\] step \(did you mean steps\?\)/],
