@@ -115,7 +115,7 @@ export function planMesh(partial: Partial<ParallelDegrees>, worldSize: number, o
     );
   }
   if (d.ep > 1 && d.etp !== d.tp && d.etp !== 1) {
-    throw new MeshError('etp', d.etp, `with ep > 1, etp must equal tp (${d.tp}) or 1 (torchtitan supports only ETP = TP or ETP = 1)`, `set etp = 1 or etp = ${d.tp}`);
+    throw new MeshError('etp', d.etp, `with ep > 1, etp must equal tp (${d.tp}) or 1 (torchtitan supports only ETP = TP or ETP = 1)`, d.tp === 1 ? `set etp = 1` : `set etp = 1 or etp = ${d.tp}`);
   }
   const epBase = d.dp_shard * d.cp * d.tp;
   if (epBase % d.etp !== 0) {

@@ -100,7 +100,7 @@ describe('invalid degrees name the field, the value, the rule and the fix', () =
     ['other degrees not dividing the world', { dp_replicate: 3 }, 4, {}, 'dp_replicate·cp·tp·pp', /3·1·1·1·1 = 3 ≠ 4.*run on a multiple of 3 ranks/],
     ['inferred dp_shard of 0', { dp_replicate: 8 }, 4, {}, 'dp_shard', /inferred as world_size \/\/ \(dp_replicate·cp·tp·pp\) = 4 \/\/ 8 = 0/],
     ['efsdp not exact', { dp_shard: 4, ep: 3 }, 4, {}, 'ep', /ep = 3: efsdp = dp_shard·cp·tp \/ \(etp·ep\) = 4 \/ 3 must be exact.*choose ep among 1, 2, 4/],
-    ['etp neither tp nor 1', { dp_shard: 4, ep: 2, etp: 2 }, 4, {}, 'etp', /etp = 2: with ep > 1, etp must equal tp \(1\) or 1/],
+    ['etp neither tp nor 1', { dp_shard: 4, ep: 2, etp: 2 }, 4, {}, 'etp', /etp = 2: with ep > 1, etp must equal tp \(1\) or 1 .*Fix: set etp = 1$/],
     ['experts not divisible', { dp_shard: 4, ep: 4 }, 4, { numExperts: 6 }, 'ep', /the 6 routed experts must divide evenly over ep ranks \(E % ep == 0\).*choose ep among 1, 2, 3, 6/],
     ['odd seq_len', { dp_shard: 4 }, 4, { seqLen: 7 }, 'seq_len', /seq_len must be divisible by tp·2·cp = 2/],
     ['tp > 1', { dp_shard: 2, tp: 2 }, 4, {}, 'tp', /tp = 2: tensor parallelism is valid for torchtitan but not supported yet by moe-actors/],
