@@ -10,6 +10,7 @@
 // once, atomically, at the very end.
 
 import { availableParallelism } from 'node:os';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
@@ -145,6 +146,7 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
   requireFile(opts.config, '--config');
   requireFile(opts.checkpoint, '--checkpoint');
   requireFile(opts.batch, '--batch');
+  if (existsSync(opts.out) && statSync(opts.out).isDirectory()) throw new CliError(`--out ${opts.out} is a folder; give the path of the .safetensors file to write`);
   const extra = opts.transport !== undefined ? ['--comm.transport', opts.transport] : [];
   const cfg = loadJobConfig(opts.config, [...overrides, ...extra]);
   const where = placement(opts, cfg);

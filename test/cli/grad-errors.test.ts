@@ -1,7 +1,7 @@
 // `moe-actors grad` on bad input: exit code 1, one line naming the cause (and the fix), and no output file.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensors, writeSafetensors, type SafeTensorInput } from '../../src/models/safetensors.ts';
 import { expectFailure, fx, grad, scratch } from './grad-helpers.ts';
 
@@ -76,6 +76,14 @@ describe('moe-actors grad: bad input fails clearly and writes nothing', () => {
       await grad(c, s.out(), ['--ranks', '2', '--transport', 'threads', '--parallelism.expert_parallel_degree', '2', '--comm.profile', 'xccl-2025', '--comm.dispatch', 'a2a']),
       '[comm] dispatch = "a2a" cannot run on backend threads/xccl-2025',
     );
+  });
+  it('--out naming a folder (refused before computing; nothing is written next to it)', async () => {
+    const folder = join(s.dir, 'out-folder');
+    mkdirSync(folder);
+    const g = await grad(c, folder);
+    expect(g.r.code).toBe(1);
+    expect(g.r.stderr.trim()).toBe(`moe-actors: --out ${folder} is a folder; give the path of the .safetensors file to write`);
+    expect(readdirSync(folder)).toEqual([]);
   });
   it('--transport mpi outside mpiexec', async () => {
     expectFailure(await grad(c, s.out(), ['--transport', 'mpi']), '--transport mpi runs inside an MPI job: mpiexec.mpich -n N');
