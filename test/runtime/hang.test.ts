@@ -6,7 +6,7 @@
 // trace.json) from the events the ranks recorded up to the failure, with the failure diagnosis in it. Without
 // the dead rank's dump — what a crashed process leaves — the same tools name rank 2 as missing.
 // Last, torchtitan's two timeouts: a rank slower than timeout_seconds passes start-up and step 1 (they run under
-// init_timeout_seconds) and fails step 2.
+// init_timeout_seconds) and fails step 2; a late rank at a checkpoint barrier is waited for.
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -116,12 +116,16 @@ describe('a hang outside collectives', () => {
 });
 
 describe('torchtitan’s two timeouts', () => {
+  // The tiny job issues 8 collectives on ep per step (#1–#8 in step 1, #9 opens step 2) and, with a checkpoint every
+  // step, two barriers on world per step (#3 is the first barrier of step 2). Delays of 2.5 s against a per-step
+  // timeout of 1 s leave a wide margin on a loaded machine.
   it('start-up and the first step wait up to init_timeout_seconds; later steps fail after timeout_seconds', { timeout: 60_000 }, async () => {
-    // Rank 2 arrives 0.8 s late at every EP collective: slower than timeout_seconds (0.4 s), within init_timeout_seconds.
+    // Rank 2 arrives 2.5 s late at the first EP collective of step 1 and of step 2.
+    const late = (atSeq: number) => ({ kind: 'delay' as const, rank: 2, ms: 2500, group: 'ep', atSeq });
     const t0 = performance.now();
     const { value: err } = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 2, ms: 800, group: 'ep' }] }, [
-        '--job.dump_folder', root, '--job.run_name', 'two-timeouts', '--comm.timeout_seconds', '0.4', '--comm.init_timeout_seconds', '30',
+      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [late(1), late(9)] }, [
+        '--job.dump_folder', root, '--job.run_name', 'two-timeouts', '--comm.timeout_seconds', '1', '--comm.init_timeout_seconds', '30',
         '--training.steps', '3', '--trace.enable', 'false',
       ]).then(
         () => null,
@@ -130,15 +134,15 @@ describe('torchtitan’s two timeouts', () => {
     );
     expect(err, 'the run must fail in step 2').toBeInstanceOf(Error);
     console.info(`failed after ${(performance.now() - t0).toFixed(0)} ms:\n${err!.message.split('\n').slice(0, 3).join('\n')}`);
-    expect(err!.message).toMatch(/(timeout after|timed out after) 400 ms/);
+    expect(err!.message).toMatch(/(timeout after|timed out after) 1000 ms in all_to_all_v #9 on group ep/);
     const steps = readFileSync(join(root, 'two-timeouts', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
     expect(new Set(steps), 'step 1 completed under the init timeout, nothing after it').toEqual(new Set([1]));
   });
   it('the barriers around a checkpoint write keep the init timeout (a slow writer is not a hang)', { timeout: 60_000 }, async () => {
-    // Rank 1 arrives 0.8 s late at every collective on the world group — after start-up only the checkpoint barriers.
+    // Rank 1 reaches the first checkpoint barrier of step 2 2.5 s late.
     const { value: out } = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 1, ms: 800, group: 'world' }] }, [
-        '--job.dump_folder', root, '--job.run_name', 'slow-writer', '--comm.timeout_seconds', '0.4', '--comm.init_timeout_seconds', '30',
+      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 1, ms: 2500, group: 'world', atSeq: 3 }] }, [
+        '--job.dump_folder', root, '--job.run_name', 'slow-writer', '--comm.timeout_seconds', '1', '--comm.init_timeout_seconds', '30',
         '--training.steps', '3', '--checkpoint.enable', '--checkpoint.interval', '1', '--trace.enable', 'false',
       ]),
     );
