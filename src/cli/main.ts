@@ -17,6 +17,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ranks <n>', 'world size on inproc/threads (overrides [comm] ranks)')
     .option('--live', 'one refreshing line per rank')
     .option('--dry-run', 'validate the config and print the plan; start no ranks')
+    .option('--fault <spec>', 'inject a fault on inproc, e.g. kill:rank=2,group=ep,seq=1 (repeatable; see README)', (v: string, prev: string[] = []) => [...prev, v])
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[overrides...]', 'config overrides like --training.steps 20')

@@ -68,6 +68,8 @@ export interface LaunchResult<R> {
   outcomes: RankOutcome<R>[];
   /** When some rank failed: the cross-rank diagnosis ("rank 2 is in all_gather #57 on group ep, …"). */
   diagnosis?: string;
+  /** About the run itself, failed or not (inproc: injected faults that never took effect, and why). */
+  remarks?: string[];
 }
 
 /**

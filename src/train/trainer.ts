@@ -107,7 +107,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const say = (m: string) => {
     if (isRank0 && !opts.quiet) console.log(m);
   };
-  if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (TrainOptions.faults) needs [comm] transport = "inproc" (got "${transport}")`);
+  if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`);
   const dataProblem = datasetPathProblem(cfg);
   if (dataProblem) throw new ConfigError(dataProblem);
   // The ranks check what is there (a complete, uncorrupted checkpoint); a wrong path needs no ranks to find.
@@ -186,11 +186,23 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     live?.stop();
     channel?.close();
   }
+  for (const r of result.remarks ?? []) say(pc.yellow(r));
   const failure = launchFailure('training', result);
   if (failure) {
+    // The failed run's timeline, with its who-waited-for-whom panel, is what one opens next; a problem drawing it
+    // must not hide the training failure.
+    let timelineLine = '';
+    if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
+      try {
+        timelineLine = `\ntimeline of the failed run: ${viewRun(runDir).timeline}`;
+      } catch (e) {
+        timelineLine = `\n(the timeline could not be drawn: ${(e as Error).message.split('\n')[0]})`;
+      }
+    }
     throw new Error(
       failure +
-        `\nflight-recorder dumps: ${runPaths(runDir).flight} (moe-actors inspect ${runPaths(runDir).flight}); events: ${runPaths(runDir).events}`,
+        `\nflight-recorder dumps: ${runPaths(runDir).flight} (moe-actors inspect ${runPaths(runDir).flight}); events: ${runPaths(runDir).events}` +
+        timelineLine,
     );
   }
   const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);

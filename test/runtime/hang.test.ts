@@ -2,7 +2,7 @@
 // when it issues its first EP collective (fault injection: kind 'kill', group 'ep', #1 — the layer-1 counts
 // exchange of the first microbatch). Every other rank must fail well within the collective timeout, runTraining
 // must throw an error that says who waited for whom (ranks 0,1,3 in all_to_all_v #1 on group ep, rank 2 dead),
-// every rank's flight dump must be in the run folder, and viewRun must still produce timeline.html (and
+// every rank's flight dump must be in the run folder, and the run must still produce timeline.html (and
 // trace.json) from the events the ranks recorded up to the failure, with the failure diagnosis in it. Without
 // the dead rank's dump — what a crashed process leaves — the same tools name rank 2 as missing.
 // Last, torchtitan's two timeouts: a rank slower than timeout_seconds passes start-up and step 1 (they run under
@@ -66,8 +66,9 @@ describe('a rank dies in its first EP collective', () => {
       expect(d.entries.filter((x) => x.group === 'ep' && x.state === 'completed')).toEqual([]);
     }
 
-    // No trace.json / timeline.html from the failed run itself; viewRun makes them from the recorded events.
-    expect(existsSync(runPaths(runDir).timeline)).toBe(false);
+    // The failed run wrote its own timeline (and says where); viewRun redraws it from the recorded events.
+    expect(existsSync(runPaths(runDir).timeline)).toBe(true);
+    expect(text).toContain(`timeline of the failed run: ${runPaths(runDir).timeline}`);
     const v = viewRun(runDir);
     expect(v.timeline).toBe(runPaths(runDir).timeline);
     expect(v.events).toBeGreaterThan(20);

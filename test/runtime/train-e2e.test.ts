@@ -153,4 +153,16 @@ describe('moe-actors train end to end', () => {
     expect(r.code, describeChild(r)).toBe(1);
     expect(r.stderr).toContain('moe-actors: [job] dump_folder: cannot create the folder /proc/moe-actors-no-such-dir (ENOENT); choose a writable location');
   });
+  it('--fault from the command line: the run fails with the diagnosis and writes the failed run’s timeline; a fault that never applies is reported', async () => {
+    const r = await runTrainCli(
+      ['--config', TINY, '--job.dump_folder', root, '--job.run_name', 'cli-fault', '--transport', 'inproc', '--fault', 'kill:rank=2,group=ep,seq=1', '--fault', 'delay:rank=1,ms=5,group=epp'],
+      { timeoutMs: 30_000 },
+    );
+    expect(r.code, describeChild(r)).toBe(1);
+    expect(r.stderr).toContain('first failure: rank 2 died (killed by fault injection when it issued all_to_all_v #1 on group ep)');
+    const timeline = join(root, 'cli-fault', 'timeline.html');
+    expect(r.stderr).toContain(`timeline of the failed run: ${timeline}`);
+    expect(existsSync(timeline)).toBe(true);
+    expect(stripAnsi(r.stdout)).toMatch(/^fault injection: \{"kind":"delay","rank":1,"ms":5,"group":"epp"\} never applied: rank 1 issued no collective on group epp \(no call was made on a group epp; groups used before the run ended: .*\bep\b/m);
+  });
 });

@@ -22,14 +22,37 @@ export function validateFaults(faults: readonly Fault[], size: number): void {
 }
 
 export class FaultPlan {
+  /** Indices of faults that took effect at least once, and every group a call was made on. */
+  private readonly fired = new Set<number>();
+  private readonly groupsSeen = new Set<string>();
+
   constructor(private readonly faults: readonly Fault[]) {}
 
-  /** The kill / mismatch fault for this call, if any. A fault's group defaults to "world". */
+  /** The kill / mismatch fault for this call, if any. A fault's group defaults to "world". Called for every call. */
   at(rank: number, group: string, seq: number): Exclude<Fault, { kind: 'delay' }> | undefined {
-    for (const f of this.faults) {
-      if (f.kind !== 'delay' && f.rank === rank && f.atSeq === seq && (f.group ?? 'world') === group) return f;
+    this.groupsSeen.add(group);
+    for (const [i, f] of this.faults.entries()) {
+      if (f.kind !== 'delay' && f.rank === rank && f.atSeq === seq && (f.group ?? 'world') === group) {
+        this.fired.add(i);
+        return f;
+      }
     }
     return undefined;
+  }
+
+  /**
+   * Faults that never took effect, each with why: a fault on a group that does not exist (a typo) or at a sequence
+   * number the rank never reached would otherwise leave a run that looks as if the fault were harmless.
+   */
+  unapplied(): string[] {
+    const groups = [...this.groupsSeen].sort().join(', ');
+    return this.faults.flatMap((f, i) => {
+      if (this.fired.has(i)) return [];
+      const g = f.group ?? (f.kind === 'delay' && f.atSeq === undefined ? undefined : 'world');
+      const where = g === undefined ? 'collective at all' : f.atSeq === undefined ? `collective on group ${g}` : `collective #${f.atSeq} on group ${g}`;
+      const known = g === undefined || this.groupsSeen.has(g) ? '' : ` (no call was made on a group ${g}; groups used before the run ended: ${groups})`;
+      return [`${JSON.stringify(f)} never applied: rank ${f.rank} issued no ${where}${known}`];
+    });
   }
 
   /**
@@ -38,11 +61,12 @@ export class FaultPlan {
    */
   delay(rank: number, group: string, seq: number): number {
     let ms = 0;
-    for (const f of this.faults) {
+    for (const [i, f] of this.faults.entries()) {
       if (f.kind !== 'delay' || f.rank !== rank) continue;
       const g = f.group ?? (f.atSeq !== undefined ? 'world' : undefined);
       if (g !== undefined && g !== group) continue;
       if (f.atSeq !== undefined && f.atSeq !== seq) continue;
+      this.fired.add(i);
       ms += f.ms;
     }
     return ms;

@@ -113,13 +113,15 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
   try {
     await allDone;
     const done = outcomes as RankOutcome<R>[];
-    if (done.every((o) => o.ok)) return { outcomes: done };
+    const unapplied = world.unappliedFaults();
+    const remarks = unapplied.length ? { remarks: unapplied.map((u) => `fault injection: ${u}`) } : {};
+    if (done.every((o) => o.ok)) return { outcomes: done, ...remarks };
     const dumps = world.dumps('launch ended with failed ranks');
     const notes = new Map<number, string>();
     for (const o of done) notes.set(o.rank, o.ok ? 'finished its program' : `failed: ${firstLine(o.error)}`);
     const text = diagnose(dumps, { notes }).text;
     const first = world.firstFailureReport;
-    return { outcomes: done, diagnosis: first ? `first failure: ${first}\n${text}` : text };
+    return { outcomes: done, diagnosis: first ? `first failure: ${first}\n${text}` : text, ...remarks };
   } finally {
     clearTimeout(watchdog);
     clearInterval(stall);

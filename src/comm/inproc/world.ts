@@ -87,6 +87,11 @@ export class InprocWorld implements GroupHost {
 
   // ---- calls from the communicators ----
 
+  /** Injected faults that never took effect, with why (see FaultPlan.unapplied). */
+  unappliedFaults(): string[] {
+    return this.faults.unapplied();
+  }
+
   submit(comm: InprocCommunicator, call: CallSpec): Promise<void> {
     const wr = comm.worldRank;
     const st = this.status[wr]!;
