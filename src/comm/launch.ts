@@ -33,6 +33,11 @@ export interface WorldOptions {
   seed?: number;
   /** inproc: injected faults. */
   faults?: Fault[];
+  /**
+   * inproc and threads: aborting it stops the run — every rank's pending and later collectives fail, naming the
+   * reason — so an interrupted run still reports where each rank was (mpi ranks handle SIGINT themselves).
+   */
+  signal?: AbortSignal;
   /** Ranks per node, for 'single-node' capabilities (default: all ranks on one node; mpi asks MPI). */
   ranksPerNode?: number;
   /** Flight recorder ring size per rank. */

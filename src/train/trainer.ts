@@ -164,6 +164,15 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     threads,
     stopAfter: opts.stopAfter,
   };
+  // Ctrl-C on a slow or hung run: stop the ranks through the transport so the run still reports where each rank
+  // was (flight dumps, diagnosis, timeline). A second Ctrl-C quits at once. MPI ranks handle SIGINT themselves.
+  const interrupt = transport === 'mpi' ? null : new AbortController();
+  const onSigint = () => {
+    if (interrupt!.signal.aborted) process.exit(130);
+    console.error(pc.yellow('interrupted: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)'));
+    interrupt!.abort('interrupted by the user (SIGINT)');
+  };
+  if (interrupt) process.on('SIGINT', onSigint);
   let result;
   try {
     result = await launch<TrainRankArgs, TrainRankResult>(
@@ -178,16 +187,20 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
         flightEntries: cfg.comm.flight_recorder_entries,
         dumpDir: runPaths(runDir).flight,
         faults: opts.faults,
+        signal: interrupt?.signal,
       },
       { module: RANK_PROGRAM },
       args,
     );
   } finally {
+    if (interrupt) process.off('SIGINT', onSigint);
     live?.stop();
     channel?.close();
   }
   for (const r of result.remarks ?? []) say(pc.yellow(r));
-  const failure = launchFailure('training', result);
+  const failure = interrupt?.signal.aborted
+    ? `training interrupted by the user (SIGINT); each rank was stopped where it stood${result.diagnosis ? `:\n${result.diagnosis}` : ''}`
+    : launchFailure('training', result);
   if (failure) {
     // The failed run's timeline, with its who-waited-for-whom panel, is what one opens next; a problem drawing it
     // must not hide the training failure.
@@ -199,11 +212,13 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
         timelineLine = `\n(the timeline could not be drawn: ${(e as Error).message.split('\n')[0]})`;
       }
     }
-    throw new Error(
+    const err = new Error(
       failure +
         `\nflight-recorder dumps: ${runPaths(runDir).flight} (moe-actors inspect ${runPaths(runDir).flight}); events: ${runPaths(runDir).events}` +
         timelineLine,
     );
+    // An interrupted run exits as a shell expects of Ctrl-C.
+    throw interrupt?.signal.aborted ? Object.assign(err, { exitCode: 130 }) : err;
   }
   const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);
   let trace: string | null = null;

@@ -30,6 +30,17 @@ describe('inproc faults', () => {
     expect(res.diagnosis).toBeUndefined();
   });
 
+  it('an aborted signal stops the run: every rank fails naming the reason, a delayed arrival too, and no timer is left', async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort('stopped by the test'), 200);
+    // Rank 1 is held back 60 s at world #2: without the stop the run would wait for it.
+    const { res, ms } = await run({ scenario: 'steps' }, [{ kind: 'delay', rank: 1, ms: 60_000, atSeq: 2 }], { signal: ac.signal });
+    expect(ms).toBeLessThan(TIMEOUT / 5);
+    for (const e of errors(res)) expect(e).toMatch(/the run was stopped: stopped by the test/);
+    expect(res.diagnosis).toMatch(/^first failure: the run was stopped: stopped by the test/);
+    expect(res.remarks).toBeUndefined();
+  });
+
   it('a rank killed at world #3: every survivor fails at once naming the dead rank', async () => {
     const { res, ms } = await run({ scenario: 'steps' }, [{ kind: 'kill', rank: 2, atSeq: 3 }]);
     const errs = errors(res);

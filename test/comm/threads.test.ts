@@ -95,6 +95,26 @@ describe('threads transport: control surface', () => {
   });
 });
 
+describe('threads transport: stopped from outside', () => {
+  it('an aborted launch signal stops every rank with its reason', async () => {
+    const ac = new AbortController();
+    const world = startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000, signal: ac.signal }, FAULTS, {
+      mode: 'hang',
+      victim: 1,
+      atIter: 2,
+      iters: 10,
+    });
+    await world.ready;
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    ac.abort('interrupted by the test');
+    const res = await world.result;
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(res.outcomes.every((o) => !o.ok)).toBe(true);
+    expect(errorOf(res, 0)).toMatch(/\[aborted\].*(stopped \(interrupted by the test\)|world rank [12] was stopped)/);
+  });
+});
+
 describe('threads transport: failures end every rank within its timeout, with a diagnosis', () => {
   it('a worker terminated mid-run: the others fail at once naming it', async () => {
     const timeoutMs = 5000;

@@ -40,10 +40,10 @@ export interface ChildOptions {
   env?: Record<string, string | undefined>;
   timeoutMs: number;
   cwd?: string;
-  /** Called on every chunk of stdout with all stdout so far; `kill` sends SIGKILL to the whole process group. */
-  onStdout?: (all: string, kill: () => void) => void;
+  /** Called on every chunk of stdout with all stdout so far; `kill` signals the whole process group (SIGKILL by default). */
+  onStdout?: (all: string, kill: (signal?: NodeJS.Signals) => void) => void;
   /** Called every `pollMs` while the process runs (e.g. to watch files); same `kill`. */
-  poll?: (kill: () => void) => void;
+  poll?: (kill: (signal?: NodeJS.Signals) => void) => void;
   pollMs?: number;
 }
 
@@ -69,17 +69,17 @@ export function runChild(cmd: string, args: readonly string[], o: ChildOptions):
     let stderr = '';
     let timedOut = false;
     let ended = false;
-    const kill = () => {
+    const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
       if (ended) return;
       try {
-        process.kill(-child.pid!, 'SIGKILL');
+        process.kill(-child.pid!, signal);
       } catch {
-        child.kill('SIGKILL');
+        child.kill(signal);
       }
     };
     const timer = setTimeout(() => {
       timedOut = true;
-      kill();
+      kill('SIGKILL');
     }, o.timeoutMs);
     const poller = o.poll ? setInterval(() => o.poll!(kill), o.pollMs ?? 1) : undefined;
     child.stdout.setEncoding('utf8').on('data', (s: string) => {

@@ -165,4 +165,27 @@ describe('moe-actors train end to end', () => {
     expect(existsSync(timeline)).toBe(true);
     expect(stripAnsi(r.stdout)).toMatch(/^fault injection: \{"kind":"delay","rank":1,"ms":5,"group":"epp"\} never applied: rank 1 issued no collective on group epp \(no call was made on a group epp; groups used before the run ended: .*\bep\b/m);
   });
+  it('Ctrl-C on a hung run: the ranks are stopped where they stand, the report says where, exit 130', async () => {
+    // Rank 2 is held back 60 s at the first EP collective: the run hangs there, well inside its 300 s init timeout.
+    let sent = false;
+    const r = await runTrainCli(
+      ['--config', TINY, '--job.dump_folder', root, '--job.run_name', 'ctrl-c', '--transport', 'inproc', '--fault', 'delay:rank=2,ms=60000,group=ep,seq=1'],
+      {
+        timeoutMs: 30_000,
+        onStdout: (all, kill) => {
+          if (sent || !all.includes('MFU peak')) return;
+          sent = true;
+          setTimeout(() => kill('SIGINT'), 1500);
+        },
+      },
+    );
+    expect(r.timedOut, describeChild(r)).toBe(false);
+    expect(r.code, describeChild(r)).toBe(130);
+    expect(r.stderr).toContain('interrupted: stopping the ranks and collecting where each one is');
+    expect(r.stderr).toContain('moe-actors: training interrupted by the user (SIGINT); each rank was stopped where it stood:');
+    expect(r.stderr).toContain('where the ranks are: ranks 0,1,2,3 are in all_to_all_v #1 on group ep');
+    expect(r.ms, 'no 60 s delay timer kept the process alive').toBeLessThan(25_000);
+    expect(existsSync(join(root, 'ctrl-c', 'timeline.html'))).toBe(true);
+    expect(existsSync(join(root, 'ctrl-c', 'flight', 'flight-rank-2.json'))).toBe(true);
+  });
 });

@@ -23,7 +23,15 @@ export async function launchInproc<A, R>(opts: WorldOptions, entry: RankEntry, a
     flightEntries: opts.flightEntries,
     ...extra,
   });
-  return runRanks(world, main, args, opts.dumpDir);
+  const signal = opts.signal;
+  const onAbort = () => world.interrupt(String(signal?.reason ?? 'aborted'));
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await runRanks(world, main, args, opts.dumpDir);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 /** Runs `main` on every rank of `world` and collects outcomes, dumps of failed ranks and the diagnosis. */

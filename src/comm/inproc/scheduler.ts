@@ -47,11 +47,22 @@ export class SeededScheduler {
   /** Posts after a wall-clock delay (the 'delay' fault); the scheduler counts as busy meanwhile. */
   postAfter(ms: number, label: string, run: () => void): void {
     this.pendingTimers++;
-    setTimeout(() => {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
       this.pendingTimers--;
       this.post(label, run);
     }, ms);
+    this.timers.add(t);
   }
+
+  /** Drops every delayed event not yet posted (the run was stopped; a pending timer would keep the process up). */
+  cancelDelayed(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.pendingTimers = 0;
+  }
+
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
   /** Events are ready or delayed events are pending. */
   get busy(): boolean {

@@ -51,6 +51,8 @@ export class InprocWorld implements GroupHost {
   private readonly ranksPerNode: number;
   private readonly faults: FaultPlan;
   private readonly groups = new Set<InprocGroup>();
+  /** Calls issued whose arrival event has not run yet (posted, or held back by a delay fault). */
+  private readonly unarrived = new Set<Arrival>();
   private nextGroupId = 0;
   private readonly status: RankState[];
   private readonly inflight: number[];
@@ -121,7 +123,11 @@ export class InprocWorld implements GroupHost {
         },
       };
       const label = `arrive r${wr} ${place(call.entry)}`;
-      const run = () => comm.group.arrive(arrival);
+      this.unarrived.add(arrival);
+      const run = () => {
+        this.unarrived.delete(arrival);
+        comm.group.arrive(arrival);
+      };
       const delay = this.faults.delay(wr, comm.name, call.seq);
       if (delay > 0) this.scheduler.postAfter(delay, label, run);
       else this.scheduler.post(label, run);
@@ -193,6 +199,18 @@ export class InprocWorld implements GroupHost {
     this.status[rank] = { state: 'dead', why };
     const report = this.firstFailure(`rank ${rank} died (${why})`);
     for (const g of this.groups) if (g.ranks.includes(rank)) g.fail('peer-dead', report);
+  }
+
+  /** Stops the run from outside (the launcher's signal): every group fails, pending and later calls with it. */
+  interrupt(why: string): void {
+    const report = this.firstFailure(`the run was stopped: ${why}`);
+    for (const g of [...this.groups]) g.fail('aborted', report);
+    // Calls still on their way to their group (a delay fault holds them back) fail too, and their timers go.
+    this.scheduler.cancelDelayed();
+    for (const a of [...this.unarrived]) {
+      this.unarrived.delete(a);
+      a.settle(new CollectiveError('aborted', `${place(a.call.entry)} (rank ${a.worldRank}) failed: ${report}`, { op: a.call.op, seq: a.call.seq, rank: a.worldRank }));
+    }
   }
 
   /** The rank's program ended (returned or threw): collectives it never joined fail from now on. */

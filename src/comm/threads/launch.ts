@@ -246,6 +246,19 @@ export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args:
     });
   });
 
+  const signal = opts.signal;
+  if (signal) {
+    // A rank whose control surface is not up yet could not be told: wait for all of them (or the world's end).
+    const onAbort = () => void ready.then(() => stopAll(String(signal.reason ?? 'aborted')));
+    if (signal.aborted) onAbort();
+    else {
+      signal.addEventListener('abort', onAbort, { once: true });
+      void result.finally(() => signal.removeEventListener('abort', onAbort));
+    }
+  }
+  async function stopAll(reason: string): Promise<void> {
+    await Promise.all(liveRanks().map((r) => withTimeout(states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
+  }
   return {
     size,
     workers: states.map((s) => s.worker),
@@ -258,9 +271,7 @@ export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args:
     terminate: async (rank) => {
       await states[rank]?.worker.terminate();
     },
-    stop: async (reason) => {
-      await Promise.all(liveRanks().map((r) => withTimeout(states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
-    },
+    stop: stopAll,
     ready,
     result,
   };
