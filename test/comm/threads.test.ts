@@ -62,14 +62,14 @@ describe('threads transport: conformance', () => {
   });
 });
 
+/** 3 ranks; rank 1 sleeps outside any collective from its 3rd world all_gather on, which the others wait in. */
+function hangingWorld(signal?: AbortSignal) {
+  return startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000, signal }, FAULTS, { mode: 'hang', victim: 1, atIter: 2, iters: 10 });
+}
+
 describe('threads transport: control surface', () => {
   it('reports who a waiting rank waits for, serves flight dumps, and stops ranks on request', async () => {
-    const world = startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000 }, FAULTS, {
-      mode: 'hang',
-      victim: 1,
-      atIter: 2,
-      iters: 10,
-    });
+    const world = hangingWorld();
     await world.ready;
     // Rank 0 passes through short waits on its way; poll until it sits in the call rank 1 never joins.
     let status = await world.status(0);
@@ -98,12 +98,7 @@ describe('threads transport: control surface', () => {
 describe('threads transport: stopped from outside', () => {
   it('an aborted launch signal stops every rank with its reason', async () => {
     const ac = new AbortController();
-    const world = startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000, signal: ac.signal }, FAULTS, {
-      mode: 'hang',
-      victim: 1,
-      atIter: 2,
-      iters: 10,
-    });
+    const world = hangingWorld(ac.signal);
     await world.ready;
     await new Promise((r) => setTimeout(r, 200));
     const t0 = performance.now();
