@@ -2,7 +2,7 @@
 // create the run folder, measure the machine's sgemm peak (for MFU), launch the training rank program on the
 // chosen transport, and turn the recorded events into trace.json and timeline.html afterwards.
 
-import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -17,6 +17,7 @@ import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { datasetPathProblem } from './data/index.ts';
 import { ensureDir } from './ensure-dir.ts';
+import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
@@ -127,16 +128,64 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   // Under MPI every rank measured its own peak with its own threads, at the same time as the others: that is
   // already a per-rank figure. In one process the node's peak is shared by the ranks.
   const ranksOnNode = transport === 'mpi' ? 1 : size;
-  const runDir = resolve(cfg.job.dump_folder, runName(cfg));
-  if (transport !== 'mpi') {
-    ensureDir(runDir, '[job] dump_folder');
-    writeRunFiles(runDir, cfg, plan);
-  } else if (!cfg.job.run_name) {
+  if (transport === 'mpi' && !cfg.job.run_name) {
     throw new ConfigError('under mpi every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)');
-  } else if (isRank0) {
-    ensureDir(runDir, '[job] dump_folder');
+  }
+  // Under MPI rank 0 makes, locks and fills the folder; the other ranks only write their own files into it.
+  let runDir = resolve(cfg.job.dump_folder, runName(cfg));
+  let lock: RunLock | null = null;
+  if (transport !== 'mpi' || isRank0) {
+    ({ runDir, lock } = claimRunDir(cfg, runDir, say));
     writeRunFiles(runDir, cfg, plan);
   }
+  try {
+    return await trainInRunDir({ opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir });
+  } finally {
+    lock?.release();
+  }
+}
+
+interface RunContext {
+  opts: TrainOptions;
+  overrides: readonly string[];
+  cfg: JobConfig;
+  transport: TransportName;
+  size: number;
+  isRank0: boolean;
+  say: (m: string) => void;
+  plan: Plan;
+  peak: ReturnType<typeof measureSgemmPeak>;
+  threads: number;
+  ranksOnNode: number;
+  runDir: string;
+}
+
+/**
+ * The run folder, made and locked (run-lock.ts). A name given by --job.run_name is reused as it is (resume); an
+ * automatic one (config and time to the second) must be a new folder, so a job started in the same second as
+ * another gets `-2`, `-3`, ….
+ */
+function claimRunDir(cfg: JobConfig, runDir: string, log: (m: string) => void): { runDir: string; lock: RunLock } {
+  if (cfg.job.run_name) {
+    ensureDir(runDir, '[job] dump_folder');
+    return { runDir, lock: lockRunDir(runDir, log) };
+  }
+  ensureDir(cfg.job.dump_folder, '[job] dump_folder');
+  for (let i = 1; i <= 100; i++) {
+    const dir = i === 1 ? runDir : `${runDir}-${i}`;
+    try {
+      mkdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw new ConfigError(`[job] dump_folder: cannot create the folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose a writable location`);
+    }
+    return { runDir: dir, lock: lockRunDir(dir, log) };
+  }
+  throw new ConfigError(`[job] dump_folder: ${runDir} and 99 numbered variants exist already; set --job.run_name`);
+}
+
+async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
+  const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir } = r;
   say(`run folder: ${runDir}`);
   say(`MFU peak: sgemm ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
 

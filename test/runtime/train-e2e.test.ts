@@ -6,7 +6,7 @@
 // metrics.jsonl whose every line parses with torchtitan's keys, and leave plan.txt, trace.json, timeline.html and
 // complete checkpoints (manifest with a checksum per file, checked here against the files).
 import { afterAll, describe, expect, it } from 'vitest';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readEventFile, runPaths } from '../../src/trace/run-dir.ts';
 import { join } from 'node:path';
 import { runTraining, type TrainOutcome } from '../../src/train/trainer.ts';
@@ -187,5 +187,31 @@ describe('moe-actors train end to end', () => {
     expect(r.ms, 'no 60 s delay timer kept the process alive').toBeLessThan(25_000);
     expect(existsSync(join(root, 'ctrl-c', 'timeline.html'))).toBe(true);
     expect(existsSync(join(root, 'ctrl-c', 'flight', 'flight-rank-2.json'))).toBe(true);
+  });
+  it('one run per run folder: a second job on a busy --job.run_name is refused; an automatic name taken this second gets -2', async () => {
+    // Run A is held 4 s at its first EP collective; B starts on the same folder meanwhile.
+    let b: Promise<Awaited<ReturnType<typeof runTrainCli>>> | null = null;
+    const a = await runTrainCli(
+      ['--config', TINY, '--job.dump_folder', root, '--job.run_name', 'busy', '--transport', 'inproc', '--training.steps', '1', '--trace.enable', 'false', '--fault', 'delay:rank=1,ms=4000,group=ep,seq=1'],
+      {
+        timeoutMs: 40_000,
+        onStdout: (all) => {
+          if (!b && all.includes('run folder:')) b = runTrainCli(['--config', TINY, '--job.dump_folder', root, '--job.run_name', 'busy', '--transport', 'inproc', '--training.steps', '1'], { timeoutMs: 40_000 });
+        },
+      },
+    );
+    expect(a.code, describeChild(a)).toBe(0);
+    const rb = await b!;
+    expect(rb.code, describeChild(rb)).toBe(1);
+    expect(rb.stderr).toMatch(new RegExp(`the run folder ${join(root, 'busy').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another moe-actors run \\(pid \\d+ on this host, started .*\\); choose another --job.run_name`));
+    expect(existsSync(join(root, 'busy', '.moe-actors.lock')), 'A released its lock').toBe(false);
+
+    // Automatic names are <config>-<yyyymmdd-hhmmss>: occupy the next 60 s of them, so this run must take a -2.
+    const auto = join(root, 'auto');
+    const stamp = (t: number) => new Date(t).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
+    for (let s = 0; s < 60; s++) mkdirSync(join(auto, `tiny_ep4-${stamp(Date.now() + s * 1000)}`), { recursive: true });
+    const c = await runTrainCli(['--config', TINY, '--job.dump_folder', auto, '--transport', 'inproc', '--training.steps', '1', '--trace.enable', 'false'], { timeoutMs: 40_000 });
+    expect(c.code, describeChild(c)).toBe(0);
+    expect(stripAnsi(c.stdout)).toMatch(/^run folder: .*\/tiny_ep4-\d{8}-\d{6}-2$/m);
   });
 });
