@@ -24,8 +24,9 @@ export function seededRandom(seed: number): () => number {
 
 export class SeededScheduler {
   private readonly ready: SchedulerEvent[] = [];
+  /** Delayed events not yet posted. */
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
   private readonly random: () => number;
-  private pendingTimers = 0;
   private stepQueued = false;
   private readonly logLimit: number;
   private readonly logged: string[] = [];
@@ -46,10 +47,8 @@ export class SeededScheduler {
 
   /** Posts after a wall-clock delay (the 'delay' fault); the scheduler counts as busy meanwhile. */
   postAfter(ms: number, label: string, run: () => void): void {
-    this.pendingTimers++;
     const t = setTimeout(() => {
       this.timers.delete(t);
-      this.pendingTimers--;
       this.post(label, run);
     }, ms);
     this.timers.add(t);
@@ -59,14 +58,11 @@ export class SeededScheduler {
   cancelDelayed(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    this.pendingTimers = 0;
   }
-
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
   /** Events are ready or delayed events are pending. */
   get busy(): boolean {
-    return this.ready.length > 0 || this.pendingTimers > 0;
+    return this.ready.length > 0 || this.timers.size > 0;
   }
 
   /** Labels of the events run so far, in order (the first `logLimit`). */
