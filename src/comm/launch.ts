@@ -88,7 +88,7 @@ export function launchFailure(what: string, result: LaunchResult<unknown>): stri
   const failed = result.outcomes.filter((o): o is Extract<RankOutcome<unknown>, { ok: false }> => !o.ok);
   if (!failed.length) return null;
   const own = (o: (typeof failed)[number]) => o.dump !== undefined && !o.dump.entries.some((e) => e.state === 'failed');
-  const first = failed.length > 1 && !failed.every(own) ? (failed.find(own) ?? failed[0]!) : failed[0]!;
+  const first = failed.find(own) ?? failed[0]!;
   return `${what} failed on rank${failed.length > 1 ? 's' : ''} ${failed.map((f) => f.rank).join(', ')}: ${first.error.split('\n')[0]}${result.diagnosis ? `\n${result.diagnosis}` : ''}`;
 }
 
