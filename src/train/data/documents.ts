@@ -15,6 +15,12 @@ export interface DocumentSource {
   doc(i: number): Int32Array;
 }
 
+/** Why a dataset file could not be opened, in the words every source and the launcher use. */
+export function unreadable(what: string, path: string, e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  return `cannot read ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`;
+}
+
 export interface ShardRange {
   start: number;
   end: number;

@@ -5,7 +5,7 @@
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { JobConfig } from '../job-config.ts';
-import { ShardedDocuments, type DocumentSource } from './documents.ts';
+import { ShardedDocuments, unreadable, type DocumentSource } from './documents.ts';
 import { Packer } from './packer.ts';
 import { checkDataState, DATA_STATE_FORMAT, DataStateError, encodeTokens, positionOf, type DataState } from './state.ts';
 import { SyntheticSource } from './synthetic.ts';
@@ -173,8 +173,7 @@ export function datasetPathProblem(cfg: JobConfig): string | null {
   try {
     st = statSync(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return `cannot read dataset ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`;
+    return unreadable('dataset', path, e);
   }
   return st.isFile() ? null : `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt or .jsonl'} file)`;
 }

@@ -12,7 +12,7 @@
 
 import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
-import type { DocumentSource } from './documents.ts';
+import { unreadable, type DocumentSource } from './documents.ts';
 import { ByteTokenizer } from './tokenizer.ts';
 
 export type TextFormat = 'txt' | 'jsonl';
@@ -111,8 +111,7 @@ export function loadTextSource(path: string, format: TextFormat = textFormatOf(p
   try {
     content = readFileSync(path, 'utf8');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new TextSourceError(`cannot read dataset ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`);
+    throw new TextSourceError(unreadable('dataset', path, e));
   }
   const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path);
   if (texts.length === 0) throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);

@@ -9,7 +9,7 @@
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename, extname } from 'node:path';
-import type { DocumentSource } from './documents.ts';
+import { unreadable, type DocumentSource } from './documents.ts';
 
 export type TokenDType = 'u16' | 'i32';
 export const DEFAULT_PIECE_TOKENS = 65536;
@@ -61,8 +61,7 @@ export class TokenFileSource implements DocumentSource {
     try {
       fd = openSync(path, 'r');
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new TokenSourceError(`cannot read token file ${path}: ${code === 'ENOENT' ? 'no such file' : (e as Error).message} (set [training] dataset_path)`);
+      throw new TokenSourceError(unreadable('token file', path, e));
     }
     try {
       size = fstatSync(fd).size;
