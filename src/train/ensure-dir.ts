@@ -18,17 +18,29 @@ export function ensureDir(path: string, what: string): void {
   }
   if (missing.length === 0 && !statSync(p).isDirectory()) throw new Error(`${what}: ${p} exists and is not a folder`);
   for (const d of missing.reverse()) {
+    if (makeFolder(d, what)) continue;
+    let isDir = false;
     try {
-      mkdirSync(d);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      let isDir = false;
-      try {
-        isDir = err.code === 'EEXIST' && statSync(d).isDirectory();
-      } catch {
-        // A dangling symlink: EEXIST, yet nothing to stat.
-      }
-      if (!isDir) throw new Error(`${what}: cannot create the folder ${d} (${err.code ?? err.message}); choose a writable location`);
+      isDir = statSync(d).isDirectory();
+    } catch {
+      // A dangling symlink: EEXIST, yet nothing to stat.
     }
+    if (!isDir) throw new Error(cannotCreate(what, d, 'EEXIST'));
   }
+}
+
+/** Makes one folder: true if made, false if something of that name exists; any other failure names it. */
+export function makeFolder(dir: string, what: string): boolean {
+  try {
+    mkdirSync(dir);
+    return true;
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EEXIST') return false;
+    throw new Error(cannotCreate(what, dir, err.code ?? err.message));
+  }
+}
+
+function cannotCreate(what: string, dir: string, why: string): string {
+  return `${what}: cannot create the folder ${dir} (${why}); choose a writable location`;
 }

@@ -2,7 +2,7 @@
 // create the run folder, measure the machine's sgemm peak (for MFU), launch the training rank program on the
 // chosen transport, and turn the recorded events into trace.json and timeline.html afterwards.
 
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -16,7 +16,7 @@ import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { datasetPathProblem } from './data/index.ts';
-import { ensureDir } from './ensure-dir.ts';
+import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
@@ -173,13 +173,7 @@ function claimRunDir(cfg: JobConfig, runDir: string, log: (m: string) => void): 
   ensureDir(cfg.job.dump_folder, '[job] dump_folder');
   for (let i = 1; i <= 100; i++) {
     const dir = i === 1 ? runDir : `${runDir}-${i}`;
-    try {
-      mkdirSync(dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw new ConfigError(`[job] dump_folder: cannot create the folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose a writable location`);
-    }
-    return { runDir: dir, lock: lockRunDir(dir, log) };
+    if (makeFolder(dir, '[job] dump_folder')) return { runDir: dir, lock: lockRunDir(dir, log) };
   }
   throw new ConfigError(`[job] dump_folder: ${runDir} and 99 numbered variants exist already; set --job.run_name`);
 }
