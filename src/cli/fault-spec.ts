@@ -46,12 +46,11 @@ export function parseFault(spec: string): Fault {
     return v;
   };
   const group = fields.group;
-  if (group !== undefined && group === '') bad('group is empty');
+  if (group === '') bad('group is empty');
   const rank = int('rank', 0)!;
   const seq = int('seq', 1);
   switch (kind) {
     case 'kill':
-      return { kind, rank, atSeq: seq!, group };
     case 'mismatch-op':
       return { kind, rank, atSeq: seq!, group };
     case 'mismatch-size': {
