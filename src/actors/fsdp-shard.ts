@@ -82,10 +82,10 @@ export class FsdpUnitShard implements FlatParams {
       this.paramShard = opts.unit.data;
       this.gradShard = opts.unit.grad;
     } else {
-      // The unit's own (full) storage holds the initial weights; keep this rank's slice and let the rest go. On the
-      // threads transport the shard lives on a SharedArrayBuffer: the unshard all_gather's peers then read it in
+      // The unit's own (full) storage holds the initial weights; keep this rank's slice and let the rest go. Where peers
+      // read shared memory in place (threads), the shard lives on a SharedArrayBuffer: the unshard all_gather's peers then read it in
       // place instead of through the sender's arena slot (one copy less per element).
-      const shared = opts.group.backend.startsWith('threads/');
+      const shared = opts.group.peerReadsInPlace;
       this.paramShard = shared ? alloc.sharedF32('params', this.shardSize) : alloc.f32('params', this.shardSize);
       const r = opts.group.rank;
       this.paramShard.set(opts.unit.data.subarray(r * this.shardSize, Math.min(n, (r + 1) * this.shardSize)));

@@ -36,7 +36,6 @@ import { gatherFullTensors, type FullTensor } from './full-tensors.ts';
 import { Router } from './router.ts';
 import { StepWatchdog } from './step-watchdog.ts';
 import { TraceBridge, type RankPosition } from './trace-bridge.ts';
-import type { CommObserver } from '../comm/base-communicator.ts';
 
 export interface RankJob {
   model: ResolvedModelConfig;
@@ -132,11 +131,8 @@ export class RankHost {
       },
     };
     this.bridge = new TraceBridge(mesh.rank, progress, this.position);
-    // Chained, not replaced: a transport or a test may observe the same communicators.
-    for (const c of this.communicators()) {
-      const comm = c as { observer?: CommObserver };
-      comm.observer = chainObservers(comm.observer, this.bridge.commObserver());
-    }
+    const observer = this.bridge.commObserver();
+    for (const c of this.communicators()) c.observe(observer);
     const E = moeExperts(job.model);
     const range = E !== null ? mesh.experts(E) : null;
     this.model = Model.build(job.model, {
@@ -304,10 +300,10 @@ export class RankHost {
 
   /** The step watchdog: the description names every machine's state (see StepWatchdog). */
   private watch(actor: { getSnapshot(): { value: unknown } }) {
-    const recorder = (this.mesh.world as { recorder?: { pending(): unknown } }).recorder;
+    const recorder = this.mesh.world.recorder;
     return this.watchdog.watch(
       this.job.watchdogMs ?? 0,
-      () => !!recorder?.pending(),
+      () => !!recorder.pending(),
       (stillMs) => {
         const units = [...this.shards.values()]
           .map((u) => [u.id, JSON.stringify(u.actor.getSnapshot().value)] as const)
@@ -542,18 +538,4 @@ export class RankHost {
 export function moeExperts(cfg: ResolvedModelConfig): number | null {
   for (const b of buildModelSpec(cfg).blocks) if (b.ffn.kind === 'moe') return b.ffn.args.num_experts;
   return null;
-}
-
-function chainObservers(a: CommObserver | undefined, b: CommObserver): CommObserver {
-  if (!a) return b;
-  return {
-    onStart: (c, e) => {
-      a.onStart?.(c, e);
-      b.onStart?.(c, e);
-    },
-    onEnd: (c, e) => {
-      a.onEnd?.(c, e);
-      b.onEnd?.(c, e);
-    },
-  };
 }

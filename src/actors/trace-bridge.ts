@@ -3,8 +3,7 @@
 // the rank's communicators (via the CommObserver hook), stamped with the rank's current step/layer/microbatch.
 
 import type { InspectionEvent } from 'xstate';
-import type { CommObserver } from '../comm/base-communicator.ts';
-import type { Communicator } from '../comm/communicator.ts';
+import type { CommObserver, Communicator } from '../comm/communicator.ts';
 import { nowMs, type FlightEntry } from '../comm/flight-recorder.ts';
 import type { EventSink, StateCategory } from '../protocols/events.ts';
 import type { StateMeta } from '../protocols/state-meta.ts';
