@@ -1,14 +1,14 @@
 // The working state of one MoE layer for one microbatch on one rank, shared by the stage implementations the
 // ExpertShard provides to the moe-layer machine. Forward stages fill it, backward stages consume and release it.
 
-import type { Communicator } from '../../comm/communicator.ts';
-import type { MoeLayer } from '../../models/moe/layer.ts';
-import type { RouteCtx, RouteResult } from '../../models/moe/router.ts';
-import type { Permutation } from '../../models/moe/permute.ts';
-import type { ExpertsCtx } from '../../models/moe/experts.ts';
-import type { CombineCtx } from '../../models/moe/combine.ts';
-import type { FfnCtx } from '../../models/layers/ffn.ts';
-import type { Runtime } from '../../models/runtime.ts';
+import type { CallSite, Communicator } from '../../../comm/communicator.ts';
+import type { MoeLayer } from '../../../models/moe/layer.ts';
+import type { RouteCtx, RouteResult } from '../../../models/moe/router.ts';
+import type { Permutation } from '../../../models/moe/permute.ts';
+import type { ExpertsCtx } from '../../../models/moe/experts.ts';
+import type { CombineCtx } from '../../../models/moe/combine.ts';
+import type { FfnCtx } from '../../../models/layers/ffn.ts';
+import type { Runtime } from '../../../models/runtime.ts';
 
 export interface MoeStep {
   readonly layer: MoeLayer;
@@ -24,6 +24,7 @@ export interface MoeStep {
   readonly P: number;
   /** Layer input (normed hidden states, N·D); owned by the block. */
   readonly x: Float32Array;
+  readonly microbatch: number;
   /** Collective tag prefix ("layer 3 mb 0"). */
   readonly tag: string;
 
@@ -61,15 +62,16 @@ export interface MoeStep {
  * first await so that the caller can overlap the shared expert with it (as torchtitan does).
  */
 export interface EpDispatch {
-  exchangeCounts(s: MoeStep): Promise<void>;
+  /** Every collective names `site`, the moe-layer state that issues it. */
+  exchangeCounts(s: MoeStep, site: CallSite): Promise<void>;
   /** → s.localRows, s.localCounts (and may release the home rows). */
-  dispatch(s: MoeStep): Promise<void>;
+  dispatch(s: MoeStep, site: CallSite): Promise<void>;
   /** s.yLocal → s.out (routed sum, N·D) and s.combineCtx. */
-  combine(s: MoeStep): Promise<void>;
+  combine(s: MoeStep, site: CallSite): Promise<void>;
   /** s.dOut → s.dYLocal; gate grads of score-after-experts into s.dGates. */
-  combineGrad(s: MoeStep): Promise<void>;
+  combineGrad(s: MoeStep, site: CallSite): Promise<void>;
   /** s.dRowsLocal → s.dx +=; gate grads of score-before-experts into s.dGates. */
-  dispatchGrad(s: MoeStep): Promise<void>;
+  dispatchGrad(s: MoeStep, site: CallSite): Promise<void>;
   /** Releases strategy bookkeeping left after dispatchGrad (or after a forward whose ctx was dropped). */
   release(s: MoeStep): void;
 }

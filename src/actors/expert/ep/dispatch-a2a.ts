@@ -3,6 +3,7 @@
 // (source rank, local expert) order to (local expert, source rank) order, compute, and send the outputs back the
 // same way. Backward: the same collectives with the splits swapped.
 
+import type { CallSite } from '../../../comm/communicator.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { sumOf } from './moe-step.ts';
 
@@ -29,12 +30,12 @@ function unRegroup(s: MoeStep, src: Float32Array, p: A2aPlan): Float32Array {
 }
 
 export const a2aDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep) {
+  async exchangeCounts(s: MoeStep, site: CallSite) {
     const { P, L, E } = s;
     const counts = s.route!.counts;
     const m = new Int32Array(E);
     const equal = new Array<number>(P).fill(L);
-    await s.ep.allToAllV(counts, equal, m, equal, { tag: `${s.tag} counts` });
+    await s.ep.allToAllV(counts, equal, m, equal, { tag: `${s.tag} counts`, site });
     const sendRows: number[] = [];
     const recvRows: number[] = [];
     for (let j = 0; j < P; j++) {
@@ -44,13 +45,13 @@ export const a2aDispatch: EpDispatch = {
     s.plan = { m, sendRows, recvRows, Rcv: sumOf(recvRows) } satisfies A2aPlan;
   },
 
-  async dispatch(s: MoeStep) {
+  async dispatch(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D, L, P } = s;
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
     s.perm = perm;
     const recv = rt.pool.get(p.Rcv * D);
-    await s.ep.allToAllV(rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch` });
+    await s.ep.allToAllV(rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
     // Received order: (source i, local expert e, token); experts want (e, i, token).
     const regroup = rt.pool.i32(p.Rcv);
@@ -75,14 +76,14 @@ export const a2aDispatch: EpDispatch = {
     s.localCounts = localCounts;
   },
 
-  combine(s: MoeStep): Promise<void> {
+  combine(s: MoeStep, site: CallSite): Promise<void> {
     const p = plan(s);
     const { rt, D, N, K } = s;
     const yRecv = unRegroup(s, s.yLocal!, p);
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const yHome = rt.pool.get(N * K * D);
-    const sent = s.ep.allToAllV(yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine` });
+    const sent = s.ep.allToAllV(yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(yRecv);
       const cb = s.layer.combine(rt, s.perm!, yHome, N);
@@ -91,13 +92,13 @@ export const a2aDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep) {
+  async combineGrad(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const recv = rt.pool.get(p.Rcv * D);
-    await s.ep.allToAllV(dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad` });
+    await s.ep.allToAllV(dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad`, site });
     rt.pool.release(dY);
     const local = rt.pool.get(p.Rcv * D);
     rt.k.gatherRows(recv, p.regroup!, local, p.Rcv, D, null);
@@ -105,12 +106,12 @@ export const a2aDispatch: EpDispatch = {
     s.dYLocal = local;
   },
 
-  async dispatchGrad(s: MoeStep) {
+  async dispatchGrad(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D, N, K } = s;
     const dRecv = unRegroup(s, s.dRowsLocal!, p);
     const dRows = rt.pool.get(N * K * D);
-    await s.ep.allToAllV(dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad` });
+    await s.ep.allToAllV(dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad`, site });
     rt.pool.release(dRecv);
     s.layer.dispatchGrad(rt, s.perm!, s.x, dRows, s.dx!, s.dGates!);
     rt.pool.release(dRows);

@@ -4,6 +4,7 @@
 // rows. Backward: the duals of those all_gathers are reduce_scatters (sum) of buffers in which each rank placed
 // only its own rows.
 
+import type { CallSite } from '../../../comm/communicator.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
 interface PaddedPlan {
@@ -22,12 +23,12 @@ interface PaddedPlan {
 const plan = (s: MoeStep) => s.plan as PaddedPlan;
 
 export const allgatherPaddedDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep) {
+  async exchangeCounts(s: MoeStep, site: CallSite) {
     const { P, E, L, rt } = s;
     const me = s.ep.rank;
     // (P·E) rows rank i routed to expert g, at [i·E + g].
     const all = new Int32Array(P * E);
-    await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts` });
+    await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts`, site });
     // prefix[i][g] = rows of source i before expert g in its sorted order; prefix[i][E] = rows source i routes.
     const prefix = new Int32Array(P * (E + 1));
     for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
@@ -69,14 +70,14 @@ export const allgatherPaddedDispatch: EpDispatch = {
     s.plan = { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
   },
 
-  async dispatch(s: MoeStep) {
+  async dispatch(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D, P } = s;
     // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
     const gathered = rt.pool.get(P * p.Rmax * D);
-    await s.ep.allGather(rows, gathered, { tag: `${s.tag} dispatch` });
+    await s.ep.allGather(rows, gathered, { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
@@ -85,7 +86,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     s.localCounts = p.localCounts;
   },
 
-  combine(s: MoeStep): Promise<void> {
+  combine(s: MoeStep, site: CallSite): Promise<void> {
     const p = plan(s);
     const { rt, D, P, N } = s;
     const send = rt.pool.zeros(p.RlocMax * D);
@@ -93,7 +94,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const gathered = rt.pool.get(P * p.RlocMax * D);
-    const sent = s.ep.allGather(send, gathered, { tag: `${s.tag} combine` });
+    const sent = s.ep.allGather(send, gathered, { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(send);
       const R = s.perm!.R;
@@ -106,7 +107,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep) {
+  async combineGrad(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D, P } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
@@ -115,18 +116,18 @@ export const allgatherPaddedDispatch: EpDispatch = {
     rt.k.scatterAddRows(dY, p.homeIdx, full, s.perm!.R, D, null);
     rt.pool.release(dY);
     const mine = rt.pool.get(p.RlocMax * D);
-    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad` });
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad`, site });
     rt.pool.release(full);
     s.dYLocal = mine;
   },
 
-  async dispatchGrad(s: MoeStep) {
+  async dispatchGrad(s: MoeStep, site: CallSite) {
     const p = plan(s);
     const { rt, D, P } = s;
     const full = rt.pool.zeros(P * p.Rmax * D);
     rt.k.scatterAddRows(s.dRowsLocal!, p.localIdx, full, p.Rloc, D, null);
     const mine = rt.pool.get(p.Rmax * D);
-    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad` });
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad`, site });
     rt.pool.release(full);
     s.layer.dispatchGrad(rt, s.perm!, s.x, mine, s.dx!, s.dGates!);
     rt.pool.release(mine);
