@@ -56,6 +56,7 @@ export const optimizerMachine = setup({
     },
     zeroing: {
       invoke: {
+        id: 'zeroGrad',
         src: 'zeroGrad',
         input: ({ context }) => ({ step: context.step, state: 'zeroing' as const }),
         onDone: { target: 'idle', actions: emit({ type: 'GRADS_ZEROED' as const }) },
@@ -64,6 +65,7 @@ export const optimizerMachine = setup({
     },
     clipping: {
       invoke: {
+        id: 'clip',
         src: 'clip',
         input: ({ context, event }) => ({ step: context.step, state: 'clipping' as const, maxNorm: (event as { maxNorm: number }).maxNorm }),
         onDone: {
@@ -78,6 +80,7 @@ export const optimizerMachine = setup({
     },
     stepping: {
       invoke: {
+        id: 'step',
         src: 'step',
         input: ({ context, event }) => ({ step: context.step, state: 'stepping' as const, lr: (event as { lr: number }).lr }),
         onDone: { target: 'stepped', actions: emit({ type: 'STEPPED' as const }) },

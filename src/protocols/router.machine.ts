@@ -68,6 +68,7 @@ export const routerMachine = setup({
     },
     routing: {
       invoke: {
+        id: 'route',
         src: 'route',
         input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routing' as const }),
         onDone: { target: 'idle', actions: emit(({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) })) },
@@ -76,6 +77,7 @@ export const routerMachine = setup({
     },
     routerGrad: {
       invoke: {
+        id: 'routerGrad',
         src: 'routerGrad',
         input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routerGrad' as const }),
         onDone: { target: 'idle', actions: emit(({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) })) },
@@ -84,6 +86,7 @@ export const routerMachine = setup({
     },
     biasUpdate: {
       invoke: {
+        id: 'biasUpdate',
         src: 'biasUpdate',
         input: ({ context }) => ({ step: context.step, handle: null, state: 'biasUpdate' as const }),
         onDone: { target: 'idle', actions: emit({ type: 'BIAS_UPDATED' as const }) },

@@ -95,7 +95,7 @@ export const trainStepMachine = setup({
     reduceGrads: stage,
     clip: stage,
     biasUpdate: stage,
-    optimizer: stage,
+    optimizerStep: stage,
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
@@ -216,7 +216,7 @@ export const trainStepMachine = setup({
     },
     optimizer: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: { id: 'optimizerStep', src: 'optimizer', input: input('optimizer'), onDone: 'done', onError },
+      invoke: { id: 'optimizerStep', src: 'optimizerStep', input: input('optimizer'), onDone: 'done', onError },
     },
     done: { type: 'final' },
     failed: { type: 'final' },

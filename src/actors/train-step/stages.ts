@@ -83,7 +83,7 @@ export class StepStages {
       reduceGrads: wrap(() => this.reduceGradsStage()),
       clip: wrap((_, sys) => this.clipStage(sys)),
       biasUpdate: wrap((_, sys) => this.biasUpdateStage(sys)),
-      optimizer: wrap((_, sys) => this.optimizerStage(sys)),
+      optimizerStep: wrap((_, sys) => this.optimizerStage(sys)),
     } satisfies Partial<Record<keyof typeof trainStepMachine.implementations.actors, unknown>>;
   }
 
