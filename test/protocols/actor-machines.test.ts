@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
-import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
+import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
 import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
 import { fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
@@ -67,9 +67,9 @@ describe('optimizer machine', () => {
     const a = createActor(
       optimizerMachine.provide({
         actors: {
-          zeroGrad: fromPromise<void>(async () => void log.push('zero')),
-          clip: fromPromise<number, { maxNorm?: number }>(async ({ input }) => (log.push(`clip ${input.maxNorm}`), 2.5)),
-          step: fromPromise<void, { lr?: number }>(async ({ input }) => void log.push(`step ${input.lr}`)),
+          zeroGrad: fromPromise<void, OptimizerStageInput>(async () => void log.push('zero')),
+          clip: fromPromise<number, OptimizerStageInput>(async ({ input }) => (log.push(`clip ${input.maxNorm}`), 2.5)),
+          step: fromPromise<void, OptimizerStageInput>(async ({ input }) => void log.push(`step ${input.lr}`)),
         },
       }),
       { input: { step: 1 } },
