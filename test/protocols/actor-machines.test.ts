@@ -7,7 +7,7 @@ import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
 import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
-import { fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
+import { fsdpUnitMachine, type FsdpStageInput } from '../../src/protocols/fsdp-unit.machine.ts';
 import { allStateIds, coverPaths, definedTransitions, doneEvents } from './graph-coverage.ts';
 
 function expectFull(machine: any, cov: { transitions: Set<string>; states: Set<string> }) {
@@ -126,11 +126,11 @@ describe('fsdp-unit machine: UNSHARD while resharding', () => {
     const a = createActor(
       fsdpUnitMachine.provide({
         actors: {
-          unshard: fromPromise(async () => void log.push('unshard')),
-          reshard: fromPromise(() => new Promise<void>((r) => (finishReshard = () => (log.push('reshard'), r())))),
-          reduceScatter: fromPromise(async () => void log.push('reduceScatter')),
-          divide: fromPromise(async () => {}),
-          allReduceReplicas: fromPromise(async () => {}),
+          unshard: fromPromise<void, FsdpStageInput>(async () => void log.push('unshard')),
+          reshard: fromPromise<void, FsdpStageInput>(() => new Promise<void>((r) => (finishReshard = () => (log.push('reshard'), r())))),
+          reduceScatter: fromPromise<void, FsdpStageInput>(async () => void log.push('reduceScatter')),
+          divide: fromPromise<void, FsdpStageInput>(async () => {}),
+          allReduceReplicas: fromPromise<void, FsdpStageInput>(async () => {}),
         },
       }),
       { input: { unit: 'output', reshardAfterForward: true, hsdp: false, gradReduce: 'sum' } },
