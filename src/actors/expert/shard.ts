@@ -22,13 +22,13 @@ import { a2aDispatch } from './ep/dispatch-a2a.ts';
 import { allgatherPaddedDispatch } from './ep/dispatch-allgather-padded.ts';
 import { allgatherRsDispatch } from './ep/dispatch-allgather-rs.ts';
 import { localDispatch } from './ep/dispatch-local.ts';
-import type { EpDispatch, MoeStep } from './ep/moe-step.ts';
+import { bindDispatch, type BoundDispatch, type MoeStep } from './ep/moe-step.ts';
 
-const DISPATCH: Record<MoeStrategy, EpDispatch> = {
-  local: localDispatch,
-  a2a: a2aDispatch,
-  'allgather-padded': allgatherPaddedDispatch,
-  'allgather-rs': allgatherRsDispatch,
+const DISPATCH: Record<MoeStrategy, () => BoundDispatch> = {
+  local: () => bindDispatch(localDispatch),
+  a2a: () => bindDispatch(a2aDispatch),
+  'allgather-padded': () => bindDispatch(allgatherPaddedDispatch),
+  'allgather-rs': () => bindDispatch(allgatherRsDispatch),
 };
 
 /** The expert shard's machine as spawned in the step's actor system. */
@@ -37,7 +37,7 @@ export type ExpertRef = ActorRefFrom<typeof expertMachine>;
 export class ExpertShard {
   /** Step records of the layers × microbatches whose backward has not run yet. */
   private readonly running = new Map<string, MoeStep>();
-  private readonly dispatch: EpDispatch;
+  private readonly dispatch: BoundDispatch;
   /** The implementations of the expert machine (spawned per step by the train-step root). */
   readonly machine;
 
@@ -47,7 +47,7 @@ export class ExpertShard {
     readonly strategy: MoeStrategy,
     private readonly failure: StepFailure,
   ) {
-    this.dispatch = DISPATCH[strategy];
+    this.dispatch = DISPATCH[strategy]();
     if (strategy === 'local' && ep.size !== 1) throw new Error(`strategy "local" needs an EP group of size 1, got ${ep.size}`);
     if (strategy !== 'local' && ep.size < 2) throw new Error(`EP strategy "${strategy}" needs an EP group of at least 2 ranks`);
     const stage = (fn: (s: MoeStep, site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => Promise<void> | void, actorRow: string) =>

@@ -19,7 +19,6 @@ interface A2aPlan {
   regroup?: Int32Array;
 }
 
-const plan = (s: MoeStep) => s.plan as A2aPlan;
 const times = (xs: number[], k: number) => xs.map((x) => x * k);
 
 /** Puts rows of `src` (Rcv,D) in received order back from (local expert, source) order: out[regroup[p]] = src[p]. */
@@ -29,8 +28,8 @@ function unRegroup(s: MoeStep, src: Float32Array, p: A2aPlan): Float32Array {
   return out;
 }
 
-export const a2aDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep, site: CallSite) {
+export const a2aDispatch: EpDispatch<A2aPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<A2aPlan> {
     const { P, L, E } = s;
     const counts = s.route!.counts;
     const m = new Int32Array(E);
@@ -42,11 +41,10 @@ export const a2aDispatch: EpDispatch = {
       sendRows.push(sumOf(counts, j * L, (j + 1) * L));
       recvRows.push(sumOf(m, j * L, (j + 1) * L));
     }
-    s.plan = { m, sendRows, recvRows, Rcv: sumOf(recvRows) } satisfies A2aPlan;
+    return { m, sendRows, recvRows, Rcv: sumOf(recvRows) } satisfies A2aPlan;
   },
 
-  async dispatch(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D, L, P } = s;
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
     s.perm = perm;
@@ -76,8 +74,7 @@ export const a2aDispatch: EpDispatch = {
     s.localCounts = localCounts;
   },
 
-  combine(s: MoeStep, site: CallSite): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: A2aPlan, site: CallSite): Promise<void> {
     const { rt, D, N, K } = s;
     const yRecv = unRegroup(s, s.yLocal!, p);
     rt.pool.release(s.yLocal);
@@ -92,8 +89,7 @@ export const a2aDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
@@ -106,8 +102,7 @@ export const a2aDispatch: EpDispatch = {
     s.dYLocal = local;
   },
 
-  async dispatchGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D, N, K } = s;
     const dRecv = unRegroup(s, s.dRowsLocal!, p);
     const dRows = rt.pool.get(N * K * D);
@@ -117,9 +112,7 @@ export const a2aDispatch: EpDispatch = {
     rt.pool.release(dRows);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as A2aPlan | undefined;
+  release(s: MoeStep, p: A2aPlan) {
     if (p?.regroup) s.rt.pool.releaseI32(p.regroup);
-    s.plan = undefined;
   },
 };

@@ -20,10 +20,9 @@ interface PaddedPlan {
   homeIdx: Int32Array;
 }
 
-const plan = (s: MoeStep) => s.plan as PaddedPlan;
 
-export const allgatherPaddedDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep, site: CallSite) {
+export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<PaddedPlan> {
     const { P, E, L, rt } = s;
     const me = s.ep.rank;
     // (P·E) rows rank i routed to expert g, at [i·E + g].
@@ -67,11 +66,10 @@ export const allgatherPaddedDispatch: EpDispatch = {
       const cnt = all[me * E + g]!;
       for (let c = 0; c < cnt; c++) homeIdx[q++] = off + c;
     }
-    s.plan = { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
+    return { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
   },
 
-  async dispatch(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
@@ -86,8 +84,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     s.localCounts = p.localCounts;
   },
 
-  combine(s: MoeStep, site: CallSite): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: PaddedPlan, site: CallSite): Promise<void> {
     const { rt, D, P, N } = s;
     const send = rt.pool.zeros(p.RlocMax * D);
     send.set(s.yLocal!.subarray(0, p.Rloc * D));
@@ -107,8 +104,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
@@ -121,8 +117,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     s.dYLocal = mine;
   },
 
-  async dispatchGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     const full = rt.pool.zeros(P * p.Rmax * D);
     rt.k.scatterAddRows(s.dRowsLocal!, p.localIdx, full, p.Rloc, D, null);
@@ -133,12 +128,10 @@ export const allgatherPaddedDispatch: EpDispatch = {
     rt.pool.release(mine);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as PaddedPlan | undefined;
+  release(s: MoeStep, p: PaddedPlan) {
     if (p) {
       s.rt.pool.releaseI32(p.localIdx);
       s.rt.pool.releaseI32(p.homeIdx);
     }
-    s.plan = undefined;
   },
 };

@@ -21,11 +21,10 @@ interface RsPlan {
   dGatesAll: Float32Array | null;
 }
 
-const plan = (s: MoeStep) => s.plan as RsPlan;
 const sbeOf = (s: MoeStep) => s.layer.spec.args.score_before_experts;
 
-export const allgatherRsDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep, site: CallSite) {
+export const allgatherRsDispatch: EpDispatch<RsPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<RsPlan> {
     const { rt, P, N, K, L } = s;
     const me = s.ep.rank;
     const allIdx = new Int32Array(P * N * K);
@@ -58,11 +57,10 @@ export const allgatherRsDispatch: EpDispatch = {
       gatesSorted[q] = allGates[j]!;
     }
     rt.pool.release(allGates);
-    s.plan = { perm: { R, srcToken, slot, gatesSorted, counts }, xLocal: null, dGatesAll: null } satisfies RsPlan;
+    return { perm: { R, srcToken, slot, gatesSorted, counts }, xLocal: null, dGatesAll: null } satisfies RsPlan;
   },
 
-  async dispatch(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D } = s;
     const allX = rt.pool.get(P * N * D);
     await s.ep.allGather(s.x, allX, { tag: `${s.tag} dispatch`, site });
@@ -75,8 +73,7 @@ export const allgatherRsDispatch: EpDispatch = {
     s.localCounts = p.perm.counts;
   },
 
-  combine(s: MoeStep, site: CallSite): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: RsPlan, site: CallSite): Promise<void> {
     const { rt, P, N, D } = s;
     // The partial output covers every rank's tokens; the reduce_scatter sums and returns each rank its own.
     const cb = s.layer.combine(rt, p.perm, s.yLocal!, P * N);
@@ -90,8 +87,7 @@ export const allgatherRsDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D, K } = s;
     const allD = rt.pool.get(P * N * D);
     await s.ep.allGather(s.dOut!, allD, { tag: `${s.tag} combine-grad`, site });
@@ -101,8 +97,7 @@ export const allgatherRsDispatch: EpDispatch = {
     rt.pool.release(allD);
   },
 
-  async dispatchGrad(s: MoeStep, site: CallSite) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D, K } = s;
     const sbe = sbeOf(s);
     const { perm } = p;
@@ -131,14 +126,12 @@ export const allgatherRsDispatch: EpDispatch = {
     rt.pool.release(dgMine);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as RsPlan | undefined;
+  release(s: MoeStep, p: RsPlan) {
     if (p) {
       const pool = s.rt.pool;
       releasePermutation(s.rt, p.perm);
       if (p.xLocal) pool.release(p.xLocal);
       if (p.dGatesAll) pool.release(p.dGatesAll);
     }
-    s.plan = undefined;
   },
 };

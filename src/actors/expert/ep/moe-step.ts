@@ -51,29 +51,58 @@ export interface MoeStep {
   dYLocal?: Float32Array;
   dRowsLocal?: Float32Array;
 
-  /** Strategy-specific bookkeeping (splits, gather indices). */
+  /** The strategy's plan (EpDispatch<Plan>), opaque here; undefined before the counts exchange and after release. */
   plan?: unknown;
   /** The error a stage failed with (kept whole: the machine records only its message). */
   error?: unknown;
 }
 
 /**
- * One EP dispatch strategy's collectives and local bookkeeping. `combine` must issue its collective before its
- * first await so that the caller can overlap the shared expert with it (as torchtitan does).
+ * One EP dispatch strategy's collectives and local bookkeeping, typed by its own `Plan` (what its counts exchange
+ * decides: splits, gather indices, its permutation). `combine` must issue its collective before its first await
+ * so that the caller can overlap the shared expert with it (as torchtitan does).
  */
-export interface EpDispatch {
-  /** Every collective names `site`, the moe-layer state that issues it. */
-  exchangeCounts(s: MoeStep, site: CallSite): Promise<void>;
+export interface EpDispatch<Plan> {
+  /** Every collective names `site`, the moe-layer state that issues it. Returns the layer × microbatch's plan. */
+  exchangeCounts(s: MoeStep, site: CallSite): Promise<Plan>;
   /** → s.localRows, s.localCounts (and may release the home rows). */
-  dispatch(s: MoeStep, site: CallSite): Promise<void>;
+  dispatch(s: MoeStep, p: Plan, site: CallSite): Promise<void>;
   /** s.yLocal → s.out (routed sum, N·D) and s.combineCtx. */
-  combine(s: MoeStep, site: CallSite): Promise<void>;
+  combine(s: MoeStep, p: Plan, site: CallSite): Promise<void>;
   /** s.dOut → s.dYLocal; gate grads of score-after-experts into s.dGates. */
-  combineGrad(s: MoeStep, site: CallSite): Promise<void>;
+  combineGrad(s: MoeStep, p: Plan, site: CallSite): Promise<void>;
   /** s.dRowsLocal → s.dx +=; gate grads of score-before-experts into s.dGates. */
+  dispatchGrad(s: MoeStep, p: Plan, site: CallSite): Promise<void>;
+  /** Releases what the plan holds (after dispatchGrad, or after a forward whose ctx was dropped). */
+  release(s: MoeStep, p: Plan): void;
+}
+
+/** A strategy bound to step records: the plan is kept in the record and typed only inside its strategy. */
+export interface BoundDispatch {
+  exchangeCounts(s: MoeStep, site: CallSite): Promise<void>;
+  dispatch(s: MoeStep, site: CallSite): Promise<void>;
+  combine(s: MoeStep, site: CallSite): Promise<void>;
+  combineGrad(s: MoeStep, site: CallSite): Promise<void>;
   dispatchGrad(s: MoeStep, site: CallSite): Promise<void>;
-  /** Releases strategy bookkeeping left after dispatchGrad (or after a forward whose ctx was dropped). */
   release(s: MoeStep): void;
+}
+
+export function bindDispatch<Plan>(d: EpDispatch<Plan>): BoundDispatch {
+  // The one place the record's plan gets its strategy's type: only `d` ever wrote it.
+  const plan = (s: MoeStep) => s.plan as Plan;
+  return {
+    exchangeCounts: async (s, site) => {
+      s.plan = await d.exchangeCounts(s, site);
+    },
+    dispatch: (s, site) => d.dispatch(s, plan(s), site),
+    combine: (s, site) => d.combine(s, plan(s), site),
+    combineGrad: (s, site) => d.combineGrad(s, plan(s), site),
+    dispatchGrad: (s, site) => d.dispatchGrad(s, plan(s), site),
+    release: (s) => {
+      if (s.plan !== undefined) d.release(s, plan(s));
+      s.plan = undefined;
+    },
+  };
 }
 
 export function sumOf(a: ArrayLike<number>, from = 0, to = a.length): number {
