@@ -49,7 +49,7 @@ export interface FsdpStageInput {
   state: string;
 }
 
-/** Resolves torchtitan's policy for one unit: norm+output reshards only under "always" (spec §4.5). */
+/** Resolves torchtitan's policy for one unit: norm+output reshards only under "always" (torchtitan-semantics.md §4.5). */
 export function reshardAfterForward(policy: ReshardPolicy, unit: { isOutput: boolean }, pipelineParallel = false): boolean {
   if (policy === 'always') return true;
   if (policy === 'never') return false;

@@ -1,9 +1,9 @@
-// The router actor's protocol on one rank. It owns the routing of every MoE layer: the moe-layer machines ask it
-// to route a microbatch's tokens and, in backward, to take the gate gradients back through the router; once per
-// step the optimizer pre-hook asks it for the auxiliary-loss-free expert-bias update (spec §3.4 of
-// /work/shared/reference/torchtitan-semantics.md: all_reduce of the token counts over the loss group, then the
-// same bias move on every rank). Requests are events naming a handle (the layer × microbatch step record the
-// expert shard keeps in its pool); each is answered with an emitted event naming the same handle.
+// The router actor's protocol on one rank. It owns the routing of every MoE layer: the moe-layer machines ask it to
+// route a microbatch's tokens and, in backward, to take the gate gradients back through the router; once per step
+// the optimizer pre-hook asks it for the auxiliary-loss-free expert-bias update (torchtitan-semantics.md §3.4:
+// all_reduce of the token counts over the loss group, then the same bias move on every rank). Requests are events
+// naming a handle (the layer × microbatch step record the expert shard keeps in its pool); each is answered with an
+// emitted event naming the same handle.
 
 import { assign, emit, fromPromise, setup } from 'xstate';
 import { errorText, notProvided } from './state-meta.ts';

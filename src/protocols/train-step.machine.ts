@@ -1,4 +1,4 @@
-// One optimizer step on one rank, as torchtitan's train loop runs it (spec §5):
+// One optimizer step on one rank, as torchtitan's train loop runs it (torchtitan-semantics.md §5):
 //   for each microbatch: embed → forward block 0 … L−1 → loss (norm, output, CE and their backward)
 //                        → backward block L−1 … 0 (each preceded by `recompute` when the block is checkpointed)
 //                        → embedding backward
@@ -19,7 +19,7 @@ import { routerMachine } from './router.machine.ts';
 import { errorText, notProvided, type StateMeta } from './state-meta.ts';
 import type { MoeStrategy } from './strategies.ts';
 
-// AC modes and torchtitan's block selection are model semantics (spec §5.5); the machine only asks them.
+// AC modes and torchtitan's block selection are model semantics (torchtitan-semantics.md §5.5); the machine only asks them.
 export { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 
 export interface TrainStepInput {

@@ -1,7 +1,7 @@
 // The optimizer actor (`optimizer`) of a rank: AdamW state on the rank's local shards (what the FSDP shards hold),
 // the LR schedule, and gradient clipping over all shards — torchtitan's two-group norm (routed experts on the EP
-// mesh, everything else) combined as sqrt(n_ep² + n_nonep²) (spec §5.4 of
-// /work/shared/reference/torchtitan-semantics.md). Its machine is protocols/optimizer.machine.ts.
+// mesh, everything else) combined as sqrt(n_ep² + n_nonep²) (torchtitan-semantics.md §5.4). Its machine is
+// protocols/optimizer.machine.ts.
 
 import { fromPromise } from 'xstate';
 import type { CallSite, Communicator } from '../../comm/communicator.ts';

@@ -1,8 +1,8 @@
 // The router actor (`router`) of a rank: the MoE layers' routing (scores, top-k, gates, counts; and the gradient
-// back through them) and the auxiliary-loss-free expert-bias update (spec §3.4 of
-// /work/shared/reference/torchtitan-semantics.md): halve the counts of checkpointed blocks, all_reduce them over
-// the loss group, move every rank's bias identically, zero the counts. Its machine is protocols/router.machine.ts;
-// requests name a layer × microbatch handle, which `records` resolves to the expert shard's step record.
+// back through them) and the auxiliary-loss-free expert-bias update (torchtitan-semantics.md §3.4): halve the counts
+// of checkpointed blocks, all_reduce them over the loss group, move every rank's bias identically, zero the counts.
+// Its machine is protocols/router.machine.ts; requests name a layer × microbatch handle, which `records` resolves to
+// the expert shard's step record.
 
 import { fromPromise } from 'xstate';
 import type { CallSite, Communicator } from '../../comm/communicator.ts';

@@ -1,4 +1,4 @@
-// torchtitan's dispatch (spec §4.3–4.4): all_to_all the per-local-expert counts, all_to_all_v the routed rows
+// torchtitan's dispatch (torchtitan-semantics.md §4.3–4.4): all_to_all the per-local-expert counts, all_to_all_v the routed rows
 // (sorted by global expert, so each destination's rows are contiguous), regroup the received rows from
 // (source rank, local expert) order to (local expert, source rank) order, compute, and send the outputs back the
 // same way. Backward: the same collectives with the splits swapped.
