@@ -45,8 +45,8 @@ export const ACTORS: readonly ActorSpec[] = [
 export const MESSAGES: readonly MessageSpec[] = [
   { from: 'trainStep', to: 'optimizer', events: ['ZERO_GRAD', 'CLIP', 'STEP'], answer: 'GRADS_ZEROED / CLIPPED / STEPPED' },
   { from: 'trainStep', to: 'fsdp:<unit>', events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'], answer: 'waitFor unsharded / grads / resharded' },
-  { from: 'trainStep', to: 'expert', events: ['FORWARD', 'BACKWARD'], answer: 'waitFor moe:<layer>/<mb> forwardDone / done' },
-  { from: 'expert', to: 'moe:<layer>/<mb>', events: ['FORWARD', 'BACKWARD'], answer: '(spawns it; the waiter watches it)' },
+  { from: 'trainStep', to: 'expert', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: 'waitFor moe:<layer>/<mb> forwardDone / done' },
+  { from: 'expert', to: 'moe:<layer>/<mb>', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: '(spawns it; the waiter watches it)' },
   { from: 'moe:<layer>/<mb>', to: 'router', events: ['ROUTE', 'ROUTER_GRAD'], answer: 'ROUTED / ROUTER_GRAD_DONE' },
   { from: 'trainStep', to: 'router', events: ['BIAS_UPDATE'], answer: 'BIAS_UPDATED' },
 ];

@@ -14,7 +14,9 @@ export interface ExpertInput {
 
 export type ExpertEvent =
   | { type: 'FORWARD'; layer: number; microbatch: number; pass: MoePass }
-  | { type: 'BACKWARD'; layer: number; microbatch: number };
+  | { type: 'BACKWARD'; layer: number; microbatch: number }
+  /** Activation checkpointing: the block's forward buffers go (it is recomputed before backward). */
+  | { type: 'DROP'; layer: number; microbatch: number };
 
 /** The child id of a layer × microbatch's moe-layer machine. */
 export const moeLayerId = (layer: number, microbatch: number) => `moe:${layer}/${microbatch}`;
@@ -52,6 +54,11 @@ export const expertMachine = setup({
         BACKWARD: {
           actions: enqueueActions(({ event, enqueue }) => {
             enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'BACKWARD' });
+          }),
+        },
+        DROP: {
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'DROP' });
           }),
         },
       },

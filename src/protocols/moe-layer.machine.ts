@@ -38,7 +38,7 @@ export interface MoeStageInput {
   state: MoeStage;
 }
 
-export type MoeLayerEvent = { type: 'FORWARD'; pass: MoePass } | { type: 'BACKWARD' };
+export type MoeLayerEvent = { type: 'FORWARD'; pass: MoePass } | { type: 'BACKWARD' } | { type: 'DROP' };
 
 export const MOE_STAGES = [
   'route',
@@ -89,6 +89,10 @@ export const moeLayerMachine = setup({
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
+    // The layer's buffers are released by the states that end their use: what the forward kept when the block is
+    // checkpointed (DROP, before the recompute), everything left when the backward is done.
+    dropForward: () => {},
+    releaseLayer: () => {},
   },
   guards: {
     isLocal: ({ context }) => context.strategy === 'local',
@@ -137,6 +141,7 @@ export const moeLayerMachine = setup({
         // Activation checkpointing: the whole forward again, with the same collectives, before backward.
         FORWARD: { target: 'forward', actions: assign({ pass: ({ event }) => event.pass }) },
         BACKWARD: 'backward',
+        DROP: { actions: 'dropForward' },
       },
     },
     backward: {
@@ -160,7 +165,7 @@ export const moeLayerMachine = setup({
         },
       },
     },
-    done: { type: 'final' },
+    done: { type: 'final', entry: 'releaseLayer' },
     failed: { type: 'final' },
   },
 });

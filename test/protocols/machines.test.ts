@@ -42,7 +42,7 @@ describe('moe-layer machine', () => {
   it('covers every state and transition for every strategy', () => {
     const cov = empty();
     for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
-      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, ...doneEvents(MOE_STAGES)];
+      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, { type: 'DROP' }, ...doneEvents(MOE_STAGES)];
       merge(
         cov,
         coverPaths(moeLayerMachine, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {

@@ -71,6 +71,16 @@ export class ExpertShard {
     this.machine = expertMachine.provide({
       actors: {
         moeLayer: moeLayerMachine.provide({
+          actions: {
+            dropForward: ({ context }) => {
+              const s = this.running.get(key(context.layer, context.microbatch));
+              if (s) this.releaseForward(s);
+            },
+            releaseLayer: ({ context }) => {
+              const s = this.running.get(key(context.layer, context.microbatch));
+              if (s) this.releaseBackward(s);
+            },
+          },
           actors: {
             route: stage(askRouter('ROUTE', 'ROUTED'), 'router'),
             exchangeCounts: stage((s, site) => d.exchangeCounts(s, site), 'expert'),
@@ -80,10 +90,7 @@ export class ExpertShard {
             combineGrad: stage((s, site) => this.combineGrad(s, site), 'expert'),
             computeGrad: stage((s) => this.computeGrad(s), 'expert'),
             dispatchGrad: stage((s, site) => this.dispatchGrad(s, site), 'expert'),
-            routerGrad: stage(async (s, site, system) => {
-              await askRouter('ROUTER_GRAD', 'ROUTER_GRAD_DONE')(s, site, system);
-              this.releaseBackward(s);
-            }, 'router'),
+            routerGrad: stage(askRouter('ROUTER_GRAD', 'ROUTER_GRAD_DONE'), 'router'),
           },
         }),
       },
@@ -115,10 +122,9 @@ export class ExpertShard {
     return out;
   }
 
-  /** Activation checkpointing: drops what the forward kept (the block is recomputed before backward). */
-  dropForward(layerId: number, microbatch: number): void {
-    const s = this.running.get(key(layerId, microbatch));
-    if (s) this.releaseForward(s);
+  /** Activation checkpointing: the layer's machine drops what the forward kept (recomputed before backward). */
+  dropForward(expert: ExpertRef, layerId: number, microbatch: number): void {
+    expert.send({ type: 'DROP', layer: layerId, microbatch });
   }
 
   /** Backward of the pending forward: dOut (N·D) → dx (N·D, caller owns). Grads accumulate into the units. */
@@ -221,7 +227,7 @@ export class ExpertShard {
     s.dRowsLocal = undefined;
   }
 
-  /** After the router's gradient: the layer's backward buffers go back to the pool. */
+  /** The moe-layer machine's `done`: the layer's remaining buffers go back to the pool. */
   private releaseBackward(s: MoeStep): void {
     const rt = s.rt;
     rt.pool.release(s.dGates);

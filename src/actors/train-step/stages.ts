@@ -158,12 +158,12 @@ export class StepStages {
     return block.forwardPost(rt, pre, ffnOut);
   }
 
-  private dropBlock(layer: number, st: MbState, microbatch: number): void {
+  private dropBlock(sys: System, layer: number, st: MbState, microbatch: number): void {
     const block = this.model.blocks[layer]!;
     const rt = this.model.rt;
     block.releasePre(rt, st.pre[layer]!);
     st.pre[layer] = null;
-    if (block.moe) this.w.experts.dropForward(layer, microbatch);
+    if (block.moe) this.w.experts.dropForward(this.actor(sys, 'expert') as ExpertRef, layer, microbatch);
     else {
       (block.ffn as FeedForward).release(rt, st.ffn[layer]!);
       st.ffn[layer] = null;
@@ -177,7 +177,7 @@ export class StepStages {
     st.inputs[layer + 1] = out;
     for (const u of units) u.shard.forwardDone(u.ref);
     // The machine recomputes this block before its backward: what the forward kept goes now.
-    if (checkpointed) this.dropBlock(layer, st, microbatch);
+    if (checkpointed) this.dropBlock(sys, layer, st, microbatch);
   }
 
   private async lossStage({ microbatch, step }: StepStageInput, sys: System): Promise<void> {
