@@ -11,7 +11,8 @@ import pc from 'picocolors';
 import { FULL } from '../comm/capabilities.ts';
 import { launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
 import type { TraceEvent } from '../protocols/events.ts';
-import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
+import { formatPlan, makePlan, type Plan, type PlanInput } from '../protocols/planner.ts';
+import type { ComputeDtype } from '../protocols/projection-memory.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
@@ -67,8 +68,13 @@ export function worldSizeOf(cfg: JobConfig): number {
 }
 
 export function planJob(cfg: JobConfig, worldSize: number): Plan {
+  return makePlan(planInputOf(cfg, worldSize));
+}
+
+/** What the planner (and `moe-actors project`) reads from a job config. */
+export function planInputOf(cfg: JobConfig, worldSize: number): PlanInput {
   const model = modelConfigOf(cfg);
-  return makePlan({
+  return {
     model,
     worldSize,
     degrees: degreesOf(cfg),
@@ -84,7 +90,13 @@ export function planJob(cfg: JobConfig, worldSize: number): Plan {
     seqLen: cfg.training.seq_len,
     microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
     ranksPerNode: cfg.comm.ranks_per_node,
-  });
+    memory: { computeDtype: computeDtypeOf(cfg) },
+  };
+}
+
+/** [training] mixed_precision_param as the projection's compute dtype (bfloat16 when the config asks for it). */
+export function computeDtypeOf(cfg: JobConfig): ComputeDtype {
+  return String((cfg.training as Record<string, unknown>).mixed_precision_param) === 'bfloat16' ? 'bfloat16' : 'float32';
 }
 
 /** dp_replicate · dp_shard (dp_shard = −1 resolved against the world size). */
