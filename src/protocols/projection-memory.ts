@@ -230,7 +230,8 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   if (ep > 1) {
     for (const b of m.spec.blocks) {
       if (b.ffn.kind !== 'moe') continue;
-      const e = c * epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax);
+      // moe-actors frees each gathered buffer once its rows are sliced out: about one of the two is live at a time.
+      const e = c * (tt ? epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) : epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) / 2);
       const persistent = m.dispatch === 'allgather-padded' && tt && !isCheckpointed(b.layerId, m.ac);
       epBuffers = persistent ? epBuffers + e : Math.max(epBuffers, e);
     }
