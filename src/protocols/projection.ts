@@ -26,6 +26,8 @@ export interface Projection {
   tpsPerRank: number;
   mfu: number;
   peakFlopsPerRank: number;
+  /** Bytes per step per group as they travel: activations and unsharded parameters in the compute dtype. */
+  wireBytes: Record<string, number>;
   assumptions: string[];
 }
 
@@ -98,7 +100,8 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     `collectives: α–β per link (intra ${(sys.links.intra.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.intra.bytesPerS / 1e9).toFixed(1)} GB/s; inter ${(sys.links.inter.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.inter.bytesPerS / 1e9).toFixed(1)} GB/s), half the logical bytes received; EP on the critical path, FSDP/HSDP overlapped with compute (only the excess is exposed)`,
     `MFU against ${(peakFlopsPerRank / 1e12).toFixed(3)} TFLOP/s per rank (${computeDtype} peak as torchtitan counts it) with torchtitan's FLOPs per token (${plan.flopsPerToken.toExponential(3)})`,
   ];
-  return { plan, system: sys, assumptionsUsed: a, time, tokensPerStep, tpsPerRank, mfu, peakFlopsPerRank, assumptions };
+  const wireBytes = Object.fromEntries(groups.map((g) => [g.name, g.bytes]));
+  return { plan, system: sys, assumptionsUsed: a, time, tokensPerStep, tpsPerRank, mfu, peakFlopsPerRank, wireBytes, assumptions };
 }
 
 export function projectionJson(p: Projection): Record<string, unknown> {
@@ -112,6 +115,7 @@ export function projectionJson(p: Projection): Record<string, unknown> {
     device_memory_gib: p.system.device.memoryBytes / GIB,
     fits: m.total <= p.system.device.memoryBytes,
     bytes_per_step_per_group: { ...p.plan.bytesPerStep },
+    wire_bytes_per_step_per_group: { ...p.wireBytes },
     step_seconds: p.time.seconds.total,
     step_seconds_by_class: { ...p.time.seconds },
     tokens_per_step_per_rank: p.tokensPerStep,
@@ -131,8 +135,10 @@ export function formatProjection(p: Projection): string {
   const lines = [
     `memory per rank: ${(m.total / GIB).toFixed(2)} GiB of ${(p.system.device.memoryBytes / GIB).toFixed(0)} GiB${m.total > p.system.device.memoryBytes ? ' — DOES NOT FIT' : ''}`,
     `  ${formatMemoryLine(m)}`,
-    'bytes per step per group (this rank, sent + received):',
-    ...Object.entries(p.plan.bytesPerStep).map(([g, b]) => `  ${g.padEnd(22)} ${(b / 2 ** 20).toFixed(2)} MiB`),
+    `bytes per step per group (this rank, sent + received; the byte model's fp32 count${p.assumptionsUsed.computeDtype === 'float32' ? '' : ', and as they travel in ' + p.assumptionsUsed.computeDtype}):`,
+    ...Object.entries(p.plan.bytesPerStep).map(
+      ([g, b]) => `  ${g.padEnd(22)} ${(b / 2 ** 20).toFixed(2)} MiB${p.wireBytes[g] !== undefined && p.wireBytes[g] !== b ? ` (${(p.wireBytes[g]! / 2 ** 20).toFixed(2)} MiB on the wire)` : ''}`,
+    ),
     `time per step: ${f3(s.total)} s = matmul ${f3(s.matmul)} + attention ${f3(s.attention)} + element-wise ${f3(s.memoryBound)} + op overhead ${f3(s.opOverhead)} + EP comm ${f3(s.commCritical)} + exposed FSDP comm ${f3(s.commExposed)}`,
     `TPS per rank: ${p.tpsPerRank.toFixed(0)}   MFU: ${(100 * p.mfu).toFixed(2)}%   (EP dispatch ${p.plan.dispatch.choice})`,
     'assumptions:',

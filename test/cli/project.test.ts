@@ -1,6 +1,6 @@
 // `moe-actors project`: text and JSON for a report config on aurora-pvc, the same memory line as plan.txt of a real
 // run of the same config, and clear errors for bad options.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ describe('moe-actors project', () => {
     expect(r.stdout).toContain('moe-actors project: configs/deepseek_v3_1b_ep12.toml, 12 ranks on aurora-pvc');
     expect(r.stdout).toMatch(/^memory per rank: [\d.]+ GiB of 64 GiB$/m);
     expect(r.stdout).toMatch(/^ {2}total [\d.]+ GiB = param shards [\d.]+ MiB \+ .* EP buffers [\d.]+ [MG]iB \+ allocator .*\(torchtitan, bfloat16 compute, Rmax 1.25, allocator ×1.25\)$/m);
-    expect(r.stdout).toMatch(/^ {2}ep +[\d.]+ MiB$/m);
+    expect(r.stdout).toMatch(/^ {2}ep +[\d.]+ MiB \([\d.]+ MiB on the wire\)$/m);
     expect(r.stdout).toMatch(/^time per step: [\d.]+ s = matmul [\d.]+ \+ attention .* EP comm [\d.]+ \+ exposed FSDP comm [\d.]+$/m);
     expect(r.stdout).toMatch(/^TPS per rank: \d+ {3}MFU: [\d.]+% {3}\(EP dispatch allgather-padded\)$/m);
     const assumptions = r.stdout.split('assumptions:\n')[1]!.trimEnd().split('\n');
@@ -52,6 +52,25 @@ describe('moe-actors project', () => {
     const projLine = p.stdout.split('\n').find((l) => l.startsWith('  total '));
     expect(planLine).toBeDefined();
     expect(projLine).toBe(planLine);
+  });
+
+  it('--system takes a path to a system file; its allocator factor changes only the allocator category', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moe-system-'));
+    dirs.push(dir);
+    const path = join(dir, 'mine.toml');
+    writeFileSync(path, readFileSync('configs/systems/aurora-pvc.toml', 'utf8').replace(/^allocator_factor = .*$/m, 'allocator_factor = 1.5'));
+    const args = ['project', '--config', 'configs/llama4_medium_ep12.toml', '--format', 'json'];
+    const a = await cli([...args, '--system', 'aurora-pvc']);
+    const b = await cli([...args, '--system', path]);
+    expect(a.code, show(a)).toBe(0);
+    expect(b.code, show(b)).toBe(0);
+    const ja = JSON.parse(a.stdout) as { memory_by_category: Record<string, number>; wire_bytes_per_step_per_group: Record<string, number>; bytes_per_step_per_group: Record<string, number> };
+    const jb = JSON.parse(b.stdout) as typeof ja;
+    expect(jb.memory_by_category.allocator).toBeCloseTo(2 * ja.memory_by_category.allocator!, 9);
+    expect(jb.memory_by_category.activations).toBe(ja.memory_by_category.activations);
+    // bf16 on Aurora: EP rows travel at half the byte model's fp32 count, gradients are reduced in fp32.
+    expect(ja.wire_bytes_per_step_per_group.ep).toBe(ja.bytes_per_step_per_group.ep! / 2);
+    expect(ja.wire_bytes_per_step_per_group.fsdp_reduce).toBe(ja.bytes_per_step_per_group.fsdp_reduce);
   });
 
   it('bad options fail with the cause and the fix, and print nothing on stdout', async () => {
