@@ -61,7 +61,10 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     // The byte model counts fp32 rows and parameters; activations (EP) and FSDP's unsharded parameters travel in
     // the compute dtype, gradients are reduced in fp32 (torchtitan's mixed_precision_reduce).
     const wire = name.endsWith('_reduce') ? bytes : (bytes * dtypeBytes(computeDtype)) / 4;
-    return [{ name, bytes: wire, calls, link, critical: name === 'ep' }];
+    // EP collectives gate the experts. FSDP's all_gathers: torchtitan prefetches them behind compute; moe-actors
+    // issues them in program order on the main path (docs/architecture.md), so there they are on the critical path.
+    const critical = name === 'ep' || (a.stack === 'moe-actors' && !name.endsWith('_reduce'));
+    return [{ name, bytes: wire, calls, link, critical }];
   });
   const ranksOnNode = input.ranksPerNode > 0 ? Math.min(input.ranksPerNode, input.worldSize) : input.worldSize;
   const rateShare = sys.device.ranksPerDevice === 0 ? ranksOnNode : sys.device.ranksPerDevice;
@@ -97,7 +100,7 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     `a block in backward holds its saved tensors plus a gradient working set of 0.25× them; the loss keeps ${a.stack === 'torchtitan' ? 'fp32 log-probs, their fp32 gradient and the compute-dtype logits' : 'fp32 logits, turned into their gradient in place'}`,
     `matmuls at ${(d.matmulFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, attention at ${(d.attentionFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, element-wise at ${(d.memoryBytesPerS / 1e9).toFixed(1)} GB/s per device${rateShare > 1 ? `, shared by ${rateShare} ranks` : ''}`,
     `${time.ops.toFixed(0)} eager ops per step at ${(d.opOverheadS * 1e6).toFixed(1)} µs each (host dispatch + launch; for-loop experts: ${'7'} ops per local expert per forward)`,
-    `collectives: α–β per link (intra ${(sys.links.intra.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.intra.bytesPerS / 1e9).toFixed(1)} GB/s; inter ${(sys.links.inter.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.inter.bytesPerS / 1e9).toFixed(1)} GB/s), half the logical bytes received; EP on the critical path, FSDP/HSDP overlapped with compute (only the excess is exposed)`,
+    `collectives: α–β per link (intra ${(sys.links.intra.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.intra.bytesPerS / 1e9).toFixed(1)} GB/s; inter ${(sys.links.inter.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.inter.bytesPerS / 1e9).toFixed(1)} GB/s), half the logical bytes received; EP on the critical path${a.stack === 'moe-actors' ? ' and so are FSDP all_gathers (issued in program order)' : ''}, FSDP/HSDP ${a.stack === 'moe-actors' ? 'reductions' : 'collectives'} overlapped with compute (only the excess is exposed)`,
     `MFU against ${(peakFlopsPerRank / 1e12).toFixed(3)} TFLOP/s per rank (${computeDtype} peak as torchtitan counts it) with torchtitan's FLOPs per token (${plan.flopsPerToken.toExponential(3)})`,
   ];
   const wireBytes = Object.fromEntries(groups.map((g) => [g.name, g.bytes]));
