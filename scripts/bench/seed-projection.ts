@@ -1,6 +1,6 @@
 // bench:seed's projection of a row with `--system local` (configs/systems/local.toml), the rates replaced by the
 // sgemm peak measured in the same run: memory per rank, logical bytes per step over the groups with more than one
-// member (as bench:seed measures them) and TPS per rank, to set beside the measurement.
+// member (as bench:seed measures them: the byte model's plus the step's scalar collectives) and TPS per rank.
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { project } from '../../src/protocols/projection.ts';
 import { loadJobConfig } from '../../src/train/job-config.ts';
@@ -21,9 +21,10 @@ export function projectLocal(config: string, overrides: string[], ranks: number,
   const system = { ...base, device: { ...base.device, peakFlops: rate, matmulFlops: rate, attentionFlops: rate } };
   const p = project(planInputOf(loadJobConfig(config, overrides), ranks), { system });
   const sizes = p.plan.layout.sizes;
-  const bytes = Object.entries(p.plan.bytesPerStep)
-    .filter(([g]) => (sizes[g.replace(/_reduce$/, '') as MeshDim] ?? 1) > 1)
-    .reduce((a, [, v]) => a + v, 0);
+  const bytes =
+    Object.entries(p.plan.bytesPerStep)
+      .filter(([g]) => (sizes[g.replace(/_reduce$/, '') as MeshDim] ?? 1) > 1)
+      .reduce((a, [, v]) => a + v, 0) + Object.values(p.scalarBytes).reduce((a, v) => a + v, 0);
   return { memory: p.plan.memory.total, bytes, tps: p.tpsPerRank, mfu: p.mfu };
 }
 

@@ -150,7 +150,6 @@ export async function run(argv: string[]): Promise<void> {
     if (row.project) {
       const pr = projectLocal(join(ROOT, row.config), overrides, row.ranks, peak * 1e9);
       const r = { memory: pr.memory / sum.memoryPerRankBytes, bytes: pr.bytes / sum.commBytesPerStep, tps: pr.tps / sum.tps };
-      if (pr.bytes !== predicted) throw new Error(`bench:seed: ${row.name}: the projection's bytes (${pr.bytes}) differ from the plan's (${predicted})`);
       results.push(
         { name: `${row.name}_proj_memory_ratio`, value: r.memory, unit: 'fraction', note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB (target within 10 %)` },
         { name: `${row.name}_proj_bytes_ratio`, value: r.bytes, unit: 'fraction', note: `projected ${pr.bytes} B / measured ${sum.commBytesPerStep} B per step (target exact)` },

@@ -204,7 +204,10 @@ export function makePlan(input: PlanInput): Plan {
     }
   }
   if (moe && P > 1) {
-    for (const b of moeBlocks) add('ep', mbs * layerBytes(dispatch.choice) * (isCheckpointed(b.layerId, input.ac) ? 1.5 : 1));
+    // A checkpointed layer's recompute issues its forward phases again (counts included): not half the total.
+    const fwd = moeBytes(dispatch.choice, shape);
+    const forwardBytes = (['exchangeCounts', 'dispatch', 'combine'] as const).reduce((a, p) => a + fwd[p].sent + fwd[p].received, 0);
+    for (const b of moeBlocks) add('ep', mbs * (layerBytes(dispatch.choice) + (isCheckpointed(b.layerId, input.ac) ? forwardBytes : 0)));
   }
 
   return {

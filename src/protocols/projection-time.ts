@@ -151,7 +151,8 @@ export function projectTime(t: TimeInput): TimeProjection {
   return { seconds, flops: { matmul: matmulFlops, attention: attentionFlops }, ops };
 }
 
-/** Collectives per MoE layer per microbatch of a strategy (forward + backward). */
-export function epCallsPerLayer(s: MoeStrategy): number {
-  return MOE_PHASES.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
+/** Collectives per MoE layer per microbatch of a strategy: forward + backward, and the forward again if recomputed. */
+export function epCallsPerLayer(s: MoeStrategy, recomputed = false): number {
+  const n = (phases: readonly (typeof MOE_PHASES)[number][]) => phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
+  return n(MOE_PHASES) + (recomputed ? n(['exchangeCounts', 'dispatch', 'combine']) : 0);
 }

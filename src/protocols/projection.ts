@@ -3,7 +3,7 @@
 
 import type { MeshDim } from '../comm/mesh-layout.ts';
 import { isCheckpointed } from '../models/model/ac.ts';
-import { buildModelSpec } from '../models/spec.ts';
+import { buildModelSpec, type BlockSpec } from '../models/spec.ts';
 import { makePlan, spansNodes, type Plan, type PlanInput } from './planner.ts';
 import { dtypeBytes, formatMemoryLine, MEMORY_CATEGORIES, type ComputeDtype, type MemoryAssumptions, type MemoryCategory } from './projection-memory.ts';
 import { epCallsPerLayer, projectTime, type TimeProjection } from './projection-time.ts';
@@ -28,6 +28,8 @@ export interface Projection {
   peakFlopsPerRank: number;
   /** Bytes per step per group as they travel: activations and unsharded parameters in the compute dtype. */
   wireBytes: Record<string, number>;
+  /** The small collectives every step issues besides the byte model's (counts, loss, grad norm), per group. */
+  scalarBytes: Record<string, number>;
   assumptions: string[];
 }
 
@@ -54,7 +56,7 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     const base = name.replace(/_reduce$/, '') as MeshDim;
     if ((layout.sizes[base] ?? 1) <= 1) return [];
     let calls: number;
-    if (name === 'ep') calls = mbs * moeBlocks.reduce((s, b) => s + epCallsPerLayer(plan.dispatch.choice) * (isCheckpointed(b.layerId, input.ac) ? 1.5 : 1), 0);
+    if (name === 'ep') calls = mbs * moeBlocks.reduce((s, b) => s + epCallsPerLayer(plan.dispatch.choice, isCheckpointed(b.layerId, input.ac)), 0);
     else if (name.endsWith('_reduce')) calls = mbs * plan.units.filter((u) => name === 'dp_replicate_reduce' || u.group === base).length;
     else calls = mbs * sharded.filter((u) => u.group === base).reduce((s, u) => s + (u.reshardAfterForward ? 2 : 1), 0);
     const link: 'intra' | 'inter' = spansNodes(layout, base, 0, input.ranksPerNode) ? 'inter' : 'intra';
@@ -104,7 +106,26 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     `MFU against ${(peakFlopsPerRank / 1e12).toFixed(3)} TFLOP/s per rank (${computeDtype} peak as torchtitan counts it) with torchtitan's FLOPs per token (${plan.flopsPerToken.toExponential(3)})`,
   ];
   const wireBytes = Object.fromEntries(groups.map((g) => [g.name, g.bytes]));
-  return { plan, system: sys, assumptionsUsed: a, time, tokensPerStep, tpsPerRank, mfu, peakFlopsPerRank, wireBytes, assumptions };
+  const scalarBytes = scalarCollectiveBytes(plan, spec.blocks);
+  return { plan, system: sys, assumptionsUsed: a, time, tokensPerStep, tpsPerRank, mfu, peakFlopsPerRank, wireBytes, scalarBytes, assumptions };
+}
+
+/**
+ * Logical bytes (sent + received) of the step's small collectives, per group: the global valid-token count (one f64
+ * all_reduce over batch), the loss and its maximum (two f64 all_reduces over loss), the tokens-per-expert counts of
+ * every biased MoE layer (fp32, over loss) and the squared grad norms of both clipping groups (f64[2] over fsdp).
+ */
+export function scalarCollectiveBytes(plan: Plan, blocks: readonly BlockSpec[]): Record<string, number> {
+  const sizes = plan.layout.sizes;
+  const out: Record<string, number> = {};
+  if ((sizes.batch ?? 1) > 1) out.batch = 2 * 8;
+  if ((sizes.loss ?? 1) > 1) {
+    const biased = blocks.filter((b) => b.ffn.kind === 'moe' && b.ffn.args.load_balance_coeff !== null);
+    const E = biased[0]?.ffn.kind === 'moe' ? biased[0].ffn.args.num_experts : 0;
+    out.loss = 2 * (2 * 8) + 2 * 4 * biased.length * E;
+  }
+  if ((sizes.fsdp ?? 1) > 1) out.fsdp = 2 * 16;
+  return out;
 }
 
 export function projectionJson(p: Projection): Record<string, unknown> {
@@ -119,6 +140,7 @@ export function projectionJson(p: Projection): Record<string, unknown> {
     fits: m.total <= p.system.device.memoryBytes,
     bytes_per_step_per_group: { ...p.plan.bytesPerStep },
     wire_bytes_per_step_per_group: { ...p.wireBytes },
+    scalar_bytes_per_step_per_group: { ...p.scalarBytes },
     step_seconds: p.time.seconds.total,
     step_seconds_by_class: { ...p.time.seconds },
     tokens_per_step_per_rank: p.tokensPerStep,

@@ -39,11 +39,11 @@ describe('moe-actors project', () => {
     expect((j.assumptions as string[]).some((a) => a.startsWith('routing imbalance Rmax = 1.5'))).toBe(true);
   });
 
-  it('plan.txt of a run and project --system local print the same memory for the same config', async () => {
+  it('plan.txt of a run and project --system local print the same memory; every group moves the projected bytes', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moe-project-'));
     dirs.push(dir);
     const args = ['--training.steps', '1', '--training.seq_len', '32', '--training.local_batch_size', '1', '--comm.transport', 'inproc', '--comm.ranks', '2',
-      '--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2'];
+      '--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2', '--debug.moe_force_load_balance', 'true'];
     const t = await cli(['train', ...args, '--job.dump_folder', dir, '--job.run_name', 'r'], { timeoutMs: 60_000 });
     expect(t.code, show(t)).toBe(0);
     const planLine = readFileSync(join(dir, 'r', 'plan.txt'), 'utf8').split('\n').find((l) => l.startsWith('  total '));
@@ -52,6 +52,16 @@ describe('moe-actors project', () => {
     const projLine = p.stdout.split('\n').find((l) => l.startsWith('  total '));
     expect(planLine).toBeDefined();
     expect(projLine).toBe(planLine);
+    // Round-robin routing makes every rank's EP rows the mean, so each rank's counters equal the projection exactly
+    // (op-level SAC: the recompute re-issues the forward dispatch, counts included).
+    const j = await cli(['project', ...args, '--system', 'local', '--format', 'json']);
+    const proj = JSON.parse(j.stdout) as { bytes_per_step_per_group: Record<string, number>; scalar_bytes_per_step_per_group: Record<string, number> };
+    const want: Record<string, number> = { ...proj.bytes_per_step_per_group };
+    for (const [g, b] of Object.entries(proj.scalar_bytes_per_step_per_group)) want[g] = (want[g] ?? 0) + b;
+    expect(Object.keys(want).sort()).toEqual(['batch', 'ep', 'fsdp', 'fsdp_reduce', 'loss']);
+    const recs = readFileSync(join(dir, 'r', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    expect(recs.length).toBe(2);
+    for (const r of recs) for (const [g, b] of Object.entries(want)) expect(r[`comm/${g}(bytes)`], `${g} rank ${r.rank}`).toBe(b);
   });
 
   it('--system takes a path to a system file; its allocator factor changes only the allocator category', async () => {
