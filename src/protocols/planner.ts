@@ -184,7 +184,10 @@ export function makePlan(input: PlanInput): Plan {
   }
   const assumptions: MemoryAssumptions = { ...LOCAL_MEMORY_ASSUMPTIONS, ...input.memory };
   const memory = {
-    ...projectMemory({ spec, units, ac: input.ac, tokens: T, seqLen: input.seqLen, ep: P, dispatch: dispatch.choice, assumptions }),
+    ...projectMemory({
+      spec, units, ac: input.ac, tokens: T, seqLen: input.seqLen, ep: P, dispatch: dispatch.choice,
+      replicas: d.dp_replicate, plainSum: gradReduce.choice === 'sum', assumptions,
+    }),
     assumptions,
   };
 

@@ -65,6 +65,10 @@ export interface MemoryInput {
   seqLen: number;
   ep: number;
   dispatch: MoeStrategy;
+  /** dp_replicate: units reduce across replicas too. */
+  replicas: number;
+  /** The gradient reduction is a plain SUM (no divide stage). */
+  plainSum: boolean;
   assumptions: MemoryAssumptions;
 }
 
@@ -171,8 +175,11 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const N = m.tokens;
   const shardSum = m.units.reduce((s, u) => s + u.shard, 0);
   const byId = new Map(m.units.map((u) => [u.id, u]));
-  // A unit needs an unsharded buffer when its group spans ranks, or (torchtitan) when it computes in another dtype.
-  const needsCopy = (u: MemoryUnit) => u.groupSize > 1 || (tt && c !== MASTER);
+  // A unit needs an unsharded buffer (and a full gradient) unless nothing is gathered or reduced for it: moe-actors
+  // skips both only for a group of one with no replicas and a plain SUM (fsdp-shard.ts's `trivial`); torchtitan's
+  // FSDP2 also casts every unit to the compute dtype.
+  const trivial = (u: MemoryUnit) => u.groupSize === 1 && m.replicas === 1 && m.plainSum;
+  const needsCopy = (u: MemoryUnit) => !trivial(u) || (tt && c !== MASTER);
   const full = (u: MemoryUnit) => u.shard * u.groupSize;
   const copyBytes = tt ? c : MASTER;
 
@@ -189,14 +196,14 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
       if (!u) continue;
       if (needsCopy(u) && u.reshardAfterForward) p += copyBytes * full(u);
       // The full gradient a reduction reads: fp32 (reduce dtype), plus the compute-dtype gradient it is cast from.
-      if (u.groupSize > 1 || tt) g += (MASTER + (tt && c !== MASTER ? c : 0)) * full(u);
+      if (!trivial(u) || tt) g += (MASTER + (tt && c !== MASTER ? c : 0)) * full(u);
     }
     largestGroup = Math.max(largestGroup, p);
     largestGroupGrad = Math.max(largestGroupGrad, g);
   }
   const unshardedParams = kept + a.unshardedInFlight * largestGroup;
   const head = byId.get(UNIT_HEAD);
-  const headGrad = head && (head.groupSize > 1 || tt) ? (MASTER + (tt && c !== MASTER ? c : 0)) * full(head) : 0;
+  const headGrad = head && (!trivial(head) || tt) ? (MASTER + (tt && c !== MASTER ? c : 0)) * full(head) : 0;
   // The gradient of the unit in backward and, while it computes, the previous one still being reduced (torchtitan).
   const unshardedGrads = Math.max(headGrad, (tt ? 2 : 1) * largestGroupGrad);
 
