@@ -96,8 +96,8 @@ export const SCHEMA = {
     moe_force_load_balance: { type: 'boolean', default: false, doc: 'round-robin routing (torchtitan debug flag)' },
   },
   comm: {
-    transport: { type: 'string', default: 'threads', oneOf: ['inproc', 'threads', 'mpi'], doc: 'where ranks live' },
-    ranks: { type: 'integer', default: 1, check: atLeastOne, doc: 'world size on inproc/threads (mpi: from mpiexec)' },
+    transport: { type: 'string', default: 'threads', oneOf: ['inproc', 'threads', 'mpi', 'ccl'], doc: 'where ranks live (ccl: oneCCL collectives in an MPI job)' },
+    ranks: { type: 'integer', default: 1, check: atLeastOne, doc: 'world size on inproc/threads (mpi, ccl: from mpiexec)' },
     profile: { type: 'string', default: 'full', oneOf: ['full', 'xccl-2025', 'xccl-2026', 'oneccl-v2'], doc: 'narrow the transport to a real backend’s limits' },
     dispatch: { type: 'string', default: 'auto', oneOf: ['auto', 'a2a', 'allgather-padded', 'allgather-rs'], doc: 'EP dispatch strategy' },
     grad_reduce: { type: 'string', default: 'auto', oneOf: ['auto', 'sum', 'sum-divide', 'premul-sum'], doc: 'FSDP gradient reduction' },

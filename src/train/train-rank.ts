@@ -131,7 +131,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   }
   try {
     host = await RankHost.create(ctx.world, job, teeSink(...sinks));
-    if (recorder && ctx.transport === 'mpi') await alignRecorderClock(ctx.world, recorder);
+    if (recorder && (ctx.transport === 'mpi' || ctx.transport === 'ccl')) await alignRecorderClock(ctx.world, recorder);
     const { index: dpRank, degree: dpDegree } = host.mesh.batch;
     const loader = createDataLoader(cfg, { dpRank, dpDegree, vocabSize: spec.vocabSize, log });
     const ga = microbatchesOf(cfg, dpDegree);

@@ -65,6 +65,11 @@ export function cclAvailability(): CclAvailability {
   return { available: true, addonDir: dir };
 }
 
+/** Refuses the ccl transport where its binding cannot load, naming the cause and the fix (before any rank starts). */
+export function requireCcl(): void {
+  loadCcl();
+}
+
 /** The binding, or a CclUnavailableError naming the cause and the fix. */
 export function loadCcl(): CclBinding {
   const a = cclAvailability();
