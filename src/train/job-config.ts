@@ -105,6 +105,7 @@ export const SCHEMA = {
     timeout_seconds: { type: 'number', default: 100, check: positive, doc: 'per collective after the first step (torchtitan train_timeout_seconds)' },
     init_timeout_seconds: { type: 'number', default: 300, check: positive, doc: 'per collective during start-up and the first step' },
     ranks_per_node: { type: 'integer', default: 0, check: nonNegative, doc: '0 = all ranks on one node (mpi: asked from MPI)' },
+    probe: { type: 'string', default: 'auto', oneOf: ['auto', 'on', 'off'], doc: 'run every collective once at start-up and plan from what worked (auto: on for mpi and ccl)' },
     seed: { type: 'integer', default: 0, doc: 'inproc arrival-order seed' },
     flight_recorder_entries: { type: 'integer', default: 2000, check: atLeastOne, doc: '' },
     blas_threads: { type: 'integer', default: 0, check: nonNegative, doc: '0 = cores / ranks' },

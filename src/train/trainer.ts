@@ -8,11 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { BroadcastChannel } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import pc from 'picocolors';
-import { FULL } from '../comm/capabilities.ts';
 import { requireCcl } from '../comm/ccl/native.ts';
 import { isMpiJobTransport, launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
 import type { TraceEvent } from '../protocols/events.ts';
-import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
+import { formatPlan, type Plan } from '../protocols/planner.ts';
+import { planJob } from './plan-job.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
@@ -21,7 +21,6 @@ import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
-import { planMesh } from '../comm/mesh-layout.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
@@ -67,32 +66,7 @@ export function worldSizeOf(cfg: JobConfig): number {
   return job.size;
 }
 
-export function planJob(cfg: JobConfig, worldSize: number): Plan {
-  const model = modelConfigOf(cfg);
-  return makePlan({
-    model,
-    worldSize,
-    degrees: degreesOf(cfg),
-    transportCaps: FULL,
-    transport: cfg.comm.transport,
-    profile: cfg.comm.profile,
-    dispatch: cfg.comm.dispatch,
-    gradReduce: cfg.comm.grad_reduce,
-    divideFactor: cfg.comm.gradient_divide_factor,
-    reshard: cfg.parallelism.fsdp_reshard_after_forward,
-    ac: acModeOf(cfg),
-    localBatch: cfg.training.local_batch_size,
-    seqLen: cfg.training.seq_len,
-    microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
-    ranksPerNode: cfg.comm.ranks_per_node,
-  });
-}
-
-/** dp_replicate · dp_shard (dp_shard = −1 resolved against the world size). */
-function batchDegree(cfg: JobConfig, worldSize: number): number {
-  const d = planMesh(degreesOf(cfg), worldSize, { allowUnsupported: true }).degrees;
-  return d.dp_replicate * d.dp_shard;
-}
+export { planJob } from './plan-job.ts';
 
 function runName(cfg: JobConfig): string {
   if (cfg.job.run_name) return cfg.job.run_name;
