@@ -97,6 +97,24 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('ep-ops')
+    .description('run the collectives of every EP dispatch strategy (forward + backward) on a transport, check and time them')
+    .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
+    .option('--ranks <n>', 'ranks on inproc/threads (under mpi and ccl, mpiexec decides)', '2')
+    .option('--profile <name>', 'capability profile', 'full')
+    .option('--tokens <n>', 'tokens per rank', '64')
+    .option('--dim <n>', 'hidden size', '32')
+    .option('--experts <n>', 'experts (a multiple of the ranks)', '8')
+    .option('--topk <n>', 'experts per token', '2')
+    .option('--reps <n>', 'repetitions per strategy', '3')
+    .option('--strategy <name>', 'only this strategy (a2a | allgather-padded | allgather-rs)')
+    .option('--timeout <ms>', 'per-collective timeout', '30000')
+    .action(async (o: import('./ep-ops.ts').EpOpsOptions) => {
+      const { runEpOps } = await import('./ep-ops.ts');
+      await runEpOps(o);
+    });
+
+  program
     .command('probe')
     .description('run each collective once on a transport and print what works')
     .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
