@@ -137,6 +137,8 @@ if (!only || only === 'ccl') {
       (() => {
         mkdirSync(linkdir, { recursive: true });
         for (const name of ['libccl.so', 'libccl.so.1']) symlinkSync(lib, join(linkdir, name));
+        // Where the headers are, for programs built against the same library (bench:comm's C++ baseline).
+        writeFileSync(join(dir, 'build', 'oneccl-root.txt'), found.dir + '\n');
         return true;
       })() &&
       gyp(dir, ['configure', 'build'], {

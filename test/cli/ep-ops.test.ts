@@ -62,7 +62,7 @@ describe('moe-actors ep-ops', () => {
         },
       });
     const args: EpOpsArgs = { tokens: 16, dim: 4, experts: 4, topk: 2, reps: 1, seed: 3 };
-    const res = await runRanks(world, (ctx: RankContext<EpOpsArgs>) => rankMain({ ...ctx, args, world: broken(ctx.world) }), { seed: 2 });
+    const res = await runRanks(world, (ctx: RankContext<EpOpsArgs>) => rankMain({ ...ctx, world: broken(ctx.world) }), args);
     const rs = res.outcomes.map((o) => (o as { value: EpOpsRankResult }).value);
     const { text, wrong } = formatEpOps(rs, 'inproc');
     expect(wrong, text).toEqual(['a2a']);
