@@ -70,5 +70,10 @@ describe.skipIf(skip)('ccl transport: conformance under mpiexec.mpich', () => {
     expect(res.exitCode).toBe(0);
     for (const o of res.outcomes) if (o.ok) expect(o.value).toMatchObject({ size: n, backend: 'ccl/full' });
   });
-});
 
+  it('-n 2: int64 and bf16 (Uint16Array) through the binding: exact int64 sums, bf16 sum/max, gathers in rank order', async () => {
+    const res = await spawnMpi<string[]>({ n: 2, transport: 'ccl', entry: program('ccl-dtypes'), args: null, world: { timeoutMs: 30_000 }, jobTimeoutMs: 90_000 });
+    expect(failures(res), res.stderr).toBe('');
+    for (const o of res.outcomes) if (o.ok) expect(o.value).toHaveLength(6);
+  });
+});
