@@ -217,9 +217,11 @@ function cBench(bin: string, reps: number, sizes: number[], notes: string[], wha
     notes.push(`${what} failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     return null;
   }
+  // oneCCL prints its CCL_WARN lines on stdout too: only the JSON lines are results.
   return r.stdout
     .trim()
     .split('\n')
+    .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as { op: Op; mode: 'blocking' | 'nonblocking'; bytes_per_rank: number; ms: number })
     .map((j) => ({ op: j.op, mode: j.mode, bytesPerRank: j.bytes_per_rank, ms: j.ms }));
 }

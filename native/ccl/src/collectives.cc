@@ -3,6 +3,7 @@
 // returns the request id; progress() calls event.test() until it completes. Reductions oneCCL lacks on the host
 // (avg, premul_sum) are composed on the JS side, as for MPI.
 #include <climits>
+#include <thread>
 
 #include "ccl_common.h"
 
@@ -16,6 +17,9 @@ struct CclPending : moempi::Pending {
   std::string Test(int* flag) override {
     try {
       *flag = ev->test() ? 1 : 0;
+      // oneCCL's own worker thread moves the data; test() only reads its state. Spinning here would take the core
+      // that thread needs (2 ranks + 2 workers on 2 cores), so give it up between tests.
+      if (!*flag) std::this_thread::yield();
       return "";
     } catch (const std::exception& e) {
       return std::string("oneCCL event.test: ") + e.what();

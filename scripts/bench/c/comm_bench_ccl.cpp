@@ -4,7 +4,8 @@
  * rank 0, its address broadcast over MPI), timed exactly as comm_bench.c times MPI: a barrier, then `inner`
  * back-to-back calls, `reps` repetitions after max(3, inner, 256 MiB / size) warm-up calls; each rank's median
  * per-call time, the slowest rank's reported. Each op runs twice: ccl::<op>(...).wait() ("blocking", the baseline)
- * and the same call polled with event.test() until done ("nonblocking": what the ccl transport does).
+ * and the same call polled with event.test(), yielding the core between tests, until done ("nonblocking": what the
+ * ccl transport does; oneCCL's worker thread moves the data and needs that core).
  * Output: one JSON object per line on rank 0, as comm_bench.c.
  * Usage: mpiexec.mpich -n 2 comm_bench_ccl <reps> <size bytes>...   (the bench sets CCL_ATL_TRANSPORT=mpi and
  * CCL_MPI_LIBRARY_PATH as the binding does)
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <oneapi/ccl.hpp>
+#include <thread>
 #include <vector>
 
 enum { ALLGATHER, REDUCESCATTER, ALLREDUCE, ALLTOALLV, NOPS };
@@ -63,7 +65,7 @@ int main(int argc, char** argv) {
         auto call = [&]() {
           auto ev = start();
           if (mode == 0) ev.wait();
-          else while (!ev.test()) {}
+          else while (!ev.test()) std::this_thread::yield();
         };
         long warm = std::max<long>({3, inner, (256l << 20) / bytes});
         for (long w = 0; w < warm; w++) call();
