@@ -428,6 +428,16 @@ export async function run(argv: string[]): Promise<void> {
         undefined,
         `${label(bytes)}/rank, C++ oneCCL time (event.wait) over ccl transport time`,
       );
+      ratio(
+        `ccl_${op}_${label(bytes)}_vs_cpp_nb`,
+        perRun((i) => {
+          const m = find(cclRuns[i], op, bytes);
+          const c = find(cppRuns[i], op, bytes, 'nonblocking');
+          return m && c ? c.ms / m.ms : undefined;
+        }),
+        undefined,
+        `${label(bytes)}/rank, C++ oneCCL polled as the transport polls (test + yield) over ccl transport time: the binding and the event loop alone`,
+      );
     }
   }
   ratio(
