@@ -5,7 +5,7 @@ import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { project } from '../../src/protocols/projection.ts';
 import { loadJobConfig } from '../../src/train/job-config.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
-import { planInputOf } from '../../src/train/trainer.ts';
+import { planInputOf } from '../../src/train/plan-job.ts';
 import type { RunSummary } from './seed-summary.ts';
 
 export interface LocalProjection {

@@ -3,7 +3,8 @@
 
 import { join } from 'node:path';
 import { loadJobConfig } from '../../src/train/job-config.ts';
-import { planInputOf, ROOT } from '../../src/train/trainer.ts';
+import { ROOT } from '../../src/train/trainer.ts';
+import { planInputOf } from '../../src/train/plan-job.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
 import { project, type Projection } from '../../src/protocols/projection.ts';
 import type { SystemSpec } from '../../src/protocols/system.ts';

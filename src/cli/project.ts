@@ -7,7 +7,8 @@ import { formatProjection, project, projectionJson } from '../protocols/projecti
 import type { ComputeDtype } from '../protocols/projection-memory.ts';
 import { loadJobConfig } from '../train/job-config.ts';
 import { loadSystem } from '../train/system-file.ts';
-import { DEFAULT_CONFIG, planInputOf } from '../train/trainer.ts';
+import { DEFAULT_CONFIG } from '../train/trainer.ts';
+import { planInputOf } from '../train/plan-job.ts';
 import { CliError, parseRanks, requireFile } from './common.ts';
 
 export interface ProjectCliOptions {

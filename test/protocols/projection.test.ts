@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadJobConfig } from '../../src/train/job-config.ts';
-import { planInputOf } from '../../src/train/trainer.ts';
+import { planInputOf } from '../../src/train/plan-job.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
 import { project } from '../../src/protocols/projection.ts';
 import { parseSystem, SystemError } from '../../src/protocols/system.ts';
