@@ -97,7 +97,11 @@ export function render(): string {
   L.push(`  experts launch about ${Math.round(fit.p.time.ops).toLocaleString('en-US')} ops per step on that row; at 4 × 512 tokens per rank`);
   L.push('  the matmuls take a few milliseconds, so the step is the ops\' host cost (MFU 1.45 %).');
   L.push('- Every other figure is a public one or a stated assumption set before comparing (see the system file), and every');
-  L.push('  other row validates: nothing else is tuned per row.');
+  L.push('  other row validates: nothing else is tuned per row. Three structural choices were made while comparing (none');
+  L.push('  is a number per row): the allocator factor applies to what is allocated and freed every step, not to the');
+  L.push('  sharded state (the large EP=12 row\'s fp32 state alone is 27.9 of its 29.2 GiB); the AC choice below; and a');
+  L.push('  block\'s gradient working set in backward (0.25× its saved tensors), calibrated on moe-actors\' own category');
+  L.push('  peaks (bench:seed\'s DeepSeek-V3 rows) and used for both stacks.');
   L.push('- Row assumption: the report gives no AC mode; the configs use op-level SAC (torchtitan\'s debug TOMLs). The');
   L.push('  DeepSeek-V3 rows are projected **without AC**: with op-SAC the projection puts EP=12 below no-EP');
   L.push(`  (${by('dsv3_ep12_fw').memOtherAc.toFixed(1)} vs ${by('dsv3_noep_fw').memOtherAc.toFixed(1)} GiB), the reverse of the report's 14.7 vs 7.1, which`);
