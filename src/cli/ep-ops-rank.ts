@@ -2,7 +2,7 @@
 // on the world as the EP group, with the experts reduced to a known linear map (expert e: y = (e+1)·x), so that
 // every rank can check its own results against a local reference: the routed output Σ_k g·(e_k+1)·x and the input
 // gradient Σ_k g·(e_k+1)·dOut of each of its tokens. Forward = exchangeCounts, dispatch, combine; backward =
-// combineGrad, dispatchGrad — the collectives, sizes and layouts of the strategies in src/actors/ep/, on plain
+// combineGrad, dispatchGrad — the collectives, sizes and layouts of the strategies in src/actors/expert/ep/, on plain
 // arrays (no model, no pool). A strategy the capabilities cannot run is reported with the planner's reason.
 
 import type { RankContext } from '../comm/launch.ts';

@@ -1,5 +1,5 @@
 // The data movement of each EP dispatch strategy for `moe-actors ep-ops` (ep-ops-rank.ts): the collectives,
-// sizes and layouts of src/actors/ep/ on plain arrays, with the experts reduced to y = (e+1)·x and the gate
+// sizes and layouts of src/actors/expert/ep/ on plain arrays, with the experts reduced to y = (e+1)·x and the gate
 // applied after them, forward (exchangeCounts, dispatch, combine) and backward (combineGrad, dispatchGrad; the gate
 // gradients are left out). Each returns this rank's routed output and input gradient.
 
