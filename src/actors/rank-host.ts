@@ -27,7 +27,7 @@ import { getKernels } from '../tensor/kernels.ts';
 import type { EventSink } from '../protocols/events.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from '../protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../protocols/strategies.ts';
-import { fsdpActorId, trainStepMachine } from '../protocols/train-step.machine.ts';
+import { fsdpActorId } from '../protocols/train-step.machine.ts';
 import { siteOf } from './call-site.ts';
 import { ExpertShard, type ExpertRef } from './expert/shard.ts';
 import { FsdpUnitShard, provideFsdpUnit } from './fsdp/shard.ts';
@@ -176,20 +176,17 @@ export class RankHost {
       failure: this.failure,
       current: () => this.current!,
     });
-    this.machine = trainStepMachine.provide({
-      actors: {
-        ...this.stages.actors(),
-        routerActor: this.router.machine({
-          records: (h) => this.experts.record(h),
-          layers: () => this.model.moeLayers(),
-          ac: job.ac,
-          loss: mesh.get('loss'),
-          failure: this.failure,
-        }),
-        optimizerActor: this.optimizer.machine(fsdp, this.failure),
-        expertActor: this.experts.machine,
-        fsdpUnitActor: provideFsdpUnit(this.shards, this.failure),
-      },
+    this.machine = this.stages.machine({
+      router: this.router.machine({
+        records: (h) => this.experts.record(h),
+        layers: () => this.model.moeLayers(),
+        ac: job.ac,
+        loss: mesh.get('loss'),
+        failure: this.failure,
+      }),
+      optimizer: this.optimizer.machine(fsdp, this.failure),
+      expert: this.experts.machine,
+      fsdpUnit: provideFsdpUnit(this.shards, this.failure),
     });
     this.bridge.labeler = (ref) => this.labelOf(ref);
   }

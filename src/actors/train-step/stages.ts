@@ -10,8 +10,10 @@ import type { HeadCtx } from '../../models/model/head.ts';
 import type { Model, Microbatch } from '../../models/model/model.ts';
 import type { FeedForward, FfnCtx } from '../../models/layers/ffn.ts';
 import { blockUnitId, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../../models/spec.ts';
-import type { OptimizerEmitted } from '../../protocols/optimizer.machine.ts';
-import type { RouterEmitted } from '../../protocols/router.machine.ts';
+import type { expertMachine } from '../../protocols/expert.machine.ts';
+import type { fsdpUnitMachine } from '../../protocols/fsdp-unit.machine.ts';
+import type { OptimizerEmitted, optimizerMachine } from '../../protocols/optimizer.machine.ts';
+import type { RouterEmitted, routerMachine } from '../../protocols/router.machine.ts';
 import { fsdpActorId, trainStepMachine, type StepStageInput } from '../../protocols/train-step.machine.ts';
 import type { ExpertRef, ExpertShard } from '../expert/shard.ts';
 import type { FsdpUnitRef, FsdpUnitShard } from '../fsdp/shard.ts';
@@ -61,7 +63,28 @@ export class StepStages {
 
   constructor(private readonly w: StageWiring) {}
 
-  /** The train-step machine's stage implementations (the child actors' machines are provided by the host). */
+  /**
+   * The train-step machine of the rank: these stages, and the machines of the children it spawns (each provided
+   * by its actor's own folder).
+   */
+  machine(children: {
+    router: typeof routerMachine;
+    optimizer: typeof optimizerMachine;
+    expert: typeof expertMachine;
+    fsdpUnit: typeof fsdpUnitMachine;
+  }) {
+    return trainStepMachine.provide({
+      actors: {
+        ...this.actors(),
+        routerActor: children.router,
+        optimizerActor: children.optimizer,
+        expertActor: children.expert,
+        fsdpUnitActor: children.fsdpUnit,
+      },
+    });
+  }
+
+  /** The train-step machine's stage implementations. */
   actors() {
     const wrap = (fn: (input: StepStageInput, system: System) => Promise<void>) =>
       fromPromise<void, StepStageInput>(async ({ input, system }) => {
