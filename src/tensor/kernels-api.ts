@@ -75,6 +75,23 @@ export interface Kernels {
     C: Float32Array,
     ldc: number,
   ): void;
+  // sgemm's arguments, computed as bf16 mixed precision does: A and B rounded to bf16 (nearest even), products
+  // summed in f32 into f32 C.
+  sgemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
   // src (n) f32 → dst (n) bf16 bits, round to nearest even (NaN stays NaN).
   toBf16(src: Float32Array, dst: Uint16Array, n: number): void;
   // src (n) bf16 bits → dst (n) f32 (exact).

@@ -11,6 +11,7 @@ export interface KernelsAddon {
   blasInfo(): BlasInfo & { ompThreads?: number };
   setMatmulLibrary: Fn<'setMatmulLibrary'>;
   gemmBf16: Fn<'gemmBf16'>;
+  sgemmBf16: Fn<'sgemmBf16'>;
   toBf16: Fn<'toBf16'>;
   fromBf16: Fn<'fromBf16'>;
   rmsnormFwd: Fn<'rmsnormFwd'>;
@@ -41,6 +42,7 @@ const METHODS = [
   'blasInfo',
   'setMatmulLibrary',
   'gemmBf16',
+  'sgemmBf16',
   'toBf16',
   'fromBf16',
   'rmsnormFwd',
@@ -71,6 +73,7 @@ export class NativeKernels implements Kernels {
   readonly setNumThreads: Fn<'setNumThreads'>;
   readonly setMatmulLibrary: Fn<'setMatmulLibrary'>;
   readonly gemmBf16: Fn<'gemmBf16'>;
+  readonly sgemmBf16: Fn<'sgemmBf16'>;
   readonly toBf16: Fn<'toBf16'>;
   readonly fromBf16: Fn<'fromBf16'>;
   readonly rmsnormFwd: Fn<'rmsnormFwd'>;
@@ -107,6 +110,7 @@ export class NativeKernels implements Kernels {
     this.setNumThreads = addon.setNumThreads;
     this.setMatmulLibrary = addon.setMatmulLibrary;
     this.gemmBf16 = addon.gemmBf16;
+    this.sgemmBf16 = addon.sgemmBf16;
     this.toBf16 = addon.toBf16;
     this.fromBf16 = addon.fromBf16;
     this.rmsnormFwd = addon.rmsnormFwd;

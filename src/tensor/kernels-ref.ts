@@ -99,6 +99,28 @@ export class RefKernels implements Kernels {
     this.sgemm(transA, transB, M, N, K, alpha, wa, lda, wb, ldb, beta, C, ldc);
   }
 
+  sgemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void {
+    const a = new Uint16Array(A.length);
+    const b = new Uint16Array(B.length);
+    this.toBf16(A, a, A.length);
+    this.toBf16(B, b, B.length);
+    this.gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+  }
+
   toBf16(src: Float32Array, dst: Uint16Array, n: number): void {
     need(src, n, 'src', 'toBf16');
     need(dst, n, 'dst', 'toBf16');

@@ -60,7 +60,7 @@ export const SCHEMA = {
     steps: { type: 'integer', default: 10000, check: atLeastOne, doc: '' },
     dataset: { type: 'string', default: 'synthetic', oneOf: ['synthetic', 'text', 'tokens', 'c4_test'], doc: 'synthetic (seeded), text (a .txt/.jsonl file, byte tokenizer), tokens (binary uint16/int32 file)' },
     dataset_path: { type: 'string', default: '', doc: 'file for dataset = text | tokens (default: the bundled text sample)' },
-    mixed_precision_param: { type: 'string', default: 'float32', oneOf: ['float32'], doc: 'moe-actors computes in fp32 (torchtitan defaults to bf16; set float32 there for parity)' },
+    mixed_precision_param: { type: 'string', default: 'float32', oneOf: ['float32', 'bfloat16'], doc: 'matmul input dtype (torchtitan: bfloat16): bf16 inputs, f32 accumulation; master weights, AdamW, loss, norms, softmax, router stay f32' },
     mixed_precision_reduce: { type: 'string', default: 'float32', oneOf: ['float32'], doc: '' },
   },
   parallelism: {

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { RankContext } from '../comm/launch.ts';
 import { RankHost, type RankJob } from '../actors/rank-host.ts';
+import type { ParamDtype } from '../tensor/precision.ts';
 import type { Microbatch } from '../models/model/model.ts';
 import { buildModelSpec } from '../models/spec.ts';
 import { flopsPerToken } from '../models/counts.ts';
@@ -80,6 +81,7 @@ export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' |
     seed: cfg.debug.seed,
     weights: cfg.checkpoint.initial_load_path.endsWith('.safetensors') ? cfg.checkpoint.initial_load_path : undefined,
     threads: args.threads,
+    paramDtype: cfg.training.mixed_precision_param as ParamDtype,
     watchdogMs: cfg.comm.timeout_seconds * 1000,
   };
 }
