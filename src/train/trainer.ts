@@ -19,6 +19,7 @@ import { datasetPathProblem } from './data/index.ts';
 import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
+import type { ParamDtype } from '../tensor/precision.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
 
@@ -124,7 +125,11 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
   const k = getKernels();
   const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
-  const peak = measureSgemmPeak(k, { threads: transport === 'mpi' ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
+  // MFU's peak is the matmul peak of the run's compute dtype (bf16 runs against the bf16 rate).
+  const peak = measureSgemmPeak(k, {
+    threads: transport === 'mpi' ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size),
+    dtype: cfg.training.mixed_precision_param as ParamDtype,
+  });
   // Under MPI every rank measured its own peak with its own threads, at the same time as the others: that is
   // already a per-rank figure. In one process the node's peak is shared by the ranks.
   const ranksOnNode = transport === 'mpi' ? 1 : size;
@@ -181,7 +186,7 @@ function claimRunDir(cfg: JobConfig, runDir: string, log: (m: string) => void): 
 async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir } = r;
   say(`run folder: ${runDir}`);
-  say(`MFU peak: sgemm ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
+  say(`MFU peak: matmul ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
 
   let live: LiveView | null = null;
   let channel: BroadcastChannel | null = null;
