@@ -52,6 +52,7 @@ export interface BaseInit {
 export function dtypeOf(a: CommArray): FlightEntry['dtype'] {
   if (a instanceof Float32Array) return 'float32';
   if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Uint16Array) return 'bfloat16';
   return 'int32';
 }
 

@@ -16,6 +16,7 @@ import type { CommArray, ReduceOp } from './communicator.ts';
 
 /** Whether `op` is defined on `a`'s dtype (avg and premul_sum need a float dtype). */
 export function reduceDefinedOn(op: ReduceOp, a: CommArray): boolean {
+  if (a instanceof Uint16Array) return false; // bf16 bits: moved, never reduced (mixed_precision_reduce = float32)
   return !(a instanceof Int32Array) || op.op === 'sum' || op.op === 'max';
 }
 

@@ -5,8 +5,9 @@
 
 import type { CommArray, ReduceOp } from '../../../src/comm/communicator.ts';
 
-export type DType = 'float32' | 'float64' | 'int32';
-export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
+// bfloat16: raw 16-bit patterns in a Uint16Array (mixed precision's 2-byte elements); moved, never reduced.
+export type DType = 'float32' | 'float64' | 'int32' | 'bfloat16';
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'bfloat16'];
 
 /** 32-bit hash of integers (murmur3 finalizer per step); stable across platforms. */
 export function hashInts(...xs: number[]): number {
@@ -55,6 +56,7 @@ export function genValues(dtype: DType, n: number, seed: number): number[] {
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) {
     if (dtype === 'int32') out[i] = rng.int(-1000, 1000);
+    else if (dtype === 'bfloat16') out[i] = rng.int(0, 0xffff); // every bit pattern, NaN payloads included
     else if (dtype === 'float32') out[i] = Math.fround((rng.float() - 0.5) * 8);
     else out[i] = (rng.float() - 0.5) * 8 + rng.float() * 2 ** -30;
   }
@@ -91,11 +93,11 @@ export function refReduce(dtype: DType, xs: readonly (readonly number[])[], op: 
 }
 
 const GUARD = 3;
-const SENTINEL: Record<DType, number> = { float32: -7777.5, float64: -8888.25, int32: -999_999 };
-const CTORS = { float32: Float32Array, float64: Float64Array, int32: Int32Array } as const;
+const SENTINEL: Record<DType, number> = { float32: -7777.5, float64: -8888.25, int32: -999_999, bfloat16: 0xbeef };
+const CTORS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, bfloat16: Uint16Array } as const;
 
 export function dtypeName(a: CommArray): DType {
-  return a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : 'int32';
+  return a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Uint16Array ? 'bfloat16' : 'int32';
 }
 
 /**
