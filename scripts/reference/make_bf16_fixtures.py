@@ -26,8 +26,9 @@ import st_io  # noqa: E402
 from config import build_args  # noqa: E402
 from make_fixtures import CASES, OUT, grad_pass  # noqa: E402
 
-# One llama4 case with GQA and a dense + an MoE layer, one DeepSeek-V3 case with MLA (copies through the rope key).
-DEFAULT = ["llama4_gqa_ropescale_top1", "dsv3_mla_yarn_softmax_top3"]
+# Single-rank cases (GQA with a dense and an MoE layer; MLA with its rope-key copies) and the two cases the
+# distributed parity test runs on its ranks (test/actors/bf16-distributed.test.ts).
+DEFAULT = ["llama4_gqa_ropescale_top1", "dsv3_mla_yarn_softmax_top3", "llama4_shared2_train", "dsv3_groups_softmax_train"]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

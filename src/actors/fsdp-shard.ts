@@ -4,6 +4,7 @@
 // machine's stages: unshard (all_gather), reshard (free), reduce (reduce_scatter; SUM then divide or PREMUL_SUM;
 // HSDP all_reduce across replicas).
 
+import type { ParamDtype } from '../tensor/precision.ts';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Communicator, ReduceOp } from '../comm/communicator.ts';
 import type { FlatParams, ParamUnit } from '../models/params/unit.ts';
@@ -39,6 +40,11 @@ export interface FsdpUnitOptions {
    * Without pools every buffer is a fresh tracked allocation.
    */
   pools?: { params: ActivationPool; grads: ActivationPool; comm: ActivationPool };
+  /**
+   * The all_gather dtype (FSDP2's param_dtype): bfloat16 sends the shard rounded to bf16 (2 bytes per element) and
+   * widens the gathered parameters for compute; the shard itself (master weights) stays f32. Default float32.
+   */
+  paramDtype?: ParamDtype;
 }
 
 export class FsdpUnitShard implements FlatParams {
@@ -191,10 +197,20 @@ export class FsdpUnitShard implements FlatParams {
     if (!this.full) {
       // Every element is written by the all_gather: a pooled buffer needs no zeroing.
       const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
-      await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
+      if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full);
+      else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
       this.full = full;
       this.unit.attach({ data: full });
     }
+  }
+
+  private async allGatherBf16(full: Float32Array): Promise<void> {
+    const n = this.shardSize;
+    const send = new Uint16Array(n);
+    const recv = new Uint16Array(n * this.group.size);
+    this.k.toBf16(this.paramShard, send, n);
+    await this.group.allGather(send, recv, { tag: `unshard ${this.unit.id}` });
+    this.k.fromBf16(recv, full, recv.length);
   }
 
   private reshardStage(): void {

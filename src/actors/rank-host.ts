@@ -173,6 +173,7 @@ export class RankHost {
           layer: layer === undefined ? null : Number(layer),
           queue: (fn) => this.reductions.run(fn),
           pools,
+          paramDtype: job.paramDtype,
         },
         this.alloc,
         k,

@@ -38,6 +38,11 @@ export function kernelsFor(k: Kernels, dtype: ParamDtype): Kernels {
   return view;
 }
 
+/** The compute dtype a kernels object was made for by kernelsFor (activation rows on the wire move in it). */
+export function paramDtypeOf(k: Kernels): ParamDtype {
+  return (k as Tagged)[EXACT] ? 'bfloat16' : 'float32';
+}
+
 /** The f32 kernels under a compute-dtype view (or `k` itself), for sgemm-based copies that must stay exact. */
 export function exactKernels(k: Kernels): Kernels {
   return (k as Tagged)[EXACT] ?? k;
