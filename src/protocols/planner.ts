@@ -33,6 +33,8 @@ export interface PlanInput {
   microbatches: number;
   /** Ranks per node (0: all ranks on one node). */
   ranksPerNode: number;
+  /** [training] mixed_precision_param: bfloat16 halves parameter all-gathers and EP rows on the wire. Default float32. */
+  paramDtype?: 'float32' | 'bfloat16';
 }
 
 export interface Decision<T> {
@@ -97,7 +99,8 @@ export function makePlan(input: PlanInput): Plan {
   const D = spec.dim;
   const K = moe?.args.top_k ?? 1;
   const E = moe?.args.num_experts ?? 1;
-  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0) };
+  const wire = input.paramDtype === 'bfloat16' ? 2 : 4;
+  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0), rowBytes: wire as 2 | 4 };
   const layerBytes = (s: MoeStrategy) => {
     const b = moeBytes(s, shape);
     return MOE_PHASES.reduce((a, p) => a + b[p].sent + b[p].received, 0);
@@ -202,9 +205,10 @@ export function makePlan(input: PlanInput): Plan {
   for (const u of units) {
     if (u.groupSize > 1 || layout.degrees.dp_replicate > 1) {
       const full = u.shard * u.groupSize * 4;
+      const fullWire = u.shard * u.groupSize * wire;
       const gathers = u.reshardAfterForward ? 2 : 1;
       if (u.groupSize > 1) {
-        add(u.group, mbs * gathers * (u.shard * 4 + full));
+        add(u.group, mbs * gathers * (u.shard * wire + fullWire));
         add(`${u.group}_reduce`, mbs * (full + u.shard * 4));
       }
       if (layout.degrees.dp_replicate > 1) add('dp_replicate_reduce', mbs * 2 * u.shard * 4);
