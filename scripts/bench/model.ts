@@ -212,7 +212,6 @@ export async function run(argv: string[]): Promise<void> {
     { name: 'mfu', value: mfu, unit: 'fraction', target: 0.45, note: `fp32 against the fp32 peak of the same library; ${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq})` },
     { name: 'mfu_openblas_fp32', value: (tpsBlas * fpt) / (peakBlas * 1e9), unit: 'fraction', note: 'the OpenBLAS run against the OpenBLAS sgemm peak (the MFU reported before oneDNN)' },
     { name: 'mfu_bf16', value: (tpsBf16 * fpt) / (peakBf16 * 1e9), unit: 'fraction', target: 0.55, note: 'the bf16 run against the same-run bf16 matmul peak' },
-    { name: 'bf16_loss_vs_fp32', value: Math.abs(bf16Run.lastLoss - lastLoss) / lastLoss, unit: 'fraction', note: `last step's loss, bf16 ${bf16Run.lastLoss.toFixed(4)} vs fp32 ${lastLoss.toFixed(4)} (same data and seed)` },
     { name: 'step_ms', value: step, unit: 'ms' },
     { name: 'fwd_ms', value: median(phases.fwd), unit: 'ms', note: range(phases.fwd) },
     { name: 'bwd_ms', value: median(phases.bwd), unit: 'ms', note: range(phases.bwd) },

@@ -1,6 +1,6 @@
 // bfloat16 kernels: the conversions against the IEEE rule (round to nearest, ties to even; NaN stays NaN; exact
 // widening) and the bf16-input matmul against the reference (bf16 inputs widened exactly, products summed in f64).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import fc from 'fast-check';
 import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
 import { expectClose, randF32, rng } from './helpers.ts';
@@ -88,6 +88,29 @@ describe('gemmBf16', () => {
       ),
       RUNS,
     );
+  });
+
+  // The path of CPUs without bf16 dot products (and of builds without oneDNN): the bf16 values widened to f32 and
+  // multiplied there. MOE_ACTORS_MATMUL=blas takes it on any machine.
+  it.each(['blas', 'auto'] as const)('sgemmBf16 (%s) = the f32 product of the bf16-rounded operands', (lib) => {
+    N.setMatmulLibrary(lib);
+    onTestFinished(() => N.setMatmulLibrary('auto'));
+    const r = rng(5);
+    const [M, Nn, K] = [19, 23, 37];
+    const A = randF32(M * K, r);
+    const B = randF32(Nn * K, r);
+    const a = new Uint16Array(A.length);
+    const b = new Uint16Array(B.length);
+    R.toBf16(A, a, a.length);
+    R.toBf16(B, b, b.length);
+    const c1 = new Float32Array(M * Nn);
+    const c2 = new Float32Array(M * Nn);
+    N.sgemmBf16(false, true, M, Nn, K, 1, A, K, B, K, 0, c1, Nn);
+    R.gemmBf16(false, true, M, Nn, K, 1, a, K, b, K, 0, c2, Nn);
+    expectClose(c1, c2, 1e-5, 'C', K);
+    const f32 = new Float32Array(M * Nn);
+    R.sgemm(false, true, M, Nn, K, 1, A, K, B, K, 0, f32, Nn);
+    expect(c1.some((v, i) => v !== f32[i]), 'the operands were rounded').toBe(true);
   });
 
   it('rejects a Float32Array where bf16 bits are expected', () => {
