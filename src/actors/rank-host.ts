@@ -60,6 +60,8 @@ export interface RankJob {
   threads?: number;
   /** Matmul input dtype ([training] mixed_precision_param); float32 when absent. */
   paramDtype?: ParamDtype;
+  /** Gradient reduce_scatter dtype ([training] mixed_precision_reduce); float32 when absent. */
+  reduceDtype?: ParamDtype;
   /**
    * A step in which nothing happens — no protocol state entered or left, no collective issued or completed, none in
    * flight — for this long fails with the states every machine is in (0 disables). Collective timeouts cannot see
@@ -174,6 +176,7 @@ export class RankHost {
           queue: (fn) => this.reductions.run(fn),
           pools,
           paramDtype: job.paramDtype,
+          reduceDtype: job.reduceDtype,
         },
         this.alloc,
         k,

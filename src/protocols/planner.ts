@@ -35,6 +35,8 @@ export interface PlanInput {
   ranksPerNode: number;
   /** [training] mixed_precision_param: bfloat16 halves parameter all-gathers and EP rows on the wire. Default float32. */
   paramDtype?: 'float32' | 'bfloat16';
+  /** [training] mixed_precision_reduce: bfloat16 halves the FSDP gradient reduce_scatters. Default float32. */
+  reduceDtype?: 'float32' | 'bfloat16';
 }
 
 export interface Decision<T> {
@@ -204,12 +206,12 @@ export function makePlan(input: PlanInput): Plan {
   const mbs = input.microbatches;
   for (const u of units) {
     if (u.groupSize > 1 || layout.degrees.dp_replicate > 1) {
-      const full = u.shard * u.groupSize * 4;
       const fullWire = u.shard * u.groupSize * wire;
       const gathers = u.reshardAfterForward ? 2 : 1;
       if (u.groupSize > 1) {
         add(u.group, mbs * gathers * (u.shard * wire + fullWire));
-        add(`${u.group}_reduce`, mbs * (full + u.shard * 4));
+        const red = input.reduceDtype === 'bfloat16' ? 2 : 4;
+        add(`${u.group}_reduce`, mbs * (u.shard * u.groupSize * red + u.shard * red));
       }
       if (layout.degrees.dp_replicate > 1) add('dp_replicate_reduce', mbs * 2 * u.shard * 4);
     }

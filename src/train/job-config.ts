@@ -61,7 +61,7 @@ export const SCHEMA = {
     dataset: { type: 'string', default: 'synthetic', oneOf: ['synthetic', 'text', 'tokens', 'c4_test'], doc: 'synthetic (seeded), text (a .txt/.jsonl file, byte tokenizer), tokens (binary uint16/int32 file)' },
     dataset_path: { type: 'string', default: '', doc: 'file for dataset = text | tokens (default: the bundled text sample)' },
     mixed_precision_param: { type: 'string', default: 'float32', oneOf: ['float32', 'bfloat16'], doc: 'matmul input dtype (torchtitan: bfloat16): bf16 inputs, f32 accumulation; master weights, AdamW, loss, norms, softmax, router stay f32' },
-    mixed_precision_reduce: { type: 'string', default: 'float32', oneOf: ['float32'], doc: 'gradient reduce dtype (torchtitan: float32); bf16 reductions are not implemented' },
+    mixed_precision_reduce: { type: 'string', default: 'float32', oneOf: ['float32', 'bfloat16'], doc: 'FSDP gradient reduce_scatter dtype (torchtitan: float32); bfloat16 = bf16 on the wire, f32 accumulation, one rounding' },
   },
   parallelism: {
     data_parallel_replicate_degree: { type: 'integer', default: 1, check: atLeastOne, doc: 'HSDP replicas' },

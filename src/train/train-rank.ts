@@ -82,6 +82,7 @@ export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' |
     weights: cfg.checkpoint.initial_load_path.endsWith('.safetensors') ? cfg.checkpoint.initial_load_path : undefined,
     threads: args.threads,
     paramDtype: cfg.training.mixed_precision_param as ParamDtype,
+    reduceDtype: cfg.training.mixed_precision_reduce as ParamDtype,
     watchdogMs: cfg.comm.timeout_seconds * 1000,
   };
 }

@@ -84,6 +84,7 @@ export function planJob(cfg: JobConfig, worldSize: number): Plan {
     localBatch: cfg.training.local_batch_size,
     seqLen: cfg.training.seq_len,
     paramDtype: cfg.training.mixed_precision_param as ParamDtype,
+    reduceDtype: cfg.training.mixed_precision_reduce as ParamDtype,
     microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
     ranksPerNode: cfg.comm.ranks_per_node,
   });

@@ -28,7 +28,7 @@ function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return ab / Math.sqrt(aa * bb);
 }
 
-async function gradRun(fixture: string, ranks: number, degrees: Partial<ParallelDegrees>, dispatch: MoeStrategy): Promise<DistributedRunResult> {
+async function gradRun(fixture: string, ranks: number, degrees: Partial<ParallelDegrees>, dispatch: MoeStrategy, reduceDtype: 'float32' | 'bfloat16' = 'float32'): Promise<DistributedRunResult> {
   const c = distributedCaseOf(fixture);
   const fb = readSafetensors(`${FIX}${fixture}/batch.safetensors`);
   const [B, S] = fb.get('tokens')!.shape as number[];
@@ -46,6 +46,7 @@ async function gradRun(fixture: string, ranks: number, degrees: Partial<Parallel
     seed: 0,
     weights: c.weights,
     paramDtype: 'bfloat16',
+    reduceDtype,
   };
   const args: DistributedRunArgs = { job, tokens: getInt32(fb, 'tokens'), labels: getInt32(fb, 'labels'), B: B!, S: S!, microbatches: 1, mode: 'grad', steps: 1 };
   const r = await launch<DistributedRunArgs, DistributedRunResult>({ transport: 'inproc', size: ranks, timeoutMs: 20_000, seed: 7 }, { module: PROGRAM }, args);
@@ -70,6 +71,28 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
           expect(cosine(t.data, one.tensors![name]!.data), `${dispatch} ${name} vs one rank`).toBeGreaterThanOrEqual(0.9999);
         }
       }
+    });
+
+    it('mixed_precision_reduce = "bfloat16" (FSDP 2 + EP 2, a2a): gradients within bf16 rounding of the f32-reduced ones', async () => {
+      const f = await gradRun(fixture, 2, { dp_shard: 2, ep: 2 }, 'a2a');
+      const b = await gradRun(fixture, 2, { dp_shard: 2, ep: 2 }, 'a2a', 'bfloat16');
+      expect(b.losses[0]).toBe(f.losses[0]);
+      let differ = 0;
+      for (const [name, t] of Object.entries(b.tensors!)) {
+        const want = f.tensors![name]!.data;
+        expect(cosine(t.data, want), name).toBeGreaterThanOrEqual(0.9999);
+        // Each rank's contribution and the sum are rounded to bf16 (relative 2^-9 each): judged against the tensor's
+        // scale (max-abs over max-abs), since an element that cancels between ranks keeps its inputs' absolute error.
+        let err = 0;
+        let scale = 1e-30;
+        for (let i = 0; i < want.length; i++) {
+          err = Math.max(err, Math.abs(t.data[i]! - want[i]!));
+          scale = Math.max(scale, Math.abs(want[i]!));
+          if (t.data[i] !== want[i]) differ++;
+        }
+        expect(err / scale, name).toBeLessThanOrEqual(2 ** -7);
+      }
+      expect(differ, 'the reduction ran in bf16').toBeGreaterThan(0);
     });
   });
 }

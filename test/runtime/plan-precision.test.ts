@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { loadTrainConfig, planJob } from '../../src/train/trainer.ts';
 import { TINY } from './helpers.ts';
 
-function plan(dtype: string, dispatch: string) {
-  const over = ['--parallelism.expert_parallel_degree', '2', '--comm.dispatch', dispatch, '--training.mixed_precision_param', dtype];
+function plan(dtype: string, dispatch: string, reduce = 'float32') {
+  const over = ['--parallelism.expert_parallel_degree', '2', '--comm.dispatch', dispatch, '--training.mixed_precision_param', dtype, '--training.mixed_precision_reduce', reduce];
   return planJob(loadTrainConfig({ config: TINY, transport: 'inproc', ranks: 4 }, over), 4);
 }
 
@@ -22,5 +22,14 @@ describe('planner bytes under bf16', () => {
       if (dispatch === 'a2a') expect(ep).toBeGreaterThan(0.5), expect(ep).toBeLessThan(0.51);
       else expect(ep).toBeGreaterThan(0.5), expect(ep).toBeLessThan(1);
     }
+  });
+
+  it('mixed_precision_reduce = "bfloat16" halves the gradient reduce_scatters only', () => {
+    const f = plan('bfloat16', 'a2a').bytesPerStep;
+    const b = plan('bfloat16', 'a2a', 'bfloat16').bytesPerStep;
+    expect(b.fsdp_reduce! / f.fsdp_reduce!).toBe(0.5);
+    expect(b.efsdp_reduce! / f.efsdp_reduce!).toBe(0.5);
+    expect(b.fsdp).toBe(f.fsdp);
+    expect(b.ep).toBe(f.ep);
   });
 });
