@@ -74,6 +74,8 @@ export interface Plan {
   flopsPerToken: number;
   /** Predicted logical bytes (sent + received) per step per group name, for one rank. */
   bytesPerStep: Record<string, number>;
+  /** [training] mixed_precision_param / _reduce: the element size the bytes above were counted with. */
+  precision: { param: 'float32' | 'bfloat16'; reduce: 'float32' | 'bfloat16' };
   warnings: string[];
 }
 
@@ -231,6 +233,7 @@ export function makePlan(input: PlanInput): Plan {
     params: countParams(spec),
     flopsPerToken: flopsPerToken(spec, input.seqLen),
     bytesPerStep: bytes,
+    precision: { param: input.paramDtype ?? 'float32', reduce: input.reduceDtype ?? 'float32' },
     warnings,
   };
 }
@@ -262,7 +265,10 @@ export function formatPlan(p: Plan): string {
   lines.push(`  ${formatMemoryLine(m)}`);
   lines.push('units:');
   for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
-  lines.push('bytes per step per group (this rank, sent + received):');
+  const pr = p.precision;
+  lines.push(
+    `bytes per step per group (this rank, sent + received; params ${pr.param}: all-gathers and EP rows at ${pr.param === 'bfloat16' ? 2 : 4} bytes, gradient reduce_scatters at ${pr.reduce === 'bfloat16' ? 2 : 4}):`,
+  );
   for (const [g, b] of Object.entries(p.bytesPerStep)) lines.push(`  ${g.padEnd(22)} ${fmtBytes(b)}`);
   for (const w of p.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
