@@ -84,6 +84,7 @@ export const SCHEMA = {
     keep_latest_k: { type: 'integer', default: 0, check: nonNegative, doc: '0 keeps all' },
     load_step: { type: 'integer', default: -1, doc: '-1 = latest complete checkpoint' },
     initial_load_path: { type: 'string', default: '', doc: 'a checkpoint folder (or weights .safetensors) to start from' },
+    async_mode: { type: 'string', default: 'disabled', oneOf: ['disabled', 'async'], doc: 'async: stage a copy and let the side pool serialize, hash and write it while training goes on' },
   },
   metrics: {
     log_freq: { type: 'integer', default: 10, check: atLeastOne, doc: '' },

@@ -21,6 +21,8 @@ import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { planMesh } from '../comm/mesh-layout.ts';
+import { closeSidePool, configureSidePool, serveSidePool } from './pool/pool.ts';
+import { poolThreads } from './pool/size.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
@@ -216,6 +218,10 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     interrupt!.abort('interrupted by the user (SIGINT)');
   };
   if (interrupt) process.on('SIGINT', onSigint);
+  // The side pool (async checkpoint writes, tokenizing) gets the cores the ranks' BLAS threads leave.
+  const localRanks = transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : 1;
+  configureSidePool(poolThreads({ cores: availableParallelism(), computeThreadsPerRank: threads, ranksInProcess: transport === 'mpi' ? 1 : size, processesOnNode: localRanks }));
+  const poolServer = transport === 'threads' ? serveSidePool((args.poolChannel = `moe-actors-pool-${process.pid}-${Date.now()}`), size) : null;
   let result;
   try {
     result = await launch<TrainRankArgs, TrainRankResult>(
@@ -239,6 +245,9 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     if (interrupt) process.off('SIGINT', onSigint);
     live?.stop();
     channel?.close();
+    poolServer?.close();
+    // Writes still running finish first (each is atomic anyway); then no pool thread is left.
+    await closeSidePool();
   }
   for (const r of result.remarks ?? []) say(pc.yellow(r));
   const failure = interrupt?.signal.aborted
