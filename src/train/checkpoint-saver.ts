@@ -5,8 +5,8 @@
 //   async     every rank copies its state into staging buffers (StagingArena) and hands them to the side pool,
 //             which serializes, hashes and writes the rank's files while the rank trains on; rank 0 commits once
 //             every rank's done marker is there (the same manifest-last protocol). The next checkpoint and the
-//             end of the run wait for the previous write; a failed write fails the run at the next step,
-//             naming the file.
+//             end of the run wait for the previous one to be committed (so a kill at any moment leaves the
+//             previous checkpoint complete); a failed write fails the run at the next step, naming the file.
 //
 // keep_latest_k prunes right after a commit, so it only ever removes committed checkpoints (and partial ones
 // older than the newest committed): the write in flight is always newer.
@@ -14,7 +14,7 @@
 import { rmSync } from 'node:fs';
 import type { Communicator } from '../comm/communicator.ts';
 import type { RankCheckpointState, StageCopy } from './rank-checkpoint.ts';
-import { listCheckpoints, StagingArena, stepDir, waitForRankFiles, writeRankShard } from './checkpoint/index.ts';
+import { listCheckpoints, StagingArena, stepDir, waitForCommit, waitForRankFiles, writeRankShard } from './checkpoint/index.ts';
 import type { SidePool } from './pool/pool.ts';
 
 export type AsyncMode = 'disabled' | 'async';
@@ -47,9 +47,12 @@ export class CheckpointSaver {
   private failure: Error | null = null;
   private readonly arena = new StagingArena();
   private times: SaveTimes[] = [];
+  private readonly stopper = new AbortController();
 
   constructor(private readonly o: SaverOptions) {
     if (o.mode === 'async' && !o.pool) throw new Error('CheckpointSaver: async_mode = "async" needs the side pool');
+    // The pool thread's start-up (loading the TypeScript writer) overlaps the first steps instead of the first write.
+    if (o.mode === 'async') o.pool!.run({ kind: 'warm' }).catch(() => {});
   }
 
   /**
@@ -112,8 +115,10 @@ export class CheckpointSaver {
         this.arena.end();
       }
       if (rank === 0) {
-        await waitForRankFiles(dir, worldSize, { timeoutMs: this.o.ioTimeoutMs });
+        await waitForRankFiles(dir, worldSize, { timeoutMs: this.o.ioTimeoutMs, signal: this.stopper.signal });
         this.o.commit(dir, step);
+      } else {
+        await waitForCommit(dir, { timeoutMs: this.o.ioTimeoutMs, signal: this.stopper.signal });
       }
       this.times.push({ step, blockedMs, writeMs: performance.now() - t0 });
     };
@@ -129,6 +134,11 @@ export class CheckpointSaver {
     this.pending = null;
     if (p) await p;
     this.check();
+  }
+
+  /** The rank failed: stop waiting for other ranks' files or the commit (a running pool write still finishes). */
+  abandon(): void {
+    this.stopper.abort(new Error('the rank stopped before this checkpoint was committed'));
   }
 
   /**

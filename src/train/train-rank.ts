@@ -129,6 +129,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   const phases = new PhaseTimes();
   sinks.push(phases);
   let live: BroadcastChannel | null = null;
+  let saver: CheckpointSaver | null = null;
   const remote: { pool: (SidePool & { close(): void }) | null } = { pool: null };
   // One pool per process: the ranks of a threads run are worker threads and use the launcher's.
   const pool = (): SidePool => (a.poolChannel ? (remote.pool ??= connectSidePool(a.poolChannel, ctx.rank)) : processPool());
@@ -168,7 +169,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
       else log(`initialised from ${resumeDir.dir} (step ${resumeDir.step}): weights, AdamW state and expert biases; this run's steps, LR schedule and data start anew`);
     }
 
-    const saver = cfg.checkpoint.enable
+    saver = cfg.checkpoint.enable
       ? new CheckpointSaver({
           mode: cfg.checkpoint.async_mode as 'disabled' | 'async',
           folder,
@@ -223,10 +224,12 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
       }
     }
     await saver?.finish();
+    saver = null;
     return { rank: ctx.rank, steps, resumedFrom, checkpoints, peakBytes: host.alloc.stats().peakTotal };
   } finally {
     recorder?.close();
     live?.close();
+    saver?.abandon();
     remote.pool?.close();
     if (host) await host.close();
   }

@@ -132,7 +132,14 @@ export function commitManifest(dir: string, meta: CheckpointMeta): Manifest {
  * all ranks' pool writes finished, without a collective that would have to sit at the same point of every rank's
  * step). The caller must make sure no marker is left from an earlier, crashed write of the same step.
  */
-export async function waitForRankFiles(dir: string, worldSize: number, { timeoutMs, pollMs = 5 }: { timeoutMs: number; pollMs?: number }): Promise<void> {
+export interface WaitOptions {
+  timeoutMs: number;
+  pollMs?: number;
+  /** Stops the wait (the rank failed for another reason): the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export async function waitForRankFiles(dir: string, worldSize: number, { timeoutMs, pollMs = 5, signal }: WaitOptions): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const missing = () => Array.from({ length: worldSize }, (_, r) => r).filter((r) => !existsSync(join(dir, doneFileName(r))));
   for (;;) {
@@ -145,6 +152,22 @@ export async function waitForRankFiles(dir: string, worldSize: number, { timeout
         dir,
       );
     }
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/**
+ * Waits until `dir` holds its manifest (an async checkpoint: a rank starts writing the next checkpoint only once
+ * this one is committed, so a kill at any moment leaves the previous checkpoint complete).
+ */
+export async function waitForCommit(dir: string, { timeoutMs, pollMs = 5, signal }: WaitOptions): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(join(dir, MANIFEST_NAME))) {
+    if (Date.now() > deadline) {
+      throw new CheckpointError(`${dir} was not committed within ${(timeoutMs / 1000).toFixed(0)} s: this rank's files are written, rank 0 has not written ${MANIFEST_NAME} ([comm] init_timeout_seconds bounds this wait)`, dir);
+    }
+    signal?.throwIfAborted();
     await new Promise((r) => setTimeout(r, pollMs));
   }
 }

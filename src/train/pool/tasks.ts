@@ -15,10 +15,16 @@ export interface WriteShardTask {
   extras: RankPayload['extras'];
 }
 
-export type PoolTask = WriteShardTask;
+/** Loads the modules tasks need, so the first real task does not pay for the thread's start-up. */
+export interface WarmTask {
+  kind: 'warm';
+}
+
+export type PoolTask = WriteShardTask | WarmTask;
 
 interface Results {
   'write-shard': FileEntry[];
+  warm: number;
 }
 export type PoolTaskResult<K extends PoolTask['kind']> = Results[K];
 
@@ -26,6 +32,8 @@ export default function runTask(task: PoolTask): unknown {
   switch (task.kind) {
     case 'write-shard':
       return writeRankShard(task.dir, task.rank, { tensors: new Map(task.tensors), slices: task.slices, extras: task.extras });
+    case 'warm':
+      return process.pid;
     default:
       throw new Error(`side pool: unknown task kind "${(task as { kind: string }).kind}"`);
   }
