@@ -18,7 +18,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { CheckpointError, commitManifest, stepDir, configHash, latestComplete, listCheckpoints, readCheckpoint, verifyCheckpoint, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
 import { CheckpointSaver } from './checkpoint-saver.ts';
 import { connectSidePool, processPool, type SidePool } from './pool/pool.ts';
-import { createDataLoader, DataStateError } from './data/index.ts';
+import { DataStateError, openDataLoader } from './data/index.ts';
 import { acModeOf, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
 import { PhaseTimes } from './phase-times.ts';
@@ -141,7 +141,13 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
     host = await RankHost.create(ctx.world, job, teeSink(...sinks));
     if (recorder && ctx.transport === 'mpi') await alignRecorderClock(ctx.world, recorder);
     const { index: dpRank, degree: dpDegree } = host.mesh.batch;
-    const loader = createDataLoader(cfg, { dpRank, dpDegree, vocabSize: spec.vocabSize, log });
+    const loader = await openDataLoader(cfg, {
+      dpRank,
+      dpDegree,
+      vocabSize: spec.vocabSize,
+      log,
+      encodeInPool: (tokenizerFile, texts) => pool().run({ kind: 'encode', tokenizerFile, texts }),
+    });
     const ga = microbatchesOf(cfg, dpDegree);
 
     // ---- resume ----
@@ -189,6 +195,9 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         })
       : null;
     saver?.clearStalePartials(start, log);
+    const tokensPerStep = ga * cfg.training.local_batch_size * (cfg.training.seq_len + 1);
+    // The first documents are tokenized while the rest of start-up runs.
+    loader.prefetch(2 * tokensPerStep);
     const steps: TrainRankResult['steps'] = [];
     const checkpoints: string[] = [];
     let lastBytes = host.bytesByGroup();
@@ -201,6 +210,8 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         metrics.addBatch(b.ntokens, b.fetchMs);
         mbs.push({ tokens: b.tokens, labels: b.labels, B: b.batchSize, S: b.seqLen });
       }
+      // Tokenizing for the next two steps runs in the side pool while this one computes.
+      loader.prefetch(2 * tokensPerStep);
       const r = await host.step(mbs);
       // Start-up and the first step ran under init_timeout_seconds (slow joins, first-touch allocations, cold
       // caches); every later collective gets the per-step timeout.

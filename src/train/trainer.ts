@@ -15,7 +15,7 @@ import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
-import { datasetPathProblem } from './data/index.ts';
+import { dataInputProblem } from './data/index.ts';
 import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
@@ -111,7 +111,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     if (isRank0 && !opts.quiet) console.log(m);
   };
   if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`);
-  const dataProblem = datasetPathProblem(cfg);
+  const dataProblem = await dataInputProblem(cfg, modelConfigOf(cfg).args.vocab_size);
   if (dataProblem) throw new ConfigError(dataProblem);
   // The ranks check what is there (a complete, uncorrupted checkpoint); a wrong path needs no ranks to find.
   const initProblem = cfg.checkpoint.initial_load_path ? initialLoadPathProblem(cfg.checkpoint.initial_load_path) : null;

@@ -5,6 +5,7 @@
 import { writeRankShard, type RankPayload } from '../checkpoint/write.ts';
 import type { FileEntry } from '../checkpoint/format.ts';
 import type { SafeTensorInput } from '../../models/safetensors.ts';
+import { HfTokenizer } from '../data/hf-tokenizer.ts';
 
 export interface WriteShardTask {
   kind: 'write-shard';
@@ -20,18 +21,34 @@ export interface WarmTask {
   kind: 'warm';
 }
 
-export type PoolTask = WriteShardTask | WarmTask;
+/** [BOS] + ids + [EOS] of each text under a tokenizer.json (documents prefetched for a rank's data loader). */
+export interface EncodeTask {
+  kind: 'encode';
+  tokenizerFile: string;
+  texts: string[];
+}
+
+export type PoolTask = WriteShardTask | WarmTask | EncodeTask;
 
 interface Results {
   'write-shard': FileEntry[];
   warm: number;
+  encode: Int32Array[];
 }
+
+/** Tokenizers this thread has loaded, by file (a run uses one; parsing tokenizer.json per task would dominate). */
+const tokenizers = new Map<string, HfTokenizer>();
 export type PoolTaskResult<K extends PoolTask['kind']> = Results[K];
 
 export default function runTask(task: PoolTask): unknown {
   switch (task.kind) {
     case 'write-shard':
       return writeRankShard(task.dir, task.rank, { tensors: new Map(task.tensors), slices: task.slices, extras: task.extras });
+    case 'encode': {
+      let tok = tokenizers.get(task.tokenizerFile);
+      if (!tok) tokenizers.set(task.tokenizerFile, (tok = HfTokenizer.load(task.tokenizerFile)));
+      return task.texts.map((t) => tok.encode(t, { bos: true, eos: true }));
+    }
     case 'warm':
       return process.pid;
     default:
