@@ -224,6 +224,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         lastBytes = now;
         const extra: Record<string, number> = {};
         for (const t of saver?.takeTimes() ?? []) {
+          extra['checkpoint/step'] = t.step;
           extra['checkpoint/blocked_ms'] = t.blockedMs;
           extra['checkpoint/write_ms'] = t.writeMs;
         }

@@ -13,7 +13,7 @@ import { launch, launchFailure, mpiJob, type Fault, type TransportName } from '.
 import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
 import { getKernels } from '../tensor/kernels.ts';
-import { LiveView, runPaths, viewRun } from '../trace/index.ts';
+import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
 import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { dataInputProblem } from './data/index.ts';
 import { ensureDir, makeFolder } from './ensure-dir.ts';
@@ -48,6 +48,7 @@ export interface TrainOutcome {
   results: TrainRankResult[];
   trace: string | null;
   timeline: string | null;
+  report: string | null;
 }
 
 /** The config plus the CLI's --transport/--ranks, as overrides (so they are validated like the file's fields). */
@@ -257,12 +258,19 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     // The failed run's timeline, with its who-waited-for-whom panel, is what one opens next; a problem drawing it
     // must not hide the training failure.
     let timelineLine = '';
+    let viewed = false;
     if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
       try {
-        timelineLine = `\ntimeline of the failed run: ${viewRun(runDir).timeline}`;
+        const v = viewRun(runDir);
+        viewed = true;
+        timelineLine = `\ntimeline of the failed run: ${v.timeline}${v.report ? `\nplots: ${v.report}` : ''}`;
       } catch (e) {
         timelineLine = `\n(the timeline could not be drawn: ${(e as Error).message.split('\n')[0]})`;
       }
+    }
+    if (isRank0 && !viewed) {
+      const report = reportQuietly(runDir);
+      if (report) timelineLine += `\nplots: ${report}`;
     }
     const err = new Error(
       failure +
@@ -275,17 +283,30 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);
   let trace: string | null = null;
   let timeline: string | null = null;
+  let report: string | null = null;
   if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
     const v = viewRun(runDir);
     trace = v.trace;
     timeline = v.timeline;
+    report = v.report;
     for (const w of [...v.warnings, ...v.traceErrors]) say(pc.yellow(`trace: ${w}`));
-  }
+  } else if (isRank0) report = reportQuietly(runDir, say);
   const last = results[0]?.steps.at(-1);
   say(pc.green(`done: ${results[0]?.steps.length ?? 0} steps${last ? `, final loss ${last.loss.toFixed(5)}` : ''}`));
   say(`outputs: ${runDir}`);
   if (timeline) say(`  timeline: ${timeline}\n  trace (Perfetto): ${trace}\n  metrics: ${join(runDir, 'metrics.jsonl')}`);
-  return { runDir, plan, results, trace, timeline };
+  if (report) say(`  plots: ${report}`);
+  return { runDir, plan, results, trace, timeline, report };
+}
+
+/** report.html of the run; a problem drawing it is reported, never the run's outcome. */
+function reportQuietly(runDir: string, say?: (m: string) => void): string | null {
+  try {
+    return writeReport(runDir);
+  } catch (e) {
+    say?.(pc.yellow(`report.html could not be written: ${(e as Error).message.split('\n')[0]}`));
+    return null;
+  }
 }
 
 function writeRunFiles(runDir: string, cfg: JobConfig, plan: Plan): void {
