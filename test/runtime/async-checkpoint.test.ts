@@ -5,7 +5,8 @@
 //             its checkpoints hold the same bytes as the sync run's, and the process exits with no pool thread;
 //   crash   — inproc, SIGKILLed while the pool writes step-4 (step-4/ has files, no manifest): step-2 stays
 //             complete; started again, it resumes from step 2 and reproduces the uninterrupted run bit for bit;
-//   broken  — a file sits where step-4/ must go: the run fails, naming it, after committing step-2.
+//   broken  — a file sits where step-4/ must go: the run fails, naming it, after committing step-2 (and still
+//             writes report.html).
 // And in this process: an async run through runTraining leaves no pool thread behind.
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -122,6 +123,9 @@ describe('async checkpoints', () => {
     expect(r.stdout + r.stderr).toContain(blocker);
     expect(listCheckpoints(ckptFolder(name)).complete.map((c) => c.step)).toEqual([2]);
     expect(readFileSync(blocker, 'utf8')).toBe('not a folder\n');
+    // The failed run still gets its plots.
+    expect(existsSync(join(root, name, 'report.html')), 'report.html of the failed run').toBe(true);
+    expect(r.stdout + r.stderr).toContain(`plots: ${join(root, name, 'report.html')}`);
   });
 
   it('in this process: an async run leaves no pool thread behind', { timeout: 60_000 }, async () => {
