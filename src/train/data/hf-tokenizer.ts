@@ -9,7 +9,8 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { EncodeOptions } from './tokenizer.ts';
 
@@ -50,10 +51,20 @@ function tokenName(v: unknown): string | null {
   return null;
 }
 
+/** The moe-actors folder: bundled assets (data/tokenizer) are found from any working directory. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+
+/** A relative tokenizer_path is looked up in the working directory, then in the moe-actors folder. */
+export function resolveTokenizerPath(dir: string): string {
+  if (isAbsolute(dir) || existsSync(dir)) return resolve(dir);
+  const bundled = join(PACKAGE_ROOT, dir);
+  return existsSync(bundled) ? bundled : resolve(dir);
+}
+
 /** Reads and checks `<dir>/tokenizer.json`; every refusal names the file and the fix. */
 export function inspectTokenizer(dir: string, modelVocabSize?: number): TokenizerSpec {
   const where = `[model] tokenizer_path = ${dir}`;
-  const folder = resolve(dir);
+  const folder = resolveTokenizerPath(dir);
   let file = join(folder, 'tokenizer.json');
   if (existsSync(folder) && statSync(folder).isFile()) {
     if (!folder.endsWith('.json')) throw new TokenizerError(`${where}: ${folder} is a file; give the folder that holds tokenizer.json (torchtitan's hf_assets_path)`);
