@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { listCheckpoints, readCheckpoint } from '../../src/train/checkpoint/index.ts';
 import { runTraining } from '../../src/train/trainer.ts';
 import { sidePoolThreads } from '../../src/train/pool/pool.ts';
-import { captureOutput, checkCheckpoints, checkMetrics, checkpointTensors, describeChild, firstBitDifference, readJsonl, runTrainCli, TINY, tmpRoot, type ChildRun } from './helpers.ts';
+import { captureOutput, checkCheckpoints, checkMetrics, checkpointTensors, describeChild, firstBitDifference, readJsonl, runTrainCli, stripAnsi, TINY, tmpRoot, type ChildRun } from './helpers.ts';
 
 const root = tmpRoot('async-ckpt');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -46,11 +46,13 @@ describe('async checkpoints', () => {
     const r = await runTrainCli(args('async', ['--transport', 'threads']), {
       timeoutMs: 40_000,
       onStdout: (all) => {
-        if (!doneAt && /^done: /m.test(all)) doneAt = performance.now();
+        // Coloured under CI (picocolors colours when CI is set): match the plain text.
+        if (!doneAt && /^done: /m.test(stripAnsi(all))) doneAt = performance.now();
       },
     });
     const t0 = performance.now() - r.ms;
     expect(r.code, describeChild(r)).toBe(0);
+    expect(doneAt, 'the run printed its "done" line').toBeGreaterThan(0);
     // A pool thread left running (a forgotten close) would hold the process for the pool's idle timeout (2 s).
     const afterDone = t0 + r.ms - doneAt;
     console.info(`async on threads: ${r.ms.toFixed(0)} ms; the process ended ${afterDone.toFixed(0)} ms after its "done" line`);
