@@ -61,9 +61,11 @@ describe('async checkpoints', () => {
     for (const step of [2, 4, 6]) expectSameCheckpoint(join(ckptFolder('sync'), `step-${step}`), join(ckptFolder('async'), `step-${step}`));
     const m = checkMetrics(join(root, 'async'), 4, STEPS);
     for (const st of STEPS) expect(m.get(st)!.loss).toBe(full.get(st)!.loss);
-    // The write times reach the metrics: each checkpoint's time on the training path and in all.
+    // The write times reach the metrics with the first step logged after the write finished (the last
+    // checkpoint's, and one that finishes only when the next checkpoint waits for it, have no later step).
     const recs = readJsonl(join(root, 'async', 'metrics.jsonl')).filter((x) => x.rank === 0 && typeof x['checkpoint/write_ms'] === 'number');
-    expect(recs.length).toBeGreaterThanOrEqual(2);
+    expect(recs.length).toBeGreaterThanOrEqual(1);
+    for (const x of recs) expect([2, 4]).toContain(x['checkpoint/step']);
     for (const x of recs) expect(x['checkpoint/write_ms'] as number).toBeGreaterThanOrEqual(x['checkpoint/blocked_ms'] as number);
   });
 
@@ -130,10 +132,12 @@ describe('async checkpoints', () => {
     expect(r.stdout + r.stderr).toContain(`plots: ${join(root, name, 'report.html')}`);
   });
 
-  it('in this process: an async run leaves no pool thread behind', { timeout: 60_000 }, async () => {
-    const { value } = await captureOutput(() => runTraining({ config: TINY, transport: 'inproc', quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'in-process', '--checkpoint.enable', '--checkpoint.interval', '2', '--checkpoint.async_mode', 'async', '--trace.enable', 'false', '--training.steps', '2']));
-    expect(value!.results[0]!.checkpoints).toHaveLength(1);
+  it('in this process: an async run leaves no pool thread behind; keep_latest_k = 1 keeps only the last committed checkpoint', { timeout: 60_000 }, async () => {
+    const { value } = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'in-process', '--checkpoint.enable', '--checkpoint.interval', '1', '--checkpoint.keep_latest_k', '1', '--checkpoint.async_mode', 'async', '--trace.enable', 'false', '--training.steps', '4']),
+    );
+    expect(value!.results[0]!.checkpoints).toHaveLength(4);
     expect(sidePoolThreads()).toBe(0);
-    checkCheckpoints(ckptFolder('in-process'), [2], 4);
+    checkCheckpoints(ckptFolder('in-process'), [4], 4);
   });
 });
