@@ -56,6 +56,22 @@ export function readMetrics(runDir: string): Rec[] {
   return [...byKey.values()];
 }
 
+/** <run>/checkpoints.jsonl: one line per rank and finished checkpoint (torn lines skipped). */
+function readCheckpointTimes(runDir: string): (Record<string, unknown> & { step: number; rank: number })[] {
+  const file = join(runDir, 'checkpoints.jsonl');
+  if (!existsSync(file)) return [];
+  const out: (Record<string, unknown> & { step: number; rank: number })[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    try {
+      const r = JSON.parse(line) as Record<string, unknown>;
+      if (typeof r.step === 'number' && typeof r.rank === 'number') out.push(r as never);
+    } catch {
+      /* empty or torn line */
+    }
+  }
+  return out;
+}
+
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 export function buildReportData(runDir: string): ReportData {
@@ -103,9 +119,19 @@ export function buildReportData(runDir: string): ReportData {
     true,
   );
   add('data_loading', 'Data loading', '% of the step', perRank('time_metrics/data_loading(%)'));
-  // A checkpoint's times reach the metrics with the next logged step; plot them at the checkpoint's own step.
+  // checkpoints.jsonl (one line per rank and checkpoint, the last one included) when the run wrote it; else the
+  // metrics records, where a checkpoint's times arrive with the next logged step. Plotted at the checkpoint's step.
+  const ckptLines = readCheckpointTimes(runDir).filter((c) => c.rank === r0);
   const ckpt = (key: string) => {
     const out: (number | null)[] = steps.map(() => null);
+    if (ckptLines.length) {
+      for (const c of ckptLines) {
+        const i = steps.indexOf(c.step);
+        const v = num(c[key.replace('checkpoint/', '')]);
+        if (i >= 0 && v !== null) out[i] = v;
+      }
+      return out;
+    }
     for (const s of steps) {
       const r = at.get(`${r0}/${s}`);
       const v = num(r?.[key]);

@@ -11,7 +11,7 @@
 // keep_latest_k prunes right after a commit, so it only ever removes committed checkpoints (and partial ones
 // older than the newest committed): the write in flight is always newer.
 
-import { rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import type { Communicator } from '../comm/communicator.ts';
 import type { RankCheckpointState, StageCopy } from './rank-checkpoint.ts';
 import { listCheckpoints, StagingArena, stepDir, waitForCommit, waitForRankFiles, writeRankShard } from './checkpoint/index.ts';
@@ -31,6 +31,11 @@ export interface SaverOptions {
   ioTimeoutMs: number;
   /** Rank 0: write the manifest (and prune); called once every rank's files are in `dir`. */
   commit: (dir: string, step: number) => void;
+  /**
+   * Appends one JSON line per finished checkpoint of this rank (report.html's checkpoint chart): unlike the
+   * metrics record of the next step, it also holds the run's last checkpoint.
+   */
+  timesFile?: string;
 }
 
 /** How long the last checkpoint took, for the metrics: on the training path and in all. */
@@ -92,7 +97,7 @@ export class CheckpointSaver {
       if (this.o.rank === 0) this.o.commit(dir, step);
       await this.o.world.barrier({ tag: `checkpoint ${step} committed`, timeoutMs: this.o.ioTimeoutMs });
       const ms = performance.now() - t0;
-      this.times.push({ step, blockedMs: ms, writeMs: ms });
+      this.record({ step, blockedMs: ms, writeMs: ms });
       return;
     }
     await this.waitPrevious();
@@ -120,13 +125,20 @@ export class CheckpointSaver {
       } else {
         await waitForCommit(dir, { timeoutMs: this.o.ioTimeoutMs, signal: this.stopper.signal });
       }
-      this.times.push({ step, blockedMs, writeMs: performance.now() - t0 });
+      this.record({ step, blockedMs, writeMs: performance.now() - t0 });
     };
     const p = write();
     p.catch((e: Error) => {
       this.failure ??= e;
     });
     this.pending = p;
+  }
+
+  private record(t: SaveTimes): void {
+    this.times.push(t);
+    if (this.o.timesFile) {
+      appendFileSync(this.o.timesFile, JSON.stringify({ step: t.step, rank: this.o.rank, mode: this.o.mode, blocked_ms: t.blockedMs, write_ms: t.writeMs }) + '\n');
+    }
   }
 
   private async waitPrevious(): Promise<void> {

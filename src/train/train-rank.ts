@@ -195,6 +195,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
           // Writing gigabytes per rank to a shared filesystem is not a step's collective: the waits around it are
           // bounded as long as start-up is.
           ioTimeoutMs: cfg.comm.init_timeout_seconds * 1000,
+          timesFile: join(a.runDir, 'checkpoints.jsonl'),
           commit: (dir, step) => {
             const d = host!.mesh.layout.degrees;
             commitManifest(dir, { step, configHash: configHash(cfg), mesh: { ...d }, worldSize: ctx.size });
