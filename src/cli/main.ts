@@ -60,6 +60,24 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('project')
+    .description('project memory per rank by category, bytes per step per group, time per step, TPS and MFU on a system')
+    .option('--config <path>', 'job config (TOML; default: the embedded debug job)')
+    .option('--system <name|path>', 'aurora-pvc | local | path/to/system.toml (configs/systems/)', 'local')
+    .option('--ranks <n>', 'world size (default: [comm] ranks)')
+    .option('--format <fmt>', 'text | json', 'text')
+    .option('--rmax <x>', "routing imbalance: the busiest EP rank's rows over the mean (default: the system's)")
+    .option('--compute-dtype <dtype>', "bf16 | fp32 (default: the system's, or [training] mixed_precision_param)")
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[overrides...]', 'config overrides like --training.local_batch_size 16')
+    .action(async (...a: unknown[]) => {
+      const cmd = a[a.length - 1] as Command;
+      const { runProject } = await import('./project.ts');
+      await runProject(cmd.opts(), overridesOf(cmd));
+    });
+
+  program
     .command('inspect')
     .description('diff flight-recorder dumps of a failed run: who did not join which collective')
     .argument('<dumps...>', 'dump files or a folder of them')

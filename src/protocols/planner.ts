@@ -11,6 +11,7 @@ import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { numelOf } from '../tensor/tensor.ts';
 import { buildModelSpec, paramSpecs, UNIT_HEAD } from '../models/spec.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from './fsdp-unit.machine.ts';
+import { formatMemoryLine, projectMemory, type MemoryAssumptions, type MemoryProjection } from './projection-memory.ts';
 import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, STRATEGIES, strategyBlocker, type DispatchStrategy, type MoeStrategy } from './strategies.ts';
 
 export interface PlanInput {
@@ -33,7 +34,12 @@ export interface PlanInput {
   microbatches: number;
   /** Ranks per node (0: all ranks on one node). */
   ranksPerNode: number;
+  /** How memory is projected (stack, compute dtype, routing imbalance, allocator); default: moe-actors here. */
+  memory?: Partial<MemoryAssumptions>;
 }
+
+/** moe-actors on this machine: fp32 compute, balanced routing, the tracked allocator counts live bytes. */
+export const LOCAL_MEMORY_ASSUMPTIONS: MemoryAssumptions = { stack: 'moe-actors', computeDtype: 'float32', rmax: 1, allocatorFactor: 1, unshardedInFlight: 1 };
 
 export interface Decision<T> {
   choice: T;
@@ -59,7 +65,7 @@ export interface Plan {
   candidates: { strategy: DispatchStrategy; blocker: string | null; bytesPerLayer: number }[];
   gradReduce: Decision<GradReduce>;
   units: PlanUnit[];
-  memory: { params: number; grads: number; optimizer: number; unshardedPeak: number; activationsEstimate: number; total: number };
+  memory: MemoryProjection & { assumptions: MemoryAssumptions };
   params: ReturnType<typeof countParams>;
   flopsPerToken: number;
   /** Predicted logical bytes (sent + received) per step per group name, for one rank. */
@@ -74,7 +80,7 @@ export class PlanError extends Error {
   }
 }
 
-function spansNodes(layout: MeshLayout, dim: MeshDim, rank: number, ranksPerNode: number): boolean {
+export function spansNodes(layout: MeshLayout, dim: MeshDim, rank: number, ranksPerNode: number): boolean {
   if (ranksPerNode <= 0) return false;
   const nodes = new Set(groupOf(layout, dim, rank).ranks.map((r) => Math.floor(r / ranksPerNode)));
   return nodes.size > 1;
@@ -176,24 +182,14 @@ export function makePlan(input: PlanInput): Plan {
     const groupSize = layout.sizes[group];
     units.push({ id, numel, group, groupSize, shard: Math.ceil(numel / groupSize), reshardAfterForward: reshardAfterForward(input.reshard, { isOutput: id === UNIT_HEAD }) });
   }
-  const shardTotal = units.reduce((a, u) => a + u.shard, 0) * 4;
-  const largest = units.reduce((a, u) => Math.max(a, u.numel), 0);
-  const N = T;
-  const H = Math.max(...spec.blocks.map((b) => (b.ffn.kind === 'moe' ? b.ffn.hidden * Math.max(1, b.ffn.args.top_k) : b.ffn.hidden)));
-  // Per block and token: normed inputs, attention q/k/v/o, residuals (~10·D) and FFN hiddens (3·H); the head keeps
-  // logits (V per token, twice: forward and gradient). Checkpointed blocks keep only their input.
-  const perBlock = N * (10 * D + 3 * H) * 4;
-  const kept = spec.blocks.filter((b) => !isCheckpointed(b.layerId, input.ac)).length;
-  const activationsEstimate = (kept * perBlock + (spec.blocks.length - kept) * N * D * 4 + perBlock + 2 * N * spec.vocabSize * 4) * 1;
+  const assumptions: MemoryAssumptions = { ...LOCAL_MEMORY_ASSUMPTIONS, ...input.memory };
   const memory = {
-    params: shardTotal,
-    grads: shardTotal,
-    optimizer: 2 * shardTotal,
-    unshardedPeak: 2 * 2 * largest * 4,
-    activationsEstimate,
-    total: 0,
+    ...projectMemory({
+      spec, units, ac: input.ac, tokens: T, seqLen: input.seqLen, ep: P, dispatch: dispatch.choice,
+      replicas: d.dp_replicate, plainSum: gradReduce.choice === 'sum', assumptions,
+    }),
+    assumptions,
   };
-  memory.total = memory.params + memory.grads + memory.optimizer + memory.unshardedPeak + memory.activationsEstimate;
 
   // ---- bytes per step per group (one rank, sent + received, logical) ----
   const bytes: Record<string, number> = {};
@@ -211,7 +207,10 @@ export function makePlan(input: PlanInput): Plan {
     }
   }
   if (moe && P > 1) {
-    for (const b of moeBlocks) add('ep', mbs * layerBytes(dispatch.choice) * (isCheckpointed(b.layerId, input.ac) ? 1.5 : 1));
+    // A checkpointed layer's recompute issues its forward phases again (counts included): not half the total.
+    const fwd = moeBytes(dispatch.choice, shape);
+    const forwardBytes = (['exchangeCounts', 'dispatch', 'combine'] as const).reduce((a, p) => a + fwd[p].sent + fwd[p].received, 0);
+    for (const b of moeBlocks) add('ep', mbs * (layerBytes(dispatch.choice) + (isCheckpointed(b.layerId, input.ac) ? forwardBytes : 0)));
   }
 
   return {
@@ -254,7 +253,7 @@ export function formatPlan(p: Plan): string {
   lines.push('');
   lines.push('per rank memory (bytes):');
   const m = p.memory;
-  lines.push(`  params ${fmtBytes(m.params)}, grads ${fmtBytes(m.grads)}, optimizer ${fmtBytes(m.optimizer)} (sharded), unsharded units ≤ ${fmtBytes(m.unshardedPeak)}, activations ≈ ${fmtBytes(m.activationsEstimate)}; total ≈ ${fmtBytes(m.total)}`);
+  lines.push(`  ${formatMemoryLine(m)}`);
   lines.push('units:');
   for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
   lines.push('bytes per step per group (this rank, sent + received):');
