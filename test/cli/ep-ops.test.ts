@@ -78,7 +78,8 @@ describe('moe-actors ep-ops', () => {
     const args: EpOpsArgs = { tokens: 16, dim: 4, hidden: 4, sharedHidden: 4, experts: 4, topk: 2, reps: 0, seed: 3 };
     const res = await runRanks(world, (ctx: RankContext<EpOpsArgs>) => rankMain({ ...ctx, world: broken(ctx.world) }), args);
     const r0 = (res.outcomes[0] as { value: EpOpsRankResult }).value;
-    const { text, wrong } = formatEpOps(r0, 'inproc', args);
+    const { text: colored, wrong } = formatEpOps(r0, 'inproc', args);
+    const text = colored.replace(/\x1b\[[0-9;]*m/g, '');
     expect(wrong, text).toEqual(['a2a']);
     // The row's output goes home to rank 1; the expert on rank 0 saw the wrong input, so its weight grads are off.
     expect(text).toMatch(/a2a +forward: output +FAILED on rank 1 /);
