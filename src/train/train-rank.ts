@@ -110,9 +110,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   if (probeWanted(cfg, ctx.transport)) {
     const p = await probeAndPlan(ctx.world, cfg);
     if (ctx.rank === 0) writeFileSync(join(a.runDir, 'plan.txt'), p.text);
-    if (ctx.rank === 0 && (p.plan.dispatch.choice !== a.dispatch || p.plan.gradReduce.choice !== a.gradReduce)) {
-      console.log(`start-up probe: planned again from what worked: dispatch ${p.plan.dispatch.choice} (was ${a.dispatch}), gradient reduction ${p.plan.gradReduce.choice} (was ${a.gradReduce}); see plan.txt`);
-    }
+    if (ctx.rank === 0) for (const c of p.changes) console.log(`start-up probe: ${c} (plan.txt)`);
     a = { ...a, dispatch: p.plan.dispatch.choice, gradReduce: p.plan.gradReduce.choice };
   }
   const job = rankJobOf(cfg, a);
