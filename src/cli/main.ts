@@ -116,16 +116,18 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('ep-ops')
-    .description('run the collectives of every EP dispatch strategy (forward + backward) on a transport, check and time them')
+    .description('check every EP dispatch strategy (dispatch → experts → combine, forward + backward) against one rank, and time it')
     .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
     .option('--ranks <n>', 'ranks on inproc/threads (under mpi and ccl, mpiexec decides)', '2')
     .option('--profile <name>', 'capability profile', 'full')
     .option('--tokens <n>', 'tokens per rank', '64')
     .option('--dim <n>', 'hidden size', '32')
+    .option('--hidden <n>', 'expert hidden size', '32')
+    .option('--shared-hidden <n>', 'shared expert hidden size (0: no shared expert)', '32')
     .option('--experts <n>', 'experts (a multiple of the ranks)', '8')
     .option('--topk <n>', 'experts per token', '2')
     .option('--reps <n>', 'repetitions per strategy', '3')
-    .option('--strategy <name>', 'only this strategy (a2a | allgather-padded | allgather-rs)')
+    .option('--strategy <name>', 'a2a | allgather-padded | allgather-rs | all', 'all')
     .option('--timeout <ms>', 'per-collective timeout', '30000')
     .action(async (o: import('./ep-ops.ts').EpOpsOptions) => {
       const { runEpOps } = await import('./ep-ops.ts');

@@ -34,6 +34,10 @@ export interface PlanInput {
   microbatches: number;
   /** Ranks per node (0: all ranks on one node). */
   ranksPerNode: number;
+  /** [training] mixed_precision_param: bfloat16 halves parameter all-gathers and EP rows on the wire. Default float32. */
+  paramDtype?: 'float32' | 'bfloat16';
+  /** [training] mixed_precision_reduce: bfloat16 halves the FSDP gradient reduce_scatters. Default float32. */
+  reduceDtype?: 'float32' | 'bfloat16';
   /** How memory is projected (stack, compute dtype, routing imbalance, allocator); default: moe-actors here. */
   memory?: Partial<MemoryAssumptions>;
 }
@@ -70,6 +74,8 @@ export interface Plan {
   flopsPerToken: number;
   /** Predicted logical bytes (sent + received) per step per group name, for one rank. */
   bytesPerStep: Record<string, number>;
+  /** [training] mixed_precision_param / _reduce: the element size the bytes above were counted with. */
+  precision: { param: 'float32' | 'bfloat16'; reduce: 'float32' | 'bfloat16' };
   warnings: string[];
 }
 
@@ -103,7 +109,8 @@ export function makePlan(input: PlanInput): Plan {
   const D = spec.dim;
   const K = moe?.args.top_k ?? 1;
   const E = moe?.args.num_experts ?? 1;
-  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0) };
+  const wire = input.paramDtype === 'bfloat16' ? 2 : 4;
+  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0), rowBytes: wire as 2 | 4 };
   const layerBytes = (s: MoeStrategy) => {
     const b = moeBytes(s, shape);
     return MOE_PHASES.reduce((a, p) => a + b[p].sent + b[p].received, 0);
@@ -197,11 +204,12 @@ export function makePlan(input: PlanInput): Plan {
   const mbs = input.microbatches;
   for (const u of units) {
     if (u.groupSize > 1 || layout.degrees.dp_replicate > 1) {
-      const full = u.shard * u.groupSize * 4;
+      const fullWire = u.shard * u.groupSize * wire;
       const gathers = u.reshardAfterForward ? 2 : 1;
       if (u.groupSize > 1) {
-        add(u.group, mbs * gathers * (u.shard * 4 + full));
-        add(`${u.group}_reduce`, mbs * (full + u.shard * 4));
+        add(u.group, mbs * gathers * (u.shard * wire + fullWire));
+        const red = input.reduceDtype === 'bfloat16' ? 2 : 4;
+        add(`${u.group}_reduce`, mbs * (u.shard * u.groupSize * red + u.shard * red));
       }
       if (layout.degrees.dp_replicate > 1) add('dp_replicate_reduce', mbs * 2 * u.shard * 4);
     }
@@ -225,6 +233,7 @@ export function makePlan(input: PlanInput): Plan {
     params: countParams(spec),
     flopsPerToken: flopsPerToken(spec, input.seqLen),
     bytesPerStep: bytes,
+    precision: { param: input.paramDtype ?? 'float32', reduce: input.reduceDtype ?? 'float32' },
     warnings,
   };
 }
@@ -256,7 +265,10 @@ export function formatPlan(p: Plan): string {
   lines.push(`  ${formatMemoryLine(m)}`);
   lines.push('units:');
   for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
-  lines.push('bytes per step per group (this rank, sent + received):');
+  const pr = p.precision;
+  lines.push(
+    `bytes per step per group (this rank, sent + received; params ${pr.param}: all-gathers and EP rows at ${pr.param === 'bfloat16' ? 2 : 4} bytes, gradient reduce_scatters at ${pr.reduce === 'bfloat16' ? 2 : 4}):`,
+  );
   for (const [g, b] of Object.entries(p.bytesPerStep)) lines.push(`  ${g.padEnd(22)} ${fmtBytes(b)}`);
   for (const w of p.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');

@@ -8,6 +8,7 @@ import { makePlan, type Plan, type PlanInput } from '../protocols/planner.ts';
 import type { ComputeDtype } from '../protocols/projection-memory.ts';
 import { acModeOf, degreesOf, modelConfigOf, type JobConfig } from './job-config.ts';
 import { microbatchesOf } from './train-rank.ts';
+import type { ParamDtype } from '../tensor/precision.ts';
 
 export function planJob(cfg: JobConfig, worldSize: number, transportCaps: Capabilities = FULL): Plan {
   return makePlan(planInputOf(cfg, worldSize, transportCaps));
@@ -29,6 +30,8 @@ export function planInputOf(cfg: JobConfig, worldSize: number, transportCaps: Ca
     ac: acModeOf(cfg),
     localBatch: cfg.training.local_batch_size,
     seqLen: cfg.training.seq_len,
+    paramDtype: cfg.training.mixed_precision_param as ParamDtype,
+    reduceDtype: cfg.training.mixed_precision_reduce as ParamDtype,
     microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
     ranksPerNode: cfg.comm.ranks_per_node,
     memory: { computeDtype: computeDtypeOf(cfg) },

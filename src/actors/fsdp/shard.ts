@@ -6,6 +6,7 @@
 // each step's root (see protocols/train-step.machine.ts) and reached through the actor system.
 
 import { fromPromise, type ActorRefFrom } from 'xstate';
+import type { ParamDtype } from '../../tensor/precision.ts';
 import type { CallSite, Communicator, ReduceOp } from '../../comm/communicator.ts';
 import type { FlatParams, ParamUnit } from '../../models/params/unit.ts';
 import type { Allocator } from '../../tensor/allocator.ts';
@@ -43,6 +44,17 @@ export interface FsdpUnitOptions {
    * Without pools every buffer is a fresh tracked allocation.
    */
   pools?: { params: ActivationPool; grads: ActivationPool; comm: ActivationPool };
+  /**
+   * The all_gather dtype (FSDP2's param_dtype): bfloat16 sends the shard rounded to bf16 (2 bytes per element) and
+   * widens the gathered parameters for compute; the shard itself (master weights) stays f32. Default float32.
+   */
+  paramDtype?: ParamDtype;
+  /**
+   * The gradient reduce_scatter dtype (FSDP2's reduce_dtype): bfloat16 sends the full gradient rounded to bf16 and
+   * gets back the f32-accumulated, once-rounded bf16 sum of the shard (premul_sum's factor applied in f32 before
+   * rounding). The HSDP replica all_reduce stays f32. Default float32.
+   */
+  reduceDtype?: ParamDtype;
 }
 
 export class FsdpUnitShard implements FlatParams {
@@ -165,10 +177,20 @@ export class FsdpUnitShard implements FlatParams {
     if (!this.full) {
       // Every element is written by the all_gather: a pooled buffer needs no zeroing.
       const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
-      await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}`, site });
+      if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full, site);
+      else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}`, site });
       this.full = full;
       this.unit.attach({ data: full });
     }
+  }
+
+  private async allGatherBf16(full: Float32Array, site: CallSite): Promise<void> {
+    const n = this.shardSize;
+    const send = new Uint16Array(n);
+    const recv = new Uint16Array(n * this.group.size);
+    this.k.toBf16(this.paramShard, send, n);
+    await this.group.allGather(send, recv, { tag: `unshard ${this.unit.id}`, site });
+    this.k.fromBf16(recv, full, recv.length);
   }
 
   reshardStage(): void {
@@ -184,11 +206,22 @@ export class FsdpUnitShard implements FlatParams {
     const f = this.opts.divideFactor;
     const op: ReduceOp = this.opts.gradReduce === 'premul-sum' ? { op: 'premul_sum', factor: 1 / f } : { op: 'sum' };
     const out = this.opts.pools ? this.opts.pools.comm.get(this.shardSize) : this.alloc.f32('comm', this.shardSize);
-    await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}`, site });
+    if (this.opts.reduceDtype === 'bfloat16') await this.reduceScatterBf16(grad, out, op, site);
+    else await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}`, site });
     if (this.opts.pools) this.opts.pools.grads.release(grad);
     else this.alloc.free(grad);
     this.fullGrad = null;
     this.reduced = out;
+  }
+
+  private async reduceScatterBf16(grad: Float32Array, out: Float32Array, op: ReduceOp, site: CallSite): Promise<void> {
+    const n = grad.length;
+    if (op.op === 'premul_sum') this.k.scale(grad, op.factor, n);
+    const send = new Uint16Array(n);
+    const recv = new Uint16Array(this.shardSize);
+    this.k.toBf16(grad, send, n);
+    await this.opts.reduceGroup.reduceScatter(send, recv, { op: 'sum' }, { tag: `reduce ${this.unit.id}`, site });
+    this.k.fromBf16(recv, out, this.shardSize);
   }
 
   async allReduceStage(site: CallSite): Promise<void> {

@@ -5,6 +5,7 @@
 // only its own rows.
 
 import type { CallSite } from '../../../comm/communicator.ts';
+import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
 interface PaddedPlan {
@@ -75,7 +76,7 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
     const gathered = rt.pool.get(P * p.Rmax * D);
-    await s.ep.allGather(rows, gathered, { tag: `${s.tag} dispatch`, site });
+    await allGatherRows(rt.k, s.ep, rows, gathered, { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
@@ -91,7 +92,7 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const gathered = rt.pool.get(P * p.RlocMax * D);
-    const sent = s.ep.allGather(send, gathered, { tag: `${s.tag} combine`, site });
+    const sent = allGatherRows(rt.k, s.ep, send, gathered, { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(send);
       const R = s.perm!.R;

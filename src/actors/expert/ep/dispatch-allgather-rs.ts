@@ -6,6 +6,7 @@
 // Needs the same token count on every EP rank (true of every data split moe-actors makes).
 
 import type { CallSite } from '../../../comm/communicator.ts';
+import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { permuteForward, releasePermutation, scatterGateGrads, type Permutation } from '../../../models/moe/permute.ts';
 
@@ -63,7 +64,7 @@ export const allgatherRsDispatch: EpDispatch<RsPlan> = {
   async dispatch(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D } = s;
     const allX = rt.pool.get(P * N * D);
-    await s.ep.allGather(s.x, allX, { tag: `${s.tag} dispatch`, site });
+    await allGatherRows(rt.k, s.ep, s.x, allX, { tag: `${s.tag} dispatch`, site });
     const sbe = sbeOf(s);
     const local = permuteForward(rt, p.perm, allX, D, sbe);
     // The gate grads need x[srcToken]; gathering just those rows now frees allX before backward.
@@ -90,7 +91,7 @@ export const allgatherRsDispatch: EpDispatch<RsPlan> = {
   async combineGrad(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D, K } = s;
     const allD = rt.pool.get(P * N * D);
-    await s.ep.allGather(s.dOut!, allD, { tag: `${s.tag} combine-grad`, site });
+    await allGatherRows(rt.k, s.ep, s.dOut!, allD, { tag: `${s.tag} combine-grad`, site });
     p.dGatesAll = rt.pool.zeros(P * N * K);
     s.dYLocal = s.layer.combineGrad(rt, p.perm, s.combineCtx!, allD, p.dGatesAll);
     s.combineCtx = undefined;
