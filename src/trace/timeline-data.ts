@@ -2,6 +2,7 @@
 // 200k-event run parses quickly in the page and costs few bytes. Slices are pre-sorted by (row, level, start) and
 // packed into levels in which they never overlap, so the page can binary-search any time range per level.
 
+import type { StateCategory } from '../protocols/events.ts';
 import type { FailedRunView } from './failed-run.ts';
 import type { CollectiveSpan, StateSlice, TraceModel } from './model.ts';
 import { CATEGORIES, type RunSummary } from './summary.ts';
@@ -26,7 +27,7 @@ export interface TimelineData {
   t0Ms: number;
   durationMs: number;
   strings: string[];
-  categories: readonly string[];
+  categories: readonly StateCategory[];
   layers: number[];
   rows: TimelineRow[];
   /** Slices; times in ms from t0. layer/mb -1 = none. flags: 1 = unfinished. */

@@ -1,5 +1,6 @@
 // timeline.html: one self-contained file (inline data, style and script; a Content-Security-Policy that forbids
-// every fetch) that opens offline from disk. The page itself is timeline/client.js; this module assembles it.
+// every fetch) that opens offline from disk. The page itself is timeline/client.ts (bundled by timeline-client.ts);
+// this module assembles it.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -9,6 +10,7 @@ import { failedRunView, type FailedRunView } from './failed-run.ts';
 import { buildModel, type TraceModel } from './model.ts';
 import { loadRun, runPaths } from './run-dir.ts';
 import { CATEGORIES, summarize } from './summary.ts';
+import { timelineClientScript } from './timeline-client.ts';
 import { buildTimelineData, type TimelineData } from './timeline-data.ts';
 
 /** Category colours: comm states in blues/purple, compute green, step phases pale, waiting red. */
@@ -77,7 +79,7 @@ ${data.failed ? failedPanel(data.failed) : ''}
 </section>
 <script id="timeline-data" type="application/json">${scriptJson(data)}</script>
 <script id="timeline-colors" type="application/json">${scriptJson(CATEGORY_COLORS)}</script>
-<script>${asset('client.js')}</script>
+<script>${timelineClientScript()}</script>
 </body>
 </html>
 `;
