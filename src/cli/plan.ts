@@ -3,7 +3,7 @@
 // A forced strategy the backend cannot run fails here with the planner's message (PlanError), exit code 1.
 
 import pc from 'picocolors';
-import { formatPlan } from '../protocols/planner.ts';
+import { formatPlan } from '../protocols/plan-format.ts';
 import { loadJobConfig } from '../train/job-config.ts';
 import { DEFAULT_CONFIG, planJob } from '../train/trainer.ts';
 import { isMpiJobTransport } from '../comm/launch.ts';

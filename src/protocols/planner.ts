@@ -11,8 +11,9 @@ import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { numelOf } from '../tensor/tensor.ts';
 import { buildModelSpec, paramSpecs, UNIT_HEAD } from '../models/spec.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from './fsdp-unit.machine.ts';
-import { formatMemoryLine, projectMemory, type MemoryAssumptions, type MemoryProjection } from './projection-memory.ts';
-import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, STRATEGIES, strategyBlocker, type DispatchStrategy, type MoeStrategy } from './strategies.ts';
+import { premulBlockerText } from './plan-format.ts';
+import { projectMemory, type MemoryAssumptions, type MemoryProjection } from './projection-memory.ts';
+import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, strategyBlocker, type DispatchStrategy, type MoeStrategy } from './strategies.ts';
 
 export interface PlanInput {
   model: ResolvedModelConfig;
@@ -45,11 +46,37 @@ export interface PlanInput {
 /** moe-actors on this machine: fp32 compute, balanced routing, the tracked allocator counts live bytes. */
 export const LOCAL_MEMORY_ASSUMPTIONS: MemoryAssumptions = { stack: 'moe-actors', computeDtype: 'float32', rmax: 1, allocatorFactor: 1, unshardedInFlight: 1 };
 
-export interface Decision<T> {
+/** Why the EP dispatch strategy is what it is (plan-format.ts words it). */
+export type DispatchReason =
+  | { kind: 'dense' }
+  | { kind: 'ep1' }
+  | { kind: 'forced'; strategy: DispatchStrategy }
+  | {
+      kind: 'fewest-bytes';
+      backend: string;
+      /** The strategies the backend can run, fewest bytes first. */
+      ranked: { strategy: DispatchStrategy; bytesPerLayer: number }[];
+      ruledOut: { strategy: DispatchStrategy; blocker: string }[];
+    };
+
+/** Why PREMUL_SUM cannot run here, or null if it can. */
+export type PremulBlocker = { backend: string; kind: 'none' | 'spans-nodes' } | null;
+
+/** Why the FSDP gradient reduction is what it is (plan-format.ts words it). */
+export type GradReduceReason =
+  | { kind: 'forced' }
+  | { kind: 'divide-factor-1' }
+  | { kind: 'premul-supported'; backend: string; factor: number }
+  | { kind: 'premul-blocked'; blocker: NonNullable<PremulBlocker>; factor: number };
+
+export interface Decision<T, R> {
   choice: T;
   forced: boolean;
-  why: string;
+  reason: R;
 }
+
+/** What the plan notices but does not refuse. */
+export type PlanWarning = { kind: 'dispatch-without-ep'; dispatch: DispatchStrategy };
 
 export interface PlanUnit {
   id: string;
@@ -64,10 +91,10 @@ export interface Plan {
   layout: MeshLayout;
   caps: Capabilities;
   backend: string;
-  dispatch: Decision<MoeStrategy>;
+  dispatch: Decision<MoeStrategy, DispatchReason>;
   /** Per strategy: why it can or cannot run, and its predicted bytes per MoE layer (forward + backward). */
   candidates: { strategy: DispatchStrategy; blocker: string | null; bytesPerLayer: number }[];
-  gradReduce: Decision<GradReduce>;
+  gradReduce: Decision<GradReduce, GradReduceReason>;
   units: PlanUnit[];
   memory: MemoryProjection & { assumptions: MemoryAssumptions };
   params: ReturnType<typeof countParams>;
@@ -76,7 +103,7 @@ export interface Plan {
   bytesPerStep: Record<string, number>;
   /** [training] mixed_precision_param / _reduce: the element size the bytes above were counted with. */
   precision: { param: 'float32' | 'bfloat16'; reduce: 'float32' | 'bfloat16' };
-  warnings: string[];
+  warnings: PlanWarning[];
 }
 
 export class PlanError extends Error {
@@ -92,6 +119,66 @@ export function spansNodes(layout: MeshLayout, dim: MeshDim, rank: number, ranks
   return nodes.size > 1;
 }
 
+type Candidate = Plan['candidates'][number];
+
+/** The EP dispatch strategy: forced by the config (refused if the backend cannot run it), else the fewest bytes. */
+export function decideDispatch(
+  requested: PlanInput['dispatch'],
+  ctx: { moe: boolean; ep: number; backend: string; candidates: Candidate[] },
+): { decision: Decision<MoeStrategy, DispatchReason>; warnings: PlanWarning[] } {
+  const { candidates, backend } = ctx;
+  if (!ctx.moe || ctx.ep === 1) {
+    const warnings: PlanWarning[] = requested !== 'auto' && ctx.moe ? [{ kind: 'dispatch-without-ep', dispatch: requested }] : [];
+    return { decision: { choice: 'local', forced: false, reason: { kind: ctx.moe ? 'ep1' : 'dense' } }, warnings };
+  }
+  if (requested !== 'auto') {
+    const c = candidates.find((x) => x.strategy === requested)!;
+    if (c.blocker) {
+      const ok = candidates.filter((x) => !x.blocker).map((x) => `"${x.strategy}"`);
+      throw new PlanError(
+        `[comm] dispatch = "${requested}" cannot run on backend ${backend}: ${c.blocker}. ` +
+          (ok.length ? `Use ${ok.join(' or ')}, or dispatch = "auto".` : 'No dispatch strategy can run on this backend.'),
+      );
+    }
+    return { decision: { choice: c.strategy, forced: true, reason: { kind: 'forced', strategy: c.strategy } }, warnings: [] };
+  }
+  const ok = candidates.filter((x) => !x.blocker).sort((a, b) => a.bytesPerLayer - b.bytesPerLayer);
+  if (ok.length === 0) {
+    throw new PlanError(`no EP dispatch strategy can run on backend ${backend}: ${candidates.map((c) => c.blocker).join('; ')}. Set expert_parallel_degree = 1.`);
+  }
+  const ruledOut = candidates.flatMap((c) => (c.blocker ? [{ strategy: c.strategy, blocker: c.blocker }] : []));
+  const ranked = ok.map((c) => ({ strategy: c.strategy, bytesPerLayer: c.bytesPerLayer }));
+  return { decision: { choice: ok[0]!.strategy, forced: false, reason: { kind: 'fewest-bytes', backend, ranked, ruledOut } }, warnings: [] };
+}
+
+/** Whether the backend can pre-multiply inside the reduction for this FSDP group. */
+export function premulBlocker(caps: Capabilities, backend: string, multiNode: boolean): PremulBlocker {
+  if (caps.premulSum === 'no') return { backend, kind: 'none' };
+  if (caps.premulSum === 'single-node' && multiNode) return { backend, kind: 'spans-nodes' };
+  return null;
+}
+
+/** The FSDP gradient reduction: forced by the config (refused if it cannot run), else the cheapest that is exact. */
+export function decideGradReduce(
+  requested: PlanInput['gradReduce'],
+  factor: number,
+  backend: string,
+  blocker: PremulBlocker,
+): Decision<GradReduce, GradReduceReason> {
+  if (requested !== 'auto') {
+    if (requested === 'premul-sum' && blocker) {
+      throw new PlanError(`[comm] grad_reduce = "premul-sum" cannot run: ${premulBlockerText(blocker)}. Use grad_reduce = "sum-divide" (SUM, then divide) or "auto".`);
+    }
+    if (requested === 'sum' && factor !== 1) {
+      throw new PlanError(`[comm] grad_reduce = "sum" ignores gradient_divide_factor = ${factor}; use "sum-divide", "premul-sum" or "auto" (or gradient_divide_factor = 1)`);
+    }
+    return { choice: requested, forced: true, reason: { kind: 'forced' } };
+  }
+  if (factor === 1) return { choice: 'sum', forced: false, reason: { kind: 'divide-factor-1' } };
+  if (!blocker) return { choice: 'premul-sum', forced: false, reason: { kind: 'premul-supported', backend, factor } };
+  return { choice: 'sum-divide', forced: false, reason: { kind: 'premul-blocked', blocker, factor } };
+}
+
 export function makePlan(input: PlanInput): Plan {
   const spec = buildModelSpec(input.model);
   const moeBlocks = spec.blocks.filter((b) => b.ffn.kind === 'moe');
@@ -100,7 +187,6 @@ export function makePlan(input: PlanInput): Plan {
   const profile = profileByName(input.profile);
   const caps = narrow(input.transportCaps, profile.caps);
   const backend = `${input.transport}/${profile.name}`;
-  const warnings: string[] = [];
   const d = layout.degrees;
   const P = d.ep;
 
@@ -116,65 +202,12 @@ export function makePlan(input: PlanInput): Plan {
     return MOE_PHASES.reduce((a, p) => a + b[p].sent + b[p].received, 0);
   };
   const candidates = DISPATCH_STRATEGIES.map((s) => ({ strategy: s, blocker: strategyBlocker(s, caps), bytesPerLayer: layerBytes(s) }));
-  let dispatch: Decision<MoeStrategy>;
-  if (!moe || P === 1) {
-    dispatch = { choice: 'local', forced: false, why: moe ? 'ep = 1: every rank holds every expert, nothing to dispatch' : 'dense model: no MoE layers' };
-    if (input.dispatch !== 'auto' && moe) warnings.push(`[comm] dispatch = "${input.dispatch}" has no effect with expert_parallel_degree = 1`);
-  } else if (input.dispatch !== 'auto') {
-    const c = candidates.find((x) => x.strategy === input.dispatch)!;
-    if (c.blocker) {
-      const ok = candidates.filter((x) => !x.blocker).map((x) => `"${x.strategy}"`);
-      throw new PlanError(
-        `[comm] dispatch = "${input.dispatch}" cannot run on backend ${backend}: ${c.blocker}. ` +
-          (ok.length ? `Use ${ok.join(' or ')}, or dispatch = "auto".` : 'No dispatch strategy can run on this backend.'),
-      );
-    }
-    dispatch = { choice: c.strategy, forced: true, why: `forced by [comm] dispatch (${STRATEGIES[c.strategy].summary})` };
-  } else {
-    const ok = candidates.filter((x) => !x.blocker).sort((a, b) => a.bytesPerLayer - b.bytesPerLayer);
-    if (ok.length === 0) {
-      throw new PlanError(`no EP dispatch strategy can run on backend ${backend}: ${candidates.map((c) => c.blocker).join('; ')}. Set expert_parallel_degree = 1.`);
-    }
-    const best = ok[0]!;
-    const ruledOut = candidates.filter((c) => c.blocker).map((c) => `${c.strategy} (${c.blocker})`);
-    dispatch = {
-      choice: best.strategy,
-      forced: false,
-      why:
-        `fewest predicted bytes per MoE layer among the strategies ${backend} can run ` +
-        `(${ok.map((c) => `${c.strategy} ${fmtBytes(c.bytesPerLayer)}`).join(', ')})` +
-        (ruledOut.length ? `; ruled out: ${ruledOut.join('; ')}` : ''),
-    };
-  }
+  const { decision: dispatch, warnings } = decideDispatch(input.dispatch, { moe: moe !== null, ep: P, backend, candidates });
 
   // ---- gradient reduction ----
-  const f = input.divideFactor;
   const me = 0;
   const multiNode = spansNodes(layout, 'fsdp', me, input.ranksPerNode) || spansNodes(layout, 'efsdp', me, input.ranksPerNode);
-  const premulOk = caps.premulSum === 'yes' || (caps.premulSum === 'single-node' && !multiNode);
-  const premulWhy =
-    caps.premulSum === 'no' ? `${backend} has no PREMUL_SUM` : caps.premulSum === 'single-node' && multiNode ? `${backend} has PREMUL_SUM only within a node and the FSDP group spans nodes` : '';
-  let gradReduce: Decision<GradReduce>;
-  if (input.gradReduce !== 'auto') {
-    if (input.gradReduce === 'premul-sum' && !premulOk) {
-      throw new PlanError(`[comm] grad_reduce = "premul-sum" cannot run: ${premulWhy}. Use grad_reduce = "sum-divide" (SUM, then divide) or "auto".`);
-    }
-    if (input.gradReduce === 'sum' && f !== 1) {
-      throw new PlanError(`[comm] grad_reduce = "sum" ignores gradient_divide_factor = ${f}; use "sum-divide", "premul-sum" or "auto" (or gradient_divide_factor = 1)`);
-    }
-    gradReduce = { choice: input.gradReduce, forced: true, why: 'forced by [comm] grad_reduce' };
-  } else if (f === 1) {
-    gradReduce = {
-      choice: 'sum',
-      forced: false,
-      why: 'gradient_divide_factor = 1: torchtitan divides the loss by the global valid-token count, so FSDP reduces with a plain SUM (no PREMUL_SUM needed on any backend)',
-    };
-  } else if (premulOk) {
-    gradReduce = { choice: 'premul-sum', forced: false, why: `${backend} supports PREMUL_SUM: each rank's contribution is pre-multiplied by 1/${f} inside the reduction` };
-  } else {
-    gradReduce = { choice: 'sum-divide', forced: false, why: `${premulWhy}: reduce with SUM, then divide by ${f} locally (the Aurora report's fix)` };
-  }
-
+  const gradReduce = decideGradReduce(input.gradReduce, input.divideFactor, backend, premulBlocker(caps, backend, multiNode));
   // ---- units, memory ----
   const byUnit = new Map<string, number>();
   for (const p of paramSpecs(spec)) {
@@ -236,47 +269,4 @@ export function makePlan(input: PlanInput): Plan {
     precision: { param: input.paramDtype ?? 'float32', reduce: input.reduceDtype ?? 'float32' },
     warnings,
   };
-}
-
-export function fmtBytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i === 0 ? 0 : 2)} ${u[i]}`;
-}
-
-/** The plan as the `plan` command prints it. */
-export function formatPlan(p: Plan): string {
-  const d = p.layout.degrees;
-  const lines: string[] = [];
-  lines.push(`mesh: world ${p.layout.worldSize} = dp_replicate ${d.dp_replicate} × dp_shard ${d.dp_shard} (ep ${d.ep} borrows from dp_shard; efsdp ${p.layout.sizes.efsdp})`);
-  lines.push(`backend: ${p.backend}`);
-  lines.push(`model: ${fmtCount(p.params.total)} parameters (${fmtCount(p.params.active)} active), ${fmtCount(p.flopsPerToken)} FLOPs/token`);
-  lines.push('');
-  lines.push(`EP dispatch: ${p.dispatch.choice} — ${p.dispatch.why}`);
-  for (const c of p.candidates) lines.push(`  ${c.strategy.padEnd(17)} ${c.blocker ? `cannot run: ${c.blocker}` : `${fmtBytes(c.bytesPerLayer)} per MoE layer per microbatch (fwd + bwd, sent + received)`}`);
-  lines.push(`gradient reduction: ${p.gradReduce.choice} — ${p.gradReduce.why}`);
-  lines.push('');
-  lines.push('per rank memory (bytes):');
-  const m = p.memory;
-  lines.push(`  ${formatMemoryLine(m)}`);
-  lines.push('units:');
-  for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
-  const pr = p.precision;
-  lines.push(
-    `bytes per step per group (this rank, sent + received; params ${pr.param}: all-gathers and EP rows at ${pr.param === 'bfloat16' ? 2 : 4} bytes, gradient reduce_scatters at ${pr.reduce === 'bfloat16' ? 2 : 4}):`,
-  );
-  for (const [g, b] of Object.entries(p.bytesPerStep)) lines.push(`  ${g.padEnd(22)} ${fmtBytes(b)}`);
-  for (const w of p.warnings) lines.push(`warning: ${w}`);
-  return lines.join('\n');
-}
-
-function fmtCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
-  return String(n);
 }

@@ -6,7 +6,8 @@
 import type { Communicator } from '../comm/communicator.ts';
 import { isMpiJobTransport } from '../comm/launch.ts';
 import { formatProbeReport, probe, type ProbeReport } from '../comm/probe.ts';
-import { formatPlan, type Plan } from '../protocols/planner.ts';
+import { formatPlan } from '../protocols/plan-format.ts';
+import type { Plan } from '../protocols/planner.ts';
 import type { JobConfig } from './job-config.ts';
 import { planJob } from './plan-job.ts';
 

@@ -9,6 +9,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { dispatchWhy, gradReduceWhy } from '../../src/protocols/plan-format.ts';
 import { PlanError } from '../../src/protocols/planner.ts';
 import { loadTrainConfig, planJob, runTraining } from '../../src/train/trainer.ts';
 import { captureOutput, describeChild, runTrainCli, TINY, tmpRoot } from './helpers.ts';
@@ -38,9 +39,13 @@ describe('the planner follows the backend capabilities', () => {
         expect(p.dispatch.choice, where).not.toBe('a2a');
         expect(['allgather-padded', 'allgather-rs'], where).toContain(p.dispatch.choice);
         expect(p.candidates.find((c) => c.strategy === 'a2a')!.blocker, where).toMatch(/needs all_to_all .*which the backend lacks/);
-        expect(p.dispatch.why).toMatch(/ruled out: a2a/);
+        expect(p.dispatch.reason, where).toMatchObject({ kind: 'fewest-bytes', backend: 'inproc/xccl-2025', ruledOut: [expect.objectContaining({ strategy: 'a2a' })] });
+        expect(dispatchWhy(p.dispatch.reason)).toMatch(/ruled out: a2a/);
         expect(p.gradReduce.choice, where).toBe(factor === '1' ? 'sum' : 'sum-divide');
-        if (factor !== '1') expect(p.gradReduce.why).toMatch(/inproc\/xccl-2025 has no PREMUL_SUM/);
+        if (factor !== '1') {
+          expect(p.gradReduce.reason, where).toEqual({ kind: 'premul-blocked', blocker: { backend: 'inproc/xccl-2025', kind: 'none' }, factor: 4 });
+          expect(gradReduceWhy(p.gradReduce.reason)).toMatch(/inproc\/xccl-2025 has no PREMUL_SUM/);
+        }
       }
     }
     // The same layouts on the full profile pick a2a (fewest bytes) and premul_sum: the profile made the difference.
@@ -82,7 +87,8 @@ describe('the planner follows the backend capabilities', () => {
     for (const rpn of ['1', '2']) {
       const spans = plan(['--comm.profile', 'xccl-2026', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', rpn, ...EP2]);
       expect(spans.gradReduce.choice).toBe('sum-divide');
-      expect(spans.gradReduce.why).toMatch(/PREMUL_SUM only within a node and the FSDP group spans nodes/);
+      expect(spans.gradReduce.reason).toEqual({ kind: 'premul-blocked', blocker: { backend: 'inproc/xccl-2026', kind: 'spans-nodes' }, factor: 4 });
+      expect(gradReduceWhy(spans.gradReduce.reason)).toMatch(/PREMUL_SUM only within a node and the FSDP group spans nodes/);
       expect(() => plan(['--comm.profile', 'xccl-2026', '--comm.grad_reduce', 'premul-sum', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', rpn, ...EP2])).toThrow(
         /grad_reduce = "premul-sum" cannot run: inproc\/xccl-2026 has PREMUL_SUM only within a node and the FSDP group spans nodes\. Use grad_reduce = "sum-divide"/,
       );
