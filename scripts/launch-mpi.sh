@@ -30,60 +30,27 @@ usage() {
   sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
+# shellcheck source=launch-args.sh
+source "$here/launch-args.sh"
+
 n=""
-config=""
 mpiexec="${MPIEXEC:-mpiexec.mpich}"
-transport=mpi
-dry_run=0
-overrides=()
-while [[ $# -gt 0 ]]; do
+launch_option() {
   case "$1" in
     -n | --np | -np)
-      [[ $# -ge 2 ]] || die "$1 needs a number"
+      launch_need_value "a number" "$@"
       n="$2"
-      shift 2
-      ;;
-    --config)
-      [[ $# -ge 2 ]] || die "--config needs a file"
-      config="$2"
-      shift 2
-      ;;
-    --transport)
-      [[ $# -ge 2 ]] || die "--transport needs mpi or ccl"
-      transport="$2"
-      shift 2
+      launch_shift=2
       ;;
     --mpiexec)
-      [[ $# -ge 2 ]] || die "--mpiexec needs a command"
+      launch_need_value "a command" "$@"
       mpiexec="$2"
-      shift 2
-      ;;
-    --dry-run)
-      dry_run=1
-      shift
-      ;;
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    --)
-      shift
-      overrides+=("$@")
-      break
-      ;;
-    *)
-      overrides+=("$1")
-      shift
+      launch_shift=2
       ;;
   esac
-done
-
-[[ -n "$config" ]] || {
-  usage >&2
-  die "missing --config <file> (e.g. --config configs/debug_ep4.toml)"
 }
-[[ -f "$config" ]] || die "config $config: no such file"
-[[ "$transport" == mpi || "$transport" == ccl ]] || die "--transport must be mpi or ccl (got \"$transport\")"
+launch_parse_args "$@"
+launch_check_args configs/debug_ep4.toml
 if [[ "$transport" == ccl && ! -f "$repo/native/ccl/build/Release/ccl.node" ]]; then
   why="$(cat "$repo/native/ccl/UNAVAILABLE" 2>/dev/null || echo "native/ccl is not built")"
   die "--transport ccl needs the oneCCL binding: ${why//$'\n'/ }${why:+ }(build it with \`npm run build:native ccl\` once CCL_ROOT points at oneCCL)"
@@ -101,10 +68,7 @@ ranks_args=(--config "$config")
 layout="$("$node_bin" "$repo/scripts/aurora/config-ranks.mjs" "${ranks_args[@]}" "${overrides[@]}")" || exit 2
 world="$(sed -n 's/^world=//p' <<<"$layout")"
 
-# Every rank must write into the same run folder; the trainer cannot pick a timestamp per process under MPI.
-if [[ " ${overrides[*]-} " != *" --job.run_name"* ]]; then
-  overrides+=(--job.run_name "${MOE_ACTORS_RUN_NAME:-$(basename "$config" .toml)-$(date -u +%Y%m%d-%H%M%S)}")
-fi
+launch_default_run_name
 cmd=("$mpiexec" -n "$world" "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport" "${overrides[@]}")
 export UCX_MEM_EVENTS=no
 

@@ -41,54 +41,19 @@ usage() {
   sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
-config=""
-nodes=""
-transport=mpi
-dry_run=0
-overrides=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --config)
-      [[ $# -ge 2 ]] || die "--config needs a file"
-      config="$2"
-      shift 2
-      ;;
-    --nodes)
-      [[ $# -ge 2 ]] || die "--nodes needs a number"
-      nodes="$2"
-      shift 2
-      ;;
-    --transport)
-      [[ $# -ge 2 ]] || die "--transport needs mpi or ccl"
-      transport="$2"
-      shift 2
-      ;;
-    --dry-run)
-      dry_run=1
-      shift
-      ;;
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    --)
-      shift
-      overrides+=("$@")
-      break
-      ;;
-    *)
-      overrides+=("$1")
-      shift
-      ;;
-  esac
-done
+# shellcheck source=../launch-args.sh
+source "$repo/scripts/launch-args.sh"
 
-[[ -n "$config" ]] || {
-  usage >&2
-  die "missing --config <file> (e.g. --config configs/deepseek_v3_1b_ep12.toml)"
+nodes=""
+launch_option() {
+  if [[ "$1" == --nodes ]]; then
+    launch_need_value "a number" "$@"
+    nodes="$2"
+    launch_shift=2
+  fi
 }
-[[ -f "$config" ]] || die "config $config: no such file"
-[[ "$transport" == mpi || "$transport" == ccl ]] || die "--transport must be mpi or ccl (got \"$transport\")"
+launch_parse_args "$@"
+launch_check_args configs/deepseek_v3_1b_ep12.toml
 modules=(mpich)
 [[ "$transport" == ccl ]] && modules+=(frameworks)
 if [[ -z "$nodes" ]]; then
@@ -113,10 +78,7 @@ env_vars=(
   "OMP_NUM_THREADS=$THREADS_PER_RANK"
   "OPENBLAS_NUM_THREADS=$THREADS_PER_RANK"
 )
-# Every rank must write into the same run folder; the trainer cannot pick a timestamp per process under MPI.
-if [[ " ${overrides[*]-} " != *" --job.run_name"* ]]; then
-  overrides+=(--job.run_name "${MOE_ACTORS_RUN_NAME:-$(basename "$config" .toml)-$(date -u +%Y%m%d-%H%M%S)}")
-fi
+launch_default_run_name
 cmd=(
   "$mpiexec" -n "$total" -ppn "$RANKS_PER_NODE" --cpu-bind "$CPU_BIND"
   "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport"

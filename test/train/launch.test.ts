@@ -118,3 +118,35 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
     expect(noWorkdir.stderr).toMatch(/submit this script with qsub/);
   });
 });
+
+describe('the options both launchers share (scripts/launch-args.sh)', () => {
+  const launchers = [
+    ['scripts/launch-mpi.sh', 'launch-mpi', 'configs/deepseek_v3_1b_ep12.toml', ['-n', '12']],
+    ['scripts/aurora/run_aurora.sh', 'run_aurora', 'configs/deepseek_v3_1b_ep12.toml', ['--nodes', '1']],
+  ] as const;
+  it('refuse the same bad input with the same reason, each under its own name', () => {
+    for (const [script, name, cfg] of launchers) {
+      for (const [args, msg] of [
+        [['--dry-run', '--config'], '--config needs a file'],
+        [['--dry-run', '--config', cfg, '--transport'], '--transport needs mpi or ccl'],
+        [['--dry-run', '--config', cfg, '--transport', 'gloo'], '--transport must be mpi or ccl (got "gloo")'],
+        [['--dry-run', '--config', 'configs/nope.toml'], 'config configs/nope.toml: no such file'],
+      ] as const) {
+        const r = run(script, [...args]);
+        expect([r.code, r.out], `${script} ${args.join(' ')}`).toEqual([2, '']);
+        expect(r.err).toContain(`${name}: ${msg}`);
+      }
+    }
+  });
+  it('pass overrides through the same way, with or without "--", and keep a given run name', () => {
+    for (const [script, , cfg, own] of launchers) {
+      const a = run(script, ['--dry-run', ...own, '--config', cfg, '--training.steps', '3', '--', '--metrics.log_freq', '2', '--job.run_name', 'mine']);
+      const b = run(script, ['--dry-run', '--training.steps', '3', '--config', cfg, ...own, '--metrics.log_freq', '2', '--job.run_name', 'mine']);
+      expect(a.code, a.err).toBe(0);
+      const last = (s: string) => s.trim().split('\n').at(-1)!;
+      expect(last(a.out)).toBe(last(b.out));
+      expect(last(a.out)).toMatch(/ --training\.steps 3 --metrics\.log_freq 2 --job\.run_name mine$/);
+      expect(last(a.out)).not.toMatch(/run_name r1/);
+    }
+  });
+});
