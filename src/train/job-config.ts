@@ -162,7 +162,7 @@ export class ConfigError extends Error {
   }
 }
 
-function closest(name: string, options: readonly string[]): string | null {
+export function closest(name: string, options: readonly string[]): string | null {
   let best: string | null = null;
   let bestD = Infinity;
   for (const o of options) {
@@ -197,7 +197,7 @@ function checkField(section: string, key: string, spec: FieldSpec, v: unknown, w
     if (!Number.isSafeInteger(Number(v))) throw bad(`is out of range (integers up to ±${Number.MAX_SAFE_INTEGER})`);
     v = Number(v);
   } else if ((spec.type === 'integer' || spec.type === 'string|integer') && typeof v === 'number') {
-    throw bad(`must be an integer, not the float ${String(v)}${Number.isSafeInteger(v) ? ` (write ${v}, without a decimal point or exponent)` : ''}`);
+    throw bad(`must be an integer, not a float${Number.isSafeInteger(v) ? ` (write ${v}, without a decimal point or exponent)` : ''}`);
   }
   switch (spec.type) {
     case 'string':

@@ -40,6 +40,8 @@ export interface TrainRankArgs {
   threads: number;
   /** Stop after this step without finishing (kill tests); default: run all steps. */
   stopAfter?: number;
+  /** Which launch in this run folder (resume-guard.ts): metrics.jsonl rows carry it, so a replayed step is no duplicate. */
+  attempt?: number;
 }
 
 export interface TrainRankResult {
@@ -182,7 +184,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         const commBytes: Record<string, number> = {};
         for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
         lastBytes = now;
-        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes });
+        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes, extra: { attempt: a.attempt ?? 1 } });
       }
       if (cfg.checkpoint.enable && (step % cfg.checkpoint.interval === 0 || step === cfg.training.steps)) {
         const dir = stepDir(folder, step);
