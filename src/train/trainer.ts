@@ -129,6 +129,9 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   say(formatPlan(plan));
   const ranksOnHost = transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
   if (!opts.skipResourceCheck) checkResources({ plan, transport, ranksOnHost });
+  // Before anything is measured or written: an input that is also an output of this run.
+  const firstRunDir = resolve(cfg.job.dump_folder, runName(cfg));
+  checkInputsOutsideOutputs(cfg, firstRunDir);
   if (opts.dryRun) {
     say(pc.green('dry run: the config is valid; no ranks were started'));
     return null;
@@ -144,9 +147,8 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     throw new ConfigError('under mpi every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)');
   }
   // Under MPI rank 0 makes, locks and fills the folder; the other ranks only write their own files into it.
-  let runDir = resolve(cfg.job.dump_folder, runName(cfg));
+  let runDir = firstRunDir;
   let lock: RunLock | null = null;
-  checkInputsOutsideOutputs(cfg, runDir);
   const owner = transport !== 'mpi' || isRank0;
   if (owner) ({ runDir, lock } = claimRunDir(cfg, runDir, say));
   let attempt: number;
