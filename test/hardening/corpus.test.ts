@@ -7,8 +7,10 @@ import { checkCase, cleanup, type Case } from './harness.ts';
 import { checkpointCases } from './cases/checkpoint.ts';
 import { configCases } from './cases/config.ts';
 import { cliCases } from './cases/cli.ts';
+import { dataCases, tensorCases } from './cases/data.ts';
+import { resourceCases, resumeCases } from './cases/resume.ts';
 
-const tables: Record<string, Case[]> = { config: configCases, cli: cliCases, checkpoint: checkpointCases };
+const tables: Record<string, Case[]> = { config: configCases, cli: cliCases, data: dataCases, checkpoint: checkpointCases, tensor: tensorCases, resume: resumeCases, resource: resourceCases };
 
 afterAll(cleanup);
 
@@ -19,5 +21,5 @@ for (const [kind, cases] of Object.entries(tables)) {
 }
 
 it('the corpus has at least 120 cases', () => {
-  expect(Object.values(tables).reduce((a, t) => a + t.length, 0)).toBeGreaterThanOrEqual(1);
+  expect(Object.values(tables).reduce((a, t) => a + t.length, 0)).toBeGreaterThanOrEqual(120);
 });
