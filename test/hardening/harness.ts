@@ -9,7 +9,7 @@
 // CLI's main()) so 150 of them take seconds, not minutes.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, lstatSync, writeFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, lstatSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { expect } from 'vitest';
@@ -68,8 +68,23 @@ export function payload(rank: number): RankPayload {
 const base = mkdtempSync(join(tmpdir(), 'moe-hardening-'));
 let serial = 0;
 
+let template: string | null = null;
+
+/** A fresh sandbox: a copy of one built once (writing a checkpoint fsyncs every file; copying does not). */
 export function sandbox(): Sandbox {
+  template ??= build(join(base, 'template')).root;
   const root = join(base, `c${serial++}`);
+  cpSync(template, root, { recursive: true });
+  return paths(root);
+}
+
+function paths(root: string): Sandbox {
+  const run = join(root, 'run');
+  const folder = join(run, 'checkpoint');
+  return { root, outside: join(root, 'outside'), secret: join(root, 'outside', 'secret.bin'), run, folder, step1: stepDir(folder, 1), step2: stepDir(folder, 2) };
+}
+
+function build(root: string): Sandbox {
   const outside = join(root, 'outside');
   const run = join(root, 'run');
   const folder = join(run, 'checkpoint');
