@@ -113,7 +113,7 @@ describe('property: the checkpoint manifest reader', () => {
   it('arbitrary byte damage: same tensors or a CheckpointError', () => {
     fc.assert(
       fc.property(fc.array(byteEdit, { minLength: 1, maxLength: 3 }), (edits) => {
-        check(edits.reduce((b, e) => e(b), pristine));
+        check(edits.reduce<Buffer>((x, e) => e(x), pristine));
       }),
       { numRuns: 150 },
     );
@@ -133,7 +133,7 @@ describe('property: the safetensors readers', () => {
     const vouched = { bytes: pristine.length, sha256: sha256(pristine) };
     fc.assert(
       fc.property(fc.array(byteEdit, { minLength: 1, maxLength: 3 }), (edits) => {
-        const b = edits.reduce((x, e) => e(x), pristine);
+        const b = edits.reduce<Buffer>((x, e) => e(x), pristine);
         writeFileSync(p, b);
         const r = pathsTouched(() => readSafetensorsVerified(p, vouched));
         for (const q of r.paths) expect(q).toBe(p);
@@ -147,7 +147,7 @@ describe('property: the safetensors readers', () => {
   it('the streaming reader with a manifest vouching for the damaged bytes: a CheckpointError or tensors within the file', () => {
     fc.assert(
       fc.property(fc.array(byteEdit, { minLength: 1, maxLength: 3 }), (edits) => {
-        const b = edits.reduce((x, e) => e(x), pristine);
+        const b = edits.reduce<Buffer>((x, e) => e(x), pristine);
         writeFileSync(p, b);
         const r = pathsTouched(() => readSafetensorsVerified(p, { bytes: b.length, sha256: sha256(b) }));
         for (const q of r.paths) expect(q).toBe(p);
@@ -161,7 +161,7 @@ describe('property: the safetensors readers', () => {
   it('the in-memory reader (grad, weights): a SafetensorsError or tensors within the file, for any byte damage', () => {
     fc.assert(
       fc.property(fc.array(byteEdit, { minLength: 1, maxLength: 3 }), (edits) => {
-        const b = edits.reduce((x, e) => e(x), pristine);
+        const b = edits.reduce<Buffer>((x, e) => e(x), pristine);
         let f: SafetensorsFile;
         try {
           f = parseSafetensors(b);
