@@ -79,7 +79,7 @@ export function guardResume(cfg: JobConfig, runDir: string, o: { startOver: bool
   const newer = steps.filter((s) => s.step > pick.step);
   if (newer.length && move) {
     const dest = moveAside(folder, newer.map((s) => s.name), o.attempt);
-    o.log(`resume: ${newer.map((s) => s.name).join(', ')} did not verify (${failed.map((p) => `step-${p.step}: ${p.reason}`).join('; ')}); moved to ${dest} so the resumed run does not write over them`);
+    for (const p of failed) o.log(`resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}; moved to ${join(dest, `step-${p.step}`)} so the resumed run does not write over it`);
   }
   return pick.step;
 }

@@ -241,7 +241,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupt!.signal.aborted) process.exit(SIGNAL_EXIT[sig]);
     stopSignal = sig;
-    console.error(pc.yellow(`interrupted (${sig}): stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)`));
+    console.error(pc.yellow(`interrupted${sig === 'SIGINT' ? '' : ` (${sig})`}: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)`));
     interrupt!.abort(`interrupted by ${sig === 'SIGINT' ? 'the user' : 'a signal'} (${sig})`);
   };
   if (interrupt) for (const sig of STOP_SIGNALS) process.on(sig, onSignal);

@@ -45,7 +45,7 @@ export const resumeCases: Case[] = [
   },
   {
     kind: 'resume', name: 'a newer step that fails verification is moved aside before the resumed run reaches it', exit: 0,
-    words: [/^resume 1/, /step-2 did not verify .*moved to .*superseded-attempt-1/],
+    words: [/^resume 1/, /resume: ignoring incomplete checkpoint .*step-2: .*corrupted.*; moved to .*superseded-attempt-1\/step-2 so the resumed run does not write over it/],
     run: async (sb) => {
       corrupt(sb.step2);
       const o = await guard(sb);
