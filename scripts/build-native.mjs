@@ -3,9 +3,9 @@
 // Why a script instead of node-gyp's implicit root build: two addons with different system requirements —
 // `kernels` needs a CBLAS (OpenBLAS via pkg-config, or MKL with MOE_ACTORS_BLAS=mkl) and is required;
 // `mpi` needs MPICH and is optional: where MPICH is absent we write a marker saying why, and the `mpi`
-// transport reports it instead of failing to load.
+// transport reports it instead of failing to load. `ccl` needs oneCCL and MPICH and is optional the same way.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -26,16 +26,16 @@ function nodedirArgs() {
   return [];
 }
 
-function gyp(dir) {
+function gyp(dir, commands = ['rebuild'], env = process.env) {
   const gypBin = require.resolve('node-gyp/bin/node-gyp.js');
-  const args = [gypBin, 'rebuild', `--directory=${dir}`, ...nodedirArgs()];
+  const args = [gypBin, ...commands, `--directory=${dir}`, ...nodedirArgs()];
   const jobs = process.env.MOE_ACTORS_BUILD_JOBS ?? '2';
   args.push(`--jobs=${jobs}`);
-  const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: process.env });
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit', env });
   return r.status === 0;
 }
 
-const only = process.argv[2]; // optional: "kernels" | "mpi"
+const only = process.argv[2]; // optional: "kernels" | "mpi" | "ccl"
 let failed = false;
 
 if (!only || only === 'kernels') {
@@ -70,6 +70,86 @@ if (!only || only === 'mpi') {
     if (!gyp(join(root, 'native', 'mpi'))) {
       writeFileSync(marker, 'native/mpi failed to compile; rerun `npm run build:native mpi` to see why.\n');
       console.error('moe-actors: native mpi binding failed to build.');
+      failed = true;
+    }
+  }
+}
+
+// oneCCL is in no package registry: $CCL_ROOT (Aurora's frameworks module), MOE_ACTORS_CCL_ROOT, or a build
+// next to the checkout's parent folder (../shared/oneccl, as on the CI machines). The first with the header wins.
+function findOneCcl() {
+  const candidates = [
+    ['MOE_ACTORS_CCL_ROOT', process.env.MOE_ACTORS_CCL_ROOT],
+    ['CCL_ROOT', process.env.CCL_ROOT],
+    ['../shared/oneccl', resolve(root, '..', '..', 'shared', 'oneccl')],
+    ['../shared/oneccl', resolve(root, '..', 'shared', 'oneccl')],
+  ];
+  for (const [from, dir] of candidates) {
+    if (dir && existsSync(join(dir, 'include', 'oneapi', 'ccl.hpp')) && existsSync(join(dir, 'lib'))) return { from, dir };
+  }
+  return null;
+}
+
+const isElf = (file) => {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, 0);
+    return b.toString('latin1') === '\x7fELF';
+  } finally {
+    closeSync(fd);
+  }
+};
+
+// The real libccl behind libccl.so. Copies of the library folder made without preserving links hold the link
+// target's name as a tiny text file (../shared/oneccl/lib/libccl.so reads "libccl.so.1"); such names are followed.
+function realLibccl(libdir) {
+  let file = join(libdir, 'libccl.so');
+  for (let hop = 0; hop < 4 && existsSync(file); hop++) {
+    file = realpathSync(file);
+    if (isElf(file)) return file;
+    file = join(dirname(file), readFileSync(file, 'utf8').trim());
+  }
+  return null;
+}
+
+if (!only || only === 'ccl') {
+  const dir = join(root, 'native', 'ccl');
+  const marker = join(dir, 'UNAVAILABLE');
+  rmSync(marker, { force: true });
+  const found = findOneCcl();
+  const lib = found && realLibccl(join(found.dir, 'lib'));
+  let why = null;
+  if (!pkgConfigExists('mpich')) why = 'MPICH development files not found by `pkg-config mpich` (oneCCL runs over MPI here).\nFix: apt-get install mpich libmpich-dev, then `npm run build:native ccl`.';
+  else if (!found) why = 'oneCCL not found ($CCL_ROOT, $MOE_ACTORS_CCL_ROOT and ../shared/oneccl have no include/oneapi/ccl.hpp).\nFix: set CCL_ROOT to a oneCCL install (on Aurora: module load frameworks), then `npm run build:native ccl`.';
+  else if (!lib) why = `oneCCL at ${found.dir} has no loadable lib/libccl.so.\nFix: point CCL_ROOT at a complete oneCCL install, then \`npm run build:native ccl\`.`;
+  if (why) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(marker, why + '\n');
+    console.warn('moe-actors: skipping native/ccl: ' + why.split('\n', 1)[0]);
+  } else {
+    console.log(`moe-actors: building native/ccl (oneCCL at ${found.dir}, from ${found.from})`);
+    // The loader looks libccl up by its soname (libccl.so.1) along the rpath; this folder holds real links to the
+    // library under both names, so a folder whose links were flattened to text still works.
+    const linkdir = join(dir, 'build', 'oneccl-lib');
+    const ok =
+      gyp(dir, ['clean']) &&
+      (() => {
+        mkdirSync(linkdir, { recursive: true });
+        for (const name of ['libccl.so', 'libccl.so.1']) symlinkSync(lib, join(linkdir, name));
+        // Where the headers are, for programs built against the same library (bench:comm's C++ baseline).
+        writeFileSync(join(dir, 'build', 'oneccl-root.txt'), found.dir + '\n');
+        return true;
+      })() &&
+      gyp(dir, ['configure', 'build'], {
+        ...process.env,
+        MOE_ACTORS_CCL_INCLUDE: join(found.dir, 'include'),
+        MOE_ACTORS_CCL_LINKDIR: linkdir,
+        MOE_ACTORS_CCL_LIBDIR: join(found.dir, 'lib'),
+      });
+    if (!ok) {
+      writeFileSync(marker, 'native/ccl failed to compile; rerun `npm run build:native ccl` to see why.\n');
+      console.error('moe-actors: native ccl binding failed to build.');
       failed = true;
     }
   }

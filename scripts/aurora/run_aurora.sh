@@ -3,11 +3,13 @@
 # Aurora's documented CPU binding, started by the system mpiexec (PALS, MPICH). Use it inside a PBS job
 # (scripts/aurora/job.pbs) or an interactive allocation (qsub -I -l select=1 ...).
 #
-#   scripts/aurora/run_aurora.sh --config CONFIG [--nodes N] [--dry-run] [--section.key value ...]
+#   scripts/aurora/run_aurora.sh --config CONFIG [--nodes N] [--transport mpi|ccl] [--dry-run] [--section.key value ...]
 #
 #   --config C   job config; its degrees must give 12 × nodes ranks (dp_replicate · dp_shard; dp_shard = -1 is
 #                inferred)
 #   --nodes N    nodes to use (default: the unique hosts of $PBS_NODEFILE, else 1)
+#   --transport  mpi (default) or ccl: collectives on oneCCL from the frameworks module (build native/ccl after
+#                `module load frameworks`: `npm run build:native ccl` finds it through $CCL_ROOT)
 #   --dry-run    validate the config, print the environment and the exact command; start nothing
 #   anything else  config overrides passed through, e.g. --training.steps 20 (a "--" separator is optional)
 #
@@ -36,11 +38,12 @@ die() {
   exit 2
 }
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 config=""
 nodes=""
+transport=mpi
 dry_run=0
 overrides=()
 while [[ $# -gt 0 ]]; do
@@ -53,6 +56,11 @@ while [[ $# -gt 0 ]]; do
     --nodes)
       [[ $# -ge 2 ]] || die "--nodes needs a number"
       nodes="$2"
+      shift 2
+      ;;
+    --transport)
+      [[ $# -ge 2 ]] || die "--transport needs mpi or ccl"
+      transport="$2"
       shift 2
       ;;
     --dry-run)
@@ -80,6 +88,9 @@ done
   die "missing --config <file> (e.g. --config configs/deepseek_v3_1b_ep12.toml)"
 }
 [[ -f "$config" ]] || die "config $config: no such file"
+[[ "$transport" == mpi || "$transport" == ccl ]] || die "--transport must be mpi or ccl (got \"$transport\")"
+modules=(mpich)
+[[ "$transport" == ccl ]] && modules+=(frameworks)
 if [[ -z "$nodes" ]]; then
   if [[ -n "${PBS_NODEFILE:-}" && -f "${PBS_NODEFILE}" ]]; then
     nodes="$(sort -u "$PBS_NODEFILE" | grep -c .)"
@@ -108,14 +119,14 @@ if [[ " ${overrides[*]-} " != *" --job.run_name"* ]]; then
 fi
 cmd=(
   "$mpiexec" -n "$total" -ppn "$RANKS_PER_NODE" --cpu-bind "$CPU_BIND"
-  "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport mpi
+  "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport"
   --comm.ranks_per_node "$RANKS_PER_NODE" --comm.blas_threads "$THREADS_PER_RANK"
   "${overrides[@]}"
 )
 
 echo "run_aurora: $config on $nodes node(s): $total ranks = dp_replicate $dp_replicate × dp_shard $dp_shard, EP $ep" >&2
 if [[ $dry_run -eq 1 ]]; then
-  echo "module load mpich"
+  echo "module load ${modules[*]}"
   for v in "${env_vars[@]}"; do echo "export $v"; done
   printf '%q ' "${cmd[@]}" | sed 's/ $//'
   printf '\n'
@@ -130,7 +141,7 @@ if ! type module >/dev/null 2>&1; then
   done
 fi
 if type module >/dev/null 2>&1; then
-  module load mpich
+  module load "${modules[@]}"
 else
   die "the 'module' command is not available: run this on an Aurora compute node (or use scripts/launch-mpi.sh elsewhere)"
 fi

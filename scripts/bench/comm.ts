@@ -15,6 +15,12 @@
 // back to back — then summarised the same way. The C program also times the nonblocking calls polled with
 // MPI_Test (`c_mpi_nb_*`), which is what the mpi transport does.
 //
+// Where native/ccl is built, the ccl transport (`ccl_*`, the same job with oneCCL carrying the collectives) runs
+// too, beside a plain C++ program on the same oneCCL library (scripts/bench/c/comm_bench_ccl.cpp, compiled here
+// with g++ against the headers the addon was built with): `cpp_ccl_*` waits with event.wait(), `cpp_ccl_nb_*`
+// polls event.test() as the transport does. oneCCL's own polling thread shares the 2 cores with the ranks, so
+// ccl is judged against that program, not against MPI.
+//
 // Buffers are allocated as the runtime allocates them on each transport: on the threads transport on a
 // SharedArrayBuffer (the actors' FSDP shards and pools use Allocator.sharedF32 there), so peers read a send array
 // in place; `threads_ab_*` repeats the threads runs with plain ArrayBuffers (every block staged through the
@@ -23,11 +29,12 @@
 // This module is also the rank program of both transports (`rankMain`).
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Communicator } from '../../src/comm/communicator.ts';
 import type { RankContext } from '../../src/comm/launch.ts';
+import { cclAddonDir, cclAvailability } from '../../src/comm/ccl/native.ts';
 import { mpiAvailability } from '../../src/comm/mpi/native.ts';
 import { mpiEnv, spawnMpi, MPIEXEC } from '../../src/comm/mpi/spawn.ts';
 import { COPY_NATIVE_MIN, COPY_STREAM_MIN } from '../../src/comm/threads/copy.ts';
@@ -201,15 +208,20 @@ const label = (bytes: number) => SIZES.find((s) => s.bytes === bytes)?.label ?? 
 const gbps = (op: Op, bytes: number, P: number, ms: number) => bytesMoved(op, bytes, P) / (ms / 1e3) / 1e9;
 const span = (xs: readonly number[], digits: number) => (xs.length > 1 ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : xs[0]!.toFixed(digits));
 
-function cBench(bin: string, reps: number, sizes: number[], notes: string[]): Timing[] | null {
-  const r = spawnSync(MPIEXEC, ['-n', '2', bin, String(reps), ...sizes.map(String)], { env: mpiEnv(), encoding: 'utf8', timeout: 120_000 });
+/** What native/ccl sets before ccl::init (setup.cc), for the C++ baseline. */
+const CCL_ENV = { CCL_ATL_TRANSPORT: process.env.CCL_ATL_TRANSPORT ?? 'mpi', CCL_MPI_LIBRARY_PATH: process.env.CCL_MPI_LIBRARY_PATH ?? '/usr/lib/x86_64-linux-gnu/libmpich.so.12' };
+
+function cBench(bin: string, reps: number, sizes: number[], notes: string[], what = 'C MPI baseline', env: Record<string, string> = {}): Timing[] | null {
+  const r = spawnSync(MPIEXEC, ['-n', '2', bin, String(reps), ...sizes.map(String)], { env: mpiEnv(env), encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) {
-    notes.push(`C MPI baseline failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    notes.push(`${what} failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     return null;
   }
+  // oneCCL prints its CCL_WARN lines on stdout too: only the JSON lines are results.
   return r.stdout
     .trim()
     .split('\n')
+    .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as { op: Op; mode: 'blocking' | 'nonblocking'; bytes_per_rank: number; ms: number })
     .map((j) => ({ op: j.op, mode: j.mode, bytesPerRank: j.bytes_per_rank, ms: j.ms }));
 }
@@ -223,6 +235,24 @@ function compileC(notes: string[]): string | null {
     return bin;
   } catch (e) {
     notes.push(`C MPI baseline not built (mpicc.mpich -O2 ${src}): ${(e as Error).message.split('\n', 1)[0]}`);
+    return null;
+  }
+}
+
+/** The C++ oneCCL baseline, built against the headers and library native/ccl was built with. */
+function compileCcl(notes: string[]): string | null {
+  const src = join(ROOT, 'scripts', 'bench', 'c', 'comm_bench_ccl.cpp');
+  const bin = join(ROOT, 'outputs', 'bench', 'c', 'comm_bench_ccl');
+  const build = join(cclAddonDir(), 'build');
+  const libdir = join(build, 'oneccl-lib');
+  try {
+    const root = readFileSync(join(build, 'oneccl-root.txt'), 'utf8').trim();
+    mkdirSync(join(ROOT, 'outputs', 'bench', 'c'), { recursive: true });
+    const mpich = execFileSync('pkg-config', ['--cflags', '--libs', 'mpich'], { encoding: 'utf8' }).trim().split(/\s+/);
+    execFileSync('g++', ['-O2', '-std=c++17', src, `-I${join(root, 'include')}`, `-L${libdir}`, '-lccl', ...mpich, `-Wl,-rpath,${libdir}`, '-o', bin], { stdio: 'pipe' });
+    return bin;
+  } catch (e) {
+    notes.push(`C++ oneCCL baseline not built (g++ ${src}): ${(e as Error).message.split('\n', 1)[0]}`);
     return null;
   }
 }
@@ -251,6 +281,11 @@ export async function run(argv: string[]): Promise<void> {
   const avail = mpiAvailability();
   if (!avail.available) notes.push(`mpi transport unavailable: ${avail.reason}`);
   const cBin = avail.available ? compileC(notes) : null;
+  const cclAvail = cclAvailability();
+  if (!cclAvail.available) notes.push(`ccl transport unavailable: ${cclAvail.reason.split('\n', 1)[0]}`);
+  const cppBin = cclAvail.available ? compileCcl(notes) : null;
+  const cclRuns: (Timing[] | null)[] = [];
+  const cppRuns: (Timing[] | null)[] = [];
   const mainMemcpyRuns: number[] = [];
   const memcpy64Runs: number[] = [];
   const streamRuns: number[] = [];
@@ -281,6 +316,15 @@ export async function run(argv: string[]): Promise<void> {
       console.log(`run ${i}/${runs}: C MPI baseline, ${MPIEXEC} -n ${P} …`);
       cRuns.push(cBench(cBin, reps, sizes, notes));
     }
+    if (!cclAvail.available) continue;
+    console.log(`run ${i}/${runs}: ccl transport, ${MPIEXEC} -n ${P} …`);
+    const cr = await spawnMpi<Timing[]>({ n: P, transport: 'ccl', entry: { module: self }, args: { reps, sizes } satisfies CommBenchArgs, world: { timeoutMs: 120_000 }, jobTimeoutMs: 600_000 });
+    cclRuns.push(cr.outcomes[0]?.ok ? cr.outcomes[0].value : null);
+    if (!cr.outcomes[0]?.ok) notes.push(`ccl run ${i} failed: ${cr.diagnosis ?? cr.stderr.slice(-500)}`);
+    if (cppBin) {
+      console.log(`run ${i}/${runs}: C++ oneCCL baseline, ${MPIEXEC} -n ${P} …`);
+      cppRuns.push(cBench(cppBin, reps, sizes, notes, 'C++ oneCCL baseline', CCL_ENV));
+    }
   }
   notes.push(loadNote('at end'));
   // The reference of threads_allgather_vs_memcpy: rank 0's memcpy samples between the timed repetitions of the
@@ -304,6 +348,10 @@ export async function run(argv: string[]): Promise<void> {
   const cAll = summarise(cRuns);
   const cTimes = cAll?.filter((t) => t.mode === 'blocking') ?? null;
   const cNbTimes = cAll?.filter((t) => t.mode === 'nonblocking') ?? null;
+  const cclTimes = summarise(cclRuns);
+  const cppAll = summarise(cppRuns);
+  const cppTimes = cppAll?.filter((t) => t.mode === 'blocking') ?? null;
+  const cppNbTimes = cppAll?.filter((t) => t.mode === 'nonblocking') ?? null;
 
   for (const [prefix, times] of [
     ['threads', thTimes],
@@ -311,6 +359,9 @@ export async function run(argv: string[]): Promise<void> {
     ['mpi', mpiTimes],
     ['c_mpi', cTimes],
     ['c_mpi_nb', cNbTimes],
+    ['ccl', cclTimes],
+    ['cpp_ccl', cppTimes],
+    ['cpp_ccl_nb', cppNbTimes],
   ] as const) {
     for (const t of times ?? []) {
       const r = t.runs.map((ms) => gbps(t.op, t.bytesPerRank, P, ms));
@@ -365,6 +416,30 @@ export async function run(argv: string[]): Promise<void> {
     undefined,
     'against MPI_Iallgather + MPI_Test in C: the cost of the binding and the event loop alone',
   );
+  for (const op of OPS) {
+    for (const bytes of sizes) {
+      ratio(
+        `ccl_${op}_${label(bytes)}_vs_cpp`,
+        perRun((i) => {
+          const m = find(cclRuns[i], op, bytes);
+          const c = find(cppRuns[i], op, bytes, 'blocking');
+          return m && c ? c.ms / m.ms : undefined;
+        }),
+        undefined,
+        `${label(bytes)}/rank, C++ oneCCL time (event.wait) over ccl transport time`,
+      );
+      ratio(
+        `ccl_${op}_${label(bytes)}_vs_cpp_nb`,
+        perRun((i) => {
+          const m = find(cclRuns[i], op, bytes);
+          const c = find(cppRuns[i], op, bytes, 'nonblocking');
+          return m && c ? c.ms / m.ms : undefined;
+        }),
+        undefined,
+        `${label(bytes)}/rank, C++ oneCCL polled as the transport polls (test + yield) over ccl transport time: the binding and the event loop alone`,
+      );
+    }
+  }
   ratio(
     'mpi_allgather_1MiB_vs_c',
     perRun((i) => {
@@ -392,6 +467,7 @@ export async function run(argv: string[]): Promise<void> {
       mpi_test_budget_us: Number(process.env.MOE_ACTORS_MPI_TEST_BUDGET_US ?? 1000),
       mpiexec: MPIEXEC,
       c_baseline: existsSync(join(ROOT, 'outputs', 'bench', 'c', 'comm_bench')),
+      cpp_ccl_baseline: cppRuns.some((r) => r !== null),
     },
     results,
     notes,

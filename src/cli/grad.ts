@@ -14,7 +14,8 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
-import { launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
+import { requireCcl } from '../comm/ccl/native.ts';
+import { isMpiJobTransport, launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
 import type { ResolvedModelConfig } from '../models/config.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
 import { loadWeights } from '../models/model/weights.ts';
@@ -121,19 +122,21 @@ interface Where {
 function placement(opts: GradOptions, cfg: JobConfig): Where {
   const ranks = parseRanks(opts.ranks);
   // A config that says mpi, run under mpiexec, means mpi too; --transport mpi outside mpiexec is an error.
-  if (opts.transport === 'mpi' || (opts.transport === undefined && cfg.comm.transport === 'mpi' && mpiJob())) {
+  const asked = opts.transport ?? (mpiJob() ? cfg.comm.transport : undefined);
+  if (asked !== undefined && isMpiJobTransport(asked)) {
     const job = mpiJob();
     if (!job) {
-      throw new CliError(`--transport mpi runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs grad --transport mpi … (no MPI job found: PMI_SIZE is unset)`);
+      throw new CliError(`--transport ${asked} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs grad --transport ${asked} … (no MPI job found: PMI_SIZE is unset)`);
     }
     if (ranks !== undefined && ranks !== job.size) {
       throw new CliError(`--ranks ${ranks} does not match the MPI job of ${job.size} processes; drop --ranks or start mpiexec.mpich -n ${ranks}`);
     }
-    return { distributed: true, transport: 'mpi', size: job.size, writer: job.rank === 0 };
+    if (asked === 'ccl') requireCcl();
+    return { distributed: true, transport: asked, size: job.size, writer: job.rank === 0 };
   }
   if (ranks === undefined || ranks === 1) return { distributed: false, transport: cfg.comm.transport, size: 1, writer: true };
-  if (cfg.comm.transport === 'mpi') {
-    throw new CliError(`--ranks ${ranks} with [comm] transport = "mpi": pass --transport inproc or threads, or run under mpiexec.mpich -n ${ranks} with --transport mpi`);
+  if (isMpiJobTransport(cfg.comm.transport)) {
+    throw new CliError(`--ranks ${ranks} with [comm] transport = "${cfg.comm.transport}": pass --transport inproc or threads, or run under mpiexec.mpich -n ${ranks} with --transport ${cfg.comm.transport}`);
   }
   return { distributed: true, transport: cfg.comm.transport, size: ranks, writer: true };
 }
@@ -186,7 +189,7 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
     // The ranks load the checkpoint themselves; checking it here first turns a bad file into one error instead of
     // a failure on every rank (and, under mpi, an aborted job).
     paramNames = loadModel(model, weights).paramNames();
-    const ranksOnNode = where.transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : where.size;
+    const ranksOnNode = isMpiJobTransport(where.transport) ? Number(process.env.MPI_LOCALNRANKS ?? 1) : where.size;
     const job: RankJob = {
       ...rankJobOf(cfg, {
         dispatch: plan.dispatch.choice,

@@ -21,7 +21,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('train')
     .description('train a model from a TOML job config (default: the embedded debug job)')
     .option('--config <path>', 'job config (TOML)')
-    .option('--transport <name>', 'inproc | threads | mpi (overrides [comm] transport)')
+    .option('--transport <name>', 'inproc | threads | mpi | ccl (overrides [comm] transport)')
     .option('--ranks <n>', 'world size on inproc/threads (overrides [comm] ranks)')
     .option('--live', 'one refreshing line per rank')
     .option('--dry-run', 'validate the config and print the plan; start no ranks')
@@ -45,7 +45,7 @@ export async function main(argv: string[]): Promise<void> {
     .requiredOption('--batch <path>', 'batch (.safetensors with int64 tokens, labels of shape (B, S))')
     .requiredOption('--out <path>', 'output .safetensors: loss and grad.<name>')
     .option('--ranks <n>', 'ranks of a distributed run (default 1: the single-rank model; under mpi, mpiexec decides)')
-    .option('--transport <name>', 'inproc | threads | mpi (default: [comm] transport; mpi runs inside mpiexec.mpich -n N)')
+    .option('--transport <name>', 'inproc | threads | mpi | ccl (default: [comm] transport; mpi and ccl run inside mpiexec.mpich -n N)')
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[overrides...]', 'config overrides like --parallelism.expert_parallel_degree 2')
@@ -107,9 +107,27 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('ep-ops')
+    .description('run the collectives of every EP dispatch strategy (forward + backward) on a transport, check and time them')
+    .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
+    .option('--ranks <n>', 'ranks on inproc/threads (under mpi and ccl, mpiexec decides)', '2')
+    .option('--profile <name>', 'capability profile', 'full')
+    .option('--tokens <n>', 'tokens per rank', '64')
+    .option('--dim <n>', 'hidden size', '32')
+    .option('--experts <n>', 'experts (a multiple of the ranks)', '8')
+    .option('--topk <n>', 'experts per token', '2')
+    .option('--reps <n>', 'repetitions per strategy', '3')
+    .option('--strategy <name>', 'only this strategy (a2a | allgather-padded | allgather-rs)')
+    .option('--timeout <ms>', 'per-collective timeout', '30000')
+    .action(async (o: import('./ep-ops.ts').EpOpsOptions) => {
+      const { runEpOps } = await import('./ep-ops.ts');
+      await runEpOps(o);
+    });
+
+  program
     .command('probe')
     .description('run each collective once on a transport and print what works')
-    .option('--transport <name>', 'inproc | threads | mpi', 'inproc')
+    .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
     .option('--ranks <n>', 'ranks on inproc/threads (under mpi, mpiexec decides)', '2')
     .option('--profile <name>', 'capability profile', 'full')
     .action(async (o: { transport: string; ranks: string; profile: string }) => {

@@ -6,6 +6,7 @@ import pc from 'picocolors';
 import { formatPlan } from '../protocols/planner.ts';
 import { configPathProblems, configWarnings, loadJobConfig } from '../train/job-config.ts';
 import { DEFAULT_CONFIG, planJob } from '../train/trainer.ts';
+import { isMpiJobTransport } from '../comm/launch.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
 
 export interface PlanOptions {
@@ -20,11 +21,11 @@ export async function runPlan(opts: PlanOptions, overrides: readonly string[]): 
   const cfg = loadJobConfig(path, [...overrides, ...(ranks !== undefined ? ['--comm.ranks', String(ranks)] : [])]);
   let size: number;
   if (ranks !== undefined) size = ranks;
-  else if (cfg.comm.transport !== 'mpi') size = cfg.comm.ranks;
+  else if (!isMpiJobTransport(cfg.comm.transport)) size = cfg.comm.ranks;
   else {
     // Planning an mpi job needs its size; inside mpiexec it is known, outside it has to be given.
     const job = mpiJob();
-    if (!job) throw new CliError(`[comm] transport = "mpi": the world size comes from mpiexec; pass --ranks N to plan for N ranks`);
+    if (!job) throw new CliError(`[comm] transport = "${cfg.comm.transport}": the world size comes from mpiexec; pass --ranks N to plan for N ranks`);
     size = job.size;
   }
   const problems = configPathProblems(cfg);

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import pc from 'picocolors';
 import { checkCall, narrow, profileByName, type Capabilities, type Profile } from '../comm/capabilities.ts';
 import type { CollectiveOp, ReduceOp } from '../comm/communicator.ts';
-import { launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
+import { requireCcl } from '../comm/ccl/native.ts';
+import { isMpiJobTransport, launch, launchFailure, TRANSPORTS, type TransportName } from '../comm/launch.ts';
 import type { ProbeResult } from '../comm/probe.ts';
 import { CliError, mpiJob, parseRanks } from './common.ts';
 import type { ProbeRankArgs, ProbeRankResult } from './probe-rank.ts';
@@ -90,9 +91,10 @@ export async function runProbe(opts: { transport: string; ranks: string; profile
   const profile = profileByName(opts.profile);
   let size = parseRanks(opts.ranks)!;
   let writer = true;
-  if (transport === 'mpi') {
+  if (isMpiJobTransport(transport)) {
     const job = mpiJob();
-    if (!job) throw new CliError('--transport mpi runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs probe --transport mpi (no MPI job found: PMI_SIZE is unset)');
+    if (!job) throw new CliError(`--transport ${transport} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs probe --transport ${transport} (no MPI job found: PMI_SIZE is unset)`);
+    if (transport === 'ccl') requireCcl();
     size = job.size;
     writer = job.rank === 0;
   }

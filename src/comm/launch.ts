@@ -2,14 +2,20 @@
 // program once — a module exporting `rankMain` — and chooses where ranks live:
 //   inproc  — N async tasks on this event loop (deterministic, seeded; fault injection);
 //   threads — N worker threads of this process (SharedArrayBuffer collectives);
-//   mpi     — this process is one rank of an `mpiexec.mpich -n N` job.
+//   mpi     — this process is one rank of an `mpiexec.mpich -n N` job;
+//   ccl     — the same, with oneCCL carrying the collectives (MPI bootstraps it).
 
 import type { ProfileName } from './capabilities.ts';
 import type { Communicator } from './communicator.ts';
 import type { FlightDump, FlightRecorder } from './flight-recorder.ts';
 
-export type TransportName = 'inproc' | 'threads' | 'mpi';
-export const TRANSPORTS: readonly TransportName[] = ['inproc', 'threads', 'mpi'];
+export type TransportName = 'inproc' | 'threads' | 'mpi' | 'ccl';
+export const TRANSPORTS: readonly TransportName[] = ['inproc', 'threads', 'mpi', 'ccl'];
+
+/** Transports whose ranks are the processes of an MPI job (mpiexec decides the world size). */
+export function isMpiJobTransport(t: string): t is 'mpi' | 'ccl' {
+  return t === 'mpi' || t === 'ccl';
+}
 
 /** Faults the inproc transport can inject (protocol and hang tests). Ranks are world ranks. */
 export type Fault =
@@ -24,7 +30,7 @@ export type Fault =
 
 export interface WorldOptions {
   transport: TransportName;
-  /** Number of ranks (ignored under mpi, where mpiexec decides). */
+  /** Number of ranks (ignored under mpi and ccl, where mpiexec decides). */
   size: number;
   profile?: ProfileName;
   /** Default per-collective timeout. */
@@ -121,6 +127,10 @@ export async function launch<A, R>(opts: WorldOptions, entry: RankEntry, args: A
     case 'mpi': {
       const m = await import('./mpi/launch.ts');
       return m.launchMpi<A, R>(opts, entry, args);
+    }
+    case 'ccl': {
+      const m = await import('./ccl/launch.ts');
+      return m.launchCcl<A, R>(opts, entry, args);
     }
     default:
       throw new Error(`unknown transport "${(opts as WorldOptions).transport}"; use one of ${TRANSPORTS.join(', ')}`);

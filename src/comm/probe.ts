@@ -198,3 +198,13 @@ function toCapabilities(comm: Communicator, results: readonly ProbeResult[]): Ca
     split: ok('split'),
   };
 }
+
+/** The report as plan.txt lists it: one line per collective, and the capabilities that follow. */
+export function formatProbeReport(r: ProbeReport, backend: string): string {
+  const lines = [`start-up probe on ${backend} (every collective once; the plan above uses what worked, narrowed by the profile):`];
+  const w = Math.max(...r.results.map((x) => x.name.length));
+  for (const x of r.results) lines.push(`  ${x.name.padEnd(w)}  ${x.ok ? `ok ${x.ms.toFixed(1)} ms` : `FAILED: ${(x.reason ?? 'failed').split('\n', 1)[0]}`}`);
+  const caps = Object.entries(r.capabilities).map(([k, v]) => `${k}=${v}`);
+  lines.push(`  measured: ${caps.join(' ')}`);
+  return lines.join('\n');
+}

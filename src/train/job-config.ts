@@ -115,8 +115,8 @@ export const SCHEMA = {
     moe_force_load_balance: { type: 'boolean', default: false, doc: 'round-robin routing (torchtitan debug flag)' },
   },
   comm: {
-    transport: { type: 'string', default: 'threads', oneOf: ['inproc', 'threads', 'mpi'], doc: 'where ranks live' },
-    ranks: { type: 'integer', default: 1, check: atLeastOne, doc: 'world size on inproc/threads (mpi: from mpiexec)' },
+    transport: { type: 'string', default: 'threads', oneOf: ['inproc', 'threads', 'mpi', 'ccl'], doc: 'where ranks live (ccl: oneCCL collectives in an MPI job)' },
+    ranks: { type: 'integer', default: 1, check: atLeastOne, doc: 'world size on inproc/threads (mpi, ccl: from mpiexec)' },
     profile: { type: 'string', default: 'full', oneOf: ['full', 'xccl-2025', 'xccl-2026', 'oneccl-v2'], doc: 'narrow the transport to a real backend’s limits' },
     dispatch: { type: 'string', default: 'auto', oneOf: ['auto', 'a2a', 'allgather-padded', 'allgather-rs'], doc: 'EP dispatch strategy' },
     grad_reduce: { type: 'string', default: 'auto', oneOf: ['auto', 'sum', 'sum-divide', 'premul-sum'], doc: 'FSDP gradient reduction' },
@@ -124,6 +124,7 @@ export const SCHEMA = {
     timeout_seconds: { type: 'number', default: 100, check: timeoutSeconds, doc: 'per collective after the first step (torchtitan train_timeout_seconds)' },
     init_timeout_seconds: { type: 'number', default: 300, check: timeoutSeconds, doc: 'per collective during start-up and the first step' },
     ranks_per_node: { type: 'integer', default: 0, check: nonNegative, doc: '0 = all ranks on one node (mpi: asked from MPI)' },
+    probe: { type: 'string', default: 'auto', oneOf: ['auto', 'on', 'off'], doc: 'run every collective once at start-up and plan from what worked (auto: on for mpi and ccl)' },
     seed: { type: 'integer', default: 0, doc: 'inproc arrival-order seed' },
     flight_recorder_entries: { type: 'integer', default: 2000, check: atLeastOne, doc: '' },
     blas_threads: { type: 'integer', default: 0, check: nonNegative, doc: '0 = cores / ranks' },

@@ -20,7 +20,9 @@ export const SKIP_RESOURCE_CHECK_FLAG = '--skip-resource-check';
 export const MAX_RANKS_PER_HOST: Readonly<Record<'inproc' | 'threads', number>> = { inproc: 64, threads: 64 };
 
 /** What a rank costs beyond the planned tensors: a worker's V8 isolate and runtime, an MPI rank's whole process. */
-const RANK_OVERHEAD_BYTES: Readonly<Record<TransportName, number>> = { inproc: 8 << 20, threads: 48 << 20, mpi: 96 << 20 };
+const RANK_OVERHEAD_BYTES: Readonly<Record<string, number>> = { inproc: 8 << 20, threads: 48 << 20, mpi: 96 << 20 };
+/** A transport not listed above runs each rank as its own process, as mpi does. */
+const overheadOf = (t: TransportName) => RANK_OVERHEAD_BYTES[t] ?? RANK_OVERHEAD_BYTES.mpi!;
 
 /** Memory the host can give without swapping: /proc/meminfo MemAvailable (Linux), else os.freemem(). */
 export function availableMemoryBytes(): number {
@@ -38,7 +40,7 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 /** Throws a ConfigError naming the limit, the numbers and the fixes; returns quietly when the run fits. */
 export function checkResources(o: { plan: Plan; transport: TransportName; ranksOnHost: number; availableBytes?: number }): void {
   const { plan, transport, ranksOnHost } = o;
-  if (transport !== 'mpi') {
+  if (transport === 'inproc' || transport === 'threads') {
     const max = MAX_RANKS_PER_HOST[transport];
     if (ranksOnHost > max) {
       const why = transport === 'inproc' ? 'inproc runs every rank on one event loop, one after another' : 'threads gives every rank a worker thread with its own V8 heap';
@@ -49,11 +51,11 @@ export function checkResources(o: { plan: Plan; transport: TransportName; ranksO
     }
   }
   const avail = o.availableBytes ?? availableMemoryBytes();
-  const perRank = plan.memory.total + RANK_OVERHEAD_BYTES[transport];
+  const perRank = plan.memory.total + overheadOf(transport);
   const need = perRank * ranksOnHost;
   if (need > avail) {
     throw new ConfigError(
-      `the plan needs ${gib(plan.memory.total)} per rank (+ ${gib(RANK_OVERHEAD_BYTES[transport])} runtime) × ${ranksOnHost} rank${ranksOnHost === 1 ? '' : 's'} on this host = ${gib(need)}, ` +
+      `the plan needs ${gib(plan.memory.total)} per rank (+ ${gib(overheadOf(transport))} runtime) × ${ranksOnHost} rank${ranksOnHost === 1 ? '' : 's'} on this host = ${gib(need)}, ` +
         `but the host has ${gib(avail)} available: lower [training] seq_len or local_batch_size, use more activation checkpointing or fewer ranks per host, ` +
         `or pass ${SKIP_RESOURCE_CHECK_FLAG} to start anyway (see \`moe-actors plan\` for the breakdown)`,
     );

@@ -2,7 +2,7 @@
 // RankHost (mesh, model part, actors) → data loader of this rank's batch shard → steps with metrics, trace events
 // and checkpoints → a summary for the launcher. The launcher made the plan (strategies) and measured the peak.
 
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { RankContext } from '../comm/launch.ts';
 import { RankHost, type RankJob } from '../actors/rank-host.ts';
@@ -20,6 +20,7 @@ import { createDataLoader, DataStateError } from './data/index.ts';
 import { acModeOf, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
 import { PhaseTimes } from './phase-times.ts';
+import { probeAndPlan, probeWanted } from './probe-plan.ts';
 import { captureRankState, restoreRankState } from './rank-checkpoint.ts';
 
 export interface TrainRankArgs {
@@ -99,8 +100,16 @@ export function microbatchesOf(cfg: JobConfig, batchDegree: number): number {
 }
 
 export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRankResult> {
-  const a = ctx.args;
+  let a = ctx.args;
   const cfg = loadJobConfig(a.configPath, a.overrides);
+  if (probeWanted(cfg, ctx.transport)) {
+    const p = await probeAndPlan(ctx.world, cfg);
+    if (ctx.rank === 0) writeFileSync(join(a.runDir, 'plan.txt'), p.text);
+    if (ctx.rank === 0 && (p.plan.dispatch.choice !== a.dispatch || p.plan.gradReduce.choice !== a.gradReduce)) {
+      console.log(`start-up probe: planned again from what worked: dispatch ${p.plan.dispatch.choice} (was ${a.dispatch}), gradient reduction ${p.plan.gradReduce.choice} (was ${a.gradReduce}); see plan.txt`);
+    }
+    a = { ...a, dispatch: p.plan.dispatch.choice, gradReduce: p.plan.gradReduce.choice };
+  }
   const job = rankJobOf(cfg, a);
   const spec = buildModelSpec(job.model);
   const log = (m: string) => {
@@ -133,7 +142,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   }
   try {
     host = await RankHost.create(ctx.world, job, teeSink(...sinks));
-    if (recorder && ctx.transport === 'mpi') await alignRecorderClock(ctx.world, recorder);
+    if (recorder && (ctx.transport === 'mpi' || ctx.transport === 'ccl')) await alignRecorderClock(ctx.world, recorder);
     const { index: dpRank, degree: dpDegree } = host.mesh.batch;
     const loader = createDataLoader(cfg, { dpRank, dpDegree, vocabSize: spec.vocabSize, log });
     const ga = microbatchesOf(cfg, dpDegree);

@@ -8,10 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { BroadcastChannel } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import pc from 'picocolors';
-import { FULL } from '../comm/capabilities.ts';
-import { launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
+import { requireCcl } from '../comm/ccl/native.ts';
+import { isMpiJobTransport, launch, launchFailure, mpiJob, type Fault, type TransportName } from '../comm/launch.ts';
 import type { TraceEvent } from '../protocols/events.ts';
-import { formatPlan, makePlan, type Plan } from '../protocols/planner.ts';
+import { formatPlan, type Plan } from '../protocols/planner.ts';
+import { planJob } from './plan-job.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun } from '../trace/index.ts';
 import { acModeOf, ConfigError, configPathProblems, configWarnings, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
@@ -23,7 +24,6 @@ import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
-import { planMesh } from '../comm/mesh-layout.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
@@ -65,40 +65,15 @@ export function loadTrainConfig(opts: TrainOptions, overrides: readonly string[]
 
 /** World size: [comm] ranks on inproc/threads; under mpi, what mpiexec started. */
 export function worldSizeOf(cfg: JobConfig): number {
-  if (cfg.comm.transport !== 'mpi') return cfg.comm.ranks;
+  if (!isMpiJobTransport(cfg.comm.transport)) return cfg.comm.ranks;
   const job = mpiJob();
   if (!job) {
-    throw new ConfigError('[comm] transport = "mpi" runs inside `mpiexec.mpich -n N node bin/moe-actors.mjs train …` (or scripts/launch-mpi.sh); no MPI job was found in the environment (PMI_SIZE unset)');
+    throw new ConfigError(`[comm] transport = "${cfg.comm.transport}" runs inside \`mpiexec.mpich -n N node bin/moe-actors.mjs train …\` (or scripts/launch-mpi.sh${cfg.comm.transport === 'ccl' ? ' --transport ccl' : ''}); no MPI job was found in the environment (PMI_SIZE unset)`);
   }
   return job.size;
 }
 
-export function planJob(cfg: JobConfig, worldSize: number): Plan {
-  const model = modelConfigOf(cfg);
-  return makePlan({
-    model,
-    worldSize,
-    degrees: degreesOf(cfg),
-    transportCaps: FULL,
-    transport: cfg.comm.transport,
-    profile: cfg.comm.profile,
-    dispatch: cfg.comm.dispatch,
-    gradReduce: cfg.comm.grad_reduce,
-    divideFactor: cfg.comm.gradient_divide_factor,
-    reshard: cfg.parallelism.fsdp_reshard_after_forward,
-    ac: acModeOf(cfg),
-    localBatch: cfg.training.local_batch_size,
-    seqLen: cfg.training.seq_len,
-    microbatches: microbatchesOf(cfg, batchDegree(cfg, worldSize)),
-    ranksPerNode: cfg.comm.ranks_per_node,
-  });
-}
-
-/** dp_replicate · dp_shard (dp_shard = −1 resolved against the world size). */
-function batchDegree(cfg: JobConfig, worldSize: number): number {
-  const d = planMesh(degreesOf(cfg), worldSize, { allowUnsupported: true }).degrees;
-  return d.dp_replicate * d.dp_shard;
-}
+export { planJob } from './plan-job.ts';
 
 function runName(cfg: JobConfig): string {
   if (cfg.job.run_name) return cfg.job.run_name;
@@ -110,8 +85,10 @@ function runName(cfg: JobConfig): string {
 export async function runTraining(opts: TrainOptions, overrides: readonly string[]): Promise<TrainOutcome | null> {
   const cfg = loadTrainConfig(opts, overrides);
   const transport = cfg.comm.transport as TransportName;
+  const mpiJobRun = isMpiJobTransport(transport);
+  if (transport === 'ccl') requireCcl();
   const size = worldSizeOf(cfg);
-  const isRank0 = transport !== 'mpi' || (process.env.PMI_RANK ?? '0') === '0';
+  const isRank0 = !mpiJobRun || (process.env.PMI_RANK ?? '0') === '0';
   const say = (m: string) => {
     if (isRank0 && !opts.quiet) console.log(m);
   };
@@ -127,7 +104,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const plan = planJob(cfg, size);
   say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
   say(formatPlan(plan));
-  const ranksOnHost = transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
+  const ranksOnHost = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
   if (!opts.skipResourceCheck) checkResources({ plan, transport, ranksOnHost });
   // Before anything is measured or written: an input that is also an output of this run.
   const firstRunDir = resolve(cfg.job.dump_folder, runName(cfg));
@@ -138,18 +115,18 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   }
   // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
   const k = getKernels();
-  const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (transport === 'mpi' ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
-  const peak = measureSgemmPeak(k, { threads: transport === 'mpi' ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
+  const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
+  const peak = measureSgemmPeak(k, { threads: mpiJobRun ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
   // Under MPI every rank measured its own peak with its own threads, at the same time as the others: that is
   // already a per-rank figure. In one process the node's peak is shared by the ranks.
-  const ranksOnNode = transport === 'mpi' ? 1 : size;
-  if (transport === 'mpi' && !cfg.job.run_name) {
-    throw new ConfigError('under mpi every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)');
+  const ranksOnNode = mpiJobRun ? 1 : size;
+  if (mpiJobRun && !cfg.job.run_name) {
+    throw new ConfigError(`under ${transport} every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)`);
   }
   // Under MPI rank 0 makes, locks and fills the folder; the other ranks only write their own files into it.
   let runDir = firstRunDir;
   let lock: RunLock | null = null;
-  const owner = transport !== 'mpi' || isRank0;
+  const owner = !mpiJobRun || isRank0;
   if (owner) ({ runDir, lock } = claimRunDir(cfg, runDir, say));
   let attempt: number;
   try {
@@ -204,12 +181,13 @@ function claimRunDir(cfg: JobConfig, runDir: string, log: (m: string) => void): 
 
 async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt } = r;
+  const mpiJobRun = isMpiJobTransport(transport);
   say(`run folder: ${runDir}`);
   say(`MFU peak: sgemm ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
 
   let live: LiveView | null = null;
   let channel: BroadcastChannel | null = null;
-  const liveName = opts.live && transport !== 'mpi' ? `moe-actors-live-${process.pid}` : null;
+  const liveName = opts.live && !mpiJobRun ? `moe-actors-live-${process.pid}` : null;
   if (liveName) {
     live = new LiveView();
     channel = new BroadcastChannel(liveName);
@@ -236,7 +214,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   // was (flight dumps, diagnosis, timeline). A second Ctrl-C quits at once. SIGTERM (a job scheduler, `kill`) and
   // SIGHUP (the terminal closed) are the same request and get the same report and lock release. MPI ranks handle
   // their signals themselves (comm/mpi/world.ts).
-  const interrupt = transport === 'mpi' ? null : new AbortController();
+  const interrupt = mpiJobRun ? null : new AbortController();
   let stopSignal: NodeJS.Signals = 'SIGINT';
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupt!.signal.aborted) process.exit(SIGNAL_EXIT[sig]);

@@ -21,6 +21,7 @@ import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/
 import type { DispatchStrategy } from '../../src/protocols/strategies.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import { distributedCaseOf, relMaxDiff, syntheticBatch, type DistributedCase } from '../models/fixtures.ts';
+import { cclSkip } from '../comm/ccl-skip.ts';
 import { MPI_SKIP, tmpRoot } from './helpers.ts';
 import type { ParityCaseJson, ParityCaseResult, ParityDriverArgs } from './programs/parity-driver.ts';
 
@@ -119,8 +120,8 @@ describe('parity on the threads transport (worker threads, SharedArrayBuffer col
   }
 });
 
-async function mpiParity(cases: Case[], n: number): Promise<void> {
-  const out = join(root, `parity-mpi-${n}.json`);
+async function mpiParity(cases: Case[], n: number, transport: 'mpi' | 'ccl' = 'mpi'): Promise<void> {
+  const out = join(root, `parity-${transport}-${n}.json`);
   const args: ParityDriverArgs = {
     out,
     cases: cases.map(
@@ -130,7 +131,7 @@ async function mpiParity(cases: Case[], n: number): Promise<void> {
       },
     ),
   };
-  const res = await spawnMpi<{ rank: number; cases: number }>({ n, entry: { module: DRIVER }, args, world: { timeoutMs: 60_000, dumpDir: join(root, `dumps-${n}`) }, jobTimeoutMs: 150_000 });
+  const res = await spawnMpi<{ rank: number; cases: number }>({ n, transport, entry: { module: DRIVER }, args, world: { timeoutMs: 60_000, dumpDir: join(root, `dumps-${transport}-${n}`) }, jobTimeoutMs: 150_000 });
   const failed = res.outcomes.filter((o) => !o.ok);
   expect(failed.length, `${failed.map((f) => `rank ${f.rank}: ${(f as { error: string }).error}`).join('\n')}\n${res.diagnosis ?? ''}\n${res.stderr.slice(-3000)}`).toBe(0);
   expect(res.exitCode).toBe(0);
@@ -140,12 +141,17 @@ async function mpiParity(cases: Case[], n: number): Promise<void> {
   for (const [i, c] of cases.entries()) {
     const r = results[i]!;
     expect(r.worldSize).toBe(n);
-    console.info(`mpi -n ${n} ${c.name}: ${expectParity(c, r)}, ${r.ms.toFixed(0)} ms`);
+    console.info(`${transport} -n ${n} ${c.name}: ${expectParity(c, r)}, ${r.ms.toFixed(0)} ms`);
   }
-  console.info(`mpi -n ${n}: job ${res.ms.toFixed(0)} ms`);
+  console.info(`${transport} -n ${n}: job ${res.ms.toFixed(0)} ms`);
 }
 
 describe.skipIf(MPI_SKIP !== null)(`parity under mpiexec.mpich${MPI_SKIP ? ` — ${MPI_SKIP}` : ''}`, () => {
   it(`-n 2: ${CASES_2.map((c) => c.name).join('; ')}`, { timeout: 180_000 }, () => mpiParity(CASES_2, 2));
   it(`-n 4: ${CASES_4.map((c) => c.name).join('; ')}`, { timeout: 180_000 }, () => mpiParity(CASES_4, 4));
+});
+
+// The same 2-rank cases with oneCCL carrying every collective (the ccl transport).
+describe.skipIf(cclSkip('in test/runtime/parity-transports.test.ts (parity at 2 ranks)'))('parity on the ccl transport (oneCCL) under mpiexec.mpich', () => {
+  it(`-n 2: ${CASES_2.map((c) => c.name).join('; ')}`, { timeout: 240_000 }, () => mpiParity(CASES_2, 2, 'ccl'));
 });

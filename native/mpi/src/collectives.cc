@@ -1,7 +1,6 @@
 // Nonblocking collectives on typed arrays. Each call starts an MPI_I* operation and returns a request id; JS hands
-// the ids of its pending requests to `progress` from the event loop (poller.ts) until they complete. Until then the
-// request holds references to the arrays (so GC cannot free or move their memory) and owns the counts/displacements
-// MPI still reads.
+// the ids of its pending requests to `progress` from the event loop (poller.ts) until they complete (Pending in
+// common.h).
 // Requests belong to the JS environment (main thread or worker) that started them.
 #include <chrono>
 #include <climits>
@@ -14,12 +13,6 @@
 namespace moempi {
 
 namespace {
-
-struct Pending {
-  MPI_Request req = MPI_REQUEST_NULL;
-  std::vector<Napi::Reference<Napi::Value>> pins;
-  std::vector<int> ints;
-};
 
 struct Requests {
   uint32_t next = 1;
@@ -36,11 +29,7 @@ Requests* Table(Napi::Env env) {
 }
 
 Napi::Value Start(Napi::Env env, std::unique_ptr<Pending> p, const std::vector<Napi::Value>& pin) {
-  for (const auto& v : pin) p->pins.push_back(Napi::Persistent(v));
-  Requests* t = Table(env);
-  uint32_t id = t->next++;
-  t->live.emplace(id, std::move(p));
-  return Napi::Number::New(env, id);
+  return StartRequest(env, std::move(p), pin);
 }
 
 bool GetOp(Napi::Env env, const Napi::Value& v, MPI_Op* out) {
@@ -271,10 +260,10 @@ Napi::Value Progress(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < n; i++) {
       if (done[i]) continue;
       int flag = 0;
-      int rc = MPI_Test(&reqs[i]->req, &flag, MPI_STATUS_IGNORE);
-      if (rc != MPI_SUCCESS) {
+      std::string err = reqs[i]->Test(&flag);
+      if (!err.empty()) {
         t->live.erase(static_cast<uint32_t>(ids[i]));
-        ThrowMpi(env, rc, "MPI_Test");
+        ThrowMsg(env, err);
         return env.Undefined();
       }
       if (flag) {
@@ -288,6 +277,23 @@ Napi::Value Progress(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::string Pending::Test(int* flag) {
+  int rc = MPI_Test(&req, flag, MPI_STATUS_IGNORE);
+  if (rc == MPI_SUCCESS) return "";
+  char buf[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, buf, &len);
+  return "MPI_Test: " + std::string(buf, len);
+}
+
+Napi::Value StartRequest(Napi::Env env, std::unique_ptr<Pending> p, const std::vector<Napi::Value>& pin) {
+  for (const auto& v : pin) p->pins.push_back(Napi::Persistent(v));
+  Requests* t = Table(env);
+  uint32_t id = t->next++;
+  t->live.emplace(id, std::move(p));
+  return Napi::Number::New(env, id);
+}
 
 void InitCollectives(Napi::Env env, Napi::Object exports) {
   exports.Set("iallgather", Napi::Function::New(env, IAllgather));

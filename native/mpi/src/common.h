@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,22 @@ bool GetComm(Napi::Env env, const Napi::Value& v, MPI_Comm* out);
 int AddComm(MPI_Comm c);
 bool RemoveComm(int handle, MPI_Comm* out);
 bool MpiReady(Napi::Env env, const char* what);
+
+// One nonblocking operation in flight. The request table (collectives.cc) and progress() are shared with the ccl
+// binding, which compiles these sources too and adds oneCCL operations as subclasses polled with event.test().
+// Until it completes, the request holds references to the arrays (so GC cannot free or move their memory) and owns
+// whatever the library still reads (counts, displacements).
+struct Pending {
+  virtual ~Pending() = default;
+  // Sets *flag when complete; returns an error text ("" when fine).
+  virtual std::string Test(int* flag);
+  MPI_Request req = MPI_REQUEST_NULL;
+  std::vector<Napi::Reference<Napi::Value>> pins;
+  std::vector<int> ints;
+};
+
+// Registers p (pinning `pin`) and returns its request id for progress().
+Napi::Value StartRequest(Napi::Env env, std::unique_ptr<Pending> p, const std::vector<Napi::Value>& pin);
 
 void InitComms(Napi::Env env, Napi::Object exports);
 void InitCollectives(Napi::Env env, Napi::Object exports);

@@ -11,11 +11,39 @@ import { FULL, type Profile } from '../capabilities.ts';
 import type { CommArray, Communicator } from '../communicator.ts';
 import { CollectiveError } from '../errors.ts';
 import { divideInPlace, scaleInto } from '../reduce.ts';
-import type { ReduceCode } from './native.ts';
+import type { Arr, MpiBinding, ReduceCode } from './native.ts';
 import type { MpiWorld } from './world.ts';
+
+/**
+ * The nonblocking calls one group's collectives start, each returning a request id for the poller. MPI's are
+ * below; the ccl transport supplies oneCCL's (src/comm/ccl/), and everything around them — checks, premul_sum and
+ * avg composed from SUM, ordering, timeouts, splitting over MPI — is shared.
+ */
+export interface CollectiveCalls {
+  allGather(send: Arr, recv: Arr): number;
+  allGatherV(send: Arr, recv: Arr, counts: Int32Array): number;
+  reduceScatter(send: Arr, recv: Arr, op: ReduceCode): number;
+  allReduce(buf: Arr, op: ReduceCode): number;
+  allToAllV(send: Arr, sendCounts: Int32Array, recv: Arr, recvCounts: Int32Array): number;
+  broadcast(buf: Arr, root: number): number;
+  barrier(): number;
+}
+
+export function mpiCalls(b: MpiBinding, h: number): CollectiveCalls {
+  return {
+    allGather: (s, r) => b.iallgather(h, s, r),
+    allGatherV: (s, r, c) => b.iallgatherv(h, s, r, c),
+    reduceScatter: (s, r, op) => b.ireduceScatterBlock(h, s, r, op),
+    allReduce: (buf, op) => b.iallreduce(h, buf, op),
+    allToAllV: (s, sc, r, rc) => b.ialltoallv(h, s, sc, r, rc),
+    broadcast: (buf, root) => b.ibcast(h, buf, root),
+    barrier: () => b.ibarrier(h),
+  };
+}
 
 export interface MpiCommInit {
   world: MpiWorld;
+  /** The MPI communicator: it carries the collectives under mpi, and splits and bootstrap under ccl. */
   handle: number;
   rank: number;
   ranks: readonly number[];
@@ -23,13 +51,17 @@ export interface MpiCommInit {
   profile: Profile;
   timeoutMs: number;
   observer?: CommObserver;
+  /** Default: 'mpi' with MPI's calls on `handle`. */
+  transport?: 'mpi' | 'ccl';
+  calls?: CollectiveCalls;
 }
 
 const i32 = (xs: readonly number[]) => Int32Array.from(xs);
 
 export class MpiCommunicator extends BaseCommunicator {
   readonly handle: number;
-  private readonly world: MpiWorld;
+  protected readonly world: MpiWorld;
+  private readonly calls: CollectiveCalls;
   /** Calls issued and not yet settled, and who waits for them all to settle (free). */
   private inflight = 0;
   private drained: (() => void) | null = null;
@@ -46,7 +78,7 @@ export class MpiCommunicator extends BaseCommunicator {
       size: init.ranks.length,
       ranks: init.ranks,
       name: init.name,
-      transport: 'mpi',
+      transport: init.transport ?? 'mpi',
       profile: init.profile,
       transportCaps: FULL,
       recorder: init.world.recorder,
@@ -56,6 +88,7 @@ export class MpiCommunicator extends BaseCommunicator {
     });
     this.world = init.world;
     this.handle = init.handle;
+    this.calls = init.calls ?? mpiCalls(init.world.b, init.handle);
   }
 
   // The MPI_I* call happens synchronously, inside execute(), which keeps the issue order; a throw from the binding
@@ -72,8 +105,7 @@ export class MpiCommunicator extends BaseCommunicator {
   }
 
   private issue(c: CallSpec, held: { release?: () => void }): Promise<void> {
-    const b = this.world.b;
-    const h = this.handle;
+    const b = this.calls;
     const code: ReduceCode = c.reduce?.op === 'max' ? 1 : 0;
     let req: number;
     let bytes = 0;
@@ -81,11 +113,11 @@ export class MpiCommunicator extends BaseCommunicator {
     let release: (() => void) | undefined;
     switch (c.op) {
       case 'all_gather':
-        req = b.iallgather(h, c.send!, c.recv!);
+        req = b.allGather(c.send!, c.recv!);
         bytes = c.recv!.byteLength;
         break;
       case 'all_gather_v':
-        req = b.iallgatherv(h, c.send!, c.recv!, i32(c.counts!));
+        req = b.allGatherV(c.send!, c.recv!, i32(c.counts!));
         bytes = c.recv!.byteLength;
         break;
       case 'reduce_scatter': {
@@ -96,7 +128,7 @@ export class MpiCommunicator extends BaseCommunicator {
           send = s.arr;
           release = held.release = s.release;
         }
-        req = b.ireduceScatterBlock(h, send, c.recv!, code);
+        req = b.reduceScatter(send, c.recv!, code);
         bytes = send.byteLength;
         if (r.op === 'avg') after = () => divideInPlace(c.recv!, this.size);
         break;
@@ -105,21 +137,21 @@ export class MpiCommunicator extends BaseCommunicator {
         const r = c.reduce!;
         // In place: the buffer is overwritten by the result anyway, so it can carry the scaled contribution.
         if (r.op === 'premul_sum') scaleInto(c.buf!, c.buf!, r.factor);
-        req = b.iallreduce(h, c.buf!, code);
+        req = b.allReduce(c.buf!, code);
         bytes = c.buf!.byteLength;
         if (r.op === 'avg') after = () => divideInPlace(c.buf!, this.size);
         break;
       }
       case 'all_to_all_v':
-        req = b.ialltoallv(h, c.send!, i32(c.sendCounts!), c.recv!, i32(c.recvCounts!));
+        req = b.allToAllV(c.send!, i32(c.sendCounts!), c.recv!, i32(c.recvCounts!));
         bytes = c.send!.byteLength + c.recv!.byteLength;
         break;
       case 'broadcast':
-        req = b.ibcast(h, c.buf!, c.root!);
+        req = b.broadcast(c.buf!, c.root!);
         bytes = c.buf!.byteLength;
         break;
       case 'barrier':
-        req = b.ibarrier(h);
+        req = b.barrier();
         break;
     }
     this.inflight++;
@@ -171,7 +203,7 @@ export class MpiCommunicator extends BaseCommunicator {
     const where = this.world.opts.dumpDir ? `their flight dumps in ${this.world.opts.dumpDir}` : 'their stderr lines';
     return (
       `rank ${this.ranks[this.rank]} waited ${c.timeoutMs} ms in ${c.op} #${c.seq} on group ${this.name} (world ranks ${this.ranks.join(',')}); ` +
-      `some member did not enter or complete it. One MPI process cannot see the others; ${where} say where each stood`
+      `some member did not enter or complete it. One ${this.world.name === 'ccl' ? 'oneCCL/' : ''}MPI process cannot see the others; ${where} say where each stood`
     );
   }
 
@@ -194,7 +226,7 @@ export class MpiCommunicator extends BaseCommunicator {
     if (expected.map((q) => this.ranks[q]).join(',') !== ranks.join(',')) {
       throw new Error(`split into ${name}: MPI formed group [${ranks.join(',')}], but (color, key) of the members give [${expected.map((q) => this.ranks[q]).join(',')}]`);
     }
-    return new MpiCommunicator({
+    return this.derive({
       world: this.world,
       handle,
       rank: info.rank,
@@ -206,10 +238,20 @@ export class MpiCommunicator extends BaseCommunicator {
     });
   }
 
+  /** The communicator of a group just split off over MPI (the ccl transport adds its oneCCL communicator). */
+  protected async derive(init: MpiCommInit): Promise<Communicator> {
+    return new MpiCommunicator(init);
+  }
+
+  /** Frees the native communicator(s) once no call is in flight. */
+  protected releaseNative(): void {
+    if (this.handle !== 0) this.world.b.commFree(this.handle);
+  }
+
   protected async freeImpl(): Promise<void> {
     // MPI_Comm_free with requests still pending on the communicator is erroneous; their own timeouts bound this.
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     this.scratch.clear();
-    if (this.handle !== 0) this.world.b.commFree(this.handle);
+    this.releaseNative();
   }
 }

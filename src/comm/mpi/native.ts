@@ -1,12 +1,10 @@
-// Loading the MPI binding (native/mpi), or saying clearly why it cannot be used. scripts/build-native.mjs writes
-// native/mpi/UNAVAILABLE with the reason when MPICH was missing at build time; the transport reports that reason
-// instead of a loader error. MOE_ACTORS_MPI_ADDON_DIR points at another addon directory (tests use a temporary
-// copy with the marker to exercise this path).
+// Loading the MPI binding (native/mpi), or saying clearly why it cannot be used (native-addon.ts).
+// MOE_ACTORS_MPI_ADDON_DIR points at another addon directory (tests use a temporary copy with the marker to
+// exercise this path).
 
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tryLoadAddon } from '../native-addon.ts';
 
 export type ReduceCode = 0 | 1; // sum | max
 
@@ -23,7 +21,7 @@ export interface MpiInitInfo {
   worldHandle: 0;
 }
 
-type Arr = Float32Array | Float64Array | Int32Array;
+export type Arr = Float32Array | Float64Array | Int32Array;
 
 /** The functions native/mpi/src/*.cc export. Communicators are integer handles; requests are integer ids. */
 export interface MpiBinding {
@@ -65,22 +63,8 @@ export function addonDir(): string {
 
 let loaded: MpiBinding | null = null;
 
-function tryLoad(dir: string): { binding: MpiBinding } | { reason: string } {
-  const marker = join(dir, 'UNAVAILABLE');
-  if (existsSync(marker)) return { reason: readFileSync(marker, 'utf8').trim() };
-  const file = join(dir, 'build', 'Release', 'mpi.node');
-  if (!existsSync(file)) {
-    return { reason: `the MPI binding is not built (${file} is missing). Fix: \`npm run build:native mpi\` (needs MPICH: apt-get install mpich libmpich-dev).` };
-  }
-  // UCX's mmap/brk hooks crash V8 now and then under MPICH ch4:ucx (toolchain.md); they must be off before UCX
-  // initializes. This reaches the C environment only on the main thread; launchers export it for every rank.
-  process.env.UCX_MEM_EVENTS ??= 'no';
-  try {
-    return { binding: createRequire(import.meta.url)(file) as MpiBinding };
-  } catch (e) {
-    return { reason: `loading ${file} failed: ${(e as Error).message}. Fix: rebuild with \`npm run build:native mpi\` against the installed MPICH.` };
-  }
-}
+const SPEC = { name: 'mpi', needs: 'MPICH: apt-get install mpich libmpich-dev', against: 'the installed MPICH' };
+const tryLoad = (dir: string) => tryLoadAddon<MpiBinding>(dir, SPEC);
 
 /** Whether the mpi transport can be used here, and if not, why (does not initialize MPI). */
 export function mpiAvailability(): MpiAvailability {

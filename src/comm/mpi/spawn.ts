@@ -33,6 +33,8 @@ export interface SpawnMpiOptions {
   entry: RankEntry;
   args?: unknown;
   world?: Pick<WorldOptions, 'timeoutMs' | 'profile' | 'dumpDir' | 'flightEntries'>;
+  /** 'ccl': the same job with oneCCL carrying the collectives (default mpi). */
+  transport?: 'mpi' | 'ccl';
   /** Stop the whole job (SIGTERM, then SIGKILL after a grace period) after this long. */
   jobTimeoutMs: number;
   env?: Record<string, string | undefined>;
@@ -55,8 +57,9 @@ export function mpiEnv(extra: Record<string, string | undefined> = {}): NodeJS.P
   return { ...process.env, UCX_MEM_EVENTS: 'no', ...extra };
 }
 
-export function mpiexecArgs(o: Pick<SpawnMpiOptions, 'n' | 'entry' | 'args' | 'world'>): string[] {
+export function mpiexecArgs(o: Pick<SpawnMpiOptions, 'n' | 'entry' | 'args' | 'world' | 'transport'>): string[] {
   const a = ['-n', String(o.n), process.execPath, RUN, '--module', o.entry.module, '--args', JSON.stringify(o.args ?? null)];
+  if (o.transport === 'ccl') a.push('--transport', 'ccl');
   if (o.entry.exportName) a.push('--export', o.entry.exportName);
   if (o.world?.timeoutMs !== undefined) a.push('--timeout', String(o.world.timeoutMs));
   if (o.world?.profile) a.push('--profile', o.world.profile);

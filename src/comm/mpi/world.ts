@@ -11,7 +11,7 @@ import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
 import { FlightRecorder, type FlightDump } from '../flight-recorder.ts';
 import type { RankOutcome } from '../launch.ts';
 import { loadMpi, type MpiBinding, type MpiInitInfo } from './native.ts';
-import { Poller, type FaultNote } from './poller.ts';
+import { Poller, type FaultNote, type WaitLabel } from './poller.ts';
 
 /** Prefix of the stdout line carrying this rank's outcome as JSON, for whoever started mpiexec (spawn.ts). */
 export const OUTCOME_TAG = 'MOE_RANK_OUTCOME ';
@@ -24,6 +24,8 @@ const TEARDOWN_WAIT_MS = 3000;
 const IDLE_FAULT_POLL_MS = 100;
 
 export interface MpiWorldOptions {
+  /** 'ccl': the same MPI job, with oneCCL carrying the collectives (src/comm/ccl/); names its lines and records. */
+  transport?: 'mpi' | 'ccl';
   profile: Profile;
   timeoutMs: number;
   flightEntries: number;
@@ -49,14 +51,20 @@ export class MpiWorld {
     this.b = b;
     this.info = info;
     this.opts = opts;
-    this.recorder = new FlightRecorder(info.rank, info.size, `mpi/${opts.profile.name}`, opts.flightEntries);
+    this.recorder = new FlightRecorder(info.rank, info.size, `${opts.transport ?? 'mpi'}/${opts.profile.name}`, opts.flightEntries);
     this.poller = new Poller(b, (f) => this.onFault(f));
     this.nodeOf = new Int32Array(info.size).fill(info.nodeLeader);
   }
 
-  /** Loads the binding (or throws MpiUnavailableError) and initializes MPI. */
-  static init(opts: MpiWorldOptions): MpiWorld {
-    const b = loadMpi();
+  /**
+   * Loads the binding (or throws MpiUnavailableError) and initializes MPI. The ccl transport passes its own
+   * binding, which carries the MPI functions too (one request table for MPI and oneCCL operations).
+   */
+  static binding(): MpiBinding {
+    return loadMpi();
+  }
+
+  static init(opts: MpiWorldOptions, b: MpiBinding = loadMpi()): MpiWorld {
     const info = b.init();
     const ompi = Number(process.env.OMPI_COMM_WORLD_SIZE ?? 0);
     if (info.size === 1 && ompi > 1) {
@@ -78,6 +86,11 @@ export class MpiWorld {
     return w;
   }
 
+  /** Transport name for this rank's lines: mpi or ccl. */
+  get name(): string {
+    return this.opts.transport ?? 'mpi';
+  }
+
   get rank(): number {
     return this.info.rank;
   }
@@ -91,20 +104,24 @@ export class MpiWorld {
     const mine = new Int32Array([this.info.nodeLeader]);
     const all = new Int32Array(this.size);
     const req = this.b.iallgather(0, mine, all);
-    const label = { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank };
+    await this.timedWait(req, { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank }, 4 * this.size, 'the start-up exchange of node ids');
+    this.nodeOf = all;
+  }
+
+  /** Waits for an MPI request outside any communicator's numbering (start-up, bootstrap), within the world timeout. */
+  async timedWait(req: number, label: WaitLabel, bytes: number, what: string): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CollectiveError('timeout', `rank ${this.rank}: not every rank joined the start-up exchange of node ids within ${this.opts.timeoutMs} ms`)),
+        () => reject(new CollectiveError('timeout', `rank ${this.rank}: not every member of group ${label.group} joined ${what} within ${this.opts.timeoutMs} ms`, { group: label.group })),
         this.opts.timeoutMs,
       );
     });
     try {
-      await Promise.race([this.poller.wait(req, label, 4 * this.size), timeout]);
+      await Promise.race([this.poller.wait(req, label, bytes), timeout]);
     } finally {
       clearTimeout(timer);
     }
-    this.nodeOf = all;
   }
 
   multiNode(worldRanks: readonly number[]): boolean {
@@ -125,7 +142,7 @@ export class MpiWorld {
     try {
       return writeDumpSync(this.opts.dumpDir, dump);
     } catch (e) {
-      console.error(`moe-actors mpi rank ${this.rank}: could not write its flight dump to ${this.opts.dumpDir}: ${(e as Error).message}`);
+      console.error(`moe-actors ${this.name} rank ${this.rank}: could not write its flight dump to ${this.opts.dumpDir}: ${(e as Error).message}`);
       return null;
     }
   }
@@ -149,7 +166,7 @@ export class MpiWorld {
   }
 
   private report(outcome: RankOutcome<unknown>, line: string): void {
-    console.error(`moe-actors mpi rank ${this.rank}: ${line}`);
+    console.error(`moe-actors ${this.name} rank ${this.rank}: ${line}`);
     this.printOutcome(outcome);
   }
 
@@ -169,7 +186,7 @@ export class MpiWorld {
     }
     if (note) {
       this.b.faultNotify(`rank ${this.rank} failed: ${first}`, 200);
-      console.error(`moe-actors mpi rank ${this.rank}: aborting the MPI job (MPI_Abort) in ${NOTIFY_GRACE_MS} ms so that no rank waits forever`);
+      console.error(`moe-actors ${this.name} rank ${this.rank}: aborting the MPI job (MPI_Abort) in ${NOTIFY_GRACE_MS} ms so that no rank waits forever`);
       await new Promise((r) => setTimeout(r, NOTIFY_GRACE_MS));
       this.b.abort(1);
     } else {
@@ -226,7 +243,7 @@ export class MpiWorld {
       if (this.failing === null) {
         const why = `rank ${this.rank} exited (exit code ${code}) before its program finished and MPI was finalized; it ${this.position()}`;
         this.printOutcome(this.recordFailure(why, why).outcome);
-        console.error(`moe-actors mpi rank ${this.rank}: ${why}; aborting the MPI job`);
+        console.error(`moe-actors ${this.name} rank ${this.rank}: ${why}; aborting the MPI job`);
         if (this.size > 1) {
           this.b.faultNotify(why, 200);
           sleepSync(NOTIFY_GRACE_MS);
@@ -240,7 +257,7 @@ export class MpiWorld {
         this.failing ??= why;
         const { outcome, file } = this.recordFailure(why, why);
         this.printOutcome(outcome);
-        console.error(`moe-actors mpi rank ${this.rank}: ${why}${file ? `; flight dump: ${file}` : ''}`);
+        console.error(`moe-actors ${this.name} rank ${this.rank}: ${why}${file ? `; flight dump: ${file}` : ''}`);
         // Give Hydra a moment to forward these lines before the exit guard aborts the job.
         sleepSync(100);
         process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGHUP' ? 129 : 143);
