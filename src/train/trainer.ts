@@ -131,8 +131,13 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   let attempt: number;
   try {
     attempt = nextAttempt(runDir);
-    // Every MPI rank checks (so all stop together); only the folder's owner moves anything.
-    guardResume(cfg, runDir, { startOver: !!opts.startOver, attempt, log: say, move: owner });
+    // Every MPI rank checks (so all stop together); only the folder's owner moves anything. A rank that looks while
+    // the owner moves folders may see one vanish: that race is the owner's to report, not this rank's.
+    try {
+      guardResume(cfg, runDir, { startOver: !!opts.startOver, attempt, log: say, move: owner });
+    } catch (e) {
+      if (owner || e instanceof ConfigError) throw e;
+    }
     if (owner) writeRunFiles(runDir, cfg, plan);
   } catch (e) {
     lock?.release();
