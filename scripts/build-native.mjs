@@ -35,6 +35,29 @@ function gyp(dir, commands = ['rebuild'], env = process.env) {
   return r.status === 0;
 }
 
+// oneDNN for the matmuls (optional): `pkg-config dnnl` where a .pc file exists, else dnnl.hpp and libdnnl.so on
+// the usual paths (Debian's libdnnl-dev ships no .pc file), or under DNNLROOT. MOE_ACTORS_DNNL=off builds without.
+function findDnnl() {
+  if (process.env.MOE_ACTORS_DNNL === 'off') return { why: 'MOE_ACTORS_DNNL=off' };
+  for (const name of ['dnnl', 'onednn']) {
+    if (pkgConfigExists(name)) {
+      const v = (args) => execFileSync('pkg-config', [...args, name], { encoding: 'utf8' }).trim();
+      return { inc: v(['--variable=includedir']), lib: v(['--variable=libdir']), how: `pkg-config ${name}` };
+    }
+  }
+  const roots = [process.env.DNNLROOT, '/usr', '/usr/local'].filter(Boolean);
+  const libSubdirs = ['lib/x86_64-linux-gnu', 'lib/aarch64-linux-gnu', 'lib64', 'lib'];
+  for (const r of roots) {
+    const inc = join(r, 'include');
+    if (!existsSync(join(inc, 'oneapi', 'dnnl', 'dnnl.hpp'))) continue;
+    for (const s of libSubdirs) {
+      const lib = join(r, s);
+      if (existsSync(join(lib, 'libdnnl.so'))) return { inc, lib, how: `found ${join(lib, 'libdnnl.so')}` };
+    }
+  }
+  return { why: 'no `pkg-config dnnl` and no oneapi/dnnl/dnnl.hpp + libdnnl.so under ' + roots.join(', ') };
+}
+
 const only = process.argv[2]; // optional: "kernels" | "mpi" | "ccl"
 let failed = false;
 
@@ -48,7 +71,19 @@ if (!only || only === 'kernels') {
     );
     process.exit(1);
   }
-  console.log(`moe-actors: building native/kernels (BLAS: ${blas})`);
+  const dnnl = findDnnl();
+  if (dnnl.lib) {
+    process.env.MOE_ACTORS_DNNL_INCDIR = dnnl.inc;
+    process.env.MOE_ACTORS_DNNL_LIBDIR = dnnl.lib;
+  } else {
+    delete process.env.MOE_ACTORS_DNNL_INCDIR;
+    delete process.env.MOE_ACTORS_DNNL_LIBDIR;
+  }
+  console.log(
+    `moe-actors: building native/kernels (BLAS: ${blas}; oneDNN: ${
+      dnnl.lib ? dnnl.how : `not used, ${dnnl.why}; every matmul uses BLAS (install libdnnl-dev for oneDNN)`
+    })`,
+  );
   if (!gyp(join(root, 'native', 'kernels'))) {
     console.error('moe-actors: native kernels failed to build (see the compiler output above).');
     failed = true;

@@ -19,7 +19,7 @@ for a in "$@"; do
   esac
 done
 
-pkgs=(mpich libmpich-dev libopenblas-dev pkg-config g++ make python3)
+pkgs=(mpich libmpich-dev libopenblas-dev libdnnl-dev pkg-config g++ make python3)
 [ "$with_browser" = 1 ] && pkgs+=(chromium)
 [ "$with_torch" = 1 ] && pkgs+=(python3-torch python3-numpy)
 

@@ -1,6 +1,10 @@
 {
   "variables": {
-    "blas%": "<!(node -p \"process.env.MOE_ACTORS_BLAS || 'openblas'\")"
+    "blas%": "<!(node -p \"process.env.MOE_ACTORS_BLAS || 'openblas'\")",
+    # Set by scripts/build-native.mjs when it found oneDNN (pkg-config dnnl, or dnnl.hpp + libdnnl.so on the usual
+    # paths); empty = build without it (matmuls then all use BLAS).
+    "dnnl_inc%": "<!(node -p \"process.env.MOE_ACTORS_DNNL_INCDIR || ''\")",
+    "dnnl_lib%": "<!(node -p \"process.env.MOE_ACTORS_DNNL_LIBDIR || ''\")"
   },
   "targets": [
     {
@@ -15,6 +19,11 @@
       # threads of that worker would then run their exit path in unmapped code (SIGSEGV, seen ~1 in 15 runs).
       "ldflags": ["-fopenmp", "-Wl,-z,nodelete"],
       "conditions": [
+        ["dnnl_lib!=''", {
+          "defines": ["MOE_HAVE_DNNL"],
+          "include_dirs": ["<(dnnl_inc)"],
+          "libraries": ["-L<(dnnl_lib)", "-ldnnl", "-Wl,-rpath,<(dnnl_lib)"]
+        }],
         ["blas=='mkl'", {
           "defines": ["MOE_BLAS_MKL"],
           "include_dirs": ["<!(node -p \"(process.env.MKLROOT||'/opt/intel/oneapi/mkl/latest')+'/include'\")"],

@@ -17,6 +17,7 @@ import type { ResolvedModelConfig } from '../../src/models/config.ts';
 import { Model, type Microbatch } from '../../src/models/model/model.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
+import { kernelsFor, type ParamDtype } from '../../src/tensor/precision.ts';
 import { PhaseTimes } from '../../src/train/phase-times.ts';
 
 export interface LayerArgs {
@@ -28,6 +29,8 @@ export interface LayerArgs {
   reps: number;
   warmup: number;
   threads: number;
+  /** Compute dtype of the layer (bfloat16: rows move as bf16). Default float32. */
+  paramDtype?: ParamDtype;
 }
 
 export interface LayerResult {
@@ -88,7 +91,7 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
   const ep: Communicator = ctx.world;
   const P = ep.size;
   const E = a.model.args.moe_args.num_experts;
-  const model = Model.build(a.model, { seed: 0, kernels: k, experts: { start: (ctx.rank * E) / P, count: E / P } });
+  const model = Model.build(a.model, { seed: 0, kernels: kernelsFor(k, a.paramDtype ?? 'float32'), experts: { start: (ctx.rank * E) / P, count: E / P } });
   const moe = model.moeLayers()[0];
   if (!moe) throw new Error('bench:ep: the model has no MoE layer');
   const position: RankPosition = { step: 0, layer: null, microbatch: null, actor: 'step' };

@@ -77,7 +77,7 @@ async function runWorld<R>(transport: 'inproc' | 'threads' | 'mpi', size: number
 }
 
 /** Predicted bytes (sent + received, every phase) of each rank for one rep of the layer. */
-function modelBytes(strategy: DispatchStrategy, r0: LayerResult, rep: number, P: number, N: number, D: number, K: number, E: number): number[] {
+function modelBytes(strategy: DispatchStrategy, r0: LayerResult, rep: number, P: number, N: number, D: number, K: number, E: number, rowBytes: 2 | 4 = 4): number[] {
   const counts = r0.counts[rep]!; // [src·E + e], the same on every rank (all_gathered)
   const L = E / P;
   const rowsIn = Array.from({ length: P }, (_, r) => {
@@ -87,7 +87,7 @@ function modelBytes(strategy: DispatchStrategy, r0: LayerResult, rep: number, P:
   });
   const rowsInMax = Math.max(...rowsIn);
   return rowsIn.map((ri) => {
-    const b = moeBytes(strategy, { P, T: N, Tmax: N, D, K, E, rowsIn: ri, rowsInMax });
+    const b = moeBytes(strategy, { P, T: N, Tmax: N, D, K, E, rowsIn: ri, rowsInMax, rowBytes });
     return MOE_PHASES.reduce((acc, ph) => acc + b[ph].sent + b[ph].received, 0);
   });
 }
@@ -100,7 +100,7 @@ interface LayerStats {
   predicted: number[];
 }
 
-function layerStats(rs: LayerResult[], strategy: DispatchStrategy, N: number, model: ResolvedModelConfig): LayerStats {
+function layerStats(rs: LayerResult[], strategy: DispatchStrategy, N: number, model: ResolvedModelConfig, rowBytes: 2 | 4 = 4): LayerStats {
   const P = rs.length;
   const a = model.args as { dim: number; moe_args: { top_k: number; num_experts: number } };
   const s: LayerStats = { ms: [], fwdMs: [], bwdMs: [], measured: [], predicted: [] };
@@ -109,7 +109,7 @@ function layerStats(rs: LayerResult[], strategy: DispatchStrategy, N: number, mo
     s.ms.push(Math.max(...rs.map((r) => r.ms[i]!)));
     s.fwdMs.push(Math.max(...rs.map((r) => r.fwdMs[i]!)));
     s.bwdMs.push(Math.max(...rs.map((r) => r.bwdMs[i]!)));
-    const pred = modelBytes(strategy, rs[0]!, i, P, N, a.dim, a.moe_args.top_k, a.moe_args.num_experts);
+    const pred = modelBytes(strategy, rs[0]!, i, P, N, a.dim, a.moe_args.top_k, a.moe_args.num_experts, rowBytes);
     for (let r = 0; r < P; r++) {
       s.measured.push(rs[r]!.sent[i]! + rs[r]!.received[i]!);
       s.predicted.push(pred[r]!);
@@ -120,8 +120,9 @@ function layerStats(rs: LayerResult[], strategy: DispatchStrategy, N: number, mo
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-function trainJob(model: ResolvedModelConfig, degrees: RankJob['degrees'], dispatch: RankJob['dispatch'], threads: number): RankJob {
+function trainJob(model: ResolvedModelConfig, degrees: RankJob['degrees'], dispatch: RankJob['dispatch'], threads: number, paramDtype: 'float32' | 'bfloat16' = 'float32'): RankJob {
   return {
+    paramDtype,
     model,
     degrees,
     dispatch,
@@ -189,6 +190,17 @@ export async function run(argv: string[]): Promise<void> {
     }
   } else notes.push('mpi part skipped (--no-mpi)');
 
+  // ---- part 1b: the same layer under bf16 mixed precision: rows on the wire halve (reduce_scatters stay f32) ----
+  for (const s of DISPATCH_STRATEGIES) {
+    const rs = await runWorld<LayerResult>('threads', 2, { ...layerArgs(s, N2, o.reps, 1), paramDtype: 'bfloat16' }, `layer ${s} bf16 (threads)`);
+    const st = layerStats(rs, s, N2, model, 2);
+    const fp32 = mean(byStrategy.get(s)!.measured);
+    results.push(
+      { name: `${s}_bf16_bytes_per_layer`, value: mean(st.measured), unit: 'B', note: `mixed_precision_param = bfloat16; ${(mean(st.measured) / fp32).toFixed(3)} of fp32's (all_gather/all_to_all rows halve, reduce_scatters and counts do not)` },
+      { name: `${s}_bf16_bytes_model_ratio`, value: mean(st.measured.map((m, i) => m / st.predicted[i]!)), unit: 'ratio', target: 1, note: 'measured / moeBytes with rowBytes 2' },
+    );
+  }
+
   // ---- part 2: EP 4, top-k 1, bytes order (inproc) ----
   {
     const N4 = (o.batch / 4) * o.seq;
@@ -232,6 +244,15 @@ export async function run(argv: string[]): Promise<void> {
     { name: 'ep2_vs_single_rank', value: ep2Tps / oneTps, unit: 'ratio', target: 0.85, note: `${o.rounds} alternating rounds × ${o.steps} steps` },
     { name: 'ep2_peak_memory_per_rank_bytes', value: Math.max(...ep2Last.map((r) => r.peakBytes)), unit: 'B' },
   );
+  // FSDP all-gather bytes under bf16: one EP 2 + FSDP 2 run, the fsdp/efsdp groups' bytes against the fp32 run's.
+  {
+    const bf = await runWorld<TrainResult>('threads', 2, { ...trainArgs({ dp_shard: 2, ep: 2 }, 'a2a', 1), job: trainJob(model, { dp_shard: 2, ep: 2 }, 'a2a', 1, 'bfloat16') }, 'EP 2 train bf16');
+    for (const g of ['fsdp', 'efsdp']) {
+      const f = ep2Last[0]!.bytesByGroup[g] ?? 0;
+      const b = bf[0]!.bytesByGroup[g] ?? 0;
+      if (f > 0) results.push({ name: `${g}_allgather_bytes_bf16_vs_fp32`, value: b / f, unit: 'ratio', target: 0.5, note: `parameter all_gathers per step, rank 0: ${(b / o.steps / 2 ** 20).toFixed(2)} vs ${(f / o.steps / 2 ** 20).toFixed(2)} MiB` });
+    }
+  }
   const r0 = ep2Last[0]!;
   const per = (v: number) => (v / o.steps).toFixed(1);
   notes.push(`EP 2 step, rank 0, ms per step by phase (states overlap; communication = time with a collective in flight): ${Object.entries(r0.phasesMs).map(([k, v]) => `${k} ${per(v)}`).join(', ')}`);

@@ -9,6 +9,7 @@
 // (2 FLOP each, key j ≤ query i only), not torchtitan's full-matrix convention, which is 2× larger.
 import type { Kernels } from '../../src/tensor/kernels-api.ts';
 import { machineInfo, median, timeRuns, writeReport, type BenchResult } from './common.ts';
+import { MATMUL_CLASSES, MATMUL_LIBS, measureMatmulClasses } from './matmul.ts';
 
 interface Opts {
   threads: number;
@@ -79,6 +80,21 @@ export async function run(argv: string[]): Promise<void> {
   }
   const peak = sgemm[opts.threads]!;
   push('sgemm_peak_gflops', peak, 'GFLOP/s', `1024³ at ${opts.threads} threads (the MFU denominator)`);
+  k.setNumThreads(opts.threads);
+
+  // ---- matmul libraries per shape class (OpenBLAS, oneDNN f32, oneDNN bf16) ---------------------------------------
+  if (info.onednn) {
+    const mm = measureMatmulClasses(k);
+    for (const [cls, rates] of Object.entries(mm.gflops)) {
+      const shapesOf = MATMUL_CLASSES[cls]!.map(([ta, tb, m, n, kk]) => `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${m}×${n}×${kk}`).join(', ');
+      for (const lib of MATMUL_LIBS) push(`matmul_${cls}_${lib}_gflops`, rates[lib], 'GFLOP/s', lib === 'openblas' ? shapesOf : undefined);
+      push(`matmul_${cls}_onednn_f32_vs_openblas`, rates.onednn_f32 / rates.openblas, 'ratio', '> 1: the auto rule should pick oneDNN for this class');
+      push(`matmul_${cls}_onednn_bf16_vs_openblas`, rates.onednn_bf16 / rates.openblas, 'ratio');
+    }
+    notes.push(
+      `matmul classes: ${mm.rounds} rounds, libraries alternating within each; oneDNN ${info.onednnVersion} (ISA ${info.onednnIsa}), bf16 dot products ${info.bf16Dot ? 'yes' : 'no (bf16 widened to f32)'}; bf16 excludes the input conversion.`,
+    );
+  } else notes.push(`matmul classes skipped: ${info.onednnStatus ?? 'oneDNN unavailable'}`);
   k.setNumThreads(opts.threads);
 
   const big = 16 * MiB; // floats = 64 MiB

@@ -2,7 +2,14 @@
 // training torchtitan's Llama4 debugmodel (batch 4 × seq 512, 2 BLAS threads by default) with SingleRankTrainer —
 // zero grads → forward → backward → clip → expert-bias update → AdamW — against the machine's own limit.
 //
-//   train_tps           tokens per second of the full step (median over --reps steps after --warmup steps)
+// Three trainings of the model run in one sitting, their steps interleaved (one step of each per round, order
+// rotating): every matmul on OpenBLAS in fp32 (the path before oneDNN), fp32 on the per-shape-class library
+// (oneDNN where built in), and bf16 mixed precision (mixed_precision_param = bfloat16).
+//
+//   train_tps           tokens per second of the full step, fp32 on the chosen library (median over --reps steps
+//                       after --warmup steps); train_tps_openblas_fp32 and train_tps_bf16 the same for the others
+//   fp32_speedup        train_tps / train_tps_openblas_fp32; bf16_speedup = train_tps_bf16 / train_tps_openblas_fp32
+//   mfu_bf16            the bf16 run against the bf16 matmul peak (gemmBf16, N = 1024, sampled like the fp32 one)
 //   sgemm_peak_gflops   the MFU denominator, measured in this run with the same BLAS settings: after every timed
 //                       step, measureSgemmPeak with square sgemms of N = 1024 (as bench:kernels; the rate plateaus
 //                       from there, while N = 512, the trainer's quick startup default, reads ~8 % lower here), best
@@ -30,6 +37,7 @@ import { Model, type Microbatch } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
+import { kernelsFor } from '../../src/tensor/precision.ts';
 import { ROOT, loadNote, machineInfo, median, range, writeReport, type BenchResult } from './common.ts';
 
 const PEAK_N = 1024;
@@ -127,50 +135,93 @@ export async function run(argv: string[]): Promise<void> {
   const spec = buildModelSpec(cfg);
   const fpt = flopsPerToken(spec, o.seq);
   const counts = countParams(spec);
-  const model = Model.build(cfg, { seed: 0, kernels: k });
-  const trainer = new SingleRankTrainer(model, {
-    adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
-    schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
-    maxNorm: 1,
-    ac: parseAcMode('none'),
+  // Three trainings of the same model in one sitting, their steps interleaved (a load change hits all three):
+  // today's path (every matmul on OpenBLAS, fp32), fp32 on the library the auto rule chooses per shape class, and
+  // bf16 mixed precision. Each has its own model and optimizer, built from the same seed.
+  const runs = ([
+    { name: 'openblas_fp32', lib: 'blas', dtype: 'float32' },
+    { name: 'fp32', lib: 'auto', dtype: 'float32' },
+    { name: 'bf16', lib: 'auto', dtype: 'bfloat16' },
+  ] as const).map((r) => {
+    const model = Model.build(cfg, { seed: 0, kernels: kernelsFor(k, r.dtype) });
+    const trainer = new SingleRankTrainer(model, {
+      adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
+      schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
+      maxNorm: 1,
+      ac: parseAcMode('none'),
+    });
+    return { ...r, model, trainer, stepMs: [] as number[], phases: { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] }, lastLoss: NaN };
   });
   const data = batches(4, o.batch, o.seq, spec.vocabSize);
   const tokensPerStep = o.batch * o.seq;
 
-  for (let i = 0; i < o.warmup; i++) trainer.step([data[i % data.length]!]);
-  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }); // warm the square-sgemm path too
-  model.alloc.resetPeak();
-  const stepMs: number[] = [];
-  const phases = { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] };
-  const peaks: number[] = [];
-  let lastLoss = NaN;
-  for (let i = 0; i < o.reps; i++) {
-    const t0 = performance.now();
-    const r = trainer.step([data[(o.warmup + i) % data.length]!]);
-    stepMs.push(performance.now() - t0);
-    lastLoss = r.loss;
-    for (const p of ['zero', 'fwd', 'bwd', 'optim'] as const) phases[p].push(r.phaseMs[p]);
-    peaks.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 150 }).gflops);
+  for (const r of runs) {
+    k.setMatmulLibrary(r.lib);
+    for (let i = 0; i < o.warmup; i++) r.trainer.step([data[i % data.length]!]);
+    r.model.alloc.resetPeak();
   }
+  k.setMatmulLibrary('auto');
+  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }); // warm the square-matmul paths too
+  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100, dtype: 'bfloat16' });
+  const peaks = { openblas: [] as number[], fp32: [] as number[], bf16: [] as number[] };
+  for (let i = 0; i < o.reps; i++) {
+    for (let j = 0; j < runs.length; j++) {
+      const r = runs[(i + j) % runs.length]!;
+      k.setMatmulLibrary(r.lib);
+      const t0 = performance.now();
+      const res = r.trainer.step([data[(o.warmup + i) % data.length]!]);
+      r.stepMs.push(performance.now() - t0);
+      r.lastLoss = res.loss;
+      for (const p of ['zero', 'fwd', 'bwd', 'optim'] as const) r.phases[p].push(res.phaseMs[p]);
+    }
+    // The peaks sampled between the steps: each run's MFU against its own compute's matmul rate.
+    k.setMatmulLibrary('blas');
+    peaks.openblas.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }).gflops);
+    k.setMatmulLibrary('auto');
+    peaks.fp32.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }).gflops);
+    peaks.bf16.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100, dtype: 'bfloat16' }).gflops);
+  }
+  k.setMatmulLibrary('auto');
+  const [blasRun, fp32Run, bf16Run] = runs as unknown as [(typeof runs)[number], (typeof runs)[number], (typeof runs)[number]];
+  const tpsOf = (r: (typeof runs)[number]) => tokensPerStep / (median(r.stepMs) / 1000);
+  const model = fp32Run.model;
   const mem = model.alloc.stats();
+  const stepMs = fp32Run.stepMs;
+  const phases = fp32Run.phases;
   const step = median(stepMs);
-  const tps = tokensPerStep / (step / 1000);
-  const peak = median(peaks);
+  const tps = tpsOf(fp32Run);
+  const tpsBlas = tpsOf(blasRun);
+  const tpsBf16 = tpsOf(bf16Run);
+  const peak = median(peaks.fp32);
+  const peakBlas = median(peaks.openblas);
+  const peakBf16 = median(peaks.bf16);
   const mfu = (tps * fpt) / (peak * 1e9);
+  const lastLoss = fp32Run.lastLoss;
   const loadEnd = loadNote('after the Node timing');
+  const lib = info.onednn ? `oneDNN ${info.onednnVersion} (${info.onednnIsa}) by the per-class rule` : `${info.name} (no oneDNN: ${info.onednnStatus ?? ''})`;
 
   const results: BenchResult[] = [
-    { name: 'train_tps', value: tps, unit: 'tokens/s', note: `median of ${o.reps} steps (step ${range(stepMs, 0)} ms → ${range(stepMs.map((m) => tokensPerStep / (m / 1000)), 0)} tokens/s)` },
-    { name: 'sgemm_peak_gflops', value: peak, unit: 'GFLOP/s', note: `median of ${peaks.length} samples between the steps (${range(peaks, 0)}); N=${PEAK_N}, best of a 150 ms burst, ${o.threads} threads, ${info.corename ?? info.name}` },
-    { name: 'mfu', value: mfu, unit: 'fraction', target: 0.45, note: `${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq}); per-step MFU ${range(stepMs.map((m, i) => (tokensPerStep / (m / 1000)) * fpt / (peaks[i]! * 1e9)), 3)}` },
+    { name: 'train_tps', value: tps, unit: 'tokens/s', note: `fp32 on ${lib}; median of ${o.reps} steps (step ${range(stepMs, 0)} ms → ${range(stepMs.map((m) => tokensPerStep / (m / 1000)), 0)} tokens/s)` },
+    { name: 'train_tps_openblas_fp32', value: tpsBlas, unit: 'tokens/s', note: `every matmul on ${info.name} ${info.corename ?? ''} (the path before oneDNN); step ${range(blasRun.stepMs, 0)} ms` },
+    { name: 'train_tps_bf16', value: tpsBf16, unit: 'tokens/s', note: `mixed_precision_param = bfloat16 (bf16 matmul inputs, f32 accumulation); step ${range(bf16Run.stepMs, 0)} ms` },
+    { name: 'fp32_speedup', value: tps / tpsBlas, unit: 'ratio', target: 1.4, note: 'train_tps / train_tps_openblas_fp32, same sitting, steps interleaved' },
+    { name: 'bf16_speedup', value: tpsBf16 / tpsBlas, unit: 'ratio', target: 2.2, note: 'train_tps_bf16 / train_tps_openblas_fp32' },
+    { name: 'sgemm_peak_gflops', value: peak, unit: 'GFLOP/s', note: `fp32 matmul peak of the chosen library: median of ${peaks.fp32.length} samples between the steps (${range(peaks.fp32, 0)}); N=${PEAK_N}, best of a 100 ms burst, ${o.threads} threads` },
+    { name: 'sgemm_peak_openblas_gflops', value: peakBlas, unit: 'GFLOP/s', note: `${info.corename ?? info.name}; ${range(peaks.openblas, 0)}` },
+    { name: 'bf16_peak_gflops', value: peakBf16, unit: 'GFLOP/s', note: `oneDNN bf16 matmul (inputs pre-rounded), ${range(peaks.bf16, 0)}` },
+    { name: 'mfu', value: mfu, unit: 'fraction', target: 0.45, note: `fp32 against the fp32 peak of the same library; ${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq})` },
+    { name: 'mfu_openblas_fp32', value: (tpsBlas * fpt) / (peakBlas * 1e9), unit: 'fraction', note: 'the OpenBLAS run against the OpenBLAS sgemm peak (the MFU reported before oneDNN)' },
+    { name: 'mfu_bf16', value: (tpsBf16 * fpt) / (peakBf16 * 1e9), unit: 'fraction', target: 0.55, note: 'the bf16 run against the same-run bf16 matmul peak' },
     { name: 'step_ms', value: step, unit: 'ms' },
     { name: 'fwd_ms', value: median(phases.fwd), unit: 'ms', note: range(phases.fwd) },
     { name: 'bwd_ms', value: median(phases.bwd), unit: 'ms', note: range(phases.bwd) },
     { name: 'optim_ms', value: median(phases.optim), unit: 'ms', note: `clip + expert bias + AdamW + scheduler; ${range(phases.optim)}` },
     { name: 'zero_grad_ms', value: median(phases.zero), unit: 'ms' },
+    { name: 'bf16_fwd_ms', value: median(bf16Run.phases.fwd), unit: 'ms', note: range(bf16Run.phases.fwd) },
+    { name: 'bf16_bwd_ms', value: median(bf16Run.phases.bwd), unit: 'ms', note: range(bf16Run.phases.bwd) },
     { name: 'peak_memory_bytes', value: mem.peakTotal, unit: 'B', note: Object.entries(mem.peak).filter(([, v]) => v > 0).map(([c, v]) => `${c} ${(v / 2 ** 20).toFixed(1)} MiB`).join(', ') },
     { name: 'reserved_memory_bytes', value: model.rt.pool.reservedBytes, unit: 'B', note: 'idle pooled activation buffers after the step' },
-    { name: 'rss_bytes', value: process.memoryUsage().rss, unit: 'B', note: 'whole Node process' },
+    { name: 'rss_bytes', value: process.memoryUsage().rss, unit: 'B', note: 'whole Node process (three models)' },
   ];
   notes.push(loadEnd);
 

@@ -7,6 +7,14 @@
 // Rows (one result set each: <row>_tps, <row>_mfu, <row>_memory_per_rank_bytes, <row>_comm_bytes_per_step):
 //   dense, moe_noep, moe_ep2, hsdp_r2   — Dense vs MoE (no EP) vs MoE + EP vs HSDP (replicate 2), 4 × 512 per rank
 //   moe_noep_b<B>, moe_ep2_b<B>          — the batch-size sweep (local batch 2 and 8; 4 is the row above)
+//   dsv3_noep, dsv3_ep4, dsv3_hsdp_ep2   — DeepSeek-V3 baseline_model_1b_12rank scaled down to run here (dim 256, 4
+//                                          layers, 12 experts top-6, vocab 2048, 2 × 256 tokens per rank) on 4 ranks:
+//                                          no EP (FSDP 4), EP 4 (FSDP 4), EP 2 + HSDP (replicate 2 × shard 2), the
+//                                          report's padded all_gather, routing forced round-robin (Rmax = 1 exactly).
+//                                          Each is projected with `--system local` (src/protocols/projection.ts) beside
+//                                          the measurement: <row>_proj_{memory,bytes,tps}_ratio = projected / measured,
+//                                          with the local system's matmul/attention rates replaced by the sgemm peak
+//                                          this run measured (the machine's rate moves with its load).
 // TPS is torchtitan's (tokens per second per rank), median over the steps after the first (which includes setup).
 // MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
@@ -22,6 +30,7 @@ import { getKernels } from '../../src/tensor/kernels.ts';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } from './common.ts';
 import { summarizeRun, tableRow, TABLE_HEAD, type RunSummary } from './seed-summary.ts';
+import { projectLocal, projRow, PROJ_HEAD } from './seed-projection.ts';
 
 interface Row {
   name: string;
@@ -29,6 +38,11 @@ interface Row {
   config: string;
   overrides: string[];
   batch: number;
+  ranks: number;
+  /** Sequence length of the row (default: --seq). */
+  seq?: number;
+  /** Project the row with --system local beside the measurement. */
+  project?: boolean;
 }
 
 interface Opts {
@@ -36,22 +50,33 @@ interface Opts {
   transport: string;
   seq: number;
   keep: boolean;
+  /** Run only the rows whose name starts with this. */
+  only: string;
 }
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { steps: 4, transport: 'threads', seq: 512, keep: false };
+  const o: Opts = { steps: 4, transport: 'threads', seq: 512, keep: false, only: '' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--steps') o.steps = Math.max(2, Number(argv[++i]));
     else if (a === '--seq') o.seq = Number(argv[++i]);
     else if (a === '--transport') o.transport = argv[++i]!;
     else if (a === '--keep') o.keep = true;
+    else if (a === '--only') o.only = argv[++i] ?? '';
     else throw new Error(`bench:seed: unknown argument ${a}`);
   }
   return o;
 }
 
 const MOE = 'configs/llama4_ep12_fallback.toml';
+const DSV3 = 'configs/deepseek_v3_1b_noep.toml';
+/** baseline_model_1b_12rank's family, sized for 2 cores: every other field as the flavor (MLA, 2 shared, softmax). */
+export const DSV3_SMALL = [
+  '--model.args.dim', '256', '--model.args.n_layers', '4', '--model.args.n_heads', '4', '--model.args.vocab_size', '2048',
+  '--model.args.moe_inter_dim', '128', '--model.args.qk_nope_head_dim', '32', '--model.args.qk_rope_head_dim', '16',
+  '--model.args.v_head_dim', '32', '--model.args.kv_lora_rank', '64', '--model.args.moe_args.num_experts', '12',
+  '--debug.moe_force_load_balance', 'true', '--comm.dispatch', 'allgather-padded',
+];
 const DENSE = 'configs/llama4_dense12.toml';
 const par = (rep: number, shard: number, ep: number) => [
   '--parallelism.data_parallel_replicate_degree', String(rep),
@@ -61,15 +86,21 @@ const par = (rep: number, shard: number, ep: number) => [
 
 function rows(): Row[] {
   const r: Row[] = [
-    { name: 'dense', label: 'Dense (FSDP 2)', config: DENSE, overrides: par(1, 2, 1), batch: 4 },
-    { name: 'moe_noep', label: 'MoE (no EP, FSDP 2)', config: MOE, overrides: par(1, 2, 1), batch: 4 },
-    { name: 'moe_ep2', label: 'MoE + EP=2 (FSDP 2)', config: MOE, overrides: par(1, 2, 2), batch: 4 },
-    { name: 'hsdp_r2', label: 'MoE, HSDP (Repl=2, no EP)', config: MOE, overrides: par(2, 1, 1), batch: 4 },
+    { name: 'dense', label: 'Dense (FSDP 2)', config: DENSE, overrides: par(1, 2, 1), batch: 4, ranks: 2 },
+    { name: 'moe_noep', label: 'MoE (no EP, FSDP 2)', config: MOE, overrides: par(1, 2, 1), batch: 4, ranks: 2 },
+    { name: 'moe_ep2', label: 'MoE + EP=2 (FSDP 2)', config: MOE, overrides: par(1, 2, 2), batch: 4, ranks: 2 },
+    { name: 'hsdp_r2', label: 'MoE, HSDP (Repl=2, no EP)', config: MOE, overrides: par(2, 1, 1), batch: 4, ranks: 2 },
   ];
   for (const b of [2, 8]) {
-    r.push({ name: `moe_noep_b${b}`, label: `MoE (no EP), batch ${b}`, config: MOE, overrides: par(1, 2, 1), batch: b });
-    r.push({ name: `moe_ep2_b${b}`, label: `MoE + EP=2, batch ${b}`, config: MOE, overrides: par(1, 2, 2), batch: b });
+    r.push({ name: `moe_noep_b${b}`, label: `MoE (no EP), batch ${b}`, config: MOE, overrides: par(1, 2, 1), batch: b, ranks: 2 });
+    r.push({ name: `moe_ep2_b${b}`, label: `MoE + EP=2, batch ${b}`, config: MOE, overrides: par(1, 2, 2), batch: b, ranks: 2 });
   }
+  const dsv3 = (name: string, label: string, rep: number, shard: number, ep: number): Row => ({
+    name, label, config: DSV3, overrides: [...DSV3_SMALL, ...par(rep, shard, ep)], batch: 2, seq: 256, ranks: 4, project: true,
+  });
+  r.push(dsv3('dsv3_noep', 'DSV3 small, no EP (FSDP 4)', 1, 4, 1));
+  r.push(dsv3('dsv3_ep4', 'DSV3 small, EP=4 (FSDP 4)', 1, 4, 4));
+  r.push(dsv3('dsv3_hsdp_ep2', 'DSV3 small, EP=2 + HSDP (Repl=2 × shard 2)', 2, 2, 2));
   return r;
 }
 
@@ -86,16 +117,16 @@ export async function run(argv: string[]): Promise<void> {
   const t0 = performance.now();
   const k = getKernels();
   const peaks: number[] = [];
-  const measured: { row: Row; sum: RunSummary }[] = [];
-  for (const row of rows()) {
+  const measured: { row: Row; sum: RunSummary; overrides: string[]; predicted: number }[] = [];
+  for (const row of rows().filter((r) => r.name.startsWith(o.only))) {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
     const overrides = [
       ...row.overrides,
       '--comm.transport', o.transport,
-      '--comm.ranks', '2',
+      '--comm.ranks', String(row.ranks),
       '--comm.ranks_per_node', '0',
       '--training.local_batch_size', String(row.batch),
-      '--training.seq_len', String(o.seq),
+      '--training.seq_len', String(row.seq ?? o.seq),
       '--training.steps', String(o.steps),
       '--metrics.log_freq', '1',
       '--job.dump_folder', dump,
@@ -108,13 +139,24 @@ export async function run(argv: string[]): Promise<void> {
     const sizes = out.plan.layout.sizes;
     const predicted = Object.entries(out.plan.bytesPerStep).filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1).reduce((a, [, v]) => a + v, 0);
     notes.push(`${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`);
-    measured.push({ row, sum });
+    measured.push({ row, sum, overrides, predicted });
   }
   const peak = median(peaks);
-  const perRankPeak = (peak * 1e9) / 2;
-  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), ${(perRankPeak / 1e9).toFixed(1)} per rank`);
-  for (const { row, sum } of measured) {
+  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), shared by the ranks of each row`);
+  const projTable: string[] = [...PROJ_HEAD];
+  for (const { row, sum, overrides, predicted } of measured) {
+    const perRankPeak = (peak * 1e9) / row.ranks;
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
+    if (row.project) {
+      const pr = projectLocal(join(ROOT, row.config), overrides, row.ranks, peak * 1e9);
+      const r = { memory: pr.memory / sum.memoryPerRankBytes, bytes: pr.bytes / sum.commBytesPerStep, tps: pr.tps / sum.tps };
+      results.push(
+        { name: `${row.name}_proj_memory_ratio`, value: r.memory, unit: 'fraction', note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB (target within 10 %)` },
+        { name: `${row.name}_proj_bytes_ratio`, value: r.bytes, unit: 'fraction', note: `projected ${pr.bytes} B / measured ${sum.commBytesPerStep} B per step (target exact)` },
+        { name: `${row.name}_proj_tps_ratio`, value: r.tps, unit: 'fraction', note: `projected ${pr.tps.toFixed(0)} / measured ${sum.tps.toFixed(0)} tokens/s/rank (target within 25 %)` },
+      );
+      projTable.push(projRow(row.label, sum, pr));
+    }
     results.push(
       { name: `${row.name}_tps`, value: sum.tps, unit: 'tokens/s/rank', note: row.label },
       { name: `${row.name}_mfu`, value: mfu, unit: 'fraction' },
@@ -126,11 +168,12 @@ export async function run(argv: string[]): Promise<void> {
   notes.push(`bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; run folders in ${dump}`);
   console.log(`\nAurora report tables, shape on this machine (2 ranks, ${o.transport}, llama4 debugmodel_12_rank, profile xccl-2025):\n`);
   console.log(table.join('\n'));
+  if (projTable.length > PROJ_HEAD.length) console.log(`\nProjected with --system local (rates: this run's sgemm peak ${peak.toFixed(1)} GFLOP/s per node):\n\n${projTable.join('\n')}`);
   writeReport({
     bench: 'seed',
     when: new Date().toISOString(),
     machine: machineInfo(process.env.OPENBLAS_CORETYPE ? `openblas ${process.env.OPENBLAS_CORETYPE}` : 'openblas'),
-    config: { ranks: 2, transport: o.transport, flavor: 'debugmodel_12_rank', seq_len: o.seq, steps: o.steps, configs: [MOE, DENSE], table: table.join('\n') },
+    config: { ranks: '2 (llama4 rows), 4 (dsv3 rows)', transport: o.transport, flavor: 'debugmodel_12_rank; DSV3 small', seq_len: o.seq, steps: o.steps, configs: [MOE, DENSE, DSV3], table: table.join('\n'), projection: projTable.join('\n') },
     results,
     notes,
   });

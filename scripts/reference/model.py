@@ -179,13 +179,33 @@ def init_params(name: str, a, gen: torch.Generator, std_scale: Optional[Dict[str
 # ------------------------------------------------------------------------------------------------------------------
 # Building blocks
 
+# Matmul input dtype. None: the compute dtype (fp32/fp64 fixtures). torch.bfloat16: what FSDP2's
+# MixedPrecisionPolicy(param_dtype=bfloat16) does to every nn.Linear and expert matmul — parameters and inputs cast
+# to bf16, a bf16 result (torch's CPU bf16 matmul accumulates in fp32 and rounds the output), cast back to the
+# compute dtype for everything else (norms, softmax, router scores, loss stay fp32, as torchtitan keeps them).
+# Gradients flow back through the casts: weight grads are computed in bf16 and arrive as fp32 (the fp32 reduce).
+# The attention scores matmul is not a parameter matmul and stays in the compute dtype.
+MATMUL_DTYPE = None
+
+
+def set_matmul_dtype(dt):
+    global MATMUL_DTYPE
+    MATMUL_DTYPE = dt
+
+
+def linear(x, w):
+    if MATMUL_DTYPE is None:
+        return F.linear(x, w)
+    return F.linear(x.to(MATMUL_DTYPE), w.to(MATMUL_DTYPE)).to(x.dtype)
+
+
 def rms_norm(x, w, eps):
     # nn.RMSNorm / F.rms_norm composite: x * rsqrt(mean(x^2) + eps), then * weight
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
 def swiglu(x, w1, w2, w3):
-    return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
+    return linear(F.silu(linear(x, w1)) * linear(x, w3), w2)
 
 
 def llama4_rope_table(hd: int, theta: float, scaling, seq_len: int):
@@ -319,7 +339,7 @@ def moe_forward(x: torch.Tensor, p: Dict[str, torch.Tensor], pre: str, m: MoEArg
     N, E, K = X.shape[0], m.num_experts, m.top_k
     ad = acc_dtype(X.dtype)
     # 1-2 gate logits, scores in fp32
-    logits = F.linear(X, p[pre + "router.gate.weight"])
+    logits = linear(X, p[pre + "router.gate.weight"])
     if m.score_func == "sigmoid":
         s = torch.sigmoid(logits.to(ad))
     elif m.score_func == "softmax":
@@ -358,9 +378,9 @@ def moe_forward(x: torch.Tensor, p: Dict[str, torch.Tensor], pre: str, m: MoEArg
     w1, w2, w3 = p[pre + "experts.w1"], p[pre + "experts.w2"], p[pre + "experts.w3"]
     outs = []
     for e, Re in enumerate(torch.split(R, counts.tolist())):
-        h = F.silu(torch.matmul(Re, w1[e].transpose(-2, -1)))
-        h = h * torch.matmul(Re, w3[e].transpose(-2, -1))
-        outs.append(torch.matmul(h, w2[e].transpose(-2, -1)))
+        h = F.silu(linear(Re, w1[e]))
+        h = h * linear(Re, w3[e])
+        outs.append(linear(h, w2[e]))
     Y = torch.cat(outs, dim=0)
     # 15 shared experts on all tokens
     sh = None
@@ -425,9 +445,9 @@ def llama4_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] =
     for i in range(a.n_layers):
         pre = f"layers.{i}."
         x = rms_norm(h, p[pre + "attention_norm.weight"], a.norm_eps)
-        q = F.linear(x, p[pre + "attention.wq.weight"]).view(B, S, hq, hd)
-        k = F.linear(x, p[pre + "attention.wk.weight"]).view(B, S, hkv, hd)
-        v = F.linear(x, p[pre + "attention.wv.weight"]).view(B, S, hkv, hd)
+        q = linear(x, p[pre + "attention.wq.weight"]).view(B, S, hq, hd)
+        k = linear(x, p[pre + "attention.wk.weight"]).view(B, S, hkv, hd)
+        v = linear(x, p[pre + "attention.wv.weight"]).view(B, S, hkv, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         rep = hq // hkv
@@ -435,7 +455,7 @@ def llama4_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] =
         v = v.repeat_interleave(rep, dim=1)
         o = causal_attention(q, k, v, 1.0 / math.sqrt(hd))
         o = o.transpose(1, 2).contiguous().view(B, S, hq * hd)
-        h = h + F.linear(o, p[pre + "attention.wo.weight"])
+        h = h + linear(o, p[pre + "attention.wo.weight"])
         x = rms_norm(h, p[pre + "ffn_norm.weight"], a.norm_eps)
         if is_moe_layer("llama4", a, i):
             h = h + _moe(model, x, pre + "moe.", rec)
@@ -443,7 +463,7 @@ def llama4_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] =
             h = h + swiglu(x, p[pre + "feed_forward.w1.weight"], p[pre + "feed_forward.w2.weight"],
                            p[pre + "feed_forward.w3.weight"])
     h = rms_norm(h, p["norm.weight"], a.norm_eps)
-    return F.linear(h, p["output.weight"])
+    return linear(h, p["output.weight"])
 
 
 def dsv3_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] = None,
@@ -460,23 +480,23 @@ def dsv3_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] = N
         x = rms_norm(h, p[pre + "attention_norm.weight"], a.norm_eps)
         at = pre + "attention."
         if a.q_lora_rank == 0:
-            q = F.linear(x, p[at + "wq.weight"])
+            q = linear(x, p[at + "wq.weight"])
         else:
-            q = F.linear(rms_norm(F.linear(x, p[at + "wq_a.weight"]), p[at + "q_norm.weight"], a.norm_eps),
+            q = linear(rms_norm(linear(x, p[at + "wq_a.weight"]), p[at + "q_norm.weight"], a.norm_eps),
                          p[at + "wq_b.weight"])
         q = q.view(B, S, Hh, dn + dr)
         q_nope, q_pe = torch.split(q, [dn, dr], dim=-1)
         q = torch.cat([q_nope, apply_rope(q_pe, cos, sin)], dim=-1)
-        kv = F.linear(x, p[at + "wkv_a.weight"])
+        kv = linear(x, p[at + "wkv_a.weight"])
         c, k_pe = torch.split(kv, [a.kv_lora_rank, dr], dim=-1)
         k_pe = apply_rope(k_pe.unsqueeze(2), cos, sin)  # one rope head, shared by all heads
-        kv = F.linear(rms_norm(c, p[at + "kv_norm.weight"], a.norm_eps), p[at + "wkv_b.weight"])
+        kv = linear(rms_norm(c, p[at + "kv_norm.weight"], a.norm_eps), p[at + "wkv_b.weight"])
         kv = kv.view(B, S, Hh, dn + dv)
         k_nope, v = torch.split(kv, [dn, dv], dim=-1)
         k = torch.cat([k_nope, k_pe.expand(-1, -1, Hh, -1)], dim=-1)
         o = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
         o = o.transpose(1, 2).contiguous().view(B, S, Hh * dv)
-        h = h + F.linear(o, p[at + "wo.weight"])
+        h = h + linear(o, p[at + "wo.weight"])
         x = rms_norm(h, p[pre + "ffn_norm.weight"], a.norm_eps)
         if is_moe_layer("deepseek_v3", a, i):
             h = h + _moe(model, x, pre + "moe.", rec)
@@ -485,7 +505,7 @@ def dsv3_forward(model: Model, tokens: torch.Tensor, rec: Optional[Recorder] = N
                            p[pre + "feed_forward.w3.weight"])
     # quirk: nn.RMSNorm(dim) without eps → the machine epsilon of fp32 (we keep the fp32 value in fp64 runs too)
     h = rms_norm(h, p["norm.weight"], FP32_EPS if final_norm_eps is None else final_norm_eps)
-    return F.linear(h, p["output.weight"])
+    return linear(h, p["output.weight"])
 
 
 def forward(model: Model, tokens, rec=None, **kw):

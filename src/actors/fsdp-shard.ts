@@ -4,6 +4,7 @@
 // machine's stages: unshard (all_gather), reshard (free), reduce (reduce_scatter; SUM then divide or PREMUL_SUM;
 // HSDP all_reduce across replicas).
 
+import type { ParamDtype } from '../tensor/precision.ts';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import type { Communicator, ReduceOp } from '../comm/communicator.ts';
 import type { FlatParams, ParamUnit } from '../models/params/unit.ts';
@@ -39,6 +40,17 @@ export interface FsdpUnitOptions {
    * Without pools every buffer is a fresh tracked allocation.
    */
   pools?: { params: ActivationPool; grads: ActivationPool; comm: ActivationPool };
+  /**
+   * The all_gather dtype (FSDP2's param_dtype): bfloat16 sends the shard rounded to bf16 (2 bytes per element) and
+   * widens the gathered parameters for compute; the shard itself (master weights) stays f32. Default float32.
+   */
+  paramDtype?: ParamDtype;
+  /**
+   * The gradient reduce_scatter dtype (FSDP2's reduce_dtype): bfloat16 sends the full gradient rounded to bf16 and
+   * gets back the f32-accumulated, once-rounded bf16 sum of the shard (premul_sum's factor applied in f32 before
+   * rounding). The HSDP replica all_reduce stays f32. Default float32.
+   */
+  reduceDtype?: ParamDtype;
 }
 
 export class FsdpUnitShard implements FlatParams {
@@ -191,10 +203,20 @@ export class FsdpUnitShard implements FlatParams {
     if (!this.full) {
       // Every element is written by the all_gather: a pooled buffer needs no zeroing.
       const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
-      await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
+      if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full);
+      else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
       this.full = full;
       this.unit.attach({ data: full });
     }
+  }
+
+  private async allGatherBf16(full: Float32Array): Promise<void> {
+    const n = this.shardSize;
+    const send = new Uint16Array(n);
+    const recv = new Uint16Array(n * this.group.size);
+    this.k.toBf16(this.paramShard, send, n);
+    await this.group.allGather(send, recv, { tag: `unshard ${this.unit.id}` });
+    this.k.fromBf16(recv, full, recv.length);
   }
 
   private reshardStage(): void {
@@ -210,11 +232,22 @@ export class FsdpUnitShard implements FlatParams {
     const f = this.opts.divideFactor;
     const op: ReduceOp = this.opts.gradReduce === 'premul-sum' ? { op: 'premul_sum', factor: 1 / f } : { op: 'sum' };
     const out = this.opts.pools ? this.opts.pools.comm.get(this.shardSize) : this.alloc.f32('comm', this.shardSize);
-    await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}` });
+    if (this.opts.reduceDtype === 'bfloat16') await this.reduceScatterBf16(grad, out, op);
+    else await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}` });
     if (this.opts.pools) this.opts.pools.grads.release(grad);
     else this.alloc.free(grad);
     this.fullGrad = null;
     this.reduced = out;
+  }
+
+  private async reduceScatterBf16(grad: Float32Array, out: Float32Array, op: ReduceOp): Promise<void> {
+    const n = grad.length;
+    if (op.op === 'premul_sum') this.k.scale(grad, op.factor, n);
+    const send = new Uint16Array(n);
+    const recv = new Uint16Array(this.shardSize);
+    this.k.toBf16(grad, send, n);
+    await this.opts.reduceGroup.reduceScatter(send, recv, { op: 'sum' }, { tag: `reduce ${this.unit.id}` });
+    this.k.fromBf16(recv, out, this.shardSize);
   }
 
   private async allReduceStage(): Promise<void> {

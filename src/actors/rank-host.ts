@@ -7,6 +7,7 @@
 // go through their own communicators (same members, separate sequence — as FSDP2 runs them on their own stream)
 // and one queue, so they too are issued in program order whatever the timing.
 
+import { kernelsFor, type ParamDtype } from '../tensor/precision.ts';
 import { createActor, fromPromise } from 'xstate';
 import { sumBytesByGroup } from '../comm/bytes.ts';
 import type { ByteCounters, Communicator } from '../comm/communicator.ts';
@@ -57,6 +58,10 @@ export interface RankJob {
   weights?: string;
   /** BLAS / kernel threads of this rank. */
   threads?: number;
+  /** Matmul input dtype ([training] mixed_precision_param); float32 when absent. */
+  paramDtype?: ParamDtype;
+  /** Gradient reduce_scatter dtype ([training] mixed_precision_reduce); float32 when absent. */
+  reduceDtype?: ParamDtype;
   /**
    * A step in which nothing happens — no protocol state entered or left, no collective issued or completed, none in
    * flight — for this long fails with the states every machine is in (0 disables). Collective timeouts cannot see
@@ -141,7 +146,7 @@ export class RankHost {
     const range = E !== null ? mesh.experts(E) : null;
     this.model = Model.build(job.model, {
       alloc: this.alloc,
-      kernels: k,
+      kernels: kernelsFor(k, job.paramDtype ?? 'float32'),
       experts: range ? { start: range.start, count: range.local } : undefined,
       seed: job.weights ? undefined : job.seed,
     });
@@ -170,6 +175,8 @@ export class RankHost {
           layer: layer === undefined ? null : Number(layer),
           queue: (fn) => this.reductions.run(fn),
           pools,
+          paramDtype: job.paramDtype,
+          reduceDtype: job.reduceDtype,
         },
         this.alloc,
         k,

@@ -1,174 +1,210 @@
-// The data movement of each EP dispatch strategy for `moe-actors ep-ops` (ep-ops-rank.ts): the collectives,
-// sizes and layouts of src/actors/ep/ on plain arrays, with the experts reduced to y = (e+1)·x and the gate
-// applied after them, forward (exchangeCounts, dispatch, combine) and backward (combineGrad, dispatchGrad; the gate
-// gradients are left out). Each returns this rank's routed output and input gradient.
+// The EP dispatch strategies for `moe-actors ep-ops` (ep-ops-rank.ts): dispatch → expert compute → combine and back,
+// with the collectives, sizes and layouts of src/actors/ep/, around the models layer's stages (permute, the
+// SwiGLU experts of this rank, combine, and their duals) — gates after the experts, as DeepSeek-V3. Written against
+// the models layer only, so the check does not move with the actors' code and catches a layout that drifts from
+// the single-rank computation. Each strategy returns this rank's routed output, and a backward that returns the
+// input and gate gradients (the local experts' weight gradients accumulate into `m.g`).
 
 import type { Communicator } from '../comm/communicator.ts';
 import type { DispatchStrategy } from '../protocols/strategies.ts';
+import type { Runtime } from '../models/runtime.ts';
+import type { SwigluWeights } from '../models/layers/ffn.ts';
+import type { RouteResult } from '../models/moe/router.ts';
+import { buildPermutation, permuteBackward, permuteForward, type Permutation } from '../models/moe/permute.ts';
+import { expertsBackward, expertsForward } from '../models/moe/experts.ts';
+import { combineBackward, combineForward } from '../models/moe/combine.ts';
 
-/** A token's routing and data; the same on every rank for (rank, seed), so results are reproducible. */
-export interface Local {
+/** This rank's part of the layer. */
+export interface RankMoe {
+  rt: Runtime;
   N: number;
   D: number;
+  H: number;
   K: number;
   E: number;
   L: number;
   P: number;
   me: number;
   x: Float32Array;
-  dOut: Float32Array;
-  idx: Int32Array;
-  gates: Float32Array;
+  route: RouteResult;
+  /** Local experts' weights (L,H,D)/(L,D,H)/(L,H,D) and their gradients (+=). */
+  w: SwigluWeights;
+  g: SwigluWeights;
 }
 
-/** Slots (t·K + k) sorted by expert, stable: the layout of routed rows everywhere below. */
-function sortedSlots(l: Local): Int32Array {
-  const slots = Int32Array.from({ length: l.N * l.K }, (_, i) => i);
-  return slots.sort((a, b) => l.idx[a]! - l.idx[b]! || a - b);
+export interface Forward {
+  out: Float32Array;
+  backward(dOut: Float32Array): Promise<{ dx: Float32Array; dGates: Float32Array }>;
 }
 
-function countsOf(l: Local): Int32Array {
-  const c = new Int32Array(l.E);
-  for (const e of l.idx) c[e]!++;
-  return c;
-}
+export type Run = (ep: Communicator, m: RankMoe) => Promise<Forward>;
 
 const sum = (a: ArrayLike<number>, from = 0, to = a.length) => {
   let s = 0;
   for (let i = from; i < to; i++) s += a[i]!;
   return s;
 };
+const times = (xs: number[], k: number) => xs.map((x) => x * k);
 
-function axpyRow(dst: Float32Array, di: number, src: Float32Array, si: number, a: number, D: number): void {
-  for (let d = 0; d < D; d++) dst[di * D + d] += a * src[si * D + d]!;
+/** From the pool: combine takes ownership of its input and releases it there. */
+function gather(m: RankMoe, src: Float32Array, idx: Int32Array, n: number): Float32Array {
+  const out = m.rt.pool.get(n * m.D);
+  m.rt.k.gatherRows(src, idx, out, n, m.D, null);
+  return out;
 }
 
-function copyRow(dst: Float32Array, di: number, src: Float32Array, si: number, D: number, a = 1): void {
-  for (let d = 0; d < D; d++) dst[di * D + d] = a * src[si * D + d]!;
+function scatter(m: RankMoe, src: Float32Array, idx: Int32Array, n: number, rows: number): Float32Array {
+  const out = new Float32Array(rows * m.D);
+  m.rt.k.scatterAddRows(src, idx, out, n, m.D, null);
+  return out;
 }
 
-export type Run = (ep: Communicator, l: Local) => Promise<{ out: Float32Array; dx: Float32Array }>;
-
-/** torchtitan's: all_to_all_v counts, rows to the experts' ranks and back; backward the same with splits swapped. */
-const a2a: Run = async (ep, l) => {
-  const { P, L, D, me } = l;
-  const counts = countsOf(l);
-  const m = new Int32Array(l.E);
+/** torchtitan's: all_to_all_v counts, rows to the experts' ranks, regroup by local expert, compute, back. */
+const a2a: Run = async (ep, m) => {
+  const { rt, P, L, D, N, E, H } = m;
+  const counts = m.route.counts;
+  const mm = new Int32Array(E);
   const equal = new Array<number>(P).fill(L);
-  await ep.allToAllV(counts, equal, m, equal);
+  await ep.allToAllV(counts, equal, mm, equal);
   const sendRows = Array.from({ length: P }, (_, j) => sum(counts, j * L, (j + 1) * L));
-  const recvRows = Array.from({ length: P }, (_, i) => sum(m, i * L, (i + 1) * L));
-  const slots = sortedSlots(l);
-  const rows = new Float32Array(slots.length * D);
-  slots.forEach((s, p) => copyRow(rows, p, l.x, Math.floor(s / l.K), D));
-  const R = sum(recvRows);
-  const recv = new Float32Array(R * D);
-  const xD = (a: number[]) => a.map((v) => v * D);
-  await ep.allToAllV(rows, xD(sendRows), recv, xD(recvRows));
-  // Received order: (source i, local expert e, row); the expert of each received row from m.
-  const expertOf = new Int32Array(R);
-  let q = 0;
-  for (let i = 0; i < P; i++) for (let e = 0; e < L; e++) for (let c = 0; c < m[i * L + e]!; c++) expertOf[q++] = me * L + e;
-  const y = new Float32Array(R * D);
-  for (let p = 0; p < R; p++) copyRow(y, p, recv, p, D, expertOf[p]! + 1);
-  const yHome = new Float32Array(slots.length * D);
-  await ep.allToAllV(y, xD(recvRows), yHome, xD(sendRows));
-  const out = new Float32Array(l.N * D);
-  slots.forEach((s, p) => axpyRow(out, Math.floor(s / l.K), yHome, p, l.gates[s]!, D));
-  // Backward: dY of each slot = gate · dOut[token], to the experts; dRow = (e+1)·dY, back; dx += dRow.
-  const dY = new Float32Array(slots.length * D);
-  slots.forEach((s, p) => copyRow(dY, p, l.dOut, Math.floor(s / l.K), D, l.gates[s]!));
-  const dYr = new Float32Array(R * D);
-  await ep.allToAllV(dY, xD(sendRows), dYr, xD(recvRows));
-  for (let p = 0; p < R; p++) for (let d = 0; d < D; d++) dYr[p * D + d] *= expertOf[p]! + 1;
-  const dRows = new Float32Array(slots.length * D);
-  await ep.allToAllV(dYr, xD(recvRows), dRows, xD(sendRows));
-  const dx = new Float32Array(l.N * D);
-  slots.forEach((s, p) => axpyRow(dx, Math.floor(s / l.K), dRows, p, 1, D));
-  return { out, dx };
+  const recvRows = Array.from({ length: P }, (_, i) => sum(mm, i * L, (i + 1) * L));
+  const Rcv = sum(recvRows);
+  const perm = buildPermutation(rt, m.route);
+  const rows = permuteForward(rt, perm, m.x, D, false);
+  const recv = new Float32Array(Rcv * D);
+  await ep.allToAllV(rows, times(sendRows, D), recv, times(recvRows, D));
+  // Received order (source, local expert, token) → the experts' (local expert, source, token).
+  const regroup = new Int32Array(Rcv);
+  const localCounts = new Int32Array(L);
+  for (let e = 0, q = 0; e < L; e++) {
+    for (let i = 0, base = 0; i < P; base += recvRows[i]!, i++) {
+      const off = base + sum(mm, i * L, i * L + e);
+      for (let c = 0; c < mm[i * L + e]!; c++) regroup[q++] = off + c;
+      localCounts[e] += mm[i * L + e]!;
+    }
+  }
+  const ex = expertsForward(rt, m.w, gather(m, recv, regroup, Rcv), localCounts, D, H);
+  const yHome = rt.pool.get(perm.R * D);
+  await ep.allToAllV(scatter(m, ex.out, regroup, Rcv, Rcv), times(recvRows, D), yHome, times(sendRows, D));
+  const cb = combineForward(rt, perm, yHome, N, D, false);
+  return {
+    out: cb.out,
+    async backward(dOut) {
+      const dGates = new Float32Array(N * m.K);
+      const dY = combineBackward(rt, perm, cb.ctx, dOut, D, false, dGates);
+      const dYr = new Float32Array(Rcv * D);
+      await ep.allToAllV(dY, times(sendRows, D), dYr, times(recvRows, D));
+      const dLocal = expertsBackward(rt, m.w, m.g, ex.ctx, gather(m, dYr, regroup, Rcv), D, H);
+      const dRows = new Float32Array(perm.R * D);
+      await ep.allToAllV(scatter(m, dLocal, regroup, Rcv, Rcv), times(recvRows, D), dRows, times(sendRows, D));
+      const dx = new Float32Array(N * D);
+      permuteBackward(rt, perm, m.x, dRows, D, false, dx, dGates);
+      return { dx, dGates };
+    },
+  };
 };
 
-/** The Aurora report's: all_gather counts and padded rows, slice locally; backward by reduce_scatter. */
-const allgatherPadded: Run = async (ep, l) => {
-  const { P, L, E, D, me } = l;
-  const counts = countsOf(l);
+/** The Aurora report's: all_gather counts and rows padded to the largest rank's; backward by reduce_scatter. */
+const allgatherPadded: Run = async (ep, m) => {
+  const { rt, P, L, E, D, N, H, me } = m;
   const all = new Int32Array(P * E);
-  await ep.allGather(counts, all);
-  const rowsOf = (i: number) => sum(all, i * E, (i + 1) * E);
-  const Rmax = Math.max(...Array.from({ length: P }, (_, i) => rowsOf(i)));
-  // Row offset, inside source i's sorted rows, of the first row for rank j's experts, and how many there are.
-  const off = (i: number, j: number) => sum(all, i * E, i * E + j * L);
-  const cnt = (i: number, j: number) => sum(all, i * E + j * L, i * E + (j + 1) * L);
-  const slots = sortedSlots(l);
-  const rows = new Float32Array(Rmax * D);
-  slots.forEach((s, p) => copyRow(rows, p, l.x, Math.floor(s / l.K), D));
+  await ep.allGather(m.route.counts, all);
+  // Row of source i's sorted rows where expert g starts; rows source i routes.
+  const before = (i: number, g: number) => sum(all, i * E, i * E + g);
+  const Rmax = Math.max(...Array.from({ length: P }, (_, i) => before(i, E)));
+  // Rows each rank's experts compute, in (local expert, source, token) order, and where expert g starts there.
+  const Rl = new Array<number>(P).fill(0);
+  const startInOwner = new Int32Array(E);
+  for (let g = 0; g < E; g++) {
+    const j = Math.floor(g / L);
+    startInOwner[g] = Rl[j]!;
+    for (let i = 0; i < P; i++) Rl[j] += all[i * E + g]!;
+  }
+  const Rloc = Rl[me]!;
+  const RlocMax = Math.max(...Rl);
+  const localIdx = new Int32Array(Rloc);
+  const localCounts = new Int32Array(L);
+  for (let e = 0, q = 0; e < L; e++) {
+    const g = me * L + e;
+    for (let i = 0; i < P; i++) for (let c = 0; c < all[i * E + g]!; c++, localCounts[e]++) localIdx[q++] = i * Rmax + before(i, g) + c;
+  }
+  const perm = buildPermutation(rt, m.route);
+  const homeIdx = new Int32Array(perm.R);
+  for (let g = 0, q = 0; g < E; g++) {
+    const off = Math.floor(g / L) * RlocMax + startInOwner[g]! + sum(Array.from({ length: me }, (_, i) => all[i * E + g]!));
+    for (let c = 0; c < all[me * E + g]!; c++) homeIdx[q++] = off + c;
+  }
+  const rows = permuteForward(rt, perm, m.x, D, false, Rmax);
   const gathered = new Float32Array(P * Rmax * D);
   await ep.allGather(rows, gathered);
-  // Computed rows of this rank, in (source, expert) order, padded to the largest rank's count.
-  const computedBy = (j: number) => sum(Array.from({ length: P }, (_, i) => cnt(i, j)));
-  const Cmax = Math.max(...Array.from({ length: P }, (_, j) => computedBy(j)));
-  const y = new Float32Array(Cmax * D);
-  const expertOf: number[] = [];
-  let q = 0;
-  for (let i = 0; i < P; i++) {
-    for (let e = me * L; e < (me + 1) * L; e++) {
-      const start = sum(all, i * E, i * E + e);
-      for (let c = 0; c < all[i * E + e]!; c++, q++) {
-        copyRow(y, q, gathered, i * Rmax + start + c, D, e + 1);
-        expertOf.push(e);
-      }
-    }
-  }
-  const ys = new Float32Array(P * Cmax * D);
-  await ep.allGather(y, ys);
-  // My rows back, in sorted order: from each expert rank j, the block it computed for me.
-  const yHome = new Float32Array(slots.length * D);
-  const before = (j: number, i: number) => sum(Array.from({ length: i }, (_, i2) => cnt(i2, j)));
-  for (let j = 0, p = 0; j < P; j++) for (let c = 0; c < cnt(me, j); c++, p++) copyRow(yHome, p, ys, j * Cmax + before(j, me) + c, D);
-  const out = new Float32Array(l.N * D);
-  slots.forEach((s, p) => axpyRow(out, Math.floor(s / l.K), yHome, p, l.gates[s]!, D));
-  // combineGrad: my slots' dY in each expert rank's padded block, reduce_scatter(sum) gives each its rows' dY.
-  const dYAll = new Float32Array(P * Cmax * D);
-  for (let j = 0, p = 0; j < P; j++) {
-    for (let c = 0; c < cnt(me, j); c++, p++) {
-      const s = slots[p]!;
-      copyRow(dYAll, j * Cmax + before(j, me) + c, l.dOut, Math.floor(s / l.K), D, l.gates[s]!);
-    }
-  }
-  const dY = new Float32Array(Cmax * D);
-  await ep.reduceScatter(dYAll, dY, { op: 'sum' });
-  // dispatchGrad: each source's input-row grads in its padded block, reduce_scatter(sum) back to the sources.
-  const dRowsAll = new Float32Array(P * Rmax * D);
-  q = 0;
-  for (let i = 0; i < P; i++) for (let c = 0; c < cnt(i, me); c++, q++) copyRow(dRowsAll, i * Rmax + off(i, me) + c, dY, q, D, expertOf[q]! + 1);
-  const dRows = new Float32Array(Rmax * D);
-  await ep.reduceScatter(dRowsAll, dRows, { op: 'sum' });
-  const dx = new Float32Array(l.N * D);
-  slots.forEach((s, p) => axpyRow(dx, Math.floor(s / l.K), dRows, p, 1, D));
-  return { out, dx };
+  const ex = expertsForward(rt, m.w, gather(m, gathered, localIdx, Rloc), localCounts, D, H);
+  const send = new Float32Array(RlocMax * D);
+  send.set(ex.out.subarray(0, Rloc * D));
+  const ys = new Float32Array(P * RlocMax * D);
+  await ep.allGather(send, ys);
+  const cb = combineForward(rt, perm, gather(m, ys, homeIdx, perm.R), N, D, false);
+  return {
+    out: cb.out,
+    async backward(dOut) {
+      const dGates = new Float32Array(N * m.K);
+      const dY = combineBackward(rt, perm, cb.ctx, dOut, D, false, dGates);
+      const dYMine = new Float32Array(RlocMax * D);
+      await ep.reduceScatter(scatter(m, dY, homeIdx, perm.R, P * RlocMax), dYMine, { op: 'sum' });
+      const dLocal = expertsBackward(rt, m.w, m.g, ex.ctx, dYMine, D, H);
+      const dRows = new Float32Array(Rmax * D);
+      await ep.reduceScatter(scatter(m, dLocal, localIdx, Rloc, P * Rmax), dRows, { op: 'sum' });
+      const dx = new Float32Array(N * D);
+      permuteBackward(rt, perm, m.x, dRows, D, false, dx, dGates);
+      return { dx, dGates };
+    },
+  };
 };
 
 /** Megatron-style: all_gather routing and unrouted tokens, compute local experts, reduce_scatter partial sums. */
-const allgatherRs: Run = async (ep, l) => {
-  const { P, L, N, K, D, me } = l;
-  const idx = new Int32Array(P * N * K);
-  const gates = new Float32Array(P * N * K);
-  await ep.allGather(l.idx, idx);
-  await ep.allGather(l.gates, gates);
-  const xs = new Float32Array(P * N * D);
-  await ep.allGather(l.x, xs);
-  const mine = (e: number) => e >= me * L && e < (me + 1) * L;
-  const partial = new Float32Array(P * N * D);
-  for (let t = 0; t < P * N; t++) for (let k = 0; k < K; k++) if (mine(idx[t * K + k]!)) axpyRow(partial, t, xs, t, gates[t * K + k]! * (idx[t * K + k]! + 1), D);
+const allgatherRs: Run = async (ep, m) => {
+  const { rt, P, L, N, K, D, H, me } = m;
+  const allIdx = new Int32Array(P * N * K);
+  const allGates = new Float32Array(P * N * K);
+  await ep.allGather(m.route.topIdx, allIdx);
+  await ep.allGather(m.route.gates, allGates);
+  // The rows my experts compute, as a permutation of all P·N gathered tokens.
+  const lo = me * L;
+  const counts = new Int32Array(L);
+  for (const g of allIdx) if (g >= lo && g < lo + L) counts[g - lo]++;
+  const next = new Int32Array(L);
+  for (let e = 1; e < L; e++) next[e] = next[e - 1]! + counts[e - 1]!;
+  const R = sum(counts);
+  const perm: Permutation = { R, srcToken: new Int32Array(R), slot: new Int32Array(R), gatesSorted: new Float32Array(R), counts };
+  allIdx.forEach((g, j) => {
+    if (g < lo || g >= lo + L) return;
+    const q = next[g - lo]!++;
+    perm.srcToken[q] = Math.floor(j / K);
+    perm.slot[q] = j;
+    perm.gatesSorted[q] = allGates[j]!;
+  });
+  const allX = new Float32Array(P * N * D);
+  await ep.allGather(m.x, allX);
+  const ex = expertsForward(rt, m.w, permuteForward(rt, perm, allX, D, false), counts, D, H);
+  const cb = combineForward(rt, perm, ex.out, P * N, D, false);
   const out = new Float32Array(N * D);
-  await ep.reduceScatter(partial, out, { op: 'sum' });
-  const dOuts = new Float32Array(P * N * D);
-  await ep.allGather(l.dOut, dOuts);
-  const dPartial = new Float32Array(P * N * D);
-  for (let t = 0; t < P * N; t++) for (let k = 0; k < K; k++) if (mine(idx[t * K + k]!)) axpyRow(dPartial, t, dOuts, t, gates[t * K + k]! * (idx[t * K + k]! + 1), D);
-  const dx = new Float32Array(N * D);
-  await ep.reduceScatter(dPartial, dx, { op: 'sum' });
-  return { out, dx };
+  await ep.reduceScatter(cb.out, out, { op: 'sum' });
+  return {
+    out,
+    async backward(dOut) {
+      const allD = new Float32Array(P * N * D);
+      await ep.allGather(dOut, allD);
+      const dGatesAll = new Float32Array(P * N * K);
+      const dY = combineBackward(rt, perm, cb.ctx, allD, D, false, dGatesAll);
+      const dRows = expertsBackward(rt, m.w, m.g, ex.ctx, dY, D, H);
+      const dxAll = new Float32Array(P * N * D);
+      rt.k.scatterAddRows(dRows, perm.srcToken, dxAll, R, D, null);
+      const dx = new Float32Array(N * D);
+      const dGates = new Float32Array(N * K);
+      await ep.reduceScatter(dxAll, dx, { op: 'sum' });
+      await ep.reduceScatter(dGatesAll, dGates, { op: 'sum' });
+      return { dx, dGates };
+    },
+  };
 };
 
 export const RUNS: Record<DispatchStrategy, Run> = { a2a, 'allgather-padded': allgatherPadded, 'allgather-rs': allgatherRs };

@@ -70,6 +70,24 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   program
+    .command('project')
+    .description('project memory per rank by category, bytes per step per group, time per step, TPS and MFU on a system')
+    .option('--config <path>', 'job config (TOML; default: the embedded debug job)')
+    .option('--system <name|path>', 'aurora-pvc | local | path/to/system.toml (configs/systems/)', 'local')
+    .option('--ranks <n>', 'world size (default: [comm] ranks)')
+    .option('--format <fmt>', 'text | json', 'text')
+    .option('--rmax <x>', "routing imbalance: the busiest EP rank's rows over the mean (default: the system's)")
+    .option('--compute-dtype <dtype>', "bf16 | fp32 (default: the system's, or [training] mixed_precision_param)")
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[overrides...]', 'config overrides like --training.local_batch_size 16')
+    .action(async (...a: unknown[]) => {
+      const cmd = a[a.length - 1] as Command;
+      const { runProject } = await import('./project.ts');
+      await runProject(cmd.opts(), overridesOf(cmd));
+    });
+
+  program
     .command('inspect')
     .description('diff flight-recorder dumps of a failed run: who did not join which collective')
     .argument('<dumps...>', 'dump files or a folder of them')
@@ -108,16 +126,18 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('ep-ops')
-    .description('run the collectives of every EP dispatch strategy (forward + backward) on a transport, check and time them')
+    .description('check every EP dispatch strategy (dispatch → experts → combine, forward + backward) against one rank, and time it')
     .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
     .option('--ranks <n>', 'ranks on inproc/threads (under mpi and ccl, mpiexec decides)', '2')
     .option('--profile <name>', 'capability profile', 'full')
     .option('--tokens <n>', 'tokens per rank', '64')
     .option('--dim <n>', 'hidden size', '32')
+    .option('--hidden <n>', 'expert hidden size', '32')
+    .option('--shared-hidden <n>', 'shared expert hidden size (0: no shared expert)', '32')
     .option('--experts <n>', 'experts (a multiple of the ranks)', '8')
     .option('--topk <n>', 'experts per token', '2')
     .option('--reps <n>', 'repetitions per strategy', '3')
-    .option('--strategy <name>', 'only this strategy (a2a | allgather-padded | allgather-rs)')
+    .option('--strategy <name>', 'a2a | allgather-padded | allgather-rs | all', 'all')
     .option('--timeout <ms>', 'per-collective timeout', '30000')
     .action(async (o: import('./ep-ops.ts').EpOpsOptions) => {
       const { runEpOps } = await import('./ep-ops.ts');

@@ -41,6 +41,7 @@ export async function runView(run: string): Promise<void> {
   const v = viewRun(run);
   console.log(`${v.events} events`);
   console.log(`timeline: ${v.timeline}`);
+  if (v.report) console.log(`plots: ${v.report}`);
   console.log(`trace (Perfetto, chrome://tracing): ${v.trace}`);
   for (const w of v.warnings) console.log(pc.yellow(`warning: ${w}`));
   for (const e of v.traceErrors) console.log(pc.yellow(`trace.json: ${e}`));

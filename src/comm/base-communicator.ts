@@ -52,6 +52,7 @@ export interface BaseInit {
 export function dtypeOf(a: CommArray): FlightEntry['dtype'] {
   if (a instanceof Float32Array) return 'float32';
   if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Uint16Array) return 'bfloat16';
   return 'int32';
 }
 
@@ -60,7 +61,9 @@ export function reduceName(r: ReduceOp): string {
 }
 
 const undefinedReduce = (op: ReduceOp, a: CommArray) =>
-  `ReduceOp ${op.op} is defined on float32/float64 only, got ${a.constructor.name}; use sum and divide, or convert to float`;
+  a instanceof Uint16Array
+    ? `ReduceOp ${op.op} is not defined on bf16 (only sum, accumulated in float32); scale before converting, or reduce in float32`
+    : `ReduceOp ${op.op} is defined on float32/float64 only, got ${a.constructor.name}; use sum and divide, or convert to float`;
 
 export abstract class BaseCommunicator implements Communicator {
   readonly rank: number;
@@ -154,6 +157,7 @@ export abstract class BaseCommunicator implements Communicator {
   }
 
   allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
+    if (buf instanceof Uint16Array) return this.invalid('all_reduce', 'bf16 reductions are reduce_scatter only (FSDP gradients); all_reduce needs a float32/float64 array');
     if (!reduceDefinedOn(op, buf)) return this.invalid('all_reduce', undefinedReduce(op, buf));
     return this.call({ op: 'all_reduce', buf, reduce: op }, opts, buf.length, buf.length, buf.byteLength, buf.byteLength);
   }

@@ -2,7 +2,10 @@
 // (protocols, actors, trainer) program against. It is deliberately NCCL/MPI-shaped: typed arrays in, typed arrays
 // out, every call numbered per group so that a hang can be explained by diffing ranks' flight records.
 
-export type CommArray = Float32Array | Float64Array | Int32Array;
+// Uint16Array carries bfloat16 (raw bits): mixed precision's parameter all-gathers and EP rows move 2-byte elements.
+// Only the data-movement collectives take it (all_gather(_v), all_to_all_v, broadcast); reductions need a
+// float32/float64 array (mixed_precision_reduce is float32).
+export type CommArray = Float32Array | Float64Array | Int32Array | Uint16Array;
 
 export type CollectiveOp =
   | 'all_gather'

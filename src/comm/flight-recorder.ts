@@ -17,7 +17,7 @@ export interface FlightEntry {
   /** e.g. "sum", "premul_sum(0.25)", for reductions. */
   reduceOp?: string;
   tag: string | null;
-  dtype: 'float32' | 'float64' | 'int32';
+  dtype: 'float32' | 'float64' | 'int32' | 'bfloat16';
   inNelems: number;
   outNelems: number;
   /** Per-rank split sizes for v-collectives, as torch's "In split size"/"Out split size". */

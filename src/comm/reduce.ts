@@ -5,6 +5,8 @@
 //   avg         round(sum / size)                                            (float dtypes only)
 //   max         acc = max(acc, x_r)                                          (NaN propagates)
 //   premul_sum  acc = round(f·x₀); acc = round(acc + round(f·x_r))           (float dtypes only)
+//   bf16 sum    float32 acc over the widened bf16 inputs in rank order, rounded to bf16 once (the only bf16 op;
+//               reduce_scatter only — mixed_precision_reduce = "bfloat16")
 //
 // "round" is the dtype's rounding: Math.fround for float32, none for float64, ToInt32 (wrap-around) for int32.
 // Reducing in rank order is what makes float32 results bitwise reproducible across seeds and interleavings; a
@@ -13,9 +15,11 @@
 // because 53 ≥ 2·24+2, so these loops give the correctly rounded float32 results.
 
 import type { CommArray, ReduceOp } from './communicator.ts';
+import { sumBf16Into } from '../tensor/bf16.ts';
 
 /** Whether `op` is defined on `a`'s dtype (avg and premul_sum need a float dtype). */
 export function reduceDefinedOn(op: ReduceOp, a: CommArray): boolean {
+  if (a instanceof Uint16Array) return op.op === 'sum'; // bf16: f32-accumulated sum, rounded once
   return !(a instanceof Int32Array) || op.op === 'sum' || op.op === 'max';
 }
 
@@ -29,6 +33,7 @@ export function reduceInto(out: CommArray, inputs: readonly CommArray[], offsets
   if (!reduceDefinedOn(op, out)) {
     throw new Error(`reduceInto: ReduceOp ${op.op} is defined on float32/float64 only, got ${out.constructor.name}`);
   }
+  if (out instanceof Uint16Array) return sumBf16Into(out, inputs as readonly Uint16Array[], offsets, n);
   const f32 = out instanceof Float32Array;
   const x0 = inputs[0]!;
   const o0 = offsets[0]!;

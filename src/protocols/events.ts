@@ -42,7 +42,7 @@ export interface CollectiveEvent {
   seq: number;
   phase: 'start' | 'end';
   t: number;
-  dtype: 'float32' | 'float64' | 'int32';
+  dtype: 'float32' | 'float64' | 'int32' | 'bfloat16';
   inNelems: number;
   outNelems: number;
   bytesSent: number;

@@ -11,6 +11,7 @@ import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { numelOf } from '../tensor/tensor.ts';
 import { buildModelSpec, paramSpecs, UNIT_HEAD } from '../models/spec.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from './fsdp-unit.machine.ts';
+import { formatMemoryLine, projectMemory, type MemoryAssumptions, type MemoryProjection } from './projection-memory.ts';
 import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, STRATEGIES, strategyBlocker, type DispatchStrategy, type MoeStrategy } from './strategies.ts';
 
 export interface PlanInput {
@@ -33,7 +34,16 @@ export interface PlanInput {
   microbatches: number;
   /** Ranks per node (0: all ranks on one node). */
   ranksPerNode: number;
+  /** [training] mixed_precision_param: bfloat16 halves parameter all-gathers and EP rows on the wire. Default float32. */
+  paramDtype?: 'float32' | 'bfloat16';
+  /** [training] mixed_precision_reduce: bfloat16 halves the FSDP gradient reduce_scatters. Default float32. */
+  reduceDtype?: 'float32' | 'bfloat16';
+  /** How memory is projected (stack, compute dtype, routing imbalance, allocator); default: moe-actors here. */
+  memory?: Partial<MemoryAssumptions>;
 }
+
+/** moe-actors on this machine: fp32 compute, balanced routing, the tracked allocator counts live bytes. */
+export const LOCAL_MEMORY_ASSUMPTIONS: MemoryAssumptions = { stack: 'moe-actors', computeDtype: 'float32', rmax: 1, allocatorFactor: 1, unshardedInFlight: 1 };
 
 export interface Decision<T> {
   choice: T;
@@ -59,11 +69,13 @@ export interface Plan {
   candidates: { strategy: DispatchStrategy; blocker: string | null; bytesPerLayer: number }[];
   gradReduce: Decision<GradReduce>;
   units: PlanUnit[];
-  memory: { params: number; grads: number; optimizer: number; unshardedPeak: number; activationsEstimate: number; total: number };
+  memory: MemoryProjection & { assumptions: MemoryAssumptions };
   params: ReturnType<typeof countParams>;
   flopsPerToken: number;
   /** Predicted logical bytes (sent + received) per step per group name, for one rank. */
   bytesPerStep: Record<string, number>;
+  /** [training] mixed_precision_param / _reduce: the element size the bytes above were counted with. */
+  precision: { param: 'float32' | 'bfloat16'; reduce: 'float32' | 'bfloat16' };
   warnings: string[];
 }
 
@@ -74,7 +86,7 @@ export class PlanError extends Error {
   }
 }
 
-function spansNodes(layout: MeshLayout, dim: MeshDim, rank: number, ranksPerNode: number): boolean {
+export function spansNodes(layout: MeshLayout, dim: MeshDim, rank: number, ranksPerNode: number): boolean {
   if (ranksPerNode <= 0) return false;
   const nodes = new Set(groupOf(layout, dim, rank).ranks.map((r) => Math.floor(r / ranksPerNode)));
   return nodes.size > 1;
@@ -97,7 +109,8 @@ export function makePlan(input: PlanInput): Plan {
   const D = spec.dim;
   const K = moe?.args.top_k ?? 1;
   const E = moe?.args.num_experts ?? 1;
-  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0) };
+  const wire = input.paramDtype === 'bfloat16' ? 2 : 4;
+  const shape = { P, T, Tmax: T, D, K, E, rowsIn: K * T, rowsInMax: Math.ceil(K * T * 1.0), rowBytes: wire as 2 | 4 };
   const layerBytes = (s: MoeStrategy) => {
     const b = moeBytes(s, shape);
     return MOE_PHASES.reduce((a, p) => a + b[p].sent + b[p].received, 0);
@@ -176,24 +189,14 @@ export function makePlan(input: PlanInput): Plan {
     const groupSize = layout.sizes[group];
     units.push({ id, numel, group, groupSize, shard: Math.ceil(numel / groupSize), reshardAfterForward: reshardAfterForward(input.reshard, { isOutput: id === UNIT_HEAD }) });
   }
-  const shardTotal = units.reduce((a, u) => a + u.shard, 0) * 4;
-  const largest = units.reduce((a, u) => Math.max(a, u.numel), 0);
-  const N = T;
-  const H = Math.max(...spec.blocks.map((b) => (b.ffn.kind === 'moe' ? b.ffn.hidden * Math.max(1, b.ffn.args.top_k) : b.ffn.hidden)));
-  // Per block and token: normed inputs, attention q/k/v/o, residuals (~10·D) and FFN hiddens (3·H); the head keeps
-  // logits (V per token, twice: forward and gradient). Checkpointed blocks keep only their input.
-  const perBlock = N * (10 * D + 3 * H) * 4;
-  const kept = spec.blocks.filter((b) => !isCheckpointed(b.layerId, input.ac)).length;
-  const activationsEstimate = (kept * perBlock + (spec.blocks.length - kept) * N * D * 4 + perBlock + 2 * N * spec.vocabSize * 4) * 1;
+  const assumptions: MemoryAssumptions = { ...LOCAL_MEMORY_ASSUMPTIONS, ...input.memory };
   const memory = {
-    params: shardTotal,
-    grads: shardTotal,
-    optimizer: 2 * shardTotal,
-    unshardedPeak: 2 * 2 * largest * 4,
-    activationsEstimate,
-    total: 0,
+    ...projectMemory({
+      spec, units, ac: input.ac, tokens: T, seqLen: input.seqLen, ep: P, dispatch: dispatch.choice,
+      replicas: d.dp_replicate, plainSum: gradReduce.choice === 'sum', assumptions,
+    }),
+    assumptions,
   };
-  memory.total = memory.params + memory.grads + memory.optimizer + memory.unshardedPeak + memory.activationsEstimate;
 
   // ---- bytes per step per group (one rank, sent + received, logical) ----
   const bytes: Record<string, number> = {};
@@ -201,17 +204,21 @@ export function makePlan(input: PlanInput): Plan {
   const mbs = input.microbatches;
   for (const u of units) {
     if (u.groupSize > 1 || layout.degrees.dp_replicate > 1) {
-      const full = u.shard * u.groupSize * 4;
+      const fullWire = u.shard * u.groupSize * wire;
       const gathers = u.reshardAfterForward ? 2 : 1;
       if (u.groupSize > 1) {
-        add(u.group, mbs * gathers * (u.shard * 4 + full));
-        add(`${u.group}_reduce`, mbs * (full + u.shard * 4));
+        add(u.group, mbs * gathers * (u.shard * wire + fullWire));
+        const red = input.reduceDtype === 'bfloat16' ? 2 : 4;
+        add(`${u.group}_reduce`, mbs * (u.shard * u.groupSize * red + u.shard * red));
       }
       if (layout.degrees.dp_replicate > 1) add('dp_replicate_reduce', mbs * 2 * u.shard * 4);
     }
   }
   if (moe && P > 1) {
-    for (const b of moeBlocks) add('ep', mbs * layerBytes(dispatch.choice) * (isCheckpointed(b.layerId, input.ac) ? 1.5 : 1));
+    // A checkpointed layer's recompute issues its forward phases again (counts included): not half the total.
+    const fwd = moeBytes(dispatch.choice, shape);
+    const forwardBytes = (['exchangeCounts', 'dispatch', 'combine'] as const).reduce((a, p) => a + fwd[p].sent + fwd[p].received, 0);
+    for (const b of moeBlocks) add('ep', mbs * (layerBytes(dispatch.choice) + (isCheckpointed(b.layerId, input.ac) ? forwardBytes : 0)));
   }
 
   return {
@@ -226,6 +233,7 @@ export function makePlan(input: PlanInput): Plan {
     params: countParams(spec),
     flopsPerToken: flopsPerToken(spec, input.seqLen),
     bytesPerStep: bytes,
+    precision: { param: input.paramDtype ?? 'float32', reduce: input.reduceDtype ?? 'float32' },
     warnings,
   };
 }
@@ -254,10 +262,13 @@ export function formatPlan(p: Plan): string {
   lines.push('');
   lines.push('per rank memory (bytes):');
   const m = p.memory;
-  lines.push(`  params ${fmtBytes(m.params)}, grads ${fmtBytes(m.grads)}, optimizer ${fmtBytes(m.optimizer)} (sharded), unsharded units ≤ ${fmtBytes(m.unshardedPeak)}, activations ≈ ${fmtBytes(m.activationsEstimate)}; total ≈ ${fmtBytes(m.total)}`);
+  lines.push(`  ${formatMemoryLine(m)}`);
   lines.push('units:');
   for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
-  lines.push('bytes per step per group (this rank, sent + received):');
+  const pr = p.precision;
+  lines.push(
+    `bytes per step per group (this rank, sent + received; params ${pr.param}: all-gathers and EP rows at ${pr.param === 'bfloat16' ? 2 : 4} bytes, gradient reduce_scatters at ${pr.reduce === 'bfloat16' ? 2 : 4}):`,
+  );
   for (const [g, b] of Object.entries(p.bytesPerStep)) lines.push(`  ${g.padEnd(22)} ${fmtBytes(b)}`);
   for (const w of p.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');

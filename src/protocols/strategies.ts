@@ -113,6 +113,11 @@ export interface MoeTrafficShape {
   rowsIn: number;
   /** Max over EP ranks of rowsIn (for padding). */
   rowsInMax: number;
+  /**
+   * Bytes per element of the activation rows that all_gather / all_to_all move: 2 under bf16 mixed precision, 4
+   * (default) in fp32. Reduce_scatters stay 4 (the reduce dtype is float32).
+   */
+  rowBytes?: 2 | 4;
 }
 
 export interface PhaseBytes {
@@ -125,7 +130,8 @@ export interface PhaseBytes {
  * and receive buffers of each call, own block included). Forward and backward phases both appear.
  */
 export function moeBytes(s: MoeStrategy, t: MoeTrafficShape): Record<MoePhase, PhaseBytes> {
-  const f = 4;
+  const f = t.rowBytes ?? 4; // rows moved (all_gather, all_to_all)
+  const r = 4; // rows reduced (reduce_scatter): the reduce dtype
   const { P, T, Tmax, D, K, E, rowsIn, rowsInMax } = t;
   const zero = { sent: 0, received: 0 };
   switch (s) {
@@ -144,16 +150,16 @@ export function moeBytes(s: MoeStrategy, t: MoeTrafficShape): Record<MoePhase, P
         exchangeCounts: { sent: E * 4, received: P * E * 4 },
         dispatch: { sent: K * Tmax * D * f, received: P * K * Tmax * D * f },
         combine: { sent: rowsInMax * D * f, received: P * rowsInMax * D * f },
-        combineGrad: { sent: P * rowsInMax * D * f, received: rowsInMax * D * f },
-        dispatchGrad: { sent: P * K * Tmax * D * f, received: K * Tmax * D * f },
+        combineGrad: { sent: P * rowsInMax * D * r, received: rowsInMax * D * r },
+        dispatchGrad: { sent: P * K * Tmax * D * r, received: K * Tmax * D * r },
       };
     case 'allgather-rs':
       return {
         exchangeCounts: { sent: Tmax * K * 8, received: P * Tmax * K * 8 },
         dispatch: { sent: Tmax * D * f, received: P * Tmax * D * f },
-        combine: { sent: P * Tmax * D * f, received: Tmax * D * f },
+        combine: { sent: P * Tmax * D * r, received: Tmax * D * r },
         combineGrad: { sent: Tmax * D * f, received: P * Tmax * D * f },
-        dispatchGrad: { sent: P * Tmax * D * f + P * Tmax * K * f, received: Tmax * D * f + Tmax * K * f },
+        dispatchGrad: { sent: P * Tmax * D * r + P * Tmax * K * r, received: Tmax * D * r + Tmax * K * r },
       };
   }
 }

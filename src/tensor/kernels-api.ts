@@ -17,7 +17,19 @@ export interface BlasInfo {
   /** OPENBLAS_THREAD_TIMEOUT the addon runs with, and whether the user ('env') or the loader ('auto') chose it. */
   threadTimeout?: string;
   threadTimeoutSource?: 'env' | 'auto';
+  /** Native only: which library the sgemm entry uses — per shape class ('auto'), always oneDNN, or always BLAS. */
+  matmulMode?: MatmulLibrary;
+  /** Native only: oneDNN is built in and working; its version and effective ISA, or why it is not used. */
+  onednn?: boolean;
+  onednnVersion?: string;
+  onednnIsa?: string;
+  onednnStatus?: string;
+  /** Native only: the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX); without them bf16 matmuls widen to f32. */
+  bf16Dot?: boolean;
 }
+
+/** The matmul library choice: by shape class (the measured rule), or one library for every call. */
+export type MatmulLibrary = 'auto' | 'onednn' | 'blas';
 
 export interface Kernels {
   readonly impl: 'native' | 'ts';
@@ -42,6 +54,48 @@ export interface Kernels {
     C: Float32Array,
     ldc: number,
   ): void;
+
+  /** Chooses the matmul library for the process (native; the reference has one). Benches alternate with it. */
+  setMatmulLibrary(lib: MatmulLibrary): void;
+
+  // As sgemm with A and B in bfloat16 (Uint16Array of raw bf16 bits) and C float32: products of bf16 inputs
+  // summed in f32 (torch's bf16 matmul on CPU). Without bf16 dot-product hardware the inputs are widened to f32.
+  gemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Uint16Array,
+    lda: number,
+    B: Uint16Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
+  // sgemm's arguments, computed as bf16 mixed precision does: A and B rounded to bf16 (nearest even), products
+  // summed in f32 into f32 C.
+  sgemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
+  // src (n) f32 → dst (n) bf16 bits, round to nearest even (NaN stays NaN).
+  toBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  // src (n) bf16 bits → dst (n) f32 (exact).
+  fromBf16(src: Uint16Array, dst: Float32Array, n: number): void;
 
   // x (N,D), w (D) → y (N,D) write, rstd (N) write: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
   rmsnormFwd(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, N: number, D: number, eps: number): void;

@@ -1,7 +1,7 @@
 // The native addon (native/kernels) behind the Kernels interface. The addon's functions take exactly the
 // interface's arguments, so this wrapper only binds them; argument checks (buffer lengths, index ranges) happen
 // in C++, where an out-of-range write would otherwise corrupt memory, and surface as JS RangeErrors.
-import type { BlasInfo, Kernels } from './kernels-api.ts';
+import type { BlasInfo, Kernels, MatmulLibrary } from './kernels-api.ts';
 
 type Fn<K extends keyof Kernels> = Kernels[K];
 
@@ -9,6 +9,11 @@ export interface KernelsAddon {
   sgemm: Fn<'sgemm'>;
   setNumThreads: Fn<'setNumThreads'>;
   blasInfo(): BlasInfo & { ompThreads?: number };
+  setMatmulLibrary: Fn<'setMatmulLibrary'>;
+  gemmBf16: Fn<'gemmBf16'>;
+  sgemmBf16: Fn<'sgemmBf16'>;
+  toBf16: Fn<'toBf16'>;
+  fromBf16: Fn<'fromBf16'>;
   rmsnormFwd: Fn<'rmsnormFwd'>;
   rmsnormBwd: Fn<'rmsnormBwd'>;
   swigluFwd: Fn<'swigluFwd'>;
@@ -35,6 +40,11 @@ const METHODS = [
   'sgemm',
   'setNumThreads',
   'blasInfo',
+  'setMatmulLibrary',
+  'gemmBf16',
+  'sgemmBf16',
+  'toBf16',
+  'fromBf16',
   'rmsnormFwd',
   'rmsnormBwd',
   'swigluFwd',
@@ -61,6 +71,11 @@ export class NativeKernels implements Kernels {
   readonly impl = 'native' as const;
   readonly sgemm: Fn<'sgemm'>;
   readonly setNumThreads: Fn<'setNumThreads'>;
+  readonly setMatmulLibrary: Fn<'setMatmulLibrary'>;
+  readonly gemmBf16: Fn<'gemmBf16'>;
+  readonly sgemmBf16: Fn<'sgemmBf16'>;
+  readonly toBf16: Fn<'toBf16'>;
+  readonly fromBf16: Fn<'fromBf16'>;
   readonly rmsnormFwd: Fn<'rmsnormFwd'>;
   readonly rmsnormBwd: Fn<'rmsnormBwd'>;
   readonly swigluFwd: Fn<'swigluFwd'>;
@@ -93,6 +108,11 @@ export class NativeKernels implements Kernels {
     // Direct references (no wrapper closures): N-API calls are already ~0.1–1 µs; keep the JS side free.
     this.sgemm = addon.sgemm;
     this.setNumThreads = addon.setNumThreads;
+    this.setMatmulLibrary = addon.setMatmulLibrary;
+    this.gemmBf16 = addon.gemmBf16;
+    this.sgemmBf16 = addon.sgemmBf16;
+    this.toBf16 = addon.toBf16;
+    this.fromBf16 = addon.fromBf16;
     this.rmsnormFwd = addon.rmsnormFwd;
     this.rmsnormBwd = addon.rmsnormBwd;
     this.swigluFwd = addon.swigluFwd;
@@ -124,6 +144,12 @@ export class NativeKernels implements Kernels {
     if (i.ompWaitPolicy !== undefined) out.ompWaitPolicy = i.ompWaitPolicy;
     if (i.threadTimeout) out.threadTimeout = i.threadTimeout;
     if (i.threadTimeoutSource) out.threadTimeoutSource = i.threadTimeoutSource as BlasInfo['threadTimeoutSource'];
+    if (i.matmulMode !== undefined) out.matmulMode = i.matmulMode as MatmulLibrary;
+    if (i.onednn !== undefined) out.onednn = i.onednn;
+    if (i.onednnVersion) out.onednnVersion = i.onednnVersion;
+    if (i.onednnIsa) out.onednnIsa = i.onednnIsa;
+    if (i.onednnStatus) out.onednnStatus = i.onednnStatus;
+    if (i.bf16Dot !== undefined) out.bf16Dot = i.bf16Dot;
     return out;
   }
 }

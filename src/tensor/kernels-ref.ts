@@ -3,7 +3,7 @@
 // straight loops in the order the math is written, sums accumulated in float64 (JS numbers) and rounded to
 // float32 once when stored. Where torch rounds an intermediate to float32 on purpose (RoPE, AdamW), the
 // reference rounds with Math.fround at the same place, so it models torch rather than exact arithmetic.
-import type { BlasInfo, Kernels } from './kernels-api.ts';
+import type { BlasInfo, Kernels, MatmulLibrary } from './kernels-api.ts';
 
 const IGNORE_INDEX = -100;
 
@@ -71,6 +71,72 @@ export class RefKernels implements Kernels {
         C[i * ldc + j] = alpha * s + c;
       }
     }
+  }
+
+  // One implementation here: the choice is accepted (so callers need not branch) and has no effect.
+  setMatmulLibrary(_lib: MatmulLibrary): void {}
+
+  // bf16 inputs are exact in f32 (and their products in f64), so widening and the f64-sum sgemm is the oracle.
+  gemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Uint16Array,
+    lda: number,
+    B: Uint16Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void {
+    const wa = new Float32Array(A.length);
+    const wb = new Float32Array(B.length);
+    this.fromBf16(A, wa, A.length);
+    this.fromBf16(B, wb, B.length);
+    this.sgemm(transA, transB, M, N, K, alpha, wa, lda, wb, ldb, beta, C, ldc);
+  }
+
+  sgemmBf16(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void {
+    const a = new Uint16Array(A.length);
+    const b = new Uint16Array(B.length);
+    this.toBf16(A, a, A.length);
+    this.toBf16(B, b, B.length);
+    this.gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+  }
+
+  toBf16(src: Float32Array, dst: Uint16Array, n: number): void {
+    need(src, n, 'src', 'toBf16');
+    need(dst, n, 'dst', 'toBf16');
+    const u = new Uint32Array(src.buffer, src.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const x = u[i]!;
+      if ((x & 0x7fffffff) > 0x7f800000) dst[i] = (x >>> 16) | 0x40;
+      else dst[i] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  }
+
+  fromBf16(src: Uint16Array, dst: Float32Array, n: number): void {
+    need(src, n, 'src', 'fromBf16');
+    need(dst, n, 'dst', 'fromBf16');
+    const u = new Uint32Array(dst.buffer, dst.byteOffset, n);
+    for (let i = 0; i < n; i++) u[i] = src[i]! << 16;
   }
 
   // x (N,D), w (D) → y (N,D), rstd (N): y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).

@@ -46,7 +46,9 @@ export function loadNativeKernelsFrom(path: string): Kernels {
   }
   preferPassiveOpenMpWait();
   const addon = createRequire(import.meta.url)(path) as KernelsAddon;
-  return new NativeKernels(addon);
+  const k = new NativeKernels(addon);
+  sayMatmulLibraryOnce(k);
+  return k;
 }
 
 /**
@@ -61,6 +63,16 @@ function preferPassiveOpenMpWait(): void {
   if (isMainThread && process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
     process.env.OMP_WAIT_POLICY = 'passive';
   }
+}
+
+let said = false;
+
+/** Without oneDNN the matmuls all run on BLAS: one line at start-up (main thread) says so and why, never a failure. */
+function sayMatmulLibraryOnce(k: Kernels): void {
+  if (said || !isMainThread) return;
+  said = true;
+  const i = k.blasInfo();
+  if (i.onednn === false) console.warn(`moe-actors: matmuls on ${i.name} only: ${i.onednnStatus ?? 'oneDNN unavailable'}`);
 }
 
 /** The kernels of this thread: native unless MOE_ACTORS_KERNELS=ts. */

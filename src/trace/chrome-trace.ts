@@ -48,7 +48,7 @@ export interface ChromeTrace {
 export const pidOf = (rank: number) => rank + 1;
 
 /** Kineto writes c10 scalar type names. */
-const KINETO_DTYPE: Record<CollectiveEvent['dtype'], string> = { float32: 'Float', float64: 'Double', int32: 'Int' };
+const KINETO_DTYPE: Record<CollectiveEvent['dtype'], string> = { float32: 'Float', float64: 'Double', int32: 'Int', bfloat16: 'BFloat16' };
 
 /** Kineto truncates "Process Group Ranks" past 30 ranks. */
 function groupRanksArg(ranks: readonly number[]): string {

@@ -10,6 +10,7 @@ export { summarize, renderSummary, type RunSummary } from './summary.ts';
 export { toChromeTrace, writeChromeTrace, serializeChromeTrace } from './chrome-trace.ts';
 export { validateChromeTrace } from './chrome-validate.ts';
 export { writeTimeline, timelineHtml } from './timeline.ts';
+export { buildReportData, renderReportHtml, writeReport, type ReportData } from './report.ts';
 export { failedRunView, type FailedRunView } from './failed-run.ts';
 export { LiveView, type LiveViewOptions } from './live-view.ts';
 export { toMermaid, toDot, collectEdges } from './statechart.ts';

@@ -65,6 +65,7 @@ export function renderTimelineHtml(data: TimelineData): string {
 <label>Layer <select id="layer"><option value="all">all layers</option></select></label>
 <div class="legend">${legend}<span><i style="background:#37474f"></i>collective in flight</span><span><i style="background:#c62828"></i>failed</span></div>
 <span class="hint">wheel: zoom · drag: pan · double-click: reset · hover: details</span>
+<a id="to-report" href="report.html">plots (report.html)</a>
 </header>
 ${data.failed ? failedPanel(data.failed) : ''}
 <div id="view"><canvas id="canvas"></canvas></div>

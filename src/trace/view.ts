@@ -9,11 +9,14 @@ import { buildModel } from './model.ts';
 import { loadRun, runPaths } from './run-dir.ts';
 import { renderSummary, summarize, type LayerKey, type RunSummary } from './summary.ts';
 import { writeTimeline } from './timeline.ts';
+import { writeReport } from './report.ts';
 import { readFileSync } from 'node:fs';
 
 export interface ViewResult {
   trace: string;
   timeline: string;
+  /** report.html (plots of metrics.jsonl), or null when the run has no metrics. */
+  report: string | null;
   events: number;
   /** Problems a viewer would report (empty when trace.json is clean). */
   traceErrors: string[];
@@ -22,18 +25,20 @@ export interface ViewResult {
   failure: string | null;
 }
 
-/** Writes trace.json and timeline.html into the run folder. */
+/** Writes trace.json, timeline.html and report.html into the run folder. */
 export function viewRun(runDir: string, opts: { validate?: boolean } = {}): ViewResult {
   const loaded = loadRun(runDir);
   const model = buildModel(loaded.events);
   const run = basename(resolve(runDir));
   const trace = writeChromeTrace(runDir, model, { run });
   const timeline = writeTimeline(runDir, { model, dumps: loaded.dumps, run });
+  const report = writeReport(runDir);
   const traceErrors = opts.validate === false ? [] : validateChromeTrace(JSON.parse(readFileSync(trace, 'utf8'))).errors;
   const failed = failedRunView(model, loaded.dumps);
   return {
     trace,
     timeline,
+    report,
     events: loaded.events.length,
     traceErrors,
     warnings: [...loaded.warnings, ...model.warnings],

@@ -54,7 +54,8 @@ export const SCHEMA = {
     name: { type: 'string', default: 'llama4', oneOf: ['llama4', 'deepseek_v3'], doc: 'model family' },
     flavor: { type: 'string', default: 'debugmodel', doc: 'a flavor name or "custom" (the family defaults)' },
     args: { type: 'table', default: undefined, doc: 'overrides of any model argument under torchtitan field names' },
-    hf_assets_path: { type: 'string', default: '', doc: 'accepted for torchtitan compatibility; the byte tokenizer is built in' },
+    hf_assets_path: { type: 'string', default: '', doc: 'accepted for torchtitan compatibility (not read; name the tokenizer folder with tokenizer_path)' },
+    tokenizer_path: { type: 'string', default: '', doc: 'a folder with a Hugging Face tokenizer.json (e.g. data/tokenizer); empty = the byte tokenizer' },
   },
   optimizer: {
     name: { type: 'string', default: 'AdamW', oneOf: ['AdamW', 'Adam'], doc: 'AdamW: decoupled weight decay; Adam: L2 decay added to the gradient (torch.optim.Adam)' },
@@ -78,9 +79,10 @@ export const SCHEMA = {
     max_norm: { type: 'number', default: 1.0, check: positive, doc: 'gradient clipping threshold' },
     steps: { type: 'integer', default: 10000, check: atLeastOne, doc: '' },
     dataset: { type: 'string', default: 'synthetic', oneOf: ['synthetic', 'text', 'tokens', 'c4_test'], doc: 'synthetic (seeded), text (a .txt/.jsonl file, byte tokenizer), tokens (binary uint16/int32 file)' },
-    dataset_path: { type: 'string', default: '', doc: 'file for dataset = text | tokens (default: the bundled text sample)' },
-    mixed_precision_param: { type: 'string', default: 'float32', oneOf: ['float32'], doc: 'moe-actors computes in fp32 (torchtitan defaults to bf16; set float32 there for parity)' },
-    mixed_precision_reduce: { type: 'string', default: 'float32', oneOf: ['float32'], doc: '' },
+    dataset_path: { type: 'string', default: '', doc: 'file for dataset = text (.txt, .jsonl, .parquet or a folder of .parquet shards) | tokens (default: the bundled text sample)' },
+    dataset_text_field: { type: 'string', default: 'text', doc: 'the column of .parquet / the field of .jsonl records that holds the text' },
+    mixed_precision_param: { type: 'string', default: 'float32', oneOf: ['float32', 'bfloat16'], doc: 'matmul input dtype (torchtitan: bfloat16): bf16 inputs, f32 accumulation; master weights, AdamW, loss, norms, softmax, router stay f32' },
+    mixed_precision_reduce: { type: 'string', default: 'float32', oneOf: ['float32', 'bfloat16'], doc: 'FSDP gradient reduce_scatter dtype (torchtitan: float32); bfloat16 = bf16 on the wire, f32 accumulation, one rounding' },
   },
   parallelism: {
     data_parallel_replicate_degree: { type: 'integer', default: 1, check: atLeastOne, doc: 'HSDP replicas' },
@@ -103,6 +105,7 @@ export const SCHEMA = {
     keep_latest_k: { type: 'integer', default: 0, check: nonNegative, doc: '0 keeps all' },
     load_step: { type: 'integer', default: -1, doc: '-1 = latest complete checkpoint' },
     initial_load_path: { type: 'string', default: '', doc: 'a checkpoint folder (or weights .safetensors) to start from' },
+    async_mode: { type: 'string', default: 'disabled', oneOf: ['disabled', 'async'], doc: 'async: stage a copy and let the side pool serialize, hash and write it while training goes on' },
   },
   metrics: {
     log_freq: { type: 'integer', default: 10, check: atLeastOne, doc: '' },

@@ -46,8 +46,11 @@ export interface RankCheckpointState {
   extras: Record<string, unknown>;
 }
 
-/** Everything of this rank a checkpoint holds. */
-export function captureRankState(host: RankHost, extras: Record<string, unknown>): RankCheckpointState {
+/** Copies a tensor's current values somewhere the training may not touch until the checkpoint is written. */
+export type StageCopy = (src: Float32Array) => Float32Array;
+
+/** Everything of this rank a checkpoint holds, copied (by default into fresh arrays; an async write stages them). */
+export function captureRankState(host: RankHost, extras: Record<string, unknown>, copy: StageCopy = (s) => s.slice()): RankCheckpointState {
   const tensors = new Map<string, SafeTensorInput>();
   const slices: Record<string, TensorSlice> = {};
   const optimSteps: Record<string, number> = {};
@@ -57,9 +60,9 @@ export function captureRankState(host: RankHost, extras: Record<string, unknown>
     for (const p of piecesOf(shard, shard.group.rank)) {
       const len = p.shardTo - p.shardFrom;
       const shape = [len];
-      tensors.set(p.name, { shape, data: shard.paramShard.slice(p.shardFrom, p.shardTo) });
-      tensors.set(`optim.exp_avg.${p.name}`, { shape, data: st.m.slice(p.shardFrom, p.shardTo) });
-      tensors.set(`optim.exp_avg_sq.${p.name}`, { shape, data: st.v.slice(p.shardFrom, p.shardTo) });
+      tensors.set(p.name, { shape, data: copy(shard.paramShard.subarray(p.shardFrom, p.shardTo)) });
+      tensors.set(`optim.exp_avg.${p.name}`, { shape, data: copy(st.m.subarray(p.shardFrom, p.shardTo)) });
+      tensors.set(`optim.exp_avg_sq.${p.name}`, { shape, data: copy(st.v.subarray(p.shardFrom, p.shardTo)) });
       slices[p.name] = p.slice;
       slices[`optim.exp_avg.${p.name}`] = p.slice;
       slices[`optim.exp_avg_sq.${p.name}`] = p.slice;
@@ -68,7 +71,7 @@ export function captureRankState(host: RankHost, extras: Record<string, unknown>
   // Replicated on every rank; written once (by rank 0) to keep the checkpoint small.
   if (host.rank === 0) {
     for (const [layer, b] of host.model.moeBuffers) {
-      if (b.expertBias) tensors.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: Float32Array.from(b.expertBias) });
+      if (b.expertBias) tensors.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: copy(b.expertBias) });
     }
   }
   return { tensors, slices, extras: { ...extras, optimSteps, schedulerIndex: host.scheduler.index } };

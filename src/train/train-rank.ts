@@ -6,6 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { RankContext } from '../comm/launch.ts';
 import { RankHost, type RankJob } from '../actors/rank-host.ts';
+import type { ParamDtype } from '../tensor/precision.ts';
 import type { Microbatch } from '../models/model/model.ts';
 import { buildModelSpec } from '../models/spec.ts';
 import { flopsPerToken } from '../models/counts.ts';
@@ -15,8 +16,10 @@ import type { MoeStrategy } from '../protocols/strategies.ts';
 import { TraceRecorder, runPaths, teeSink } from '../trace/index.ts';
 import { alignRecorderClock } from '../trace/clock.ts';
 import { BroadcastChannel } from 'node:worker_threads';
-import { CheckpointError, commitManifest, configHash, latestComplete, listCheckpoints, readCheckpoint, stepDir, verifyCheckpoint, writeRankShard, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
-import { createDataLoader, DataStateError } from './data/index.ts';
+import { CheckpointError, commitManifest, stepDir, configHash, latestComplete, listCheckpoints, readCheckpoint, verifyCheckpoint, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
+import { CheckpointSaver } from './checkpoint-saver.ts';
+import { connectSidePool, processPool, type SidePool } from './pool/pool.ts';
+import { DataStateError, openDataLoader } from './data/index.ts';
 import { acModeOf, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { createMetricsLogger, resolvePeakFlops } from './metrics/index.ts';
 import { PhaseTimes } from './phase-times.ts';
@@ -43,6 +46,8 @@ export interface TrainRankArgs {
   stopAfter?: number;
   /** Which launch in this run folder (resume-guard.ts): metrics.jsonl rows carry it, so a replayed step is no duplicate. */
   attempt?: number;
+  /** threads transport: the BroadcastChannel name under which the launcher serves the side pool. */
+  poolChannel?: string | null;
 }
 
 export interface TrainRankResult {
@@ -83,6 +88,8 @@ export function rankJobOf(cfg: JobConfig, args: Pick<TrainRankArgs, 'dispatch' |
     seed: cfg.debug.seed,
     weights: cfg.checkpoint.initial_load_path.endsWith('.safetensors') ? cfg.checkpoint.initial_load_path : undefined,
     threads: args.threads,
+    paramDtype: cfg.training.mixed_precision_param as ParamDtype,
+    reduceDtype: cfg.training.mixed_precision_reduce as ParamDtype,
     watchdogMs: cfg.comm.timeout_seconds * 1000,
   };
 }
@@ -105,9 +112,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   if (probeWanted(cfg, ctx.transport)) {
     const p = await probeAndPlan(ctx.world, cfg);
     if (ctx.rank === 0) writeFileSync(join(a.runDir, 'plan.txt'), p.text);
-    if (ctx.rank === 0 && (p.plan.dispatch.choice !== a.dispatch || p.plan.gradReduce.choice !== a.gradReduce)) {
-      console.log(`start-up probe: planned again from what worked: dispatch ${p.plan.dispatch.choice} (was ${a.dispatch}), gradient reduction ${p.plan.gradReduce.choice} (was ${a.gradReduce}); see plan.txt`);
-    }
+    if (ctx.rank === 0) for (const c of p.changes) console.log(`start-up probe: ${c} (plan.txt)`);
     a = { ...a, dispatch: p.plan.dispatch.choice, gradReduce: p.plan.gradReduce.choice };
   }
   const job = rankJobOf(cfg, a);
@@ -136,6 +141,10 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   const phases = new PhaseTimes();
   sinks.push(phases);
   let live: BroadcastChannel | null = null;
+  let saver: CheckpointSaver | null = null;
+  const remote: { pool: (SidePool & { close(): void }) | null } = { pool: null };
+  // One pool per process: the ranks of a threads run are worker threads and use the launcher's.
+  const pool = (): SidePool => (a.poolChannel ? (remote.pool ??= connectSidePool(a.poolChannel, ctx.rank)) : processPool());
   if (a.liveChannel) {
     live = new BroadcastChannel(a.liveChannel);
     sinks.push(liveForwarder(live));
@@ -144,7 +153,13 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
     host = await RankHost.create(ctx.world, job, teeSink(...sinks));
     if (recorder && (ctx.transport === 'mpi' || ctx.transport === 'ccl')) await alignRecorderClock(ctx.world, recorder);
     const { index: dpRank, degree: dpDegree } = host.mesh.batch;
-    const loader = createDataLoader(cfg, { dpRank, dpDegree, vocabSize: spec.vocabSize, log });
+    const loader = await openDataLoader(cfg, {
+      dpRank,
+      dpDegree,
+      vocabSize: spec.vocabSize,
+      log,
+      encodeInPool: (tokenizerFile, texts) => pool().run({ kind: 'encode', tokenizerFile, texts }),
+    });
     const ga = microbatchesOf(cfg, dpDegree);
 
     // ---- resume ----
@@ -172,17 +187,44 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
       else log(`initialised from ${resumeDir.dir} (step ${resumeDir.step}): weights, AdamW state and expert biases; this run's steps, LR schedule and data start anew`);
     }
 
+    saver = cfg.checkpoint.enable
+      ? new CheckpointSaver({
+          mode: cfg.checkpoint.async_mode as 'disabled' | 'async',
+          folder,
+          rank: ctx.rank,
+          worldSize: ctx.size,
+          world: ctx.world,
+          pool: cfg.checkpoint.async_mode === 'async' ? pool() : null,
+          // Writing gigabytes per rank to a shared filesystem is not a step's collective: the waits around it are
+          // bounded as long as start-up is.
+          ioTimeoutMs: cfg.comm.init_timeout_seconds * 1000,
+          timesFile: join(a.runDir, 'checkpoints.jsonl'),
+          commit: (dir, step) => {
+            const d = host!.mesh.layout.degrees;
+            commitManifest(dir, { step, configHash: configHash(cfg), mesh: { ...d }, worldSize: ctx.size });
+            if (cfg.checkpoint.keep_latest_k > 0) pruneCheckpoints(folder, cfg.checkpoint.keep_latest_k);
+            log(`checkpoint: ${dir}`);
+          },
+        })
+      : null;
+    saver?.clearStalePartials(start, log);
+    const tokensPerStep = ga * cfg.training.local_batch_size * (cfg.training.seq_len + 1);
+    // The first documents are tokenized while the rest of start-up runs.
+    loader.prefetch(2 * tokensPerStep);
     const steps: TrainRankResult['steps'] = [];
     const checkpoints: string[] = [];
     let lastBytes = host.bytesByGroup();
     const last = Math.min(cfg.training.steps, a.stopAfter ?? Infinity);
     for (let step = start + 1; step <= last; step++) {
+      saver?.check();
       const mbs: Microbatch[] = [];
       for (let m = 0; m < ga; m++) {
         const b = loader.next();
         metrics.addBatch(b.ntokens, b.fetchMs);
         mbs.push({ tokens: b.tokens, labels: b.labels, B: b.batchSize, S: b.seqLen });
       }
+      // Tokenizing for the next two steps runs in the side pool while this one computes.
+      loader.prefetch(2 * tokensPerStep);
       const r = await host.step(mbs);
       // Start-up and the first step ran under init_timeout_seconds (slow joins, first-touch allocations, cold
       // caches); every later collective gets the per-step timeout.
@@ -193,30 +235,27 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         const commBytes: Record<string, number> = {};
         for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
         lastBytes = now;
-        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes, extra: { attempt: a.attempt ?? 1 } });
-      }
-      if (cfg.checkpoint.enable && (step % cfg.checkpoint.interval === 0 || step === cfg.training.steps)) {
-        const dir = stepDir(folder, step);
-        const state = captureRankState(host, { step, data: loader.state(), rank: ctx.rank });
-        writeRankShard(dir, ctx.rank, { tensors: state.tensors, slices: state.slices, extras: state.extras });
-        // Writing gigabytes per rank to a shared filesystem is not a step's collective: the barriers around it wait
-        // as long as start-up may.
-        const io = { timeoutMs: cfg.comm.init_timeout_seconds * 1000 };
-        await ctx.world.barrier({ tag: `checkpoint ${step}`, ...io });
-        if (ctx.rank === 0) {
-          const d = host.mesh.layout.degrees;
-          commitManifest(dir, { step, configHash: configHash(cfg), mesh: { ...d }, worldSize: ctx.size });
-          if (cfg.checkpoint.keep_latest_k > 0) pruneCheckpoints(folder, cfg.checkpoint.keep_latest_k);
-          log(`checkpoint: ${dir}`);
+        const extra: Record<string, number> = { attempt: a.attempt ?? 1 };
+        for (const t of saver?.takeTimes() ?? []) {
+          extra['checkpoint/step'] = t.step;
+          extra['checkpoint/blocked_ms'] = t.blockedMs;
+          extra['checkpoint/write_ms'] = t.writeMs;
         }
-        await ctx.world.barrier({ tag: `checkpoint ${step} committed`, ...io });
-        checkpoints.push(dir);
+        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes, extra });
+      }
+      if (saver && (step % cfg.checkpoint.interval === 0 || step === cfg.training.steps)) {
+        await saver.save(step, (copy) => captureRankState(host!, { step, data: loader.state(), rank: ctx.rank }, copy));
+        checkpoints.push(stepDir(folder, step));
       }
     }
+    await saver?.finish();
+    saver = null;
     return { rank: ctx.rank, steps, resumedFrom, checkpoints, peakBytes: host.alloc.stats().peakTotal };
   } finally {
     recorder?.close();
     live?.close();
+    saver?.abandon();
+    remote.pool?.close();
     if (host) await host.close();
   }
 }

@@ -14,16 +14,19 @@ import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan, type Plan } from '../protocols/planner.ts';
 import { planJob } from './plan-job.ts';
 import { getKernels } from '../tensor/kernels.ts';
-import { LiveView, runPaths, viewRun } from '../trace/index.ts';
+import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
 import { acModeOf, ConfigError, configPathProblems, configWarnings, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
 import { guardResume, nextAttempt } from './resume-guard.ts';
 import { checkResources } from './resource-check.ts';
 import { isInside, samePath } from './paths.ts';
-import { datasetPathProblem } from './data/index.ts';
+import { dataInputProblem } from './data/index.ts';
 import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
+import type { ParamDtype } from '../tensor/precision.ts';
 import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
+import { closeSidePool, configureSidePool, serveSidePool } from './pool/pool.ts';
+import { poolThreads } from './pool/size.ts';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const DEFAULT_CONFIG = join(ROOT, 'configs', 'debug_ep4.toml');
@@ -53,6 +56,7 @@ export interface TrainOutcome {
   results: TrainRankResult[];
   trace: string | null;
   timeline: string | null;
+  report: string | null;
 }
 
 /** The config plus the CLI's --transport/--ranks, as overrides (so they are validated like the file's fields). */
@@ -93,7 +97,7 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     if (isRank0 && !opts.quiet) console.log(m);
   };
   if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`);
-  const dataProblem = datasetPathProblem(cfg);
+  const dataProblem = await dataInputProblem(cfg, modelConfigOf(cfg).args.vocab_size);
   if (dataProblem) throw new ConfigError(dataProblem);
   const pathProblems = configPathProblems(cfg);
   if (pathProblems.length) throw new ConfigError(pathProblems.join('\n'));
@@ -116,7 +120,11 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
   const k = getKernels();
   const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
-  const peak = measureSgemmPeak(k, { threads: mpiJobRun ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size) });
+  // MFU's peak is the matmul peak of the run's compute dtype (bf16 runs against the bf16 rate).
+  const peak = measureSgemmPeak(k, {
+    threads: mpiJobRun ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size),
+    dtype: cfg.training.mixed_precision_param as ParamDtype,
+  });
   // Under MPI every rank measured its own peak with its own threads, at the same time as the others: that is
   // already a per-rank figure. In one process the node's peak is shared by the ranks.
   const ranksOnNode = mpiJobRun ? 1 : size;
@@ -188,7 +196,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt } = r;
   const mpiJobRun = isMpiJobTransport(transport);
   say(`run folder: ${runDir}`);
-  say(`MFU peak: sgemm ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
+  say(`MFU peak: matmul ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
 
   let live: LiveView | null = null;
   let channel: BroadcastChannel | null = null;
@@ -228,6 +236,10 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     interrupt!.abort(`interrupted by ${sig === 'SIGINT' ? 'the user' : 'a signal'} (${sig})`);
   };
   if (interrupt) for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
+  // The side pool (async checkpoint writes, tokenizing) gets the cores the ranks' BLAS threads leave.
+  const localRanks = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : 1;
+  configureSidePool(poolThreads({ cores: availableParallelism(), computeThreadsPerRank: threads, ranksInProcess: mpiJobRun ? 1 : size, processesOnNode: localRanks }));
+  const poolServer = transport === 'threads' ? serveSidePool((args.poolChannel = `moe-actors-pool-${process.pid}-${Date.now()}`), size) : null;
   let result;
   try {
     result = await launch<TrainRankArgs, TrainRankResult>(
@@ -251,6 +263,9 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     if (interrupt) for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
     live?.stop();
     channel?.close();
+    poolServer?.close();
+    // Writes still running finish first (each is atomic anyway); then no pool thread is left.
+    await closeSidePool();
   }
   for (const r of result.remarks ?? []) say(pc.yellow(r));
   const failure = interrupt?.signal.aborted
@@ -260,12 +275,19 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     // The failed run's timeline, with its who-waited-for-whom panel, is what one opens next; a problem drawing it
     // must not hide the training failure.
     let timelineLine = '';
+    let viewed = false;
     if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
       try {
-        timelineLine = `\ntimeline of the failed run: ${viewRun(runDir).timeline}`;
+        const v = viewRun(runDir);
+        viewed = true;
+        timelineLine = `\ntimeline of the failed run: ${v.timeline}${v.report ? `\nplots: ${v.report}` : ''}`;
       } catch (e) {
         timelineLine = `\n(the timeline could not be drawn: ${(e as Error).message.split('\n')[0]})`;
       }
+    }
+    if (isRank0 && !viewed) {
+      const report = reportQuietly(runDir);
+      if (report) timelineLine += `\nplots: ${report}`;
     }
     const err = new Error(
       failure +
@@ -278,17 +300,30 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);
   let trace: string | null = null;
   let timeline: string | null = null;
+  let report: string | null = null;
   if (cfg.trace.enable && isRank0 && existsSync(runPaths(runDir).events)) {
     const v = viewRun(runDir);
     trace = v.trace;
     timeline = v.timeline;
+    report = v.report;
     for (const w of [...v.warnings, ...v.traceErrors]) say(pc.yellow(`trace: ${w}`));
-  }
+  } else if (isRank0) report = reportQuietly(runDir, say);
   const last = results[0]?.steps.at(-1);
   say(pc.green(`done: ${results[0]?.steps.length ?? 0} steps${last ? `, final loss ${last.loss.toFixed(5)}` : ''}`));
   say(`outputs: ${runDir}`);
   if (timeline) say(`  timeline: ${timeline}\n  trace (Perfetto): ${trace}\n  metrics: ${join(runDir, 'metrics.jsonl')}`);
-  return { runDir, plan, results, trace, timeline };
+  if (report) say(`  plots: ${report}`);
+  return { runDir, plan, results, trace, timeline, report };
+}
+
+/** report.html of the run; a problem drawing it is reported, never the run's outcome. */
+function reportQuietly(runDir: string, say?: (m: string) => void): string | null {
+  try {
+    return writeReport(runDir);
+  } catch (e) {
+    say?.(pc.yellow(`report.html could not be written: ${(e as Error).message.split('\n')[0]}`));
+    return null;
+  }
 }
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { getF32, readSafetensors } from '../../src/models/safetensors.ts';
 import { expectParity, fx, grad, scratch } from './grad-helpers.ts';
 import { mpiUnavailable, show } from './helpers.ts';
+import { cclSkip } from '../comm/ccl-skip.ts';
 
 const s = scratch('moe-cli-grad-');
 afterAll(s.cleanup);
@@ -56,5 +57,17 @@ describe.skipIf(why !== null)('moe-actors grad under mpiexec.mpich -n 2', () => 
     // Only rank 0 reports (and writes).
     expect(r.stdout.match(/^loss: /gm)).toHaveLength(1);
     expectParity(out, fx(c).expected);
+  });
+});
+
+// The same command with oneCCL carrying the collectives: the written gradients against the PyTorch reference.
+describe.skipIf(why !== null || cclSkip('in test/cli/grad.test.ts (grad on ccl at 2 ranks)'))('moe-actors grad on the ccl transport under mpiexec.mpich -n 2', () => {
+  it('rank 0 writes gradients matching the reference (EP 2, a2a, gates after the experts)', { timeout: 120_000 }, async () => {
+    const c = 'llama4_allmoe_top2_noshared';
+    const { r, out } = await grad(c, s.out(), ['--transport', 'ccl', '--parallelism.expert_parallel_degree', '2', '--comm.dispatch', 'a2a'], { mpi: 2, timeoutMs: 110_000 });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout).toContain('2 ranks on ccl/full, dispatch a2a');
+    const p = expectParity(out, fx(c).expected);
+    console.log(`grad ${c} ccl -n 2: loss rel ${p.lossRel.toExponential(1)}, worst ${p.worst[0]} ${p.worst[1].toExponential(1)}, ${r.ms.toFixed(0)} ms`);
   });
 });

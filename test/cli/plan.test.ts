@@ -12,8 +12,8 @@ describe('moe-actors plan', () => {
     expect(r.stdout).toContain('mesh: world 4 = dp_replicate 1 × dp_shard 4 (ep 4');
     expect(r.stdout).toMatch(/^EP dispatch: a2a — fewest predicted bytes per MoE layer/m);
     expect(r.stdout).toMatch(/^gradient reduction: sum — gradient_divide_factor = 1/m);
-    expect(r.stdout).toMatch(/^per rank memory \(bytes\):\n {2}params [\d.]+ [KMG]iB, grads/m);
-    expect(r.stdout).toMatch(/^bytes per step per group \(this rank, sent \+ received\):\n {2}fsdp +[\d.]+ [KMG]iB/m);
+    expect(r.stdout).toMatch(/^per rank memory \(bytes\):\n {2}total [\d.]+ [KMG]iB = param shards [\d.]+ [KMG]iB \+ grad shards/m);
+    expect(r.stdout).toMatch(/^bytes per step per group \(this rank, sent \+ received; params float32: all-gathers and EP rows at 4 bytes, gradient reduce_scatters at 4\):\n {2}fsdp +[\d.]+ [KMG]iB/m);
     expect(r.stdout).toMatch(/^ {2}ep +[\d.]+ [KMG]iB$/m);
   });
 

@@ -2,7 +2,10 @@
 // and the survivor says where it waited: the mpi transport's failure rule (fault note, MPI_Abort) holds with
 // oneCCL carrying the collective. A SIGKILLed rank cannot send a note: the job still ends, well before its
 // deadline, and does not pass for success — also when the kill hits a real training step's a2a dispatch
-// (RankHost and the moe-layer machines over oneCCL; programs/ccl-dispatch-kill.ts).
+// (RankHost and the moe-layer machines over oneCCL; programs/ccl-dispatch-kill.ts). No process of any of these
+// jobs may be left running. (After a SIGKILL, Hydra's teardown kills the survivors before they can report, as on
+// the mpi transport, so there the job's exit status is the report.)
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +17,9 @@ import type { EpKillArgs } from './programs/ep-kill.ts';
 import type { DispatchKillArgs } from './programs/ccl-dispatch-kill.ts';
 import type { ParityCaseJson } from '../runtime/programs/parity-driver.ts';
 import { distributedCaseOf, syntheticBatch } from '../models/fixtures.ts';
+
+/** Processes still running whose command line names this dump folder (every rank's does): none may be left. */
+const leftBehind = (dumpDir: string) => spawnSync('pgrep', ['-af', dumpDir], { encoding: 'utf8' }).stdout.trim();
 
 const entry = { module: fileURLToPath(new URL('./programs/ep-kill.ts', import.meta.url)) };
 const tmp = mkdtempSync(join(tmpdir(), 'moe-ccl-faults-'));
@@ -33,6 +39,7 @@ describe.skipIf(cclSkip('test/comm/ccl-faults.test.ts (a rank failing mid-dispat
     expect((r1 as { error: string }).error).toMatch(/injected failure on rank 1 in dispatch 3/);
     expect((r0 as { error: string }).error).toMatch(/\[peer-dead\]: rank 1 reported: rank 1 failed: Error: injected failure.*all_to_all_v #[3-5] on group ep/);
     expect(res.diagnosis).toMatch(/^first failure: rank 1: Error: injected failure/);
+    expect(leftBehind(join(tmp, 'throw')), 'processes of the job left behind').toBe('');
   });
 
   it('SIGKILL with its all_to_all_v in flight: the job ends long before its deadline and does not pass for success', { timeout: 90_000 }, async () => {
@@ -41,6 +48,7 @@ describe.skipIf(cclSkip('test/comm/ccl-faults.test.ts (a rank failing mid-dispat
     expect(res.ms).toBeLessThan(25_000);
     expect(res.exitCode).not.toBe(0);
     expect(res.outcomes.some((o) => !o.ok)).toBe(true);
+    expect(leftBehind(join(tmp, 'kill')), 'processes of the job left behind').toBe('');
     console.info(`sigkill mid-dispatch: ended after ${res.ms.toFixed(0)} ms, exit ${res.exitCode}; rank 0: ${res.outcomes[0]!.ok ? 'ok' : (res.outcomes[0] as { error: string }).error.split('\n', 1)[0]}`);
   });
 });
@@ -65,6 +73,7 @@ describe.skipIf(cclSkip('test/comm/ccl-faults.test.ts (a rank killed mid-dispatc
     expect(res.ms).toBeLessThan(30_000);
     expect(res.exitCode).not.toBe(0);
     expect(res.outcomes[1]!.ok).toBe(false);
+    expect(leftBehind(join(tmp, 'train-kill')), 'processes of the job left behind').toBe('');
     console.info(`sigkill in a training dispatch: ended after ${res.ms.toFixed(0)} ms, exit ${res.exitCode}; rank 0: ${res.outcomes[0]!.ok ? 'ok' : (res.outcomes[0] as { error: string }).error.split('\n', 1)[0]}`);
   });
 });

@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { cclAddonDir } from '../../src/comm/ccl/native.ts';
 
 const CCL_TESTS =
-  'test/comm/ccl.test.ts (conformance at 2 and 4 ranks), test/comm/ccl-train.test.ts (a 2-rank run with the probe), ' +
-  'test/comm/ccl-faults.test.ts (a rank failing mid-dispatch), the ccl case of test/cli/ep-ops.test.ts and ' +
-  'the ccl parity of test/runtime/parity-transports.test.ts';
+  'test/comm/ccl.test.ts (conformance at 2 and 4 ranks), test/comm/ccl-train.test.ts (a 2-rank run with the probe, then a ' +
+  'bit-identical resume), test/comm/ccl-faults.test.ts (a rank failing mid-dispatch), the ccl cases of test/cli/ep-ops.test.ts ' +
+  '(2 and 4 ranks), the ccl case of test/cli/grad.test.ts and the ccl parity of test/runtime/parity-transports.test.ts ' +
+  '(2 ranks; 4 ranks with HSDP)';
 
 /** True when the ccl tests must skip; `_what` names the caller's tests (for readers of the call site). */
 export function cclSkip(_what: string): boolean {

@@ -1,6 +1,7 @@
 // The ccl transport with real processes: `mpiexec.mpich -n N node src/comm/mpi/run.mjs --transport ccl …`, oneCCL
 // carrying every collective (MPI only bootstraps it and splits groups). The conformance program at 2 and 4 ranks,
-// and the refusal, naming cause and fix, where oneCCL was not found at build time.
+// the same program failing over a planted all_to_all_v bug (as the inproc mutants), and the refusal, naming cause
+// and fix, where oneCCL was not found at build time.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -69,6 +70,20 @@ describe.skipIf(skip)('ccl transport: conformance under mpiexec.mpich', () => {
     expect(failures(res), res.stderr).toBe('');
     expect(res.exitCode).toBe(0);
     for (const o of res.outcomes) if (o.ok) expect(o.value).toMatchObject({ size: n, backend: 'ccl/full' });
+  });
+
+  it('-n 2, a planted bug (all_to_all_v with two sources swapped, after the real oneCCL call): the program fails naming it', async () => {
+    const res = await spawnMpi<ConformanceSummary>({
+      n: 2,
+      transport: 'ccl',
+      entry: program('conformance-mutant'),
+      args: { seed: 7, tolerance: 1e-6 } satisfies ConformanceArgs,
+      world: { timeoutMs: 30_000 },
+      jobTimeoutMs: 90_000,
+    });
+    expect(res.exitCode, res.stderr).not.toBe(0);
+    expect(res.killed).toBe(false);
+    expect(failures(res)).toMatch(/all_to_all_v (float32|float64|int32) .* on group \w+ .*element \d+ is/);
   });
 
   it('-n 2: int64 and bf16 (Uint16Array) through the binding: exact int64 sums, bf16 sum/max, gathers in rank order', async () => {

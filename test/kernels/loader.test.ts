@@ -1,7 +1,11 @@
 // Kernel selection and argument checking: native by default, the reference only when asked for, clear errors
 // (cause and fix) for a missing addon, a bad MOE_ACTORS_KERNELS value, and bad buffers or indices.
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { loadNativeKernelsFrom, nativeKernels } from '../../src/tensor/kernels.ts';
+
+const ADDON = fileURLToPath(new URL('../../native/kernels/build/Release/kernels.node', import.meta.url));
 
 const saved = process.env.MOE_ACTORS_KERNELS;
 afterEach(() => {
@@ -34,6 +38,23 @@ describe('getKernels', () => {
       expect(info.coretypeSource).toMatch(/^(env|auto|openblas)$/);
       if (info.coretypeSource !== 'openblas') expect(info.corename?.toLowerCase()).toBe(process.env.OPENBLAS_CORETYPE?.toLowerCase());
     }
+  });
+
+  it('reports the matmul library: oneDNN with its ISA when built in, else why not and the fix', () => {
+    const info = nativeKernels().blasInfo();
+    expect(info.matmulMode).toMatch(/^(auto|onednn|blas)$/);
+    if (info.onednn) expect(info.onednnIsa).toMatch(/^(sse41|avx|avx2|avx512_core\w*|other)$/);
+    else expect(info.onednnStatus).toMatch(/libdnnl-dev/);
+    expect(typeof info.bf16Dot).toBe('boolean');
+  });
+
+  it('rejects an unknown MOE_ACTORS_MATMUL value at load, naming the choices', () => {
+    const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(ADDON)})`], {
+      encoding: 'utf8',
+      env: { ...process.env, MOE_ACTORS_MATMUL: 'cublas' },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/MOE_ACTORS_MATMUL=cublas is not a matmul library; use auto \(default\), onednn or blas/);
   });
 
   it('selects the TypeScript reference only with MOE_ACTORS_KERNELS=ts', async () => {

@@ -10,7 +10,7 @@
 //              exp (≈2 ulp): RMSNorm, SwiGLU, cross-entropy, sgemm, row dots;
 //   1e-4       attention: float32 online softmax with per-block rescaling, and a backward whose dK/dV/dQ sum up to
 //              S·G products with cancellation (dS has both signs) — still 10× inside the project's gradient contract.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import fc from 'fast-check';
 import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
 import { expectClose, expectExact, randF32, randInts, rng } from './helpers.ts';
@@ -25,7 +25,10 @@ const rows = fc.constantFrom(0, 1, 3, 8, 31, 65);
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 
 describe('native kernels match the reference', () => {
-  it('sgemm (all transposes, strided, beta ≠ 0)', () => {
+  // Both matmul libraries of the native addon (oneDNN where built in, and the CBLAS) meet the same contract.
+  it.each(['blas', 'onednn'] as const)('sgemm on %s (all transposes, strided, beta ≠ 0)', (lib) => {
+    N.setMatmulLibrary(lib);
+    onTestFinished(() => N.setMatmulLibrary('auto'));
     fc.assert(
       fc.property(
         fc.integer({ min: 0, max: 40 }),

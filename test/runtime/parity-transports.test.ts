@@ -151,7 +151,10 @@ describe.skipIf(MPI_SKIP !== null)(`parity under mpiexec.mpich${MPI_SKIP ? ` —
   it(`-n 4: ${CASES_4.map((c) => c.name).join('; ')}`, { timeout: 180_000 }, () => mpiParity(CASES_4, 4));
 });
 
-// The same 2-rank cases with oneCCL carrying every collective (the ccl transport).
-describe.skipIf(cclSkip('in test/runtime/parity-transports.test.ts (parity at 2 ranks)'))('parity on the ccl transport (oneCCL) under mpiexec.mpich', () => {
+// The same 2-rank cases with oneCCL carrying every collective (the ccl transport), and at 4 ranks EP with HSDP
+// (replicas 2 × shards 2, EP 2: the replica all-reduce and the EP groups are oneCCL communicators of MPI splits).
+// One 4-rank case only: 4 processes with oneCCL's workers on 2 cores cost ~1 min.
+describe.skipIf(cclSkip('in test/runtime/parity-transports.test.ts (parity at 2 and 4 ranks)'))('parity on the ccl transport (oneCCL) under mpiexec.mpich', () => {
   it(`-n 2: ${CASES_2.map((c) => c.name).join('; ')}`, { timeout: 240_000 }, () => mpiParity(CASES_2, 2, 'ccl'));
+  it(`-n 4: ${CASES_4[1]!.name}`, { timeout: 240_000 }, () => mpiParity([CASES_4[1]!], 4, 'ccl'));
 });

@@ -68,7 +68,7 @@ interface GroupState {
   maxLead: number;
 }
 
-const BPE: Record<FlightEntry['dtype'], number> = { float32: 4, float64: 8, int32: 4 };
+const BPE: Record<FlightEntry['dtype'], number> = { float32: 4, float64: 8, int32: 4, bfloat16: 2 };
 
 export class CollectiveInvariants implements CommObserver {
   readonly violations: string[] = [];

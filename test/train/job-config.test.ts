@@ -58,7 +58,7 @@ describe('job config', () => {
     ['unknown transport', '[comm]\ntransport = "nccl"\n', /\[comm\] transport = "nccl": must be one of "inproc", "threads", "mpi"/],
     ['unknown profile', '[comm]\nprofile = "xccl"\n', /\[comm\] profile = "xccl": must be one of/],
     ['bad dispatch', '[comm]\ndispatch = "alltoall"\n', /\[comm\] dispatch = "alltoall": must be one of "auto", "a2a"/],
-    ['bf16 params', '[training]\nmixed_precision_param = "bfloat16"\n', /mixed_precision_param = "bfloat16": must be one of "float32"/],
+    ['fp16 params', '[training]\nmixed_precision_param = "float16"\n', /mixed_precision_param = "float16": must be one of "float32", "bfloat16"/],
     ['bad AC option', '[activation_checkpoint]\nselective_ac_option = "half"\n', /selective_ac_option = "half": must be a positive integer k/],
     ['AC every 0th block', '[activation_checkpoint]\nselective_ac_option = "0"\n', /selective_ac_option = "0": must be a positive integer k \(every k-th block; torchtitan rejects k ≤ 0\)/],
     ['bad reshard policy', '[parallelism]\nfsdp_reshard_after_forward = "sometimes"\n', /fsdp_reshard_after_forward = "sometimes"/],

@@ -44,6 +44,7 @@ describe('start-up probe → plan', () => {
     expect(p!.text).toMatch(/start-up probe on inproc\/full/);
     expect(p!.text).toMatch(/all_to_all_v\(uneven\)\s+ok/);
     expect(p!.text).toMatch(/measured: .*allToAllV=yes/);
+    expect(p!.changes).toEqual([]);
   });
 
   it('all_to_all_v giving wrong numbers: every rank plans without a2a, and the text says why', async () => {
@@ -54,6 +55,10 @@ describe('start-up probe → plan', () => {
       expect(p.plan.dispatch.choice).toBe(ps[0]!.plan.dispatch.choice);
     }
     expect(ps[0]!.text).toMatch(/all_to_all_v\(equal\)\s+FAILED: wrong result/);
+    // The plan says what changed and why, in one sentence.
+    expect(ps[0]!.changes).toHaveLength(1);
+    expect(ps[0]!.changes[0]).toMatch(/^all_to_all_v\(equal\): wrong result.*; dispatch allgather-\w+ instead of a2a$/);
+    expect(ps[0]!.text).toContain(`changed by the start-up probe:\n  ${ps[0]!.changes[0]}`);
   });
 
   it("'auto' probes on mpi and ccl only; 'off' never", () => {

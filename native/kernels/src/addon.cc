@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterMoeRows(env, exports);
   RegisterOptim(env, exports);
   RegisterElementwise(env, exports);
+  RegisterBf16(env, exports);
   return exports;
 }
 

@@ -17,6 +17,7 @@
 // alternating processes): 555–567 ms per step at 28, 498–538 ms at 4…22. The addon's blasInfo() reports
 // threadTimeout and threadTimeoutSource ("env" or "auto"); the value is also visible in the process environment.
 #include "common.h"
+#include "matmul.h"
 #ifdef MOE_BLAS_MKL
 #include <mkl.h>
 #else
@@ -92,6 +93,27 @@ void loadOpenBlas() {
 }  // namespace
 #endif
 
+void blasSgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifdef MOE_BLAS_MKL
+  cblas_sgemm(
+#else
+  g.sgemm(
+#endif
+      CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+      (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+// The library per call: oneDNN where the shape class is faster there (matmulUseDnnl) or when forced, else BLAS;
+// BLAS also whenever oneDNN is absent or declines.
+void matmulF32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const MatmulMode mode = matmulMode();
+  const bool dnnl = mode == kMatmulDnnl || (mode == kMatmulAuto && matmulUseDnnl(ta, tb, M, N, K));
+  if (dnnl && dnnlSgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  blasSgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 // sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): row-major C (M,N) = alpha·op(A)·op(B) + beta·C,
 // op(A) (M,K), op(B) (K,N). Lengths are checked against the strides so BLAS never reads or writes out of bounds.
 static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
@@ -117,13 +139,7 @@ static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     a.fail("dimensions exceed the 32-bit BLAS interface");
     return a.env.Undefined();
   }
-#ifdef MOE_BLAS_MKL
-  cblas_sgemm(
-#else
-  g.sgemm(
-#endif
-      CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
-      (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  matmulF32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return a.env.Undefined();
 }
 
@@ -166,11 +182,58 @@ static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   o.Set("path", g.path);
 #endif
   o.Set("ompThreads", omp_get_max_threads());
+  const MatmulMode mode = matmulMode();
+  o.Set("matmulMode", mode == kMatmulAuto ? "auto" : mode == kMatmulDnnl ? "onednn" : "blas");
+  o.Set("onednn", dnnlAvailable());
+  if (dnnlAvailable()) {
+    o.Set("onednnVersion", dnnlVersion());
+    o.Set("onednnIsa", dnnlIsa());
+  } else {
+    o.Set("onednnStatus", dnnlStatus());
+  }
+  o.Set("bf16Dot", cpuHasBf16Dot());
   if (ompWaitPolicySet) o.Set("ompWaitPolicy", ompWaitPolicy);
   return o;
 }
 
+static bool parseMatmulMode(const std::string& v, MatmulMode* out) {
+  if (v == "auto") *out = kMatmulAuto;
+  else if (v == "onednn") *out = kMatmulDnnl;
+  else if (v == "blas") *out = kMatmulBlas;
+  else return false;
+  return true;
+}
+
+// setMatmulLibrary("auto" | "onednn" | "blas"): process-wide (benches alternate libraries in one process).
+static Napi::Value SetMatmulLibrary(const Napi::CallbackInfo& info) {
+  Args a(info, "setMatmulLibrary");
+  Napi::Value v = a.arg(0);
+  if (!a.ok) return a.env.Undefined();
+  MatmulMode m;
+  if (!v.IsString() || !parseMatmulMode(v.As<Napi::String>().Utf8Value(), &m)) {
+    a.fail("library must be \"auto\", \"onednn\" or \"blas\"");
+    return a.env.Undefined();
+  }
+  setMatmulMode(m);
+  return a.env.Undefined();
+}
+
+static std::once_flag modeOnce;
+static std::string modeError;
+
 bool RegisterBlas(Napi::Env env, Napi::Object exports) {
+  // MOE_ACTORS_MATMUL chooses the matmul library for the process (default auto = by shape class).
+  std::call_once(modeOnce, [] {
+    const char* v = std::getenv("MOE_ACTORS_MATMUL");
+    MatmulMode m = kMatmulAuto;
+    if (v && *v && !parseMatmulMode(v, &m))
+      modeError = std::string("MOE_ACTORS_MATMUL=") + v + " is not a matmul library; use auto (default), onednn or blas";
+    setMatmulMode(m);
+  });
+  if (!modeError.empty()) {
+    Napi::Error::New(env, "moe-actors native kernels: " + modeError).ThrowAsJavaScriptException();
+    return false;
+  }
   std::call_once(ompOnce, [] {
     const char* p = std::getenv("OMP_WAIT_POLICY");
     if (p) ompWaitPolicy = p, ompWaitPolicySet = true;
@@ -185,5 +248,6 @@ bool RegisterBlas(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("blasInfo", Napi::Function::New(env, BlasInfo));
+  exports.Set("setMatmulLibrary", Napi::Function::New(env, SetMatmulLibrary));
   return true;
 }

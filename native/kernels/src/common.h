@@ -67,6 +67,10 @@ struct Args {
     if ((size_t)i >= info.Length() || info[i].IsNull() || info[i].IsUndefined()) return nullptr;
     return f32(i, need, name);
   }
+  // bfloat16 storage: the raw 16-bit patterns in a Uint16Array.
+  uint16_t* u16(int i, int64_t need, const char* name) {
+    return (uint16_t*)typed(i, napi_uint16_array, "Uint16Array", need, name, nullptr);
+  }
   int32_t* i32(int i, int64_t need, const char* name) {
     return (int32_t*)typed(i, napi_int32_array, "Int32Array", need, name, nullptr);
   }
@@ -244,3 +248,4 @@ void RegisterEmbedding(Napi::Env env, Napi::Object exports);
 void RegisterMoeRows(Napi::Env env, Napi::Object exports);
 void RegisterOptim(Napi::Env env, Napi::Object exports);
 void RegisterElementwise(Napi::Env env, Napi::Object exports);
+void RegisterBf16(Napi::Env env, Napi::Object exports);

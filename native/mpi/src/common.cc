@@ -42,7 +42,9 @@ bool GetArray(Napi::Env env, const Napi::Value& v, const char* name, ArrayView* 
     case napi_float32_array: out->type = MPI_FLOAT; out->typeName = "float32"; break;
     case napi_float64_array: out->type = MPI_DOUBLE; out->typeName = "float64"; break;
     case napi_int32_array: out->type = MPI_INT; out->typeName = "int32"; break;
-    default: return ThrowMsg(env, std::string(name) + " must be a Float32Array, Float64Array or Int32Array");
+    // bfloat16 bits: moved as 2-byte integers (all_gather, all_to_all_v, broadcast); never reduced.
+    case napi_uint16_array: out->type = MPI_UINT16_T; out->typeName = "bfloat16"; break;
+    default: return ThrowMsg(env, std::string(name) + " must be a Float32Array, Float64Array, Int32Array or Uint16Array (bf16)");
   }
   return true;
 }

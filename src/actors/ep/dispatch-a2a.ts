@@ -5,6 +5,7 @@
 
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { sumOf } from './moe-step.ts';
+import { allToAllRows } from './wire.ts';
 
 interface A2aPlan {
   /** (P·L) rows rank i sends to my local expert e, at [i·L + e]. */
@@ -50,7 +51,7 @@ export const a2aDispatch: EpDispatch = {
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
     s.perm = perm;
     const recv = rt.pool.get(p.Rcv * D);
-    await s.ep.allToAllV(rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch` });
+    await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch` });
     rt.pool.release(rows);
     // Received order: (source i, local expert e, token); experts want (e, i, token).
     const regroup = rt.pool.i32(p.Rcv);
@@ -82,7 +83,7 @@ export const a2aDispatch: EpDispatch = {
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const yHome = rt.pool.get(N * K * D);
-    const sent = s.ep.allToAllV(yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine` });
+    const sent = allToAllRows(rt.k, s.ep, yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine` });
     return sent.then(() => {
       rt.pool.release(yRecv);
       const cb = s.layer.combine(rt, s.perm!, yHome, N);
@@ -97,7 +98,7 @@ export const a2aDispatch: EpDispatch = {
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const recv = rt.pool.get(p.Rcv * D);
-    await s.ep.allToAllV(dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad` });
+    await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad` });
     rt.pool.release(dY);
     const local = rt.pool.get(p.Rcv * D);
     rt.k.gatherRows(recv, p.regroup!, local, p.Rcv, D, null);
@@ -110,7 +111,7 @@ export const a2aDispatch: EpDispatch = {
     const { rt, D, N, K } = s;
     const dRecv = unRegroup(s, s.dRowsLocal!, p);
     const dRows = rt.pool.get(N * K * D);
-    await s.ep.allToAllV(dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad` });
+    await allToAllRows(rt.k, s.ep, dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad` });
     rt.pool.release(dRecv);
     s.layer.dispatchGrad(rt, s.perm!, s.x, dRows, s.dx!, s.dGates!);
     rt.pool.release(dRows);

@@ -4,6 +4,7 @@
 // rows. Backward: the duals of those all_gathers are reduce_scatters (sum) of buffers in which each rank placed
 // only its own rows.
 
+import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
 interface PaddedPlan {
@@ -76,7 +77,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
     const gathered = rt.pool.get(P * p.Rmax * D);
-    await s.ep.allGather(rows, gathered, { tag: `${s.tag} dispatch` });
+    await allGatherRows(rt.k, s.ep, rows, gathered, { tag: `${s.tag} dispatch` });
     rt.pool.release(rows);
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
@@ -93,7 +94,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const gathered = rt.pool.get(P * p.RlocMax * D);
-    const sent = s.ep.allGather(send, gathered, { tag: `${s.tag} combine` });
+    const sent = allGatherRows(rt.k, s.ep, send, gathered, { tag: `${s.tag} combine` });
     return sent.then(() => {
       rt.pool.release(send);
       const R = s.perm!.R;

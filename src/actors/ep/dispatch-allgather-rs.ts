@@ -5,6 +5,7 @@
 // Backward swaps them: all_gather the output grads, reduce_scatter the input grads and the gate grads.
 // Needs the same token count on every EP rank (true of every data split moe-actors makes).
 
+import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { permuteForward, releasePermutation, scatterGateGrads, type Permutation } from '../../models/moe/permute.ts';
 
@@ -64,7 +65,7 @@ export const allgatherRsDispatch: EpDispatch = {
     const p = plan(s);
     const { rt, P, N, D } = s;
     const allX = rt.pool.get(P * N * D);
-    await s.ep.allGather(s.x, allX, { tag: `${s.tag} dispatch` });
+    await allGatherRows(rt.k, s.ep, s.x, allX, { tag: `${s.tag} dispatch` });
     const sbe = sbeOf(s);
     const local = permuteForward(rt, p.perm, allX, D, sbe);
     // The gate grads need x[srcToken]; gathering just those rows now frees allX before backward.
@@ -93,7 +94,7 @@ export const allgatherRsDispatch: EpDispatch = {
     const p = plan(s);
     const { rt, P, N, D, K } = s;
     const allD = rt.pool.get(P * N * D);
-    await s.ep.allGather(s.dOut!, allD, { tag: `${s.tag} combine-grad` });
+    await allGatherRows(rt.k, s.ep, s.dOut!, allD, { tag: `${s.tag} combine-grad` });
     p.dGatesAll = rt.pool.zeros(P * N * K);
     s.dYLocal = s.layer.combineGrad(rt, p.perm, s.combineCtx!, allD, p.dGatesAll);
     s.combineCtx = undefined;

@@ -6,6 +6,7 @@
 // Reductions MPI lacks are composed: premul_sum = multiply locally, then SUM; avg = SUM, then divide.
 // MPI reduces in its own (tree) order, so float sums equal the rank-order reference only up to reassociation.
 
+import { sumBf16Into } from '../../tensor/bf16.ts';
 import { BaseCommunicator, type CallSpec, type CommObserver } from '../base-communicator.ts';
 import { FULL, type Profile } from '../capabilities.ts';
 import type { CommArray, Communicator } from '../communicator.ts';
@@ -123,6 +124,19 @@ export class MpiCommunicator extends BaseCommunicator {
       case 'reduce_scatter': {
         const r = c.reduce!;
         let send = c.send!;
+        if (send instanceof Uint16Array) {
+          // bf16: MPI's own sum would add the bit patterns as integers. Each rank receives every rank's block as
+          // bf16 (all_to_all, the same bytes a reduce_scatter moves) and sums it in float32 in rank order,
+          // rounding once — the contract of src/comm/reduce.ts, bitwise equal to inproc and threads.
+          const P = this.size;
+          const n = c.recv!.length;
+          const blocks = new Uint16Array(P * n);
+          const counts = i32(new Array<number>(P).fill(n));
+          req = b.allToAllV(send, counts, blocks, counts);
+          bytes = send.byteLength;
+          after = () => sumBf16Into(c.recv as Uint16Array, new Array(P).fill(blocks), Array.from({ length: P }, (_, q) => q * n), n);
+          break;
+        }
         if (r.op === 'premul_sum') {
           const s = this.scaled(send, r.factor);
           send = s.arr;

@@ -21,7 +21,7 @@ export interface MpiInitInfo {
   worldHandle: 0;
 }
 
-export type Arr = Float32Array | Float64Array | Int32Array;
+export type Arr = Float32Array | Float64Array | Int32Array | Uint16Array;
 
 /** The functions native/mpi/src/*.cc export. Communicators are integer handles; requests are integer ids. */
 export interface MpiBinding {

@@ -59,7 +59,7 @@ export function describePoison(worldRank: number, kind: PoisonKind): string {
 }
 
 const OPS: readonly CollectiveOp[] = ['all_gather', 'all_gather_v', 'reduce_scatter', 'all_reduce', 'all_to_all_v', 'broadcast', 'barrier'];
-export const DTYPES = ['float32', 'float64', 'int32'] as const;
+export const DTYPES = ['float32', 'float64', 'int32', 'bfloat16'] as const;
 export type DType = (typeof DTYPES)[number];
 
 export function opCode(op: CollectiveOp): number {
@@ -233,7 +233,7 @@ export class Arena {
   }
 
   /** One half of rank q's slot as an array of the given element type (views are cached). */
-  slot<T extends Float32Array | Float64Array | Int32Array>(
+  slot<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(
     q: number,
     half: number,
     ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number; name: string },

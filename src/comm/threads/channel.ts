@@ -89,7 +89,7 @@ export class GroupChannel {
   }
 
   /** `n` elements of rank q's lent send array (after arrive(): q's descriptor names it), waiting for its registration. */
-  async peerArray<T extends Float32Array | Float64Array | Int32Array>(q: number, d: Descriptor, ctor: SlotCtor<T>, n: number): Promise<T> {
+  async peerArray<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(q: number, d: Descriptor, ctor: SlotCtor<T>, n: number): Promise<T> {
     const owner = this.worldRanks[q]!;
     if (this.buffers === null) throw new Error(`group ${this.group}: rank ${q} lent its send buffer, but this rank has no buffer registry`);
     let sab = this.buffers.get(owner, d.buf);
@@ -127,12 +127,12 @@ export class GroupChannel {
   }
 
   /** My slot, the half the next phase publishes. */
-  out<T extends Float32Array | Float64Array | Int32Array>(ctor: SlotCtor<T>): T {
+  out<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(ctor: SlotCtor<T>): T {
     return this.arena.slot(this.me, this.writeHalf, ctor);
   }
 
   /** Rank q's slot, the half the current phase published. */
-  in<T extends Float32Array | Float64Array | Int32Array>(q: number, ctor: SlotCtor<T>): T {
+  in<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(q: number, ctor: SlotCtor<T>): T {
     return this.arena.slot(q, this.readHalf, ctor);
   }
 

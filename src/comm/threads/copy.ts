@@ -54,7 +54,9 @@ function words(a: CommArray): Float32Array {
  */
 export function copyInto(dst: CommArray, at: number, src: CommArray, stream = false): void {
   const bytes = src.byteLength;
-  if (bytes >= COPY_NATIVE_MIN) {
+  // 2-byte elements (bf16) may start or end mid-word: those copies stay with set.
+  const wordAligned = (src.byteOffset | bytes | (dst.byteOffset + at * dst.BYTES_PER_ELEMENT)) % 4 === 0;
+  if (bytes >= COPY_NATIVE_MIN && wordAligned) {
     const k = native();
     if (k) {
       const d = words(dst.subarray(at, at + src.length));

@@ -8,6 +8,7 @@
 import type { CommArray, ReduceOp } from '../communicator.ts';
 import type { Kernels } from '../../tensor/kernels-api.ts';
 import { getKernels } from '../../tensor/kernels.ts';
+import { sumBf16Into } from '../../tensor/bf16.ts';
 
 /** Below this many elements the call into the addon costs more than the JS loop. */
 const NATIVE_MIN = 2048;
@@ -74,6 +75,7 @@ const sameView = (a: CommArray, b: CommArray) => a.buffer === b.buffer && a.byte
 export function reduceInto(out: CommArray, srcs: readonly CommArray[], op: ReduceOp['op']): void {
   const n = out.length;
   const s0 = srcs[0]!;
+  if (out instanceof Uint16Array) return sumBf16Into(out, srcs as readonly Uint16Array[], new Array<number>(srcs.length).fill(0), n);
   if (srcs.length === 1) {
     if (!sameView(out, s0)) out.set(s0);
     return;

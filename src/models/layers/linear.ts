@@ -1,5 +1,6 @@
 // nn.Linear without bias, weight W (out, in): y = x·Wᵀ. The transposes live in sgemm's flags, never in memory.
 import type { Kernels } from '../../tensor/kernels-api.ts';
+import { exactKernels } from '../../tensor/precision.ts';
 
 // x (N,in), W (out,in) → y (N,out)   (beta 0 writes y, 1 accumulates into it)
 export function linearFwd(
@@ -75,5 +76,6 @@ export function copyCols(
   cols: number,
   beta: 0 | 1,
 ): void {
-  k.sgemm(false, false, rows, cols, cols, 1, src, ldSrc, identity(cols), cols, beta, dst, ldDst);
+  // f32 even under bf16 compute: a copy must not round.
+  exactKernels(k).sgemm(false, false, rows, cols, cols, 1, src, ldSrc, identity(cols), cols, beta, dst, ldDst);
 }

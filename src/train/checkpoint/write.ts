@@ -8,7 +8,7 @@
 // the commit reads those. That works the same for worker threads and for MPI processes on a shared filesystem.
 // writeCheckpoint() does all of it in one process (tests, single-rank runs, tools).
 
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SafeTensorInput } from '../../models/safetensors.ts';
 import { fsyncDir, sha256Hex, TEMP_SUFFIX, unlinkQuiet, writeFileAtomic } from './atomic.ts';
@@ -125,6 +125,51 @@ export function commitManifest(dir: string, meta: CheckpointMeta): Manifest {
     if ((m && !listed.has(name)) || (name.startsWith('.') && name.endsWith(TEMP_SUFFIX))) unlinkQuiet(join(dir, name));
   }
   return manifest;
+}
+
+/**
+ * Waits until every rank of `worldSize` has left its done marker in `dir` (an async checkpoint: rank 0 commits when
+ * all ranks' pool writes finished, without a collective that would have to sit at the same point of every rank's
+ * step). The caller must make sure no marker is left from an earlier, crashed write of the same step.
+ */
+export interface WaitOptions {
+  timeoutMs: number;
+  pollMs?: number;
+  /** Stops the wait (the rank failed for another reason): the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export async function waitForRankFiles(dir: string, worldSize: number, { timeoutMs, pollMs = 5, signal }: WaitOptions): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const missing = () => Array.from({ length: worldSize }, (_, r) => r).filter((r) => !existsSync(join(dir, doneFileName(r))));
+  for (;;) {
+    const left = missing();
+    if (left.length === 0) return;
+    if (Date.now() > deadline) {
+      throw new CheckpointError(
+        `cannot commit ${dir}: after ${(timeoutMs / 1000).toFixed(0)} s rank 0 still waits for the files of rank${left.length > 1 ? 's' : ''} ${left.join(', ')} ` +
+          `(${left.map(doneFileName).join(', ')} missing); a rank's write failed or its filesystem is that slow ([comm] init_timeout_seconds bounds this wait)`,
+        dir,
+      );
+    }
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+/**
+ * Waits until `dir` holds its manifest (an async checkpoint: a rank starts writing the next checkpoint only once
+ * this one is committed, so a kill at any moment leaves the previous checkpoint complete).
+ */
+export async function waitForCommit(dir: string, { timeoutMs, pollMs = 5, signal }: WaitOptions): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(join(dir, MANIFEST_NAME))) {
+    if (Date.now() > deadline) {
+      throw new CheckpointError(`${dir} was not committed within ${(timeoutMs / 1000).toFixed(0)} s: this rank's files are written, rank 0 has not written ${MANIFEST_NAME} ([comm] init_timeout_seconds bounds this wait)`, dir);
+    }
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
 }
 
 /** All ranks' payloads from one process (payloads[r] is rank r's): write them, then commit. Returns the step folder. */

@@ -13,6 +13,10 @@ export interface DocumentSource {
   readonly numDocs: number;
   /** Tokens of document `i` (0 ≤ i < numDocs). The caller must not modify the array. */
   doc(i: number): Int32Array;
+  /** Sources that tokenize off the training path: start encoding these documents now (doc() will find them). */
+  prefetch?(indices: readonly number[]): void;
+  /** A cheap guess of document i's token count (for how far to prefetch). */
+  estimateTokens?(i: number): number;
 }
 
 /** Why a dataset file could not be opened, in the words every source and the launcher use. */
@@ -71,5 +75,15 @@ export class ShardedDocuments implements DocumentSource {
   doc(i: number): Int32Array {
     if (!(i >= 0 && i < this.numDocs)) throw new RangeError(`document ${i} is outside this rank's ${this.numDocs} documents`);
     return this.source.doc(this.range.start + i);
+  }
+
+  get prefetch(): DocumentSource['prefetch'] {
+    const src = this.source;
+    return src.prefetch ? (indices) => src.prefetch!(indices.map((i) => this.range.start + i)) : undefined;
+  }
+
+  get estimateTokens(): DocumentSource['estimateTokens'] {
+    const src = this.source;
+    return src.estimateTokens ? (i) => src.estimateTokens!(this.range.start + i) : undefined;
   }
 }

@@ -50,6 +50,11 @@ export class Packer {
     return out;
   }
 
+  /** The document appended next (before a re-loop wraps it to 0) and the tokens pending before it. */
+  get ahead(): { nextDoc: number; pendingTokens: number } {
+    return { nextDoc: this.docIndex, pendingTokens: this.len - this.off };
+  }
+
   position(): PackerPosition {
     return { docIndex: this.docIndex, epoch: this.epoch, leftover: this.buf.slice(this.off, this.len) };
   }

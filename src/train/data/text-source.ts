@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { unreadable, type DocumentSource } from './documents.ts';
 import { ByteTokenizer } from './tokenizer.ts';
+import type { TextTokenizer } from './hf-tokenizer.ts';
 
 export type TextFormat = 'txt' | 'jsonl';
 
@@ -47,14 +48,16 @@ export function splitParagraphs(text: string): string[] {
   return docs;
 }
 
-function textOfRecord(rec: unknown, where: string): string {
-  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TextSourceError(`${where}: expected a JSON object with a "text" field`);
-  const t = (rec as Record<string, unknown>).text;
-  if (typeof t !== 'string') throw new TextSourceError(`${where}: the record has no string field "text" (fields: ${Object.keys(rec).join(', ') || 'none'})`);
+function textOfRecord(rec: unknown, where: string, field = 'text'): string {
+  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TextSourceError(`${where}: expected a JSON object with a "${field}" field`);
+  const t = (rec as Record<string, unknown>)[field];
+  if (typeof t !== 'string') {
+    throw new TextSourceError(`${where}: the record has no string field "${field}" (fields: ${Object.keys(rec).join(', ') || 'none'})${field === 'text' ? '' : '; set [training] dataset_text_field'}`);
+  }
   return t;
 }
 
-export function parseJsonlTexts(content: string, path: string): string[] {
+export function parseJsonlTexts(content: string, path: string, field = 'text'): string[] {
   const trimmed = content.trimStart();
   if (trimmed.startsWith('[')) {
     let arr: unknown;
@@ -64,7 +67,7 @@ export function parseJsonlTexts(content: string, path: string): string[] {
       throw new TextSourceError(`${path}: invalid JSON array (${(e as Error).message})`);
     }
     if (!Array.isArray(arr)) throw new TextSourceError(`${path}: expected an array of {"text": …} objects`);
-    return arr.map((r, i) => textOfRecord(r, `${path}: element ${i}`));
+    return arr.map((r, i) => textOfRecord(r, `${path}: element ${i}`, field));
   }
   const docs: string[] = [];
   const lines = content.split(/\r?\n/);
@@ -77,32 +80,80 @@ export function parseJsonlTexts(content: string, path: string): string[] {
     } catch (e) {
       throw new TextSourceError(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`);
     }
-    docs.push(textOfRecord(rec, `${path}:${i + 1}`));
+    docs.push(textOfRecord(rec, `${path}:${i + 1}`, field));
   }
   return docs;
 }
+
+/** Encodes texts off the training path (the side pool); resolves with [BOS] + ids + [EOS] per text. */
+export type BackgroundEncoder = (texts: string[]) => Promise<Int32Array[]>;
 
 export class TextSource implements DocumentSource {
   readonly numDocs: number;
   readonly description: string;
   readonly fingerprint: string;
-  private readonly tokenizer = new ByteTokenizer();
+  private readonly ready = new Map<number, Int32Array>();
+  private readonly inFlight = new Set<number>();
+  private failure: Error | null = null;
+  /** Documents doc() found encoded / had to encode itself. */
+  readonly stats = { prefetched: 0, encodedInline: 0 };
+  private charsPerToken = 3;
 
   constructor(
     readonly texts: readonly string[],
     name: string,
+    readonly tokenizer: TextTokenizer = new ByteTokenizer(),
+    private readonly background: BackgroundEncoder | null = null,
   ) {
     this.numDocs = texts.length;
-    this.description = `${name} (${texts.length} documents, byte tokenizer)`;
+    this.description = `${name} (${texts.length} documents, ${tokenizer.name})`;
     let chars = 0;
     for (const t of texts) chars += t.length;
-    this.fingerprint = `text:${basename(name)}:${texts.length} documents:${chars} chars`;
+    // The byte tokenizer's fingerprint stays as it was, so checkpoints written before tokenizers existed resume.
+    this.fingerprint = `text:${basename(name)}:${texts.length} documents:${chars} chars${tokenizer.fingerprint === 'byte' ? '' : `:${tokenizer.fingerprint}`}`;
   }
 
   doc(i: number): Int32Array {
+    if (this.failure) throw this.failure;
     const t = this.texts[i];
     if (t === undefined) throw new RangeError(`document ${i} is outside [0, ${this.numDocs})`);
+    const got = this.ready.get(i);
+    if (got) {
+      this.ready.delete(i);
+      this.stats.prefetched++;
+      return got;
+    }
+    this.stats.encodedInline++;
     return this.tokenizer.encode(t, { bos: true, eos: true });
+  }
+
+  estimateTokens(i: number): number {
+    return Math.ceil((this.texts[i]?.length ?? 0) / this.charsPerToken) + 2;
+  }
+
+  get prefetch(): DocumentSource['prefetch'] {
+    if (!this.background) return undefined;
+    return (indices) => {
+      const want = indices.filter((i) => !this.ready.has(i) && !this.inFlight.has(i) && i >= 0 && i < this.numDocs);
+      if (want.length === 0) return;
+      for (const i of want) this.inFlight.add(i);
+      this.background!(want.map((i) => this.texts[i]!)).then(
+        (docs) => {
+          let chars = 0;
+          let tokens = 0;
+          want.forEach((i, k) => {
+            this.inFlight.delete(i);
+            this.ready.set(i, docs[k]!);
+            chars += this.texts[i]!.length;
+            tokens += docs[k]!.length;
+          });
+          if (tokens > 0) this.charsPerToken = Math.max(0.5, chars / tokens);
+        },
+        (e: Error) => {
+          this.failure = new Error(`tokenizing documents in the side pool failed: ${e.message}`);
+        },
+      );
+    };
   }
 }
 
@@ -124,7 +175,7 @@ export function textProblem(bytes: Uint8Array, path: string, partial: boolean): 
   return null;
 }
 
-export function loadTextSource(path: string, format: TextFormat = textFormatOf(path)): TextSource {
+export function loadTextSource(path: string, format: TextFormat = textFormatOf(path), tokenizer?: TextTokenizer, field = 'text'): TextSource {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -134,7 +185,7 @@ export function loadTextSource(path: string, format: TextFormat = textFormatOf(p
   const problem = textProblem(bytes, path, false);
   if (problem) throw new TextSourceError(problem);
   const content = bytes.toString('utf8');
-  const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path);
+  const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path, field);
   if (texts.length === 0) throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);
-  return new TextSource(texts, path);
+  return new TextSource(texts, path, tokenizer);
 }

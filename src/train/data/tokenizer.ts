@@ -42,6 +42,8 @@ export class ByteTokenizer {
   readonly bosId = BOS_ID;
   readonly eosId = EOS_ID;
   readonly vocabSize = BYTE_VOCAB_SIZE;
+  readonly fingerprint = 'byte';
+  readonly name = 'byte tokenizer';
 
   /** Number of tokens `encode` yields for these bytes, without BOS/EOS. */
   countTokens(text: string | Uint8Array): number {

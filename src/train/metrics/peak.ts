@@ -7,6 +7,7 @@
 
 import type { Kernels } from '../../tensor/kernels-api.ts';
 import { getKernels } from '../../tensor/kernels.ts';
+import type { ParamDtype } from '../../tensor/precision.ts';
 
 export interface SgemmPeak {
   gflops: number;
@@ -26,6 +27,11 @@ export interface SgemmPeakOptions {
   minTrials?: number;
   /** BLAS threads to measure with (restored afterwards); default: the kernels' current setting. */
   threads?: number;
+  /**
+   * The compute dtype whose matmul peak to measure: float32 (sgemm, the default) or bfloat16 (gemmBf16 on inputs
+   * rounded beforehand: the library's bf16 rate, the denominator of a bf16 run's MFU).
+   */
+  dtype?: ParamDtype;
 }
 
 /** Measures with `k` (default: this thread's kernels, getKernels()). */
@@ -44,13 +50,21 @@ export function measureSgemmPeak(k: Kernels = getKernels(), opts: SgemmPeakOptio
       a[i] = ((i * 7919) % 1000) / 1000 - 0.5;
       b[i] = ((i * 104729) % 1000) / 1000 - 0.5;
     }
-    k.sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n); // warm-up: thread pool start, page faults
+    let mm = () => k.sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n);
+    if (opts.dtype === 'bfloat16') {
+      const a16 = new Uint16Array(n * n);
+      const b16 = new Uint16Array(n * n);
+      k.toBf16(a, a16, a16.length);
+      k.toBf16(b, b16, b16.length);
+      mm = () => k.gemmBf16(false, false, n, n, n, 1, a16, n, b16, n, 0, c, n);
+    }
+    mm(); // warm-up: thread pool start, page faults
     const flop = 2 * n * n * n;
     const trials: number[] = [];
     const start = performance.now();
     while (trials.length < minTrials || performance.now() - start < budgetMs) {
       const t0 = performance.now();
-      k.sgemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n);
+      mm();
       const ms = Math.max(performance.now() - t0, 1e-6);
       trials.push(flop / (ms * 1e6));
       if (trials.length >= 1000) break;
@@ -61,7 +75,9 @@ export function measureSgemmPeak(k: Kernels = getKernels(), opts: SgemmPeakOptio
       n,
       threads: info.threads,
       impl: k.impl,
-      blas: [info.name, info.corename].filter(Boolean).join(' '),
+      blas: [info.matmulMode === 'blas' || !info.onednn ? info.name : `onednn ${info.onednnVersion ?? ''}`.trim(), info.matmulMode === 'blas' || !info.onednn ? info.corename : info.onednnIsa, opts.dtype === 'bfloat16' ? 'bf16' : '']
+        .filter(Boolean)
+        .join(' '),
       trials,
     };
   } finally {

@@ -3,10 +3,12 @@
 // directly from the contract in src/comm/reduce.ts (deliberately not calling it, so a bug there is caught), and
 // guarded buffers that catch a transport writing outside the view it was given.
 
+import { bf16ToF32, f32ToBf16 } from '../../../src/tensor/bf16.ts';
 import type { CommArray, ReduceOp } from '../../../src/comm/communicator.ts';
 
-export type DType = 'float32' | 'float64' | 'int32';
-export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
+// bfloat16: raw 16-bit patterns in a Uint16Array (mixed precision's 2-byte elements); moved, never reduced.
+export type DType = 'float32' | 'float64' | 'int32' | 'bfloat16';
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'bfloat16'];
 
 /** 32-bit hash of integers (murmur3 finalizer per step); stable across platforms. */
 export function hashInts(...xs: number[]): number {
@@ -55,6 +57,8 @@ export function genValues(dtype: DType, n: number, seed: number): number[] {
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) {
     if (dtype === 'int32') out[i] = rng.int(-1000, 1000);
+    // Finite bf16 values of both signs and many magnitudes (the reductions sum them; movement copies bits).
+    else if (dtype === 'bfloat16') out[i] = f32ToBf16((rng.float() - 0.5) * 2 ** rng.int(-8, 8));
     else if (dtype === 'float32') out[i] = Math.fround((rng.float() - 0.5) * 8);
     else out[i] = (rng.float() - 0.5) * 8 + rng.float() * 2 ** -30;
   }
@@ -65,6 +69,7 @@ const round = (dtype: DType, x: number): number => (dtype === 'float32' ? Math.f
 
 /** Expected op over ranks of xs[r][i], and Σ|x| per element (the scale for tolerance checks). */
 export function refReduce(dtype: DType, xs: readonly (readonly number[])[], op: ReduceOp): { value: number[]; scale: number[] } {
+  if (dtype === 'bfloat16') return refSumBf16(xs);
   const n = xs[0]?.length ?? 0;
   const value = new Array<number>(n);
   const scale = new Array<number>(n);
@@ -90,12 +95,31 @@ export function refReduce(dtype: DType, xs: readonly (readonly number[])[], op: 
   return { value, scale };
 }
 
+/** bf16 sum (the only bf16 reduction): float32 accumulation in rank order over the widened values, one rounding. */
+function refSumBf16(xs: readonly (readonly number[])[]): { value: number[]; scale: number[] } {
+  const n = xs[0]?.length ?? 0;
+  const value = new Array<number>(n);
+  const scale = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    let acc = bf16ToF32(xs[0]![i]!);
+    let abs = Math.abs(acc);
+    for (let r = 1; r < xs.length; r++) {
+      const x = bf16ToF32(xs[r]![i]!);
+      acc = Math.fround(acc + x);
+      abs += Math.abs(x);
+    }
+    value[i] = f32ToBf16(acc);
+    scale[i] = abs;
+  }
+  return { value, scale };
+}
+
 const GUARD = 3;
-const SENTINEL: Record<DType, number> = { float32: -7777.5, float64: -8888.25, int32: -999_999 };
-const CTORS = { float32: Float32Array, float64: Float64Array, int32: Int32Array } as const;
+const SENTINEL: Record<DType, number> = { float32: -7777.5, float64: -8888.25, int32: -999_999, bfloat16: 0xbeef };
+const CTORS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, bfloat16: Uint16Array } as const;
 
 export function dtypeName(a: CommArray): DType {
-  return a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : 'int32';
+  return a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Uint16Array ? 'bfloat16' : 'int32';
 }
 
 /**

@@ -17,7 +17,7 @@
 //
 // What it covers: all_gather, all_gather_v, reduce_scatter, all_reduce, all_to_all_v, broadcast, barrier on the
 // world and on sub-groups from split (keys reversing the order, ties, singletons, a split of a split); uneven and
-// zero-length contributions; float32, float64, int32; sum, avg, max, premul_sum; several collectives in flight at
+// zero-length contributions; float32, float64, int32, bfloat16 (2-byte elements, data movement only); sum, avg, max, premul_sum; several collectives in flight at
 // once on one group and on different groups, issued in a rank-dependent order without awaiting in between; ops
 // the capabilities deny must reject with kind 'unsupported' without consuming a sequence number; views at a
 // nonzero offset whose neighbouring elements must stay untouched; byte-counter call counts; free.
@@ -248,10 +248,11 @@ function suiteSpecs(ck: Checker, g: Communicator, small: boolean): Spec[] {
     const counts = Array.from({ length: P }, (_, i) => (P > 1 && i === P >> 1 ? 0 : rng.int(1, 9)));
     specs.push({ kind: 'all_gather_v', dtype, counts });
     if (!small) specs.push({ kind: 'all_gather_v', dtype, counts: counts.map(() => 0) });
-    for (const op of dtype === 'int32' ? OPS_INT : OPS_FLOAT) {
+    for (const op of dtype === 'int32' ? OPS_INT : dtype === 'bfloat16' ? [{ op: 'sum' } as ReduceOp] : OPS_FLOAT) {
       for (const n of small ? [2] : [0, 5, 17]) {
         specs.push({ kind: 'reduce_scatter', dtype, n, op });
-        specs.push({ kind: 'all_reduce', dtype, n: n + (n > 0 ? 2 : 0), op });
+        // bf16 reduces by reduce_scatter only (FSDP gradients under mixed_precision_reduce = "bfloat16").
+        if (dtype !== 'bfloat16') specs.push({ kind: 'all_reduce', dtype, n: n + (n > 0 ? 2 : 0), op });
       }
     }
     const uneven = Array.from({ length: P }, () => Array.from({ length: P }, () => (rng.int(0, 3) === 0 ? 0 : rng.int(1, 6))));
@@ -301,6 +302,8 @@ async function runSuite(ck: Checker, g: Communicator, small: boolean, indexBase:
   // Arguments the base rejects must not consume a sequence number (the next collectives would desync otherwise).
   await expectRejection(ck, g, 'all_gather with a wrong recv length', () => g.allGather(new Float32Array(2), new Float32Array(2 * g.size + 1)), 'invalid');
   await expectRejection(ck, g, 'all_reduce avg on int32', () => g.allReduce(new Int32Array(2), { op: 'avg' }), 'invalid');
+  await expectRejection(ck, g, 'all_reduce sum on bf16 bits', () => g.allReduce(new Uint16Array(2), { op: 'sum' }), 'invalid');
+  await expectRejection(ck, g, 'reduce_scatter avg on bf16 bits', () => g.reduceScatter(new Uint16Array(2 * g.size), new Uint16Array(2), { op: 'avg' }), 'invalid');
   ck.count('invalid');
   await runCase(ck, g, makeCase(ck, g, { kind: 'barrier' }, indexBase + specs.length));
   issued++;

@@ -1,0 +1,152 @@
+// bfloat16: conversions (f32 → bf16 round-to-nearest-even, bf16 → f32 exact) and the bf16-input matmul with f32
+// accumulation that mixed precision's forward and backward products use (torch's autocast / FSDP2 param_dtype
+// bfloat16: inputs rounded to bf16, products summed in f32, f32 result).
+//
+// Where oneDNN is absent or the CPU has no bf16 dot-product instructions (AVX512_BF16 or AMX), the inputs stay
+// bf16 in memory, are widened to f32 (exactly) and multiplied by the f32 path; the result is the same math up to
+// summation order. blasInfo().bf16Dot says which CPU this is; the TypeScript layer says it once at start-up.
+#include "common.h"
+#include "matmul.h"
+#include <vector>
+
+static inline uint16_t toBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static inline float fromBf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// src (n) f32 → dst (n) bf16 bits.
+static Napi::Value ToBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "toBf16");
+  int64_t n = a.size(2, "n");
+  float* src = a.f32(0, n, "src");
+  uint16_t* dst = a.u16(1, n, "dst");
+  if (!a.ok) return a.env.Undefined();
+#pragma omp parallel for num_threads(threadsFor(n)) schedule(static)
+  for (int64_t i = 0; i < n; i++) dst[i] = toBf16(src[i]);
+  return a.env.Undefined();
+}
+
+// src (n) bf16 bits → dst (n) f32.
+static Napi::Value FromBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "fromBf16");
+  int64_t n = a.size(2, "n");
+  uint16_t* src = a.u16(0, n, "src");
+  float* dst = a.f32(1, n, "dst");
+  if (!a.ok) return a.env.Undefined();
+#pragma omp parallel for num_threads(threadsFor(n)) schedule(static)
+  for (int64_t i = 0; i < n; i++) dst[i] = fromBf16(src[i]);
+  return a.env.Undefined();
+}
+
+// Widens a row-major (rows, cols) block with leading dimension ld to a dense f32 copy.
+static void widen(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, Buf& out) {
+  out.alloc(rows * cols);
+  float* d = out.data();
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) d[r * cols + c] = fromBf16(src[r * ld + c]);
+}
+
+// gemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): as sgemm, with A and B Uint16Arrays of
+// bf16 bits and C f32.
+static Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "gemmBf16");
+  bool ta = a.flag(0), tb = a.flag(1);
+  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
+  float alpha = (float)a.num(5, "alpha");
+  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
+  float beta = (float)a.num(10, "beta");
+  if (!a.ok) return a.env.Undefined();
+  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
+  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
+  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
+  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
+  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
+  const bool empty = M == 0 || N == 0;
+  uint16_t* A = a.u16(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
+  uint16_t* B = a.u16(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
+  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
+  if (!a.ok || empty) return a.env.Undefined();
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
+    a.fail("dimensions exceed the 32-bit BLAS interface");
+    return a.env.Undefined();
+  }
+  if (matmulMode() != kMatmulBlas && cpuHasBf16Dot() && dnnlGemmBf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+    return a.env.Undefined();
+  // bf16 storage, f32 compute: widen both operands (exact) and run the f32 path.
+  Buf wa, wb;
+  if (K > 0) {
+    widen(A, aRows, aCols, lda, wa);
+    widen(B, bRows, bCols, ldb, wb);
+  }
+  matmulF32(ta, tb, M, N, K, alpha, wa.data(), std::max<int64_t>(1, aCols), wb.data(), std::max<int64_t>(1, bCols), beta, C,
+            ldc);
+  return a.env.Undefined();
+}
+
+// Rounds a row-major (rows, cols) block with leading dimension ld to dense bf16 (ld = cols), in parallel.
+static void narrow(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& out) {
+  out.resize((size_t)(rows * cols));
+  uint16_t* d = out.data();
+#pragma omp parallel for num_threads(threadsFor(rows * cols)) schedule(static)
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) d[r * cols + c] = toBf16(src[r * ld + c]);
+}
+
+// sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments (all f32), computed
+// as mixed precision does: A and B rounded to bf16, products summed in f32 into f32 C. The rounded copies live in
+// per-thread scratch, reused across calls (the model's operands are a few MB).
+static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "sgemmBf16");
+  bool ta = a.flag(0), tb = a.flag(1);
+  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
+  float alpha = (float)a.num(5, "alpha");
+  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
+  float beta = (float)a.num(10, "beta");
+  if (!a.ok) return a.env.Undefined();
+  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
+  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
+  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
+  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
+  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
+  const bool empty = M == 0 || N == 0;
+  float* A = a.f32(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
+  float* B = a.f32(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
+  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
+  if (!a.ok || empty) return a.env.Undefined();
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
+    a.fail("dimensions exceed the 32-bit BLAS interface");
+    return a.env.Undefined();
+  }
+  if (K == 0) {
+    matmulF32(ta, tb, M, N, K, alpha, A, std::max<int64_t>(1, aCols), B, std::max<int64_t>(1, bCols), beta, C, ldc);
+    return a.env.Undefined();
+  }
+  thread_local std::vector<uint16_t> sa, sb;
+  narrow(A, aRows, aCols, lda, sa);
+  narrow(B, bRows, bCols, ldb, sb);
+  if (matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
+      dnnlGemmBf16(ta, tb, M, N, K, alpha, sa.data(), aCols, sb.data(), bCols, beta, C, ldc))
+    return a.env.Undefined();
+  // No bf16 dot products (or no oneDNN): the rounded values, widened back exactly, through the f32 path.
+  Buf wa, wb;
+  widen(sa.data(), aRows, aCols, aCols, wa);
+  widen(sb.data(), bRows, bCols, bCols, wb);
+  matmulF32(ta, tb, M, N, K, alpha, wa.data(), aCols, wb.data(), bCols, beta, C, ldc);
+  return a.env.Undefined();
+}
+
+void RegisterBf16(Napi::Env env, Napi::Object exports) {
+  exports.Set("sgemmBf16", Napi::Function::New(env, SgemmBf16));
+  exports.Set("toBf16", Napi::Function::New(env, ToBf16));
+  exports.Set("fromBf16", Napi::Function::New(env, FromBf16));
+  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
+}

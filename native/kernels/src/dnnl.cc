@@ -1,0 +1,196 @@
+// Matmuls through oneDNN (Debian's libdnnl-dev, 2.x API), when the build found it (MOE_HAVE_DNNL).
+//
+// Why oneDNN beside a CBLAS: on AVX-512 machines its brgemm kernels run f32 GEMMs of this project's shapes ~1.5–2×
+// faster than OpenBLAS with the core type this environment runs (docs/benchmarks.md, bench:kernels), and it is
+// the only library here with bf16-input, f32-accumulate matmuls (avx512_core_bf16 / AMX), which mixed precision
+// needs. It is what PyTorch's CPU path uses.
+//
+// Primitives are cached per thread (each rank of the threads transport is a worker thread with its own OpenMP
+// team size) and per shape: strides, transposes, alpha/beta and the thread count all shape the JIT kernels. A
+// primitive of a new shape costs ~0.05–0.3 ms to create (measured); MoE expert GEMMs change M every step, so the
+// cache is bounded and cleared when full rather than grown without end.
+//
+// Thread count: oneDNN's OpenMP runtime (the Debian build's, the same libgomp as the fused kernels) runs a call
+// on the calling thread's omp_get_max_threads(), which setNumThreads sets per rank.
+#include "matmul.h"
+#include "common.h"
+#include <atomic>
+#include <cstdio>
+#include <unordered_map>
+
+static std::atomic<int> gMode{kMatmulAuto};
+void setMatmulMode(MatmulMode m) { gMode.store((int)m); }
+MatmulMode matmulMode() { return (MatmulMode)gMode.load(); }
+
+bool cpuHasBf16Dot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+}
+
+#ifdef MOE_HAVE_DNNL
+#include <dnnl.hpp>
+
+namespace {
+using dnnl::memory;
+using dt = memory::data_type;
+
+struct Key {
+  int64_t M, N, K, lda, ldb, ldc;
+  uint32_t alphaBits, betaBits;
+  int threads;
+  uint8_t ta, tb, bf16;
+  bool operator==(const Key& o) const {
+    return M == o.M && N == o.N && K == o.K && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
+           alphaBits == o.alphaBits && betaBits == o.betaBits && threads == o.threads && ta == o.ta && tb == o.tb &&
+           bf16 == o.bf16;
+  }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    mix(k.M), mix(k.N), mix(k.K), mix(k.lda), mix(k.ldb), mix(k.ldc), mix(k.alphaBits), mix(k.betaBits);
+    mix(k.threads), mix(k.ta | (k.tb << 1) | (k.bf16 << 2));
+    return (size_t)h;
+  }
+};
+struct Entry {
+  dnnl::matmul prim;
+  memory a, b, c;
+};
+
+struct State {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  std::unordered_map<Key, Entry, KeyHash> cache;
+};
+constexpr size_t kCacheMax = 1024;
+
+// Per thread: engines are cheap, and a per-thread stream and cache keep ranks in worker threads independent.
+State& state() {
+  thread_local State s;
+  return s;
+}
+
+std::string gStatus;  // set once if oneDNN fails at run time (then every call falls back)
+std::atomic<bool> gBroken{false};
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// op(A) (M,K): row-major with leading dimension lda, or its transpose stored (K,M); same for op(B) (K,N).
+Entry* entryFor(const Key& k) {
+  State& s = state();
+  auto it = s.cache.find(k);
+  if (it != s.cache.end()) return &it->second;
+  const dt in = k.bf16 ? dt::bf16 : dt::f32;
+  memory::desc a({k.M, k.K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1});
+  memory::desc b({k.K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1});
+  memory::desc c({k.M, k.N}, dt::f32, memory::dims{k.ldc, 1});
+  dnnl::primitive_attr attr;
+  float alpha, beta;
+  std::memcpy(&alpha, &k.alphaBits, 4);
+  std::memcpy(&beta, &k.betaBits, 4);
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(beta);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, s.eng);
+  if (s.cache.size() >= kCacheMax) s.cache.clear();
+  Entry e{dnnl::matmul(pd), memory(a, s.eng, nullptr), memory(b, s.eng, nullptr), memory(c, s.eng, nullptr)};
+  return &s.cache.emplace(k, std::move(e)).first->second;
+}
+
+bool run(const Key& k, const void* A, const void* B, float* C) {
+  if (gBroken.load(std::memory_order_relaxed)) return false;
+  try {
+    Entry* e = entryFor(k);
+    e->a.set_data_handle(const_cast<void*>(A));
+    e->b.set_data_handle(const_cast<void*>(B));
+    e->c.set_data_handle(C);
+    State& s = state();
+    e->prim.execute(s.strm, {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}});
+    s.strm.wait();
+    return true;
+  } catch (const dnnl::error& err) {
+    // Say it once, then use BLAS for the rest of the process: a library that failed on one shape is not trusted.
+    if (!gBroken.exchange(true)) {
+      gStatus = std::string("oneDNN failed (") + err.what() + "); using BLAS for every matmul from now on";
+      std::fprintf(stderr, "moe-actors: %s\n", gStatus.c_str());
+    }
+    return false;
+  }
+}
+
+Key keyOf(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, int64_t lda, int64_t ldb, float beta,
+          int64_t ldc, bool bf16) {
+  return Key{M, N, K, lda, ldb, ldc, bits(alpha), bits(beta), omp_get_max_threads(), (uint8_t)ta, (uint8_t)tb,
+             (uint8_t)bf16};
+}
+}  // namespace
+
+bool dnnlAvailable() { return !gBroken.load(); }
+std::string dnnlStatus() { return gStatus; }
+std::string dnnlVersion() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+std::string dnnlIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+  }
+}
+
+bool dnnlSgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (K == 0) return false;  // C = beta·C: BLAS handles the empty product; oneDNN rejects zero-size K
+  return run(keyOf(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false), A, B, C);
+}
+
+bool dnnlGemmBf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                  const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (K == 0) return false;
+  return run(keyOf(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, true), A, B, C);
+}
+
+#else  // no oneDNN in this build
+
+bool dnnlAvailable() { return false; }
+std::string dnnlStatus() {
+  return "oneDNN was not found when the kernels were built (no `pkg-config dnnl`, no dnnl.hpp/libdnnl.so on the "
+         "default paths); matmuls use BLAS. Fix: apt-get install libdnnl-dev, then `npm run build:native kernels`.";
+}
+std::string dnnlVersion() { return ""; }
+std::string dnnlIsa() { return ""; }
+bool dnnlSgemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+               float*, int64_t) {
+  return false;
+}
+bool dnnlGemmBf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                  float, float*, int64_t) {
+  return false;
+}
+#endif
+
+// The per-shape-class rule of the auto mode. bench:kernels times the model's classes (attention projections
+// 2048×256×256, wide 2048×{512,768,2048}×256, skinny expert GEMMs of ~256–320 rows, square 1024³; each as forward,
+// backward-input and backward-weight product) on both libraries, alternating. On the AMD EPYC (AVX-512, AVX512_BF16)
+// development VM with OpenBLAS 0.3.21 as this environment runs it (OPENBLAS_CORETYPE=Haswell), oneDNN f32 was the
+// faster library in every class, 1.6–2.2× (docs/benchmarks.md has the figures), so every class goes to oneDNN.
+// Without oneDNN everything is BLAS anyway. MOE_ACTORS_MATMUL=blas|onednn overrides the rule for a process.
+bool matmulUseDnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+  (void)ta, (void)tb, (void)M, (void)N, (void)K;
+  return true;
+}

@@ -1,0 +1,158 @@
+// Time per step on one rank: FLOPs per kernel class (matmuls, attention, element-wise traffic) at the system's rates
+// for the compute dtype, the host cost of every eager op, and an α–β cost per collective by link class (within a
+// node, across nodes). EP collectives sit on the critical path (the experts wait for their rows); FSDP's
+// all_gathers and reduce_scatters overlap the blocks' compute, so only what exceeds it is exposed.
+
+import type { BlockSpec, ModelSpec } from '../models/spec.ts';
+import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
+import { blockSavedPerToken, dtypeBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
+import type { LinkSpec, SystemSpec } from './system.ts';
+import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
+
+export interface TimeInput {
+  spec: ModelSpec;
+  ac: AcMode;
+  tokens: number;
+  seqLen: number;
+  microbatches: number;
+  ep: number;
+  dispatch: MoeStrategy;
+  rmax: number;
+  stack: StackKind;
+  dtype: ComputeDtype;
+  system: SystemSpec;
+  /** Ranks sharing the device's rates (1 on a GPU; all ranks of a CPU node). */
+  rateShare: number;
+  /** Per group: predicted bytes per step (sent + received), collectives per step, and the link it crosses. */
+  groups: { name: string; bytes: number; calls: number; link: 'intra' | 'inter'; critical: boolean }[];
+  /** Parameters this rank updates (its shards), for the optimizer's traffic. */
+  shardNumel: number;
+  units: number;
+}
+
+export interface TimeProjection {
+  seconds: {
+    matmul: number;
+    attention: number;
+    memoryBound: number;
+    opOverhead: number;
+    commCritical: number;
+    commExposed: number;
+    total: number;
+  };
+  /** FLOPs this rank executes per step, by class (recompute included). */
+  flops: { matmul: number; attention: number };
+  ops: number;
+}
+
+/** Eager ops per block forward (a block's kernels as torchtitan's eager code launches them). */
+export const OPS = {
+  norm: 4,
+  gqa: 14,
+  mla: 22,
+  denseFfn: 6,
+  moeFixed: 26,
+  perExpert: 7,
+  shared: 6,
+  epExtra: 12,
+  head: 10,
+  perUnitStep: 20,
+} as const;
+
+function blockMatmulParams(b: BlockSpec, D: number): { dense: number; routedPerRow: number; router: number } {
+  const at = b.attn;
+  let dense = 0;
+  if (at.kind === 'gqa') dense += 2 * D * at.nHeads * at.headDim + 2 * D * at.nKvHeads * at.headDim;
+  else {
+    const dqk = at.qkNope + at.qkRope;
+    dense += (at.qLoraRank > 0 ? D * at.qLoraRank + at.qLoraRank * at.nHeads * dqk : D * at.nHeads * dqk);
+    dense += D * (at.kvLoraRank + at.qkRope) + at.kvLoraRank * at.nHeads * (at.qkNope + at.vHead) + at.nHeads * at.vHead * D;
+  }
+  if (b.ffn.kind === 'dense') return { dense: dense + 3 * D * b.ffn.hidden, routedPerRow: 0, router: 0 };
+  return { dense: dense + 3 * D * b.ffn.sharedHidden, routedPerRow: 3 * D * b.ffn.hidden, router: D * b.ffn.args.num_experts };
+}
+
+function attnFlopsPerToken(b: BlockSpec, S: number): number {
+  // torchtitan's per-layer attention term, forward only (2·H·head_dims·S with head_dims = 2·hd or nope+rope+v),
+  // halved for the causal mask SDPA skips.
+  const at = b.attn;
+  const hd = at.kind === 'gqa' ? 2 * at.headDim : at.qkNope + at.qkRope + at.vHead;
+  return (2 * at.nHeads * hd * S) / 2;
+}
+
+const commTime = (l: LinkSpec, bytes: number, calls: number) => calls * l.latencyS + bytes / 2 / l.bytesPerS;
+
+export function projectTime(t: TimeInput): TimeProjection {
+  const { spec, tokens: N } = t;
+  const D = spec.dim;
+  const sys = t.system.device;
+  const share = Math.max(1, t.rateShare);
+  let mmFwd = 0;
+  let attnFwd = 0;
+  let mmRecompute = 0;
+  let attnRecompute = 0;
+  let opsFwd = 0;
+  let opsRecompute = 0;
+  let elementBytes = 0;
+  const c = dtypeBytes(t.dtype);
+  const opSac = t.stack === 'torchtitan' && t.ac.mode === 'selective' && 'op' in t.ac;
+  for (const b of spec.blocks) {
+    const p = blockMatmulParams(b, D);
+    const rows = b.ffn.kind === 'moe' ? N * b.ffn.args.top_k * (t.ep > 1 ? t.rmax : 1) : 0;
+    const mm = 2 * N * (p.dense + p.router) + 2 * rows * p.routedPerRow;
+    const at = N * attnFlopsPerToken(b, t.seqLen);
+    let ops = OPS.norm + (b.attn.kind === 'gqa' ? OPS.gqa : OPS.mla);
+    if (b.ffn.kind === 'dense') ops += OPS.denseFfn;
+    else {
+      const local = b.ffn.args.num_experts / t.ep;
+      ops += OPS.moeFixed + local * OPS.perExpert + (b.ffn.sharedHidden > 0 ? OPS.shared : 0) + (t.ep > 1 ? OPS.epExtra : 0);
+    }
+    mmFwd += mm;
+    attnFwd += at;
+    opsFwd += ops;
+    if (isCheckpointed(b.layerId, t.ac)) {
+      // op-level SAC keeps every other matmul output and SDPA's: about half the matmuls run again, no attention.
+      mmRecompute += opSac ? mm / 2 : mm;
+      attnRecompute += opSac ? 0 : at;
+      opsRecompute += ops;
+    }
+    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax);
+    // Element-wise kernels read and write each saved tensor about three times over forward and backward.
+    elementBytes += 3 * N * (c * s.compute + 4 * s.fp32);
+  }
+  const V = spec.vocabSize;
+  mmFwd += 2 * N * D * V;
+  opsFwd += OPS.head;
+  elementBytes += 4 * N * V * 4;
+  const mb = t.microbatches;
+  const matmulFlops = mb * (3 * mmFwd + mmRecompute);
+  const attentionFlops = mb * (3 * attnFwd + attnRecompute);
+  const ops = mb * (3 * opsFwd + opsRecompute) + OPS.perUnitStep * t.units;
+  // AdamW reads param, grad, m, v and writes param, m, v (fp32).
+  elementBytes = mb * elementBytes + 28 * t.shardNumel;
+  const seconds = {
+    matmul: (matmulFlops * share) / sys.matmulFlops[t.dtype],
+    attention: (attentionFlops * share) / sys.attentionFlops[t.dtype],
+    memoryBound: (elementBytes * share) / sys.memoryBytesPerS,
+    opOverhead: ops * sys.opOverheadS,
+    commCritical: 0,
+    commExposed: 0,
+    total: 0,
+  };
+  const compute = seconds.matmul + seconds.attention + seconds.memoryBound + seconds.opOverhead;
+  let overlapped = 0;
+  for (const g of t.groups) {
+    const s = commTime(t.system.links[g.link], g.bytes, g.calls);
+    if (g.critical) seconds.commCritical += s;
+    else overlapped += s;
+  }
+  seconds.commExposed = Math.max(0, overlapped - compute);
+  seconds.total = compute + seconds.commCritical + seconds.commExposed;
+  return { seconds, flops: { matmul: matmulFlops, attention: attentionFlops }, ops };
+}
+
+/** Collectives per MoE layer per microbatch of a strategy: forward + backward, and the forward again if recomputed. */
+export function epCallsPerLayer(s: MoeStrategy, recomputed = false): number {
+  const n = (phases: readonly (typeof MOE_PHASES)[number][]) => phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
+  return n(MOE_PHASES) + (recomputed ? n(['exchangeCounts', 'dispatch', 'combine']) : 0);
+}

@@ -1,0 +1,121 @@
+// bfloat16 kernels: the conversions against the IEEE rule (round to nearest, ties to even; NaN stays NaN; exact
+// widening) and the bf16-input matmul against the reference (bf16 inputs widened exactly, products summed in f64).
+import { describe, expect, it, onTestFinished } from 'vitest';
+import fc from 'fast-check';
+import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
+import { expectClose, randF32, rng } from './helpers.ts';
+
+const N = nativeKernels();
+const R = refKernels;
+const RUNS = { numRuns: Number(process.env.KERNELS_TEST_RUNS ?? 30) };
+
+function f32FromBits(u: number): number {
+  return new Float32Array(Uint32Array.of(u).buffer)[0]!;
+}
+
+describe('bf16 conversions', () => {
+  it('round to nearest even, keep NaN, inf and signed zero, widen exactly', () => {
+    // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa → 1. 1 + 3·2^-8 ties up to 1 + 2^-6 (even).
+    const xs = Float32Array.of(1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -0, Infinity, -Infinity, NaN, 3.4e38, 1e-40);
+    const want = [0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x8000, 0x7f80, 0xff80, -1, 0x7f80, 0x0001];
+    for (const k of [N, R]) {
+      const out = new Uint16Array(xs.length);
+      k.toBf16(xs, out, xs.length);
+      want.forEach((w, i) => {
+        if (w === -1) expect((out[i]! & 0x7f80) === 0x7f80 && (out[i]! & 0x7f) !== 0, `${k.impl}: NaN stays NaN`).toBe(true);
+        else expect(out[i], `${k.impl}: toBf16(${xs[i]})`).toBe(w);
+      });
+      const back = new Float32Array(xs.length);
+      k.fromBf16(out, back, xs.length);
+      expect(back[0]).toBe(1);
+      expect(Object.is(back[4], -0)).toBe(true);
+      expect(back[6]).toBe(-Infinity);
+    }
+  });
+
+  it('native and reference agree bit for bit on random values of every magnitude', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 ** 31 - 1 }), (s) => {
+        const r = rng(s);
+        const bits = new Uint32Array(257);
+        for (let i = 0; i < bits.length; i++) bits[i] = Math.floor(r() * 2 ** 32);
+        const x = new Float32Array(bits.buffer);
+        const a = new Uint16Array(x.length);
+        const b = new Uint16Array(x.length);
+        N.toBf16(x, a, x.length);
+        R.toBf16(x, b, x.length);
+        for (let i = 0; i < x.length; i++) {
+          if (Number.isNaN(x[i])) expect(Number.isNaN(f32FromBits(a[i]! << 16))).toBe(true);
+          else expect(a[i]).toBe(b[i]);
+        }
+      }),
+      RUNS,
+    );
+  });
+});
+
+describe('gemmBf16', () => {
+  it('matches the widened reference (all transposes, strided, beta ≠ 0)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 40 }),
+        fc.boolean(),
+        fc.boolean(),
+        fc.constantFrom(0, 1),
+        fc.integer({ min: 0, max: 2 }),
+        fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+        (M, Nn, K, ta, tb, beta, pad, s) => {
+          const r = rng(s);
+          const lda = Math.max(1, (ta ? M : K) + pad);
+          const ldb = Math.max(1, (tb ? K : Nn) + pad);
+          const ldc = Math.max(1, Nn + pad);
+          const A32 = randF32(Math.max(1, (ta ? K : M) * lda), r);
+          const B32 = randF32(Math.max(1, (tb ? Nn : K) * ldb), r);
+          const A = new Uint16Array(A32.length);
+          const B = new Uint16Array(B32.length);
+          R.toBf16(A32, A, A.length);
+          R.toBf16(B32, B, B.length);
+          const C0 = randF32(Math.max(1, M * ldc), r);
+          const c1 = C0.slice();
+          const c2 = C0.slice();
+          N.gemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, beta, c1, ldc);
+          R.gemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, beta, c2, ldc);
+          // f32 accumulation of exact bf16 products: the dot-product bound over K terms of magnitude ≤ 1, plus β·C.
+          expectClose(c1, c2, 1e-5, 'C', K + 1);
+        },
+      ),
+      RUNS,
+    );
+  });
+
+  // The path of CPUs without bf16 dot products (and of builds without oneDNN): the bf16 values widened to f32 and
+  // multiplied there. MOE_ACTORS_MATMUL=blas takes it on any machine.
+  it.each(['blas', 'auto'] as const)('sgemmBf16 (%s) = the f32 product of the bf16-rounded operands', (lib) => {
+    N.setMatmulLibrary(lib);
+    onTestFinished(() => N.setMatmulLibrary('auto'));
+    const r = rng(5);
+    const [M, Nn, K] = [19, 23, 37];
+    const A = randF32(M * K, r);
+    const B = randF32(Nn * K, r);
+    const a = new Uint16Array(A.length);
+    const b = new Uint16Array(B.length);
+    R.toBf16(A, a, a.length);
+    R.toBf16(B, b, b.length);
+    const c1 = new Float32Array(M * Nn);
+    const c2 = new Float32Array(M * Nn);
+    N.sgemmBf16(false, true, M, Nn, K, 1, A, K, B, K, 0, c1, Nn);
+    R.gemmBf16(false, true, M, Nn, K, 1, a, K, b, K, 0, c2, Nn);
+    expectClose(c1, c2, 1e-5, 'C', K);
+    const f32 = new Float32Array(M * Nn);
+    R.sgemm(false, true, M, Nn, K, 1, A, K, B, K, 0, f32, Nn);
+    expect(c1.some((v, i) => v !== f32[i]), 'the operands were rounded').toBe(true);
+  });
+
+  it('rejects a Float32Array where bf16 bits are expected', () => {
+    expect(() =>
+      N.gemmBf16(false, false, 2, 2, 2, 1, new Float32Array(4) as unknown as Uint16Array, 2, new Uint16Array(4), 2, 0, new Float32Array(4), 2),
+    ).toThrow(/gemmBf16: A must be a Uint16Array/);
+  });
+});
