@@ -36,7 +36,7 @@ export const dataCases: Case[] = [
   d('valid UTF-8 text', 'ok.txt', 'Ein schöner Tag. 你好\n\nSecond paragraph.\n', 0, [/^usable$/]),
   d('an empty text file', 'empty.txt', '', 1, [/no documents found/]),
   d('binary tokens are not checked as text', 'toks.u16', Uint8Array.from([1, 0, 2, 0]), 0, [/^usable$/], 'tokens'),
-  { kind: 'data', name: 'a folder as dataset', exit: 1, words: [/is not a file \(set \[training\] dataset_path/], run: (sb) => (mkdirSync(join(sb.run, 'dir.txt')), attempt(() => { const p = datasetPathProblem(loadJobConfig(null, ['--training.dataset', 'text', '--training.dataset_path', join(sb.run, 'dir.txt')])); if (p) throw new Error(p); })) },
+  { kind: 'data', name: 'a folder as a token dataset', exit: 1, words: [/is not a file \(set \[training\] dataset_path to a \.u16 or \.i32 file/], run: (sb) => (mkdirSync(join(sb.run, 'dir.u16')), attempt(() => { const p = datasetPathProblem(loadJobConfig(null, ['--training.dataset', 'tokens', '--training.dataset_path', join(sb.run, 'dir.u16')])); if (p) throw new Error(p); })) },
   { kind: 'data', name: 'a dataset that does not exist', exit: 1, words: [/cannot read dataset .*nope\.txt/], run: (sb) => attempt(() => { const p = datasetPathProblem(loadJobConfig(null, ['--training.dataset', 'text', '--training.dataset_path', join(sb.run, 'nope.txt')])); if (p) throw new Error(p); }) },
 ];
 
