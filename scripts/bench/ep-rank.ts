@@ -11,8 +11,8 @@
 import type { RankContext } from '../../src/comm/launch.ts';
 import type { Communicator } from '../../src/comm/communicator.ts';
 import { RankHost, type RankJob } from '../../src/actors/rank-host.ts';
-import { ExpertShard } from '../../src/actors/expert-shard.ts';
-import type { RankPosition } from '../../src/actors/trace-bridge.ts';
+import { ExpertShard } from '../../src/actors/expert/shard.ts';
+import { startExpertSystem } from '../../src/actors/expert/alone.ts';
 import type { ResolvedModelConfig } from '../../src/models/config.ts';
 import { Model, type Microbatch } from '../../src/models/model/model.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
@@ -94,8 +94,9 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
   const model = Model.build(a.model, { seed: 0, kernels: kernelsFor(k, a.paramDtype ?? 'float32'), experts: { start: (ctx.rank * E) / P, count: E / P } });
   const moe = model.moeLayers()[0];
   if (!moe) throw new Error('bench:ep: the model has no MoE layer');
-  const position: RankPosition = { step: 0, layer: null, microbatch: null, actor: 'step' };
-  const shard = new ExpertShard(model.rt, ep, a.strategy, null, position);
+  const failure = { first: undefined };
+  const shard = new ExpertShard(model.rt, ep, a.strategy, failure);
+  const sys = startExpertSystem(shard, { layers: () => model.moeLayers(), ac: { mode: 'none' }, loss: ep, failure });
   const D = moe.D;
   const x = rand(a.N * D, 1000 + ctx.rank, 1.7);
   const dOut = rand(a.N * D, 2000 + ctx.rank, 1e-3);
@@ -107,9 +108,9 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
     await ep.barrier({ tag: 'bench rep' });
     const b0 = { ...ep.bytes };
     const t0 = performance.now();
-    const out = await shard.forward(moe, x, a.N, 0, i + 1, 'forward');
+    const out = await shard.forward(sys.expert, moe, x, a.N, 0, 'forward');
     const t1 = performance.now();
-    const dx = await shard.backward(moe.layerId, 0, dOut);
+    const dx = await shard.backward(sys.expert, moe.layerId, 0, dOut);
     const t2 = performance.now();
     const b1 = { ...ep.bytes };
     model.rt.pool.release(out);
@@ -125,6 +126,7 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
     r.calls.push(b1.calls - b0.calls);
     r.counts.push([...all]);
   }
+  sys.stop();
   model.zeroGrads();
   return r;
 }

@@ -2,9 +2,9 @@
 // (each EP rank holds rows [r·L, (r+1)·L)) gathered over the EP group, cut back into tensors under torchtitan's
 // names. For `moe-actors grad --ranks N` and the parity tests (full gradients, parameters after N steps).
 
-import type { Communicator } from '../comm/communicator.ts';
+import type { CallSite, Communicator } from '../comm/communicator.ts';
 import type { MoeBuffers } from '../models/moe/layer.ts';
-import type { FsdpUnitShard } from './fsdp-shard.ts';
+import type { FsdpUnitShard } from './fsdp/shard.ts';
 
 export interface FullTensor {
   shape: readonly number[];
@@ -17,6 +17,7 @@ export async function gatherFullTensors(
   ep: Communicator,
   biases: ReadonlyMap<number, MoeBuffers> | null,
   which: 'params' | 'grads',
+  site?: CallSite,
 ): Promise<Map<string, FullTensor>> {
   const out = new Map<string, FullTensor>();
   for (const shard of shards) {
@@ -26,7 +27,7 @@ export async function gatherFullTensors(
     if (shard.group.size === 1) full = local;
     else {
       full = new Float32Array(shard.shardSize * shard.group.size);
-      await shard.group.allGather(local, full, { tag: `gather ${which} ${layout.id}` });
+      await shard.group.allGather(local, full, { tag: `gather ${which} ${layout.id}`, site });
     }
     if (!shard.isExperts || ep.size === 1) {
       for (const e of layout.entries) out.set(e.name, { shape: e.globalShape, data: full.slice(e.offset, e.offset + e.numel) });
@@ -34,7 +35,7 @@ export async function gatherFullTensors(
     }
     const unitLen = layout.numel;
     const all = new Float32Array(unitLen * ep.size);
-    await ep.allGather(full.slice(0, unitLen), all, { tag: `gather experts ${which} ${layout.id}` });
+    await ep.allGather(full.slice(0, unitLen), all, { tag: `gather experts ${which} ${layout.id}`, site });
     for (const e of layout.entries) {
       const g = new Float32Array(e.numel * ep.size);
       for (let j = 0; j < ep.size; j++) g.set(all.subarray(j * unitLen + e.offset, j * unitLen + e.offset + e.numel), j * e.numel);

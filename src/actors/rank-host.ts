@@ -1,6 +1,8 @@
-// The RankHost: everything one rank runs. It builds the rank's DeviceMesh, its model part (all non-expert units,
-// the local experts of its EP shard), the actors — FsdpShard per unit, ExpertShard + Router for the MoE layers,
-// Optimizer — and drives one train-step machine per step, whose stages it implements by driving the actors.
+// The RankHost: the wiring of everything one rank runs. It builds the rank's DeviceMesh, its model part (all
+// non-expert units, the local experts of its EP shard) and the actors' implementations — one folder per actor
+// kind beside its machine's `.provide`: fsdp/ (an FSDP unit shard per unit), expert/ (the expert shard and its
+// EP dispatch strategies), router/, optimizer/, train-step/ (the step's stages) — and runs one actor system per
+// step: the train-step machine is the root and spawns the router, expert, optimizer and `fsdp:<unit>` actors.
 //
 // Collective ordering: every rank must issue the collectives of a group in the same order. The main path (unshard
 // all_gathers, MoE dispatch, norms, counts) issues in program order. Gradient reductions run beside it, so they
@@ -8,36 +10,35 @@
 // and one queue, so they too are issued in program order whatever the timing.
 
 import { kernelsFor, type ParamDtype } from '../tensor/precision.ts';
-import { createActor, fromPromise } from 'xstate';
+import { createActor, type Actor } from 'xstate';
 import { sumBytesByGroup } from '../comm/bytes.ts';
 import type { ByteCounters, Communicator } from '../comm/communicator.ts';
 import { DeviceMesh, groupOf, planMesh, type MeshDim, type ParallelDegrees } from '../comm/mesh.ts';
 import type { ResolvedModelConfig } from '../models/config.ts';
-import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
-import type { BlockPreCtx } from '../models/model/block.ts';
-import type { HeadCtx } from '../models/model/head.ts';
+import type { AcMode } from '../models/model/ac.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
-import type { FeedForward, FfnCtx } from '../models/layers/ffn.ts';
 import type { AdamWConfig } from '../models/optim/adamw.ts';
 import type { LRScheduler, LRScheduleConfig } from '../models/optim/lr-schedule.ts';
 import { loadWeights } from '../models/model/weights.ts';
 import { readSafetensors } from '../models/safetensors.ts';
-import { blockUnitId, buildModelSpec, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../models/spec.ts';
+import { buildModelSpec, UNIT_HEAD } from '../models/spec.ts';
 import { Allocator } from '../tensor/allocator.ts';
 import { ActivationPool } from '../models/pool.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import type { EventSink } from '../protocols/events.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from '../protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../protocols/strategies.ts';
-import { trainStepMachine, type StepStageInput } from '../protocols/train-step.machine.ts';
-import { ExpertShard, settled } from './expert-shard.ts';
-import { FsdpUnitShard } from './fsdp-shard.ts';
-import { Optimizer } from './optimizer.ts';
+import { fsdpActorId } from '../protocols/train-step.machine.ts';
+import { siteOf } from './call-site.ts';
+import { ExpertShard, type ExpertRef } from './expert/shard.ts';
+import { FsdpUnitShard, provideFsdpUnit } from './fsdp/shard.ts';
+import { Optimizer } from './optimizer/optimizer.ts';
 import { gatherFullTensors, type FullTensor } from './full-tensors.ts';
-import { Router } from './router.ts';
+import { Router } from './router/router.ts';
 import { StepWatchdog } from './step-watchdog.ts';
-import { TraceBridge, type RankPosition } from './trace-bridge.ts';
-import type { CommObserver } from '../comm/base-communicator.ts';
+import { TraceBridge, type ActorLabel } from './trace-bridge.ts';
+import { newStepRecord, StepStages, type StepRecord } from './train-step/stages.ts';
+import { until, type StepFailure } from './wait.ts';
 
 export interface RankJob {
   model: ResolvedModelConfig;
@@ -86,16 +87,6 @@ export interface StepOutcome {
   globalValidTokens: number;
 }
 
-interface MbState {
-  mb: Microbatch;
-  inputs: (Float32Array | null)[];
-  pre: (BlockPreCtx | null)[];
-  ffn: (FfnCtx | null)[];
-  head: HeadCtx | null;
-  dh: Float32Array | null;
-  lossSum: number;
-}
-
 /** Reductions run one after another in the order they were kicked off (see the file comment). */
 class ReductionQueue {
   private tail: Promise<void> = Promise.resolve();
@@ -107,7 +98,6 @@ class ReductionQueue {
 }
 
 export class RankHost {
-  readonly position: RankPosition = { step: 0, layer: null, microbatch: null, actor: 'step' };
   /** Always present: it turns transitions and collectives into events for the sink and the progress watchdog. */
   readonly bridge: TraceBridge;
   private readonly watchdog = new StepWatchdog();
@@ -119,8 +109,11 @@ export class RankHost {
   readonly optimizer: Optimizer;
   private stepNo = 0;
   private readonly reductions = new ReductionQueue();
+  /** The first error of the running step's stages (machines keep only its message). */
+  private readonly failure: StepFailure = { first: undefined };
+  private readonly stages: StepStages;
   private readonly machine;
-  private pendingReductions: Promise<void>[] = [];
+  private current: StepRecord | null = null;
 
   private constructor(
     readonly mesh: DeviceMesh,
@@ -136,12 +129,9 @@ export class RankHost {
         sink?.record(e);
       },
     };
-    this.bridge = new TraceBridge(mesh.rank, progress, this.position);
-    // Chained, not replaced: a transport or a test may observe the same communicators.
-    for (const c of this.communicators()) {
-      const comm = c as { observer?: CommObserver };
-      comm.observer = chainObservers(comm.observer, this.bridge.commObserver());
-    }
+    this.bridge = new TraceBridge(mesh.rank, progress);
+    const observer = this.bridge.commObserver();
+    for (const c of this.communicators()) c.observe(observer);
     const E = moeExperts(job.model);
     const range = E !== null ? mesh.experts(E) : null;
     this.model = Model.build(job.model, {
@@ -153,7 +143,7 @@ export class RankHost {
     if (job.weights) loadWeights(this.model, readSafetensors(job.weights));
     const ep = mesh.get('ep');
     const strategy = ep.size === 1 ? 'local' : job.dispatch;
-    this.experts = new ExpertShard(this.model.rt, ep, strategy, this.bridge, this.position, this.router);
+    this.experts = new ExpertShard(this.model.rt, ep, strategy, this.failure);
     this.shards = new Map();
     const fsdp = mesh.get('fsdp');
     const efsdp = mesh.get('efsdp');
@@ -180,13 +170,32 @@ export class RankHost {
         },
         this.alloc,
         k,
-        this.bridge,
-        this.position,
+        this.failure,
       );
       this.shards.set(id, shard);
     }
     this.optimizer = new Optimizer([...this.shards.values()], job.adamw, job.schedule, k, this.alloc);
-    this.machine = trainStepMachine.provide({ actors: this.stageActors() });
+    this.stages = new StepStages({
+      model: this.model,
+      shards: this.shards,
+      experts: this.experts,
+      divideFactor: job.divideFactor,
+      failure: this.failure,
+      current: () => this.current!,
+    });
+    this.machine = this.stages.machine({
+      router: this.router.machine({
+        records: (h) => this.experts.record(h),
+        layers: () => this.model.moeLayers(),
+        ac: job.ac,
+        loss: mesh.get('loss'),
+        failure: this.failure,
+      }),
+      optimizer: this.optimizer.machine(fsdp, this.failure),
+      expert: this.experts.machine,
+      fsdpUnit: provideFsdpUnit(this.shards, this.failure),
+    });
+    this.bridge.labeler = (ref) => this.labelOf(ref);
   }
 
   /** Builds the rank: mesh (collective over `world`), model part, actors. */
@@ -225,11 +234,26 @@ export class RankHost {
   }
 
   /** Runs one optimizer step over this rank's microbatches (the same count on every rank). */
-  async step(microbatches: readonly Microbatch[]): Promise<StepOutcome> {
+  step(microbatches: readonly Microbatch[]): Promise<StepOutcome> {
+    return this.run(microbatches, false);
+  }
+
+  /**
+   * Forward and backward only (no clipping, no optimizer, no LR step): the gradients of torchtitan's loss over
+   * every rank's microbatches, reduced into the shards. For `moe-actors grad` and parity tests.
+   */
+  async gradients(microbatches: readonly Microbatch[]): Promise<{ loss: number; globalAvgLoss: number }> {
+    const r = await this.run(microbatches, true);
+    return { loss: r.loss, globalAvgLoss: r.globalAvgLoss };
+  }
+
+  private async run(microbatches: readonly Microbatch[], gradOnly: boolean): Promise<StepOutcome> {
     if (microbatches.length === 0) throw new Error('RankHost.step: no microbatches');
-    const stepNo = ++this.stepNo;
-    this.position.step = stepNo;
-    for (const s of this.shards.values()) s.zeroGradShard();
+    // Grad-only passes are not optimizer steps: they take the number the next step would have, without using it up.
+    const stepNo = this.stepNo + 1;
+    if (!gradOnly) this.stepNo = stepNo;
+    this.bridge.step = stepNo;
+    const at = (state: string) => siteOf('step', 'rankHost', { state, step: stepNo });
     const lr = this.scheduler.lr();
     let valid = 0;
     let tokens = 0;
@@ -239,45 +263,46 @@ export class RankHost {
     }
     const batch = this.mesh.get('batch');
     const gv = new Float64Array([valid]);
-    this.position.actor = 'step';
-    await batch.allReduce(gv, { op: 'sum' }, { tag: 'global valid tokens' });
+    await batch.allReduce(gv, { op: 'sum' }, { tag: 'global valid tokens', site: at('start') });
     const globalValid = gv[0]!;
     if (!(globalValid > 0)) throw new Error(`step ${stepNo}: no valid labels on any rank (every label is -100)`);
-    const states: MbState[] = microbatches.map((mb) => ({
-      mb,
-      inputs: [],
-      pre: [],
-      ffn: [],
-      head: null,
-      dh: null,
-      lossSum: 0,
-    }));
-    this.current = { states, globalValid, lr, gradNorm: 0 };
+    this.current = newStepRecord(microbatches, globalValid, lr, this.job.maxNorm);
+    this.failure.first = undefined;
     const actor = createActor(this.machine, {
-      input: { step: stepNo, nLayers: this.model.blocks.length, microbatches: microbatches.length, ac: this.job.ac, biasUpdate: this.hasBiasUpdate() },
+      input: {
+        step: stepNo,
+        nLayers: this.model.blocks.length,
+        microbatches: microbatches.length,
+        ac: this.job.ac,
+        biasUpdate: this.model.moeLayers().some((m) => m.buffers.expertBias !== null),
+        gradOnly,
+        units: [...this.shards.values()].map((s) => s.input),
+        strategy: this.experts.strategy,
+      },
       inspect: this.bridge.inspect,
     });
-    this.bridge.label(actor, 'trainStep', null, null);
+    this.bridge.label(actor, { machine: 'trainStep', step: stepNo, layer: null, microbatch: null });
     actor.start();
     actor.send({ type: 'START' });
-    const watchdog = this.watch(actor);
+    const watchdog = this.watch(actor, stepNo);
     try {
-      await Promise.race([settled(actor, (s) => s.status === 'done', () => this.stageError), watchdog.tripped]);
+      await Promise.race([until(actor, (s) => s.status === 'done', this.failure), watchdog.tripped]);
     } catch (e) {
       this.experts.abort();
+      this.stages.reset();
       throw e;
     } finally {
       watchdog.stop();
       actor.stop();
     }
-    this.scheduler.step();
+    if (!gradOnly) this.scheduler.step();
+    const states = this.current.states;
     const loss = states.reduce((a, s) => a + s.lossSum, 0) / globalValid;
     const rep = new Float64Array([loss]);
     const lossGroup = this.mesh.get('loss');
-    this.position.actor = 'step';
-    await lossGroup.allReduce(rep, { op: 'sum' }, { tag: 'loss report' });
+    await lossGroup.allReduce(rep, { op: 'sum' }, { tag: 'loss report', site: at('report') });
     const mine = new Float64Array([valid > 0 ? (loss * globalValid) / valid : 0]);
-    await lossGroup.allReduce(mine, { op: 'max' }, { tag: 'max loss' });
+    await lossGroup.allReduce(mine, { op: 'max' }, { tag: 'max loss', site: at('report') });
     const out: StepOutcome = {
       step: stepNo,
       loss,
@@ -293,238 +318,35 @@ export class RankHost {
     return out;
   }
 
-  /**
-   * Forward and backward only (no clipping, no optimizer): the gradients of torchtitan's loss over every rank's
-   * microbatches, reduced into the shards. For `moe-actors grad` and parity tests.
-   */
-  async gradients(microbatches: readonly Microbatch[]): Promise<{ loss: number; globalAvgLoss: number }> {
-    const saved = this.noOptimizer;
-    this.noOptimizer = true;
-    try {
-      const r = await this.step(microbatches);
-      this.stepNo--;
-      return { loss: r.loss, globalAvgLoss: r.globalAvgLoss };
-    } finally {
-      this.noOptimizer = saved;
-    }
+  /** Trace labels of the actors the step's root spawns (their state events carry them). */
+  private labelOf(ref: { id: string }): ActorLabel | undefined {
+    const step = this.bridge.step;
+    if (ref.id.startsWith('fsdp:')) return { machine: 'fsdpUnit', step, layer: this.shards.get(ref.id.slice(5))?.layer ?? null, microbatch: null };
+    const moe = /^moe:(\d+)\/(\d+)$/.exec(ref.id);
+    if (moe) return { machine: 'moeLayer', step, layer: Number(moe[1]), microbatch: Number(moe[2]) };
+    return undefined;
   }
 
   /** The step watchdog: the description names every machine's state (see StepWatchdog). */
-  private watch(actor: { getSnapshot(): { value: unknown } }) {
-    const recorder = (this.mesh.world as { recorder?: { pending(): unknown } }).recorder;
+  private watch(actor: Actor<typeof this.machine>, stepNo: number) {
+    const recorder = this.mesh.world.recorder;
     return this.watchdog.watch(
       this.job.watchdogMs ?? 0,
-      () => !!recorder?.pending(),
+      () => !!recorder.pending(),
       (stillMs) => {
-        const units = [...this.shards.values()]
-          .map((u) => [u.id, JSON.stringify(u.actor.getSnapshot().value)] as const)
+        const snap = actor.getSnapshot();
+        const units = [...this.shards.keys()]
+          .map((id) => [id, JSON.stringify(actor.system.get(fsdpActorId(id))?.getSnapshot().value)] as const)
           .filter(([, v]) => v !== '"resharded"')
           .map(([id, v]) => `${id} ${v}`);
         return (
-          `rank ${this.rank} made no progress for ${Math.round(stillMs)} ms in step ${this.stepNo} and is not in a collective: ` +
-          `train-step in ${JSON.stringify(actor.getSnapshot().value)} (layer ${this.position.layer}, microbatch ${this.position.microbatch})` +
+          `rank ${this.rank} made no progress for ${Math.round(stillMs)} ms in step ${stepNo} and is not in a collective: ` +
+          `train-step in ${JSON.stringify(snap.value)} (layer ${snap.context.layer}, microbatch ${snap.context.microbatch})` +
           (units.length ? `; FSDP units not resharded: ${units.join(', ')}` : '') +
-          `; moe layers running: ${this.experts.describe() || 'none'}. A protocol event was dropped or a stage never settled.`
+          `; moe layers running: ${this.experts.describe(actor.system.get('expert') as ExpertRef | undefined) || 'none'}. A protocol event was dropped or a stage never settled.`
         );
       },
     );
-  }
-
-  private noOptimizer = false;
-  private stageError: unknown = undefined;
-  private current: { states: MbState[]; globalValid: number; lr: number; gradNorm: number } | null = null;
-
-  private hasBiasUpdate(): boolean {
-    return !this.noOptimizer && this.model.moeLayers().some((m) => m.buffers.expertBias !== null);
-  }
-
-  private shard(id: string): FsdpUnitShard {
-    return this.shards.get(id)!;
-  }
-
-  // ---- the train-step machine's stages ----
-
-  private stageActors() {
-    const wrap = (fn: (input: StepStageInput) => Promise<void>) =>
-      fromPromise<void, StepStageInput>(async ({ input }) => {
-        this.position.actor = 'step';
-        this.position.microbatch = input.microbatch;
-        try {
-          await fn(input);
-        } catch (e) {
-          this.stageError ??= e;
-          throw e;
-        }
-      });
-    return {
-      forwardEmbed: wrap((i) => this.forwardEmbed(i)),
-      forwardBlock: wrap((i) => this.forwardBlock(i)),
-      loss: wrap((i) => this.lossStage(i)),
-      recomputeBlock: wrap((i) => this.recomputeBlock(i)),
-      backwardBlock: wrap((i) => this.backwardBlock(i)),
-      backwardEmbed: wrap((i) => this.backwardEmbed(i)),
-      reduceGrads: wrap(() => this.reduceGradsStage()),
-      clip: wrap(() => this.clipStage()),
-      biasUpdate: wrap(() => this.biasUpdateStage()),
-      optimizer: wrap(() => this.optimizerStage()),
-    };
-  }
-
-  private mbState(i: number): MbState {
-    return this.current!.states[i]!;
-  }
-
-  private kickReduce(unitId: string): void {
-    const p = this.shard(unitId).reduceGrads();
-    p.catch(() => {}); // awaited in reduceGrads; an early failure must not be an unhandled rejection
-    this.pendingReductions.push(p);
-  }
-
-  private async forwardEmbed({ microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    this.position.layer = null;
-    const u = this.shard(UNIT_EMBED);
-    await u.unshard('forward', microbatch, step);
-    st.inputs = [this.model.embed(st.mb.tokens, st.mb.B * st.mb.S)];
-    u.forwardDone();
-  }
-
-  private async blockUnits(layer: number, purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<FsdpUnitShard[]> {
-    const units = [this.shard(blockUnitId(layer))];
-    if (this.model.blocks[layer]!.moe) units.push(this.shard(expertUnitId(layer)));
-    for (const u of units) await u.unshard(purpose, microbatch, step);
-    return units;
-  }
-
-  /** Block forward with the FFN in between: the MoE goes through the ExpertShard's machine. */
-  private async runBlock(layer: number, st: MbState, pass: 'forward' | 'recompute', step: number, microbatch: number): Promise<Float32Array> {
-    const block = this.model.blocks[layer]!;
-    const rt = this.model.rt;
-    const { B, S } = st.mb;
-    const N = B * S;
-    this.position.layer = layer;
-    const pre = block.forwardPre(rt, st.inputs[layer]!, B, S);
-    let ffnOut: Float32Array;
-    if (block.moe) {
-      ffnOut = await this.experts.forward(block.moe, pre.xn2, N, microbatch, step, pass);
-      st.ffn[layer] = null;
-    } else {
-      const f = (block.ffn as FeedForward).forward(rt, pre.xn2, N);
-      ffnOut = f.out;
-      st.ffn[layer] = f.ctx;
-    }
-    this.position.actor = 'step';
-    st.pre[layer] = pre;
-    return block.forwardPost(rt, pre, ffnOut);
-  }
-
-  private dropBlock(layer: number, st: MbState, microbatch: number): void {
-    const block = this.model.blocks[layer]!;
-    const rt = this.model.rt;
-    block.releasePre(rt, st.pre[layer]!);
-    st.pre[layer] = null;
-    if (block.moe) this.experts.dropForward(layer, microbatch);
-    else {
-      (block.ffn as FeedForward).release(rt, st.ffn[layer]!);
-      st.ffn[layer] = null;
-    }
-  }
-
-  private async forwardBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    this.position.layer = layer;
-    const units = await this.blockUnits(layer, 'forward', microbatch, step);
-    const out = await this.runBlock(layer, st, 'forward', step, microbatch);
-    st.inputs[layer + 1] = out;
-    for (const u of units) u.forwardDone();
-    if (isCheckpointed(layer, this.job.ac)) this.dropBlock(layer, st, microbatch);
-  }
-
-  private async lossStage({ microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    const rt = this.model.rt;
-    const L = this.model.blocks.length;
-    const N = st.mb.B * st.mb.S;
-    this.position.layer = null;
-    const u = this.shard(UNIT_HEAD);
-    await u.unshard('forward', microbatch, step);
-    const scale = this.job.divideFactor / this.current!.globalValid;
-    const h = this.model.head.forward(rt, st.inputs[L]!, st.mb.labels, N, scale);
-    st.lossSum = h.lossSum;
-    u.forwardDone();
-    await u.unshard('backward', microbatch, step);
-    st.dh = this.model.head.backward(rt, h.ctx);
-    rt.pool.release(st.inputs[L]);
-    st.inputs[L] = null;
-    this.kickReduce(UNIT_HEAD);
-  }
-
-  private async recomputeBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    this.position.layer = layer;
-    await this.blockUnits(layer, 'backward', microbatch, step);
-    const out = await this.runBlock(layer, st, 'recompute', step, microbatch);
-    this.model.rt.pool.release(out);
-  }
-
-  private async backwardBlock({ layer, microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    this.position.layer = layer;
-    const block = this.model.blocks[layer]!;
-    const rt = this.model.rt;
-    await this.blockUnits(layer, 'backward', microbatch, step);
-    this.position.layer = layer;
-    const dh = st.dh!;
-    let dxn2: Float32Array;
-    if (block.moe) dxn2 = await this.experts.backward(layer, microbatch, dh);
-    else dxn2 = (block.ffn as FeedForward).backward(rt, st.ffn[layer]!, dh);
-    this.position.actor = 'step';
-    st.ffn[layer] = null;
-    const dx = block.backwardPre(rt, st.pre[layer]!, dxn2, dh);
-    st.pre[layer] = null;
-    rt.pool.release(dxn2);
-    rt.pool.release(dh);
-    rt.pool.release(st.inputs[layer]);
-    st.inputs[layer] = null;
-    st.dh = dx;
-    this.kickReduce(blockUnitId(layer));
-    if (block.moe) this.kickReduce(expertUnitId(layer));
-  }
-
-  private async backwardEmbed({ microbatch, step }: StepStageInput): Promise<void> {
-    const st = this.mbState(microbatch);
-    this.position.layer = null;
-    const u = this.shard(UNIT_EMBED);
-    await u.unshard('backward', microbatch, step);
-    const N = st.mb.B * st.mb.S;
-    this.model.embedBackward(st.dh!, st.mb.tokens, N);
-    this.model.rt.pool.release(st.dh);
-    st.dh = null;
-    if (this.model.blocks.length === 0) this.model.rt.pool.release(st.inputs[0]);
-    this.kickReduce(UNIT_EMBED);
-  }
-
-  private async reduceGradsStage(): Promise<void> {
-    const pending = this.pendingReductions;
-    this.pendingReductions = [];
-    this.position.layer = null;
-    await Promise.all(pending);
-  }
-
-  private async clipStage(): Promise<void> {
-    if (this.noOptimizer) return;
-    this.position.actor = 'optimizer';
-    this.current!.gradNorm = await this.optimizer.clip(this.mesh.get('fsdp'), this.job.maxNorm);
-  }
-
-  private async biasUpdateStage(): Promise<void> {
-    this.position.actor = 'optimizer';
-    await this.router.updateBiases(this.model.moeLayers(), this.job.ac, this.mesh.get('loss'));
-  }
-
-  private async optimizerStage(): Promise<void> {
-    if (this.noOptimizer) return;
-    this.optimizer.step(this.current!.lr);
   }
 
   /**
@@ -532,13 +354,12 @@ export class RankHost {
    * Collective: every rank must call it.
    */
   fullTensors(which: 'params' | 'grads'): Promise<Map<string, FullTensor>> {
-    this.position.actor = 'step';
-    return gatherFullTensors(this.shards.values(), this.mesh.get('ep'), which === 'params' ? this.model.moeBuffers : null, which);
+    const site = siteOf('step', 'rankHost', { state: `gather ${which}`, step: this.bridge.step });
+    return gatherFullTensors(this.shards.values(), this.mesh.get('ep'), which === 'params' ? this.model.moeBuffers : null, which, site);
   }
 
-  /** Stops the actors and frees the mesh's and the reduction path's communicators. */
+  /** Drops what a failed step left and frees the mesh's and the reduction path's communicators. */
   async close(): Promise<void> {
-    for (const s of this.shards.values()) s.stop();
     this.experts.abort();
     await this.mesh.free();
     for (const c of Object.values(this.reduceGroups)) await c.free();
@@ -549,18 +370,4 @@ export class RankHost {
 export function moeExperts(cfg: ResolvedModelConfig): number | null {
   for (const b of buildModelSpec(cfg).blocks) if (b.ffn.kind === 'moe') return b.ffn.args.num_experts;
   return null;
-}
-
-function chainObservers(a: CommObserver | undefined, b: CommObserver): CommObserver {
-  if (!a) return b;
-  return {
-    onStart: (c, e) => {
-      a.onStart?.(c, e);
-      b.onStart?.(c, e);
-    },
-    onEnd: (c, e) => {
-      a.onEnd?.(c, e);
-      b.onEnd?.(c, e);
-    },
-  };
 }

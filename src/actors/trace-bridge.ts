@@ -1,21 +1,19 @@
 // Turns what happens on a rank into trace events: XState transitions of the protocol machines (via XState's
 // inspection API: a state node entered or left, with the `meta` each protocol state declares) and collectives of
-// the rank's communicators (via the CommObserver hook), stamped with the rank's current step/layer/microbatch.
+// the rank's communicators (via the CommObserver hook), attributed to the call site each collective carries.
 
 import type { InspectionEvent } from 'xstate';
-import type { CommObserver } from '../comm/base-communicator.ts';
-import type { Communicator } from '../comm/communicator.ts';
+import type { CallSite, CommObserver, Communicator } from '../comm/communicator.ts';
 import { nowMs, type FlightEntry } from '../comm/flight-recorder.ts';
 import type { EventSink, StateCategory } from '../protocols/events.ts';
 import type { StateMeta } from '../protocols/state-meta.ts';
 
-/** Where a rank is in its step; actors update it, events read it. */
-export interface RankPosition {
+/** What a machine instance's state events carry besides the state (from the actor that created it). */
+export interface ActorLabel {
+  machine: string;
   step: number;
   layer: number | null;
   microbatch: number | null;
-  /** Timeline row of the collective currently issued (set by the stage that issues it). */
-  actor: string;
 }
 
 interface StateNodeLike {
@@ -27,17 +25,23 @@ interface StateNodeLike {
 /** Machine states with `meta` become enter/exit StateEvents. */
 export class TraceBridge {
   private readonly active = new Map<unknown, Set<StateNodeLike>>();
-  private readonly labels = new Map<unknown, { machine: string; layer: number | null; microbatch: number | null }>();
+  private readonly labels = new Map<unknown, ActorLabel>();
+  /**
+   * The step collectives without a call site are counted in (those issued outside the actors: checkpoints, clock
+   * alignment). Written only by the rank host, at the start of each step.
+   */
+  step = 0;
+  /** Labels of actors not labelled by their creator (children spawned inside the actor system), on first sight. */
+  labeler: ((ref: { id: string }) => ActorLabel | undefined) | null = null;
 
   constructor(
     readonly rank: number,
     readonly sink: EventSink,
-    readonly position: RankPosition,
   ) {}
 
-  /** Records which layer/microbatch a machine instance belongs to (its events carry them). */
-  label(actorRef: unknown, machine: string, layer: number | null, microbatch: number | null): void {
-    this.labels.set(actorRef, { machine, layer, microbatch });
+  /** Records which step/layer/microbatch a machine instance belongs to (its events carry them). */
+  label(actorRef: unknown, label: ActorLabel): void {
+    this.labels.set(actorRef, label);
   }
 
   /** Pass as `inspect` to createActor. */
@@ -50,7 +54,11 @@ export class TraceBridge {
     const before = this.active.get(ref) ?? new Set<StateNodeLike>();
     const after = new Set(nodes.filter((n) => n.meta?.category));
     if (before.size === after.size && [...after].every((n) => before.has(n))) return;
-    const label = this.labels.get(ref);
+    let label = this.labels.get(ref);
+    if (!label && this.labeler) {
+      label = this.labeler(ref as unknown as { id: string });
+      if (label) this.labels.set(ref, label);
+    }
     const t = nowMs();
     for (const n of before) if (!after.has(n)) this.emit(n, 'exit', t, label);
     for (const n of after) if (!before.has(n)) this.emit(n, 'enter', t, label);
@@ -60,7 +68,7 @@ export class TraceBridge {
     } else this.active.set(ref, after);
   };
 
-  private emit(n: StateNodeLike, phase: 'enter' | 'exit', t: number, label: { machine: string; layer: number | null; microbatch: number | null } | undefined): void {
+  private emit(n: StateNodeLike, phase: 'enter' | 'exit', t: number, label: ActorLabel | undefined): void {
     this.sink.record({
       kind: 'state',
       rank: this.rank,
@@ -70,36 +78,25 @@ export class TraceBridge {
       category: n.meta!.category as StateCategory,
       phase,
       t,
-      step: this.position.step,
-      layer: label ? label.layer : this.position.layer,
-      microbatch: label ? label.microbatch : this.position.microbatch,
+      step: label?.step ?? this.step,
+      layer: label?.layer ?? null,
+      microbatch: label?.microbatch ?? null,
     });
   }
 
   /**
-   * A CommObserver that records every collective as start/end CollectiveEvents. The position (actor row, step,
-   * layer, microbatch) is captured when the call is issued: by the time it completes, the rank may have moved on
-   * (an FSDP reduction of layer 3 finishing during layer 2's backward).
+   * A CommObserver that records every collective as start/end CollectiveEvents, attributed to the call site the
+   * call carries (a call without one — outside the actors — counts as the step's, on the step row).
    */
   commObserver(): CommObserver {
     const rank = this.rank;
     const sink = this.sink;
-    const pos = this.position;
-    const issued = new Map<FlightEntry, RankPosition>();
-    const record = (comm: Communicator, e: FlightEntry, phase: 'start' | 'end') => {
-      let at: RankPosition;
-      if (phase === 'start') {
-        at = { ...pos };
-        issued.set(e, at);
-      } else {
-        at = issued.get(e) ?? { ...pos };
-        issued.delete(e);
-      }
+    const record = (comm: Communicator, e: FlightEntry, phase: 'start' | 'end', site: CallSite | undefined) => {
       const b = e.dtype === 'float64' ? 8 : 4;
       sink.record({
         kind: 'collective',
         rank,
-        actor: at.actor,
+        actor: site?.actor ?? 'step',
         op: e.op,
         group: e.group,
         groupRanks: comm.ranks,
@@ -112,15 +109,15 @@ export class TraceBridge {
         bytesSent: e.inNelems * b,
         bytesReceived: e.outNelems * b,
         tag: e.tag,
-        step: at.step,
-        layer: at.layer,
-        microbatch: at.microbatch,
+        step: site?.step ?? this.step,
+        layer: site?.layer ?? null,
+        microbatch: site?.microbatch ?? null,
         ...(e.state === 'failed' && e.error ? { error: e.error } : {}),
       });
     };
     return {
-      onStart: (comm, e) => record(comm, e, 'start'),
-      onEnd: (comm, e) => record(comm, e, 'end'),
+      onStart: (comm, e, site) => record(comm, e, 'start', site),
+      onEnd: (comm, e, site) => record(comm, e, 'end', site),
     };
   }
 }

@@ -1,5 +1,5 @@
 // The EP dispatch strategies for `moe-actors ep-ops` (ep-ops-rank.ts): dispatch → expert compute → combine and back,
-// with the collectives, sizes and layouts of src/actors/ep/, around the models layer's stages (permute, the
+// with the collectives, sizes and layouts of src/actors/expert/ep/, around the models layer's stages (permute, the
 // SwiGLU experts of this rank, combine, and their duals) — gates after the experts, as DeepSeek-V3. Written against
 // the models layer only, so the check does not move with the actors' code and catches a layout that drifts from
 // the single-rank computation. Each strategy returns this rank's routed output, and a backward that returns the

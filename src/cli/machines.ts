@@ -3,14 +3,18 @@
 // text makes docs/statecharts.md (scripts/gen-statecharts.ts; a test checks the committed file against it).
 
 import type { AnyStateMachine } from 'xstate';
+import { actorSystemMermaid } from '../protocols/actor-system.ts';
+import { expertMachine } from '../protocols/expert.machine.ts';
 import { fsdpUnitMachine } from '../protocols/fsdp-unit.machine.ts';
 import { moeLayerMachine } from '../protocols/moe-layer.machine.ts';
+import { optimizerMachine } from '../protocols/optimizer.machine.ts';
+import { routerMachine } from '../protocols/router.machine.ts';
 import { trainStepMachine } from '../protocols/train-step.machine.ts';
 import { toDot, toMermaid } from '../trace/statechart.ts';
 import { CliError } from './common.ts';
 
 export interface MachineInfo {
-  name: 'moe-layer' | 'fsdp-unit' | 'train-step';
+  name: 'moe-layer' | 'fsdp-unit' | 'train-step' | 'expert' | 'router' | 'optimizer';
   machine: AnyStateMachine;
   source: string;
   about: string;
@@ -42,7 +46,32 @@ export const MACHINES: readonly MachineInfo[] = [
     about:
       'One optimizer step on one rank, as torchtitan’s train loop: per microbatch embed → blocks forward → loss → ' +
       'blocks backward (each checkpointed block recomputed first) → embedding backward; then reduceGrads → clip → ' +
-      'biasUpdate (MoE models) → optimizer.',
+      'biasUpdate (MoE models) → optimizer (grad-only mode: done after reduceGrads). It is the root of the step’s ' +
+      'actor system: it spawns router, expert, optimizer and fsdp:<unit> under those systemIds.',
+  },
+  {
+    name: 'expert',
+    machine: expertMachine,
+    source: 'src/protocols/expert.machine.ts',
+    about:
+      'The expert shard of one rank: spawns one moe-layer machine per MoE layer × microbatch on its first FORWARD, hands ' +
+      'it the recompute FORWARD and the BACKWARD, and stops it when its backward is done.',
+  },
+  {
+    name: 'router',
+    machine: routerMachine,
+    source: 'src/protocols/router.machine.ts',
+    about:
+      'The router of one rank: ROUTE and ROUTER_GRAD from the moe-layer machines (a layer × microbatch handle), ' +
+      'BIAS_UPDATE from the train step (all_reduce of the token counts over the loss group); each answered by an emitted event.',
+  },
+  {
+    name: 'optimizer',
+    machine: optimizerMachine,
+    source: 'src/protocols/optimizer.machine.ts',
+    about:
+      'The optimizer of one rank: ZERO_GRAD before the first backward; CLIP (all_reduce of the two-group norm², answered ' +
+      'with the norm) → STEP (AdamW with the step’s LR); each answered by an emitted event.',
   },
 ];
 
@@ -84,6 +113,17 @@ export function statechartsMarkdown(): string {
     '  the composites, and its label names the inner states: `(a → b)`. The Graphviz output keeps every edge exact.',
     '',
   ];
+  out.push(
+    '## The actor system of one rank',
+    '',
+    'Which actor sends which event to whom (dashed: the answer), and the collectives each state issues. Source: ' +
+      '`src/protocols/actor-system.ts` (the same diagram is in docs/architecture.md).',
+    '',
+    '```mermaid',
+    actorSystemMermaid().trimEnd(),
+    '```',
+    '',
+  );
   for (const m of MACHINES) {
     out.push(`## ${m.name}`, '', `${m.about} Source: \`${m.source}\`.`, '', '```mermaid', machineDiagram(m, 'mermaid').trimEnd(), '```', '');
   }

@@ -4,7 +4,7 @@
 // behaves the same on inproc, threads and mpi.
 
 import { checkCall, narrow, type Capabilities, type Profile } from './capabilities.ts';
-import type { ByteCounters, CallOptions, CollectiveOp, CommArray, Communicator, ReduceOp } from './communicator.ts';
+import type { ByteCounters, CallOptions, CallSite, CollectiveOp, CommArray, CommObserver, Communicator, ReduceOp } from './communicator.ts';
 import { sum } from './counts.ts';
 import { CollectiveError } from './errors.ts';
 import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
@@ -28,11 +28,7 @@ export interface CallSpec {
   reduce?: ReduceOp;
 }
 
-/** Hooks for the layers above (actors turn them into trace events); called synchronously, keep them cheap. */
-export interface CommObserver {
-  onStart?(comm: Communicator, entry: FlightEntry): void;
-  onEnd?(comm: Communicator, entry: FlightEntry): void;
-}
+export type { CommObserver } from './communicator.ts';
 
 export interface BaseInit {
   rank: number;
@@ -77,7 +73,10 @@ export abstract class BaseCommunicator implements Communicator {
   readonly profile: Profile;
   readonly multiNode: boolean;
   timeoutMs: number;
-  observer: CommObserver | undefined;
+  /** The transport's observer (inproc world, tests), which groups split from this one inherit. */
+  protected readonly observer: CommObserver | undefined;
+  /** The transport's observer first, then those added by observe(). */
+  private observers: CommObserver[];
   protected seq = 0;
   protected freed = false;
   /** Groups split from this one, so setDefaultTimeout reaches them. */
@@ -96,6 +95,26 @@ export abstract class BaseCommunicator implements Communicator {
     this.timeoutMs = init.timeoutMs;
     this.multiNode = init.multiNode;
     this.observer = init.observer;
+    this.observers = init.observer ? [init.observer] : [];
+  }
+
+  get peerReadsInPlace(): boolean {
+    return false;
+  }
+
+  observe(observer: CommObserver): () => void {
+    this.observers = [...this.observers, observer];
+    return () => {
+      this.observers = this.observers.filter((o) => o !== observer);
+    };
+  }
+
+  private notifyStart(entry: FlightEntry, site: CallSite | undefined): void {
+    for (const o of this.observers) o.onStart?.(this, entry, site);
+  }
+
+  private notifyEnd(entry: FlightEntry, site: CallSite | undefined): void {
+    for (const o of this.observers) o.onEnd?.(this, entry, site);
   }
 
   /** Moves the data of one validated call. Resolve when this rank's part is complete. */
@@ -303,7 +322,8 @@ export abstract class BaseCommunicator implements Communicator {
     this.bytes.calls++;
     this.bytes.sent += bytesIn;
     this.bytes.received += bytesOut;
-    this.observer?.onStart?.(this, entry);
+    const site = opts?.site;
+    this.notifyStart(entry, site);
 
     const done = new Promise<void>((resolve, reject) => {
       let settled = false;
@@ -313,7 +333,7 @@ export abstract class BaseCommunicator implements Communicator {
         const report = this.diagnose(spec);
         const msg = `timeout after ${timeoutMs} ms in ${op} #${seq} on group ${this.name}: ${report}`;
         this.recorder.fail(entry, msg);
-        this.observer?.onEnd?.(this, entry);
+        this.notifyEnd(entry, site);
         this.onTimeout(spec);
         reject(new CollectiveError('timeout', msg, { group: this.name, op, seq, rank: this.ranks[this.rank], report }));
       }, timeoutMs);
@@ -325,7 +345,7 @@ export abstract class BaseCommunicator implements Communicator {
           settled = true;
           clearTimeout(timer);
           this.recorder.complete(entry);
-          this.observer?.onEnd?.(this, entry);
+          this.notifyEnd(entry, site);
           resolve();
         },
         (err: unknown) => {
@@ -337,7 +357,7 @@ export abstract class BaseCommunicator implements Communicator {
               ? err
               : new CollectiveError('aborted', `${op} #${seq} on ${this.name} failed: ${(err as Error)?.message ?? err}`, { group: this.name, op, seq });
           this.recorder.fail(entry, e.message);
-          this.observer?.onEnd?.(this, entry);
+          this.notifyEnd(entry, site);
           reject(e);
         },
       );

@@ -2,6 +2,9 @@
 // (protocols, actors, trainer) program against. It is deliberately NCCL/MPI-shaped: typed arrays in, typed arrays
 // out, every call numbered per group so that a hang can be explained by diffing ranks' flight records.
 
+import type { Capabilities } from './capabilities.ts';
+import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
+
 // Uint16Array carries bfloat16 (raw bits): mixed precision's parameter all-gathers and EP rows move 2-byte elements.
 // Only the data-movement collectives take it (all_gather(_v), all_to_all_v, broadcast); reductions need a
 // float32/float64 array (mixed_precision_reduce is float32).
@@ -19,11 +22,33 @@ export type CollectiveOp =
 /** `premul_sum`: every contribution is multiplied by `factor` before the sum (FSDP's gradient pre-divide). */
 export type ReduceOp = { op: 'sum' } | { op: 'avg' } | { op: 'max' } | { op: 'premul_sum'; factor: number };
 
+/**
+ * Who issued a collective: the actor (its timeline row), the machine and state whose effect the call is, and where
+ * in the step. Carried by the call itself, so that concurrent callers (a gradient reduction of layer 3 in flight
+ * while layer 2 dispatches) cannot overwrite each other's attribution.
+ */
+export interface CallSite {
+  actor: string;
+  machine: string;
+  state: string;
+  step: number;
+  layer: number | null;
+  microbatch: number | null;
+}
+
 export interface CallOptions {
   /** Overrides the communicator's default timeout for this call. */
   timeoutMs?: number;
   /** What the call is for ("layer 3 dispatch"); carried into the flight recorder and traces. */
   tag?: string;
+  /** Who issued it (handed to observers; traces attribute the call to it). */
+  site?: CallSite;
+}
+
+/** Hooks for the layers above (actors turn them into trace events); called synchronously, keep them cheap. */
+export interface CommObserver {
+  onStart?(comm: Communicator, entry: FlightEntry, site?: CallSite): void;
+  onEnd?(comm: Communicator, entry: FlightEntry, site?: CallSite): void;
 }
 
 export interface ByteCounters {
@@ -47,8 +72,15 @@ export interface Communicator {
   readonly name: string;
   /** Transport name plus profile, e.g. "inproc/xccl-2025". */
   readonly backend: string;
-  readonly capabilities: import('./capabilities.ts').Capabilities;
+  readonly capabilities: Capabilities;
   readonly bytes: ByteCounters;
+  /** This rank's flight recorder (shared by every group of the rank): what it is waiting in, dumps on failure. */
+  readonly recorder: FlightRecorder;
+  /**
+   * Whether peers read a send array that lives on a SharedArrayBuffer in place instead of through a staging copy
+   * (threads). Callers that own long-lived send buffers (FSDP parameter shards) then allocate them shared.
+   */
+  readonly peerReadsInPlace: boolean;
   /**
    * Whether the members span more than one node (decides 'single-node' capabilities such as premul_sum under
    * xccl-2026). Optional so that test doubles need not state it; BaseCommunicator always does.
@@ -90,4 +122,9 @@ export interface Communicator {
    * collective: calls already issued keep the timeout they started with.
    */
   setDefaultTimeout(timeoutMs: number): void;
+  /**
+   * Adds an observer of this group's collectives (beside the transport's own and any added before); returns the
+   * function that removes it. Groups split later do not inherit it.
+   */
+  observe(observer: CommObserver): () => void;
 }

@@ -30,6 +30,8 @@ export interface FsdpUnitContext extends FsdpUnitInput {
   purpose: 'forward' | 'backward';
   microbatch: number;
   step: number;
+  /** An UNSHARD that arrived while resharding: taken as soon as the reshard is done, so no caller waits first. */
+  queued: { purpose: 'forward' | 'backward'; microbatch: number; step: number } | null;
   error: string | null;
 }
 
@@ -43,9 +45,11 @@ export interface FsdpStageInput {
   microbatch: number;
   step: number;
   gradReduce: GradReduce;
+  /** The state whose effect the stage is (collectives name it as their call site). */
+  state: string;
 }
 
-/** Resolves torchtitan's policy for one unit: norm+output reshards only under "always" (spec §4.5). */
+/** Resolves torchtitan's policy for one unit: norm+output reshards only under "always" (torchtitan-semantics.md §4.5). */
 export function reshardAfterForward(policy: ReshardPolicy, unit: { isOutput: boolean }, pipelineParallel = false): boolean {
   if (policy === 'always') return true;
   if (policy === 'never') return false;
@@ -53,12 +57,15 @@ export function reshardAfterForward(policy: ReshardPolicy, unit: { isOutput: boo
 }
 
 const stage = fromPromise<void, FsdpStageInput>(notProvided('fsdp-unit stage'));
-const stageInput = ({ context }: { context: FsdpUnitContext }): FsdpStageInput => ({
-  unit: context.unit,
-  microbatch: context.microbatch,
-  step: context.step,
-  gradReduce: context.gradReduce,
-});
+const stageInput =
+  (state: string) =>
+  ({ context }: { context: FsdpUnitContext }): FsdpStageInput => ({
+    unit: context.unit,
+    microbatch: context.microbatch,
+    step: context.step,
+    gradReduce: context.gradReduce,
+    state,
+  });
 const onError = { target: '#fsdpUnit.failed', actions: 'recordError' } as const;
 const meta = (m: StateMeta) => m;
 
@@ -82,6 +89,10 @@ export const fsdpUnitMachine = setup({
     ),
     // Adds the reduced gradients into the shard (the FsdpShard provides it; the protocol itself holds no data).
     // Entering `reduced` is the one point every reduction path passes exactly once, after its last stage.
+    queueUnshard: assign(({ event }) =>
+      event.type === 'UNSHARD' ? { queued: { purpose: event.purpose, microbatch: event.microbatch, step: event.step } } : {},
+    ),
+    takeQueued: assign(({ context }) => ({ ...context.queued!, queued: null })),
     accumulate: () => {},
   },
   guards: {
@@ -90,10 +101,11 @@ export const fsdpUnitMachine = setup({
     reshardsAfterForward: ({ context }) => context.reshardAfterForward,
     dividesAfterSum: ({ context }) => context.gradReduce === 'sum-divide',
     isHsdp: ({ context }) => context.hsdp,
+    unshardQueued: ({ context }) => context.queued !== null,
   },
 }).createMachine({
   id: 'fsdpUnit',
-  context: ({ input }) => ({ ...input, purpose: 'forward', microbatch: 0, step: 0, error: null }),
+  context: ({ input }) => ({ ...input, purpose: 'forward', microbatch: 0, step: 0, queued: null, error: null }),
   initial: 'resharded',
   states: {
     resharded: {
@@ -104,7 +116,7 @@ export const fsdpUnitMachine = setup({
       invoke: {
         id: 'unshard',
         src: 'unshard',
-        input: stageInput,
+        input: stageInput('unsharding'),
         onDone: [{ guard: 'forBackward', target: 'grads' }, { target: 'unsharded' }],
         onError,
       },
@@ -125,7 +137,15 @@ export const fsdpUnitMachine = setup({
     },
     resharding: {
       meta: meta({ actor: 'fsdp', category: 'other' }),
-      invoke: { id: 'reshard', src: 'reshard', input: stageInput, onDone: 'resharded', onError },
+      invoke: {
+        id: 'reshard',
+        src: 'reshard',
+        input: stageInput('resharding'),
+        onDone: [{ guard: 'unshardQueued', target: 'unsharding', actions: 'takeQueued' }, { target: 'resharded' }],
+        onError,
+      },
+      // The output unit under policy "always" is unsharded for backward right after its forward resharded it.
+      on: { UNSHARD: { actions: 'queueUnshard' } },
     },
     grads: {
       on: { GRADS_READY: 'reducing' },
@@ -138,7 +158,7 @@ export const fsdpUnitMachine = setup({
           invoke: {
             id: 'reduceScatter',
             src: 'reduceScatter',
-            input: stageInput,
+            input: stageInput('reduceScatter'),
             onDone: [{ guard: 'isHsdp', target: 'allReduceReplicas' }, { guard: 'dividesAfterSum', target: 'divide' }, { target: '#fsdpUnit.reduced' }],
             onError,
           },
@@ -148,14 +168,14 @@ export const fsdpUnitMachine = setup({
           invoke: {
             id: 'allReduceReplicas',
             src: 'allReduceReplicas',
-            input: stageInput,
+            input: stageInput('allReduceReplicas'),
             onDone: [{ guard: 'dividesAfterSum', target: 'divide' }, { target: '#fsdpUnit.reduced' }],
             onError,
           },
         },
         divide: {
           meta: meta({ actor: 'fsdp', category: 'reduce' }),
-          invoke: { id: 'divide', src: 'divide', input: stageInput, onDone: '#fsdpUnit.reduced', onError },
+          invoke: { id: 'divide', src: 'divide', input: stageInput('divide'), onDone: '#fsdpUnit.reduced', onError },
         },
       },
     },

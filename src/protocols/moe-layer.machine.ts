@@ -34,9 +34,11 @@ export interface MoeStageInput {
   step: number;
   strategy: MoeStrategy;
   pass: MoePass;
+  /** The state whose effect the stage is (collectives name it as their call site). */
+  state: MoeStage;
 }
 
-export type MoeLayerEvent = { type: 'FORWARD'; pass: MoePass } | { type: 'BACKWARD' };
+export type MoeLayerEvent = { type: 'FORWARD'; pass: MoePass } | { type: 'BACKWARD' } | { type: 'DROP' };
 
 export const MOE_STAGES = [
   'route',
@@ -53,13 +55,16 @@ export type MoeStage = (typeof MOE_STAGES)[number];
 
 const stage = fromPromise<void, MoeStageInput>(notProvided('moe-layer stage'));
 
-const stageInput = ({ context }: { context: MoeLayerContext }): MoeStageInput => ({
-  layer: context.layer,
-  microbatch: context.microbatch,
-  step: context.step,
-  strategy: context.strategy,
-  pass: context.pass,
-});
+const stageInput =
+  (state: MoeStage) =>
+  ({ context }: { context: MoeLayerContext }): MoeStageInput => ({
+    layer: context.layer,
+    microbatch: context.microbatch,
+    step: context.step,
+    strategy: context.strategy,
+    pass: context.pass,
+    state,
+  });
 
 const onError = { target: '#moeLayer.failed', actions: 'recordError' } as const;
 
@@ -84,6 +89,10 @@ export const moeLayerMachine = setup({
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
+    // The layer's buffers are released by the states that end their use: what the forward kept when the block is
+    // checkpointed (DROP, before the recompute), everything left when the backward is done.
+    dropForward: () => {},
+    releaseLayer: () => {},
   },
   guards: {
     isLocal: ({ context }) => context.strategy === 'local',
@@ -104,26 +113,26 @@ export const moeLayerMachine = setup({
           invoke: {
             id: 'route',
             src: 'route',
-            input: stageInput,
+            input: stageInput('route'),
             onDone: [{ guard: 'isLocal', target: 'dispatch' }, { target: 'exchangeCounts' }],
             onError,
           },
         },
         exchangeCounts: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
-          invoke: { id: 'exchangeCounts', src: 'exchangeCounts', input: stageInput, onDone: 'dispatch', onError },
+          invoke: { id: 'exchangeCounts', src: 'exchangeCounts', input: stageInput('exchangeCounts'), onDone: 'dispatch', onError },
         },
         dispatch: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
-          invoke: { id: 'dispatch', src: 'dispatch', input: stageInput, onDone: 'compute', onError },
+          invoke: { id: 'dispatch', src: 'dispatch', input: stageInput('dispatch'), onDone: 'compute', onError },
         },
         compute: {
           meta: meta({ actor: 'expert', category: 'compute' }),
-          invoke: { id: 'compute', src: 'compute', input: stageInput, onDone: 'combine', onError },
+          invoke: { id: 'compute', src: 'compute', input: stageInput('compute'), onDone: 'combine', onError },
         },
         combine: {
           meta: meta({ actor: 'expert', category: 'combine' }),
-          invoke: { id: 'combine', src: 'combine', input: stageInput, onDone: '#moeLayer.forwardDone', onError },
+          invoke: { id: 'combine', src: 'combine', input: stageInput('combine'), onDone: '#moeLayer.forwardDone', onError },
         },
       },
     },
@@ -132,6 +141,7 @@ export const moeLayerMachine = setup({
         // Activation checkpointing: the whole forward again, with the same collectives, before backward.
         FORWARD: { target: 'forward', actions: assign({ pass: ({ event }) => event.pass }) },
         BACKWARD: 'backward',
+        DROP: { actions: 'dropForward' },
       },
     },
     backward: {
@@ -139,23 +149,23 @@ export const moeLayerMachine = setup({
       states: {
         combineGrad: {
           meta: meta({ actor: 'expert', category: 'combine' }),
-          invoke: { id: 'combineGrad', src: 'combineGrad', input: stageInput, onDone: 'computeGrad', onError },
+          invoke: { id: 'combineGrad', src: 'combineGrad', input: stageInput('combineGrad'), onDone: 'computeGrad', onError },
         },
         computeGrad: {
           meta: meta({ actor: 'expert', category: 'compute' }),
-          invoke: { id: 'computeGrad', src: 'computeGrad', input: stageInput, onDone: 'dispatchGrad', onError },
+          invoke: { id: 'computeGrad', src: 'computeGrad', input: stageInput('computeGrad'), onDone: 'dispatchGrad', onError },
         },
         dispatchGrad: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
-          invoke: { id: 'dispatchGrad', src: 'dispatchGrad', input: stageInput, onDone: 'routerGrad', onError },
+          invoke: { id: 'dispatchGrad', src: 'dispatchGrad', input: stageInput('dispatchGrad'), onDone: 'routerGrad', onError },
         },
         routerGrad: {
           meta: meta({ actor: 'router', category: 'compute' }),
-          invoke: { id: 'routerGrad', src: 'routerGrad', input: stageInput, onDone: '#moeLayer.done', onError },
+          invoke: { id: 'routerGrad', src: 'routerGrad', input: stageInput('routerGrad'), onDone: '#moeLayer.done', onError },
         },
       },
     },
-    done: { type: 'final' },
+    done: { type: 'final', entry: 'releaseLayer' },
     failed: { type: 'final' },
   },
 });

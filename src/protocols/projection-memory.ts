@@ -176,7 +176,7 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const shardSum = m.units.reduce((s, u) => s + u.shard, 0);
   const byId = new Map(m.units.map((u) => [u.id, u]));
   // A unit needs an unsharded buffer (and a full gradient) unless nothing is gathered or reduced for it: moe-actors
-  // skips both only for a group of one with no replicas and a plain SUM (fsdp-shard.ts's `trivial`); torchtitan's
+  // skips both only for a group of one with no replicas and a plain SUM (src/actors/fsdp/shard.ts's `trivial`); torchtitan's
   // FSDP2 also casts every unit to the compute dtype.
   const trivial = (u: MemoryUnit) => u.groupSize === 1 && m.replicas === 1 && m.plainSum;
   const needsCopy = (u: MemoryUnit) => !trivial(u) || (tt && c !== MASTER);

@@ -1,16 +1,25 @@
-// One optimizer step on one rank, as torchtitan's train loop runs it (spec §5):
+// One optimizer step on one rank, as torchtitan's train loop runs it (torchtitan-semantics.md §5):
 //   for each microbatch: embed → forward block 0 … L−1 → loss (norm, output, CE and their backward)
 //                        → backward block L−1 … 0 (each preceded by `recompute` when the block is checkpointed)
 //                        → embedding backward
-//   → reduceGrads (wait for every unit's gradient reduction) → clip → biasUpdate (MoE models) → optimizer → done.
-// Each invoked stage is provided by the actors layer; a block's stage drives the block's FSDP unit and, for MoE
-// blocks, its moe-layer machine.
+//   → reduceGrads (wait for every unit's gradient reduction) → clip → biasUpdate (MoE models) → optimizer → done
+//   (grad-only mode: done after reduceGrads).
+// The machine is the root of the rank's actor system for the step: on start it spawns the router, the expert
+// shard, the optimizer and one FSDP unit per parameter unit as children with systemIds (`router`, `expert`,
+// `optimizer`, `fsdp:<unit>`). Each invoked stage is provided by the actors layer; a stage talks to those actors
+// by events (a block's stage unshards the block's FSDP units and, for MoE blocks, hands the layer to the expert
+// shard, whose moe-layer machine asks the router to route).
 
-import { assign, fromPromise, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
+import { expertMachine } from './expert.machine.ts';
+import { fsdpUnitMachine, type FsdpUnitInput } from './fsdp-unit.machine.ts';
+import { optimizerMachine } from './optimizer.machine.ts';
+import { routerMachine } from './router.machine.ts';
 import { errorText, notProvided, type StateMeta } from './state-meta.ts';
+import type { MoeStrategy } from './strategies.ts';
 
-// AC modes and torchtitan's block selection are model semantics (spec §5.5); the machine only asks them.
+// AC modes and torchtitan's block selection are model semantics (torchtitan-semantics.md §5.5); the machine only asks them.
 export { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 
 export interface TrainStepInput {
@@ -20,7 +29,16 @@ export interface TrainStepInput {
   ac: AcMode;
   /** Whether the model has MoE layers with load balancing (the expert-bias update runs). */
   biasUpdate: boolean;
+  /** Forward and backward only: no clipping, no bias update, no optimizer step (`moe-actors grad`, parity). */
+  gradOnly: boolean;
+  /** The rank's FSDP units, each spawned as actor `fsdp:<unit>`. */
+  units: readonly FsdpUnitInput[];
+  /** The EP dispatch of the expert shard ('local' when ep = 1). */
+  strategy: MoeStrategy;
 }
+
+/** The systemId of a unit's FSDP actor. */
+export const fsdpActorId = (unit: string) => `fsdp:${unit}`;
 
 export interface TrainStepContext extends TrainStepInput {
   layer: number;
@@ -36,16 +54,22 @@ export interface StepStageInput {
   layer: number;
   /** Forward stages: 'forward' or 'recompute'. */
   pass: 'forward' | 'recompute';
+  /** Whether the block is activation-checkpointed (decided here, once: forward drops what recompute redoes). */
+  checkpointed: boolean;
+  /** The state whose effect the stage is (collectives name it as their call site). */
+  state: string;
 }
 
 const stage = fromPromise<void, StepStageInput>(notProvided('train-step stage'));
 const input =
-  (pass: StepStageInput['pass']) =>
+  (state: string, pass: StepStageInput['pass'] = 'forward') =>
   ({ context }: { context: TrainStepContext }): StepStageInput => ({
     step: context.step,
     microbatch: context.microbatch,
     layer: context.layer,
     pass,
+    checkpointed: isCheckpointed(context.layer, context.ac),
+    state,
   });
 const onError = { target: '#trainStep.failed', actions: 'recordError' } as const;
 const meta = (m: StateMeta) => m;
@@ -57,6 +81,11 @@ export const trainStepMachine = setup({
     events: {} as TrainStepEvent,
   },
   actors: {
+    routerActor: routerMachine,
+    optimizerActor: optimizerMachine,
+    expertActor: expertMachine,
+    fsdpUnitActor: fsdpUnitMachine,
+    zeroGrad: stage,
     forwardEmbed: stage,
     forwardBlock: stage,
     loss: stage,
@@ -66,10 +95,16 @@ export const trainStepMachine = setup({
     reduceGrads: stage,
     clip: stage,
     biasUpdate: stage,
-    optimizer: stage,
+    optimizerStep: stage,
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
+    spawnActors: enqueueActions(({ context, enqueue }) => {
+      enqueue.spawnChild('routerActor', { id: 'router', systemId: 'router', input: { step: context.step } });
+      enqueue.spawnChild('optimizerActor', { id: 'optimizer', systemId: 'optimizer', input: { step: context.step } });
+      enqueue.spawnChild('expertActor', { id: 'expert', systemId: 'expert', input: { step: context.step, strategy: context.strategy } });
+      for (const u of context.units) enqueue.spawnChild('fsdpUnitActor', { id: fsdpActorId(u.unit), systemId: fsdpActorId(u.unit), input: u });
+    }),
   },
   guards: {
     moreForward: ({ context }) => context.layer + 1 < context.nLayers,
@@ -78,13 +113,18 @@ export const trainStepMachine = setup({
     moreMicrobatches: ({ context }) => context.microbatch + 1 < context.microbatches,
     updatesBias: ({ context }) => context.biasUpdate,
     hasLayers: ({ context }) => context.nLayers > 0,
+    gradOnly: ({ context }) => context.gradOnly,
   },
 }).createMachine({
   id: 'trainStep',
   context: ({ input }) => ({ ...input, layer: 0, microbatch: 0, error: null }),
   initial: 'idle',
+  entry: 'spawnActors',
   states: {
-    idle: { on: { START: 'microbatch' } },
+    idle: { on: { START: 'zeroGrad' } },
+    zeroGrad: {
+      invoke: { id: 'zeroGrad', src: 'zeroGrad', input: input('zeroGrad'), onDone: 'microbatch', onError },
+    },
     microbatch: {
       initial: 'embed',
       states: {
@@ -94,7 +134,7 @@ export const trainStepMachine = setup({
           invoke: {
             id: 'forwardEmbed',
             src: 'forwardEmbed',
-            input: input('forward'),
+            input: input('embed'),
             onDone: [{ guard: 'hasLayers', target: 'forward' }, { target: 'loss' }],
             onError,
           },
@@ -111,7 +151,7 @@ export const trainStepMachine = setup({
           invoke: {
             id: 'loss',
             src: 'loss',
-            input: input('forward'),
+            input: input('loss'),
             onDone: [{ guard: 'hasLayers', target: 'backward' }, { target: 'embedGrad' }],
             onError,
           },
@@ -122,11 +162,11 @@ export const trainStepMachine = setup({
             decide: { always: [{ guard: 'checkpointed', target: 'recompute' }, { target: 'compute' }] },
             recompute: {
               meta: meta({ actor: 'step', category: 'recompute' }),
-              invoke: { id: 'recomputeBlock', src: 'recomputeBlock', input: input('recompute'), onDone: 'compute', onError },
+              invoke: { id: 'recomputeBlock', src: 'recomputeBlock', input: input('recompute', 'recompute'), onDone: 'compute', onError },
             },
             compute: {
               meta: meta({ actor: 'step', category: 'backward' }),
-              invoke: { id: 'backwardBlock', src: 'backwardBlock', input: input('forward'), onDone: '#trainStep.microbatch.nextBackward', onError },
+              invoke: { id: 'backwardBlock', src: 'backwardBlock', input: input('compute'), onDone: '#trainStep.microbatch.nextBackward', onError },
             },
           },
         },
@@ -138,7 +178,7 @@ export const trainStepMachine = setup({
         },
         embedGrad: {
           meta: meta({ actor: 'step', category: 'backward' }),
-          invoke: { id: 'backwardEmbed', src: 'backwardEmbed', input: input('forward'), onDone: 'finished', onError },
+          invoke: { id: 'backwardEmbed', src: 'backwardEmbed', input: input('embedGrad'), onDone: 'finished', onError },
         },
         finished: { type: 'final' },
       },
@@ -152,25 +192,31 @@ export const trainStepMachine = setup({
     },
     reduceGrads: {
       meta: meta({ actor: 'fsdp', category: 'reduce' }),
-      invoke: { id: 'reduceGrads', src: 'reduceGrads', input: input('forward'), onDone: 'clip', onError },
+      invoke: {
+        id: 'reduceGrads',
+        src: 'reduceGrads',
+        input: input('reduceGrads'),
+        onDone: [{ guard: 'gradOnly', target: 'done' }, { target: 'clip' }],
+        onError,
+      },
     },
     clip: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
       invoke: {
         id: 'clip',
         src: 'clip',
-        input: input('forward'),
+        input: input('clip'),
         onDone: [{ guard: 'updatesBias', target: 'biasUpdate' }, { target: 'optimizer' }],
         onError,
       },
     },
     biasUpdate: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: { id: 'biasUpdate', src: 'biasUpdate', input: input('forward'), onDone: 'optimizer', onError },
+      invoke: { id: 'biasUpdate', src: 'biasUpdate', input: input('biasUpdate'), onDone: 'optimizer', onError },
     },
     optimizer: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: { id: 'optimizer', src: 'optimizer', input: input('forward'), onDone: 'done', onError },
+      invoke: { id: 'optimizerStep', src: 'optimizerStep', input: input('optimizer'), onDone: 'done', onError },
     },
     done: { type: 'final' },
     failed: { type: 'final' },

@@ -5,7 +5,7 @@
 // mesh (EP 4 → EP 2 → 1, FSDP ↔ HSDP): each rank asks for exactly the elements its own shards cover.
 
 import type { RankHost } from '../actors/rank-host.ts';
-import type { FsdpUnitShard } from '../actors/fsdp-shard.ts';
+import type { FsdpUnitShard } from '../actors/fsdp/shard.ts';
 import type { SafeTensorInput } from '../models/safetensors.ts';
 import { loadSlices, type TensorSlice, type Want } from './checkpoint/index.ts';
 

@@ -122,7 +122,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   };
   const peak = resolvePeakFlops({ configPeakFlops: cfg.metrics.peak_flops, nodeSgemmGflops: a.nodeSgemmGflops, ranksOnNode: a.ranksOnNode });
   let host: RankHost | null = null;
-  // Built before the model: torchtitan's first throughput window includes setup (spec §8.8).
+  // Built before the model: torchtitan's first throughput window includes setup (torchtitan-semantics.md §8.8).
   const metrics = createMetricsLogger(cfg, {
     rank: ctx.rank,
     runDir: a.runDir,

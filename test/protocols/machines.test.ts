@@ -24,6 +24,7 @@ function expectFull(machine: any, cov: Coverage) {
 
 const FSDP_STAGES = ['unshard', 'reshard', 'reduceScatter', 'divide', 'allReduceReplicas'] as const;
 const STEP_STAGES = [
+  'zeroGrad',
   'forwardEmbed',
   'forwardBlock',
   'loss',
@@ -33,7 +34,7 @@ const STEP_STAGES = [
   'reduceGrads',
   'clip',
   'biasUpdate',
-  'optimizer',
+  'optimizerStep',
 ] as const;
 const AC_MODES: AcMode[] = [{ mode: 'none' }, { mode: 'selective', every: 2 }, { mode: 'full' }, { mode: 'selective', op: true }];
 
@@ -41,7 +42,7 @@ describe('moe-layer machine', () => {
   it('covers every state and transition for every strategy', () => {
     const cov = empty();
     for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
-      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, ...doneEvents(MOE_STAGES)];
+      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, { type: 'DROP' }, ...doneEvents(MOE_STAGES)];
       merge(
         cov,
         coverPaths(moeLayerMachine, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {
@@ -108,7 +109,7 @@ describe('fsdp-unit machine', () => {
           merge(
             cov,
             coverPaths(fsdpUnitMachine, { unit: 'layers.1', reshardAfterForward: reshard, hsdp, gradReduce }, FSDP_STAGES, events, {
-              serialize: (s) => JSON.stringify([s.value, s.context.purpose]),
+              serialize: (s) => JSON.stringify([s.value, s.context.purpose, s.context.queued?.purpose ?? null]),
               check: (s) => {
                 if (!hsdp) expect(s.matches({ reducing: 'allReduceReplicas' })).toBe(false);
                 if (gradReduce !== 'sum-divide') expect(s.matches({ reducing: 'divide' })).toBe(false);
@@ -160,18 +161,19 @@ describe('train-step machine', () => {
     for (const ac of AC_MODES)
       for (const microbatches of [1, 2])
         for (const nLayers of [0, 1, 3])
-          for (const biasUpdate of [true, false]) {
+          for (const [biasUpdate, gradOnly] of [[true, false], [false, false], [true, true]] as const) {
             const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES)];
             merge(
               cov,
-              coverPaths(trainStepMachine, { step: 1, nLayers, microbatches, ac, biasUpdate }, STEP_STAGES, events, {
+              coverPaths(trainStepMachine, { step: 1, nLayers, microbatches, ac, biasUpdate, gradOnly, units: [], strategy: 'local' }, STEP_STAGES, events, {
                 serialize: (s) => JSON.stringify([s.value, s.context.layer, s.context.microbatch]),
                 check: (s) => {
                   expect(s.context.microbatch).toBeLessThan(microbatches);
                   expect(s.context.layer).toBeGreaterThanOrEqual(0);
                   expect(s.context.layer).toBeLessThan(Math.max(1, nLayers));
                   if (s.matches({ microbatch: { backward: 'recompute' } })) expect(isCheckpointed(s.context.layer, ac)).toBe(true);
-                  if (!biasUpdate) expect(s.matches('biasUpdate')).toBe(false);
+                  if (!biasUpdate || gradOnly) expect(s.matches('biasUpdate')).toBe(false);
+                  if (gradOnly) expect(s.matches('clip') || s.matches('optimizer')).toBe(false);
                 },
               }),
             );
@@ -185,11 +187,11 @@ describe('train-step machine', () => {
       const actors = Object.fromEntries(
         STEP_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { layer: number; microbatch: number } }) => void log.push(`${n}:${input.microbatch}:${input.layer}`))]),
       );
-      const a = createActor(trainStepMachine.provide({ actors } as any), { input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true } });
+      const a = createActor(trainStepMachine.provide({ actors } as any), { input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true, gradOnly: false, units: [], strategy: 'local' } });
       a.start();
       a.send({ type: 'START' });
       await waitFor(a, (s) => s.status === 'done');
-      const expected: string[] = [];
+      const expected: string[] = ['zeroGrad:0:0'];
       for (let mb = 0; mb < 2; mb++) {
         expected.push(`forwardEmbed:${mb}:0`);
         for (let l = 0; l < 4; l++) expected.push(`forwardBlock:${mb}:${l}`);
@@ -200,7 +202,7 @@ describe('train-step machine', () => {
         }
         expected.push(`backwardEmbed:${mb}:0`);
       }
-      expected.push('reduceGrads:1:0', 'clip:1:0', 'biasUpdate:1:0', 'optimizer:1:0');
+      expected.push('reduceGrads:1:0', 'clip:1:0', 'biasUpdate:1:0', 'optimizerStep:1:0');
       expect(log).toEqual(expected);
     }
   });

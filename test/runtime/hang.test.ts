@@ -100,7 +100,7 @@ describe('a rank dies in its first EP collective', () => {
 });
 
 describe('a hang outside collectives', () => {
-  // The reshard-"always" bug fixed in fsdp-shard.ts hung every rank on an XState event the machine had dropped:
+  // The reshard-"always" bug (fixed: the fsdp-unit machine queues an UNSHARD that arrives while resharding) hung every rank on an XState event the machine had dropped:
   // no rank was in a collective, so no collective timeout and no desync detection could see it. inproc's launch
   // now gives up on a world that stays still (no collective issued or pending, no rank finishing, the event loop
   // idle) for one collective timeout; RankHost's step watchdog covers the same case on threads and mpi.

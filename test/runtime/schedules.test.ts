@@ -391,8 +391,8 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
   });
 
   it('regression: reshard policy "always" (the output unit is unsharded for backward right after its forward) completes', async () => {
-    // Before the fix in fsdp-shard.ts the UNSHARD for backward reached the output unit while its reshard stage ran;
-    // the machine dropped it and every rank waited forever with no collective in flight (nothing timed out).
+    // The UNSHARD for backward reaches the output unit while its reshard stage runs; the fsdp-unit machine once
+    // dropped it and every rank waited forever with no collective in flight (now it queues it).
     const c = makeCase(0);
     const job = { ...c, layout: LAYOUTS[0]!, reshard: 'always' as const, dispatch: 'a2a' as const, ac: { mode: 'none' } as AcMode, ga: 1, B: 2, S: 8 };
     const res = await Promise.race([

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { Communicator } from '../../src/comm/communicator.ts';
+import type { CallSite, Communicator } from '../../src/comm/communicator.ts';
 import { FlightRecorder, nowMs } from '../../src/comm/flight-recorder.ts';
 import type { TraceEvent } from '../../src/protocols/events.ts';
-import { TraceBridge, type RankPosition } from '../../src/actors/trace-bridge.ts';
+import { TraceBridge } from '../../src/actors/trace-bridge.ts';
 import { buildModel } from '../../src/trace/model.ts';
 
 describe('TraceBridge.commObserver', () => {
@@ -11,24 +11,24 @@ describe('TraceBridge.commObserver', () => {
   const spec = { group: 'ep', groupRanks: [4, 5], op: 'all_gather' as const, tag: 'layer 3 dispatch', dtype: 'float32' as const, inNelems: 10, outNelems: 20, timeoutMs: 100 };
   const setup = () => {
     const events: TraceEvent[] = [];
-    const pos: RankPosition = { actor: 'expert', step: 7, layer: 3, microbatch: 1 };
-    const obs = new TraceBridge(5, { record: (e) => events.push(e) }, pos).commObserver();
-    return { events, pos, obs, fr: new FlightRecorder(5, 8, 'test') };
+    const site = (layer: number): CallSite => ({ actor: 'expert', machine: 'moeLayer', state: 'dispatch', step: 7, layer, microbatch: 1 });
+    const bridge = new TraceBridge(5, { record: (e) => events.push(e) });
+    bridge.step = 7;
+    return { events, site, obs: bridge.commObserver(), fr: new FlightRecorder(5, 8, 'test') };
   };
 
   it('turns communicator callbacks into start/end events a model pairs, with the failure text', () => {
-    const { events, pos, obs, fr } = setup();
+    const { events, site, obs, fr } = setup();
     const a = fr.schedule({ ...spec, seq: 1 });
     fr.start(a);
-    obs.onStart!(comm, a);
-    pos.layer = 4; // the end keeps the position of the start
+    obs.onStart!(comm, a, site(3));
     fr.complete(a);
-    obs.onEnd!(comm, a);
+    obs.onEnd!(comm, a, site(3));
     const b = fr.schedule({ ...spec, seq: 2 });
     fr.start(b);
-    obs.onStart!(comm, b);
+    obs.onStart!(comm, b, site(4));
     fr.fail(b, 'timeout after 100 ms');
-    obs.onEnd!(comm, b);
+    obs.onEnd!(comm, b, site(4));
 
     expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.rank, e.layer, e.bytesSent, e.bytesReceived, e.error ?? null])).toEqual([
       ['start', 1, 5, 3, 40, 80, null],
@@ -49,26 +49,25 @@ describe('TraceBridge.commObserver', () => {
     ]);
   });
 
-  it('stamps missing times with the clock, records an end without a start at the current position, and a failure without text without an error', () => {
-    const { events, pos, obs, fr } = setup();
+  it('stamps missing times with the clock, counts a call without a call site as the step row\'s, and a failure without text without an error', () => {
+    const { events, site, obs, fr } = setup();
     const a = fr.schedule({ ...spec, seq: 1 });
     const t0 = nowMs();
-    obs.onStart!(comm, a); // never started: no tStarted
+    obs.onStart!(comm, a, site(3)); // never started: no tStarted
     fr.complete(a);
     a.tCompleted = null;
-    obs.onEnd!(comm, a);
+    obs.onEnd!(comm, a, site(3));
     const t1 = nowMs();
-    pos.layer = 9;
     const b = fr.schedule({ ...spec, seq: 2 });
     fr.start(b);
     b.state = 'failed';
     b.tCompleted = b.tStarted;
     obs.onEnd!(comm, b);
 
-    expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.layer, 'error' in e])).toEqual([
-      ['start', 1, 3, false],
-      ['end', 1, 3, false],
-      ['end', 2, 9, false],
+    expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.actor, e.step, e.layer, 'error' in e])).toEqual([
+      ['start', 1, 'expert', 7, 3, false],
+      ['end', 1, 'expert', 7, 3, false],
+      ['end', 2, 'step', 7, null, false],
     ]);
     for (const e of events.slice(0, 2)) {
       expect(e.t).toBeGreaterThanOrEqual(t0);

@@ -31,6 +31,11 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
   private broken: string | null = null;
   private current: { spec: CallSpec; call: CurrentCall } | null = null;
 
+  /** Peers read SharedArrayBuffer-backed send arrays in place (buffers.ts), saving the sender's staging copy. */
+  override get peerReadsInPlace(): boolean {
+    return true;
+  }
+
   constructor(init: ThreadsCommInit) {
     const nodes = new Set(init.ranks.map((r) => init.runtime.nodeOf(r)));
     super({

@@ -92,131 +92,143 @@ interface RankState<R> {
 }
 
 export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args: A): ThreadsWorld<R> {
-  const size = opts.size;
-  if (!Number.isInteger(size) || size < 1) throw new Error(`threads transport: size must be a positive integer (got ${size})`);
-  const profile = profileByName(opts.profile ?? 'full');
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
-  const drainMs = opts.drainMs ?? 2000;
-  const envDirect = process.env.MOE_ACTORS_THREADS_DIRECT_MIN_BYTES;
-  const directMinBytes = opts.directMinBytes ?? (envDirect !== undefined && envDirect !== '' ? Number(envDirect) : DEFAULT_DIRECT_MIN_BYTES);
-  const buffersChannel = `moe-actors/threads/${process.pid}/${launches++}/${Math.random().toString(36).slice(2)}`;
-  const life = LifeBoard.create(size);
-  const broker = new ArenaBroker();
-  const worldRanks = Array.from({ length: size }, (_, i) => i);
-  const world = broker.create('name:world', size, slotBytes, worldRanks);
+  return new ThreadsLaunch<A, R>(opts, entry, args);
+}
 
-  let first: { rank: number; what: string } | null = null;
-  const failures: { rank: number; what: string }[] = [];
-  let snapshot: (FlightDump | null)[] = new Array(size).fill(null);
-  let snapshotTaken: Promise<void> | null = null;
-  let drainTimer: ReturnType<typeof setTimeout> | null = null;
-  let resolveResult!: (r: LaunchResult<R>) => void;
-  const result = new Promise<LaunchResult<R>>((res) => (resolveResult = res));
-  let started = 0;
-  let resolveReady!: () => void;
-  const ready = new Promise<void>((res) => (resolveReady = res));
+/**
+ * One threads world's lifecycle, as a launcher sees it: `running` until the first failure, then `draining` (the
+ * others are stopped and get `drainMs` to end by themselves before they are terminated), `finished` once every
+ * worker exited and the result is resolved.
+ */
+class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
+  readonly size: number;
+  readonly workers: readonly Worker[];
+  readonly ready: Promise<void>;
+  readonly result: Promise<LaunchResult<R>>;
+  private phase: 'running' | 'draining' | 'finished' = 'running';
+  private readonly drainMs: number;
+  private readonly life: LifeBoard;
+  private readonly broker = new ArenaBroker();
+  private readonly worldRanks: number[];
+  private readonly states: RankState<R>[];
+  /** The first failure (what the others were stopped for) and every failure, in order. */
+  private first: { rank: number; what: string } | null = null;
+  private readonly failures: { rank: number; what: string }[] = [];
+  /** Every rank's flight dump taken at the first failure: where they stood when it happened. */
+  private snapshot: (FlightDump | null)[];
+  private snapshotTaken: Promise<void> | null = null;
+  private drainTimer: ReturnType<typeof setTimeout> | null = null;
+  private resolveResult!: (r: LaunchResult<R>) => void;
+  private resolveReady!: () => void;
+  private started = 0;
 
-  const states: RankState<R>[] = worldRanks.map((rank) => {
-    const { port1, port2 } = new MessageChannel();
-    const init: WorkerInit = {
-      __entry: WORKER_MAIN,
-      rank,
-      size,
-      module: entry.module,
-      exportName: entry.exportName ?? 'rankMain',
-      args,
-      lifeSab: life.sab,
-      world,
-      profile: profile.name,
-      timeoutMs,
-      flightEntries: opts.flightEntries ?? 2000,
-      dumpDir: opts.dumpDir ?? null,
-      ranksPerNode: opts.ranksPerNode ?? size,
-      slotBytes,
-      buffersChannel,
-      directMinBytes,
-      control: port2,
-    };
-    const worker = new Worker(BOOTSTRAP, { workerData: init, transferList: [port2], name: `rank ${rank}` });
-    return { worker, control: Comlink.wrap<RankControl>(nodeEndpoint(port1)), port: port1, outcome: null, exited: false, uncaught: null };
-  });
+  constructor(opts: ThreadsOptions, entry: RankEntry, args: A) {
+    const size = opts.size;
+    if (!Number.isInteger(size) || size < 1) throw new Error(`threads transport: size must be a positive integer (got ${size})`);
+    this.size = size;
+    const profile = profileByName(opts.profile ?? 'full');
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
+    this.drainMs = opts.drainMs ?? 2000;
+    const envDirect = process.env.MOE_ACTORS_THREADS_DIRECT_MIN_BYTES;
+    const directMinBytes = opts.directMinBytes ?? (envDirect !== undefined && envDirect !== '' ? Number(envDirect) : DEFAULT_DIRECT_MIN_BYTES);
+    const buffersChannel = `moe-actors/threads/${process.pid}/${launches++}/${Math.random().toString(36).slice(2)}`;
+    this.life = LifeBoard.create(size);
+    this.worldRanks = Array.from({ length: size }, (_, i) => i);
+    const world = this.broker.create('name:world', size, slotBytes, this.worldRanks);
+    this.snapshot = new Array(size).fill(null);
+    this.result = new Promise<LaunchResult<R>>((res) => (this.resolveResult = res));
+    this.ready = new Promise<void>((res) => (this.resolveReady = res));
 
-  const liveRanks = () => worldRanks.filter((r) => !states[r]!.exited);
+    this.states = this.worldRanks.map((rank) => {
+      const { port1, port2 } = new MessageChannel();
+      const init: WorkerInit = {
+        __entry: WORKER_MAIN,
+        rank,
+        size,
+        module: entry.module,
+        exportName: entry.exportName ?? 'rankMain',
+        args,
+        lifeSab: this.life.sab,
+        world,
+        profile: profile.name,
+        timeoutMs,
+        flightEntries: opts.flightEntries ?? 2000,
+        dumpDir: opts.dumpDir ?? null,
+        ranksPerNode: opts.ranksPerNode ?? size,
+        slotBytes,
+        buffersChannel,
+        directMinBytes,
+        control: port2,
+      };
+      const worker = new Worker(BOOTSTRAP, { workerData: init, transferList: [port2], name: `rank ${rank}` });
+      return { worker, control: Comlink.wrap<RankControl>(nodeEndpoint(port1)), port: port1, outcome: null, exited: false, uncaught: null };
+    });
+    this.workers = this.states.map((s) => s.worker);
+    this.states.forEach((s, rank) => this.listen(s, rank));
 
-  const dumps = async (reason: string, ms = CONTROL_CALL_MS): Promise<(FlightDump | null)[]> =>
-    Promise.all(
-      worldRanks.map(async (r) => {
-        const c = states[r]!.control;
-        return c && !states[r]!.exited ? withTimeout(c.dump(reason) as Promise<FlightDump>, ms) : null;
+    const signal = opts.signal;
+    if (signal) {
+      // A rank whose control surface is not up yet could not be told: wait for all of them (or the world's end).
+      const onAbort = () => void this.ready.then(() => this.stop(String(signal.reason ?? 'aborted')));
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        void this.result.finally(() => signal.removeEventListener('abort', onAbort));
+      }
+    }
+  }
+
+  control(rank: number): Comlink.Remote<RankControl> | null {
+    return this.states[rank]?.control ?? null;
+  }
+
+  async status(rank: number, ms = CONTROL_CALL_MS): Promise<RankStatus | null> {
+    const c = this.states[rank]?.control;
+    return c ? withTimeout(c.status() as Promise<RankStatus>, ms) : null;
+  }
+
+  dumps(reason: string, ms = CONTROL_CALL_MS): Promise<(FlightDump | null)[]> {
+    return Promise.all(
+      this.worldRanks.map(async (r) => {
+        const c = this.states[r]!.control;
+        return c && !this.states[r]!.exited ? withTimeout(c.dump(reason) as Promise<FlightDump>, ms) : null;
       }),
     );
+  }
 
-  const failed = (rank: number, what: string) => {
-    failures.push({ rank, what });
-    if (first) return;
-    first = { rank, what };
-    // Where every other rank stood when the first failure happened — the view that explains a hang — then stop
-    // them all: the run has failed, and a rank not waiting on the failed one would otherwise run on.
-    snapshotTaken = dumps(`rank ${rank} ${what}`).then(async (d) => {
-      snapshot = d;
-      await Promise.all(
-        liveRanks().map((r) => withTimeout(states[r]!.control?.stop(`rank ${rank} ${what.split(':', 1)[0]}`) ?? Promise.resolve(), CONTROL_CALL_MS)),
-      );
-    });
-    drainTimer = setTimeout(() => void drain(), drainMs);
-  };
+  async terminate(rank: number): Promise<void> {
+    await this.states[rank]?.worker.terminate();
+  }
 
-  const drain = async () => {
-    const left = liveRanks();
-    if (left.length === 0) return;
-    const late = await dumps(`still running ${drainMs} ms after rank ${first?.rank} failed`);
-    for (const r of left) {
-      const s = states[r]!;
-      if (s.exited || s.outcome) continue;
-      s.outcome = {
-        rank: r,
-        ok: false,
-        error: `stopped by the launcher: still running ${drainMs} ms after rank ${first?.rank} failed (${late[r] ? 'it answered its control port' : 'its control port did not answer: busy in JavaScript?'})`,
-        dump: late[r] ?? snapshot[r] ?? undefined,
-      };
-    }
-    await Promise.all(left.map((r) => states[r]!.worker.terminate()));
-  };
+  async stop(reason: string): Promise<void> {
+    await Promise.all(this.liveRanks().map((r) => withTimeout(this.states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
+  }
 
-  const finish = async () => {
-    if (drainTimer) clearTimeout(drainTimer);
-    if (snapshotTaken) await snapshotTaken;
-    const outcomes = states.map((s) => s.outcome!);
-    if (outcomes.every((o) => o.ok)) {
-      resolveResult({ outcomes });
-      return;
-    }
-    const lastCalls = new Map<number, string[]>();
-    for (const o of outcomes) if (!o.ok && !o.dump) lastCalls.set(o.rank, broker.lastCalls(o.rank));
-    resolveResult({ outcomes, diagnosis: diagnoseThreads({ size, failures, outcomes, snapshot, lastCalls }) });
-  };
+  private liveRanks(): number[] {
+    return this.worldRanks.filter((r) => !this.states[r]!.exited);
+  }
 
-  states.forEach((s, rank) => {
+  private listen(s: RankState<R>, rank: number): void {
     const reply = (m: ToWorker) => s.worker.postMessage(m);
     s.worker.on('message', (m: ToLauncher) => {
       switch (m.type) {
         case 'arena-request':
           try {
-            reply({ type: 'arena-reply', id: m.id, handle: broker.create(m.key, m.size, m.slotBytes, m.worldRanks) });
+            reply({ type: 'arena-reply', id: m.id, handle: this.broker.create(m.key, m.size, m.slotBytes, m.worldRanks) });
           } catch (e) {
             reply({ type: 'arena-error', id: m.id, error: (e as Error).message });
           }
           break;
         case 'arena-release':
-          broker.release(m.arenaId);
+          this.broker.release(m.arenaId);
           break;
         case 'started':
-          if (++started === size) resolveReady();
+          if (++this.started === this.size) this.resolveReady();
           break;
         case 'result':
           s.outcome = m.ok ? { rank, ok: true, value: m.value as R } : { rank, ok: false, error: m.error, dump: m.dump };
-          if (!m.ok) failed(rank, `failed: ${m.error.split('\n', 1)[0]}`);
+          if (!m.ok) this.failed(rank, `failed: ${m.error.split('\n', 1)[0]}`);
           setTimeout(() => {
             if (!s.exited) void s.worker.terminate();
           }, EXIT_GRACE_MS).unref();
@@ -234,45 +246,61 @@ export function startThreads<A, R>(opts: ThreadsOptions, entry: RankEntry, args:
         const why = s.uncaught
           ? `died: uncaught ${s.uncaught.stack ?? s.uncaught.message}`
           : `died: its worker exited with code ${code} before the program finished (process.exit, worker.terminate() or a crash)`;
-        life.set(rank, 'died');
-        broker.poisonGroupsOf(rank, 'died');
+        this.life.set(rank, 'died');
+        this.broker.poisonGroupsOf(rank, 'died');
         s.outcome = { rank, ok: false, error: why };
-        failed(rank, why.split('\n', 1)[0]!);
+        this.failed(rank, why.split('\n', 1)[0]!);
       }
-      if (states.every((x) => x.exited)) {
-        resolveReady();
-        void finish();
+      if (this.states.every((x) => x.exited)) {
+        this.resolveReady();
+        void this.finish();
       }
     });
-  });
+  }
 
-  const signal = opts.signal;
-  if (signal) {
-    // A rank whose control surface is not up yet could not be told: wait for all of them (or the world's end).
-    const onAbort = () => void ready.then(() => stopAll(String(signal.reason ?? 'aborted')));
-    if (signal.aborted) onAbort();
-    else {
-      signal.addEventListener('abort', onAbort, { once: true });
-      void result.finally(() => signal.removeEventListener('abort', onAbort));
+  private failed(rank: number, what: string): void {
+    this.failures.push({ rank, what });
+    if (this.phase !== 'running') return;
+    this.phase = 'draining';
+    this.first = { rank, what };
+    // Where every other rank stood when the first failure happened — the view that explains a hang — then stop
+    // them all: the run has failed, and a rank not waiting on the failed one would otherwise run on.
+    this.snapshotTaken = this.dumps(`rank ${rank} ${what}`).then(async (d) => {
+      this.snapshot = d;
+      await this.stop(`rank ${rank} ${what.split(':', 1)[0]}`);
+    });
+    this.drainTimer = setTimeout(() => void this.drain(), this.drainMs);
+  }
+
+  /** Ranks still running `drainMs` after the first failure: their dumps are taken and their workers terminated. */
+  private async drain(): Promise<void> {
+    const left = this.liveRanks();
+    if (left.length === 0) return;
+    const late = await this.dumps(`still running ${this.drainMs} ms after rank ${this.first?.rank} failed`);
+    for (const r of left) {
+      const s = this.states[r]!;
+      if (s.exited || s.outcome) continue;
+      s.outcome = {
+        rank: r,
+        ok: false,
+        error: `stopped by the launcher: still running ${this.drainMs} ms after rank ${this.first?.rank} failed (${late[r] ? 'it answered its control port' : 'its control port did not answer: busy in JavaScript?'})`,
+        dump: late[r] ?? this.snapshot[r] ?? undefined,
+      };
     }
+    await Promise.all(left.map((r) => this.states[r]!.worker.terminate()));
   }
-  async function stopAll(reason: string): Promise<void> {
-    await Promise.all(liveRanks().map((r) => withTimeout(states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
+
+  private async finish(): Promise<void> {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    if (this.snapshotTaken) await this.snapshotTaken;
+    this.phase = 'finished';
+    const outcomes = this.states.map((s) => s.outcome!);
+    if (outcomes.every((o) => o.ok)) {
+      this.resolveResult({ outcomes });
+      return;
+    }
+    const lastCalls = new Map<number, string[]>();
+    for (const o of outcomes) if (!o.ok && !o.dump) lastCalls.set(o.rank, this.broker.lastCalls(o.rank));
+    this.resolveResult({ outcomes, diagnosis: diagnoseThreads({ size: this.size, failures: this.failures, outcomes, snapshot: this.snapshot, lastCalls }) });
   }
-  return {
-    size,
-    workers: states.map((s) => s.worker),
-    control: (rank) => states[rank]?.control ?? null,
-    status: async (rank, ms = CONTROL_CALL_MS) => {
-      const c = states[rank]?.control;
-      return c ? withTimeout(c.status() as Promise<RankStatus>, ms) : null;
-    },
-    dumps,
-    terminate: async (rank) => {
-      await states[rank]?.worker.terminate();
-    },
-    stop: stopAll,
-    ready,
-    result,
-  };
 }

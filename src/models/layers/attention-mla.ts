@@ -1,4 +1,4 @@
-// DeepSeek-V3 multi-head latent attention (spec §2.4). With dqk = dn + dr (nope + rope dims), Hh heads:
+// DeepSeek-V3 multi-head latent attention (torchtitan-semantics.md §2.4). With dqk = dn + dr (nope + rope dims), Hh heads:
 //   q  = x·Wqᵀ                       (N, Hh·dqk)   or  q = rmsnorm_q(x·Wq_aᵀ)·Wq_bᵀ with q-LoRA
 //   rope on q[:, h, dn:dn+dr] (strided, in place)
 //   c  = x·Wcᵀ (N, kvr),  kpe = x·Wpeᵀ (N, dr)      where [Wc; Wpe] = Wkv_a (rows kvr | dr): two sgemms on the

@@ -1,6 +1,6 @@
-// RoPE tables (spec §1.6 Llama4 scaling, §2.5 DeepSeek-V3 YaRN), computed as torch does in float32: Math.fround
+// RoPE tables (torchtitan-semantics.md §1.6 Llama4 scaling, §2.5 DeepSeek-V3 YaRN), computed as torch does in float32: Math.fround
 // after every operation torch performs on a float32 tensor, so the tables match torch's to the last ulp except where
-// torch's own cos/sin/pow differ from correctly rounded ones (≈1e-7 relative, spec §8.14).
+// torch's own cos/sin/pow differ from correctly rounded ones (≈1e-7 relative, torchtitan-semantics.md §8.14).
 // Application (adjacent pairs, rotation by ±φ) is the `rope` kernel; the layers call it on their q/k slices.
 
 import type { RopeSpec } from '../spec.ts';

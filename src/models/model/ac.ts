@@ -1,4 +1,4 @@
-// Activation checkpointing modes (spec §5.5). Same shape as protocols/train-step.machine.ts's AcMode, defined here
+// Activation checkpointing modes (torchtitan-semantics.md §5.5). Same shape as protocols/train-step.machine.ts's AcMode, defined here
 // because the models layer sits below the protocols and runs the recompute itself on one rank.
 
 export type AcMode = { mode: 'none' } | { mode: 'full' } | { mode: 'selective'; every: number } | { mode: 'selective'; op: true };

@@ -1,4 +1,4 @@
-// Final norm + output projection + loss (spec §5.1):
+// Final norm + output projection + loss (torchtitan-semantics.md §5.1):
 //   xn = RMSNorm(h) (eps: llama4 norm_eps, DSV3 fp32 machine eps); logits = xn·Woutᵀ (N,V)
 //   loss_sum = Σ_valid (logsumexp(z) − z[y]) with ignore_index −100; the microbatch contributes loss_sum · scale
 //   with scale = 1 / (global valid tokens), so every valid token of the step weighs the same on every rank.

@@ -1,4 +1,4 @@
-// One optimizer step on one rank, in torchtitan's order (spec §5): zero grads → lr of this step → all microbatches
+// One optimizer step on one rank, in torchtitan's order (torchtitan-semantics.md §5): zero grads → lr of this step → all microbatches
 // (each loss divided by the step's global valid-token count) → clip (pre-clip norm is the logged grad_norm) →
 // expert-bias update (optimizer pre-hook) → AdamW → scheduler step.
 

@@ -1,4 +1,4 @@
-// MoE stage "combine" (its local half: unsort + weighting + K-sum, spec §3.3 steps 16–17) and its dual
+// MoE stage "combine" (its local half: unsort + weighting + K-sum, torchtitan-semantics.md §3.3 steps 16–17) and its dual
 // "combineGrad".
 //
 // Forward: out_r[srcToken[r]] += Y[r] · (score_before_experts ? 1 : gate[r])  — the K outputs of a token summed,

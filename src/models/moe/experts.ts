@@ -1,4 +1,4 @@
-// MoE stage "compute" and its dual "computeGrad" (spec §3.3 step 14, for-loop path): rows grouped by local expert,
+// MoE stage "compute" and its dual "computeGrad" (torchtitan-semantics.md §3.3 step 14, for-loop path): rows grouped by local expert,
 // counts[l] rows for local expert l (zero is fine), each group through its own SwiGLU:
 //   Y_l = (silu(R_l·W1[l]ᵀ) ⊙ (R_l·W3[l]ᵀ))·W2[l]ᵀ        w1, w3 (L,H,D), w2 (L,D,H)
 // The buffers are plain row buffers, so the rows may come from this rank (EP = 1) or from a dispatch collective.

@@ -1,4 +1,4 @@
-// Auxiliary-loss-free load balancing (spec §3.4), the optimizer pre-hook's math for one MoE layer. The SUM
+// Auxiliary-loss-free load balancing (torchtitan-semantics.md §3.4), the optimizer pre-hook's math for one MoE layer. The SUM
 // all-reduce of the counts over the batch×cp ranks sits between halveCheckpointedCounts and expertBiasUpdate and is
 // the caller's (distributed) business; on one rank there is nothing to reduce.
 

@@ -1,4 +1,4 @@
-// MoE stage "dispatch" (its local half: sort + gather) and its dual "dispatchGrad" (spec §3.3 steps 11–13).
+// MoE stage "dispatch" (its local half: sort + gather) and its dual "dispatchGrad" (torchtitan-semantics.md §3.3 steps 11–13).
 //
 // Forward: stable grouping of the N·K (token, slot) pairs by expert id (a counting sort over the token-major
 // flattening, so within an expert rows are ordered by ascending token), then

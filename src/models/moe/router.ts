@@ -1,4 +1,4 @@
-// MoE stage "route" and its dual "routerGrad" (spec §3.3 steps 1–10, §9 items 1–4).
+// MoE stage "route" and its dual "routerGrad" (torchtitan-semantics.md §3.3 steps 1–10, §9 items 1–4).
 //
 // Forward, for X (N,D) and gate W (E,D):
 //   logits = X·Wᵀ (+ b)                                  (sgemm)

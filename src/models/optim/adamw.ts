@@ -1,4 +1,4 @@
-// AdamW over flat buffers (units, or FSDP shards of them) (torch.optim.AdamW semantics, spec §5.2): decoupled weight decay on every parameter
+// AdamW over flat buffers (units, or FSDP shards of them) (torch.optim.AdamW semantics, torchtitan-semantics.md §5.2): decoupled weight decay on every parameter
 // (embeddings, norms, router and experts alike — torchtitan builds one param group), moments in category
 // "optimizer" with the unit's layout, so an FSDP shard of a unit has the matching shard of its moments.
 // With `l2` it is torch.optim.Adam instead (torchtitan's optimizer name "Adam"): the weight decay is added to the

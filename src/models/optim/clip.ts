@@ -1,4 +1,4 @@
-// Gradient-norm clipping as torch's clip_grad_norm_ (spec §5.4). The norm is split into partial sums of squares so
+// Gradient-norm clipping as torch's clip_grad_norm_ (torchtitan-semantics.md §5.4). The norm is split into partial sums of squares so
 // the distributed layer can all-reduce them per group (EP params over the EP×EFSDP mesh, the rest over FSDP) and
 // combine total = sqrt(n_ep² + n_nonep²); on one rank it is simply every grad.
 

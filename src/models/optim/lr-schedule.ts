@@ -1,4 +1,4 @@
-// torchtitan's LambdaLR: linear warmup → stable → decay (linear | sqrt | cosine) to min_lr_factor (spec §5.3).
+// torchtitan's LambdaLR: linear warmup → stable → decay (linear | sqrt | cosine) to min_lr_factor (torchtitan-semantics.md §5.3).
 // T = total steps, W = warmup (capped at T), D = round(T·decay_ratio) capped at T−W (None → T−W), stable
 // St = T + 1 − W − D (the +1 is a virtual step so the lr never reaches 0). Train step n (1-based) uses lr·λ(n−1).
 

@@ -1,6 +1,6 @@
 // Parameter init as torchtitan's init_weights (per-parameter std, depth-scaled init_std, trunc_normal with absolute
 // bounds, output ±3·std, norms = 1), from a seeded RNG of our own: torch's stream cannot be reproduced bitwise
-// (spec §8.15), so parity tests load identical weights instead.
+// (torchtitan-semantics.md §8.15), so parity tests load identical weights instead.
 //
 // Each parameter draws from its own stream keyed by (seed, name), and each routed expert from (seed, name, expert
 // id): an EP shard holding experts [e0, e0+L) initialises exactly the rows the full model has there, and an FSDP

@@ -1,5 +1,5 @@
 // The byte-level tokenizer with the effective behaviour of torchtitan's test tokenizer (tests/assets/tokenizer,
-// spec §7.2). That tokenizer is an HF BPE with 2002 entries and no merges behind a ByteLevel pre-tokenizer; the
+// torchtitan-semantics.md §7.2). That tokenizer is an HF BPE with 2002 entries and no merges behind a ByteLevel pre-tokenizer; the
 // only entries the byte-level alphabet can ever hit are the printable ASCII characters, so in practice it is a
 // lookup table. We implement the table, not the BPE machinery, and match it exactly:
 //   - every byte 0x21–0x7E ('!'…'~') becomes one token whose id is the byte value;

@@ -1,4 +1,4 @@
-// torchtitan's per-step console line (components/metrics.py, spec §6), field for field:
+// torchtitan's per-step console line (components/metrics.py, torchtitan-semantics.md §6), field for field:
 //   step: {step:2}  loss: {loss:8.5f}  grad_norm: {gn:7.4f}  memory: {GiB:5.2f}GiB({pct:.2f}%)  tps: {round(tps):,}  tflops: {tflops:,.2f}  mfu: {mfu:.2f}%
 // Colours per field as torchtitan: step red, loss green, grad_norm orange, memory turquoise, tps blue, tflops cyan,
 // mfu magenta. picocolors has no orange/turquoise, so those two are yellow and bright cyan. Colours are off when

@@ -3,7 +3,7 @@
 // appends one record to outputs/<run>/metrics.jsonl (on every rank).
 //
 // Build it early — before the model — because torchtitan's first tps/MFU window starts at the MetricsProcessor's
-// construction and so includes model build and init (spec §8.8).
+// construction and so includes model build and init (torchtitan-semantics.md §8.8).
 
 import { join } from 'node:path';
 import type { JobConfig } from '../job-config.ts';

@@ -1,4 +1,4 @@
-// Throughput as torchtitan measures it (spec §6), per rank:
+// Throughput as torchtitan measures it (torchtitan-semantics.md §6), per rank:
 //   tps    = tokens this rank loaded since the last log (Σ labels.numel()) / Δt, Δt = wall time since the previous
 //            log — for the first log, since the meter was built, so model build and init are included (as in
 //            torchtitan, where the MetricsProcessor is built before the model);

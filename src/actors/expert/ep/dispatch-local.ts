@@ -1,8 +1,10 @@
 // EP = 1: this rank holds every expert. The stages are the single-rank MoE layer's, with nothing to send.
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
-export const localDispatch: EpDispatch = {
-  async exchangeCounts() {},
+export const localDispatch: EpDispatch<undefined> = {
+  async exchangeCounts() {
+    return undefined;
+  },
 
   async dispatch(s: MoeStep) {
     const { perm, rows } = s.layer.permute(s.rt, s.route!, s.x);

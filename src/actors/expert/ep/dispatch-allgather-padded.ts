@@ -4,6 +4,7 @@
 // rows. Backward: the duals of those all_gathers are reduce_scatters (sum) of buffers in which each rank placed
 // only its own rows.
 
+import type { CallSite } from '../../../comm/communicator.ts';
 import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
@@ -20,15 +21,14 @@ interface PaddedPlan {
   homeIdx: Int32Array;
 }
 
-const plan = (s: MoeStep) => s.plan as PaddedPlan;
 
-export const allgatherPaddedDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep) {
+export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<PaddedPlan> {
     const { P, E, L, rt } = s;
     const me = s.ep.rank;
     // (P·E) rows rank i routed to expert g, at [i·E + g].
     const all = new Int32Array(P * E);
-    await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts` });
+    await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts`, site });
     // prefix[i][g] = rows of source i before expert g in its sorted order; prefix[i][E] = rows source i routes.
     const prefix = new Int32Array(P * (E + 1));
     for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
@@ -67,17 +67,16 @@ export const allgatherPaddedDispatch: EpDispatch = {
       const cnt = all[me * E + g]!;
       for (let c = 0; c < cnt; c++) homeIdx[q++] = off + c;
     }
-    s.plan = { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
+    return { Rmax, Rloc, localCounts, RlocMax, localIdx, homeIdx } satisfies PaddedPlan;
   },
 
-  async dispatch(s: MoeStep) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
     s.perm = perm;
     const gathered = rt.pool.get(P * p.Rmax * D);
-    await allGatherRows(rt.k, s.ep, rows, gathered, { tag: `${s.tag} dispatch` });
+    await allGatherRows(rt.k, s.ep, rows, gathered, { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
     const local = rt.pool.get(p.Rloc * D);
     rt.k.gatherRows(gathered, p.localIdx, local, p.Rloc, D, null);
@@ -86,15 +85,14 @@ export const allgatherPaddedDispatch: EpDispatch = {
     s.localCounts = p.localCounts;
   },
 
-  combine(s: MoeStep): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: PaddedPlan, site: CallSite): Promise<void> {
     const { rt, D, P, N } = s;
     const send = rt.pool.zeros(p.RlocMax * D);
     send.set(s.yLocal!.subarray(0, p.Rloc * D));
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const gathered = rt.pool.get(P * p.RlocMax * D);
-    const sent = allGatherRows(rt.k, s.ep, send, gathered, { tag: `${s.tag} combine` });
+    const sent = allGatherRows(rt.k, s.ep, send, gathered, { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(send);
       const R = s.perm!.R;
@@ -107,8 +105,7 @@ export const allgatherPaddedDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
@@ -116,29 +113,26 @@ export const allgatherPaddedDispatch: EpDispatch = {
     rt.k.scatterAddRows(dY, p.homeIdx, full, s.perm!.R, D, null);
     rt.pool.release(dY);
     const mine = rt.pool.get(p.RlocMax * D);
-    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad` });
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad`, site });
     rt.pool.release(full);
     s.dYLocal = mine;
   },
 
-  async dispatchGrad(s: MoeStep) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
     const full = rt.pool.zeros(P * p.Rmax * D);
     rt.k.scatterAddRows(s.dRowsLocal!, p.localIdx, full, p.Rloc, D, null);
     const mine = rt.pool.get(p.Rmax * D);
-    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad` });
+    await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad`, site });
     rt.pool.release(full);
     s.layer.dispatchGrad(rt, s.perm!, s.x, mine, s.dx!, s.dGates!);
     rt.pool.release(mine);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as PaddedPlan | undefined;
+  release(s: MoeStep, p: PaddedPlan) {
     if (p) {
       s.rt.pool.releaseI32(p.localIdx);
       s.rt.pool.releaseI32(p.homeIdx);
     }
-    s.plan = undefined;
   },
 };

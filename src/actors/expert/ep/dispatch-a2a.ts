@@ -1,8 +1,9 @@
-// torchtitan's dispatch (spec §4.3–4.4): all_to_all the per-local-expert counts, all_to_all_v the routed rows
+// torchtitan's dispatch (torchtitan-semantics.md §4.3–4.4): all_to_all the per-local-expert counts, all_to_all_v the routed rows
 // (sorted by global expert, so each destination's rows are contiguous), regroup the received rows from
 // (source rank, local expert) order to (local expert, source rank) order, compute, and send the outputs back the
 // same way. Backward: the same collectives with the splits swapped.
 
+import type { CallSite } from '../../../comm/communicator.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { sumOf } from './moe-step.ts';
 import { allToAllRows } from './wire.ts';
@@ -19,7 +20,6 @@ interface A2aPlan {
   regroup?: Int32Array;
 }
 
-const plan = (s: MoeStep) => s.plan as A2aPlan;
 const times = (xs: number[], k: number) => xs.map((x) => x * k);
 
 /** Puts rows of `src` (Rcv,D) in received order back from (local expert, source) order: out[regroup[p]] = src[p]. */
@@ -29,29 +29,28 @@ function unRegroup(s: MoeStep, src: Float32Array, p: A2aPlan): Float32Array {
   return out;
 }
 
-export const a2aDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep) {
+export const a2aDispatch: EpDispatch<A2aPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<A2aPlan> {
     const { P, L, E } = s;
     const counts = s.route!.counts;
     const m = new Int32Array(E);
     const equal = new Array<number>(P).fill(L);
-    await s.ep.allToAllV(counts, equal, m, equal, { tag: `${s.tag} counts` });
+    await s.ep.allToAllV(counts, equal, m, equal, { tag: `${s.tag} counts`, site });
     const sendRows: number[] = [];
     const recvRows: number[] = [];
     for (let j = 0; j < P; j++) {
       sendRows.push(sumOf(counts, j * L, (j + 1) * L));
       recvRows.push(sumOf(m, j * L, (j + 1) * L));
     }
-    s.plan = { m, sendRows, recvRows, Rcv: sumOf(recvRows) } satisfies A2aPlan;
+    return { m, sendRows, recvRows, Rcv: sumOf(recvRows) } satisfies A2aPlan;
   },
 
-  async dispatch(s: MoeStep) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D, L, P } = s;
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
     s.perm = perm;
     const recv = rt.pool.get(p.Rcv * D);
-    await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch` });
+    await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
     // Received order: (source i, local expert e, token); experts want (e, i, token).
     const regroup = rt.pool.i32(p.Rcv);
@@ -76,14 +75,13 @@ export const a2aDispatch: EpDispatch = {
     s.localCounts = localCounts;
   },
 
-  combine(s: MoeStep): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: A2aPlan, site: CallSite): Promise<void> {
     const { rt, D, N, K } = s;
     const yRecv = unRegroup(s, s.yLocal!, p);
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const yHome = rt.pool.get(N * K * D);
-    const sent = allToAllRows(rt.k, s.ep, yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine` });
+    const sent = allToAllRows(rt.k, s.ep, yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(yRecv);
       const cb = s.layer.combine(rt, s.perm!, yHome, N);
@@ -92,13 +90,12 @@ export const a2aDispatch: EpDispatch = {
     });
   },
 
-  async combineGrad(s: MoeStep) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D } = s;
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const recv = rt.pool.get(p.Rcv * D);
-    await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad` });
+    await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad`, site });
     rt.pool.release(dY);
     const local = rt.pool.get(p.Rcv * D);
     rt.k.gatherRows(recv, p.regroup!, local, p.Rcv, D, null);
@@ -106,20 +103,17 @@ export const a2aDispatch: EpDispatch = {
     s.dYLocal = local;
   },
 
-  async dispatchGrad(s: MoeStep) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D, N, K } = s;
     const dRecv = unRegroup(s, s.dRowsLocal!, p);
     const dRows = rt.pool.get(N * K * D);
-    await allToAllRows(rt.k, s.ep, dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad` });
+    await allToAllRows(rt.k, s.ep, dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad`, site });
     rt.pool.release(dRecv);
     s.layer.dispatchGrad(rt, s.perm!, s.x, dRows, s.dx!, s.dGates!);
     rt.pool.release(dRows);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as A2aPlan | undefined;
+  release(s: MoeStep, p: A2aPlan) {
     if (p?.regroup) s.rt.pool.releaseI32(p.regroup);
-    s.plan = undefined;
   },
 };

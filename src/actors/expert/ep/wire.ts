@@ -3,9 +3,9 @@
 // integers, and reduce_scatters stay f32 (the reduce dtype). The rows are rounded to bf16 before sending and
 // widened on arrival; the experts' matmuls round their inputs to bf16 anyway, so dispatching bf16 rows changes no
 // forward result there.
-import type { CallOptions, Communicator } from '../../comm/communicator.ts';
-import type { Kernels } from '../../tensor/kernels-api.ts';
-import { paramDtypeOf } from '../../tensor/precision.ts';
+import type { CallOptions, Communicator } from '../../../comm/communicator.ts';
+import type { Kernels } from '../../../tensor/kernels-api.ts';
+import { paramDtypeOf } from '../../../tensor/precision.ts';
 
 const total = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 

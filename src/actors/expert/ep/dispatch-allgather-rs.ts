@@ -5,9 +5,10 @@
 // Backward swaps them: all_gather the output grads, reduce_scatter the input grads and the gate grads.
 // Needs the same token count on every EP rank (true of every data split moe-actors makes).
 
+import type { CallSite } from '../../../comm/communicator.ts';
 import { allGatherRows } from './wire.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
-import { permuteForward, releasePermutation, scatterGateGrads, type Permutation } from '../../models/moe/permute.ts';
+import { permuteForward, releasePermutation, scatterGateGrads, type Permutation } from '../../../models/moe/permute.ts';
 
 interface RsPlan {
   /**
@@ -21,18 +22,17 @@ interface RsPlan {
   dGatesAll: Float32Array | null;
 }
 
-const plan = (s: MoeStep) => s.plan as RsPlan;
 const sbeOf = (s: MoeStep) => s.layer.spec.args.score_before_experts;
 
-export const allgatherRsDispatch: EpDispatch = {
-  async exchangeCounts(s: MoeStep) {
+export const allgatherRsDispatch: EpDispatch<RsPlan> = {
+  async exchangeCounts(s: MoeStep, site: CallSite): Promise<RsPlan> {
     const { rt, P, N, K, L } = s;
     const me = s.ep.rank;
     const allIdx = new Int32Array(P * N * K);
     const allGates = rt.pool.get(P * N * K);
     await Promise.all([
-      s.ep.allGather(s.route!.topIdx, allIdx, { tag: `${s.tag} routing ids` }),
-      s.ep.allGather(s.route!.gates, allGates, { tag: `${s.tag} routing gates` }),
+      s.ep.allGather(s.route!.topIdx, allIdx, { tag: `${s.tag} routing ids`, site }),
+      s.ep.allGather(s.route!.gates, allGates, { tag: `${s.tag} routing gates`, site }),
     ]);
     const lo = me * L;
     const counts = new Int32Array(L);
@@ -58,14 +58,13 @@ export const allgatherRsDispatch: EpDispatch = {
       gatesSorted[q] = allGates[j]!;
     }
     rt.pool.release(allGates);
-    s.plan = { perm: { R, srcToken, slot, gatesSorted, counts }, xLocal: null, dGatesAll: null } satisfies RsPlan;
+    return { perm: { R, srcToken, slot, gatesSorted, counts }, xLocal: null, dGatesAll: null } satisfies RsPlan;
   },
 
-  async dispatch(s: MoeStep) {
-    const p = plan(s);
+  async dispatch(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D } = s;
     const allX = rt.pool.get(P * N * D);
-    await allGatherRows(rt.k, s.ep, s.x, allX, { tag: `${s.tag} dispatch` });
+    await allGatherRows(rt.k, s.ep, s.x, allX, { tag: `${s.tag} dispatch`, site });
     const sbe = sbeOf(s);
     const local = permuteForward(rt, p.perm, allX, D, sbe);
     // The gate grads need x[srcToken]; gathering just those rows now frees allX before backward.
@@ -75,34 +74,31 @@ export const allgatherRsDispatch: EpDispatch = {
     s.localCounts = p.perm.counts;
   },
 
-  combine(s: MoeStep): Promise<void> {
-    const p = plan(s);
+  combine(s: MoeStep, p: RsPlan, site: CallSite): Promise<void> {
     const { rt, P, N, D } = s;
     // The partial output covers every rank's tokens; the reduce_scatter sums and returns each rank its own.
     const cb = s.layer.combine(rt, p.perm, s.yLocal!, P * N);
     s.yLocal = undefined; // combine took ownership
     s.combineCtx = cb.ctx;
     const out = rt.pool.get(N * D);
-    const sent = s.ep.reduceScatter(cb.out, out, { op: 'sum' }, { tag: `${s.tag} combine` });
+    const sent = s.ep.reduceScatter(cb.out, out, { op: 'sum' }, { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(cb.out);
       s.out = out;
     });
   },
 
-  async combineGrad(s: MoeStep) {
-    const p = plan(s);
+  async combineGrad(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D, K } = s;
     const allD = rt.pool.get(P * N * D);
-    await allGatherRows(rt.k, s.ep, s.dOut!, allD, { tag: `${s.tag} combine-grad` });
+    await allGatherRows(rt.k, s.ep, s.dOut!, allD, { tag: `${s.tag} combine-grad`, site });
     p.dGatesAll = rt.pool.zeros(P * N * K);
     s.dYLocal = s.layer.combineGrad(rt, p.perm, s.combineCtx!, allD, p.dGatesAll);
     s.combineCtx = undefined;
     rt.pool.release(allD);
   },
 
-  async dispatchGrad(s: MoeStep) {
-    const p = plan(s);
+  async dispatchGrad(s: MoeStep, p: RsPlan, site: CallSite) {
     const { rt, P, N, D, K } = s;
     const sbe = sbeOf(s);
     const { perm } = p;
@@ -121,8 +117,8 @@ export const allgatherRsDispatch: EpDispatch = {
     const dxMine = rt.pool.get(N * D);
     const dgMine = rt.pool.get(N * K);
     await Promise.all([
-      s.ep.reduceScatter(dxAll, dxMine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad x` }),
-      s.ep.reduceScatter(p.dGatesAll!, dgMine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad gates` }),
+      s.ep.reduceScatter(dxAll, dxMine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad x`, site }),
+      s.ep.reduceScatter(p.dGatesAll!, dgMine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad gates`, site }),
     ]);
     rt.pool.release(dxAll);
     rt.k.add(s.dx!, dxMine, s.dx!, N * D);
@@ -131,14 +127,12 @@ export const allgatherRsDispatch: EpDispatch = {
     rt.pool.release(dgMine);
   },
 
-  release(s: MoeStep) {
-    const p = s.plan as RsPlan | undefined;
+  release(s: MoeStep, p: RsPlan) {
     if (p) {
       const pool = s.rt.pool;
       releasePermutation(s.rt, p.perm);
       if (p.xLocal) pool.release(p.xLocal);
       if (p.dGatesAll) pool.release(p.dGatesAll);
     }
-    s.plan = undefined;
   },
 };

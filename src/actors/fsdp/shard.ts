@@ -1,19 +1,23 @@
-// The FsdpShard actor of a rank: for every parameter unit it owns the flat parameter shard (1/P of the unit,
+// The FSDP unit actor (`fsdp:<unit>`) of a rank: for its parameter unit it owns the flat parameter shard (1/P of the unit,
 // padded so every rank's shard has the same length), the gradient shard that accumulates over microbatches, and
 // — while the unit is unsharded — the full flat buffers the layers compute on. It implements the fsdp-unit
 // machine's stages: unshard (all_gather), reshard (free), reduce (reduce_scatter; SUM then divide or PREMUL_SUM;
-// HSDP all_reduce across replicas).
+// HSDP all_reduce across replicas). The shard (buffers) lives as long as the rank; its machine is spawned under
+// each step's root (see protocols/train-step.machine.ts) and reached through the actor system.
 
-import type { ParamDtype } from '../tensor/precision.ts';
-import { createActor, fromPromise, type Actor } from 'xstate';
-import type { Communicator, ReduceOp } from '../comm/communicator.ts';
-import type { FlatParams, ParamUnit } from '../models/params/unit.ts';
-import type { Allocator } from '../tensor/allocator.ts';
-import type { ActivationPool } from '../models/pool.ts';
-import type { Kernels } from '../tensor/kernels-api.ts';
-import { fsdpUnitMachine, type FsdpStageInput, type GradReduce } from '../protocols/fsdp-unit.machine.ts';
-import { settled } from './expert-shard.ts';
-import type { RankPosition, TraceBridge } from './trace-bridge.ts';
+import { fromPromise, type ActorRefFrom } from 'xstate';
+import type { ParamDtype } from '../../tensor/precision.ts';
+import type { CallSite, Communicator, ReduceOp } from '../../comm/communicator.ts';
+import type { FlatParams, ParamUnit } from '../../models/params/unit.ts';
+import type { Allocator } from '../../tensor/allocator.ts';
+import type { ActivationPool } from '../../models/pool.ts';
+import type { Kernels } from '../../tensor/kernels-api.ts';
+import { fsdpUnitMachine, type FsdpStageInput, type FsdpUnitInput, type GradReduce } from '../../protocols/fsdp-unit.machine.ts';
+import { siteOf } from '../call-site.ts';
+import { until, type StepFailure } from '../wait.ts';
+
+/** The unit's machine as spawned in the step's actor system. */
+export type FsdpUnitRef = ActorRefFrom<typeof fsdpUnitMachine>;
 
 export interface FsdpUnitOptions {
   unit: ParamUnit;
@@ -67,9 +71,9 @@ export class FsdpUnitShard implements FlatParams {
   private fullGrad: Float32Array | null = null;
   private reduced: Float32Array | null = null;
   private pending: Promise<void> | null = null;
-  readonly actor: Actor<typeof fsdpUnitMachine>;
+  /** The unit machine's input (the machine is spawned per step by the train-step root as `fsdp:<unit>`). */
+  readonly input: FsdpUnitInput;
   private readonly opts: FsdpUnitOptions;
-  private error: unknown;
   /** With one rank and no replicas the shard *is* the unit: compute on it directly, no copies. */
   private readonly trivial: boolean;
 
@@ -77,8 +81,7 @@ export class FsdpUnitShard implements FlatParams {
     opts: FsdpUnitOptions,
     private readonly alloc: Allocator,
     private readonly k: Kernels,
-    bridge: TraceBridge | null,
-    private readonly position: RankPosition,
+    private readonly failure: StepFailure,
   ) {
     this.opts = opts;
     this.unit = opts.unit;
@@ -94,10 +97,10 @@ export class FsdpUnitShard implements FlatParams {
       this.paramShard = opts.unit.data;
       this.gradShard = opts.unit.grad;
     } else {
-      // The unit's own (full) storage holds the initial weights; keep this rank's slice and let the rest go. On the
-      // threads transport the shard lives on a SharedArrayBuffer: the unshard all_gather's peers then read it in
+      // The unit's own (full) storage holds the initial weights; keep this rank's slice and let the rest go. Where peers
+      // read shared memory in place (threads), the shard lives on a SharedArrayBuffer: the unshard all_gather's peers then read it in
       // place instead of through the sender's arena slot (one copy less per element).
-      const shared = opts.group.backend.startsWith('threads/');
+      const shared = opts.group.peerReadsInPlace;
       this.paramShard = shared ? alloc.sharedF32('params', this.shardSize) : alloc.f32('params', this.shardSize);
       const r = opts.group.rank;
       this.paramShard.set(opts.unit.data.subarray(r * this.shardSize, Math.min(n, (r + 1) * this.shardSize)));
@@ -105,33 +108,7 @@ export class FsdpUnitShard implements FlatParams {
       opts.unit.free();
       opts.unit.detach();
     }
-    const stage = (fn: (input: FsdpStageInput) => Promise<void> | void, reduce = false) =>
-      fromPromise<void, FsdpStageInput>(async ({ input }) => {
-        this.position.actor = 'fsdp';
-        if (reduce) this.position.layer = this.layer;
-        try {
-          await fn(input);
-        } catch (e) {
-          this.error = e;
-          throw e;
-        }
-      });
-    const machine = fsdpUnitMachine.provide({
-      actions: { accumulate: () => this.accumulate() },
-      actors: {
-        unshard: stage(() => this.unshardStage()),
-        reshard: stage(() => this.reshardStage()),
-        reduceScatter: stage(() => this.reduceScatterStage(), true),
-        allReduceReplicas: stage(() => this.allReduceStage(), true),
-        divide: stage(() => this.divideStage(), true),
-      },
-    });
-    this.actor = createActor(machine, {
-      input: { unit: opts.unit.id, reshardAfterForward: opts.reshardAfterForward, hsdp: opts.replicate.size > 1, gradReduce: opts.gradReduce },
-      inspect: bridge?.inspect,
-    });
-    bridge?.label(this.actor, 'fsdpUnit', this.layer, null);
-    this.actor.start();
+    this.input = { unit: opts.unit.id, reshardAfterForward: opts.reshardAfterForward, hsdp: opts.replicate.size > 1, gradReduce: opts.gradReduce };
   }
 
   // FlatParams: what the optimizer and clipping see is this rank's shard.
@@ -149,17 +126,14 @@ export class FsdpUnitShard implements FlatParams {
   }
 
   /** Makes the full parameters available for forward (or, with a zeroed full gradient, for backward). */
-  async unshard(purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<void> {
+  async unshard(actor: FsdpUnitRef, purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<void> {
     if (this.trivial) return;
     // The previous microbatch's reduction must finish before the unit is gathered again.
     if (this.pending) await this.pending;
-    // A reshard after forward runs as an async stage: UNSHARD sent while it runs would be dropped (the machine
-    // has no transition for it there) and the rank would wait forever — the output unit under policy "always"
-    // is unsharded for backward right after its forward. Wait until the reshard is done.
-    await settled(this.actor, (s) => !s.matches('resharding'), () => this.error);
-    this.actor.send({ type: 'UNSHARD', purpose, microbatch, step });
+    // Sent even while the machine reshards: it queues the UNSHARD until the reshard is done.
+    actor.send({ type: 'UNSHARD', purpose, microbatch, step });
     const want = purpose === 'forward' ? 'unsharded' : 'grads';
-    await settled(this.actor, (s) => s.matches(want), () => this.error);
+    await until(actor, (s) => s.matches(want), this.failure);
     if (purpose === 'backward' && !this.fullGrad) {
       const n = this.shardSize * this.group.size;
       this.fullGrad = this.opts.pools ? this.opts.pools.grads.zeros(n) : this.alloc.f32('grads', n);
@@ -168,20 +142,20 @@ export class FsdpUnitShard implements FlatParams {
   }
 
   /** Forward is done with the unit: the reshard-after-forward policy applies. */
-  forwardDone(): void {
+  forwardDone(actor: FsdpUnitRef): void {
     if (this.trivial) return;
-    this.actor.send({ type: 'FORWARD_DONE' });
+    actor.send({ type: 'FORWARD_DONE' });
   }
 
   /**
    * Backward has produced the unit's full gradients: reduce them into the shard. Returns at once with the
    * reduction in flight (it overlaps the next block's backward); the promise settles when it is done.
    */
-  reduceGrads(): Promise<void> {
+  reduceGrads(actor: FsdpUnitRef): Promise<void> {
     if (this.trivial) return Promise.resolve();
-    const p = this.opts.queue(() => {
-      this.actor.send({ type: 'GRADS_READY' });
-      return settled(this.actor, (s) => s.matches('resharded'), () => this.error);
+    const p = this.opts.queue(async () => {
+      actor.send({ type: 'GRADS_READY' });
+      await until(actor, (s) => s.matches('resharded'), this.failure);
     });
     const tracked: Promise<void> = p.finally(() => {
       if (this.pending === tracked) this.pending = null;
@@ -196,65 +170,65 @@ export class FsdpUnitShard implements FlatParams {
     this.gradShard.fill(0);
   }
 
-  // ---- stages ----
+  // ---- stages (provided to the unit's machine by provideFsdpUnit) ----
 
-  private async unshardStage(): Promise<void> {
+  async unshardStage(site: CallSite): Promise<void> {
     const P = this.group.size;
     if (!this.full) {
       // Every element is written by the all_gather: a pooled buffer needs no zeroing.
       const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
-      if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full);
-      else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}` });
+      if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full, site);
+      else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}`, site });
       this.full = full;
       this.unit.attach({ data: full });
     }
   }
 
-  private async allGatherBf16(full: Float32Array): Promise<void> {
+  private async allGatherBf16(full: Float32Array, site: CallSite): Promise<void> {
     const n = this.shardSize;
     const send = new Uint16Array(n);
     const recv = new Uint16Array(n * this.group.size);
     this.k.toBf16(this.paramShard, send, n);
-    await this.group.allGather(send, recv, { tag: `unshard ${this.unit.id}` });
+    await this.group.allGather(send, recv, { tag: `unshard ${this.unit.id}`, site });
     this.k.fromBf16(recv, full, recv.length);
   }
 
-  private reshardStage(): void {
+  reshardStage(): void {
     this.unit.detach();
     if (this.opts.pools) this.opts.pools.params.release(this.full);
     else this.alloc.free(this.full ?? undefined);
     this.full = null;
   }
 
-  private async reduceScatterStage(): Promise<void> {
+  async reduceScatterStage(site: CallSite): Promise<void> {
     const grad = this.fullGrad;
     if (!grad) throw new Error(`unit ${this.unit.id}: reduce without gradients (backward did not unshard it)`);
     const f = this.opts.divideFactor;
     const op: ReduceOp = this.opts.gradReduce === 'premul-sum' ? { op: 'premul_sum', factor: 1 / f } : { op: 'sum' };
     const out = this.opts.pools ? this.opts.pools.comm.get(this.shardSize) : this.alloc.f32('comm', this.shardSize);
-    if (this.opts.reduceDtype === 'bfloat16') await this.reduceScatterBf16(grad, out, op);
-    else await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}` });
+    if (this.opts.reduceDtype === 'bfloat16') await this.reduceScatterBf16(grad, out, op, site);
+    else await this.opts.reduceGroup.reduceScatter(grad, out, op, { tag: `reduce ${this.unit.id}`, site });
     if (this.opts.pools) this.opts.pools.grads.release(grad);
     else this.alloc.free(grad);
     this.fullGrad = null;
     this.reduced = out;
   }
 
-  private async reduceScatterBf16(grad: Float32Array, out: Float32Array, op: ReduceOp): Promise<void> {
+  private async reduceScatterBf16(grad: Float32Array, out: Float32Array, op: ReduceOp, site: CallSite): Promise<void> {
     const n = grad.length;
     if (op.op === 'premul_sum') this.k.scale(grad, op.factor, n);
     const send = new Uint16Array(n);
     const recv = new Uint16Array(this.shardSize);
     this.k.toBf16(grad, send, n);
-    await this.opts.reduceGroup.reduceScatter(send, recv, { op: 'sum' }, { tag: `reduce ${this.unit.id}` });
+    await this.opts.reduceGroup.reduceScatter(send, recv, { op: 'sum' }, { tag: `reduce ${this.unit.id}`, site });
     this.k.fromBf16(recv, out, this.shardSize);
   }
 
-  private async allReduceStage(): Promise<void> {
-    await this.replicate.allReduce(this.reduced!, { op: 'sum' }, { tag: `replicas ${this.unit.id}` });
+  async allReduceStage(site: CallSite): Promise<void> {
+    await this.replicate.allReduce(this.reduced!, { op: 'sum' }, { tag: `replicas ${this.unit.id}`, site });
   }
 
-  private divideStage(): void {
+  divideStage(): void {
     this.k.scale(this.reduced!, 1 / this.opts.divideFactor, this.shardSize);
   }
 
@@ -262,14 +236,42 @@ export class FsdpUnitShard implements FlatParams {
    * Gradient accumulation over microbatches happens on the shard, as FSDP2 does. It runs on entering the
    * machine's `reduced` state, so no reduce stage has to work out whether it is the last one.
    */
-  private accumulate(): void {
+  accumulate(): void {
     this.k.add(this.gradShard, this.reduced!, this.gradShard, this.shardSize);
     if (this.opts.pools) this.opts.pools.comm.release(this.reduced);
     else this.alloc.free(this.reduced!);
     this.reduced = null;
   }
+}
 
-  stop(): void {
-    this.actor.stop();
-  }
+/**
+ * The fsdp-unit machine every `fsdp:<unit>` actor runs, its stages provided by the unit's shard (the machine's
+ * input names the unit).
+ */
+export function provideFsdpUnit(shards: ReadonlyMap<string, FsdpUnitShard>, failure: StepFailure) {
+  const of = (unit: string) => {
+    const s = shards.get(unit);
+    if (!s) throw new Error(`fsdp unit ${unit}: no shard on this rank`);
+    return s;
+  };
+  const stage = (fn: (s: FsdpUnitShard, site: CallSite) => Promise<void> | void) =>
+    fromPromise<void, FsdpStageInput>(async ({ input }) => {
+      const s = of(input.unit);
+      try {
+        await fn(s, siteOf('fsdp', 'fsdpUnit', { ...input, layer: s.layer }));
+      } catch (e) {
+        failure.first ??= e;
+        throw e;
+      }
+    });
+  return fsdpUnitMachine.provide({
+    actions: { accumulate: ({ context }) => of(context.unit).accumulate() },
+    actors: {
+      unshard: stage((s, site) => s.unshardStage(site)),
+      reshard: stage((s) => s.reshardStage()),
+      reduceScatter: stage((s, site) => s.reduceScatterStage(site)),
+      allReduceReplicas: stage((s, site) => s.allReduceStage(site)),
+      divide: stage((s) => s.divideStage()),
+    },
+  });
 }

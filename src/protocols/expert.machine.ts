@@ -1,0 +1,69 @@
+// The expert-shard actor's protocol on one rank: it owns the local experts of every MoE layer and runs one
+// moe-layer machine per MoE layer × microbatch as its child (`moe:<layer>/<microbatch>`), spawned by the first
+// FORWARD of that layer and microbatch, handed the recompute FORWARD and the BACKWARD, and gone when its backward
+// is done. Its children find the router (systemId `router`) through the actor system.
+
+import { enqueueActions, setup, stopChild } from 'xstate';
+import { moeLayerMachine, type MoePass } from './moe-layer.machine.ts';
+import type { MoeStrategy } from './strategies.ts';
+
+export interface ExpertInput {
+  step: number;
+  strategy: MoeStrategy;
+}
+
+export type ExpertEvent =
+  | { type: 'FORWARD'; layer: number; microbatch: number; pass: MoePass }
+  | { type: 'BACKWARD'; layer: number; microbatch: number }
+  /** Activation checkpointing: the block's forward buffers go (it is recomputed before backward). */
+  | { type: 'DROP'; layer: number; microbatch: number };
+
+/** The child id of a layer × microbatch's moe-layer machine. */
+export const moeLayerId = (layer: number, microbatch: number) => `moe:${layer}/${microbatch}`;
+
+export const expertMachine = setup({
+  types: {
+    context: {} as ExpertInput,
+    input: {} as ExpertInput,
+    events: {} as ExpertEvent,
+  },
+  actors: { moeLayer: moeLayerMachine },
+}).createMachine({
+  id: 'expert',
+  context: ({ input }) => input,
+  initial: 'serving',
+  states: {
+    serving: {
+      on: {
+        FORWARD: {
+          actions: enqueueActions(({ context, event, enqueue, self }) => {
+            const id = moeLayerId(event.layer, event.microbatch);
+            if (!self.getSnapshot().children[id]) {
+              enqueue.spawnChild('moeLayer', {
+                id,
+                input: { layer: event.layer, microbatch: event.microbatch, step: context.step, strategy: context.strategy },
+              });
+            }
+            enqueue.sendTo(id, { type: 'FORWARD', pass: event.pass });
+          }),
+        },
+        // A layer's backward is done (or it failed, and its waiter has the error): the child goes.
+        'xstate.done.actor.*': {
+          actions: stopChild(({ event }) => (event as unknown as { actorId: string }).actorId),
+        },
+        BACKWARD: {
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'BACKWARD' });
+          }),
+        },
+        DROP: {
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'DROP' });
+          }),
+        },
+      },
+    },
+  },
+});
+
+export type ExpertMachine = typeof expertMachine;
