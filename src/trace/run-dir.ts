@@ -30,6 +30,8 @@ export interface EventFile {
   events: TraceEvent[];
   /** Lines that were not JSON (a torn last line of a killed rank is expected; more is a problem). */
   badLines: number;
+  /** The file ends inside a line: its writer was killed mid-write, or the file was cut short afterwards. */
+  tornEnd: boolean;
 }
 
 /** Parses one JSON Lines event file. A partial last line (process killed mid-write) is counted, not fatal. */
@@ -57,7 +59,8 @@ export function readEventFile(file: string): EventFile {
     }
     start = end + 1;
   }
-  return { file, meta, events, badLines };
+  const tornEnd = text.length > 0 && !text.endsWith('\n');
+  return { file, meta, events, badLines, tornEnd };
 }
 
 /** Shifts every time of `events` (in place) from the rank's clock onto the reference clock. */
@@ -86,6 +89,12 @@ export function loadRun(dir: string): LoadedRun {
   const events: TraceEvent[] = [];
   for (const f of files) {
     if (f.badLines > 1) warnings.push(`${f.file}: ${f.badLines} unreadable lines`);
+    // A torn end is what a killed rank leaves, but it is also what a truncated copy looks like: either way the
+    // timeline of this rank stops early, and the user must not read the gap as idle time.
+    if (f.tornEnd) {
+      const last = f.events.length > 0 ? f.events[f.events.length - 1]!.t : undefined;
+      warnings.push(`${f.file}: ends inside a line (the rank was killed while writing, or the file was cut short), so this rank's timeline stops early${last === undefined ? '' : ` at t = ${last.toFixed(3)} ms`}; a copied run folder may be incomplete — copy it again`);
+    }
     if (f.meta?.truncatedAfter !== undefined) {
       warnings.push(`${f.file}: rank ${f.meta.rank} recorded more events than [trace] max_events = ${f.meta.truncatedAfter}; the file holds the first ${f.meta.truncatedAfter}, so the timeline ends early for this rank (raise max_events, or trace fewer steps)`);
     }

@@ -131,7 +131,10 @@ describe('run directory merge', () => {
       [1, 115],
     ]);
     expect(loaded.files.find((f) => f.meta?.rank === 1)!.badLines).toBe(1);
-    expect(loaded.warnings).toEqual([]);
+    // Said, not hidden: a torn end looks the same as a truncated file, and the rank's timeline stops early.
+    expect(loaded.warnings).toHaveLength(1);
+    expect(loaded.warnings[0]).toMatch(/rank-1\.jsonl: ends inside a line .* timeline stops early at t = /);
+    expect(loaded.files.find((f) => f.meta?.rank === 0)!.tornEnd).toBe(false);
   });
 
   it('says what is missing when a folder is not a run', () => {
