@@ -106,7 +106,7 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
   it('the train-step root spawns router, expert, optimizer and one fsdp:<unit> per unit under their systemIds', async () => {
     const { createActor } = await import('xstate');
     const units = ['tok_embeddings', 'layers.0', 'output'].map((unit) => ({ unit, reshardAfterForward: true, hsdp: false, gradReduce: 'sum' as const }));
-    const a = createActor(trainStepMachine, { input: { step: 1, nLayers: 1, microbatches: 1, ac: { mode: 'none' }, biasUpdate: false, gradOnly: false, units, strategy: 'local' } });
+    const a = createActor(trainStepMachine, { input: { step: 1, nLayers: 1, microbatches: 1, ac: { mode: 'none' }, biasUpdate: false, gradOnly: false, units, strategy: 'local', lr: 1e-3, maxNorm: 1 } });
     a.start();
     const ids = ['router', 'expert', 'optimizer', ...units.map((u) => `fsdp:${u.unit}`)];
     for (const id of ids) expect(a.system.get(id), id).toBeDefined();
