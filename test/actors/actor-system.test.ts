@@ -47,6 +47,17 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
     }
   });
 
+  it('every answer sent to a replyTo is one the asking machine accepts', () => {
+    const replies = MESSAGES.filter((m) => m.answer.startsWith('to replyTo:'));
+    expect(replies.length).toBeGreaterThan(0);
+    for (const msg of replies) {
+      const from = ACTORS.find((a) => a.id === msg.from)!;
+      const accepted = new Set([...definedTransitions(MACHINES[from.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]));
+      const answers = msg.answer.slice('to replyTo:'.length).split(';')[0]!.split('/').map((e) => e.trim());
+      for (const e of answers) expect(accepted.has(e), `${msg.to} → ${msg.from}: ${e}`).toBe(true);
+    }
+  });
+
   it('a real step spawns the listed actors and issues exactly the listed collectives, each from its state', async () => {
     const fx = distributedCaseOf('dsv3_groups_softmax_train');
     const seen = new Map<string, Set<string>>();
