@@ -2,6 +2,7 @@
 // that must exist (checked before any work, so a typo costs nothing and the message names the option).
 
 import { existsSync, statSync } from 'node:fs';
+import { samePath } from '../train/paths.ts';
 
 export class CliError extends Error {
   constructor(message: string) {
@@ -25,4 +26,11 @@ export { mpiJob } from '../comm/launch.ts';
 export function requireFile(path: string, option: string): void {
   if (!existsSync(path)) throw new CliError(`${option} ${path}: no such file`);
   if (!statSync(path).isFile()) throw new CliError(`${option} ${path}: not a file`);
+}
+
+/** An output path must not be one of the inputs: writing it would destroy the input before (or while) it is read. */
+export function requireDistinctOutput(out: string, outOption: string, inputs: readonly (readonly [string, string])[]): void {
+  for (const [path, option] of inputs) {
+    if (samePath(out, path)) throw new CliError(`${outOption} ${out} is the same file as ${option} ${path}; writing it would overwrite the input — give another ${outOption} path`);
+  }
 }

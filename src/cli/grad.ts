@@ -26,7 +26,7 @@ import { acModeOf, loadJobConfig, modelConfigOf, type JobConfig } from '../train
 import { planJob } from '../train/trainer.ts';
 import { microbatchesOf, rankJobOf } from '../train/train-rank.ts';
 import { ensureDir } from '../train/ensure-dir.ts';
-import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
+import { CliError, mpiJob, parseRanks, requireDistinctOutput, requireFile } from './common.ts';
 
 const RANK_PROGRAM = fileURLToPath(new URL('../actors/programs/distributed-run.ts', import.meta.url));
 const IGNORE_INDEX = -100;
@@ -149,6 +149,7 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
   requireFile(opts.config, '--config');
   requireFile(opts.checkpoint, '--checkpoint');
   requireFile(opts.batch, '--batch');
+  requireDistinctOutput(opts.out, '--out', [[opts.config, '--config'], [opts.checkpoint, '--checkpoint'], [opts.batch, '--batch']]);
   if (existsSync(opts.out) && statSync(opts.out).isDirectory()) throw new CliError(`--out ${opts.out} is a folder; give the path of the .safetensors file to write`);
   const extra = opts.transport !== undefined ? ['--comm.transport', opts.transport] : [];
   const cfg = loadJobConfig(opts.config, [...overrides, ...extra]);

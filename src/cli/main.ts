@@ -1,13 +1,21 @@
 // moe-actors command line. Each command lives in its own module, loaded only when used (startup stays fast and a
 // command's dependencies — native addons, browsers — are not touched by the others).
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { reportError } from './errors.ts';
+import { checkOptionValues, checkUnknownOptions } from './options.ts';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('moe-actors')
     .description('Train MoE transformers with torchtitan semantics as XState actors on every rank')
+    .version(VERSION, '-V, --version', 'print the moe-actors version')
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .showSuggestionAfterError()
+    // An option that takes a value never takes the next option as it (`--config --training.steps 3`).
+    .hook('preAction', (_program, cmd) => checkOptionValues(cmd));
 
   program
     .command('train')
@@ -18,6 +26,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--live', 'one refreshing line per rank')
     .option('--dry-run', 'validate the config and print the plan; start no ranks')
     .option('--fault <spec>', 'inject a fault on inproc, e.g. kill:rank=2,group=ep,seq=1 (repeatable; see README)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--start-over', 'train from step 1 although the run folder has checkpoints (they are moved aside, not deleted)')
+    .option('--skip-resource-check', "start even if the plan exceeds this host's available memory or rank ceiling")
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[overrides...]', 'config overrides like --training.steps 20')
@@ -159,5 +169,6 @@ export async function main(argv: string[]): Promise<void> {
 
 /** Arguments commander did not recognise: `--section.key value` config overrides (checked by parseOverrides). */
 function overridesOf(cmd: Command): string[] {
+  checkUnknownOptions(cmd, cmd.args);
   return [...cmd.args];
 }

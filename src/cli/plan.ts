@@ -4,7 +4,7 @@
 
 import pc from 'picocolors';
 import { formatPlan } from '../protocols/plan-format.ts';
-import { loadJobConfig } from '../train/job-config.ts';
+import { configPathProblems, configWarnings, loadJobConfig } from '../train/job-config.ts';
 import { DEFAULT_CONFIG, planJob } from '../train/trainer.ts';
 import { isMpiJobTransport } from '../comm/launch.ts';
 import { CliError, mpiJob, parseRanks, requireFile } from './common.ts';
@@ -28,7 +28,10 @@ export async function runPlan(opts: PlanOptions, overrides: readonly string[]): 
     if (!job) throw new CliError(`[comm] transport = "${cfg.comm.transport}": the world size comes from mpiexec; pass --ranks N to plan for N ranks`);
     size = job.size;
   }
+  const problems = configPathProblems(cfg);
+  if (problems.length) throw new CliError(problems.join('\n'));
   const plan = planJob(cfg, size);
   console.log(pc.bold(`moe-actors plan: ${opts.config ?? 'the embedded debug job (configs/debug_ep4.toml)'}, ${size} rank${size === 1 ? '' : 's'} on ${cfg.comm.transport}`));
   console.log(formatPlan(plan));
+  for (const w of configWarnings(cfg)) console.log(pc.yellow(`warning: ${w}`));
 }

@@ -3,7 +3,8 @@
 // types, bad values → an error naming the field, the value and the rule), overridable from the command line as
 // `--training.steps 20`. The [model] section is resolved by the models layer (flavors, [model.args] overrides).
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { resolveModelConfig, type ResolvedModelConfig } from '../models/config.ts';
 
@@ -24,12 +25,30 @@ const nonNegative = (v: number) => (v >= 0 ? null : 'must be ≥ 0');
 const atLeastOne = (v: number) => (v >= 1 ? null : 'must be ≥ 1');
 const unit = (v: number) => (v >= 0 && v <= 1 ? null : 'must be between 0 and 1');
 const beta = (v: number) => (v >= 0 && v < 1 ? null : 'must be in [0, 1)');
+/** Node's timers hold at most 2^31−1 ms (≈ 24.8 days); a longer one fires at once ("timeout after Infinity ms"). */
+export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+const timeoutSeconds = (v: number) =>
+  v > 0 && v <= MAX_TIMER_SECONDS ? null : `must be > 0 and ≤ ${MAX_TIMER_SECONDS} s (Node's timers hold at most 2^31−1 ms ≈ 24.8 days)`;
+/** A folder or file name, not a path: it must not leave the folder it is joined to. */
+export function nameProblem(v: string): string | null {
+  if (v === '') return null;
+  if (v === '.' || v === '..') return `must be a name, not "${v}"`;
+  if (/[/\\\0]/.test(v)) return 'must be a name, not a path (no "/", "\\" or NUL); put the folder in [job] dump_folder';
+  if (Buffer.byteLength(v) > 255) return 'must be at most 255 bytes (a file name)';
+  return null;
+}
+/** A path below the run folder: relative, no ".." component. */
+function insideRunDir(v: string): string | null {
+  if (v === '' || isAbsolute(v)) return 'must be a relative path inside the run folder';
+  if (v.split(/[/\\]/).some((p) => p === '..')) return 'must stay inside the run folder (no ".." component)';
+  return null;
+}
 
 export const SCHEMA = {
   job: {
     dump_folder: { type: 'string', default: './outputs', doc: 'where runs write their folder outputs/<run>/' },
     description: { type: 'string', default: '', doc: 'free text' },
-    run_name: { type: 'string', default: '', doc: 'run folder name (default: config name + timestamp)' },
+    run_name: { type: 'string', default: '', check: nameProblem, doc: 'run folder name (default: config name + timestamp); a name, not a path' },
   },
   model: {
     name: { type: 'string', default: 'llama4', oneOf: ['llama4', 'deepseek_v3'], doc: 'model family' },
@@ -81,7 +100,7 @@ export const SCHEMA = {
   },
   checkpoint: {
     enable: { type: 'boolean', default: false, doc: '' },
-    folder: { type: 'string', default: 'checkpoint', doc: 'relative to the run folder' },
+    folder: { type: 'string', default: 'checkpoint', check: insideRunDir, doc: 'relative to the run folder' },
     interval: { type: 'integer', default: 500, check: atLeastOne, doc: 'steps between checkpoints' },
     keep_latest_k: { type: 'integer', default: 0, check: nonNegative, doc: '0 keeps all' },
     load_step: { type: 'integer', default: -1, doc: '-1 = latest complete checkpoint' },
@@ -105,8 +124,8 @@ export const SCHEMA = {
     dispatch: { type: 'string', default: 'auto', oneOf: ['auto', 'a2a', 'allgather-padded', 'allgather-rs'], doc: 'EP dispatch strategy' },
     grad_reduce: { type: 'string', default: 'auto', oneOf: ['auto', 'sum', 'sum-divide', 'premul-sum'], doc: 'FSDP gradient reduction' },
     gradient_divide_factor: { type: 'number', default: 1, check: positive, doc: 'torchtitan uses 1 (the loss is divided by the global token count)' },
-    timeout_seconds: { type: 'number', default: 100, check: positive, doc: 'per collective after the first step (torchtitan train_timeout_seconds)' },
-    init_timeout_seconds: { type: 'number', default: 300, check: positive, doc: 'per collective during start-up and the first step' },
+    timeout_seconds: { type: 'number', default: 100, check: timeoutSeconds, doc: 'per collective after the first step (torchtitan train_timeout_seconds)' },
+    init_timeout_seconds: { type: 'number', default: 300, check: timeoutSeconds, doc: 'per collective during start-up and the first step' },
     ranks_per_node: { type: 'integer', default: 0, check: nonNegative, doc: '0 = all ranks on one node (mpi: asked from MPI)' },
     probe: { type: 'string', default: 'auto', oneOf: ['auto', 'on', 'off'], doc: 'run every collective once at start-up and plan from what worked (auto: on for mpi and ccl)' },
     seed: { type: 'integer', default: 0, doc: 'inproc arrival-order seed' },
@@ -147,7 +166,7 @@ export class ConfigError extends Error {
   }
 }
 
-function closest(name: string, options: readonly string[]): string | null {
+export function closest(name: string, options: readonly string[]): string | null {
   let best: string | null = null;
   let bestD = Infinity;
   for (const o of options) {
@@ -176,6 +195,14 @@ function describe(v: unknown): string {
 function checkField(section: string, key: string, spec: FieldSpec, v: unknown, where: string): unknown {
   const field = `[${section}] ${key}`;
   const bad = (rule: string) => new ConfigError(`${where}: ${field} = ${describe(v)}: ${rule}`);
+  // TOML integers arrive as bigint (parsed with integersAsBigInt), floats as number: `steps = 3.0` or `1e308` is
+  // a float, not an integer, whatever its value.
+  if (typeof v === 'bigint') {
+    if (!Number.isSafeInteger(Number(v))) throw bad(`is out of range (integers up to ±${Number.MAX_SAFE_INTEGER})`);
+    v = Number(v);
+  } else if ((spec.type === 'integer' || spec.type === 'string|integer') && typeof v === 'number') {
+    throw bad(`must be an integer, not a float${Number.isSafeInteger(v) ? ` (write ${v}, without a decimal point or exponent)` : ''}`);
+  }
   switch (spec.type) {
     case 'string':
       if (typeof v !== 'string') throw bad('must be a string');
@@ -184,7 +211,7 @@ function checkField(section: string, key: string, spec: FieldSpec, v: unknown, w
       if (typeof v !== 'number' || !Number.isFinite(v)) throw bad('must be a number');
       break;
     case 'integer':
-      if (typeof v !== 'number' || !Number.isInteger(v)) throw bad('must be an integer');
+      if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw bad('must be an integer');
       break;
     case 'boolean':
       if (typeof v !== 'boolean') throw bad('must be true or false');
@@ -229,10 +256,18 @@ export function buildConfig(doc: Record<string, unknown>, where: string): JobCon
         const hint = closest(k, Object.keys(fields));
         throw new ConfigError(`${where}: unknown field [${section}] ${k}${hint ? ` (did you mean ${hint}?)` : ''}; fields of [${section}]: ${Object.keys(fields).join(', ')}`);
       }
-      out[section]![k] = checkField(section, k, spec, v, where);
+      out[section]![k] = spec.type === 'table' ? plainNumbers(checkField(section, k, spec, v, where)) : checkField(section, k, spec, v, where);
     }
   }
   return { ...(out as unknown as Omit<JobConfig, 'source'>), source: where } as JobConfig;
+}
+
+/** [model.args] tables go to the models layer, which checks numbers as numbers: TOML's bigints become numbers. */
+function plainNumbers(v: unknown): unknown {
+  if (typeof v === 'bigint') return Number(v);
+  if (Array.isArray(v)) return v.map(plainNumbers);
+  if (v && typeof v === 'object' && !(v instanceof Date)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainNumbers(x)]));
+  return v;
 }
 
 /** Parses `--section.key value` / `--section.key=value` pairs; returns them as a TOML-shaped object. */
@@ -259,9 +294,12 @@ export function parseOverrides(args: readonly string[]): Record<string, Record<s
     const spec = (SCHEMA as Record<string, Record<string, FieldSpec>>)[section]?.[field];
     if (value === undefined) {
       const next = args[i + 1];
-      if ((spec?.type === 'boolean' || modelArg) && (next === undefined || next.startsWith('--'))) value = 'true';
+      // An option never takes the next option as its value: `--metrics.enable_tensorboard --training.steps 3` is an
+      // unknown field (reported with its closest match), not the value "--training.steps" followed by a stray "3".
+      const nextIsOption = next !== undefined && next.startsWith('--');
+      if ((spec?.type === 'boolean' || modelArg || !spec) && (next === undefined || nextIsOption)) value = 'true';
       else {
-        if (next === undefined) throw new ConfigError(`override --${key} needs a value`);
+        if (next === undefined || nextIsOption) throw new ConfigError(`override --${key} needs a value, e.g. --${key} ${exampleValue(spec)}`);
         value = next;
         i++;
       }
@@ -277,6 +315,11 @@ export function parseOverrides(args: readonly string[]): Record<string, Record<s
   return out;
 }
 
+function exampleValue(spec: FieldSpec | undefined): string {
+  if (spec?.oneOf) return spec.oneOf[0]!;
+  return spec?.default === undefined || spec.default === '' || spec.default === null ? '…' : String(spec.default);
+}
+
 /** A command-line value for a model arg, typed as TOML would type it (the models layer then checks it). */
 function coerceModelArg(raw: string): unknown {
   if (raw === 'true' || raw === 'false') return raw === 'true';
@@ -287,8 +330,11 @@ function coerceModelArg(raw: string): unknown {
 function coerce(raw: string, spec: FieldSpec | undefined): unknown {
   if (!spec) return raw; // unknown fields are reported by buildConfig with the usual message
   switch (spec.type) {
-    case 'number':
     case 'integer':
+      // As TOML: digits are an integer (bigint, checked for range), anything else numeric is a float (refused).
+      if (/^[-+]?\d+$/.test(raw.trim())) return BigInt(raw.trim());
+      return raw.trim() !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
+    case 'number':
       return raw.trim() !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
     case 'number|null':
       return raw === 'null' || raw === 'none' ? null : raw.trim() !== '' && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
@@ -318,19 +364,61 @@ export function loadJobConfig(path: string | null, overrides: readonly string[] 
   let doc: Record<string, unknown> = {};
   const where = path ?? '<defaults>';
   if (path) {
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = readFileSync(path, 'utf8');
+      bytes = readFileSync(path);
     } catch (e) {
-      throw new ConfigError(`cannot read config ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ConfigError(`cannot read config ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder; give a .toml file' : (e as Error).message}`);
     }
+    const text = decodeText(bytes, `config ${path}`, 'a TOML job config');
     try {
-      doc = parseToml(text) as Record<string, unknown>;
+      doc = parseToml(text, { integersAsBigInt: true }) as Record<string, unknown>;
     } catch (e) {
       throw new ConfigError(`${path}: invalid TOML: ${(e as Error).message}`);
     }
   }
   return buildConfig(deepMerge(doc, parseOverrides(overrides)), where);
+}
+
+/** Largest text file (config) read: a job config is a few KB; a huge file is not one. */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * Bytes as UTF-8 text, or a ConfigError naming the file: TOML is UTF-8 (a Latin-1 or binary file would be parsed
+ * into garbage names and values), and a NUL byte means a binary file, not text.
+ */
+export function decodeText(bytes: Uint8Array, what: string, expected: string): string {
+  if (bytes.length > MAX_CONFIG_BYTES) throw new ConfigError(`${what}: ${bytes.length} bytes is too large for ${expected} (at most ${MAX_CONFIG_BYTES}); is it the right file?`);
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) throw new ConfigError(`${what} is binary (a NUL byte at offset ${nul}), not ${expected}; give the text file`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new ConfigError(`${what} is not valid UTF-8 text; TOML must be UTF-8: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)`);
+  }
+}
+
+/**
+ * Paths the config names that must exist, checked before any rank starts (the launcher and `plan` call it; the
+ * ranks do not need to stat them again).
+ */
+export function configPathProblems(cfg: JobConfig): string[] {
+  const out: string[] = [];
+  const hf = cfg.model.hf_assets_path;
+  if (hf && !existsSync(hf)) out.push(`[model] hf_assets_path = ${JSON.stringify(hf)} does not exist; remove the field (the byte tokenizer is built in) or point it at the assets folder`);
+  return out;
+}
+
+/** Settings torchtitan accepts with a warning (and adjusts), as warnings of ours. */
+export function configWarnings(cfg: JobConfig): string[] {
+  const out: string[] = [];
+  const { warmup_steps } = cfg.lr_scheduler;
+  const { steps } = cfg.training;
+  if (warmup_steps > steps) {
+    out.push(`[lr_scheduler] warmup_steps (${warmup_steps}) exceeds [training] steps (${steps}); warmup is shortened to ${steps} steps (as torchtitan does), so the LR never reaches its decay phase`);
+  }
+  return out;
 }
 
 /** The selective-AC option as the train-step machine wants it. */

@@ -44,6 +44,8 @@ export interface TrainRankArgs {
   threads: number;
   /** Stop after this step without finishing (kill tests); default: run all steps. */
   stopAfter?: number;
+  /** Which launch in this run folder (resume-guard.ts): metrics.jsonl rows carry it, so a replayed step is no duplicate. */
+  attempt?: number;
   /** threads transport: the BroadcastChannel name under which the launcher serves the side pool. */
   poolChannel?: string | null;
 }
@@ -233,7 +235,7 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
         const commBytes: Record<string, number> = {};
         for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
         lastBytes = now;
-        const extra: Record<string, number> = {};
+        const extra: Record<string, number> = { attempt: a.attempt ?? 1 };
         for (const t of saver?.takeTimes() ?? []) {
           extra['checkpoint/step'] = t.step;
           extra['checkpoint/blocked_ms'] = t.blockedMs;

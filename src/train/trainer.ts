@@ -16,7 +16,10 @@ import type { Plan } from '../protocols/planner.ts';
 import { planJob } from './plan-job.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
-import { acModeOf, ConfigError, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
+import { acModeOf, ConfigError, configPathProblems, configWarnings, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
+import { guardResume, nextAttempt } from './resume-guard.ts';
+import { checkResources } from './resource-check.ts';
+import { isInside, samePath } from './paths.ts';
 import { dataInputProblem } from './data/index.ts';
 import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
@@ -42,6 +45,10 @@ export interface TrainOptions {
   quiet?: boolean;
   /** Faults to inject (hang and failure tests); inproc only. */
   faults?: Fault[];
+  /** Train from step 1 even though the run folder has checkpoints (they are moved aside; see resume-guard.ts). */
+  startOver?: boolean;
+  /** Start even when the plan does not fit this host's memory or rank ceiling (resource-check.ts). */
+  skipResourceCheck?: boolean;
 }
 
 export interface TrainOutcome {
@@ -93,12 +100,20 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`);
   const dataProblem = await dataInputProblem(cfg, modelConfigOf(cfg).args.vocab_size);
   if (dataProblem) throw new ConfigError(dataProblem);
+  const pathProblems = configPathProblems(cfg);
+  if (pathProblems.length) throw new ConfigError(pathProblems.join('\n'));
+  for (const w of configWarnings(cfg)) say(pc.yellow(`warning: ${w}`));
   // The ranks check what is there (a complete, uncorrupted checkpoint); a wrong path needs no ranks to find.
   const initProblem = cfg.checkpoint.initial_load_path ? initialLoadPathProblem(cfg.checkpoint.initial_load_path) : null;
   if (initProblem) throw new ConfigError(initProblem);
   const plan = planJob(cfg, size);
   say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
   say(formatPlan(plan));
+  const ranksOnHost = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
+  if (!opts.skipResourceCheck) checkResources({ plan, transport, ranksOnHost });
+  // Before anything is measured or written: an input that is also an output of this run.
+  const firstRunDir = resolve(cfg.job.dump_folder, runName(cfg));
+  checkInputsOutsideOutputs(cfg, firstRunDir);
   if (opts.dryRun) {
     say(pc.green('dry run: the config is valid; no ranks were started'));
     return null;
@@ -118,14 +133,27 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     throw new ConfigError(`under ${transport} every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)`);
   }
   // Under MPI rank 0 makes, locks and fills the folder; the other ranks only write their own files into it.
-  let runDir = resolve(cfg.job.dump_folder, runName(cfg));
+  let runDir = firstRunDir;
   let lock: RunLock | null = null;
-  if (!mpiJobRun || isRank0) {
-    ({ runDir, lock } = claimRunDir(cfg, runDir, say));
-    writeRunFiles(runDir, cfg, plan);
+  const owner = !mpiJobRun || isRank0;
+  if (owner) ({ runDir, lock } = claimRunDir(cfg, runDir, say));
+  let attempt: number;
+  try {
+    attempt = nextAttempt(runDir);
+    // Every MPI rank checks (so all stop together); only the folder's owner moves anything. A rank that looks while
+    // the owner moves folders may see one vanish: that race is the owner's to report, not this rank's.
+    try {
+      guardResume(cfg, runDir, { startOver: !!opts.startOver, attempt, log: say, move: owner });
+    } catch (e) {
+      if (owner || e instanceof ConfigError) throw e;
+    }
+    if (owner) writeRunFiles(runDir, cfg, plan);
+  } catch (e) {
+    lock?.release();
+    throw e;
   }
   try {
-    return await trainInRunDir({ opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir });
+    return await trainInRunDir({ opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt });
   } finally {
     lock?.release();
   }
@@ -144,6 +172,7 @@ interface RunContext {
   threads: number;
   ranksOnNode: number;
   runDir: string;
+  attempt: number;
 }
 
 /**
@@ -165,7 +194,7 @@ function claimRunDir(cfg: JobConfig, runDir: string, log: (m: string) => void): 
 }
 
 async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
-  const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir } = r;
+  const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt } = r;
   const mpiJobRun = isMpiJobTransport(transport);
   say(`run folder: ${runDir}`);
   say(`MFU peak: matmul ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
@@ -193,16 +222,21 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
     liveChannel: liveName,
     threads,
     stopAfter: opts.stopAfter,
+    attempt,
   };
   // Ctrl-C on a slow or hung run: stop the ranks through the transport so the run still reports where each rank
-  // was (flight dumps, diagnosis, timeline). A second Ctrl-C quits at once. MPI ranks handle SIGINT themselves.
+  // was (flight dumps, diagnosis, timeline). A second Ctrl-C quits at once. SIGTERM (a job scheduler, `kill`) and
+  // SIGHUP (the terminal closed) are the same request and get the same report and lock release. MPI ranks handle
+  // their signals themselves (comm/mpi/world.ts).
   const interrupt = mpiJobRun ? null : new AbortController();
-  const onSigint = () => {
-    if (interrupt!.signal.aborted) process.exit(130);
-    console.error(pc.yellow('interrupted: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)'));
-    interrupt!.abort('interrupted by the user (SIGINT)');
+  let stopSignal: NodeJS.Signals = 'SIGINT';
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupt!.signal.aborted) process.exit(SIGNAL_EXIT[sig]);
+    stopSignal = sig;
+    console.error(pc.yellow(`interrupted${sig === 'SIGINT' ? '' : ` (${sig})`}: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)`));
+    interrupt!.abort(`interrupted by ${sig === 'SIGINT' ? 'the user' : 'a signal'} (${sig})`);
   };
-  if (interrupt) process.on('SIGINT', onSigint);
+  if (interrupt) for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   // The side pool (async checkpoint writes, tokenizing) gets the cores the ranks' BLAS threads leave.
   const localRanks = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : 1;
   configureSidePool(poolThreads({ cores: availableParallelism(), computeThreadsPerRank: threads, ranksInProcess: mpiJobRun ? 1 : size, processesOnNode: localRanks }));
@@ -227,7 +261,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
       args,
     );
   } finally {
-    if (interrupt) process.off('SIGINT', onSigint);
+    if (interrupt) for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
     live?.stop();
     channel?.close();
     poolServer?.close();
@@ -236,7 +270,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   }
   for (const r of result.remarks ?? []) say(pc.yellow(r));
   const failure = interrupt?.signal.aborted
-    ? `training interrupted by the user (SIGINT); each rank was stopped where it stood${result.diagnosis ? `:\n${result.diagnosis}` : ''}`
+    ? `training interrupted by ${stopSignal === 'SIGINT' ? 'the user' : 'a signal'} (${stopSignal}); each rank was stopped where it stood${result.diagnosis ? `:\n${result.diagnosis}` : ''}`
     : launchFailure('training', result);
   if (failure) {
     // The failed run's timeline, with its who-waited-for-whom panel, is what one opens next; a problem drawing it
@@ -262,7 +296,7 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
         timelineLine,
     );
     // An interrupted run exits as a shell expects of Ctrl-C.
-    throw interrupt?.signal.aborted ? Object.assign(err, { exitCode: 130 }) : err;
+    throw interrupt?.signal.aborted ? Object.assign(err, { exitCode: SIGNAL_EXIT[stopSignal] }) : err;
   }
   const results = result.outcomes.map((o) => (o as { value: TrainRankResult }).value);
   let trace: string | null = null;
@@ -293,8 +327,44 @@ function reportQuietly(runDir: string, say?: (m: string) => void): string | null
   }
 }
 
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** 128 + the signal number, as a shell reports a process ended by it. */
+const SIGNAL_EXIT: Record<NodeJS.Signals, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as Record<NodeJS.Signals, number>;
+
+/** Files and folders a run writes in its folder (runPaths names the trace ones). */
+function runOutputs(cfg: JobConfig, runDir: string): { files: string[]; folders: string[] } {
+  const p = runPaths(runDir);
+  return {
+    files: ['plan.txt', 'job.json', 'metrics.jsonl', 'trace.json', 'timeline.html'].map((f) => join(runDir, f)),
+    folders: [p.events, p.flight, join(runDir, cfg.checkpoint.folder)],
+  };
+}
+
+/**
+ * Every input the config names is checked against every output of the run: a dataset or weights file that is also
+ * written by the run (metrics.jsonl as dataset, initial_load_path inside this run's own checkpoint folder, where
+ * keep_latest_k prunes) would be overwritten or deleted while it is read.
+ */
+function checkInputsOutsideOutputs(cfg: JobConfig, runDir: string): void {
+  const inputs: [string, string][] = [];
+  if (cfg.source !== '<defaults>') inputs.push([cfg.source, '--config']);
+  if (cfg.training.dataset_path) inputs.push([cfg.training.dataset_path, '[training] dataset_path']);
+  if (cfg.checkpoint.initial_load_path) inputs.push([cfg.checkpoint.initial_load_path, '[checkpoint] initial_load_path']);
+  if (cfg.model.hf_assets_path) inputs.push([cfg.model.hf_assets_path, '[model] hf_assets_path']);
+  const out = runOutputs(cfg, runDir);
+  for (const [path, what] of inputs) {
+    const file = out.files.find((f) => samePath(f, path));
+    const folder = out.folders.find((d) => isInside(path, d));
+    if (!file && !folder) continue;
+    const hint = what === '[checkpoint] initial_load_path' && folder === out.folders[2] ? ' (to continue this run, drop initial_load_path: [checkpoint] enable resumes from its newest checkpoint)' : '';
+    throw new ConfigError(`${what} ${path} is ${file ? 'the file' : 'inside the folder'} ${file ?? folder} that this run writes; it would be overwritten while it is read — use another run folder (--job.run_name) or move the input${hint}`);
+  }
+}
+
 function writeRunFiles(runDir: string, cfg: JobConfig, plan: Plan): void {
-  if (cfg.source !== '<defaults>') copyFileSync(cfg.source, join(runDir, 'config.toml'));
+  // A config given from the run folder itself (outputs/<run>/config.toml) is already there: copying a file onto
+  // itself truncates it.
+  if (cfg.source !== '<defaults>' && !samePath(cfg.source, join(runDir, 'config.toml'))) copyFileSync(cfg.source, join(runDir, 'config.toml'));
   writeFileSync(join(runDir, 'plan.txt'), formatPlan(plan) + '\n');
   writeFileSync(join(runDir, 'job.json'), JSON.stringify(cfg, null, 1) + '\n');
 }

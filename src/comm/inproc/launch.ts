@@ -131,6 +131,8 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
     const first = world.firstFailureReport;
     return { outcomes: done, diagnosis: first ? `first failure: ${first}\n${text}` : text, ...remarks };
   } finally {
+    // A delay fault's pending timer would keep the process alive past the end of the run.
+    world.dropDelayed();
     clearTimeout(watchdog);
     clearInterval(stall);
     clearInterval(keepAlive);

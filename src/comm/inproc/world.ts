@@ -125,7 +125,8 @@ export class InprocWorld implements GroupHost {
       const label = `arrive r${wr} ${place(call.entry)}`;
       this.unarrived.add(arrival);
       const run = () => {
-        this.unarrived.delete(arrival);
+        // A call that timed out (or was interrupted) while a delay fault held it back has been settled already.
+        if (!this.unarrived.delete(arrival)) return;
         comm.group.arrive(arrival);
       };
       const delay = this.faults.delay(wr, comm.name, call.seq);
@@ -189,6 +190,19 @@ export class InprocWorld implements GroupHost {
   onTimeout(comm: InprocCommunicator, call: CallSpec): void {
     const report = this.firstFailure(`rank ${comm.worldRank} timed out after ${call.timeoutMs} ms in ${place(call.entry)}: ${this.diagnoseCall(comm.group, call)}`);
     comm.group.fail('timeout', report);
+    // The timed-out call may itself be held back by a delay fault: it ends now, not when its delay does (a 5 s
+    // timeout must not wait out a 30 s delay), and the rank stops counting as waiting in it.
+    for (const a of this.unarrived) {
+      if (a.call !== call) continue;
+      this.unarrived.delete(a);
+      a.settle(new CollectiveError('timeout', report, { group: comm.name, op: call.op, seq: call.seq, rank: a.worldRank }));
+    }
+  }
+
+  /** Drops delayed arrivals that have not fired (the launch ended: nothing waits for them any more). */
+  dropDelayed(): void {
+    this.scheduler.cancelDelayed();
+    this.unarrived.clear();
   }
 
   // ---- rank life cycle (launchInproc, tests) ----

@@ -158,6 +158,10 @@ export class MpiWorld {
   }
 
   private printOutcome(outcome: RankOutcome<unknown>): void {
+    // The JSON line (with the flight dump: hundreds of KB) is for spawn.ts, which reads it from mpiexec's stdout and
+    // marks its jobs with MOE_ACTORS_MPI_JOB. Under a user's own mpiexec it would reach the console as raw JSON;
+    // the rank's report on stderr and its dump file say the same in words.
+    if (!process.env.MOE_ACTORS_MPI_JOB) return;
     process.stdout.write(OUTCOME_TAG + JSON.stringify(outcome) + '\n');
   }
 
@@ -247,7 +251,7 @@ export class MpiWorld {
       }
       this.b.abort(code === 0 ? 1 : code);
     });
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
       process.once(sig, () => {
         const why = `rank ${this.rank} received ${sig}; it ${this.position()}`;
         this.failing ??= why;
@@ -256,7 +260,7 @@ export class MpiWorld {
         console.error(`moe-actors ${this.name} rank ${this.rank}: ${why}${file ? `; flight dump: ${file}` : ''}`);
         // Give Hydra a moment to forward these lines before the exit guard aborts the job.
         sleepSync(100);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
+        process.exit(sig === 'SIGINT' ? 130 : sig === 'SIGHUP' ? 129 : 143);
       });
     }
   }

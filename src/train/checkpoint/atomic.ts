@@ -2,7 +2,7 @@
 // renames, SHA-256 of bytes and files, quiet unlinks.
 
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { writeAll, writeAtomically } from '../../models/atomic-write.ts';
 
 export { TEMP_SUFFIX } from '../../models/atomic-write.ts';
@@ -32,15 +32,18 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** SHA-256 of a file, read in 8 MiB chunks. */
-export function sha256File(path: string): { sha256: string; bytes: number } {
+/**
+ * SHA-256 of a file, read in 8 MiB chunks; at most `maxBytes` (+1, to notice a longer file) are read, and a path
+ * that is a symlink is not followed (checkpoint files are regular files in their folder; see confine.ts).
+ */
+export function sha256File(path: string, maxBytes = Number.MAX_SAFE_INTEGER): { sha256: string; bytes: number } {
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(8 << 20);
-  const fd = openSync(path, 'r');
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   let total = 0;
   try {
     for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
+      const n = readSync(fd, buf, 0, Math.min(buf.length, maxBytes + 1 - total), null);
       if (n === 0) break;
       h.update(buf.subarray(0, n));
       total += n;

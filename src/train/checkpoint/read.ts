@@ -1,14 +1,14 @@
 // Reading a checkpoint back. Every file read is checked against the manifest's size and SHA-256 first, so a
 // corrupted or truncated file is reported by name instead of surfacing as wrong weights.
 
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SafetensorsFile } from '../../models/safetensors.ts';
 import { sha256Hex } from './atomic.ts';
 import { CheckpointError, extrasFileName, shardFileName, type Manifest } from './format.ts';
-import { parseSlices, type TensorSlice } from './slices.ts';
+import { checkSlice, parseSlices, type TensorSlice } from './slices.ts';
+import { MAX_EXTRAS_BYTES } from './confine.ts';
 import { readSafetensorsVerified } from './st-stream.ts';
-import { readManifest, verifyFile } from './verify.ts';
+import { readBounded, readManifest, verifyFile } from './verify.ts';
 
 export interface RankShard {
   rank: number;
@@ -31,7 +31,8 @@ export function readVerified(dir: string, manifest: Manifest, name: string): Buf
   const p = join(dir, name);
   if (!entry) throw new CheckpointError(`${p} is not listed in the manifest of ${dir} (world size ${manifest.worldSize})`, p);
   verifyFile(dir, entry, 'size');
-  const bytes = readFileSync(p);
+  if (entry.bytes > MAX_EXTRAS_BYTES) throw new CheckpointError(`${p} is ${entry.bytes} bytes, more than rank extras can be (${MAX_EXTRAS_BYTES}); the checkpoint is corrupted`, p);
+  const bytes = readBounded(p, entry.bytes);
   const sha = sha256Hex(bytes);
   if (sha !== entry.sha256) {
     throw new CheckpointError(
@@ -59,7 +60,20 @@ export function readRankShard(dir: string, rank: number, manifest: Manifest = re
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`${extrasPath} is not valid JSON (${(e as Error).message})`, extrasPath);
   }
-  return { rank, tensors, slices: parseSlices(tensors.metadata, join(dir, stName)), extras };
+  if (extras === null || typeof extras !== 'object' || Array.isArray(extras)) throw new CheckpointError(`${extrasPath} is not a JSON object`, extrasPath);
+  let slices: Record<string, TensorSlice>;
+  try {
+    slices = parseSlices(tensors.metadata, join(dir, stName));
+  } catch (e) {
+    throw new CheckpointError((e as Error).message, join(dir, stName));
+  }
+  // Every slice is checked, used or not: a slice out of range is a corrupted file, whichever tensors this load wants.
+  for (const [name, sl] of Object.entries(slices)) {
+    const t = tensors.get(name);
+    const why = t ? checkSlice(name, sl, t.shape) : `a slice is given for "${name}" but the file has no such tensor`;
+    if (why) throw new CheckpointError(`${join(dir, stName)} is corrupted: ${why}`, join(dir, stName));
+  }
+  return { rank, tensors, slices, extras };
 }
 
 /** Reads (and verifies) a complete checkpoint: all ranks, or the ones listed. */

@@ -8,7 +8,7 @@
 // (known dtype, size = numel·itemsize, tensors tile the data section), so either side can read the other's files.
 
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { writeAll, writeAtomically } from '../../models/atomic-write.ts';
 import {
   ITEMSIZE,
@@ -22,6 +22,7 @@ import {
   type TensorsInput,
 } from '../../models/safetensors.ts';
 import { CheckpointError } from './format.ts';
+import { openConfined } from './confine.ts';
 
 const CHUNK = 64 << 20;
 
@@ -76,13 +77,14 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
     throw new CheckpointError(`${path} is corrupted: ${msg}; this checkpoint cannot be used — load an older one (--checkpoint.load_step) or delete this step folder`, path);
   };
   let fd: number;
+  let size: number;
   try {
-    fd = openSync(path, 'r');
+    ({ fd, size } = openConfined(path));
   } catch (e) {
-    throw new CheckpointError(`${path} is missing (listed in the manifest): ${(e as Error).message}`, path);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test((e as Error).message)) throw new CheckpointError(`${path} is missing (listed in the manifest): ${(e as Error).message}`, path);
+    throw e;
   }
   try {
-    const size = fstatSync(fd).size;
     if (size !== expected.bytes) bad(`${size} bytes, the manifest lists ${expected.bytes}`);
     const hash = createHash('sha256');
     const lenBytes = new Uint8Array(8);
@@ -94,18 +96,25 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
     readFully(fd, hbytes, 8, path, hash);
     let header: Record<string, unknown> = {};
     try {
-      header = JSON.parse(Buffer.from(hbytes).toString('utf8')) as Record<string, unknown>;
+      header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(hbytes)) as Record<string, unknown>;
     } catch {
       bad('the header is not valid JSON');
     }
+    if (header === null || typeof header !== 'object' || Array.isArray(header)) bad('the header is not a JSON object');
     const dataStart = 8 + n;
-    const file = new SafetensorsFile(path, (header.__metadata__ as Record<string, string> | undefined) ?? {});
+    const meta = header.__metadata__ ?? {};
+    if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || !Object.values(meta).every((v) => typeof v === 'string')) bad('__metadata__ is not an object of strings');
+    const file = new SafetensorsFile(path, meta as Record<string, string>);
+    const dim = (d: unknown) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0;
     const entries = Object.entries(header)
       .filter(([k]) => k !== '__metadata__')
       .map(([name, v]) => {
         const e = v as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
-        if (!(e && e.dtype in ITEMSIZE && Array.isArray(e.shape) && Array.isArray(e.data_offsets))) bad(`bad header entry for tensor "${name}"`);
+        if (!(e && typeof e === 'object' && typeof e.dtype === 'string' && Object.hasOwn(ITEMSIZE, e.dtype) && Array.isArray(e.shape) && Array.isArray(e.data_offsets))) bad(`bad header entry for tensor "${name}"`);
+        if (!e.shape.every(dim) || e.data_offsets.length !== 2 || !e.data_offsets.every(dim)) bad(`tensor "${name}" has a shape or data_offsets that are not non-negative integers`);
         if (e.data_offsets[1] - e.data_offsets[0] !== numel(e.shape) * ITEMSIZE[e.dtype]) bad(`tensor "${name}" has data_offsets that do not match its shape`);
+        // Checked before its array is allocated: a header must not make the reader allocate more than the file holds.
+        if (dataStart + e.data_offsets[1] > size) bad(`tensor "${name}" ends at byte ${dataStart + e.data_offsets[1]}, past the end of the file (${size})`);
         return { name, ...e };
       })
       // By start, then end: an empty tensor shares its start with the next one and must come first. JSON.parse

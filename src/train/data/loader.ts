@@ -2,14 +2,14 @@
 // (a stateful DataLoader with batch_size = local_batch_size over the packing dataset: B consecutive samples per
 // batch), and saves/restores its position.
 
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { JobConfig } from '../job-config.ts';
 import { ShardedDocuments, unreadable, type DocumentSource } from './documents.ts';
 import { Packer } from './packer.ts';
 import { checkDataState, DATA_STATE_FORMAT, DataStateError, encodeTokens, positionOf, type DataState } from './state.ts';
 import { SyntheticSource } from './synthetic.ts';
-import { loadTextSource, TextSource, type BackgroundEncoder } from './text-source.ts';
+import { loadTextSource, textProblem, TextSource, type BackgroundEncoder } from './text-source.ts';
 import { TokenFileSource } from './token-source.ts';
 import { BYTE_VOCAB_SIZE, ByteTokenizer } from './tokenizer.ts';
 import { HfTokenizer, inspectTokenizer, TokenizerError, type TextTokenizer } from './hf-tokenizer.ts';
@@ -244,8 +244,23 @@ export function datasetPathProblem(cfg: JobConfig): string | null {
   } catch (e) {
     return unreadable('dataset', path, e);
   }
-  if (st.isFile() || (st.isDirectory() && dataset === 'text')) return null;
-  return `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt, .jsonl or .parquet'} file${dataset === 'tokens' ? '' : ' or a folder of .parquet shards'})`;
+  if (st.isDirectory() && dataset === 'text') return null;
+  if (!st.isFile()) return `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt, .jsonl or .parquet'} file${dataset === 'tokens' ? '' : ' or a folder of .parquet shards'})`;
+  if (dataset !== 'text' || isParquetPath(path)) return null;
+  // The start of the file tells a binary file from text; the ranks check the whole file when they read it.
+  let head: Buffer;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      head = Buffer.alloc(Math.min(st.size, 1 << 16));
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    return unreadable('dataset', path, e);
+  }
+  return textProblem(head, path, head.length < st.size);
 }
 
 /**

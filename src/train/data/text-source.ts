@@ -157,13 +157,34 @@ export class TextSource implements DocumentSource {
   }
 }
 
-export function loadTextSource(path: string, format: TextFormat = textFormatOf(path), tokenizer?: TextTokenizer, field = 'text'): TextSource {
-  let content: string;
+/**
+ * Why these bytes are not a text dataset, or null: a NUL byte (a binary file — tokens, an archive) or invalid
+ * UTF-8 would otherwise be trained on as text, byte by byte, without a word. `partial`: the bytes are the start
+ * of the file (a multi-byte character may be cut at the end).
+ */
+export function textProblem(bytes: Uint8Array, path: string, partial: boolean): string | null {
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) {
+    return `dataset ${path} is binary (a NUL byte at offset ${nul}), not text; for pre-tokenized data set [training] dataset = "tokens", else give a UTF-8 .txt or .jsonl file`;
+  }
   try {
-    content = readFileSync(path, 'utf8');
+    new TextDecoder('utf-8', { fatal: true }).decode(bytes, { stream: partial });
+  } catch {
+    return `dataset ${path} is not valid UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8) or give a UTF-8 .txt or .jsonl file`;
+  }
+  return null;
+}
+
+export function loadTextSource(path: string, format: TextFormat = textFormatOf(path), tokenizer?: TextTokenizer, field = 'text'): TextSource {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
   } catch (e) {
     throw new TextSourceError(unreadable('dataset', path, e));
   }
+  const problem = textProblem(bytes, path, false);
+  if (problem) throw new TextSourceError(problem);
+  const content = bytes.toString('utf8');
   const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path, field);
   if (texts.length === 0) throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);
   return new TextSource(texts, path, tokenizer);

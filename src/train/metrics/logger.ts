@@ -110,6 +110,9 @@ export class MetricsLogger {
       'memory/rss(GiB)': gib(mem.rssBytes),
       'memory/rss(%)': pctOf(mem.rssBytes, mem.totalBytes),
       'memory/max_rss(GiB)': gib(mem.maxRssBytes),
+      // Where RSS growth comes from in a soak: this rank's V8 heap, and its ArrayBuffers (tensors, pools).
+      'memory/heap_used(GiB)': gib(mem.heapUsedBytes),
+      'memory/array_buffers(GiB)': gib(mem.arrayBuffersBytes),
       tokens_since_last_log: w.tokens,
       flops_per_token: o.flopsPerToken,
       peak_flops: o.peak.flops,

@@ -19,10 +19,14 @@ export interface MemorySnapshot {
   /** Peak resident set of the process since it started (getrusage). */
   maxRssBytes: number;
   totalBytes: number;
+  /** V8 heap in use by this rank's isolate (a worker thread has its own), and ArrayBuffer bytes outside it. */
+  heapUsedBytes: number;
+  arrayBuffersBytes: number;
 }
 
 export function memorySnapshot(stats?: MemoryStats, totalBytes: number = totalmem()): MemorySnapshot {
   const rss = process.memoryUsage.rss();
+  const mu = process.memoryUsage();
   const maxRss = process.resourceUsage().maxRSS * 1024; // kilobytes on Linux
   return {
     peakBytes: stats ? stats.peakTotal : rss,
@@ -31,6 +35,8 @@ export function memorySnapshot(stats?: MemoryStats, totalBytes: number = totalme
     rssBytes: rss,
     maxRssBytes: maxRss,
     totalBytes,
+    heapUsedBytes: mu.heapUsed,
+    arrayBuffersBytes: mu.arrayBuffers,
   };
 }
 
