@@ -6,10 +6,11 @@
 #   -n N           number of ranks (default: dp_replicate · dp_shard of the config); must match the config's degrees
 #   --transport T  mpi (default): collectives on MPICH; ccl: on oneCCL (needs native/ccl, built where oneCCL is found)
 #   --mpiexec CMD  MPICH launcher (default: $MPIEXEC or mpiexec.mpich)
+#   MOE_ACTORS_RANK_LINGER_S  how long a rank killed by a signal keeps its slot so the others can report (60)
 #   --dry-run      validate the config and print the exact command; start no ranks
 #   anything else  passed through as config overrides, e.g. --training.steps 20 (a "--" separator is optional)
 #
-# Runs:  UCX_MEM_EVENTS=no mpiexec.mpich -n N node bin/moe-actors.mjs train --config CONFIG --transport T [overrides]
+# Runs:  UCX_MEM_EVENTS=no mpiexec.mpich -n N sh scripts/mpi-rank.sh LINGER node bin/moe-actors.mjs train --config CONFIG --transport T [overrides]
 #
 # Why mpiexec.mpich and never plain mpiexec/mpirun: on Debian/Ubuntu the "mpiexec" alternative is OpenMPI's; it
 # refuses root, or starts N unrelated MPICH singletons (every rank sees world size 1) because the native MPI addon
@@ -69,7 +70,9 @@ layout="$("$node_bin" "$repo/scripts/aurora/config-ranks.mjs" "${ranks_args[@]}"
 world="$(sed -n 's/^world=//p' <<<"$layout")"
 
 launch_default_run_name
-cmd=("$mpiexec" -n "$world" "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport" "${overrides[@]}")
+# Each rank under scripts/mpi-rank.sh: a rank killed by a signal (kill -9, OOM) then lingers instead of making
+# Hydra kill the others at once, so they report which rank died and where they waited, then abort the job.
+cmd=("$mpiexec" -n "$world" sh "$repo/scripts/mpi-rank.sh" "${MOE_ACTORS_RANK_LINGER_S:-60}" "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport" "${overrides[@]}")
 export UCX_MEM_EVENTS=no
 
 if [[ $dry_run -eq 1 ]]; then

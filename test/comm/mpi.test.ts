@@ -132,6 +132,20 @@ describe.skipIf(mpichMissing)('mpi transport: a failing rank ends the whole job,
     expect(errorOf(res, 1)).toMatch(/exited \(exit code 0\) before its program finished/);
   });
 
+  it('SIGKILL of a rank with its all_to_all_v in flight: the survivor names the dead rank and its collective, dumps, ends the job', async () => {
+    const dumpDir = join(tmp, 'dumps-sigkill');
+    const timeoutMs = 20_000;
+    const res = await spawnMpi<unknown>({ n: 2, entry: program('ep-kill'), args: { mode: 'sigkill', victim: 1, atIter: 3, iters: 10 }, world: { timeoutMs, dumpDir }, jobTimeoutMs: 60_000 });
+    expect(res.killed).toBe(false);
+    expect(res.ms).toBeLessThan(timeoutMs);
+    expect(res.exitCode).not.toBe(0);
+    expect(errorOf(res, 0)).toMatch(/\[peer-dead\]: this rank was waiting in all_to_all_v #[3-5] on group ep when rank 1 died \(its process \d+ is gone/);
+    expect(errorOf(res, 1)).toMatch(/killed by signal 9/);
+    expect(res.stderr).toMatch(/moe-actors mpi rank 0: CollectiveError\[peer-dead\].*; flight dump: .*flight-rank-0\.json/);
+    expect(existsSync(join(dumpDir, 'flight-rank-0.json'))).toBe(true);
+    expect(spawnSync('pgrep', ['-af', dumpDir], { encoding: 'utf8' }).stdout.trim(), 'processes of the job left behind').toBe('');
+  });
+
   it('a rank that stops calling collectives: the waiting rank times out, the idle one reports its last call', async () => {
     const timeoutMs = 1500;
     const res = await faults(2, { mode: 'hang', victim: 1, atIter: 2, iters: 10 }, timeoutMs);

@@ -25,7 +25,7 @@ describe('scripts/launch-mpi.sh', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toBe(
-      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2 --job.run_name r1\n`,
+      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2 --job.run_name r1\n`,
     );
   });
 
@@ -37,7 +37,7 @@ describe('scripts/launch-mpi.sh', () => {
     chmodSync(stub, 0o755);
     const r = run('scripts/launch-mpi.sh', ['-n', '4', '--config', 'configs/debug_ep4.toml', '--training.steps', '7'], { PATH: `${bin}:${process.env.PATH}` });
     expect(r.code).toBe(0);
-    expect(r.out).toBe(`UCX_MEM_EVENTS=no\n-n 4 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`);
+    expect(r.out).toBe(`UCX_MEM_EVENTS=no\n-n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`);
   });
 
   it('refuses plain mpiexec/mpirun (OpenMPI on Debian)', () => {

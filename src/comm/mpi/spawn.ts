@@ -25,6 +25,7 @@ import { OUTCOME_TAG } from './world.ts';
 
 export const MPIEXEC = process.env.MOE_ACTORS_MPIEXEC ?? 'mpiexec.mpich';
 const RUN = fileURLToPath(new URL('./run.mjs', import.meta.url));
+const RANK_SH = fileURLToPath(new URL('../../../scripts/mpi-rank.sh', import.meta.url));
 /** Between SIGTERM (ranks dump and report) and SIGKILL at a job's deadline. */
 const TERM_GRACE_MS = 1500;
 
@@ -58,7 +59,11 @@ export function mpiEnv(extra: Record<string, string | undefined> = {}): NodeJS.P
 }
 
 export function mpiexecArgs(o: Pick<SpawnMpiOptions, 'n' | 'entry' | 'args' | 'world' | 'transport'>): string[] {
-  const a = ['-n', String(o.n), process.execPath, RUN, '--module', o.entry.module, '--args', JSON.stringify(o.args ?? null)];
+  // Each rank runs under scripts/mpi-rank.sh, so that a rank killed by a signal does not make Hydra kill the
+  // survivors before they report (see that script); it lingers past the collective timeout, by which every
+  // survivor has reported and aborted the job.
+  const linger = String(Math.ceil((o.world?.timeoutMs ?? 30_000) / 1000) + 5);
+  const a = ['-n', String(o.n), 'sh', RANK_SH, linger, process.execPath, RUN, '--module', o.entry.module, '--args', JSON.stringify(o.args ?? null)];
   if (o.transport === 'ccl') a.push('--transport', 'ccl');
   if (o.entry.exportName) a.push('--export', o.entry.exportName);
   if (o.world?.timeoutMs !== undefined) a.push('--timeout', String(o.world.timeoutMs));
@@ -126,6 +131,7 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       await reapJob(token, killed ? hardKillAt : performance.now() + STRAGGLER_GRACE_MS);
       clearTimeout(hardKill);
       const reported = parseOutcomes<R>(stdout);
+      const signalled = new Map([...stderr.matchAll(/moe-actors: rank (\d+) was killed by signal (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]));
       const outcomes: RankOutcome<R>[] = [];
       for (let r = 0; r < o.n; r++) {
         outcomes.push(
@@ -133,7 +139,9 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
             fromDumpFile(o.world?.dumpDir, r) ?? {
             rank: r,
             ok: false,
-            error: killed
+            error: signalled.has(r)
+              ? `no outcome: the rank's process was killed by signal ${signalled.get(r)} (kill -9, the OOM killer, or a crash)`
+              : killed
               ? `no outcome: the job was killed after ${o.jobTimeoutMs} ms (jobTimeoutMs) while this rank was still running`
               : 'no outcome: the rank was killed in the job teardown before it reported (busy in JavaScript, crashed, or killed by a signal)',
           },

@@ -5,6 +5,7 @@
 // calls MPI_Abort, which makes Hydra tear the whole job down. Ranks that hear such a note reject what they wait in,
 // write their own dumps and print their own positions before the teardown reaches them.
 
+import { readFileSync } from 'node:fs';
 import type { Profile } from '../capabilities.ts';
 import { CollectiveError } from '../errors.ts';
 import { installDumpOnFailure, writeDumpSync } from '../flight-dump-io.ts';
@@ -22,6 +23,28 @@ const NOTIFY_GRACE_MS = 600;
 const TEARDOWN_WAIT_MS = 3000;
 /** Idle check of the fault channel, for ranks that are computing rather than waiting in a collective. */
 const IDLE_FAULT_POLL_MS = 100;
+/** How often a rank waiting in a collective checks that the ranks on its node still live (see watchPeers). */
+const PEER_WATCH_MS = 200;
+
+/**
+ * Whether a process still runs: its /proc entry exists and is no zombie (a SIGKILLed rank is a zombie until
+ * Hydra's proxy reaps it). Without /proc, signal 0 tells existence only.
+ */
+function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (k) {
+      return (k as NodeJS.ErrnoException).code !== 'ESRCH';
+    }
+  }
+}
 
 export interface MpiWorldOptions {
   /** 'ccl': the same MPI job, with oneCCL carrying the collectives (src/comm/ccl/); names its lines and records. */
@@ -46,6 +69,7 @@ export class MpiWorld {
   private failing: string | null = null;
   private finalized = false;
   private idle: ReturnType<typeof setInterval> | null = null;
+  private watch: ReturnType<typeof setInterval> | null = null;
 
   private constructor(b: MpiBinding, info: MpiInitInfo, opts: MpiWorldOptions) {
     this.b = b;
@@ -99,13 +123,52 @@ export class MpiWorld {
     return this.info.size;
   }
 
-  /** Learns every rank's node with a polled, timed all_gather (a missing rank is a timeout, not a hang). */
+  /**
+   * Learns every rank's node and process id with a polled, timed all_gather (a missing rank is a timeout, not a
+   * hang), then watches the ranks of its own node.
+   */
   async exchangeNodes(): Promise<void> {
-    const mine = new Int32Array([this.info.nodeLeader]);
-    const all = new Int32Array(this.size);
+    const mine = new Int32Array([this.info.nodeLeader, process.pid]);
+    const all = new Int32Array(2 * this.size);
     const req = this.b.iallgather(0, mine, all);
-    await this.timedWait(req, { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank }, 4 * this.size, 'the start-up exchange of node ids');
-    this.nodeOf = all;
+    await this.timedWait(req, { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank }, 8 * this.size, 'the start-up exchange of node ids');
+    this.nodeOf = all.filter((_, i) => i % 2 === 0);
+    this.watchPeers(all.filter((_, i) => i % 2 === 1));
+  }
+
+  /**
+   * A SIGKILLed rank (kill -9, the OOM killer) sends no note, and MPI may never fail the collectives that wait for
+   * it. So a rank waiting in a collective checks that the ranks on its node still run; when one is gone, it
+   * reports which rank died and where it waited, and aborts the job. (Ranks on other nodes: the collective's
+   * timeout, or the note of a rank on the dead rank's node.) Only while waiting: after MPI_Finalize a peer may
+   * leave before this rank has finished its own last steps.
+   */
+  private watchPeers(pids: Int32Array): void {
+    const peers = [...pids.keys()].filter((r) => r !== this.rank && this.nodeOf[r] === this.nodeOf[this.rank] && pids[r]! > 0);
+    if (peers.length === 0) return;
+    this.watch = setInterval(() => {
+      if (this.failing !== null || this.finalized || this.poller.waiting().length === 0) return;
+      const dead = peers.find((r) => !processAlive(pids[r]!));
+      if (dead === undefined) return;
+      clearInterval(this.watch!);
+      this.onPeerGone(dead, pids[dead]!);
+    }, PEER_WATCH_MS);
+    this.watch.unref();
+  }
+
+  private onPeerGone(dead: number, pid: number): void {
+    const where = this.position();
+    const why = `rank ${dead} died (its process ${pid} is gone without a word: killed by a signal such as SIGKILL, or by the OOM killer)`;
+    this.poller.rejectAll(
+      (l) =>
+        new CollectiveError('peer-dead', `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`, {
+          group: l.group,
+          seq: l.seq,
+          rank: l.rank,
+        }),
+    );
+    // A note, so that ranks on other nodes learn it before their timeouts; then this rank aborts the job.
+    void this.fail(`CollectiveError[peer-dead]: this rank ${where} when ${why}`, true, '');
   }
 
   /** Waits for an MPI request outside any communicator's numbering (start-up, bootstrap), within the world timeout. */
@@ -174,12 +237,13 @@ export class MpiWorld {
    * This rank failed: record, report, tell the others, abort the job. Never resolves. `note` false when the failure
    * is only the echo of another rank's note (that rank aborts the job; we just report and wait for the teardown).
    */
-  async fail(error: string, note = true): Promise<never> {
+  /** `where`: this rank's position for the report line ('' when the error already says it). */
+  async fail(error: string, note = true, where = this.position()): Promise<never> {
     if (this.failing !== null) return new Promise<never>(() => {});
     const first = error.split('\n', 1)[0]!;
     this.failing = first;
     const { outcome, file: dumpFile } = this.recordFailure(error, `rank ${this.rank} failed: ${first}`);
-    this.report(outcome, `${first}; it ${this.position()}${dumpFile ? `; flight dump: ${dumpFile}` : ''}`);
+    this.report(outcome, `${first}${where ? `; it ${where}` : ''}${dumpFile ? `; flight dump: ${dumpFile}` : ''}`);
     if (this.size === 1) {
       this.b.abort(1);
       return new Promise<never>(() => {});
@@ -225,6 +289,7 @@ export class MpiWorld {
     if (this.finalized) return;
     this.finalized = true;
     if (this.idle) clearInterval(this.idle);
+    if (this.watch) clearInterval(this.watch);
     this.b.finalize();
   }
 
