@@ -266,7 +266,7 @@ export class RankHost {
     await batch.allReduce(gv, { op: 'sum' }, { tag: 'global valid tokens', site: at('start') });
     const globalValid = gv[0]!;
     if (!(globalValid > 0)) throw new Error(`step ${stepNo}: no valid labels on any rank (every label is -100)`);
-    this.current = newStepRecord(microbatches, globalValid, lr, this.job.maxNorm);
+    this.current = newStepRecord(microbatches, globalValid);
     this.failure.first = undefined;
     const actor = createActor(this.machine, {
       input: {
@@ -278,6 +278,8 @@ export class RankHost {
         gradOnly,
         units: [...this.shards.values()].map((s) => s.input),
         strategy: this.experts.strategy,
+        lr,
+        maxNorm: this.job.maxNorm,
       },
       inspect: this.bridge.inspect,
     });
@@ -285,8 +287,10 @@ export class RankHost {
     actor.start();
     actor.send({ type: 'START' });
     const watchdog = this.watch(actor, stepNo);
+    let gradNorm = 0;
     try {
       await Promise.race([until(actor, (s) => s.status === 'done', this.failure), watchdog.tripped]);
+      gradNorm = actor.getSnapshot().context.gradNorm ?? 0; // grad-only steps do not clip
     } catch (e) {
       this.experts.abort();
       this.stages.reset();
@@ -308,7 +312,7 @@ export class RankHost {
       loss,
       globalAvgLoss: rep[0]!,
       globalMaxLoss: mine[0]!,
-      gradNorm: this.current.gradNorm,
+      gradNorm,
       lr,
       tokens,
       validTokens: valid,

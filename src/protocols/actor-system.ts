@@ -19,7 +19,10 @@ export interface MessageSpec {
   from: string;
   to: string;
   events: readonly string[];
-  /** What the sender waits for: an emitted answer, or a state of the receiver (xstate waitFor). */
+  /**
+   * What the sender waits for: an answer sent to the `replyTo` actor of the request, an emitted answer, or a state
+   * of the receiver (xstate waitFor).
+   */
   answer: string;
 }
 
@@ -43,12 +46,12 @@ export const ACTORS: readonly ActorSpec[] = [
 ];
 
 export const MESSAGES: readonly MessageSpec[] = [
-  { from: 'trainStep', to: 'optimizer', events: ['ZERO_GRAD', 'CLIP', 'STEP'], answer: 'GRADS_ZEROED / CLIPPED / STEPPED' },
+  { from: 'trainStep', to: 'optimizer', events: ['ZERO_GRAD', 'CLIP', 'STEP'], answer: 'to replyTo: GRADS_ZEROED / CLIPPED; done after STEP' },
   { from: 'trainStep', to: 'fsdp:<unit>', events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'], answer: 'waitFor unsharded / grads / resharded' },
   { from: 'trainStep', to: 'expert', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: 'waitFor moe:<layer>/<mb> forwardDone / done' },
   { from: 'expert', to: 'moe:<layer>/<mb>', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: '(spawns it; the waiter watches it)' },
-  { from: 'moe:<layer>/<mb>', to: 'router', events: ['ROUTE', 'ROUTER_GRAD'], answer: 'ROUTED / ROUTER_GRAD_DONE' },
-  { from: 'trainStep', to: 'router', events: ['BIAS_UPDATE'], answer: 'BIAS_UPDATED' },
+  { from: 'moe:<layer>/<mb>', to: 'router', events: ['ROUTE', 'ROUTER_GRAD'], answer: 'emitted: ROUTED / ROUTER_GRAD_DONE' },
+  { from: 'trainStep', to: 'router', events: ['BIAS_UPDATE'], answer: 'to replyTo: BIAS_UPDATED' },
 ];
 
 /** Collectives outside the moe-layer machine (whose per-strategy collectives are protocols/strategies.ts). */

@@ -3,9 +3,10 @@
 // the optimizer pre-hook asks it for the auxiliary-loss-free expert-bias update (torchtitan-semantics.md §3.4:
 // all_reduce of the token counts over the loss group, then the same bias move on every rank). Requests are events
 // naming a handle (the layer × microbatch step record the expert shard keeps in its pool); each is answered with an
-// emitted event naming the same handle.
+// emitted event naming the same handle and, when the request names a `replyTo` actor (the train step asking for the
+// bias update), sent to it as well — so the machine also runs alone, without a parent (tests).
 
-import { assign, emit, fromPromise, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
 import { errorText, notProvided } from './state-meta.ts';
 
 export interface RouterInput {
@@ -14,6 +15,8 @@ export interface RouterInput {
 
 export interface RouterContext extends RouterInput {
   error: string | null;
+  /** Who asked the request being served (answers are sent to it as well as emitted). */
+  replyTo: AnyActorRef | null;
 }
 
 /** A layer × microbatch step record of the expert shard (its buffers are pooled; the handle names them). */
@@ -23,9 +26,9 @@ export interface MoeHandle {
 }
 
 export type RouterEvent =
-  | { type: 'ROUTE'; handle: MoeHandle }
-  | { type: 'ROUTER_GRAD'; handle: MoeHandle }
-  | { type: 'BIAS_UPDATE' };
+  | { type: 'ROUTE'; handle: MoeHandle; replyTo?: AnyActorRef }
+  | { type: 'ROUTER_GRAD'; handle: MoeHandle; replyTo?: AnyActorRef }
+  | { type: 'BIAS_UPDATE'; replyTo?: AnyActorRef };
 
 export type RouterEmitted =
   | { type: 'ROUTED'; handle: MoeHandle }
@@ -52,18 +55,27 @@ export const routerMachine = setup({
   actors: { route: stage, routerGrad: stage, biasUpdate: stage },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
-    failed: emit(({ context }) => ({ type: 'ROUTER_FAILED' as const, error: context.error ?? 'router failed' })),
+    failed: enqueueActions(({ context, enqueue }) => {
+      const e = { type: 'ROUTER_FAILED' as const, error: context.error ?? 'router failed' };
+      enqueue.emit(e);
+      if (context.replyTo) enqueue.sendTo(context.replyTo, e);
+    }),
+    answer: enqueueActions(({ context, enqueue }, e: RouterEmitted) => {
+      enqueue.emit(e);
+      if (context.replyTo) enqueue.sendTo(context.replyTo, e);
+    }),
+    remember: assign({ replyTo: ({ event }) => event.replyTo ?? null }),
   },
 }).createMachine({
   id: 'router',
-  context: ({ input }) => ({ ...input, error: null }),
+  context: ({ input }) => ({ ...input, error: null, replyTo: null }),
   initial: 'idle',
   states: {
     idle: {
       on: {
-        ROUTE: 'routing',
-        ROUTER_GRAD: 'routerGrad',
-        BIAS_UPDATE: 'biasUpdate',
+        ROUTE: { target: 'routing', actions: 'remember' },
+        ROUTER_GRAD: { target: 'routerGrad', actions: 'remember' },
+        BIAS_UPDATE: { target: 'biasUpdate', actions: 'remember' },
       },
     },
     routing: {
@@ -71,7 +83,7 @@ export const routerMachine = setup({
         id: 'route',
         src: 'route',
         input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routing' as const }),
-        onDone: { target: 'idle', actions: emit(({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) })) },
+        onDone: { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) }) } },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },
     },
@@ -80,7 +92,7 @@ export const routerMachine = setup({
         id: 'routerGrad',
         src: 'routerGrad',
         input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routerGrad' as const }),
-        onDone: { target: 'idle', actions: emit(({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) })) },
+        onDone: { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) }) } },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },
     },
@@ -89,7 +101,7 @@ export const routerMachine = setup({
         id: 'biasUpdate',
         src: 'biasUpdate',
         input: ({ context }) => ({ step: context.step, handle: null, state: 'biasUpdate' as const }),
-        onDone: { target: 'idle', actions: emit({ type: 'BIAS_UPDATED' as const }) },
+        onDone: { target: 'idle', actions: { type: 'answer', params: { type: 'BIAS_UPDATED' as const } } },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },
     },

@@ -6,11 +6,13 @@
 //   (grad-only mode: done after reduceGrads).
 // The machine is the root of the rank's actor system for the step: on start it spawns the router, the expert
 // shard, the optimizer and one FSDP unit per parameter unit as children with systemIds (`router`, `expert`,
-// `optimizer`, `fsdp:<unit>`). Each invoked stage is provided by the actors layer; a stage talks to those actors
-// by events (a block's stage unshards the block's FSDP units and, for MoE blocks, hands the layer to the expert
-// shard, whose moe-layer machine asks the router to route).
+// `optimizer`, `fsdp:<unit>`). The step's bookends are messages of this machine itself: zeroGrad, clip, biasUpdate
+// and optimizer send their request to the child actor (sendTo its id, = its systemId) with `replyTo: self` and move on its answer
+// (CLIPPED carries the grad norm into the context). The forward/backward stages are invoked stages provided by
+// the actors layer; they talk to the actors by events (a block's stage unshards the block's FSDP units and, for
+// MoE blocks, hands the layer to the expert shard, whose moe-layer machine asks the router to route).
 
-import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { expertMachine } from './expert.machine.ts';
 import { fsdpUnitMachine, type FsdpUnitInput } from './fsdp-unit.machine.ts';
@@ -35,6 +37,10 @@ export interface TrainStepInput {
   units: readonly FsdpUnitInput[];
   /** The EP dispatch of the expert shard ('local' when ep = 1). */
   strategy: MoeStrategy;
+  /** This step's learning rate (the optimizer's STEP). */
+  lr: number;
+  /** The clipping threshold (the optimizer's CLIP). */
+  maxNorm: number;
 }
 
 /** The systemId of a unit's FSDP actor. */
@@ -43,10 +49,20 @@ export const fsdpActorId = (unit: string) => `fsdp:${unit}`;
 export interface TrainStepContext extends TrainStepInput {
   layer: number;
   microbatch: number;
+  /** The pre-clip global gradient norm (null until clipped; grad-only steps never clip). */
+  gradNorm: number | null;
   error: string | null;
 }
 
-export type TrainStepEvent = { type: 'START' };
+/** START, and the answers of the optimizer and the router to this machine's requests. */
+export type TrainStepEvent =
+  | { type: 'START' }
+  | { type: 'GRADS_ZEROED' }
+  | { type: 'CLIPPED'; gradNorm: number }
+  | { type: 'STEPPED' }
+  | { type: 'BIAS_UPDATED' }
+  | { type: 'OPTIMIZER_FAILED'; error: string }
+  | { type: 'ROUTER_FAILED'; error: string };
 
 export interface StepStageInput {
   step: number;
@@ -85,7 +101,6 @@ export const trainStepMachine = setup({
     optimizerActor: optimizerMachine,
     expertActor: expertMachine,
     fsdpUnitActor: fsdpUnitMachine,
-    zeroGrad: stage,
     forwardEmbed: stage,
     forwardBlock: stage,
     loss: stage,
@@ -93,12 +108,14 @@ export const trainStepMachine = setup({
     backwardBlock: stage,
     backwardEmbed: stage,
     reduceGrads: stage,
-    clip: stage,
-    biasUpdate: stage,
-    optimizerStep: stage,
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
+    recordGradNorm: assign({ gradNorm: ({ event }) => (event as { gradNorm: number }).gradNorm }),
+    askZeroGrad: sendTo('optimizer', ({ self }) => ({ type: 'ZERO_GRAD', replyTo: self })),
+    askClip: sendTo('optimizer', ({ context, self }) => ({ type: 'CLIP', maxNorm: context.maxNorm, replyTo: self })),
+    askBiasUpdate: sendTo('router', ({ self }) => ({ type: 'BIAS_UPDATE', replyTo: self })),
+    askStep: sendTo('optimizer', ({ context, self }) => ({ type: 'STEP', lr: context.lr, replyTo: self })),
     spawnActors: enqueueActions(({ context, enqueue }) => {
       enqueue.spawnChild('routerActor', { id: 'router', systemId: 'router', input: { step: context.step } });
       enqueue.spawnChild('optimizerActor', { id: 'optimizer', systemId: 'optimizer', input: { step: context.step } });
@@ -117,13 +134,14 @@ export const trainStepMachine = setup({
   },
 }).createMachine({
   id: 'trainStep',
-  context: ({ input }) => ({ ...input, layer: 0, microbatch: 0, error: null }),
+  context: ({ input }) => ({ ...input, layer: 0, microbatch: 0, gradNorm: null, error: null }),
   initial: 'idle',
   entry: 'spawnActors',
   states: {
     idle: { on: { START: 'zeroGrad' } },
     zeroGrad: {
-      invoke: { id: 'zeroGrad', src: 'zeroGrad', input: input('zeroGrad'), onDone: 'microbatch', onError },
+      entry: 'askZeroGrad',
+      on: { GRADS_ZEROED: 'microbatch', OPTIMIZER_FAILED: onError },
     },
     microbatch: {
       initial: 'embed',
@@ -202,21 +220,26 @@ export const trainStepMachine = setup({
     },
     clip: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: {
-        id: 'clip',
-        src: 'clip',
-        input: input('clip'),
-        onDone: [{ guard: 'updatesBias', target: 'biasUpdate' }, { target: 'optimizer' }],
-        onError,
+      entry: 'askClip',
+      on: {
+        CLIPPED: [
+          { guard: 'updatesBias', target: 'biasUpdate', actions: 'recordGradNorm' },
+          { target: 'optimizer', actions: 'recordGradNorm' },
+        ],
+        OPTIMIZER_FAILED: onError,
       },
     },
     biasUpdate: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: { id: 'biasUpdate', src: 'biasUpdate', input: input('biasUpdate'), onDone: 'optimizer', onError },
+      entry: 'askBiasUpdate',
+      on: { BIAS_UPDATED: 'optimizer', ROUTER_FAILED: onError },
     },
     optimizer: {
       meta: meta({ actor: 'optimizer', category: 'optimizer' }),
-      invoke: { id: 'optimizerStep', src: 'optimizerStep', input: input('optimizer'), onDone: 'done', onError },
+      entry: 'askStep',
+      // The optimizer answers STEPPED and ends (its machine is done after the step); the step ends with it, so no
+      // child's done notice reaches a finished parent.
+      on: { 'xstate.done.actor.optimizer': 'done', OPTIMIZER_FAILED: onError },
     },
     done: { type: 'final' },
     failed: { type: 'final' },

@@ -47,6 +47,17 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
     }
   });
 
+  it('every answer sent to a replyTo is one the asking machine accepts', () => {
+    const replies = MESSAGES.filter((m) => m.answer.startsWith('to replyTo:'));
+    expect(replies.length).toBeGreaterThan(0);
+    for (const msg of replies) {
+      const from = ACTORS.find((a) => a.id === msg.from)!;
+      const accepted = new Set([...definedTransitions(MACHINES[from.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]));
+      const answers = msg.answer.slice('to replyTo:'.length).split(';')[0]!.split('/').map((e) => e.trim());
+      for (const e of answers) expect(accepted.has(e), `${msg.to} → ${msg.from}: ${e}`).toBe(true);
+    }
+  });
+
   it('a real step spawns the listed actors and issues exactly the listed collectives, each from its state', async () => {
     const fx = distributedCaseOf('dsv3_groups_softmax_train');
     const seen = new Map<string, Set<string>>();
@@ -106,7 +117,7 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
   it('the train-step root spawns router, expert, optimizer and one fsdp:<unit> per unit under their systemIds', async () => {
     const { createActor } = await import('xstate');
     const units = ['tok_embeddings', 'layers.0', 'output'].map((unit) => ({ unit, reshardAfterForward: true, hsdp: false, gradReduce: 'sum' as const }));
-    const a = createActor(trainStepMachine, { input: { step: 1, nLayers: 1, microbatches: 1, ac: { mode: 'none' }, biasUpdate: false, gradOnly: false, units, strategy: 'local' } });
+    const a = createActor(trainStepMachine, { input: { step: 1, nLayers: 1, microbatches: 1, ac: { mode: 'none' }, biasUpdate: false, gradOnly: false, units, strategy: 'local', lr: 1e-3, maxNorm: 1 } });
     a.start();
     const ids = ['router', 'expert', 'optimizer', ...units.map((u) => `fsdp:${u.unit}`)];
     for (const id of ids) expect(a.system.get(id), id).toBeDefined();

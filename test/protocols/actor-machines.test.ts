@@ -2,7 +2,7 @@
 // model-based coverage (every state and transition reached) and direct runs with stage fakes checking the
 // requests each answers and the order of its stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, fromPromise, waitFor } from 'xstate';
+import { createActor, createMachine, fromPromise, waitFor } from 'xstate';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
@@ -88,6 +88,33 @@ describe('optimizer machine', () => {
     expect(log).toEqual(['zero', 'clip 0.5', 'step 0.01']);
     expect(emitted).toEqual([{ type: 'GRADS_ZEROED' }, { type: 'CLIPPED', gradNorm: 2.5 }, { type: 'STEPPED' }]);
     expect(a.getSnapshot().context.gradNorm).toBe(2.5);
+  });
+
+  it('sends each answer to the replyTo actor of its request, failures included (no parent needed)', async () => {
+    const got: { type: string }[] = [];
+    const asker = createActor(createMachine({ on: { '*': { actions: ({ event }) => void got.push(event) } } }));
+    asker.start();
+    const a = createActor(
+      optimizerMachine.provide({
+        actors: {
+          zeroGrad: fromPromise<void, OptimizerStageInput>(async () => {}),
+          clip: fromPromise<number, OptimizerStageInput>(async () => 0.75),
+          step: fromPromise<void, OptimizerStageInput>(async () => {
+            throw new Error('moments missing');
+          }),
+        },
+      }),
+      { input: { step: 1 } },
+    );
+    a.start();
+    a.send({ type: 'ZERO_GRAD', replyTo: asker });
+    await waitFor(a, (s) => s.matches('idle') && got.length === 1);
+    a.send({ type: 'CLIP', maxNorm: 1, replyTo: asker });
+    await waitFor(a, (s) => s.matches('clipped'));
+    a.send({ type: 'STEP', lr: 0.1, replyTo: asker });
+    await waitFor(a, (s) => s.status === 'done');
+    expect(got).toEqual([{ type: 'GRADS_ZEROED' }, { type: 'CLIPPED', gradNorm: 0.75 }, { type: 'OPTIMIZER_FAILED', error: 'moments missing' }]);
+    asker.stop();
   });
 });
 

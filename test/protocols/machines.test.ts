@@ -6,6 +6,8 @@ import { createActor, fromPromise, waitFor } from 'xstate';
 import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
 import { fsdpUnitMachine, reshardAfterForward } from '../../src/protocols/fsdp-unit.machine.ts';
 import { isCheckpointed, trainStepMachine, type AcMode } from '../../src/protocols/train-step.machine.ts';
+import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
+import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { DISPATCH_STRATEGIES } from '../../src/protocols/strategies.ts';
 import { allStateIds, coverPaths, definedTransitions, doneEvents, type Coverage } from './graph-coverage.ts';
 
@@ -23,19 +25,25 @@ function expectFull(machine: any, cov: Coverage) {
 }
 
 const FSDP_STAGES = ['unshard', 'reshard', 'reduceScatter', 'divide', 'allReduceReplicas'] as const;
-const STEP_STAGES = [
-  'zeroGrad',
-  'forwardEmbed',
-  'forwardBlock',
-  'loss',
-  'recomputeBlock',
-  'backwardBlock',
-  'backwardEmbed',
-  'reduceGrads',
-  'clip',
-  'biasUpdate',
-  'optimizerStep',
-] as const;
+const STEP_STAGES = ['forwardEmbed', 'forwardBlock', 'loss', 'recomputeBlock', 'backwardBlock', 'backwardEmbed', 'reduceGrads'] as const;
+/** The answers the train step waits for from its optimizer and router children (it sends them the requests); the
+ * optimizer's end is its done notice (it has answered STEPPED and finished). */
+const STEP_ANSWERS = [
+  { type: 'GRADS_ZEROED' },
+  { type: 'CLIPPED', gradNorm: 1.5 },
+  { type: 'BIAS_UPDATED' },
+  { type: 'xstate.done.actor.optimizer', actorId: 'optimizer' },
+  { type: 'OPTIMIZER_FAILED', error: 'norm all_reduce failed' },
+  { type: 'ROUTER_FAILED', error: 'counts all_reduce failed' },
+];
+const never: any = fromPromise(() => new Promise<never>(() => {}));
+/** The train step with router and optimizer children whose stages never settle: only the path's answers move it. */
+const stepWithSilentChildren = trainStepMachine.provide({
+  actors: {
+    routerActor: routerMachine.provide({ actors: { route: never, routerGrad: never, biasUpdate: never } }),
+    optimizerActor: optimizerMachine.provide({ actors: { zeroGrad: never, clip: never, step: never } }),
+  },
+} as any);
 const AC_MODES: AcMode[] = [{ mode: 'none' }, { mode: 'selective', every: 2 }, { mode: 'full' }, { mode: 'selective', op: true }];
 
 describe('moe-layer machine', () => {
@@ -162,10 +170,10 @@ describe('train-step machine', () => {
       for (const microbatches of [1, 2])
         for (const nLayers of [0, 1, 3])
           for (const [biasUpdate, gradOnly] of [[true, false], [false, false], [true, true]] as const) {
-            const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES)];
+            const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES), ...STEP_ANSWERS];
             merge(
               cov,
-              coverPaths(trainStepMachine, { step: 1, nLayers, microbatches, ac, biasUpdate, gradOnly, units: [], strategy: 'local' }, STEP_STAGES, events, {
+              coverPaths(stepWithSilentChildren, { step: 1, nLayers, microbatches, ac, biasUpdate, gradOnly, units: [], strategy: 'local', lr: 1e-3, maxNorm: 1 }, STEP_STAGES, events, {
                 serialize: (s) => JSON.stringify([s.value, s.context.layer, s.context.microbatch]),
                 check: (s) => {
                   expect(s.context.microbatch).toBeLessThan(microbatches);
@@ -174,6 +182,7 @@ describe('train-step machine', () => {
                   if (s.matches({ microbatch: { backward: 'recompute' } })) expect(isCheckpointed(s.context.layer, ac)).toBe(true);
                   if (!biasUpdate || gradOnly) expect(s.matches('biasUpdate')).toBe(false);
                   if (gradOnly) expect(s.matches('clip') || s.matches('optimizer')).toBe(false);
+                  if (s.matches('biasUpdate') || s.matches('optimizer')) expect(s.context.gradNorm).toBe(1.5);
                 },
               }),
             );
@@ -187,11 +196,23 @@ describe('train-step machine', () => {
       const actors = Object.fromEntries(
         STEP_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { layer: number; microbatch: number } }) => void log.push(`${n}:${input.microbatch}:${input.layer}`))]),
       );
-      const a = createActor(trainStepMachine.provide({ actors } as any), { input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true, gradOnly: false, units: [], strategy: 'local' } });
+      const asked = (n: string) => fromPromise(async ({ input }: { input: { lr?: number; maxNorm?: number } }) => {
+        log.push(n + (input.lr !== undefined ? `:lr=${input.lr}` : '') + (input.maxNorm !== undefined ? `:maxNorm=${input.maxNorm}` : ''));
+        return n === 'clip' ? 2.5 : null;
+      });
+      const children = {
+        routerActor: routerMachine.provide({ actors: { route: never, routerGrad: never, biasUpdate: asked('biasUpdate') } } as any),
+        optimizerActor: optimizerMachine.provide({ actors: { zeroGrad: asked('zeroGrad'), clip: asked('clip'), step: asked('optimizerStep') } } as any),
+      };
+      const a = createActor(trainStepMachine.provide({ actors: { ...actors, ...children } } as any), {
+        input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true, gradOnly: false, units: [], strategy: 'local', lr: 0.25, maxNorm: 0.5 },
+      });
       a.start();
       a.send({ type: 'START' });
-      await waitFor(a, (s) => s.status === 'done');
-      const expected: string[] = ['zeroGrad:0:0'];
+      const end = await waitFor(a, (s) => s.status === 'done');
+      expect(end.value).toBe('done');
+      expect(end.context.gradNorm).toBe(2.5);
+      const expected: string[] = ['zeroGrad'];
       for (let mb = 0; mb < 2; mb++) {
         expected.push(`forwardEmbed:${mb}:0`);
         for (let l = 0; l < 4; l++) expected.push(`forwardBlock:${mb}:${l}`);
@@ -202,7 +223,7 @@ describe('train-step machine', () => {
         }
         expected.push(`backwardEmbed:${mb}:0`);
       }
-      expected.push('reduceGrads:1:0', 'clip:1:0', 'biasUpdate:1:0', 'optimizerStep:1:0');
+      expected.push('reduceGrads:1:0', 'clip:maxNorm=0.5', 'biasUpdate', 'optimizerStep:lr=0.25');
       expect(log).toEqual(expected);
     }
   });

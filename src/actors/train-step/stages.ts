@@ -1,8 +1,8 @@
 // The train-step machine's stages on one rank (protocols/train-step.machine.ts): embedding, blocks, loss, their
-// backward and the step's end. A block stage unshards the block's FSDP units (`fsdp:<unit>` actors), runs the
-// block and, for an MoE block, hands the layer to the expert shard (`expert`); backward kicks off each unit's
-// gradient reduction; the step's end asks the optimizer (`optimizer`) to clip and step and the router (`router`)
-// for the expert-bias update. Every actor is reached through the step's actor system.
+// the wait for the gradient reductions. A block stage unshards the block's FSDP units (`fsdp:<unit>` actors), runs
+// the block and, for an MoE block, hands the layer to the expert shard (`expert`); backward kicks off each unit's
+// gradient reduction. Every actor is reached through the step's actor system. (Zeroing, clipping, the bias update
+// and the optimizer step are no stages: the machine sends those requests to `optimizer` / `router` itself.)
 
 import { fromPromise, type AnyActorRef } from 'xstate';
 import type { BlockPreCtx } from '../../models/model/block.ts';
@@ -12,12 +12,12 @@ import type { FeedForward, FfnCtx } from '../../models/layers/ffn.ts';
 import { blockUnitId, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../../models/spec.ts';
 import type { expertMachine } from '../../protocols/expert.machine.ts';
 import type { fsdpUnitMachine } from '../../protocols/fsdp-unit.machine.ts';
-import type { OptimizerEmitted, optimizerMachine } from '../../protocols/optimizer.machine.ts';
-import type { RouterEmitted, routerMachine } from '../../protocols/router.machine.ts';
+import type { optimizerMachine } from '../../protocols/optimizer.machine.ts';
+import type { routerMachine } from '../../protocols/router.machine.ts';
 import { fsdpActorId, trainStepMachine, type StepStageInput } from '../../protocols/train-step.machine.ts';
 import type { ExpertRef, ExpertShard } from '../expert/shard.ts';
 import type { FsdpUnitRef, FsdpUnitShard } from '../fsdp/shard.ts';
-import { request, type StepFailure } from '../wait.ts';
+import type { StepFailure } from '../wait.ts';
 
 /** One microbatch's activations between its stages. */
 interface MbState {
@@ -30,18 +30,15 @@ interface MbState {
   lossSum: number;
 }
 
-/** What one step's stages share: the microbatches' activations and the step's numbers. */
+/** What one step's stages share: the microbatches' activations and the loss normaliser. */
 export interface StepRecord {
   states: MbState[];
   globalValid: number;
-  lr: number;
-  maxNorm: number;
-  gradNorm: number;
 }
 
-export function newStepRecord(microbatches: readonly Microbatch[], globalValid: number, lr: number, maxNorm: number): StepRecord {
+export function newStepRecord(microbatches: readonly Microbatch[], globalValid: number): StepRecord {
   const states = microbatches.map((mb) => ({ mb, inputs: [], pre: [], ffn: [], head: null, dh: null, lossSum: 0 }));
-  return { states, globalValid, lr, maxNorm, gradNorm: 0 };
+  return { states, globalValid };
 }
 
 interface System {
@@ -96,7 +93,6 @@ export class StepStages {
         }
       });
     return {
-      zeroGrad: wrap((_, sys) => this.zeroGrad(sys)),
       forwardEmbed: wrap((i, sys) => this.forwardEmbed(i, sys)),
       forwardBlock: wrap((i, sys) => this.forwardBlock(i, sys)),
       loss: wrap((i, sys) => this.lossStage(i, sys)),
@@ -104,9 +100,6 @@ export class StepStages {
       backwardBlock: wrap((i, sys) => this.backwardBlock(i, sys)),
       backwardEmbed: wrap((i, sys) => this.backwardEmbed(i, sys)),
       reduceGrads: wrap(() => this.reduceGradsStage()),
-      clip: wrap((_, sys) => this.clipStage(sys)),
-      biasUpdate: wrap((_, sys) => this.biasUpdateStage(sys)),
-      optimizerStep: wrap((_, sys) => this.optimizerStage(sys)),
     } satisfies Partial<Record<keyof typeof trainStepMachine.implementations.actors, unknown>>;
   }
 
@@ -129,7 +122,7 @@ export class StepStages {
     return { shard: this.w.shards.get(id)!, ref: ref as FsdpUnitRef };
   }
 
-  private actor(sys: System, id: 'router' | 'optimizer' | 'expert'): AnyActorRef {
+  private actor(sys: System, id: 'expert'): AnyActorRef {
     const ref = sys.get(id);
     if (!ref) throw new Error(`no actor ${id} in the step's actor system`);
     return ref;
@@ -140,10 +133,6 @@ export class StepStages {
     const p = u.shard.reduceGrads(u.ref);
     p.catch(() => {}); // awaited in reduceGrads; an early failure must not be an unhandled rejection
     this.pendingReductions.push(p);
-  }
-
-  private async zeroGrad(sys: System): Promise<void> {
-    await request<OptimizerEmitted>(this.actor(sys, 'optimizer'), { type: 'ZERO_GRAD' }, 'GRADS_ZEROED', 'OPTIMIZER_FAILED', this.w.failure);
   }
 
   private async forwardEmbed({ microbatch, step }: StepStageInput, sys: System): Promise<void> {
@@ -265,25 +254,5 @@ export class StepStages {
     const pending = this.pendingReductions;
     this.pendingReductions = [];
     await Promise.all(pending);
-  }
-
-  private async clipStage(sys: System): Promise<void> {
-    const cur = this.w.current();
-    const e = await request<Extract<OptimizerEmitted, { type: 'CLIPPED' }>>(
-      this.actor(sys, 'optimizer'),
-      { type: 'CLIP', maxNorm: cur.maxNorm },
-      'CLIPPED',
-      'OPTIMIZER_FAILED',
-      this.w.failure,
-    );
-    cur.gradNorm = e.gradNorm;
-  }
-
-  private async biasUpdateStage(sys: System): Promise<void> {
-    await request<RouterEmitted>(this.actor(sys, 'router'), { type: 'BIAS_UPDATE' }, 'BIAS_UPDATED', 'ROUTER_FAILED', this.w.failure);
-  }
-
-  private async optimizerStage(sys: System): Promise<void> {
-    await request<OptimizerEmitted>(this.actor(sys, 'optimizer'), { type: 'STEP', lr: this.w.current().lr }, 'STEPPED', 'OPTIMIZER_FAILED', this.w.failure);
   }
 }
