@@ -57,6 +57,7 @@ export function reduceInto(out: CommArray, inputs: readonly CommArray[], offsets
         const v = x[o + i]!;
         const a = out[i]!;
         // Math.max would do, but this keeps NaN propagation explicit and avoids a call per element.
+        // biome-ignore lint/suspicious/noSelfCompare: v !== v is the NaN test (max propagates NaN as torch does), kept branch-cheap in the hot loop
         if (v > a || v !== v) out[i] = v;
       }
     }

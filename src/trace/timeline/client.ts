@@ -409,9 +409,9 @@ function describe(h: Hit): string {
     // The collective(s) this state issued: same row, overlapping in time.
     for (let lane = 0; lane < row.commLanes; lane++) {
       const [lo, hi] = row.commRanges[lane]!;
-      for (let c = firstEndAfter(cEnd, lo, hi, sStart[i]); c < hi && cStart[c] < sEnd[i]; c++) {
+      const c = firstEndAfter(cEnd, lo, hi, sStart[i]);
+      if (c < hi && cStart[c] < sEnd[i]) {
         html += collLines(c);
-        lane = row.commLanes;
         break;
       }
     }
