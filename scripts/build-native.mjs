@@ -5,7 +5,18 @@
 // `mpi` needs MPICH and is optional: where MPICH is absent we write a marker saying why, and the `mpi`
 // transport reports it instead of failing to load. `ccl` needs oneCCL and MPICH and is optional the same way.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  realpathSync,
+  symlinkSync,
+  writeFileSync,
+  rmSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -120,7 +131,8 @@ function findOneCcl() {
     ['../shared/oneccl', resolve(root, '..', 'shared', 'oneccl')],
   ];
   for (const [from, dir] of candidates) {
-    if (dir && existsSync(join(dir, 'include', 'oneapi', 'ccl.hpp')) && existsSync(join(dir, 'lib'))) return { from, dir };
+    if (dir && existsSync(join(dir, 'include', 'oneapi', 'ccl.hpp')) && existsSync(join(dir, 'lib')))
+      return { from, dir };
   }
   return null;
 }
@@ -155,9 +167,14 @@ if (!only || only === 'ccl') {
   const found = findOneCcl();
   const lib = found && realLibccl(join(found.dir, 'lib'));
   let why = null;
-  if (!pkgConfigExists('mpich')) why = 'MPICH development files not found by `pkg-config mpich` (oneCCL runs over MPI here).\nFix: apt-get install mpich libmpich-dev, then `npm run build:native ccl`.';
-  else if (!found) why = 'oneCCL not found ($CCL_ROOT, $MOE_ACTORS_CCL_ROOT and ../shared/oneccl have no include/oneapi/ccl.hpp).\nFix: set CCL_ROOT to a oneCCL install (on Aurora: module load frameworks), then `npm run build:native ccl`.';
-  else if (!lib) why = `oneCCL at ${found.dir} has no loadable lib/libccl.so.\nFix: point CCL_ROOT at a complete oneCCL install, then \`npm run build:native ccl\`.`;
+  if (!pkgConfigExists('mpich'))
+    why =
+      'MPICH development files not found by `pkg-config mpich` (oneCCL runs over MPI here).\nFix: apt-get install mpich libmpich-dev, then `npm run build:native ccl`.';
+  else if (!found)
+    why =
+      'oneCCL not found ($CCL_ROOT, $MOE_ACTORS_CCL_ROOT and ../shared/oneccl have no include/oneapi/ccl.hpp).\nFix: set CCL_ROOT to a oneCCL install (on Aurora: module load frameworks), then `npm run build:native ccl`.';
+  else if (!lib)
+    why = `oneCCL at ${found.dir} has no loadable lib/libccl.so.\nFix: point CCL_ROOT at a complete oneCCL install, then \`npm run build:native ccl\`.`;
   if (why) {
     mkdirSync(dir, { recursive: true });
     writeFileSync(marker, why + '\n');

@@ -11,7 +11,9 @@ const text = statechartsMarkdown();
 if (process.argv.includes('--check')) {
   const current = existsSync(target) ? readFileSync(target, 'utf8') : null;
   if (current !== text) {
-    console.error(`${target} is out of date with src/protocols/*.machine.ts; run: node --import tsx scripts/gen-statecharts.ts`);
+    console.error(
+      `${target} is out of date with src/protocols/*.machine.ts; run: node --import tsx scripts/gen-statecharts.ts`,
+    );
     process.exit(1);
   }
   console.log(`${target} is up to date`);

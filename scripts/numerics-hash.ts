@@ -23,13 +23,13 @@ import { distributedCaseOf, syntheticBatch } from '../test/models/fixtures.ts';
 const PROGRAM = fileURLToPath(new URL('../src/actors/programs/distributed-run.ts', import.meta.url));
 
 const LAYOUTS: Record<string, { ranks: number; degrees: Partial<ParallelDegrees> }> = {
-  'fsdp2': { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
+  fsdp2: { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
   'fsdp2-ep2': { ranks: 2, degrees: { dp_shard: 2, ep: 2 } },
-  'hsdp2x1': { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
+  hsdp2x1: { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
   'fsdp4-ep2': { ranks: 4, degrees: { dp_shard: 4, ep: 2 } },
   'fsdp4-ep4': { ranks: 4, degrees: { dp_shard: 4, ep: 4 } },
   'hsdp2x2-ep2': { ranks: 4, degrees: { dp_replicate: 2, dp_shard: 2, ep: 2 } },
-  'fsdp4': { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
+  fsdp4: { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
 };
 const NONE: AcMode = { mode: 'none' };
 const SEL: AcMode = { mode: 'selective', every: 2 };
@@ -67,10 +67,34 @@ const CASES: Case[] = [
   { layout: 'fsdp2-ep2', dispatch: 'allgather-padded', ac: SEL, ga: 2, mode: 'grad' },
   { layout: 'fsdp2-ep2', dispatch: 'allgather-rs', ac: FULL, ga: 1, mode: 'grad' },
   // gradient reductions
-  { layout: 'hsdp2x2-ep2', dispatch: 'allgather-rs', ac: NONE, ga: 1, mode: 'grad', gradReduce: 'sum-divide', divideFactor: 4 },
-  { layout: 'hsdp2x2-ep2', dispatch: 'allgather-rs', ac: NONE, ga: 1, mode: 'grad', gradReduce: 'premul-sum', divideFactor: 4 },
+  {
+    layout: 'hsdp2x2-ep2',
+    dispatch: 'allgather-rs',
+    ac: NONE,
+    ga: 1,
+    mode: 'grad',
+    gradReduce: 'sum-divide',
+    divideFactor: 4,
+  },
+  {
+    layout: 'hsdp2x2-ep2',
+    dispatch: 'allgather-rs',
+    ac: NONE,
+    ga: 1,
+    mode: 'grad',
+    gradReduce: 'premul-sum',
+    divideFactor: 4,
+  },
   { layout: 'fsdp4-ep2', dispatch: 'a2a', ac: SEL, ga: 2, mode: 'train', gradReduce: 'sum-divide', divideFactor: 4 },
-  { layout: 'fsdp4-ep2', dispatch: 'allgather-padded', ac: NONE, ga: 1, mode: 'train', gradReduce: 'premul-sum', divideFactor: 4 },
+  {
+    layout: 'fsdp4-ep2',
+    dispatch: 'allgather-padded',
+    ac: NONE,
+    ga: 1,
+    mode: 'train',
+    gradReduce: 'premul-sum',
+    divideFactor: 4,
+  },
   // reshard policies
   { layout: 'fsdp2-ep2', dispatch: 'a2a', ac: NONE, ga: 2, mode: 'train', reshard: 'always' },
   { layout: 'fsdp2-ep2', dispatch: 'allgather-rs', ac: SEL, ga: 2, mode: 'train', reshard: 'never' },
@@ -79,7 +103,16 @@ const CASES: Case[] = [
 const acName = (ac: AcMode) => (ac.mode === 'selective' ? ('every' in ac ? `sel${ac.every}` : 'selop') : ac.mode);
 
 function caseName(fixture: string, c: Case): string {
-  return [fixture, c.mode, c.layout, c.dispatch, `ac=${acName(c.ac)}`, `ga=${c.ga}`, c.gradReduce ? `${c.gradReduce}/${c.divideFactor}` : '', c.reshard ? `reshard=${c.reshard}` : '']
+  return [
+    fixture,
+    c.mode,
+    c.layout,
+    c.dispatch,
+    `ac=${acName(c.ac)}`,
+    `ga=${c.ga}`,
+    c.gradReduce ? `${c.gradReduce}/${c.divideFactor}` : '',
+    c.reshard ? `reshard=${c.reshard}` : '',
+  ]
     .filter(Boolean)
     .join(' ');
 }
@@ -102,8 +135,14 @@ function traceHash(events: TraceEvent[][]): string {
   const lines: string[] = [];
   for (const evs of events) {
     for (const e of evs) {
-      if (e.kind === 'collective') lines.push(`C ${e.rank} ${e.actor} ${e.op} ${e.group} ${e.seq} ${e.phase} ${e.tag} ${e.step} ${e.layer} ${e.microbatch} ${e.inNelems} ${e.outNelems}`);
-      else if (e.kind === 'state') lines.push(`S ${e.rank} ${e.actor} ${e.machine} ${e.state} ${e.category} ${e.phase} ${e.step} ${e.layer} ${e.microbatch}`);
+      if (e.kind === 'collective')
+        lines.push(
+          `C ${e.rank} ${e.actor} ${e.op} ${e.group} ${e.seq} ${e.phase} ${e.tag} ${e.step} ${e.layer} ${e.microbatch} ${e.inNelems} ${e.outNelems}`,
+        );
+      else if (e.kind === 'state')
+        lines.push(
+          `S ${e.rank} ${e.actor} ${e.machine} ${e.state} ${e.category} ${e.phase} ${e.step} ${e.layer} ${e.microbatch}`,
+        );
     }
   }
   lines.sort();
@@ -141,7 +180,11 @@ async function main() {
         weights: fx.weights,
       };
       const args: DistributedRunArgs = { job, ...batch, microbatches: c.ga, mode: c.mode, steps: 3, trace };
-      const r = await launch<DistributedRunArgs, DistributedRunResult>({ transport: 'inproc', size: layout.ranks, timeoutMs: 30_000, seed: 7 }, { module: PROGRAM }, args);
+      const r = await launch<DistributedRunArgs, DistributedRunResult>(
+        { transport: 'inproc', size: layout.ranks, timeoutMs: 30_000, seed: 7 },
+        { module: PROGRAM },
+        args,
+      );
       const failed = r.outcomes.filter((o) => !o.ok);
       if (failed.length) throw new Error(`${name}: ${failed.map((f) => (f as { error: string }).error).join('; ')}`);
       const values = r.outcomes.map((o) => (o as { value: DistributedRunResult }).value);
@@ -157,7 +200,9 @@ async function main() {
       console.log(line);
     }
   }
-  console.log(`TOTAL numerics ${total.digest('hex').slice(0, 16)}${trace ? `  trace ${totalTrace.digest('hex').slice(0, 16)}` : ''}  (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  console.log(
+    `TOTAL numerics ${total.digest('hex').slice(0, 16)}${trace ? `  trace ${totalTrace.digest('hex').slice(0, 16)}` : ''}  (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+  );
 }
 
 main().catch((e) => {

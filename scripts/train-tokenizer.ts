@@ -23,4 +23,6 @@ const bpe = trainBpe(texts, vocab);
 mkdirSync(out, { recursive: true });
 const file = join(out, 'tokenizer.json');
 writeFileSync(file, JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
-console.log(`${file}: ${bpe.vocab.size} tokens (${bpe.merges.length} merges) + BOS/EOS from ${texts.length} documents in ${(performance.now() - t0).toFixed(0)} ms`);
+console.log(
+  `${file}: ${bpe.vocab.size} tokens (${bpe.merges.length} merges) + BOS/EOS from ${texts.length} documents in ${(performance.now() - t0).toFixed(0)} ms`,
+);

@@ -38,8 +38,19 @@ try {
 }
 const p = cfg.parallelism;
 const rep = p.data_parallel_replicate_degree;
-const [cp, tp, pp, ep, etp] = [p.context_parallel_degree, p.tensor_parallel_degree, p.pipeline_parallel_degree, p.expert_parallel_degree, p.expert_tensor_parallel_degree];
-for (const [name, v] of [['context_parallel_degree', cp], ['tensor_parallel_degree', tp], ['pipeline_parallel_degree', pp], ['expert_tensor_parallel_degree', etp]]) {
+const [cp, tp, pp, ep, etp] = [
+  p.context_parallel_degree,
+  p.tensor_parallel_degree,
+  p.pipeline_parallel_degree,
+  p.expert_parallel_degree,
+  p.expert_tensor_parallel_degree,
+];
+for (const [name, v] of [
+  ['context_parallel_degree', cp],
+  ['tensor_parallel_degree', tp],
+  ['pipeline_parallel_degree', pp],
+  ['expert_tensor_parallel_degree', etp],
+]) {
   if (v !== 1) fail(`${config}: [parallelism] ${name} = ${v}: moe-actors supports only 1`);
 }
 let shard = p.data_parallel_shard_degree;
@@ -48,7 +59,10 @@ let world;
 if (ranks !== null) {
   world = Number(ranks);
   if (shard === -1) {
-    if (world % others !== 0) fail(`${config}: ${world} ranks cannot be split into dp_replicate ${rep} × dp_shard (inferred): ${world} is not a multiple of ${others}`);
+    if (world % others !== 0)
+      fail(
+        `${config}: ${world} ranks cannot be split into dp_replicate ${rep} × dp_shard (inferred): ${world} is not a multiple of ${others}`,
+      );
     shard = world / others;
   } else if (others * shard !== world) {
     fail(
@@ -57,17 +71,23 @@ if (ranks !== null) {
     );
   }
 } else {
-  if (shard === -1) fail(`${config}: data_parallel_shard_degree = -1 (infer from the world size): give the number of ranks (-n / --nodes)`);
+  if (shard === -1)
+    fail(
+      `${config}: data_parallel_shard_degree = -1 (infer from the world size): give the number of ranks (-n / --nodes)`,
+    );
   world = others * shard;
 }
 if ((shard * cp * tp) % (ep * etp) !== 0) {
-  fail(`${config}: expert_parallel_degree ${ep} must divide dp_shard·cp·tp = ${shard * cp * tp} (EP borrows its ranks from the FSDP dimension)`);
+  fail(
+    `${config}: expert_parallel_degree ${ep} must divide dp_shard·cp·tp = ${shard * cp * tp} (EP borrows its ranks from the FSDP dimension)`,
+  );
 }
 try {
   const { resolveModelConfig } = await import('../../src/models/config.ts');
   const m = resolveModelConfig(cfg.model, cfg.training.seq_len);
   const E = m.args.moe_args.num_experts;
-  if (E % ep !== 0) fail(`${config}: ${E} experts of ${m.flavor} cannot be split evenly over expert_parallel_degree ${ep}`);
+  if (E % ep !== 0)
+    fail(`${config}: ${E} experts of ${m.flavor} cannot be split evenly over expert_parallel_degree ${ep}`);
 } catch (e) {
   if (e?.code !== 'ERR_MODULE_NOT_FOUND') fail(`${config}: ${e.message}`);
 }

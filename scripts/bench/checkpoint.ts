@@ -37,12 +37,19 @@ const MODES = {
 type Mode = keyof typeof MODES;
 
 function stepTimes(runDir: string): { steps: number[]; blocked: number[]; write: number[] } {
-  const recs = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const recs = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
   const r0 = recs.filter((r) => r.rank === 0);
   return {
     steps: r0.filter((r) => r.step > 2).map((r) => r['time_metrics/end_to_end(s)']! * 1000),
-    blocked: r0.filter((r) => typeof r['checkpoint/blocked_ms'] === 'number' && r.step > 2).map((r) => r['checkpoint/blocked_ms']!),
-    write: r0.filter((r) => typeof r['checkpoint/write_ms'] === 'number' && r.step > 2).map((r) => r['checkpoint/write_ms']!),
+    blocked: r0
+      .filter((r) => typeof r['checkpoint/blocked_ms'] === 'number' && r.step > 2)
+      .map((r) => r['checkpoint/blocked_ms']!),
+    write: r0
+      .filter((r) => typeof r['checkpoint/write_ms'] === 'number' && r.step > 2)
+      .map((r) => r['checkpoint/write_ms']!),
   };
 }
 
@@ -65,7 +72,19 @@ export async function run(argv: string[]): Promise<void> {
     for (const mode of order) {
       const name = `ckpt-${mode}-${round}`;
       rmSync(join(dump, name), { recursive: true, force: true });
-      const out = await runTraining({ quiet: true }, [...MODES[mode], '--training.steps', String(o.steps), '--metrics.log_freq', '1', '--trace.enable', 'false', '--job.dump_folder', dump, '--job.run_name', name]);
+      const out = await runTraining({ quiet: true }, [
+        ...MODES[mode],
+        '--training.steps',
+        String(o.steps),
+        '--metrics.log_freq',
+        '1',
+        '--trace.enable',
+        'false',
+        '--job.dump_folder',
+        dump,
+        '--job.run_name',
+        name,
+      ]);
       if (!out) throw new Error(`bench:checkpoint: ${name} did not run`);
       const t = stepTimes(out.runDir);
       got[mode].steps.push(...t.steps);
@@ -73,7 +92,9 @@ export async function run(argv: string[]): Promise<void> {
       got[mode].write.push(...t.write);
       got[mode].medians.push(median(t.steps));
       if (mode !== 'none' && !ckptBytes) {
-        const m = JSON.parse(readFileSync(join(out.runDir, 'checkpoint', `step-${o.steps}`, 'manifest.json'), 'utf8')) as { files: { bytes: number }[] };
+        const m = JSON.parse(
+          readFileSync(join(out.runDir, 'checkpoint', `step-${o.steps}`, 'manifest.json'), 'utf8'),
+        ) as { files: { bytes: number }[] };
         ckptBytes = m.files.reduce((a, f) => a + f.bytes, 0);
       }
       rmSync(join(out.runDir, 'checkpoint'), { recursive: true, force: true });
@@ -97,10 +118,27 @@ export async function run(argv: string[]): Promise<void> {
     bench: 'checkpoint',
     when: new Date().toISOString(),
     machine: machineInfo(process.env.OPENBLAS_CORETYPE ? `openblas ${process.env.OPENBLAS_CORETYPE}` : 'openblas'),
-    config: { job: 'configs/debug_ep4.toml', interval: 1, steps: o.steps, rounds: o.rounds, checkpoint_bytes: ckptBytes },
+    config: {
+      job: 'configs/debug_ep4.toml',
+      interval: 1,
+      steps: o.steps,
+      rounds: o.rounds,
+      checkpoint_bytes: ckptBytes,
+    },
     results: [
-      { name: 'async_step_ratio', value: ratio('async'), unit: 'x', target: 1.15, note: 'checkpoint step under async / step without checkpoint (median of per-round ratios)' },
-      { name: 'sync_step_ratio', value: ratio('sync'), unit: 'x', note: 'checkpoint step under sync / step without checkpoint (median of per-round ratios)' },
+      {
+        name: 'async_step_ratio',
+        value: ratio('async'),
+        unit: 'x',
+        target: 1.15,
+        note: 'checkpoint step under async / step without checkpoint (median of per-round ratios)',
+      },
+      {
+        name: 'sync_step_ratio',
+        value: ratio('sync'),
+        unit: 'x',
+        note: 'checkpoint step under sync / step without checkpoint (median of per-round ratios)',
+      },
       { name: 'step_ms_none', value: base, unit: 'ms' },
       { name: 'step_ms_sync', value: median(got.sync.steps), unit: 'ms' },
       { name: 'step_ms_async', value: median(got.async.steps), unit: 'ms' },

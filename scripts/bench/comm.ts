@@ -136,7 +136,8 @@ export async function rankMain(ctx: RankContext<CommBenchArgs>): Promise<Timing[
   // The memory bandwidth of this VM moves with other tenants' load from one second to the next, so the memcpy the
   // all_gather is judged against is timed within the same few milliseconds: by rank 0, while rank 1 sleeps in the
   // barrier, before each timed repetition (one copy to bring the arrays back into the cache, then the median of 3).
-  const ref = ctx.args.memcpyRef && ctx.rank === 0 ? { a: filled(REF / 4, false, 1 << 20), b: new Float32Array(REF / 4) } : null;
+  const ref =
+    ctx.args.memcpyRef && ctx.rank === 0 ? { a: filled(REF / 4, false, 1 << 20), b: new Float32Array(REF / 4) } : null;
   if (ref) for (let i = 0; i < 3; i++) ref.b.set(ref.a);
   for (const bytes of ctx.args.sizes) {
     for (const op of OPS) {
@@ -206,13 +207,28 @@ function streamCopyGbps(bytes: number, reps = 15): number | null {
 
 const label = (bytes: number) => SIZES.find((s) => s.bytes === bytes)?.label ?? `${bytes}B`;
 const gbps = (op: Op, bytes: number, P: number, ms: number) => bytesMoved(op, bytes, P) / (ms / 1e3) / 1e9;
-const span = (xs: readonly number[], digits: number) => (xs.length > 1 ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : xs[0]!.toFixed(digits));
+const span = (xs: readonly number[], digits: number) =>
+  xs.length > 1 ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : xs[0]!.toFixed(digits);
 
 /** What native/ccl sets before ccl::init (setup.cc), for the C++ baseline. */
-const CCL_ENV = { CCL_ATL_TRANSPORT: process.env.CCL_ATL_TRANSPORT ?? 'mpi', CCL_MPI_LIBRARY_PATH: process.env.CCL_MPI_LIBRARY_PATH ?? '/usr/lib/x86_64-linux-gnu/libmpich.so.12' };
+const CCL_ENV = {
+  CCL_ATL_TRANSPORT: process.env.CCL_ATL_TRANSPORT ?? 'mpi',
+  CCL_MPI_LIBRARY_PATH: process.env.CCL_MPI_LIBRARY_PATH ?? '/usr/lib/x86_64-linux-gnu/libmpich.so.12',
+};
 
-function cBench(bin: string, reps: number, sizes: number[], notes: string[], what = 'C MPI baseline', env: Record<string, string> = {}): Timing[] | null {
-  const r = spawnSync(MPIEXEC, ['-n', '2', bin, String(reps), ...sizes.map(String)], { env: mpiEnv(env), encoding: 'utf8', timeout: 300_000 });
+function cBench(
+  bin: string,
+  reps: number,
+  sizes: number[],
+  notes: string[],
+  what = 'C MPI baseline',
+  env: Record<string, string> = {},
+): Timing[] | null {
+  const r = spawnSync(MPIEXEC, ['-n', '2', bin, String(reps), ...sizes.map(String)], {
+    env: mpiEnv(env),
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
   if (r.status !== 0) {
     notes.push(`${what} failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     return null;
@@ -249,7 +265,22 @@ function compileCcl(notes: string[]): string | null {
     const root = readFileSync(join(build, 'oneccl-root.txt'), 'utf8').trim();
     mkdirSync(join(ROOT, 'outputs', 'bench', 'c'), { recursive: true });
     const mpich = execFileSync('pkg-config', ['--cflags', '--libs', 'mpich'], { encoding: 'utf8' }).trim().split(/\s+/);
-    execFileSync('g++', ['-O2', '-std=c++17', src, `-I${join(root, 'include')}`, `-L${libdir}`, '-lccl', ...mpich, `-Wl,-rpath,${libdir}`, '-o', bin], { stdio: 'pipe' });
+    execFileSync(
+      'g++',
+      [
+        '-O2',
+        '-std=c++17',
+        src,
+        `-I${join(root, 'include')}`,
+        `-L${libdir}`,
+        '-lccl',
+        ...mpich,
+        `-Wl,-rpath,${libdir}`,
+        '-o',
+        bin,
+      ],
+      { stdio: 'pipe' },
+    );
     return bin;
   } catch (e) {
     notes.push(`C++ oneCCL baseline not built (g++ ${src}): ${(e as Error).message.split('\n', 1)[0]}`);
@@ -261,7 +292,8 @@ const find = (times: readonly Timing[] | null | undefined, op: Op, bytes: number
   times?.find((t) => t.op === op && t.bytesPerRank === bytes && (mode === undefined || t.mode === mode));
 
 export async function run(argv: string[]): Promise<void> {
-  const opt = (name: string, dflt: number) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) || dflt : dflt);
+  const opt = (name: string, dflt: number) =>
+    argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) || dflt : dflt;
   const reps = opt('--reps', 7);
   const runs = opt('--runs', 5);
   const sizes = SIZES.map((s) => s.bytes);
@@ -276,7 +308,8 @@ export async function run(argv: string[]): Promise<void> {
     loadNote('at start'),
   ];
   const results: BenchResult[] = [];
-  const put = (name: string, value: number, unit: string, target?: number, note?: string) => results.push({ name, value, unit, ...(target !== undefined ? { target } : {}), ...(note ? { note } : {}) });
+  const put = (name: string, value: number, unit: string, target?: number, note?: string) =>
+    results.push({ name, value, unit, ...(target !== undefined ? { target } : {}), ...(note ? { note } : {}) });
 
   const avail = mpiAvailability();
   if (!avail.available) notes.push(`mpi transport unavailable: ${avail.reason}`);
@@ -294,8 +327,15 @@ export async function run(argv: string[]): Promise<void> {
   const mpiRuns: (Timing[] | null)[] = [];
   const cRuns: (Timing[] | null)[] = [];
   const threads = async (shared: boolean, i: number): Promise<Timing[] | null> => {
-    const th = await launchThreads<CommBenchArgs, Timing[]>({ transport: 'threads', size: P, timeoutMs: 60_000 }, { module: self }, { reps, sizes, shared, memcpyRef: true });
-    if (!th.outcomes[0]?.ok) notes.push(`threads run ${i} (${shared ? 'SharedArrayBuffer' : 'ArrayBuffer'}) failed: ${th.diagnosis ?? JSON.stringify(th.outcomes)}`);
+    const th = await launchThreads<CommBenchArgs, Timing[]>(
+      { transport: 'threads', size: P, timeoutMs: 60_000 },
+      { module: self },
+      { reps, sizes, shared, memcpyRef: true },
+    );
+    if (!th.outcomes[0]?.ok)
+      notes.push(
+        `threads run ${i} (${shared ? 'SharedArrayBuffer' : 'ArrayBuffer'}) failed: ${th.diagnosis ?? JSON.stringify(th.outcomes)}`,
+      );
     return th.outcomes[0]?.ok ? th.outcomes[0].value : null;
   };
   for (let i = 1; i <= runs; i++) {
@@ -308,7 +348,13 @@ export async function run(argv: string[]): Promise<void> {
     thAbRuns.push(await threads(false, i));
     if (!avail.available) continue;
     console.log(`run ${i}/${runs}: mpi transport, ${MPIEXEC} -n ${P} …`);
-    const res = await spawnMpi<Timing[]>({ n: P, entry: { module: self }, args: { reps, sizes } satisfies CommBenchArgs, world: { timeoutMs: 60_000 }, jobTimeoutMs: 300_000 });
+    const res = await spawnMpi<Timing[]>({
+      n: P,
+      entry: { module: self },
+      args: { reps, sizes } satisfies CommBenchArgs,
+      world: { timeoutMs: 60_000 },
+      jobTimeoutMs: 300_000,
+    });
     const o = res.outcomes[0];
     mpiRuns.push(o?.ok ? o.value : null);
     if (!o?.ok) notes.push(`mpi run ${i} failed: ${res.diagnosis ?? res.stderr.slice(-500)}`);
@@ -318,7 +364,14 @@ export async function run(argv: string[]): Promise<void> {
     }
     if (!cclAvail.available) continue;
     console.log(`run ${i}/${runs}: ccl transport, ${MPIEXEC} -n ${P} …`);
-    const cr = await spawnMpi<Timing[]>({ n: P, transport: 'ccl', entry: { module: self }, args: { reps, sizes } satisfies CommBenchArgs, world: { timeoutMs: 120_000 }, jobTimeoutMs: 600_000 });
+    const cr = await spawnMpi<Timing[]>({
+      n: P,
+      transport: 'ccl',
+      entry: { module: self },
+      args: { reps, sizes } satisfies CommBenchArgs,
+      world: { timeoutMs: 120_000 },
+      jobTimeoutMs: 600_000,
+    });
     cclRuns.push(cr.outcomes[0]?.ok ? cr.outcomes[0].value : null);
     if (!cr.outcomes[0]?.ok) notes.push(`ccl run ${i} failed: ${cr.diagnosis ?? cr.stderr.slice(-500)}`);
     if (cppBin) {
@@ -337,10 +390,28 @@ export async function run(argv: string[]): Promise<void> {
     undefined,
     `Float32Array.set, 16 MiB, one thread, warm; timed by rank 0 of the threads runs right before each timed repetition of all_gather 16 MiB; runs ${span(memcpyRuns, 1)}`,
   );
-  put('memcpy_main_gbps', median(mainMemcpyRuns), 'GB/s', undefined, `the same in the main thread before each run; runs ${span(mainMemcpyRuns, 1)}`);
-  put('memcpy_64MiB_gbps', median(memcpy64Runs), 'GB/s', undefined, `Float32Array.set, 64 MiB; runs ${span(memcpy64Runs, 1)}`);
+  put(
+    'memcpy_main_gbps',
+    median(mainMemcpyRuns),
+    'GB/s',
+    undefined,
+    `the same in the main thread before each run; runs ${span(mainMemcpyRuns, 1)}`,
+  );
+  put(
+    'memcpy_64MiB_gbps',
+    median(memcpy64Runs),
+    'GB/s',
+    undefined,
+    `Float32Array.set, 64 MiB; runs ${span(memcpy64Runs, 1)}`,
+  );
   if (streamRuns.length > 0) {
-    put('stream_copy_gbps', median(streamRuns), 'GB/s', undefined, `the kernels' copy with non-temporal stores (the threads transport's large copies), 16 MiB; runs ${span(streamRuns, 1)}`);
+    put(
+      'stream_copy_gbps',
+      median(streamRuns),
+      'GB/s',
+      undefined,
+      `the kernels' copy with non-temporal stores (the threads transport's large copies), 16 MiB; runs ${span(streamRuns, 1)}`,
+    );
   }
   const thTimes = summarise(thRuns);
   const thAbTimes = summarise(thAbRuns);
@@ -365,7 +436,13 @@ export async function run(argv: string[]): Promise<void> {
   ] as const) {
     for (const t of times ?? []) {
       const r = t.runs.map((ms) => gbps(t.op, t.bytesPerRank, P, ms));
-      put(`${prefix}_${t.op}_${label(t.bytesPerRank)}_gbps`, gbps(t.op, t.bytesPerRank, P, t.ms), 'GB/s', undefined, `${t.ms.toFixed(3)} ms/call; runs ${span(r, 2)} GB/s`);
+      put(
+        `${prefix}_${t.op}_${label(t.bytesPerRank)}_gbps`,
+        gbps(t.op, t.bytesPerRank, P, t.ms),
+        'GB/s',
+        undefined,
+        `${t.ms.toFixed(3)} ms/call; runs ${span(r, 2)} GB/s`,
+      );
     }
   }
   // Ratios within each run (both sides measured back to back), then the median over runs.
@@ -392,7 +469,12 @@ export async function run(argv: string[]): Promise<void> {
     0.5,
     'all_gather 16 MiB/rank (SharedArrayBuffer buffers), GB/s received per rank over memcpy GB/s timed between its repetitions',
   );
-  ratio('threads_ab_allgather_vs_memcpy', perRun((i) => thAg(thAbRuns, i)), undefined, 'the same with plain ArrayBuffers');
+  ratio(
+    'threads_ab_allgather_vs_memcpy',
+    perRun((i) => thAg(thAbRuns, i)),
+    undefined,
+    'the same with plain ArrayBuffers',
+  );
   for (const op of OPS) {
     const name = op === 'allgather' ? 'mpi_allgather_vs_c' : `mpi_${op}_vs_c`;
     ratio(

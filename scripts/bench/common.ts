@@ -30,7 +30,15 @@ export interface BenchReport {
   notes?: string[];
 }
 
-const ENV_KEYS = ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'UCX_MEM_EVENTS'];
+const ENV_KEYS = [
+  'OPENBLAS_CORETYPE',
+  'OPENBLAS_THREAD_TIMEOUT',
+  'OPENBLAS_L2_SIZE',
+  'OPENBLAS_NUM_THREADS',
+  'OMP_WAIT_POLICY',
+  'OMP_NUM_THREADS',
+  'UCX_MEM_EVENTS',
+];
 
 export function machineInfo(blas: string, env: NodeJS.ProcessEnv = process.env): BenchReport['machine'] {
   const c = cpus();
@@ -81,10 +89,17 @@ function fmt(v: number): string {
 }
 
 export function printTable(report: BenchReport): void {
-  const rows = report.results.map((r) => [r.name, fmt(r.value), r.unit, r.target === undefined ? '' : fmt(r.target), r.note ?? '']);
+  const rows = report.results.map((r) => [
+    r.name,
+    fmt(r.value),
+    r.unit,
+    r.target === undefined ? '' : fmt(r.target),
+    r.note ?? '',
+  ]);
   const head = ['result', 'value', 'unit', 'target', 'note'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 1 || i === 3 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 1 || i === 3 ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ');
   console.log(`\n${report.bench} — ${report.machine.cpu_model}, ${report.machine.cpus} CPUs, ${report.machine.blas}`);
   console.log(line(head));
   console.log(w.map((n) => '-'.repeat(n)).join('  '));

@@ -45,19 +45,50 @@ export async function run(argv: string[]): Promise<void> {
 
   const dump = join(ROOT, 'outputs', 'bench', 'data-runs');
   rmSync(join(dump, 'bpe'), { recursive: true, force: true });
-  const out = await runTraining({ quiet: true }, ['--model.tokenizer_path', tokDir, '--training.steps', String(steps), '--metrics.log_freq', '1', '--trace.enable', 'false', '--job.dump_folder', dump, '--job.run_name', 'bpe']);
-  const recs = readFileSync(join(out!.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const out = await runTraining({ quiet: true }, [
+    '--model.tokenizer_path',
+    tokDir,
+    '--training.steps',
+    String(steps),
+    '--metrics.log_freq',
+    '1',
+    '--trace.enable',
+    'false',
+    '--job.dump_folder',
+    dump,
+    '--job.run_name',
+    'bpe',
+  ]);
+  const recs = readFileSync(join(out!.runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
   const pct = recs.filter((r) => r.step > 1).map((r) => r['time_metrics/data_loading(%)']!);
-  notes.push(`tokenizer: ${texts.length} documents per pass, ${reps} passes; pool ${Math.round(median(poolTps))} tokens/s, inline ${Math.round(median(inlineTps))} tokens/s`, `data loading % (steps 2..${steps}, all ranks): median ${median(pct).toFixed(3)}, max ${Math.max(...pct).toFixed(3)}`, loadNote('at end'));
+  notes.push(
+    `tokenizer: ${texts.length} documents per pass, ${reps} passes; pool ${Math.round(median(poolTps))} tokens/s, inline ${Math.round(median(inlineTps))} tokens/s`,
+    `data loading % (steps 2..${steps}, all ranks): median ${median(pct).toFixed(3)}, max ${Math.max(...pct).toFixed(3)}`,
+    loadNote('at end'),
+  );
   writeReport({
     bench: 'data',
     when: new Date().toISOString(),
     machine: machineInfo(process.env.OPENBLAS_CORETYPE ? `openblas ${process.env.OPENBLAS_CORETYPE}` : 'openblas'),
     config: { tokenizer: 'data/tokenizer (byte-level BPE, 1024 ids)', job: 'configs/debug_ep4.toml', steps },
     results: [
-      { name: 'tokenizer_tps_pool_thread', value: median(poolTps), unit: 'tokens/s', note: 'one side-pool thread, bundled sample' },
+      {
+        name: 'tokenizer_tps_pool_thread',
+        value: median(poolTps),
+        unit: 'tokens/s',
+        note: 'one side-pool thread, bundled sample',
+      },
       { name: 'tokenizer_tps_inline', value: median(inlineTps), unit: 'tokens/s', note: 'same, on the calling thread' },
-      { name: 'data_loading_pct_bpe', value: median(pct), unit: '%', target: 1, note: 'default job, BPE tokenizer, median over ranks and steps ≥ 2' },
+      {
+        name: 'data_loading_pct_bpe',
+        value: median(pct),
+        unit: '%',
+        target: 1,
+        note: 'default job, BPE tokenizer, median over ranks and steps ≥ 2',
+      },
       { name: 'data_loading_pct_bpe_max', value: Math.max(...pct), unit: '%' },
     ],
     notes,

@@ -91,7 +91,11 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
   const ep: Communicator = ctx.world;
   const P = ep.size;
   const E = a.model.args.moe_args.num_experts;
-  const model = Model.build(a.model, { seed: 0, kernels: kernelsFor(k, a.paramDtype ?? 'float32'), experts: { start: (ctx.rank * E) / P, count: E / P } });
+  const model = Model.build(a.model, {
+    seed: 0,
+    kernels: kernelsFor(k, a.paramDtype ?? 'float32'),
+    experts: { start: (ctx.rank * E) / P, count: E / P },
+  });
   const moe = model.moeLayers()[0];
   if (!moe) throw new Error('bench:ep: the model has no MoE layer');
   const failure = { first: undefined };
@@ -102,7 +106,16 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
   const dOut = rand(a.N * D, 2000 + ctx.rank, 1e-3);
   const local = new Float32Array(E);
   const all = new Float32Array(E * P);
-  const r: LayerResult = { rank: ctx.rank, ms: [], fwdMs: [], bwdMs: [], sent: [], received: [], calls: [], counts: [] };
+  const r: LayerResult = {
+    rank: ctx.rank,
+    ms: [],
+    fwdMs: [],
+    bwdMs: [],
+    sent: [],
+    received: [],
+    calls: [],
+    counts: [],
+  };
   for (let i = 0; i < a.warmup + a.reps; i++) {
     moe.buffers.tokensPerExpert.fill(0);
     await ep.barrier({ tag: 'bench rep' });
@@ -132,7 +145,12 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
 }
 
 /** A deterministic global batch of B sequences (next-token labels), as bench:model draws them. */
-export function syntheticBatch(V: number, B: number, S: number, seed = 12345): { tokens: Int32Array; labels: Int32Array } {
+export function syntheticBatch(
+  V: number,
+  B: number,
+  S: number,
+  seed = 12345,
+): { tokens: Int32Array; labels: Int32Array } {
   let s = seed >>> 0;
   const tokens = new Int32Array(B * S);
   for (let i = 0; i < tokens.length; i++) {
@@ -155,7 +173,12 @@ async function trainMain(ctx: RankContext<TrainArgs>): Promise<TrainResult> {
     const V = a.job.model.args.vocab_size;
     const batches: Microbatch[] = [0, 1].map((j) => {
       const g = syntheticBatch(V, a.B, a.S, 12345 + j);
-      return { B: per, S: a.S, tokens: g.tokens.slice(index * per * a.S, (index + 1) * per * a.S), labels: g.labels.slice(index * per * a.S, (index + 1) * per * a.S) };
+      return {
+        B: per,
+        S: a.S,
+        tokens: g.tokens.slice(index * per * a.S, (index + 1) * per * a.S),
+        labels: g.labels.slice(index * per * a.S, (index + 1) * per * a.S),
+      };
     });
     for (let i = 0; i < a.warmup; i++) await host.step([batches[i % 2]!]);
     host.alloc.resetPeak();
@@ -170,7 +193,8 @@ async function trainMain(ctx: RankContext<TrainArgs>): Promise<TrainResult> {
     }
     const after = host.bytesByGroup();
     const bytesByGroup: Record<string, number> = {};
-    for (const [g, c] of Object.entries(after)) bytesByGroup[g] = c.sent + c.received - ((before[g]?.sent ?? 0) + (before[g]?.received ?? 0));
+    for (const [g, c] of Object.entries(after))
+      bytesByGroup[g] = c.sent + c.received - ((before[g]?.sent ?? 0) + (before[g]?.received ?? 0));
     const mem = host.alloc.stats();
     return {
       rank: ctx.rank,
@@ -190,4 +214,3 @@ export async function rankMain(ctx: RankContext<EpRankArgs>): Promise<EpRankResu
   if (ctx.args.mode === 'layer') return layerMain(ctx as RankContext<LayerArgs>);
   return trainMain(ctx as RankContext<TrainArgs>);
 }
-

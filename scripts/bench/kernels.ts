@@ -23,7 +23,8 @@ function parseArgs(argv: string[]): Opts {
     else if (a.startsWith('--threads=')) o.threads = Number(a.slice('--threads='.length));
     else throw new Error(`bench:kernels: unknown argument ${a} (expected --threads N)`);
   }
-  if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error('bench:kernels: --threads must be a positive integer');
+  if (!Number.isInteger(o.threads) || o.threads < 1)
+    throw new Error('bench:kernels: --threads must be a positive integer');
   return o;
 }
 
@@ -86,9 +87,17 @@ export async function run(argv: string[]): Promise<void> {
   if (info.onednn) {
     const mm = measureMatmulClasses(k);
     for (const [cls, rates] of Object.entries(mm.gflops)) {
-      const shapesOf = MATMUL_CLASSES[cls]!.map(([ta, tb, m, n, kk]) => `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${m}×${n}×${kk}`).join(', ');
-      for (const lib of MATMUL_LIBS) push(`matmul_${cls}_${lib}_gflops`, rates[lib], 'GFLOP/s', lib === 'openblas' ? shapesOf : undefined);
-      push(`matmul_${cls}_onednn_f32_vs_openblas`, rates.onednn_f32 / rates.openblas, 'ratio', '> 1: the auto rule should pick oneDNN for this class');
+      const shapesOf = MATMUL_CLASSES[cls]!.map(
+        ([ta, tb, m, n, kk]) => `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${m}×${n}×${kk}`,
+      ).join(', ');
+      for (const lib of MATMUL_LIBS)
+        push(`matmul_${cls}_${lib}_gflops`, rates[lib], 'GFLOP/s', lib === 'openblas' ? shapesOf : undefined);
+      push(
+        `matmul_${cls}_onednn_f32_vs_openblas`,
+        rates.onednn_f32 / rates.openblas,
+        'ratio',
+        '> 1: the auto rule should pick oneDNN for this class',
+      );
       push(`matmul_${cls}_onednn_bf16_vs_openblas`, rates.onednn_bf16 / rates.openblas, 'ratio');
     }
     notes.push(
@@ -130,7 +139,9 @@ export async function run(argv: string[]): Promise<void> {
     stream('rmsnorm_fwd', `N=${N} D=${D}`, (2 * N * D + N + D) * F, () => k.rmsnormFwd(x, w, y, rstd, N, D, 1e-5));
     const dx = new Float32Array(N * D);
     const dw = new Float32Array(D);
-    stream('rmsnorm_bwd', `N=${N} D=${D}`, (3 * N * D + N + 3 * D) * F, () => k.rmsnormBwd(y, x, w, rstd, dx, dw, N, D));
+    stream('rmsnorm_bwd', `N=${N} D=${D}`, (3 * N * D + N + 3 * D) * F, () =>
+      k.rmsnormBwd(y, x, w, rstd, dx, dw, N, D),
+    );
   }
   {
     const n = big;
@@ -158,9 +169,13 @@ export async function run(argv: string[]): Promise<void> {
     const logits = filled(N * V, 4, 8);
     const labels = ids(N, V);
     const lse = new Float32Array(N);
-    stream('cross_entropy_fwd', `N=${N} V=${V}`, (N * V + 3 * N) * F, () => k.crossEntropyFwd(logits, labels, lse, N, V));
+    stream('cross_entropy_fwd', `N=${N} V=${V}`, (N * V + 3 * N) * F, () =>
+      k.crossEntropyFwd(logits, labels, lse, N, V),
+    );
     const dl = new Float32Array(N * V);
-    stream('cross_entropy_bwd', `N=${N} V=${V}`, (2 * N * V + 2 * N) * F, () => k.crossEntropyBwd(logits, labels, lse, dl, N, V, 1 / N));
+    stream('cross_entropy_bwd', `N=${N} V=${V}`, (2 * N * V + 2 * N) * F, () =>
+      k.crossEntropyBwd(logits, labels, lse, dl, N, V, 1 / N),
+    );
   }
   {
     const [V, D] = [2048, 256];
@@ -181,9 +196,13 @@ export async function run(argv: string[]): Promise<void> {
     const gate = filled(R, 1, 14);
     stream('gather_rows', `R=${R} D=${D}`, (2 * R * D + 2 * R) * F, () => k.gatherRows(tokens, idx, dst, R, D, gate));
     const back = new Float32Array(T * D);
-    stream('scatter_add_rows', `R=${R} D=${D}`, (3 * R * D + 2 * R) * F, () => k.scatterAddRows(src, idx, back, R, D, gate));
+    stream('scatter_add_rows', `R=${R} D=${D}`, (3 * R * D + 2 * R) * F, () =>
+      k.scatterAddRows(src, idx, back, R, D, gate),
+    );
     const dots = new Float32Array(R);
-    stream('gather_row_dot', `R=${R} D=${D}`, (2 * R * D + 2 * R) * F, () => k.gatherRowDot(tokens, idx, src, dots, R, D));
+    stream('gather_row_dot', `R=${R} D=${D}`, (2 * R * D + 2 * R) * F, () =>
+      k.gatherRowDot(tokens, idx, src, dots, R, D),
+    );
   }
   {
     const n = big / 4; // p, g, m, v: 4 × 16 MiB
@@ -205,7 +224,16 @@ export async function run(argv: string[]): Promise<void> {
   }
 
   // ---- attention (compute-bound) --------------------------------------------------------------------------------
-  const attention = (name: string, B: number, S: number, Hq: number, Hkv: number, dk: number, dv: number, reps: number) => {
+  const attention = (
+    name: string,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    reps: number,
+  ) => {
     const q = filled(B * S * Hq * dk, 1, 21);
     const kk = filled(B * S * Hkv * dk, 1, 22);
     const v = filled(B * S * Hkv * dv, 1, 23);
@@ -257,7 +285,9 @@ export async function run(argv: string[]): Promise<void> {
   notes.push(
     'GB/s = (bytes read + bytes written) / time; <kernel>_vs_memcpy = that / (2 × memcpy_gbps). 64 MiB arrays exceed L2 but may sit in a large L3; memcpy is measured at the same size.',
   );
-  notes.push(`Wall time of this bench: ${((performance.now() - t0) / 1000).toFixed(1)} s. Medians of 5–31 runs after warm-up; the machine may be shared, so expect noise.`);
+  notes.push(
+    `Wall time of this bench: ${((performance.now() - t0) / 1000).toFixed(1)} s. Medians of 5–31 runs after warm-up; the machine may be shared, so expect noise.`,
+  );
 
   writeReport({
     bench: 'kernels',

@@ -101,7 +101,10 @@ export function measureMatmulClasses(k: Kernels, rounds = 5, reps = 5): ClassRat
       }
     }
     k.setMatmulLibrary('auto');
-    gflops[name] = Object.fromEntries(MATMUL_LIBS.map((l) => [l, flops / (median(times[l]) * 1e6)])) as Record<MatmulLib, number>;
+    gflops[name] = Object.fromEntries(MATMUL_LIBS.map((l) => [l, flops / (median(times[l]) * 1e6)])) as Record<
+      MatmulLib,
+      number
+    >;
   }
   return { gflops, rounds };
 }

@@ -54,7 +54,16 @@ interface Opts {
 }
 
 function parseArgs(argv: string[]): Opts {
-  const o: Opts = { reps: 12, warmup: 3, threads: 2, batch: 4, seq: 512, flavor: 'debugmodel', torch: true, torchSteps: 3 };
+  const o: Opts = {
+    reps: 12,
+    warmup: 3,
+    threads: 2,
+    batch: 4,
+    seq: 512,
+    flavor: 'debugmodel',
+    torch: true,
+    torchSteps: 3,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const num = () => {
@@ -106,16 +115,41 @@ function runTorchPeer(o: Opts, env: NodeJS.ProcessEnv): { peer: TorchPeer | null
   const py = '/usr/bin/python3';
   if (!existsSync(py)) return { peer: null, note: `torch peer skipped: ${py} not found` };
   const probe = spawnSync(py, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-  if (probe.status !== 0) return { peer: null, note: `torch peer skipped: ${py} has no torch (${(probe.stderr || '').trim().split('\n').at(-1)})` };
+  if (probe.status !== 0)
+    return {
+      peer: null,
+      note: `torch peer skipped: ${py} has no torch (${(probe.stderr || '').trim().split('\n').at(-1)})`,
+    };
   const r = spawnSync(
     py,
-    [join(ROOT, 'scripts', 'bench', 'torch_peer.py'), '--flavor', o.flavor, '--batch', String(o.batch), '--seq', String(o.seq), '--steps', String(o.torchSteps), '--warmup', '1', '--threads', String(o.threads)],
+    [
+      join(ROOT, 'scripts', 'bench', 'torch_peer.py'),
+      '--flavor',
+      o.flavor,
+      '--batch',
+      String(o.batch),
+      '--seq',
+      String(o.seq),
+      '--steps',
+      String(o.torchSteps),
+      '--warmup',
+      '1',
+      '--threads',
+      String(o.threads),
+    ],
     { encoding: 'utf8', env: { ...env, OPENBLAS_NUM_THREADS: String(o.threads) }, timeout: 170_000 },
   );
-  if (r.status !== 0) return { peer: null, note: `torch peer failed (status ${r.status}): ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join(' | ')}` };
+  if (r.status !== 0)
+    return {
+      peer: null,
+      note: `torch peer failed (status ${r.status}): ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join(' | ')}`,
+    };
   const line = r.stdout.trim().split('\n').at(-1)!;
   const peer = JSON.parse(line) as TorchPeer;
-  return { peer, note: `torch peer: torch ${peer.torch}, ${peer.threads} intra-op threads, OPENBLAS_NUM_THREADS=${o.threads}, OPENBLAS_CORETYPE=${env.OPENBLAS_CORETYPE ?? '(unset)'}, OPENBLAS_THREAD_TIMEOUT=${env.OPENBLAS_THREAD_TIMEOUT ?? '(unset)'}, ${peer.steps} timed steps after 1 warm-up, step ${peer.step_s_min.toFixed(2)}–${peer.step_s_max.toFixed(2)} s` };
+  return {
+    peer,
+    note: `torch peer: torch ${peer.torch}, ${peer.threads} intra-op threads, OPENBLAS_NUM_THREADS=${o.threads}, OPENBLAS_CORETYPE=${env.OPENBLAS_CORETYPE ?? '(unset)'}, OPENBLAS_THREAD_TIMEOUT=${env.OPENBLAS_THREAD_TIMEOUT ?? '(unset)'}, ${peer.steps} timed steps after 1 warm-up, step ${peer.step_s_min.toFixed(2)}–${peer.step_s_max.toFixed(2)} s`,
+  };
 }
 
 export async function run(argv: string[]): Promise<void> {
@@ -128,7 +162,10 @@ export async function run(argv: string[]): Promise<void> {
   const info = k.blasInfo();
   const notes: string[] = [loadStart];
   for (const key of ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OMP_WAIT_POLICY'] as const) {
-    if (userEnv[key] !== process.env[key]) notes.push(`environment: the kernels loader set ${key}=${process.env[key]} for this process (was ${userEnv[key] ?? 'unset'})`);
+    if (userEnv[key] !== process.env[key])
+      notes.push(
+        `environment: the kernels loader set ${key}=${process.env[key]} for this process (was ${userEnv[key] ?? 'unset'})`,
+      );
   }
 
   const cfg = resolveModelConfig({ name: 'llama4', flavor: o.flavor }, o.seq);
@@ -138,11 +175,13 @@ export async function run(argv: string[]): Promise<void> {
   // Three trainings of the same model in one sitting, their steps interleaved (a load change hits all three):
   // today's path (every matmul on OpenBLAS, fp32), fp32 on the library the auto rule chooses per shape class, and
   // bf16 mixed precision. Each has its own model and optimizer, built from the same seed.
-  const runs = ([
-    { name: 'openblas_fp32', lib: 'blas', dtype: 'float32' },
-    { name: 'fp32', lib: 'auto', dtype: 'float32' },
-    { name: 'bf16', lib: 'auto', dtype: 'bfloat16' },
-  ] as const).map((r) => {
+  const runs = (
+    [
+      { name: 'openblas_fp32', lib: 'blas', dtype: 'float32' },
+      { name: 'fp32', lib: 'auto', dtype: 'float32' },
+      { name: 'bf16', lib: 'auto', dtype: 'bfloat16' },
+    ] as const
+  ).map((r) => {
     const model = Model.build(cfg, { seed: 0, kernels: kernelsFor(k, r.dtype) });
     const trainer = new SingleRankTrainer(model, {
       adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
@@ -150,7 +189,14 @@ export async function run(argv: string[]): Promise<void> {
       maxNorm: 1,
       ac: parseAcMode('none'),
     });
-    return { ...r, model, trainer, stepMs: [] as number[], phases: { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] }, lastLoss: NaN };
+    return {
+      ...r,
+      model,
+      trainer,
+      stepMs: [] as number[],
+      phases: { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] },
+      lastLoss: NaN,
+    };
   });
   const data = batches(4, o.batch, o.seq, spec.vocabSize);
   const tokensPerStep = o.batch * o.seq;
@@ -182,7 +228,11 @@ export async function run(argv: string[]): Promise<void> {
     peaks.bf16.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100, dtype: 'bfloat16' }).gflops);
   }
   k.setMatmulLibrary('auto');
-  const [blasRun, fp32Run, bf16Run] = runs as unknown as [(typeof runs)[number], (typeof runs)[number], (typeof runs)[number]];
+  const [blasRun, fp32Run, bf16Run] = runs as unknown as [
+    (typeof runs)[number],
+    (typeof runs)[number],
+    (typeof runs)[number],
+  ];
   const tpsOf = (r: (typeof runs)[number]) => tokensPerStep / (median(r.stepMs) / 1000);
   const model = fp32Run.model;
   const mem = model.alloc.stats();
@@ -198,29 +248,111 @@ export async function run(argv: string[]): Promise<void> {
   const mfu = (tps * fpt) / (peak * 1e9);
   const lastLoss = fp32Run.lastLoss;
   const loadEnd = loadNote('after the Node timing');
-  const lib = info.onednn ? `oneDNN ${info.onednnVersion} (${info.onednnIsa}) by the per-class rule` : `${info.name} (no oneDNN: ${info.onednnStatus ?? ''})`;
+  const lib = info.onednn
+    ? `oneDNN ${info.onednnVersion} (${info.onednnIsa}) by the per-class rule`
+    : `${info.name} (no oneDNN: ${info.onednnStatus ?? ''})`;
 
   const results: BenchResult[] = [
-    { name: 'train_tps', value: tps, unit: 'tokens/s', note: `fp32 on ${lib}; median of ${o.reps} steps (step ${range(stepMs, 0)} ms → ${range(stepMs.map((m) => tokensPerStep / (m / 1000)), 0)} tokens/s)` },
-    { name: 'train_tps_openblas_fp32', value: tpsBlas, unit: 'tokens/s', note: `every matmul on ${info.name} ${info.corename ?? ''} (the path before oneDNN); step ${range(blasRun.stepMs, 0)} ms` },
-    { name: 'train_tps_bf16', value: tpsBf16, unit: 'tokens/s', note: `mixed_precision_param = bfloat16 (bf16 matmul inputs, f32 accumulation); step ${range(bf16Run.stepMs, 0)} ms` },
-    { name: 'fp32_speedup', value: tps / tpsBlas, unit: 'ratio', target: 1.4, note: 'train_tps / train_tps_openblas_fp32, same sitting, steps interleaved' },
-    { name: 'bf16_speedup', value: tpsBf16 / tpsBlas, unit: 'ratio', target: 2.2, note: 'train_tps_bf16 / train_tps_openblas_fp32' },
-    { name: 'sgemm_peak_gflops', value: peak, unit: 'GFLOP/s', note: `fp32 matmul peak of the chosen library: median of ${peaks.fp32.length} samples between the steps (${range(peaks.fp32, 0)}); N=${PEAK_N}, best of a 100 ms burst, ${o.threads} threads` },
-    { name: 'sgemm_peak_openblas_gflops', value: peakBlas, unit: 'GFLOP/s', note: `${info.corename ?? info.name}; ${range(peaks.openblas, 0)}` },
-    { name: 'bf16_peak_gflops', value: peakBf16, unit: 'GFLOP/s', note: `oneDNN bf16 matmul (inputs pre-rounded), ${range(peaks.bf16, 0)}` },
-    { name: 'mfu', value: mfu, unit: 'fraction', target: 0.45, note: `fp32 against the fp32 peak of the same library; ${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq})` },
-    { name: 'mfu_openblas_fp32', value: (tpsBlas * fpt) / (peakBlas * 1e9), unit: 'fraction', note: 'the OpenBLAS run against the OpenBLAS sgemm peak (the MFU reported before oneDNN)' },
-    { name: 'mfu_bf16', value: (tpsBf16 * fpt) / (peakBf16 * 1e9), unit: 'fraction', target: 0.55, note: 'the bf16 run against the same-run bf16 matmul peak' },
+    {
+      name: 'train_tps',
+      value: tps,
+      unit: 'tokens/s',
+      note: `fp32 on ${lib}; median of ${o.reps} steps (step ${range(stepMs, 0)} ms → ${range(
+        stepMs.map((m) => tokensPerStep / (m / 1000)),
+        0,
+      )} tokens/s)`,
+    },
+    {
+      name: 'train_tps_openblas_fp32',
+      value: tpsBlas,
+      unit: 'tokens/s',
+      note: `every matmul on ${info.name} ${info.corename ?? ''} (the path before oneDNN); step ${range(blasRun.stepMs, 0)} ms`,
+    },
+    {
+      name: 'train_tps_bf16',
+      value: tpsBf16,
+      unit: 'tokens/s',
+      note: `mixed_precision_param = bfloat16 (bf16 matmul inputs, f32 accumulation); step ${range(bf16Run.stepMs, 0)} ms`,
+    },
+    {
+      name: 'fp32_speedup',
+      value: tps / tpsBlas,
+      unit: 'ratio',
+      target: 1.4,
+      note: 'train_tps / train_tps_openblas_fp32, same sitting, steps interleaved',
+    },
+    {
+      name: 'bf16_speedup',
+      value: tpsBf16 / tpsBlas,
+      unit: 'ratio',
+      target: 2.2,
+      note: 'train_tps_bf16 / train_tps_openblas_fp32',
+    },
+    {
+      name: 'sgemm_peak_gflops',
+      value: peak,
+      unit: 'GFLOP/s',
+      note: `fp32 matmul peak of the chosen library: median of ${peaks.fp32.length} samples between the steps (${range(peaks.fp32, 0)}); N=${PEAK_N}, best of a 100 ms burst, ${o.threads} threads`,
+    },
+    {
+      name: 'sgemm_peak_openblas_gflops',
+      value: peakBlas,
+      unit: 'GFLOP/s',
+      note: `${info.corename ?? info.name}; ${range(peaks.openblas, 0)}`,
+    },
+    {
+      name: 'bf16_peak_gflops',
+      value: peakBf16,
+      unit: 'GFLOP/s',
+      note: `oneDNN bf16 matmul (inputs pre-rounded), ${range(peaks.bf16, 0)}`,
+    },
+    {
+      name: 'mfu',
+      value: mfu,
+      unit: 'fraction',
+      target: 0.45,
+      note: `fp32 against the fp32 peak of the same library; ${(fpt / 1e6).toFixed(2)} MFLOP/token (seq ${o.seq})`,
+    },
+    {
+      name: 'mfu_openblas_fp32',
+      value: (tpsBlas * fpt) / (peakBlas * 1e9),
+      unit: 'fraction',
+      note: 'the OpenBLAS run against the OpenBLAS sgemm peak (the MFU reported before oneDNN)',
+    },
+    {
+      name: 'mfu_bf16',
+      value: (tpsBf16 * fpt) / (peakBf16 * 1e9),
+      unit: 'fraction',
+      target: 0.55,
+      note: 'the bf16 run against the same-run bf16 matmul peak',
+    },
     { name: 'step_ms', value: step, unit: 'ms' },
     { name: 'fwd_ms', value: median(phases.fwd), unit: 'ms', note: range(phases.fwd) },
     { name: 'bwd_ms', value: median(phases.bwd), unit: 'ms', note: range(phases.bwd) },
-    { name: 'optim_ms', value: median(phases.optim), unit: 'ms', note: `clip + expert bias + AdamW + scheduler; ${range(phases.optim)}` },
+    {
+      name: 'optim_ms',
+      value: median(phases.optim),
+      unit: 'ms',
+      note: `clip + expert bias + AdamW + scheduler; ${range(phases.optim)}`,
+    },
     { name: 'zero_grad_ms', value: median(phases.zero), unit: 'ms' },
     { name: 'bf16_fwd_ms', value: median(bf16Run.phases.fwd), unit: 'ms', note: range(bf16Run.phases.fwd) },
     { name: 'bf16_bwd_ms', value: median(bf16Run.phases.bwd), unit: 'ms', note: range(bf16Run.phases.bwd) },
-    { name: 'peak_memory_bytes', value: mem.peakTotal, unit: 'B', note: Object.entries(mem.peak).filter(([, v]) => v > 0).map(([c, v]) => `${c} ${(v / 2 ** 20).toFixed(1)} MiB`).join(', ') },
-    { name: 'reserved_memory_bytes', value: model.rt.pool.reservedBytes, unit: 'B', note: 'idle pooled activation buffers after the step' },
+    {
+      name: 'peak_memory_bytes',
+      value: mem.peakTotal,
+      unit: 'B',
+      note: Object.entries(mem.peak)
+        .filter(([, v]) => v > 0)
+        .map(([c, v]) => `${c} ${(v / 2 ** 20).toFixed(1)} MiB`)
+        .join(', '),
+    },
+    {
+      name: 'reserved_memory_bytes',
+      value: model.rt.pool.reservedBytes,
+      unit: 'B',
+      note: 'idle pooled activation buffers after the step',
+    },
     { name: 'rss_bytes', value: process.memoryUsage().rss, unit: 'B', note: 'whole Node process (three models)' },
   ];
   notes.push(loadEnd);
@@ -231,8 +363,18 @@ export async function run(argv: string[]): Promise<void> {
     if (peer) {
       const ptps = peer.tokens_per_step / peer.step_s_median;
       results.push(
-        { name: 'torch_peer_train_tps', value: ptps, unit: 'tokens/s', note: `Debian torch ${peer.torch}, same model/batch (scripts/bench/torch_peer.py)` },
-        { name: 'torch_peer_mfu', value: (ptps * fpt) / (peak * 1e9), unit: 'fraction', note: 'against this run\'s sgemm peak' },
+        {
+          name: 'torch_peer_train_tps',
+          value: ptps,
+          unit: 'tokens/s',
+          note: `Debian torch ${peer.torch}, same model/batch (scripts/bench/torch_peer.py)`,
+        },
+        {
+          name: 'torch_peer_mfu',
+          value: (ptps * fpt) / (peak * 1e9),
+          unit: 'fraction',
+          note: "against this run's sgemm peak",
+        },
         { name: 'train_tps_vs_torch_peer', value: tps / ptps, unit: 'ratio' },
       );
       notes.push(loadNote('after the torch peer'));

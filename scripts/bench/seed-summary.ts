@@ -37,7 +37,10 @@ type Rec = Record<string, number | string | null>;
 const baseDim = (g: string) => g.replace(/_reduce$/, '') as MeshDim;
 
 export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = {}): RunSummary {
-  const recs = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Rec);
+  const recs = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Rec);
   const job = JSON.parse(readFileSync(join(dir, 'job.json'), 'utf8')) as {
     parallelism: Record<string, number | string>;
     training: { local_batch_size: number; seq_len: number };
@@ -57,7 +60,8 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
   };
   const layout = planMesh(degrees, ranks, { allowUnsupported: true });
   const steps = [...new Set(recs.map((r) => r.step as number))].filter((s) => s > 1).sort((a, b) => a - b);
-  if (steps.length === 0) throw new Error(`${dir}: metrics.jsonl has no step after the first (run at least 2 steps with log_freq 1)`);
+  if (steps.length === 0)
+    throw new Error(`${dir}: metrics.jsonl has no step after the first (run at least 2 steps with log_freq 1)`);
   const perStep = (f: (r: Rec) => number) =>
     steps.map((s) => {
       const rs = recs.filter((r) => r.step === s);
@@ -76,7 +80,9 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
       return b;
     }),
   );
-  const memoryPerRankBytes = Math.max(...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30));
+  const memoryPerRankBytes = Math.max(
+    ...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30),
+  );
   return {
     dir,
     ranks,
@@ -120,5 +126,6 @@ export async function run(argv: string[]): Promise<void> {
     return;
   }
   console.log(TABLE_HEAD.join('\n'));
-  for (const d of dirs) console.log(tableRow(d.replace(/\/$/, '').split('/').pop()!, summarizeRun(d, { peakFlopsPerRank: peak })));
+  for (const d of dirs)
+    console.log(tableRow(d.replace(/\/$/, '').split('/').pop()!, summarizeRun(d, { peakFlopsPerRank: peak })));
 }

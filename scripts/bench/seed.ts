@@ -72,16 +72,39 @@ const MOE = 'configs/llama4_ep12_fallback.toml';
 const DSV3 = 'configs/deepseek_v3_1b_noep.toml';
 /** baseline_model_1b_12rank's family, sized for 2 cores: every other field as the flavor (MLA, 2 shared, softmax). */
 export const DSV3_SMALL = [
-  '--model.args.dim', '256', '--model.args.n_layers', '4', '--model.args.n_heads', '4', '--model.args.vocab_size', '2048',
-  '--model.args.moe_inter_dim', '128', '--model.args.qk_nope_head_dim', '32', '--model.args.qk_rope_head_dim', '16',
-  '--model.args.v_head_dim', '32', '--model.args.kv_lora_rank', '64', '--model.args.moe_args.num_experts', '12',
-  '--debug.moe_force_load_balance', 'true', '--comm.dispatch', 'allgather-padded',
+  '--model.args.dim',
+  '256',
+  '--model.args.n_layers',
+  '4',
+  '--model.args.n_heads',
+  '4',
+  '--model.args.vocab_size',
+  '2048',
+  '--model.args.moe_inter_dim',
+  '128',
+  '--model.args.qk_nope_head_dim',
+  '32',
+  '--model.args.qk_rope_head_dim',
+  '16',
+  '--model.args.v_head_dim',
+  '32',
+  '--model.args.kv_lora_rank',
+  '64',
+  '--model.args.moe_args.num_experts',
+  '12',
+  '--debug.moe_force_load_balance',
+  'true',
+  '--comm.dispatch',
+  'allgather-padded',
 ];
 const DENSE = 'configs/llama4_dense12.toml';
 const par = (rep: number, shard: number, ep: number) => [
-  '--parallelism.data_parallel_replicate_degree', String(rep),
-  '--parallelism.data_parallel_shard_degree', String(shard),
-  '--parallelism.expert_parallel_degree', String(ep),
+  '--parallelism.data_parallel_replicate_degree',
+  String(rep),
+  '--parallelism.data_parallel_shard_degree',
+  String(shard),
+  '--parallelism.expert_parallel_degree',
+  String(ep),
 ];
 
 function rows(): Row[] {
@@ -92,11 +115,32 @@ function rows(): Row[] {
     { name: 'hsdp_r2', label: 'MoE, HSDP (Repl=2, no EP)', config: MOE, overrides: par(2, 1, 1), batch: 4, ranks: 2 },
   ];
   for (const b of [2, 8]) {
-    r.push({ name: `moe_noep_b${b}`, label: `MoE (no EP), batch ${b}`, config: MOE, overrides: par(1, 2, 1), batch: b, ranks: 2 });
-    r.push({ name: `moe_ep2_b${b}`, label: `MoE + EP=2, batch ${b}`, config: MOE, overrides: par(1, 2, 2), batch: b, ranks: 2 });
+    r.push({
+      name: `moe_noep_b${b}`,
+      label: `MoE (no EP), batch ${b}`,
+      config: MOE,
+      overrides: par(1, 2, 1),
+      batch: b,
+      ranks: 2,
+    });
+    r.push({
+      name: `moe_ep2_b${b}`,
+      label: `MoE + EP=2, batch ${b}`,
+      config: MOE,
+      overrides: par(1, 2, 2),
+      batch: b,
+      ranks: 2,
+    });
   }
   const dsv3 = (name: string, label: string, rep: number, shard: number, ep: number): Row => ({
-    name, label, config: DSV3, overrides: [...DSV3_SMALL, ...par(rep, shard, ep)], batch: 2, seq: 256, ranks: 4, project: true,
+    name,
+    label,
+    config: DSV3,
+    overrides: [...DSV3_SMALL, ...par(rep, shard, ep)],
+    batch: 2,
+    seq: 256,
+    ranks: 4,
+    project: true,
   });
   r.push(dsv3('dsv3_noep', 'DSV3 small, no EP (FSDP 4)', 1, 4, 1));
   r.push(dsv3('dsv3_ep4', 'DSV3 small, EP=4 (FSDP 4)', 1, 4, 4));
@@ -122,38 +166,72 @@ export async function run(argv: string[]): Promise<void> {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
     const overrides = [
       ...row.overrides,
-      '--comm.transport', o.transport,
-      '--comm.ranks', String(row.ranks),
-      '--comm.ranks_per_node', '0',
-      '--training.local_batch_size', String(row.batch),
-      '--training.seq_len', String(row.seq ?? o.seq),
-      '--training.steps', String(o.steps),
-      '--metrics.log_freq', '1',
-      '--job.dump_folder', dump,
-      '--job.run_name', `seed-${row.name}`,
+      '--comm.transport',
+      o.transport,
+      '--comm.ranks',
+      String(row.ranks),
+      '--comm.ranks_per_node',
+      '0',
+      '--training.local_batch_size',
+      String(row.batch),
+      '--training.seq_len',
+      String(row.seq ?? o.seq),
+      '--training.steps',
+      String(o.steps),
+      '--metrics.log_freq',
+      '1',
+      '--job.dump_folder',
+      dump,
+      '--job.run_name',
+      `seed-${row.name}`,
     ];
     rmSync(join(dump, `seed-${row.name}`), { recursive: true, force: true });
     const out = await runTraining({ config: join(ROOT, row.config), quiet: true }, overrides);
     if (!out) throw new Error(`bench:seed: ${row.name} did not run`);
     const sum = summarizeRun(out.runDir, { peakFlopsPerRank: 1 });
     const sizes = out.plan.layout.sizes;
-    const predicted = Object.entries(out.plan.bytesPerStep).filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1).reduce((a, [, v]) => a + v, 0);
-    notes.push(`${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`);
+    const predicted = Object.entries(out.plan.bytesPerStep)
+      .filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1)
+      .reduce((a, [, v]) => a + v, 0);
+    notes.push(
+      `${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`,
+    );
     measured.push({ row, sum, overrides, predicted });
   }
   const peak = median(peaks);
-  notes.push(`sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), shared by the ranks of each row`);
+  notes.push(
+    `sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), shared by the ranks of each row`,
+  );
   const projTable: string[] = [...PROJ_HEAD];
   for (const { row, sum, overrides, predicted } of measured) {
     const perRankPeak = (peak * 1e9) / row.ranks;
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
     if (row.project) {
       const pr = projectLocal(join(ROOT, row.config), overrides, row.ranks, peak * 1e9);
-      const r = { memory: pr.memory / sum.memoryPerRankBytes, bytes: pr.bytes / sum.commBytesPerStep, tps: pr.tps / sum.tps };
+      const r = {
+        memory: pr.memory / sum.memoryPerRankBytes,
+        bytes: pr.bytes / sum.commBytesPerStep,
+        tps: pr.tps / sum.tps,
+      };
       results.push(
-        { name: `${row.name}_proj_memory_ratio`, value: r.memory, unit: 'fraction', note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB (target within 10 %)` },
-        { name: `${row.name}_proj_bytes_ratio`, value: r.bytes, unit: 'fraction', note: `projected ${pr.bytes} B / measured ${sum.commBytesPerStep} B per step (target exact)` },
-        { name: `${row.name}_proj_tps_ratio`, value: r.tps, unit: 'fraction', note: `projected ${pr.tps.toFixed(0)} / measured ${sum.tps.toFixed(0)} tokens/s/rank (target within 25 %)` },
+        {
+          name: `${row.name}_proj_memory_ratio`,
+          value: r.memory,
+          unit: 'fraction',
+          note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB (target within 10 %)`,
+        },
+        {
+          name: `${row.name}_proj_bytes_ratio`,
+          value: r.bytes,
+          unit: 'fraction',
+          note: `projected ${pr.bytes} B / measured ${sum.commBytesPerStep} B per step (target exact)`,
+        },
+        {
+          name: `${row.name}_proj_tps_ratio`,
+          value: r.tps,
+          unit: 'fraction',
+          note: `projected ${pr.tps.toFixed(0)} / measured ${sum.tps.toFixed(0)} tokens/s/rank (target within 25 %)`,
+        },
       );
       projTable.push(projRow(row.label, sum, pr));
     }
@@ -166,14 +244,28 @@ export async function run(argv: string[]): Promise<void> {
     table.push(tableRow(`${row.label} (${row.config.replace('configs/', '')})`, { ...sum, mfu }));
   }
   notes.push(`bench time ${((performance.now() - t0) / 1000).toFixed(0)} s; run folders in ${dump}`);
-  console.log(`\nAurora report tables, shape on this machine (2 ranks, ${o.transport}, llama4 debugmodel_12_rank, profile xccl-2025):\n`);
+  console.log(
+    `\nAurora report tables, shape on this machine (2 ranks, ${o.transport}, llama4 debugmodel_12_rank, profile xccl-2025):\n`,
+  );
   console.log(table.join('\n'));
-  if (projTable.length > PROJ_HEAD.length) console.log(`\nProjected with --system local (rates: this run's sgemm peak ${peak.toFixed(1)} GFLOP/s per node):\n\n${projTable.join('\n')}`);
+  if (projTable.length > PROJ_HEAD.length)
+    console.log(
+      `\nProjected with --system local (rates: this run's sgemm peak ${peak.toFixed(1)} GFLOP/s per node):\n\n${projTable.join('\n')}`,
+    );
   writeReport({
     bench: 'seed',
     when: new Date().toISOString(),
     machine: machineInfo(process.env.OPENBLAS_CORETYPE ? `openblas ${process.env.OPENBLAS_CORETYPE}` : 'openblas'),
-    config: { ranks: '2 (llama4 rows), 4 (dsv3 rows)', transport: o.transport, flavor: 'debugmodel_12_rank; DSV3 small', seq_len: o.seq, steps: o.steps, configs: [MOE, DENSE, DSV3], table: table.join('\n'), projection: projTable.join('\n') },
+    config: {
+      ranks: '2 (llama4 rows), 4 (dsv3 rows)',
+      transport: o.transport,
+      flavor: 'debugmodel_12_rank; DSV3 small',
+      seq_len: o.seq,
+      steps: o.steps,
+      configs: [MOE, DENSE, DSV3],
+      table: table.join('\n'),
+      projection: projTable.join('\n'),
+    },
     results,
     notes,
   });

@@ -24,7 +24,16 @@ import { runTraining } from '../../src/train/trainer.ts';
 import { ROOT, loadNote, machineInfo, median, range, timeRuns, writeReport, type BenchResult } from './common.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 function recordLoop(sink: EventSink, pool: readonly TraceEvent[], n: number): void {
   const m = pool.length - 1; // power of two minus one
@@ -65,8 +74,18 @@ function recorderBench(reps: number): { results: BenchResult[]; notes: string[] 
   rmSync(dir, { recursive: true, force: true });
   return {
     results: [
-      { name: 'recorder_ring_ns_per_event', value: ring - base, unit: 'ns', note: `raw ${ring.toFixed(1)} ns, loop ${base.toFixed(1)} ns` },
-      { name: 'recorder_jsonl_ns_per_event', value: jsonl - base, unit: 'ns', note: `raw ${jsonl.toFixed(1)} ns; JSON.stringify + write(2) per 4096 events` },
+      {
+        name: 'recorder_ring_ns_per_event',
+        value: ring - base,
+        unit: 'ns',
+        note: `raw ${ring.toFixed(1)} ns, loop ${base.toFixed(1)} ns`,
+      },
+      {
+        name: 'recorder_jsonl_ns_per_event',
+        value: jsonl - base,
+        unit: 'ns',
+        note: `raw ${jsonl.toFixed(1)} ns; JSON.stringify + write(2) per 4096 events`,
+      },
       { name: 'recorder_jsonl_bytes_per_event', value: bytes / N, unit: 'B' },
     ],
     notes: [],
@@ -88,7 +107,12 @@ function bytesBench(out: string): BenchResult[] {
   if (v.traceErrors.length) throw new Error(`trace.json of the synthetic run is invalid: ${v.traceErrors[0]}`);
   const p = runPaths(dir);
   return [
-    { name: 'trace_bytes_per_step', value: statSync(p.trace).size / steps, unit: 'B', note: '4 ranks × 2 microbatches × 4 layers, EP a2a + FSDP' },
+    {
+      name: 'trace_bytes_per_step',
+      value: statSync(p.trace).size / steps,
+      unit: 'B',
+      note: '4 ranks × 2 microbatches × 4 layers, EP a2a + FSDP',
+    },
     { name: 'events_jsonl_bytes_per_step', value: dirBytes(p.events) / steps, unit: 'B' },
     { name: 'timeline_html_bytes_per_step', value: statSync(p.timeline).size / steps, unit: 'B' },
     { name: 'trace_events_per_step', value: run.events.length / steps, unit: 'events' },
@@ -96,7 +120,11 @@ function bytesBench(out: string): BenchResult[] {
 }
 
 async function loadBench(out: string, reps: number): Promise<{ results: BenchResult[]; notes: string[] }> {
-  if (!existsSync(CHROMIUM)) return { results: [], notes: [`timeline_load_ms_200k skipped: ${CHROMIUM} not installed (scripts/setup.sh installs it)`] };
+  if (!existsSync(CHROMIUM))
+    return {
+      results: [],
+      notes: [`timeline_load_ms_200k skipped: ${CHROMIUM} not installed (scripts/setup.sh installs it)`],
+    };
   const run = generateSyntheticRun({ ranks: 4, steps: 12, microbatches: 8, layers: 8, seed: 3 });
   const dir = join(out, 'trace-200k');
   writeSyntheticRun(dir, run);
@@ -105,7 +133,12 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
   const viewMs = performance.now() - t0;
   const { chromium } = await import('playwright-core');
   const profile = mkdtempSync(join(tmpdir(), 'bench-trace-chromium-'));
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1400, height: 900 } });
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1400, height: 900 },
+  });
   const loads: number[] = [];
   const frames: number[] = [];
   let slices = 0;
@@ -114,9 +147,17 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
     for (let i = 0; i < reps + 1; i++) {
       const page = await ctx.newPage();
       await page.goto(url);
-      await page.waitForFunction(() => (globalThis as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true, null, { timeout: 60_000 });
+      await page.waitForFunction(
+        () => (globalThis as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true,
+        null,
+        { timeout: 60_000 },
+      );
       const r = await page.evaluate(() => {
-        const a = (globalThis as unknown as { __timeline: { loadMs: number; redraw(): void; stats: { lastFrameMs: number; slices: number } } }).__timeline;
+        const a = (
+          globalThis as unknown as {
+            __timeline: { loadMs: number; redraw(): void; stats: { lastFrameMs: number; slices: number } };
+          }
+        ).__timeline;
         const f: number[] = [];
         for (let k = 0; k < 5; k++) {
           a.redraw();
@@ -137,7 +178,12 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
   }
   return {
     results: [
-      { name: 'timeline_load_ms_200k', value: median(loads), unit: 'ms', note: `${run.events.length} events, ${slices} slices; navigation → first frame` },
+      {
+        name: 'timeline_load_ms_200k',
+        value: median(loads),
+        unit: 'ms',
+        note: `${run.events.length} events, ${slices} slices; navigation → first frame`,
+      },
       { name: 'timeline_frame_ms_200k', value: median(frames), unit: 'ms', note: 'full-run view redraw' },
       { name: 'view_ms_200k', value: viewMs, unit: 'ms', note: 'Node: load JSONL, model, trace.json, timeline.html' },
     ],
@@ -146,18 +192,31 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
 }
 
 /** Per-step tokens/s (steps after the first, mean over ranks) of one debug-job run. */
-async function debugJobTps(dump: string, trace: boolean, steps: number, i: number): Promise<{ tps: number[]; eventsBytes: number }> {
+async function debugJobTps(
+  dump: string,
+  trace: boolean,
+  steps: number,
+  i: number,
+): Promise<{ tps: number[]; eventsBytes: number }> {
   const name = `overhead-${trace ? 'on' : 'off'}-${i}`;
   rmSync(join(dump, name), { recursive: true, force: true });
   const out = await runTraining({ quiet: true }, [
-    '--trace.enable', String(trace),
-    '--training.steps', String(steps),
-    '--metrics.log_freq', '1',
-    '--job.dump_folder', dump,
-    '--job.run_name', name,
+    '--trace.enable',
+    String(trace),
+    '--training.steps',
+    String(steps),
+    '--metrics.log_freq',
+    '1',
+    '--job.dump_folder',
+    dump,
+    '--job.run_name',
+    name,
   ]);
   if (!out) throw new Error('bench:trace: the debug job did not run');
-  const recs = readFileSync(join(out.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const recs = readFileSync(join(out.runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
   const tps: number[] = [];
   for (let s = 2; s <= steps; s++) {
     const rs = recs.filter((r) => r.step === s);
@@ -169,7 +228,11 @@ async function debugJobTps(dump: string, trace: boolean, steps: number, i: numbe
   return { tps, eventsBytes };
 }
 
-async function overheadBench(out: string, pairs: number, steps: number): Promise<{ results: BenchResult[]; notes: string[] }> {
+async function overheadBench(
+  out: string,
+  pairs: number,
+  steps: number,
+): Promise<{ results: BenchResult[]; notes: string[] }> {
   const dump = join(out, 'trace-overhead');
   mkdirSync(dump, { recursive: true });
   const off: number[] = [];
@@ -192,10 +255,21 @@ async function overheadBench(out: string, pairs: number, steps: number): Promise
   const mOn = median(on);
   return {
     results: [
-      { name: 'trace_overhead', value: 1 - mOn / mOff, unit: 'fraction', target: 0.03, note: `tps off ${mOff.toFixed(0)} vs on ${mOn.toFixed(0)} (per-rank, median of ${off.length} steps each); run medians off ${range(runOff, 0)}, on ${range(runOn, 0)}` },
+      {
+        name: 'trace_overhead',
+        value: 1 - mOn / mOff,
+        unit: 'fraction',
+        target: 0.03,
+        note: `tps off ${mOff.toFixed(0)} vs on ${mOn.toFixed(0)} (per-rank, median of ${off.length} steps each); run medians off ${range(runOff, 0)}, on ${range(runOn, 0)}`,
+      },
       { name: 'debug_job_tps_trace_off', value: mOff, unit: 'tokens/s/rank' },
       { name: 'debug_job_tps_trace_on', value: mOn, unit: 'tokens/s/rank' },
-      { name: 'debug_job_events_jsonl_bytes_per_step', value: bytes / steps, unit: 'B', note: 'all 4 ranks, real run (not the synthetic one)' },
+      {
+        name: 'debug_job_events_jsonl_bytes_per_step',
+        value: bytes / steps,
+        unit: 'B',
+        note: 'all 4 ranks, real run (not the synthetic one)',
+      },
     ],
     notes,
   };
@@ -207,24 +281,29 @@ export async function run(argv: string[]): Promise<void> {
   const pairs = Number(argv[argv.indexOf('--pairs') + 1]) || 3;
   const steps = Number(argv[argv.indexOf('--steps') + 1]) || 8;
   const overhead = argv.includes('--no-overhead')
-    ? { results: [{ name: 'trace_overhead', value: Number.NaN, unit: 'fraction', note: 'skipped (--no-overhead)' }], notes: [] }
+    ? {
+        results: [{ name: 'trace_overhead', value: Number.NaN, unit: 'fraction', note: 'skipped (--no-overhead)' }],
+        notes: [],
+      }
     : await overheadBench(join(ROOT, 'outputs', 'bench'), pairs, steps);
   const out = join(ROOT, 'outputs', 'bench');
   mkdirSync(out, { recursive: true });
   const rec = recorderBench(reps);
   const bytes = bytesBench(out);
-  const load = browser ? await loadBench(out, reps) : { results: [], notes: ['timeline_load_ms_200k skipped (--no-browser)'] };
+  const load = browser
+    ? await loadBench(out, reps)
+    : { results: [], notes: ['timeline_load_ms_200k skipped (--no-browser)'] };
   writeReport({
     bench: 'trace',
     when: new Date().toISOString(),
     machine: machineInfo('n/a'),
-    config: { reps, recorder_flush_every: 4096, synthetic: { ranks: 4, ep: 4, strategy: 'a2a' }, overhead: { config: 'configs/debug_ep4.toml', pairs, steps } },
-    results: [
-      ...rec.results,
-      ...bytes,
-      ...load.results,
-      ...overhead.results,
-    ],
+    config: {
+      reps,
+      recorder_flush_every: 4096,
+      synthetic: { ranks: 4, ep: 4, strategy: 'a2a' },
+      overhead: { config: 'configs/debug_ep4.toml', pairs, steps },
+    },
+    results: [...rec.results, ...bytes, ...load.results, ...overhead.results],
     notes: [...rec.notes, ...load.notes, ...overhead.notes],
   });
 }

@@ -3,6 +3,10 @@
 
 import type { CallSite } from '../comm/communicator.ts';
 
-export function siteOf(actor: string, machine: string, at: { state: string; step: number; layer?: number | null; microbatch?: number | null }): CallSite {
+export function siteOf(
+  actor: string,
+  machine: string,
+  at: { state: string; step: number; layer?: number | null; microbatch?: number | null },
+): CallSite {
   return { actor, machine, state: at.state, step: at.step, layer: at.layer ?? null, microbatch: at.microbatch ?? null };
 }

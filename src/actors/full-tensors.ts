@@ -30,7 +30,8 @@ export async function gatherFullTensors(
       await shard.group.allGather(local, full, { tag: `gather ${which} ${layout.id}`, site });
     }
     if (!shard.isExperts || ep.size === 1) {
-      for (const e of layout.entries) out.set(e.name, { shape: e.globalShape, data: full.slice(e.offset, e.offset + e.numel) });
+      for (const e of layout.entries)
+        out.set(e.name, { shape: e.globalShape, data: full.slice(e.offset, e.offset + e.numel) });
       continue;
     }
     const unitLen = layout.numel;
@@ -38,12 +39,17 @@ export async function gatherFullTensors(
     await ep.allGather(full.slice(0, unitLen), all, { tag: `gather experts ${which} ${layout.id}`, site });
     for (const e of layout.entries) {
       const g = new Float32Array(e.numel * ep.size);
-      for (let j = 0; j < ep.size; j++) g.set(all.subarray(j * unitLen + e.offset, j * unitLen + e.offset + e.numel), j * e.numel);
+      for (let j = 0; j < ep.size; j++)
+        g.set(all.subarray(j * unitLen + e.offset, j * unitLen + e.offset + e.numel), j * e.numel);
       out.set(e.name, { shape: e.globalShape, data: g });
     }
   }
   for (const [layer, b] of biases ?? []) {
-    if (b.expertBias) out.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: Float32Array.from(b.expertBias) });
+    if (b.expertBias)
+      out.set(`layers.${layer}.moe.expert_bias`, {
+        shape: [b.expertBias.length],
+        data: Float32Array.from(b.expertBias),
+      });
   }
   return out;
 }

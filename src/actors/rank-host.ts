@@ -148,7 +148,11 @@ export class RankHost {
     const fsdp = mesh.get('fsdp');
     const efsdp = mesh.get('efsdp');
     // One set of step-scoped FSDP buffers for all units of the rank (see FsdpUnitOptions.pools).
-    const pools = { params: new ActivationPool(this.alloc, 'params'), grads: new ActivationPool(this.alloc, 'grads'), comm: new ActivationPool(this.alloc, 'comm') };
+    const pools = {
+      params: new ActivationPool(this.alloc, 'params'),
+      grads: new ActivationPool(this.alloc, 'grads'),
+      comm: new ActivationPool(this.alloc, 'comm'),
+    };
     for (const [id, unit] of this.model.units) {
       const isExperts = unit.isExperts;
       const layer = /^layers\.(\d+)/.exec(id)?.[1];
@@ -200,7 +204,10 @@ export class RankHost {
 
   /** Builds the rank: mesh (collective over `world`), model part, actors. */
   static async create(world: Communicator, job: RankJob, sink: EventSink | null = null): Promise<RankHost> {
-    const layout = planMesh(job.degrees, world.size, { numExperts: moeExperts(job.model) ?? undefined, seqLen: buildModelSpec(job.model).seqLen });
+    const layout = planMesh(job.degrees, world.size, {
+      numExperts: moeExperts(job.model) ?? undefined,
+      seqLen: buildModelSpec(job.model).seqLen,
+    });
     const mesh = await DeviceMesh.build(world, layout);
     // Second communicators for the reduction path (see the file comment), split in a fixed order on every rank.
     const again = async (dim: MeshDim, name: string) => {
@@ -325,7 +332,8 @@ export class RankHost {
   /** Trace labels of the actors the step's root spawns (their state events carry them). */
   private labelOf(ref: { id: string }): ActorLabel | undefined {
     const step = this.bridge.step;
-    if (ref.id.startsWith('fsdp:')) return { machine: 'fsdpUnit', step, layer: this.shards.get(ref.id.slice(5))?.layer ?? null, microbatch: null };
+    if (ref.id.startsWith('fsdp:'))
+      return { machine: 'fsdpUnit', step, layer: this.shards.get(ref.id.slice(5))?.layer ?? null, microbatch: null };
     const moe = /^moe:(\d+)\/(\d+)$/.exec(ref.id);
     if (moe) return { machine: 'moeLayer', step, layer: Number(moe[1]), microbatch: Number(moe[2]) };
     return undefined;
@@ -359,7 +367,13 @@ export class RankHost {
    */
   fullTensors(which: 'params' | 'grads'): Promise<Map<string, FullTensor>> {
     const site = siteOf('step', 'rankHost', { state: `gather ${which}`, step: this.bridge.step });
-    return gatherFullTensors(this.shards.values(), this.mesh.get('ep'), which === 'params' ? this.model.moeBuffers : null, which, site);
+    return gatherFullTensors(
+      this.shards.values(),
+      this.mesh.get('ep'),
+      which === 'params' ? this.model.moeBuffers : null,
+      which,
+      site,
+    );
   }
 
   /** Drops what a failed step left and frees the mesh's and the reduction path's communicators. */

@@ -15,7 +15,11 @@ export class StepWatchdog {
    * Watches until stop(); `tripped` rejects with `describe(stillMs)` when the step stood still for `ms` while
    * `inCollective()` was false.
    */
-  watch(ms: number, inCollective: () => boolean, describe: (stillMs: number) => string): { tripped: Promise<never>; stop(): void } {
+  watch(
+    ms: number,
+    inCollective: () => boolean,
+    describe: (stillMs: number) => string,
+  ): { tripped: Promise<never>; stop(): void } {
     let timer: ReturnType<typeof setInterval> | undefined;
     const tripped = new Promise<never>((_, reject) => {
       if (!(ms > 0)) return;

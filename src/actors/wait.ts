@@ -12,9 +12,16 @@ export interface StepFailure {
 const failedState = (s: { value?: unknown; status?: string }) => s.value === 'failed';
 
 /** Waits until the machine satisfies `done`; rejects with the step's first error once the machine has failed. */
-export async function until<A extends AnyActorRef>(actor: A, done: (s: SnapshotFrom<A>) => boolean, failure: StepFailure): Promise<SnapshotFrom<A>> {
+export async function until<A extends AnyActorRef>(
+  actor: A,
+  done: (s: SnapshotFrom<A>) => boolean,
+  failure: StepFailure,
+): Promise<SnapshotFrom<A>> {
   const s = await waitFor(actor, (x) => failedState(x as never) || done(x));
-  if (failedState(s as never)) throw failure.first ?? new Error((s as { context?: { error?: string } }).context?.error ?? 'protocol machine failed');
+  if (failedState(s as never))
+    throw (
+      failure.first ?? new Error((s as { context?: { error?: string } }).context?.error ?? 'protocol machine failed')
+    );
   return s;
 }
 

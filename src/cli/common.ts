@@ -15,7 +15,8 @@ export class CliError extends Error {
 export function parseRanks(v: unknown, option = '--ranks'): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new CliError(`${option} must be a positive integer (got ${JSON.stringify(v)})`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new CliError(`${option} must be a positive integer (got ${JSON.stringify(v)})`);
   return n;
 }
 
@@ -29,8 +30,15 @@ export function requireFile(path: string, option: string): void {
 }
 
 /** An output path must not be one of the inputs: writing it would destroy the input before (or while) it is read. */
-export function requireDistinctOutput(out: string, outOption: string, inputs: readonly (readonly [string, string])[]): void {
+export function requireDistinctOutput(
+  out: string,
+  outOption: string,
+  inputs: readonly (readonly [string, string])[],
+): void {
   for (const [path, option] of inputs) {
-    if (samePath(out, path)) throw new CliError(`${outOption} ${out} is the same file as ${option} ${path}; writing it would overwrite the input — give another ${outOption} path`);
+    if (samePath(out, path))
+      throw new CliError(
+        `${outOption} ${out} is the same file as ${option} ${path}; writing it would overwrite the input — give another ${outOption} path`,
+      );
   }
 }

@@ -55,10 +55,15 @@ function lcg(seed: number): () => number {
   return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
 }
 
-const uniform = (r: () => number, n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
+const uniform = (r: () => number, n: number, scale: number) =>
+  Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 
 function swiglu(r: () => number, count: number, D: number, H: number): SwigluWeights {
-  return { w1: uniform(r, count * H * D, 1 / Math.sqrt(D)), w2: uniform(r, count * D * H, 1 / Math.sqrt(H)), w3: uniform(r, count * H * D, 1 / Math.sqrt(D)) };
+  return {
+    w1: uniform(r, count * H * D, 1 / Math.sqrt(D)),
+    w2: uniform(r, count * D * H, 1 / Math.sqrt(H)),
+    w3: uniform(r, count * H * D, 1 / Math.sqrt(D)),
+  };
 }
 
 export function makeWeights(s: EpOpsShape): Weights {
@@ -102,7 +107,11 @@ export function rowsPerRank(s: EpOpsShape, all: RankTokens[]): number[] {
   return rows;
 }
 
-const zerosLike = (w: SwigluWeights): SwigluWeights => ({ w1: new Float32Array(w.w1.length), w2: new Float32Array(w.w2.length), w3: new Float32Array(w.w3.length) });
+const zerosLike = (w: SwigluWeights): SwigluWeights => ({
+  w1: new Float32Array(w.w1.length),
+  w2: new Float32Array(w.w2.length),
+  w3: new Float32Array(w.w3.length),
+});
 
 /** The shared expert on n rows: forward now, backward later (dx written, weight grads +=). */
 export function sharedExpert(rt: Runtime, w: SwigluWeights, x: Float32Array, n: number, D: number, Hs: number) {
@@ -135,10 +144,22 @@ export function singleRank(s: EpOpsShape, w: Weights, all: RankTokens[]): LayerR
     }
     return out;
   };
-  const x = cat((n) => new Float32Array(n), (t) => t.x);
-  const dOut = cat((n) => new Float32Array(n), (t) => t.dOut);
-  const topIdx = cat((n) => new Int32Array(n), (t) => t.route.topIdx);
-  const gates = cat((n) => new Float32Array(n), (t) => t.route.gates);
+  const x = cat(
+    (n) => new Float32Array(n),
+    (t) => t.x,
+  );
+  const dOut = cat(
+    (n) => new Float32Array(n),
+    (t) => t.dOut,
+  );
+  const topIdx = cat(
+    (n) => new Int32Array(n),
+    (t) => t.route.topIdx,
+  );
+  const gates = cat(
+    (n) => new Float32Array(n),
+    (t) => t.route.gates,
+  );
   const counts = new Int32Array(E);
   for (const e of topIdx) counts[e]!++;
   const perm = buildPermutation(rt, { N: T, K, E, topIdx, gates, counts });

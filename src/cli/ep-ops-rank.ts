@@ -13,7 +13,16 @@ import { createRuntime } from '../models/runtime.ts';
 import type { SwigluWeights } from '../models/layers/ffn.ts';
 import { DISPATCH_STRATEGIES, strategyBlocker, type DispatchStrategy } from '../protocols/strategies.ts';
 import { RUNS } from './ep-ops-strategies.ts';
-import { makeRankTokens, makeWeights, rowsPerRank, sharedExpert, singleRank, zerosLike, type EpOpsShape, type LayerResult } from './ep-ops-data.ts';
+import {
+  makeRankTokens,
+  makeWeights,
+  rowsPerRank,
+  sharedExpert,
+  singleRank,
+  zerosLike,
+  type EpOpsShape,
+  type LayerResult,
+} from './ep-ops-data.ts';
 
 export interface EpOpsArgs {
   /** Tokens per rank, hidden size, expert and shared-expert hidden sizes (0: no shared expert). */
@@ -29,7 +38,13 @@ export interface EpOpsArgs {
   strategies?: DispatchStrategy[];
 }
 
-export const CHECKS = ['forward: output', 'backward: input grad', 'backward: gate grad', 'backward: expert weight grads', 'backward: shared expert grads'] as const;
+export const CHECKS = [
+  'forward: output',
+  'backward: input grad',
+  'backward: gate grad',
+  'backward: expert weight grads',
+  'backward: shared expert grads',
+] as const;
 export type CheckName = (typeof CHECKS)[number];
 
 export interface EpOpsStrategyResult {
@@ -83,7 +98,13 @@ const flat = (w: SwigluWeights) => {
 };
 
 /** Forward and backward of one strategy on this rank's tokens; the errors against the single-rank result. */
-async function runOnce(ep: Communicator, s: EpOpsShape, strategy: DispatchStrategy, rep: number, timed: (f: number, b: number) => void) {
+async function runOnce(
+  ep: Communicator,
+  s: EpOpsShape,
+  strategy: DispatchStrategy,
+  rep: number,
+  timed: (f: number, b: number) => void,
+) {
   const me = ep.rank;
   const L = s.E / s.P;
   const w = makeWeights(s);
@@ -94,7 +115,21 @@ async function runOnce(ep: Communicator, s: EpOpsShape, strategy: DispatchStrate
   const dShared = w.shared ? zerosLike(w.shared) : null;
   await ep.barrier();
   const t0 = performance.now();
-  const fwd = await RUNS[strategy](ep, { rt, N: s.N, D: s.D, H: s.H, K: s.K, E: s.E, L, P: s.P, me, x: mine.x, route: mine.route, w: slice(w.experts, me * L, L, s.D, s.H), g });
+  const fwd = await RUNS[strategy](ep, {
+    rt,
+    N: s.N,
+    D: s.D,
+    H: s.H,
+    K: s.K,
+    E: s.E,
+    L,
+    P: s.P,
+    me,
+    x: mine.x,
+    route: mine.route,
+    w: slice(w.experts, me * L, L, s.D, s.H),
+    g,
+  });
   const sh = w.shared ? sharedExpert(rt, w.shared, mine.x, s.N, s.D, s.Hs) : null;
   const out = Float32Array.from(fwd.out);
   if (sh) rt.k.add(out, sh.y, out, out.length);
@@ -121,8 +156,20 @@ async function runOnce(ep: Communicator, s: EpOpsShape, strategy: DispatchStrate
 export async function rankMain(ctx: RankContext<EpOpsArgs>): Promise<EpOpsRankResult> {
   const ep = ctx.world;
   const a = ctx.args;
-  if (a.experts % ep.size !== 0) throw new Error(`--experts ${a.experts} must be a multiple of the ${ep.size} ranks (each rank holds experts/ranks of them)`);
-  const s: EpOpsShape = { N: a.tokens, P: ep.size, D: a.dim, H: a.hidden, Hs: a.sharedHidden, E: a.experts, K: a.topk, seed: a.seed };
+  if (a.experts % ep.size !== 0)
+    throw new Error(
+      `--experts ${a.experts} must be a multiple of the ${ep.size} ranks (each rank holds experts/ranks of them)`,
+    );
+  const s: EpOpsShape = {
+    N: a.tokens,
+    P: ep.size,
+    D: a.dim,
+    H: a.hidden,
+    Hs: a.sharedHidden,
+    E: a.experts,
+    K: a.topk,
+    seed: a.seed,
+  };
   const strategies = a.strategies ?? DISPATCH_STRATEGIES;
   const results: EpOpsStrategyResult[] = [];
   let rows: number[] = [];
@@ -150,7 +197,8 @@ export async function rankMain(ctx: RankContext<EpOpsArgs>): Promise<EpOpsRankRe
         r.calls = ep.bytes.calls - b0.calls - 1;
       });
       if (rep === -1) rows = once.rows;
-      for (const [k, v] of Object.entries(once.errors) as [CheckName, number][]) worst.set(k, Math.max(worst.get(k) ?? 0, v));
+      for (const [k, v] of Object.entries(once.errors) as [CheckName, number][])
+        worst.set(k, Math.max(worst.get(k) ?? 0, v));
     }
     mine[si * W] = median(fwd);
     mine[si * W + 1] = median(bwd);

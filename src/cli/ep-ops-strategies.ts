@@ -126,12 +126,14 @@ const allgatherPadded: Run = async (ep, m) => {
   const localCounts = new Int32Array(L);
   for (let e = 0, q = 0; e < L; e++) {
     const g = me * L + e;
-    for (let i = 0; i < P; i++) for (let c = 0; c < all[i * E + g]!; c++, localCounts[e]++) localIdx[q++] = i * Rmax + before(i, g) + c;
+    for (let i = 0; i < P; i++)
+      for (let c = 0; c < all[i * E + g]!; c++, localCounts[e]++) localIdx[q++] = i * Rmax + before(i, g) + c;
   }
   const perm = buildPermutation(rt, m.route);
   const homeIdx = new Int32Array(perm.R);
   for (let g = 0, q = 0; g < E; g++) {
-    const off = Math.floor(g / L) * RlocMax + startInOwner[g]! + sum(Array.from({ length: me }, (_, i) => all[i * E + g]!));
+    const off =
+      Math.floor(g / L) * RlocMax + startInOwner[g]! + sum(Array.from({ length: me }, (_, i) => all[i * E + g]!));
     for (let c = 0; c < all[me * E + g]!; c++) homeIdx[q++] = off + c;
   }
   const rows = permuteForward(rt, perm, m.x, D, false, Rmax);
@@ -174,7 +176,13 @@ const allgatherRs: Run = async (ep, m) => {
   const next = new Int32Array(L);
   for (let e = 1; e < L; e++) next[e] = next[e - 1]! + counts[e - 1]!;
   const R = sum(counts);
-  const perm: Permutation = { R, srcToken: new Int32Array(R), slot: new Int32Array(R), gatesSorted: new Float32Array(R), counts };
+  const perm: Permutation = {
+    R,
+    srcToken: new Int32Array(R),
+    slot: new Int32Array(R),
+    gatesSorted: new Float32Array(R),
+    counts,
+  };
   allIdx.forEach((g, j) => {
     if (g < lo || g >= lo + L) return;
     const q = next[g - lo]!++;
@@ -207,4 +215,8 @@ const allgatherRs: Run = async (ep, m) => {
   };
 };
 
-export const RUNS: Record<DispatchStrategy, Run> = { a2a, 'allgather-padded': allgatherPadded, 'allgather-rs': allgatherRs };
+export const RUNS: Record<DispatchStrategy, Run> = {
+  a2a,
+  'allgather-padded': allgatherPadded,
+  'allgather-rs': allgatherRs,
+};

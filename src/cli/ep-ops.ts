@@ -38,15 +38,24 @@ export interface EpOpsOptions {
 
 function positive(v: string, option: string, min = 1): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new CliError(`${option} must be ${min ? 'a positive' : 'a non-negative'} integer (got ${JSON.stringify(v)})`);
+  if (!Number.isInteger(n) || n < min)
+    throw new CliError(`${option} must be ${min ? 'a positive' : 'a non-negative'} integer (got ${JSON.stringify(v)})`);
   return n;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const kib = (b: number) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
 
-export function formatEpOps(r0: EpOpsRankResult, transport: string, args?: Pick<EpOpsArgs, 'tokens' | 'topk' | 'experts' | 'sharedHidden'>): { text: string; wrong: string[] } {
-  const lines = [pc.bold(`ep-ops: ${r0.size} rank${r0.size === 1 ? '' : 's'} on ${transport} (${r0.backend}), the world as the EP group`)];
+export function formatEpOps(
+  r0: EpOpsRankResult,
+  transport: string,
+  args?: Pick<EpOpsArgs, 'tokens' | 'topk' | 'experts' | 'sharedHidden'>,
+): { text: string; wrong: string[] } {
+  const lines = [
+    pc.bold(
+      `ep-ops: ${r0.size} rank${r0.size === 1 ? '' : 's'} on ${transport} (${r0.backend}), the world as the EP group`,
+    ),
+  ];
   if (args) {
     const empty = r0.rowsPerRank.flatMap((n, i) => (n === 0 ? [i] : []));
     lines.push(
@@ -55,7 +64,11 @@ export function formatEpOps(r0: EpOpsRankResult, transport: string, args?: Pick<
         `${r0.rowsPerRank.join(', ')}${empty.length ? ` (rank ${empty.join(', ')} none)` : ''}`,
     );
   }
-  lines.push(pc.dim(`${'strategy'.padEnd(17)} ${'check'.padEnd(30)} ${'result'.padEnd(20)} ${'max err'.padEnd(9)} ms (median, all ranks)`));
+  lines.push(
+    pc.dim(
+      `${'strategy'.padEnd(17)} ${'check'.padEnd(30)} ${'result'.padEnd(20)} ${'max err'.padEnd(9)} ms (median, all ranks)`,
+    ),
+  );
   const wrong: string[] = [];
   for (const s of r0.results) {
     const name = s.strategy.padEnd(17);
@@ -70,26 +83,41 @@ export function formatEpOps(r0: EpOpsRankResult, transport: string, args?: Pick<
       const bad = errs.flatMap((e, rank) => (e <= TOLERANCE ? [] : [rank]));
       if (bad.length && !wrong.includes(s.strategy)) wrong.push(s.strategy);
       const verdict = bad.length ? `FAILED on rank${bad.length > 1 ? 's' : ''} ${bad.join(',')}` : 'ok';
-      const ms = check.startsWith('forward') ? median(s.fwdMs).toFixed(2) : check.endsWith('shared expert grads') ? '—' : median(s.bwdMs).toFixed(2);
-      lines.push(`${name} ${check.padEnd(30)} ${(bad.length ? pc.red : pc.green)(verdict.padEnd(20))} ${worst.toExponential(1).padEnd(9)} ${ms}`);
+      const ms = check.startsWith('forward')
+        ? median(s.fwdMs).toFixed(2)
+        : check.endsWith('shared expert grads')
+          ? '—'
+          : median(s.bwdMs).toFixed(2);
+      lines.push(
+        `${name} ${check.padEnd(30)} ${(bad.length ? pc.red : pc.green)(verdict.padEnd(20))} ${worst.toExponential(1).padEnd(9)} ${ms}`,
+      );
     }
     lines.push(pc.dim(`${name} ${kib(s.bytes)} and ${s.calls} collective calls per forward + backward on rank 0`));
   }
-  lines.push(pc.dim(`max err: largest |distributed − single rank| / largest |single rank| over each rank's slice; ok ≤ ${TOLERANCE}`));
+  lines.push(
+    pc.dim(
+      `max err: largest |distributed − single rank| / largest |single rank| over each rank's slice; ok ≤ ${TOLERANCE}`,
+    ),
+  );
   return { text: lines.join('\n'), wrong };
 }
 
 export async function runEpOps(o: EpOpsOptions): Promise<void> {
-  if (!TRANSPORTS.includes(o.transport as TransportName)) throw new CliError(`--transport ${o.transport}: unknown transport; use one of ${TRANSPORTS.join(', ')}`);
+  if (!TRANSPORTS.includes(o.transport as TransportName))
+    throw new CliError(`--transport ${o.transport}: unknown transport; use one of ${TRANSPORTS.join(', ')}`);
   const transport = o.transport as TransportName;
   profileByName(o.profile);
   const strategies = o.strategy === undefined || o.strategy === 'all' ? undefined : [o.strategy as DispatchStrategy];
-  if (strategies && !DISPATCH_STRATEGIES.includes(strategies[0]!)) throw new CliError(`--strategy ${o.strategy}: unknown; use one of ${DISPATCH_STRATEGIES.join(', ')} or all`);
+  if (strategies && !DISPATCH_STRATEGIES.includes(strategies[0]!))
+    throw new CliError(`--strategy ${o.strategy}: unknown; use one of ${DISPATCH_STRATEGIES.join(', ')} or all`);
   let size = parseRanks(o.ranks)!;
   let writer = true;
   if (isMpiJobTransport(transport)) {
     const job = mpiJob();
-    if (!job) throw new CliError(`--transport ${transport} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs ep-ops --transport ${transport} (no MPI job found: PMI_SIZE is unset)`);
+    if (!job)
+      throw new CliError(
+        `--transport ${transport} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs ep-ops --transport ${transport} (no MPI job found: PMI_SIZE is unset)`,
+      );
     if (transport === 'ccl') requireCcl();
     size = job.size;
     writer = job.rank === 0;
@@ -106,7 +134,10 @@ export async function runEpOps(o: EpOpsOptions): Promise<void> {
     strategies,
   };
   if (args.topk > args.experts) throw new CliError(`--topk ${args.topk} exceeds --experts ${args.experts}`);
-  if (args.experts % size !== 0) throw new CliError(`--experts ${args.experts} must be a multiple of the ${size} ranks (each rank holds experts/ranks of them)`);
+  if (args.experts % size !== 0)
+    throw new CliError(
+      `--experts ${args.experts} must be a multiple of the ${size} ranks (each rank holds experts/ranks of them)`,
+    );
   const r = await launch<EpOpsArgs, EpOpsRankResult>(
     { transport, size, profile: o.profile as never, timeoutMs: positive(o.timeout, '--timeout') },
     { module: RANK_PROGRAM },

@@ -37,12 +37,14 @@ export function parseFault(spec: string): Fault {
     fields[k] = part.slice(eq + 1);
   }
   const { need, may } = KEYS[kind];
-  for (const k of Object.keys(fields)) if (!need.includes(k) && !may.includes(k)) bad(`${kind} takes ${[...need, ...may].join(', ')}, not ${k}`);
+  for (const k of Object.keys(fields))
+    if (!need.includes(k) && !may.includes(k)) bad(`${kind} takes ${[...need, ...may].join(', ')}, not ${k}`);
   for (const k of need) if (!(k in fields)) bad(`${kind} needs ${k}`);
   const int = (k: string, min: number): number | undefined => {
     if (!(k in fields)) return undefined;
     const v = Number(fields[k]);
-    if (!(Number.isInteger(v) && v >= min) || fields[k]!.trim() === '') bad(`${k} = ${fields[k]} must be an integer ≥ ${min}`);
+    if (!(Number.isInteger(v) && v >= min) || fields[k]!.trim() === '')
+      bad(`${k} = ${fields[k]} must be an integer ≥ ${min}`);
     return v;
   };
   const group = fields.group;

@@ -19,7 +19,12 @@ import { isMpiJobTransport, launch, launchFailure, TRANSPORTS, type TransportNam
 import type { ResolvedModelConfig } from '../models/config.ts';
 import { countValid, Model, type Microbatch } from '../models/model/model.ts';
 import { loadWeights } from '../models/model/weights.ts';
-import { readSafetensors, writeSafetensors, type SafeTensorInput, type SafetensorsFile } from '../models/safetensors.ts';
+import {
+  readSafetensors,
+  writeSafetensors,
+  type SafeTensorInput,
+  type SafetensorsFile,
+} from '../models/safetensors.ts';
 import type { RankJob } from '../actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../actors/programs/distributed-run.ts';
 import { acModeOf, loadJobConfig, modelConfigOf, type JobConfig } from '../train/job-config.ts';
@@ -59,22 +64,35 @@ export function readBatch(path: string, vocab: number, seqLen: number): GradBatc
   const layout = 'a batch holds integer (int64) tensors "tokens" and "labels" of shape (B, S)';
   const get = (name: 'tokens' | 'labels') => {
     const t = f.get(name);
-    if (!t) throw new CliError(`${path}: no tensor "${name}" (it has ${[...f.keys()].map((k) => `"${k}"`).join(', ') || 'no tensors'}); ${layout}`);
-    if (t.dtype !== 'I64' && t.dtype !== 'I32') throw new CliError(`${path}: tensor "${name}" is ${t.dtype}; ${layout}`);
+    if (!t)
+      throw new CliError(
+        `${path}: no tensor "${name}" (it has ${[...f.keys()].map((k) => `"${k}"`).join(', ') || 'no tensors'}); ${layout}`,
+      );
+    if (t.dtype !== 'I64' && t.dtype !== 'I32')
+      throw new CliError(`${path}: tensor "${name}" is ${t.dtype}; ${layout}`);
     if (t.shape.length !== 2) throw new CliError(`${path}: tensor "${name}" has shape ${fmtShape(t.shape)}; ${layout}`);
     return t;
   };
   const t = get('tokens');
   const l = get('labels');
   if (t.shape[0] !== l.shape[0] || t.shape[1] !== l.shape[1]) {
-    throw new CliError(`${path}: "tokens" has shape ${fmtShape(t.shape)} but "labels" has ${fmtShape(l.shape)}; both must be (B, S)`);
+    throw new CliError(
+      `${path}: "tokens" has shape ${fmtShape(t.shape)} but "labels" has ${fmtShape(l.shape)}; both must be (B, S)`,
+    );
   }
   const [B, S] = t.shape as [number, number];
   if (B < 1 || S < 1) throw new CliError(`${path}: empty batch (shape ${fmtShape(t.shape)})`);
   if (S !== seqLen) {
-    throw new CliError(`${path}: the batch has sequences of length ${S} (shape ${fmtShape(t.shape)}) but [training] seq_len = ${seqLen}; use a batch of length ${seqLen} or set --training.seq_len ${S}`);
+    throw new CliError(
+      `${path}: the batch has sequences of length ${S} (shape ${fmtShape(t.shape)}) but [training] seq_len = ${seqLen}; use a batch of length ${seqLen} or set --training.seq_len ${S}`,
+    );
   }
-  const narrow = (name: string, data: ArrayLike<number | bigint>, ok: (v: number) => boolean, rule: string): Int32Array => {
+  const narrow = (
+    name: string,
+    data: ArrayLike<number | bigint>,
+    ok: (v: number) => boolean,
+    rule: string,
+  ): Int32Array => {
     const out = new Int32Array(B * S);
     for (let i = 0; i < out.length; i++) {
       const raw = data[i]!;
@@ -87,9 +105,20 @@ export function readBatch(path: string, vocab: number, seqLen: number): GradBatc
     return out;
   };
   const inVocab = (v: number) => Number.isInteger(v) && v >= 0 && v < vocab;
-  const tokens = narrow('tokens', t.data as ArrayLike<number | bigint>, inVocab, `is outside the vocabulary [0, ${vocab}) of the model (vocab_size = ${vocab}); check the tokenizer or [model.args] vocab_size`);
-  const labels = narrow('labels', l.data as ArrayLike<number | bigint>, (v) => v === IGNORE_INDEX || inVocab(v), `is outside the vocabulary [0, ${vocab}) and is not the ignore index ${IGNORE_INDEX}`);
-  if (countValid(labels) === 0) throw new CliError(`${path}: every label is ${IGNORE_INDEX} (ignored): the loss is undefined`);
+  const tokens = narrow(
+    'tokens',
+    t.data as ArrayLike<number | bigint>,
+    inVocab,
+    `is outside the vocabulary [0, ${vocab}) of the model (vocab_size = ${vocab}); check the tokenizer or [model.args] vocab_size`,
+  );
+  const labels = narrow(
+    'labels',
+    l.data as ArrayLike<number | bigint>,
+    (v) => v === IGNORE_INDEX || inVocab(v),
+    `is outside the vocabulary [0, ${vocab}) and is not the ignore index ${IGNORE_INDEX}`,
+  );
+  if (countValid(labels) === 0)
+    throw new CliError(`${path}: every label is ${IGNORE_INDEX} (ignored): the loss is undefined`);
   return { tokens, labels, B, S };
 }
 
@@ -126,17 +155,24 @@ function placement(opts: GradOptions, cfg: JobConfig): Where {
   if (asked !== undefined && isMpiJobTransport(asked)) {
     const job = mpiJob();
     if (!job) {
-      throw new CliError(`--transport ${asked} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs grad --transport ${asked} … (no MPI job found: PMI_SIZE is unset)`);
+      throw new CliError(
+        `--transport ${asked} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs grad --transport ${asked} … (no MPI job found: PMI_SIZE is unset)`,
+      );
     }
     if (ranks !== undefined && ranks !== job.size) {
-      throw new CliError(`--ranks ${ranks} does not match the MPI job of ${job.size} processes; drop --ranks or start mpiexec.mpich -n ${ranks}`);
+      throw new CliError(
+        `--ranks ${ranks} does not match the MPI job of ${job.size} processes; drop --ranks or start mpiexec.mpich -n ${ranks}`,
+      );
     }
     if (asked === 'ccl') requireCcl();
     return { distributed: true, transport: asked, size: job.size, writer: job.rank === 0 };
   }
-  if (ranks === undefined || ranks === 1) return { distributed: false, transport: cfg.comm.transport, size: 1, writer: true };
+  if (ranks === undefined || ranks === 1)
+    return { distributed: false, transport: cfg.comm.transport, size: 1, writer: true };
   if (isMpiJobTransport(cfg.comm.transport)) {
-    throw new CliError(`--ranks ${ranks} with [comm] transport = "${cfg.comm.transport}": pass --transport inproc or threads, or run under mpiexec.mpich -n ${ranks} with --transport ${cfg.comm.transport}`);
+    throw new CliError(
+      `--ranks ${ranks} with [comm] transport = "${cfg.comm.transport}": pass --transport inproc or threads, or run under mpiexec.mpich -n ${ranks} with --transport ${cfg.comm.transport}`,
+    );
   }
   return { distributed: true, transport: cfg.comm.transport, size: ranks, writer: true };
 }
@@ -149,8 +185,13 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
   requireFile(opts.config, '--config');
   requireFile(opts.checkpoint, '--checkpoint');
   requireFile(opts.batch, '--batch');
-  requireDistinctOutput(opts.out, '--out', [[opts.config, '--config'], [opts.checkpoint, '--checkpoint'], [opts.batch, '--batch']]);
-  if (existsSync(opts.out) && statSync(opts.out).isDirectory()) throw new CliError(`--out ${opts.out} is a folder; give the path of the .safetensors file to write`);
+  requireDistinctOutput(opts.out, '--out', [
+    [opts.config, '--config'],
+    [opts.checkpoint, '--checkpoint'],
+    [opts.batch, '--batch'],
+  ]);
+  if (existsSync(opts.out) && statSync(opts.out).isDirectory())
+    throw new CliError(`--out ${opts.out} is a folder; give the path of the .safetensors file to write`);
   const extra = opts.transport !== undefined ? ['--comm.transport', opts.transport] : [];
   const cfg = loadJobConfig(opts.config, [...overrides, ...extra]);
   const where = placement(opts, cfg);
@@ -167,14 +208,22 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
     const m = loadModel(model, weights);
     paramNames = m.paramNames();
     const n = microbatchesOf(cfg, 1);
-    if (batch.B % n !== 0) throw new CliError(`the batch of ${batch.B} sequences does not split into ${n} microbatches ([training] global_batch_size / local_batch_size); use a batch size divisible by ${n}`);
+    if (batch.B % n !== 0)
+      throw new CliError(
+        `the batch of ${batch.B} sequences does not split into ${n} microbatches ([training] global_batch_size / local_batch_size); use a batch size divisible by ${n}`,
+      );
     const globalValidTokens = countValid(batch.labels);
     loss = 0;
     for (const mb of microbatches(batch, n)) {
       loss += m.forward(mb, { globalValidTokens, ac }).loss;
       m.backward();
     }
-    grads = new Map(paramNames.map((name) => [name, { shape: m.unitOf(name).layout.entries.find((e) => e.name === name)!.globalShape, data: m.grad(name) }]));
+    grads = new Map(
+      paramNames.map((name) => [
+        name,
+        { shape: m.unitOf(name).layout.entries.find((e) => e.name === name)!.globalShape, data: m.grad(name) },
+      ]),
+    );
     say(pc.dim(`grad: one rank, ${batch.B}×${batch.S} tokens, ${n} microbatch${n === 1 ? '' : 'es'}, AC ${ac.mode}`));
   } else {
     const plan = planJob(cfg, where.size);
@@ -199,8 +248,20 @@ export async function runGrad(opts: GradOptions, overrides: readonly string[]): 
       model,
       weights: resolve(opts.checkpoint),
     };
-    say(pc.dim(`grad: ${where.size} ranks on ${where.transport}/${cfg.comm.profile}, dispatch ${plan.dispatch.choice}, grad reduce ${plan.gradReduce.choice}, ${degree} data-parallel × ${n} microbatch${n === 1 ? '' : 'es'}, AC ${ac.mode}`));
-    const args: DistributedRunArgs = { job, tokens: batch.tokens, labels: batch.labels, B: batch.B, S: batch.S, microbatches: n, mode: 'grad' };
+    say(
+      pc.dim(
+        `grad: ${where.size} ranks on ${where.transport}/${cfg.comm.profile}, dispatch ${plan.dispatch.choice}, grad reduce ${plan.gradReduce.choice}, ${degree} data-parallel × ${n} microbatch${n === 1 ? '' : 'es'}, AC ${ac.mode}`,
+      ),
+    );
+    const args: DistributedRunArgs = {
+      job,
+      tokens: batch.tokens,
+      labels: batch.labels,
+      B: batch.B,
+      S: batch.S,
+      microbatches: n,
+      mode: 'grad',
+    };
     const r = await launch<DistributedRunArgs, DistributedRunResult>(
       {
         transport: where.transport,

@@ -11,12 +11,17 @@ const DUMP = /^flight-rank-\d+\.json$/;
 
 /** A run folder (outputs/<run>) stands for its flight/ folder, so both spellings a user would try work. */
 function dumpSource(p: string): string {
-  if (!existsSync(p)) throw new CliError(`${p}: no such file or folder; pass flight-rank-<rank>.json files or the folder holding them (outputs/<run>/flight)`);
+  if (!existsSync(p))
+    throw new CliError(
+      `${p}: no such file or folder; pass flight-rank-<rank>.json files or the folder holding them (outputs/<run>/flight)`,
+    );
   if (!statSync(p).isDirectory()) return p;
   if (readdirSync(p).some((f) => DUMP.test(f))) return p;
   const flight = runPaths(p).flight;
   if (existsSync(flight) && statSync(flight).isDirectory()) return flight;
-  throw new CliError(`${p}: no flight-rank-<rank>.json files in this folder (nor in ${flight}); ranks write them when a collective fails or times out`);
+  throw new CliError(
+    `${p}: no flight-rank-<rank>.json files in this folder (nor in ${flight}); ranks write them when a collective fails or times out`,
+  );
 }
 
 export async function runInspect(paths: readonly string[]): Promise<void> {

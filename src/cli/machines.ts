@@ -82,11 +82,18 @@ export function machineDiagram(m: MachineInfo, format: DiagramFormat): string {
 }
 
 /** The machines selected by `--machine` (all when absent), with a clear error for an unknown name or format. */
-export function selectMachines(opts: { format: string; machine?: string }): { format: DiagramFormat; machines: MachineInfo[] } {
-  if (opts.format !== 'mermaid' && opts.format !== 'dot') throw new CliError(`--format ${opts.format}: unknown format; use mermaid or dot`);
+export function selectMachines(opts: { format: string; machine?: string }): {
+  format: DiagramFormat;
+  machines: MachineInfo[];
+} {
+  if (opts.format !== 'mermaid' && opts.format !== 'dot')
+    throw new CliError(`--format ${opts.format}: unknown format; use mermaid or dot`);
   if (opts.machine === undefined) return { format: opts.format, machines: [...MACHINES] };
   const m = MACHINES.find((x) => x.name === opts.machine);
-  if (!m) throw new CliError(`--machine ${opts.machine}: unknown machine; use one of ${MACHINES.map((x) => x.name).join(', ')}`);
+  if (!m)
+    throw new CliError(
+      `--machine ${opts.machine}: unknown machine; use one of ${MACHINES.map((x) => x.name).join(', ')}`,
+    );
   return { format: opts.format, machines: [m] };
 }
 
@@ -125,7 +132,16 @@ export function statechartsMarkdown(): string {
     '',
   );
   for (const m of MACHINES) {
-    out.push(`## ${m.name}`, '', `${m.about} Source: \`${m.source}\`.`, '', '```mermaid', machineDiagram(m, 'mermaid').trimEnd(), '```', '');
+    out.push(
+      `## ${m.name}`,
+      '',
+      `${m.about} Source: \`${m.source}\`.`,
+      '',
+      '```mermaid',
+      machineDiagram(m, 'mermaid').trimEnd(),
+      '```',
+      '',
+    );
   }
   return out.join('\n');
 }

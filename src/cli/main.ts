@@ -5,7 +5,9 @@ import { Command, CommanderError } from 'commander';
 import { reportError } from './errors.ts';
 import { checkOptionValues, checkUnknownOptions } from './options.ts';
 
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('moe-actors')
@@ -25,8 +27,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ranks <n>', 'world size on inproc/threads (overrides [comm] ranks)')
     .option('--live', 'one refreshing line per rank')
     .option('--dry-run', 'validate the config and print the plan; start no ranks')
-    .option('--fault <spec>', 'inject a fault on inproc, e.g. kill:rank=2,group=ep,seq=1 (repeatable; see README)', (v: string, prev: string[] = []) => [...prev, v])
-    .option('--start-over', 'train from step 1 although the run folder has checkpoints (they are moved aside, not deleted)')
+    .option(
+      '--fault <spec>',
+      'inject a fault on inproc, e.g. kill:rank=2,group=ep,seq=1 (repeatable; see README)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option(
+      '--start-over',
+      'train from step 1 although the run folder has checkpoints (they are moved aside, not deleted)',
+    )
     .option('--skip-resource-check', "start even if the plan exceeds this host's available memory or rank ceiling")
     .allowUnknownOption()
     .allowExcessArguments()
@@ -40,12 +49,18 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('grad')
     .description('one forward/backward from given weights and batch; write loss and gradients (parity tool)')
-    .requiredOption('--config <path>', 'config with [model] and [training] seq_len (and [parallelism]/[comm] for --ranks)')
+    .requiredOption(
+      '--config <path>',
+      'config with [model] and [training] seq_len (and [parallelism]/[comm] for --ranks)',
+    )
     .requiredOption('--checkpoint <path>', 'weights (.safetensors, torchtitan names)')
     .requiredOption('--batch <path>', 'batch (.safetensors with int64 tokens, labels of shape (B, S))')
     .requiredOption('--out <path>', 'output .safetensors: loss and grad.<name>')
     .option('--ranks <n>', 'ranks of a distributed run (default 1: the single-rank model; under mpi, mpiexec decides)')
-    .option('--transport <name>', 'inproc | threads | mpi | ccl (default: [comm] transport; mpi and ccl run inside mpiexec.mpich -n N)')
+    .option(
+      '--transport <name>',
+      'inproc | threads | mpi | ccl (default: [comm] transport; mpi and ccl run inside mpiexec.mpich -n N)',
+    )
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[overrides...]', 'config overrides like --parallelism.expert_parallel_degree 2')
@@ -71,7 +86,9 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('project')
-    .description('project memory per rank by category, bytes per step per group, time per step, TPS and MFU on a system')
+    .description(
+      'project memory per rank by category, bytes per step per group, time per step, TPS and MFU on a system',
+    )
     .option('--config <path>', 'job config (TOML; default: the embedded debug job)')
     .option('--system <name|path>', 'aurora-pvc | local | path/to/system.toml (configs/systems/)', 'local')
     .option('--ranks <n>', 'world size (default: [comm] ranks)')
@@ -126,7 +143,9 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('ep-ops')
-    .description('check every EP dispatch strategy (dispatch → experts → combine, forward + backward) against one rank, and time it')
+    .description(
+      'check every EP dispatch strategy (dispatch → experts → combine, forward + backward) against one rank, and time it',
+    )
     .option('--transport <name>', 'inproc | threads | mpi | ccl', 'inproc')
     .option('--ranks <n>', 'ranks on inproc/threads (under mpi and ccl, mpiexec decides)', '2')
     .option('--profile <name>', 'capability profile', 'full')

@@ -29,7 +29,9 @@ export function checkOptionValues(cmd: Command): void {
     const vals = Array.isArray(v) ? v : [v];
     for (const x of vals) {
       if (typeof x === 'string' && x.startsWith('--') && cmd.getOptionValueSource(key) === 'cli') {
-        throw new CliError(`${o.long} needs a value, but the next argument is the option ${x}; e.g. ${o.long} ${o.flags.includes('<path>') ? 'path/to/file' : '…'}`);
+        throw new CliError(
+          `${o.long} needs a value, but the next argument is the option ${x}; e.g. ${o.long} ${o.flags.includes('<path>') ? 'path/to/file' : '…'}`,
+        );
       }
     }
   }

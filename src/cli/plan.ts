@@ -25,13 +25,20 @@ export async function runPlan(opts: PlanOptions, overrides: readonly string[]): 
   else {
     // Planning an mpi job needs its size; inside mpiexec it is known, outside it has to be given.
     const job = mpiJob();
-    if (!job) throw new CliError(`[comm] transport = "${cfg.comm.transport}": the world size comes from mpiexec; pass --ranks N to plan for N ranks`);
+    if (!job)
+      throw new CliError(
+        `[comm] transport = "${cfg.comm.transport}": the world size comes from mpiexec; pass --ranks N to plan for N ranks`,
+      );
     size = job.size;
   }
   const problems = configPathProblems(cfg);
   if (problems.length) throw new CliError(problems.join('\n'));
   const plan = planJob(cfg, size);
-  console.log(pc.bold(`moe-actors plan: ${opts.config ?? 'the embedded debug job (configs/debug_ep4.toml)'}, ${size} rank${size === 1 ? '' : 's'} on ${cfg.comm.transport}`));
+  console.log(
+    pc.bold(
+      `moe-actors plan: ${opts.config ?? 'the embedded debug job (configs/debug_ep4.toml)'}, ${size} rank${size === 1 ? '' : 's'} on ${cfg.comm.transport}`,
+    ),
+  );
   console.log(formatPlan(plan));
   for (const w of configWarnings(cfg)) console.log(pc.yellow(`warning: ${w}`));
 }

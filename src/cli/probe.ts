@@ -42,9 +42,14 @@ export interface ProfileVerdict {
 }
 
 export function profileVerdict(profile: Profile, check: string, multiNode: boolean): ProfileVerdict {
-  if (check === 'split') return profile.caps.split ? { allowed: true } : { allowed: false, reason: 'communicator split is not supported' };
+  if (check === 'split')
+    return profile.caps.split ? { allowed: true } : { allowed: false, reason: 'communicator split is not supported' };
   const call = CALLS[check];
-  if (!call) return { allowed: false, reason: `moe-actors probe does not know the call "${check}" makes (src/cli/probe.ts CALLS)` };
+  if (!call)
+    return {
+      allowed: false,
+      reason: `moe-actors probe does not know the call "${check}" makes (src/cli/probe.ts CALLS)`,
+    };
   const c = checkCall(profile.caps, call.op, call.reduce, { equalCounts: call.equalCounts, multiNode });
   return c.ok ? { allowed: true } : { allowed: false, reason: `${c.reason}; instead: ${c.alternative}` };
 }
@@ -56,15 +61,29 @@ function describeCaps(c: Capabilities): string {
     if (v === false || v === 'no') missing.push(k);
     else if (v !== true && v !== 'yes') partial.push(`${k} ${v}`);
   }
-  return [missing.length ? `missing ${missing.join(', ')}` : 'nothing missing', ...(partial.length ? [`partial: ${partial.join(', ')}`] : [])].join('; ');
+  return [
+    missing.length ? `missing ${missing.join(', ')}` : 'nothing missing',
+    ...(partial.length ? [`partial: ${partial.join(', ')}`] : []),
+  ].join('; ');
 }
 
-export function formatProbe(r: ProbeRankResult, profile: Profile, transport: string, size: number): { text: string; transportFailures: ProbeResult[] } {
+export function formatProbe(
+  r: ProbeRankResult,
+  profile: Profile,
+  transport: string,
+  size: number,
+): { text: string; transportFailures: ProbeResult[] } {
   const lines: string[] = [];
-  lines.push(pc.bold(`probe: ${size} rank${size === 1 ? '' : 's'} on ${transport}${r.multiNode ? ' (several nodes)' : ''}, profile ${profile.name} — ${profile.description}`));
+  lines.push(
+    pc.bold(
+      `probe: ${size} rank${size === 1 ? '' : 's'} on ${transport}${r.multiNode ? ' (several nodes)' : ''}, profile ${profile.name} — ${profile.description}`,
+    ),
+  );
   const w = Math.max(...r.report.results.map((x) => x.name.length), 'collective'.length);
   const col = (s: string, n: number) => s.padEnd(n);
-  lines.push(`${col('collective', w)}  ${col(`transport ${transport}`, 22)}${col(`profile ${profile.name}`, 20)}usable`);
+  lines.push(
+    `${col('collective', w)}  ${col(`transport ${transport}`, 22)}${col(`profile ${profile.name}`, 20)}usable`,
+  );
   const transportFailures: ProbeResult[] = [];
   const notes: string[] = [];
   for (const x of r.report.results) {
@@ -81,19 +100,25 @@ export function formatProbe(r: ProbeRankResult, profile: Profile, transport: str
   }
   if (notes.length) lines.push('why not:', ...notes);
   lines.push(`transport capabilities (measured): ${describeCaps(r.report.capabilities)}`);
-  lines.push(`with profile ${profile.name} (what the planner uses): ${describeCaps(narrow(r.report.capabilities, profile.caps))}`);
+  lines.push(
+    `with profile ${profile.name} (what the planner uses): ${describeCaps(narrow(r.report.capabilities, profile.caps))}`,
+  );
   return { text: lines.join('\n'), transportFailures };
 }
 
 export async function runProbe(opts: { transport: string; ranks: string; profile: string }): Promise<void> {
-  if (!TRANSPORTS.includes(opts.transport as TransportName)) throw new CliError(`--transport ${opts.transport}: unknown transport; use one of ${TRANSPORTS.join(', ')}`);
+  if (!TRANSPORTS.includes(opts.transport as TransportName))
+    throw new CliError(`--transport ${opts.transport}: unknown transport; use one of ${TRANSPORTS.join(', ')}`);
   const transport = opts.transport as TransportName;
   const profile = profileByName(opts.profile);
   let size = parseRanks(opts.ranks)!;
   let writer = true;
   if (isMpiJobTransport(transport)) {
     const job = mpiJob();
-    if (!job) throw new CliError(`--transport ${transport} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs probe --transport ${transport} (no MPI job found: PMI_SIZE is unset)`);
+    if (!job)
+      throw new CliError(
+        `--transport ${transport} runs inside an MPI job: mpiexec.mpich -n N node bin/moe-actors.mjs probe --transport ${transport} (no MPI job found: PMI_SIZE is unset)`,
+      );
     if (transport === 'ccl') requireCcl();
     size = job.size;
     writer = job.rank === 0;
@@ -110,9 +135,14 @@ export async function runProbe(opts: { transport: string; ranks: string; profile
   const { text, transportFailures } = formatProbe(reports[0]!, profile, transport, size);
   console.log(text);
   // probe() makes every rank agree on what failed; a difference here would be a bug in that agreement.
-  const differ = reports.filter((x) => JSON.stringify(x.report.capabilities) !== JSON.stringify(reports[0]!.report.capabilities)).map((x) => x.rank);
-  if (differ.length) console.log(pc.yellow(`warning: ranks ${differ.join(', ')} measured different capabilities than rank 0`));
+  const differ = reports
+    .filter((x) => JSON.stringify(x.report.capabilities) !== JSON.stringify(reports[0]!.report.capabilities))
+    .map((x) => x.rank);
+  if (differ.length)
+    console.log(pc.yellow(`warning: ranks ${differ.join(', ')} measured different capabilities than rank 0`));
   if (transportFailures.length) {
-    throw new CliError(`${transportFailures.length} collective(s) failed on the ${transport} transport itself (${transportFailures.map((x) => x.name).join(', ')}); see "why not" above`);
+    throw new CliError(
+      `${transportFailures.length} collective(s) failed on the ${transport} transport itself (${transportFailures.map((x) => x.name).join(', ')}); see "why not" above`,
+    );
   }
 }

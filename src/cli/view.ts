@@ -9,11 +9,14 @@ import { CliError } from './common.ts';
 
 /** The folder must be a run folder with events; say what is missing and how a run gets them. */
 function checkRunDir(run: string): void {
-  if (!existsSync(run)) throw new CliError(`${run}: no such folder; pass a run folder such as outputs/<run> (train writes one per run)`);
+  if (!existsSync(run))
+    throw new CliError(`${run}: no such folder; pass a run folder such as outputs/<run> (train writes one per run)`);
   if (!statSync(run).isDirectory()) throw new CliError(`${run}: not a folder; pass a run folder such as outputs/<run>`);
   const events = runPaths(run).events;
   if (!existsSync(events)) {
-    throw new CliError(`${run}: no events/ folder, so nothing to show; it is written by \`moe-actors train\` with [trace] enable = true (the default)`);
+    throw new CliError(
+      `${run}: no events/ folder, so nothing to show; it is written by \`moe-actors train\` with [trace] enable = true (the default)`,
+    );
   }
   const files = readdirSync(events).filter((n) => n.endsWith('.jsonl'));
   if (!files.some((n) => hasEvent(join(events, n)))) {

@@ -4,7 +4,16 @@
 // behaves the same on inproc, threads and mpi.
 
 import { checkCall, narrow, type Capabilities, type Profile } from './capabilities.ts';
-import type { ByteCounters, CallOptions, CallSite, CollectiveOp, CommArray, CommObserver, Communicator, ReduceOp } from './communicator.ts';
+import type {
+  ByteCounters,
+  CallOptions,
+  CallSite,
+  CollectiveOp,
+  CommArray,
+  CommObserver,
+  Communicator,
+  ReduceOp,
+} from './communicator.ts';
 import { sum } from './counts.ts';
 import { CollectiveError } from './errors.ts';
 import type { FlightEntry, FlightRecorder } from './flight-recorder.ts';
@@ -149,36 +158,81 @@ export abstract class BaseCommunicator implements Communicator {
   allGather<T extends CommArray>(send: T, recv: T, opts?: CallOptions): Promise<void> {
     if (send.constructor !== recv.constructor) return this.typeMismatch('all_gather', send, recv);
     if (recv.length !== send.length * this.size) {
-      return this.invalid('all_gather', `recv has ${recv.length} elements, needs size·send = ${this.size}·${send.length}`);
+      return this.invalid(
+        'all_gather',
+        `recv has ${recv.length} elements, needs size·send = ${this.size}·${send.length}`,
+      );
     }
-    return this.call({ op: 'all_gather', send, recv }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
+    return this.call(
+      { op: 'all_gather', send, recv },
+      opts,
+      send.length,
+      recv.length,
+      send.byteLength,
+      recv.byteLength,
+    );
   }
 
   allGatherV<T extends CommArray>(send: T, recv: T, counts: readonly number[], opts?: CallOptions): Promise<void> {
     if (send.constructor !== recv.constructor) return this.typeMismatch('all_gather_v', send, recv);
-    if (counts.length !== this.size) return this.invalid('all_gather_v', `counts has ${counts.length} entries, group size is ${this.size}`);
+    if (counts.length !== this.size)
+      return this.invalid('all_gather_v', `counts has ${counts.length} entries, group size is ${this.size}`);
     if (counts[this.rank] !== send.length) {
-      return this.invalid('all_gather_v', `counts[${this.rank}] = ${counts[this.rank]} but send has ${send.length} elements`);
+      return this.invalid(
+        'all_gather_v',
+        `counts[${this.rank}] = ${counts[this.rank]} but send has ${send.length} elements`,
+      );
     }
     const total = sum(counts);
-    if (recv.length !== total) return this.invalid('all_gather_v', `recv has ${recv.length} elements, counts sum to ${total}`);
+    if (recv.length !== total)
+      return this.invalid('all_gather_v', `recv has ${recv.length} elements, counts sum to ${total}`);
     const bpe = send.BYTES_PER_ELEMENT;
-    return this.call({ op: 'all_gather_v', send, recv, counts }, opts, send.length, recv.length, send.byteLength, recv.length * bpe, counts, counts);
+    return this.call(
+      { op: 'all_gather_v', send, recv, counts },
+      opts,
+      send.length,
+      recv.length,
+      send.byteLength,
+      recv.length * bpe,
+      counts,
+      counts,
+    );
   }
 
   reduceScatter<T extends CommArray>(send: T, recv: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
     if (send.constructor !== recv.constructor) return this.typeMismatch('reduce_scatter', send, recv);
     if (send.length !== recv.length * this.size) {
-      return this.invalid('reduce_scatter', `send has ${send.length} elements, needs size·recv = ${this.size}·${recv.length}`);
+      return this.invalid(
+        'reduce_scatter',
+        `send has ${send.length} elements, needs size·recv = ${this.size}·${recv.length}`,
+      );
     }
     if (!reduceDefinedOn(op, send)) return this.invalid('reduce_scatter', undefinedReduce(op, send));
-    return this.call({ op: 'reduce_scatter', send, recv, reduce: op }, opts, send.length, recv.length, send.byteLength, recv.byteLength);
+    return this.call(
+      { op: 'reduce_scatter', send, recv, reduce: op },
+      opts,
+      send.length,
+      recv.length,
+      send.byteLength,
+      recv.byteLength,
+    );
   }
 
   allReduce<T extends CommArray>(buf: T, op: ReduceOp, opts?: CallOptions): Promise<void> {
-    if (buf instanceof Uint16Array) return this.invalid('all_reduce', 'bf16 reductions are reduce_scatter only (FSDP gradients); all_reduce needs a float32/float64 array');
+    if (buf instanceof Uint16Array)
+      return this.invalid(
+        'all_reduce',
+        'bf16 reductions are reduce_scatter only (FSDP gradients); all_reduce needs a float32/float64 array',
+      );
     if (!reduceDefinedOn(op, buf)) return this.invalid('all_reduce', undefinedReduce(op, buf));
-    return this.call({ op: 'all_reduce', buf, reduce: op }, opts, buf.length, buf.length, buf.byteLength, buf.byteLength);
+    return this.call(
+      { op: 'all_reduce', buf, reduce: op },
+      opts,
+      buf.length,
+      buf.length,
+      buf.byteLength,
+      buf.byteLength,
+    );
   }
 
   allToAllV<T extends CommArray>(
@@ -194,8 +248,10 @@ export abstract class BaseCommunicator implements Communicator {
     }
     const sent = sum(sendCounts);
     const received = sum(recvCounts);
-    if (sent > send.length) return this.invalid('all_to_all_v', `sendCounts sum to ${sent} but send has ${send.length} elements`);
-    if (received > recv.length) return this.invalid('all_to_all_v', `recvCounts sum to ${received} but recv has ${recv.length} elements`);
+    if (sent > send.length)
+      return this.invalid('all_to_all_v', `sendCounts sum to ${sent} but send has ${send.length} elements`);
+    if (received > recv.length)
+      return this.invalid('all_to_all_v', `recvCounts sum to ${received} but recv has ${recv.length} elements`);
     const bpe = send.BYTES_PER_ELEMENT;
     return this.call(
       { op: 'all_to_all_v', send, recv, sendCounts, recvCounts },
@@ -210,9 +266,17 @@ export abstract class BaseCommunicator implements Communicator {
   }
 
   broadcast<T extends CommArray>(buf: T, root: number, opts?: CallOptions): Promise<void> {
-    if (!Number.isInteger(root) || root < 0 || root >= this.size) return this.invalid('broadcast', `root ${root} is not a rank of the group`);
+    if (!Number.isInteger(root) || root < 0 || root >= this.size)
+      return this.invalid('broadcast', `root ${root} is not a rank of the group`);
     const mine = this.rank === root;
-    return this.call({ op: 'broadcast', buf, root }, opts, buf.length, buf.length, mine ? buf.byteLength : 0, mine ? 0 : buf.byteLength);
+    return this.call(
+      { op: 'broadcast', buf, root },
+      opts,
+      buf.length,
+      buf.length,
+      mine ? buf.byteLength : 0,
+      mine ? 0 : buf.byteLength,
+    );
   }
 
   barrier(opts?: CallOptions): Promise<void> {
@@ -220,10 +284,18 @@ export abstract class BaseCommunicator implements Communicator {
   }
 
   async split(color: number, key: number, name: string): Promise<Communicator> {
-    if (this.freed) return Promise.reject(new CollectiveError('freed', `communicator ${this.name} was freed`, { group: this.name }));
-    if (!this.capabilities.split) return Promise.reject(new CollectiveError('unsupported', `${this.backend} cannot split communicators`));
+    if (this.freed)
+      return Promise.reject(new CollectiveError('freed', `communicator ${this.name} was freed`, { group: this.name }));
+    if (!this.capabilities.split)
+      return Promise.reject(new CollectiveError('unsupported', `${this.backend} cannot split communicators`));
     if (!Number.isInteger(color) || !Number.isInteger(key)) {
-      return Promise.reject(new CollectiveError('invalid', `split of ${this.name} into "${name}": color ${color} and key ${key} must be integers`, { group: this.name }));
+      return Promise.reject(
+        new CollectiveError(
+          'invalid',
+          `split of ${this.name} into "${name}": color ${color} and key ${key} must be integers`,
+          { group: this.name },
+        ),
+      );
     }
     // split is collective over this group, so a missing member would otherwise block it forever.
     const timeoutMs = this.timeoutMs;
@@ -249,7 +321,8 @@ export abstract class BaseCommunicator implements Communicator {
   }
 
   setDefaultTimeout(timeoutMs: number): void {
-    if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) throw new Error(`communicator ${this.name}: a timeout must be a positive number of ms (got ${timeoutMs})`);
+    if (!(timeoutMs > 0 && Number.isFinite(timeoutMs)))
+      throw new Error(`communicator ${this.name}: a timeout must be a positive number of ms (got ${timeoutMs})`);
     this.timeoutMs = timeoutMs;
     for (const c of this.children) c.setDefaultTimeout(timeoutMs);
   }
@@ -265,7 +338,13 @@ export abstract class BaseCommunicator implements Communicator {
   }
 
   private invalid(op: CollectiveOp, why: string): Promise<never> {
-    return Promise.reject(new CollectiveError('invalid', `${op} on ${this.name}: ${why}`, { group: this.name, op, rank: this.ranks[this.rank] }));
+    return Promise.reject(
+      new CollectiveError('invalid', `${op} on ${this.name}: ${why}`, {
+        group: this.name,
+        op,
+        rank: this.ranks[this.rank],
+      }),
+    );
   }
 
   private call(
@@ -279,10 +358,14 @@ export abstract class BaseCommunicator implements Communicator {
     outSplits?: readonly number[],
   ): Promise<void> {
     const op = partial.op;
-    if (this.freed) return Promise.reject(new CollectiveError('freed', `${op} on ${this.name}: communicator was freed`, { group: this.name, op }));
+    if (this.freed)
+      return Promise.reject(
+        new CollectiveError('freed', `${op} on ${this.name}: communicator was freed`, { group: this.name, op }),
+      );
     const equalCounts =
       partial.sendCounts && partial.recvCounts
-        ? partial.sendCounts.every((c) => c === partial.sendCounts![0]) && partial.recvCounts.every((c) => c === partial.sendCounts![0])
+        ? partial.sendCounts.every((c) => c === partial.sendCounts![0]) &&
+          partial.recvCounts.every((c) => c === partial.sendCounts![0])
         : undefined;
     const check = checkCall(this.capabilities, op, partial.reduce, { equalCounts, multiNode: this.multiNode });
     if (!check.ok) {
@@ -355,7 +438,11 @@ export abstract class BaseCommunicator implements Communicator {
           const e =
             err instanceof CollectiveError
               ? err
-              : new CollectiveError('aborted', `${op} #${seq} on ${this.name} failed: ${(err as Error)?.message ?? err}`, { group: this.name, op, seq });
+              : new CollectiveError(
+                  'aborted',
+                  `${op} #${seq} on ${this.name} failed: ${(err as Error)?.message ?? err}`,
+                  { group: this.name, op, seq },
+                );
           this.recorder.fail(entry, e.message);
           this.notifyEnd(entry, site);
           reject(e);

@@ -10,17 +10,38 @@ import { rankClasses, rankList } from './report.ts';
 export interface MemberCall {
   /** World rank. */
   rank: number;
-  entry: Pick<FlightEntry, 'op' | 'seq' | 'group' | 'groupRanks' | 'dtype' | 'reduceOp' | 'inNelems' | 'outNelems' | 'inSplits' | 'outSplits' | 'root'>;
+  entry: Pick<
+    FlightEntry,
+    | 'op'
+    | 'seq'
+    | 'group'
+    | 'groupRanks'
+    | 'dtype'
+    | 'reduceOp'
+    | 'inNelems'
+    | 'outNelems'
+    | 'inSplits'
+    | 'outSplits'
+    | 'root'
+  >;
 }
 
 /** Members split into classes by `attr` (report.ts's order); null when every member agrees. */
-function classes(members: readonly MemberCall[], attr: (m: MemberCall) => string): { value: string; ranks: number[] }[] | null {
+function classes(
+  members: readonly MemberCall[],
+  attr: (m: MemberCall) => string,
+): { value: string; ranks: number[] }[] | null {
   const cls = rankClasses(members, (m) => m.rank, attr);
   return cls.length <= 1 ? null : cls;
 }
 
 /** "rank 3 called reduce_scatter #12 on group fsdp with 1024 elements, ranks 0,1,2 with 1000". */
-function sentence(members: readonly MemberCall[], attr: (m: MemberCall) => string, lead: string, fmt: (v: string) => string): string | null {
+function sentence(
+  members: readonly MemberCall[],
+  attr: (m: MemberCall) => string,
+  lead: string,
+  fmt: (v: string) => string,
+): string | null {
   const cls = classes(members, attr);
   if (!cls) return null;
   const e = members[0]!.entry;
@@ -40,25 +61,60 @@ const list = (xs: readonly number[] | undefined) => `[${(xs ?? []).join(',')}]`;
  */
 export function describeMismatch(members: readonly MemberCall[]): string | null {
   if (members.length < 2) return selfInconsistent(members[0]);
-  const op = sentence(members, (m) => m.entry.op, 'op', (v) => v);
+  const op = sentence(
+    members,
+    (m) => m.entry.op,
+    'op',
+    (v) => v,
+  );
   if (op) return op;
-  const dtype = sentence(members, (m) => m.entry.dtype, 'dtype', (v) => `with ${v}`);
+  const dtype = sentence(
+    members,
+    (m) => m.entry.dtype,
+    'dtype',
+    (v) => `with ${v}`,
+  );
   if (dtype) return dtype;
-  const red = sentence(members, (m) => m.entry.reduceOp ?? 'none', 'reduce', (v) => `with op ${v}`);
+  const red = sentence(
+    members,
+    (m) => m.entry.reduceOp ?? 'none',
+    'reduce',
+    (v) => `with op ${v}`,
+  );
   if (red) return red;
   const e = members[0]!.entry;
   switch (e.op) {
     case 'broadcast': {
-      const root = sentence(members, (m) => String(m.entry.root ?? '?'), 'root', (v) => `with root ${v}`);
+      const root = sentence(
+        members,
+        (m) => String(m.entry.root ?? '?'),
+        'root',
+        (v) => `with root ${v}`,
+      );
       if (root) return root;
-      return sentence(members, (m) => String(m.entry.inNelems), 'n', (v) => `with ${v} elements`);
+      return sentence(
+        members,
+        (m) => String(m.entry.inNelems),
+        'n',
+        (v) => `with ${v} elements`,
+      );
     }
     case 'all_gather':
     case 'reduce_scatter':
     case 'all_reduce':
-      return sentence(members, (m) => String(m.entry.inNelems), 'n', (v) => `with ${v} elements`);
+      return sentence(
+        members,
+        (m) => String(m.entry.inNelems),
+        'n',
+        (v) => `with ${v} elements`,
+      );
     case 'all_gather_v': {
-      const counts = sentence(members, (m) => list(m.entry.inSplits), 'counts', (v) => `with counts ${v}`);
+      const counts = sentence(
+        members,
+        (m) => list(m.entry.inSplits),
+        'counts',
+        (v) => `with counts ${v}`,
+      );
       if (counts) return counts;
       for (const m of members) {
         const bad = selfInconsistent(m);

@@ -43,11 +43,23 @@ export function parseDump(text: string, source: string): FlightDump {
   need(Array.isArray(o.groups), 'groups', 'must be an array');
   need(Array.isArray(o.entries), 'entries', 'must be an array');
   for (const [i, e] of (o.entries as Record<string, unknown>[]).entries()) {
-    need(typeof e.group === 'string' && Array.isArray(e.groupRanks), `entries[${i}].group/groupRanks`, 'must be a string and an array');
-    need(Number.isInteger(e.seq) && typeof e.op === 'string' && typeof e.state === 'string', `entries[${i}].seq/op/state`, 'are missing');
+    need(
+      typeof e.group === 'string' && Array.isArray(e.groupRanks),
+      `entries[${i}].group/groupRanks`,
+      'must be a string and an array',
+    );
+    need(
+      Number.isInteger(e.seq) && typeof e.op === 'string' && typeof e.state === 'string',
+      `entries[${i}].seq/op/state`,
+      'are missing',
+    );
   }
   for (const [i, g] of (o.groups as Record<string, unknown>[]).entries()) {
-    need(typeof g.group === 'string' && Array.isArray(g.groupRanks) && Number.isInteger(g.lastEnqueued), `groups[${i}]`, 'needs group, groupRanks, lastEnqueued');
+    need(
+      typeof g.group === 'string' && Array.isArray(g.groupRanks) && Number.isInteger(g.lastEnqueued),
+      `groups[${i}]`,
+      'needs group, groupRanks, lastEnqueued',
+    );
   }
   return d as FlightDump;
 }

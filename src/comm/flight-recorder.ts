@@ -127,7 +127,9 @@ export class FlightRecorder {
       try {
         l(entry);
       } catch (err) {
-        console.error(`flight recorder of rank ${this.rank}: failure listener threw: ${(err as Error)?.message ?? err}`);
+        console.error(
+          `flight recorder of rank ${this.rank}: failure listener threw: ${(err as Error)?.message ?? err}`,
+        );
       }
     }
   }

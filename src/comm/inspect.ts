@@ -18,7 +18,17 @@ export interface DiagnoseOptions {
 }
 
 export type Finding =
-  | { kind: 'missing'; group: string; groupRanks: readonly number[]; seq: number; op: string; joined: number[]; missing: number[]; noDump: number[]; text: string }
+  | {
+      kind: 'missing';
+      group: string;
+      groupRanks: readonly number[];
+      seq: number;
+      op: string;
+      joined: number[];
+      missing: number[];
+      noDump: number[];
+      text: string;
+    }
   | { kind: 'mismatch'; group: string; groupRanks: readonly number[]; seq: number; text: string }
   | { kind: 'incomplete'; group: string; groupRanks: readonly number[]; seq: number; text: string };
 
@@ -49,8 +59,14 @@ function describeCall(e: FlightEntry): string {
   const parts: string[] = [e.op];
   if (e.reduceOp) parts.push(e.reduceOp);
   parts.push(e.dtype);
-  if (e.op === 'all_gather_v' || e.op === 'all_to_all_v') parts.push(`splits in [${(e.inSplits ?? []).join(',')}] out [${(e.outSplits ?? []).join(',')}]`);
-  else if (e.op !== 'barrier') parts.push(e.inNelems === e.outNelems ? `${e.inNelems} element${e.inNelems === 1 ? "" : "s"}` : `${e.inNelems} → ${e.outNelems} elements`);
+  if (e.op === 'all_gather_v' || e.op === 'all_to_all_v')
+    parts.push(`splits in [${(e.inSplits ?? []).join(',')}] out [${(e.outSplits ?? []).join(',')}]`);
+  else if (e.op !== 'barrier')
+    parts.push(
+      e.inNelems === e.outNelems
+        ? `${e.inNelems} element${e.inNelems === 1 ? '' : 's'}`
+        : `${e.inNelems} → ${e.outNelems} elements`,
+    );
   if (e.tag) parts.push(`tag "${e.tag}"`);
   return parts.join(', ');
 }
@@ -73,7 +89,8 @@ function buildGroups(dumps: ReadonlyMap<number, FlightDump>): GroupView[] {
     return g;
   };
   for (const d of dumps.values()) {
-    for (const s of d.groups) view(s.group, s.groupRanks).status.set(d.rank, { lastEnqueued: s.lastEnqueued, lastCompleted: s.lastCompleted });
+    for (const s of d.groups)
+      view(s.group, s.groupRanks).status.set(d.rank, { lastEnqueued: s.lastEnqueued, lastCompleted: s.lastCompleted });
     for (const e of d.entries) {
       const g = view(e.group, e.groupRanks);
       let m = g.entries.get(d.rank);
@@ -82,7 +99,9 @@ function buildGroups(dumps: ReadonlyMap<number, FlightDump>): GroupView[] {
     }
   }
   // Members with a dump that never called anything on the group are at seq 0 there.
-  for (const g of groups.values()) for (const r of g.ranks) if (dumps.has(r) && !g.status.has(r)) g.status.set(r, { lastEnqueued: 0, lastCompleted: 0 });
+  for (const g of groups.values())
+    for (const r of g.ranks)
+      if (dumps.has(r) && !g.status.has(r)) g.status.set(r, { lastEnqueued: 0, lastCompleted: 0 });
   return [...groups.values()].sort((a, b) => a.name.localeCompare(b.name) || a.ranks[0]! - b.ranks[0]!);
 }
 
@@ -98,7 +117,9 @@ function analyzeGroup(g: GroupView, dumps: ReadonlyMap<number, FlightDump>): Fin
   for (let seq = from; seq <= maxEnq; seq++) {
     const joined = known.filter((r) => st(r).lastEnqueued >= seq);
     const notJoined = known.filter((r) => st(r).lastEnqueued < seq);
-    const calls = joined.map((r) => ({ rank: r, entry: g.entries.get(r)?.get(seq) })).filter((c): c is { rank: number; entry: FlightEntry } => !!c.entry);
+    const calls = joined
+      .map((r) => ({ rank: r, entry: g.entries.get(r)?.get(seq) }))
+      .filter((c): c is { rank: number; entry: FlightEntry } => !!c.entry);
     const mismatch = calls.length >= 2 ? describeMismatch(calls) : null;
     const sample = calls[0]?.entry;
     const what = sample ? `(${describeCall(sample)})` : '(entry no longer in the ring buffer)';
@@ -111,15 +132,35 @@ function analyzeGroup(g: GroupView, dumps: ReadonlyMap<number, FlightDump>): Fin
         `${noDump.length ? ` (no dump from ${rankList(noDump)})` : ''}; joined: ${set(joined)}${states ? ` (state: ${states})` : ''}` +
         `${where ? `; ${where}` : ''}${mismatch ? `; also mismatch: ${mismatch}` : ''}` +
         `${maxEnq > seq ? `; ${maxEnq - seq} later collective(s) on this group are pending too` : ''}`;
-      return { kind: 'missing', group: g.name, groupRanks: g.ranks, seq, op: sample?.op ?? '?', joined, missing, noDump, text };
+      return {
+        kind: 'missing',
+        group: g.name,
+        groupRanks: g.ranks,
+        seq,
+        op: sample?.op ?? '?',
+        joined,
+        missing,
+        noDump,
+        text,
+      };
     }
-    if (mismatch) return { kind: 'mismatch', group: g.name, groupRanks: g.ranks, seq, text: `${header}: mismatch at collective #${seq}: ${mismatch}` };
+    if (mismatch)
+      return {
+        kind: 'mismatch',
+        group: g.name,
+        groupRanks: g.ranks,
+        seq,
+        text: `${header}: mismatch at collective #${seq}: ${mismatch}`,
+      };
     const unfinished = known.filter((r) => st(r).lastCompleted < seq);
     if (unfinished.length > 0) {
       const byState = new Map<string, number[]>();
       for (const c of calls) {
         if (c.entry.state === 'completed') continue;
-        const k = c.entry.state === 'failed' ? `failed (${normalize(firstLine(c.entry.error ?? 'no error text'))})` : c.entry.state;
+        const k =
+          c.entry.state === 'failed'
+            ? `failed (${normalize(firstLine(c.entry.error ?? 'no error text'))})`
+            : c.entry.state;
         byState.set(k, [...(byState.get(k) ?? []), c.rank]);
       }
       const states = [...byState.entries()].map(([k, rs]) => `${rankList(rs)} ${k}`).join('; ');
@@ -150,7 +191,8 @@ function findCycle(findings: readonly Finding[], blockedAt: ReadonlyMap<number, 
     if (f.kind !== 'missing') continue;
     for (const r of f.joined) {
       const at = blockedAt.get(r);
-      if (at && at.group === f.group && at.seq === f.seq && at.groupRanks.join(',') === f.groupRanks.join(',')) waitsFor.set(r, { on: f.missing, at });
+      if (at && at.group === f.group && at.seq === f.seq && at.groupRanks.join(',') === f.groupRanks.join(','))
+        waitsFor.set(r, { on: f.missing, at });
     }
   }
   const visit = (start: number): number[] | null => {
@@ -186,7 +228,12 @@ export function diagnose(dumpList: readonly FlightDump[], opts: DiagnoseOptions 
     const prev = dumps.get(d.rank);
     if (!prev || d.tDump > prev.tDump) dumps.set(d.rank, d);
   }
-  const worldSize = Math.max(opts.worldSize ?? 0, ...dumpList.map((d) => d.worldSize), ...dumpList.map((d) => d.rank + 1), 0);
+  const worldSize = Math.max(
+    opts.worldSize ?? 0,
+    ...dumpList.map((d) => d.worldSize),
+    ...dumpList.map((d) => d.rank + 1),
+    0,
+  );
   const missingDumps = Array.from({ length: worldSize }, (_, r) => r).filter((r) => !dumps.has(r));
   const findings = buildGroups(dumps)
     .map((g) => analyzeGroup(g, dumps))
@@ -198,7 +245,10 @@ export function diagnose(dumpList: readonly FlightDump[], opts: DiagnoseOptions 
     const d = dumps.get(r);
     const note = opts.notes?.get(r);
     if (!d) {
-      positions.push({ rank: r, where: note ? `without a dump (${note})` : 'without a dump (dead, or it never dumped)' });
+      positions.push({
+        rank: r,
+        where: note ? `without a dump (${note})` : 'without a dump (dead, or it never dumped)',
+      });
       continue;
     }
     const e = oldestUnfinished(d.entries);
@@ -228,12 +278,14 @@ export function diagnose(dumpList: readonly FlightDump[], opts: DiagnoseOptions 
     const text = normalize(firstLine(failed.error ?? `${place(failed)} failed`));
     errors.set(text, [...(errors.get(text) ?? []), r]);
   }
-  if (errors.size) lines.push('first error per rank:', ...[...errors.entries()].map(([text, rs]) => `  ${rankList(rs)}: ${text}`));
+  if (errors.size)
+    lines.push('first error per rank:', ...[...errors.entries()].map(([text, rs]) => `  ${rankList(rs)}: ${text}`));
   return { worldSize, missingDumps, findings, positions, cycle, text: lines.join('\n') };
 }
 
 /** The text `moe-actors inspect <dumps…>` prints. */
 export function formatInspect(dumps: readonly FlightDump[]): string {
-  if (dumps.length === 0) return 'no flight dumps given; pass dump files or a directory of flight-rank-<rank>.json files';
+  if (dumps.length === 0)
+    return 'no flight dumps given; pass dump files or a directory of flight-rank-<rank>.json files';
   return diagnose(dumps).text;
 }

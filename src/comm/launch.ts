@@ -73,7 +73,9 @@ export interface RankEntry {
 }
 
 /** Per-rank outcome: results of ranks that finished, errors (with flight dumps) of those that failed. */
-export type RankOutcome<R> = { rank: number; ok: true; value: R } | { rank: number; ok: false; error: string; dump?: FlightDump };
+export type RankOutcome<R> =
+  | { rank: number; ok: true; value: R }
+  | { rank: number; ok: false; error: string; dump?: FlightDump };
 
 export interface LaunchResult<R> {
   outcomes: RankOutcome<R>[];

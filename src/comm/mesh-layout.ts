@@ -25,7 +25,18 @@ export type MeshView = 'dataloading' | 'dense' | 'sparse';
 export type MeshDim = 'pp' | 'dp_replicate' | 'fsdp' | 'tp' | 'batch' | 'cp' | 'loss' | 'efsdp' | 'ep' | 'etp';
 
 /** Every named group, in the order DeviceMesh creates them (the same on every rank). */
-export const MESH_DIMS: readonly MeshDim[] = ['pp', 'dp_replicate', 'fsdp', 'tp', 'batch', 'cp', 'loss', 'efsdp', 'ep', 'etp'];
+export const MESH_DIMS: readonly MeshDim[] = [
+  'pp',
+  'dp_replicate',
+  'fsdp',
+  'tp',
+  'batch',
+  'cp',
+  'loss',
+  'efsdp',
+  'ep',
+  'etp',
+];
 
 /** Which view and which of its dims (flattened) each group spans. */
 const DIM_SOURCE: Record<MeshDim, { view: MeshView; dims: readonly string[] }> = {
@@ -79,14 +90,25 @@ const divisors = (n: number) => Array.from({ length: n }, (_, i) => i + 1).filte
 /** Validates `degrees` for `worldSize` with torchtitan's rules, then ours (tp/pp/cp not supported yet). */
 export function planMesh(partial: Partial<ParallelDegrees>, worldSize: number, opts: MeshOptions = {}): MeshLayout {
   const d: ParallelDegrees = { ...DEFAULT_DEGREES, ...partial };
-  if (!Number.isInteger(worldSize) || worldSize < 1) throw new MeshError('world_size', worldSize, 'must be an integer ≥ 1', 'launch at least one rank');
+  if (!Number.isInteger(worldSize) || worldSize < 1)
+    throw new MeshError('world_size', worldSize, 'must be an integer ≥ 1', 'launch at least one rank');
   for (const f of ['dp_replicate', 'cp', 'tp', 'pp', 'ep', 'etp'] as const) {
     if (!Number.isInteger(d[f]) || d[f] < 1) {
-      throw new MeshError(f, d[f], 'every degree must be an integer ≥ 1 (only dp_shard may be −1, meaning "infer")', `set ${f} = 1 to leave this dimension unused`);
+      throw new MeshError(
+        f,
+        d[f],
+        'every degree must be an integer ≥ 1 (only dp_shard may be −1, meaning "infer")',
+        `set ${f} = 1 to leave this dimension unused`,
+      );
     }
   }
   if (!Number.isInteger(d.dp_shard) || (d.dp_shard < 1 && d.dp_shard !== -1)) {
-    throw new MeshError('dp_shard', d.dp_shard, 'must be −1 (infer) or an integer ≥ 1', 'set dp_shard = -1 to use every rank not taken by the other dimensions');
+    throw new MeshError(
+      'dp_shard',
+      d.dp_shard,
+      'must be −1 (infer) or an integer ≥ 1',
+      'set dp_shard = -1 to use every rank not taken by the other dimensions',
+    );
   }
   const others = d.dp_replicate * d.cp * d.tp * d.pp;
   if (d.dp_shard === -1) {
@@ -115,11 +137,21 @@ export function planMesh(partial: Partial<ParallelDegrees>, worldSize: number, o
     );
   }
   if (d.ep > 1 && d.etp !== d.tp && d.etp !== 1) {
-    throw new MeshError('etp', d.etp, `with ep > 1, etp must equal tp (${d.tp}) or 1 (torchtitan supports only ETP = TP or ETP = 1)`, d.tp === 1 ? `set etp = 1` : `set etp = 1 or etp = ${d.tp}`);
+    throw new MeshError(
+      'etp',
+      d.etp,
+      `with ep > 1, etp must equal tp (${d.tp}) or 1 (torchtitan supports only ETP = TP or ETP = 1)`,
+      d.tp === 1 ? `set etp = 1` : `set etp = 1 or etp = ${d.tp}`,
+    );
   }
   const epBase = d.dp_shard * d.cp * d.tp;
   if (epBase % d.etp !== 0) {
-    throw new MeshError('etp', d.etp, `etp must divide dp_shard·cp·tp = ${epBase} (the sparse view splits those ranks into efsdp·ep·etp)`, `choose etp among ${divisors(epBase).join(', ')}`);
+    throw new MeshError(
+      'etp',
+      d.etp,
+      `etp must divide dp_shard·cp·tp = ${epBase} (the sparse view splits those ranks into efsdp·ep·etp)`,
+      `choose etp among ${divisors(epBase).join(', ')}`,
+    );
   }
   if (epBase % (d.etp * d.ep) !== 0) {
     const ok = divisors(epBase / d.etp);
@@ -131,10 +163,20 @@ export function planMesh(partial: Partial<ParallelDegrees>, worldSize: number, o
     );
   }
   if (opts.numExperts !== undefined && opts.numExperts % d.ep !== 0) {
-    throw new MeshError('ep', d.ep, `the ${opts.numExperts} routed experts must divide evenly over ep ranks (E % ep == 0)`, `choose ep among ${divisors(opts.numExperts).join(', ')}`);
+    throw new MeshError(
+      'ep',
+      d.ep,
+      `the ${opts.numExperts} routed experts must divide evenly over ep ranks (E % ep == 0)`,
+      `choose ep among ${divisors(opts.numExperts).join(', ')}`,
+    );
   }
   if (opts.seqLen !== undefined && opts.seqLen % (d.tp * 2 * d.cp) !== 0) {
-    throw new MeshError('seq_len', opts.seqLen, `seq_len must be divisible by tp·2·cp = ${d.tp * 2 * d.cp} (torchtitan asserts it; the factor 2 applies even with cp = 1)`, `use a seq_len that is a multiple of ${d.tp * 2 * d.cp}`);
+    throw new MeshError(
+      'seq_len',
+      opts.seqLen,
+      `seq_len must be divisible by tp·2·cp = ${d.tp * 2 * d.cp} (torchtitan asserts it; the factor 2 applies even with cp = 1)`,
+      `use a seq_len that is a multiple of ${d.tp * 2 * d.cp}`,
+    );
   }
   if (!opts.allowUnsupported) {
     const unsupported: [keyof ParallelDegrees, string][] = [
@@ -144,7 +186,12 @@ export function planMesh(partial: Partial<ParallelDegrees>, worldSize: number, o
     ];
     for (const [f, what] of unsupported) {
       if (d[f] > 1) {
-        throw new MeshError(f, d[f], `${what} is valid for torchtitan but not supported yet by moe-actors (no ${f.toUpperCase()} compute)`, `set ${f} = 1 and use dp_shard, dp_replicate and ep instead`);
+        throw new MeshError(
+          f,
+          d[f],
+          `${what} is valid for torchtitan but not supported yet by moe-actors (no ${f.toUpperCase()} compute)`,
+          `set ${f} = 1 and use dp_shard, dp_replicate and ep instead`,
+        );
       }
     }
   }
@@ -222,10 +269,19 @@ export function groupsOf(layout: MeshLayout, dim: MeshDim): number[][] {
 }
 
 /** ep rank r owns experts [r·E/ep, (r+1)·E/ep) (torchtitan's Shard(0) on the ep mesh). */
-export function expertRange(layout: MeshLayout, rank: number, numExperts: number): { start: number; end: number; local: number } {
+export function expertRange(
+  layout: MeshLayout,
+  rank: number,
+  numExperts: number,
+): { start: number; end: number; local: number } {
   const ep = layout.degrees.ep;
   if (numExperts % ep !== 0) {
-    throw new MeshError('ep', ep, `the ${numExperts} routed experts must divide evenly over ep ranks (E % ep == 0)`, `choose ep among ${divisors(numExperts).join(', ')}`);
+    throw new MeshError(
+      'ep',
+      ep,
+      `the ${numExperts} routed experts must divide evenly over ep ranks (E % ep == 0)`,
+      `choose ep among ${divisors(numExperts).join(', ')}`,
+    );
   }
   const epRank = coordsOf(layout, 'sparse', rank).ep!;
   const local = numExperts / ep;
@@ -244,7 +300,11 @@ export function describeLayout(layout: MeshLayout): string {
     `world ${layout.worldSize}: dp_replicate ${d.dp_replicate}, dp_shard ${d.dp_shard}, cp ${d.cp}, tp ${d.tp}, pp ${d.pp}, ep ${d.ep}, etp ${d.etp}; FSDP ${layout.fsdpEnabled ? 'on' : 'off'}`,
   ];
   for (const dim of MESH_DIMS) {
-    lines.push(`  ${dim.padEnd(12)} size ${String(layout.sizes[dim]).padEnd(3)} groups ${groupsOf(layout, dim).map((g) => `{${g.join(',')}}`).join(' ')}`);
+    lines.push(
+      `  ${dim.padEnd(12)} size ${String(layout.sizes[dim]).padEnd(3)} groups ${groupsOf(layout, dim)
+        .map((g) => `{${g.join(',')}}`)
+        .join(' ')}`,
+    );
   }
   return lines.join('\n');
 }

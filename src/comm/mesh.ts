@@ -30,7 +30,9 @@ export class DeviceMesh {
   /** Splits `world` into every group of `layout`; collective over the world. */
   static async build(world: Communicator, layout: MeshLayout): Promise<DeviceMesh> {
     if (world.size !== layout.worldSize) {
-      throw new Error(`DeviceMesh: the layout is for ${layout.worldSize} ranks but the world communicator has ${world.size}; plan the mesh with the world's size`);
+      throw new Error(
+        `DeviceMesh: the layout is for ${layout.worldSize} ranks but the world communicator has ${world.size}; plan the mesh with the world's size`,
+      );
     }
     const me = world.ranks[world.rank]!;
     const groups = new Map<MeshDim, Communicator>();
@@ -40,7 +42,9 @@ export class DeviceMesh {
       // The transport and the layout must agree on membership, or every later collective is wrong.
       const expected = g.ranks.map((r) => world.ranks[r]!);
       if (comm.ranks.join(',') !== expected.join(',')) {
-        throw new Error(`DeviceMesh: split for ${dim} on rank ${me} gave ranks [${comm.ranks.join(',')}], the layout says [${expected.join(',')}]`);
+        throw new Error(
+          `DeviceMesh: split for ${dim} on rank ${me} gave ranks [${comm.ranks.join(',')}], the layout says [${expected.join(',')}]`,
+        );
       }
       groups.set(dim, comm);
     }
@@ -86,6 +90,10 @@ export class DeviceMesh {
 }
 
 /** planMesh + DeviceMesh.build: validates (throwing MeshError) before any communication. */
-export async function buildDeviceMesh(world: Communicator, degrees: Partial<ParallelDegrees>, opts: MeshOptions = {}): Promise<DeviceMesh> {
+export async function buildDeviceMesh(
+  world: Communicator,
+  degrees: Partial<ParallelDegrees>,
+  opts: MeshOptions = {},
+): Promise<DeviceMesh> {
   return DeviceMesh.build(world, planMesh(degrees, world.size, opts));
 }

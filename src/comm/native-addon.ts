@@ -21,7 +21,9 @@ export function tryLoadAddon<T>(dir: string, spec: AddonSpec): { binding: T } | 
   const file = join(dir, 'build', 'Release', `${spec.name}.node`);
   const label = spec.name === 'mpi' ? 'MPI' : spec.name === 'ccl' ? 'oneCCL' : spec.name;
   if (!existsSync(file)) {
-    return { reason: `the ${label} binding is not built (${file} is missing). Fix: \`npm run build:native ${spec.name}\` (needs ${spec.needs}).` };
+    return {
+      reason: `the ${label} binding is not built (${file} is missing). Fix: \`npm run build:native ${spec.name}\` (needs ${spec.needs}).`,
+    };
   }
   // UCX's mmap/brk hooks crash V8 now and then under MPICH ch4:ucx (toolchain.md); they must be off before UCX
   // initializes. This reaches the C environment only on the main thread; launchers export it for every rank.
@@ -29,6 +31,8 @@ export function tryLoadAddon<T>(dir: string, spec: AddonSpec): { binding: T } | 
   try {
     return { binding: createRequire(import.meta.url)(file) as T };
   } catch (e) {
-    return { reason: `loading ${file} failed: ${(e as Error).message}. Fix: rebuild with \`npm run build:native ${spec.name}\` against ${spec.against}.` };
+    return {
+      reason: `loading ${file} failed: ${(e as Error).message}. Fix: rebuild with \`npm run build:native ${spec.name}\` against ${spec.against}.`,
+    };
   }
 }

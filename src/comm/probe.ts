@@ -29,11 +29,11 @@ export interface ProbeOptions {
 
 type Check = { name: string; run: () => Promise<string | null> };
 
-
 function expectEq(got: CommArray, want: readonly number[]): string | null {
   if (got.length !== want.length) return `wrong result: ${got.length} elements, expected ${want.length}`;
   for (let i = 0; i < want.length; i++) {
-    if (Math.abs(got[i]! - want[i]!) > 1e-6 * Math.max(1, Math.abs(want[i]!))) return `wrong result: element ${i} is ${got[i]}, expected ${want[i]}`;
+    if (Math.abs(got[i]! - want[i]!) > 1e-6 * Math.max(1, Math.abs(want[i]!)))
+      return `wrong result: element ${i} is ${got[i]}, expected ${want[i]}`;
   }
   return null;
 }
@@ -61,7 +61,10 @@ function checks(comm: Communicator, timeoutMs: number): Check[] {
       for (const j of ranks) for (let c = 0; c < sendCounts[j]!; c++) send[k++] = 100 * me + j;
       const recv = new Float32Array(sum(recvCounts));
       await comm.allToAllV(send, sendCounts, recv, recvCounts, o);
-      return expectEq(recv, ranks.flatMap((i) => new Array<number>(count(i, me)).fill(100 * i + me)));
+      return expectEq(
+        recv,
+        ranks.flatMap((i) => new Array<number>(count(i, me)).fill(100 * i + me)),
+      );
     },
   });
   return [
@@ -70,7 +73,10 @@ function checks(comm: Communicator, timeoutMs: number): Check[] {
       run: async () => {
         const recv = new Float32Array(P);
         await comm.allGather(new Float32Array([me + 1]), recv, o);
-        return expectEq(recv, ranks.map((i) => i + 1));
+        return expectEq(
+          recv,
+          ranks.map((i) => i + 1),
+        );
       },
     },
     {
@@ -79,7 +85,10 @@ function checks(comm: Communicator, timeoutMs: number): Check[] {
         const counts = ranks.map((i) => 1 + (i % 2));
         const recv = new Float32Array(sum(counts));
         await comm.allGatherV(new Float32Array(counts[me]!).fill(me + 1), recv, counts, o);
-        return expectEq(recv, ranks.flatMap((i) => new Array<number>(counts[i]!).fill(i + 1)));
+        return expectEq(
+          recv,
+          ranks.flatMap((i) => new Array<number>(counts[i]!).fill(i + 1)),
+        );
       },
     },
     {
@@ -110,8 +119,14 @@ function checks(comm: Communicator, timeoutMs: number): Check[] {
       name: 'split',
       run: async () => {
         const sub = await comm.split(me % 2, -me, `${comm.name}.probe`);
-        const want = ranks.filter((r) => r % 2 === me % 2).reverse().map((r) => comm.ranks[r]!);
-        const bad = sub.ranks.join(',') !== want.join(',') ? `wrong result: split gave ranks [${sub.ranks.join(',')}], expected [${want.join(',')}]` : null;
+        const want = ranks
+          .filter((r) => r % 2 === me % 2)
+          .reverse()
+          .map((r) => comm.ranks[r]!);
+        const bad =
+          sub.ranks.join(',') !== want.join(',')
+            ? `wrong result: split gave ranks [${sub.ranks.join(',')}], expected [${want.join(',')}]`
+            : null;
         await sub.free();
         return bad;
       },
@@ -137,7 +152,8 @@ export async function probe(comm: Communicator, opts: ProbeOptions = {}): Promis
       results.push({ name: c.name, ok: false, reason: msg, ms: performance.now() - t0 });
       // 'unsupported' and 'invalid' are refused locally, identically on every rank; anything else may leave the
       // group in an unknown state (a timed-out MPI call cannot be cancelled), so stop calling it.
-      if (!(err instanceof CollectiveError) || (err.kind !== 'unsupported' && err.kind !== 'invalid')) brokenBy = `${c.name}: ${msg.split('\n', 1)[0]}`;
+      if (!(err instanceof CollectiveError) || (err.kind !== 'unsupported' && err.kind !== 'invalid'))
+        brokenBy = `${c.name}: ${msg.split('\n', 1)[0]}`;
     }
   }
   if (!brokenBy) await agree(comm, results, timeoutMs);
@@ -160,7 +176,8 @@ async function agree(comm: Communicator, results: ProbeResult[], timeoutMs: numb
     } else if (viaGather) {
       const all = new Int32Array(flags.length * comm.size);
       await comm.allGather(flags, all, { timeoutMs, tag: 'probe agreement' });
-      failedSomewhere = (i) => Array.from({ length: comm.size }, (_, r) => all[r * flags.length + i]!).some((f) => f > 0);
+      failedSomewhere = (i) =>
+        Array.from({ length: comm.size }, (_, r) => all[r * flags.length + i]!).some((f) => f > 0);
     } else return;
   } catch {
     return;
@@ -201,9 +218,14 @@ function toCapabilities(comm: Communicator, results: readonly ProbeResult[]): Ca
 
 /** The report as plan.txt lists it: one line per collective, and the capabilities that follow. */
 export function formatProbeReport(r: ProbeReport, backend: string): string {
-  const lines = [`start-up probe on ${backend} (every collective once; the plan above uses what worked, narrowed by the profile):`];
+  const lines = [
+    `start-up probe on ${backend} (every collective once; the plan above uses what worked, narrowed by the profile):`,
+  ];
   const w = Math.max(...r.results.map((x) => x.name.length));
-  for (const x of r.results) lines.push(`  ${x.name.padEnd(w)}  ${x.ok ? `ok ${x.ms.toFixed(1)} ms` : `FAILED: ${(x.reason ?? 'failed').split('\n', 1)[0]}`}`);
+  for (const x of r.results)
+    lines.push(
+      `  ${x.name.padEnd(w)}  ${x.ok ? `ok ${x.ms.toFixed(1)} ms` : `FAILED: ${(x.reason ?? 'failed').split('\n', 1)[0]}`}`,
+    );
   const caps = Object.entries(r.capabilities).map(([k, v]) => `${k}=${v}`);
   lines.push(`  measured: ${caps.join(' ')}`);
   return lines.join('\n');

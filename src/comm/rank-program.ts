@@ -11,7 +11,9 @@ export async function loadRankMain<A, R>(entry: RankEntry): Promise<RankMain<A, 
   const name = entry.exportName ?? 'rankMain';
   const fn = mod[name];
   if (typeof fn !== 'function') {
-    throw new Error(`rank program ${entry.module} does not export a function "${name}"; export one of type RankMain (ctx) => Promise<result>`);
+    throw new Error(
+      `rank program ${entry.module} does not export a function "${name}"; export one of type RankMain (ctx) => Promise<result>`,
+    );
   }
   return fn as RankMain<A, R>;
 }

@@ -27,7 +27,13 @@ export function reduceDefinedOn(op: ReduceOp, a: CommArray): boolean {
  * out[i] ← op over r of inputs[r][offsets[r] + i], for i < n, in rank order. `out` may alias inputs[0] at the same
  * offset (in-place all_reduce); it must not alias any other input.
  */
-export function reduceInto(out: CommArray, inputs: readonly CommArray[], offsets: readonly number[], n: number, op: ReduceOp): void {
+export function reduceInto(
+  out: CommArray,
+  inputs: readonly CommArray[],
+  offsets: readonly number[],
+  n: number,
+  op: ReduceOp,
+): void {
   const size = inputs.length;
   if (size === 0) throw new Error('reduceInto: no inputs');
   if (!reduceDefinedOn(op, out)) {

@@ -23,7 +23,11 @@ export interface Position {
  * Ranks grouped by `value`, the smallest group first (the odd one out leads the sentence), ties by the lowest rank,
  * then by first appearance (stable sort).
  */
-export function rankClasses<T>(items: readonly T[], rank: (x: T) => number, value: (x: T) => string): { value: string; ranks: number[] }[] {
+export function rankClasses<T>(
+  items: readonly T[],
+  rank: (x: T) => number,
+  value: (x: T) => string,
+): { value: string; ranks: number[] }[] {
   const by = new Map<string, number[]>();
   for (const x of items) {
     const v = value(x);
@@ -38,7 +42,11 @@ export function rankClasses<T>(items: readonly T[], rank: (x: T) => number, valu
 
 /** Ranks grouped by position, in rankClasses' order: "rank 2 is in all_gather #57 on group ep, ranks 0,1,3 in reduce_scatter #58 on group fsdp". */
 export function describePositions(positions: readonly Position[]): string {
-  return rankClasses(positions, (p) => p.rank, (p) => p.where)
+  return rankClasses(
+    positions,
+    (p) => p.rank,
+    (p) => p.where,
+  )
     .map(({ value: where, ranks }, i) => {
       const verb = ranks.length === 1 ? 'is' : 'are';
       // After the first clause "in …" needs no verb; other states keep it so the sentence still parses.

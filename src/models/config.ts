@@ -115,7 +115,15 @@ const DSV3_SCHEMA: Schema = {
 };
 
 /** Keys of torchtitan's [model] section that the models layer accepts but does not use itself. */
-const MODEL_SECTION_KEYS = ['name', 'flavor', 'args', 'hf_assets_path', 'tokenizer_path', 'converters', 'print_after_conversion'];
+const MODEL_SECTION_KEYS = [
+  'name',
+  'flavor',
+  'args',
+  'hf_assets_path',
+  'tokenizer_path',
+  'converters',
+  'print_after_conversion',
+];
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
@@ -130,7 +138,8 @@ function describe(v: unknown): string {
 
 function toNumber(v: unknown): number | undefined {
   if (typeof v === 'number') return v;
-  if (typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER)) return Number(v);
+  if (typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER))
+    return Number(v);
   return undefined;
 }
 
@@ -146,13 +155,15 @@ function applyOverrides(target: Record<string, unknown>, overrides: unknown, sch
     switch (kind.t) {
       case 'int': {
         const n = toNumber(value);
-        if (n === undefined || !Number.isInteger(n)) throw new Error(`${where}: expected an integer, got ${describe(value)}`);
+        if (n === undefined || !Number.isInteger(n))
+          throw new Error(`${where}: expected an integer, got ${describe(value)}`);
         target[key] = n;
         break;
       }
       case 'float': {
         const n = toNumber(value);
-        if (n === undefined || !Number.isFinite(n)) throw new Error(`${where}: expected a number, got ${describe(value)}`);
+        if (n === undefined || !Number.isFinite(n))
+          throw new Error(`${where}: expected a number, got ${describe(value)}`);
         target[key] = n;
         break;
       }
@@ -162,7 +173,9 @@ function applyOverrides(target: Record<string, unknown>, overrides: unknown, sch
         break;
       case 'enum':
         if (typeof value !== 'string' || !kind.values.includes(value)) {
-          throw new Error(`${where}: expected one of ${kind.values.map((v) => `"${v}"`).join(', ')}, got ${describe(value)}`);
+          throw new Error(
+            `${where}: expected one of ${kind.values.map((v) => `"${v}"`).join(', ')}, got ${describe(value)}`,
+          );
         }
         target[key] = value;
         break;
@@ -194,7 +207,8 @@ export function listFlavors(name: ModelName): string[] {
  */
 export function resolveModelConfig(modelSection: unknown, seqLen: number): ResolvedModelConfig {
   if (!isPlainObject(modelSection)) throw new Error(`[model]: expected a table, got ${describe(modelSection)}`);
-  if (!(Number.isInteger(seqLen) && seqLen >= 1)) throw new Error(`training.seq_len must be a positive integer (got ${seqLen})`);
+  if (!(Number.isInteger(seqLen) && seqLen >= 1))
+    throw new Error(`training.seq_len must be a positive integer (got ${seqLen})`);
   for (const key of Object.keys(modelSection)) {
     if (!MODEL_SECTION_KEYS.includes(key)) {
       throw new Error(`model.${key}: unknown field; valid fields are: ${MODEL_SECTION_KEYS.join(', ')}`);
@@ -213,7 +227,9 @@ export function resolveModelConfig(modelSection: unknown, seqLen: number): Resol
   }
   const converters = modelSection.converters;
   if (converters !== undefined && !(Array.isArray(converters) && converters.length === 0)) {
-    throw new Error(`model.converters: model converters (float8, mxfp8, …) are not supported; remove the field or leave it empty`);
+    throw new Error(
+      `model.converters: model converters (float8, mxfp8, …) are not supported; remove the field or leave it empty`,
+    );
   }
   const overrides = modelSection.args ?? {};
 

@@ -54,7 +54,24 @@ export class SafetensorsError extends Error {
 }
 
 export const ITEMSIZE: Record<SafetensorsDType, number> = { F32: 4, F64: 8, I32: 4, I64: 8 };
-const KNOWN_UNSUPPORTED = new Set(['BOOL', 'U8', 'I8', 'U16', 'I16', 'F16', 'BF16', 'U32', 'U64', 'F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F6_E2M3', 'F6_E3M2', 'F4', 'C64']);
+const KNOWN_UNSUPPORTED = new Set([
+  'BOOL',
+  'U8',
+  'I8',
+  'U16',
+  'I16',
+  'F16',
+  'BF16',
+  'U32',
+  'U64',
+  'F8_E4M3',
+  'F8_E5M2',
+  'F8_E8M0',
+  'F6_E2M3',
+  'F6_E3M2',
+  'F4',
+  'C64',
+]);
 /** Refuse absurd header lengths before allocating (the Rust implementation uses the same 100 MB limit). */
 const MAX_HEADER_BYTES = 100_000_000;
 
@@ -105,7 +122,8 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
   if (bytes.length < 8) fail(`truncated file: ${bytes.length} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(MAX_HEADER_BYTES)) fail(`bad header: header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (n64 > BigInt(MAX_HEADER_BYTES))
+    fail(`bad header: header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   const n = Number(n64);
   if (8 + n > bytes.length) {
     fail(`truncated file: header length ${n} needs ${8 + n} bytes, file has ${bytes.length}`);
@@ -116,14 +134,16 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
   } catch {
     return fail('bad header: not valid UTF-8');
   }
-  if (!headerText.startsWith('{')) fail(`bad header: JSON header must start with '{' (got ${JSON.stringify(headerText.slice(0, 20))})`);
+  if (!headerText.startsWith('{'))
+    fail(`bad header: JSON header must start with '{' (got ${JSON.stringify(headerText.slice(0, 20))})`);
   let header: unknown;
   try {
     header = JSON.parse(headerText);
   } catch (e) {
     return fail(`bad header: invalid JSON (${(e as Error).message})`);
   }
-  if (header === null || typeof header !== 'object' || Array.isArray(header)) fail('bad header: JSON header is not an object');
+  if (header === null || typeof header !== 'object' || Array.isArray(header))
+    fail('bad header: JSON header is not an object');
 
   const dataStart = 8 + n;
   const dataLen = bytes.length - dataStart;
@@ -132,19 +152,22 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
 
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail('bad header: __metadata__ is not an object');
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+        fail('bad header: __metadata__ is not an object');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') fail(`bad header: __metadata__.${k} is not a string`);
       }
       metadata = { ...(raw as Record<string, string>) };
       continue;
     }
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail(`bad header: entry for tensor "${name}" is not an object`);
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+      fail(`bad header: entry for tensor "${name}" is not an object`);
     const info = raw as Record<string, unknown>;
     const dtype = info.dtype;
     if (typeof dtype !== 'string') fail(`bad header: tensor "${name}" has no dtype string`);
-    if (!(dtype as string in ITEMSIZE)) {
-      if (KNOWN_UNSUPPORTED.has(dtype as string)) fail(`unsupported dtype ${dtype} for tensor "${name}" (supported: F32, F64, I32, I64)`);
+    if (!((dtype as string) in ITEMSIZE)) {
+      if (KNOWN_UNSUPPORTED.has(dtype as string))
+        fail(`unsupported dtype ${dtype} for tensor "${name}" (supported: F32, F64, I32, I64)`);
       fail(`unknown dtype ${JSON.stringify(dtype)} for tensor "${name}"`);
     }
     const shape = info.shape;
@@ -159,11 +182,15 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
     const dt = dtype as SafetensorsDType;
     if (end < begin) fail(`bad header: tensor "${name}" has data_offsets [${begin}, ${end}] with end < begin`);
     if (end > dataLen) {
-      fail(`offsets out of range: tensor "${name}" data_offsets [${begin}, ${end}] exceed the ${dataLen}-byte data section (truncated file?)`);
+      fail(
+        `offsets out of range: tensor "${name}" data_offsets [${begin}, ${end}] exceed the ${dataLen}-byte data section (truncated file?)`,
+      );
     }
     const want = numel(shape as number[]) * ITEMSIZE[dt];
     if (end - begin !== want) {
-      fail(`bad header: tensor "${name}" (${dt} ${fmtShape(shape as number[])}) needs ${want} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`);
+      fail(
+        `bad header: tensor "${name}" (${dt} ${fmtShape(shape as number[])}) needs ${want} bytes, data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
     }
     entries.push({ name, dtype: dt, shape: shape as number[], begin, end });
   }
@@ -171,11 +198,18 @@ export function parseSafetensors(bytes: Uint8Array, path = '<buffer>'): Safetens
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const e of entries) {
-    if (e.begin < pos) fail(`bad header: tensor "${e.name}" data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ends at ${pos})`);
-    if (e.begin > pos) fail(`bad header: gap in the data section before tensor "${e.name}" (bytes ${pos}..${e.begin} belong to no tensor)`);
+    if (e.begin < pos)
+      fail(
+        `bad header: tensor "${e.name}" data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ends at ${pos})`,
+      );
+    if (e.begin > pos)
+      fail(
+        `bad header: gap in the data section before tensor "${e.name}" (bytes ${pos}..${e.begin} belong to no tensor)`,
+      );
     pos = e.end;
   }
-  if (pos !== dataLen) fail(`bad header: tensors cover ${pos} bytes of the data section but it holds ${dataLen} (trailing bytes)`);
+  if (pos !== dataLen)
+    fail(`bad header: tensors cover ${pos} bytes of the data section but it holds ${dataLen} (trailing bytes)`);
 
   const file = new SafetensorsFile(path, metadata);
   for (const e of entries) {
@@ -224,10 +258,16 @@ export interface SafetensorsLayout {
  * Lays out tensors (sorted by name) as a safetensors file. Metadata values must be strings. Throws a
  * SafetensorsError if a tensor's data length does not match its shape, or its dtype does not match the typed array.
  */
-export function safetensorsLayout(tensors: TensorsInput, metadata?: Readonly<Record<string, string>>, path = '<buffer>'): SafetensorsLayout {
+export function safetensorsLayout(
+  tensors: TensorsInput,
+  metadata?: Readonly<Record<string, string>>,
+  path = '<buffer>',
+): SafetensorsLayout {
   if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
   const list: [string, SafeTensorInput][] =
-    tensors instanceof Map ? [...(tensors as ReadonlyMap<string, SafeTensorInput>).entries()] : Object.entries(tensors as Record<string, SafeTensorInput>);
+    tensors instanceof Map
+      ? [...(tensors as ReadonlyMap<string, SafeTensorInput>).entries()]
+      : Object.entries(tensors as Record<string, SafeTensorInput>);
   list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   // No prototype: a tensor named "__proto__" must become a key, not replace the object's prototype.
   const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
@@ -242,10 +282,18 @@ export function safetensorsLayout(tensors: TensorsInput, metadata?: Readonly<Rec
     if (name === '__metadata__') throw new SafetensorsError(path, 'a tensor may not be named "__metadata__"');
     const actual = dtypeOf(t.data);
     const dtype = t.dtype ?? actual;
-    if (dtype !== actual) throw new SafetensorsError(path, `tensor "${name}": dtype ${dtype} does not match its ${t.data.constructor.name}`);
-    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new SafetensorsError(path, `tensor "${name}": invalid shape ${fmtShape(t.shape)}`);
+    if (dtype !== actual)
+      throw new SafetensorsError(
+        path,
+        `tensor "${name}": dtype ${dtype} does not match its ${t.data.constructor.name}`,
+      );
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new SafetensorsError(path, `tensor "${name}": invalid shape ${fmtShape(t.shape)}`);
     if (numel(t.shape) !== t.data.length) {
-      throw new SafetensorsError(path, `tensor "${name}": shape ${fmtShape(t.shape)} needs ${numel(t.shape)} elements, data has ${t.data.length}`);
+      throw new SafetensorsError(
+        path,
+        `tensor "${name}": shape ${fmtShape(t.shape)} needs ${numel(t.shape)} elements, data has ${t.data.length}`,
+      );
     }
     const nbytes = t.data.byteLength;
     header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + nbytes] };
@@ -270,7 +318,11 @@ export function tensorBytes(data: SafetensorsData): Uint8Array {
 }
 
 /** Serialize tensors (written sorted by name) into a safetensors image; the checks are safetensorsLayout's. */
-export function serializeSafetensors(tensors: TensorsInput, metadata?: Readonly<Record<string, string>>, path = '<buffer>'): Uint8Array {
+export function serializeSafetensors(
+  tensors: TensorsInput,
+  metadata?: Readonly<Record<string, string>>,
+  path = '<buffer>',
+): Uint8Array {
   const { head, tensors: list, dataBytes } = safetensorsLayout(tensors, metadata, path);
   const out = new Uint8Array(head.length + dataBytes);
   out.set(head, 0);
@@ -283,7 +335,11 @@ export function serializeSafetensors(tensors: TensorsInput, metadata?: Readonly<
 }
 
 /** Write a safetensors file atomically: a temp file in the same directory, fsync, then rename over `path`. */
-export function writeSafetensors(path: string, tensors: TensorsInput, metadata?: Readonly<Record<string, string>>): void {
+export function writeSafetensors(
+  path: string,
+  tensors: TensorsInput,
+  metadata?: Readonly<Record<string, string>>,
+): void {
   const bytes = serializeSafetensors(tensors, metadata, path);
   try {
     writeAtomically(path, (fd) => writeAll(fd, bytes));
@@ -295,13 +351,23 @@ export function writeSafetensors(path: string, tensors: TensorsInput, metadata?:
 // ---------------------------------------------------------------------------------------------------------------------
 // Checked getters. `expectedShape` undefined skips the shape check.
 
-function getChecked(file: SafetensorsFile, name: string, dtype: SafetensorsDType, expectedShape: readonly number[] | undefined, accept?: SafetensorsDType[]): SafeTensor {
+function getChecked(
+  file: SafetensorsFile,
+  name: string,
+  dtype: SafetensorsDType,
+  expectedShape: readonly number[] | undefined,
+  accept?: SafetensorsDType[],
+): SafeTensor {
   const t = file.get(name);
   if (!t) {
-    throw new SafetensorsError(file.path, `missing tensor "${name}" (expected ${dtype}${expectedShape ? ' ' + fmtShape(expectedShape) : ''})`);
+    throw new SafetensorsError(
+      file.path,
+      `missing tensor "${name}" (expected ${dtype}${expectedShape ? ' ' + fmtShape(expectedShape) : ''})`,
+    );
   }
   const okDtype = accept ? accept.includes(t.dtype) : t.dtype === dtype;
-  const okShape = !expectedShape || (expectedShape.length === t.shape.length && expectedShape.every((d, i) => d === t.shape[i]));
+  const okShape =
+    !expectedShape || (expectedShape.length === t.shape.length && expectedShape.every((d, i) => d === t.shape[i]));
   if (!okDtype || !okShape) {
     const exp = `${accept ? accept.join('|') : dtype}${expectedShape ? ' ' + fmtShape(expectedShape) : ''}`;
     throw new SafetensorsError(file.path, `tensor "${name}": expected ${exp}, got ${t.dtype} ${fmtShape(t.shape)}`);
@@ -345,6 +411,7 @@ export function int64ToInt32(src: BigInt64Array, what = 'int64 tensor'): Int32Ar
 /** A 0-d (or single-element) F32 tensor as a number. */
 export function getScalarF32(file: SafetensorsFile, name: string): number {
   const t = getChecked(file, name, 'F32', undefined);
-  if (t.data.length !== 1) throw new SafetensorsError(file.path, `tensor "${name}": expected a scalar, got F32 ${fmtShape(t.shape)}`);
+  if (t.data.length !== 1)
+    throw new SafetensorsError(file.path, `tensor "${name}": expected a scalar, got F32 ${fmtShape(t.shape)}`);
   return (t.data as Float32Array)[0]!;
 }

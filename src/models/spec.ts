@@ -174,7 +174,12 @@ export function buildModelSpec(config: ResolvedModelConfig): ModelSpec {
         normEps: a.norm_eps,
       },
       ffn: dsv3IsMoeLayer(a, i)
-        ? { kind: 'moe', args: a.moe_args, hidden: a.moe_inter_dim, sharedHidden: a.moe_inter_dim * a.moe_args.num_shared_experts }
+        ? {
+            kind: 'moe',
+            args: a.moe_args,
+            hidden: a.moe_inter_dim,
+            sharedHidden: a.moe_inter_dim * a.moe_args.num_shared_experts,
+          }
         : { kind: 'dense', hidden: a.inter_dim },
       normEps: a.norm_eps,
       initStd: 0.02 / Math.sqrt(2 * (i + 1)),
@@ -232,9 +237,21 @@ function pushAttention(out: ParamSpec[], p: string, unit: string, D: number, b: 
   } else {
     out.push({ name: `${p}.attention.wq_a.weight`, shape: [at.qLoraRank, D], unit, init: trunc(0.02), expert: false });
     out.push({ name: `${p}.attention.q_norm.weight`, shape: [at.qLoraRank], unit, init: ONES, expert: false });
-    out.push({ name: `${p}.attention.wq_b.weight`, shape: [at.nHeads * dqk, at.qLoraRank], unit, init: trunc(0.02), expert: false });
+    out.push({
+      name: `${p}.attention.wq_b.weight`,
+      shape: [at.nHeads * dqk, at.qLoraRank],
+      unit,
+      init: trunc(0.02),
+      expert: false,
+    });
   }
-  out.push({ name: `${p}.attention.wkv_a.weight`, shape: [at.kvLoraRank + at.qkRope, D], unit, init: trunc(0.02), expert: false });
+  out.push({
+    name: `${p}.attention.wkv_a.weight`,
+    shape: [at.kvLoraRank + at.qkRope, D],
+    unit,
+    init: trunc(0.02),
+    expert: false,
+  });
   out.push({ name: `${p}.attention.kv_norm.weight`, shape: [at.kvLoraRank], unit, init: ONES, expert: false });
   out.push({
     name: `${p}.attention.wkv_b.weight`,
@@ -243,14 +260,26 @@ function pushAttention(out: ParamSpec[], p: string, unit: string, D: number, b: 
     init: trunc(0.02),
     expert: false,
   });
-  out.push({ name: `${p}.attention.wo.weight`, shape: [D, at.nHeads * at.vHead], unit, init: trunc(b.initStd), expert: false });
+  out.push({
+    name: `${p}.attention.wo.weight`,
+    shape: [D, at.nHeads * at.vHead],
+    unit,
+    init: trunc(b.initStd),
+    expert: false,
+  });
 }
 
 /** Every parameter of the full (unsharded) model, in torchtitan's named_parameters order. */
 export function paramSpecs(spec: ModelSpec): ParamSpec[] {
   const D = spec.dim;
   const out: ParamSpec[] = [
-    { name: 'tok_embeddings.weight', shape: [spec.vocabSize, D], unit: UNIT_EMBED, init: { kind: 'normal', std: 1 }, expert: false },
+    {
+      name: 'tok_embeddings.weight',
+      shape: [spec.vocabSize, D],
+      unit: UNIT_EMBED,
+      init: { kind: 'normal', std: 1 },
+      expert: false,
+    },
   ];
   for (const b of spec.blocks) {
     const p = `layers.${b.layerId}`;
@@ -263,8 +292,20 @@ export function paramSpecs(spec: ModelSpec): ParamSpec[] {
       const E = m.args.num_experts;
       const eu = expertUnitId(b.layerId);
       out.push({ name: `${p}.moe.experts.w1`, shape: [E, m.hidden, D], unit: eu, init: trunc(0.02), expert: true });
-      out.push({ name: `${p}.moe.experts.w2`, shape: [E, D, m.hidden], unit: eu, init: trunc(b.initStd), expert: true });
-      out.push({ name: `${p}.moe.experts.w3`, shape: [E, m.hidden, D], unit: eu, init: trunc(b.initStd), expert: true });
+      out.push({
+        name: `${p}.moe.experts.w2`,
+        shape: [E, D, m.hidden],
+        unit: eu,
+        init: trunc(b.initStd),
+        expert: true,
+      });
+      out.push({
+        name: `${p}.moe.experts.w3`,
+        shape: [E, m.hidden, D],
+        unit: eu,
+        init: trunc(b.initStd),
+        expert: true,
+      });
       out.push({ name: `${p}.moe.router.gate.weight`, shape: [E, D], unit, init: trunc(b.initStd), expert: false });
       if (m.args.gate_bias) {
         // torchtitan leaves nn.Linear's bias init to its own reset; we start it at zero (documented choice).

@@ -40,17 +40,47 @@ export const ACTORS: readonly ActorSpec[] = [
   { id: 'trainStep', machine: 'train-step', impl: 'src/actors/train-step', about: 'root: one per step' },
   { id: 'fsdp:<unit>', machine: 'fsdp-unit', impl: 'src/actors/fsdp', about: 'one per parameter unit' },
   { id: 'expert', machine: 'expert', impl: 'src/actors/expert', about: 'local experts, EP dispatch' },
-  { id: 'moe:<layer>/<mb>', machine: 'moe-layer', impl: 'src/actors/expert', about: 'child of expert per MoE layer × microbatch' },
+  {
+    id: 'moe:<layer>/<mb>',
+    machine: 'moe-layer',
+    impl: 'src/actors/expert',
+    about: 'child of expert per MoE layer × microbatch',
+  },
   { id: 'router', machine: 'router', impl: 'src/actors/router', about: 'routing, expert-bias update' },
   { id: 'optimizer', machine: 'optimizer', impl: 'src/actors/optimizer', about: 'zero grad, clip, AdamW' },
 ];
 
 export const MESSAGES: readonly MessageSpec[] = [
-  { from: 'trainStep', to: 'optimizer', events: ['ZERO_GRAD', 'CLIP', 'STEP'], answer: 'to replyTo: GRADS_ZEROED / CLIPPED; done after STEP' },
-  { from: 'trainStep', to: 'fsdp:<unit>', events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'], answer: 'waitFor unsharded / grads / resharded' },
-  { from: 'trainStep', to: 'expert', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: 'waitFor moe:<layer>/<mb> forwardDone / done' },
-  { from: 'expert', to: 'moe:<layer>/<mb>', events: ['FORWARD', 'DROP', 'BACKWARD'], answer: '(spawns it; the waiter watches it)' },
-  { from: 'moe:<layer>/<mb>', to: 'router', events: ['ROUTE', 'ROUTER_GRAD'], answer: 'emitted: ROUTED / ROUTER_GRAD_DONE' },
+  {
+    from: 'trainStep',
+    to: 'optimizer',
+    events: ['ZERO_GRAD', 'CLIP', 'STEP'],
+    answer: 'to replyTo: GRADS_ZEROED / CLIPPED; done after STEP',
+  },
+  {
+    from: 'trainStep',
+    to: 'fsdp:<unit>',
+    events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'],
+    answer: 'waitFor unsharded / grads / resharded',
+  },
+  {
+    from: 'trainStep',
+    to: 'expert',
+    events: ['FORWARD', 'DROP', 'BACKWARD'],
+    answer: 'waitFor moe:<layer>/<mb> forwardDone / done',
+  },
+  {
+    from: 'expert',
+    to: 'moe:<layer>/<mb>',
+    events: ['FORWARD', 'DROP', 'BACKWARD'],
+    answer: '(spawns it; the waiter watches it)',
+  },
+  {
+    from: 'moe:<layer>/<mb>',
+    to: 'router',
+    events: ['ROUTE', 'ROUTER_GRAD'],
+    answer: 'emitted: ROUTED / ROUTER_GRAD_DONE',
+  },
   { from: 'trainStep', to: 'router', events: ['BIAS_UPDATE'], answer: 'to replyTo: BIAS_UPDATED' },
 ];
 
@@ -59,8 +89,20 @@ export const COLLECTIVES: readonly CollectiveSpec[] = [
   { actor: 'trainStep', machine: 'rankHost', state: 'start', op: 'all_reduce', groups: ['batch'] },
   { actor: 'trainStep', machine: 'rankHost', state: 'report', op: 'all_reduce', groups: ['loss'] },
   { actor: 'fsdp:<unit>', machine: 'fsdpUnit', state: 'unsharding', op: 'all_gather', groups: ['fsdp', 'efsdp'] },
-  { actor: 'fsdp:<unit>', machine: 'fsdpUnit', state: 'reduceScatter', op: 'reduce_scatter', groups: ['fsdp_reduce', 'efsdp_reduce'] },
-  { actor: 'fsdp:<unit>', machine: 'fsdpUnit', state: 'allReduceReplicas', op: 'all_reduce', groups: ['dp_replicate_reduce'] },
+  {
+    actor: 'fsdp:<unit>',
+    machine: 'fsdpUnit',
+    state: 'reduceScatter',
+    op: 'reduce_scatter',
+    groups: ['fsdp_reduce', 'efsdp_reduce'],
+  },
+  {
+    actor: 'fsdp:<unit>',
+    machine: 'fsdpUnit',
+    state: 'allReduceReplicas',
+    op: 'all_reduce',
+    groups: ['dp_replicate_reduce'],
+  },
   { actor: 'optimizer', machine: 'optimizer', state: 'clipping', op: 'all_reduce', groups: ['fsdp'] },
   { actor: 'router', machine: 'router', state: 'biasUpdate', op: 'all_reduce', groups: ['loss'] },
 ];
@@ -79,14 +121,22 @@ const nodeId = (id: string) => id.replace(/[^A-Za-z0-9]/g, '_');
 export function actorSystemMermaid(): string {
   const lines = ['flowchart LR'];
   for (const a of ACTORS) {
-    const coll = COLLECTIVES.filter((c) => c.actor === a.id).map((c) => `${c.state}: ${c.op} @ ${c.groups.join(' | ')}`);
+    const coll = COLLECTIVES.filter((c) => c.actor === a.id).map(
+      (c) => `${c.state}: ${c.op} @ ${c.groups.join(' | ')}`,
+    );
     if (a.id.startsWith('moe:')) coll.push(...moeCollectives().map((m) => `${m.state}: ${m.ops} @ ep`));
-    const label = [`<b>${a.id.replace(/</g, '#lt;').replace(/>/g, '#gt;')}</b>`, `${a.machine} machine · ${a.impl}`, a.about, ...coll].join('<br/>');
+    const label = [
+      `<b>${a.id.replace(/</g, '#lt;').replace(/>/g, '#gt;')}</b>`,
+      `${a.machine} machine · ${a.impl}`,
+      a.about,
+      ...coll,
+    ].join('<br/>');
     lines.push(`  ${nodeId(a.id)}["${label}"]`);
   }
   for (const m of MESSAGES) {
     lines.push(`  ${nodeId(m.from)} -- "${m.events.join(' / ')}" --> ${nodeId(m.to)}`);
-    if (!m.answer.startsWith('waitFor') && !m.answer.startsWith('(')) lines.push(`  ${nodeId(m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
+    if (!m.answer.startsWith('waitFor') && !m.answer.startsWith('('))
+      lines.push(`  ${nodeId(m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
   }
   return lines.join('\n') + '\n';
 }

@@ -41,7 +41,12 @@ export const expertMachine = setup({
             if (!self.getSnapshot().children[id]) {
               enqueue.spawnChild('moeLayer', {
                 id,
-                input: { layer: event.layer, microbatch: event.microbatch, step: context.step, strategy: context.strategy },
+                input: {
+                  layer: event.layer,
+                  microbatch: event.microbatch,
+                  step: context.step,
+                  strategy: context.strategy,
+                },
               });
             }
             enqueue.sendTo(id, { type: 'FORWARD', pass: event.pass });

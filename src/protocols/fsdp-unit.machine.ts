@@ -50,7 +50,11 @@ export interface FsdpStageInput {
 }
 
 /** Resolves torchtitan's policy for one unit: norm+output reshards only under "always" (torchtitan-semantics.md §4.5). */
-export function reshardAfterForward(policy: ReshardPolicy, unit: { isOutput: boolean }, pipelineParallel = false): boolean {
+export function reshardAfterForward(
+  policy: ReshardPolicy,
+  unit: { isOutput: boolean },
+  pipelineParallel = false,
+): boolean {
   if (policy === 'always') return true;
   if (policy === 'never') return false;
   return unit.isOutput ? false : !pipelineParallel;
@@ -90,7 +94,9 @@ export const fsdpUnitMachine = setup({
     // Adds the reduced gradients into the shard (the FsdpShard provides it; the protocol itself holds no data).
     // Entering `reduced` is the one point every reduction path passes exactly once, after its last stage.
     queueUnshard: assign(({ event }) =>
-      event.type === 'UNSHARD' ? { queued: { purpose: event.purpose, microbatch: event.microbatch, step: event.step } } : {},
+      event.type === 'UNSHARD'
+        ? { queued: { purpose: event.purpose, microbatch: event.microbatch, step: event.step } }
+        : {},
     ),
     takeQueued: assign(({ context }) => ({ ...context.queued!, queued: null })),
     accumulate: () => {},
@@ -159,7 +165,11 @@ export const fsdpUnitMachine = setup({
             id: 'reduceScatter',
             src: 'reduceScatter',
             input: stageInput('reduceScatter'),
-            onDone: [{ guard: 'isHsdp', target: 'allReduceReplicas' }, { guard: 'dividesAfterSum', target: 'divide' }, { target: '#fsdpUnit.reduced' }],
+            onDone: [
+              { guard: 'isHsdp', target: 'allReduceReplicas' },
+              { guard: 'dividesAfterSum', target: 'divide' },
+              { target: '#fsdpUnit.reduced' },
+            ],
             onError,
           },
         },

@@ -120,7 +120,13 @@ export const moeLayerMachine = setup({
         },
         exchangeCounts: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
-          invoke: { id: 'exchangeCounts', src: 'exchangeCounts', input: stageInput('exchangeCounts'), onDone: 'dispatch', onError },
+          invoke: {
+            id: 'exchangeCounts',
+            src: 'exchangeCounts',
+            input: stageInput('exchangeCounts'),
+            onDone: 'dispatch',
+            onError,
+          },
         },
         dispatch: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
@@ -132,7 +138,13 @@ export const moeLayerMachine = setup({
         },
         combine: {
           meta: meta({ actor: 'expert', category: 'combine' }),
-          invoke: { id: 'combine', src: 'combine', input: stageInput('combine'), onDone: '#moeLayer.forwardDone', onError },
+          invoke: {
+            id: 'combine',
+            src: 'combine',
+            input: stageInput('combine'),
+            onDone: '#moeLayer.forwardDone',
+            onError,
+          },
         },
       },
     },
@@ -149,19 +161,43 @@ export const moeLayerMachine = setup({
       states: {
         combineGrad: {
           meta: meta({ actor: 'expert', category: 'combine' }),
-          invoke: { id: 'combineGrad', src: 'combineGrad', input: stageInput('combineGrad'), onDone: 'computeGrad', onError },
+          invoke: {
+            id: 'combineGrad',
+            src: 'combineGrad',
+            input: stageInput('combineGrad'),
+            onDone: 'computeGrad',
+            onError,
+          },
         },
         computeGrad: {
           meta: meta({ actor: 'expert', category: 'compute' }),
-          invoke: { id: 'computeGrad', src: 'computeGrad', input: stageInput('computeGrad'), onDone: 'dispatchGrad', onError },
+          invoke: {
+            id: 'computeGrad',
+            src: 'computeGrad',
+            input: stageInput('computeGrad'),
+            onDone: 'dispatchGrad',
+            onError,
+          },
         },
         dispatchGrad: {
           meta: meta({ actor: 'expert', category: 'dispatch' }),
-          invoke: { id: 'dispatchGrad', src: 'dispatchGrad', input: stageInput('dispatchGrad'), onDone: 'routerGrad', onError },
+          invoke: {
+            id: 'dispatchGrad',
+            src: 'dispatchGrad',
+            input: stageInput('dispatchGrad'),
+            onDone: 'routerGrad',
+            onError,
+          },
         },
         routerGrad: {
           meta: meta({ actor: 'router', category: 'compute' }),
-          invoke: { id: 'routerGrad', src: 'routerGrad', input: stageInput('routerGrad'), onDone: '#moeLayer.done', onError },
+          invoke: {
+            id: 'routerGrad',
+            src: 'routerGrad',
+            input: stageInput('routerGrad'),
+            onDone: '#moeLayer.done',
+            onError,
+          },
         },
       },
     },

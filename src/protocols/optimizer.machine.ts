@@ -83,7 +83,11 @@ export const optimizerMachine = setup({
       invoke: {
         id: 'clip',
         src: 'clip',
-        input: ({ context, event }) => ({ step: context.step, state: 'clipping' as const, maxNorm: (event as { maxNorm: number }).maxNorm }),
+        input: ({ context, event }) => ({
+          step: context.step,
+          state: 'clipping' as const,
+          maxNorm: (event as { maxNorm: number }).maxNorm,
+        }),
         onDone: {
           target: 'clipped',
           actions: [
@@ -101,7 +105,11 @@ export const optimizerMachine = setup({
       invoke: {
         id: 'step',
         src: 'step',
-        input: ({ context, event }) => ({ step: context.step, state: 'stepping' as const, lr: (event as { lr: number }).lr }),
+        input: ({ context, event }) => ({
+          step: context.step,
+          state: 'stepping' as const,
+          lr: (event as { lr: number }).lr,
+        }),
         onDone: { target: 'stepped', actions: { type: 'answer', params: { type: 'STEPPED' as const } } },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },

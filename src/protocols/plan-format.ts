@@ -8,7 +8,9 @@ import { STRATEGIES } from './strategies.ts';
 
 /** Why PREMUL_SUM cannot run, as refusals and reasons say it. */
 export function premulBlockerText(b: NonNullable<PremulBlocker>): string {
-  return b.kind === 'none' ? `${b.backend} has no PREMUL_SUM` : `${b.backend} has PREMUL_SUM only within a node and the FSDP group spans nodes`;
+  return b.kind === 'none'
+    ? `${b.backend} has no PREMUL_SUM`
+    : `${b.backend} has PREMUL_SUM only within a node and the FSDP group spans nodes`;
 }
 
 export function dispatchWhy(r: DispatchReason): string {
@@ -46,7 +48,8 @@ export function warningText(w: PlanWarning): string {
 }
 
 /** A decision as one line: "choice — why". */
-const decisionLine = <T extends string, R>(d: Decision<T, R>, why: (r: R) => string) => `${d.choice} — ${why(d.reason)}`;
+const decisionLine = <T extends string, R>(d: Decision<T, R>, why: (r: R) => string) =>
+  `${d.choice} — ${why(d.reason)}`;
 
 export function fmtBytes(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -62,19 +65,29 @@ export function fmtBytes(n: number): string {
 export function formatPlan(p: Plan): string {
   const d = p.layout.degrees;
   const lines: string[] = [];
-  lines.push(`mesh: world ${p.layout.worldSize} = dp_replicate ${d.dp_replicate} × dp_shard ${d.dp_shard} (ep ${d.ep} borrows from dp_shard; efsdp ${p.layout.sizes.efsdp})`);
+  lines.push(
+    `mesh: world ${p.layout.worldSize} = dp_replicate ${d.dp_replicate} × dp_shard ${d.dp_shard} (ep ${d.ep} borrows from dp_shard; efsdp ${p.layout.sizes.efsdp})`,
+  );
   lines.push(`backend: ${p.backend}`);
-  lines.push(`model: ${fmtCount(p.params.total)} parameters (${fmtCount(p.params.active)} active), ${fmtCount(p.flopsPerToken)} FLOPs/token`);
+  lines.push(
+    `model: ${fmtCount(p.params.total)} parameters (${fmtCount(p.params.active)} active), ${fmtCount(p.flopsPerToken)} FLOPs/token`,
+  );
   lines.push('');
   lines.push(`EP dispatch: ${decisionLine(p.dispatch, dispatchWhy)}`);
-  for (const c of p.candidates) lines.push(`  ${c.strategy.padEnd(17)} ${c.blocker ? `cannot run: ${c.blocker}` : `${fmtBytes(c.bytesPerLayer)} per MoE layer per microbatch (fwd + bwd, sent + received)`}`);
+  for (const c of p.candidates)
+    lines.push(
+      `  ${c.strategy.padEnd(17)} ${c.blocker ? `cannot run: ${c.blocker}` : `${fmtBytes(c.bytesPerLayer)} per MoE layer per microbatch (fwd + bwd, sent + received)`}`,
+    );
   lines.push(`gradient reduction: ${decisionLine(p.gradReduce, gradReduceWhy)}`);
   lines.push('');
   lines.push('per rank memory (bytes):');
   const m = p.memory;
   lines.push(`  ${formatMemoryLine(m)}`);
   lines.push('units:');
-  for (const u of p.units) lines.push(`  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`);
+  for (const u of p.units)
+    lines.push(
+      `  ${u.id.padEnd(24)} ${fmtCount(u.numel).padStart(8)} params over ${u.group} (${u.groupSize}) → shard ${fmtCount(u.shard)}${u.reshardAfterForward ? ', reshard after forward' : ''}`,
+    );
   const pr = p.precision;
   lines.push(
     `bytes per step per group (this rank, sent + received; params ${pr.param}: all-gathers and EP rows at ${pr.param === 'bfloat16' ? 2 : 4} bytes, gradient reduce_scatters at ${pr.reduce === 'bfloat16' ? 2 : 4}):`,

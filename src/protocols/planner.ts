@@ -13,7 +13,14 @@ import { buildModelSpec, paramSpecs, UNIT_HEAD } from '../models/spec.ts';
 import { reshardAfterForward, type GradReduce, type ReshardPolicy } from './fsdp-unit.machine.ts';
 import { premulBlockerText } from './plan-format.ts';
 import { projectMemory, type MemoryAssumptions, type MemoryProjection } from './projection-memory.ts';
-import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, strategyBlocker, type DispatchStrategy, type MoeStrategy } from './strategies.ts';
+import {
+  DISPATCH_STRATEGIES,
+  moeBytes,
+  MOE_PHASES,
+  strategyBlocker,
+  type DispatchStrategy,
+  type MoeStrategy,
+} from './strategies.ts';
 
 export interface PlanInput {
   model: ResolvedModelConfig;
@@ -44,7 +51,13 @@ export interface PlanInput {
 }
 
 /** moe-actors on this machine: fp32 compute, balanced routing, the tracked allocator counts live bytes. */
-export const LOCAL_MEMORY_ASSUMPTIONS: MemoryAssumptions = { stack: 'moe-actors', computeDtype: 'float32', rmax: 1, allocatorFactor: 1, unshardedInFlight: 1 };
+export const LOCAL_MEMORY_ASSUMPTIONS: MemoryAssumptions = {
+  stack: 'moe-actors',
+  computeDtype: 'float32',
+  rmax: 1,
+  allocatorFactor: 1,
+  unshardedInFlight: 1,
+};
 
 /** Why the EP dispatch strategy is what it is (plan-format.ts words it). */
 export type DispatchReason =
@@ -128,7 +141,8 @@ export function decideDispatch(
 ): { decision: Decision<MoeStrategy, DispatchReason>; warnings: PlanWarning[] } {
   const { candidates, backend } = ctx;
   if (!ctx.moe || ctx.ep === 1) {
-    const warnings: PlanWarning[] = requested !== 'auto' && ctx.moe ? [{ kind: 'dispatch-without-ep', dispatch: requested }] : [];
+    const warnings: PlanWarning[] =
+      requested !== 'auto' && ctx.moe ? [{ kind: 'dispatch-without-ep', dispatch: requested }] : [];
     return { decision: { choice: 'local', forced: false, reason: { kind: ctx.moe ? 'ep1' : 'dense' } }, warnings };
   }
   if (requested !== 'auto') {
@@ -137,18 +151,28 @@ export function decideDispatch(
       const ok = candidates.filter((x) => !x.blocker).map((x) => `"${x.strategy}"`);
       throw new PlanError(
         `[comm] dispatch = "${requested}" cannot run on backend ${backend}: ${c.blocker}. ` +
-          (ok.length ? `Use ${ok.join(' or ')}, or dispatch = "auto".` : 'No dispatch strategy can run on this backend.'),
+          (ok.length
+            ? `Use ${ok.join(' or ')}, or dispatch = "auto".`
+            : 'No dispatch strategy can run on this backend.'),
       );
     }
-    return { decision: { choice: c.strategy, forced: true, reason: { kind: 'forced', strategy: c.strategy } }, warnings: [] };
+    return {
+      decision: { choice: c.strategy, forced: true, reason: { kind: 'forced', strategy: c.strategy } },
+      warnings: [],
+    };
   }
   const ok = candidates.filter((x) => !x.blocker).sort((a, b) => a.bytesPerLayer - b.bytesPerLayer);
   if (ok.length === 0) {
-    throw new PlanError(`no EP dispatch strategy can run on backend ${backend}: ${candidates.map((c) => c.blocker).join('; ')}. Set expert_parallel_degree = 1.`);
+    throw new PlanError(
+      `no EP dispatch strategy can run on backend ${backend}: ${candidates.map((c) => c.blocker).join('; ')}. Set expert_parallel_degree = 1.`,
+    );
   }
   const ruledOut = candidates.flatMap((c) => (c.blocker ? [{ strategy: c.strategy, blocker: c.blocker }] : []));
   const ranked = ok.map((c) => ({ strategy: c.strategy, bytesPerLayer: c.bytesPerLayer }));
-  return { decision: { choice: ok[0]!.strategy, forced: false, reason: { kind: 'fewest-bytes', backend, ranked, ruledOut } }, warnings: [] };
+  return {
+    decision: { choice: ok[0]!.strategy, forced: false, reason: { kind: 'fewest-bytes', backend, ranked, ruledOut } },
+    warnings: [],
+  };
 }
 
 /** Whether the backend can pre-multiply inside the reduction for this FSDP group. */
@@ -167,10 +191,14 @@ export function decideGradReduce(
 ): Decision<GradReduce, GradReduceReason> {
   if (requested !== 'auto') {
     if (requested === 'premul-sum' && blocker) {
-      throw new PlanError(`[comm] grad_reduce = "premul-sum" cannot run: ${premulBlockerText(blocker)}. Use grad_reduce = "sum-divide" (SUM, then divide) or "auto".`);
+      throw new PlanError(
+        `[comm] grad_reduce = "premul-sum" cannot run: ${premulBlockerText(blocker)}. Use grad_reduce = "sum-divide" (SUM, then divide) or "auto".`,
+      );
     }
     if (requested === 'sum' && factor !== 1) {
-      throw new PlanError(`[comm] grad_reduce = "sum" ignores gradient_divide_factor = ${factor}; use "sum-divide", "premul-sum" or "auto" (or gradient_divide_factor = 1)`);
+      throw new PlanError(
+        `[comm] grad_reduce = "sum" ignores gradient_divide_factor = ${factor}; use "sum-divide", "premul-sum" or "auto" (or gradient_divide_factor = 1)`,
+      );
     }
     return { choice: requested, forced: true, reason: { kind: 'forced' } };
   }
@@ -201,13 +229,28 @@ export function makePlan(input: PlanInput): Plan {
     const b = moeBytes(s, shape);
     return MOE_PHASES.reduce((a, p) => a + b[p].sent + b[p].received, 0);
   };
-  const candidates = DISPATCH_STRATEGIES.map((s) => ({ strategy: s, blocker: strategyBlocker(s, caps), bytesPerLayer: layerBytes(s) }));
-  const { decision: dispatch, warnings } = decideDispatch(input.dispatch, { moe: moe !== null, ep: P, backend, candidates });
+  const candidates = DISPATCH_STRATEGIES.map((s) => ({
+    strategy: s,
+    blocker: strategyBlocker(s, caps),
+    bytesPerLayer: layerBytes(s),
+  }));
+  const { decision: dispatch, warnings } = decideDispatch(input.dispatch, {
+    moe: moe !== null,
+    ep: P,
+    backend,
+    candidates,
+  });
 
   // ---- gradient reduction ----
   const me = 0;
-  const multiNode = spansNodes(layout, 'fsdp', me, input.ranksPerNode) || spansNodes(layout, 'efsdp', me, input.ranksPerNode);
-  const gradReduce = decideGradReduce(input.gradReduce, input.divideFactor, backend, premulBlocker(caps, backend, multiNode));
+  const multiNode =
+    spansNodes(layout, 'fsdp', me, input.ranksPerNode) || spansNodes(layout, 'efsdp', me, input.ranksPerNode);
+  const gradReduce = decideGradReduce(
+    input.gradReduce,
+    input.divideFactor,
+    backend,
+    premulBlocker(caps, backend, multiNode),
+  );
   // ---- units, memory ----
   const byUnit = new Map<string, number>();
   for (const p of paramSpecs(spec)) {
@@ -220,13 +263,28 @@ export function makePlan(input: PlanInput): Plan {
     const experts = id.endsWith('.moe.experts');
     const group: MeshDim = experts && P > 1 ? 'efsdp' : 'fsdp';
     const groupSize = layout.sizes[group];
-    units.push({ id, numel, group, groupSize, shard: Math.ceil(numel / groupSize), reshardAfterForward: reshardAfterForward(input.reshard, { isOutput: id === UNIT_HEAD }) });
+    units.push({
+      id,
+      numel,
+      group,
+      groupSize,
+      shard: Math.ceil(numel / groupSize),
+      reshardAfterForward: reshardAfterForward(input.reshard, { isOutput: id === UNIT_HEAD }),
+    });
   }
   const assumptions: MemoryAssumptions = { ...LOCAL_MEMORY_ASSUMPTIONS, ...input.memory };
   const memory = {
     ...projectMemory({
-      spec, units, ac: input.ac, tokens: T, seqLen: input.seqLen, ep: P, dispatch: dispatch.choice,
-      replicas: d.dp_replicate, plainSum: gradReduce.choice === 'sum', assumptions,
+      spec,
+      units,
+      ac: input.ac,
+      tokens: T,
+      seqLen: input.seqLen,
+      ep: P,
+      dispatch: dispatch.choice,
+      replicas: d.dp_replicate,
+      plainSum: gradReduce.choice === 'sum',
+      assumptions,
     }),
     assumptions,
   };
@@ -250,8 +308,12 @@ export function makePlan(input: PlanInput): Plan {
   if (moe && P > 1) {
     // A checkpointed layer's recompute issues its forward phases again (counts included): not half the total.
     const fwd = moeBytes(dispatch.choice, shape);
-    const forwardBytes = (['exchangeCounts', 'dispatch', 'combine'] as const).reduce((a, p) => a + fwd[p].sent + fwd[p].received, 0);
-    for (const b of moeBlocks) add('ep', mbs * (layerBytes(dispatch.choice) + (isCheckpointed(b.layerId, input.ac) ? forwardBytes : 0)));
+    const forwardBytes = (['exchangeCounts', 'dispatch', 'combine'] as const).reduce(
+      (a, p) => a + fwd[p].sent + fwd[p].received,
+      0,
+    );
+    for (const b of moeBlocks)
+      add('ep', mbs * (layerBytes(dispatch.choice) + (isCheckpointed(b.layerId, input.ac) ? forwardBytes : 0)));
   }
 
   return {

@@ -86,7 +86,13 @@ const MASTER = 4;
 export const GRAD_WORKING_SET = 1.25;
 
 /** Elements per token a block saves for its backward with no AC, split by dtype (compute / fp32). */
-export function blockSavedPerToken(b: BlockSpec, D: number, stack: StackKind, ep: number, rmax: number): { compute: number; fp32: number } {
+export function blockSavedPerToken(
+  b: BlockSpec,
+  D: number,
+  stack: StackKind,
+  ep: number,
+  rmax: number,
+): { compute: number; fp32: number } {
   let compute = 0;
   let fp32 = 0;
   // Two RMSNorms: input (the residual stream) and output (the next matmuls' input); rstd per token in fp32.
@@ -134,7 +140,13 @@ function blockOpSacPerToken(b: BlockSpec, D: number, ep: number, rmax: number): 
     sdpa += at.nHeads * at.headDim;
   } else {
     const dqk = at.qkNope + at.qkRope;
-    mm += at.nHeads * dqk + at.kvLoraRank + at.qkRope + at.nHeads * (at.qkNope + at.vHead) + D + (at.qLoraRank > 0 ? at.qLoraRank : 0);
+    mm +=
+      at.nHeads * dqk +
+      at.kvLoraRank +
+      at.qkRope +
+      at.nHeads * (at.qkNope + at.vHead) +
+      D +
+      (at.qLoraRank > 0 ? at.qLoraRank : 0);
     sdpa += at.nHeads * at.vHead;
   }
   const f = b.ffn;
@@ -238,7 +250,11 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
     for (const b of m.spec.blocks) {
       if (b.ffn.kind !== 'moe') continue;
       // moe-actors frees each gathered buffer once its rows are sliced out: about one of the two is live at a time.
-      const e = c * (tt ? epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) : epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) / 2);
+      const e =
+        c *
+        (tt
+          ? epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax)
+          : epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) / 2);
       const persistent = m.dispatch === 'allgather-padded' && tt && !isCheckpointed(b.layerId, m.ac);
       epBuffers = persistent ? epBuffers + e : Math.max(epBuffers, e);
     }

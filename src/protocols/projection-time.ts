@@ -65,11 +65,16 @@ function blockMatmulParams(b: BlockSpec, D: number): { dense: number; routedPerR
   if (at.kind === 'gqa') dense += 2 * D * at.nHeads * at.headDim + 2 * D * at.nKvHeads * at.headDim;
   else {
     const dqk = at.qkNope + at.qkRope;
-    dense += (at.qLoraRank > 0 ? D * at.qLoraRank + at.qLoraRank * at.nHeads * dqk : D * at.nHeads * dqk);
-    dense += D * (at.kvLoraRank + at.qkRope) + at.kvLoraRank * at.nHeads * (at.qkNope + at.vHead) + at.nHeads * at.vHead * D;
+    dense += at.qLoraRank > 0 ? D * at.qLoraRank + at.qLoraRank * at.nHeads * dqk : D * at.nHeads * dqk;
+    dense +=
+      D * (at.kvLoraRank + at.qkRope) + at.kvLoraRank * at.nHeads * (at.qkNope + at.vHead) + at.nHeads * at.vHead * D;
   }
   if (b.ffn.kind === 'dense') return { dense: dense + 3 * D * b.ffn.hidden, routedPerRow: 0, router: 0 };
-  return { dense: dense + 3 * D * b.ffn.sharedHidden, routedPerRow: 3 * D * b.ffn.hidden, router: D * b.ffn.args.num_experts };
+  return {
+    dense: dense + 3 * D * b.ffn.sharedHidden,
+    routedPerRow: 3 * D * b.ffn.hidden,
+    router: D * b.ffn.args.num_experts,
+  };
 }
 
 function attnFlopsPerToken(b: BlockSpec, S: number): number {
@@ -105,7 +110,8 @@ export function projectTime(t: TimeInput): TimeProjection {
     if (b.ffn.kind === 'dense') ops += OPS.denseFfn;
     else {
       const local = b.ffn.args.num_experts / t.ep;
-      ops += OPS.moeFixed + local * OPS.perExpert + (b.ffn.sharedHidden > 0 ? OPS.shared : 0) + (t.ep > 1 ? OPS.epExtra : 0);
+      ops +=
+        OPS.moeFixed + local * OPS.perExpert + (b.ffn.sharedHidden > 0 ? OPS.shared : 0) + (t.ep > 1 ? OPS.epExtra : 0);
     }
     mmFwd += mm;
     attnFwd += at;
@@ -153,6 +159,7 @@ export function projectTime(t: TimeInput): TimeProjection {
 
 /** Collectives per MoE layer per microbatch of a strategy: forward + backward, and the forward again if recomputed. */
 export function epCallsPerLayer(s: MoeStrategy, recomputed = false): number {
-  const n = (phases: readonly (typeof MOE_PHASES)[number][]) => phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
+  const n = (phases: readonly (typeof MOE_PHASES)[number][]) =>
+    phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
   return n(MOE_PHASES) + (recomputed ? n(['exchangeCounts', 'dispatch', 'combine']) : 0);
 }

@@ -5,7 +5,14 @@ import type { MeshDim } from '../comm/mesh-layout.ts';
 import { isCheckpointed } from '../models/model/ac.ts';
 import { buildModelSpec, type BlockSpec } from '../models/spec.ts';
 import { makePlan, spansNodes, type Plan, type PlanInput } from './planner.ts';
-import { dtypeBytes, formatMemoryLine, MEMORY_CATEGORIES, type ComputeDtype, type MemoryAssumptions, type MemoryCategory } from './projection-memory.ts';
+import {
+  dtypeBytes,
+  formatMemoryLine,
+  MEMORY_CATEGORIES,
+  type ComputeDtype,
+  type MemoryAssumptions,
+  type MemoryCategory,
+} from './projection-memory.ts';
 import { epCallsPerLayer, projectTime, type TimeProjection } from './projection-time.ts';
 import type { SystemSpec } from './system.ts';
 
@@ -56,8 +63,12 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     const base = name.replace(/_reduce$/, '') as MeshDim;
     if ((layout.sizes[base] ?? 1) <= 1) return [];
     let calls: number;
-    if (name === 'ep') calls = mbs * moeBlocks.reduce((s, b) => s + epCallsPerLayer(plan.dispatch.choice, isCheckpointed(b.layerId, input.ac)), 0);
-    else if (name.endsWith('_reduce')) calls = mbs * plan.units.filter((u) => name === 'dp_replicate_reduce' || u.group === base).length;
+    if (name === 'ep')
+      calls =
+        mbs *
+        moeBlocks.reduce((s, b) => s + epCallsPerLayer(plan.dispatch.choice, isCheckpointed(b.layerId, input.ac)), 0);
+    else if (name.endsWith('_reduce'))
+      calls = mbs * plan.units.filter((u) => name === 'dp_replicate_reduce' || u.group === base).length;
     else calls = mbs * sharded.filter((u) => u.group === base).reduce((s, u) => s + (u.reshardAfterForward ? 2 : 1), 0);
     const link: 'intra' | 'inter' = spansNodes(layout, base, 0, input.ranksPerNode) ? 'inter' : 'intra';
     // The byte model counts fp32 rows and parameters; activations (EP) and FSDP's unsharded parameters travel in
@@ -107,7 +118,19 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
   ];
   const wireBytes = Object.fromEntries(groups.map((g) => [g.name, g.bytes]));
   const scalarBytes = scalarCollectiveBytes(plan, spec.blocks);
-  return { plan, system: sys, assumptionsUsed: a, time, tokensPerStep, tpsPerRank, mfu, peakFlopsPerRank, wireBytes, scalarBytes, assumptions };
+  return {
+    plan,
+    system: sys,
+    assumptionsUsed: a,
+    time,
+    tokensPerStep,
+    tpsPerRank,
+    mfu,
+    peakFlopsPerRank,
+    wireBytes,
+    scalarBytes,
+    assumptions,
+  };
 }
 
 /**
@@ -162,7 +185,8 @@ export function formatProjection(p: Projection): string {
     `  ${formatMemoryLine(m)}`,
     `bytes per step per group (this rank, sent + received; the byte model's fp32 count${p.assumptionsUsed.computeDtype === 'float32' ? '' : ', and as they travel in ' + p.assumptionsUsed.computeDtype}):`,
     ...Object.entries(p.plan.bytesPerStep).map(
-      ([g, b]) => `  ${g.padEnd(22)} ${(b / 2 ** 20).toFixed(2)} MiB${p.wireBytes[g] !== undefined && p.wireBytes[g] !== b ? ` (${(p.wireBytes[g]! / 2 ** 20).toFixed(2)} MiB on the wire)` : ''}`,
+      ([g, b]) =>
+        `  ${g.padEnd(22)} ${(b / 2 ** 20).toFixed(2)} MiB${p.wireBytes[g] !== undefined && p.wireBytes[g] !== b ? ` (${(p.wireBytes[g]! / 2 ** 20).toFixed(2)} MiB on the wire)` : ''}`,
     ),
     `time per step: ${f3(s.total)} s = matmul ${f3(s.matmul)} + attention ${f3(s.attention)} + element-wise ${f3(s.memoryBound)} + op overhead ${f3(s.opOverhead)} + EP comm ${f3(s.commCritical)} + exposed FSDP comm ${f3(s.commExposed)}`,
     `TPS per rank: ${p.tpsPerRank.toFixed(0)}   MFU: ${(100 * p.mfu).toFixed(2)}%   (EP dispatch ${p.plan.dispatch.choice})`,

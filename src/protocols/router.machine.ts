@@ -82,8 +82,15 @@ export const routerMachine = setup({
       invoke: {
         id: 'route',
         src: 'route',
-        input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routing' as const }),
-        onDone: { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) }) } },
+        input: ({ context, event }) => ({
+          step: context.step,
+          handle: (event as { handle: MoeHandle }).handle,
+          state: 'routing' as const,
+        }),
+        onDone: {
+          target: 'idle',
+          actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) }) },
+        },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },
     },
@@ -91,8 +98,18 @@ export const routerMachine = setup({
       invoke: {
         id: 'routerGrad',
         src: 'routerGrad',
-        input: ({ context, event }) => ({ step: context.step, handle: (event as { handle: MoeHandle }).handle, state: 'routerGrad' as const }),
-        onDone: { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) }) } },
+        input: ({ context, event }) => ({
+          step: context.step,
+          handle: (event as { handle: MoeHandle }).handle,
+          state: 'routerGrad' as const,
+        }),
+        onDone: {
+          target: 'idle',
+          actions: {
+            type: 'answer',
+            params: ({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) }),
+          },
+        },
         onError: { target: 'failed', actions: ['recordError', 'failed'] },
       },
     },

@@ -16,7 +16,9 @@ export interface StateMeta {
  */
 export function notProvided(what: string) {
   return async (): Promise<never> => {
-    throw new Error(`${what}: no implementation provided; build the machine through the actors layer (machine.provide)`);
+    throw new Error(
+      `${what}: no implementation provided; build the machine through the actors layer (machine.provide)`,
+    );
   };
 }
 

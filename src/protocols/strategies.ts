@@ -50,7 +50,8 @@ export const STRATEGIES: Record<MoeStrategy, StrategySpec> = {
   },
   'allgather-padded': {
     name: 'allgather-padded',
-    summary: "the Aurora report's: all_gather counts, all_gather rows padded to the max, slice locally; backward by reduce_scatter",
+    summary:
+      "the Aurora report's: all_gather counts, all_gather rows padded to the max, slice locally; backward by reduce_scatter",
     phases: {
       exchangeCounts: [{ op: 'all_gather', what: 'tokens per expert of every rank (E ints)' }],
       dispatch: [{ op: 'all_gather', what: 'routed rows of every rank, padded to the largest rank' }],
@@ -61,7 +62,8 @@ export const STRATEGIES: Record<MoeStrategy, StrategySpec> = {
   },
   'allgather-rs': {
     name: 'allgather-rs',
-    summary: 'Megatron-style: all_gather unrouted tokens + routing once, local permute, reduce_scatter weighted partial outputs',
+    summary:
+      'Megatron-style: all_gather unrouted tokens + routing once, local permute, reduce_scatter weighted partial outputs',
     phases: {
       exchangeCounts: [
         { op: 'all_gather', what: 'expert ids of every token (K int32 per token)' },

@@ -51,24 +51,30 @@ type Obj = Record<string, unknown>;
 
 function table(o: Obj, key: string, where: string): Obj {
   const v = o[key];
-  if (v === undefined) throw new SystemError(`${where}: missing [${key}] table; add it (see configs/systems/local.toml)`);
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SystemError(`${where}: [${key}] must be a table`);
+  if (v === undefined)
+    throw new SystemError(`${where}: missing [${key}] table; add it (see configs/systems/local.toml)`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new SystemError(`${where}: [${key}] must be a table`);
   return v as Obj;
 }
 
 function num(o: Obj, key: string, where: string, opts: { min?: number; positive?: boolean } = {}): number {
   const v = o[key];
   if (v === undefined) throw new SystemError(`${where}: missing ${key}; add it with its source in a comment`);
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new SystemError(`${where}: ${key} must be a number (got ${JSON.stringify(v)})`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new SystemError(`${where}: ${key} must be a number (got ${JSON.stringify(v)})`);
   if (opts.positive && !(v > 0)) throw new SystemError(`${where}: ${key} must be > 0 (got ${v})`);
-  if (opts.min !== undefined && v < opts.min) throw new SystemError(`${where}: ${key} must be ≥ ${opts.min} (got ${v})`);
+  if (opts.min !== undefined && v < opts.min)
+    throw new SystemError(`${where}: ${key} must be ≥ ${opts.min} (got ${v})`);
   return v;
 }
 
 function oneOf<T extends string>(o: Obj, key: string, values: readonly T[], where: string): T {
   const v = o[key];
   if (typeof v !== 'string' || !values.includes(v as T)) {
-    throw new SystemError(`${where}: ${key} must be one of ${values.map((x) => `"${x}"`).join(', ')} (got ${JSON.stringify(v)})`);
+    throw new SystemError(
+      `${where}: ${key} must be one of ${values.map((x) => `"${x}"`).join(', ')} (got ${JSON.stringify(v)})`,
+    );
   }
   return v as T;
 }
@@ -76,8 +82,16 @@ function oneOf<T extends string>(o: Obj, key: string, values: readonly T[], wher
 const KNOWN: Record<string, readonly string[]> = {
   '': ['name', 'device', 'links', 'stack'],
   device: [
-    'memory_gib', 'peak_tflops_bf16', 'peak_tflops_fp32', 'matmul_tflops_bf16', 'matmul_tflops_fp32', 'attention_tflops_bf16',
-    'attention_tflops_fp32', 'memory_gbps', 'op_overhead_us', 'ranks_per_device',
+    'memory_gib',
+    'peak_tflops_bf16',
+    'peak_tflops_fp32',
+    'matmul_tflops_bf16',
+    'matmul_tflops_fp32',
+    'attention_tflops_bf16',
+    'attention_tflops_fp32',
+    'memory_gbps',
+    'op_overhead_us',
+    'ranks_per_device',
   ],
   'links.intra': ['latency_us', 'gbps'],
   'links.inter': ['latency_us', 'gbps'],
@@ -88,14 +102,18 @@ const KNOWN: Record<string, readonly string[]> = {
 function checkKeys(o: Obj, path: string, where: string): void {
   const known = KNOWN[path]!;
   for (const k of Object.keys(o)) {
-    if (!known.includes(k)) throw new SystemError(`${where}: unknown field ${path ? `${path}.` : ''}${k}; valid: ${known.join(', ')}`);
+    if (!known.includes(k))
+      throw new SystemError(`${where}: unknown field ${path ? `${path}.` : ''}${k}; valid: ${known.join(', ')}`);
   }
 }
 
 function link(o: Obj, key: 'intra' | 'inter', where: string): LinkSpec {
   const t = table(o, key, `${where} [links]`);
   checkKeys(t, `links.${key}`, where);
-  return { latencyS: num(t, 'latency_us', `${where} [links.${key}]`, { min: 0 }) * 1e-6, bytesPerS: num(t, 'gbps', `${where} [links.${key}]`, { positive: true }) * 1e9 };
+  return {
+    latencyS: num(t, 'latency_us', `${where} [links.${key}]`, { min: 0 }) * 1e-6,
+    bytesPerS: num(t, 'gbps', `${where} [links.${key}]`, { positive: true }) * 1e9,
+  };
 }
 
 /** A parsed system file → SystemSpec, or a SystemError naming the field and the fix. */

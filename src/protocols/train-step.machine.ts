@@ -119,8 +119,13 @@ export const trainStepMachine = setup({
     spawnActors: enqueueActions(({ context, enqueue }) => {
       enqueue.spawnChild('routerActor', { id: 'router', systemId: 'router', input: { step: context.step } });
       enqueue.spawnChild('optimizerActor', { id: 'optimizer', systemId: 'optimizer', input: { step: context.step } });
-      enqueue.spawnChild('expertActor', { id: 'expert', systemId: 'expert', input: { step: context.step, strategy: context.strategy } });
-      for (const u of context.units) enqueue.spawnChild('fsdpUnitActor', { id: fsdpActorId(u.unit), systemId: fsdpActorId(u.unit), input: u });
+      enqueue.spawnChild('expertActor', {
+        id: 'expert',
+        systemId: 'expert',
+        input: { step: context.step, strategy: context.strategy },
+      });
+      for (const u of context.units)
+        enqueue.spawnChild('fsdpUnitActor', { id: fsdpActorId(u.unit), systemId: fsdpActorId(u.unit), input: u });
     }),
   },
   guards: {
@@ -162,7 +167,10 @@ export const trainStepMachine = setup({
           invoke: { id: 'forwardBlock', src: 'forwardBlock', input: input('forward'), onDone: 'nextForward', onError },
         },
         nextForward: {
-          always: [{ guard: 'moreForward', actions: assign({ layer: ({ context }) => context.layer + 1 }), target: 'forward' }, { target: 'loss' }],
+          always: [
+            { guard: 'moreForward', actions: assign({ layer: ({ context }) => context.layer + 1 }), target: 'forward' },
+            { target: 'loss' },
+          ],
         },
         loss: {
           meta: meta({ actor: 'step', category: 'forward' }),
@@ -180,17 +188,33 @@ export const trainStepMachine = setup({
             decide: { always: [{ guard: 'checkpointed', target: 'recompute' }, { target: 'compute' }] },
             recompute: {
               meta: meta({ actor: 'step', category: 'recompute' }),
-              invoke: { id: 'recomputeBlock', src: 'recomputeBlock', input: input('recompute', 'recompute'), onDone: 'compute', onError },
+              invoke: {
+                id: 'recomputeBlock',
+                src: 'recomputeBlock',
+                input: input('recompute', 'recompute'),
+                onDone: 'compute',
+                onError,
+              },
             },
             compute: {
               meta: meta({ actor: 'step', category: 'backward' }),
-              invoke: { id: 'backwardBlock', src: 'backwardBlock', input: input('compute'), onDone: '#trainStep.microbatch.nextBackward', onError },
+              invoke: {
+                id: 'backwardBlock',
+                src: 'backwardBlock',
+                input: input('compute'),
+                onDone: '#trainStep.microbatch.nextBackward',
+                onError,
+              },
             },
           },
         },
         nextBackward: {
           always: [
-            { guard: 'moreBackward', actions: assign({ layer: ({ context }) => context.layer - 1 }), target: 'backward' },
+            {
+              guard: 'moreBackward',
+              actions: assign({ layer: ({ context }) => context.layer - 1 }),
+              target: 'backward',
+            },
             { target: 'embedGrad' },
           ],
         },
@@ -204,7 +228,11 @@ export const trainStepMachine = setup({
     },
     nextMicrobatch: {
       always: [
-        { guard: 'moreMicrobatches', actions: assign({ microbatch: ({ context }) => context.microbatch + 1 }), target: 'microbatch' },
+        {
+          guard: 'moreMicrobatches',
+          actions: assign({ microbatch: ({ context }) => context.microbatch + 1 }),
+          target: 'microbatch',
+        },
         { target: 'reduceGrads' },
       ],
     },

@@ -21,7 +21,12 @@ export function f32ToBf16(x: number): number {
  * out[i] ← bf16(Σ_r srcs[r][offsets[r] + i]), the sum taken in float32 in rank order and rounded to bf16 once
  * (mixed_precision_reduce = "bfloat16": bf16 on the wire, f32 accumulation). `out` may alias srcs[0].
  */
-export function sumBf16Into(out: Uint16Array, srcs: readonly Uint16Array[], offsets: readonly number[], n: number): void {
+export function sumBf16Into(
+  out: Uint16Array,
+  srcs: readonly Uint16Array[],
+  offsets: readonly number[],
+  n: number,
+): void {
   for (let i = 0; i < n; i++) {
     let acc = bf16ToF32(srcs[0]![offsets[0]! + i]!);
     for (let r = 1; r < srcs.length; r++) acc = Math.fround(acc + bf16ToF32(srcs[r]![offsets[r]! + i]!));

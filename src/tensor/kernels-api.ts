@@ -98,7 +98,15 @@ export interface Kernels {
   fromBf16(src: Uint16Array, dst: Float32Array, n: number): void;
 
   // x (N,D), w (D) → y (N,D) write, rstd (N) write: y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
-  rmsnormFwd(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, N: number, D: number, eps: number): void;
+  rmsnormFwd(
+    x: Float32Array,
+    w: Float32Array,
+    y: Float32Array,
+    rstd: Float32Array,
+    N: number,
+    D: number,
+    eps: number,
+  ): void;
   // dy, x (N,D), w (D), rstd (N) → dx (N,D) write, dw (D) accumulate.
   rmsnormBwd(
     dy: Float32Array,
@@ -191,9 +199,23 @@ export interface Kernels {
   embeddingBwd(dout: Float32Array, ids: Int32Array, dtable: Float32Array, N: number, D: number): void;
 
   // MoE permute: out[r] = src[idx[r]] · (scale ? scale[r] : 1). src (·,D), idx (R), out (R,D) write.
-  gatherRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void;
+  gatherRows(
+    src: Float32Array,
+    idx: Int32Array,
+    out: Float32Array,
+    R: number,
+    D: number,
+    scale: Float32Array | null,
+  ): void;
   // MoE unpermute / permute backward: out[idx[r]] += src[r] · (scale ? scale[r] : 1). src (R,D), out (·,D) accumulate.
-  scatterAddRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void;
+  scatterAddRows(
+    src: Float32Array,
+    idx: Int32Array,
+    out: Float32Array,
+    R: number,
+    D: number,
+    scale: Float32Array | null,
+  ): void;
   // Gate gradient: dots[r] = Σ_d a[idx[r], d] · b[r, d]. a (·,D), b (R,D), dots (R) write.
   gatherRowDot(a: Float32Array, idx: Int32Array, b: Float32Array, dots: Float32Array, R: number, D: number): void;
 

@@ -140,7 +140,15 @@ export class RefKernels implements Kernels {
   }
 
   // x (N,D), w (D) → y (N,D), rstd (N): y = x · rstd · w, rstd = 1/sqrt(mean(x²) + eps).
-  rmsnormFwd(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, N: number, D: number, eps: number): void {
+  rmsnormFwd(
+    x: Float32Array,
+    w: Float32Array,
+    y: Float32Array,
+    rstd: Float32Array,
+    N: number,
+    D: number,
+    eps: number,
+  ): void {
     need(x, N * D, 'x', 'rmsnormFwd');
     need(y, N * D, 'y', 'rmsnormFwd');
     need(w, D, 'w', 'rmsnormFwd');
@@ -462,7 +470,14 @@ export class RefKernels implements Kernels {
   }
 
   // out[r] = src[idx[r]] · (scale ? scale[r] : 1). src (·,D), idx (R), out (R,D).
-  gatherRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void {
+  gatherRows(
+    src: Float32Array,
+    idx: Int32Array,
+    out: Float32Array,
+    R: number,
+    D: number,
+    scale: Float32Array | null,
+  ): void {
     need(idx, R, 'idx', 'gatherRows');
     need(out, R * D, 'out', 'gatherRows');
     if (scale) need(scale, R, 'scale', 'gatherRows');
@@ -476,7 +491,14 @@ export class RefKernels implements Kernels {
   }
 
   // out[idx[r]] += src[r] · (scale ? scale[r] : 1). src (R,D), out (·,D).
-  scatterAddRows(src: Float32Array, idx: Int32Array, out: Float32Array, R: number, D: number, scale: Float32Array | null): void {
+  scatterAddRows(
+    src: Float32Array,
+    idx: Int32Array,
+    out: Float32Array,
+    R: number,
+    D: number,
+    scale: Float32Array | null,
+  ): void {
     need(idx, R, 'idx', 'scatterAddRows');
     need(src, R * D, 'src', 'scatterAddRows');
     if (scale) need(scale, R, 'scale', 'scatterAddRows');

@@ -72,7 +72,8 @@ function sayMatmulLibraryOnce(k: Kernels): void {
   if (said || !isMainThread) return;
   said = true;
   const i = k.blasInfo();
-  if (i.onednn === false) console.warn(`moe-actors: matmuls on ${i.name} only: ${i.onednnStatus ?? 'oneDNN unavailable'}`);
+  if (i.onednn === false)
+    console.warn(`moe-actors: matmuls on ${i.name} only: ${i.onednnStatus ?? 'oneDNN unavailable'}`);
 }
 
 /** The kernels of this thread: native unless MOE_ACTORS_KERNELS=ts. */
@@ -81,6 +82,9 @@ export function getKernels(): Kernels {
   const choice = process.env.MOE_ACTORS_KERNELS ?? 'native';
   if (choice === 'ts') selected = refKernels;
   else if (choice === 'native') selected = nativeKernels();
-  else throw new Error(`moe-actors: MOE_ACTORS_KERNELS=${choice} is not a kernel implementation; use "native" (default) or "ts".`);
+  else
+    throw new Error(
+      `moe-actors: MOE_ACTORS_KERNELS=${choice} is not a kernel implementation; use "native" (default) or "ts".`,
+    );
   return selected;
 }

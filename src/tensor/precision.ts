@@ -30,7 +30,9 @@ export function kernelsFor(k: Kernels, dtype: ParamDtype): Kernels {
   const info = k.blasInfo();
   if (info.bf16Dot === false && !saidNoBf16Dot) {
     saidNoBf16Dot = true;
-    console.warn('moe-actors: this CPU has no bf16 dot-product instructions (AVX512_BF16/AMX): bf16 matmul inputs are widened and multiplied in f32 (same rounding of the inputs, no speed-up).');
+    console.warn(
+      'moe-actors: this CPU has no bf16 dot-product instructions (AVX512_BF16/AMX): bf16 matmul inputs are widened and multiplied in f32 (same rounding of the inputs, no speed-up).',
+    );
   }
   const view = Object.create(k) as Tagged;
   view.sgemm = k.sgemmBf16.bind(k);

@@ -48,7 +48,12 @@ export interface ChromeTrace {
 export const pidOf = (rank: number) => rank + 1;
 
 /** Kineto writes c10 scalar type names. */
-const KINETO_DTYPE: Record<CollectiveEvent['dtype'], string> = { float32: 'Float', float64: 'Double', int32: 'Int', bfloat16: 'BFloat16' };
+const KINETO_DTYPE: Record<CollectiveEvent['dtype'], string> = {
+  float32: 'Float',
+  float64: 'Double',
+  int32: 'Int',
+  bfloat16: 'BFloat16',
+};
 
 /** Kineto truncates "Process Group Ranks" past 30 ranks. */
 function groupRanksArg(ranks: readonly number[]): string {
@@ -161,7 +166,19 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
           microbatch: s.microbatch,
         };
         if (s.unfinished) args.unfinished = 'no exit recorded: the rank stopped or the run ended in this state';
-        push({ name: s.state, cat: s.category, ph: 'X', pid, tid: tidFor(rank, actor, lane[i]!), ts: us(a), dur: us(ns(s.end) - a), args }, 1);
+        push(
+          {
+            name: s.state,
+            cat: s.category,
+            ph: 'X',
+            pid,
+            tid: tidFor(rank, actor, lane[i]!),
+            ts: us(a),
+            dur: us(ns(s.end) - a),
+            args,
+          },
+          1,
+        );
       });
     }
   }
@@ -178,7 +195,16 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
     const tid = tids.get(`${c.rank}\u0000${c.actor}\u00000`) ?? pid * 1000;
     const id = `${c.rank}:${c.group}:${c.seq}`;
     const flow = flowOf.get(ci);
-    const b: ChromeEvent = { name: c.op, cat: 'collective', ph: 'b', id, pid, tid, ts: us(ns(c.start)), args: collectiveArgs(c) };
+    const b: ChromeEvent = {
+      name: c.op,
+      cat: 'collective',
+      ph: 'b',
+      id,
+      pid,
+      tid,
+      ts: us(ns(c.start)),
+      args: collectiveArgs(c),
+    };
     if (flow) {
       b.bind_id = flow.id;
       if (flow.source) b.flow_out = true;
@@ -211,7 +237,12 @@ export function toChromeTrace(model: TraceModel, opts: ChromeOptions = {}): Chro
           pid: pidOf(r),
           tid: pidOf(r) * 1000,
           ts: us(ns(last)),
-          args: { 'waiting ranks': m.spans.map((i) => model.collectives[i]!.rank).sort((a, b) => a - b).join(',') },
+          args: {
+            'waiting ranks': m.spans
+              .map((i) => model.collectives[i]!.rank)
+              .sort((a, b) => a - b)
+              .join(','),
+          },
         },
         5,
       );

@@ -51,17 +51,25 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
     else if (errors.length === MAX_ERRORS) errors.push('… more errors omitted');
   };
   const root = trace as { traceEvents?: unknown; displayTimeUnit?: unknown };
-  const events: Ev[] = Array.isArray(trace) ? (trace as Ev[]) : Array.isArray(root?.traceEvents) ? (root.traceEvents as Ev[]) : [];
+  const events: Ev[] = Array.isArray(trace)
+    ? (trace as Ev[])
+    : Array.isArray(root?.traceEvents)
+      ? (root.traceEvents as Ev[])
+      : [];
   if (events.length === 0) err('no traceEvents');
   if (root && !Array.isArray(trace) && root.displayTimeUnit !== undefined) {
-    err(`displayTimeUnit ${JSON.stringify(root.displayTimeUnit)}: Perfetto reads every ts in this unit (not only for display); leave it out for µs`);
+    err(
+      `displayTimeUnit ${JSON.stringify(root.displayTimeUnit)}: Perfetto reads every ts in this unit (not only for display); leave it out for µs`,
+    );
   }
   if (root && !Array.isArray(trace)) {
     const known = new Set(['traceEvents', 'systemTraceEvents', 'metadata', 'displayTimeUnit', 'otherData']);
     const keys = Object.keys(root);
     const firstUnknown = keys.findIndex((k) => !known.has(k));
     if (firstUnknown >= 0 && firstUnknown < keys.indexOf('traceEvents')) {
-      err(`top-level key "${keys[firstUnknown]}" before traceEvents: Perfetto stops reading at the first key it does not know`);
+      err(
+        `top-level key "${keys[firstUnknown]}" before traceEvents: Perfetto stops reading at the first key it does not know`,
+      );
     }
   }
 
@@ -99,11 +107,13 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
       }
       return;
     }
-    if (typeof e.ts !== 'number' || !Number.isFinite(e.ts) || e.ts < 0) return err(`${where}: ts must be a finite number ≥ 0 (µs)`);
+    if (typeof e.ts !== 'number' || !Number.isFinite(e.ts) || e.ts < 0)
+      return err(`${where}: ts must be a finite number ≥ 0 (µs)`);
     if (typeof e.name !== 'string' && ph !== 'e' && ph !== 'E') err(`${where}: name must be a string`);
     usedPids.add(pid);
     const t = ns(e.ts);
-    const orderKey = ph === 'b' || ph === 'e' || ph === 'n' ? `async ${pid}/${String(e.cat)}/${asyncId(e)}` : `thread ${thread}`;
+    const orderKey =
+      ph === 'b' || ph === 'e' || ph === 'n' ? `async ${pid}/${String(e.cat)}/${asyncId(e)}` : `thread ${thread}`;
     const prev = lastTs.get(orderKey);
     if (prev !== undefined && t < prev) err(`${where}: ts ${e.ts} goes back on ${orderKey} (previous ${prev / 1000})`);
     lastTs.set(orderKey, t);
@@ -118,7 +128,9 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
         if (!st) threadStacks.set(thread, (st = []));
         while (st.length > 0 && st[st.length - 1]! <= t) st.pop();
         if (st.length > 0 && end > st[st.length - 1]!) {
-          err(`${where}: overlaps the enclosing slice on thread ${thread} without nesting (ends ${end / 1000} after ${st[st.length - 1]! / 1000})`);
+          err(
+            `${where}: overlaps the enclosing slice on thread ${thread} without nesting (ends ${end / 1000} after ${st[st.length - 1]! / 1000})`,
+          );
         }
         st.push(end);
         let spans = threadSpans.get(thread);
@@ -148,12 +160,15 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
       case 'C': {
         const a = e.args as Record<string, unknown> | undefined;
         if (!a || typeof a !== 'object') err(`${where}: counter without args`);
-        else for (const [k, v] of Object.entries(a)) if (typeof v !== 'number' || !Number.isFinite(v)) err(`${where}: counter series ${k} is not a number`);
+        else
+          for (const [k, v] of Object.entries(a))
+            if (typeof v !== 'number' || !Number.isFinite(v)) err(`${where}: counter series ${k} is not a number`);
         break;
       }
       case 'i':
       case 'I':
-        if (e.s !== undefined && e.s !== 'g' && e.s !== 'p' && e.s !== 't') err(`${where}: instant scope must be g, p or t`);
+        if (e.s !== undefined && e.s !== 'g' && e.s !== 'p' && e.s !== 't')
+          err(`${where}: instant scope must be g, p or t`);
         break;
       case 's':
       case 'f':
@@ -189,7 +204,8 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
     const ins = flowIn.get(id);
     if (!ins || ins.length === 0) err(`flow ${id} starts but never ends`);
     else {
-      for (const t of ins) if (t < ts) err(`flow ${id}: an end (ts ${t / 1000}) precedes its start (ts ${ts / 1000}); Perfetto drops it`);
+      for (const t of ins)
+        if (t < ts) err(`flow ${id}: an end (ts ${t / 1000}) precedes its start (ts ${ts / 1000}); Perfetto drops it`);
       flowArrows += ins.length;
     }
   }
@@ -201,7 +217,8 @@ export function validateChromeTrace(trace: unknown): ValidationResult {
   }
   for (const b of v1Binds) {
     const spans = threadSpans.get(b.thread) ?? [];
-    if (!spans.some(([s, e]) => s <= b.t && b.t <= e)) err(`${b.what}: no enclosing slice on thread ${b.thread} (flow_no_enclosing_slice)`);
+    if (!spans.some(([s, e]) => s <= b.t && b.t <= e))
+      err(`${b.what}: no enclosing slice on thread ${b.thread} (flow_no_enclosing_slice)`);
   }
   for (const p of usedPids) if (!processNames.has(p)) err(`pid ${p} has no process_name metadata`);
   for (const t of usedThreads) if (!threadNames.has(t)) err(`thread ${t} has no thread_name metadata`);

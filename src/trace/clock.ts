@@ -78,7 +78,9 @@ export function offsetsFromSamples(samples: Float64Array, size: number, rounds: 
       hi = Math.min(hi, b(i, k) - a(0, k));
     }
     if (!(lo <= hi)) {
-      throw new Error(`clock alignment: empty interval for rank ${i} (lo ${lo}, hi ${hi}); the clock is not monotonic or the sync did not synchronise`);
+      throw new Error(
+        `clock alignment: empty interval for rank ${i} (lo ${lo}, hi ${hi}); the clock is not monotonic or the sync did not synchronise`,
+      );
     }
     out.push({ rank: i, offsetMs: i === 0 ? 0 : (lo + hi) / 2, uncertaintyMs: i === 0 ? 0 : (hi - lo) / 2, rounds });
   }
@@ -90,7 +92,11 @@ export function offsetsFromSamples(samples: Float64Array, size: number, rounds: 
  * every event of the rank. Call once on the world communicator after the recorder is created (mpi; harmless,
  * and ≈ 0, on inproc and threads, whose ranks share a clock).
  */
-export async function alignRecorderClock(comm: Communicator, recorder: TraceRecorder, opts: ClockOptions = {}): Promise<ClockOffset> {
+export async function alignRecorderClock(
+  comm: Communicator,
+  recorder: TraceRecorder,
+  opts: ClockOptions = {},
+): Promise<ClockOffset> {
   const o = await estimateClockOffset(comm, opts);
   recorder.setClockOffset(o.offsetMs, o.uncertaintyMs);
   return o;

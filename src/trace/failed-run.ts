@@ -48,7 +48,9 @@ export function fromFlightDumps(dumps: readonly FlightDump[], model?: TraceModel
   const stuck: StuckCollective[] = [];
   for (const f of dx.findings) {
     if (f.kind !== 'missing') continue;
-    const sample = f.joined.map((r) => byRank.get(r)?.entries.find((e) => e.group === f.group && e.seq === f.seq)).find((e) => e);
+    const sample = f.joined
+      .map((r) => byRank.get(r)?.entries.find((e) => e.group === f.group && e.seq === f.seq))
+      .find((e) => e);
     stuck.push({
       key: matchKey(f.group, f.groupRanks, f.seq),
       op: f.op,

@@ -102,14 +102,28 @@ export class LiveView implements EventSink {
     this.tty = !!this.out.isTTY;
     this.color = opts.color ?? this.tty;
     this.now = opts.now ?? nowMs;
-    this.opts = { intervalMs: opts.intervalMs ?? 250, plainIntervalMs: opts.plainIntervalMs ?? 10_000, stallMs: opts.stallMs ?? 5000 };
+    this.opts = {
+      intervalMs: opts.intervalMs ?? 250,
+      plainIntervalMs: opts.plainIntervalMs ?? 10_000,
+      stallMs: opts.stallMs ?? 5000,
+    };
     this.started = this.now();
   }
 
   record(e: TraceEvent): void {
     let r = this.ranks.get(e.rank);
     if (!r) {
-      r = { rank: e.rank, step: null, layer: null, microbatch: null, open: [], colls: new Map(), lastT: e.t, failed: null, events: 0 };
+      r = {
+        rank: e.rank,
+        step: null,
+        layer: null,
+        microbatch: null,
+        open: [],
+        colls: new Map(),
+        lastT: e.t,
+        failed: null,
+        events: 0,
+      };
       this.ranks.set(e.rank, r);
     }
     r.events++;
@@ -120,7 +134,16 @@ export class LiveView implements EventSink {
     if (e.microbatch !== null) r.microbatch = e.microbatch;
     if (e.kind === 'state') {
       const key = `${e.actor}\u0000${e.machine}\u0000${e.state}\u0000${e.layer}\u0000${e.microbatch}`;
-      if (e.phase === 'enter') r.open.push({ actor: e.actor, state: e.state, category: e.category, since: e.t, key, layer: e.layer, microbatch: e.microbatch });
+      if (e.phase === 'enter')
+        r.open.push({
+          actor: e.actor,
+          state: e.state,
+          category: e.category,
+          since: e.t,
+          key,
+          layer: e.layer,
+          microbatch: e.microbatch,
+        });
       else {
         for (let i = r.open.length - 1; i >= 0; i--) {
           if (r.open[i]!.key === key) {
@@ -157,9 +180,14 @@ export class LiveView implements EventSink {
         parts.push({ text: ` ${dur(now - cur.since)}` });
       } else parts.push({ text: 'idle', color: pc.dim });
       const waiting = [...r.colls.values()].sort((a, b) => a.since - b.since)[0];
-      if (waiting) parts.push({ text: `  ⟂ ${waiting.op} #${waiting.seq} on ${waiting.group} ${dur(now - waiting.since)}`, color: pc.yellow });
+      if (waiting)
+        parts.push({
+          text: `  ⟂ ${waiting.op} #${waiting.seq} on ${waiting.group} ${dur(now - waiting.since)}`,
+          color: pc.yellow,
+        });
       if (r.failed) parts.push({ text: `  FAILED ${r.failed}`, color: pc.red });
-      else if (now - r.lastT > this.opts.stallMs) parts.push({ text: `  no events for ${dur(now - r.lastT)}`, color: pc.red });
+      else if (now - r.lastT > this.opts.stallMs)
+        parts.push({ text: `  no events for ${dur(now - r.lastT)}`, color: pc.red });
       return fit(parts, width, this.color);
     });
   }

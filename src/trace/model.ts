@@ -77,7 +77,8 @@ export interface TraceModel {
 
 const ACTOR_ORDER = ['step', 'router', 'expert', 'fsdp', 'optimizer'];
 
-export const matchKey = (group: string, groupRanks: readonly number[], seq: number) => `${group}[${groupRanks.join(',')}]#${seq}`;
+export const matchKey = (group: string, groupRanks: readonly number[], seq: number) =>
+  `${group}[${groupRanks.join(',')}]#${seq}`;
 
 function sliceKey(e: StateEvent): string {
   return `${e.rank}\u0000${e.actor}\u0000${e.machine}\u0000${e.state}\u0000${e.step}\u0000${e.layer}\u0000${e.microbatch}`;
@@ -195,7 +196,9 @@ export function buildModel(events: readonly TraceEvent[]): TraceModel {
   for (const c of collectives) if (c.unfinished) c.end = t1;
 
   const matches = matchCollectives(collectives);
-  const ranks = [...actorSets.keys(), ...lastEventT.keys()].filter((r, i, a) => a.indexOf(r) === i).sort((a, b) => a - b);
+  const ranks = [...actorSets.keys(), ...lastEventT.keys()]
+    .filter((r, i, a) => a.indexOf(r) === i)
+    .sort((a, b) => a - b);
   const actors = new Map<number, string[]>();
   for (const r of ranks) {
     const seen = [...(actorSets.get(r) ?? [])];
@@ -232,7 +235,9 @@ function matchCollectives(collectives: CollectiveSpan[]): CollectiveMatch[] {
     matches[mi]!.spans.push(i);
   });
   for (const m of matches) {
-    m.spans.sort((a, b) => collectives[a]!.start - collectives[b]!.start || collectives[a]!.rank - collectives[b]!.rank);
+    m.spans.sort(
+      (a, b) => collectives[a]!.start - collectives[b]!.start || collectives[a]!.rank - collectives[b]!.rank,
+    );
     const present = new Set(m.spans.map((i) => collectives[i]!.rank));
     m.missing = m.groupRanks.filter((r) => !present.has(r));
   }

@@ -92,7 +92,8 @@ export class TraceRecorder implements EventSink {
     this.ring = new Array(cap).fill(undefined);
     this.flushEvery = Math.max(1, Math.min(opts.flushEvery ?? 4096, cap));
     this.maxFileEvents = opts.maxFileEvents ?? Infinity;
-    if (!(this.maxFileEvents >= 1)) throw new Error(`trace recorder (rank ${this.rank}): maxFileEvents must be ≥ 1 (got ${opts.maxFileEvents})`);
+    if (!(this.maxFileEvents >= 1))
+      throw new Error(`trace recorder (rank ${this.rank}): maxFileEvents must be ≥ 1 (got ${opts.maxFileEvents})`);
     if (opts.file) {
       mkdirSync(dirname(opts.file), { recursive: true });
       this.fd = openSync(opts.file, 'w');
@@ -151,7 +152,9 @@ export class TraceRecorder implements EventSink {
     if (this.fd < 0 || this.flushed === this.head) return;
     if (this.head - this.flushed > this.capacity) {
       // Cannot happen while flushEvery ≤ capacity; a guard against silent loss if that invariant ever breaks.
-      throw new Error(`trace recorder (rank ${this.rank}): ${this.head - this.flushed - this.capacity} events overwritten before flush`);
+      throw new Error(
+        `trace recorder (rank ${this.rank}): ${this.head - this.flushed - this.capacity} events overwritten before flush`,
+      );
     }
     const upTo = Math.min(this.head, this.maxFileEvents);
     let s = '';
@@ -175,7 +178,14 @@ export class TraceRecorder implements EventSink {
   /** Readers take the last meta line, so each one carries everything known so far. */
   private metaLine(): string {
     const [clockOffsetMs, clockUncertaintyMs] = this.offset;
-    const m: RecorderMeta = { kind: 'meta', version: 1, rank: this.rank, clock: CLOCK, clockOffsetMs, clockUncertaintyMs };
+    const m: RecorderMeta = {
+      kind: 'meta',
+      version: 1,
+      rank: this.rank,
+      clock: CLOCK,
+      clockOffsetMs,
+      clockUncertaintyMs,
+    };
     if (this.head > this.maxFileEvents) m.truncatedAfter = this.maxFileEvents;
     return JSON.stringify(m);
   }

@@ -4,18 +4,34 @@
 (function () {
   'use strict';
   const data = JSON.parse(document.getElementById('report-data').textContent);
-  const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
+  const PALETTE = [
+    '#1f77b4',
+    '#d62728',
+    '#2ca02c',
+    '#ff7f0e',
+    '#9467bd',
+    '#8c564b',
+    '#e377c2',
+    '#17becf',
+    '#bcbd22',
+    '#7f7f7f',
+  ];
   const plots = [];
   const width = (el) => Math.max(300, Math.floor(el.getBoundingClientRect().width) - 4);
   for (const c of data.charts) {
     const el = document.querySelector('#chart-' + c.id + ' .plot');
-    const sparse = c.series.map((s) => s.values.filter((v) => v !== null).length < c.steps.length / 2 || c.steps.length < 3);
+    const sparse = c.series.map(
+      (s) => s.values.filter((v) => v !== null).length < c.steps.length / 2 || c.steps.length < 3,
+    );
     const opts = {
       width: width(el),
       height: 240,
       scales: c.log ? { x: { time: false }, y: { distr: 3 } } : { x: { time: false } },
       // Steps are integers: no 1.5 ticks.
-      axes: [{ label: 'step', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] }, { label: c.unit, size: 60 }],
+      axes: [
+        { label: 'step', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
+        { label: c.unit, size: 60 },
+      ],
       series: [
         { label: 'step' },
         ...c.series.map((s, i) => ({
@@ -39,7 +55,16 @@
   window.__report = {
     ready: true,
     run: data.run,
-    charts: plots.map((p) => ({ id: p.chart.id, title: p.chart.title, points: p.chart.steps.length, series: p.chart.series.map((s, i) => ({ label: s.label, color: PALETTE[i % PALETTE.length], values: s.values.filter((v) => v !== null).length })) })),
+    charts: plots.map((p) => ({
+      id: p.chart.id,
+      title: p.chart.title,
+      points: p.chart.steps.length,
+      series: p.chart.series.map((s, i) => ({
+        label: s.label,
+        color: PALETTE[i % PALETTE.length],
+        values: s.values.filter((v) => v !== null).length,
+      })),
+    })),
     /** Per chart, per series: canvas pixels within a small distance of the series colour. */
     ink() {
       return plots.map((p) => {

@@ -84,7 +84,8 @@ export function buildReportData(runDir: string): ReportData {
   /** One series per rank, or one for all when every rank logged the same numbers. */
   const perRank = (key: string, scale = 1): ReportSeries[] => {
     const cols = ranks.map((r) => col(r, key).map((v) => (v === null ? null : v * scale)));
-    if (cols.every((c) => same(c, cols[0]!))) return [{ label: ranks.length > 1 ? 'all ranks' : `rank ${ranks[0]}`, values: cols[0]! }];
+    if (cols.every((c) => same(c, cols[0]!)))
+      return [{ label: ranks.length > 1 ? 'all ranks' : `rank ${ranks[0]}`, values: cols[0]! }];
     return cols.map((c, i) => ({ label: `rank ${ranks[i]}`, values: c }));
   };
   const keys = new Set<string>();
@@ -93,7 +94,15 @@ export function buildReportData(runDir: string): ReportData {
   const has = (s: ReportSeries[]) => s.some((x) => x.values.some((v) => v !== null));
   const charts: ReportChart[] = [];
   const add = (id: string, title: string, unit: string, series: ReportSeries[], log = false) => {
-    if (has(series)) charts.push({ id, title, unit, ...(log ? { log } : {}), steps, series: series.filter((x) => x.values.some((v) => v !== null)) });
+    if (has(series))
+      charts.push({
+        id,
+        title,
+        unit,
+        ...(log ? { log } : {}),
+        steps,
+        series: series.filter((x) => x.values.some((v) => v !== null)),
+      });
   };
   add('loss', 'Loss (global average and max over ranks)', 'loss', [
     { label: 'global avg loss', values: col(r0, 'loss_metrics/global_avg_loss') },
@@ -105,17 +114,28 @@ export function buildReportData(runDir: string): ReportData {
   add('mfu', 'MFU', '% of the measured sgemm peak', perRank('mfu(%)'));
   const cats = [...keys].filter((k) => /^memory\/max_active\/.+\(GiB\)$/.test(k)).sort();
   add('memory', `Memory by category (rank ${r0}, peak per step)`, 'MiB', [
-    ...cats.map((k) => ({ label: k.replace(/^memory\/max_active\//, '').replace('(GiB)', ''), values: col(r0, k).map((v) => (v === null ? null : v * 1024)) })),
-    ...(ranks.length > 1 ? [] : [{ label: 'rss', values: col(r0, 'memory/rss(GiB)').map((v) => (v === null ? null : v * 1024)) }]),
+    ...cats.map((k) => ({
+      label: k.replace(/^memory\/max_active\//, '').replace('(GiB)', ''),
+      values: col(r0, k).map((v) => (v === null ? null : v * 1024)),
+    })),
+    ...(ranks.length > 1
+      ? []
+      : [{ label: 'rss', values: col(r0, 'memory/rss(GiB)').map((v) => (v === null ? null : v * 1024)) }]),
   ]);
-  if (ranks.length > 1) add('memory_ranks', 'Memory per rank (max active)', 'MiB', perRank('memory/max_active(GiB)', 1024));
+  if (ranks.length > 1)
+    add('memory_ranks', 'Memory per rank (max active)', 'MiB', perRank('memory/max_active(GiB)', 1024));
   const groups = [...keys].filter((k) => /^comm\/.+\(bytes\)$/.test(k)).sort();
   // Groups move from tens of bytes (the loss all_reduce) to megabytes (FSDP): a log axis keeps each visible.
   add(
     'bytes',
     `Communication bytes per group (rank ${r0}, per step)`,
     'bytes, log scale',
-    groups.map((k) => ({ label: k.replace(/^comm\//, '').replace('(bytes)', ''), values: col(r0, k).map((v) => (v === null || v <= 0 ? null : v)) })).filter((s) => s.values.some((v) => v !== null)),
+    groups
+      .map((k) => ({
+        label: k.replace(/^comm\//, '').replace('(bytes)', ''),
+        values: col(r0, k).map((v) => (v === null || v <= 0 ? null : v)),
+      }))
+      .filter((s) => s.values.some((v) => v !== null)),
     true,
   );
   add('data_loading', 'Data loading', '% of the step', perRank('time_metrics/data_loading(%)'));
@@ -144,18 +164,32 @@ export function buildReportData(runDir: string): ReportData {
     { label: 'blocked (on the training path)', values: ckpt('checkpoint/blocked_ms') },
     { label: 'write to commit', values: ckpt('checkpoint/write_ms') },
   ]);
-  return { run: basename(resolve(runDir)), ranks, steps, charts, hasTimeline: existsSync(join(runDir, 'timeline.html')) };
+  return {
+    run: basename(resolve(runDir)),
+    ranks,
+    steps,
+    charts,
+    hasTimeline: existsSync(join(runDir, 'timeline.html')),
+  };
 }
 
 const require = createRequire(import.meta.url);
-const uplotFile = (name: string) => readFileSync(join(require.resolve('uplot/package.json'), '..', 'dist', name), 'utf8');
+const uplotFile = (name: string) =>
+  readFileSync(join(require.resolve('uplot/package.json'), '..', 'dist', name), 'utf8');
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
 const client = () => readFileSync(new URL('./report-client.js', import.meta.url), 'utf8');
 
 export function renderReportHtml(data: ReportData): string {
-  const nav = data.hasTimeline ? '<a id="to-timeline" href="timeline.html">timeline</a>' : '<span class="hint">no timeline (trace disabled)</span>';
-  const boxes = data.charts.map((c) => `<section class="chart" id="chart-${c.id}"><h2>${esc(c.title)}${c.unit ? ` <span class="hint">(${esc(c.unit)})</span>` : ''}</h2><div class="plot"></div></section>`).join('\n');
+  const nav = data.hasTimeline
+    ? '<a id="to-timeline" href="timeline.html">timeline</a>'
+    : '<span class="hint">no timeline (trace disabled)</span>';
+  const boxes = data.charts
+    .map(
+      (c) =>
+        `<section class="chart" id="chart-${c.id}"><h2>${esc(c.title)}${c.unit ? ` <span class="hint">(${esc(c.unit)})</span>` : ''}</h2><div class="plot"></div></section>`,
+    )
+    .join('\n');
   return `<!doctype html>
 <html lang="en">
 <head>

@@ -81,8 +81,11 @@ export interface LoadedRun {
 /** Reads and merges every event file (and flight dump) of a run directory. */
 export function loadRun(dir: string): LoadedRun {
   const p = runPaths(dir);
-  if (!existsSync(p.events)) throw new Error(`${dir}: no events/ directory (expected per-rank *.jsonl written by TraceRecorder)`);
-  const names = readdirSync(p.events).filter((n) => n.endsWith('.jsonl')).sort();
+  if (!existsSync(p.events))
+    throw new Error(`${dir}: no events/ directory (expected per-rank *.jsonl written by TraceRecorder)`);
+  const names = readdirSync(p.events)
+    .filter((n) => n.endsWith('.jsonl'))
+    .sort();
   if (names.length === 0) throw new Error(`${p.events}: no *.jsonl event files`);
   const warnings: string[] = [];
   const files = names.map((n) => readEventFile(join(p.events, n)));
@@ -93,10 +96,14 @@ export function loadRun(dir: string): LoadedRun {
     // timeline of this rank stops early, and the user must not read the gap as idle time.
     if (f.tornEnd) {
       const last = f.events.length > 0 ? f.events[f.events.length - 1]!.t : undefined;
-      warnings.push(`${f.file}: ends inside a line (the rank was killed while writing, or the file was cut short), so this rank's timeline stops early${last === undefined ? '' : ` at t = ${last.toFixed(3)} ms`}; a copied run folder may be incomplete — copy it again`);
+      warnings.push(
+        `${f.file}: ends inside a line (the rank was killed while writing, or the file was cut short), so this rank's timeline stops early${last === undefined ? '' : ` at t = ${last.toFixed(3)} ms`}; a copied run folder may be incomplete — copy it again`,
+      );
     }
     if (f.meta?.truncatedAfter !== undefined) {
-      warnings.push(`${f.file}: rank ${f.meta.rank} recorded more events than [trace] max_events = ${f.meta.truncatedAfter}; the file holds the first ${f.meta.truncatedAfter}, so the timeline ends early for this rank (raise max_events, or trace fewer steps)`);
+      warnings.push(
+        `${f.file}: rank ${f.meta.rank} recorded more events than [trace] max_events = ${f.meta.truncatedAfter}; the file holds the first ${f.meta.truncatedAfter}, so the timeline ends early for this rank (raise max_events, or trace fewer steps)`,
+      );
     }
     applyClockOffset(f.events, f.meta?.clockOffsetMs ?? 0);
     for (const e of f.events) events.push(e);

@@ -30,7 +30,8 @@ export function innermostSegments(allRowSlices: readonly StateSlice[]): Segment[
     let best: StateSlice | undefined;
     for (const i of active) {
       const s = rowSlices[i]!;
-      if (!best || s.start > best.start || (s.start === best.start && s.end - s.start < best.end - best.start)) best = s;
+      if (!best || s.start > best.start || (s.start === best.start && s.end - s.start < best.end - best.start))
+        best = s;
     }
     return best;
   };

@@ -46,10 +46,14 @@ const children = (n: AnyStateNode): AnyStateNode[] => Object.values(n.states) as
 export function collectEdges(machine: AnyStateMachine): Edge[] {
   const edges: Edge[] = [];
   const visit = (n: AnyStateNode) => {
-    const add = (eventType: string, ts: readonly { target?: readonly AnyStateNode[] | undefined; guard?: unknown }[] | undefined) => {
+    const add = (
+      eventType: string,
+      ts: readonly { target?: readonly AnyStateNode[] | undefined; guard?: unknown }[] | undefined,
+    ) => {
       for (const t of ts ?? []) {
         const g = guardName(t.guard);
-        for (const target of t.target ?? []) edges.push({ source: n, target, label: `${eventLabel(eventType, n)}${g ? ` [${g}]` : ''}` });
+        for (const target of t.target ?? [])
+          edges.push({ source: n, target, label: `${eventLabel(eventType, n)}${g ? ` [${g}]` : ''}` });
       }
     };
     for (const [eventType, ts] of n.transitions) add(eventType, ts);
@@ -62,7 +66,20 @@ export function collectEdges(machine: AnyStateMachine): Edge[] {
 
 // ---- Mermaid ------------------------------------------------------------------------------------------------
 
-const MERMAID_RESERVED = new Set(['end', 'state', 'note', 'class', 'classdef', 'direction', 'click', 'style', 'as', 'left', 'right', 'of']);
+const MERMAID_RESERVED = new Set([
+  'end',
+  'state',
+  'note',
+  'class',
+  'classdef',
+  'direction',
+  'click',
+  'style',
+  'as',
+  'left',
+  'right',
+  'of',
+]);
 
 function mermaidId(n: AnyStateNode): string {
   const id = n.path.join('__').replace(/[^A-Za-z0-9_]/g, '_');
@@ -153,12 +170,17 @@ export function toDot(machine: AnyStateMachine, opts: DiagramOptions = {}): stri
     // Every compound gets an entry point: the target of edges into it, and the start of its initial arrow.
     out.push(`${pad}${initId(node)} [shape=point, width=0.08];`);
     if (node.type === 'compound') {
-      for (const t of node.initial.target) out.push(`${pad}${initId(node)} -> ${isCompound(t) ? initId(t) : nodeId(t)}${isCompound(t) ? ` [lhead=${clusterId(t)}]` : ''};`);
+      for (const t of node.initial.target)
+        out.push(
+          `${pad}${initId(node)} -> ${isCompound(t) ? initId(t) : nodeId(t)}${isCompound(t) ? ` [lhead=${clusterId(t)}]` : ''};`,
+        );
     }
     for (const k of children(node)) {
       if (isCompound(k)) {
         out.push(`${pad}subgraph ${clusterId(k)} {`);
-        out.push(`${pad}  label=${dq(k.type === 'parallel' ? `${k.key} (parallel)` : k.key)}; style=${k.type === 'parallel' ? '"rounded,dashed"' : 'rounded'};`);
+        out.push(
+          `${pad}  label=${dq(k.type === 'parallel' ? `${k.key} (parallel)` : k.key)}; style=${k.type === 'parallel' ? '"rounded,dashed"' : 'rounded'};`,
+        );
         body(k, depth + 1);
         out.push(`${pad}}`);
       } else {

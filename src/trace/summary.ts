@@ -107,7 +107,8 @@ function byLayer<T>(items: readonly T[], layerOf: (x: T) => number | null): Map<
   return m;
 }
 
-const pairs = <T extends { start: number; end: number }>(xs: readonly T[]) => xs.map((x) => [x.start, x.end] as [number, number]);
+const pairs = <T extends { start: number; end: number }>(xs: readonly T[]) =>
+  xs.map((x) => [x.start, x.end] as [number, number]);
 
 export function summarize(model: TraceModel): RunSummary {
   const rows: RankLayerSummary[] = [];
@@ -120,14 +121,22 @@ export function summarize(model: TraceModel): RunSummary {
   for (const rank of model.ranks) {
     const rankSlices = slicesOf.get(rank) ?? [];
     const rankColls = collsOf.get(rank) ?? [];
-    const rowSegs = (model.actors.get(rank) ?? []).map((actor) => innermostSegments(rankSlices.filter((s) => s.actor === actor)));
+    const rowSegs = (model.actors.get(rank) ?? []).map((actor) =>
+      innermostSegments(rankSlices.filter((s) => s.actor === actor)),
+    );
     const segs: Segment[] = rowSegs.flat();
     const dominant = dominantSegments(rowSegs, CATEGORY_PRIORITY);
 
     const setOf = (pred: (s: Segment) => boolean): IntervalSet => unionOf(pairs(segs.filter(pred)));
     const specific = setOf((s) => !PHASE_CATS.has(s.slice.category));
-    const phaseOnly = subtract(setOf((s) => PHASE_CATS.has(s.slice.category)), specific);
-    const compute = union(setOf((s) => COMPUTE_CATS.has(s.slice.category)), phaseOnly);
+    const phaseOnly = subtract(
+      setOf((s) => PHASE_CATS.has(s.slice.category)),
+      specific,
+    );
+    const compute = union(
+      setOf((s) => COMPUTE_CATS.has(s.slice.category)),
+      phaseOnly,
+    );
     const commAll = unionOf(pairs(rankColls));
     const busy = union(compute, commAll);
     let first = Infinity;
@@ -151,7 +160,16 @@ export function summarize(model: TraceModel): RunSummary {
         const k = `${s.slice.actor}\u0000${s.slice.machine}\u0000${s.slice.state}`;
         let st = perState.get(k);
         if (!st) {
-          st = { layer, rank, actor: s.slice.actor, machine: s.slice.machine, state: s.slice.state, category: s.slice.category, ms: 0, count: 0 };
+          st = {
+            layer,
+            rank,
+            actor: s.slice.actor,
+            machine: s.slice.machine,
+            state: s.slice.state,
+            category: s.slice.category,
+            ms: 0,
+            count: 0,
+          };
           perState.set(k, st);
         }
         st.ms += s.end - s.start;
@@ -164,7 +182,8 @@ export function summarize(model: TraceModel): RunSummary {
       for (const st of perState.values()) states.push(st);
 
       const comm = layer === 'all' ? commAll : unionOf(pairs(colls));
-      const window: IntervalSet = layer === 'all' ? (last > first ? [first, last] : []) : unionOf([...pairs(lslices), ...pairs(colls)]);
+      const window: IntervalSet =
+        layer === 'all' ? (last > first ? [first, last] : []) : unionOf([...pairs(lslices), ...pairs(colls)]);
       const windowMs = length(window);
       const computeMs = length(layer === 'all' ? compute : intersect(compute, window));
       const commMs = length(comm);
@@ -225,7 +244,14 @@ export function renderStateTable(sum: RunSummary, layer: LayerKey, color = false
   keys.sort((a, b) => total(b) - total(a) || a.localeCompare(b));
   return table(
     ['state (self ms)', ...sum.ranks.map((r) => `rank ${r}`), 'visits'],
-    keys.map((k) => [k, ...sum.ranks.map((r) => { const c = cell.get(`${k}\u0000${r}`); return c ? ms(c.ms) : '–'; }), String(cell.get(`${k}\u0000${sum.ranks[0]}`)?.count ?? '–')]),
+    keys.map((k) => [
+      k,
+      ...sum.ranks.map((r) => {
+        const c = cell.get(`${k}\u0000${r}`);
+        return c ? ms(c.ms) : '–';
+      }),
+      String(cell.get(`${k}\u0000${sum.ranks[0]}`)?.count ?? '–'),
+    ]),
     color,
   );
 }
@@ -235,8 +261,12 @@ export function renderSummary(sum: RunSummary, opts: RenderOptions = {}): string
   const color = opts.color ?? false;
   const out: string[] = [];
   const used = CATEGORIES.filter((c) => sum.rows.some((r) => r.byCategory[c] > 0));
-  out.push(`run: ${sum.ranks.length} ranks, ${sum.steps} steps, ${ms(sum.durationMs)} ms. Times in ms; category columns partition each rank's time by its dominant state.`);
-  out.push('* HTA terms: compute = compute/optimizer states (or a bare step phase); comm = collectives in flight; overlap = comm hidden behind compute; idle = neither.');
+  out.push(
+    `run: ${sum.ranks.length} ranks, ${sum.steps} steps, ${ms(sum.durationMs)} ms. Times in ms; category columns partition each rank's time by its dominant state.`,
+  );
+  out.push(
+    '* HTA terms: compute = compute/optimizer states (or a bare step phase); comm = collectives in flight; overlap = comm hidden behind compute; idle = neither.',
+  );
   for (const layer of opts.layers ?? sum.layers) {
     const rows = sum.rows.filter((r) => r.layer === layer);
     if (rows.length === 0) continue;

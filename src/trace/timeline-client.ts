@@ -22,7 +22,8 @@ export function timelineClientScript(): string {
     logLevel: 'silent',
   });
   const js = out.outputFiles[0]?.text;
-  if (js === undefined) throw new Error(`esbuild produced no output for ${entry}; reinstall dependencies (npm ci) and retry`);
+  if (js === undefined)
+    throw new Error(`esbuild produced no output for ${entry}; reinstall dependencies (npm ci) and retry`);
   // A literal "</script" would end the inline <script> element early.
   bundled = js.replace(/<\/script/gi, '<\\/script');
   return bundled;

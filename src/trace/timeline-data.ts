@@ -31,7 +31,17 @@ export interface TimelineData {
   layers: number[];
   rows: TimelineRow[];
   /** Slices; times in ms from t0. layer/mb -1 = none. flags: 1 = unfinished. */
-  s: { start: number[]; dur: number[]; name: number[]; machine: number[]; cat: number[]; step: number[]; layer: number[]; mb: number[]; flags: number[] };
+  s: {
+    start: number[];
+    dur: number[];
+    name: number[];
+    machine: number[];
+    cat: number[];
+    step: number[];
+    layer: number[];
+    mb: number[];
+    flags: number[];
+  };
   /**
    * Collectives; flags: 1 = unfinished, 2 = error. waitMs = how long this rank waited for the last arrival;
    * last = rank that arrived last (-1 if alone); err = string index or -1.
@@ -75,7 +85,12 @@ export function packLevels(starts: readonly number[], ends: readonly number[]): 
 
 const r4 = (v: number) => Math.round(v * 1e4) / 1e4;
 
-export function buildTimelineData(model: TraceModel, summary: RunSummary, failed: FailedRunView | null, run: string): TimelineData {
+export function buildTimelineData(
+  model: TraceModel,
+  summary: RunSummary,
+  failed: FailedRunView | null,
+  run: string,
+): TimelineData {
   const strings: string[] = [];
   const sid = new Map<string, number>();
   const str = (v: string | null | undefined): number => {
@@ -91,7 +106,17 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
   const catIdx = new Map(CATEGORIES.map((c, i) => [c as string, i]));
   const t0 = model.t0;
   const rows: TimelineRow[] = [];
-  const s: TimelineData['s'] = { start: [], dur: [], name: [], machine: [], cat: [], step: [], layer: [], mb: [], flags: [] };
+  const s: TimelineData['s'] = {
+    start: [],
+    dur: [],
+    name: [],
+    machine: [],
+    cat: [],
+    step: [],
+    layer: [],
+    mb: [],
+    flags: [],
+  };
   const c: TimelineData['c'] = {
     start: [],
     dur: [],
@@ -120,8 +145,14 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
   const rowKey = (rank: number, actor: string) => `${rank}\u0000${actor}`;
   const slicesOf = new Map<string, StateSlice[]>();
   const collsOf = new Map<string, CollectiveSpan[]>();
-  for (const x of model.slices) (slicesOf.get(rowKey(x.rank, x.actor)) ?? slicesOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!).push(x);
-  for (const x of model.collectives) (collsOf.get(rowKey(x.rank, x.actor)) ?? collsOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!).push(x);
+  for (const x of model.slices)
+    (
+      slicesOf.get(rowKey(x.rank, x.actor)) ?? slicesOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!
+    ).push(x);
+  for (const x of model.collectives)
+    (
+      collsOf.get(rowKey(x.rank, x.actor)) ?? collsOf.set(rowKey(x.rank, x.actor), []).get(rowKey(x.rank, x.actor))!
+    ).push(x);
 
   for (const rank of model.ranks) {
     for (const actor of model.actors.get(rank) ?? []) {
@@ -130,7 +161,9 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
         slices.map((x) => x.start),
         slices.map((x) => x.end),
       );
-      const order = slices.map((_, i) => i).sort((a, b) => packed.level[a]! - packed.level[b]! || slices[a]!.start - slices[b]!.start);
+      const order = slices
+        .map((_, i) => i)
+        .sort((a, b) => packed.level[a]! - packed.level[b]! || slices[a]!.start - slices[b]!.start);
       // Every level holds at least one slice; an empty row still gets one (empty) level.
       const ranges: [number, number][] = Array.from({ length: packed.levels }, () => [s.start.length, s.start.length]);
       for (const i of order) {
@@ -154,7 +187,9 @@ export function buildTimelineData(model: TraceModel, summary: RunSummary, failed
         colls.map((x) => x.start),
         colls.map((x) => x.end),
       );
-      const corder = colls.map((_, i) => i).sort((a, b) => cp.level[a]! - cp.level[b]! || colls[a]!.start - colls[b]!.start);
+      const corder = colls
+        .map((_, i) => i)
+        .sort((a, b) => cp.level[a]! - cp.level[b]! || colls[a]!.start - colls[b]!.start);
       const nLanes = colls.length > 0 ? cp.levels : 0;
       const commRanges: [number, number][] = Array.from({ length: nLanes }, () => [c.start.length, c.start.length]);
       for (const i of corder) {

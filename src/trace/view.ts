@@ -33,7 +33,8 @@ export function viewRun(runDir: string, opts: { validate?: boolean } = {}): View
   const trace = writeChromeTrace(runDir, model, { run });
   const timeline = writeTimeline(runDir, { model, dumps: loaded.dumps, run });
   const report = writeReport(runDir);
-  const traceErrors = opts.validate === false ? [] : validateChromeTrace(JSON.parse(readFileSync(trace, 'utf8'))).errors;
+  const traceErrors =
+    opts.validate === false ? [] : validateChromeTrace(JSON.parse(readFileSync(trace, 'utf8'))).errors;
   const failed = failedRunView(model, loaded.dumps);
   return {
     trace,

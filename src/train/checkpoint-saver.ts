@@ -14,7 +14,14 @@
 import { appendFileSync, rmSync } from 'node:fs';
 import type { Communicator } from '../comm/communicator.ts';
 import type { RankCheckpointState, StageCopy } from './rank-checkpoint.ts';
-import { listCheckpoints, StagingArena, stepDir, waitForCommit, waitForRankFiles, writeRankShard } from './checkpoint/index.ts';
+import {
+  listCheckpoints,
+  StagingArena,
+  stepDir,
+  waitForCommit,
+  waitForRankFiles,
+  writeRankShard,
+} from './checkpoint/index.ts';
 import type { SidePool } from './pool/pool.ts';
 
 export type AsyncMode = 'disabled' | 'async';
@@ -113,7 +120,14 @@ export class CheckpointSaver {
     const { rank, worldSize, pool } = this.o;
     const write = async () => {
       try {
-        await pool!.run({ kind: 'write-shard', dir, rank, tensors: [...state.tensors], slices: state.slices, extras: state.extras });
+        await pool!.run({
+          kind: 'write-shard',
+          dir,
+          rank,
+          tensors: [...state.tensors],
+          slices: state.slices,
+          extras: state.extras,
+        });
       } catch (e) {
         throw new Error(`checkpoint step ${step}: rank ${rank}'s async write failed: ${(e as Error).message}`);
       } finally {
@@ -137,7 +151,16 @@ export class CheckpointSaver {
   private record(t: SaveTimes): void {
     this.times.push(t);
     if (this.o.timesFile) {
-      appendFileSync(this.o.timesFile, JSON.stringify({ step: t.step, rank: this.o.rank, mode: this.o.mode, blocked_ms: t.blockedMs, write_ms: t.writeMs }) + '\n');
+      appendFileSync(
+        this.o.timesFile,
+        JSON.stringify({
+          step: t.step,
+          rank: this.o.rank,
+          mode: this.o.mode,
+          blocked_ms: t.blockedMs,
+          write_ms: t.writeMs,
+        }) + '\n',
+      );
     }
   }
 

@@ -40,7 +40,9 @@ export function planInputOf(cfg: JobConfig, worldSize: number, transportCaps: Ca
 
 /** [training] mixed_precision_param as the projection's compute dtype (bfloat16 when the config asks for it). */
 export function computeDtypeOf(cfg: JobConfig): ComputeDtype {
-  return String((cfg.training as Record<string, unknown>).mixed_precision_param) === 'bfloat16' ? 'bfloat16' : 'float32';
+  return String((cfg.training as Record<string, unknown>).mixed_precision_param) === 'bfloat16'
+    ? 'bfloat16'
+    : 'float32';
 }
 
 /** dp_replicate · dp_shard (dp_shard = −1 resolved against the world size). */

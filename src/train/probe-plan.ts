@@ -44,11 +44,22 @@ export async function probeAndPlan(world: Communicator, cfg: JobConfig): Promise
   const declared = planJob(cfg, world.size);
   const changes: string[] = [];
   if (plan.dispatch.choice !== declared.dispatch.choice) {
-    changes.push(`${holes(report, /^all_to_all/)}; dispatch ${plan.dispatch.choice} instead of ${declared.dispatch.choice}`);
+    changes.push(
+      `${holes(report, /^all_to_all/)}; dispatch ${plan.dispatch.choice} instead of ${declared.dispatch.choice}`,
+    );
   }
   if (plan.gradReduce.choice !== declared.gradReduce.choice) {
-    changes.push(`${holes(report, /reduce/)}; gradient reduction ${plan.gradReduce.choice} instead of ${declared.gradReduce.choice}`);
+    changes.push(
+      `${holes(report, /reduce/)}; gradient reduction ${plan.gradReduce.choice} instead of ${declared.gradReduce.choice}`,
+    );
   }
-  const changed = changes.length ? `\n\nchanged by the start-up probe:\n${changes.map((c) => `  ${c}`).join('\n')}` : '';
-  return { plan, report, changes, text: `${formatPlan(plan)}${changed}\n\n${formatProbeReport(report, world.backend)}\n` };
+  const changed = changes.length
+    ? `\n\nchanged by the start-up probe:\n${changes.map((c) => `  ${c}`).join('\n')}`
+    : '';
+  return {
+    plan,
+    report,
+    changes,
+    text: `${formatPlan(plan)}${changed}\n\n${formatProbeReport(report, world.backend)}\n`,
+  };
 }

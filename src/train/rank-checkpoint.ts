@@ -50,7 +50,11 @@ export interface RankCheckpointState {
 export type StageCopy = (src: Float32Array) => Float32Array;
 
 /** Everything of this rank a checkpoint holds, copied (by default into fresh arrays; an async write stages them). */
-export function captureRankState(host: RankHost, extras: Record<string, unknown>, copy: StageCopy = (s) => s.slice()): RankCheckpointState {
+export function captureRankState(
+  host: RankHost,
+  extras: Record<string, unknown>,
+  copy: StageCopy = (s) => s.slice(),
+): RankCheckpointState {
   const tensors = new Map<string, SafeTensorInput>();
   const slices: Record<string, TensorSlice> = {};
   const optimSteps: Record<string, number> = {};
@@ -71,7 +75,8 @@ export function captureRankState(host: RankHost, extras: Record<string, unknown>
   // Replicated on every rank; written once (by rank 0) to keep the checkpoint small.
   if (host.rank === 0) {
     for (const [layer, b] of host.model.moeBuffers) {
-      if (b.expertBias) tensors.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: copy(b.expertBias) });
+      if (b.expertBias)
+        tensors.set(`layers.${layer}.moe.expert_bias`, { shape: [b.expertBias.length], data: copy(b.expertBias) });
     }
   }
   return { tensors, slices, extras: { ...extras, optimSteps, schedulerIndex: host.scheduler.index } };
@@ -86,12 +91,21 @@ export function captureRankState(host: RankHost, extras: Record<string, unknown>
  * `schedule` (a resumed run). A new run initialised from another run's checkpoint starts its own schedule: that
  * checkpoint's index may lie past this run's last step, where the decay formula is meaningless (negative or NaN lr).
  */
-export function restoreRankState(host: RankHost, dir: string, extras: Record<string, unknown> | null, { schedule }: { schedule: boolean }): void {
+export function restoreRankState(
+  host: RankHost,
+  dir: string,
+  extras: Record<string, unknown> | null,
+  { schedule }: { schedule: boolean },
+): void {
   const wants: Record<string, Want> = {};
   const targets: { name: string; shard: FsdpUnitShard; piece: Piece; what: 'p' | 'm' | 'v' }[] = [];
   for (const shard of host.shards.values()) {
     for (const p of piecesOf(shard, shard.group.rank)) {
-      for (const [prefix, what] of [['', 'p'], ['optim.exp_avg.', 'm'], ['optim.exp_avg_sq.', 'v']] as const) {
+      for (const [prefix, what] of [
+        ['', 'p'],
+        ['optim.exp_avg.', 'm'],
+        ['optim.exp_avg_sq.', 'v'],
+      ] as const) {
         wants[prefix + p.name] = p.slice;
         targets.push({ name: prefix + p.name, shard, piece: p, what });
       }

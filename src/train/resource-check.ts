@@ -38,12 +38,20 @@ export function availableMemoryBytes(): number {
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 /** Throws a ConfigError naming the limit, the numbers and the fixes; returns quietly when the run fits. */
-export function checkResources(o: { plan: Plan; transport: TransportName; ranksOnHost: number; availableBytes?: number }): void {
+export function checkResources(o: {
+  plan: Plan;
+  transport: TransportName;
+  ranksOnHost: number;
+  availableBytes?: number;
+}): void {
   const { plan, transport, ranksOnHost } = o;
   if (transport === 'inproc' || transport === 'threads') {
     const max = MAX_RANKS_PER_HOST[transport];
     if (ranksOnHost > max) {
-      const why = transport === 'inproc' ? 'inproc runs every rank on one event loop, one after another' : 'threads gives every rank a worker thread with its own V8 heap';
+      const why =
+        transport === 'inproc'
+          ? 'inproc runs every rank on one event loop, one after another'
+          : 'threads gives every rank a worker thread with its own V8 heap';
       throw new ConfigError(
         `${ranksOnHost} ${transport} ranks on one host is more than the ${max} allowed: ${why}, so a step takes ~${ranksOnHost}× a rank's time. ` +
           `Use fewer ranks (--ranks), the mpi transport across hosts, or ${SKIP_RESOURCE_CHECK_FLAG} to start anyway`,

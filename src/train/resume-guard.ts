@@ -53,7 +53,16 @@ function moveAside(folder: string, names: readonly string[], attempt: number): s
  * Checks the run folder's checkpoints before the ranks start (see the header). `log` says what was moved.
  * Returns the step the ranks will resume from (null: none).
  */
-export function guardResume(cfg: JobConfig, runDir: string, o: { startOver: boolean; attempt: number; log: (m: string) => void; /** false: check only (MPI ranks other than 0). */ move?: boolean }): number | null {
+export function guardResume(
+  cfg: JobConfig,
+  runDir: string,
+  o: {
+    startOver: boolean;
+    attempt: number;
+    log: (m: string) => void /** false: check only (MPI ranks other than 0). */;
+    move?: boolean;
+  },
+): number | null {
   if (!cfg.checkpoint.enable) return null;
   const folder = join(runDir, cfg.checkpoint.folder);
   const steps = stepFolders(folder);
@@ -61,8 +70,14 @@ export function guardResume(cfg: JobConfig, runDir: string, o: { startOver: bool
   const move = o.move ?? true;
   if (o.startOver) {
     if (!move) return null;
-    const dest = moveAside(folder, steps.map((s) => s.name), o.attempt);
-    o.log(`${START_OVER_FLAG}: the earlier checkpoints (${steps.map((s) => s.name).join(', ')}) were moved to ${dest}; training starts at step 1`);
+    const dest = moveAside(
+      folder,
+      steps.map((s) => s.name),
+      o.attempt,
+    );
+    o.log(
+      `${START_OVER_FLAG}: the earlier checkpoints (${steps.map((s) => s.name).join(', ')}) were moved to ${dest}; training starts at step 1`,
+    );
     return null;
   }
   // load_step picks one checkpoint; the ranks check it and name every complete step when it is not there.
@@ -78,8 +93,15 @@ export function guardResume(cfg: JobConfig, runDir: string, o: { startOver: bool
   }
   const newer = steps.filter((s) => s.step > pick.step);
   if (newer.length && move) {
-    const dest = moveAside(folder, newer.map((s) => s.name), o.attempt);
-    for (const p of failed) o.log(`resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}; moved to ${join(dest, `step-${p.step}`)} so the resumed run does not write over it`);
+    const dest = moveAside(
+      folder,
+      newer.map((s) => s.name),
+      o.attempt,
+    );
+    for (const p of failed)
+      o.log(
+        `resume: ignoring incomplete checkpoint ${p.dir}: ${p.reason}; moved to ${join(dest, `step-${p.step}`)} so the resumed run does not write over it`,
+      );
   }
   return pick.step;
 }

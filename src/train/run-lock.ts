@@ -38,7 +38,9 @@ function alive(pid: number): boolean {
 function readHolder(path: string): Holder | null {
   try {
     const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
-    return typeof h.pid === 'number' && typeof h.host === 'string' ? { pid: h.pid, host: h.host, started: String(h.started ?? '?') } : null;
+    return typeof h.pid === 'number' && typeof h.host === 'string'
+      ? { pid: h.pid, host: h.host, started: String(h.started ?? '?') }
+      : null;
   } catch {
     return null;
   }
@@ -53,7 +55,8 @@ export function lockRunDir(runDir: string, log: (msg: string) => void): RunLock 
     try {
       fd = openSync(path, 'wx');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new ConfigError(`cannot lock the run folder ${runDir}: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new ConfigError(`cannot lock the run folder ${runDir}: ${(e as Error).message}`);
       const h = readHolder(path);
       if (h && h.host === me.host && h.pid !== me.pid && alive(h.pid)) {
         throw new RunDirInUseError(
@@ -61,7 +64,10 @@ export function lockRunDir(runDir: string, log: (msg: string) => void): RunLock 
             'choose another --job.run_name, or wait for that run to end',
         );
       }
-      if (h && h.host !== me.host) log(`run folder: taking over the lock of pid ${h.pid} on ${h.host} (started ${h.started}); make sure that run has ended`);
+      if (h && h.host !== me.host)
+        log(
+          `run folder: taking over the lock of pid ${h.pid} on ${h.host} (started ${h.started}); make sure that run has ended`,
+        );
       try {
         unlinkSync(path);
       } catch {
@@ -90,5 +96,7 @@ export function lockRunDir(runDir: string, log: (msg: string) => void): RunLock 
       },
     };
   }
-  throw new RunDirInUseError(`cannot lock the run folder ${runDir}: other processes keep taking its lock; choose another --job.run_name`);
+  throw new RunDirInUseError(
+    `cannot lock the run folder ${runDir}: other processes keep taking its lock; choose another --job.run_name`,
+  );
 }

@@ -10,7 +10,10 @@ import { parseSystem, SystemError, type SystemSpec } from '../protocols/system.t
 export const SYSTEMS_DIR = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), 'configs', 'systems');
 
 export function bundledSystems(): string[] {
-  return readdirSync(SYSTEMS_DIR).filter((f) => f.endsWith('.toml')).map((f) => f.replace(/\.toml$/, '')).sort();
+  return readdirSync(SYSTEMS_DIR)
+    .filter((f) => f.endsWith('.toml'))
+    .map((f) => f.replace(/\.toml$/, ''))
+    .sort();
 }
 
 export function loadSystem(nameOrPath: string): SystemSpec {
@@ -18,7 +21,9 @@ export function loadSystem(nameOrPath: string): SystemSpec {
   const path = isPath ? nameOrPath : join(SYSTEMS_DIR, `${nameOrPath}.toml`);
   if (!existsSync(path)) {
     throw new SystemError(
-      isPath ? `--system ${nameOrPath}: no such file` : `--system ${nameOrPath}: no bundled system of that name; use one of ${bundledSystems().join(', ')} or a path to a .toml file`,
+      isPath
+        ? `--system ${nameOrPath}: no such file`
+        : `--system ${nameOrPath}: no bundled system of that name; use one of ${bundledSystems().join(', ')} or a path to a .toml file`,
     );
   }
   let parsed: Record<string, unknown>;

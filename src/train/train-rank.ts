@@ -16,7 +16,19 @@ import type { MoeStrategy } from '../protocols/strategies.ts';
 import { TraceRecorder, runPaths, teeSink } from '../trace/index.ts';
 import { alignRecorderClock } from '../trace/clock.ts';
 import { BroadcastChannel } from 'node:worker_threads';
-import { CheckpointError, commitManifest, stepDir, configHash, latestComplete, listCheckpoints, readCheckpoint, verifyCheckpoint, pruneCheckpoints, type CompleteCheckpoint, type PartialCheckpoint } from './checkpoint/index.ts';
+import {
+  CheckpointError,
+  commitManifest,
+  stepDir,
+  configHash,
+  latestComplete,
+  listCheckpoints,
+  readCheckpoint,
+  verifyCheckpoint,
+  pruneCheckpoints,
+  type CompleteCheckpoint,
+  type PartialCheckpoint,
+} from './checkpoint/index.ts';
 import { CheckpointSaver } from './checkpoint-saver.ts';
 import { connectSidePool, processPool, type SidePool } from './pool/pool.ts';
 import { DataStateError, openDataLoader } from './data/index.ts';
@@ -101,7 +113,9 @@ export function microbatchesOf(cfg: JobConfig, batchDegree: number): number {
   if (g === -1) return 1;
   const per = local * batchDegree;
   if (g % per !== 0) {
-    throw new Error(`[training] global_batch_size = ${g} must be a multiple of local_batch_size × data-parallel degree = ${local} × ${batchDegree} = ${per}`);
+    throw new Error(
+      `[training] global_batch_size = ${g} must be a multiple of local_batch_size × data-parallel degree = ${local} × ${batchDegree} = ${per}`,
+    );
   }
   return g / per;
 }
@@ -120,7 +134,11 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   const log = (m: string) => {
     if (ctx.rank === 0) console.log(m);
   };
-  const peak = resolvePeakFlops({ configPeakFlops: cfg.metrics.peak_flops, nodeSgemmGflops: a.nodeSgemmGflops, ranksOnNode: a.ranksOnNode });
+  const peak = resolvePeakFlops({
+    configPeakFlops: cfg.metrics.peak_flops,
+    nodeSgemmGflops: a.nodeSgemmGflops,
+    ranksOnNode: a.ranksOnNode,
+  });
   let host: RankHost | null = null;
   // Built before the model: torchtitan's first throughput window includes setup (torchtitan-semantics.md §8.8).
   const metrics = createMetricsLogger(cfg, {
@@ -135,7 +153,12 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   const sinks: EventSink[] = [];
   let recorder: TraceRecorder | null = null;
   if (cfg.trace.enable) {
-    recorder = new TraceRecorder({ rank: ctx.rank, file: runPaths(a.runDir).rankEvents(ctx.rank), capacity: Math.min(cfg.trace.max_events, 65_536), maxFileEvents: cfg.trace.max_events });
+    recorder = new TraceRecorder({
+      rank: ctx.rank,
+      file: runPaths(a.runDir).rankEvents(ctx.rank),
+      capacity: Math.min(cfg.trace.max_events, 65_536),
+      maxFileEvents: cfg.trace.max_events,
+    });
     sinks.push(recorder);
   }
   const phases = new PhaseTimes();
@@ -144,7 +167,8 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
   let saver: CheckpointSaver | null = null;
   const remote: { pool: (SidePool & { close(): void }) | null } = { pool: null };
   // One pool per process: the ranks of a threads run are worker threads and use the launcher's.
-  const pool = (): SidePool => (a.poolChannel ? (remote.pool ??= connectSidePool(a.poolChannel, ctx.rank)) : processPool());
+  const pool = (): SidePool =>
+    a.poolChannel ? (remote.pool ??= connectSidePool(a.poolChannel, ctx.rank)) : processPool();
   if (a.liveChannel) {
     live = new BroadcastChannel(a.liveChannel);
     sinks.push(liveForwarder(live));
@@ -179,12 +203,18 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
           else throw new DataStateError('the checkpoint has no data state for this rank');
         } catch (e) {
           if (!(e instanceof DataStateError)) throw e;
-          log(`resume: data position not restored (${e.message}); data restarts from the beginning of this rank's shard`);
+          log(
+            `resume: data position not restored (${e.message}); data restarts from the beginning of this rank's shard`,
+          );
         }
-        if (resumeDir.hash !== configHash(cfg)) log('resume: the checkpoint was written with other model/optimizer/training settings (config hash differs)');
+        if (resumeDir.hash !== configHash(cfg))
+          log('resume: the checkpoint was written with other model/optimizer/training settings (config hash differs)');
       }
       if (resumeDir.sameRun) log(`resumed from ${resumeDir.dir} (step ${resumeDir.step})`);
-      else log(`initialised from ${resumeDir.dir} (step ${resumeDir.step}): weights, AdamW state and expert biases; this run's steps, LR schedule and data start anew`);
+      else
+        log(
+          `initialised from ${resumeDir.dir} (step ${resumeDir.step}): weights, AdamW state and expert biases; this run's steps, LR schedule and data start anew`,
+        );
     }
 
     saver = cfg.checkpoint.enable
@@ -233,7 +263,8 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
       if (metrics.shouldLog(step)) {
         const now = host.bytesByGroup();
         const commBytes: Record<string, number> = {};
-        for (const [g, c] of Object.entries(now)) commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
+        for (const [g, c] of Object.entries(now))
+          commBytes[g] = c.sent + c.received - ((lastBytes[g]?.sent ?? 0) + (lastBytes[g]?.received ?? 0));
         lastBytes = now;
         const extra: Record<string, number> = { attempt: a.attempt ?? 1 };
         for (const t of saver?.takeTimes() ?? []) {
@@ -241,7 +272,15 @@ export async function rankMain(ctx: RankContext<TrainRankArgs>): Promise<TrainRa
           extra['checkpoint/blocked_ms'] = t.blockedMs;
           extra['checkpoint/write_ms'] = t.writeMs;
         }
-        metrics.log(step, { globalAvgLoss: r.globalAvgLoss, globalMaxLoss: r.globalMaxLoss, gradNorm: r.gradNorm, lr: r.lr, phasesMs: phases.take(), commBytes, extra });
+        metrics.log(step, {
+          globalAvgLoss: r.globalAvgLoss,
+          globalMaxLoss: r.globalMaxLoss,
+          gradNorm: r.gradNorm,
+          lr: r.lr,
+          phasesMs: phases.take(),
+          commBytes,
+          extra,
+        });
       }
       if (saver && (step % cfg.checkpoint.interval === 0 || step === cfg.training.steps)) {
         await saver.save(step, (copy) => captureRankState(host!, { step, data: loader.state(), rank: ctx.rank }, copy));
@@ -280,14 +319,23 @@ function findResume(cfg: JobConfig, folder: string, log: (m: string) => void): R
       for (const p of listing.partial) skipped(p);
       pick = listing.complete.find((c) => c.step === want) ?? null;
       if (!pick) {
-        throw new Error(`[checkpoint] load_step = ${want}: no complete checkpoint for that step in ${folder} (complete: ${listing.complete.map((c) => c.step).join(', ') || 'none'})`);
+        throw new Error(
+          `[checkpoint] load_step = ${want}: no complete checkpoint for that step in ${folder} (complete: ${listing.complete.map((c) => c.step).join(', ') || 'none'})`,
+        );
       }
     } else {
       // Newest first: every rank runs this at start-up, and with keep_latest_k = 0 the folder holds every step ever
       // written, so verifying (hashing) them all would read the whole history to use one checkpoint.
       pick = latestComplete(folder, { skipped });
     }
-    if (pick) return { dir: pick.dir, step: pick.step, worldSize: pick.manifest.worldSize, hash: pick.manifest.configHash, sameRun: true };
+    if (pick)
+      return {
+        dir: pick.dir,
+        step: pick.step,
+        worldSize: pick.manifest.worldSize,
+        hash: pick.manifest.configHash,
+        sameRun: true,
+      };
   }
   const init = cfg.checkpoint.initial_load_path;
   if (init && !init.endsWith('.safetensors')) {
@@ -327,7 +375,9 @@ function initialCheckpoint(init: string): CompleteCheckpoint {
   const skipped: string[] = [];
   const l = latestComplete(path, { skipped: (p) => skipped.push(`${basename(p.dir)}: ${p.reason}`) });
   if (l) return l;
-  throw new Error(`${what}: no complete checkpoint in ${path}${skipped.length ? ` (${skipped.join('; ')})` : ' (it holds no step-N folder)'}`);
+  throw new Error(
+    `${what}: no complete checkpoint in ${path}${skipped.length ? ` (${skipped.join('; ')})` : ' (it holds no step-N folder)'}`,
+  );
 }
 
 /** Forwards the events the live view needs (state changes, collectives) to the launcher, compactly. */

@@ -16,7 +16,16 @@ import type { Plan } from '../protocols/planner.ts';
 import { planJob } from './plan-job.ts';
 import { getKernels } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
-import { acModeOf, ConfigError, configPathProblems, configWarnings, degreesOf, loadJobConfig, modelConfigOf, type JobConfig } from './job-config.ts';
+import {
+  acModeOf,
+  ConfigError,
+  configPathProblems,
+  configWarnings,
+  degreesOf,
+  loadJobConfig,
+  modelConfigOf,
+  type JobConfig,
+} from './job-config.ts';
 import { guardResume, nextAttempt } from './resume-guard.ts';
 import { checkResources } from './resource-check.ts';
 import { isInside, samePath } from './paths.ts';
@@ -73,7 +82,9 @@ export function worldSizeOf(cfg: JobConfig): number {
   if (!isMpiJobTransport(cfg.comm.transport)) return cfg.comm.ranks;
   const job = mpiJob();
   if (!job) {
-    throw new ConfigError(`[comm] transport = "${cfg.comm.transport}" runs inside \`mpiexec.mpich -n N node bin/moe-actors.mjs train …\` (or scripts/launch-mpi.sh${cfg.comm.transport === 'ccl' ? ' --transport ccl' : ''}); no MPI job was found in the environment (PMI_SIZE unset)`);
+    throw new ConfigError(
+      `[comm] transport = "${cfg.comm.transport}" runs inside \`mpiexec.mpich -n N node bin/moe-actors.mjs train …\` (or scripts/launch-mpi.sh${cfg.comm.transport === 'ccl' ? ' --transport ccl' : ''}); no MPI job was found in the environment (PMI_SIZE unset)`,
+    );
   }
   return job.size;
 }
@@ -97,17 +108,26 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const say = (m: string) => {
     if (isRank0 && !opts.quiet) console.log(m);
   };
-  if (opts.faults?.length && transport !== 'inproc') throw new ConfigError(`fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`);
+  if (opts.faults?.length && transport !== 'inproc')
+    throw new ConfigError(
+      `fault injection (--fault) needs the inproc transport: add --transport inproc (got "${transport}")`,
+    );
   const dataProblem = await dataInputProblem(cfg, modelConfigOf(cfg).args.vocab_size);
   if (dataProblem) throw new ConfigError(dataProblem);
   const pathProblems = configPathProblems(cfg);
   if (pathProblems.length) throw new ConfigError(pathProblems.join('\n'));
   for (const w of configWarnings(cfg)) say(pc.yellow(`warning: ${w}`));
   // The ranks check what is there (a complete, uncorrupted checkpoint); a wrong path needs no ranks to find.
-  const initProblem = cfg.checkpoint.initial_load_path ? initialLoadPathProblem(cfg.checkpoint.initial_load_path) : null;
+  const initProblem = cfg.checkpoint.initial_load_path
+    ? initialLoadPathProblem(cfg.checkpoint.initial_load_path)
+    : null;
   if (initProblem) throw new ConfigError(initProblem);
   const plan = planJob(cfg, size);
-  say(pc.bold(`moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`));
+  say(
+    pc.bold(
+      `moe-actors train: ${cfg.source === DEFAULT_CONFIG ? 'the embedded debug job (configs/debug_ep4.toml)' : cfg.source}, ${size} rank${size === 1 ? '' : 's'} on ${transport}`,
+    ),
+  );
   say(formatPlan(plan));
   const ranksOnHost = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size;
   if (!opts.skipResourceCheck) checkResources({ plan, transport, ranksOnHost });
@@ -120,7 +140,9 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   }
   // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
   const k = getKernels();
-  const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / (mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
+  const threads =
+    cfg.comm.blas_threads ||
+    Math.max(1, Math.floor(availableParallelism() / (mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
   // MFU's peak is the matmul peak of the run's compute dtype (bf16 runs against the bf16 rate).
   const peak = measureSgemmPeak(k, {
     threads: mpiJobRun ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size),
@@ -130,7 +152,9 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   // already a per-rank figure. In one process the node's peak is shared by the ranks.
   const ranksOnNode = mpiJobRun ? 1 : size;
   if (mpiJobRun && !cfg.job.run_name) {
-    throw new ConfigError(`under ${transport} every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)`);
+    throw new ConfigError(
+      `under ${transport} every rank must agree on the run folder: set --job.run_name (scripts/launch-mpi.sh does)`,
+    );
   }
   // Under MPI rank 0 makes, locks and fills the folder; the other ranks only write their own files into it.
   let runDir = firstRunDir;
@@ -153,7 +177,21 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     throw e;
   }
   try {
-    return await trainInRunDir({ opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt });
+    return await trainInRunDir({
+      opts,
+      overrides,
+      cfg,
+      transport,
+      size,
+      isRank0,
+      say,
+      plan,
+      peak,
+      threads,
+      ranksOnNode,
+      runDir,
+      attempt,
+    });
   } finally {
     lock?.release();
   }
@@ -197,7 +235,9 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const { opts, overrides, cfg, transport, size, isRank0, say, plan, peak, threads, ranksOnNode, runDir, attempt } = r;
   const mpiJobRun = isMpiJobTransport(transport);
   say(`run folder: ${runDir}`);
-  say(`MFU peak: matmul ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`);
+  say(
+    `MFU peak: matmul ${peak.gflops.toFixed(1)} GFLOP/s on ${peak.threads} thread(s) (${peak.blas}); ${threads} BLAS thread(s) per rank`,
+  );
 
   let live: LiveView | null = null;
   let channel: BroadcastChannel | null = null;
@@ -233,14 +273,28 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupt!.signal.aborted) process.exit(SIGNAL_EXIT[sig]);
     stopSignal = sig;
-    console.error(pc.yellow(`interrupted${sig === 'SIGINT' ? '' : ` (${sig})`}: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)`));
+    console.error(
+      pc.yellow(
+        `interrupted${sig === 'SIGINT' ? '' : ` (${sig})`}: stopping the ranks and collecting where each one is (Ctrl-C again to quit at once)`,
+      ),
+    );
     interrupt!.abort(`interrupted by ${sig === 'SIGINT' ? 'the user' : 'a signal'} (${sig})`);
   };
   if (interrupt) for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   // The side pool (async checkpoint writes, tokenizing) gets the cores the ranks' BLAS threads leave.
   const localRanks = mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : 1;
-  configureSidePool(poolThreads({ cores: availableParallelism(), computeThreadsPerRank: threads, ranksInProcess: mpiJobRun ? 1 : size, processesOnNode: localRanks }));
-  const poolServer = transport === 'threads' ? serveSidePool((args.poolChannel = `moe-actors-pool-${process.pid}-${Date.now()}`), size) : null;
+  configureSidePool(
+    poolThreads({
+      cores: availableParallelism(),
+      computeThreadsPerRank: threads,
+      ranksInProcess: mpiJobRun ? 1 : size,
+      processesOnNode: localRanks,
+    }),
+  );
+  const poolServer =
+    transport === 'threads'
+      ? serveSidePool((args.poolChannel = `moe-actors-pool-${process.pid}-${Date.now()}`), size)
+      : null;
   let result;
   try {
     result = await launch<TrainRankArgs, TrainRankResult>(
@@ -312,7 +366,8 @@ async function trainInRunDir(r: RunContext): Promise<TrainOutcome> {
   const last = results[0]?.steps.at(-1);
   say(pc.green(`done: ${results[0]?.steps.length ?? 0} steps${last ? `, final loss ${last.loss.toFixed(5)}` : ''}`));
   say(`outputs: ${runDir}`);
-  if (timeline) say(`  timeline: ${timeline}\n  trace (Perfetto): ${trace}\n  metrics: ${join(runDir, 'metrics.jsonl')}`);
+  if (timeline)
+    say(`  timeline: ${timeline}\n  trace (Perfetto): ${trace}\n  metrics: ${join(runDir, 'metrics.jsonl')}`);
   if (report) say(`  plots: ${report}`);
   return { runDir, plan, results, trace, timeline, report };
 }
@@ -329,7 +384,10 @@ function reportQuietly(runDir: string, say?: (m: string) => void): string | null
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** 128 + the signal number, as a shell reports a process ended by it. */
-const SIGNAL_EXIT: Record<NodeJS.Signals, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as Record<NodeJS.Signals, number>;
+const SIGNAL_EXIT: Record<NodeJS.Signals, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as Record<
+  NodeJS.Signals,
+  number
+>;
 
 /** Files and folders a run writes in its folder (runPaths names the trace ones). */
 function runOutputs(cfg: JobConfig, runDir: string): { files: string[]; folders: string[] } {
@@ -349,22 +407,29 @@ function checkInputsOutsideOutputs(cfg: JobConfig, runDir: string): void {
   const inputs: [string, string][] = [];
   if (cfg.source !== '<defaults>') inputs.push([cfg.source, '--config']);
   if (cfg.training.dataset_path) inputs.push([cfg.training.dataset_path, '[training] dataset_path']);
-  if (cfg.checkpoint.initial_load_path) inputs.push([cfg.checkpoint.initial_load_path, '[checkpoint] initial_load_path']);
+  if (cfg.checkpoint.initial_load_path)
+    inputs.push([cfg.checkpoint.initial_load_path, '[checkpoint] initial_load_path']);
   if (cfg.model.hf_assets_path) inputs.push([cfg.model.hf_assets_path, '[model] hf_assets_path']);
   const out = runOutputs(cfg, runDir);
   for (const [path, what] of inputs) {
     const file = out.files.find((f) => samePath(f, path));
     const folder = out.folders.find((d) => isInside(path, d));
     if (!file && !folder) continue;
-    const hint = what === '[checkpoint] initial_load_path' && folder === out.folders[2] ? ' (to continue this run, drop initial_load_path: [checkpoint] enable resumes from its newest checkpoint)' : '';
-    throw new ConfigError(`${what} ${path} is ${file ? 'the file' : 'inside the folder'} ${file ?? folder} that this run writes; it would be overwritten while it is read — use another run folder (--job.run_name) or move the input${hint}`);
+    const hint =
+      what === '[checkpoint] initial_load_path' && folder === out.folders[2]
+        ? ' (to continue this run, drop initial_load_path: [checkpoint] enable resumes from its newest checkpoint)'
+        : '';
+    throw new ConfigError(
+      `${what} ${path} is ${file ? 'the file' : 'inside the folder'} ${file ?? folder} that this run writes; it would be overwritten while it is read — use another run folder (--job.run_name) or move the input${hint}`,
+    );
   }
 }
 
 function writeRunFiles(runDir: string, cfg: JobConfig, plan: Plan): void {
   // A config given from the run folder itself (outputs/<run>/config.toml) is already there: copying a file onto
   // itself truncates it.
-  if (cfg.source !== '<defaults>' && !samePath(cfg.source, join(runDir, 'config.toml'))) copyFileSync(cfg.source, join(runDir, 'config.toml'));
+  if (cfg.source !== '<defaults>' && !samePath(cfg.source, join(runDir, 'config.toml')))
+    copyFileSync(cfg.source, join(runDir, 'config.toml'));
   writeFileSync(join(runDir, 'plan.txt'), formatPlan(plan) + '\n');
   writeFileSync(join(runDir, 'job.json'), JSON.stringify(cfg, null, 1) + '\n');
 }

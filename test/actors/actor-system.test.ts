@@ -42,7 +42,9 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
   it('every event of the table is one its receiver’s machine accepts', () => {
     for (const msg of MESSAGES) {
       const to = ACTORS.find((a) => a.id === msg.to)!;
-      const accepted = new Set([...definedTransitions(MACHINES[to.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]));
+      const accepted = new Set(
+        [...definedTransitions(MACHINES[to.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]),
+      );
       for (const e of msg.events) expect(accepted.has(e), `${msg.from} → ${msg.to}: ${e}`).toBe(true);
     }
   });
@@ -52,8 +54,14 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
     expect(replies.length).toBeGreaterThan(0);
     for (const msg of replies) {
       const from = ACTORS.find((a) => a.id === msg.from)!;
-      const accepted = new Set([...definedTransitions(MACHINES[from.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]));
-      const answers = msg.answer.slice('to replyTo:'.length).split(';')[0]!.split('/').map((e) => e.trim());
+      const accepted = new Set(
+        [...definedTransitions(MACHINES[from.machine]!)].map((t) => t.split(' --')[1]!.split('--> ')[0]),
+      );
+      const answers = msg.answer
+        .slice('to replyTo:'.length)
+        .split(';')[0]!
+        .split('/')
+        .map((e) => e.trim());
       for (const e of answers) expect(accepted.has(e), `${msg.to} → ${msg.from}: ${e}`).toBe(true);
     }
   });
@@ -102,13 +110,19 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
       },
       null,
     );
-    expect(r.outcomes.every((o) => o.ok), JSON.stringify(r.outcomes)).toBe(true);
+    expect(
+      r.outcomes.every((o) => o.ok),
+      JSON.stringify(r.outcomes),
+    ).toBe(true);
 
     const want = new Map<string, Set<string>>();
     for (const c of COLLECTIVES) want.set(`${c.machine}/${c.state}/${c.op}`, new Set(c.groups));
-    for (const [phase, calls] of Object.entries(STRATEGIES['allgather-rs'].phases)) for (const c of calls) want.set(`moeLayer/${phase}/${c.op}`, new Set(['ep']));
+    for (const [phase, calls] of Object.entries(STRATEGIES['allgather-rs'].phases))
+      for (const c of calls) want.set(`moeLayer/${phase}/${c.op}`, new Set(['ep']));
     for (const [k, groups] of seen) {
-      expect(want.has(k), `collective ${k} on ${[...groups].join(',')} is not in src/protocols/actor-system.ts`).toBe(true);
+      expect(want.has(k), `collective ${k} on ${[...groups].join(',')} is not in src/protocols/actor-system.ts`).toBe(
+        true,
+      );
       for (const g of groups) expect(want.get(k)!.has(g), `${k} on group ${g}`).toBe(true);
     }
     for (const k of want.keys()) expect(seen.has(k), `listed collective ${k} was not issued`).toBe(true);
@@ -116,14 +130,39 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
 
   it('the train-step root spawns router, expert, optimizer and one fsdp:<unit> per unit under their systemIds', async () => {
     const { createActor } = await import('xstate');
-    const units = ['tok_embeddings', 'layers.0', 'output'].map((unit) => ({ unit, reshardAfterForward: true, hsdp: false, gradReduce: 'sum' as const }));
-    const a = createActor(trainStepMachine, { input: { step: 1, nLayers: 1, microbatches: 1, ac: { mode: 'none' }, biasUpdate: false, gradOnly: false, units, strategy: 'local', lr: 1e-3, maxNorm: 1 } });
+    const units = ['tok_embeddings', 'layers.0', 'output'].map((unit) => ({
+      unit,
+      reshardAfterForward: true,
+      hsdp: false,
+      gradReduce: 'sum' as const,
+    }));
+    const a = createActor(trainStepMachine, {
+      input: {
+        step: 1,
+        nLayers: 1,
+        microbatches: 1,
+        ac: { mode: 'none' },
+        biasUpdate: false,
+        gradOnly: false,
+        units,
+        strategy: 'local',
+        lr: 1e-3,
+        maxNorm: 1,
+      },
+    });
     a.start();
     const ids = ['router', 'expert', 'optimizer', ...units.map((u) => `fsdp:${u.unit}`)];
     for (const id of ids) expect(a.system.get(id), id).toBeDefined();
     expect(Object.keys(a.getSnapshot().children).sort()).toEqual([...ids].sort());
-    const listed = ACTORS.filter((x) => x.id !== 'trainStep' && !x.id.startsWith('moe:')).map((x) => x.id.replace('<unit>', ''));
-    expect(ids.map((id) => (id.startsWith('fsdp:') ? 'fsdp:' : id)).filter((v, i, all) => all.indexOf(v) === i).sort()).toEqual(listed.sort());
+    const listed = ACTORS.filter((x) => x.id !== 'trainStep' && !x.id.startsWith('moe:')).map((x) =>
+      x.id.replace('<unit>', ''),
+    );
+    expect(
+      ids
+        .map((id) => (id.startsWith('fsdp:') ? 'fsdp:' : id))
+        .filter((v, i, all) => all.indexOf(v) === i)
+        .sort(),
+    ).toEqual(listed.sort());
     a.stop();
   });
 });

@@ -40,13 +40,23 @@ function rand(n: number, seed: number, scale: number): Float32Array {
 
 function buildModel(ep: number, rank: number): Model {
   const E = CASE.model.args.moe_args!.num_experts as number;
-  const model = Model.build(CASE.model, { kernels: getKernels(), experts: ep > 1 ? { start: (rank * E) / ep, count: E / ep } : undefined });
+  const model = Model.build(CASE.model, {
+    kernels: getKernels(),
+    experts: ep > 1 ? { start: (rank * E) / ep, count: E / ep } : undefined,
+  });
   loadWeights(model, readSafetensors(CASE.weights));
   return model;
 }
 
 /** One MoE layer's forward + backward on `model` through the expert and router actors; returns out and dx. */
-async function runLayer(model: Model, ep: Communicator, strategy: MoeStrategy, x: Float32Array, dOut: Float32Array, N: number) {
+async function runLayer(
+  model: Model,
+  ep: Communicator,
+  strategy: MoeStrategy,
+  x: Float32Array,
+  dOut: Float32Array,
+  N: number,
+) {
   const failure: StepFailure = { first: undefined };
   const layer = model.moeLayers()[0]!;
   const shard = new ExpertShard(model.rt, ep, strategy, failure);
@@ -68,22 +78,40 @@ describe('expert shard alone, per strategy (EP 2)', () => {
   // One rank with every expert, both ranks' tokens in one batch: the reference.
   const ref = (() => {
     const w = createInprocWorld(1);
-    return runLayer(buildModel(1, 0), w.comms[0]!, 'local', Float32Array.from([...xs[0]!, ...xs[1]!]), Float32Array.from([...dOuts[0]!, ...dOuts[1]!]), 2 * N);
+    return runLayer(
+      buildModel(1, 0),
+      w.comms[0]!,
+      'local',
+      Float32Array.from([...xs[0]!, ...xs[1]!]),
+      Float32Array.from([...dOuts[0]!, ...dOuts[1]!]),
+      2 * N,
+    );
   })();
 
   for (const strategy of DISPATCH_STRATEGIES) {
     it(`${strategy}: the layer's outputs and input grads match one rank; each state issues the collectives strategies.ts lists`, async () => {
       const w = createInprocWorld(2, { seed: 3 });
       const issued: { rank: number; state: string; op: string }[] = [];
-      w.comms.forEach((c, r) => c.observe({ onStart: (_c, e, site?: CallSite) => void issued.push({ rank: r, state: site?.state ?? '(none)', op: e.op }) }));
-      const got = await Promise.all(w.comms.map((c, r) => runLayer(buildModel(2, r), c, strategy, xs[r]!, dOuts[r]!, N)));
+      w.comms.forEach((c, r) =>
+        c.observe({
+          onStart: (_c, e, site?: CallSite) => void issued.push({ rank: r, state: site?.state ?? '(none)', op: e.op }),
+        }),
+      );
+      const got = await Promise.all(
+        w.comms.map((c, r) => runLayer(buildModel(2, r), c, strategy, xs[r]!, dOuts[r]!, N)),
+      );
       const want = await ref;
       for (let r = 0; r < 2; r++) {
-        expect(relMaxDiff(got[r]!.out, want.out.subarray(r * N * D, (r + 1) * N * D)), `rank ${r} out`).toBeLessThan(1e-5);
+        expect(relMaxDiff(got[r]!.out, want.out.subarray(r * N * D, (r + 1) * N * D)), `rank ${r} out`).toBeLessThan(
+          1e-5,
+        );
         expect(relMaxDiff(got[r]!.dx, want.dx.subarray(r * N * D, (r + 1) * N * D)), `rank ${r} dx`).toBeLessThan(1e-5);
         const mine = issued.filter((i) => i.rank === r);
         for (const phase of MOE_PHASES) {
-          expect(mine.filter((i) => i.state === phase).map((i) => i.op), `${strategy} rank ${r} ${phase}`).toEqual(STRATEGIES[strategy].phases[phase].map((c) => c.op));
+          expect(
+            mine.filter((i) => i.state === phase).map((i) => i.op),
+            `${strategy} rank ${r} ${phase}`,
+          ).toEqual(STRATEGIES[strategy].phases[phase].map((c) => c.op));
         }
         // Nothing outside the table: every collective came from a phase state, in protocol order.
         const order = mine.map((i) => i.state).filter((s, i, a) => s !== a[i - 1]);
@@ -105,7 +133,12 @@ describe('router alone', () => {
         const x = rand(N * layer.D, 31 + r, 2);
         const failure: StepFailure = { first: undefined };
         const shard = new ExpertShard(model.rt, comm, 'a2a', failure);
-        const sys = startExpertSystem(shard, { layers: () => model.moeLayers(), ac: { mode: 'none' }, loss: comm, failure });
+        const sys = startExpertSystem(shard, {
+          layers: () => model.moeLayers(),
+          ac: { mode: 'none' },
+          loss: comm,
+          failure,
+        });
         try {
           // The record the router works on is the expert shard's; drive ROUTE alone by a forward's first state.
           const direct = layer.route(model.rt, x, N).route;
@@ -122,7 +155,15 @@ describe('router alone', () => {
             router.on('ROUTER_FAILED', (e: { error: string }) => reject(new Error(e.error)));
             router.send({ type: 'BIAS_UPDATE' });
           });
-          return { counts, bias, after: Float32Array.from(layer.buffers.expertBias!), routed, directIdx, zeroed: layer.buffers.tokensPerExpert.every((v) => v === 0), coeff: layer.spec.args.load_balance_coeff! };
+          return {
+            counts,
+            bias,
+            after: Float32Array.from(layer.buffers.expertBias!),
+            routed,
+            directIdx,
+            zeroed: layer.buffers.tokensPerExpert.every((v) => v === 0),
+            coeff: layer.spec.args.load_balance_coeff!,
+          };
         } finally {
           shard.abort();
           sys.stop();
@@ -152,7 +193,13 @@ describe('optimizer alone', () => {
         const data = rand(16, 40 + r, 2);
         const grad = new Float32Array(16);
         const shard = { id: 'u', numel: 16, data, grad, isExperts: false, zeroGradShard: () => grad.fill(0) };
-        const opt = new Optimizer([shard], cfg, { totalSteps: 10, warmupSteps: 0, decayRatio: null, decayType: 'linear', minLrFactor: 0 } as never, k, alloc);
+        const opt = new Optimizer(
+          [shard],
+          cfg,
+          { totalSteps: 10, warmupSteps: 0, decayRatio: null, decayType: 'linear', minLrFactor: 0 } as never,
+          k,
+          alloc,
+        );
         const failure: StepFailure = { first: undefined };
         const a = createActor(opt.machine(comm, failure), { input: { step: 1 } });
         const answers: unknown[] = [];
@@ -170,7 +217,15 @@ describe('optimizer alone', () => {
         const clipped = Float32Array.from(grad);
         a.send({ type: 'STEP', lr: cfg.lr });
         await waitFor(a, (s) => s.status === 'done');
-        return { zeroed, g0, p0, clipped, p1: Float32Array.from(data), norm: a.getSnapshot().context.gradNorm!, answers };
+        return {
+          zeroed,
+          g0,
+          p0,
+          clipped,
+          p1: Float32Array.from(data),
+          norm: a.getSnapshot().context.gradNorm!,
+          answers,
+        };
       }),
     );
     let sq = 0;
@@ -184,7 +239,10 @@ describe('optimizer alone', () => {
         expect(r.clipped[i]).toBeCloseTo(r.g0[i]! * c, 5);
         // AdamW step 1: m̂ = g, v̂ = g², p ← p(1 − lr·wd) − lr·g/(|g| + eps)
         const g = r.clipped[i]!;
-        expect(r.p1[i]).toBeCloseTo(r.p0[i]! * (1 - cfg.lr * cfg.weight_decay) - (cfg.lr * g) / (Math.abs(g) + cfg.eps), 5);
+        expect(r.p1[i]).toBeCloseTo(
+          r.p0[i]! * (1 - cfg.lr * cfg.weight_decay) - (cfg.lr * g) / (Math.abs(g) + cfg.eps),
+          5,
+        );
       }
       expect(r.answers).toEqual([{ type: 'GRADS_ZEROED' }, { type: 'CLIPPED', gradNorm: r.norm }, { type: 'STEPPED' }]);
     }
@@ -204,7 +262,18 @@ describe('FSDP unit alone', () => {
         const alloc = new Allocator();
         const failure: StepFailure = { first: undefined };
         const shard = new FsdpUnitShard(
-          { unit, group: comm, reduceGroup: comm, replicate, reshardAfterForward: true, gradReduce: 'sum', divideFactor: 1, isExperts: false, layer: null, queue: (fn) => fn() },
+          {
+            unit,
+            group: comm,
+            reduceGroup: comm,
+            replicate,
+            reshardAfterForward: true,
+            gradReduce: 'sum',
+            divideFactor: 1,
+            isExperts: false,
+            layer: null,
+            queue: (fn) => fn(),
+          },
           alloc,
           k,
           failure,

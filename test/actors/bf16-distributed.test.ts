@@ -28,7 +28,13 @@ function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return ab / Math.sqrt(aa * bb);
 }
 
-async function gradRun(fixture: string, ranks: number, degrees: Partial<ParallelDegrees>, dispatch: MoeStrategy, reduceDtype: 'float32' | 'bfloat16' = 'float32'): Promise<DistributedRunResult> {
+async function gradRun(
+  fixture: string,
+  ranks: number,
+  degrees: Partial<ParallelDegrees>,
+  dispatch: MoeStrategy,
+  reduceDtype: 'float32' | 'bfloat16' = 'float32',
+): Promise<DistributedRunResult> {
   const c = distributedCaseOf(fixture);
   const fb = readSafetensors(`${FIX}${fixture}/batch.safetensors`);
   const [B, S] = fb.get('tokens')!.shape as number[];
@@ -48,10 +54,26 @@ async function gradRun(fixture: string, ranks: number, degrees: Partial<Parallel
     paramDtype: 'bfloat16',
     reduceDtype,
   };
-  const args: DistributedRunArgs = { job, tokens: getInt32(fb, 'tokens'), labels: getInt32(fb, 'labels'), B: B!, S: S!, microbatches: 1, mode: 'grad', steps: 1 };
-  const r = await launch<DistributedRunArgs, DistributedRunResult>({ transport: 'inproc', size: ranks, timeoutMs: 20_000, seed: 7 }, { module: PROGRAM }, args);
+  const args: DistributedRunArgs = {
+    job,
+    tokens: getInt32(fb, 'tokens'),
+    labels: getInt32(fb, 'labels'),
+    B: B!,
+    S: S!,
+    microbatches: 1,
+    mode: 'grad',
+    steps: 1,
+  };
+  const r = await launch<DistributedRunArgs, DistributedRunResult>(
+    { transport: 'inproc', size: ranks, timeoutMs: 20_000, seed: 7 },
+    { module: PROGRAM },
+    args,
+  );
   const failed = r.outcomes.filter((o) => !o.ok);
-  if (failed.length) throw new Error(`distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`);
+  if (failed.length)
+    throw new Error(
+      `distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`,
+    );
   return (r.outcomes.find((o) => o.rank === 0) as { value: DistributedRunResult }).value;
 }
 
@@ -65,10 +87,17 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
       for (const dispatch of ['a2a', 'allgather-padded', 'allgather-rs'] as const) {
         const d = await gradRun(fixture, 2, { dp_shard: 2, ep: 2 }, dispatch);
         expect(Math.abs(d.losses[0]! - refLoss) / refLoss, `${dispatch} loss vs reference`).toBeLessThan(2e-2);
-        expect(Math.abs(d.losses[0]! - one.losses[0]!) / one.losses[0]!, `${dispatch} loss vs one rank`).toBeLessThan(1e-3);
+        expect(Math.abs(d.losses[0]! - one.losses[0]!) / one.losses[0]!, `${dispatch} loss vs one rank`).toBeLessThan(
+          1e-3,
+        );
         for (const [name, t] of Object.entries(d.tensors!)) {
-          expect(cosine(t.data, getF32(exp, `grad.${name}`)), `${dispatch} ${name} vs reference`).toBeGreaterThanOrEqual(0.999);
-          expect(cosine(t.data, one.tensors![name]!.data), `${dispatch} ${name} vs one rank`).toBeGreaterThanOrEqual(0.9999);
+          expect(
+            cosine(t.data, getF32(exp, `grad.${name}`)),
+            `${dispatch} ${name} vs reference`,
+          ).toBeGreaterThanOrEqual(0.999);
+          expect(cosine(t.data, one.tensors![name]!.data), `${dispatch} ${name} vs one rank`).toBeGreaterThanOrEqual(
+            0.9999,
+          );
         }
       }
     });

@@ -30,7 +30,16 @@ interface Layout {
 async function runDistributed(
   c: DistributedCase,
   layout: Layout,
-  opts: { dispatch: MoeStrategy; ac: AcMode; ga: number; mode: 'grad' | 'train'; batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number }; gradReduce?: GradReduce; divideFactor?: number; world?: Partial<WorldOptions> },
+  opts: {
+    dispatch: MoeStrategy;
+    ac: AcMode;
+    ga: number;
+    mode: 'grad' | 'train';
+    batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number };
+    gradReduce?: GradReduce;
+    divideFactor?: number;
+    world?: Partial<WorldOptions>;
+  },
 ): Promise<DistributedRunResult> {
   const job: RankJob = {
     model: c.model,
@@ -47,14 +56,25 @@ async function runDistributed(
     weights: c.weights,
   };
   const args: DistributedRunArgs = { job, ...opts.batch, microbatches: opts.ga, mode: opts.mode, steps: 3 };
-  const r = await launch<DistributedRunArgs, DistributedRunResult>({ transport: 'inproc', size: layout.ranks, timeoutMs: 20_000, seed: 7, ...opts.world }, { module: PROGRAM }, args);
+  const r = await launch<DistributedRunArgs, DistributedRunResult>(
+    { transport: 'inproc', size: layout.ranks, timeoutMs: 20_000, seed: 7, ...opts.world },
+    { module: PROGRAM },
+    args,
+  );
   const failed = r.outcomes.filter((o) => !o.ok);
-  if (failed.length) throw new Error(`distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`);
+  if (failed.length)
+    throw new Error(
+      `distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`,
+    );
   return (r.outcomes.find((o) => o.rank === 0) as { value: DistributedRunResult }).value;
 }
 
 /** The single-rank run of the same batch: loss/grad or 3 steps. */
-function runSingle(c: DistributedCase, ac: AcMode, batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number }) {
+function runSingle(
+  c: DistributedCase,
+  ac: AcMode,
+  batch: { tokens: Int32Array; labels: Int32Array; B: number; S: number },
+) {
   const model = Model.build(c.model, { kernels: getKernels() });
   loadWeights(model, readSafetensors(c.weights));
   const fwd = model.forward({ ...batch }, { ac });
@@ -69,18 +89,19 @@ function runSingle(c: DistributedCase, ac: AcMode, batch: { tokens: Int32Array; 
   loadWeights(trainer.model, readSafetensors(c.weights));
   const steps = [0, 1, 2].map(() => trainer.step([{ ...batch }]));
   const params = new Map(trainer.model.paramNames().map((n) => [n, Float32Array.from(trainer.model.param(n))]));
-  for (const m of trainer.model.moeLayers()) params.set(`layers.${m.layerId}.moe.expert_bias`, Float32Array.from(m.buffers.expertBias ?? []));
+  for (const m of trainer.model.moeLayers())
+    params.set(`layers.${m.layerId}.moe.expert_bias`, Float32Array.from(m.buffers.expertBias ?? []));
   return { loss: fwd.loss, grads, steps, params };
 }
 
 const LAYOUTS: Record<string, Layout> = {
-  'fsdp2': { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
+  fsdp2: { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
   'fsdp2-ep2': { ranks: 2, degrees: { dp_shard: 2, ep: 2 } },
-  'hsdp2x1': { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
+  hsdp2x1: { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
   'fsdp4-ep2': { ranks: 4, degrees: { dp_shard: 4, ep: 2 } },
   'fsdp4-ep4': { ranks: 4, degrees: { dp_shard: 4, ep: 4 } },
   'hsdp2x2-ep2': { ranks: 4, degrees: { dp_replicate: 2, dp_shard: 2, ep: 2 } },
-  'fsdp4': { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
+  fsdp4: { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
 };
 const NONE: AcMode = { mode: 'none' };
 const SEL: AcMode = { mode: 'selective', every: 2 };
@@ -106,7 +127,8 @@ const MATRIX: { layout: string; dispatch: MoeStrategy; ac: AcMode; ga: number }[
   { layout: 'hsdp2x2-ep2', dispatch: 'allgather-rs', ac: FULL, ga: 2 },
 ];
 
-const acName = (ac: AcMode) => (ac.mode === 'selective' ? ('every' in ac ? `selective-${ac.every}` : 'selective-op') : ac.mode);
+const acName = (ac: AcMode) =>
+  ac.mode === 'selective' ? ('every' in ac ? `selective-${ac.every}` : 'selective-op') : ac.mode;
 
 for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
   describe(`distributed parity: ${fixture}`, () => {
@@ -125,7 +147,13 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
     for (const m of MATRIX) {
       it(`${m.layout} ${m.dispatch} AC ${acName(m.ac)} GA ${m.ga}: 3 steps match one rank`, async () => {
         const ref = single(m.ac);
-        const d = await runDistributed(c, LAYOUTS[m.layout]!, { dispatch: m.dispatch, ac: m.ac, ga: m.ga, mode: 'train', batch });
+        const d = await runDistributed(c, LAYOUTS[m.layout]!, {
+          dispatch: m.dispatch,
+          ac: m.ac,
+          ga: m.ga,
+          mode: 'train',
+          batch,
+        });
         for (let s = 0; s < 3; s++) {
           expect(Math.abs(d.losses[s]! - ref.steps[s]!.loss) / ref.steps[s]!.loss).toBeLessThan(1e-5);
           expect(Math.abs(d.gradNorms[s]! - ref.steps[s]!.gradNorm) / ref.steps[s]!.gradNorm).toBeLessThan(1e-4);
@@ -141,7 +169,13 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
 
     it('gradients of one forward/backward match one rank (fsdp4-ep4, a2a)', async () => {
       const ref = single(NONE);
-      const d = await runDistributed(c, LAYOUTS['fsdp4-ep4']!, { dispatch: 'a2a', ac: NONE, ga: 1, mode: 'grad', batch });
+      const d = await runDistributed(c, LAYOUTS['fsdp4-ep4']!, {
+        dispatch: 'a2a',
+        ac: NONE,
+        ga: 1,
+        mode: 'grad',
+        batch,
+      });
       expect(Math.abs(d.losses[0]! - ref.loss) / ref.loss).toBeLessThan(1e-5);
       for (const [name, want] of ref.grads) expect(relMaxDiff(d.tensors![name]!.data, want), name).toBeLessThan(1e-4);
     });
@@ -149,8 +183,17 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
     it('SUM-then-divide and PREMUL_SUM reductions give the same gradients as plain SUM', async () => {
       const ref = single(NONE);
       for (const gradReduce of ['sum-divide', 'premul-sum'] as const) {
-        const d = await runDistributed(c, LAYOUTS['hsdp2x2-ep2']!, { dispatch: 'allgather-rs', ac: NONE, ga: 1, mode: 'grad', batch, gradReduce, divideFactor: 4 });
-        for (const [name, want] of ref.grads) expect(relMaxDiff(d.tensors![name]!.data, want), `${gradReduce} ${name}`).toBeLessThan(1e-4);
+        const d = await runDistributed(c, LAYOUTS['hsdp2x2-ep2']!, {
+          dispatch: 'allgather-rs',
+          ac: NONE,
+          ga: 1,
+          mode: 'grad',
+          batch,
+          gradReduce,
+          divideFactor: 4,
+        });
+        for (const [name, want] of ref.grads)
+          expect(relMaxDiff(d.tensors![name]!.data, want), `${gradReduce} ${name}`).toBeLessThan(1e-4);
       }
     });
 
@@ -168,7 +211,8 @@ for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {
         });
         const loss = getF32(exp, 'loss')[0]!;
         expect(Math.abs(d.losses[0]! - loss) / Math.abs(loss)).toBeLessThan(1e-5);
-        for (const [name, t] of Object.entries(d.tensors!)) expect(relMaxDiff(t.data, getF32(exp, `grad.${name}`)), `${dispatch} ${name}`).toBeLessThan(1e-4);
+        for (const [name, t] of Object.entries(d.tensors!))
+          expect(relMaxDiff(t.data, getF32(exp, `grad.${name}`)), `${dispatch} ${name}`).toBeLessThan(1e-4);
       }
     });
   });

@@ -12,7 +12,8 @@ import { CHECKS, rankMain, type EpOpsArgs, type EpOpsRankResult } from '../../sr
 import { cclSkip } from '../comm/ccl-skip.ts';
 import { cli, mpiUnavailable, show, type CliResult } from './helpers.ts';
 
-const ROW = /^(a2a|allgather-padded|allgather-rs) +(forward: [a-z ]+?|backward: [a-z ]+?|all) +(ok|FAILED on ranks? [\d,]+|cannot run)/;
+const ROW =
+  /^(a2a|allgather-padded|allgather-rs) +(forward: [a-z ]+?|backward: [a-z ]+?|all) +(ok|FAILED on ranks? [\d,]+|cannot run)/;
 /** strategy → check → verdict, from the printed table. */
 function verdicts(r: CliResult): Record<string, Record<string, string>> {
   const out: Record<string, Record<string, string>> = {};
@@ -34,7 +35,11 @@ describe('moe-actors ep-ops', () => {
         expect(r.code, show(r)).toBe(0);
         expect(r.stdout).toContain(`ep-ops: ${n} ranks on ${transport} (${transport}/full)`);
         // The routing reaches the corners: top-2, a shared expert, and the last rank's experts get no rows.
-        expect(r.stdout).toMatch(new RegExp(`top-2 of 8 experts, a shared expert \\(hidden 8\\); rows each rank's experts receive: [\\d, ]+ \\(rank ${n - 1} none\\)`));
+        expect(r.stdout).toMatch(
+          new RegExp(
+            `top-2 of 8 experts, a shared expert \\(hidden 8\\); rows each rank's experts receive: [\\d, ]+ \\(rank ${n - 1} none\\)`,
+          ),
+        );
         expect(verdicts(r)).toEqual(ALL_OK);
       });
     }
@@ -76,7 +81,11 @@ describe('moe-actors ep-ops', () => {
       });
     };
     const args: EpOpsArgs = { tokens: 16, dim: 4, hidden: 4, sharedHidden: 4, experts: 4, topk: 2, reps: 0, seed: 3 };
-    const res = await runRanks(world, (ctx: RankContext<EpOpsArgs>) => rankMain({ ...ctx, world: broken(ctx.world) }), args);
+    const res = await runRanks(
+      world,
+      (ctx: RankContext<EpOpsArgs>) => rankMain({ ...ctx, world: broken(ctx.world) }),
+      args,
+    );
     const r0 = (res.outcomes[0] as { value: EpOpsRankResult }).value;
     const { text: colored, wrong } = formatEpOps(r0, 'inproc', args);
     const text = colored.replace(/\x1b\[[0-9;]*m/g, '');
@@ -98,11 +107,15 @@ for (const n of [2, 4]) {
       expect(verdicts(r)).toEqual(ALL_OK);
     });
 
-    it.skipIf(cclSkip(`in test/cli/ep-ops.test.ts (ep-ops on ccl at ${n} ranks)`))('ccl: every strategy equals one rank on oneCCL', { timeout: 180_000 }, async () => {
-      const r = await cli(['ep-ops', '--transport', 'ccl', ...SMALL], { mpi: n });
-      expect(r.code, show(r)).toBe(0);
-      expect(r.stdout).toContain(`ep-ops: ${n} ranks on ccl (ccl/full)`);
-      expect(verdicts(r)).toEqual(ALL_OK);
-    });
+    it.skipIf(cclSkip(`in test/cli/ep-ops.test.ts (ep-ops on ccl at ${n} ranks)`))(
+      'ccl: every strategy equals one rank on oneCCL',
+      { timeout: 180_000 },
+      async () => {
+        const r = await cli(['ep-ops', '--transport', 'ccl', ...SMALL], { mpi: n });
+        expect(r.code, show(r)).toBe(0);
+        expect(r.stdout).toContain(`ep-ops: ${n} ranks on ccl (ccl/full)`);
+        expect(verdicts(r)).toEqual(ALL_OK);
+      },
+    );
   });
 }

@@ -6,10 +6,33 @@ describe('--fault specs', () => {
   it('parses every kind, with group defaulting to world (left undefined) and seq optional for delay', () => {
     expect(parseFault('kill:rank=2,group=ep,seq=1')).toEqual({ kind: 'kill', rank: 2, atSeq: 1, group: 'ep' });
     expect(parseFault('kill:seq=3,rank=0')).toEqual({ kind: 'kill', rank: 0, atSeq: 3, group: undefined });
-    expect(parseFault('delay:rank=1,ms=500')).toEqual({ kind: 'delay', rank: 1, ms: 500, group: undefined, atSeq: undefined });
-    expect(parseFault('delay:rank=1,ms=2.5,group=fsdp,seq=4')).toEqual({ kind: 'delay', rank: 1, ms: 2.5, group: 'fsdp', atSeq: 4 });
-    expect(parseFault('mismatch-op:rank=1,group=fsdp,seq=2')).toEqual({ kind: 'mismatch-op', rank: 1, atSeq: 2, group: 'fsdp' });
-    expect(parseFault('mismatch-size:rank=3,group=ep,seq=1,delta=-4')).toEqual({ kind: 'mismatch-size', rank: 3, atSeq: 1, delta: -4, group: 'ep' });
+    expect(parseFault('delay:rank=1,ms=500')).toEqual({
+      kind: 'delay',
+      rank: 1,
+      ms: 500,
+      group: undefined,
+      atSeq: undefined,
+    });
+    expect(parseFault('delay:rank=1,ms=2.5,group=fsdp,seq=4')).toEqual({
+      kind: 'delay',
+      rank: 1,
+      ms: 2.5,
+      group: 'fsdp',
+      atSeq: 4,
+    });
+    expect(parseFault('mismatch-op:rank=1,group=fsdp,seq=2')).toEqual({
+      kind: 'mismatch-op',
+      rank: 1,
+      atSeq: 2,
+      group: 'fsdp',
+    });
+    expect(parseFault('mismatch-size:rank=3,group=ep,seq=1,delta=-4')).toEqual({
+      kind: 'mismatch-size',
+      rank: 3,
+      atSeq: 1,
+      delta: -4,
+      group: 'ep',
+    });
   });
 
   const bad: [string, RegExp][] = [
@@ -31,7 +54,9 @@ describe('--fault specs', () => {
   for (const [spec, re] of bad) {
     it(`refuses ${spec}`, () => {
       expect(() => parseFault(spec)).toThrow(re);
-      expect(() => parseFault(spec)).toThrow(/\(e\.g\. --fault kill:rank=2,group=ep,seq=1 or --fault delay:rank=1,ms=500\)$/);
+      expect(() => parseFault(spec)).toThrow(
+        /\(e\.g\. --fault kill:rank=2,group=ep,seq=1 or --fault delay:rank=1,ms=500\)$/,
+      );
     });
   }
 });

@@ -33,39 +33,81 @@ describe('moe-actors grad: bad input fails clearly and writes nothing', () => {
     const labels = b.get('labels')!;
     const big = BigInt64Array.from(tokens.data as BigInt64Array);
     big[1 * 16 + 3] = 64n; // vocab_size is 64
-    save('vocab', new Map<string, SafeTensorInput>([['tokens', { shape: tokens.shape, data: big }], ['labels', labels]]));
+    save(
+      'vocab',
+      new Map<string, SafeTensorInput>([
+        ['tokens', { shape: tokens.shape, data: big }],
+        ['labels', labels],
+      ]),
+    );
     save('nolabels', new Map<string, SafeTensorInput>([['tokens', tokens]]));
-    save('mismatch', new Map<string, SafeTensorInput>([['tokens', tokens], ['labels', { shape: [2, 15], data: (labels.data as BigInt64Array).slice(0, 30) }]]));
+    save(
+      'mismatch',
+      new Map<string, SafeTensorInput>([
+        ['tokens', tokens],
+        ['labels', { shape: [2, 15], data: (labels.data as BigInt64Array).slice(0, 30) }],
+      ]),
+    );
     files.config = join(s.dir, 'unknown-field.toml');
-    writeFileSync(files.config, readFileSync(fx(c).config, 'utf8').replace('[training]\n', '[training]\nsequence_len = 16\n'));
+    writeFileSync(
+      files.config,
+      readFileSync(fx(c).config, 'utf8').replace('[training]\n', '[training]\nsequence_len = 16\n'),
+    );
   });
 
   it('a checkpoint missing a tensor', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { weights: files.missing } }), 'missing tensor(s) for this model: layers.1.moe.router.gate.weight');
+    expectFailure(
+      await grad(c, s.out(), [], { files: { weights: files.missing } }),
+      'missing tensor(s) for this model: layers.1.moe.router.gate.weight',
+    );
   });
   it('a checkpoint with an extra tensor', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { weights: files.extra } }), 'tensor(s) this model does not have: layers.2.attention.wq.weight');
+    expectFailure(
+      await grad(c, s.out(), [], { files: { weights: files.extra } }),
+      'tensor(s) this model does not have: layers.2.attention.wq.weight',
+    );
   });
   it('a checkpoint with a wrong-shaped tensor', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { weights: files.shape } }), 'tensor output.weight has shape (32, 64), the model expects (64, 32)');
+    expectFailure(
+      await grad(c, s.out(), [], { files: { weights: files.shape } }),
+      'tensor output.weight has shape (32, 64), the model expects (64, 32)',
+    );
   });
   it('a token id outside the vocabulary (distributed: checked before any rank starts)', async () => {
-    expectFailure(await grad(c, s.out(), ['--ranks', '2', '--transport', 'threads'], { files: { batch: files.vocab } }), 'tokens[1, 3] = 64 (position 19) is outside the vocabulary [0, 64)');
+    expectFailure(
+      await grad(c, s.out(), ['--ranks', '2', '--transport', 'threads'], { files: { batch: files.vocab } }),
+      'tokens[1, 3] = 64 (position 19) is outside the vocabulary [0, 64)',
+    );
   });
   it('a batch without labels', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { batch: files.nolabels } }), /no tensor "labels" \(it has "tokens"\); a batch holds integer \(int64\) tensors "tokens" and "labels"/);
+    expectFailure(
+      await grad(c, s.out(), [], { files: { batch: files.nolabels } }),
+      /no tensor "labels" \(it has "tokens"\); a batch holds integer \(int64\) tensors "tokens" and "labels"/,
+    );
   });
   it('labels shaped differently from tokens', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { batch: files.mismatch } }), '"tokens" has shape [2, 16] but "labels" has [2, 15]');
+    expectFailure(
+      await grad(c, s.out(), [], { files: { batch: files.mismatch } }),
+      '"tokens" has shape [2, 16] but "labels" has [2, 15]',
+    );
   });
   it('a batch whose sequence length is not [training] seq_len', async () => {
-    expectFailure(await grad(c, s.out(), ['--training.seq_len', '8']), 'the batch has sequences of length 16 (shape [2, 16]) but [training] seq_len = 8; use a batch of length 8 or set --training.seq_len 16');
+    expectFailure(
+      await grad(c, s.out(), ['--training.seq_len', '8']),
+      'the batch has sequences of length 16 (shape [2, 16]) but [training] seq_len = 8; use a batch of length 8 or set --training.seq_len 16',
+    );
   });
   it('an unknown config field', async () => {
-    expectFailure(await grad(c, s.out(), [], { files: { config: files.config } }), 'unknown field [training] sequence_len; fields of [training]: local_batch_size, global_batch_size, seq_len');
+    expectFailure(
+      await grad(c, s.out(), [], { files: { config: files.config } }),
+      'unknown field [training] sequence_len; fields of [training]: local_batch_size, global_batch_size, seq_len',
+    );
   });
   it('an unknown flavor', async () => {
-    expectFailure(await grad(c, s.out(), ['--model.flavor', 'debugmodl']), 'model.flavor: unknown llama4 flavor "debugmodl"');
+    expectFailure(
+      await grad(c, s.out(), ['--model.flavor', 'debugmodl']),
+      'model.flavor: unknown llama4 flavor "debugmodl"',
+    );
   });
   it('a missing input file', async () => {
     const nope = join(s.dir, 'nope.safetensors');
@@ -73,7 +115,18 @@ describe('moe-actors grad: bad input fails clearly and writes nothing', () => {
   });
   it('a dispatch the backend cannot run (the planner refuses before any rank starts)', async () => {
     expectFailure(
-      await grad(c, s.out(), ['--ranks', '2', '--transport', 'threads', '--parallelism.expert_parallel_degree', '2', '--comm.profile', 'xccl-2025', '--comm.dispatch', 'a2a']),
+      await grad(c, s.out(), [
+        '--ranks',
+        '2',
+        '--transport',
+        'threads',
+        '--parallelism.expert_parallel_degree',
+        '2',
+        '--comm.profile',
+        'xccl-2025',
+        '--comm.dispatch',
+        'a2a',
+      ]),
       '[comm] dispatch = "a2a" cannot run on backend threads/xccl-2025',
     );
   });
@@ -82,10 +135,15 @@ describe('moe-actors grad: bad input fails clearly and writes nothing', () => {
     mkdirSync(folder);
     const g = await grad(c, folder);
     expect(g.r.code).toBe(1);
-    expect(g.r.stderr.trim()).toBe(`moe-actors: --out ${folder} is a folder; give the path of the .safetensors file to write`);
+    expect(g.r.stderr.trim()).toBe(
+      `moe-actors: --out ${folder} is a folder; give the path of the .safetensors file to write`,
+    );
     expect(readdirSync(folder)).toEqual([]);
   });
   it('--transport mpi outside mpiexec', async () => {
-    expectFailure(await grad(c, s.out(), ['--transport', 'mpi']), '--transport mpi runs inside an MPI job: mpiexec.mpich -n N');
+    expectFailure(
+      await grad(c, s.out(), ['--transport', 'mpi']),
+      '--transport mpi runs inside an MPI job: mpiexec.mpich -n N',
+    );
   });
 });

@@ -31,9 +31,17 @@ export interface GradRun {
   out: string;
 }
 
-export async function grad(c: string, out: string, extra: string[] = [], o: CliOptions & { files?: Partial<ReturnType<typeof fx>> } = {}): Promise<GradRun> {
+export async function grad(
+  c: string,
+  out: string,
+  extra: string[] = [],
+  o: CliOptions & { files?: Partial<ReturnType<typeof fx>> } = {},
+): Promise<GradRun> {
   const f = { ...fx(c), ...o.files };
-  const r = await cli(['grad', '--config', f.config, '--checkpoint', f.weights, '--batch', f.batch, '--out', out, ...extra], o);
+  const r = await cli(
+    ['grad', '--config', f.config, '--checkpoint', f.weights, '--batch', f.batch, '--out', out, ...extra],
+    o,
+  );
   return { r, out };
 }
 

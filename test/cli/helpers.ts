@@ -21,7 +21,9 @@ export interface CliOptions {
 }
 
 export function cli(args: readonly string[], o: CliOptions = {}): Promise<CliResult> {
-  return o.mpi ? run('mpiexec.mpich', ['-n', String(o.mpi), process.execPath, BIN, ...args], o) : run(process.execPath, [BIN, ...args], o);
+  return o.mpi
+    ? run('mpiexec.mpich', ['-n', String(o.mpi), process.execPath, BIN, ...args], o)
+    : run(process.execPath, [BIN, ...args], o);
 }
 
 /** Any command, with the same deadline, environment and process-group kill as cli(). */
@@ -41,4 +43,3 @@ export function mpiUnavailable(): string | null {
   const marker = join(ROOT, 'native', 'mpi', 'UNAVAILABLE');
   return existsSync(marker) ? readFileSync(marker, 'utf8').trim() : null;
 }
-

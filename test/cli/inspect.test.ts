@@ -15,8 +15,12 @@ describe('moe-actors inspect', () => {
     const r = await cli(['inspect', join(HANG, 'flight')]);
     expect(r.code, show(r)).toBe(0);
     expect(r.stdout).toContain('flight recorder analysis: 4 dump(s), world size 4');
-    expect(r.stdout).toContain('where the ranks are: rank 2 is not in a collective, ranks 0,1,3 in all_to_all_v #20 on group ep');
-    expect(r.stdout).toMatch(/Not all ranks joining collective #20 \(all_to_all_v.*tag "layer 2 forward dispatch"\): missing ranks: \{2\}/);
+    expect(r.stdout).toContain(
+      'where the ranks are: rank 2 is not in a collective, ranks 0,1,3 in all_to_all_v #20 on group ep',
+    );
+    expect(r.stdout).toMatch(
+      /Not all ranks joining collective #20 \(all_to_all_v.*tag "layer 2 forward dispatch"\): missing ranks: \{2\}/,
+    );
   });
 
   it('accepts the run folder and individual files the same way', async () => {
@@ -30,7 +34,11 @@ describe('moe-actors inspect', () => {
 
   it('clear errors: a folder without dumps, a file that is not a dump, a path that does not exist', async () => {
     writeFileSync(join(tmp, 'flight-rank-0.json'), '{"version": 1, "rank": 0');
-    const [empty, bad, none] = await Promise.all([cli(['inspect', join(TRACE_FIXTURES, 'ep4')]), cli(['inspect', join(tmp, 'flight-rank-0.json')]), cli(['inspect', join(tmp, 'missing')])]);
+    const [empty, bad, none] = await Promise.all([
+      cli(['inspect', join(TRACE_FIXTURES, 'ep4')]),
+      cli(['inspect', join(tmp, 'flight-rank-0.json')]),
+      cli(['inspect', join(tmp, 'missing')]),
+    ]);
     expect(empty.code, show(empty)).toBe(1);
     expect(empty.stderr).toContain('no flight-rank-<rank>.json files in this folder');
     expect(bad.code, show(bad)).toBe(1);

@@ -11,7 +11,8 @@ describe('moe-actors machines', () => {
     const r = await cli(['machines', '--format', 'mermaid']);
     expect(r.code, show(r)).toBe(0);
     expect(r.stdout.match(/^stateDiagram-v2$/gm)).toHaveLength(6);
-    for (const t of ['moe-layer', 'fsdp-unit', 'train-step', 'expert', 'router', 'optimizer']) expect(r.stdout).toContain(`title: ${t}`);
+    for (const t of ['moe-layer', 'fsdp-unit', 'train-step', 'expert', 'router', 'optimizer'])
+      expect(r.stdout).toContain(`title: ${t}`);
     expect(r.stdout).toContain('forward__exchangeCounts --> forward__dispatch: done(exchangeCounts)');
     expect(r.stdout).toContain('resharded --> unsharding: UNSHARD');
     const opens = r.stdout.split('\n').filter((l) => l.trim().endsWith('{')).length;
@@ -28,9 +29,14 @@ describe('moe-actors machines', () => {
   });
 
   it('unknown machine or format: exit 1 naming the choices', async () => {
-    const [a, b] = await Promise.all([cli(['machines', '--machine', 'scheduler']), cli(['machines', '--format', 'svg'])]);
+    const [a, b] = await Promise.all([
+      cli(['machines', '--machine', 'scheduler']),
+      cli(['machines', '--format', 'svg']),
+    ]);
     expect(a.code, show(a)).toBe(1);
-    expect(a.stderr).toContain('--machine scheduler: unknown machine; use one of moe-layer, fsdp-unit, train-step, expert, router, optimizer');
+    expect(a.stderr).toContain(
+      '--machine scheduler: unknown machine; use one of moe-layer, fsdp-unit, train-step, expert, router, optimizer',
+    );
     expect(b.code, show(b)).toBe(1);
     expect(b.stderr).toContain('--format svg: unknown format; use mermaid or dot');
   });
@@ -40,7 +46,12 @@ describe('moe-actors machines', () => {
     expect(committed).toBe(statechartsMarkdown());
     // Six machines and the actor system.
     expect(committed.match(/^```mermaid$/gm)).toHaveLength(7);
-    const check = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'gen-statecharts.ts'), '--check']);
+    const check = await run(process.execPath, [
+      '--import',
+      'tsx',
+      join(ROOT, 'scripts', 'gen-statecharts.ts'),
+      '--check',
+    ]);
     expect(check.code, show(check)).toBe(0);
   });
 });

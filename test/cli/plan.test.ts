@@ -12,8 +12,12 @@ describe('moe-actors plan', () => {
     expect(r.stdout).toContain('mesh: world 4 = dp_replicate 1 × dp_shard 4 (ep 4');
     expect(r.stdout).toMatch(/^EP dispatch: a2a — fewest predicted bytes per MoE layer/m);
     expect(r.stdout).toMatch(/^gradient reduction: sum — gradient_divide_factor = 1/m);
-    expect(r.stdout).toMatch(/^per rank memory \(bytes\):\n {2}total [\d.]+ [KMG]iB = param shards [\d.]+ [KMG]iB \+ grad shards/m);
-    expect(r.stdout).toMatch(/^bytes per step per group \(this rank, sent \+ received; params float32: all-gathers and EP rows at 4 bytes, gradient reduce_scatters at 4\):\n {2}fsdp +[\d.]+ [KMG]iB/m);
+    expect(r.stdout).toMatch(
+      /^per rank memory \(bytes\):\n {2}total [\d.]+ [KMG]iB = param shards [\d.]+ [KMG]iB \+ grad shards/m,
+    );
+    expect(r.stdout).toMatch(
+      /^bytes per step per group \(this rank, sent \+ received; params float32: all-gathers and EP rows at 4 bytes, gradient reduce_scatters at 4\):\n {2}fsdp +[\d.]+ [KMG]iB/m,
+    );
     expect(r.stdout).toMatch(/^ {2}ep +[\d.]+ [KMG]iB$/m);
   });
 
@@ -28,11 +32,23 @@ describe('moe-actors plan', () => {
     const r = await cli(['plan', '--ranks', '4', '--comm.profile', 'xccl-2025', '--comm.dispatch', 'a2a']);
     expect(r.code, show(r)).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr.trim()).toMatch(/^moe-actors: \[comm\] dispatch = "a2a" cannot run on backend threads\/xccl-2025: .*Use "allgather-padded" or "allgather-rs", or dispatch = "auto"\.$/);
+    expect(r.stderr.trim()).toMatch(
+      /^moe-actors: \[comm\] dispatch = "a2a" cannot run on backend threads\/xccl-2025: .*Use "allgather-padded" or "allgather-rs", or dispatch = "auto"\.$/,
+    );
   });
 
   it('plans a parity fixture config with [parallelism] overrides', async () => {
-    const r = await cli(['plan', '--config', join(PARITY, 'dsv3_groups_softmax_train', 'config.toml'), '--ranks', '2', '--parallelism.expert_parallel_degree', '2', '--comm.dispatch', 'allgather-rs']);
+    const r = await cli([
+      'plan',
+      '--config',
+      join(PARITY, 'dsv3_groups_softmax_train', 'config.toml'),
+      '--ranks',
+      '2',
+      '--parallelism.expert_parallel_degree',
+      '2',
+      '--comm.dispatch',
+      'allgather-rs',
+    ]);
     expect(r.code, show(r)).toBe(0);
     expect(r.stdout).toContain('EP dispatch: allgather-rs — forced by [comm] dispatch');
   });

@@ -13,7 +13,20 @@ function table(r: CliResult): Map<string, [string, string, string]> {
   return rows;
 }
 
-const ALL = ['all_gather', 'all_gather_v', 'reduce_scatter', 'all_reduce', 'all_reduce(avg)', 'all_reduce(max)', 'all_reduce(premul_sum)', 'all_to_all_v(equal)', 'all_to_all_v(uneven)', 'broadcast', 'barrier', 'split'];
+const ALL = [
+  'all_gather',
+  'all_gather_v',
+  'reduce_scatter',
+  'all_reduce',
+  'all_reduce(avg)',
+  'all_reduce(max)',
+  'all_reduce(premul_sum)',
+  'all_to_all_v(equal)',
+  'all_to_all_v(uneven)',
+  'broadcast',
+  'barrier',
+  'split',
+];
 
 describe('moe-actors probe', () => {
   it('inproc, 3 ranks, xccl-2025: the transport does everything, the profile refuses all_to_all, PREMUL_SUM and all_gather_v', async () => {
@@ -27,9 +40,13 @@ describe('moe-actors probe', () => {
       expect(transport, name).toBe('ok');
       expect([profile, usable], name).toEqual(refused.includes(name) ? ['refuses', 'no'] : ['allows', 'yes']);
     }
-    expect(r.stdout).toContain('all_to_all_v(equal): profile xccl-2025: all_to_all is not supported; instead: use dispatch = "allgather-padded" or "allgather-rs"');
+    expect(r.stdout).toContain(
+      'all_to_all_v(equal): profile xccl-2025: all_to_all is not supported; instead: use dispatch = "allgather-padded" or "allgather-rs"',
+    );
     expect(r.stdout).toContain('transport capabilities (measured): nothing missing');
-    expect(r.stdout).toContain('with profile xccl-2025 (what the planner uses): missing allGatherV, allToAllV, premulSum');
+    expect(r.stdout).toContain(
+      'with profile xccl-2025 (what the planner uses): missing allGatherV, allToAllV, premulSum',
+    );
   });
 
   it('threads, 2 ranks, oneccl-v2: only uneven all_to_all and all_gather_v are refused', async () => {
@@ -44,7 +61,9 @@ describe('moe-actors probe', () => {
   it('an unknown profile or transport: exit 1 naming the choices', async () => {
     const [a, b] = await Promise.all([cli(['probe', '--profile', 'nccl']), cli(['probe', '--transport', 'ucx'])]);
     expect(a.code, show(a)).toBe(1);
-    expect(a.stderr).toContain('unknown communication profile "nccl"; known profiles: full, xccl-2025, xccl-2026, oneccl-v2');
+    expect(a.stderr).toContain(
+      'unknown communication profile "nccl"; known profiles: full, xccl-2025, xccl-2026, oneccl-v2',
+    );
     expect(b.code, show(b)).toBe(1);
     expect(b.stderr).toContain('--transport ucx: unknown transport; use one of inproc, threads, mpi');
   });

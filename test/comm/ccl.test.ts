@@ -31,7 +31,8 @@ function failures(res: SpawnMpiResult<unknown>): string {
 describe('ccl transport: unavailable', () => {
   const fake = join(tmp, 'no-oneccl');
   mkdirSync(fake, { recursive: true });
-  const reason = 'oneCCL not found ($CCL_ROOT, $MOE_ACTORS_CCL_ROOT and ../shared/oneccl have no include/oneapi/ccl.hpp).\nFix: set CCL_ROOT to a oneCCL install';
+  const reason =
+    'oneCCL not found ($CCL_ROOT, $MOE_ACTORS_CCL_ROOT and ../shared/oneccl have no include/oneapi/ccl.hpp).\nFix: set CCL_ROOT to a oneCCL install';
   writeFileSync(join(fake, 'UNAVAILABLE'), reason + '\n');
 
   it('reports the reason recorded at build time, and a rank started anyway exits 2 naming cause and fix', () => {
@@ -87,7 +88,14 @@ describe.skipIf(skip)('ccl transport: conformance under mpiexec.mpich', () => {
   });
 
   it('-n 2: int64 and bf16 (Uint16Array) through the binding: exact int64 sums, bf16 sum/max, gathers in rank order', async () => {
-    const res = await spawnMpi<string[]>({ n: 2, transport: 'ccl', entry: program('ccl-dtypes'), args: null, world: { timeoutMs: 30_000 }, jobTimeoutMs: 90_000 });
+    const res = await spawnMpi<string[]>({
+      n: 2,
+      transport: 'ccl',
+      entry: program('ccl-dtypes'),
+      args: null,
+      world: { timeoutMs: 30_000 },
+      jobTimeoutMs: 90_000,
+    });
     expect(failures(res), res.stderr).toBe('');
     for (const o of res.outcomes) if (o.ok) expect(o.value).toHaveLength(6);
   });

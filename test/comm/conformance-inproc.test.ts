@@ -7,10 +7,23 @@ import type { ConformanceArgs, ConformanceSummary } from './programs/conformance
 
 const entry = { module: fileURLToPath(new URL('./programs/conformance.ts', import.meta.url)) };
 
-async function run(size: number, seed: number, args: ConformanceArgs, profile?: 'full' | 'xccl-2025' | 'xccl-2026' | 'oneccl-v2', ranksPerNode?: number) {
-  const res = await launch<ConformanceArgs, ConformanceSummary>({ transport: 'inproc', size, seed, timeoutMs: 5000, profile, ranksPerNode }, entry, args);
+async function run(
+  size: number,
+  seed: number,
+  args: ConformanceArgs,
+  profile?: 'full' | 'xccl-2025' | 'xccl-2026' | 'oneccl-v2',
+  ranksPerNode?: number,
+) {
+  const res = await launch<ConformanceArgs, ConformanceSummary>(
+    { transport: 'inproc', size, seed, timeoutMs: 5000, profile, ranksPerNode },
+    entry,
+    args,
+  );
   const failed = res.outcomes.filter((o) => !o.ok);
-  if (failed.length) throw new Error(`${failed.map((o) => (o.ok ? '' : `rank ${o.rank}: ${o.error}`)).join('\n')}\n${res.diagnosis ?? ''}`);
+  if (failed.length)
+    throw new Error(
+      `${failed.map((o) => (o.ok ? '' : `rank ${o.rank}: ${o.error}`)).join('\n')}\n${res.diagnosis ?? ''}`,
+    );
   return res.outcomes.map((o) => (o.ok ? o.value : undefined)!);
 }
 
@@ -23,7 +36,17 @@ describe('conformance on inproc', () => {
         for (const s of summaries) {
           expect(s.size).toBe(size);
           // Every op was checked at least once on every rank, and nothing was denied under the full profile.
-          for (const op of ['all_gather', 'all_gather_v', 'reduce_scatter', 'all_reduce', 'all_to_all_v', 'broadcast', 'barrier', 'split', 'free']) {
+          for (const op of [
+            'all_gather',
+            'all_gather_v',
+            'reduce_scatter',
+            'all_reduce',
+            'all_to_all_v',
+            'broadcast',
+            'barrier',
+            'split',
+            'free',
+          ]) {
             expect(s.byOp[op], op).toBeGreaterThan(0);
           }
           expect(s.unsupported).toBe(0);

@@ -40,7 +40,9 @@ describe('conformance catches broken communicators', () => {
         }
       },
     });
-    expect(errs[0]).toMatch(/^conformance \(seed 4, round 0, backend inproc\/full\): all_reduce sum float32 n=\d+ \[case \d+\] on group world .*element \d+ is .*, expected .* \(\|diff\| .*, tolerance exact\)/);
+    expect(errs[0]).toMatch(
+      /^conformance \(seed 4, round 0, backend inproc\/full\): all_reduce sum float32 n=\d+ \[case \d+\] on group world .*element \d+ is .*, expected .* \(\|diff\| .*, tolerance exact\)/,
+    );
   });
 
   it('all_to_all_v delivering the chunks of two sources swapped', async () => {
@@ -54,7 +56,9 @@ describe('conformance catches broken communicators', () => {
         }
       },
     });
-    expect(errs.some((e) => /all_to_all_v (float32|float64|int32) .* on group world .*element \d+ is/.test(e))).toBe(true);
+    expect(errs.some((e) => /all_to_all_v (float32|float64|int32) .* on group world .*element \d+ is/.test(e))).toBe(
+      true,
+    );
   });
 
   it('all_gather writing one element past the receive view', async () => {
@@ -65,7 +69,9 @@ describe('conformance catches broken communicators', () => {
         new Ctor(recv.buffer as ArrayBuffer, recv.byteOffset, recv.length + 1)[recv.length] = 1;
       },
     });
-    expect(errs[0]).toMatch(/all_gather float32 n=0 .*buffer guard: element 0 \(after the view\) was overwritten with 1/);
+    expect(errs[0]).toMatch(
+      /all_gather float32 n=0 .*buffer guard: element 0 \(after the view\) was overwritten with 1/,
+    );
   });
 
   it('split ignoring the key', async () => {

@@ -10,7 +10,11 @@ async function conformanceRun(seed: number) {
   const res = await runRanks(world, conformance, { seed: 21 } satisfies ConformanceArgs);
   expect(res.outcomes.every((o) => o.ok)).toBe(true);
   const order = world.recorders
-    .flatMap((rec) => rec.entries().map((e) => ({ key: `r${rec.rank} ${e.group}#${e.seq} ${e.op}`, t: e.tCompleted!, rank: rec.rank, id: e.id })))
+    .flatMap((rec) =>
+      rec
+        .entries()
+        .map((e) => ({ key: `r${rec.rank} ${e.group}#${e.seq} ${e.op}`, t: e.tCompleted!, rank: rec.rank, id: e.id })),
+    )
     .sort((a, b) => a.t - b.t || a.rank - b.rank || a.id - b.id)
     .map((e) => e.key);
   return { log: [...world.scheduleLog()], order };

@@ -5,19 +5,31 @@ import { CollectiveError } from '../../src/comm/errors.ts';
 import { createInprocWorld, runRanks } from '../../src/comm/inproc/launch.ts';
 import type { RankContext } from '../../src/comm/launch.ts';
 
-const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: unknown) => ({ ok: false as const, e: e as CollectiveError }));
+const settle = <T>(p: Promise<T>) =>
+  p.then(
+    (v) => ({ ok: true as const, v }),
+    (e: unknown) => ({ ok: false as const, e: e as CollectiveError }),
+  );
 
 describe('inproc split', () => {
   it('orders by key, ties by parent rank, and the new groups work independently', async () => {
     const w = createInprocWorld(5, { seed: 7 });
     const subs = await Promise.all(w.comms.map((c, r) => c.split(r % 2, r === 4 ? -1 : 0, 'parity')));
-    expect(subs.map((s) => s.ranks)).toEqual([[4, 0, 2], [1, 3], [4, 0, 2], [1, 3], [4, 0, 2]]);
+    expect(subs.map((s) => s.ranks)).toEqual([
+      [4, 0, 2],
+      [1, 3],
+      [4, 0, 2],
+      [1, 3],
+      [4, 0, 2],
+    ]);
     expect(subs.map((s) => s.rank)).toEqual([1, 0, 2, 1, 0]);
-    const sums = await Promise.all(subs.map(async (s, r) => {
-      const b = new Int32Array([r]);
-      await s.allReduce(b, { op: 'sum' });
-      return b[0];
-    }));
+    const sums = await Promise.all(
+      subs.map(async (s, r) => {
+        const b = new Int32Array([r]);
+        await s.allReduce(b, { op: 'sum' });
+        return b[0];
+      }),
+    );
     expect(sums).toEqual([6, 4, 6, 4, 6]);
   });
 
@@ -26,39 +38,56 @@ describe('inproc split', () => {
     const res = await Promise.all(w.comms.map((c, r) => settle(c.split(0, r, r === 0 ? 'ep' : 'fsdp'))));
     for (const x of res) {
       expect(x.ok).toBe(false);
-      if (!x.ok) expect(x.e.message).toMatch(/the members of color 0 \(ranks 0,1\) named the new group differently: "ep", "fsdp"/);
+      if (!x.ok)
+        expect(x.e.message).toMatch(
+          /the members of color 0 \(ranks 0,1\) named the new group differently: "ep", "fsdp"/,
+        );
     }
   });
 
   it('a member that exits instead of splitting fails the others at once', async () => {
     const w = createInprocWorld(3, { timeoutMs: 10_000 });
     const t0 = performance.now();
-    const res = await runRanks(w, async (ctx: RankContext<null>) => {
-      if (ctx.rank === 2) return 'left';
-      await ctx.world.split(0, ctx.rank, 'sub');
-      return 'split';
-    }, null);
+    const res = await runRanks(
+      w,
+      async (ctx: RankContext<null>) => {
+        if (ctx.rank === 2) return 'left';
+        await ctx.world.split(0, ctx.rank, 'sub');
+        return 'split';
+      },
+      null,
+    );
     expect(performance.now() - t0).toBeLessThan(1000);
     for (const r of [0, 1]) {
       const o = res.outcomes[r]!;
-      expect(!o.ok && o.error).toMatch(/split of group world into "sub" \(rank \d\) failed: rank 2 finished its program and will not join further collectives on group world/);
+      expect(!o.ok && o.error).toMatch(
+        /split of group world into "sub" \(rank \d\) failed: rank 2 finished its program and will not join further collectives on group world/,
+      );
     }
   });
 
   it('a member calling a collective while the others split is a desync, reported well inside the timeout', async () => {
     const w = createInprocWorld(3, { timeoutMs: 10_000 });
     const t0 = performance.now();
-    const res = await runRanks(w, async (ctx: RankContext<null>) => {
-      if (ctx.rank === 1) await ctx.world.barrier();
-      else await ctx.world.split(0, ctx.rank, 'sub');
-      return null;
-    }, null);
+    const res = await runRanks(
+      w,
+      async (ctx: RankContext<null>) => {
+        if (ctx.rank === 1) await ctx.world.barrier();
+        else await ctx.world.split(0, ctx.rank, 'sub');
+        return null;
+      },
+      null,
+    );
     expect(performance.now() - t0).toBeLessThan(2000);
     for (const o of res.outcomes) {
       expect(o.ok).toBe(false);
       if (!o.ok) {
-        expect(o.error).toContain('rank 1 is in barrier #1 on group world, ranks 0,2 in split of group world into "sub"');
-        expect(o.error).toContain('barrier #1 on group world waits for ranks 0,2; split #1 of group world waits for rank 1');
+        expect(o.error).toContain(
+          'rank 1 is in barrier #1 on group world, ranks 0,2 in split of group world into "sub"',
+        );
+        expect(o.error).toContain(
+          'barrier #1 on group world waits for ranks 0,2; split #1 of group world waits for rank 1',
+        );
       }
     }
   });
@@ -69,7 +98,9 @@ describe('inproc split', () => {
     expect(x.ok).toBe(false);
     if (!x.ok) {
       expect(x.e.kind).toBe('timeout');
-      expect(x.e.message).toMatch(/timeout after 100 ms in split of group world into "lonely" \(rank 0, color 0, key 0\): not every member of world \(ranks 0,1\) called split/);
+      expect(x.e.message).toMatch(
+        /timeout after 100 ms in split of group world into "lonely" \(rank 0, color 0, key 0\): not every member of world \(ranks 0,1\) called split/,
+      );
     }
   });
   it('setDefaultTimeout reaches the groups split before and after it, and not calls that pass their own', async () => {
@@ -83,13 +114,19 @@ describe('inproc split', () => {
       const t0 = performance.now();
       const x = await settle(g.barrier());
       expect(x.ok).toBe(false);
-      if (!x.ok) expect(x.e.message, g.name).toMatch(new RegExp(`^timeout after 100 ms in barrier #1 on group ${g.name}`));
+      if (!x.ok)
+        expect(x.e.message, g.name).toMatch(new RegExp(`^timeout after 100 ms in barrier #1 on group ${g.name}`));
       expect(performance.now() - t0).toBeLessThan(2000);
     }
     // A call with its own timeout keeps it.
     const v = createInprocWorld(2, { timeoutMs: 5000, stallMs: 0 });
     v.comms[1]!.setDefaultTimeout(100);
-    const own = await settle(Promise.race([v.comms[1]!.barrier({ timeoutMs: 10_000 }), new Promise((r) => setTimeout(r, 300, 'still waiting'))]));
+    const own = await settle(
+      Promise.race([
+        v.comms[1]!.barrier({ timeoutMs: 10_000 }),
+        new Promise((r) => setTimeout(r, 300, 'still waiting')),
+      ]),
+    );
     expect(own).toEqual({ ok: true, v: 'still waiting' });
     await v.comms[0]!.barrier();
   });

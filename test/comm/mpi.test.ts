@@ -45,7 +45,8 @@ function faults(n: number, args: FaultArgs, timeoutMs: number, jobTimeoutMs = 30
 describe('mpi transport: unavailable', () => {
   const fake = join(tmp, 'no-mpich');
   mkdirSync(fake, { recursive: true });
-  const reason = 'MPICH development files not found by `pkg-config mpich` when the addon was built.\nFix: apt-get install mpich libmpich-dev';
+  const reason =
+    'MPICH development files not found by `pkg-config mpich` when the addon was built.\nFix: apt-get install mpich libmpich-dev';
   writeFileSync(join(fake, 'UNAVAILABLE'), reason + '\n');
 
   it('reports the reason recorded at build time (in-process availability check)', () => {
@@ -61,7 +62,11 @@ describe('mpi transport: unavailable', () => {
 
   it('a rank started anyway exits with a clear error naming cause and fix (marker, then a missing build)', () => {
     const run = (dir: string) =>
-      spawnSync(process.execPath, [RUN, '--module', program('mpi-faults').module], { env: { ...process.env, MOE_ACTORS_MPI_ADDON_DIR: dir }, encoding: 'utf8', timeout: 30_000 });
+      spawnSync(process.execPath, [RUN, '--module', program('mpi-faults').module], {
+        env: { ...process.env, MOE_ACTORS_MPI_ADDON_DIR: dir },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
     const r = run(fake);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('the mpi transport is unavailable: MPICH development files not found');
@@ -94,7 +99,13 @@ describe.skipIf(mpichMissing)('mpi transport: conformance under mpiexec.mpich', 
   });
 
   it('keeps the event loop turning while a rank waits in MPI (polled with MPI_Test, not MPI_Wait)', async () => {
-    const res = await spawnMpi<{ ticks: number; waitedMs: number }>({ n: 2, entry: program('mpi-loop'), args: { lateMs: 300 }, world: { timeoutMs: 10_000 }, jobTimeoutMs: 30_000 });
+    const res = await spawnMpi<{ ticks: number; waitedMs: number }>({
+      n: 2,
+      entry: program('mpi-loop'),
+      args: { lateMs: 300 },
+      world: { timeoutMs: 10_000 },
+      jobTimeoutMs: 30_000,
+    });
     expect(failures(res), res.stderr).toBe('');
     const r0 = res.outcomes[0]!;
     if (!r0.ok) throw new Error('unreachable');
@@ -112,7 +123,9 @@ describe.skipIf(mpichMissing)('mpi transport: a failing rank ends the whole job,
     expect(errorOf(res, 1)).toMatch(/injected failure on rank 1 at iteration 3/);
     // Rank 1 finished all_gather #3 before throwing, but rank 0's own request for #3 may still be in flight when
     // the fault report arrives (MPI completes the two sides independently): it stood in #3 or #4.
-    expect(errorOf(res, 0)).toMatch(/\[peer-dead\]: rank 1 reported: rank 1 failed: Error: injected failure.*waiting in all_gather #[34] on group world/);
+    expect(errorOf(res, 0)).toMatch(
+      /\[peer-dead\]: rank 1 reported: rank 1 failed: Error: injected failure.*waiting in all_gather #[34] on group world/,
+    );
     expect(res.diagnosis).toMatch(/^first failure: rank 1: Error: injected failure/);
     expect(res.diagnosis).toMatch(/missing ranks: \{1\}/);
   });
@@ -135,15 +148,28 @@ describe.skipIf(mpichMissing)('mpi transport: a failing rank ends the whole job,
   it('SIGKILL of a rank with its all_to_all_v in flight: the survivor names the dead rank and its collective, dumps, ends the job', async () => {
     const dumpDir = join(tmp, 'dumps-sigkill');
     const timeoutMs = 20_000;
-    const res = await spawnMpi<unknown>({ n: 2, entry: program('ep-kill'), args: { mode: 'sigkill', victim: 1, atIter: 3, iters: 10 }, world: { timeoutMs, dumpDir }, jobTimeoutMs: 60_000 });
+    const res = await spawnMpi<unknown>({
+      n: 2,
+      entry: program('ep-kill'),
+      args: { mode: 'sigkill', victim: 1, atIter: 3, iters: 10 },
+      world: { timeoutMs, dumpDir },
+      jobTimeoutMs: 60_000,
+    });
     expect(res.killed).toBe(false);
     expect(res.ms).toBeLessThan(timeoutMs);
     expect(res.exitCode).not.toBe(0);
-    expect(errorOf(res, 0)).toMatch(/\[peer-dead\]: this rank was waiting in all_to_all_v #[3-5] on group ep when rank 1 died \(its process \d+ is gone/);
+    expect(errorOf(res, 0)).toMatch(
+      /\[peer-dead\]: this rank was waiting in all_to_all_v #[3-5] on group ep when rank 1 died \(its process \d+ is gone/,
+    );
     expect(errorOf(res, 1)).toMatch(/killed by signal 9/);
-    expect(res.stderr).toMatch(/moe-actors mpi rank 0: CollectiveError\[peer-dead\].*; flight dump: .*flight-rank-0\.json/);
+    expect(res.stderr).toMatch(
+      /moe-actors mpi rank 0: CollectiveError\[peer-dead\].*; flight dump: .*flight-rank-0\.json/,
+    );
     expect(existsSync(join(dumpDir, 'flight-rank-0.json'))).toBe(true);
-    expect(spawnSync('pgrep', ['-af', dumpDir], { encoding: 'utf8' }).stdout.trim(), 'processes of the job left behind').toBe('');
+    expect(
+      spawnSync('pgrep', ['-af', dumpDir], { encoding: 'utf8' }).stdout.trim(),
+      'processes of the job left behind',
+    ).toBe('');
   });
 
   it('a rank that stops calling collectives: the waiting rank times out, the idle one reports its last call', async () => {
@@ -151,7 +177,9 @@ describe.skipIf(mpichMissing)('mpi transport: a failing rank ends the whole job,
     const res = await faults(2, { mode: 'hang', victim: 1, atIter: 2, iters: 10 }, timeoutMs);
     expect(res.ms).toBeLessThan(timeoutMs + 8000);
     expect(errorOf(res, 0)).toMatch(/\[timeout\]: timeout after 1500 ms in all_gather #3 on group world/);
-    expect(errorOf(res, 1)).toMatch(/rank 0 reported.*this rank was not in a collective \(last completed all_gather #2 on group world\)/);
+    expect(errorOf(res, 1)).toMatch(
+      /rank 0 reported.*this rank was not in a collective \(last completed all_gather #2 on group world\)/,
+    );
     expect(res.diagnosis).toMatch(/missing ranks: \{1\}/);
   });
 

@@ -9,7 +9,14 @@ describe('Communicator.observe', () => {
   it('chains observers after the transport’s, hands them the call site, and stops on unsubscribe', async () => {
     const log: string[] = [];
     const world = createInprocWorld(2, { observer: { onStart: (c, e) => void log.push(`world ${c.rank} ${e.tag}`) } });
-    const site: CallSite = { actor: 'expert', machine: 'moeLayer', state: 'dispatch', step: 3, layer: 1, microbatch: 0 };
+    const site: CallSite = {
+      actor: 'expert',
+      machine: 'moeLayer',
+      state: 'dispatch',
+      step: 3,
+      layer: 1,
+      microbatch: 0,
+    };
     const stop = world.comms.map((c) =>
       c.observe({
         onStart: (_c, e, s) => void log.push(`mine ${c.rank} start ${e.tag} ${s?.state ?? '-'}@${s?.layer ?? '-'}`),
@@ -20,7 +27,12 @@ describe('Communicator.observe', () => {
     stop.forEach((f) => f());
     await Promise.all(world.comms.map((c) => c.allReduce(new Float32Array([1]), { op: 'sum' }, { tag: 'b' })));
     for (const r of [0, 1]) {
-      expect(log.filter((l) => l.includes(` ${r} `))).toEqual([`world ${r} a`, `mine ${r} start a dispatch@1`, `mine ${r} end a moeLayer`, `world ${r} b`]);
+      expect(log.filter((l) => l.includes(` ${r} `))).toEqual([
+        `world ${r} a`,
+        `mine ${r} start a dispatch@1`,
+        `mine ${r} end a moeLayer`,
+        `world ${r} b`,
+      ]);
     }
     expect(world.comms[0]!.recorder).toBe(world.recorders[0]);
     expect(world.comms[0]!.recorder.entries().map((e) => e.tag)).toEqual(['a', 'b']);

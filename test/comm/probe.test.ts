@@ -18,7 +18,13 @@ describe('probe', () => {
       for (const r of reports) expect(r.capabilities).toEqual(PROFILES[name].caps);
       const denied = reports[0]!.results.filter((r) => !r.ok).map((r) => r.name);
       if (name === 'full') expect(denied).toEqual([]);
-      if (name === 'xccl-2025') expect(denied).toEqual(['all_gather_v', 'all_reduce(premul_sum)', 'all_to_all_v(equal)', 'all_to_all_v(uneven)']);
+      if (name === 'xccl-2025')
+        expect(denied).toEqual([
+          'all_gather_v',
+          'all_reduce(premul_sum)',
+          'all_to_all_v(equal)',
+          'all_to_all_v(uneven)',
+        ]);
       if (name === 'oneccl-v2') expect(denied).toEqual(['all_gather_v', 'all_to_all_v(uneven)']);
     });
   }
@@ -32,26 +38,29 @@ describe('probe', () => {
 
   it('a wrong AVG on one rank only (like XCCL on B60) is reported as missing on every rank', async () => {
     const w = createInprocWorld(4, { seed: 5 });
-    const broken = w.comms.map((c, r) =>
-      new Proxy(c, {
-        get(target, prop, recv) {
-          if (prop === 'allReduce') {
-            return async (buf: Float32Array, op: ReduceOp, opts?: object) => {
-              await target.allReduce(buf, op, opts);
-              if (op.op === 'avg' && r === 2) buf[0] = buf[0]! + 1;
-            };
-          }
-          const v = Reflect.get(target, prop, recv);
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
-      }),
+    const broken = w.comms.map(
+      (c, r) =>
+        new Proxy(c, {
+          get(target, prop, recv) {
+            if (prop === 'allReduce') {
+              return async (buf: Float32Array, op: ReduceOp, opts?: object) => {
+                await target.allReduce(buf, op, opts);
+                if (op.op === 'avg' && r === 2) buf[0] = buf[0]! + 1;
+              };
+            }
+            const v = Reflect.get(target, prop, recv);
+            return typeof v === 'function' ? v.bind(target) : v;
+          },
+        }),
     );
     const reports = await probeAll(broken);
     for (const [r, rep] of reports.entries()) {
       expect(rep.capabilities.avg, `rank ${r}`).toBe(false);
       expect(rep.capabilities.allReduce).toBe(true);
     }
-    expect(reports[2]!.results.find((x) => x.name === 'all_reduce(avg)')!.reason).toMatch(/wrong result: element 0 is 3\.5, expected 2\.5/);
+    expect(reports[2]!.results.find((x) => x.name === 'all_reduce(avg)')!.reason).toMatch(
+      /wrong result: element 0 is 3\.5, expected 2\.5/,
+    );
     expect(reports[0]!.results.find((x) => x.name === 'all_reduce(avg)')!.reason).toMatch(/on another rank/);
   });
 
@@ -63,7 +72,9 @@ describe('probe', () => {
     expect(performance.now() - t0).toBeLessThan(600);
     for (const rep of reports) {
       expect(rep.results[0]).toMatchObject({ name: 'all_gather', ok: false });
-      expect(rep.results[1]!.reason).toMatch(/^not probed: the group failed earlier \(all_gather: timeout after 150 ms/);
+      expect(rep.results[1]!.reason).toMatch(
+        /^not probed: the group failed earlier \(all_gather: timeout after 150 ms/,
+      );
       expect(rep.capabilities.allReduce).toBe(false);
     }
   });

@@ -6,7 +6,13 @@ import { reduceDefinedOn, reduceInto } from '../../src/comm/reduce.ts';
 describe('reduceInto', () => {
   it('float32 sum is the rank-order sum rounded after every addition (not the exact or reordered sum)', () => {
     // float32 spacing at 1e8 is 8: in rank order each +3 is lost against 1e8; in reverse order 3+3+3+3 = 12 survives.
-    const xs = [new Float32Array([1e8]), new Float32Array([3]), new Float32Array([3]), new Float32Array([3]), new Float32Array([3])];
+    const xs = [
+      new Float32Array([1e8]),
+      new Float32Array([3]),
+      new Float32Array([3]),
+      new Float32Array([3]),
+      new Float32Array([3]),
+    ];
     const out = new Float32Array(1);
     reduceInto(out, xs, [0, 0, 0, 0, 0], 1, { op: 'sum' });
     expect(out[0]).toBe(1e8);
@@ -41,6 +47,8 @@ describe('reduceInto', () => {
     expect(out[0]).toBe(-(2 ** 31));
     expect(reduceDefinedOn({ op: 'avg' }, out)).toBe(false);
     expect(reduceDefinedOn({ op: 'premul_sum', factor: 2 }, out)).toBe(false);
-    expect(() => reduceInto(out, [out], [0], 1, { op: 'avg' })).toThrow(/defined on float32\/float64 only, got Int32Array/);
+    expect(() => reduceInto(out, [out], [0], 1, { op: 'avg' })).toThrow(
+      /defined on float32\/float64 only, got Int32Array/,
+    );
   });
 });

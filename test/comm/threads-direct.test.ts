@@ -50,10 +50,14 @@ describe('threads transport: send arrays read in place', () => {
   });
 
   it('lends large SharedArrayBuffer sends by default; the lender may reuse its array once the call resolves', async () => {
-    const res = await startThreads<DirectArgs, DirectSummary>({ transport: 'threads', size: 3, timeoutMs: 10_000 }, program('threads-direct'), {
-      n: 100_000,
-      iters: 4,
-    }).result;
+    const res = await startThreads<DirectArgs, DirectSummary>(
+      { transport: 'threads', size: 3, timeoutMs: 10_000 },
+      program('threads-direct'),
+      {
+        n: 100_000,
+        iters: 4,
+      },
+    ).result;
     expect(failures(res)).toBe('');
     for (const o of res.outcomes) {
       if (!o.ok) continue;

@@ -30,7 +30,11 @@ function errorOf(res: LaunchResult<unknown>, rank: number): string {
 
 describe('threads transport: conformance', () => {
   it.each([1, 2, 3, 4, 5, 6, 7, 8])('passes the conformance program bit-exactly on %i ranks', async (size) => {
-    const res = await launch<ConformanceArgs, ConformanceSummary>({ transport: 'threads', size, timeoutMs: 10_000 }, CONFORMANCE, { seed: 7 });
+    const res = await launch<ConformanceArgs, ConformanceSummary>(
+      { transport: 'threads', size, timeoutMs: 10_000 },
+      CONFORMANCE,
+      { seed: 7 },
+    );
     expect(failures(res)).toBe('');
     expect(res.outcomes).toHaveLength(size);
     for (const o of res.outcomes) if (o.ok) expect(o.value.backend).toBe('threads/full');
@@ -50,9 +54,13 @@ describe('threads transport: conformance', () => {
   });
 
   it('keeps the event loop turning while a rank waits (timers fire during the wait)', async () => {
-    const res = await launch<{ lateMs: number }, { ticks: number; waitedMs: number }>({ transport: 'threads', size: 2, timeoutMs: 5000 }, program('threads-loop'), {
-      lateMs: 300,
-    });
+    const res = await launch<{ lateMs: number }, { ticks: number; waitedMs: number }>(
+      { transport: 'threads', size: 2, timeoutMs: 5000 },
+      program('threads-loop'),
+      {
+        lateMs: 300,
+      },
+    );
     expect(failures(res)).toBe('');
     const r0 = res.outcomes[0]!;
     if (!r0.ok) throw new Error('unreachable');
@@ -64,7 +72,11 @@ describe('threads transport: conformance', () => {
 
 /** 3 ranks; rank 1 sleeps outside any collective from its 3rd world all_gather on, which the others wait in. */
 function hangingWorld(signal?: AbortSignal) {
-  return startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000, signal }, FAULTS, { mode: 'hang', victim: 1, atIter: 2, iters: 10 });
+  return startThreads<FaultArgs, unknown>(
+    { transport: 'threads', size: 3, timeoutMs: 30_000, drainMs: 1000, signal },
+    FAULTS,
+    { mode: 'hang', victim: 1, atIter: 2, iters: 10 },
+  );
 }
 
 describe('threads transport: control surface', () => {
@@ -79,7 +91,9 @@ describe('threads transport: control surface', () => {
       await new Promise((r) => setTimeout(r, 20));
       status = await world.status(0);
     }
-    expect(status?.pending).toEqual([expect.objectContaining({ group: 'world', op: 'all_gather', seq: 3, waitingFor: [1] })]);
+    expect(status?.pending).toEqual([
+      expect.objectContaining({ group: 'world', op: 'all_gather', seq: 3, waitingFor: [1] }),
+    ]);
     const dumps = await world.dumps('test');
     expect(dumps[2]?.groups[0]).toMatchObject({ group: 'world', lastEnqueued: 3, lastCompleted: 2 });
     expect(dumps[1]?.groups[0]).toMatchObject({ group: 'world', lastCompleted: 2 });
@@ -129,14 +143,22 @@ describe('threads transport: failures end every rank within its timeout, with a 
     expect(errorOf(res, 1)).toMatch(/died: its worker exited with code 1/);
     // A survivor either wakes in its poisoned wait (peer-dead) or is stopped by the launcher first, which reacted
     // to the same death; both name the dead rank.
-    for (const r of [0, 2, 3]) expect(errorOf(res, r)).toMatch(/\[peer-dead\].*world rank 1.*died|world rank 1 died|\[aborted\].*stopped \(rank 1 died\)/);
+    for (const r of [0, 2, 3])
+      expect(errorOf(res, r)).toMatch(
+        /\[peer-dead\].*world rank 1.*died|world rank 1 died|\[aborted\].*stopped \(rank 1 died\)/,
+      );
     expect(res.diagnosis).toMatch(/^first failure: rank 1 died/);
     expect(res.diagnosis).toMatch(/missing ranks: \{1\}/);
   });
 
   it('process.exit in a rank before a collective', async () => {
     const t0 = performance.now();
-    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 5000 }, FAULTS, { mode: 'exit', victim: 1, atIter: 3, iters: 10 });
+    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 5000 }, FAULTS, {
+      mode: 'exit',
+      victim: 1,
+      atIter: 3,
+      iters: 10,
+    });
     expect(performance.now() - t0).toBeLessThan(5000);
     expect(errorOf(res, 1)).toMatch(/exited with code 3/);
     expect(errorOf(res, 0)).toMatch(/all_gather #4 for rank 1 \(world rank 1\) to arrive, but it died/);
@@ -144,7 +166,12 @@ describe('threads transport: failures end every rank within its timeout, with a 
   });
 
   it('a rank that throws: its error is the root cause, the others name it', async () => {
-    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 5000 }, FAULTS, { mode: 'throw', victim: 2, atIter: 1, iters: 10 });
+    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs: 5000 }, FAULTS, {
+      mode: 'throw',
+      victim: 2,
+      atIter: 1,
+      iters: 10,
+    });
     expect(errorOf(res, 2)).toMatch(/injected failure on rank 2/);
     expect(errorOf(res, 0)).toMatch(/\[peer-dead\].*rank 2 .*failed \(its program threw\)/);
     expect(res.diagnosis).toMatch(/^first failure: rank 2 failed: Error: injected failure/);
@@ -153,12 +180,16 @@ describe('threads transport: failures end every rank within its timeout, with a 
   it('a rank that stops calling collectives: the others time out, saying whom they waited for', async () => {
     const timeoutMs = 1500;
     const t0 = performance.now();
-    const res = await startThreads<FaultArgs, unknown>({ transport: 'threads', size: 3, timeoutMs, drainMs: 500 }, FAULTS, {
-      mode: 'hang',
-      victim: 1,
-      atIter: 2,
-      iters: 10,
-    }).result;
+    const res = await startThreads<FaultArgs, unknown>(
+      { transport: 'threads', size: 3, timeoutMs, drainMs: 500 },
+      FAULTS,
+      {
+        mode: 'hang',
+        victim: 1,
+        atIter: 2,
+        iters: 10,
+      },
+    ).result;
     expect(performance.now() - t0).toBeLessThan(timeoutMs + 5000);
     expect(errorOf(res, 0)).toMatch(/\[timeout\]|timed out/);
     expect(res.diagnosis).toMatch(/waited 1500 ms in all_gather #3 for rank 1 \(world 1; last entered all_gather #2\)/);
@@ -166,8 +197,15 @@ describe('threads transport: failures end every rank within its timeout, with a 
   });
 
   it('ranks that call different collectives at the same sequence number get a mismatch naming both', async () => {
-    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 2, timeoutMs: 5000 }, FAULTS, { mode: 'mismatch', victim: 1, atIter: 0, iters: 3 });
-    expect(errorOf(res, 0)).toMatch(/\[mismatch\].*rank 0 \(world 0\) is in all_gather #1 .*rank 1 \(world 1\) is in all_reduce #1/);
+    const res = await launch<FaultArgs, unknown>({ transport: 'threads', size: 2, timeoutMs: 5000 }, FAULTS, {
+      mode: 'mismatch',
+      victim: 1,
+      atIter: 0,
+      iters: 3,
+    });
+    expect(errorOf(res, 0)).toMatch(
+      /\[mismatch\].*rank 0 \(world 0\) is in all_gather #1 .*rank 1 \(world 1\) is in all_reduce #1/,
+    );
     expect(errorOf(res, 1)).toMatch(/\[mismatch\]/);
   });
 });

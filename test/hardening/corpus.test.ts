@@ -10,7 +10,15 @@ import { cliCases } from './cases/cli.ts';
 import { dataCases, tensorCases } from './cases/data.ts';
 import { resourceCases, resumeCases } from './cases/resume.ts';
 
-const tables: Record<string, Case[]> = { config: configCases, cli: cliCases, data: dataCases, checkpoint: checkpointCases, tensor: tensorCases, resume: resumeCases, resource: resourceCases };
+const tables: Record<string, Case[]> = {
+  config: configCases,
+  cli: cliCases,
+  data: dataCases,
+  checkpoint: checkpointCases,
+  tensor: tensorCases,
+  resume: resumeCases,
+  resource: resourceCases,
+};
 
 afterAll(cleanup);
 

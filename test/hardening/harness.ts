@@ -81,7 +81,15 @@ export function sandbox(): Sandbox {
 function paths(root: string): Sandbox {
   const run = join(root, 'run');
   const folder = join(run, 'checkpoint');
-  return { root, outside: join(root, 'outside'), secret: join(root, 'outside', 'secret.bin'), run, folder, step1: stepDir(folder, 1), step2: stepDir(folder, 2) };
+  return {
+    root,
+    outside: join(root, 'outside'),
+    secret: join(root, 'outside', 'secret.bin'),
+    run,
+    folder,
+    step1: stepDir(folder, 1),
+    step2: stepDir(folder, 2),
+  };
 }
 
 function build(root: string): Sandbox {
@@ -111,7 +119,13 @@ export function snapshotOutside(sb: Sandbox): Map<string, string> {
       if (p === sb.run) continue;
       const st = lstatSync(p);
       if (st.isDirectory()) walk(p);
-      else out.set(relative(sb.root, p), st.isFile() ? `${st.size}:${createHash('sha256').update(readFileSync(p)).digest('hex')}:${st.mtimeMs}` : String(st.mode));
+      else
+        out.set(
+          relative(sb.root, p),
+          st.isFile()
+            ? `${st.size}:${createHash('sha256').update(readFileSync(p)).digest('hex')}:${st.mtimeMs}`
+            : String(st.mode),
+        );
     }
   };
   walk(sb.root);
@@ -143,7 +157,8 @@ export async function checkCase(c: Case): Promise<void> {
   expect(o.code, `${label}: exit status (message: ${o.message.slice(0, 400)})`).toBe(c.exit);
   for (const w of c.words) expect(o.message, `${label}: key words ${w}`).toMatch(w);
   expect(snapshotOutside(sb), `${label}: nothing outside the run folder changed`).toEqual(before);
-  if (!c.touchesStep1) expect(() => verifyCheckpoint(sb.step1, 'checksum', 1), `${label}: the earlier checkpoint is intact`).not.toThrow();
+  if (!c.touchesStep1)
+    expect(() => verifyCheckpoint(sb.step1, 'checksum', 1), `${label}: the earlier checkpoint is intact`).not.toThrow();
 }
 
 // ---- checkpoint mutation helpers ----
@@ -174,7 +189,11 @@ export function replaceVouched(dir: string, name: string, bytes: Uint8Array): vo
 }
 
 /** A safetensors file from a header object and a data section. */
-export function safetensorsBytes(header: unknown, data: Uint8Array = new Uint8Array(0), rawHeader?: Uint8Array): Uint8Array {
+export function safetensorsBytes(
+  header: unknown,
+  data: Uint8Array = new Uint8Array(0),
+  rawHeader?: Uint8Array,
+): Uint8Array {
   let h = rawHeader ?? new TextEncoder().encode(JSON.stringify(header));
   const pad = (8 - (h.length % 8)) % 8;
   if (!rawHeader && pad) h = new TextEncoder().encode(JSON.stringify(header) + ' '.repeat(pad));

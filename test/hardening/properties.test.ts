@@ -16,7 +16,15 @@ afterAll(cleanup);
 
 /** Every path the fs functions below are asked about while `fn` runs. */
 function pathsTouched<T>(fn: () => T): { value?: T; error?: unknown; paths: string[] } {
-  const names = ['openSync', 'readFileSync', 'statSync', 'lstatSync', 'existsSync', 'readdirSync', 'realpathSync'] as const;
+  const names = [
+    'openSync',
+    'readFileSync',
+    'statSync',
+    'lstatSync',
+    'existsSync',
+    'readdirSync',
+    'realpathSync',
+  ] as const;
   const saved = Object.fromEntries(names.map((n) => [n, fs[n]]));
   const paths: string[] = [];
   for (const n of names) {
@@ -37,11 +45,27 @@ function pathsTouched<T>(fn: () => T): { value?: T; error?: unknown; paths: stri
 }
 
 const inside = (p: string, dir: string) => !relative(dir, p).startsWith('..');
-const tensorsOf = (f: SafetensorsFile) => Object.fromEntries([...f.entries()].map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape, data: Array.from(t.data as ArrayLike<number | bigint>, String) }]));
+const tensorsOf = (f: SafetensorsFile) =>
+  Object.fromEntries(
+    [...f.entries()].map(([k, t]) => [
+      k,
+      { dtype: t.dtype, shape: t.shape, data: Array.from(t.data as ArrayLike<number | bigint>, String) },
+    ]),
+  );
 
 /** Hostile values for a manifest field. */
 const hostile = fc.oneof(
-  fc.constantFrom('../../outside/secret.bin', '/etc/hostname', '..', '.', '', 'rank0.json/..', '/dev/zero', 'rank9.safetensors', 'manifest.json'),
+  fc.constantFrom(
+    '../../outside/secret.bin',
+    '/etc/hostname',
+    '..',
+    '.',
+    '',
+    'rank0.json/..',
+    '/dev/zero',
+    'rank9.safetensors',
+    'manifest.json',
+  ),
   fc.constantFrom(0, -1, 1.5, 2 ** 53, 1e308, Number.NaN, null, true, [], {}),
   fc.string({ maxLength: 12 }),
   fc.integer(),
@@ -50,15 +74,24 @@ const hostile = fc.oneof(
 
 /** Where in the manifest to put it: a top-level field, or a field of a file entry. */
 const manifestEdit = fc.oneof(
-  fc.record({ at: fc.constantFrom('step', 'worldSize', 'configHash', 'mesh', 'files', 'format', 'version'), value: hostile }).map((e) => (m: any) => (m[e.at] = e.value)),
-  fc.record({ i: fc.nat(5), field: fc.constantFrom('name', 'rank', 'bytes', 'sha256'), value: hostile }).map((e) => (m: any) => {
-    if (!Array.isArray(m.files) || m.files.length === 0) return;
-    const f = m.files[e.i % m.files.length];
-    if (f && typeof f === 'object') f[e.field] = e.value;
-  }),
-  fc.record({ k: fc.constantFrom('dp_shard', 'ep', 'dp_replicate', 'cp', 'xx'), value: hostile }).map((e) => (m: any) => {
-    if (m.mesh && typeof m.mesh === 'object') m.mesh[e.k] = e.value;
-  }),
+  fc
+    .record({
+      at: fc.constantFrom('step', 'worldSize', 'configHash', 'mesh', 'files', 'format', 'version'),
+      value: hostile,
+    })
+    .map((e) => (m: any) => (m[e.at] = e.value)),
+  fc
+    .record({ i: fc.nat(5), field: fc.constantFrom('name', 'rank', 'bytes', 'sha256'), value: hostile })
+    .map((e) => (m: any) => {
+      if (!Array.isArray(m.files) || m.files.length === 0) return;
+      const f = m.files[e.i % m.files.length];
+      if (f && typeof f === 'object') f[e.field] = e.value;
+    }),
+  fc
+    .record({ k: fc.constantFrom('dp_shard', 'ep', 'dp_replicate', 'cp', 'xx'), value: hostile })
+    .map((e) => (m: any) => {
+      if (m.mesh && typeof m.mesh === 'object') m.mesh[e.k] = e.value;
+    }),
 );
 
 /** Byte-level damage: flip, cut, insert. */

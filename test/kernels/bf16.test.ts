@@ -16,13 +16,25 @@ function f32FromBits(u: number): number {
 describe('bf16 conversions', () => {
   it('round to nearest even, keep NaN, inf and signed zero, widen exactly', () => {
     // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa → 1. 1 + 3·2^-8 ties up to 1 + 2^-6 (even).
-    const xs = Float32Array.of(1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -0, Infinity, -Infinity, NaN, 3.4e38, 1e-40);
+    const xs = Float32Array.of(
+      1,
+      1 + 2 ** -8,
+      1 + 3 * 2 ** -8,
+      1 + 2 ** -8 + 2 ** -20,
+      -0,
+      Infinity,
+      -Infinity,
+      NaN,
+      3.4e38,
+      1e-40,
+    );
     const want = [0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x8000, 0x7f80, 0xff80, -1, 0x7f80, 0x0001];
     for (const k of [N, R]) {
       const out = new Uint16Array(xs.length);
       k.toBf16(xs, out, xs.length);
       want.forEach((w, i) => {
-        if (w === -1) expect((out[i]! & 0x7f80) === 0x7f80 && (out[i]! & 0x7f) !== 0, `${k.impl}: NaN stays NaN`).toBe(true);
+        if (w === -1)
+          expect((out[i]! & 0x7f80) === 0x7f80 && (out[i]! & 0x7f) !== 0, `${k.impl}: NaN stays NaN`).toBe(true);
         else expect(out[i], `${k.impl}: toBf16(${xs[i]})`).toBe(w);
       });
       const back = new Float32Array(xs.length);
@@ -110,12 +122,29 @@ describe('gemmBf16', () => {
     expectClose(c1, c2, 1e-5, 'C', K);
     const f32 = new Float32Array(M * Nn);
     R.sgemm(false, true, M, Nn, K, 1, A, K, B, K, 0, f32, Nn);
-    expect(c1.some((v, i) => v !== f32[i]), 'the operands were rounded').toBe(true);
+    expect(
+      c1.some((v, i) => v !== f32[i]),
+      'the operands were rounded',
+    ).toBe(true);
   });
 
   it('rejects a Float32Array where bf16 bits are expected', () => {
     expect(() =>
-      N.gemmBf16(false, false, 2, 2, 2, 1, new Float32Array(4) as unknown as Uint16Array, 2, new Uint16Array(4), 2, 0, new Float32Array(4), 2),
+      N.gemmBf16(
+        false,
+        false,
+        2,
+        2,
+        2,
+        1,
+        new Float32Array(4) as unknown as Uint16Array,
+        2,
+        new Uint16Array(4),
+        2,
+        0,
+        new Float32Array(4),
+        2,
+      ),
     ).toThrow(/gemmBf16: A must be a Uint16Array/);
   });
 });

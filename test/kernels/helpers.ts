@@ -50,7 +50,13 @@ export function relErr(got: ArrayLike<number>, want: ArrayLike<number>, floor = 
   return num / den;
 }
 
-export function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string, floor = 1e-30): void {
+export function expectClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  what: string,
+  floor = 1e-30,
+): void {
   const e = relErr(got, want, floor);
   if (!(e <= tol)) expect.fail(`${what}: relative error ${e.toExponential(3)} > ${tol}`);
 }

@@ -31,12 +31,16 @@ describe('getKernels', () => {
   });
 
   it('loads with a sleeping OpenMP wait policy and a deliberate OpenBLAS core choice, and reports both', () => {
-    const userPolicy = process.env.GOMP_SPINCOUNT === undefined ? (process.env.OMP_WAIT_POLICY ?? 'passive') : process.env.OMP_WAIT_POLICY;
+    const userPolicy =
+      process.env.GOMP_SPINCOUNT === undefined
+        ? (process.env.OMP_WAIT_POLICY ?? 'passive')
+        : process.env.OMP_WAIT_POLICY;
     const info = nativeKernels().blasInfo();
     expect(info.ompWaitPolicy).toBe(userPolicy);
     if (info.name === 'openblas') {
       expect(info.coretypeSource).toMatch(/^(env|auto|openblas)$/);
-      if (info.coretypeSource !== 'openblas') expect(info.corename?.toLowerCase()).toBe(process.env.OPENBLAS_CORETYPE?.toLowerCase());
+      if (info.coretypeSource !== 'openblas')
+        expect(info.corename?.toLowerCase()).toBe(process.env.OPENBLAS_CORETYPE?.toLowerCase());
     }
   });
 
@@ -69,37 +73,83 @@ describe('getKernels', () => {
   });
 
   it('explains how to build a missing addon', () => {
-    expect(() => loadNativeKernelsFrom('/nonexistent/kernels.node')).toThrow(/native kernels are missing[\s\S]*npm run build:native[\s\S]*libopenblas-dev[\s\S]*MOE_ACTORS_KERNELS=ts/);
+    expect(() => loadNativeKernelsFrom('/nonexistent/kernels.node')).toThrow(
+      /native kernels are missing[\s\S]*npm run build:native[\s\S]*libopenblas-dev[\s\S]*MOE_ACTORS_KERNELS=ts/,
+    );
   });
 });
 
 describe('native argument checks (RangeError, no memory access out of bounds)', () => {
   const k = nativeKernels();
   it('short buffers name the kernel, the argument and the sizes', () => {
-    expect(() => k.rmsnormFwd(new Float32Array(10), new Float32Array(4), new Float32Array(12), new Float32Array(3), 3, 4, 1e-5)).toThrow(
-      /rmsnormFwd: x has 10 elements, needs at least 12/,
-    );
-    expect(() => k.sgemm(false, false, 4, 4, 4, 1, new Float32Array(16), 4, new Float32Array(16), 4, 0, new Float32Array(15), 4)).toThrow(
-      /sgemm: C has 15 elements, needs at least 16/,
-    );
     expect(() =>
-      k.attentionFwd(new Float32Array(8), new Float32Array(8), new Float32Array(8), new Float32Array(8), new Float32Array(1), 1, 2, 1, 1, 4, 4, 1),
+      k.rmsnormFwd(new Float32Array(10), new Float32Array(4), new Float32Array(12), new Float32Array(3), 3, 4, 1e-5),
+    ).toThrow(/rmsnormFwd: x has 10 elements, needs at least 12/);
+    expect(() =>
+      k.sgemm(false, false, 4, 4, 4, 1, new Float32Array(16), 4, new Float32Array(16), 4, 0, new Float32Array(15), 4),
+    ).toThrow(/sgemm: C has 15 elements, needs at least 16/);
+    expect(() =>
+      k.attentionFwd(
+        new Float32Array(8),
+        new Float32Array(8),
+        new Float32Array(8),
+        new Float32Array(8),
+        new Float32Array(1),
+        1,
+        2,
+        1,
+        1,
+        4,
+        4,
+        1,
+      ),
     ).toThrow(/attentionFwd: lse has 1 elements, needs at least 2/);
   });
 
   it('wrong element types, bad GQA ratios and out-of-range indices are reported', () => {
-    expect(() => k.add(new Float64Array(2) as unknown as Float32Array, new Float32Array(2), new Float32Array(2), 2)).toThrow(/add: a must be a Float32Array/);
     expect(() =>
-      k.attentionFwd(new Float32Array(24), new Float32Array(16), new Float32Array(16), new Float32Array(24), new Float32Array(6), 1, 2, 3, 2, 4, 4, 1),
+      k.add(new Float64Array(2) as unknown as Float32Array, new Float32Array(2), new Float32Array(2), 2),
+    ).toThrow(/add: a must be a Float32Array/);
+    expect(() =>
+      k.attentionFwd(
+        new Float32Array(24),
+        new Float32Array(16),
+        new Float32Array(16),
+        new Float32Array(24),
+        new Float32Array(6),
+        1,
+        2,
+        3,
+        2,
+        4,
+        4,
+        1,
+      ),
     ).toThrow(/Hq = 3 must be a positive multiple of Hkv = 2/);
     expect(() => k.crossEntropyFwd(new Float32Array(6), Int32Array.of(1, 3), new Float32Array(2), 2, 3)).toThrow(
       /labels\[1\] = 3 is outside \[0, 3\)/,
     );
-    expect(() => k.gatherRows(new Float32Array(6), Int32Array.of(0, -1), new Float32Array(6), 2, 3, null)).toThrow(/idx\[1\] = -1/);
-    expect(() => k.embeddingBwd(new Float32Array(6), Int32Array.of(0, 2), new Float32Array(6), 2, 3)).toThrow(/ids\[1\] = 2 is outside \[0, 2\)/);
-    expect(() => k.adamw(new Float32Array(1), new Float32Array(1), new Float32Array(1), new Float32Array(1), 1, 1e-3, 0.9, 0.95, 1e-8, 0, 0)).toThrow(
-      /step = 0/,
+    expect(() => k.gatherRows(new Float32Array(6), Int32Array.of(0, -1), new Float32Array(6), 2, 3, null)).toThrow(
+      /idx\[1\] = -1/,
     );
+    expect(() => k.embeddingBwd(new Float32Array(6), Int32Array.of(0, 2), new Float32Array(6), 2, 3)).toThrow(
+      /ids\[1\] = 2 is outside \[0, 2\)/,
+    );
+    expect(() =>
+      k.adamw(
+        new Float32Array(1),
+        new Float32Array(1),
+        new Float32Array(1),
+        new Float32Array(1),
+        1,
+        1e-3,
+        0.9,
+        0.95,
+        1e-8,
+        0,
+        0,
+      ),
+    ).toThrow(/step = 0/);
   });
 
   it('empty work is a no-op: zero rows (an expert with no tokens), zero-length sequences', () => {

@@ -57,7 +57,9 @@ describe('native kernels match the reference', () => {
           for (let i = 0; i < M; i++)
             for (let j = 0; j < Nn; j++) {
               let t = Math.abs(beta * C0[i * ldc + j]!);
-              for (let p = 0; p < K; p++) t += 1.5 * Math.abs((ta ? A[p * lda + i]! : A[i * lda + p]!) * (tb ? B[j * ldb + p]! : B[p * ldb + j]!));
+              for (let p = 0; p < K; p++)
+                t +=
+                  1.5 * Math.abs((ta ? A[p * lda + i]! : A[i * lda + p]!) * (tb ? B[j * ldb + p]! : B[p * ldb + j]!));
               terms = Math.max(terms, t);
             }
           expectClose(c1, c2, 1e-5, 'C', terms);
@@ -74,7 +76,12 @@ describe('native kernels match the reference', () => {
         const x = randF32(n * d, r, 3);
         const w = randF32(d, r);
         const dy = randF32(n * d, r);
-        const out = [0, 1].map(() => ({ y: new Float32Array(n * d), rstd: new Float32Array(n), dx: new Float32Array(n * d), dw: randF32(d, rng(s + 1)) }));
+        const out = [0, 1].map(() => ({
+          y: new Float32Array(n * d),
+          rstd: new Float32Array(n),
+          dx: new Float32Array(n * d),
+          dw: randF32(d, rng(s + 1)),
+        }));
         [N, R].forEach((k, i) => {
           const o = out[i]!;
           k.rmsnormFwd(x, w, o.y, o.rstd, n, d, 1e-5);
@@ -85,7 +92,8 @@ describe('native kernels match the reference', () => {
         // dx = rstd·(g − x̂·mean(g·x̂)) cancels almost completely at tiny D (D = 1: x̂² ≈ 1); judge its error against
         // the size of the terms, rstd·|dy·w|, not against the cancelled result.
         let terms = 0;
-        for (let i = 0; i < n * d; i++) terms = Math.max(terms, Math.abs(out[1]!.rstd[Math.floor(i / d)]! * dy[i]! * w[i % d]!));
+        for (let i = 0; i < n * d; i++)
+          terms = Math.max(terms, Math.abs(out[1]!.rstd[Math.floor(i / d)]! * dy[i]! * w[i % d]!));
         expectClose(out[0]!.dx, out[1]!.dx, 1e-5, 'dx', Math.max(terms, 1e-30));
         let dwTerms = 1e-30; // dw0 + Σ_rows dy·x̂ can cancel: judge against |dw0| + Σ|dy·x̂| per column
         const dw0 = randF32(d, rng(s + 1));
@@ -209,29 +217,36 @@ describe('native kernels match the reference', () => {
 
   it('cross-entropy forward and backward, with ignored rows and dlogits aliasing logits', () => {
     fc.assert(
-      fc.property(rows, fc.constantFrom(1, 2, 17, 100, 2048), fc.constantFrom(1, 5), fc.boolean(), seed, (n, V, amp, alias, s) => {
-        const r = rng(s);
-        const logits = randF32(n * V, r, amp);
-        const labels = randInts(n, V, r);
-        for (let i = 0; i < n; i++) if (r() < 0.25) labels[i] = -100;
-        const scale = 1 / Math.max(1, n);
-        const res = [N, R].map((k) => {
-          const lse = new Float32Array(n).fill(NaN);
-          const loss = k.crossEntropyFwd(logits, labels, lse, n, V);
-          const src = logits.slice();
-          const dl = alias ? src : new Float32Array(n * V).fill(NaN);
-          k.crossEntropyBwd(src, labels, lse, dl, n, V, scale);
-          return { lse, loss, dl };
-        });
-        const [a, b] = res as [(typeof res)[0], (typeof res)[0]];
-        expect(Math.abs(a.loss - b.loss)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(b.loss)));
-        // lse = max + log Σ exp(· − max): two terms of size ≤ amp and ≤ ln V that can cancel to ≈0.
-        expectClose(a.lse, b.lse, 1e-6, 'lse', amp + Math.log(V));
-        // softmax − onehot cancels at the label when p → 1; every entry is a difference of values in [0, 1]·scale,
-        // so the error is judged against scale.
-        expectClose(a.dl, b.dl, 1e-5, 'dlogits', scale);
-        for (let i = 0; i < n; i++) if (labels[i] === -100) expect(a.lse[i]).toBe(0);
-      }),
+      fc.property(
+        rows,
+        fc.constantFrom(1, 2, 17, 100, 2048),
+        fc.constantFrom(1, 5),
+        fc.boolean(),
+        seed,
+        (n, V, amp, alias, s) => {
+          const r = rng(s);
+          const logits = randF32(n * V, r, amp);
+          const labels = randInts(n, V, r);
+          for (let i = 0; i < n; i++) if (r() < 0.25) labels[i] = -100;
+          const scale = 1 / Math.max(1, n);
+          const res = [N, R].map((k) => {
+            const lse = new Float32Array(n).fill(NaN);
+            const loss = k.crossEntropyFwd(logits, labels, lse, n, V);
+            const src = logits.slice();
+            const dl = alias ? src : new Float32Array(n * V).fill(NaN);
+            k.crossEntropyBwd(src, labels, lse, dl, n, V, scale);
+            return { lse, loss, dl };
+          });
+          const [a, b] = res as [(typeof res)[0], (typeof res)[0]];
+          expect(Math.abs(a.loss - b.loss)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(b.loss)));
+          // lse = max + log Σ exp(· − max): two terms of size ≤ amp and ≤ ln V that can cancel to ≈0.
+          expectClose(a.lse, b.lse, 1e-6, 'lse', amp + Math.log(V));
+          // softmax − onehot cancels at the label when p → 1; every entry is a difference of values in [0, 1]·scale,
+          // so the error is judged against scale.
+          expectClose(a.dl, b.dl, 1e-5, 'dlogits', scale);
+          for (let i = 0; i < n; i++) if (labels[i] === -100) expect(a.lse[i]).toBe(0);
+        },
+      ),
       RUNS,
     );
   });
@@ -319,7 +334,10 @@ describe('native kernels match the reference', () => {
             k.copy(src.subarray(shift, shift + n), dst.subarray(2 + shift, 2 + shift + n), n, stream);
             return new Uint32Array(dst.buffer);
           });
-          expect(Buffer.from(got[0]!.buffer).equals(Buffer.from(got[1]!.buffer)), `n=${n} shift=${shift} stream=${stream}`).toBe(true);
+          expect(
+            Buffer.from(got[0]!.buffer).equals(Buffer.from(got[1]!.buffer)),
+            `n=${n} shift=${shift} stream=${stream}`,
+          ).toBe(true);
           expect(got[0]![1]).toBe(new Uint32Array(new Float32Array([-1]).buffer)[0]); // untouched before the view
         }
       }

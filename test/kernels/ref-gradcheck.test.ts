@@ -13,7 +13,14 @@ import { randF32, randF64, randInts, rng } from './helpers.ts';
 const f32 = (a: Float64Array) => a as unknown as Float32Array;
 
 /** Central differences at `count` random coordinates of `x`, against the analytic gradient `g`. */
-function gradCheck(what: string, x: Float64Array, g: Float64Array, loss: () => number, r: () => number, count = 16): void {
+function gradCheck(
+  what: string,
+  x: Float64Array,
+  g: Float64Array,
+  loss: () => number,
+  r: () => number,
+  count = 16,
+): void {
   let gmax = 0;
   for (const v of g) gmax = Math.max(gmax, Math.abs(v));
   const h = 1e-5;
@@ -28,7 +35,8 @@ function gradCheck(what: string, x: Float64Array, g: Float64Array, loss: () => n
     x[i] = v;
     const fd = (lp - lm) / (2 * h);
     const err = Math.abs(fd - g[i]!) / Math.max(gmax, 1e-3);
-    if (!(err <= 1e-6)) expect.fail(`${what}[${i}]: finite difference ${fd} vs analytic ${g[i]} (rel ${err.toExponential(2)})`);
+    if (!(err <= 1e-6))
+      expect.fail(`${what}[${i}]: finite difference ${fd} vs analytic ${g[i]} (rel ${err.toExponential(2)})`);
   }
 }
 
@@ -57,7 +65,24 @@ describe('reference kernels: backward = gradient of forward', () => {
     const dq = new Float64Array(q.length);
     const dkk = new Float64Array(k.length);
     const dvv = new Float64Array(v.length);
-    K.attentionBwd(f32(go), f32(q), f32(k), f32(v), f32(o), f32(lse), f32(dq), f32(dkk), f32(dvv), B, S, Hq, Hkv, dk, dv, scale);
+    K.attentionBwd(
+      f32(go),
+      f32(q),
+      f32(k),
+      f32(v),
+      f32(o),
+      f32(lse),
+      f32(dq),
+      f32(dkk),
+      f32(dvv),
+      B,
+      S,
+      Hq,
+      Hkv,
+      dk,
+      dv,
+      scale,
+    );
     gradCheck('dq', q, dq, loss, r, 40);
     gradCheck('dk', k, dkk, loss, r, 40);
     gradCheck('dv', v, dvv, loss, r, 40);
@@ -272,7 +297,8 @@ describe('reference kernels: forwards against independent formulations', () => {
     const v = new Float32Array(n);
     const g1 = randF32(n, r);
     K.adamw(p, g1, m, v, n, lr, b1, b2, eps, wd, 1);
-    for (let i = 0; i < n; i++) expect(p[i]).toBeCloseTo(p0[i]! * (1 - lr * wd) - (lr * g1[i]!) / (Math.abs(g1[i]!) + eps), 6);
+    for (let i = 0; i < n; i++)
+      expect(p[i]).toBeCloseTo(p0[i]! * (1 - lr * wd) - (lr * g1[i]!) / (Math.abs(g1[i]!) + eps), 6);
     // Step 2 against the formula in float64 (the reference rounds to float32 at torch's points: ≈1e-7 relative).
     const [pd, md, vd] = [Float64Array.from(p), Float64Array.from(m), Float64Array.from(v)];
     const g2 = randF32(n, r);

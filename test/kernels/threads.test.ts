@@ -26,7 +26,12 @@ describe('native kernels from concurrent worker threads', () => {
         K,
         A: randF32(M * K, r),
         B: randF32(N * K, r),
-        attn: { ...attnShape, q: randF32(B * S * Hq * d, r), k: randF32(B * S * Hkv * d, r), v: randF32(B * S * Hkv * d, r) },
+        attn: {
+          ...attnShape,
+          q: randF32(B * S * Hq * d, r),
+          k: randF32(B * S * Hkv * d, r),
+          v: randF32(B * S * Hkv * d, r),
+        },
       };
     });
     const results = await Promise.all(

@@ -43,7 +43,10 @@ function gradPass(name: string, k: Kernels) {
   return { c, model, loss: r.loss };
 }
 
-for (const [kname, base] of [['native', nativeKernels()], ['ts', refKernels]] as const) {
+for (const [kname, base] of [
+  ['native', nativeKernels()],
+  ['ts', refKernels],
+] as const) {
   describe.each(CASES)(`bf16 parity %s (${kname} kernels)`, (name) => {
     it('loss within 2e-2, gradient cosine ≥ 0.999, same routing; the bf16 path is taken', () => {
       const exp = readSafetensors(join(PARITY_DIR, name, 'expected_bf16.safetensors'));
@@ -68,7 +71,9 @@ for (const [kname, base] of [['native', nativeKernels()], ['ts', refKernels]] as
         const counts = getI64(exp, `route.layers.${layer}.moe.counts`);
         expect([...b.tokensPerExpert], `layers.${layer} counts`).toEqual([...counts].map(Number));
       }
-      console.log(`${name} bf16 (${kname}): loss rel ${(Math.abs(bf.loss - refLoss) / refLoss).toExponential(1)}, worst grad cosine ${worst.toFixed(6)}, Σ max-abs err bf16 ${errBf.toExponential(2)} vs fp32 ${errFp.toExponential(2)}`);
+      console.log(
+        `${name} bf16 (${kname}): loss rel ${(Math.abs(bf.loss - refLoss) / refLoss).toExponential(1)}, worst grad cosine ${worst.toFixed(6)}, Σ max-abs err bf16 ${errBf.toExponential(2)} vs fp32 ${errFp.toExponential(2)}`,
+      );
     });
   });
 }

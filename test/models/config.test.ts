@@ -8,12 +8,17 @@ import { DEEPSEEK_V3_FLAVORS, dsv3SoftmaxScale } from '../../src/models/deepseek
 import { LLAMA4_FLAVORS, llama4DenseHidden, llama4ExpertHidden } from '../../src/models/llama4/args.ts';
 import { baseFreqs, buildRopeTable, llama4ScaledFreqs, ropeFreqs } from '../../src/models/layers/rope.ts';
 
-const spec = (name: string, flavor: string, seq: number, args?: object) => buildModelSpec(resolveModelConfig({ name, flavor, args }, seq));
+const spec = (name: string, flavor: string, seq: number, args?: object) =>
+  buildModelSpec(resolveModelConfig({ name, flavor, args }, seq));
 
 describe('[model] resolution', () => {
   it('takes a flavor, overrides fields and nested tables, sets max_seq_len = training.seq_len', () => {
     const r = resolveModelConfig(
-      { name: 'llama4', flavor: 'debugmodel', args: { n_layers: 3, moe_args: { top_k: 2 }, rope_scaling_args: { scaling_factor: 8 } } },
+      {
+        name: 'llama4',
+        flavor: 'debugmodel',
+        args: { n_layers: 3, moe_args: { top_k: 2 }, rope_scaling_args: { scaling_factor: 8 } },
+      },
       512,
     );
     if (r.name !== 'llama4') throw new Error('family');
@@ -21,7 +26,12 @@ describe('[model] resolution', () => {
     expect(r.args.dim).toBe(256);
     expect(r.args.moe_args.top_k).toBe(2);
     expect(r.args.moe_args.num_experts).toBe(8); // kept from the flavor
-    expect(r.args.rope_scaling_args).toEqual({ scaling_factor: 8, low_freq_factor: 1, high_freq_factor: 1, original_max_position_embeddings: 8192 });
+    expect(r.args.rope_scaling_args).toEqual({
+      scaling_factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 1,
+      original_max_position_embeddings: 8192,
+    });
     expect(r.args.max_seq_len).toBe(512);
     // the registry is not mutated by overrides
     expect(LLAMA4_FLAVORS.debugmodel!.n_layers).toBe(6);
@@ -33,16 +43,36 @@ describe('[model] resolution', () => {
     if (r.name !== 'llama4') throw new Error('family');
     expect(r.args.vocab_size).toBe(202048);
     expect(r.args.rope_scaling_args).toBeNull();
-    expect(r.args.moe_args).toMatchObject({ num_experts: 8, top_k: 1, score_func: 'sigmoid', score_before_experts: true });
+    expect(r.args.moe_args).toMatchObject({
+      num_experts: 8,
+      top_k: 1,
+      score_func: 'sigmoid',
+      score_before_experts: true,
+    });
     const d = resolveModelConfig({ name: 'deepseek_v3', flavor: 'custom' }, 4096);
     if (d.name !== 'deepseek_v3') throw new Error('family');
-    expect(d.args).toMatchObject({ dim: 2048, n_layers: 27, inter_dim: 10944, kv_lora_rank: 512, rope_factor: 40, max_seq_len: 4096 });
+    expect(d.args).toMatchObject({
+      dim: 2048,
+      n_layers: 27,
+      inter_dim: 10944,
+      kv_lora_rank: 512,
+      rope_factor: 40,
+      max_seq_len: 4096,
+    });
   });
 
   it('a rope_scaling_args table on a flavor without scaling starts from the defaults', () => {
-    const r = resolveModelConfig({ name: 'llama4', flavor: '17bx128e', args: { rope_scaling_args: { low_freq_factor: 2 } } }, 8192);
+    const r = resolveModelConfig(
+      { name: 'llama4', flavor: '17bx128e', args: { rope_scaling_args: { low_freq_factor: 2 } } },
+      8192,
+    );
     if (r.name !== 'llama4') throw new Error('family');
-    expect(r.args.rope_scaling_args).toEqual({ scaling_factor: 16, low_freq_factor: 2, high_freq_factor: 1, original_max_position_embeddings: 8192 });
+    expect(r.args.rope_scaling_args).toEqual({
+      scaling_factor: 16,
+      low_freq_factor: 2,
+      high_freq_factor: 1,
+      original_max_position_embeddings: 8192,
+    });
   });
 
   it.each([
@@ -51,13 +81,25 @@ describe('[model] resolution', () => {
     [{ name: 'llama4', args: { dimm: 3 } }, /model\.args\.dimm: unknown field; valid fields are: dim, n_layers/],
     [{ name: 'llama4', args: { dim: '256' } }, /model\.args\.dim: expected an integer, got "256" \(string\)/],
     [{ name: 'llama4', args: { dim: 25.5 } }, /model\.args\.dim: expected an integer, got 25\.5/],
-    [{ name: 'llama4', args: { moe_args: { score_func: 'relu' } } }, /model\.args\.moe_args\.score_func: expected one of "sigmoid", "softmax", got "relu"/],
-    [{ name: 'llama4', args: { moe_args: { experts: 4 } } }, /model\.args\.moe_args\.experts: unknown field; valid fields are: num_experts/],
+    [
+      { name: 'llama4', args: { moe_args: { score_func: 'relu' } } },
+      /model\.args\.moe_args\.score_func: expected one of "sigmoid", "softmax", got "relu"/,
+    ],
+    [
+      { name: 'llama4', args: { moe_args: { experts: 4 } } },
+      /model\.args\.moe_args\.experts: unknown field; valid fields are: num_experts/,
+    ],
     [{ name: 'llama4', args: { depth_init: 1 } }, /model\.args\.depth_init: expected true or false/],
-    [{ name: 'deepseek_v3', args: { rope_scaling_args: {} } }, /model\.args\.rope_scaling_args: unknown field; valid fields are: max_batch_size/],
+    [
+      { name: 'deepseek_v3', args: { rope_scaling_args: {} } },
+      /model\.args\.rope_scaling_args: unknown field; valid fields are: max_batch_size/,
+    ],
     [{ name: 'llama4', args: { n_heads: 7 } }, /dim=256 must be divisible by n_heads=7/],
     [{ name: 'llama4', args: { moe_args: { top_k: 9 } } }, /top_k must be in \[1, num_experts=8\]/],
-    [{ name: 'deepseek_v3', args: { moe_args: { num_expert_groups: 3, num_limited_groups: 1 } } }, /num_experts=8 must be divisible by num_expert_groups=3/],
+    [
+      { name: 'deepseek_v3', args: { moe_args: { num_expert_groups: 3, num_limited_groups: 1 } } },
+      /num_experts=8 must be divisible by num_expert_groups=3/,
+    ],
     [{ name: 'llama4', bogus: 1 }, /model\.bogus: unknown field; valid fields are: name, flavor, args/],
   ])('rejects %j', (section, msg) => {
     expect(() => resolveModelConfig(section, 64)).toThrow(msg);
@@ -67,11 +109,29 @@ describe('[model] resolution', () => {
 describe('flavors', () => {
   it('registers every spec flavor, the Aurora flavors and a dense twin of every Llama4 flavor', () => {
     const l4 = listFlavors('llama4');
-    for (const f of ['debugmodel', 'debugmodel_irope', '17bx16e', '17bx16e_irope', '17bx128e', '17bx128e_irope',
-      'debugmodel_12_rank', 'mediummodel_12_rank', 'largemodel_12_rank', 'largemodel_dense_equivalent']) {
+    for (const f of [
+      'debugmodel',
+      'debugmodel_irope',
+      '17bx16e',
+      '17bx16e_irope',
+      '17bx128e',
+      '17bx128e_irope',
+      'debugmodel_12_rank',
+      'mediummodel_12_rank',
+      'largemodel_12_rank',
+      'largemodel_dense_equivalent',
+    ]) {
       expect(l4).toContain(f);
     }
-    for (const f of ['debugmodel', 'debugmodel_12_rank', 'mediummodel_12_rank', 'largemodel_12_rank', '17bx16e', '17bx128e', 'debugmodel_irope']) {
+    for (const f of [
+      'debugmodel',
+      'debugmodel_12_rank',
+      'mediummodel_12_rank',
+      'largemodel_12_rank',
+      '17bx16e',
+      '17bx128e',
+      'debugmodel_irope',
+    ]) {
       expect(l4).toContain(`${f}_dense`);
       const s = spec('llama4', `${f}_dense`, 512);
       expect(s.blocks.every((b) => b.ffn.kind === 'dense')).toBe(true);
@@ -80,10 +140,17 @@ describe('flavors', () => {
       expect(s.vocabSize).toBe(base.vocabSize);
       expect(countParams(s).sparse).toBe(0);
     }
-    expect(listFlavors('deepseek_v3')).toEqual(['debugmodel', 'debugmodel_flex_attn', '16B', '236B', '671B', 'baseline_model_1b_12rank']);
+    expect(listFlavors('deepseek_v3')).toEqual([
+      'debugmodel',
+      'debugmodel_flex_attn',
+      '16B',
+      '236B',
+      '671B',
+      'baseline_model_1b_12rank',
+    ]);
   });
 
-  it('Aurora flavors have the report\'s shapes', () => {
+  it("Aurora flavors have the report's shapes", () => {
     const med = spec('llama4', 'mediummodel_12_rank', 512);
     expect([med.dim, med.nLayers, med.vocabSize]).toEqual([2304, 24, 32000]);
     expect(med.blocks.map((b) => b.ffn.kind === 'moe')).toEqual(Array.from({ length: 24 }, (_, i) => i % 2 === 1));
@@ -152,9 +219,14 @@ describe('RoPE tables', () => {
     expect(divided.slice(35).every(Boolean)).toBe(true);
   });
 
-  it('three-band scaling matches the fixture\'s fp32 frequencies exactly', () => {
+  it("three-band scaling matches the fixture's fp32 frequencies exactly", () => {
     // llama4_gqa_ropescale_top1: hd 8, θ 1e4, scaling 8 / low 1 / high 8 / orig 256
-    const f = llama4ScaledFreqs(baseFreqs(8, 10000), { scaling_factor: 8, low_freq_factor: 1, high_freq_factor: 8, original_max_position_embeddings: 256 });
+    const f = llama4ScaledFreqs(baseFreqs(8, 10000), {
+      scaling_factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 8,
+      original_max_position_embeddings: 256,
+    });
     expect([...f]).toEqual([1, 0.0509295836, 0.00124999997, 0.000125000006].map(Math.fround));
   });
 
@@ -172,10 +244,17 @@ describe('RoPE tables', () => {
   });
 
   it('YaRN fixture (dsv3_mla_yarn_softmax_top3) frequencies match in fp32', () => {
-    const s = spec('deepseek_v3', 'custom', 16, { qk_rope_head_dim: 16, original_seq_len: 12, rope_theta: 10, rope_factor: 4 });
+    const s = spec('deepseek_v3', 'custom', 16, {
+      qk_rope_head_dim: 16,
+      original_seq_len: 12,
+      rope_theta: 10,
+      rope_factor: 4,
+    });
     const f = ropeFreqs(s.rope);
     expect([...f]).toEqual(
-      [1, 0.562420607, 0.281170666, 0.105424128, 0.079056941, 0.0592843406, 0.0444569848, 0.0333380364].map(Math.fround),
+      [1, 0.562420607, 0.281170666, 0.105424128, 0.079056941, 0.0592843406, 0.0444569848, 0.0333380364].map(
+        Math.fround,
+      ),
     );
   });
 

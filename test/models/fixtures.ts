@@ -34,7 +34,12 @@ export function loadCase(name: string): ParityCase {
   const config = resolveModelConfig(doc.model, doc.training.seq_len);
   const b = readSafetensors(join(dir, 'batch.safetensors'));
   const shape = b.get('tokens')!.shape;
-  const batch: Microbatch = { tokens: getInt32(b, 'tokens'), labels: getInt32(b, 'labels', shape), B: shape[0]!, S: shape[1]! };
+  const batch: Microbatch = {
+    tokens: getInt32(b, 'tokens'),
+    labels: getInt32(b, 'labels', shape),
+    B: shape[0]!,
+    S: shape[1]!,
+  };
   const trainPath = join(dir, 'train.safetensors');
   return {
     name,
@@ -52,7 +57,13 @@ export function trainConfigOf(doc: Record<string, any>): TrainConfig {
   const l = doc.lr_scheduler ?? {};
   const t = doc.training ?? {};
   return {
-    adamw: { lr: o.lr ?? 8e-4, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: o.eps ?? 1e-8, weight_decay: o.weight_decay ?? 0.1 },
+    adamw: {
+      lr: o.lr ?? 8e-4,
+      beta1: o.beta1 ?? 0.9,
+      beta2: o.beta2 ?? 0.95,
+      eps: o.eps ?? 1e-8,
+      weight_decay: o.weight_decay ?? 0.1,
+    },
     schedule: {
       totalSteps: t.steps ?? 10000,
       warmupSteps: l.warmup_steps ?? 200,
@@ -85,14 +96,31 @@ export function distributedCaseOf(name: string): DistributedCase {
     model: resolveModelConfig(cfg.model, cfg.training.seq_len),
     weights: join(dir, 'weights.safetensors'),
     // eps 1e-6 as the fixtures use: with 1e-8 Adam turns fp32 reassociation noise of ~0 grads into O(lr) steps.
-    adamw: { lr: o.lr ?? 4e-3, beta1: o.beta1 ?? 0.9, beta2: o.beta2 ?? 0.95, eps: 1e-6, weight_decay: o.weight_decay ?? 0.1 },
-    schedule: { totalSteps: 3, warmupSteps: l.warmup_steps ?? 2, decayRatio: l.decay_ratio ?? 0.8, decayType: l.decay_type ?? 'linear', minLrFactor: l.min_lr_factor ?? 0.1 },
+    adamw: {
+      lr: o.lr ?? 4e-3,
+      beta1: o.beta1 ?? 0.9,
+      beta2: o.beta2 ?? 0.95,
+      eps: 1e-6,
+      weight_decay: o.weight_decay ?? 0.1,
+    },
+    schedule: {
+      totalSteps: 3,
+      warmupSteps: l.warmup_steps ?? 2,
+      decayRatio: l.decay_ratio ?? 0.8,
+      decayType: l.decay_type ?? 'linear',
+      minLrFactor: l.min_lr_factor ?? 0.1,
+    },
     maxNorm: cfg.training.max_norm ?? 0.5,
   };
 }
 
 /** A deterministic batch of B sequences over the model's vocabulary, some labels ignored. */
-export function syntheticBatch(V: number, B: number, S: number, seed: number): { tokens: Int32Array; labels: Int32Array } {
+export function syntheticBatch(
+  V: number,
+  B: number,
+  S: number,
+  seed: number,
+): { tokens: Int32Array; labels: Int32Array } {
   let x = seed >>> 0 || 1;
   const next = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % V;
   const tokens = new Int32Array(B * S).map(() => next());

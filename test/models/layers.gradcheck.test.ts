@@ -100,7 +100,11 @@ describe('layer gradients (finite differences)', () => {
       u.zeroGrad();
       embeddingBackward(rt, R, ids, u.g('tok_embeddings.weight'), N, D);
     };
-    expectClose(directionalCheck(loss, grads, [{ name: 'table', data: u.p('tok_embeddings.weight'), grad: () => u.g('tok_embeddings.weight') }]));
+    expectClose(
+      directionalCheck(loss, grads, [
+        { name: 'table', data: u.p('tok_embeddings.weight'), grad: () => u.g('tok_embeddings.weight') },
+      ]),
+    );
   });
 
   it('SwiGLU feed-forward', () => {
@@ -120,7 +124,11 @@ describe('layer gradients (finite differences)', () => {
     const x = randn(N * D, 'x');
     const res = checkLayer(
       rt,
-      { forward: () => ffn.forward(rt, x, N), backward: (c, d) => ffn.backward(rt, c, d), release: (c) => ffn.release(rt, c) },
+      {
+        forward: () => ffn.forward(rt, x, N),
+        backward: (c, d) => ffn.backward(rt, c, d),
+        release: (c) => ffn.release(rt, c),
+      },
       x,
       N * D,
       ['w1', 'w2', 'w3'].map((w) => ({ name: w, data: u.p(`f.${w}.weight`), grad: u.g(`f.${w}.weight`) })),
@@ -151,11 +159,21 @@ describe('layer gradients (finite differences)', () => {
         0.4,
       );
       const rope = buildRopeTable({ kind: 'llama4', dim: hd, theta: 100, seqLen: 8, scaling: null });
-      const att = new GqaAttention(u, 'a', { kind: 'gqa', nHeads: Hq, nKvHeads: Hkv, headDim: hd, useRope, scale: 0.5 }, D, useRope ? rope : null);
+      const att = new GqaAttention(
+        u,
+        'a',
+        { kind: 'gqa', nHeads: Hq, nKvHeads: Hkv, headDim: hd, useRope, scale: 0.5 },
+        D,
+        useRope ? rope : null,
+      );
       const x = randn(B * S * D, 'x');
       const res = checkLayer(
         rt,
-        { forward: () => att.forward(rt, x, B, S), backward: (c, d) => att.backward(rt, c, d), release: (c) => att.release(rt, c) },
+        {
+          forward: () => att.forward(rt, x, B, S),
+          backward: (c, d) => att.backward(rt, c, d),
+          release: (c) => att.release(rt, c),
+        },
         x,
         B * S * D,
         ['wq', 'wk', 'wv', 'wo'].map((w) => ({ name: w, data: u.p(`a.${w}.weight`), grad: u.g(`a.${w}.weight`) })),
@@ -171,7 +189,17 @@ describe('layer gradients (finite differences)', () => {
       const B = 2,
         S = 6,
         D = 8;
-      const spec: MlaSpec = { kind: 'mla', nHeads: 2, qLoraRank, kvLoraRank: 6, qkNope: 4, qkRope: 4, vHead: 6, scale: 0.4, normEps: 1e-5 };
+      const spec: MlaSpec = {
+        kind: 'mla',
+        nHeads: 2,
+        qLoraRank,
+        kvLoraRank: 6,
+        qkNope: 4,
+        qkRope: 4,
+        vHead: 6,
+        scale: 0.4,
+        normEps: 1e-5,
+      };
       const dqk = spec.qkNope + spec.qkRope;
       const q: [string, number[]][] =
         qLoraRank === 0
@@ -192,12 +220,25 @@ describe('layer gradients (finite differences)', () => {
         `mla${qLoraRank}`,
         0.4,
       );
-      const rope = buildRopeTable({ kind: 'yarn', dim: 4, theta: 50, seqLen: 8, originalSeqLen: 4, factor: 4, betaFast: 32, betaSlow: 1 });
+      const rope = buildRopeTable({
+        kind: 'yarn',
+        dim: 4,
+        theta: 50,
+        seqLen: 8,
+        originalSeqLen: 4,
+        factor: 4,
+        betaFast: 32,
+        betaSlow: 1,
+      });
       const att = new MlaAttention(u, 'a', spec, D, rope);
       const x = randn(B * S * D, 'x');
       const res = checkLayer(
         rt,
-        { forward: () => att.forward(rt, x, B, S), backward: (c, d) => att.backward(rt, c, d), release: (c) => att.release(rt, c) },
+        {
+          forward: () => att.forward(rt, x, B, S),
+          backward: (c, d) => att.backward(rt, c, d),
+          release: (c) => att.release(rt, c),
+        },
         x,
         B * S * D,
         u.layout.entries.map((e) => ({ name: e.name, data: u.p(e.name), grad: u.g(e.name) })),

@@ -10,7 +10,12 @@ import { loadWeights, saveWeights, stateDict } from '../../src/models/model/weig
 import { updateExpertBiases } from '../../src/models/model/train-step.ts';
 import type { AcMode } from '../../src/models/model/ac.ts';
 import { isCheckpointed, parseAcMode } from '../../src/models/model/ac.ts';
-import { parseSafetensors, readSafetensors, serializeSafetensors, SafetensorsFile } from '../../src/models/safetensors.ts';
+import {
+  parseSafetensors,
+  readSafetensors,
+  serializeSafetensors,
+  SafetensorsFile,
+} from '../../src/models/safetensors.ts';
 import { refKernels } from '../../src/tensor/kernels.ts';
 import { Allocator } from '../../src/tensor/allocator.ts';
 import { loadCase, relMaxDiff } from './fixtures.ts';
@@ -20,7 +25,15 @@ const tinyLlama = () =>
     {
       name: 'llama4',
       flavor: 'debugmodel',
-      args: { dim: 32, n_layers: 4, n_heads: 4, n_kv_heads: 2, vocab_size: 50, multiple_of: 16, moe_args: { num_experts: 4, top_k: 2 } },
+      args: {
+        dim: 32,
+        n_layers: 4,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 50,
+        multiple_of: 16,
+        moe_args: { num_experts: 4, top_k: 2 },
+      },
     },
     12,
   );
@@ -30,8 +43,18 @@ const tinyDsv3 = () =>
       name: 'deepseek_v3',
       flavor: 'debugmodel',
       args: {
-        dim: 32, n_layers: 3, n_heads: 2, vocab_size: 50, inter_dim: 48, moe_inter_dim: 16, kv_lora_rank: 16, q_lora_rank: 8,
-        qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 8, original_seq_len: 8,
+        dim: 32,
+        n_layers: 3,
+        n_heads: 2,
+        vocab_size: 50,
+        inter_dim: 48,
+        moe_inter_dim: 16,
+        kv_lora_rank: 16,
+        q_lora_rank: 8,
+        qk_nope_head_dim: 8,
+        qk_rope_head_dim: 4,
+        v_head_dim: 8,
+        original_seq_len: 8,
       },
     },
     12,
@@ -53,7 +76,12 @@ describe('activation checkpointing', () => {
     ['deepseek_v3 (q-LoRA, YaRN)', tinyDsv3],
   ] as const) {
     it(`${label}: none, selective 2, selective op and full give identical loss and grads; counts double under recompute`, () => {
-      const modes: AcMode[] = [{ mode: 'none' }, { mode: 'selective', every: 2 }, { mode: 'selective', op: true }, { mode: 'full' }];
+      const modes: AcMode[] = [
+        { mode: 'none' },
+        { mode: 'selective', every: 2 },
+        { mode: 'selective', op: true },
+        { mode: 'full' },
+      ];
       let ref: { loss: number; grads: Map<string, Float32Array> } | null = null;
       for (const ac of modes) {
         const m = Model.build(cfg(), { seed: 3, kernels: refKernels });
@@ -69,7 +97,9 @@ describe('activation checkpointing', () => {
         for (const moe of m.moeLayers()) {
           const total = moe.buffers.tokensPerExpert.reduce((a, b) => a + b, 0);
           const once = 2 * 12 * moe.spec.args.top_k;
-          expect(total, `layer ${moe.layerId} ${JSON.stringify(ac)}`).toBe(isCheckpointed(moe.layerId, ac) ? 2 * once : once);
+          expect(total, `layer ${moe.layerId} ${JSON.stringify(ac)}`).toBe(
+            isCheckpointed(moe.layerId, ac) ? 2 * once : once,
+          );
         }
         expect(m.rt.pool.liveCount).toBe(0);
       }
@@ -115,22 +145,30 @@ describe('weights', () => {
 
   it('rejects a missing tensor, naming it', () => {
     const f = withChange((m) => m.delete('layers.1.moe.experts.w2'));
-    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/edited\.safetensors: missing tensor\(s\) for this model: layers\.1\.moe\.experts\.w2/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(
+      /edited\.safetensors: missing tensor\(s\) for this model: layers\.1\.moe\.experts\.w2/,
+    );
   });
 
   it('rejects a missing expert_bias buffer', () => {
     const f = withChange((m) => m.delete('layers.1.moe.expert_bias'));
-    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/missing tensor\(s\) for this model: layers\.1\.moe\.expert_bias/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(
+      /missing tensor\(s\) for this model: layers\.1\.moe\.expert_bias/,
+    );
   });
 
   it('rejects an extra tensor, naming it', () => {
     const f = withChange((m) => m.set('layers.9.attention.wq.weight', { shape: [2], data: new Float32Array(2) }));
-    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/does not have: layers\.9\.attention\.wq\.weight/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(
+      /does not have: layers\.9\.attention\.wq\.weight/,
+    );
   });
 
   it('rejects a wrong-shaped tensor, naming it and both shapes', () => {
     const f = withChange((m) => m.set('norm.weight', { shape: [2, 16], data: m.get('norm.weight')!.data }));
-    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(/tensor norm\.weight has shape \(2, 16\), the model expects \(32\)/);
+    expect(() => loadWeights(Model.build(c.config, { kernels: refKernels }), f)).toThrow(
+      /tensor norm\.weight has shape \(2, 16\), the model expects \(32\)/,
+    );
   });
 
   it('round-trips through safetensors', () => {
@@ -144,7 +182,7 @@ describe('weights', () => {
     for (const [l, b] of m.moeBuffers) expect(m2.moeBuffers.get(l)!.expertBias).toEqual(b.expertBias);
   });
 
-  it('an EP shard loads its own experts\' rows and refuses to save a full state', () => {
+  it("an EP shard loads its own experts' rows and refuses to save a full state", () => {
     const shard = Model.build(c.config, { experts: { start: 2, count: 2 }, kernels: refKernels });
     loadWeights(shard, c.weights);
     const full = c.weights.get('layers.1.moe.experts.w1')!.data as Float32Array;
@@ -158,7 +196,10 @@ describe('weights', () => {
 
 describe('init', () => {
   it('follows torchtitan: N(0,1) embedding, per-parameter std with depth scaling, ±3σ output, ones for norms', () => {
-    const m = Model.build(resolveModelConfig({ name: 'llama4', flavor: 'debugmodel', args: { n_layers: 4 } }, 64), { seed: 7, kernels: refKernels });
+    const m = Model.build(resolveModelConfig({ name: 'llama4', flavor: 'debugmodel', args: { n_layers: 4 } }, 64), {
+      seed: 7,
+      kernels: refKernels,
+    });
     const std = (a: Float32Array) => Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
     expect(std(m.param('tok_embeddings.weight'))).toBeCloseTo(1, 1);
     expect(std(m.param('layers.0.attention.wq.weight'))).toBeCloseTo(0.02, 3);
@@ -173,7 +214,7 @@ describe('init', () => {
     expect(m.moeBuffers.get(1)!.expertBias!.every((v) => v === 0)).toBe(true);
   });
 
-  it('is seeded per parameter and per expert: an EP shard initialises the full model\'s rows', () => {
+  it("is seeded per parameter and per expert: an EP shard initialises the full model's rows", () => {
     const cfg = tinyLlama();
     const full = Model.build(cfg, { seed: 5, kernels: refKernels });
     const again = Model.build(cfg, { seed: 5, kernels: refKernels });
@@ -182,7 +223,9 @@ describe('init', () => {
     expect(again.param('layers.1.attention.wq.weight')).toEqual(full.param('layers.1.attention.wq.weight'));
     expect(other.param('layers.1.attention.wq.weight')).not.toEqual(full.param('layers.1.attention.wq.weight'));
     const per = full.param('layers.1.moe.experts.w3').length / 4;
-    expect(shard.param('layers.1.moe.experts.w3')).toEqual(full.param('layers.1.moe.experts.w3').subarray(per, 3 * per));
+    expect(shard.param('layers.1.moe.experts.w3')).toEqual(
+      full.param('layers.1.moe.experts.w3').subarray(per, 3 * per),
+    );
   });
 });
 
@@ -191,14 +234,23 @@ describe('units and memory', () => {
     const alloc = new Allocator();
     const m = Model.build(tinyLlama(), { alloc, kernels: refKernels });
     expect([...m.units.keys()]).toEqual([
-      'tok_embeddings', 'layers.0', 'layers.1', 'layers.1.moe.experts', 'layers.2', 'layers.3', 'layers.3.moe.experts', 'norm_output',
+      'tok_embeddings',
+      'layers.0',
+      'layers.1',
+      'layers.1.moe.experts',
+      'layers.2',
+      'layers.3',
+      'layers.3.moe.experts',
+      'norm_output',
     ]);
     const u = m.units.get('layers.1')!;
     const e = u.layout.entry('layers.1.attention.wk.weight');
     expect(m.param('layers.1.attention.wk.weight').buffer).toBe(u.data.buffer);
     expect(m.param('layers.1.attention.wk.weight').byteOffset).toBe(e.offset * 4);
     expect(m.grad('layers.1.attention.wk.weight').byteOffset).toBe(e.offset * 4);
-    expect(u.layout.has('layers.1.moe.router.gate.weight') && u.layout.has('layers.1.moe.shared_experts.w1.weight')).toBe(true);
+    expect(
+      u.layout.has('layers.1.moe.router.gate.weight') && u.layout.has('layers.1.moe.shared_experts.w1.weight'),
+    ).toBe(true);
     expect(u.layout.has('layers.1.moe.experts.w1')).toBe(false);
     const s = alloc.stats();
     const numel = [...m.units.values()].reduce((a, x) => a + x.layout.numel, 0);
@@ -206,7 +258,7 @@ describe('units and memory', () => {
     expect(s.live.grads).toBe(numel * 4);
   });
 
-  it('detach/attach swap a unit\'s storage (FSDP reshard/unshard): views follow, use while detached is an error', () => {
+  it("detach/attach swap a unit's storage (FSDP reshard/unshard): views follow, use while detached is an error", () => {
     const m = Model.build(tinyLlama(), { seed: 4, kernels: refKernels });
     const u = m.units.get('layers.0')!;
     const saved = Float32Array.from(u.data);
@@ -261,7 +313,9 @@ describe('input validation', () => {
     b.labels[2] = 77;
     expect(() => m.forward(b)).toThrow(/label 77 at position 2/);
     expect(() => m.forward({ ...batch(50, 1, 12, 0), B: 2 })).toThrow(/B·S = 2·12 = 24/);
-    expect(() => m.forward(batch(50, 1, 16, 0))).toThrow(/sequence length 16 exceeds the RoPE table \(max_seq_len = 12\)/);
+    expect(() => m.forward(batch(50, 1, 16, 0))).toThrow(
+      /sequence length 16 exceeds the RoPE table \(max_seq_len = 12\)/,
+    );
     const ign = batch(50, 1, 12, 0);
     ign.labels.fill(-100);
     expect(() => m.forward(ign)).toThrow(/global valid token count must be > 0/);
@@ -269,6 +323,8 @@ describe('input validation', () => {
   });
   it('rejects unsupported attention masks when building a runnable model', () => {
     const cfg = resolveModelConfig({ name: 'deepseek_v3', flavor: '16B' }, 64);
-    expect(() => Model.build(cfg, { kernels: refKernels })).toThrow(/attn_mask_type = "block_causal" is not supported.*Set attn_mask_type = "causal"/);
+    expect(() => Model.build(cfg, { kernels: refKernels })).toThrow(
+      /attn_mask_type = "block_causal" is not supported.*Set attn_mask_type = "causal"/,
+    );
   });
 });

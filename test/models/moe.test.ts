@@ -4,7 +4,13 @@
 
 import { describe, expect, it } from 'vitest';
 import { defaultMoEArgs, type MoEArgs } from '../../src/models/moe/args.ts';
-import { releaseRoute, releaseRouteCtx, routeBackward, routeForward, type RouterParams } from '../../src/models/moe/router.ts';
+import {
+  releaseRoute,
+  releaseRouteCtx,
+  routeBackward,
+  routeForward,
+  type RouterParams,
+} from '../../src/models/moe/router.ts';
 import { buildPermutation, releasePermutation } from '../../src/models/moe/permute.ts';
 import { expertsBackward, expertsForward, releaseExpertsCtx } from '../../src/models/moe/experts.ts';
 import { MoeLayer, type MoeBuffers } from '../../src/models/moe/layer.ts';
@@ -48,7 +54,13 @@ function moeUnits(args: MoEArgs, seed: string, sharedHidden: number, range?: { s
   );
   if (!range) return { block, experts: full, full };
   // An EP shard: same values as rows [start, start+count) of the full tensors.
-  const specs: ParamSpec[] = full.layout.entries.map((e) => ({ name: e.name, shape: e.shape, unit: 'shard', init: e.init, expert: true }));
+  const specs: ParamSpec[] = full.layout.entries.map((e) => ({
+    name: e.name,
+    shape: e.shape,
+    unit: 'shard',
+    init: e.init,
+    expert: true,
+  }));
   const shard = new ParamUnit(new UnitLayout('shard', specs, range), new Allocator());
   for (const e of shard.layout.entries) {
     const per = e.numel / range.count;
@@ -70,8 +82,15 @@ const CONFIGS: [string, MoEArgs, number][] = [
   [
     'softmax top-3, groups 4/2, route_norm, route_scale 1.5, weights after experts, 2 shared (DSV3)',
     moeArgs({
-      num_experts: 8, top_k: 3, score_func: 'softmax', route_norm: true, route_scale: 1.5, score_before_experts: false,
-      num_expert_groups: 4, num_limited_groups: 2, num_shared_experts: 2,
+      num_experts: 8,
+      top_k: 3,
+      score_func: 'softmax',
+      route_norm: true,
+      route_scale: 1.5,
+      score_before_experts: false,
+      num_expert_groups: 4,
+      num_limited_groups: 2,
+      num_shared_experts: 2,
     }),
     2 * H,
   ],
@@ -93,7 +112,10 @@ describe('MoE router stage', () => {
         gateBias: args.gate_bias ? block.p('layers.0.moe.router.gate.bias') : null,
         expertBias: randn(args.num_experts, 'bias', 0.05),
       };
-      const g = { gate: block.g('layers.0.moe.router.gate.weight'), gateBias: args.gate_bias ? block.g('layers.0.moe.router.gate.bias') : null };
+      const g = {
+        gate: block.g('layers.0.moe.router.gate.weight'),
+        gateBias: args.gate_bias ? block.g('layers.0.moe.router.gate.bias') : null,
+      };
       const x = randn(N * D, 'x');
       const R = randn(N * args.top_k, 'Rg');
       let baseline: number[] | null = null;
@@ -133,8 +155,16 @@ describe('MoE router stage', () => {
     const gate = new Float32Array(E * E);
     for (let e = 0; e < E; e++) gate[e * E + e] = 1;
     const x = Float32Array.from([
-      0.1, 0.5, 0.3, 0.5, -1, // token 0: experts 1 and 3 tie at 0.5
-      2, 1, 0, -1, 0.5, // token 1
+      0.1,
+      0.5,
+      0.3,
+      0.5,
+      -1, // token 0: experts 1 and 3 tie at 0.5
+      2,
+      1,
+      0,
+      -1,
+      0.5, // token 1
     ]);
     const expertBias = Float32Array.from([0, 0, 0, 0, 0.6]);
     const args = moeArgs({ num_experts: E, top_k: 3, score_func: 'sigmoid' });
@@ -165,7 +195,13 @@ describe('MoE router stage', () => {
     // softmax ∝ exp(x); groups of 2 by top-2 sums: {0,1} e²+e¹, {2,3} e^1.95+e⁻³, {4,5} 2e^1.5, {6,7} 2
     // → keep {0,1} and {4,5}, although expert 2 has the second-best score of all
     const x = Float32Array.from([2.0, 1.0, 1.95, -3, 1.5, 1.5, 0, 0]);
-    const args = moeArgs({ num_experts: E, top_k: 3, score_func: 'softmax', num_expert_groups: 4, num_limited_groups: 2 });
+    const args = moeArgs({
+      num_experts: E,
+      top_k: 3,
+      score_func: 'softmax',
+      num_expert_groups: 4,
+      num_limited_groups: 2,
+    });
     const { route, ctx } = routeForward(rt, args, { gate, gateBias: null, expertBias: null }, x, 1, E);
     // experts 4 and 5 tie: the lower id takes the earlier slot
     expect([...route.topIdx]).toEqual([0, 4, 5]);
@@ -176,7 +212,14 @@ describe('MoE router stage', () => {
   it('debug force-load-balance routes round-robin', () => {
     const rt = runtime();
     const args = moeArgs({ num_experts: 3, top_k: 2, _debug_force_load_balance: true });
-    const { route, ctx } = routeForward(rt, args, { gate: randn(3 * D, 'g'), gateBias: null, expertBias: null }, randn(4 * D, 'x'), 4, D);
+    const { route, ctx } = routeForward(
+      rt,
+      args,
+      { gate: randn(3 * D, 'g'), gateBias: null, expertBias: null },
+      randn(4 * D, 'x'),
+      4,
+      D,
+    );
     expect([...route.topIdx]).toEqual([0, 1, 2, 0, 1, 2, 0, 1]);
     expect([...route.counts]).toEqual([3, 3, 2]);
     releaseRouteCtx(rt, ctx);
@@ -188,7 +231,9 @@ describe('MoE dispatch and experts stages', () => {
   it('groups rows stably by expert, token-major within an expert', () => {
     const rt = runtime();
     const route = {
-      N: 4, K: 2, E: 3,
+      N: 4,
+      K: 2,
+      E: 3,
       topIdx: Int32Array.from([2, 0, 0, 2, 1, 0, 2, 1]),
       gates: Float32Array.from([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
       counts: Int32Array.from([3, 2, 3]),
@@ -272,7 +317,9 @@ describe('MoE layer (composed stages)', () => {
       };
       const probes = [
         { name: 'x', data: x, grad: () => dx },
-        ...[block, experts].flatMap((u) => u.layout.entries.map((e) => ({ name: e.name, data: u.p(e.name), grad: () => u.g(e.name) }))),
+        ...[block, experts].flatMap((u) =>
+          u.layout.entries.map((e) => ({ name: e.name, data: u.p(e.name), grad: () => u.g(e.name) })),
+        ),
       ];
       expectClose(directionalCheck(loss, grads, probes, { eps: 1e-3 }));
       expect(rt.pool.liveCount).toBe(0);
@@ -327,7 +374,14 @@ describe('expert parallelism through the stage functions', () => {
     const ranks = [0, 1].map((r) => moeUnits(args, 'ep2', sharedHidden, { start: r * L, count: L }));
     const bias = randn(8, 'eb', 0.05);
     const mk = (u: ReturnType<typeof moeUnits>) =>
-      new MoeLayer(spec(args, sharedHidden), 0, u.block, u.experts, { expertBias: bias, tokensPerExpert: new Float32Array(8) }, D);
+      new MoeLayer(
+        spec(args, sharedHidden),
+        0,
+        u.block,
+        u.experts,
+        { expertBias: bias, tokensPerExpert: new Float32Array(8) },
+        D,
+      );
     const fullLayer = mk(full);
     const layers = ranks.map(mk);
     const xs = Ntok.map((n, r) => randn(n * D, `x${r}`));
@@ -341,7 +395,11 @@ describe('expert parallelism through the stage functions', () => {
       const out = Float32Array.from(f.out);
       rt.pool.release(f.out);
       const dx = fullLayer.backward(rt, f.ctx, dOuts[r]!);
-      const res = { out, dx: Float32Array.from(dx), gate: Float32Array.from(full.block.g('layers.0.moe.router.gate.weight')) };
+      const res = {
+        out,
+        dx: Float32Array.from(dx),
+        gate: Float32Array.from(full.block.g('layers.0.moe.router.gate.weight')),
+      };
       rt.pool.release(dx);
       return res;
     });

@@ -12,7 +12,13 @@ import { resolveModelConfig } from '../../src/models/config.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 
-const debug = (minLrFactor: number): LRScheduleConfig => ({ totalSteps: 10, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor });
+const debug = (minLrFactor: number): LRScheduleConfig => ({
+  totalSteps: 10,
+  warmupSteps: 2,
+  decayRatio: 0.8,
+  decayType: 'linear',
+  minLrFactor,
+});
 
 describe('LR schedule', () => {
   it('llama4 debug config (min_lr_factor 0.1)', () => {
@@ -28,8 +34,12 @@ describe('LR schedule', () => {
   it('decay shapes, caps, half-even rounding and the never-zero virtual step', () => {
     expect(scheduleShape({ ...debug(0), decayRatio: null })).toEqual({ W: 2, D: 8, St: 1 });
     expect(scheduleShape({ ...debug(0), warmupSteps: 50 })).toEqual({ W: 10, D: 0, St: 1 });
-    expect(scheduleShape({ totalSteps: 5, warmupSteps: 0, decayRatio: 0.5, decayType: 'linear', minLrFactor: 0 }).D).toBe(2); // round(2.5) = 2
-    expect(scheduleShape({ totalSteps: 7, warmupSteps: 0, decayRatio: 0.5, decayType: 'linear', minLrFactor: 0 }).D).toBe(4); // round(3.5) = 4
+    expect(
+      scheduleShape({ totalSteps: 5, warmupSteps: 0, decayRatio: 0.5, decayType: 'linear', minLrFactor: 0 }).D,
+    ).toBe(2); // round(2.5) = 2
+    expect(
+      scheduleShape({ totalSteps: 7, warmupSteps: 0, decayRatio: 0.5, decayType: 'linear', minLrFactor: 0 }).D,
+    ).toBe(4); // round(3.5) = 4
     const cos = { totalSteps: 3, warmupSteps: 1, decayRatio: 0.8, decayType: 'cosine', minLrFactor: 0.2 } as const;
     expect([0, 1, 2].map((s) => lrLambda(s, cos))).toEqual([1, 1, expect.closeTo(0.6, 12)]);
     const sqrt = { ...debug(0), decayType: 'sqrt' as const };
@@ -46,7 +56,13 @@ describe('LR schedule', () => {
 });
 
 function unitWith(values: number[][]): ParamUnit {
-  const specs = values.map((v, i) => ({ name: `p${i}`, shape: [v.length], unit: 'u', init: { kind: 'zeros' as const }, expert: false }));
+  const specs = values.map((v, i) => ({
+    name: `p${i}`,
+    shape: [v.length],
+    unit: 'u',
+    init: { kind: 'zeros' as const },
+    expert: false,
+  }));
   const u = new ParamUnit(new UnitLayout('u', specs), new Allocator());
   values.forEach((v, i) => u.g(`p${i}`).set(v));
   return u;
@@ -73,7 +89,7 @@ describe('gradient clipping', () => {
 });
 
 describe('AdamW', () => {
-  it('applies torch\'s decoupled-decay update with per-step bias correction to every parameter', () => {
+  it("applies torch's decoupled-decay update with per-step bias correction to every parameter", () => {
     const u = unitWith([[0.5, -0.2]]);
     u.p('p0').set([1, 2]);
     const cfg = { lr: 0.1, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
@@ -99,14 +115,32 @@ describe('AdamW', () => {
 
 describe('Adam and AdamW against torch.optim (test/fixtures/optim, scripts/reference/make_optim_fixture.py)', () => {
   const fx = JSON.parse(readFileSync(new URL('../fixtures/optim/adam_adamw.json', import.meta.url), 'utf8')) as {
-    beta1: number; beta2: number; eps: number; weight_decay: number; init: number[]; grads: number[][]; lrs: number[]; adam: number[][]; adamw: number[][];
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weight_decay: number;
+    init: number[];
+    grads: number[][];
+    lrs: number[];
+    adam: number[][];
+    adamw: number[][];
   };
-  for (const [kname, k] of [['reference', refKernels], ['native', nativeKernels()]] as const) {
+  for (const [kname, k] of [
+    ['reference', refKernels],
+    ['native', nativeKernels()],
+  ] as const) {
     for (const name of ['adamw', 'adam'] as const) {
       it(`${name === 'adam' ? 'Adam (L2 decay in the gradient)' : 'AdamW (decoupled decay)'}, ${kname} kernels: every step within 2e-6 of torch`, () => {
         const u = unitWith([fx.init.map(() => 0)]);
         u.p('p0').set(fx.init);
-        const cfg = { lr: fx.lrs[0]!, beta1: fx.beta1, beta2: fx.beta2, eps: fx.eps, weight_decay: fx.weight_decay, l2: name === 'adam' };
+        const cfg = {
+          lr: fx.lrs[0]!,
+          beta1: fx.beta1,
+          beta2: fx.beta2,
+          eps: fx.eps,
+          weight_decay: fx.weight_decay,
+          l2: name === 'adam',
+        };
         const opt = new AdamW([u], cfg, k, new Allocator());
         fx.grads.forEach((g, s) => {
           u.g('p0').set(g);
@@ -127,12 +161,21 @@ describe('Adam and AdamW against torch.optim (test/fixtures/optim, scripts/refer
 });
 
 describe('single-rank train step', () => {
-  it('reports the pre-clip norm and the step\'s lr, and two microbatches equal one batch of both', () => {
+  it("reports the pre-clip norm and the step's lr, and two microbatches equal one batch of both", () => {
     const cfg = resolveModelConfig(
-      { name: 'llama4', flavor: 'debugmodel', args: { dim: 32, n_layers: 2, n_heads: 4, vocab_size: 40, multiple_of: 16, moe_args: { num_experts: 4 } } },
+      {
+        name: 'llama4',
+        flavor: 'debugmodel',
+        args: { dim: 32, n_layers: 2, n_heads: 4, vocab_size: 40, multiple_of: 16, moe_args: { num_experts: 4 } },
+      },
       8,
     );
-    const train = { adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, schedule: debug(0.1), maxNorm: 0.1, ac: { mode: 'none' as const } };
+    const train = {
+      adamw: { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+      schedule: debug(0.1),
+      maxNorm: 0.1,
+      ac: { mode: 'none' as const },
+    };
     const tokens = Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 40);
     const labels = Int32Array.from({ length: 16 }, (_, i) => (i === 3 || i === 12 ? -100 : (i * 5 + 1) % 40));
     const one = new SingleRankTrainer(Model.build(cfg, { seed: 2, kernels: refKernels }), train);

@@ -20,7 +20,9 @@ function kernelSets(): [string, Kernels][] {
     sets.push(['native', nativeKernels()]);
   } catch (e) {
     // native addon not built: the ts run still proves parity; say so instead of silently dropping the native run
-    console.warn(`parity: native kernels unavailable, running the TS reference only (${(e as Error).message.split('\n')[0]})`);
+    console.warn(
+      `parity: native kernels unavailable, running the TS reference only (${(e as Error).message.split('\n')[0]})`,
+    );
   }
   return sets;
 }
@@ -55,7 +57,9 @@ for (const [kname, kernels] of kernelSets()) {
       }
       expect(model.rt.pool.liveCount).toBe(0);
       worst.sort((a, b) => b[1] - a[1]);
-      console.log(`${name} (${kname}): loss rel ${(Math.abs(r.loss - refLoss) / refLoss).toExponential(1)}, worst grad ${worst[0]![0]} ${worst[0]![1].toExponential(1)}`);
+      console.log(
+        `${name} (${kname}): loss rel ${(Math.abs(r.loss - refLoss) / refLoss).toExponential(1)}, worst grad ${worst[0]![0]} ${worst[0]![1].toExponential(1)}`,
+      );
     });
 
     if (!trainCases.has(name)) return;
@@ -84,7 +88,8 @@ for (const [kname, kernels] of kernelSets()) {
       }
       for (const [layer, b] of model.moeBuffers) {
         const ref = getF32(train, `buffer.layers.${layer}.moe.expert_bias`);
-        for (let e = 0; e < ref.length; e++) expect(Math.abs(b.expertBias![e]! - ref[e]!), `expert_bias[${e}]`).toBeLessThan(1e-7);
+        for (let e = 0; e < ref.length; e++)
+          expect(Math.abs(b.expertBias![e]! - ref[e]!), `expert_bias[${e}]`).toBeLessThan(1e-7);
       }
       console.log(`${name} (${kname}) training: worst param ${worst.toExponential(1)}`);
     });

@@ -103,7 +103,10 @@ describe('safetensors round trip', () => {
     const data = new Uint8Array(12);
     new DataView(data.buffer).setFloat32(4, 2.5, true);
     new DataView(data.buffer).setFloat32(8, -1, true);
-    const header = JSON.stringify({ pad: { dtype: 'I32', shape: [1], data_offsets: [0, 4] }, x: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } });
+    const header = JSON.stringify({
+      pad: { dtype: 'I32', shape: [1], data_offsets: [0, 4] },
+      x: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
+    });
     // pad the header (trailing spaces are legal) to an odd length: the tensor's bytes are then unaligned in the image
     const text = header.length % 2 === 1 ? header : header + ' ';
     const img = image(null, data, text);
@@ -113,8 +116,19 @@ describe('safetensors round trip', () => {
   });
 
   it('refuses to serialize inconsistent tensors', () => {
-    expectError(() => serializeSafetensors({ x: { shape: [2, 2], data: new Float32Array(3) } }), 'tensor "x"', '[2, 2]', '4 elements', 'has 3');
-    expectError(() => serializeSafetensors({ x: { dtype: 'F64', shape: [1], data: new Float32Array(1) } }), 'tensor "x"', 'F64', 'Float32Array');
+    expectError(
+      () => serializeSafetensors({ x: { shape: [2, 2], data: new Float32Array(3) } }),
+      'tensor "x"',
+      '[2, 2]',
+      '4 elements',
+      'has 3',
+    );
+    expectError(
+      () => serializeSafetensors({ x: { dtype: 'F64', shape: [1], data: new Float32Array(1) } }),
+      'tensor "x"',
+      'F64',
+      'Float32Array',
+    );
   });
 });
 
@@ -149,7 +163,10 @@ describe('safetensors written by Python (scripts/reference/make_io_fixture.py)',
 });
 
 describe('safetensors corruption', () => {
-  const good = serializeSafetensors({ x: { shape: [4], data: Float32Array.from([1, 2, 3, 4]) }, y: { shape: [1], data: BigInt64Array.from([9n]) } });
+  const good = serializeSafetensors({
+    x: { shape: [4], data: Float32Array.from([1, 2, 3, 4]) },
+    y: { shape: [1], data: BigInt64Array.from([9n]) },
+  });
 
   function writeBad(name: string, bytes: Uint8Array): string {
     const p = join(dir, name);
@@ -182,32 +199,81 @@ describe('safetensors corruption', () => {
     new DataView(huge.buffer).setBigUint64(0, 2n ** 62n, true);
     expectError(() => parseSafetensors(huge), 'bad header', 'exceeds');
     expectError(() => parseSafetensors(image({ x: 5 })), 'bad header', 'tensor "x"', 'not an object');
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 0] } })), 'tensor "x"', 'invalid shape');
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [0] } })), 'tensor "x"', 'invalid data_offsets');
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 0] } })),
+      'tensor "x"',
+      'invalid shape',
+    );
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [0] } })),
+      'tensor "x"',
+      'invalid data_offsets',
+    );
     expectError(() => parseSafetensors(image({ __metadata__: { a: 1 } })), '__metadata__.a is not a string');
   });
 
   it('offsets out of range, inconsistent with the shape, overlapping, with gaps or trailing bytes', () => {
     const d8 = new Uint8Array(8);
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, d8), 'f.st'), 'f.st', 'offsets out of range', 'tensor "x"', '[0, 16]', '8-byte');
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, d8)), 'tensor "x"', 'needs 12 bytes');
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, d8)), 'tensor "x"', 'end < begin');
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, d8), 'f.st'),
+      'f.st',
+      'offsets out of range',
+      'tensor "x"',
+      '[0, 16]',
+      '8-byte',
+    );
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, d8)),
+      'tensor "x"',
+      'needs 12 bytes',
+    );
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, d8)),
+      'tensor "x"',
+      'end < begin',
+    );
     expectError(
       () =>
         parseSafetensors(
-          image({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, y: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, d8),
+          image(
+            {
+              x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+              y: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+            },
+            d8,
+          ),
         ),
       'overlap',
     );
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, d8)), 'gap', 'tensor "x"');
-    expectError(() => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, d8)), 'trailing bytes');
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, d8)),
+      'gap',
+      'tensor "x"',
+    );
+    expectError(
+      () => parseSafetensors(image({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, d8)),
+      'trailing bytes',
+    );
   });
 
   it('unknown and unsupported dtypes name the tensor', () => {
     const d4 = new Uint8Array(4);
-    expectError(() => parseSafetensors(image({ w: { dtype: 'Q7', shape: [1], data_offsets: [0, 4] } }, d4), 'q.st'), 'q.st', 'unknown dtype "Q7"', 'tensor "w"');
-    expectError(() => parseSafetensors(image({ w: { dtype: 'BF16', shape: [2], data_offsets: [0, 4] } }, d4)), 'unsupported dtype BF16', 'tensor "w"');
-    expectError(() => parseSafetensors(image({ w: { shape: [2], data_offsets: [0, 4] } }, d4)), 'tensor "w"', 'no dtype');
+    expectError(
+      () => parseSafetensors(image({ w: { dtype: 'Q7', shape: [1], data_offsets: [0, 4] } }, d4), 'q.st'),
+      'q.st',
+      'unknown dtype "Q7"',
+      'tensor "w"',
+    );
+    expectError(
+      () => parseSafetensors(image({ w: { dtype: 'BF16', shape: [2], data_offsets: [0, 4] } }, d4)),
+      'unsupported dtype BF16',
+      'tensor "w"',
+    );
+    expectError(
+      () => parseSafetensors(image({ w: { shape: [2], data_offsets: [0, 4] } }, d4)),
+      'tensor "w"',
+      'no dtype',
+    );
   });
 
   it('missing file', () => {
@@ -249,7 +315,10 @@ describe('parity fixtures are well-formed safetensors', () => {
       for (const b of biases) {
         const eb = getF32(w, b, [E]);
         expect(Math.abs(eb.reduce((a, x) => a + x, 0)), b).toBeLessThan(1e-6);
-        expect(eb.some((x) => x !== 0), b).toBe(true);
+        expect(
+          eb.some((x) => x !== 0),
+          b,
+        ).toBe(true);
       }
 
       const batch = readSafetensors(join(dirc, 'batch.safetensors'));
@@ -278,7 +347,8 @@ describe('parity fixtures are well-formed safetensors', () => {
       if (existsSync(trainPath)) {
         const t = readSafetensors(trainPath);
         for (let i = 1; i <= cfg.training.steps!; i++) {
-          for (const what of ['loss', 'grad_norm', 'lr']) expect(Number.isFinite(getScalarF32(t, `${what}.step${i}`))).toBe(true);
+          for (const what of ['loss', 'grad_norm', 'lr'])
+            expect(Number.isFinite(getScalarF32(t, `${what}.step${i}`))).toBe(true);
         }
         expect(getScalarF32(t, 'loss.step1')).toBe(loss);
         for (const k of params) getF32(t, 'param.' + k, w.get(k)!.shape);

@@ -20,8 +20,16 @@ const handle = { layer: 2, microbatch: 1 };
 describe('router machine', () => {
   const STAGES = ['route', 'routerGrad', 'biasUpdate'] as const;
   it('covers every state and transition', () => {
-    const events = () => [{ type: 'ROUTE', handle }, { type: 'ROUTER_GRAD', handle }, { type: 'BIAS_UPDATE' }, ...doneEvents(STAGES)];
-    expectFull(routerMachine, coverPaths(routerMachine, { step: 1 }, STAGES, events, { serialize: (s) => JSON.stringify(s.value) }));
+    const events = () => [
+      { type: 'ROUTE', handle },
+      { type: 'ROUTER_GRAD', handle },
+      { type: 'BIAS_UPDATE' },
+      ...doneEvents(STAGES),
+    ];
+    expectFull(
+      routerMachine,
+      coverPaths(routerMachine, { step: 1 }, STAGES, events, { serialize: (s) => JSON.stringify(s.value) }),
+    );
   });
 
   it('answers each request with an emitted event naming its handle, and reports a failed stage', async () => {
@@ -58,8 +66,16 @@ describe('router machine', () => {
 describe('optimizer machine', () => {
   const STAGES = ['zeroGrad', 'clip', 'step'] as const;
   it('covers every state and transition', () => {
-    const events = () => [{ type: 'ZERO_GRAD' }, { type: 'CLIP', maxNorm: 1 }, { type: 'STEP', lr: 0.1 }, ...doneEvents(STAGES)];
-    expectFull(optimizerMachine, coverPaths(optimizerMachine, { step: 1 }, STAGES, events, { serialize: (s) => JSON.stringify(s.value) }));
+    const events = () => [
+      { type: 'ZERO_GRAD' },
+      { type: 'CLIP', maxNorm: 1 },
+      { type: 'STEP', lr: 0.1 },
+      ...doneEvents(STAGES),
+    ];
+    expectFull(
+      optimizerMachine,
+      coverPaths(optimizerMachine, { step: 1 }, STAGES, events, { serialize: (s) => JSON.stringify(s.value) }),
+    );
   });
 
   it('zeroes, clips (answering with the norm), then steps with the given LR; STEP before CLIP is not taken', async () => {
@@ -113,7 +129,11 @@ describe('optimizer machine', () => {
     await waitFor(a, (s) => s.matches('clipped'));
     a.send({ type: 'STEP', lr: 0.1, replyTo: asker });
     await waitFor(a, (s) => s.status === 'done');
-    expect(got).toEqual([{ type: 'GRADS_ZEROED' }, { type: 'CLIPPED', gradNorm: 0.75 }, { type: 'OPTIMIZER_FAILED', error: 'moments missing' }]);
+    expect(got).toEqual([
+      { type: 'GRADS_ZEROED' },
+      { type: 'CLIPPED', gradNorm: 0.75 },
+      { type: 'OPTIMIZER_FAILED', error: 'moments missing' },
+    ]);
     asker.stop();
   });
 });
@@ -121,8 +141,18 @@ describe('optimizer machine', () => {
 describe('expert machine', () => {
   it('runs one moe-layer child per layer × microbatch: spawned by FORWARD, given the recompute and BACKWARD, gone after', async () => {
     const log: string[] = [];
-    const actors = Object.fromEntries(MOE_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { layer: number; microbatch: number; pass: string } }) => void log.push(`${input.layer}/${input.microbatch} ${n}/${input.pass}`))]));
-    const a = createActor(expertMachine.provide({ actors: { moeLayer: moeLayerMachine.provide({ actors } as any) } }), { input: { step: 1, strategy: 'local' } });
+    const actors = Object.fromEntries(
+      MOE_STAGES.map((n) => [
+        n,
+        fromPromise(
+          async ({ input }: { input: { layer: number; microbatch: number; pass: string } }) =>
+            void log.push(`${input.layer}/${input.microbatch} ${n}/${input.pass}`),
+        ),
+      ]),
+    );
+    const a = createActor(expertMachine.provide({ actors: { moeLayer: moeLayerMachine.provide({ actors } as any) } }), {
+      input: { step: 1, strategy: 'local' },
+    });
     a.start();
     a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward' });
     a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward' });
@@ -154,7 +184,9 @@ describe('fsdp-unit machine: UNSHARD while resharding', () => {
       fsdpUnitMachine.provide({
         actors: {
           unshard: fromPromise<void, FsdpStageInput>(async () => void log.push('unshard')),
-          reshard: fromPromise<void, FsdpStageInput>(() => new Promise<void>((r) => (finishReshard = () => (log.push('reshard'), r())))),
+          reshard: fromPromise<void, FsdpStageInput>(
+            () => new Promise<void>((r) => (finishReshard = () => (log.push('reshard'), r()))),
+          ),
           reduceScatter: fromPromise<void, FsdpStageInput>(async () => void log.push('reduceScatter')),
           divide: fromPromise<void, FsdpStageInput>(async () => {}),
           allReduceReplicas: fromPromise<void, FsdpStageInput>(async () => {}),

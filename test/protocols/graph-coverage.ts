@@ -12,7 +12,11 @@ type AnyNode = {
   always?: Array<{ target?: AnyNode[]; source: AnyNode; eventType: string }>;
 };
 
-export function transitionKey(t: { source: { id: string }; eventType: string; target?: { id: string }[] | undefined }): string {
+export function transitionKey(t: {
+  source: { id: string };
+  eventType: string;
+  target?: { id: string }[] | undefined;
+}): string {
   const target = t.target ? t.target.map((n) => n.id).join('+') : '(internal)';
   return `${t.source.id} --${t.eventType || 'always'}--> ${target}`;
 }
@@ -60,9 +64,17 @@ export function coverPaths(
 ): Coverage {
   const never = fromPromise(() => new Promise<void>(() => {}));
   const provided = machine.provide({ actors: Object.fromEntries(stageNames.map((n) => [n, never])) } as any);
-  const traversal = { input, events, serializeState: opts.serialize, filterEvents: (s: any, e: any) => s.can(e) } as any;
+  const traversal = {
+    input,
+    events,
+    serializeState: opts.serialize,
+    filterEvents: (s: any, e: any) => s.can(e),
+  } as any;
   const shortest = new Map(getShortestPaths(provided, traversal).map((p: any) => [opts.serialize(p.state), p]));
-  const adjacency = getAdjacencyMap(provided, traversal) as unknown as Record<string, { transitions: Record<string, { event: any }> }>;
+  const adjacency = getAdjacencyMap(provided, traversal) as unknown as Record<
+    string,
+    { transitions: Record<string, { event: any }> }
+  >;
   const cov: Coverage = { transitions: new Set(), states: new Set(), paths: 0 };
   for (const [key, entry] of Object.entries(adjacency)) {
     const head = shortest.get(key);
@@ -86,7 +98,9 @@ export function coverPaths(
         actor.send(step.event);
         const snap = actor.getSnapshot();
         if (opts.serialize(snap) !== opts.serialize(step.state)) {
-          throw new Error(`replay diverged after ${step.event.type}: live ${opts.serialize(snap)} vs path ${opts.serialize(step.state)}`);
+          throw new Error(
+            `replay diverged after ${step.event.type}: live ${opts.serialize(snap)} vs path ${opts.serialize(step.state)}`,
+          );
         }
         opts.check?.(snap);
       }

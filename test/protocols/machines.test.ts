@@ -25,7 +25,15 @@ function expectFull(machine: any, cov: Coverage) {
 }
 
 const FSDP_STAGES = ['unshard', 'reshard', 'reduceScatter', 'divide', 'allReduceReplicas'] as const;
-const STEP_STAGES = ['forwardEmbed', 'forwardBlock', 'loss', 'recomputeBlock', 'backwardBlock', 'backwardEmbed', 'reduceGrads'] as const;
+const STEP_STAGES = [
+  'forwardEmbed',
+  'forwardBlock',
+  'loss',
+  'recomputeBlock',
+  'backwardBlock',
+  'backwardEmbed',
+  'reduceGrads',
+] as const;
 /** The answers the train step waits for from its optimizer and router children (it sends them the requests); the
  * optimizer's end is its done notice (it has answered STEPPED and finished). */
 const STEP_ANSWERS = [
@@ -44,13 +52,24 @@ const stepWithSilentChildren = trainStepMachine.provide({
     optimizerActor: optimizerMachine.provide({ actors: { zeroGrad: never, clip: never, step: never } }),
   },
 } as any);
-const AC_MODES: AcMode[] = [{ mode: 'none' }, { mode: 'selective', every: 2 }, { mode: 'full' }, { mode: 'selective', op: true }];
+const AC_MODES: AcMode[] = [
+  { mode: 'none' },
+  { mode: 'selective', every: 2 },
+  { mode: 'full' },
+  { mode: 'selective', op: true },
+];
 
 describe('moe-layer machine', () => {
   it('covers every state and transition for every strategy', () => {
     const cov = empty();
     for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
-      const events = () => [{ type: 'FORWARD', pass: 'forward' }, { type: 'FORWARD', pass: 'recompute' }, { type: 'BACKWARD' }, { type: 'DROP' }, ...doneEvents(MOE_STAGES)];
+      const events = () => [
+        { type: 'FORWARD', pass: 'forward' },
+        { type: 'FORWARD', pass: 'recompute' },
+        { type: 'BACKWARD' },
+        { type: 'DROP' },
+        ...doneEvents(MOE_STAGES),
+      ];
       merge(
         cov,
         coverPaths(moeLayerMachine, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {
@@ -69,9 +88,14 @@ describe('moe-layer machine', () => {
     for (const strategy of ['local', 'a2a'] as const) {
       const log: string[] = [];
       const actors = Object.fromEntries(
-        MOE_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { pass: string } }) => void log.push(`${n}/${input.pass}`))]),
+        MOE_STAGES.map((n) => [
+          n,
+          fromPromise(async ({ input }: { input: { pass: string } }) => void log.push(`${n}/${input.pass}`)),
+        ]),
       );
-      const a = createActor(moeLayerMachine.provide({ actors } as any), { input: { layer: 1, microbatch: 0, step: 1, strategy } });
+      const a = createActor(moeLayerMachine.provide({ actors } as any), {
+        input: { layer: 1, microbatch: 0, step: 1, strategy },
+      });
       a.start();
       a.send({ type: 'FORWARD', pass: 'forward' });
       await waitFor(a, (s) => s.matches('forwardDone'));
@@ -79,7 +103,10 @@ describe('moe-layer machine', () => {
       await waitFor(a, (s) => s.matches('forwardDone'));
       a.send({ type: 'BACKWARD' });
       await waitFor(a, (s) => s.status === 'done');
-      const fwd = strategy === 'local' ? ['route', 'dispatch', 'compute', 'combine'] : ['route', 'exchangeCounts', 'dispatch', 'compute', 'combine'];
+      const fwd =
+        strategy === 'local'
+          ? ['route', 'dispatch', 'compute', 'combine']
+          : ['route', 'exchangeCounts', 'dispatch', 'compute', 'combine'];
       expect(log).toEqual([
         ...fwd.map((s) => `${s}/forward`),
         ...fwd.map((s) => `${s}/recompute`),
@@ -90,9 +117,16 @@ describe('moe-layer machine', () => {
 
   it('stops in failed with the stage error', async () => {
     const actors = Object.fromEntries(
-      MOE_STAGES.map((n) => [n, fromPromise(async () => { if (n === 'dispatch') throw new Error('peer 2 died'); })]),
+      MOE_STAGES.map((n) => [
+        n,
+        fromPromise(async () => {
+          if (n === 'dispatch') throw new Error('peer 2 died');
+        }),
+      ]),
     );
-    const a = createActor(moeLayerMachine.provide({ actors } as any), { input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' } });
+    const a = createActor(moeLayerMachine.provide({ actors } as any), {
+      input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' },
+    });
     a.start();
     a.send({ type: 'FORWARD', pass: 'forward' });
     const s = await waitFor(a, (x) => x.status === 'done');
@@ -116,15 +150,21 @@ describe('fsdp-unit machine', () => {
           ];
           merge(
             cov,
-            coverPaths(fsdpUnitMachine, { unit: 'layers.1', reshardAfterForward: reshard, hsdp, gradReduce }, FSDP_STAGES, events, {
-              serialize: (s) => JSON.stringify([s.value, s.context.purpose, s.context.queued?.purpose ?? null]),
-              check: (s) => {
-                if (!hsdp) expect(s.matches({ reducing: 'allReduceReplicas' })).toBe(false);
-                if (gradReduce !== 'sum-divide') expect(s.matches({ reducing: 'divide' })).toBe(false);
-                // Without reshard-after-forward, params are only freed after their gradients were reduced.
-                if (!reshard && s.matches('resharding')) expect(s.context.purpose).toBe('backward');
+            coverPaths(
+              fsdpUnitMachine,
+              { unit: 'layers.1', reshardAfterForward: reshard, hsdp, gradReduce },
+              FSDP_STAGES,
+              events,
+              {
+                serialize: (s) => JSON.stringify([s.value, s.context.purpose, s.context.queued?.purpose ?? null]),
+                check: (s) => {
+                  if (!hsdp) expect(s.matches({ reducing: 'allReduceReplicas' })).toBe(false);
+                  if (gradReduce !== 'sum-divide') expect(s.matches({ reducing: 'divide' })).toBe(false);
+                  // Without reshard-after-forward, params are only freed after their gradients were reduced.
+                  if (!reshard && s.matches('resharding')) expect(s.context.purpose).toBe('backward');
+                },
               },
-            }),
+            ),
           );
         }
     expectFull(fsdpUnitMachine, cov);
@@ -169,22 +209,44 @@ describe('train-step machine', () => {
     for (const ac of AC_MODES)
       for (const microbatches of [1, 2])
         for (const nLayers of [0, 1, 3])
-          for (const [biasUpdate, gradOnly] of [[true, false], [false, false], [true, true]] as const) {
+          for (const [biasUpdate, gradOnly] of [
+            [true, false],
+            [false, false],
+            [true, true],
+          ] as const) {
             const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES), ...STEP_ANSWERS];
             merge(
               cov,
-              coverPaths(stepWithSilentChildren, { step: 1, nLayers, microbatches, ac, biasUpdate, gradOnly, units: [], strategy: 'local', lr: 1e-3, maxNorm: 1 }, STEP_STAGES, events, {
-                serialize: (s) => JSON.stringify([s.value, s.context.layer, s.context.microbatch]),
-                check: (s) => {
-                  expect(s.context.microbatch).toBeLessThan(microbatches);
-                  expect(s.context.layer).toBeGreaterThanOrEqual(0);
-                  expect(s.context.layer).toBeLessThan(Math.max(1, nLayers));
-                  if (s.matches({ microbatch: { backward: 'recompute' } })) expect(isCheckpointed(s.context.layer, ac)).toBe(true);
-                  if (!biasUpdate || gradOnly) expect(s.matches('biasUpdate')).toBe(false);
-                  if (gradOnly) expect(s.matches('clip') || s.matches('optimizer')).toBe(false);
-                  if (s.matches('biasUpdate') || s.matches('optimizer')) expect(s.context.gradNorm).toBe(1.5);
+              coverPaths(
+                stepWithSilentChildren,
+                {
+                  step: 1,
+                  nLayers,
+                  microbatches,
+                  ac,
+                  biasUpdate,
+                  gradOnly,
+                  units: [],
+                  strategy: 'local',
+                  lr: 1e-3,
+                  maxNorm: 1,
                 },
-              }),
+                STEP_STAGES,
+                events,
+                {
+                  serialize: (s) => JSON.stringify([s.value, s.context.layer, s.context.microbatch]),
+                  check: (s) => {
+                    expect(s.context.microbatch).toBeLessThan(microbatches);
+                    expect(s.context.layer).toBeGreaterThanOrEqual(0);
+                    expect(s.context.layer).toBeLessThan(Math.max(1, nLayers));
+                    if (s.matches({ microbatch: { backward: 'recompute' } }))
+                      expect(isCheckpointed(s.context.layer, ac)).toBe(true);
+                    if (!biasUpdate || gradOnly) expect(s.matches('biasUpdate')).toBe(false);
+                    if (gradOnly) expect(s.matches('clip') || s.matches('optimizer')).toBe(false);
+                    if (s.matches('biasUpdate') || s.matches('optimizer')) expect(s.context.gradNorm).toBe(1.5);
+                  },
+                },
+              ),
             );
           }
     expectFull(trainStepMachine, cov);
@@ -194,18 +256,44 @@ describe('train-step machine', () => {
     for (const ac of AC_MODES) {
       const log: string[] = [];
       const actors = Object.fromEntries(
-        STEP_STAGES.map((n) => [n, fromPromise(async ({ input }: { input: { layer: number; microbatch: number } }) => void log.push(`${n}:${input.microbatch}:${input.layer}`))]),
+        STEP_STAGES.map((n) => [
+          n,
+          fromPromise(
+            async ({ input }: { input: { layer: number; microbatch: number } }) =>
+              void log.push(`${n}:${input.microbatch}:${input.layer}`),
+          ),
+        ]),
       );
-      const asked = (n: string) => fromPromise(async ({ input }: { input: { lr?: number; maxNorm?: number } }) => {
-        log.push(n + (input.lr !== undefined ? `:lr=${input.lr}` : '') + (input.maxNorm !== undefined ? `:maxNorm=${input.maxNorm}` : ''));
-        return n === 'clip' ? 2.5 : null;
-      });
+      const asked = (n: string) =>
+        fromPromise(async ({ input }: { input: { lr?: number; maxNorm?: number } }) => {
+          log.push(
+            n +
+              (input.lr !== undefined ? `:lr=${input.lr}` : '') +
+              (input.maxNorm !== undefined ? `:maxNorm=${input.maxNorm}` : ''),
+          );
+          return n === 'clip' ? 2.5 : null;
+        });
       const children = {
-        routerActor: routerMachine.provide({ actors: { route: never, routerGrad: never, biasUpdate: asked('biasUpdate') } } as any),
-        optimizerActor: optimizerMachine.provide({ actors: { zeroGrad: asked('zeroGrad'), clip: asked('clip'), step: asked('optimizerStep') } } as any),
+        routerActor: routerMachine.provide({
+          actors: { route: never, routerGrad: never, biasUpdate: asked('biasUpdate') },
+        } as any),
+        optimizerActor: optimizerMachine.provide({
+          actors: { zeroGrad: asked('zeroGrad'), clip: asked('clip'), step: asked('optimizerStep') },
+        } as any),
       };
       const a = createActor(trainStepMachine.provide({ actors: { ...actors, ...children } } as any), {
-        input: { step: 1, nLayers: 4, microbatches: 2, ac, biasUpdate: true, gradOnly: false, units: [], strategy: 'local', lr: 0.25, maxNorm: 0.5 },
+        input: {
+          step: 1,
+          nLayers: 4,
+          microbatches: 2,
+          ac,
+          biasUpdate: true,
+          gradOnly: false,
+          units: [],
+          strategy: 'local',
+          lr: 0.25,
+          maxNorm: 0.5,
+        },
       });
       a.start();
       a.send({ type: 'START' });

@@ -53,8 +53,10 @@ describe('the memory model', () => {
   const input = (config: string, extra: string[] = []) => planInputOf(loadJobConfig(`configs/${config}`, extra), 12);
 
   it('bf16 compute halves the unsharded copies and activations but not the fp32 shards', () => {
-    const bf = project(input('deepseek_v3_1b_noep.toml'), { system: aurora, computeDtype: 'bfloat16' }).plan.memory.bytes;
-    const fp = project(input('deepseek_v3_1b_noep.toml'), { system: aurora, computeDtype: 'float32' }).plan.memory.bytes;
+    const bf = project(input('deepseek_v3_1b_noep.toml'), { system: aurora, computeDtype: 'bfloat16' }).plan.memory
+      .bytes;
+    const fp = project(input('deepseek_v3_1b_noep.toml'), { system: aurora, computeDtype: 'float32' }).plan.memory
+      .bytes;
     expect(bf.param_shards).toBe(fp.param_shards);
     expect(bf.optimizer).toBe(fp.optimizer);
     expect(bf.unsharded_params / fp.unsharded_params).toBeCloseTo(0.5, 6);
@@ -69,7 +71,8 @@ describe('the memory model', () => {
   });
 
   it('full AC keeps less than op-SAC, which keeps less than none', () => {
-    const act = (mode: string[]) => project(input('llama4_large_noep.toml', mode), { system: aurora }).plan.memory.bytes.activations;
+    const act = (mode: string[]) =>
+      project(input('llama4_large_noep.toml', mode), { system: aurora }).plan.memory.bytes.activations;
     const none = act(['--activation_checkpoint.mode', 'none']);
     const op = act([]);
     const full = act(['--activation_checkpoint.mode', 'full']);
@@ -82,6 +85,8 @@ describe('the memory model', () => {
     expect(local.stack.kind).toBe('moe-actors');
     expect(() => parseSystem({ name: 'x' }, 'x.toml')).toThrow(/missing \[device\] table/);
     expect(() => loadSystem('nope')).toThrow(/no bundled system of that name; use one of aurora-pvc, local/);
-    expect(() => parseSystem({ name: 'x', device: { memory_gib: -1 }, links: {}, stack: {} }, 'x.toml')).toThrow(SystemError);
+    expect(() => parseSystem({ name: 'x', device: { memory_gib: -1 }, links: {}, stack: {} }, 'x.toml')).toThrow(
+      SystemError,
+    );
   });
 });

@@ -14,14 +14,41 @@ import { join } from 'node:path';
 import { listCheckpoints, readCheckpoint } from '../../src/train/checkpoint/index.ts';
 import { runTraining } from '../../src/train/trainer.ts';
 import { sidePoolThreads } from '../../src/train/pool/pool.ts';
-import { captureOutput, checkCheckpoints, checkMetrics, checkpointTensors, describeChild, firstBitDifference, readJsonl, runTrainCli, stripAnsi, TINY, tmpRoot, type ChildRun } from './helpers.ts';
+import {
+  captureOutput,
+  checkCheckpoints,
+  checkMetrics,
+  checkpointTensors,
+  describeChild,
+  firstBitDifference,
+  readJsonl,
+  runTrainCli,
+  stripAnsi,
+  TINY,
+  tmpRoot,
+  type ChildRun,
+} from './helpers.ts';
 
 const root = tmpRoot('async-ckpt');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const STEPS = [1, 2, 3, 4, 5, 6];
 const args = (name: string, extra: string[] = []) => [
-  '--config', TINY, '--job.dump_folder', root, '--job.run_name', name, '--transport', 'inproc',
-  '--checkpoint.enable', '--checkpoint.interval', '2', '--checkpoint.async_mode', 'async', '--trace.enable', 'false', ...extra,
+  '--config',
+  TINY,
+  '--job.dump_folder',
+  root,
+  '--job.run_name',
+  name,
+  '--transport',
+  'inproc',
+  '--checkpoint.enable',
+  '--checkpoint.interval',
+  '2',
+  '--checkpoint.async_mode',
+  'async',
+  '--trace.enable',
+  'false',
+  ...extra,
 ];
 const ckptFolder = (name: string) => join(root, name, 'checkpoint');
 
@@ -37,7 +64,9 @@ function expectSameCheckpoint(a: string, b: string): void {
 describe('async checkpoints', () => {
   let full: Map<number, { loss: number; gradNorm: number; lr: number }>;
 
-  it('sync reference, then the async run on worker threads: the same checkpoints bit for bit, and the process exits with no pool thread left', { timeout: 120_000 }, async () => {
+  it('sync reference, then the async run on worker threads: the same checkpoints bit for bit, and the process exits with no pool thread left', {
+    timeout: 120_000,
+  }, async () => {
     const s = await runTrainCli(args('sync', ['--checkpoint.async_mode', 'disabled']), { timeoutMs: 40_000 });
     expect(s.code, describeChild(s)).toBe(0);
     full = checkMetrics(join(root, 'sync'), 4, STEPS);
@@ -55,21 +84,29 @@ describe('async checkpoints', () => {
     expect(doneAt, 'the run printed its "done" line').toBeGreaterThan(0);
     // A pool thread left running (a forgotten close) would hold the process for the pool's idle timeout (2 s).
     const afterDone = t0 + r.ms - doneAt;
-    console.info(`async on threads: ${r.ms.toFixed(0)} ms; the process ended ${afterDone.toFixed(0)} ms after its "done" line`);
+    console.info(
+      `async on threads: ${r.ms.toFixed(0)} ms; the process ended ${afterDone.toFixed(0)} ms after its "done" line`,
+    );
     expect(afterDone).toBeLessThan(1500);
     checkCheckpoints(ckptFolder('async'), [2, 4, 6], 4);
-    for (const step of [2, 4, 6]) expectSameCheckpoint(join(ckptFolder('sync'), `step-${step}`), join(ckptFolder('async'), `step-${step}`));
+    for (const step of [2, 4, 6])
+      expectSameCheckpoint(join(ckptFolder('sync'), `step-${step}`), join(ckptFolder('async'), `step-${step}`));
     const m = checkMetrics(join(root, 'async'), 4, STEPS);
     for (const st of STEPS) expect(m.get(st)!.loss).toBe(full.get(st)!.loss);
     // The write times reach the metrics with the first step logged after the write finished (the last
     // checkpoint's, and one that finishes only when the next checkpoint waits for it, have no later step).
-    const recs = readJsonl(join(root, 'async', 'metrics.jsonl')).filter((x) => x.rank === 0 && typeof x['checkpoint/write_ms'] === 'number');
+    const recs = readJsonl(join(root, 'async', 'metrics.jsonl')).filter(
+      (x) => x.rank === 0 && typeof x['checkpoint/write_ms'] === 'number',
+    );
     expect(recs.length).toBeGreaterThanOrEqual(1);
     for (const x of recs) expect([2, 4]).toContain(x['checkpoint/step']);
-    for (const x of recs) expect(x['checkpoint/write_ms'] as number).toBeGreaterThanOrEqual(x['checkpoint/blocked_ms'] as number);
+    for (const x of recs)
+      expect(x['checkpoint/write_ms'] as number).toBeGreaterThanOrEqual(x['checkpoint/blocked_ms'] as number);
   });
 
-  it('SIGKILL while the pool writes step-4 leaves step-2 complete; the resumed run reproduces the uninterrupted one bit for bit', { timeout: 180_000 }, async () => {
+  it('SIGKILL while the pool writes step-4 leaves step-2 complete; the resumed run reproduces the uninterrupted one bit for bit', {
+    timeout: 180_000,
+  }, async () => {
     let name = '';
     let killed: { run: ChildRun; seen: string[] | null } | null = null;
     let attempt = 0;
@@ -99,7 +136,10 @@ describe('async checkpoints', () => {
     expect(attempt, 'a kill landed inside the async write').toBeLessThan(3);
     console.info(`killed ${name} after ${killed!.run.ms.toFixed(0)} ms; step-4/ held [${killed!.seen!.join(', ')}]`);
     const l = listCheckpoints(ckptFolder(name));
-    expect(l.complete.map((c) => c.step), 'the previous checkpoint is complete').toEqual([2]);
+    expect(
+      l.complete.map((c) => c.step),
+      'the previous checkpoint is complete',
+    ).toEqual([2]);
     expect(l.partial.map((p) => p.step)).toEqual([4]);
     expectSameCheckpoint(join(ckptFolder('sync'), 'step-2'), join(ckptFolder(name), 'step-2'));
 
@@ -113,13 +153,18 @@ describe('async checkpoints', () => {
     expect(r.stdout.match(/^step: /gm)?.length, 'the resumed run does steps 3..6 only').toBe(4);
     checkCheckpoints(ckptFolder(name), [2, 4, 6], 4);
     for (const rec of readJsonl(join(root, name, 'metrics.jsonl'))) {
-      expect(rec['loss_metrics/global_avg_loss'], `step ${rec.step} rank ${rec.rank}`).toBe(full.get(rec.step as number)!.loss);
+      expect(rec['loss_metrics/global_avg_loss'], `step ${rec.step} rank ${rec.rank}`).toBe(
+        full.get(rec.step as number)!.loss,
+      );
       expect(rec.grad_norm, `step ${rec.step} rank ${rec.rank}`).toBe(full.get(rec.step as number)!.gradNorm);
     }
-    for (const step of [4, 6]) expectSameCheckpoint(join(ckptFolder('sync'), `step-${step}`), join(ckptFolder(name), `step-${step}`));
+    for (const step of [4, 6])
+      expectSameCheckpoint(join(ckptFolder('sync'), `step-${step}`), join(ckptFolder(name), `step-${step}`));
   });
 
-  it('a write that fails fails the run, naming the file; the checkpoint before it stays complete', { timeout: 60_000 }, async () => {
+  it('a write that fails fails the run, naming the file; the checkpoint before it stays complete', {
+    timeout: 60_000,
+  }, async () => {
     const name = 'broken';
     mkdirSync(ckptFolder(name), { recursive: true });
     const blocker = join(ckptFolder(name), 'step-4');
@@ -135,9 +180,27 @@ describe('async checkpoints', () => {
     expect(r.stdout + r.stderr).toContain(`plots: ${join(root, name, 'report.html')}`);
   });
 
-  it('in this process: an async run leaves no pool thread behind; keep_latest_k = 1 keeps only the last committed checkpoint', { timeout: 60_000 }, async () => {
+  it('in this process: an async run leaves no pool thread behind; keep_latest_k = 1 keeps only the last committed checkpoint', {
+    timeout: 60_000,
+  }, async () => {
     const { value } = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true }, ['--job.dump_folder', root, '--job.run_name', 'in-process', '--checkpoint.enable', '--checkpoint.interval', '1', '--checkpoint.keep_latest_k', '1', '--checkpoint.async_mode', 'async', '--trace.enable', 'false', '--training.steps', '4']),
+      runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
+        '--job.dump_folder',
+        root,
+        '--job.run_name',
+        'in-process',
+        '--checkpoint.enable',
+        '--checkpoint.interval',
+        '1',
+        '--checkpoint.keep_latest_k',
+        '1',
+        '--checkpoint.async_mode',
+        'async',
+        '--trace.enable',
+        'false',
+        '--training.steps',
+        '4',
+      ]),
     );
     expect(value!.results[0]!.checkpoints).toHaveLength(4);
     expect(sidePoolThreads()).toBe(0);

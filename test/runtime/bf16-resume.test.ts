@@ -13,8 +13,19 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 const run = async (name: string, dtype: string) => {
   const { value } = await captureOutput(() =>
     runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
-      '--job.dump_folder', root, '--job.run_name', name, '--training.steps', '4', '--training.mixed_precision_param', dtype,
-      '--checkpoint.enable', '--checkpoint.interval', '2', '--trace.enable', 'false',
+      '--job.dump_folder',
+      root,
+      '--job.run_name',
+      name,
+      '--training.steps',
+      '4',
+      '--training.mixed_precision_param',
+      dtype,
+      '--checkpoint.enable',
+      '--checkpoint.interval',
+      '2',
+      '--trace.enable',
+      'false',
     ]),
   );
   return value!.results[0]!;
@@ -28,7 +39,9 @@ describe('bf16 checkpoints', () => {
     expect(bf.steps.map((s) => s.step)).toEqual([1, 2, 3, 4]);
     expect(bf.steps[0]!.loss, 'the bf16 run computed in bf16').not.toBe(fp.steps[0]!.loss);
     const ck = readCheckpoint(join(ckpt('bf16'), 'step-2'));
-    for (const s of ck.shards) for (const [name, t] of s.tensors) if (!name.endsWith('tokens_per_expert')) expect(t.data, name).toBeInstanceOf(Float32Array);
+    for (const s of ck.shards)
+      for (const [name, t] of s.tensors)
+        if (!name.endsWith('tokens_per_expert')) expect(t.data, name).toBeInstanceOf(Float32Array);
     expect(ck.manifest.configHash).toBe(readCheckpoint(join(ckpt('fp32'), 'step-2')).manifest.configHash);
 
     // Resume bf16 from its own step 2.
@@ -39,7 +52,10 @@ describe('bf16 checkpoints', () => {
     expect(again.steps.map((s) => s.gradNorm)).toEqual(bf.steps.slice(2).map((s) => s.gradNorm));
 
     // Across precisions: bf16's step 2 in fp32, fp32's step 2 in bf16.
-    for (const [from, to, other] of [['bf16', 'float32', fp], ['fp32', 'bfloat16', bf]] as const) {
+    for (const [from, to, other] of [
+      ['bf16', 'float32', fp],
+      ['fp32', 'bfloat16', bf],
+    ] as const) {
       const name = `${from}-as-${to}`;
       cpSync(join(ckpt(from), 'step-2'), join(ckpt(name), 'step-2'), { recursive: true });
       const r = await run(name, to);

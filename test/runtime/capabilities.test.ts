@@ -29,7 +29,17 @@ describe('the planner follows the backend capabilities', () => {
     for (const [ranks, degrees] of [
       [4, ['--parallelism.expert_parallel_degree', '2']],
       [4, ['--parallelism.expert_parallel_degree', '4']],
-      [4, ['--parallelism.data_parallel_replicate_degree', '2', '--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2']],
+      [
+        4,
+        [
+          '--parallelism.data_parallel_replicate_degree',
+          '2',
+          '--parallelism.data_parallel_shard_degree',
+          '2',
+          '--parallelism.expert_parallel_degree',
+          '2',
+        ],
+      ],
       [2, ['--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2']],
     ] as const) {
       for (const factor of ['1', '4']) {
@@ -38,12 +48,22 @@ describe('the planner follows the backend capabilities', () => {
         expect(p.backend).toBe('inproc/xccl-2025');
         expect(p.dispatch.choice, where).not.toBe('a2a');
         expect(['allgather-padded', 'allgather-rs'], where).toContain(p.dispatch.choice);
-        expect(p.candidates.find((c) => c.strategy === 'a2a')!.blocker, where).toMatch(/needs all_to_all .*which the backend lacks/);
-        expect(p.dispatch.reason, where).toMatchObject({ kind: 'fewest-bytes', backend: 'inproc/xccl-2025', ruledOut: [expect.objectContaining({ strategy: 'a2a' })] });
+        expect(p.candidates.find((c) => c.strategy === 'a2a')!.blocker, where).toMatch(
+          /needs all_to_all .*which the backend lacks/,
+        );
+        expect(p.dispatch.reason, where).toMatchObject({
+          kind: 'fewest-bytes',
+          backend: 'inproc/xccl-2025',
+          ruledOut: [expect.objectContaining({ strategy: 'a2a' })],
+        });
         expect(dispatchWhy(p.dispatch.reason)).toMatch(/ruled out: a2a/);
         expect(p.gradReduce.choice, where).toBe(factor === '1' ? 'sum' : 'sum-divide');
         if (factor !== '1') {
-          expect(p.gradReduce.reason, where).toEqual({ kind: 'premul-blocked', blocker: { backend: 'inproc/xccl-2025', kind: 'none' }, factor: 4 });
+          expect(p.gradReduce.reason, where).toEqual({
+            kind: 'premul-blocked',
+            blocker: { backend: 'inproc/xccl-2025', kind: 'none' },
+            factor: 4,
+          });
           expect(gradReduceWhy(p.gradReduce.reason)).toMatch(/inproc\/xccl-2025 has no PREMUL_SUM/);
         }
       }
@@ -62,9 +82,21 @@ describe('the planner follows the backend capabilities', () => {
       e = x;
     }
     expect(e).toBeInstanceOf(PlanError);
-    expect((e as Error).message).toMatch(/\[comm\] dispatch = "a2a" cannot run on backend inproc\/xccl-2025: a2a needs all_to_all/);
+    expect((e as Error).message).toMatch(
+      /\[comm\] dispatch = "a2a" cannot run on backend inproc\/xccl-2025: a2a needs all_to_all/,
+    );
     expect((e as Error).message).toMatch(/Use "allgather-padded" or "allgather-rs", or dispatch = "auto"/);
-    expect(() => plan(['--comm.profile', 'xccl-2025', '--comm.grad_reduce', 'premul-sum', '--comm.gradient_divide_factor', '4', ...EP2])).toThrow(
+    expect(() =>
+      plan([
+        '--comm.profile',
+        'xccl-2025',
+        '--comm.grad_reduce',
+        'premul-sum',
+        '--comm.gradient_divide_factor',
+        '4',
+        ...EP2,
+      ]),
+    ).toThrow(
       /grad_reduce = "premul-sum" cannot run: inproc\/xccl-2025 has no PREMUL_SUM\. Use grad_reduce = "sum-divide"/,
     );
   });
@@ -75,9 +107,13 @@ describe('the planner follows the backend capabilities', () => {
       expect(p.dispatch.choice).not.toBe('a2a');
       expect(p.candidates.find((c) => c.strategy === 'a2a')!.blocker).toMatch(/uneven counts.*only equal counts/);
     }
-    expect(() => plan(['--comm.profile', 'oneccl-v2', '--comm.dispatch', 'a2a', ...EP2])).toThrow(/cannot run on backend inproc\/oneccl-v2: .*only equal counts.*Use "allgather-padded" or "allgather-rs"/);
+    expect(() => plan(['--comm.profile', 'oneccl-v2', '--comm.dispatch', 'a2a', ...EP2])).toThrow(
+      /cannot run on backend inproc\/oneccl-v2: .*only equal counts.*Use "allgather-padded" or "allgather-rs"/,
+    );
     // oneCCL v2 has PREMUL_SUM: with a divide factor the planner uses it.
-    expect(plan(['--comm.profile', 'oneccl-v2', '--comm.gradient_divide_factor', '4', ...EP2]).gradReduce.choice).toBe('premul-sum');
+    expect(plan(['--comm.profile', 'oneccl-v2', '--comm.gradient_divide_factor', '4', ...EP2]).gradReduce.choice).toBe(
+      'premul-sum',
+    );
   });
 
   it('xccl-2026: premul_sum within one node, refused when the FSDP group spans nodes ([comm] ranks_per_node)', () => {
@@ -85,16 +121,45 @@ describe('the planner follows the backend capabilities', () => {
     expect(oneNode.gradReduce.choice).toBe('premul-sum');
     expect(oneNode.dispatch.choice).toBe('a2a'); // all_to_all works on xccl-2026
     for (const rpn of ['1', '2']) {
-      const spans = plan(['--comm.profile', 'xccl-2026', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', rpn, ...EP2]);
+      const spans = plan([
+        '--comm.profile',
+        'xccl-2026',
+        '--comm.gradient_divide_factor',
+        '4',
+        '--comm.ranks_per_node',
+        rpn,
+        ...EP2,
+      ]);
       expect(spans.gradReduce.choice).toBe('sum-divide');
-      expect(spans.gradReduce.reason).toEqual({ kind: 'premul-blocked', blocker: { backend: 'inproc/xccl-2026', kind: 'spans-nodes' }, factor: 4 });
-      expect(gradReduceWhy(spans.gradReduce.reason)).toMatch(/PREMUL_SUM only within a node and the FSDP group spans nodes/);
-      expect(() => plan(['--comm.profile', 'xccl-2026', '--comm.grad_reduce', 'premul-sum', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', rpn, ...EP2])).toThrow(
+      expect(spans.gradReduce.reason).toEqual({
+        kind: 'premul-blocked',
+        blocker: { backend: 'inproc/xccl-2026', kind: 'spans-nodes' },
+        factor: 4,
+      });
+      expect(gradReduceWhy(spans.gradReduce.reason)).toMatch(
+        /PREMUL_SUM only within a node and the FSDP group spans nodes/,
+      );
+      expect(() =>
+        plan([
+          '--comm.profile',
+          'xccl-2026',
+          '--comm.grad_reduce',
+          'premul-sum',
+          '--comm.gradient_divide_factor',
+          '4',
+          '--comm.ranks_per_node',
+          rpn,
+          ...EP2,
+        ]),
+      ).toThrow(
         /grad_reduce = "premul-sum" cannot run: inproc\/xccl-2026 has PREMUL_SUM only within a node and the FSDP group spans nodes\. Use grad_reduce = "sum-divide"/,
       );
     }
     // 4 ranks per node: the 4-rank FSDP group is on one node again.
-    expect(plan(['--comm.profile', 'xccl-2026', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', '4', ...EP2]).gradReduce.choice).toBe('premul-sum');
+    expect(
+      plan(['--comm.profile', 'xccl-2026', '--comm.gradient_divide_factor', '4', '--comm.ranks_per_node', '4', ...EP2])
+        .gradReduce.choice,
+    ).toBe('premul-sum');
   });
 });
 
@@ -102,9 +167,19 @@ describe('runs under a narrowed profile', () => {
   const common = ['--job.dump_folder', root, '--training.steps', '3', ...EP2];
 
   it('xccl-2025, inproc, 4 ranks, EP 2, divide factor 4: allgather dispatch + SUM-then-divide; losses equal the full profile’s (a2a, SUM)', async () => {
-    const full = await captureOutput(() => runTraining({ config: TINY, transport: 'inproc', quiet: true }, [...common, '--job.run_name', 'full-profile']));
+    const full = await captureOutput(() =>
+      runTraining({ config: TINY, transport: 'inproc', quiet: true }, [...common, '--job.run_name', 'full-profile']),
+    );
     const aurora = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true }, [...common, '--job.run_name', 'xccl-2025', '--comm.profile', 'xccl-2025', '--comm.gradient_divide_factor', '4']),
+      runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
+        ...common,
+        '--job.run_name',
+        'xccl-2025',
+        '--comm.profile',
+        'xccl-2025',
+        '--comm.gradient_divide_factor',
+        '4',
+      ]),
     );
     const f = full.value!;
     const a = aurora.value!;
@@ -115,18 +190,24 @@ describe('runs under a narrowed profile', () => {
     expect(a.plan.gradReduce.choice).toBe('sum-divide');
     const fl = f.results[0]!.steps.map((s) => s.loss);
     const al = a.results[0]!.steps.map((s) => s.loss);
-    console.info(`full (a2a, sum): ${fl.map((l) => l.toFixed(6)).join(' ')}; xccl-2025 (${a.plan.dispatch.choice}, sum-divide/4): ${al.map((l) => l.toFixed(6)).join(' ')}`);
+    console.info(
+      `full (a2a, sum): ${fl.map((l) => l.toFixed(6)).join(' ')}; xccl-2025 (${a.plan.dispatch.choice}, sum-divide/4): ${al.map((l) => l.toFixed(6)).join(' ')}`,
+    );
     expect(al).toHaveLength(3);
     for (let i = 0; i < 3; i++) {
       expect(Number.isFinite(al[i]!)).toBe(true);
       expect(Math.abs(al[i]! - fl[i]!) / fl[i]!, `step ${i + 1}`).toBeLessThan(1e-5);
-      expect(Math.abs(a.results[0]!.steps[i]!.gradNorm - f.results[0]!.steps[i]!.gradNorm) / f.results[0]!.steps[i]!.gradNorm).toBeLessThan(1e-4);
+      expect(
+        Math.abs(a.results[0]!.steps[i]!.gradNorm - f.results[0]!.steps[i]!.gradNorm) /
+          f.results[0]!.steps[i]!.gradNorm,
+      ).toBeLessThan(1e-4);
     }
     // What the ranks really issued (trace events of every rank): no all_to_all_v; the full run's dispatch used it.
     const ops = (run: string) => {
       const dir = join(root, run, 'events');
       const seen = new Set<string>();
-      for (const n of readdirSync(dir)) for (const m of readFileSync(join(dir, n), 'utf8').matchAll(/"op":"([a-z_]+)"/g)) seen.add(m[1]!);
+      for (const n of readdirSync(dir))
+        for (const m of readFileSync(join(dir, n), 'utf8').matchAll(/"op":"([a-z_]+)"/g)) seen.add(m[1]!);
       return seen;
     };
     expect(ops('xccl-2025').has('all_to_all_v')).toBe(false);
@@ -135,19 +216,46 @@ describe('runs under a narrowed profile', () => {
   });
 
   it('xccl-2025 with dispatch forced to a2a: runTraining throws the PlanError and no rank starts (no run folder)', async () => {
-    const err = await runTraining({ config: TINY, transport: 'inproc', quiet: true }, [...common, '--job.run_name', 'forced', '--comm.profile', 'xccl-2025', '--comm.dispatch', 'a2a']).then(
+    const err = await runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
+      ...common,
+      '--job.run_name',
+      'forced',
+      '--comm.profile',
+      'xccl-2025',
+      '--comm.dispatch',
+      'a2a',
+    ]).then(
       () => null,
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(PlanError);
-    expect((err as Error).message).toMatch(/cannot run on backend inproc\/xccl-2025.*Use "allgather-padded" or "allgather-rs"/);
+    expect((err as Error).message).toMatch(
+      /cannot run on backend inproc\/xccl-2025.*Use "allgather-padded" or "allgather-rs"/,
+    );
     expect(existsSync(join(root, 'forced'))).toBe(false);
   });
 
   it('the CLI reports the same refusal in one line with a non-zero exit, and starts nothing', async () => {
-    const r = await runTrainCli(['--config', TINY, '--job.dump_folder', root, '--job.run_name', 'forced-cli', '--comm.profile', 'xccl-2025', '--comm.dispatch', 'a2a', ...EP2], { timeoutMs: 30_000 });
+    const r = await runTrainCli(
+      [
+        '--config',
+        TINY,
+        '--job.dump_folder',
+        root,
+        '--job.run_name',
+        'forced-cli',
+        '--comm.profile',
+        'xccl-2025',
+        '--comm.dispatch',
+        'a2a',
+        ...EP2,
+      ],
+      { timeoutMs: 30_000 },
+    );
     expect(r.code, describeChild(r)).toBe(1);
-    expect(r.stderr).toMatch(/moe-actors: \[comm\] dispatch = "a2a" cannot run on backend inproc\/xccl-2025: .*Use "allgather-padded" or "allgather-rs", or dispatch = "auto"\./);
+    expect(r.stderr).toMatch(
+      /moe-actors: \[comm\] dispatch = "a2a" cannot run on backend inproc\/xccl-2025: .*Use "allgather-padded" or "allgather-rs", or dispatch = "auto"\./,
+    );
     expect(r.stdout).not.toMatch(/^step:/m);
     expect(existsSync(join(root, 'forced-cli'))).toBe(false);
   });

@@ -35,8 +35,18 @@ const root = tmpRoot('resume');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const STEPS = [1, 2, 3, 4, 5, 6];
 const args = (name: string, extra: string[] = []) => [
-  '--config', TINY, '--job.dump_folder', root, '--job.run_name', name,
-  '--checkpoint.enable', '--checkpoint.interval', '2', '--trace.enable', 'false', ...extra,
+  '--config',
+  TINY,
+  '--job.dump_folder',
+  root,
+  '--job.run_name',
+  name,
+  '--checkpoint.enable',
+  '--checkpoint.interval',
+  '2',
+  '--trace.enable',
+  'false',
+  ...extra,
 ];
 const ckptFolder = (name: string) => join(root, name, 'checkpoint');
 
@@ -72,7 +82,9 @@ describe('crash during a checkpoint write, then resume', () => {
     console.info(`full: ${r.ms.toFixed(0)} ms, losses ${STEPS.map((s) => full.get(s)!.loss.toFixed(5)).join(' ')}`);
   });
 
-  it('SIGKILL while step-4 is being written leaves step-2 usable and step-4 ignored; the resumed run reproduces the uninterrupted one bit for bit', { timeout: 180_000 }, async () => {
+  it('SIGKILL while step-4 is being written leaves step-2 usable and step-4 ignored; the resumed run reproduces the uninterrupted one bit for bit', {
+    timeout: 180_000,
+  }, async () => {
     // The write window of this job is ~30-40 ms; a kill that lands after the commit is retried on a fresh run.
     let attempt = 0;
     let name = '';
@@ -91,7 +103,9 @@ describe('crash during a checkpoint write, then resume', () => {
     }
     expect(attempt, 'a kill landed inside the checkpoint write').toBeLessThan(3);
     const k = killed!;
-    console.info(`killed ${name} after ${k.run.ms.toFixed(0)} ms; step-4/ held [${k.seen!.join(', ')}] at the kill, [${readdirSync(join(ckptFolder(name), 'step-4')).join(', ')}] after`);
+    console.info(
+      `killed ${name} after ${k.run.ms.toFixed(0)} ms; step-4/ held [${k.seen!.join(', ')}] at the kill, [${readdirSync(join(ckptFolder(name), 'step-4')).join(', ')}] after`,
+    );
     expect(k.run.stdout).toMatch(/^checkpoint: .*step-2$/m);
     expect(k.run.stdout).not.toMatch(/^checkpoint: .*step-4$/m);
 
@@ -135,13 +149,16 @@ describe('crash during a checkpoint write, then resume', () => {
       expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
       expect([...want.keys()].some((n) => n.includes('optim.exp_avg_sq.'))).toBe(true);
       expect([...want.keys()].some((n) => n.endsWith('.moe.expert_bias'))).toBe(true);
-      for (const [n, a] of want) expect(firstBitDifference(got.get(n)!, a), `step ${step} ${n}: first differing element`).toBe(-1);
+      for (const [n, a] of want)
+        expect(firstBitDifference(got.get(n)!, a), `step ${step} ${n}: first differing element`).toBe(-1);
       // Data-loader position, scheduler index and optimizer steps too.
       const ea = readCheckpoint(join(ckptFolder('full'), `step-${step}`)).shards.map((s) => s.extras);
       const eb = readCheckpoint(join(ckptFolder(name), `step-${step}`)).shards.map((s) => s.extras);
       expect(eb).toEqual(ea);
     }
-    console.info(`resumed ${name}: ${r.ms.toFixed(0)} ms; steps 3-6 and ${checkpointTensors(join(ckptFolder('full'), 'step-6')).size} checkpoint tensors bit-identical`);
+    console.info(
+      `resumed ${name}: ${r.ms.toFixed(0)} ms; steps 3-6 and ${checkpointTensors(join(ckptFolder('full'), 'step-6')).size} checkpoint tensors bit-identical`,
+    );
   });
 
   for (const ep of [2, 1]) {
@@ -150,7 +167,11 @@ describe('crash during a checkpoint write, then resume', () => {
       cpSync(join(ckptFolder('full'), 'step-4'), join(ckptFolder(name), 'step-4'), { recursive: true });
       expect(JSON.parse(readFileSync(join(ckptFolder(name), 'step-4', 'manifest.json'), 'utf8')).mesh.ep).toBe(4);
       const { value: out, logs } = await captureOutput(() =>
-        runTraining({ config: TINY, transport: 'inproc', quiet: true }, [...args(name).slice(2), '--parallelism.expert_parallel_degree', String(ep)]),
+        runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
+          ...args(name).slice(2),
+          '--parallelism.expert_parallel_degree',
+          String(ep),
+        ]),
       );
       expect(logs.join('\n')).toContain(`resumed from ${join(ckptFolder(name), 'step-4')} (step 4)`);
       expect(out!.plan.layout.degrees.ep).toBe(ep);
@@ -158,7 +179,9 @@ describe('crash during a checkpoint write, then resume', () => {
       expect(r0.resumedFrom).toBe(4);
       expect(r0.steps.map((s) => s.step)).toEqual([5, 6]);
       const rel = (s: number) => Math.abs(r0.steps[s - 5]!.loss - full.get(s)!.loss) / full.get(s)!.loss;
-      console.info(`EP ${ep} from the EP 4 step-4 checkpoint: step 5 loss ${r0.steps[0]!.loss.toFixed(6)} (EP 4: ${full.get(5)!.loss.toFixed(6)}, rel ${rel(5).toExponential(2)}), step 6 rel ${rel(6).toExponential(2)}`);
+      console.info(
+        `EP ${ep} from the EP 4 step-4 checkpoint: step 5 loss ${r0.steps[0]!.loss.toFixed(6)} (EP 4: ${full.get(5)!.loss.toFixed(6)}, rel ${rel(5).toExponential(2)}), step 6 rel ${rel(6).toExponential(2)}`,
+      );
       expect(rel(5)).toBeLessThan(1e-5);
       expect(rel(6)).toBeLessThan(1e-4);
       expect(r0.steps[0]!.lr).toBe(full.get(5)!.lr);
@@ -180,13 +203,33 @@ describe('crash during a checkpoint write, then resume', () => {
 
     const bad = await runTrainCli(args(name, ['--checkpoint.load_step', '3']), { timeoutMs: 40_000 });
     expect(bad.code, describeChild(bad)).not.toBe(0);
-    expect(bad.stdout + bad.stderr).toContain(`[checkpoint] load_step = 3: no complete checkpoint for that step in ${ckptFolder(name)} (complete: 2, 4, 6)`);
+    expect(bad.stdout + bad.stderr).toContain(
+      `[checkpoint] load_step = 3: no complete checkpoint for that step in ${ckptFolder(name)} (complete: 2, 4, 6)`,
+    );
   });
 
-  it('initial_load_path: a step folder (absolute or a bare step-N in the working directory) or its checkpoint folder starts a new run from those weights; a corrupted one is refused, naming the file', { timeout: 120_000 }, async () => {
+  it('initial_load_path: a step folder (absolute or a bare step-N in the working directory) or its checkpoint folder starts a new run from those weights; a corrupted one is refused, naming the file', {
+    timeout: 120_000,
+  }, async () => {
     const from = join(ckptFolder('full'), 'step-4');
     const init = (name: string, path: string, cwd?: string) =>
-      runTrainCli(['--config', TINY, '--job.dump_folder', root, '--job.run_name', name, '--trace.enable', 'false', '--training.steps', '2', '--checkpoint.initial_load_path', path], { timeoutMs: 40_000, cwd });
+      runTrainCli(
+        [
+          '--config',
+          TINY,
+          '--job.dump_folder',
+          root,
+          '--job.run_name',
+          name,
+          '--trace.enable',
+          'false',
+          '--training.steps',
+          '2',
+          '--checkpoint.initial_load_path',
+          path,
+        ],
+        { timeoutMs: 40_000, cwd },
+      );
 
     const abs = await init('init-abs', from);
     expect(abs.code, describeChild(abs)).toBe(0);
@@ -220,7 +263,9 @@ describe('crash during a checkpoint write, then resume', () => {
     expect(bad.stdout + bad.stderr).toContain(`initial_load_path = ${broken}: ${shard} is corrupted: SHA-256`);
     const none = await init('init-none', join(root, 'nowhere'));
     expect(none.code, describeChild(none)).not.toBe(0);
-    expect(none.stdout + none.stderr).toMatch(/initial_load_path = .*nowhere: .*nowhere does not exist; give a checkpoint folder/);
+    expect(none.stdout + none.stderr).toMatch(
+      /initial_load_path = .*nowhere: .*nowhere does not exist; give a checkpoint folder/,
+    );
     expect(existsSync(join(root, 'init-none')), 'refused before a run folder is made').toBe(false);
   });
 });

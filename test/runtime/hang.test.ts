@@ -26,9 +26,19 @@ describe('a rank dies in its first EP collective', () => {
   it('every other rank fails within the timeout; the error, the flight dumps and the timeline say who waited for whom', async () => {
     const t0 = performance.now();
     const { value: err } = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'kill', rank: 2, atSeq: 1, group: 'ep' }] }, [
-        '--job.dump_folder', root, '--job.run_name', 'killed', '--comm.timeout_seconds', String(TIMEOUT_S), '--training.steps', '2',
-      ]).then(
+      runTraining(
+        { config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'kill', rank: 2, atSeq: 1, group: 'ep' }] },
+        [
+          '--job.dump_folder',
+          root,
+          '--job.run_name',
+          'killed',
+          '--comm.timeout_seconds',
+          String(TIMEOUT_S),
+          '--training.steps',
+          '2',
+        ],
+      ).then(
         () => null,
         (e: unknown) => e as Error,
       ),
@@ -40,7 +50,9 @@ describe('a rank dies in its first EP collective', () => {
     expect(ms, 'the whole run, startup included').toBeLessThan(20_000);
     expect(text).toMatch(/^training failed on ranks 0, 1, 2, 3: /);
     // Who waited for whom: the survivors in the op on the group, the dead rank and where it died.
-    expect(text).toContain('first failure: rank 2 died (killed by fault injection when it issued all_to_all_v #1 on group ep)');
+    expect(text).toContain(
+      'first failure: rank 2 died (killed by fault injection when it issued all_to_all_v #1 on group ep)',
+    );
     expect(text).toMatch(/ranks 0,1,3: all_to_all_v #1 on group ep failed: rank 2 died/);
     expect(text).toMatch(/tag "layer 1 mb 0 counts"/);
     const runDir = join(root, 'killed');
@@ -84,7 +96,8 @@ describe('a rank dies in its first EP collective', () => {
         if (!line.includes('"group":"ep"')) continue;
         const e = JSON.parse(line) as { rank: number; seq: number; phase: string; error?: string };
         if (e.seq === 1 && e.phase === 'start') starts.set(e.rank, (starts.get(e.rank) ?? 0) + 1);
-        if (e.seq === 1 && e.phase === 'end') expect(e.error, `rank ${e.rank} ep #1 ended with an error`).toMatch(/rank 2/);
+        if (e.seq === 1 && e.phase === 'end')
+          expect(e.error, `rank ${e.rank} ep #1 ended with an error`).toMatch(/rank 2/);
       }
     }
     for (const r of [0, 1, 3]) expect(starts.get(r), `rank ${r} started ep #1`).toBe(1);
@@ -92,10 +105,14 @@ describe('a rank dies in its first EP collective', () => {
     // What a crashed process leaves: no dump from rank 2. The same analysis then names it as the missing member.
     const survivors = dumps.filter((d) => d.rank !== 2);
     const dx = diagnose(survivors, { worldSize: 4 });
-    expect(dx.text).toMatch(/group ep \(ranks 0,1,2,3\): Not all ranks joining collective #1 .*missing ranks: \{2\} \(no dump from rank 2\); joined: \{0,1,3\}/);
+    expect(dx.text).toMatch(
+      /group ep \(ranks 0,1,2,3\): Not all ranks joining collective #1 .*missing ranks: \{2\} \(no dump from rank 2\); joined: \{0,1,3\}/,
+    );
     const panel = fromFlightDumps(survivors);
     expect(panel.ranks.find((r) => r.rank === 2)!.status).toBe('missing');
-    expect(panel.ranks.find((r) => r.rank === 2)!.where).toMatch(/never joined all_to_all_v #1 on group ep \(layer 1 mb 0 counts\); ranks 0,1,3 waited for it/);
+    expect(panel.ranks.find((r) => r.rank === 2)!.where).toMatch(
+      /never joined all_to_all_v #1 on group ep \(layer 1 mb 0 counts\); ranks 0,1,3 waited for it/,
+    );
   });
 });
 
@@ -109,7 +126,10 @@ describe('a hang outside collectives', () => {
     let release: () => void = () => {};
     const never = new Promise<void>((r) => (release = r));
     const launched = runRanks(world, async () => never, null);
-    const outcome = await Promise.race([launched.then(() => 'ended'), new Promise((r) => setTimeout(() => r('still waiting'), 1500))]);
+    const outcome = await Promise.race([
+      launched.then(() => 'ended'),
+      new Promise((r) => setTimeout(() => r('still waiting'), 1500)),
+    ]);
     release(); // let the launch finish so that nothing is left running after the test
     await launched;
     expect(outcome).toBe('ended');
@@ -120,32 +140,72 @@ describe('torchtitan’s two timeouts', () => {
   // The tiny job issues 8 collectives on ep per step (#1–#8 in step 1, #9 opens step 2) and, with a checkpoint every
   // step, two barriers on world per step (#3 is the first barrier of step 2). Delays of 2.5 s against a per-step
   // timeout of 1 s leave a wide margin on a loaded machine.
-  it('start-up and the first step wait up to init_timeout_seconds; later steps fail after timeout_seconds', { timeout: 60_000 }, async () => {
+  it('start-up and the first step wait up to init_timeout_seconds; later steps fail after timeout_seconds', {
+    timeout: 60_000,
+  }, async () => {
     // Rank 2 arrives 2.5 s late at the first EP collective of step 1 and of step 2.
     const late = (atSeq: number) => ({ kind: 'delay' as const, rank: 2, ms: 2500, group: 'ep', atSeq });
     const t0 = performance.now();
     const { value: err } = await captureOutput(() =>
       runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [late(1), late(9)] }, [
-        '--job.dump_folder', root, '--job.run_name', 'two-timeouts', '--comm.timeout_seconds', '1', '--comm.init_timeout_seconds', '30',
-        '--training.steps', '3', '--trace.enable', 'false',
+        '--job.dump_folder',
+        root,
+        '--job.run_name',
+        'two-timeouts',
+        '--comm.timeout_seconds',
+        '1',
+        '--comm.init_timeout_seconds',
+        '30',
+        '--training.steps',
+        '3',
+        '--trace.enable',
+        'false',
       ]).then(
         () => null,
         (e: unknown) => e as Error,
       ),
     );
     expect(err, 'the run must fail in step 2').toBeInstanceOf(Error);
-    console.info(`failed after ${(performance.now() - t0).toFixed(0)} ms:\n${err!.message.split('\n').slice(0, 3).join('\n')}`);
+    console.info(
+      `failed after ${(performance.now() - t0).toFixed(0)} ms:\n${err!.message.split('\n').slice(0, 3).join('\n')}`,
+    );
     expect(err!.message).toMatch(/(timeout after|timed out after) 1000 ms in all_to_all_v #9 on group ep/);
-    const steps = readFileSync(join(root, 'two-timeouts', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step as number);
+    const steps = readFileSync(join(root, 'two-timeouts', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).step as number);
     expect(new Set(steps), 'step 1 completed under the init timeout, nothing after it').toEqual(new Set([1]));
   });
-  it('the barriers around a checkpoint write keep the init timeout (a slow writer is not a hang)', { timeout: 60_000 }, async () => {
+  it('the barriers around a checkpoint write keep the init timeout (a slow writer is not a hang)', {
+    timeout: 60_000,
+  }, async () => {
     // Rank 1 reaches the first checkpoint barrier of step 2 2.5 s late.
     const { value: out } = await captureOutput(() =>
-      runTraining({ config: TINY, transport: 'inproc', quiet: true, faults: [{ kind: 'delay', rank: 1, ms: 2500, group: 'world', atSeq: 3 }] }, [
-        '--job.dump_folder', root, '--job.run_name', 'slow-writer', '--comm.timeout_seconds', '1', '--comm.init_timeout_seconds', '30',
-        '--training.steps', '3', '--checkpoint.enable', '--checkpoint.interval', '1', '--trace.enable', 'false',
-      ]),
+      runTraining(
+        {
+          config: TINY,
+          transport: 'inproc',
+          quiet: true,
+          faults: [{ kind: 'delay', rank: 1, ms: 2500, group: 'world', atSeq: 3 }],
+        },
+        [
+          '--job.dump_folder',
+          root,
+          '--job.run_name',
+          'slow-writer',
+          '--comm.timeout_seconds',
+          '1',
+          '--comm.init_timeout_seconds',
+          '30',
+          '--training.steps',
+          '3',
+          '--checkpoint.enable',
+          '--checkpoint.interval',
+          '1',
+          '--trace.enable',
+          'false',
+        ],
+      ),
     );
     expect(out!.results[0]!.steps.map((s) => s.step)).toEqual([1, 2, 3]);
     expect(out!.results[0]!.checkpoints).toHaveLength(3);

@@ -63,7 +63,12 @@ process.once('exit', () => {
 export function runChild(cmd: string, args: readonly string[], o: ChildOptions): Promise<ChildRun> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: o.cwd ?? REPO, env: { ...process.env, ...o.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: o.cwd ?? REPO,
+      env: { ...process.env, ...o.env },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     if (child.pid) liveGroups.add(child.pid);
     let stdout = '';
     let stderr = '';
@@ -109,13 +114,19 @@ export function runChild(cmd: string, args: readonly string[], o: ChildOptions):
 }
 
 /** `node bin/moe-actors.mjs train …` as a child process. */
-export function runTrainCli(args: readonly string[], o: Omit<ChildOptions, 'env'> & { env?: Record<string, string | undefined> }): Promise<ChildRun> {
+export function runTrainCli(
+  args: readonly string[],
+  o: Omit<ChildOptions, 'env'> & { env?: Record<string, string | undefined> },
+): Promise<ChildRun> {
   return runChild(process.execPath, [CLI, 'train', ...args], o);
 }
 
 /** `mpiexec.mpich -n N node bin/moe-actors.mjs train …` with UCX_MEM_EVENTS=no. */
 export function runTrainMpi(n: number, args: readonly string[], o: Omit<ChildOptions, 'env'>): Promise<ChildRun> {
-  return runChild('mpiexec.mpich', ['-n', String(n), process.execPath, CLI, 'train', ...args], { ...o, env: { UCX_MEM_EVENTS: 'no' } });
+  return runChild('mpiexec.mpich', ['-n', String(n), process.execPath, CLI, 'train', ...args], {
+    ...o,
+    env: { UCX_MEM_EVENTS: 'no' },
+  });
 }
 
 export function describeChild(r: ChildRun): string {
@@ -140,7 +151,8 @@ export function readJsonl(path: string): MetricsRecord[] {
       } catch (e) {
         throw new Error(`${path}:${i + 1}: not JSON (${(e as Error).message}): ${line.slice(0, 200)}`);
       }
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}:${i + 1}: not a JSON object`);
+      if (typeof v !== 'object' || v === null || Array.isArray(v))
+        throw new Error(`${path}:${i + 1}: not a JSON object`);
       return v as MetricsRecord;
     });
 }
@@ -167,20 +179,35 @@ export const TORCHTITAN_KEYS = [
  * for the given steps, the same global loss on every rank. Returns the global loss per step (the last record of
  * each step wins, so a resumed run's re-done steps replace the killed run's).
  */
-export function checkMetrics(runDir: string, ranks: number, steps: readonly number[]): Map<number, { loss: number; gradNorm: number; lr: number }> {
+export function checkMetrics(
+  runDir: string,
+  ranks: number,
+  steps: readonly number[],
+): Map<number, { loss: number; gradNorm: number; lr: number }> {
   const recs = readJsonl(join(runDir, 'metrics.jsonl'));
   const seen = new Map<string, MetricsRecord>();
   for (const r of recs) {
-    expect(Number.isInteger(r.step) && Number.isInteger(r.rank), `step/rank of ${JSON.stringify(r).slice(0, 120)}`).toBe(true);
+    expect(
+      Number.isInteger(r.step) && Number.isInteger(r.rank),
+      `step/rank of ${JSON.stringify(r).slice(0, 120)}`,
+    ).toBe(true);
     for (const k of TORCHTITAN_KEYS) {
       expect(typeof r[k], `${k} in step ${r.step} rank ${r.rank}`).toBe('number');
       expect(Number.isFinite(r[k] as number), `${k} finite`).toBe(true);
     }
-    expect(r['loss_metrics/global_max_loss'] as number).toBeGreaterThanOrEqual((r['loss_metrics/global_avg_loss'] as number) * 0.5);
+    expect(r['loss_metrics/global_max_loss'] as number).toBeGreaterThanOrEqual(
+      (r['loss_metrics/global_avg_loss'] as number) * 0.5,
+    );
     expect(r['throughput(tps)'] as number).toBeGreaterThan(0);
-    expect(Object.keys(r).some((k) => /^comm\/.+\(bytes\)$/.test(k)), 'comm bytes per group').toBe(true);
+    expect(
+      Object.keys(r).some((k) => /^comm\/.+\(bytes\)$/.test(k)),
+      'comm bytes per group',
+    ).toBe(true);
     // The FSDP gradient reductions run on their own communicators; their bytes count too.
-    if (ranks > 1) expect(r['comm/fsdp_reduce(bytes)'], `comm/fsdp_reduce(bytes) of step ${r.step} rank ${r.rank}`).toBeGreaterThan(0);
+    if (ranks > 1)
+      expect(r['comm/fsdp_reduce(bytes)'], `comm/fsdp_reduce(bytes) of step ${r.step} rank ${r.rank}`).toBeGreaterThan(
+        0,
+      );
     seen.set(`${r.rank}/${r.step}`, r);
   }
   const out = new Map<number, { loss: number; gradNorm: number; lr: number }>();
@@ -231,7 +258,10 @@ export function expectLossDecreases(losses: readonly number[], minDrop = 0.03): 
   const head = mean(losses.slice(0, k));
   const tail = mean(losses.slice(-k));
   expect(losses.at(-1)!, `losses ${losses.map((l) => l.toFixed(4)).join(' ')}`).toBeLessThan(losses[0]!);
-  expect(head - tail, `losses ${losses.map((l) => l.toFixed(4)).join(' ')}: first-third mean − last-third mean`).toBeGreaterThan(minDrop * losses[0]!);
+  expect(
+    head - tail,
+    `losses ${losses.map((l) => l.toFixed(4)).join(' ')}: first-third mean − last-third mean`,
+  ).toBeGreaterThan(minDrop * losses[0]!);
 }
 
 // ---- run folder and checkpoints ----
@@ -243,14 +273,19 @@ export function checkRunFolder(runDir: string, ranks: number, expect_: { dispatc
   expect(plan).toMatch(/^EP dispatch: /m);
   expect(plan).toMatch(/^gradient reduction: /m);
   if (expect_.dispatch) expect(plan).toMatch(new RegExp(`^EP dispatch: ${expect_.dispatch} `, 'm'));
-  const trace = JSON.parse(readFileSync(join(runDir, 'trace.json'), 'utf8')) as { traceEvents?: { pid?: unknown; ph?: string; name?: string; cat?: string; args?: Record<string, unknown> }[] };
+  const trace = JSON.parse(readFileSync(join(runDir, 'trace.json'), 'utf8')) as {
+    traceEvents?: { pid?: unknown; ph?: string; name?: string; cat?: string; args?: Record<string, unknown> }[];
+  };
   expect(Array.isArray(trace.traceEvents)).toBe(true);
   expect(validateChromeTrace(trace).errors, 'trace.json is a valid Chrome trace').toEqual([]);
   const pids = new Set(trace.traceEvents!.filter((e) => e.ph === 'X' || e.ph === 'B').map((e) => e.pid));
   expect(pids.size, 'trace.json has slices of every rank').toBeGreaterThanOrEqual(ranks);
   // Collectives of every kind of group, the gradient reductions (their own communicators) included.
-  const groups = new Set(trace.traceEvents!.filter((e) => e.cat === 'collective').map((e) => `${e.args?.['Process Group Name']}:${e.name}`));
-  for (const g of ['fsdp:all_gather', 'fsdp_reduce:reduce_scatter', 'loss:all_reduce']) expect([...groups], `trace.json has ${g}`).toContain(g);
+  const groups = new Set(
+    trace.traceEvents!.filter((e) => e.cat === 'collective').map((e) => `${e.args?.['Process Group Name']}:${e.name}`),
+  );
+  for (const g of ['fsdp:all_gather', 'fsdp_reduce:reduce_scatter', 'loss:all_reduce'])
+    expect([...groups], `trace.json has ${g}`).toContain(g);
   const html = readFileSync(join(runDir, 'timeline.html'), 'utf8');
   expect(html).toMatch(/^<!doctype html>/i);
   expect(html).toContain('</html>');
@@ -270,7 +305,9 @@ export function checkCheckpoints(folder: string, steps: readonly number[], world
     expect(m.worldSize).toBe(worldSize);
     expect(m.step).toBe(c.step);
     const names = m.files.map((f) => f.name).sort();
-    const want = Array.from({ length: worldSize }, (_, r) => [`rank${r}.json`, `rank${r}.safetensors`]).flat().sort();
+    const want = Array.from({ length: worldSize }, (_, r) => [`rank${r}.json`, `rank${r}.safetensors`])
+      .flat()
+      .sort();
     expect(names).toEqual(want);
     for (const f of m.files) {
       expect(f.sha256).toMatch(/^[0-9a-f]{64}$/);
@@ -304,7 +341,10 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
  * Runs `fn` with this process's stdout writes and console.log captured (not shown): the ranks' console lines
  * (process.stdout.write, also forwarded from worker threads) and rank 0's log messages (console.log).
  */
-export async function captureOutput<T>(fn: () => Promise<T>, until?: (stdout: string) => boolean): Promise<{ value: T; stdout: string; logs: string[] }> {
+export async function captureOutput<T>(
+  fn: () => Promise<T>,
+  until?: (stdout: string) => boolean,
+): Promise<{ value: T; stdout: string; logs: string[] }> {
   let stdout = '';
   const logs: string[] = [];
   const spy = vi.spyOn(process.stdout, 'write').mockImplementation(((chunk: string | Uint8Array) => {

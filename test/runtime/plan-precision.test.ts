@@ -5,7 +5,16 @@ import { loadTrainConfig, planJob } from '../../src/train/trainer.ts';
 import { TINY } from './helpers.ts';
 
 function plan(dtype: string, dispatch: string, reduce = 'float32') {
-  const over = ['--parallelism.expert_parallel_degree', '2', '--comm.dispatch', dispatch, '--training.mixed_precision_param', dtype, '--training.mixed_precision_reduce', reduce];
+  const over = [
+    '--parallelism.expert_parallel_degree',
+    '2',
+    '--comm.dispatch',
+    dispatch,
+    '--training.mixed_precision_param',
+    dtype,
+    '--training.mixed_precision_reduce',
+    reduce,
+  ];
   return planJob(loadTrainConfig({ config: TINY, transport: 'inproc', ranks: 4 }, over), 4);
 }
 

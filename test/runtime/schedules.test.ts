@@ -103,7 +103,8 @@ export class CollectiveInvariants implements CommObserver {
     const g = this.state(comm);
     const me = comm.ranks[comm.rank]!;
     const where = `${e.op} #${e.seq} on ${g.name} (ranks ${g.ranks.join(',')}) by rank ${me}`;
-    if (e.seq !== g.started.get(me)! + 1) this.bad(`${where}: previous seq started by this rank was ${g.started.get(me)}`);
+    if (e.seq !== g.started.get(me)! + 1)
+      this.bad(`${where}: previous seq started by this rank was ${g.started.get(me)}`);
     g.started.set(me, e.seq);
     const mine = g.inflight.get(me)!;
     mine.add(e.seq);
@@ -111,8 +112,20 @@ export class CollectiveInvariants implements CommObserver {
     const lead = e.seq - minStarted;
     g.maxLead = Math.max(g.maxLead, lead);
     // Ahead by more than one only through calls issued together (all still in flight on this rank).
-    if (lead > Math.max(1, mine.size)) this.bad(`${where}: ${lead} collectives ahead of the slowest member with only ${mine.size} in flight`);
-    const s: Seen = { rank: me, op: e.op, dtype: e.dtype, reduceOp: e.reduceOp, tag: e.tag, inNelems: e.inNelems, outNelems: e.outNelems, inSplits: e.inSplits, outSplits: e.outSplits, root: e.root };
+    if (lead > Math.max(1, mine.size))
+      this.bad(`${where}: ${lead} collectives ahead of the slowest member with only ${mine.size} in flight`);
+    const s: Seen = {
+      rank: me,
+      op: e.op,
+      dtype: e.dtype,
+      reduceOp: e.reduceOp,
+      tag: e.tag,
+      inNelems: e.inNelems,
+      outNelems: e.outNelems,
+      inSplits: e.inSplits,
+      outSplits: e.outSplits,
+      root: e.root,
+    };
     let c = g.calls.get(e.seq);
     if (!c) g.calls.set(e.seq, (c = { seen: new Map(), completed: new Set() }));
     c.seen.set(me, s);
@@ -144,7 +157,11 @@ export class CollectiveInvariants implements CommObserver {
     const c = g.calls.get(e.seq)!;
     c.completed.add(me);
     if (c.completed.size === g.ranks.length) {
-      this.checkCall(g, e.seq, [...g.ranks].map((r) => c.seen.get(r)!));
+      this.checkCall(
+        g,
+        e.seq,
+        [...g.ranks].map((r) => c.seen.get(r)!),
+      );
       g.calls.delete(e.seq);
       this.collectives++;
     }
@@ -155,7 +172,8 @@ export class CollectiveInvariants implements CommObserver {
     const head = m[0]!;
     const where = `${head.op} #${seq} on ${g.name} (ranks ${g.ranks.join(',')}, tag ${head.tag})`;
     for (const x of m) {
-      if (x.op !== head.op || x.dtype !== head.dtype || x.reduceOp !== head.reduceOp) this.bad(`${where}: rank ${x.rank} issued ${x.op}/${x.dtype}/${x.reduceOp}`);
+      if (x.op !== head.op || x.dtype !== head.dtype || x.reduceOp !== head.reduceOp)
+        this.bad(`${where}: rank ${x.rank} issued ${x.op}/${x.dtype}/${x.reduceOp}`);
     }
     const sent = m.reduce((a, x) => a + x.inNelems, 0);
     const recv = m.reduce((a, x) => a + x.outNelems, 0);
@@ -163,7 +181,10 @@ export class CollectiveInvariants implements CommObserver {
       case 'all_to_all_v':
         for (let i = 0; i < P; i++) {
           for (let j = 0; j < P; j++) {
-            if (m[i]!.inSplits![j] !== m[j]!.outSplits![i]) this.bad(`${where}: rank ${m[i]!.rank} sends ${m[i]!.inSplits![j]} to rank ${m[j]!.rank}, which expects ${m[j]!.outSplits![i]}`);
+            if (m[i]!.inSplits![j] !== m[j]!.outSplits![i])
+              this.bad(
+                `${where}: rank ${m[i]!.rank} sends ${m[i]!.inSplits![j]} to rank ${m[j]!.rank}, which expects ${m[j]!.outSplits![i]}`,
+              );
           }
         }
         if (sent !== recv) this.bad(`${where}: Σ sent ${sent} ≠ Σ received ${recv}`);
@@ -171,17 +192,24 @@ export class CollectiveInvariants implements CommObserver {
         this.a2aReceived += recv;
         break;
       case 'all_gather':
-        for (const x of m) if (x.inNelems !== head.inNelems || x.outNelems !== P * x.inNelems) this.bad(`${where}: rank ${x.rank} in ${x.inNelems} out ${x.outNelems}`);
+        for (const x of m)
+          if (x.inNelems !== head.inNelems || x.outNelems !== P * x.inNelems)
+            this.bad(`${where}: rank ${x.rank} in ${x.inNelems} out ${x.outNelems}`);
         if (recv !== P * sent) this.bad(`${where}: Σ received ${recv} ≠ ${P}·Σ sent ${sent}`);
         break;
       case 'reduce_scatter':
-        for (const x of m) if (x.outNelems !== head.outNelems || x.inNelems !== P * x.outNelems) this.bad(`${where}: rank ${x.rank} in ${x.inNelems} out ${x.outNelems}`);
+        for (const x of m)
+          if (x.outNelems !== head.outNelems || x.inNelems !== P * x.outNelems)
+            this.bad(`${where}: rank ${x.rank} in ${x.inNelems} out ${x.outNelems}`);
         break;
       case 'all_reduce':
-        for (const x of m) if (x.inNelems !== head.inNelems || x.outNelems !== x.inNelems) this.bad(`${where}: rank ${x.rank} has ${x.inNelems} elements`);
+        for (const x of m)
+          if (x.inNelems !== head.inNelems || x.outNelems !== x.inNelems)
+            this.bad(`${where}: rank ${x.rank} has ${x.inNelems} elements`);
         break;
       case 'all_gather_v':
-        for (const x of m) if (x.inSplits!.join() !== head.inSplits!.join()) this.bad(`${where}: rank ${x.rank} counts ${x.inSplits}`);
+        for (const x of m)
+          if (x.inSplits!.join() !== head.inSplits!.join()) this.bad(`${where}: rank ${x.rank} counts ${x.inSplits}`);
         break;
       default:
         break;
@@ -191,7 +219,10 @@ export class CollectiveInvariants implements CommObserver {
   /** After the run: nothing left half done. */
   finish(): void {
     for (const g of this.groups.values()) {
-      for (const [seq, c] of g.calls) this.bad(`${g.name} (ranks ${g.ranks.join(',')}) #${seq} never completed on every member (completed by ${[...c.completed].join(',') || 'none'})`);
+      for (const [seq, c] of g.calls)
+        this.bad(
+          `${g.name} (ranks ${g.ranks.join(',')}) #${seq} never completed on every member (completed by ${[...c.completed].join(',') || 'none'})`,
+        );
     }
   }
 }
@@ -239,10 +270,20 @@ function makeCase(id: number): Case {
   // Dispatch is what most can go wrong: 5 of 7 draws have EP > 1.
   const layout = pick([...LAYOUTS.slice(0, 4), ...LAYOUTS.slice(0, 4), ...LAYOUTS.slice(4)]);
   const dispatch = pick(['a2a', 'allgather-padded', 'allgather-rs'] as const);
-  const ac = pick<AcMode>([{ mode: 'none' }, { mode: 'full' }, { mode: 'selective', every: 2 }, { mode: 'selective', every: 1 }, { mode: 'selective', op: true }]);
+  const ac = pick<AcMode>([
+    { mode: 'none' },
+    { mode: 'full' },
+    { mode: 'selective', every: 2 },
+    { mode: 'selective', every: 1 },
+    { mode: 'selective', op: true },
+  ]);
   const ga = pick([1, 2]);
   const reshard = pick(['default', 'always', 'never'] as const);
-  const [gradReduce, divideFactor] = pick<[GradReduce, number]>([['sum', 1], ['sum-divide', 4], ['premul-sum', 2]]);
+  const [gradReduce, divideFactor] = pick<[GradReduce, number]>([
+    ['sum', 1],
+    ['sum-divide', 4],
+    ['premul-sum', 2],
+  ]);
   const batchDegree = (layout.degrees.dp_replicate ?? 1) * (layout.degrees.dp_shard ?? 1);
   const B = batchDegree * ga * pick([1, 2]);
   const S = pick([8, 16]);
@@ -337,23 +378,42 @@ function checkMoeCounts(c: Case, inv: CollectiveInvariants, results: InvariantRe
         // send: my rows per global expert (E); recv: rows per my local expert from each source (P·L).
         if (sum(meta.send) !== N * K) bad.push(`${where}: routes ${sum(meta.send)} rows, expected N·K = ${N * K}`);
         for (let j = 0; j < P; j++) {
-          if (dispatch.inSplits![j] !== D * sum(meta.send, j * L, (j + 1) * L)) bad.push(`${where}: sends ${dispatch.inSplits![j]} elements to EP rank ${j}, counts say ${D}·${sum(meta.send, j * L, (j + 1) * L)}`);
-          if (dispatch.outSplits![j] !== D * sum(meta.recv, j * L, (j + 1) * L)) bad.push(`${where}: receives ${dispatch.outSplits![j]} from EP rank ${j}, counts say ${D}·${sum(meta.recv, j * L, (j + 1) * L)}`);
-          if (combine.inSplits![j] !== dispatch.outSplits![j] || combine.outSplits![j] !== dispatch.inSplits![j]) bad.push(`${where}: combine splits are not dispatch's reversed`);
+          if (dispatch.inSplits![j] !== D * sum(meta.send, j * L, (j + 1) * L))
+            bad.push(
+              `${where}: sends ${dispatch.inSplits![j]} elements to EP rank ${j}, counts say ${D}·${sum(meta.send, j * L, (j + 1) * L)}`,
+            );
+          if (dispatch.outSplits![j] !== D * sum(meta.recv, j * L, (j + 1) * L))
+            bad.push(
+              `${where}: receives ${dispatch.outSplits![j]} from EP rank ${j}, counts say ${D}·${sum(meta.recv, j * L, (j + 1) * L)}`,
+            );
+          if (combine.inSplits![j] !== dispatch.outSplits![j] || combine.outSplits![j] !== dispatch.inSplits![j])
+            bad.push(`${where}: combine splits are not dispatch's reversed`);
         }
       } else if (c.dispatch === 'allgather-padded') {
         // recv: P×E rows per (source, expert); every source routes N·K rows; rows are padded to the max source.
         const rows = Array.from({ length: P }, (_, i) => sum(meta.recv, i * E, (i + 1) * E));
         if (rows.some((x) => x !== N * K)) bad.push(`${where}: rows per source ${rows}, expected ${N * K} each`);
-        if (dispatch.op !== 'all_gather' || dispatch.inNelems !== Math.max(...rows) * D) bad.push(`${where}: dispatch gathers ${dispatch.inNelems}, counts say ${Math.max(...rows)}·${D}`);
-        const perOwner = Array.from({ length: P }, (_, j) => Array.from({ length: P }, (_, i) => sum(meta.recv, i * E + j * L, i * E + (j + 1) * L)).reduce((a, b) => a + b, 0));
-        if (combine.inNelems !== Math.max(...perOwner) * D) bad.push(`${where}: combine gathers ${combine.inNelems}, counts say max rows per owner ${Math.max(...perOwner)}·${D}`);
+        if (dispatch.op !== 'all_gather' || dispatch.inNelems !== Math.max(...rows) * D)
+          bad.push(`${where}: dispatch gathers ${dispatch.inNelems}, counts say ${Math.max(...rows)}·${D}`);
+        const perOwner = Array.from({ length: P }, (_, j) =>
+          Array.from({ length: P }, (_, i) => sum(meta.recv, i * E + j * L, i * E + (j + 1) * L)).reduce(
+            (a, b) => a + b,
+            0,
+          ),
+        );
+        if (combine.inNelems !== Math.max(...perOwner) * D)
+          bad.push(
+            `${where}: combine gathers ${combine.inNelems}, counts say max rows per owner ${Math.max(...perOwner)}·${D}`,
+          );
       } else {
         // routing ids of every token of every EP rank, then the unrouted tokens (N·D each).
-        if (meta.recv.length !== P * N * K || meta.send.length !== N * K) bad.push(`${where}: routing ids ${meta.send.length}/${meta.recv.length}, expected ${N * K}/${P * N * K}`);
+        if (meta.recv.length !== P * N * K || meta.send.length !== N * K)
+          bad.push(`${where}: routing ids ${meta.send.length}/${meta.recv.length}, expected ${N * K}/${P * N * K}`);
         if (meta.recv.some((x) => x < 0 || x >= E)) bad.push(`${where}: an expert id out of range`);
-        if (dispatch.inNelems !== N * D) bad.push(`${where}: dispatch gathers ${dispatch.inNelems} elements, expected N·D = ${N * D}`);
-        if (combine.op !== 'reduce_scatter' || combine.outNelems !== N * D) bad.push(`${where}: combine returns ${combine.outNelems}, expected ${N * D}`);
+        if (dispatch.inNelems !== N * D)
+          bad.push(`${where}: dispatch gathers ${dispatch.inNelems} elements, expected N·D = ${N * D}`);
+        if (combine.op !== 'reduce_scatter' || combine.outNelems !== N * D)
+          bad.push(`${where}: combine returns ${combine.outNelems}, expected ${N * D}`);
       }
     }
     if (metas.length) bad.push(`rank ${r.rank}: ${metas.length} metadata records without an observed collective`);
@@ -364,28 +424,55 @@ function checkMoeCounts(c: Case, inv: CollectiveInvariants, results: InvariantRe
 
 async function runCase(c: Case, run: Case['runs'][number]) {
   const inv = new CollectiveInvariants();
-  const world = createInprocWorld(c.layout.ranks, { seed: run.seed, faults: run.faults, timeoutMs: 20_000, observer: inv });
+  const world = createInprocWorld(c.layout.ranks, {
+    seed: run.seed,
+    faults: run.faults,
+    timeoutMs: 20_000,
+    observer: inv,
+  });
   const res = await runRanks(world, rankMain, argsOf(c));
   inv.finish();
   const failed = res.outcomes.filter((o) => !o.ok);
-  if (failed.length) throw new Error(`${c.describe} seed ${run.seed}: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${res.diagnosis ?? ''}`);
+  if (failed.length)
+    throw new Error(
+      `${c.describe} seed ${run.seed}: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${res.diagnosis ?? ''}`,
+    );
   return { inv, results: res.outcomes.map((o) => (o as { value: InvariantResult }).value) };
 }
 
-const bitsEqual = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+const bitsEqual = (a: Float32Array, b: Float32Array) =>
+  a.length === b.length &&
+  Buffer.compare(
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  ) === 0;
 
 describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} scheduler seeds, base seed ${BASE_SEED})`, () => {
   it('the checker flags a rank that completes a collective another member has not started, and mismatched a2a splits', () => {
     const inv = new CollectiveInvariants();
     const comm = (rank: number) => ({ name: 'ep', ranks: [0, 1], rank }) as unknown as Communicator;
     const entry = (seq: number, inSplits: number[], outSplits: number[], state: FlightEntry['state'] = 'started') =>
-      ({ group: 'ep', groupRanks: [0, 1], seq, op: 'all_to_all_v', dtype: 'float32', tag: 't', inNelems: inSplits[0]! + inSplits[1]!, outNelems: outSplits[0]! + outSplits[1]!, inSplits, outSplits, state }) as unknown as FlightEntry;
+      ({
+        group: 'ep',
+        groupRanks: [0, 1],
+        seq,
+        op: 'all_to_all_v',
+        dtype: 'float32',
+        tag: 't',
+        inNelems: inSplits[0]! + inSplits[1]!,
+        outNelems: outSplits[0]! + outSplits[1]!,
+        inSplits,
+        outSplits,
+        state,
+      }) as unknown as FlightEntry;
     inv.onStart(comm(0), entry(1, [1, 2], [1, 3]));
     inv.onEnd(comm(0), entry(1, [1, 2], [1, 3], 'completed'));
     expect(inv.violations.join('\n')).toMatch(/completed before rank\(s\) 1 started it/);
     inv.onStart(comm(1), entry(1, [4, 1], [2, 1]));
     inv.onEnd(comm(1), entry(1, [4, 1], [2, 1], 'completed'));
-    expect(inv.violations.join('\n')).toMatch(/rank 1 sends 4 to rank 0, which expects 3|rank 0 sends 2 to rank 1, which expects 4/);
+    expect(inv.violations.join('\n')).toMatch(
+      /rank 1 sends 4 to rank 0, which expects 3|rank 0 sends 2 to rank 1, which expects 4/,
+    );
     inv.onStart(comm(0), entry(3, [1, 1], [1, 1]));
     expect(inv.violations.join('\n')).toMatch(/previous seq started by this rank was 1/);
   });
@@ -394,7 +481,16 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
     // The UNSHARD for backward reaches the output unit while its reshard stage runs; the fsdp-unit machine once
     // dropped it and every rank waited forever with no collective in flight (now it queues it).
     const c = makeCase(0);
-    const job = { ...c, layout: LAYOUTS[0]!, reshard: 'always' as const, dispatch: 'a2a' as const, ac: { mode: 'none' } as AcMode, ga: 1, B: 2, S: 8 };
+    const job = {
+      ...c,
+      layout: LAYOUTS[0]!,
+      reshard: 'always' as const,
+      dispatch: 'a2a' as const,
+      ac: { mode: 'none' } as AcMode,
+      ga: 1,
+      B: 2,
+      S: 8,
+    };
     const res = await Promise.race([
       runCase(job, { seed: 1, faults: [] }),
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error('reshard "always" hung')), 15_000).unref()),
@@ -419,8 +515,12 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
         for (const r of results) {
           // Pool: every buffer handed out during a step came back.
           for (let s = 0; s < r.activations.after.length; s++) {
-            expect(r.activations.after[s], `${tag}: rank ${r.rank} live activation bytes after step ${s + 1}`).toBe(r.activations.before);
-            expect(r.poolLive.after[s], `${tag}: rank ${r.rank} pooled buffers handed out after step ${s + 1}`).toBe(r.poolLive.before);
+            expect(r.activations.after[s], `${tag}: rank ${r.rank} live activation bytes after step ${s + 1}`).toBe(
+              r.activations.before,
+            );
+            expect(r.poolLive.after[s], `${tag}: rank ${r.rank} pooled buffers handed out after step ${s + 1}`).toBe(
+              r.poolLive.before,
+            );
           }
           // The rank's own byte counters agree with what the observer saw it send and receive.
           for (const [name, b] of Object.entries(r.bytes)) {
@@ -431,7 +531,9 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
         if (!ref) {
           ref = results;
           for (const l of results[0]!.losses) expect(Number.isFinite(l)).toBe(true);
-          notes.push(`maxLead ${Math.max(...[...inv.groups.values()].map((g) => g.maxLead))}, ${inv.collectives} collectives`);
+          notes.push(
+            `maxLead ${Math.max(...[...inv.groups.values()].map((g) => g.maxLead))}, ${inv.collectives} collectives`,
+          );
           continue;
         }
         for (const r of results) {
@@ -439,9 +541,15 @@ describe(`randomized schedules on inproc (${CASES} jobs × ${SEEDS_PER_CASE} sch
           expect(r.losses, `${tag}: rank ${r.rank} losses`).toEqual(want.losses);
           expect(r.gradNorms, `${tag}: rank ${r.rank} grad norms`).toEqual(want.gradNorms);
         }
-        for (const [name, t] of Object.entries(ref[0]!.tensors!)) expect(bitsEqual(results[0]!.tensors![name]!, t), `${tag}: ${name} bit-identical to seed ${c.runs[0]!.seed}`).toBe(true);
+        for (const [name, t] of Object.entries(ref[0]!.tensors!))
+          expect(
+            bitsEqual(results[0]!.tensors![name]!, t),
+            `${tag}: ${name} bit-identical to seed ${c.runs[0]!.seed}`,
+          ).toBe(true);
       }
-      console.info(`${c.describe}: ${c.runs.length} schedules identical, ${notes.join(', ')}, ${(performance.now() - t0).toFixed(0)} ms`);
+      console.info(
+        `${c.describe}: ${c.runs.length} schedules identical, ${notes.join(', ')}, ${(performance.now() - t0).toFixed(0)} ms`,
+      );
     });
   }
 });

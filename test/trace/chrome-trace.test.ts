@@ -3,7 +3,13 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { nestLanes, serializeChromeTrace, toChromeTrace, type ChromeEvent, type ChromeTrace } from '../../src/trace/chrome-trace.ts';
+import {
+  nestLanes,
+  serializeChromeTrace,
+  toChromeTrace,
+  type ChromeEvent,
+  type ChromeTrace,
+} from '../../src/trace/chrome-trace.ts';
 import { validateChromeTrace } from '../../src/trace/chrome-validate.ts';
 import { buildModel, type TraceModel } from '../../src/trace/model.ts';
 import { loadRun } from '../../src/trace/run-dir.ts';
@@ -16,7 +22,17 @@ const load = (name: string): { model: TraceModel; trace: ChromeTrace } => {
   return { model, trace };
 };
 
-const KINETO_ARGS = ['Collective name', 'In msg nelems', 'Out msg nelems', 'dtype', 'Group size', 'Process Group Name', 'Process Group Ranks', 'Rank', 'Seq'];
+const KINETO_ARGS = [
+  'Collective name',
+  'In msg nelems',
+  'Out msg nelems',
+  'dtype',
+  'Group size',
+  'Process Group Name',
+  'Process Group Ranks',
+  'Rank',
+  'Seq',
+];
 
 describe.each(['ep4', 'hang'])('trace.json of %s', (name) => {
   const { model, trace } = load(name);
@@ -39,11 +55,15 @@ describe.each(['ep4', 'hang'])('trace.json of %s', (name) => {
     const procs = phase('M').filter((e) => e.name === 'process_name');
     expect(procs.map((e) => e.args!.name)).toEqual(model.ranks.map((r) => `rank ${r}`));
     for (const r of model.ranks) {
-      const threads = phase('M').filter((e) => e.name === 'thread_name' && e.pid === r + 1).map((e) => String(e.args!.name));
+      const threads = phase('M')
+        .filter((e) => e.name === 'thread_name' && e.pid === r + 1)
+        .map((e) => String(e.args!.name));
       for (const a of model.actors.get(r)!) expect(threads).toContain(a);
     }
     // tids are unique across processes (Perfetto treats tids as system-wide).
-    const tids = phase('M').filter((e) => e.name === 'thread_name').map((e) => e.tid);
+    const tids = phase('M')
+      .filter((e) => e.name === 'thread_name')
+      .map((e) => e.tid);
     expect(new Set(tids).size).toBe(tids.length);
   });
 
@@ -76,7 +96,8 @@ describe.each(['ep4', 'hang'])('trace.json of %s', (name) => {
 
   it('links the ranks of each collective with one flow: the first arrival out, every other rank in', () => {
     const byFlow = new Map<number, ChromeEvent[]>();
-    for (const b of phase('b')) if (b.bind_id !== undefined) byFlow.set(b.bind_id, [...(byFlow.get(b.bind_id) ?? []), b]);
+    for (const b of phase('b'))
+      if (b.bind_id !== undefined) byFlow.set(b.bind_id, [...(byFlow.get(b.bind_id) ?? []), b]);
     const multi = model.matches.filter((m) => m.spans.length > 1);
     expect(byFlow.size).toBe(multi.length);
     for (const group of byFlow.values()) {
@@ -127,18 +148,36 @@ describe('the validator itself', () => {
   ];
   const errs = (evs: ChromeEvent[]) => validateChromeTrace({ traceEvents: evs }).errors.join('\n');
   it('catches overlapping X slices on one thread', () => {
-    expect(errs([...base(), { name: 'a', ph: 'X', pid: 1, tid: 1000, ts: 0, dur: 10 }, { name: 'b', ph: 'X', pid: 1, tid: 1000, ts: 5, dur: 10 }])).toMatch(/without nesting/);
+    expect(
+      errs([
+        ...base(),
+        { name: 'a', ph: 'X', pid: 1, tid: 1000, ts: 0, dur: 10 },
+        { name: 'b', ph: 'X', pid: 1, tid: 1000, ts: 5, dur: 10 },
+      ]),
+    ).toMatch(/without nesting/);
   });
   it('catches time going back on a thread', () => {
-    expect(errs([...base(), { name: 'a', ph: 'X', pid: 1, tid: 1000, ts: 5, dur: 1 }, { name: 'b', ph: 'X', pid: 1, tid: 1000, ts: 1, dur: 1 }])).toMatch(/goes back/);
+    expect(
+      errs([
+        ...base(),
+        { name: 'a', ph: 'X', pid: 1, tid: 1000, ts: 5, dur: 1 },
+        { name: 'b', ph: 'X', pid: 1, tid: 1000, ts: 1, dur: 1 },
+      ]),
+    ).toMatch(/goes back/);
   });
   it('catches an async begin without an end and an end without a begin', () => {
-    const e = errs([...base(), { name: 'x', cat: 'c', ph: 'b', id: '1', pid: 1, tid: 1000, ts: 0 }, { name: 'y', cat: 'c', ph: 'e', id: '2', pid: 1, tid: 1000, ts: 1 }]);
+    const e = errs([
+      ...base(),
+      { name: 'x', cat: 'c', ph: 'b', id: '1', pid: 1, tid: 1000, ts: 0 },
+      { name: 'y', cat: 'c', ph: 'e', id: '2', pid: 1, tid: 1000, ts: 1 },
+    ]);
     expect(e).toMatch(/never ends/);
     expect(e).toMatch(/async end without a begin/);
   });
   it('catches flows that start without an end, or end before their start', () => {
-    expect(errs([...base(), { name: 'x', cat: 'c', ph: 'X', pid: 1, tid: 1000, ts: 0, dur: 1, bind_id: 7, flow_out: true }])).toMatch(/flow 7 starts but never ends/);
+    expect(
+      errs([...base(), { name: 'x', cat: 'c', ph: 'X', pid: 1, tid: 1000, ts: 0, dur: 1, bind_id: 7, flow_out: true }]),
+    ).toMatch(/flow 7 starts but never ends/);
     expect(
       errs([
         ...base(),
@@ -148,11 +187,16 @@ describe('the validator itself', () => {
     ).toMatch(/precedes its start/);
   });
   it('catches a displayTimeUnit (Perfetto rescales ts by it) and unknown keys before the events', () => {
-    expect(validateChromeTrace({ displayTimeUnit: 'ms', traceEvents: base() }).errors.join()).toMatch(/Perfetto reads every ts in this unit/);
+    expect(validateChromeTrace({ displayTimeUnit: 'ms', traceEvents: base() }).errors.join()).toMatch(
+      /Perfetto reads every ts in this unit/,
+    );
     expect(validateChromeTrace({ extra: 1, traceEvents: base() }).errors.join()).toMatch(/"extra" before traceEvents/);
   });
   it('catches unnamed processes and threads, and non-numeric counters', () => {
-    const e = errs([{ name: 'a', ph: 'X', pid: 9, tid: 9, ts: 0, dur: 1 }, { name: 'c', ph: 'C', pid: 9, tid: 9, ts: 0, args: { v: 'x' } }]);
+    const e = errs([
+      { name: 'a', ph: 'X', pid: 9, tid: 9, ts: 0, dur: 1 },
+      { name: 'c', ph: 'C', pid: 9, tid: 9, ts: 0, args: { v: 'x' } },
+    ]);
     expect(e).toMatch(/pid 9 has no process_name/);
     expect(e).toMatch(/thread 9\/9 has no thread_name/);
     expect(e).toMatch(/not a number/);

@@ -21,11 +21,27 @@ export interface ClockArgs {
 
 export async function rankMain(ctx: RankContext<ClockArgs>): Promise<ClockOffset> {
   const now = () => nowMs() + ctx.args.skew[ctx.rank]!;
-  const rec = new TraceRecorder({ rank: ctx.rank, file: runPaths(ctx.args.dir).rankEvents(ctx.rank), flushIntervalMs: 0 });
+  const rec = new TraceRecorder({
+    rank: ctx.rank,
+    file: runPaths(ctx.args.dir).rankEvents(ctx.rank),
+    flushIntervalMs: 0,
+  });
   const off = await alignRecorderClock(ctx.world, rec, { now, rounds: 10 });
   // All ranks leave one barrier "together": each records that instant on its own clock.
   const t = await barrierNow(ctx.world, now);
-  rec.record({ kind: 'state', rank: ctx.rank, actor: 'step', machine: 'clock', state: 'afterBarrier', category: 'other', phase: 'enter', t, step: 0, layer: null, microbatch: null });
+  rec.record({
+    kind: 'state',
+    rank: ctx.rank,
+    actor: 'step',
+    machine: 'clock',
+    state: 'afterBarrier',
+    category: 'other',
+    phase: 'enter',
+    t,
+    step: 0,
+    layer: null,
+    microbatch: null,
+  });
   rec.close();
   return off;
 }

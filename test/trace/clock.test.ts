@@ -17,7 +17,7 @@ import type { ClockArgs } from './clock-rank.ts';
  */
 function skewedWorld(offsets: number[], seed = 1) {
   let s = seed;
-  const rnd = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const rnd = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
   const n = offsets.length;
   let waiting: (() => void)[] = [];
   const gathers: { arr: Float64Array[]; done: (() => void)[] } = { arr: [], done: [] };
@@ -62,7 +62,9 @@ describe('clock alignment', () => {
   it('recovers per-rank offsets within the reported uncertainty', async () => {
     const offsets = [0, 1234.5, -87.25, 40_000];
     const { comms, clocks } = skewedWorld(offsets);
-    const results = await Promise.all(comms.map((c, r) => estimateClockOffsets(c, { rounds: 12, warmup: 1, now: clocks[r] })));
+    const results = await Promise.all(
+      comms.map((c, r) => estimateClockOffsets(c, { rounds: 12, warmup: 1, now: clocks[r] })),
+    );
     // Every rank computes the same table.
     for (const res of results) expect(res.map((o) => o.offsetMs)).toEqual(results[0]!.map((o) => o.offsetMs));
     for (const o of results[0]!) {
@@ -98,7 +100,10 @@ describe('clock alignment on real transports', () => {
   it('inproc: skewed rank clocks land on rank 0’s clock after loadRun', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trace-clock-inproc-'));
     const skew = [0, 5000, -250, 123.5];
-    const res = await launch<ClockArgs, ClockOffset>({ transport: 'inproc', size: 4, timeoutMs: 10_000 }, entry, { dir, skew });
+    const res = await launch<ClockArgs, ClockOffset>({ transport: 'inproc', size: 4, timeoutMs: 10_000 }, entry, {
+      dir,
+      skew,
+    });
     for (const o of res.outcomes) {
       expect(o.ok, o.ok ? '' : o.error).toBe(true);
       if (!o.ok) continue;
@@ -112,7 +117,10 @@ describe('clock alignment on real transports', () => {
 
   it('threads: worker threads share one clock (offsets ≈ 0)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trace-clock-threads-'));
-    const res = await launch<ClockArgs, ClockOffset>({ transport: 'threads', size: 2, timeoutMs: 20_000 }, entry, { dir, skew: [0, 0] });
+    const res = await launch<ClockArgs, ClockOffset>({ transport: 'threads', size: 2, timeoutMs: 20_000 }, entry, {
+      dir,
+      skew: [0, 0],
+    });
     for (const o of res.outcomes) {
       expect(o.ok, o.ok ? '' : o.error).toBe(true);
       if (!o.ok) continue;
@@ -132,7 +140,13 @@ describe.skipIf(mpichMissing)('clock alignment under mpiexec.mpich', () => {
     const dir = mkdtempSync(join(tmpdir(), 'trace-clock-mpi-'));
     const skew = [0, 777.25];
     const module = join(dirname(fileURLToPath(import.meta.url)), 'clock-rank.ts');
-    const res = await spawnMpi<ClockOffset>({ n: 2, entry: { module }, args: { dir, skew }, world: { timeoutMs: 20_000 }, jobTimeoutMs: 60_000 });
+    const res = await spawnMpi<ClockOffset>({
+      n: 2,
+      entry: { module },
+      args: { dir, skew },
+      world: { timeoutMs: 20_000 },
+      jobTimeoutMs: 60_000,
+    });
     for (const o of res.outcomes) {
       expect(o.ok, o.ok ? '' : o.error).toBe(true);
       if (!o.ok) continue;

@@ -8,10 +8,26 @@ import { buildModel } from '../../src/trace/model.ts';
 describe('TraceBridge.commObserver', () => {
   // World rank 5 is group rank 1 of group ep [4,5].
   const comm = { rank: 1, ranks: [4, 5] } as unknown as Communicator;
-  const spec = { group: 'ep', groupRanks: [4, 5], op: 'all_gather' as const, tag: 'layer 3 dispatch', dtype: 'float32' as const, inNelems: 10, outNelems: 20, timeoutMs: 100 };
+  const spec = {
+    group: 'ep',
+    groupRanks: [4, 5],
+    op: 'all_gather' as const,
+    tag: 'layer 3 dispatch',
+    dtype: 'float32' as const,
+    inNelems: 10,
+    outNelems: 20,
+    timeoutMs: 100,
+  };
   const setup = () => {
     const events: TraceEvent[] = [];
-    const site = (layer: number): CallSite => ({ actor: 'expert', machine: 'moeLayer', state: 'dispatch', step: 7, layer, microbatch: 1 });
+    const site = (layer: number): CallSite => ({
+      actor: 'expert',
+      machine: 'moeLayer',
+      state: 'dispatch',
+      step: 7,
+      layer,
+      microbatch: 1,
+    });
     const bridge = new TraceBridge(5, { record: (e) => events.push(e) });
     bridge.step = 7;
     return { events, site, obs: bridge.commObserver(), fr: new FlightRecorder(5, 8, 'test') };
@@ -30,7 +46,12 @@ describe('TraceBridge.commObserver', () => {
     fr.fail(b, 'timeout after 100 ms');
     obs.onEnd!(comm, b, site(4));
 
-    expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.rank, e.layer, e.bytesSent, e.bytesReceived, e.error ?? null])).toEqual([
+    expect(
+      events.map(
+        (e) =>
+          e.kind === 'collective' && [e.phase, e.seq, e.rank, e.layer, e.bytesSent, e.bytesReceived, e.error ?? null],
+      ),
+    ).toEqual([
       ['start', 1, 5, 3, 40, 80, null],
       ['end', 1, 5, 3, 40, 80, null],
       ['start', 2, 5, 4, 40, 80, null],
@@ -49,7 +70,7 @@ describe('TraceBridge.commObserver', () => {
     ]);
   });
 
-  it('stamps missing times with the clock, counts a call without a call site as the step row\'s, and a failure without text without an error', () => {
+  it("stamps missing times with the clock, counts a call without a call site as the step row's, and a failure without text without an error", () => {
     const { events, site, obs, fr } = setup();
     const a = fr.schedule({ ...spec, seq: 1 });
     const t0 = nowMs();
@@ -64,7 +85,9 @@ describe('TraceBridge.commObserver', () => {
     b.tCompleted = b.tStarted;
     obs.onEnd!(comm, b);
 
-    expect(events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.actor, e.step, e.layer, 'error' in e])).toEqual([
+    expect(
+      events.map((e) => e.kind === 'collective' && [e.phase, e.seq, e.actor, e.step, e.layer, 'error' in e]),
+    ).toEqual([
       ['start', 1, 'expert', 7, 3, false],
       ['end', 1, 'expert', 7, 3, false],
       ['end', 2, 'step', 7, null, false],

@@ -17,7 +17,16 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ART = join(ROOT, 'test-artifacts', 'trace');
 const TINY = join(ROOT, 'test', 'runtime', 'fixtures', 'tiny_ep4.toml');
 const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let ctx: BrowserContext;
 let page: Page;
@@ -35,15 +44,30 @@ type Api = {
 
 beforeAll(async () => {
   const out = await runTraining({ config: TINY, transport: 'inproc', quiet: true }, [
-    '--job.dump_folder', root, '--job.run_name', 'report-run', '--training.steps', '6',
-    '--checkpoint.enable', '--checkpoint.interval', '2', '--checkpoint.async_mode', 'async',
-    '--model.tokenizer_path', join(ROOT, 'data', 'tokenizer'),
+    '--job.dump_folder',
+    root,
+    '--job.run_name',
+    'report-run',
+    '--training.steps',
+    '6',
+    '--checkpoint.enable',
+    '--checkpoint.interval',
+    '2',
+    '--checkpoint.async_mode',
+    'async',
+    '--model.tokenizer_path',
+    join(ROOT, 'data', 'tokenizer'),
   ]);
   runDir = out!.runDir;
   expect(out!.report).toBe(join(runDir, 'report.html'));
   mkdirSync(ART, { recursive: true });
   profile = mkdtempSync(join(tmpdir(), 'moe-actors-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1400, height: 1000 } });
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1400, height: 1000 },
+  });
   page = await ctx.newPage();
   page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -58,14 +82,29 @@ afterAll(async () => {
 describe('report.html of a trained run', () => {
   it('draws every metric series of the run on its canvas, offline', async () => {
     await page.goto(pathToFileURL(join(runDir, 'report.html')).href);
-    await page.waitForFunction(() => (globalThis as unknown as { __report?: { ready: boolean } }).__report?.ready === true, null, { timeout: 30_000 });
+    await page.waitForFunction(
+      () => (globalThis as unknown as { __report?: { ready: boolean } }).__report?.ready === true,
+      null,
+      { timeout: 30_000 },
+    );
     const api = await page.evaluate(() => {
       const r = (globalThis as unknown as { __report: Api }).__report;
       return { charts: r.charts, ink: r.ink() };
     });
     await page.screenshot({ path: join(ART, 'report.png'), fullPage: true });
     const ids = api.charts.map((c) => c.id);
-    expect(ids).toEqual(['loss', 'grad_norm', 'lr', 'tps', 'mfu', 'memory', 'memory_ranks', 'bytes', 'data_loading', 'checkpoint']);
+    expect(ids).toEqual([
+      'loss',
+      'grad_norm',
+      'lr',
+      'tps',
+      'mfu',
+      'memory',
+      'memory_ranks',
+      'bytes',
+      'data_loading',
+      'checkpoint',
+    ]);
     const data = buildReportData(runDir);
     for (const c of api.charts) {
       const want = data.charts.find((d) => d.id === c.id)!;
@@ -78,7 +117,12 @@ describe('report.html of a trained run', () => {
       });
     }
     // Per rank where ranks differ: throughput is measured per rank.
-    expect(api.charts.find((c) => c.id === 'tps')!.series.map((s) => s.label)).toEqual(['rank 0', 'rank 1', 'rank 2', 'rank 3']);
+    expect(api.charts.find((c) => c.id === 'tps')!.series.map((s) => s.label)).toEqual([
+      'rank 0',
+      'rank 1',
+      'rank 2',
+      'rank 3',
+    ]);
     expect(api.charts.find((c) => c.id === 'bytes')!.series.map((s) => s.label)).toContain('ep');
     // Async checkpoints at steps 2, 4 and 6 (checkpoints.jsonl holds the last one too), plotted at their steps.
     const ck = data.charts.find((c) => c.id === 'checkpoint')!;
@@ -93,6 +137,10 @@ describe('report.html of a trained run', () => {
     await page.waitForURL(/timeline\.html$/);
     await page.click('#to-report');
     await page.waitForURL(/report\.html$/);
-    await page.waitForFunction(() => (globalThis as unknown as { __report?: { ready: boolean } }).__report?.ready === true, null, { timeout: 30_000 });
+    await page.waitForFunction(
+      () => (globalThis as unknown as { __report?: { ready: boolean } }).__report?.ready === true,
+      null,
+      { timeout: 30_000 },
+    );
   });
 });

@@ -9,7 +9,9 @@ describe('statechart export', () => {
   const dot = toDot(demoMachine);
 
   it('collects every targeted transition, with readable event labels and guards', () => {
-    const edges = collectEdges(demoMachine).map((e) => `${e.source.path.join('.')} -> ${e.target.path.join('.')} : ${e.label}`);
+    const edges = collectEdges(demoMachine).map(
+      (e) => `${e.source.path.join('.')} -> ${e.target.path.join('.')} : ${e.label}`,
+    );
     expect(edges).toEqual([
       'idle -> running : GO',
       'running -> stopped : STOP',

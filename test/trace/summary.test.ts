@@ -6,7 +6,15 @@ import { buildModel, type StateSlice } from '../../src/trace/model.ts';
 import { dominantSegments, innermostSegments } from '../../src/trace/self-time.ts';
 import { CATEGORY_PRIORITY, renderSummary, summarize } from '../../src/trace/summary.ts';
 
-const st = (rank: number, actor: string, state: string, category: StateCategory, phase: 'enter' | 'exit', t: number, layer: number | null = 0): TraceEvent => ({
+const st = (
+  rank: number,
+  actor: string,
+  state: string,
+  category: StateCategory,
+  phase: 'enter' | 'exit',
+  t: number,
+  layer: number | null = 0,
+): TraceEvent => ({
   kind: 'state',
   rank,
   actor,
@@ -19,7 +27,13 @@ const st = (rank: number, actor: string, state: string, category: StateCategory,
   layer,
   microbatch: 0,
 });
-const co = (rank: number, seq: number, phase: 'start' | 'end', t: number, extra: Partial<CollectiveEvent> = {}): TraceEvent => ({
+const co = (
+  rank: number,
+  seq: number,
+  phase: 'start' | 'end',
+  t: number,
+  extra: Partial<CollectiveEvent> = {},
+): TraceEvent => ({
   kind: 'collective',
   rank,
   actor: 'expert',
@@ -54,7 +68,12 @@ describe('intervals', () => {
     for (let i = 0; i < set.length; i += 2) pairs.push([set[i]!, set[i + 1]!]);
     return pts(pairs);
   };
-  const arb = fc.array(fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 63 })).map(([a, b]) => [Math.min(a, b), Math.max(a, b)] as [number, number]), { maxLength: 8 });
+  const arb = fc.array(
+    fc
+      .tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 0, max: 63 }))
+      .map(([a, b]) => [Math.min(a, b), Math.max(a, b)] as [number, number]),
+    { maxLength: 8 },
+  );
   it('union, intersect, subtract and length agree with point sets', () => {
     fc.assert(
       fc.property(arb, arb, (pa, pb) => {
@@ -97,7 +116,15 @@ describe('model', () => {
   });
 
   it('matches collectives across ranks by group, members and seq, and names the members that never issued one', () => {
-    const m = buildModel(sorted([co(0, 1, 'start', 0), co(1, 1, 'start', 2), co(0, 1, 'end', 3), co(1, 1, 'end', 3), co(0, 2, 'start', 4)]));
+    const m = buildModel(
+      sorted([
+        co(0, 1, 'start', 0),
+        co(1, 1, 'start', 2),
+        co(0, 1, 'end', 3),
+        co(1, 1, 'end', 3),
+        co(0, 2, 'start', 4),
+      ]),
+    );
     expect(m.matches.map((x) => [x.seq, x.spans.map((i) => m.collectives[i]!.rank), x.missing])).toEqual([
       [1, [0, 1], []],
       [2, [0], [1]],
@@ -121,7 +148,12 @@ describe('self time', () => {
     unfinished: false,
   });
   it('gives each instant to the innermost slice, nested or overlapping, zero-length slices owning nothing', () => {
-    const segs = innermostSegments([sl('outer', 'forward', 0, 10), sl('inner', 'compute', 2, 4), sl('late', 'other', 8, 12), sl('zero', 'other', 5, 5)]);
+    const segs = innermostSegments([
+      sl('outer', 'forward', 0, 10),
+      sl('inner', 'compute', 2, 4),
+      sl('late', 'other', 8, 12),
+      sl('zero', 'other', 5, 5),
+    ]);
     expect(segs.map((s) => [s.slice.state, s.start, s.end])).toEqual([
       ['outer', 0, 2],
       ['inner', 2, 4],

@@ -18,7 +18,16 @@ const FIX = join(ROOT, 'test', 'fixtures', 'trace');
 const ART = join(ROOT, 'test-artifacts', 'trace');
 const CHROMIUM = '/usr/bin/chromium';
 // The flags this machine needs (closed network; see the environment notes): no background fetches, no updates.
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let ctx: BrowserContext;
 let page: Page;
@@ -40,7 +49,11 @@ function prepare(name: string, from: string): string {
 async function open(name: string): Promise<number> {
   const t0 = Date.now();
   await page.goto(pathToFileURL(join(ART, 'runs', name, 'timeline.html')).href);
-  await page.waitForFunction(() => (globalThis as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true, null, { timeout: 30_000 });
+  await page.waitForFunction(
+    () => (globalThis as unknown as { __timeline?: { ready: boolean } }).__timeline?.ready === true,
+    null,
+    { timeout: 30_000 },
+  );
   return Date.now() - t0;
 }
 
@@ -53,7 +66,16 @@ type Api = {
   rowsDrawn: number;
   filter: { layer: number | null };
   visibleSliceCount: number;
-  stats: { drawnRects: number; slices: number; collectives: number; lastFrameMs: number; frames: number; plotWidth: number; maxRectsPerLevel: number; maxVisiblePerLevel: number };
+  stats: {
+    drawnRects: number;
+    slices: number;
+    collectives: number;
+    lastFrameMs: number;
+    frames: number;
+    plotWidth: number;
+    maxRectsPerLevel: number;
+    maxVisiblePerLevel: number;
+  };
   view: { t0: number; t1: number };
   tooltip: string | null;
   setLayer(l: number | null): void;
@@ -65,18 +87,27 @@ type Api = {
 /** Runs `fn(window.__timeline, arg)` in the page (no DOM types in this project: the page is reached via globalThis). */
 const api = <T, A = undefined>(fn: (a: Api, arg: A) => T, arg?: A): Promise<T> =>
   page.evaluate(
-    ([src, a]) => new Function('a', 'arg', `return (${src})(a, arg)`)((globalThis as unknown as { __timeline: Api }).__timeline, a),
+    ([src, a]) =>
+      new Function('a', 'arg', `return (${src})(a, arg)`)((globalThis as unknown as { __timeline: Api }).__timeline, a),
     [fn.toString(), arg] as const,
   ) as Promise<T>;
 type Q = Record<string, unknown>;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/setup.sh does) — browser tests never download one`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `${CHROMIUM} not found: install Debian's chromium (scripts/setup.sh does) — browser tests never download one`,
+    );
   mkdirSync(ART, { recursive: true });
   prepare('ep4', join(FIX, 'ep4'));
   prepare('hang', join(FIX, 'hang'));
   profile = mkdtempSync(join(tmpdir(), 'moe-actors-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1400, height: 900 } });
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1400, height: 900 },
+  });
   page = await ctx.newPage();
   page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -130,7 +161,17 @@ describe('timeline of the synthetic 4-rank EP run', () => {
     await page.mouse.move(s.x, s.y);
     await page.waitForFunction(() => (globalThis as unknown as { __timeline: Api }).__timeline.tooltip !== null);
     const tip = (await api((a) => a.tooltip))!;
-    for (const want of [/rank\s*1\b/, /actor\s*expert/, /machine\s*moeLayer/, /state\s*dispatch/, /layer\s*2\b/, /microbatch\s*0\b/, /step\s*0\b/, /start\s*[\d.]+ ms/, /duration\s*[\d.]+ (ms|µs)/])
+    for (const want of [
+      /rank\s*1\b/,
+      /actor\s*expert/,
+      /machine\s*moeLayer/,
+      /state\s*dispatch/,
+      /layer\s*2\b/,
+      /microbatch\s*0\b/,
+      /step\s*0\b/,
+      /start\s*[\d.]+ ms/,
+      /duration\s*[\d.]+ (ms|µs)/,
+    ])
       expect(tip).toMatch(want);
     expect(tip).toMatch(/collective\s*all_to_all_v #\d+ on ep/);
     expect(tip).toMatch(/bytes\s*sent [\d.]+ MiB/);
@@ -165,14 +206,18 @@ describe('timeline of the hang run', () => {
     expect(await api((a) => a.failed)).toEqual({ missing: [2], waiting: [0, 1, 3] });
     const missing = page.locator('#failed li[data-rank="2"]');
     await expect.poll(() => missing.getAttribute('class')).toBe('missing');
-    expect(await missing.textContent()).toMatch(/never joined all_to_all_v #20 on group ep .*ranks 0,1,3 waited for it/);
+    expect(await missing.textContent()).toMatch(
+      /never joined all_to_all_v #20 on group ep .*ranks 0,1,3 waited for it/,
+    );
     for (const r of [0, 1, 3]) {
       const li = page.locator(`#failed li[data-rank="${r}"]`);
       expect(await li.getAttribute('data-status')).toBe('failed');
       expect(await li.textContent()).toMatch(/in all_to_all_v #20 on group ep .*for 60 ms/);
     }
     // The diagnosis text is comm/inspect's.
-    expect(await page.textContent('#failed pre')).toMatch(/Not all ranks joining collective #20 .*missing ranks: \{2\}/);
+    expect(await page.textContent('#failed pre')).toMatch(
+      /Not all ranks joining collective #20 .*missing ranks: \{2\}/,
+    );
     expect(await page.locator('#summary-table tr.missing td').first().textContent()).toBe('rank 2');
     expect(await api((a) => a.rowsDrawn)).toBe(16);
     await page.screenshot({ path: join(ART, 'hang.png'), fullPage: true });
@@ -195,7 +240,14 @@ describe('a 200k-event run', () => {
     const v = viewRun(dir, { validate: false });
     const viewMs = Date.now() - tv;
     const wallMs = await open('big');
-    const st = await api((a) => ({ stats: a.stats, loadMs: a.loadMs, initMs: a.initMs, rowsDrawn: a.rowsDrawn, visible: a.visibleSliceCount, rows: a.rows.length }));
+    const st = await api((a) => ({
+      stats: a.stats,
+      loadMs: a.loadMs,
+      initMs: a.initMs,
+      rowsDrawn: a.rowsDrawn,
+      visible: a.visibleSliceCount,
+      rows: a.rows.length,
+    }));
     expect(st.rowsDrawn).toBe(st.rows);
     expect(st.visible).toBe(st.stats.slices);
     // Level of detail: with the whole run in view a level holds far more slices than there are pixel columns,

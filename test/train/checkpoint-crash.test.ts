@@ -6,7 +6,14 @@ import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { commitManifest, latestComplete, listCheckpoints, readCheckpoint, stepDir, writeRankShard } from '../../src/train/checkpoint/index.ts';
+import {
+  commitManifest,
+  latestComplete,
+  listCheckpoints,
+  readCheckpoint,
+  stepDir,
+  writeRankShard,
+} from '../../src/train/checkpoint/index.ts';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const checkpointModule = pathToFileURL(join(repo, 'src/train/checkpoint/index.ts')).href;
@@ -29,9 +36,16 @@ commitManifest(dir, { step: 2, worldSize: 4, configHash: 'h', mesh: { dp_shard: 
 console.log('step 2 committed');
 `;
 
-function runAndKill(script: string, folder: string, killAfter: RegExp): Promise<{ signal: NodeJS.Signals | null; out: string }> {
+function runAndKill(
+  script: string,
+  folder: string,
+  killAfter: RegExp,
+): Promise<{ signal: NodeJS.Signals | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', script, folder], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', script, folder], {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -40,7 +54,9 @@ function runAndKill(script: string, folder: string, killAfter: RegExp): Promise<
     });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
-    child.on('exit', (code, signal) => (signal || code === 0 ? resolve({ signal, out }) : reject(new Error(`child exited ${code}: ${err}`))));
+    child.on('exit', (code, signal) =>
+      signal || code === 0 ? resolve({ signal, out }) : reject(new Error(`child exited ${code}: ${err}`)),
+    );
   });
 }
 
@@ -63,14 +79,17 @@ describe('checkpoint crash safety', () => {
     const latest = latestComplete(folder);
     expect(latest?.step).toBe(1);
     const ck = readCheckpoint(latest!.dir);
-    expect(ck.shards.map((s) => Array.from(s.tensors.get('w')!.data as Float32Array))).toEqual([0, 1, 2, 3].map((r) => [r, r, r, r]));
+    expect(ck.shards.map((s) => Array.from(s.tensors.get('w')!.data as Float32Array))).toEqual(
+      [0, 1, 2, 3].map((r) => [r, r, r, r]),
+    );
 
     // The dead writer got as far as rank 0's files.
     const dir = stepDir(folder, 2);
     expect(readdirSync(dir)).toEqual(expect.arrayContaining(['rank0.safetensors', 'rank0.json', 'rank0.done.json']));
 
     // The resumed run writes step 2 again; the commit sweeps the dead writer's leftovers (temp files, markers).
-    for (let r = 0; r < 4; r++) writeRankShard(dir, r, { tensors: { w: { shape: [2], data: Float32Array.of(r, 2) } }, extras: { step: 2 } });
+    for (let r = 0; r < 4; r++)
+      writeRankShard(dir, r, { tensors: { w: { shape: [2], data: Float32Array.of(r, 2) } }, extras: { step: 2 } });
     commitManifest(dir, { step: 2, worldSize: 4, configHash: 'h', mesh: { dp_shard: 4 } });
     expect(latestComplete(folder)?.step).toBe(2);
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp') || f.includes('done'))).toEqual([]);

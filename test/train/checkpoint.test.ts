@@ -54,9 +54,21 @@ describe('write → read round trip', () => {
     const folder = newFolder();
     const dir = writeCheckpoint(folder, 10, [payload(0), payload(1)], meta);
     expect(dir).toBe(stepDir(folder, 10));
-    expect(readdirSync(dir).sort()).toEqual(['manifest.json', 'rank0.json', 'rank0.safetensors', 'rank1.json', 'rank1.safetensors']);
+    expect(readdirSync(dir).sort()).toEqual([
+      'manifest.json',
+      'rank0.json',
+      'rank0.safetensors',
+      'rank1.json',
+      'rank1.safetensors',
+    ]);
     const ck = readCheckpoint(dir);
-    expect(ck.manifest).toMatchObject({ step: 10, configHash: 'sha256:test', mesh: { dp_shard: 2 }, worldSize: 2, version: 1 });
+    expect(ck.manifest).toMatchObject({
+      step: 10,
+      configHash: 'sha256:test',
+      mesh: { dp_shard: 2 },
+      worldSize: 2,
+      version: 1,
+    });
     for (const f of ck.manifest.files) {
       const bytes = readFileSync(join(dir, f.name));
       expect(f.bytes).toBe(bytes.length);
@@ -82,18 +94,31 @@ describe('write → read round trip', () => {
     writeCheckpoint(folder, 5, [payload(0), payload(1), payload(2)], meta);
     writeRankShard(dir, 1, payload(1));
     expect(latestComplete(folder)).toBeNull();
-    expect(() => commitManifest(dir, { ...meta, step: 5, worldSize: 2 })).toThrow(/rank 0 has not finished writing \(rank0\.done\.json is missing\)/);
+    expect(() => commitManifest(dir, { ...meta, step: 5, worldSize: 2 })).toThrow(
+      /rank 0 has not finished writing \(rank0\.done\.json is missing\)/,
+    );
     writeRankShard(dir, 0, payload(0));
     const m = commitManifest(dir, { ...meta, step: 5, worldSize: 2 });
     expect(m.files.map((f) => f.name)).toEqual(['rank0.safetensors', 'rank0.json', 'rank1.safetensors', 'rank1.json']);
-    expect(readdirSync(dir).sort()).toEqual(['manifest.json', 'rank0.json', 'rank0.safetensors', 'rank1.json', 'rank1.safetensors']);
+    expect(readdirSync(dir).sort()).toEqual([
+      'manifest.json',
+      'rank0.json',
+      'rank0.safetensors',
+      'rank1.json',
+      'rank1.safetensors',
+    ]);
     expect(latestComplete(folder)?.step).toBe(5);
   });
 
   it('rejects a slice that does not fit its tensor before writing anything', () => {
     const dir = stepDir(newFolder(), 1);
-    const bad: RankPayload = { tensors: { w: { shape: [2, 3], data: f32(6, 1) } }, slices: { w: { globalShape: [4, 3], dim0: [1, 2] } } };
-    expect(() => writeRankShard(dir, 0, bad)).toThrow(/local shape \[2, 3\] does not match its slice \(expected \[1, 3\]\)/);
+    const bad: RankPayload = {
+      tensors: { w: { shape: [2, 3], data: f32(6, 1) } },
+      slices: { w: { globalShape: [4, 3], dim0: [1, 2] } },
+    };
+    expect(() => writeRankShard(dir, 0, bad)).toThrow(
+      /local shape \[2, 3\] does not match its slice \(expected \[1, 3\]\)/,
+    );
     expect(existsSync(join(dir, 'rank0.safetensors'))).toBe(false);
   });
 });
@@ -115,7 +140,9 @@ describe('listing, verification, corruption', () => {
     // A size-only listing is cheaper and misses the flipped byte; reading the checkpoint still catches it.
     expect(listCheckpoints(folder, { verify: 'size' }).complete.map((c) => c.step)).toEqual([1, 2, 3]);
     expect(() => readCheckpoint(stepDir(folder, 3))).toThrow(CheckpointError);
-    expect(() => readCheckpoint(stepDir(folder, 3))).toThrow(/rank1\.safetensors is corrupted: SHA-256 .* load an older one/);
+    expect(() => readCheckpoint(stepDir(folder, 3))).toThrow(
+      /rank1\.safetensors is corrupted: SHA-256 .* load an older one/,
+    );
     flipByte(join(stepDir(folder, 2), 'rank0.safetensors'), 12); // inside the JSON header
     expect(() => readCheckpoint(stepDir(folder, 2))).toThrow(/step-2\/rank0\.safetensors is corrupted: /);
     flipByte(join(stepDir(folder, 2), 'rank0.safetensors'), 12);
@@ -204,7 +231,9 @@ describe('re-sharding on load', () => {
   it('names what is missing or inconsistent', () => {
     const dir = ep4();
     expect(() => loadSlices(dir, { 'layers.9.nope': 'full' })).toThrow(/tensor "layers.9.nope" is in no rank file/);
-    expect(() => loadSlices(dir, { 'layers.0.moe.experts.w1': { globalShape: [16, 3, 2], dim0: [0, 2] } })).toThrow(/global shape \[16, 3, 2\] but the checkpoint holds \[8, 3, 2\]/);
+    expect(() => loadSlices(dir, { 'layers.0.moe.experts.w1': { globalShape: [16, 3, 2], dim0: [0, 2] } })).toThrow(
+      /global shape \[16, 3, 2\] but the checkpoint holds \[8, 3, 2\]/,
+    );
     // Lose rank 2's file contents: its experts are then held by no file.
     const folder = newFolder();
     writeCheckpoint(
@@ -216,7 +245,9 @@ describe('re-sharding on load', () => {
       })),
       meta,
     );
-    expect(() => loadSlices(stepDir(folder, 1), { w: 'full' })).toThrow(/tensor "w": elements \[4, …\) of the flattened global tensor are held by no rank file/);
+    expect(() => loadSlices(stepDir(folder, 1), { w: 'full' })).toThrow(
+      /tensor "w": elements \[4, …\) of the flattened global tensor are held by no rank file/,
+    );
   });
 });
 
@@ -224,8 +255,21 @@ describe('config hash', () => {
   it('changes with the model or training settings, not with parallelism or logging', () => {
     const a = loadJobConfig(null, ['--training.seq_len', '64']);
     expect(configHash(a)).toMatch(/^sha256:[0-9a-f]{16}$/);
-    expect(configHash(loadJobConfig(null, ['--training.seq_len', '64', '--parallelism.expert_parallel_degree', '4', '--metrics.log_freq', '1']))).toBe(configHash(a));
+    expect(
+      configHash(
+        loadJobConfig(null, [
+          '--training.seq_len',
+          '64',
+          '--parallelism.expert_parallel_degree',
+          '4',
+          '--metrics.log_freq',
+          '1',
+        ]),
+      ),
+    ).toBe(configHash(a));
     expect(configHash(loadJobConfig(null, ['--training.seq_len', '128']))).not.toBe(configHash(a));
-    expect(configHash(loadJobConfig(null, ['--training.seq_len', '64', '--model.flavor', 'debugmodel_12_rank']))).not.toBe(configHash(a));
+    expect(
+      configHash(loadJobConfig(null, ['--training.seq_len', '64', '--model.flavor', 'debugmodel_12_rank'])),
+    ).not.toBe(configHash(a));
   });
 });

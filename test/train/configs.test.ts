@@ -8,10 +8,17 @@ import { loadJobConfig } from '../../src/train/job-config.ts';
 import { createDataLoader } from '../../src/train/data/index.ts';
 
 const configsDir = fileURLToPath(new URL('../../configs', import.meta.url));
-const files = readdirSync(configsDir).filter((f) => f.endsWith('.toml')).sort();
+const files = readdirSync(configsDir)
+  .filter((f) => f.endsWith('.toml'))
+  .sort();
 
 // The model layer's resolver is another engineer's module; use it when present.
-let resolveModelConfig: ((model: unknown, seqLen: number) => { name: string; flavor: string; args: { vocab_size: number; moe_args: { num_experts: number } } }) | undefined;
+let resolveModelConfig:
+  | ((
+      model: unknown,
+      seqLen: number,
+    ) => { name: string; flavor: string; args: { vocab_size: number; moe_args: { num_experts: number } } })
+  | undefined;
 try {
   ({ resolveModelConfig } = await import('../../src/models/config.ts'));
 } catch {
@@ -43,8 +50,16 @@ describe('configs/', () => {
   it.each(files)('%s loads, resolves its model and has a consistent mesh', (f) => {
     const cfg = loadJobConfig(join(configsDir, f));
     const p = cfg.parallelism;
-    expect(p.data_parallel_shard_degree, 'give dp_shard explicitly so launchers can compute the world size').toBeGreaterThan(0);
-    const world = p.data_parallel_replicate_degree * p.data_parallel_shard_degree * p.tensor_parallel_degree * p.context_parallel_degree * p.pipeline_parallel_degree;
+    expect(
+      p.data_parallel_shard_degree,
+      'give dp_shard explicitly so launchers can compute the world size',
+    ).toBeGreaterThan(0);
+    const world =
+      p.data_parallel_replicate_degree *
+      p.data_parallel_shard_degree *
+      p.tensor_parallel_degree *
+      p.context_parallel_degree *
+      p.pipeline_parallel_degree;
     expect(cfg.comm.ranks).toBe(world);
     expect(p.data_parallel_shard_degree % p.expert_parallel_degree).toBe(0);
     expect(cfg.training.seq_len % 2).toBe(0);
@@ -61,7 +76,12 @@ describe('configs/', () => {
 
   it('the default job: Llama4 debug model, EP 4 + FSDP 4 on 4 worker-thread ranks, real text, ~20 steps', () => {
     const c = loadJobConfig(join(configsDir, 'debug_ep4.toml'));
-    expect([c.model.name, c.model.flavor, c.comm.transport, c.comm.ranks]).toEqual(['llama4', 'debugmodel', 'threads', 4]);
+    expect([c.model.name, c.model.flavor, c.comm.transport, c.comm.ranks]).toEqual([
+      'llama4',
+      'debugmodel',
+      'threads',
+      4,
+    ]);
     expect([c.parallelism.expert_parallel_degree, c.parallelism.data_parallel_shard_degree]).toEqual([4, 4]);
     expect(c.training.dataset).toBe('text');
     expect(c.training.steps).toBe(20);
@@ -70,11 +90,21 @@ describe('configs/', () => {
   it('the Aurora configs run 12 MPI ranks with the report’s backend limits', () => {
     for (const f of files.filter((x) => x !== 'debug_ep4.toml')) {
       const c = loadJobConfig(join(configsDir, f));
-      expect([f, c.comm.transport, c.comm.ranks, c.comm.ranks_per_node, c.comm.profile]).toEqual([f, 'mpi', 12, 12, 'xccl-2025']);
+      expect([f, c.comm.transport, c.comm.ranks, c.comm.ranks_per_node, c.comm.profile]).toEqual([
+        f,
+        'mpi',
+        12,
+        12,
+        'xccl-2025',
+      ]);
       if (c.parallelism.expert_parallel_degree > 1) expect(c.comm.dispatch).toBe('allgather-padded');
     }
     const ds = loadJobConfig(join(configsDir, 'deepseek_v3_1b_hsdp_ep6.toml'));
-    expect([ds.parallelism.data_parallel_replicate_degree, ds.parallelism.data_parallel_shard_degree, ds.parallelism.expert_parallel_degree]).toEqual([2, 6, 6]);
+    expect([
+      ds.parallelism.data_parallel_replicate_degree,
+      ds.parallelism.data_parallel_shard_degree,
+      ds.parallelism.expert_parallel_degree,
+    ]).toEqual([2, 6, 6]);
     expect([ds.training.local_batch_size, ds.training.seq_len, ds.training.steps]).toEqual([4, 512, 10]);
   });
 });

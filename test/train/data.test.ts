@@ -32,7 +32,12 @@ function file(name: string, content: string | Uint8Array): string {
 
 /** An in-memory document source for packing tests. */
 function docs(list: number[][]): DocumentSource {
-  return { description: 'mem', fingerprint: `mem:${list.length}`, numDocs: list.length, doc: (i) => Int32Array.from(list[i]!) };
+  return {
+    description: 'mem',
+    fingerprint: `mem:${list.length}`,
+    numDocs: list.length,
+    doc: (i) => Int32Array.from(list[i]!),
+  };
 }
 
 describe('byte tokenizer (torchtitan test tokenizer, spec §7.2)', () => {
@@ -82,7 +87,9 @@ describe('text and token sources', () => {
     const src = loadTextSource(file('d.jsonl', '{"text":"ab","url":"x"}\n\n{"text":"c d"}\n'));
     expect(src.numDocs).toBe(2);
     expect(Array.from(src.doc(1))).toEqual([BOS_ID, 99, 100, EOS_ID]);
-    expect(() => loadTextSource(file('bad.jsonl', '{"text":"ok"}\n{"txt":"no"}\n'))).toThrow(/bad\.jsonl:2: the record has no string field "text"/);
+    expect(() => loadTextSource(file('bad.jsonl', '{"text":"ok"}\n{"txt":"no"}\n'))).toThrow(
+      /bad\.jsonl:2: the record has no string field "text"/,
+    );
     expect(() => loadTextSource(file('bad2.jsonl', '{"text":"ok"}\n{oops\n'))).toThrow(/bad2\.jsonl:2: invalid JSON/);
     expect(() => loadTextSource(file('x.csv', 'a'))).toThrow(/cannot tell the text format.*\.csv/);
     expect(() => loadTextSource(join(dir, 'missing.txt'))).toThrow(/no such file/);
@@ -102,7 +109,9 @@ describe('text and token sources', () => {
       expect([0, 1, 2].flatMap((i) => Array.from(src.doc(i)))).toEqual(ids);
       expect(src.doc(2).length).toBe(2);
     }
-    expect(() => new TokenFileSource(file('b.u16', u16), { vocabSize: 1050 }).doc(0)).toThrow(/token 1056 at token offset 8 is outside the model vocabulary \[0, 1050\)/);
+    expect(() => new TokenFileSource(file('b.u16', u16), { vocabSize: 1050 }).doc(0)).toThrow(
+      /token 1056 at token offset 8 is outside the model vocabulary \[0, 1050\)/,
+    );
     expect(() => new TokenFileSource(file('odd.i32', new Uint8Array(6)))).toThrow(/not a whole number of i32 tokens/);
     expect(() => new TokenFileSource(file('c.bin', u16))).toThrow(/\.u16 .*\.i32/);
     expect(Array.from(new TokenFileSource(file('c.bin', u16), { dtype: 'u16' }).doc(0))).toEqual(ids);
@@ -135,7 +144,9 @@ describe('sharding across data-parallel ranks (HF split_dataset_by_node, contigu
   });
 
   it('refuses a split that leaves a rank without documents', () => {
-    expect(() => new ShardedDocuments(docs([[1], [2]]), 2, 3)).toThrow(/rank 2 of 3 gets no documents \(the dataset has 2\)/);
+    expect(() => new ShardedDocuments(docs([[1], [2]]), 2, 3)).toThrow(
+      /rank 2 of 3 gets no documents \(the dataset has 2\)/,
+    );
   });
 });
 
@@ -151,7 +162,10 @@ function referenceChunks(list: number[][], S: number, count: number): number[][]
   return out;
 }
 
-const docLists = fc.array(fc.array(fc.integer({ min: 0, max: 2003 }), { minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 8 });
+const docLists = fc.array(fc.array(fc.integer({ min: 0, max: 2003 }), { minLength: 1, maxLength: 30 }), {
+  minLength: 1,
+  maxLength: 8,
+});
 
 describe('packing (torchtitan HuggingFaceTextDataset)', () => {
   it('cuts non-overlapping S+1 chunks from the running buffer, across documents and epochs', () => {
@@ -174,7 +188,11 @@ describe('packing (torchtitan HuggingFaceTextDataset)', () => {
   });
 
   it('batches B consecutive samples as (B, S) tokens and labels shifted by one', () => {
-    const list = [[10, 11, 12, 13, 14, 15, 16], [20, 21, 22], [30, 31, 32, 33, 34, 35]];
+    const list = [
+      [10, 11, 12, 13, 14, 15, 16],
+      [20, 21, 22],
+      [30, 31, 32, 33, 34, 35],
+    ];
     const loader = new DataLoader(docs(list), { batchSize: 2, seqLen: 3, dpRank: 0, dpDegree: 1 });
     const b = loader.next();
     expect(Array.from(b.tokens)).toEqual([10, 11, 12, 14, 15, 16]);
@@ -189,21 +207,27 @@ describe('packing (torchtitan HuggingFaceTextDataset)', () => {
 describe('data state', () => {
   it('a loader restored from JSON continues bit-identically', () => {
     fc.assert(
-      fc.property(docLists, fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 12 }), (list, S, B, k) => {
-        const opts = { batchSize: B, seqLen: S, dpRank: 0, dpDegree: 1 };
-        const a = new DataLoader(docs(list), opts);
-        for (let i = 0; i < k; i++) a.next();
-        const saved = JSON.parse(JSON.stringify(a.state()));
-        const b = new DataLoader(docs(list), opts);
-        b.loadState(saved);
-        for (let i = 0; i < 5; i++) {
-          const x = a.next();
-          const y = b.next();
-          expect(Array.from(y.tokens)).toEqual(Array.from(x.tokens));
-          expect(Array.from(y.labels)).toEqual(Array.from(x.labels));
-        }
-        expect(b.state()).toEqual(a.state());
-      }),
+      fc.property(
+        docLists,
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 0, max: 12 }),
+        (list, S, B, k) => {
+          const opts = { batchSize: B, seqLen: S, dpRank: 0, dpDegree: 1 };
+          const a = new DataLoader(docs(list), opts);
+          for (let i = 0; i < k; i++) a.next();
+          const saved = JSON.parse(JSON.stringify(a.state()));
+          const b = new DataLoader(docs(list), opts);
+          b.loadState(saved);
+          for (let i = 0; i < 5; i++) {
+            const x = a.next();
+            const y = b.next();
+            expect(Array.from(y.tokens)).toEqual(Array.from(x.tokens));
+            expect(Array.from(y.labels)).toEqual(Array.from(x.labels));
+          }
+          expect(b.state()).toEqual(a.state());
+        },
+      ),
     );
   });
 
@@ -217,15 +241,47 @@ describe('data state', () => {
 
   it('refuses a state from another dataset or data-parallel layout, with the fix in the message', () => {
     const opts = { batchSize: 1, seqLen: 2, dpRank: 1, dpDegree: 2 };
-    const s = new DataLoader(new ShardedDocuments(docs([[1, 2, 3], [4, 5, 6]]), 1, 2), opts).state();
-    expect(() => new DataLoader(new ShardedDocuments(docs([[1, 2, 3], [4, 5, 6]]), 0, 1), { ...opts, dpRank: 0, dpDegree: 1 }).loadState(s)).toThrow(
-      /rank 1 of 2, this is rank 0 of 1.*keep dp_replicate·dp_shard unchanged/,
+    const s = new DataLoader(
+      new ShardedDocuments(
+        docs([
+          [1, 2, 3],
+          [4, 5, 6],
+        ]),
+        1,
+        2,
+      ),
+      opts,
+    ).state();
+    expect(() =>
+      new DataLoader(
+        new ShardedDocuments(
+          docs([
+            [1, 2, 3],
+            [4, 5, 6],
+          ]),
+          0,
+          1,
+        ),
+        { ...opts, dpRank: 0, dpDegree: 1 },
+      ).loadState(s),
+    ).toThrow(/rank 1 of 2, this is rank 0 of 1.*keep dp_replicate·dp_shard unchanged/);
+    expect(() => new DataLoader(docs([[9]]), opts).loadState(s)).toThrow(
+      /saved for "mem:2" but this run reads "mem:1"/,
     );
-    expect(() => new DataLoader(docs([[9]]), opts).loadState(s)).toThrow(/saved for "mem:2" but this run reads "mem:1"/);
     expect(() => new DataLoader(docs([[9]]), opts).loadState({ ...s, format: 'x' })).toThrow(/unknown format/);
-    expect(() => new DataLoader(new ShardedDocuments(docs([[1, 2, 3], [4, 5, 6]]), 1, 2), opts).loadState({ ...s, bufferTokens: s.bufferTokens + 1 })).toThrow(
-      /buffer holds/,
-    );
+    expect(() =>
+      new DataLoader(
+        new ShardedDocuments(
+          docs([
+            [1, 2, 3],
+            [4, 5, 6],
+          ]),
+          1,
+          2,
+        ),
+        opts,
+      ).loadState({ ...s, bufferTokens: s.bufferTokens + 1 }),
+    ).toThrow(/buffer holds/);
   });
 });
 
@@ -259,7 +315,8 @@ describe('synthetic data', () => {
     let n = 0;
     for (let i = 0; i < 50; i++) {
       const d = test.doc(i);
-      for (let j = 1; j < d.length; j++, n++) nll -= Math.log((counts[d[j - 1]! * V + d[j]!]! + 0.1) / (rows[d[j - 1]!]! + 0.1 * V));
+      for (let j = 1; j < d.length; j++, n++)
+        nll -= Math.log((counts[d[j - 1]! * V + d[j]!]! + 0.1) / (rows[d[j - 1]!]! + 0.1 * V));
     }
     const ce = nll / n;
     expect(ce).toBeLessThan(0.6 * Math.log(V));
@@ -282,16 +339,37 @@ describe('createDataLoader from a job config', () => {
     expect(b.tokens.length).toBe(32);
     // Rank 2's first sample starts at its first document: BOS, then the document's first characters.
     expect(b.tokens[0]).toBe(BOS_ID);
-    expect(Array.from(b.tokens.subarray(0, 16))).toEqual(Array.from(whole.doc(ranges[2]!.start)).concat(Array.from(whole.doc(ranges[2]!.start + 1))).slice(0, 16));
+    expect(Array.from(b.tokens.subarray(0, 16))).toEqual(
+      Array.from(whole.doc(ranges[2]!.start))
+        .concat(Array.from(whole.doc(ranges[2]!.start + 1)))
+        .slice(0, 16),
+    );
   });
 
   it('builds synthetic and token loaders, and explains what is missing', () => {
-    const syn = createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'synthetic', '--debug.seed', '5']), { dpRank: 1, dpDegree: 2, vocabSize: 512 });
+    const syn = createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'synthetic', '--debug.seed', '5']), {
+      dpRank: 1,
+      dpDegree: 2,
+      vocabSize: 512,
+    });
     expect(syn.next().tokens.every((t) => t >= 0 && t < 512)).toBe(true);
-    expect(() => createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'tokens']), { dpRank: 0, dpDegree: 1, vocabSize: 512 })).toThrow(/needs dataset_path/);
-    expect(() => createDataLoader(loadJobConfig(cfgFile), { dpRank: 0, dpDegree: 1, vocabSize: 1000 })).toThrow(/vocab_size is 1000; set \[model.args\] vocab_size ≥ 2004/);
+    expect(() =>
+      createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'tokens']), {
+        dpRank: 0,
+        dpDegree: 1,
+        vocabSize: 512,
+      }),
+    ).toThrow(/needs dataset_path/);
+    expect(() => createDataLoader(loadJobConfig(cfgFile), { dpRank: 0, dpDegree: 1, vocabSize: 1000 })).toThrow(
+      /vocab_size is 1000; set \[model.args\] vocab_size ≥ 2004/,
+    );
     const logs: string[] = [];
-    createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'c4_test']), { dpRank: 0, dpDegree: 1, vocabSize: 2048, log: (m) => logs.push(m) });
+    createDataLoader(loadJobConfig(cfgFile, ['--training.dataset', 'c4_test']), {
+      dpRank: 0,
+      dpDegree: 1,
+      vocabSize: 2048,
+      log: (m) => logs.push(m),
+    });
     expect(logs[0]).toMatch(/c4_test is not bundled/);
   });
 });

@@ -20,9 +20,13 @@ describe('ensureDir', () => {
     const file = join(root, 'a-file');
     writeFileSync(file, 'x');
     expect(() => ensureDir(file, '[job] dump_folder')).toThrow(`[job] dump_folder: ${file} exists and is not a folder`);
-    expect(() => ensureDir(join(file, 'run'), '--out')).toThrow(`--out: cannot create the folder ${join(file, 'run')} (ENOTDIR); choose a writable location`);
+    expect(() => ensureDir(join(file, 'run'), '--out')).toThrow(
+      `--out: cannot create the folder ${join(file, 'run')} (ENOTDIR); choose a writable location`,
+    );
     const dangling = join(root, 'dangling');
     symlinkSync(join(root, 'no', 'target'), dangling);
-    expect(() => ensureDir(join(dangling, 'run'), '[job] dump_folder')).toThrow(/\[job\] dump_folder: cannot create the folder .*dangling \(EEXIST\)/);
+    expect(() => ensureDir(join(dangling, 'run'), '[job] dump_folder')).toThrow(
+      /\[job\] dump_folder: cannot create the folder .*dangling \(EEXIST\)/,
+    );
   });
 });

@@ -15,13 +15,27 @@ const baseEnv: NodeJS.ProcessEnv = { ...process.env, MOE_ACTORS_RUN_NAME: 'r1' }
 delete baseEnv.NODE;
 
 function run(script: string, args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync('bash', [join(repo, script), ...args], { cwd: repo, encoding: 'utf8', env: { ...baseEnv, ...env }, timeout: 60_000 });
+  const r = spawnSync('bash', [join(repo, script), ...args], {
+    cwd: repo,
+    encoding: 'utf8',
+    env: { ...baseEnv, ...env },
+    timeout: 60_000,
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 describe('scripts/launch-mpi.sh', () => {
   it('--dry-run prints the mpiexec.mpich command with UCX_MEM_EVENTS=no, the rank count from the config, and the overrides', () => {
-    const r = run('scripts/launch-mpi.sh', ['--dry-run', '--config', 'configs/debug_ep4.toml', '--training.steps', '5', '--', '--metrics.log_freq', '2']);
+    const r = run('scripts/launch-mpi.sh', [
+      '--dry-run',
+      '--config',
+      'configs/debug_ep4.toml',
+      '--training.steps',
+      '5',
+      '--',
+      '--metrics.log_freq',
+      '2',
+    ]);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toBe(
@@ -35,19 +49,28 @@ describe('scripts/launch-mpi.sh', () => {
     const stub = join(bin, 'mpiexec.mpich');
     writeFileSync(stub, '#!/bin/sh\nprintf "UCX_MEM_EVENTS=%s\\n%s\\n" "$UCX_MEM_EVENTS" "$*"\n');
     chmodSync(stub, 0o755);
-    const r = run('scripts/launch-mpi.sh', ['-n', '4', '--config', 'configs/debug_ep4.toml', '--training.steps', '7'], { PATH: `${bin}:${process.env.PATH}` });
+    const r = run('scripts/launch-mpi.sh', ['-n', '4', '--config', 'configs/debug_ep4.toml', '--training.steps', '7'], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
     expect(r.code).toBe(0);
-    expect(r.out).toBe(`UCX_MEM_EVENTS=no\n-n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`);
+    expect(r.out).toBe(
+      `UCX_MEM_EVENTS=no\n-n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`,
+    );
   });
 
   it('refuses plain mpiexec/mpirun (OpenMPI on Debian)', () => {
-    for (const m of [['--mpiexec', 'mpiexec'], ['--mpiexec', '/usr/bin/mpirun']]) {
+    for (const m of [
+      ['--mpiexec', 'mpiexec'],
+      ['--mpiexec', '/usr/bin/mpirun'],
+    ]) {
       const r = run('scripts/launch-mpi.sh', ['--dry-run', ...m, '--config', 'configs/debug_ep4.toml']);
       expect(r.code).toBe(2);
       expect(r.err).toMatch(/refusing ".*(mpiexec|mpirun)": plain mpiexec\/mpirun is OpenMPI.*use mpiexec\.mpich/);
       expect(r.out).toBe('');
     }
-    expect(run('scripts/launch-mpi.sh', ['--dry-run', '--config', 'configs/debug_ep4.toml'], { MPIEXEC: 'mpirun' }).code).toBe(2);
+    expect(
+      run('scripts/launch-mpi.sh', ['--dry-run', '--config', 'configs/debug_ep4.toml'], { MPIEXEC: 'mpirun' }).code,
+    ).toBe(2);
   });
 
   it('rejects a missing config, a rank count that does not match the degrees, and bad overrides', () => {
@@ -61,14 +84,26 @@ describe('scripts/launch-mpi.sh', () => {
     expect(r.err).toMatch(/ranks not matching degrees: 8 ranks requested but dp_replicate 1 × dp_shard 4 = 4/);
     r = run('scripts/launch-mpi.sh', ['--dry-run', '--config', 'configs/debug_ep4.toml', '--training.stepz', '3']);
     expect(r.err).toMatch(/unknown field \[training\] stepz \(did you mean steps\?\)/);
-    r = run('scripts/launch-mpi.sh', ['--dry-run', '--config', 'configs/debug_ep4.toml', '--parallelism.expert_parallel_degree', '3']);
+    r = run('scripts/launch-mpi.sh', [
+      '--dry-run',
+      '--config',
+      'configs/debug_ep4.toml',
+      '--parallelism.expert_parallel_degree',
+      '3',
+    ]);
     expect(r.err).toMatch(/expert_parallel_degree 3 must divide dp_shard·cp·tp = 4/);
   });
 });
 
 describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
   it('--dry-run prints modules, environment and the mpiexec line with 12 ranks per node and Aurora’s CPU binding', () => {
-    const r = run('scripts/aurora/run_aurora.sh', ['--dry-run', '--config', 'configs/deepseek_v3_1b_hsdp_ep6.toml', '--training.steps', '3']);
+    const r = run('scripts/aurora/run_aurora.sh', [
+      '--dry-run',
+      '--config',
+      'configs/deepseek_v3_1b_hsdp_ep6.toml',
+      '--training.steps',
+      '3',
+    ]);
     expect(r.code).toBe(0);
     expect(r.out).toBe(
       [
@@ -87,14 +122,24 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
   it('takes the node count from $PBS_NODEFILE and checks it against the config’s degrees', () => {
     const nodefile = join(tmp, 'nodes');
     writeFileSync(nodefile, 'x1000c0s0b0n0\nx1000c0s0b0n0\nx1000c0s1b0n0\n');
-    let r = run('scripts/aurora/run_aurora.sh', ['--dry-run', '--config', 'configs/deepseek_v3_1b_ep12.toml'], { PBS_NODEFILE: nodefile });
+    let r = run('scripts/aurora/run_aurora.sh', ['--dry-run', '--config', 'configs/deepseek_v3_1b_ep12.toml'], {
+      PBS_NODEFILE: nodefile,
+    });
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/ranks not matching degrees: 24 ranks requested but dp_replicate 1 × dp_shard 12 = 12/);
     expect(r.err).toMatch(/2 node\(s\) × 12 ranks = 24 ranks/);
-    r = run('scripts/aurora/run_aurora.sh', ['--dry-run', '--config', 'configs/deepseek_v3_1b_ep12.toml', '--parallelism.data_parallel_shard_degree', '24'], { PBS_NODEFILE: nodefile });
+    r = run(
+      'scripts/aurora/run_aurora.sh',
+      ['--dry-run', '--config', 'configs/deepseek_v3_1b_ep12.toml', '--parallelism.data_parallel_shard_degree', '24'],
+      { PBS_NODEFILE: nodefile },
+    );
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^mpiexec -n 24 -ppn 12 --cpu-bind /m);
-    r = run('scripts/aurora/run_aurora.sh', ['--dry-run', '--nodes', '1', '--config', 'configs/deepseek_v3_1b_ep12.toml'], { PBS_NODEFILE: nodefile });
+    r = run(
+      'scripts/aurora/run_aurora.sh',
+      ['--dry-run', '--nodes', '1', '--config', 'configs/deepseek_v3_1b_ep12.toml'],
+      { PBS_NODEFILE: nodefile },
+    );
     expect(r.out).toMatch(/^mpiexec -n 12 /m);
     r = run('scripts/aurora/run_aurora.sh', ['--dry-run']);
     expect([r.code, r.out]).toEqual([2, '']);
@@ -107,13 +152,24 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
     const r = spawnSync('bash', [join(repo, 'scripts/aurora/job.pbs')], {
       cwd: tmp,
       encoding: 'utf8',
-      env: { ...baseEnv, PBS_O_WORKDIR: repo, PBS_NODEFILE: nodefile, CONFIG: 'configs/llama4_dense12.toml', OVERRIDES: '--training.steps 2 --metrics.log_freq 1', DRY_RUN: '1' },
+      env: {
+        ...baseEnv,
+        PBS_O_WORKDIR: repo,
+        PBS_NODEFILE: nodefile,
+        CONFIG: 'configs/llama4_dense12.toml',
+        OVERRIDES: '--training.steps 2 --metrics.log_freq 1',
+        DRY_RUN: '1',
+      },
     });
     expect(r.status).toBe(0);
     expect(r.stdout.trim().split('\n').at(-1)).toBe(
       `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/llama4_dense12.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 2 --metrics.log_freq 1 --job.run_name r1`,
     );
-    const noWorkdir = spawnSync('bash', [join(repo, 'scripts/aurora/job.pbs')], { cwd: tmp, encoding: 'utf8', env: { ...baseEnv, PBS_O_WORKDIR: '' } });
+    const noWorkdir = spawnSync('bash', [join(repo, 'scripts/aurora/job.pbs')], {
+      cwd: tmp,
+      encoding: 'utf8',
+      env: { ...baseEnv, PBS_O_WORKDIR: '' },
+    });
     expect(noWorkdir.status).not.toBe(0);
     expect(noWorkdir.stderr).toMatch(/submit this script with qsub/);
   });
@@ -140,8 +196,31 @@ describe('the options both launchers share (scripts/launch-args.sh)', () => {
   });
   it('pass overrides through the same way, with or without "--", and keep a given run name', () => {
     for (const [script, , cfg, own] of launchers) {
-      const a = run(script, ['--dry-run', ...own, '--config', cfg, '--training.steps', '3', '--', '--metrics.log_freq', '2', '--job.run_name', 'mine']);
-      const b = run(script, ['--dry-run', '--training.steps', '3', '--config', cfg, ...own, '--metrics.log_freq', '2', '--job.run_name', 'mine']);
+      const a = run(script, [
+        '--dry-run',
+        ...own,
+        '--config',
+        cfg,
+        '--training.steps',
+        '3',
+        '--',
+        '--metrics.log_freq',
+        '2',
+        '--job.run_name',
+        'mine',
+      ]);
+      const b = run(script, [
+        '--dry-run',
+        '--training.steps',
+        '3',
+        '--config',
+        cfg,
+        ...own,
+        '--metrics.log_freq',
+        '2',
+        '--job.run_name',
+        'mine',
+      ]);
       expect(a.code, a.err).toBe(0);
       const last = (s: string) => s.trim().split('\n').at(-1)!;
       expect(last(a.out)).toBe(last(b.out));

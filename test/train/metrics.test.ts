@@ -66,9 +66,29 @@ describe('Python number formatting (oracle: CPython 3.11 f-strings)', () => {
 
 describe("torchtitan's console line", () => {
   it('matches the Python f-string field for field (two spaces between fields)', () => {
-    const f = { step: 1, loss: 7.891234567, gradNorm: 1.23454, memoryGiB: 1.2345, memoryPct: 1.5512, tps: 12345.4, tflops: 0.93456, mfuPct: 0.2999 };
-    expect(formatConsoleLine(f, false)).toBe('step:  1  loss:  7.89123  grad_norm:  1.2345  memory:  1.23GiB(1.55%)  tps: 12,345  tflops: 0.93  mfu: 0.30%');
-    const g = { step: 120, loss: 10.5, gradNorm: 123.45678, memoryGiB: 123.456, memoryPct: 12.345, tps: 1234567.5, tflops: 1234.5678, mfuPct: 100 };
+    const f = {
+      step: 1,
+      loss: 7.891234567,
+      gradNorm: 1.23454,
+      memoryGiB: 1.2345,
+      memoryPct: 1.5512,
+      tps: 12345.4,
+      tflops: 0.93456,
+      mfuPct: 0.2999,
+    };
+    expect(formatConsoleLine(f, false)).toBe(
+      'step:  1  loss:  7.89123  grad_norm:  1.2345  memory:  1.23GiB(1.55%)  tps: 12,345  tflops: 0.93  mfu: 0.30%',
+    );
+    const g = {
+      step: 120,
+      loss: 10.5,
+      gradNorm: 123.45678,
+      memoryGiB: 123.456,
+      memoryPct: 12.345,
+      tps: 1234567.5,
+      tflops: 1234.5678,
+      mfuPct: 100,
+    };
     expect(formatConsoleLine(g, false)).toBe(
       'step: 120  loss: 10.50000  grad_norm: 123.4568  memory: 123.46GiB(12.35%)  tps: 1,234,568  tflops: 1,234.57  mfu: 100.00%',
     );
@@ -140,7 +160,15 @@ describe('MetricsLogger', () => {
     l0.addBatch(4096, 5);
     l0.addPhase('compute', 1500);
     l0.addCommBytes('ep', 1000);
-    const r = l0.log(1, { globalAvgLoss: 7.5, globalMaxLoss: 7.9, gradNorm: 1.5, lr: 4e-3, nTokensSeen: 16384, phasesMs: { compute: 100, waiting: 50 }, commBytes: { ep: 24, fsdp: 7 } });
+    const r = l0.log(1, {
+      globalAvgLoss: 7.5,
+      globalMaxLoss: 7.9,
+      gradNorm: 1.5,
+      lr: 4e-3,
+      nTokensSeen: 16384,
+      phasesMs: { compute: 100, waiting: 50 },
+      commBytes: { ep: 24, fsdp: 7 },
+    });
     l1.addBatch(4096);
     l1.log(1, { globalAvgLoss: 7.5, globalMaxLoss: NaN, gradNorm: 1.5, lr: 4e-3 });
 
@@ -158,11 +186,27 @@ describe('MetricsLogger', () => {
     expect(r.n_tokens_seen).toBe(16384);
     expect(alloc.stats().peakTotal).toBe(2 ** 26); // reset to live after the log
 
-    expect(lines).toEqual(['step:  1  loss:  7.50000  grad_norm:  1.5000  memory:  0.31GiB(1.95%)  tps: 2,048  tflops: 2.05  mfu: 204.80%']);
-    const recs = readFileSync(jsonl, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toEqual([
+      'step:  1  loss:  7.50000  grad_norm:  1.5000  memory:  0.31GiB(1.95%)  tps: 2,048  tflops: 2.05  mfu: 204.80%',
+    ]);
+    const recs = readFileSync(jsonl, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(recs.map((x) => x.rank)).toEqual([0, 1]);
     expect(recs[1]['loss_metrics/global_max_loss']).toBeNull();
-    for (const k of ['loss_metrics/global_avg_loss', 'loss_metrics/global_max_loss', 'grad_norm', 'throughput(tps)', 'tflops', 'mfu(%)', 'time_metrics/end_to_end(s)', 'time_metrics/data_loading(s)', 'memory/max_active(GiB)', 'lr']) {
+    for (const k of [
+      'loss_metrics/global_avg_loss',
+      'loss_metrics/global_max_loss',
+      'grad_norm',
+      'throughput(tps)',
+      'tflops',
+      'mfu(%)',
+      'time_metrics/end_to_end(s)',
+      'time_metrics/data_loading(s)',
+      'memory/max_active(GiB)',
+      'lr',
+    ]) {
       expect(recs[0]).toHaveProperty([k]);
     }
     // The next window has no leftover phases or bytes.
@@ -175,13 +219,25 @@ describe('MetricsLogger', () => {
   it('takes log_freq, colour and JSONL from [metrics]', () => {
     const cfg = loadJobConfig(null, ['--metrics.log_freq', '3', '--metrics.save_jsonl', 'false']);
     const lines: string[] = [];
-    const l = createMetricsLogger(cfg, { rank: 2, runDir: dir, flopsPerToken: 1, peak: { flops: 1, source: 't' }, out: (x) => lines.push(x) });
+    const l = createMetricsLogger(cfg, {
+      rank: 2,
+      runDir: dir,
+      flopsPerToken: 1,
+      peak: { flops: 1, source: 't' },
+      out: (x) => lines.push(x),
+    });
     expect(l.opts.jsonlPath).toBeNull();
     expect(l.opts.print).toBe(false);
     expect(l.shouldLog(3)).toBe(true);
     expect(l.shouldLog(4)).toBe(false);
     const tty = (isTTY: boolean, off = false) =>
-      createMetricsLogger(loadJobConfig(null, off ? ['--metrics.disable_color_printing'] : []), { rank: 0, runDir: dir, flopsPerToken: 1, peak: { flops: 1, source: 't' }, stdoutIsTTY: isTTY }).opts.color;
+      createMetricsLogger(loadJobConfig(null, off ? ['--metrics.disable_color_printing'] : []), {
+        rank: 0,
+        runDir: dir,
+        flopsPerToken: 1,
+        peak: { flops: 1, source: 't' },
+        stdoutIsTTY: isTTY,
+      }).opts.color;
     expect([tty(true), tty(false), tty(true, true)]).toEqual([true, false, false]);
   });
 });
@@ -217,19 +273,33 @@ describe('peak FLOP/s', () => {
 describe('progress', () => {
   it('prints plain lines (start, each 10 %, done) when not on a terminal', () => {
     const out: string[] = [];
-    const p = createProgress('writing', 20, { stream: { isTTY: false, write: (s: string) => out.push(s) }, unit: 'files' });
+    const p = createProgress('writing', 20, {
+      stream: { isTTY: false, write: (s: string) => out.push(s) },
+      unit: 'files',
+    });
     for (let i = 0; i < 20; i++) p.increment();
     p.stop();
     p.stop();
     expect(out[0]).toBe('writing: 0/20 files\n');
-    expect(out.slice(1, -1)).toEqual(Array.from({ length: 9 }, (_, i) => `writing: ${2 * (i + 1)}/20 files (${10 * (i + 1)}%)\n`));
+    expect(out.slice(1, -1)).toEqual(
+      Array.from({ length: 9 }, (_, i) => `writing: ${2 * (i + 1)}/20 files (${10 * (i + 1)}%)\n`),
+    );
     expect(out.at(-1)).toMatch(/^writing: 20\/20 files done in \d+\.\ds\n$/);
     expect(out.length).toBe(11);
   });
 
   it('draws a cli-progress bar on a terminal', () => {
     const out: string[] = [];
-    const stream = { isTTY: true, columns: 100, write: (s: string) => (out.push(s), true), cursorTo: () => true, clearLine: () => true, moveCursor: () => true, on: () => stream, removeListener: () => stream };
+    const stream = {
+      isTTY: true,
+      columns: 100,
+      write: (s: string) => (out.push(s), true),
+      cursorTo: () => true,
+      clearLine: () => true,
+      moveCursor: () => true,
+      on: () => stream,
+      removeListener: () => stream,
+    };
     const p = createProgress('init', 4, { stream: stream as never });
     p.update(4);
     p.stop();

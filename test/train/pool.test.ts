@@ -40,13 +40,31 @@ describe('side pool', () => {
     a.begin();
     const w = a.copy(Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i)));
     const tensors = { 'layers.0.w': { shape: [10, 100], data: w } };
-    const entries = await processPool().run({ kind: 'write-shard', dir: join(root, 'pool'), rank: 1, tensors: Object.entries(tensors), slices: {}, extras: { step: 3 } });
+    const entries = await processPool().run({
+      kind: 'write-shard',
+      dir: join(root, 'pool'),
+      rank: 1,
+      tensors: Object.entries(tensors),
+      slices: {},
+      extras: { step: 3 },
+    });
     a.end();
     expect(sidePoolThreads()).toBe(1);
     const here = writeRankShard(join(root, 'here'), 1, { tensors, extras: { step: 3 } });
     expect(entries).toEqual(here);
-    expect(readFileSync(join(root, 'pool', 'rank1.safetensors'))).toEqual(readFileSync(join(root, 'here', 'rank1.safetensors')));
-    await expect(processPool().run({ kind: 'write-shard', dir: join(root, 'pool', 'rank1.json', 'x'), rank: 0, tensors: [], slices: {}, extras: {} })).rejects.toThrow(/rank1\.json/);
+    expect(readFileSync(join(root, 'pool', 'rank1.safetensors'))).toEqual(
+      readFileSync(join(root, 'here', 'rank1.safetensors')),
+    );
+    await expect(
+      processPool().run({
+        kind: 'write-shard',
+        dir: join(root, 'pool', 'rank1.json', 'x'),
+        rank: 0,
+        tensors: [],
+        slices: {},
+        extras: {},
+      }),
+    ).rejects.toThrow(/rank1\.json/);
     await closeSidePool();
     expect(sidePoolThreads()).toBe(0);
   });

@@ -9,8 +9,16 @@ import { loadJobConfig } from '../../src/train/job-config.ts';
 import { probeAndPlan, probeWanted, type ProbedPlan } from '../../src/train/probe-plan.ts';
 
 const cfg = loadJobConfig('configs/debug_ep4.toml', [
-  '--comm.transport', 'inproc', '--comm.ranks', '2', '--comm.probe', 'on',
-  '--parallelism.data_parallel_shard_degree', '2', '--parallelism.expert_parallel_degree', '2',
+  '--comm.transport',
+  'inproc',
+  '--comm.ranks',
+  '2',
+  '--comm.probe',
+  'on',
+  '--parallelism.data_parallel_shard_degree',
+  '2',
+  '--parallelism.expert_parallel_degree',
+  '2',
 ]);
 
 function brokenAllToAll(c: Communicator): Communicator {

@@ -33,7 +33,9 @@ describe('run folder lock', () => {
       holder(d, { pid: other.pid, host: hostname(), started: '2026-11-26T10:00:00Z' });
       const t = () => lockRunDir(d, () => {});
       expect(t).toThrow(RunDirInUseError);
-      expect(t).toThrow(`the run folder ${d} is in use by another moe-actors run (pid ${other.pid} on this host, started 2026-11-26T10:00:00Z); choose another --job.run_name, or wait for that run to end`);
+      expect(t).toThrow(
+        `the run folder ${d} is in use by another moe-actors run (pid ${other.pid} on this host, started 2026-11-26T10:00:00Z); choose another --job.run_name, or wait for that run to end`,
+      );
     } finally {
       other.kill('SIGKILL');
     }
@@ -52,7 +54,9 @@ describe('run folder lock', () => {
       const far = dir();
       holder(far, { pid: 1, host: 'some-other-node', started: '2026-11-26T10:00:00Z' });
       lockRunDir(far, (m) => logs.push(m)).release();
-      expect(logs).toEqual(['run folder: taking over the lock of pid 1 on some-other-node (started 2026-11-26T10:00:00Z); make sure that run has ended']);
+      expect(logs).toEqual([
+        'run folder: taking over the lock of pid 1 on some-other-node (started 2026-11-26T10:00:00Z); make sure that run has ended',
+      ]);
 
       const junk = dir();
       writeFileSync(join(junk, LOCK_NAME), 'not json');

@@ -26,13 +26,23 @@ export function startExpertSystem(
   const root = setup({ actors: { router: routerMachine, expert: expertMachine } }).createMachine({
     entry: [
       spawnChild('router', { id: 'router', systemId: 'router', input: { step: w.step ?? 1 } }),
-      spawnChild('expert', { id: 'expert', systemId: 'expert', input: { step: w.step ?? 1, strategy: shard.strategy } }),
+      spawnChild('expert', {
+        id: 'expert',
+        systemId: 'expert',
+        input: { step: w.step ?? 1, strategy: shard.strategy },
+      }),
     ],
   });
   const actor = createActor(
     root.provide({
       actors: {
-        router: router.machine({ records: (h) => shard.record(h), layers: w.layers, ac: w.ac, loss: w.loss, failure: w.failure }),
+        router: router.machine({
+          records: (h) => shard.record(h),
+          layers: w.layers,
+          ac: w.ac,
+          loss: w.loss,
+          failure: w.failure,
+        }),
         expert: shard.machine,
       },
     }),

@@ -48,9 +48,14 @@ export class ExpertShard {
     private readonly failure: StepFailure,
   ) {
     this.dispatch = DISPATCH[strategy]();
-    if (strategy === 'local' && ep.size !== 1) throw new Error(`strategy "local" needs an EP group of size 1, got ${ep.size}`);
-    if (strategy !== 'local' && ep.size < 2) throw new Error(`EP strategy "${strategy}" needs an EP group of at least 2 ranks`);
-    const stage = (fn: (s: MoeStep, site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => Promise<void> | void, actorRow: string) =>
+    if (strategy === 'local' && ep.size !== 1)
+      throw new Error(`strategy "local" needs an EP group of size 1, got ${ep.size}`);
+    if (strategy !== 'local' && ep.size < 2)
+      throw new Error(`EP strategy "${strategy}" needs an EP group of at least 2 ranks`);
+    const stage = (
+      fn: (s: MoeStep, site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => Promise<void> | void,
+      actorRow: string,
+    ) =>
       fromPromise<void, MoeStageInput>(async ({ input, system }) => {
         const step = this.running.get(key(input.layer, input.microbatch));
         if (!step) throw new Error(`moe layer ${input.layer} microbatch ${input.microbatch}: no running step`);
@@ -62,12 +67,21 @@ export class ExpertShard {
         }
       });
     const d = this.dispatch;
-    const askRouter = (type: 'ROUTE' | 'ROUTER_GRAD', answer: 'ROUTED' | 'ROUTER_GRAD_DONE') => (s: MoeStep, _site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => {
-      const router = system.get('router');
-      if (!router) throw new Error('moe layer: no router actor in the actor system');
-      const handle: MoeHandle = { layer: s.layer.layerId, microbatch: s.microbatch };
-      return request<Extract<RouterEmitted, { handle: MoeHandle }>>(router, { type, handle }, answer, 'ROUTER_FAILED', this.failure, (e) => sameHandle(e.handle, handle)).then(() => {});
-    };
+    const askRouter =
+      (type: 'ROUTE' | 'ROUTER_GRAD', answer: 'ROUTED' | 'ROUTER_GRAD_DONE') =>
+      (s: MoeStep, _site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => {
+        const router = system.get('router');
+        if (!router) throw new Error('moe layer: no router actor in the actor system');
+        const handle: MoeHandle = { layer: s.layer.layerId, microbatch: s.microbatch };
+        return request<Extract<RouterEmitted, { handle: MoeHandle }>>(
+          router,
+          { type, handle },
+          answer,
+          'ROUTER_FAILED',
+          this.failure,
+          (e) => sameHandle(e.handle, handle),
+        ).then(() => {});
+      };
     this.machine = expertMachine.provide({
       actors: {
         moeLayer: moeLayerMachine.provide({
@@ -100,7 +114,10 @@ export class ExpertShard {
   /** The step record a router request names. */
   record(h: MoeHandle): MoeStep {
     const s = this.running.get(key(h.layer, h.microbatch));
-    if (!s) throw new Error(`moe layer ${h.layer} microbatch ${h.microbatch}: no step record (the router was asked after the layer finished)`);
+    if (!s)
+      throw new Error(
+        `moe layer ${h.layer} microbatch ${h.microbatch}: no step record (the router was asked after the layer finished)`,
+      );
     return s;
   }
 
@@ -108,11 +125,20 @@ export class ExpertShard {
    * Runs the MoE layer's forward (or recompute) for one microbatch; x (N·D) is the normed block input, owned by
    * the caller until backward. Returns the layer output (N·D, caller owns).
    */
-  async forward(expert: ExpertRef, layer: MoeLayer, x: Float32Array, N: number, microbatch: number, pass: MoePass): Promise<Float32Array> {
+  async forward(
+    expert: ExpertRef,
+    layer: MoeLayer,
+    x: Float32Array,
+    N: number,
+    microbatch: number,
+    pass: MoePass,
+  ): Promise<Float32Array> {
     const k = key(layer.layerId, microbatch);
     const prev = this.running.get(k);
-    if (pass === 'forward' && prev) throw new Error(`moe layer ${layer.layerId} microbatch ${microbatch}: forward while a previous one is pending`);
-    if (pass === 'recompute' && !prev) throw new Error(`moe layer ${layer.layerId} microbatch ${microbatch}: recompute without a forward`);
+    if (pass === 'forward' && prev)
+      throw new Error(`moe layer ${layer.layerId} microbatch ${microbatch}: forward while a previous one is pending`);
+    if (pass === 'recompute' && !prev)
+      throw new Error(`moe layer ${layer.layerId} microbatch ${microbatch}: recompute without a forward`);
     const step = this.newStep(layer, x, N, microbatch);
     this.running.set(k, step);
     expert.send({ type: 'FORWARD', layer: layer.layerId, microbatch, pass });

@@ -12,7 +12,12 @@ import type { FlatParams, ParamUnit } from '../../models/params/unit.ts';
 import type { Allocator } from '../../tensor/allocator.ts';
 import type { ActivationPool } from '../../models/pool.ts';
 import type { Kernels } from '../../tensor/kernels-api.ts';
-import { fsdpUnitMachine, type FsdpStageInput, type FsdpUnitInput, type GradReduce } from '../../protocols/fsdp-unit.machine.ts';
+import {
+  fsdpUnitMachine,
+  type FsdpStageInput,
+  type FsdpUnitInput,
+  type GradReduce,
+} from '../../protocols/fsdp-unit.machine.ts';
 import { siteOf } from '../call-site.ts';
 import { until, type StepFailure } from '../wait.ts';
 
@@ -108,7 +113,12 @@ export class FsdpUnitShard implements FlatParams {
       opts.unit.free();
       opts.unit.detach();
     }
-    this.input = { unit: opts.unit.id, reshardAfterForward: opts.reshardAfterForward, hsdp: opts.replicate.size > 1, gradReduce: opts.gradReduce };
+    this.input = {
+      unit: opts.unit.id,
+      reshardAfterForward: opts.reshardAfterForward,
+      hsdp: opts.replicate.size > 1,
+      gradReduce: opts.gradReduce,
+    };
   }
 
   // FlatParams: what the optimizer and clipping see is this rank's shard.
@@ -176,7 +186,9 @@ export class FsdpUnitShard implements FlatParams {
     const P = this.group.size;
     if (!this.full) {
       // Every element is written by the all_gather: a pooled buffer needs no zeroing.
-      const full = this.opts.pools ? this.opts.pools.params.get(this.shardSize * P) : this.alloc.f32('params', this.shardSize * P);
+      const full = this.opts.pools
+        ? this.opts.pools.params.get(this.shardSize * P)
+        : this.alloc.f32('params', this.shardSize * P);
       if (this.opts.paramDtype === 'bfloat16') await this.allGatherBf16(full, site);
       else await this.group.allGather(this.paramShard, full, { tag: `unshard ${this.unit.id}`, site });
       this.full = full;

@@ -78,7 +78,9 @@ export class Optimizer {
     return optimizerMachine.provide({
       actors: {
         zeroGrad: fromPromise<void, OptimizerStageInput>(guard(() => this.zeroGrad())),
-        clip: fromPromise<number, OptimizerStageInput>(guard((i) => this.clip(fsdp, i.maxNorm!, siteOf('optimizer', 'optimizer', i)))),
+        clip: fromPromise<number, OptimizerStageInput>(
+          guard((i) => this.clip(fsdp, i.maxNorm!, siteOf('optimizer', 'optimizer', i))),
+        ),
         step: fromPromise<void, OptimizerStageInput>(guard((i) => this.step(i.lr!))),
       },
     });

@@ -37,10 +37,16 @@ export interface DistributedRunResult {
 }
 
 /** This rank's microbatches of the global batch. */
-export function shardBatch(a: Pick<DistributedRunArgs, 'tokens' | 'labels' | 'B' | 'S' | 'microbatches'>, index: number, degree: number): Microbatch[] {
+export function shardBatch(
+  a: Pick<DistributedRunArgs, 'tokens' | 'labels' | 'B' | 'S' | 'microbatches'>,
+  index: number,
+  degree: number,
+): Microbatch[] {
   const { B, S, microbatches } = a;
   if (B % (degree * microbatches) !== 0) {
-    throw new Error(`the batch of ${B} sequences does not split into ${degree} data-parallel ranks × ${microbatches} microbatches; use a batch size divisible by ${degree * microbatches}`);
+    throw new Error(
+      `the batch of ${B} sequences does not split into ${degree} data-parallel ranks × ${microbatches} microbatches; use a batch size divisible by ${degree * microbatches}`,
+    );
   }
   const per = B / degree / microbatches;
   const out: Microbatch[] = [];
@@ -84,7 +90,15 @@ export async function rankMain(ctx: RankContext<DistributedRunArgs>): Promise<Di
     const full = await host.fullTensors(which);
     const tensors =
       ctx.rank === 0 ? Object.fromEntries([...full].map(([k, v]) => [k, { shape: [...v.shape], data: v.data }])) : null;
-    return { rank: ctx.rank, losses, gradNorms, lrs, tensors, events: a.trace ? events : undefined, peakBytes: host.alloc.stats().peakTotal };
+    return {
+      rank: ctx.rank,
+      losses,
+      gradNorms,
+      lrs,
+      tensors,
+      events: a.trace ? events : undefined,
+      peakBytes: host.alloc.stats().peakTotal,
+    };
   } finally {
     await host.close();
   }

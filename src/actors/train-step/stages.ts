@@ -143,7 +143,13 @@ export class StepStages {
     u.shard.forwardDone(u.ref);
   }
 
-  private async blockUnits(sys: System, layer: number, purpose: 'forward' | 'backward', microbatch: number, step: number) {
+  private async blockUnits(
+    sys: System,
+    layer: number,
+    purpose: 'forward' | 'backward',
+    microbatch: number,
+    step: number,
+  ) {
     const units = [this.unit(sys, blockUnitId(layer))];
     if (this.model.blocks[layer]!.moe) units.push(this.unit(sys, expertUnitId(layer)));
     for (const u of units) await u.shard.unshard(u.ref, purpose, microbatch, step);
@@ -151,7 +157,13 @@ export class StepStages {
   }
 
   /** Block forward with the FFN in between: the MoE goes through the expert shard's moe-layer machine. */
-  private async runBlock(sys: System, layer: number, st: MbState, pass: 'forward' | 'recompute', microbatch: number): Promise<Float32Array> {
+  private async runBlock(
+    sys: System,
+    layer: number,
+    st: MbState,
+    pass: 'forward' | 'recompute',
+    microbatch: number,
+  ): Promise<Float32Array> {
     const block = this.model.blocks[layer]!;
     const rt = this.model.rt;
     const { B, S } = st.mb;
@@ -159,7 +171,14 @@ export class StepStages {
     const pre = block.forwardPre(rt, st.inputs[layer]!, B, S);
     let ffnOut: Float32Array;
     if (block.moe) {
-      ffnOut = await this.w.experts.forward(this.actor(sys, 'expert') as ExpertRef, block.moe, pre.xn2, N, microbatch, pass);
+      ffnOut = await this.w.experts.forward(
+        this.actor(sys, 'expert') as ExpertRef,
+        block.moe,
+        pre.xn2,
+        N,
+        microbatch,
+        pass,
+      );
       st.ffn[layer] = null;
     } else {
       const f = (block.ffn as FeedForward).forward(rt, pre.xn2, N);

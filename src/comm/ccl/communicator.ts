@@ -26,7 +26,13 @@ export function cclCalls(b: CclBinding, h: number): CollectiveCalls {
  * blocking ccl::create_communicator is called only after the KVS address arrived, i.e. once the group's first
  * member is known to be there; the others of a split have just met in the split's own timed exchange.
  */
-export async function cclCommOver(world: MpiWorld, mpiHandle: number, rank: number, size: number, group: string): Promise<number> {
+export async function cclCommOver(
+  world: MpiWorld,
+  mpiHandle: number,
+  rank: number,
+  size: number,
+  group: string,
+): Promise<number> {
   const b = world.b as CclBinding;
   const address = new Int32Array(64);
   let kvs = 0;
@@ -37,7 +43,12 @@ export async function cclCommOver(world: MpiWorld, mpiHandle: number, rank: numb
   }
   if (size > 1) {
     const req = b.ibcast(mpiHandle, address, 0);
-    await world.timedWait(req, { group, op: 'broadcast(oneCCL kvs address)', seq: 0, rank }, address.byteLength, "oneCCL's key-value store bootstrap");
+    await world.timedWait(
+      req,
+      { group, op: 'broadcast(oneCCL kvs address)', seq: 0, rank },
+      address.byteLength,
+      "oneCCL's key-value store bootstrap",
+    );
   }
   if (rank !== 0) kvs = b.kvsJoin(address);
   return b.cclCommCreate(size, rank, kvs);

@@ -44,7 +44,9 @@ export class CclUnavailableError extends Error {
   }
 }
 
-export type CclAvailability = { available: true; addonDir: string } | { available: false; addonDir: string; reason: string };
+export type CclAvailability =
+  | { available: true; addonDir: string }
+  | { available: false; addonDir: string; reason: string };
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SPEC = { name: 'ccl', needs: 'oneCCL under $CCL_ROOT and MPICH', against: 'oneCCL ($CCL_ROOT) and MPICH' };

@@ -49,8 +49,16 @@ export class FaultPlan {
     return this.faults.flatMap((f, i) => {
       if (this.fired.has(i)) return [];
       const g = f.group ?? (f.kind === 'delay' && f.atSeq === undefined ? undefined : 'world');
-      const where = g === undefined ? 'collective at all' : f.atSeq === undefined ? `collective on group ${g}` : `collective #${f.atSeq} on group ${g}`;
-      const known = g === undefined || this.groupsSeen.has(g) ? '' : ` (no call was made on a group ${g}; groups used before the run ended: ${groups})`;
+      const where =
+        g === undefined
+          ? 'collective at all'
+          : f.atSeq === undefined
+            ? `collective on group ${g}`
+            : `collective #${f.atSeq} on group ${g}`;
+      const known =
+        g === undefined || this.groupsSeen.has(g)
+          ? ''
+          : ` (no call was made on a group ${g}; groups used before the run ended: ${groups})`;
       return [`${JSON.stringify(f)} never applied: rank ${f.rank} issued no ${where}${known}`];
     });
   }
@@ -82,7 +90,11 @@ export function otherOp(op: CollectiveOp): CollectiveOp {
  * Applies a mismatch fault to the call's flight entry (what the rank claims to call). For v-collectives the size
  * lives in the splits: all_gather_v skews this rank's own count, all_to_all_v what it sends to group rank 0.
  */
-export function applyMismatch(call: CallSpec, fault: Exclude<Fault, { kind: 'delay' | 'kill' }>, groupRank: number): void {
+export function applyMismatch(
+  call: CallSpec,
+  fault: Exclude<Fault, { kind: 'delay' | 'kill' }>,
+  groupRank: number,
+): void {
   const e = call.entry;
   if (fault.kind === 'mismatch-op') {
     e.op = otherOp(call.op);

@@ -132,7 +132,11 @@ export class InprocGroup {
     try {
       performCollective(arrivals.map((a) => a.call));
     } catch (err) {
-      this.fail('invalid', `${place(arrivals[0]!.call.entry)} could not move its data: ${(err as Error).message}`, arrivals);
+      this.fail(
+        'invalid',
+        `${place(arrivals[0]!.call.entry)} could not move its data: ${(err as Error).message}`,
+        arrivals,
+      );
       return;
     }
     for (const a of arrivals) this.host.post(`complete r${a.worldRank} ${place(a.call.entry)}`, () => a.settle());
@@ -200,7 +204,9 @@ export class InprocGroup {
         continue;
       }
       const comms = this.host.createSplitGroup(this, members[0]!.name, members);
-      members.forEach((m, i) => this.host.post(`split r${m.worldRank} ${this.name}→${m.name}`, () => m.settle(comms[i]!)));
+      members.forEach((m, i) =>
+        this.host.post(`split r${m.worldRank} ${this.name}→${m.name}`, () => m.settle(comms[i]!)),
+      );
     }
   }
 
@@ -229,11 +235,15 @@ export class InprocGroup {
 
   private rejectSplit(r: SplitRequest, kind: CollectiveErrorKind, why: string): void {
     const report = this.host.firstFailure(why);
-    const err = new CollectiveError(kind, `split of group ${this.name} into "${r.name}" (rank ${r.worldRank}) failed: ${report}`, {
-      group: this.name,
-      rank: r.worldRank,
-      report,
-    });
+    const err = new CollectiveError(
+      kind,
+      `split of group ${this.name} into "${r.name}" (rank ${r.worldRank}) failed: ${report}`,
+      {
+        group: this.name,
+        rank: r.worldRank,
+        report,
+      },
+    );
     this.host.post(`fail split r${r.worldRank} ${this.name}`, () => r.settle(err));
   }
 }

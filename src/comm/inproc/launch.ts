@@ -12,7 +12,12 @@ export { createInprocWorld, InprocWorld, type InprocWorldOptions } from './world
 const firstLine = (s: string) => s.split('\n', 1)[0]!;
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-export async function launchInproc<A, R>(opts: WorldOptions, entry: RankEntry, args: A, extra: Omit<InprocWorldOptions, keyof WorldOptions> = {}): Promise<LaunchResult<R>> {
+export async function launchInproc<A, R>(
+  opts: WorldOptions,
+  entry: RankEntry,
+  args: A,
+  extra: Omit<InprocWorldOptions, keyof WorldOptions> = {},
+): Promise<LaunchResult<R>> {
   const main = await loadRankMain<A, R>(entry);
   const world = createInprocWorld(opts.size, {
     profile: opts.profile,
@@ -35,7 +40,12 @@ export async function launchInproc<A, R>(opts: WorldOptions, entry: RankEntry, a
 }
 
 /** Runs `main` on every rank of `world` and collects outcomes, dumps of failed ranks and the diagnosis. */
-export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, args: A, dumpDir?: string): Promise<LaunchResult<R>> {
+export async function runRanks<A, R>(
+  world: InprocWorld,
+  main: RankMain<A, R>,
+  args: A,
+  dumpDir?: string,
+): Promise<LaunchResult<R>> {
   const uninstall = dumpDir ? world.recorders.map((rec) => installDumpOnFailure(rec, dumpDir)) : [];
   // Collective timers are unref'd so a finished process can exit; while ranks run, a timeout must still fire.
   const keepAlive = setInterval(() => {}, 1 << 30);
@@ -105,16 +115,28 @@ export async function runRanks<A, R>(world: InprocWorld, main: RankMain<A, R>, a
   stall.unref?.();
 
   world.comms.forEach((comm, r) => {
-    const ctx: RankContext<A> = { rank: r, size: world.size, world: comm, recorder: world.recorders[r]!, transport: 'inproc', args: structuredClone(args) };
+    const ctx: RankContext<A> = {
+      rank: r,
+      size: world.size,
+      world: comm,
+      recorder: world.recorders[r]!,
+      transport: 'inproc',
+      args: structuredClone(args),
+    };
     Promise.resolve()
       .then(() => main(ctx))
       .then((value) => {
-        if (!world.isAlive(r)) throw new Error(`rank ${r} returned after it was killed: ${world.firstFailureReport ?? 'killed'}`);
+        if (!world.isAlive(r))
+          throw new Error(`rank ${r} returned after it was killed: ${world.firstFailureReport ?? 'killed'}`);
         finish(r, { rank: r, ok: true, value }, 'finished its program');
       })
       .catch((err: unknown) => {
         const msg = errorText(err);
-        finish(r, { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(`rank ${r} failed: ${firstLine(msg)}`) }, `failed (${firstLine(msg)})`);
+        finish(
+          r,
+          { rank: r, ok: false, error: msg, dump: world.recorders[r]!.dump(`rank ${r} failed: ${firstLine(msg)}`) },
+          `failed (${firstLine(msg)})`,
+        );
       });
   });
 

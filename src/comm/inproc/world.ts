@@ -79,11 +79,17 @@ export class InprocWorld implements GroupHost {
     this.scheduler = new SeededScheduler(opts.seed ?? 0);
     this.scheduler.onIdle = () => this.armStallDetector();
     const backend = `inproc/${this.profile.name}`;
-    this.recorders = Array.from({ length: size }, (_, r) => new FlightRecorder(r, size, backend, opts.flightEntries ?? 2000));
+    this.recorders = Array.from(
+      { length: size },
+      (_, r) => new FlightRecorder(r, size, backend, opts.flightEntries ?? 2000),
+    );
     this.status = Array.from({ length: size }, () => ({ state: 'alive' }));
     this.inflight = new Array<number>(size).fill(0);
     this.splitting = Array.from({ length: size }, () => []);
-    const world = this.createGroup('world', Array.from({ length: size }, (_, r) => r));
+    const world = this.createGroup(
+      'world',
+      Array.from({ length: size }, (_, r) => r),
+    );
     this.comms = world.ranks.map((_, r) => new InprocCommunicator(this, world, r));
   }
 
@@ -98,13 +104,27 @@ export class InprocWorld implements GroupHost {
     const wr = comm.worldRank;
     const st = this.status[wr]!;
     if (st.state !== 'alive') {
-      return Promise.reject(new CollectiveError('aborted', `rank ${wr} is ${st.state} (${st.why}); it cannot call ${place(call.entry)}`, { group: comm.name, op: call.op, seq: call.seq, rank: wr }));
+      return Promise.reject(
+        new CollectiveError('aborted', `rank ${wr} is ${st.state} (${st.why}); it cannot call ${place(call.entry)}`, {
+          group: comm.name,
+          op: call.op,
+          seq: call.seq,
+          rank: wr,
+        }),
+      );
     }
     const fault = this.faults.at(wr, comm.name, call.seq);
     if (fault?.kind === 'kill') {
       const why = `killed by fault injection when it issued ${place(call.entry)}`;
       this.kill(wr, why);
-      return Promise.reject(new CollectiveError('aborted', `rank ${wr} was ${why}`, { group: comm.name, op: call.op, seq: call.seq, rank: wr }));
+      return Promise.reject(
+        new CollectiveError('aborted', `rank ${wr} was ${why}`, {
+          group: comm.name,
+          op: call.op,
+          seq: call.seq,
+          rank: wr,
+        }),
+      );
     }
     if (fault) applyMismatch(call, fault, comm.rank);
     return new Promise<void>((resolve, reject) => {
@@ -135,11 +155,22 @@ export class InprocWorld implements GroupHost {
     });
   }
 
-  submitSplit(comm: InprocCommunicator, index: number, color: number, key: number, name: string): Promise<Communicator> {
+  submitSplit(
+    comm: InprocCommunicator,
+    index: number,
+    color: number,
+    key: number,
+    name: string,
+  ): Promise<Communicator> {
     const wr = comm.worldRank;
     const st = this.status[wr]!;
     if (st.state !== 'alive') {
-      return Promise.reject(new CollectiveError('aborted', `rank ${wr} is ${st.state} (${st.why}); it cannot split group ${comm.name}`, { group: comm.name, rank: wr }));
+      return Promise.reject(
+        new CollectiveError('aborted', `rank ${wr} is ${st.state} (${st.why}); it cannot split group ${comm.name}`, {
+          group: comm.name,
+          rank: wr,
+        }),
+      );
     }
     return new Promise<Communicator>((resolve, reject) => {
       const label = `in split of group ${comm.name} into "${name}"`;
@@ -171,7 +202,9 @@ export class InprocWorld implements GroupHost {
   diagnoseCall(group: InprocGroup, call: CallSpec): string {
     const slot = group.slotInfo(call.seq);
     if (!slot) {
-      return group.broken ? group.broken.report : `${place(call.entry)} is not pending any more (it completed concurrently)`;
+      return group.broken
+        ? group.broken.report
+        : `${place(call.entry)} is not pending any more (it completed concurrently)`;
     }
     // Timers of several ranks fire in the same tick; the ones after the first see the slot already failed.
     if (slot.failed) return slot.failed;
@@ -181,21 +214,27 @@ export class InprocWorld implements GroupHost {
     const where = describePositions(
       slot.missing.map((r) => {
         const p = this.position(r);
-        return p.where === `in ${here}` ? { rank: r, where: `in ${here} but its arrival is delayed (fault injection)` } : p;
+        return p.where === `in ${here}`
+          ? { rank: r, where: `in ${here} but its arrival is delayed (fault injection)` }
+          : p;
       }),
     );
     return `waiting for ${rankList(slot.missing)}: ${where}; ${rankList(slot.arrived)} joined ${here}`;
   }
 
   onTimeout(comm: InprocCommunicator, call: CallSpec): void {
-    const report = this.firstFailure(`rank ${comm.worldRank} timed out after ${call.timeoutMs} ms in ${place(call.entry)}: ${this.diagnoseCall(comm.group, call)}`);
+    const report = this.firstFailure(
+      `rank ${comm.worldRank} timed out after ${call.timeoutMs} ms in ${place(call.entry)}: ${this.diagnoseCall(comm.group, call)}`,
+    );
     comm.group.fail('timeout', report);
     // The timed-out call may itself be held back by a delay fault: it ends now, not when its delay does (a 5 s
     // timeout must not wait out a 30 s delay), and the rank stops counting as waiting in it.
     for (const a of this.unarrived) {
       if (a.call !== call) continue;
       this.unarrived.delete(a);
-      a.settle(new CollectiveError('timeout', report, { group: comm.name, op: call.op, seq: call.seq, rank: a.worldRank }));
+      a.settle(
+        new CollectiveError('timeout', report, { group: comm.name, op: call.op, seq: call.seq, rank: a.worldRank }),
+      );
     }
   }
 
@@ -223,7 +262,13 @@ export class InprocWorld implements GroupHost {
     this.scheduler.cancelDelayed();
     for (const a of [...this.unarrived]) {
       this.unarrived.delete(a);
-      a.settle(new CollectiveError('aborted', `${place(a.call.entry)} (rank ${a.worldRank}) failed: ${report}`, { op: a.call.op, seq: a.call.seq, rank: a.worldRank }));
+      a.settle(
+        new CollectiveError('aborted', `${place(a.call.entry)} (rank ${a.worldRank}) failed: ${report}`, {
+          op: a.call.op,
+          seq: a.call.seq,
+          rank: a.worldRank,
+        }),
+      );
     }
   }
 
@@ -286,7 +331,9 @@ export class InprocWorld implements GroupHost {
       this.first = report;
       return report;
     }
-    return report === this.first || report.includes(this.first) ? report : `${report} (first failure in this world: ${this.first})`;
+    return report === this.first || report.includes(this.first)
+      ? report
+      : `${report} (first failure in this world: ${this.first})`;
   }
 
   // ---- internals ----
@@ -343,7 +390,8 @@ export class InprocWorld implements GroupHost {
         const mismatch = describeMismatch(s.arrived.map((a) => ({ rank: a.worldRank, entry: a.call.entry })));
         waits.push(`${place(e)} waits for ${rankList(s.missing)}${mismatch ? ` (and ${mismatch})` : ''}`);
       }
-      for (const s of g.pendingSplits()) waits.push(`split #${s.index + 1} of group ${g.name} waits for ${rankList(s.missing)}`);
+      for (const s of g.pendingSplits())
+        waits.push(`split #${s.index + 1} of group ${g.name} waits for ${rankList(s.missing)}`);
     }
     const all = Array.from({ length: this.size }, (_, r) => r);
     const report = this.firstFailure(

@@ -134,7 +134,13 @@ export class MpiCommunicator extends BaseCommunicator {
           const counts = i32(new Array<number>(P).fill(n));
           req = b.allToAllV(send, counts, blocks, counts);
           bytes = send.byteLength;
-          after = () => sumBf16Into(c.recv as Uint16Array, new Array(P).fill(blocks), Array.from({ length: P }, (_, q) => q * n), n);
+          after = () =>
+            sumBf16Into(
+              c.recv as Uint16Array,
+              new Array(P).fill(blocks),
+              Array.from({ length: P }, (_, q) => q * n),
+              n,
+            );
           break;
         }
         if (r.op === 'premul_sum') {
@@ -231,14 +237,20 @@ export class MpiCommunicator extends BaseCommunicator {
    */
   protected async splitImpl(color: number, key: number, name: string): Promise<Communicator> {
     if (color < 0) {
-      throw new CollectiveError('invalid', `split of ${this.name} into ${name}: color must be non-negative (got ${color})`, { group: this.name });
+      throw new CollectiveError(
+        'invalid',
+        `split of ${this.name} into ${name}: color must be non-negative (got ${color})`,
+        { group: this.name },
+      );
     }
     const { members: expected } = await this.splitMembers(color, key, name);
     const handle = this.world.b.commSplit(this.handle, color, key);
     const info = this.world.b.commInfo(handle);
     const ranks = Array.from(info.worldRanks);
     if (expected.map((q) => this.ranks[q]).join(',') !== ranks.join(',')) {
-      throw new Error(`split into ${name}: MPI formed group [${ranks.join(',')}], but (color, key) of the members give [${expected.map((q) => this.ranks[q]).join(',')}]`);
+      throw new Error(
+        `split into ${name}: MPI formed group [${ranks.join(',')}], but (color, key) of the members give [${expected.map((q) => this.ranks[q]).join(',')}]`,
+      );
     }
     return this.derive({
       world: this.world,

@@ -35,10 +35,18 @@ export function launchMpi<A, R>(opts: WorldOptions, entry: RankEntry, args: A): 
   return runMpiRank(MPI, opts, entry, args);
 }
 
-export async function runMpiRank<A, R>(t: ProcessTransport, opts: WorldOptions, entry: RankEntry, args: A): Promise<LaunchResult<R>> {
+export async function runMpiRank<A, R>(
+  t: ProcessTransport,
+  opts: WorldOptions,
+  entry: RankEntry,
+  args: A,
+): Promise<LaunchResult<R>> {
   const profile: Profile = profileByName(opts.profile ?? 'full');
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const world = MpiWorld.init({ transport: t.name, profile, timeoutMs, flightEntries: opts.flightEntries ?? 2000, dumpDir: opts.dumpDir ?? null }, t.binding());
+  const world = MpiWorld.init(
+    { transport: t.name, profile, timeoutMs, flightEntries: opts.flightEntries ?? 2000, dumpDir: opts.dumpDir ?? null },
+    t.binding(),
+  );
   let outcome: RankOutcome<R>;
   try {
     await world.exchangeNodes();
@@ -52,7 +60,14 @@ export async function runMpiRank<A, R>(t: ProcessTransport, opts: WorldOptions, 
       profile,
       timeoutMs,
     });
-    const ctx: RankContext<A> = { rank: world.rank, size: world.size, world: comm, recorder: world.recorder, transport: t.name, args };
+    const ctx: RankContext<A> = {
+      rank: world.rank,
+      size: world.size,
+      world: comm,
+      recorder: world.recorder,
+      transport: t.name,
+      args,
+    };
     const value = await main(ctx);
     await comm.barrier({ tag: 'finalize' });
     outcome = { rank: world.rank, ok: true, value };
@@ -61,5 +76,7 @@ export async function runMpiRank<A, R>(t: ProcessTransport, opts: WorldOptions, 
     outcome = world.recordFailure(rankErrorText(e), `rank 0 failed: ${(e as Error)?.message ?? e}`).outcome;
   }
   await world.finalize();
-  return outcome.ok ? { outcomes: [outcome] } : { outcomes: [outcome], diagnosis: `rank 0 (the only rank) failed: ${outcome.error.split('\n', 1)[0]}` };
+  return outcome.ok
+    ? { outcomes: [outcome] }
+    : { outcomes: [outcome], diagnosis: `rank 0 (the only rank) failed: ${outcome.error.split('\n', 1)[0]}` };
 }

@@ -53,7 +53,9 @@ export class MpiUnavailableError extends Error {
   }
 }
 
-export type MpiAvailability = { available: true; addonDir: string; library: string } | { available: false; addonDir: string; reason: string };
+export type MpiAvailability =
+  | { available: true; addonDir: string; library: string }
+  | { available: false; addonDir: string; reason: string };
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 

@@ -53,7 +53,12 @@ export class Poller {
   /** Resolves when request `req` completes; `bytes` sizes the spin window. */
   wait(req: number, label: WaitLabel, bytes: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.live.set(req, { label, resolve, reject, spinUntil: performance.now() + SPIN_BASE_MS + (bytes / 1e6) * SPIN_MS_PER_MB });
+      this.live.set(req, {
+        label,
+        resolve,
+        reject,
+        spinUntil: performance.now() + SPIN_BASE_MS + (bytes / 1e6) * SPIN_MS_PER_MB,
+      });
       this.schedule(true);
     });
   }
@@ -106,7 +111,12 @@ export class Poller {
       this.b.progress(ids, done, spin ? BUDGET_US : 0);
     } catch (e) {
       this.rejectAll(
-        (l) => new CollectiveError('aborted', `${l.op} #${l.seq} on group ${l.group}: ${(e as Error).message}`, { group: l.group, seq: l.seq, rank: l.rank }),
+        (l) =>
+          new CollectiveError('aborted', `${l.op} #${l.seq} on group ${l.group}: ${(e as Error).message}`, {
+            group: l.group,
+            seq: l.seq,
+            rank: l.rank,
+          }),
       );
       return;
     }

@@ -33,7 +33,9 @@ const { values } = parseArgs({
 });
 
 function usage(msg: string): never {
-  console.error(`moe-actors mpi run: ${msg}\nusage: mpiexec.mpich -n N node src/comm/mpi/run.mjs --module <rank program> [--transport mpi|ccl] [--args <json>] [--timeout <ms>] [--profile <${PROFILE_NAMES.join('|')}>] [--dump-dir <dir>]`);
+  console.error(
+    `moe-actors mpi run: ${msg}\nusage: mpiexec.mpich -n N node src/comm/mpi/run.mjs --module <rank program> [--transport mpi|ccl] [--args <json>] [--timeout <ms>] [--profile <${PROFILE_NAMES.join('|')}>] [--dump-dir <dir>]`,
+  );
   process.exit(2);
 }
 
@@ -46,7 +48,8 @@ try {
 }
 const transport = values.transport ?? 'mpi';
 if (transport !== 'mpi' && transport !== 'ccl') usage(`--transport must be mpi or ccl (got ${transport})`);
-if (values.profile && !(PROFILE_NAMES as readonly string[]).includes(values.profile)) usage(`unknown --profile ${values.profile}`);
+if (values.profile && !(PROFILE_NAMES as readonly string[]).includes(values.profile))
+  usage(`unknown --profile ${values.profile}`);
 
 try {
   const launcher: (...a: Parameters<typeof launchMpi>) => Promise<LaunchResult<unknown>> =
@@ -69,6 +72,8 @@ try {
   process.exitCode = o.ok ? 0 : 1;
 } catch (e) {
   // Only failures before MPI is up reach here (unavailable binding, wrong launcher).
-  console.error(`moe-actors mpi run: ${e instanceof MpiUnavailableError || e instanceof CclUnavailableError ? e.message : (e as Error).stack ?? e}`);
+  console.error(
+    `moe-actors mpi run: ${e instanceof MpiUnavailableError || e instanceof CclUnavailableError ? e.message : ((e as Error).stack ?? e)}`,
+  );
   process.exitCode = 2;
 }

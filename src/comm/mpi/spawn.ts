@@ -63,7 +63,19 @@ export function mpiexecArgs(o: Pick<SpawnMpiOptions, 'n' | 'entry' | 'args' | 'w
   // survivors before they report (see that script); it lingers past the collective timeout, by which every
   // survivor has reported and aborted the job.
   const linger = String(Math.ceil((o.world?.timeoutMs ?? 30_000) / 1000) + 5);
-  const a = ['-n', String(o.n), 'sh', RANK_SH, linger, process.execPath, RUN, '--module', o.entry.module, '--args', JSON.stringify(o.args ?? null)];
+  const a = [
+    '-n',
+    String(o.n),
+    'sh',
+    RANK_SH,
+    linger,
+    process.execPath,
+    RUN,
+    '--module',
+    o.entry.module,
+    '--args',
+    JSON.stringify(o.args ?? null),
+  ];
   if (o.transport === 'ccl') a.push('--transport', 'ccl');
   if (o.entry.exportName) a.push('--export', o.entry.exportName);
   if (o.world?.timeoutMs !== undefined) a.push('--timeout', String(o.world.timeoutMs));
@@ -94,7 +106,11 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const token = `${process.pid}-${randomBytes(6).toString('hex')}`;
-    const child = spawn(MPIEXEC, mpiexecArgs(o), { env: mpiEnv({ ...o.env, [JOB_TOKEN]: token }), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(MPIEXEC, mpiexecArgs(o), {
+      env: mpiEnv({ ...o.env, [JOB_TOKEN]: token }),
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     let killed = false;
@@ -122,7 +138,11 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
     }, o.jobTimeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(new Error(`could not start ${MPIEXEC}: ${e.message}. Fix: install MPICH (apt-get install mpich) or set MOE_ACTORS_MPIEXEC.`));
+      reject(
+        new Error(
+          `could not start ${MPIEXEC}: ${e.message}. Fix: install MPICH (apt-get install mpich) or set MOE_ACTORS_MPIEXEC.`,
+        ),
+      );
     });
     child.on('close', async (exitCode, signal) => {
       clearTimeout(timer);
@@ -131,24 +151,30 @@ export function spawnMpi<R>(o: SpawnMpiOptions): Promise<SpawnMpiResult<R>> {
       await reapJob(token, killed ? hardKillAt : performance.now() + STRAGGLER_GRACE_MS);
       clearTimeout(hardKill);
       const reported = parseOutcomes<R>(stdout);
-      const signalled = new Map([...stderr.matchAll(/moe-actors: rank (\d+) was killed by signal (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]));
+      const signalled = new Map(
+        [...stderr.matchAll(/moe-actors: rank (\d+) was killed by signal (\d+)/g)].map((m) => [
+          Number(m[1]),
+          Number(m[2]),
+        ]),
+      );
       const outcomes: RankOutcome<R>[] = [];
       for (let r = 0; r < o.n; r++) {
         outcomes.push(
           reported.get(r) ??
             fromDumpFile(o.world?.dumpDir, r) ?? {
-            rank: r,
-            ok: false,
-            error: signalled.has(r)
-              ? `no outcome: the rank's process was killed by signal ${signalled.get(r)} (kill -9, the OOM killer, or a crash)`
-              : killed
-              ? `no outcome: the job was killed after ${o.jobTimeoutMs} ms (jobTimeoutMs) while this rank was still running`
-              : 'no outcome: the rank was killed in the job teardown before it reported (busy in JavaScript, crashed, or killed by a signal)',
-          },
+              rank: r,
+              ok: false,
+              error: signalled.has(r)
+                ? `no outcome: the rank's process was killed by signal ${signalled.get(r)} (kill -9, the OOM killer, or a crash)`
+                : killed
+                  ? `no outcome: the job was killed after ${o.jobTimeoutMs} ms (jobTimeoutMs) while this rank was still running`
+                  : 'no outcome: the rank was killed in the job teardown before it reported (busy in JavaScript, crashed, or killed by a signal)',
+            },
         );
       }
       const res: SpawnMpiResult<R> = { outcomes, exitCode, signal, killed, ms: performance.now() - t0, stdout, stderr };
-      if (outcomes.some((x) => !x.ok) || exitCode !== 0) res.diagnosis = diagnoseJob(o.n, outcomes, exitCode, signal, killed);
+      if (outcomes.some((x) => !x.ok) || exitCode !== 0)
+        res.diagnosis = diagnoseJob(o.n, outcomes, exitCode, signal, killed);
       resolve(res);
     });
   });
@@ -213,21 +239,39 @@ function fromDumpFile(dir: string | undefined, rank: number): RankOutcome<never>
   if (!file || !existsSync(file)) return null;
   try {
     const dump = readDump(file);
-    return { rank, ok: false, error: `${dump.reason} (from its flight dump; its outcome line was lost in the teardown)`, dump };
+    return {
+      rank,
+      ok: false,
+      error: `${dump.reason} (from its flight dump; its outcome line was lost in the teardown)`,
+      dump,
+    };
   } catch {
     return null;
   }
 }
 
-function diagnoseJob(n: number, outcomes: readonly RankOutcome<unknown>[], exitCode: number | null, signal: string | null, killed: boolean): string {
-  const failures = outcomes.filter((x): x is Extract<RankOutcome<unknown>, { ok: false }> => !x.ok && !x.error.startsWith('no outcome'));
+function diagnoseJob(
+  n: number,
+  outcomes: readonly RankOutcome<unknown>[],
+  exitCode: number | null,
+  signal: string | null,
+  killed: boolean,
+): string {
+  const failures = outcomes.filter(
+    (x): x is Extract<RankOutcome<unknown>, { ok: false }> => !x.ok && !x.error.startsWith('no outcome'),
+  );
   const lines: string[] = [];
   const root = rootCause(failures.map((f) => ({ rank: f.rank, what: f.error })));
-  if (killed) lines.push('the job outlived its deadline (jobTimeoutMs) and was stopped with SIGTERM, then SIGKILL; each rank that answered says where it stood');
+  if (killed)
+    lines.push(
+      'the job outlived its deadline (jobTimeoutMs) and was stopped with SIGTERM, then SIGKILL; each rank that answered says where it stood',
+    );
   else if (root) lines.push(`first failure: rank ${root.rank}: ${root.what.split('\n', 1)[0]}`);
   else lines.push(`mpiexec exited with ${signal ?? `code ${exitCode}`} and no rank reported a failure`);
   const dumps = outcomes.flatMap((x) => (!x.ok && x.dump ? [x.dump as FlightDump] : []));
-  const notes = new Map(outcomes.filter((x) => !x.ok).map((x) => [x.rank, (x as { error: string }).error.split('\n', 1)[0]!]));
+  const notes = new Map(
+    outcomes.filter((x) => !x.ok).map((x) => [x.rank, (x as { error: string }).error.split('\n', 1)[0]!]),
+  );
   if (dumps.length > 0) lines.push(diagnose(dumps, { notes, worldSize: n }).text);
   else for (const [r, note] of notes) lines.push(`rank ${r}: ${note}`);
   return lines.join('\n');

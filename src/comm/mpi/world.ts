@@ -75,7 +75,12 @@ export class MpiWorld {
     this.b = b;
     this.info = info;
     this.opts = opts;
-    this.recorder = new FlightRecorder(info.rank, info.size, `${opts.transport ?? 'mpi'}/${opts.profile.name}`, opts.flightEntries);
+    this.recorder = new FlightRecorder(
+      info.rank,
+      info.size,
+      `${opts.transport ?? 'mpi'}/${opts.profile.name}`,
+      opts.flightEntries,
+    );
     this.poller = new Poller(b, (f) => this.onFault(f));
     this.nodeOf = new Int32Array(info.size).fill(info.nodeLeader);
   }
@@ -131,7 +136,12 @@ export class MpiWorld {
     const mine = new Int32Array([this.info.nodeLeader, process.pid]);
     const all = new Int32Array(2 * this.size);
     const req = this.b.iallgather(0, mine, all);
-    await this.timedWait(req, { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank }, 8 * this.size, 'the start-up exchange of node ids');
+    await this.timedWait(
+      req,
+      { group: 'world', op: 'all_gather(node ids)', seq: 0, rank: this.rank },
+      8 * this.size,
+      'the start-up exchange of node ids',
+    );
     this.nodeOf = all.filter((_, i) => i % 2 === 0);
     this.watchPeers(all.filter((_, i) => i % 2 === 1));
   }
@@ -144,7 +154,9 @@ export class MpiWorld {
    * leave before this rank has finished its own last steps.
    */
   private watchPeers(pids: Int32Array): void {
-    const peers = [...pids.keys()].filter((r) => r !== this.rank && this.nodeOf[r] === this.nodeOf[this.rank] && pids[r]! > 0);
+    const peers = [...pids.keys()].filter(
+      (r) => r !== this.rank && this.nodeOf[r] === this.nodeOf[this.rank] && pids[r]! > 0,
+    );
     if (peers.length === 0) return;
     this.watch = setInterval(() => {
       if (this.failing !== null || this.finalized || this.poller.waiting().length === 0) return;
@@ -161,11 +173,15 @@ export class MpiWorld {
     const why = `rank ${dead} died (its process ${pid} is gone without a word: killed by a signal such as SIGKILL, or by the OOM killer)`;
     this.poller.rejectAll(
       (l) =>
-        new CollectiveError('peer-dead', `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`, {
-          group: l.group,
-          seq: l.seq,
-          rank: l.rank,
-        }),
+        new CollectiveError(
+          'peer-dead',
+          `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`,
+          {
+            group: l.group,
+            seq: l.seq,
+            rank: l.rank,
+          },
+        ),
     );
     // A note, so that ranks on other nodes learn it before their timeouts; then this rank aborts the job.
     void this.fail(`CollectiveError[peer-dead]: this rank ${where} when ${why}`, true, '');
@@ -176,7 +192,14 @@ export class MpiWorld {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CollectiveError('timeout', `rank ${this.rank}: not every member of group ${label.group} joined ${what} within ${this.opts.timeoutMs} ms`, { group: label.group })),
+        () =>
+          reject(
+            new CollectiveError(
+              'timeout',
+              `rank ${this.rank}: not every member of group ${label.group} joined ${what} within ${this.opts.timeoutMs} ms`,
+              { group: label.group },
+            ),
+          ),
         this.opts.timeoutMs,
       );
     });
@@ -197,7 +220,9 @@ export class MpiWorld {
     if (w.length > 0) return `was waiting in ${w.map((l) => `${l.op} #${l.seq} on group ${l.group}`).join(', ')}`;
     const entries = this.recorder.entries();
     const last = [...entries].reverse().find((e) => e.state === 'completed');
-    return last ? `was not in a collective (last completed ${last.op} #${last.seq} on group ${last.group})` : 'had not completed any collective';
+    return last
+      ? `was not in a collective (last completed ${last.op} #${last.seq} on group ${last.group})`
+      : 'had not completed any collective';
   }
 
   private writeDump(dump: FlightDump): string | null {
@@ -205,7 +230,9 @@ export class MpiWorld {
     try {
       return writeDumpSync(this.opts.dumpDir, dump);
     } catch (e) {
-      console.error(`moe-actors ${this.name} rank ${this.rank}: could not write its flight dump to ${this.opts.dumpDir}: ${(e as Error).message}`);
+      console.error(
+        `moe-actors ${this.name} rank ${this.rank}: could not write its flight dump to ${this.opts.dumpDir}: ${(e as Error).message}`,
+      );
       return null;
     }
   }
@@ -214,7 +241,10 @@ export class MpiWorld {
    * This rank's failed outcome, with its dump also written to the dump directory. The dump is taken once so that
    * the file and the outcome the launcher receives record the same moment.
    */
-  recordFailure(error: string, reason: string): { outcome: { rank: number; ok: false; error: string; dump: FlightDump }; file: string | null } {
+  recordFailure(
+    error: string,
+    reason: string,
+  ): { outcome: { rank: number; ok: false; error: string; dump: FlightDump }; file: string | null } {
     const dump = this.recorder.dump(reason);
     const file = this.writeDump(dump);
     return { outcome: { rank: this.rank, ok: false, error, dump }, file };
@@ -250,7 +280,9 @@ export class MpiWorld {
     }
     if (note) {
       this.b.faultNotify(`rank ${this.rank} failed: ${first}`, 200);
-      console.error(`moe-actors ${this.name} rank ${this.rank}: aborting the MPI job (MPI_Abort) in ${NOTIFY_GRACE_MS} ms so that no rank waits forever`);
+      console.error(
+        `moe-actors ${this.name} rank ${this.rank}: aborting the MPI job (MPI_Abort) in ${NOTIFY_GRACE_MS} ms so that no rank waits forever`,
+      );
       await new Promise((r) => setTimeout(r, NOTIFY_GRACE_MS));
       this.b.abort(1);
     } else {
@@ -268,11 +300,15 @@ export class MpiWorld {
     const waiting = this.poller.waiting();
     this.poller.rejectAll(
       (l) =>
-        new CollectiveError('peer-dead', `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`, {
-          group: l.group,
-          seq: l.seq,
-          rank: l.rank,
-        }),
+        new CollectiveError(
+          'peer-dead',
+          `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`,
+          {
+            group: l.group,
+            seq: l.seq,
+            rank: l.rank,
+          },
+        ),
     );
     const head = waiting.length > 0 ? `CollectiveError[peer-dead]: ${why}` : `stopped because ${why}`;
     void this.fail(`${head} (this rank ${where})`, false);

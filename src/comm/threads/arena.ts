@@ -58,7 +58,15 @@ export function describePoison(worldRank: number, kind: PoisonKind): string {
   }
 }
 
-const OPS: readonly CollectiveOp[] = ['all_gather', 'all_gather_v', 'reduce_scatter', 'all_reduce', 'all_to_all_v', 'broadcast', 'barrier'];
+const OPS: readonly CollectiveOp[] = [
+  'all_gather',
+  'all_gather_v',
+  'reduce_scatter',
+  'all_reduce',
+  'all_to_all_v',
+  'broadcast',
+  'barrier',
+];
 export const DTYPES = ['float32', 'float64', 'int32', 'bfloat16'] as const;
 export type DType = (typeof DTYPES)[number];
 
@@ -192,7 +200,12 @@ export class Arena {
     return H_COUNTERS + 2 * this.size + (half * this.size + q) * (DESC_FIXED + this.size);
   }
 
-  writeDescriptor(q: number, half: number, d: Omit<Descriptor, 'counts' | 'buf' | 'off'> & { buf?: number; off?: number }, counts?: readonly number[]): void {
+  writeDescriptor(
+    q: number,
+    half: number,
+    d: Omit<Descriptor, 'counts' | 'buf' | 'off'> & { buf?: number; off?: number },
+    counts?: readonly number[],
+  ): void {
     const b = this.descBase(q, half);
     const h = this.h;
     h[b + D_OP] = d.op === 'none' ? 0 : opCode(d.op);
@@ -242,7 +255,13 @@ export class Arena {
     if (!vs) {
       vs = [];
       for (let i = 0; i < 2 * this.size; i++) {
-        vs.push(new ctor(this.sab, this.dataOff + (i >> 1) * this.slotBytes + (i & 1) * this.halfBytes, Math.floor(this.halfBytes / ctor.BYTES_PER_ELEMENT)));
+        vs.push(
+          new ctor(
+            this.sab,
+            this.dataOff + (i >> 1) * this.slotBytes + (i & 1) * this.halfBytes,
+            Math.floor(this.halfBytes / ctor.BYTES_PER_ELEMENT),
+          ),
+        );
       }
       this.views.set(ctor.name, vs);
     }

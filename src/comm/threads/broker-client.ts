@@ -26,14 +26,27 @@ export class BrokerClient {
     parentPort?.postMessage(m);
   }
 
-  arena(key: string, size: number, slotBytes: number, worldRanks: number[], group: string, timeoutMs: number): Promise<ArenaHandle> {
+  arena(
+    key: string,
+    size: number,
+    slotBytes: number,
+    worldRanks: number[],
+    group: string,
+    timeoutMs: number,
+  ): Promise<ArenaHandle> {
     if (!parentPort) return Promise.reject(new Error('not running in a threads-transport worker'));
     const id = this.nextId++;
     parentPort.ref();
     return new Promise<ArenaHandle>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        reject(new CollectiveError('timeout', `split into ${group}: the launcher did not hand out the group's arena within ${timeoutMs} ms`, { group }));
+        reject(
+          new CollectiveError(
+            'timeout',
+            `split into ${group}: the launcher did not hand out the group's arena within ${timeoutMs} ms`,
+            { group },
+          ),
+        );
       }, timeoutMs);
       const done = () => {
         clearTimeout(timer);

@@ -26,7 +26,9 @@ export class ArenaBroker {
       this.byKey.set(key, e);
       this.byId.set(handle.id, e);
     } else if (e.arena.size !== size || e.worldRanks.join(',') !== worldRanks.join(',')) {
-      throw new Error(`split key ${key}: members disagree on the new group (${e.worldRanks.join(',')} vs ${worldRanks.join(',')})`);
+      throw new Error(
+        `split key ${key}: members disagree on the new group (${e.worldRanks.join(',')} vs ${worldRanks.join(',')})`,
+      );
     }
     return { id: e.arena.id, sab: e.arena.sab };
   }

@@ -96,7 +96,8 @@ export class PeerBuffers {
   private receive(m: Message): void {
     if (m.type === 'want') {
       const sab = m.owner === this.worldRank ? this.byId.get(m.id)?.deref() : undefined;
-      if (sab && !this.closed) this.channel.postMessage({ type: 'register', owner: this.worldRank, id: m.id, sab } satisfies Message);
+      if (sab && !this.closed)
+        this.channel.postMessage({ type: 'register', owner: this.worldRank, id: m.id, sab } satisfies Message);
       return;
     }
     if (m.owner === this.worldRank) return;

@@ -80,7 +80,8 @@ export class GroupChannel {
    * it, or null.
    */
   lend(a: ArrayBufferView & { length: number; BYTES_PER_ELEMENT: number }): Lent | null {
-    if (this.buffers === null || this.size === 1 || a.byteLength < this.directMinBytes || a.byteLength === 0) return null;
+    if (this.buffers === null || this.size === 1 || a.byteLength < this.directMinBytes || a.byteLength === 0)
+      return null;
     if (!(a.buffer instanceof SharedArrayBuffer)) return null;
     const off = a.byteOffset / a.BYTES_PER_ELEMENT;
     if (!Number.isInteger(off) || off > 0x7fffffff) return null;
@@ -89,9 +90,15 @@ export class GroupChannel {
   }
 
   /** `n` elements of rank q's lent send array (after arrive(): q's descriptor names it), waiting for its registration. */
-  async peerArray<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(q: number, d: Descriptor, ctor: SlotCtor<T>, n: number): Promise<T> {
+  async peerArray<T extends Float32Array | Float64Array | Int32Array | Uint16Array>(
+    q: number,
+    d: Descriptor,
+    ctor: SlotCtor<T>,
+    n: number,
+  ): Promise<T> {
     const owner = this.worldRanks[q]!;
-    if (this.buffers === null) throw new Error(`group ${this.group}: rank ${q} lent its send buffer, but this rank has no buffer registry`);
+    if (this.buffers === null)
+      throw new Error(`group ${this.group}: rank ${q} lent its send buffer, but this rank has no buffer registry`);
     let sab = this.buffers.get(owner, d.buf);
     for (let waitMs = 1; sab === undefined; waitMs = Math.min(2 * waitMs, SLICE_MS)) {
       this.giveUpIfNeeded(q, 'arrive');
@@ -203,16 +210,27 @@ export class GroupChannel {
     const state = this.life.get(wr);
     if (this.life.gone(wr) && !reached?.()) {
       // Name the dead peer as the culprit, so members waiting on someone else report the same root cause.
-      this.arena.poison(wr, state === 'stopped' ? 'stopped' : state === 'finished' ? 'finished' : state === 'failed' ? 'failed' : 'died');
+      this.arena.poison(
+        wr,
+        state === 'stopped' ? 'stopped' : state === 'finished' ? 'finished' : state === 'failed' ? 'failed' : 'died',
+      );
       // The first poison wins. If another member already named a culprit, this peer most likely failed because of
       // it (it threw on the same death): report that, so every member names the root cause.
       const first = this.arena.poisoned();
-      if (first && first.worldRank !== wr) fail(poisonError(first.kind), `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(first.worldRank, first.kind)}`);
+      if (first && first.worldRank !== wr)
+        fail(
+          poisonError(first.kind),
+          `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(first.worldRank, first.kind)}`,
+        );
       const stage = kind === 'arrive' ? 'to arrive' : 'to finish reading the previous phase';
       fail('peer-dead', `${who} waited in ${what} for ${peer} ${stage}, but it ${describeLife(state)}`);
     }
     const p = this.arena.poisoned();
-    if (p) fail(poisonError(p.kind), `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(p.worldRank, p.kind)}`);
+    if (p)
+      fail(
+        poisonError(p.kind),
+        `${who} waited in ${what} for ${peer}, but group ${this.group} is unusable: ${describePoison(p.worldRank, p.kind)}`,
+      );
     if (call && performance.now() > call.deadline) {
       fail('timeout', `${who} waited past its deadline in ${what} for ${peer}`);
     }

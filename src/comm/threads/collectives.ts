@@ -44,7 +44,12 @@ function describe(d: Pick<Descriptor, 'op' | 'seq' | 'dtype' | 'nelems'>): strin
 }
 
 /** Compares every peer's descriptor with mine; `extra` adds op-specific checks. Poisons the group on mismatch. */
-function checkPeers(ch: GroupChannel, c: CallSpec, mine: Descriptor, extra?: (q: number, d: Descriptor) => string | null): void {
+function checkPeers(
+  ch: GroupChannel,
+  c: CallSpec,
+  mine: Descriptor,
+  extra?: (q: number, d: Descriptor) => string | null,
+): void {
   for (let q = 0; q < ch.size; q++) {
     if (q === ch.me) continue;
     const d = ch.arena.readDescriptor(q, ch.readHalf);
@@ -95,7 +100,11 @@ function place(dst: CommArray, src: CommArray, at: number): void {
 }
 
 const overlaps = (a: CommArray, b: CommArray) =>
-  a.buffer === b.buffer && a.byteLength > 0 && b.byteLength > 0 && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+  a.buffer === b.buffer &&
+  a.byteLength > 0 &&
+  b.byteLength > 0 &&
+  a.byteOffset < b.byteOffset + b.byteLength &&
+  b.byteOffset < a.byteOffset + a.byteLength;
 
 /** Every member's descriptor of the current call (mine included); valid right after the first phase's arrive. */
 function descriptors(ch: GroupChannel, mine: Descriptor): Descriptor[] {
@@ -108,7 +117,13 @@ function descriptors(ch: GroupChannel, mine: Descriptor): Descriptor[] {
  * The lent send arrays of the call: rank q's (len(q) elements, read in place) where q lent it, my own `mine` if I
  * lent it, null where the data comes through the slots.
  */
-async function lentArrays(ch: GroupChannel, ds: readonly Descriptor[], ctor: Ctor, mine: CommArray, len: (q: number) => number): Promise<(CommArray | null)[]> {
+async function lentArrays(
+  ch: GroupChannel,
+  ds: readonly Descriptor[],
+  ctor: Ctor,
+  mine: CommArray,
+  len: (q: number) => number,
+): Promise<(CommArray | null)[]> {
   const out: (CommArray | null)[] = [];
   for (let q = 0; q < ch.size; q++) {
     if (ds[q]!.buf === 0) out.push(null);
@@ -129,7 +144,13 @@ async function lentArrays(ch: GroupChannel, ds: readonly Descriptor[], ctor: Cto
  * all_gather and all_gather_v (counts[q] elements from rank q, placed at displ[q]). Lent blocks are copied whole
  * in the first phase; staged blocks in rounds of one half-slot.
  */
-async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[] | null): Promise<void> {
+async function gather(
+  ch: GroupChannel,
+  c: CallSpec,
+  send: CommArray,
+  recv: CommArray,
+  counts: readonly number[] | null,
+): Promise<void> {
   const P = ch.size;
   const me = ch.me;
   const ctor = ctorOf(send);
@@ -138,7 +159,8 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
   const cnt = (q: number) => (counts ? counts[q]! : n);
   const at = counts ? prefix(counts) : null;
   const displ = (q: number) => (at ? at[q]! : q * n);
-  const inOwnBlock = send.buffer === recv.buffer && send.byteOffset === recv.byteOffset + displ(me) * recv.BYTES_PER_ELEMENT;
+  const inOwnBlock =
+    send.buffer === recv.buffer && send.byteOffset === recv.byteOffset + displ(me) * recv.BYTES_PER_ELEMENT;
   const lent = overlaps(send, recv) && !inOwnBlock ? null : ch.lend(send);
   const own = () => place(recv, send, displ(me));
   let rounds = 1;
@@ -159,7 +181,9 @@ async function gather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: Comm
         d,
         counts
           ? (_q, pd) => {
-              for (let i = 0; i < P; i++) if (pd.counts[i] !== counts[i]) return `passed counts [${[...pd.counts].join(',')}] (mine: [${counts.join(',')}])`;
+              for (let i = 0; i < P; i++)
+                if (pd.counts[i] !== counts[i])
+                  return `passed counts [${[...pd.counts].join(',')}] (mine: [${counts.join(',')}])`;
               return null;
             }
           : undefined,
@@ -185,7 +209,13 @@ async function allGather(ch: GroupChannel, c: CallSpec, send: CommArray, recv: C
   return gather(ch, c, send, recv, null);
 }
 
-async function allGatherV(ch: GroupChannel, c: CallSpec, send: CommArray, recv: CommArray, counts: readonly number[]): Promise<void> {
+async function allGatherV(
+  ch: GroupChannel,
+  c: CallSpec,
+  send: CommArray,
+  recv: CommArray,
+  counts: readonly number[],
+): Promise<void> {
   return gather(ch, c, send, recv, counts);
 }
 
@@ -328,12 +358,16 @@ async function allToAllV(
   const sd = prefix(sendCounts);
   const rd = prefix(recvCounts);
   if (sendCounts[me] !== recvCounts[me]) {
-    throw new CollectiveError('invalid', `all_to_all_v on ${ch.group}: rank ${me} sends ${sendCounts[me]} elements to itself but expects ${recvCounts[me]}`, {
-      group: ch.group,
-      op: c.op,
-      seq: c.seq,
-      rank: me,
-    });
+    throw new CollectiveError(
+      'invalid',
+      `all_to_all_v on ${ch.group}: rank ${me} sends ${sendCounts[me]} elements to itself but expects ${recvCounts[me]}`,
+      {
+        group: ch.group,
+        op: c.op,
+        seq: c.seq,
+        rank: me,
+      },
+    );
   }
   const lent = overlaps(send, recv) ? null : ch.lend(send);
   const own = () => copyInto(recv, rd[me]!, send.subarray(sd[me]!, sd[me]! + sendCounts[me]!), true);
@@ -354,7 +388,9 @@ async function allToAllV(
     await ch.arrive(t === 0 ? own : undefined);
     if (d) {
       checkPeers(ch, c, d, (q, pd) =>
-        pd.counts[me] !== recvCounts[q] ? `sends ${pd.counts[me]} elements to rank ${me}, which expects ${recvCounts[q]} from it` : null,
+        pd.counts[me] !== recvCounts[q]
+          ? `sends ${pd.counts[me]} elements to rank ${me}, which expects ${recvCounts[q]} from it`
+          : null,
       );
       const ds = descriptors(ch, d);
       let most = 0;

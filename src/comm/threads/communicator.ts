@@ -53,7 +53,8 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
     });
     this.runtime = init.runtime;
     const arena = new Arena(init.arena);
-    if (arena.size !== init.ranks.length) throw new Error(`group ${init.name}: arena has ${arena.size} slots for ${init.ranks.length} ranks`);
+    if (arena.size !== init.ranks.length)
+      throw new Error(`group ${init.name}: arena has ${arena.size} slots for ${init.ranks.length} ranks`);
     this.channel = new GroupChannel({
       arena,
       me: init.rank,
@@ -70,14 +71,24 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
   protected execute(spec: CallSpec): Promise<void> {
     const run = async (): Promise<void> => {
       if (this.broken !== null) {
-        throw new CollectiveError('aborted', `${spec.op} #${spec.seq} on group ${this.name}: the group is unusable after an earlier failure (${this.broken})`, {
-          group: this.name,
-          op: spec.op,
-          seq: spec.seq,
-          rank: this.rank,
-        });
+        throw new CollectiveError(
+          'aborted',
+          `${spec.op} #${spec.seq} on group ${this.name}: the group is unusable after an earlier failure (${this.broken})`,
+          {
+            group: this.name,
+            op: spec.op,
+            seq: spec.seq,
+            rank: this.rank,
+          },
+        );
       }
-      const call: CurrentCall = { op: spec.op, seq: spec.seq, cancelled: false, deadline: performance.now() + spec.timeoutMs + 1000, waiting: null };
+      const call: CurrentCall = {
+        op: spec.op,
+        seq: spec.seq,
+        cancelled: false,
+        deadline: performance.now() + spec.timeoutMs + 1000,
+        waiting: null,
+      };
       this.current = { spec, call };
       this.channel.current = call;
       try {
@@ -140,14 +151,25 @@ export class ThreadsCommunicator extends BaseCommunicator implements RuntimeMemb
 
   protected async splitImpl(color: number, key: number, name: string): Promise<Communicator> {
     if (!Number.isInteger(color) || color < 0 || !Number.isInteger(key)) {
-      throw new CollectiveError('invalid', `split of ${this.name} into ${name}: color must be a non-negative integer and key an integer (got ${color}, ${key})`, {
-        group: this.name,
-      });
+      throw new CollectiveError(
+        'invalid',
+        `split of ${this.name} into ${name}: color must be a non-negative integer and key an integer (got ${color}, ${key})`,
+        {
+          group: this.name,
+        },
+      );
     }
     const { members, seq: splitSeq } = await this.splitMembers(color, key, name);
     const worldRanks = members.map((q) => this.ranks[q]!);
     const arenaKey = `name:${name}/${this.channel.arena.id}/${splitSeq}/${color}`;
-    const handle = await this.runtime.broker.arena(arenaKey, members.length, this.runtime.slotBytes, worldRanks, name, this.timeoutMs);
+    const handle = await this.runtime.broker.arena(
+      arenaKey,
+      members.length,
+      this.runtime.slotBytes,
+      worldRanks,
+      name,
+      this.timeoutMs,
+    );
     return new ThreadsCommunicator({
       runtime: this.runtime,
       arena: handle,

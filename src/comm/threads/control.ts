@@ -44,7 +44,14 @@ export function rankControl(rt: RankRuntime): RankControl {
         rank: rt.worldRank,
         life: rt.life.get(rt.worldRank),
         pending,
-        oldestPending: p ? { group: p.group, op: p.op, seq: p.seq, ageMs: Math.round(performance.timeOrigin + performance.now() - p.tCreated) } : null,
+        oldestPending: p
+          ? {
+              group: p.group,
+              op: p.op,
+              seq: p.seq,
+              ageMs: Math.round(performance.timeOrigin + performance.now() - p.tCreated),
+            }
+          : null,
         stopReason: rt.stopReason,
       };
     },

@@ -20,7 +20,7 @@ import { getKernels } from '../../tensor/kernels.ts';
 
 const envBytes = (name: string, dflt: number) => {
   const v = process.env[name];
-  return v !== undefined && v !== "" && !Number.isNaN(Number(v)) ? Number(v) : dflt;
+  return v !== undefined && v !== '' && !Number.isNaN(Number(v)) ? Number(v) : dflt;
 };
 
 /** Copies of at least this many bytes go through the native memcpy (Infinity: never). */

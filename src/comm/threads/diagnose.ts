@@ -24,7 +24,14 @@ const firstLine = (s: string) => s.split('\n', 1)[0]!;
  * Failures that only report another rank's failure: a dead peer, a poisoned group, a stop after the failure
  * (threads); a note from the aborting rank, the teardown's signal (mpi).
  */
-const DERIVED = [/\[peer-dead\]/, /is unusable: /, /\[aborted\]/, /^stopped by the launcher/, /^stopped because rank \d+ reported/, /received SIG(INT|TERM)/];
+const DERIVED = [
+  /\[peer-dead\]/,
+  /is unusable: /,
+  /\[aborted\]/,
+  /^stopped by the launcher/,
+  /^stopped because rank \d+ reported/,
+  /received SIG(INT|TERM)/,
+];
 
 /** The root cause: the first failure heard that is not a consequence of another one (else the first heard). */
 export function rootCause(failures: readonly { rank: number; what: string }[]): { rank: number; what: string } | null {

@@ -124,14 +124,17 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
 
   constructor(opts: ThreadsOptions, entry: RankEntry, args: A) {
     const size = opts.size;
-    if (!Number.isInteger(size) || size < 1) throw new Error(`threads transport: size must be a positive integer (got ${size})`);
+    if (!Number.isInteger(size) || size < 1)
+      throw new Error(`threads transport: size must be a positive integer (got ${size})`);
     this.size = size;
     const profile = profileByName(opts.profile ?? 'full');
     const timeoutMs = opts.timeoutMs ?? 30_000;
     const slotBytes = opts.slotBytes ?? DEFAULT_SLOT_BYTES;
     this.drainMs = opts.drainMs ?? 2000;
     const envDirect = process.env.MOE_ACTORS_THREADS_DIRECT_MIN_BYTES;
-    const directMinBytes = opts.directMinBytes ?? (envDirect !== undefined && envDirect !== '' ? Number(envDirect) : DEFAULT_DIRECT_MIN_BYTES);
+    const directMinBytes =
+      opts.directMinBytes ??
+      (envDirect !== undefined && envDirect !== '' ? Number(envDirect) : DEFAULT_DIRECT_MIN_BYTES);
     const buffersChannel = `moe-actors/threads/${process.pid}/${launches++}/${Math.random().toString(36).slice(2)}`;
     this.life = LifeBoard.create(size);
     this.worldRanks = Array.from({ length: size }, (_, i) => i);
@@ -162,7 +165,14 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
         control: port2,
       };
       const worker = new Worker(BOOTSTRAP, { workerData: init, transferList: [port2], name: `rank ${rank}` });
-      return { worker, control: Comlink.wrap<RankControl>(nodeEndpoint(port1)), port: port1, outcome: null, exited: false, uncaught: null };
+      return {
+        worker,
+        control: Comlink.wrap<RankControl>(nodeEndpoint(port1)),
+        port: port1,
+        outcome: null,
+        exited: false,
+        uncaught: null,
+      };
     });
     this.workers = this.states.map((s) => s.worker);
     this.states.forEach((s, rank) => this.listen(s, rank));
@@ -202,7 +212,11 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
   }
 
   async stop(reason: string): Promise<void> {
-    await Promise.all(this.liveRanks().map((r) => withTimeout(this.states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS)));
+    await Promise.all(
+      this.liveRanks().map((r) =>
+        withTimeout(this.states[r]!.control?.stop(reason) ?? Promise.resolve(), CONTROL_CALL_MS),
+      ),
+    );
   }
 
   private liveRanks(): number[] {
@@ -215,7 +229,11 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
       switch (m.type) {
         case 'arena-request':
           try {
-            reply({ type: 'arena-reply', id: m.id, handle: this.broker.create(m.key, m.size, m.slotBytes, m.worldRanks) });
+            reply({
+              type: 'arena-reply',
+              id: m.id,
+              handle: this.broker.create(m.key, m.size, m.slotBytes, m.worldRanks),
+            });
           } catch (e) {
             reply({ type: 'arena-error', id: m.id, error: (e as Error).message });
           }
@@ -227,7 +245,9 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
           if (++this.started === this.size) this.resolveReady();
           break;
         case 'result':
-          s.outcome = m.ok ? { rank, ok: true, value: m.value as R } : { rank, ok: false, error: m.error, dump: m.dump };
+          s.outcome = m.ok
+            ? { rank, ok: true, value: m.value as R }
+            : { rank, ok: false, error: m.error, dump: m.dump };
           if (!m.ok) this.failed(rank, `failed: ${m.error.split('\n', 1)[0]}`);
           setTimeout(() => {
             if (!s.exited) void s.worker.terminate();
@@ -301,6 +321,15 @@ class ThreadsLaunch<A, R> implements ThreadsWorld<R> {
     }
     const lastCalls = new Map<number, string[]>();
     for (const o of outcomes) if (!o.ok && !o.dump) lastCalls.set(o.rank, this.broker.lastCalls(o.rank));
-    this.resolveResult({ outcomes, diagnosis: diagnoseThreads({ size: this.size, failures: this.failures, outcomes, snapshot: this.snapshot, lastCalls }) });
+    this.resolveResult({
+      outcomes,
+      diagnosis: diagnoseThreads({
+        size: this.size,
+        failures: this.failures,
+        outcomes,
+        snapshot: this.snapshot,
+        lastCalls,
+      }),
+    });
   }
 }

@@ -15,7 +15,9 @@ export type ToLauncher =
   | { type: 'result'; ok: true; value: unknown }
   | { type: 'result'; ok: false; error: string; dump: FlightDump };
 
-export type ToWorker = { type: 'arena-reply'; id: number; handle: ArenaHandle } | { type: 'arena-error'; id: number; error: string };
+export type ToWorker =
+  | { type: 'arena-reply'; id: number; handle: ArenaHandle }
+  | { type: 'arena-error'; id: number; error: string };
 
 export interface WorkerInit {
   /** file: URL of worker-main.ts, imported by bootstrap.mjs after registering tsx. */

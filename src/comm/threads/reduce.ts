@@ -75,7 +75,8 @@ const sameView = (a: CommArray, b: CommArray) => a.buffer === b.buffer && a.byte
 export function reduceInto(out: CommArray, srcs: readonly CommArray[], op: ReduceOp['op']): void {
   const n = out.length;
   const s0 = srcs[0]!;
-  if (out instanceof Uint16Array) return sumBf16Into(out, srcs as readonly Uint16Array[], new Array<number>(srcs.length).fill(0), n);
+  if (out instanceof Uint16Array)
+    return sumBf16Into(out, srcs as readonly Uint16Array[], new Array<number>(srcs.length).fill(0), n);
   if (srcs.length === 1) {
     if (!sameView(out, s0)) out.set(s0);
     return;

@@ -6,8 +6,12 @@
 // a wait exits with "unsettled top-level await" (exit code 13). While any wait is in flight we hold a ref'd
 // interval (one for all waits of the thread).
 
-type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, t?: number): WaitAsyncResult }).waitAsync;
+type WaitAsyncResult =
+  | { async: false; value: 'not-equal' | 'timed-out' }
+  | { async: true; value: Promise<'ok' | 'timed-out'> };
+const waitAsync = (
+  Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, t?: number): WaitAsyncResult }
+).waitAsync;
 
 export const HAS_WAIT_ASYNC = typeof waitAsync === 'function';
 

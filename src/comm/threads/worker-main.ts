@@ -61,12 +61,21 @@ async function main(): Promise<void> {
       profile,
       timeoutMs: init.timeoutMs,
     });
-    const ctx: RankContext<unknown> = { rank: init.rank, size: init.size, world, recorder, transport: 'threads', args: init.args };
+    const ctx: RankContext<unknown> = {
+      rank: init.rank,
+      size: init.size,
+      world,
+      recorder,
+      transport: 'threads',
+      args: init.args,
+    };
     const value = await rankMain(ctx);
     try {
       broker.post({ type: 'result', ok: true, value });
     } catch (e) {
-      throw new Error(`rank ${init.rank} returned a value that cannot be sent to the launcher (structured clone): ${(e as Error).message}`);
+      throw new Error(
+        `rank ${init.rank} returned a value that cannot be sent to the launcher (structured clone): ${(e as Error).message}`,
+      );
     }
     life.set(init.rank, 'finished');
   } catch (e) {

@@ -28,9 +28,15 @@ export class GqaAttention {
     readonly D: number,
     private readonly rope: RopeTable | null,
   ) {
-    this.names = { wq: `${prefix}.wq.weight`, wk: `${prefix}.wk.weight`, wv: `${prefix}.wv.weight`, wo: `${prefix}.wo.weight` };
+    this.names = {
+      wq: `${prefix}.wq.weight`,
+      wk: `${prefix}.wk.weight`,
+      wv: `${prefix}.wv.weight`,
+      wo: `${prefix}.wo.weight`,
+    };
     for (const n of Object.values(this.names)) unit.layout.entry(n);
-    if (spec.useRope && (!rope || rope.dim !== spec.headDim)) throw new Error(`GqaAttention ${prefix}: needs a RoPE table of dim ${spec.headDim}`);
+    if (spec.useRope && (!rope || rope.dim !== spec.headDim))
+      throw new Error(`GqaAttention ${prefix}: needs a RoPE table of dim ${spec.headDim}`);
   }
 
   private applyRope(rt: Runtime, t: Float32Array, N: number, S: number, heads: number, inverse: boolean): void {

@@ -45,12 +45,20 @@ export class MlaAttention {
   ) {
     const w = (s: string): string => `${prefix}.${s}.weight`;
     this.n = {
-      wq: w('wq'), wq_a: w('wq_a'), q_norm: w('q_norm'), wq_b: w('wq_b'),
-      wkv_a: w('wkv_a'), kv_norm: w('kv_norm'), wkv_b: w('wkv_b'), wo: w('wo'),
+      wq: w('wq'),
+      wq_a: w('wq_a'),
+      q_norm: w('q_norm'),
+      wq_b: w('wq_b'),
+      wkv_a: w('wkv_a'),
+      kv_norm: w('kv_norm'),
+      wkv_b: w('wkv_b'),
+      wo: w('wo'),
     };
     const needed = spec.qLoraRank === 0 ? ['wq'] : ['wq_a', 'q_norm', 'wq_b'];
-    for (const k of [...needed, 'wkv_a', 'kv_norm', 'wkv_b', 'wo'] as const) unit.layout.entry(this.n[k as keyof typeof this.n]);
-    if (rope.dim !== spec.qkRope) throw new Error(`MlaAttention ${prefix}: RoPE table dim ${rope.dim} ≠ qk_rope_head_dim ${spec.qkRope}`);
+    for (const k of [...needed, 'wkv_a', 'kv_norm', 'wkv_b', 'wo'] as const)
+      unit.layout.entry(this.n[k as keyof typeof this.n]);
+    if (rope.dim !== spec.qkRope)
+      throw new Error(`MlaAttention ${prefix}: RoPE table dim ${rope.dim} ≠ qk_rope_head_dim ${spec.qkRope}`);
   }
 
   // x (B·S, D) → out (B·S, D) (caller owns)

@@ -82,12 +82,20 @@ export class FeedForward {
 
   private weights(): SwigluWeights {
     const u = this.unit;
-    return { w1: u.p(`${this.prefix}.w1.weight`), w2: u.p(`${this.prefix}.w2.weight`), w3: u.p(`${this.prefix}.w3.weight`) };
+    return {
+      w1: u.p(`${this.prefix}.w1.weight`),
+      w2: u.p(`${this.prefix}.w2.weight`),
+      w3: u.p(`${this.prefix}.w3.weight`),
+    };
   }
 
   private grads(): SwigluWeights {
     const u = this.unit;
-    return { w1: u.g(`${this.prefix}.w1.weight`), w2: u.g(`${this.prefix}.w2.weight`), w3: u.g(`${this.prefix}.w3.weight`) };
+    return {
+      w1: u.g(`${this.prefix}.w1.weight`),
+      w2: u.g(`${this.prefix}.w2.weight`),
+      w3: u.g(`${this.prefix}.w3.weight`),
+    };
   }
 
   // x (N,D) → out (N,D) (caller owns)

@@ -26,7 +26,13 @@ export function rmsnormForward(
 }
 
 // dout (N,D) → dx (N,D) (caller owns), dw (D) += ; releases ctx.rstd
-export function rmsnormBackward(rt: Runtime, ctx: RmsNormCtx, w: Float32Array, dw: Float32Array, dout: Float32Array): Float32Array {
+export function rmsnormBackward(
+  rt: Runtime,
+  ctx: RmsNormCtx,
+  w: Float32Array,
+  dw: Float32Array,
+  dout: Float32Array,
+): Float32Array {
   const dx = rt.pool.get(ctx.N * ctx.D);
   rt.k.rmsnormBwd(dout, ctx.x, w, ctx.rstd, dx, dw, ctx.N, ctx.D);
   rt.pool.release(ctx.rstd);

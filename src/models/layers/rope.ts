@@ -34,7 +34,12 @@ export function baseFreqs(dim: number, theta: number): Float32Array {
 /** Llama4's apply_scaling, with torch.where select semantics (the medium band may divide by zero: it is masked). */
 export function llama4ScaledFreqs(
   freqs: Float32Array,
-  s: { scaling_factor: number; low_freq_factor: number; high_freq_factor: number; original_max_position_embeddings: number },
+  s: {
+    scaling_factor: number;
+    low_freq_factor: number;
+    high_freq_factor: number;
+    original_max_position_embeddings: number;
+  },
 ): Float32Array {
   const out = new Float32Array(freqs.length);
   const sf = f(s.scaling_factor);
@@ -113,6 +118,8 @@ export function buildRopeTable(spec: RopeSpec): RopeTable {
 /** Throws when a batch of sequence length S is longer than the table: the rope kernel would read rows that do not exist. */
 export function checkRopeLength(rope: RopeTable, S: number): void {
   if (S > rope.seqLen) {
-    throw new Error(`sequence length ${S} exceeds the RoPE table (max_seq_len = ${rope.seqLen}); raise training.seq_len`);
+    throw new Error(
+      `sequence length ${S} exceeds the RoPE table (max_seq_len = ${rope.seqLen}); raise training.seq_len`,
+    );
   }
 }

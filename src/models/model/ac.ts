@@ -1,7 +1,11 @@
 // Activation checkpointing modes (torchtitan-semantics.md §5.5). Same shape as protocols/train-step.machine.ts's AcMode, defined here
 // because the models layer sits below the protocols and runs the recompute itself on one rank.
 
-export type AcMode = { mode: 'none' } | { mode: 'full' } | { mode: 'selective'; every: number } | { mode: 'selective'; op: true };
+export type AcMode =
+  | { mode: 'none' }
+  | { mode: 'full' }
+  | { mode: 'selective'; every: number }
+  | { mode: 'selective'; op: true };
 
 /**
  * Whether block `layer` is checkpoint-wrapped. Selective "k": torchtitan's counter c = layer + 1, wrapped when
@@ -32,5 +36,7 @@ export function parseAcMode(mode: string, selectiveOption: string | number = '2'
     }
     return { mode: 'selective', every: k };
   }
-  throw new Error(`activation_checkpoint.mode must be one of "none", "selective", "full" (got "${mode}"; "memory_budget" needs torch.compile and is not supported)`);
+  throw new Error(
+    `activation_checkpoint.mode must be one of "none", "selective", "full" (got "${mode}"; "memory_budget" needs torch.compile and is not supported)`,
+  );
 }

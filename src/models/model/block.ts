@@ -53,7 +53,8 @@ export class TransformerBlock {
     if (spec.ffn.kind === 'dense') {
       this.ffn = new FeedForward(unit, `${p}.feed_forward`, D, spec.ffn.hidden);
     } else {
-      if (!expertUnit || !moeBuffers) throw new Error(`block ${spec.layerId}: a MoE block needs its experts unit and buffers`);
+      if (!expertUnit || !moeBuffers)
+        throw new Error(`block ${spec.layerId}: a MoE block needs its experts unit and buffers`);
       this.ffn = new MoeLayer(spec.ffn, spec.layerId, unit, expertUnit, moeBuffers, D);
     }
   }

@@ -32,7 +32,13 @@ export class OutputHead {
   }
 
   // h (N,D), labels (N) → loss_sum (Σ over valid tokens, double) and ctx
-  forward(rt: Runtime, h: Float32Array, labels: Int32Array, N: number, scale: number): { lossSum: number; ctx: HeadCtx } {
+  forward(
+    rt: Runtime,
+    h: Float32Array,
+    labels: Int32Array,
+    N: number,
+    scale: number,
+  ): { lossSum: number; ctx: HeadCtx } {
     const { D, V } = this;
     const n = rmsnormForward(rt, h, this.unit.p('norm.weight'), N, D, this.eps);
     const logits = rt.pool.get(N * V);

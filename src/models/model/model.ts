@@ -192,23 +192,29 @@ export class Model {
 
   /** Embedding → blocks → head; keeps what backward needs. One forward may be pending at a time. */
   forward(mb: Microbatch, opts: ForwardOptions = {}): ForwardResult {
-    if (this.pending) throw new Error('Model.forward: the previous forward has not been backpropagated (call backward() or discard())');
+    if (this.pending)
+      throw new Error('Model.forward: the previous forward has not been backpropagated (call backward() or discard())');
     const { B, S, tokens, labels } = mb;
     const N = B * S;
     if (tokens.length !== N || labels.length !== N) {
-      throw new Error(`microbatch: tokens (${tokens.length}) and labels (${labels.length}) must both hold B·S = ${B}·${S} = ${N} ids`);
+      throw new Error(
+        `microbatch: tokens (${tokens.length}) and labels (${labels.length}) must both hold B·S = ${B}·${S} = ${N} ids`,
+      );
     }
     checkRopeLength(this.rope, S);
     const V = this.spec.vocabSize;
     for (let i = 0; i < N; i++) {
       const y = labels[i]!;
       if (y !== IGNORE_INDEX && !(y >= 0 && y < V)) {
-        throw new RangeError(`label ${y} at position ${i} is outside the vocabulary [0, ${V}) and is not the ignore index ${IGNORE_INDEX}`);
+        throw new RangeError(
+          `label ${y} at position ${i} is outside the vocabulary [0, ${V}) and is not the ignore index ${IGNORE_INDEX}`,
+        );
       }
     }
     const valid = countValid(labels);
     const globalValid = opts.globalValidTokens ?? valid;
-    if (!(globalValid > 0)) throw new Error(`global valid token count must be > 0 (got ${globalValid}): every label is ${IGNORE_INDEX}?`);
+    if (!(globalValid > 0))
+      throw new Error(`global valid token count must be > 0 (got ${globalValid}): every label is ${IGNORE_INDEX}?`);
     const ac = opts.ac ?? { mode: 'none' };
     const rt = this.rt;
     const inputs: Float32Array[] = [this.embed(tokens, N)];

@@ -11,7 +11,8 @@ const fmt = (s: readonly number[]): string => `(${s.join(', ')})`;
 function expectedTensors(model: Model): Map<string, readonly number[]> {
   const out = new Map<string, readonly number[]>();
   for (const u of model.units.values()) for (const e of u.layout.entries) out.set(e.name, e.globalShape);
-  for (const [layer, b] of model.moeBuffers) if (b.expertBias) out.set(`layers.${layer}.moe.expert_bias`, [b.expertBias.length]);
+  for (const [layer, b] of model.moeBuffers)
+    if (b.expertBias) out.set(`layers.${layer}.moe.expert_bias`, [b.expertBias.length]);
   return out;
 }
 
@@ -23,7 +24,9 @@ export function loadWeights(model: Model, file: SafetensorsFile): void {
   const where = file.path;
   if (missing.length) throw new Error(`${where}: missing tensor(s) for this model: ${missing.join(', ')}`);
   if (extra.length) {
-    throw new Error(`${where}: tensor(s) this model does not have: ${extra.join(', ')} (wrong model config or flavor?)`);
+    throw new Error(
+      `${where}: tensor(s) this model does not have: ${extra.join(', ')} (wrong model config or flavor?)`,
+    );
   }
   for (const [name, shape] of expected) {
     const t = file.get(name)!;
@@ -57,7 +60,8 @@ export function stateDict(model: Model): Record<string, SafeTensorInput> {
     for (const e of u.layout.entries) out[e.name] = { shape: e.shape, data: Float32Array.from(u.p(e.name)) };
   }
   for (const [layer, b] of model.moeBuffers) {
-    if (b.expertBias) out[`layers.${layer}.moe.expert_bias`] = { shape: [b.expertBias.length], data: Float32Array.from(b.expertBias) };
+    if (b.expertBias)
+      out[`layers.${layer}.moe.expert_bias`] = { shape: [b.expertBias.length], data: Float32Array.from(b.expertBias) };
   }
   return out;
 }

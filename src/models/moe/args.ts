@@ -45,7 +45,8 @@ export function validateMoEArgs(m: MoEArgs, where: string): void {
     throw new Error(`${where}.moe_args: ${msg}`);
   };
   if (m.num_experts < 1) fail(`num_experts must be ≥ 1 (got ${m.num_experts})`);
-  if (m.top_k < 1 || m.top_k > m.num_experts) fail(`top_k must be in [1, num_experts=${m.num_experts}] (got ${m.top_k})`);
+  if (m.top_k < 1 || m.top_k > m.num_experts)
+    fail(`top_k must be in [1, num_experts=${m.num_experts}] (got ${m.top_k})`);
   if (m.num_shared_experts < 0) fail(`num_shared_experts must be ≥ 0 (got ${m.num_shared_experts})`);
   if (m.load_balance_coeff !== null && !(m.load_balance_coeff > 0)) {
     fail(`load_balance_coeff must be > 0 when set (got ${m.load_balance_coeff})`);
@@ -53,8 +54,10 @@ export function validateMoEArgs(m: MoEArgs, where: string): void {
   if (m.num_expert_groups !== null) {
     const G = m.num_expert_groups;
     if (m.num_limited_groups === null) fail('num_expert_groups is set, so num_limited_groups must be set too');
-    if (G < 1 || m.num_experts % G !== 0) fail(`num_experts=${m.num_experts} must be divisible by num_expert_groups=${G}`);
-    if (m.num_experts / G < 2) fail(`each expert group needs ≥ 2 experts (num_experts / num_expert_groups = ${m.num_experts / G})`);
+    if (G < 1 || m.num_experts % G !== 0)
+      fail(`num_experts=${m.num_experts} must be divisible by num_expert_groups=${G}`);
+    if (m.num_experts / G < 2)
+      fail(`each expert group needs ≥ 2 experts (num_experts / num_expert_groups = ${m.num_experts / G})`);
     const lim = m.num_limited_groups!;
     if (lim < 1 || lim > G) fail(`num_limited_groups must be in [1, num_expert_groups=${G}] (got ${lim})`);
     if (m.top_k > lim * (m.num_experts / G)) {

@@ -19,7 +19,11 @@ export interface ExpertsCtx {
 
 function slice(w: SwigluWeights, l: number, D: number, H: number): SwigluWeights {
   const m = H * D;
-  return { w1: w.w1.subarray(l * m, (l + 1) * m), w2: w.w2.subarray(l * m, (l + 1) * m), w3: w.w3.subarray(l * m, (l + 1) * m) };
+  return {
+    w1: w.w1.subarray(l * m, (l + 1) * m),
+    w2: w.w2.subarray(l * m, (l + 1) * m),
+    w3: w.w3.subarray(l * m, (l + 1) * m),
+  };
 }
 
 // rows (R,D), counts (L) with Σ counts = R → out (R,D) (caller owns)
@@ -33,11 +37,14 @@ export function expertsForward(
 ): { out: Float32Array; ctx: ExpertsCtx } {
   const L = counts.length;
   if (w.w1.length !== L * H * D) {
-    throw new Error(`experts compute: ${counts.length} per-expert counts for weights holding ${w.w1.length / (H * D)} experts`);
+    throw new Error(
+      `experts compute: ${counts.length} per-expert counts for weights holding ${w.w1.length / (H * D)} experts`,
+    );
   }
   let R = 0;
   for (let l = 0; l < L; l++) R += counts[l]!;
-  if (rows.length < R * D) throw new Error(`experts compute: counts sum to ${R} rows, the row buffer holds ${rows.length / D}`);
+  if (rows.length < R * D)
+    throw new Error(`experts compute: counts sum to ${R} rows, the row buffer holds ${rows.length / D}`);
   const h1 = rt.pool.get(R * H);
   const h3 = rt.pool.get(R * H);
   const act = rt.pool.get(R * H);
@@ -46,8 +53,16 @@ export function expertsForward(
   for (let l = 0; l < L; l++) {
     const n = counts[l]!;
     swigluFfnForward(
-      rt.k, slice(w, l, D, H), rows.subarray(off * D), n, D, H,
-      h1.subarray(off * H), h3.subarray(off * H), act.subarray(off * H), out.subarray(off * D),
+      rt.k,
+      slice(w, l, D, H),
+      rows.subarray(off * D),
+      n,
+      D,
+      H,
+      h1.subarray(off * H),
+      h3.subarray(off * H),
+      act.subarray(off * H),
+      out.subarray(off * D),
     );
     off += n;
   }
@@ -71,9 +86,19 @@ export function expertsBackward(
   for (let l = 0; l < counts.length; l++) {
     const n = counts[l]!;
     swigluFfnBackward(
-      rt.k, slice(w, l, D, H), slice(g, l, D, H), ctx.rows.subarray(off * D), n, D, H,
-      ctx.h1.subarray(off * H), ctx.h3.subarray(off * H), ctx.act.subarray(off * H),
-      dOut.subarray(off * D), dh.subarray(off * H), dRows.subarray(off * D),
+      rt.k,
+      slice(w, l, D, H),
+      slice(g, l, D, H),
+      ctx.rows.subarray(off * D),
+      n,
+      D,
+      H,
+      ctx.h1.subarray(off * H),
+      ctx.h3.subarray(off * H),
+      ctx.act.subarray(off * H),
+      dOut.subarray(off * D),
+      dh.subarray(off * H),
+      dRows.subarray(off * D),
     );
     off += n;
   }

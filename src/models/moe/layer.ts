@@ -16,7 +16,14 @@ import type { Runtime } from '../runtime.ts';
 import type { MoeSpec } from '../spec.ts';
 import type { ExpertRange, ParamUnit } from '../params/unit.ts';
 import { FeedForward, type FfnCtx, type SwigluWeights } from '../layers/ffn.ts';
-import { releaseRoute, releaseRouteCtx, routeBackward, routeForward, type RouteCtx, type RouteResult } from './router.ts';
+import {
+  releaseRoute,
+  releaseRouteCtx,
+  routeBackward,
+  routeForward,
+  type RouteCtx,
+  type RouteResult,
+} from './router.ts';
 import { buildPermutation, permuteBackward, permuteForward, releasePermutation, type Permutation } from './permute.ts';
 import { expertsBackward, expertsForward, releaseExpertsCtx, type ExpertsCtx } from './experts.ts';
 import { combineBackward, combineForward, releaseCombineCtx, type CombineCtx } from './combine.ts';
@@ -56,8 +63,10 @@ export class MoeLayer {
     this.prefix = `layers.${layerId}.moe`;
     const E = spec.args.num_experts;
     this.experts = expertUnit.layout.experts ?? { start: 0, count: E };
-    this.shared = spec.sharedHidden > 0 ? new FeedForward(blockUnit, `${this.prefix}.shared_experts`, D, spec.sharedHidden) : null;
-    if (buffers.tokensPerExpert.length !== E) throw new Error(`${this.prefix}: tokens_per_expert has ${buffers.tokensPerExpert.length} entries, expected ${E}`);
+    this.shared =
+      spec.sharedHidden > 0 ? new FeedForward(blockUnit, `${this.prefix}.shared_experts`, D, spec.sharedHidden) : null;
+    if (buffers.tokensPerExpert.length !== E)
+      throw new Error(`${this.prefix}: tokens_per_expert has ${buffers.tokensPerExpert.length} entries, expected ${E}`);
   }
 
   /** Whether this rank holds every expert (then forward()/backward() run the layer alone). */
@@ -111,7 +120,12 @@ export class MoeLayer {
   }
 
   /** Stage dispatch, local half: rows grouped by global expert id, zero-padded to `capacity` rows if given. */
-  permute(rt: Runtime, route: RouteResult, x: Float32Array, capacity?: number): { perm: Permutation; rows: Float32Array } {
+  permute(
+    rt: Runtime,
+    route: RouteResult,
+    x: Float32Array,
+    capacity?: number,
+  ): { perm: Permutation; rows: Float32Array } {
     const perm = buildPermutation(rt, route);
     return { perm, rows: permuteForward(rt, perm, x, this.D, this.sbe, capacity) };
   }
@@ -119,7 +133,9 @@ export class MoeLayer {
   /** Stage compute on this rank's local experts: rows (Σcounts, D) grouped by local expert, counts (L). */
   compute(rt: Runtime, rows: Float32Array, counts: Int32Array): { out: Float32Array; ctx: ExpertsCtx } {
     if (counts.length !== this.experts.count) {
-      throw new Error(`${this.prefix}: compute got counts for ${counts.length} experts, this rank holds ${this.experts.count}`);
+      throw new Error(
+        `${this.prefix}: compute got counts for ${counts.length} experts, this rank holds ${this.experts.count}`,
+      );
     }
     return expertsForward(rt, this.expertWeights(), rows, counts, this.D, this.spec.hidden);
   }
@@ -149,7 +165,14 @@ export class MoeLayer {
   }
 
   /** dispatchGrad, local half: dRows (R,D) → dx (N,D) +=; dGates += when the gates scaled the inputs. */
-  dispatchGrad(rt: Runtime, perm: Permutation, x: Float32Array, dRows: Float32Array, dx: Float32Array, dGates: Float32Array): void {
+  dispatchGrad(
+    rt: Runtime,
+    perm: Permutation,
+    x: Float32Array,
+    dRows: Float32Array,
+    dx: Float32Array,
+    dGates: Float32Array,
+  ): void {
     permuteBackward(rt, perm, x, dRows, this.D, this.sbe, dx, dGates);
   }
 
@@ -174,7 +197,17 @@ export class MoeLayer {
     }
     return {
       out: cb.out,
-      ctx: { x, N, route: r.route, routeCtx: r.ctx, perm, rows, experts: ex.ctx, combine: cb.ctx, shared: sh?.ctx ?? null },
+      ctx: {
+        x,
+        N,
+        route: r.route,
+        routeCtx: r.ctx,
+        perm,
+        rows,
+        experts: ex.ctx,
+        combine: cb.ctx,
+        shared: sh?.ctx ?? null,
+      },
     };
   }
 

@@ -63,7 +63,8 @@ export function routeForward(
   const K = args.top_k;
   const scores = rt.pool.get(N * E);
   linearFwd(rt.k, x, p.gate, scores, N, D, E);
-  if (p.gateBias) for (let n = 0; n < N; n++) for (let e = 0; e < E; e++) scores[n * E + e] = f(scores[n * E + e]! + p.gateBias[e]!);
+  if (p.gateBias)
+    for (let n = 0; n < N; n++) for (let e = 0; e < E; e++) scores[n * E + e] = f(scores[n * E + e]! + p.gateBias[e]!);
   if (args.score_func === 'sigmoid') {
     for (let i = 0; i < N * E; i++) scores[i] = 1 / (1 + Math.exp(-scores[i]!));
   } else {
@@ -119,7 +120,14 @@ export function routeForward(
 }
 
 /** Keeps the `limited` groups with the largest top-2 sums (ties → lower group id); masks the rest to −∞. */
-function limitGroups(sel: Float32Array, E: number, G: number, limited: number, score: Float64Array, keep: Uint8Array): void {
+function limitGroups(
+  sel: Float32Array,
+  E: number,
+  G: number,
+  limited: number,
+  score: Float64Array,
+  keep: Uint8Array,
+): void {
   const per = E / G;
   for (let g = 0; g < G; g++) {
     let a = -Infinity;
@@ -155,7 +163,8 @@ function topK(sel: Float32Array, E: number, K: number, out: Int32Array, at: numb
         bv = v;
       }
     }
-    if (best < 0) throw new Error('MoE router: no finite selection score left (the router scores contain NaN: training diverged?)');
+    if (best < 0)
+      throw new Error('MoE router: no finite selection score left (the router scores contain NaN: training diverged?)');
     out[at + kk] = best;
     sel[best] = NaN;
   }

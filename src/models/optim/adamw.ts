@@ -54,7 +54,19 @@ export class AdamW {
       s.step++;
       // The gradient buffer is rewritten by the next backward, so it can carry the decay term.
       if (l2) this.k.axpy(c.weight_decay, s.unit.data, s.unit.grad, s.unit.numel);
-      this.k.adamw(s.unit.data, s.unit.grad, s.m, s.v, s.unit.numel, lr, c.beta1, c.beta2, c.eps, l2 ? 0 : c.weight_decay, s.step);
+      this.k.adamw(
+        s.unit.data,
+        s.unit.grad,
+        s.m,
+        s.v,
+        s.unit.numel,
+        lr,
+        c.beta1,
+        c.beta2,
+        c.eps,
+        l2 ? 0 : c.weight_decay,
+        s.step,
+      );
     }
   }
 

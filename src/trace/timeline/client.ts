@@ -74,7 +74,10 @@ const totalH = y + 4;
 
 const canvas = byId<HTMLCanvasElement>('canvas');
 const ctx2d = canvas.getContext('2d', { alpha: false });
-if (!ctx2d) throw new Error('timeline.html: this browser gives no 2D canvas context; open the page in a current Chromium or Firefox');
+if (!ctx2d)
+  throw new Error(
+    'timeline.html: this browser gives no 2D canvas context; open the page in a current Chromium or Firefox',
+  );
 const ctx = ctx2d;
 const tip = byId('tip');
 const layerSel = byId<HTMLSelectElement>('layer');
@@ -82,7 +85,16 @@ let width = 800;
 let dpr = 1;
 let view: View = { t0: -D.durationMs * 0.01, t1: D.durationMs * 1.01 };
 let layer: number | null = null; // null = all layers
-const stats = { rowsDrawn: 0, visibleSliceCount: 0, drawnRects: 0, frames: 0, lastFrameMs: 0, plotWidth: 0, maxRectsPerLevel: 0, maxVisiblePerLevel: 0 };
+const stats = {
+  rowsDrawn: 0,
+  visibleSliceCount: 0,
+  drawnRects: 0,
+  frames: 0,
+  lastFrameMs: 0,
+  plotWidth: 0,
+  maxRectsPerLevel: 0,
+  maxVisiblePerLevel: 0,
+};
 
 function resize() {
   dpr = window.devicePixelRatio || 1;
@@ -265,8 +277,10 @@ function draw() {
     ctx.moveTo(0, row.y + row.h + 0.5);
     ctx.lineTo(width, row.y + row.h + 0.5);
     ctx.stroke();
-    ctx.fillStyle = status === 'missing' ? '#c62828' : status === 'waiting' || status === 'failed' ? '#b26a00' : '#1d2228';
-    ctx.font = (row.actor === rows.find((r) => r.rank === row.rank)?.actor ? '600 ' : '') + '12px system-ui, sans-serif';
+    ctx.fillStyle =
+      status === 'missing' ? '#c62828' : status === 'waiting' || status === 'failed' ? '#b26a00' : '#1d2228';
+    ctx.font =
+      (row.actor === rows.find((r) => r.rank === row.rank)?.actor ? '600 ' : '') + '12px system-ui, sans-serif';
     const mark = status === 'missing' ? ' ✖ missing' : status === 'waiting' || status === 'failed' ? ' • waiting' : '';
     ctx.fillText('rank ' + row.rank + ' · ' + row.actor + mark, 8, row.y + Math.min(row.h / 2, 14));
   }
@@ -383,7 +397,8 @@ function hit(x: number, y: number): Hit | null {
 const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;' };
 const esc = (v: unknown) => String(v).replace(/[&<>]/g, (c) => ESC[c]!);
 const kv = (k: string, v: unknown) => '<div><span class="k">' + esc(k) + '</span>' + esc(v) + '</div>';
-const bytes = (b: number) => (b >= 1048576 ? (b / 1048576).toFixed(2) + ' MiB' : b >= 1024 ? (b / 1024).toFixed(1) + ' KiB' : b + ' B');
+const bytes = (b: number) =>
+  b >= 1048576 ? (b / 1048576).toFixed(2) + ' MiB' : b >= 1024 ? (b / 1024).toFixed(1) + ' KiB' : b + ' B';
 const opt = (v: number) => (v === -1 ? '–' : v);
 
 function collLines(i: number): string {
@@ -392,7 +407,10 @@ function collLines(i: number): string {
   h += kv('bytes', 'sent ' + bytes(C.bytesSent[i]) + ', received ' + bytes(C.bytesReceived[i]));
   h += kv('elements', 'in ' + C.inN[i] + ', out ' + C.outN[i] + ' (' + S[C.dtype[i]] + ')');
   if (C.tag[i] >= 0) h += kv('tag', S[C.tag[i]]);
-  h += kv('in flight', fmtMs(C.dur[i]) + (C.last[i] >= 0 ? ', waited ' + fmtMs(C.waitMs[i]) + ' for rank ' + C.last[i] : ', arrived last'));
+  h += kv(
+    'in flight',
+    fmtMs(C.dur[i]) + (C.last[i] >= 0 ? ', waited ' + fmtMs(C.waitMs[i]) + ' for rank ' + C.last[i] : ', arrived last'),
+  );
   if (C.missing[i] >= 0) h += '<div class="err">never joined by rank(s) ' + esc(S[C.missing[i]]) + '</div>';
   if (C.err[i] >= 0) h += '<div class="err">' + esc(S[C.err[i]]) + '</div>';
   return h;
@@ -403,9 +421,11 @@ function describe(h: Hit): string {
   if (h.kind === 'slice') {
     const i = h.i;
     let html = '<b>' + esc(S[D.s.name[i]]) + '</b> <span class="k">' + esc(D.categories[sCat[i]]) + '</span>';
-    html += kv('rank', row.rank) + kv('actor', row.actor) + kv('machine', S[D.s.machine[i]]) + kv('state', S[D.s.name[i]]);
+    html +=
+      kv('rank', row.rank) + kv('actor', row.actor) + kv('machine', S[D.s.machine[i]]) + kv('state', S[D.s.name[i]]);
     html += kv('layer', opt(sLayer[i])) + kv('microbatch', opt(D.s.mb[i])) + kv('step', D.s.step[i]);
-    html += kv('start', fmtMs(sStart[i])) + kv('duration', fmtMs(sDur[i]) + (D.s.flags[i] & 1 ? ' (no exit recorded)' : ''));
+    html +=
+      kv('start', fmtMs(sStart[i])) + kv('duration', fmtMs(sDur[i]) + (D.s.flags[i] & 1 ? ' (no exit recorded)' : ''));
     // The collective(s) this state issued: same row, overlapping in time.
     for (let lane = 0; lane < row.commLanes; lane++) {
       const [lo, hi] = row.commRanges[lane]!;
@@ -418,7 +438,16 @@ function describe(h: Hit): string {
     return html;
   }
   const i = h.i;
-  return '<b>' + esc(S[D.c.op[i]]) + '</b>' + kv('rank', row.rank) + kv('actor', row.actor) + kv('layer', opt(cLayer[i])) + kv('start', fmtMs(cStart[i])) + collLines(i);
+  return (
+    '<b>' +
+    esc(S[D.c.op[i]]) +
+    '</b>' +
+    kv('rank', row.rank) +
+    kv('actor', row.actor) +
+    kv('layer', opt(cLayer[i])) +
+    kv('start', fmtMs(cStart[i])) +
+    collLines(i)
+  );
 }
 
 let tipHit: Hit | null = null;
@@ -445,17 +474,33 @@ function renderSummary() {
   const used = D.categories.filter((c) => D.summary.rows.some((r) => r.byCategory[c] > 0));
   const f = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
   const p = (v: number | null) => (v === null ? '–' : v.toFixed(0) + '%');
-  let h = '<thead><tr><th>rank</th>' + used.map((c) => '<th><i style="background:' + COLORS[c] + '"></i>' + c + '</th>').join('');
-  h += '<th>compute</th><th>comm</th><th>overlap</th><th>idle</th><th>idle %</th><th>collectives</th><th>sent</th></tr></thead><tbody>';
+  let h =
+    '<thead><tr><th>rank</th>' +
+    used.map((c) => '<th><i style="background:' + COLORS[c] + '"></i>' + c + '</th>').join('');
+  h +=
+    '<th>compute</th><th>comm</th><th>overlap</th><th>idle</th><th>idle %</th><th>collectives</th><th>sent</th></tr></thead><tbody>';
   for (const r of rowsS) {
     const st = failedRanks.get(r.rank);
-    h += '<tr data-rank="' + r.rank + '"' + (st === 'missing' ? ' class="missing"' : '') + '><td>rank ' + r.rank + '</td>';
+    h +=
+      '<tr data-rank="' + r.rank + '"' + (st === 'missing' ? ' class="missing"' : '') + '><td>rank ' + r.rank + '</td>';
     h += used.map((c) => '<td>' + f(r.byCategory[c]) + '</td>').join('');
-    h += '<td>' + f(r.computeMs) + '</td><td>' + f(r.commMs) + '</td><td>' + p(r.overlapPct) + '</td><td>' + f(r.idleMs) + '</td><td>' + p(r.idlePct) + '</td>';
+    h +=
+      '<td>' +
+      f(r.computeMs) +
+      '</td><td>' +
+      f(r.commMs) +
+      '</td><td>' +
+      p(r.overlapPct) +
+      '</td><td>' +
+      f(r.idleMs) +
+      '</td><td>' +
+      p(r.idlePct) +
+      '</td>';
     h += '<td>' + r.collectives + '</td><td>' + bytes(r.bytesSent) + '</td></tr>';
   }
   byId('summary-table').innerHTML = h + '</tbody>';
-  byId('summary-title').textContent = (layer === null ? 'All layers' : 'Layer ' + layer) + ': time per state category per rank (ms)';
+  byId('summary-title').textContent =
+    (layer === null ? 'All layers' : 'Layer ' + layer) + ': time per state category per rank (ms)';
 }
 
 function setLayer(l: number | null) {
@@ -527,7 +572,13 @@ const api = {
           const r = canvas.getBoundingClientRect();
           const x0 = Math.max(LABEL_W, xOf(sStart[i]));
           const x1 = Math.min(width, xOf(sEnd[i]));
-          return { index: i, x: r.left + (x0 + x1) / 2, y: r.top + row.y + ROW_PAD + lvl * LEVEL_H + LEVEL_H / 2, start: sStart[i], end: sEnd[i] };
+          return {
+            index: i,
+            x: r.left + (x0 + x1) / 2,
+            y: r.top + row.y + ROW_PAD + lvl * LEVEL_H + LEVEL_H / 2,
+            start: sStart[i],
+            end: sEnd[i],
+          };
         }
       }
     }

@@ -59,7 +59,10 @@ export function listCheckpoints(folder: string, opts: ListOptions = {}): Checkpo
  * The newest complete checkpoint (checking newest first, so older ones are not read needlessly), or null.
  * `skipped` receives every newer partial checkpoint with its reason.
  */
-export function latestComplete(folder: string, opts: ListOptions & { skipped?: (p: PartialCheckpoint) => void } = {}): CompleteCheckpoint | null {
+export function latestComplete(
+  folder: string,
+  opts: ListOptions & { skipped?: (p: PartialCheckpoint) => void } = {},
+): CompleteCheckpoint | null {
   for (const { step, dir } of stepDirs(folder).reverse()) {
     try {
       return { step, dir, manifest: verifyCheckpoint(dir, opts.verify ?? 'checksum', step) };

@@ -11,7 +11,11 @@ export interface PruneResult {
 }
 
 /** keepLatestK ≤ 0 keeps every complete checkpoint (torchtitan's keep_latest_k = 0). */
-export function pruneCheckpoints(folder: string, keepLatestK: number, opts: ListOptions = { verify: 'size' }): PruneResult {
+export function pruneCheckpoints(
+  folder: string,
+  keepLatestK: number,
+  opts: ListOptions = { verify: 'size' },
+): PruneResult {
   const { complete, partial } = listCheckpoints(folder, opts);
   const removed: PruneResult['removed'] = [];
   if (complete.length === 0) return { removed, kept: [] };

@@ -29,9 +29,14 @@ export interface LoadedCheckpoint {
 export function readVerified(dir: string, manifest: Manifest, name: string): Buffer {
   const entry = manifest.files.find((f) => f.name === name);
   const p = join(dir, name);
-  if (!entry) throw new CheckpointError(`${p} is not listed in the manifest of ${dir} (world size ${manifest.worldSize})`, p);
+  if (!entry)
+    throw new CheckpointError(`${p} is not listed in the manifest of ${dir} (world size ${manifest.worldSize})`, p);
   verifyFile(dir, entry, 'size');
-  if (entry.bytes > MAX_EXTRAS_BYTES) throw new CheckpointError(`${p} is ${entry.bytes} bytes, more than rank extras can be (${MAX_EXTRAS_BYTES}); the checkpoint is corrupted`, p);
+  if (entry.bytes > MAX_EXTRAS_BYTES)
+    throw new CheckpointError(
+      `${p} is ${entry.bytes} bytes, more than rank extras can be (${MAX_EXTRAS_BYTES}); the checkpoint is corrupted`,
+      p,
+    );
   const bytes = readBounded(p, entry.bytes);
   const sha = sha256Hex(bytes);
   if (sha !== entry.sha256) {
@@ -46,11 +51,15 @@ export function readVerified(dir: string, manifest: Manifest, name: string): Buf
 
 export function readRankShard(dir: string, rank: number, manifest: Manifest = readManifest(dir)): RankShard {
   if (!(Number.isInteger(rank) && rank >= 0 && rank < manifest.worldSize)) {
-    throw new CheckpointError(`${dir} was written by ${manifest.worldSize} ranks; there is no rank ${rank} (re-shard with loadSlices)`, dir);
+    throw new CheckpointError(
+      `${dir} was written by ${manifest.worldSize} ranks; there is no rank ${rank} (re-shard with loadSlices)`,
+      dir,
+    );
   }
   const stName = shardFileName(rank);
   const entry = manifest.files.find((f) => f.name === stName);
-  if (!entry) throw new CheckpointError(`${join(dir, stName)} is not listed in the manifest of ${dir}`, join(dir, stName));
+  if (!entry)
+    throw new CheckpointError(`${join(dir, stName)} is not listed in the manifest of ${dir}`, join(dir, stName));
   const tensors = readSafetensorsVerified(join(dir, stName), entry);
   const extrasPath = join(dir, extrasFileName(rank));
   let extras: Record<string, unknown>;
@@ -60,7 +69,8 @@ export function readRankShard(dir: string, rank: number, manifest: Manifest = re
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`${extrasPath} is not valid JSON (${(e as Error).message})`, extrasPath);
   }
-  if (extras === null || typeof extras !== 'object' || Array.isArray(extras)) throw new CheckpointError(`${extrasPath} is not a JSON object`, extrasPath);
+  if (extras === null || typeof extras !== 'object' || Array.isArray(extras))
+    throw new CheckpointError(`${extrasPath} is not a JSON object`, extrasPath);
   let slices: Record<string, TensorSlice>;
   try {
     slices = parseSlices(tensors.metadata, join(dir, stName));
@@ -81,6 +91,8 @@ export function readCheckpoint(dir: string, opts: { ranks?: readonly number[] } 
   const manifest = readManifest(dir);
   // Even when reading one rank, the checkpoint must be whole: every listed file present at its size.
   for (const f of manifest.files) verifyFile(dir, f, 'size');
-  const ranks = opts.ranks ? [...opts.ranks].sort((a, b) => a - b) : Array.from({ length: manifest.worldSize }, (_, r) => r);
+  const ranks = opts.ranks
+    ? [...opts.ranks].sort((a, b) => a - b)
+    : Array.from({ length: manifest.worldSize }, (_, r) => r);
   return { dir, manifest, shards: ranks.map((r) => readRankShard(dir, r, manifest)) };
 }

@@ -46,7 +46,11 @@ function addCovered(cov: [number, number][], a: number, b: number): void {
 }
 
 function isDone(p: Pending): boolean {
-  return p.range !== undefined && (p.range[1] === p.range[0] || (p.covered.length === 1 && p.covered[0]![0] === 0 && p.covered[0]![1] === p.range[1] - p.range[0]));
+  return (
+    p.range !== undefined &&
+    (p.range[1] === p.range[0] ||
+      (p.covered.length === 1 && p.covered[0]![0] === 0 && p.covered[0]![1] === p.range[1] - p.range[0]))
+  );
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -58,11 +62,19 @@ function takeFrom(name: string, p: Pending, t: SafeTensor, slice: TensorSlice | 
   if (!p.out) {
     const range: [number, number] = p.want === 'full' ? [0, numelOf(globalShape)] : flatRangeOf(p.want);
     if (p.want !== 'full' && !sameShape(p.want.globalShape, globalShape)) {
-      throw new CheckpointError(`tensor "${name}": asked for a slice of global shape [${p.want.globalShape.join(', ')}] but the checkpoint holds [${globalShape.join(', ')}]`, where);
+      throw new CheckpointError(
+        `tensor "${name}": asked for a slice of global shape [${p.want.globalShape.join(', ')}] but the checkpoint holds [${globalShape.join(', ')}]`,
+        where,
+      );
     }
     const Ctor = t.data.constructor as new (n: number) => SafetensorsData;
     p.range = range;
-    p.out = { dtype: t.dtype, shape: p.want === 'full' ? [...globalShape] : localShapeOf(p.want), globalShape: [...globalShape], data: new Ctor(range[1] - range[0]) };
+    p.out = {
+      dtype: t.dtype,
+      shape: p.want === 'full' ? [...globalShape] : localShapeOf(p.want),
+      globalShape: [...globalShape],
+      data: new Ctor(range[1] - range[0]),
+    };
   } else if (!sameShape(p.out.globalShape, globalShape) || p.out.dtype !== t.dtype) {
     throw new CheckpointError(
       `tensor "${name}": ${where} holds it as ${t.dtype} of global shape [${globalShape.join(', ')}], another rank file as ${p.out.dtype} [${p.out.globalShape.join(', ')}]`,
@@ -83,7 +95,10 @@ function finish(pending: Map<string, Pending>, dir: string, available: () => str
   for (const [name, p] of pending) {
     if (!p.out) {
       const names = available();
-      throw new CheckpointError(`tensor "${name}" is in no rank file of ${dir} (it holds ${names.length} tensors, e.g. ${names.slice(0, 5).join(', ')})`, dir);
+      throw new CheckpointError(
+        `tensor "${name}" is in no rank file of ${dir} (it holds ${names.length} tensors, e.g. ${names.slice(0, 5).join(', ')})`,
+        dir,
+      );
     }
     if (!isDone(p)) {
       const [c] = p.range!;
@@ -92,21 +107,29 @@ function finish(pending: Map<string, Pending>, dir: string, available: () => str
         if (x > at) break;
         at = y;
       }
-      throw new CheckpointError(`tensor "${name}": elements [${c + at}, …) of the flattened global tensor are held by no rank file of ${dir}`, dir);
+      throw new CheckpointError(
+        `tensor "${name}": elements [${c + at}, …) of the flattened global tensor are held by no rank file of ${dir}`,
+        dir,
+      );
     }
     out.set(name, p.out);
   }
   return out;
 }
 
-function merge(shards: Iterable<RankShard>, wants: Readonly<Record<string, Want>>, dir: string): Map<string, AssembledTensor> {
+function merge(
+  shards: Iterable<RankShard>,
+  wants: Readonly<Record<string, Want>>,
+  dir: string,
+): Map<string, AssembledTensor> {
   const pending = new Map<string, Pending>(Object.entries(wants).map(([n, w]) => [n, { want: w, covered: [] }]));
   const seen = new Set<string>();
   for (const s of shards) {
     for (const [name, t] of s.tensors) {
       seen.add(name);
       const p = pending.get(name);
-      if (p && !isDone(p)) takeFrom(name, p, t, Object.hasOwn(s.slices, name) ? s.slices[name] : undefined, s.tensors.path);
+      if (p && !isDone(p))
+        takeFrom(name, p, t, Object.hasOwn(s.slices, name) ? s.slices[name] : undefined, s.tensors.path);
     }
     if ([...pending.values()].every(isDone)) break; // later rank files hold nothing we still need
   }
@@ -117,7 +140,11 @@ function merge(shards: Iterable<RankShard>, wants: Readonly<Record<string, Want>
  * Loads the wanted slices from a checkpoint on disk, reading (and verifying) one rank file at a time and stopping
  * as soon as everything wanted is covered.
  */
-export function loadSlices(dir: string, wants: Readonly<Record<string, Want>>, manifest: Manifest = readManifest(dir)): Map<string, AssembledTensor> {
+export function loadSlices(
+  dir: string,
+  wants: Readonly<Record<string, Want>>,
+  manifest: Manifest = readManifest(dir),
+): Map<string, AssembledTensor> {
   for (const f of manifest.files) verifyFile(dir, f, 'size');
   function* shards(): Generator<RankShard> {
     for (let r = 0; r < manifest.worldSize; r++) yield readRankShard(dir, r, manifest);

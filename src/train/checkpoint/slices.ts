@@ -9,7 +9,9 @@
 // A tensor without a slice entry is a full replica. Both kinds reduce to a flat element range, which is all
 // re-assembly needs. The map is stored as JSON in the safetensors __metadata__ under SLICES_KEY.
 
-export type TensorSlice = { globalShape: number[]; dim0: [number, number] } | { globalShape: number[]; flat: [number, number] };
+export type TensorSlice =
+  | { globalShape: number[]; dim0: [number, number] }
+  | { globalShape: number[]; flat: [number, number] };
 
 export const SLICES_KEY = 'moe_actors.slices';
 
@@ -35,9 +37,11 @@ export function localShapeOf(s: TensorSlice): number[] {
 /** Checks a slice against the tensor it describes; returns an error text or null. */
 export function checkSlice(name: string, s: TensorSlice, localShape: readonly number[]): string | null {
   const g = s.globalShape;
-  if (!Array.isArray(g) || !g.every((d) => Number.isSafeInteger(d) && d >= 0)) return `tensor "${name}": invalid globalShape ${JSON.stringify(g)}`;
+  if (!Array.isArray(g) || !g.every((d) => Number.isSafeInteger(d) && d >= 0))
+    return `tensor "${name}": invalid globalShape ${JSON.stringify(g)}`;
   const range = 'flat' in s ? s.flat : 'dim0' in s ? s.dim0 : null;
-  if (!range || range.length !== 2 || !range.every((v) => Number.isSafeInteger(v))) return `tensor "${name}": a slice needs dim0: [start, end] or flat: [start, end]`;
+  if (!range || range.length !== 2 || !range.every((v) => Number.isSafeInteger(v)))
+    return `tensor "${name}": a slice needs dim0: [start, end] or flat: [start, end]`;
   const limit = 'flat' in s ? numelOf(g) : g[0];
   if (limit === undefined) return `tensor "${name}": a dim0 slice needs a tensor with at least one dimension`;
   if (!(0 <= range[0] && range[0] <= range[1] && range[1] <= limit)) {

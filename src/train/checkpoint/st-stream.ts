@@ -32,7 +32,11 @@ export interface WrittenFile {
 }
 
 /** Writes a safetensors file atomically (temp, fsync, rename) without holding it in memory; returns size and SHA-256. */
-export function writeSafetensorsStreaming(path: string, tensors: TensorsInput, metadata?: Readonly<Record<string, string>>): WrittenFile {
+export function writeSafetensorsStreaming(
+  path: string,
+  tensors: TensorsInput,
+  metadata?: Readonly<Record<string, string>>,
+): WrittenFile {
   let layout;
   try {
     layout = safetensorsLayout(tensors, metadata, path);
@@ -74,14 +78,18 @@ function readFully(fd: number, into: Uint8Array, position: number, path: string,
  */
 export function readSafetensorsVerified(path: string, expected: WrittenFile): SafetensorsFile {
   const bad = (msg: string): never => {
-    throw new CheckpointError(`${path} is corrupted: ${msg}; this checkpoint cannot be used — load an older one (--checkpoint.load_step) or delete this step folder`, path);
+    throw new CheckpointError(
+      `${path} is corrupted: ${msg}; this checkpoint cannot be used — load an older one (--checkpoint.load_step) or delete this step folder`,
+      path,
+    );
   };
   let fd: number;
   let size: number;
   try {
     ({ fd, size } = openConfined(path));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test((e as Error).message)) throw new CheckpointError(`${path} is missing (listed in the manifest): ${(e as Error).message}`, path);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test((e as Error).message))
+      throw new CheckpointError(`${path} is missing (listed in the manifest): ${(e as Error).message}`, path);
     throw e;
   }
   try {
@@ -103,18 +111,37 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
     if (header === null || typeof header !== 'object' || Array.isArray(header)) bad('the header is not a JSON object');
     const dataStart = 8 + n;
     const meta = header.__metadata__ ?? {};
-    if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || !Object.values(meta).every((v) => typeof v === 'string')) bad('__metadata__ is not an object of strings');
+    if (
+      meta === null ||
+      typeof meta !== 'object' ||
+      Array.isArray(meta) ||
+      !Object.values(meta).every((v) => typeof v === 'string')
+    )
+      bad('__metadata__ is not an object of strings');
     const file = new SafetensorsFile(path, meta as Record<string, string>);
     const dim = (d: unknown) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0;
     const entries = Object.entries(header)
       .filter(([k]) => k !== '__metadata__')
       .map(([name, v]) => {
         const e = v as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
-        if (!(e && typeof e === 'object' && typeof e.dtype === 'string' && Object.hasOwn(ITEMSIZE, e.dtype) && Array.isArray(e.shape) && Array.isArray(e.data_offsets))) bad(`bad header entry for tensor "${name}"`);
-        if (!e.shape.every(dim) || e.data_offsets.length !== 2 || !e.data_offsets.every(dim)) bad(`tensor "${name}" has a shape or data_offsets that are not non-negative integers`);
-        if (e.data_offsets[1] - e.data_offsets[0] !== numel(e.shape) * ITEMSIZE[e.dtype]) bad(`tensor "${name}" has data_offsets that do not match its shape`);
+        if (
+          !(
+            e &&
+            typeof e === 'object' &&
+            typeof e.dtype === 'string' &&
+            Object.hasOwn(ITEMSIZE, e.dtype) &&
+            Array.isArray(e.shape) &&
+            Array.isArray(e.data_offsets)
+          )
+        )
+          bad(`bad header entry for tensor "${name}"`);
+        if (!e.shape.every(dim) || e.data_offsets.length !== 2 || !e.data_offsets.every(dim))
+          bad(`tensor "${name}" has a shape or data_offsets that are not non-negative integers`);
+        if (e.data_offsets[1] - e.data_offsets[0] !== numel(e.shape) * ITEMSIZE[e.dtype])
+          bad(`tensor "${name}" has data_offsets that do not match its shape`);
         // Checked before its array is allocated: a header must not make the reader allocate more than the file holds.
-        if (dataStart + e.data_offsets[1] > size) bad(`tensor "${name}" ends at byte ${dataStart + e.data_offsets[1]}, past the end of the file (${size})`);
+        if (dataStart + e.data_offsets[1] > size)
+          bad(`tensor "${name}" ends at byte ${dataStart + e.data_offsets[1]}, past the end of the file (${size})`);
         return { name, ...e };
       })
       // By start, then end: an empty tensor shares its start with the next one and must come first. JSON.parse
@@ -125,14 +152,21 @@ export function readSafetensorsVerified(path: string, expected: WrittenFile): Sa
       if (e.data_offsets[0] !== pos) bad(`tensor "${e.name}" does not start where the previous one ended`);
       const count = numel(e.shape);
       const data: SafetensorsData =
-        e.dtype === 'F32' ? new Float32Array(count) : e.dtype === 'F64' ? new Float64Array(count) : e.dtype === 'I32' ? new Int32Array(count) : new BigInt64Array(count);
+        e.dtype === 'F32'
+          ? new Float32Array(count)
+          : e.dtype === 'F64'
+            ? new Float64Array(count)
+            : e.dtype === 'I32'
+              ? new Int32Array(count)
+              : new BigInt64Array(count);
       readFully(fd, tensorBytes(data), dataStart + pos, path, hash);
       file.set(e.name, { dtype: e.dtype, shape: e.shape, data });
       pos = e.data_offsets[1];
     }
     if (dataStart + pos !== size) bad(`${size - dataStart - pos} trailing bytes after the last tensor`);
     const sha = hash.digest('hex');
-    if (sha !== expected.sha256) bad(`SHA-256 ${sha.slice(0, 16)}… does not match the manifest's ${expected.sha256.slice(0, 16)}…`);
+    if (sha !== expected.sha256)
+      bad(`SHA-256 ${sha.slice(0, 16)}… does not match the manifest's ${expected.sha256.slice(0, 16)}…`);
     return file;
   } finally {
     closeSync(fd);

@@ -17,7 +17,8 @@ export class StagingArena {
 
   /** Starts a capture; the previous capture's copies must no longer be needed (its write finished). */
   begin(): void {
-    if (this.inUse) throw new Error('StagingArena.begin: the previous checkpoint is still staged (wait for its write first)');
+    if (this.inUse)
+      throw new Error('StagingArena.begin: the previous checkpoint is still staged (wait for its write first)');
     if (this.used > this.buf.length) this.buf = new Float32Array(new SharedArrayBuffer(this.used * 4));
     this.at = 0;
     this.used = 0;

@@ -12,10 +12,17 @@ export type VerifyLevel = 'size' | 'checksum';
 export function readManifest(dir: string, expectStep?: number): Manifest {
   const p = join(dir, MANIFEST_NAME);
   if (!existsSync(p) && !isLink(p)) {
-    throw new CheckpointError(`${dir} is incomplete: no ${MANIFEST_NAME} (the write did not finish — crashed or still in progress)`, p);
+    throw new CheckpointError(
+      `${dir} is incomplete: no ${MANIFEST_NAME} (the write did not finish — crashed or still in progress)`,
+      p,
+    );
   }
   const { size } = confinedFile(dir, MANIFEST_NAME, dir);
-  if (size > MAX_MANIFEST_BYTES) throw new CheckpointError(`${p} is ${size} bytes, more than a manifest can be (${MAX_MANIFEST_BYTES}); it is corrupted`, p);
+  if (size > MAX_MANIFEST_BYTES)
+    throw new CheckpointError(
+      `${p} is ${size} bytes, more than a manifest can be (${MAX_MANIFEST_BYTES}); it is corrupted`,
+      p,
+    );
   let m: Manifest;
   try {
     m = JSON.parse(readBounded(p, MAX_MANIFEST_BYTES).toString('utf8')) as Manifest;
@@ -24,13 +31,19 @@ export function readManifest(dir: string, expectStep?: number): Manifest {
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`${p} is not valid JSON (${(e as Error).message})`, p);
   }
-  if (m.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${p} is not a moe-actors checkpoint manifest (format ${JSON.stringify(m.format)})`, p);
+  if (m.format !== CHECKPOINT_FORMAT)
+    throw new CheckpointError(`${p} is not a moe-actors checkpoint manifest (format ${JSON.stringify(m.format)})`, p);
   if (m.version !== CHECKPOINT_VERSION) {
-    throw new CheckpointError(`${p} has format version ${m.version}; this moe-actors reads version ${CHECKPOINT_VERSION}`, p);
+    throw new CheckpointError(
+      `${p} has format version ${m.version}; this moe-actors reads version ${CHECKPOINT_VERSION}`,
+      p,
+    );
   }
-  if (!Array.isArray(m.files) || !Number.isInteger(m.step)) throw new CheckpointError(`${p} lacks its step or file list`, p);
+  if (!Array.isArray(m.files) || !Number.isInteger(m.step))
+    throw new CheckpointError(`${p} lacks its step or file list`, p);
   checkManifestFields(m, p);
-  if (expectStep !== undefined && m.step !== expectStep) throw new CheckpointError(`${p} says step ${m.step} but its folder is step ${expectStep}`, p);
+  if (expectStep !== undefined && m.step !== expectStep)
+    throw new CheckpointError(`${p} says step ${m.step} but its folder is step ${expectStep}`, p);
   return m;
 }
 
@@ -47,7 +60,10 @@ export function verifyFile(dir: string, f: Manifest['files'][number], level: Ver
   if (level === 'checksum') {
     const h = sha256File(p, f.bytes);
     if (h.sha256 !== f.sha256) {
-      throw new CheckpointError(`${p} is corrupted: SHA-256 ${h.sha256.slice(0, 16)}… does not match the manifest's ${f.sha256.slice(0, 16)}…`, p);
+      throw new CheckpointError(
+        `${p} is corrupted: SHA-256 ${h.sha256.slice(0, 16)}… does not match the manifest's ${f.sha256.slice(0, 16)}…`,
+        p,
+      );
     }
   }
 }

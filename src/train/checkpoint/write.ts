@@ -44,7 +44,8 @@ export function stepDir(folder: string, step: number): string {
 
 /** Writes rank `rank`'s files into `dir` (the step folder). Returns the entries the manifest will list. */
 export function writeRankShard(dir: string, rank: number, payload: RankPayload): FileEntry[] {
-  if (!(Number.isInteger(rank) && rank >= 0)) throw new RangeError(`writeRankShard: rank must be an integer ≥ 0 (got ${rank})`);
+  if (!(Number.isInteger(rank) && rank >= 0))
+    throw new RangeError(`writeRankShard: rank must be an integer ≥ 0 (got ${rank})`);
   mkdirSync(dir, { recursive: true });
   // A manifest left from an earlier write of this step would vouch for files we are about to replace.
   unlinkQuiet(join(dir, MANIFEST_NAME));
@@ -92,7 +93,11 @@ function readDone(dir: string, rank: number): FileEntry[] {
     } catch {
       throw new CheckpointError(`cannot commit ${dir}: ${e.name} of rank ${rank} is missing`, join(dir, e.name));
     }
-    if (size !== e.bytes) throw new CheckpointError(`cannot commit ${dir}: ${e.name} has ${size} bytes, rank ${rank} wrote ${e.bytes}`, join(dir, e.name));
+    if (size !== e.bytes)
+      throw new CheckpointError(
+        `cannot commit ${dir}: ${e.name} has ${size} bytes, rank ${rank} wrote ${e.bytes}`,
+        join(dir, e.name),
+      );
   }
   return entries;
 }
@@ -102,7 +107,8 @@ function readDone(dir: string, rank: number): FileEntry[] {
  * then removes the per-rank markers and leftovers of earlier attempts (temp files, files of ranks ≥ worldSize).
  */
 export function commitManifest(dir: string, meta: CheckpointMeta): Manifest {
-  if (!(Number.isInteger(meta.worldSize) && meta.worldSize >= 1)) throw new RangeError(`commitManifest: worldSize must be ≥ 1 (got ${meta.worldSize})`);
+  if (!(Number.isInteger(meta.worldSize) && meta.worldSize >= 1))
+    throw new RangeError(`commitManifest: worldSize must be ≥ 1 (got ${meta.worldSize})`);
   const files: FileEntry[] = [];
   for (let r = 0; r < meta.worldSize; r++) files.push(...readDone(dir, r));
   fsyncDir(dir);
@@ -139,9 +145,14 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-export async function waitForRankFiles(dir: string, worldSize: number, { timeoutMs, pollMs = 5, signal }: WaitOptions): Promise<void> {
+export async function waitForRankFiles(
+  dir: string,
+  worldSize: number,
+  { timeoutMs, pollMs = 5, signal }: WaitOptions,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const missing = () => Array.from({ length: worldSize }, (_, r) => r).filter((r) => !existsSync(join(dir, doneFileName(r))));
+  const missing = () =>
+    Array.from({ length: worldSize }, (_, r) => r).filter((r) => !existsSync(join(dir, doneFileName(r))));
   for (;;) {
     const left = missing();
     if (left.length === 0) return;
@@ -165,7 +176,10 @@ export async function waitForCommit(dir: string, { timeoutMs, pollMs = 5, signal
   const deadline = Date.now() + timeoutMs;
   while (!existsSync(join(dir, MANIFEST_NAME))) {
     if (Date.now() > deadline) {
-      throw new CheckpointError(`${dir} was not committed within ${(timeoutMs / 1000).toFixed(0)} s: this rank's files are written, rank 0 has not written ${MANIFEST_NAME} ([comm] init_timeout_seconds bounds this wait)`, dir);
+      throw new CheckpointError(
+        `${dir} was not committed within ${(timeoutMs / 1000).toFixed(0)} s: this rank's files are written, rank 0 has not written ${MANIFEST_NAME} ([comm] init_timeout_seconds bounds this wait)`,
+        dir,
+      );
     }
     signal?.throwIfAborted();
     await new Promise((r) => setTimeout(r, pollMs));
@@ -173,7 +187,12 @@ export async function waitForCommit(dir: string, { timeoutMs, pollMs = 5, signal
 }
 
 /** All ranks' payloads from one process (payloads[r] is rank r's): write them, then commit. Returns the step folder. */
-export function writeCheckpoint(folder: string, step: number, payloads: readonly RankPayload[], meta: Omit<CheckpointMeta, 'step' | 'worldSize'>): string {
+export function writeCheckpoint(
+  folder: string,
+  step: number,
+  payloads: readonly RankPayload[],
+  meta: Omit<CheckpointMeta, 'step' | 'worldSize'>,
+): string {
   const dir = stepDir(folder, step);
   payloads.forEach((p, r) => writeRankShard(dir, r, p));
   commitManifest(dir, { ...meta, step, worldSize: payloads.length });

@@ -51,7 +51,8 @@ export interface TrainedBpe {
  * joined string sorts first, so training is deterministic.
  */
 export function trainBpe(texts: readonly string[], vocabSize: number): TrainedBpe {
-  if (!(Number.isInteger(vocabSize) && vocabSize >= 256)) throw new RangeError(`trainBpe: vocabSize must be an integer ≥ 256 (got ${vocabSize})`);
+  if (!(Number.isInteger(vocabSize) && vocabSize >= 256))
+    throw new RangeError(`trainBpe: vocabSize must be an integer ≥ 256 (got ${vocabSize})`);
   const counts = new Map<string, number>();
   for (const t of texts) for (const p of byteLevelPieces(t)) counts.set(p, (counts.get(p) ?? 0) + 1);
   const words = [...counts].map(([w, c]) => ({ syms: [...w], count: c }));
@@ -151,7 +152,15 @@ export const EOS_TOKEN = '<|end_of_text|>';
 
 /** A Hugging Face tokenizer.json (ByteLevel pre-tokenizer and decoder, BPE model) with BOS/EOS as added tokens. */
 export function tokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
-  const special = (content: string, id: number) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (content: string, id: number) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const n = bpe.vocab.size;
   return {
     version: '1.0',

@@ -37,8 +37,10 @@ export interface ShardRange {
  *   start = ⌊n/w⌋·r + min(r, n mod w),  end = start + ⌊n/w⌋ + (r < n mod w ? 1 : 0).
  */
 export function shardRange(n: number, rank: number, world: number): ShardRange {
-  if (!(Number.isInteger(world) && world >= 1)) throw new RangeError(`shardRange: world must be an integer ≥ 1 (got ${world})`);
-  if (!(Number.isInteger(rank) && rank >= 0 && rank < world)) throw new RangeError(`shardRange: rank must be in [0, ${world}) (got ${rank})`);
+  if (!(Number.isInteger(world) && world >= 1))
+    throw new RangeError(`shardRange: world must be an integer ≥ 1 (got ${world})`);
+  if (!(Number.isInteger(rank) && rank >= 0 && rank < world))
+    throw new RangeError(`shardRange: rank must be in [0, ${world}) (got ${rank})`);
   const div = Math.floor(n / world);
   const mod = n % world;
   const start = div * rank + Math.min(rank, mod);
@@ -58,7 +60,9 @@ export class ShardedDocuments implements DocumentSource {
     readonly world: number,
   ) {
     if (!Number.isFinite(source.numDocs)) {
-      throw new Error(`${source.description}: a generated source is not split by range; give each rank its own seed instead`);
+      throw new Error(
+        `${source.description}: a generated source is not split by range; give each rank its own seed instead`,
+      );
     }
     this.range = shardRange(source.numDocs, rank, world);
     this.numDocs = this.range.end - this.range.start;
@@ -73,7 +77,8 @@ export class ShardedDocuments implements DocumentSource {
   }
 
   doc(i: number): Int32Array {
-    if (!(i >= 0 && i < this.numDocs)) throw new RangeError(`document ${i} is outside this rank's ${this.numDocs} documents`);
+    if (!(i >= 0 && i < this.numDocs))
+      throw new RangeError(`document ${i} is outside this rank's ${this.numDocs} documents`);
     return this.source.doc(this.range.start + i);
   }
 

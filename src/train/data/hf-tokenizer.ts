@@ -47,7 +47,8 @@ export interface TokenizerSpec {
 
 function tokenName(v: unknown): string | null {
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
+    return (v as { content: string }).content;
   return null;
 }
 
@@ -67,7 +68,10 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
   const folder = resolveTokenizerPath(dir);
   let file = join(folder, 'tokenizer.json');
   if (existsSync(folder) && statSync(folder).isFile()) {
-    if (!folder.endsWith('.json')) throw new TokenizerError(`${where}: ${folder} is a file; give the folder that holds tokenizer.json (torchtitan's hf_assets_path)`);
+    if (!folder.endsWith('.json'))
+      throw new TokenizerError(
+        `${where}: ${folder} is a file; give the folder that holds tokenizer.json (torchtitan's hf_assets_path)`,
+      );
     file = folder;
   }
   let text: string;
@@ -75,7 +79,9 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
     text = readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new TokenizerError(`${where}: cannot read ${file} (${code === 'ENOENT' ? 'no such file' : (e as Error).message}); give a folder with a Hugging Face tokenizer.json, e.g. data/tokenizer (train one with npm run train:tokenizer)`);
+    throw new TokenizerError(
+      `${where}: cannot read ${file} (${code === 'ENOENT' ? 'no such file' : (e as Error).message}); give a folder with a Hugging Face tokenizer.json, e.g. data/tokenizer (train one with npm run train:tokenizer)`,
+    );
   }
   let json: Record<string, unknown>;
   try {
@@ -92,7 +98,9 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
     );
   }
   if (!MODEL_KINDS.includes(model.type)) {
-    throw new TokenizerError(`${file}: model type "${model.type}" is not supported (supported: ${MODEL_KINDS.join(', ')}); use a tokenizer of one of those kinds`);
+    throw new TokenizerError(
+      `${file}: model type "${model.type}" is not supported (supported: ${MODEL_KINDS.join(', ')}); use a tokenizer of one of those kinds`,
+    );
   }
   let maxId = -1;
   const vocab = model.vocab;
@@ -102,7 +110,9 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
   for (const t of added) if (t.id > maxId) maxId = t.id;
   const vocabSize = maxId + 1;
   if (modelVocabSize !== undefined && vocabSize > modelVocabSize) {
-    throw new TokenizerError(`${file} has ${vocabSize} token ids but the model's vocab_size is ${modelVocabSize}; set [model.args] vocab_size ≥ ${vocabSize} (or use a smaller tokenizer)`);
+    throw new TokenizerError(
+      `${file} has ${vocabSize} token ids but the model's vocab_size is ${modelVocabSize}; set [model.args] vocab_size ≥ ${vocabSize} (or use a smaller tokenizer)`,
+    );
   }
   const cfgFile = join(file, '..', 'tokenizer_config.json');
   let config: Record<string, unknown> = {};
@@ -110,7 +120,9 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
     try {
       config = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
     } catch (e) {
-      throw new TokenizerError(`${cfgFile} is not valid JSON (${(e as Error).message}); fix or remove it (tokenizer.json alone is enough)`);
+      throw new TokenizerError(
+        `${cfgFile} is not valid JSON (${(e as Error).message}); fix or remove it (tokenizer.json alone is enough)`,
+      );
     }
   }
   const idOf = (name: string | null): number | null => {
@@ -124,7 +136,8 @@ export function inspectTokenizer(dir: string, modelVocabSize?: number): Tokenize
     const named = tokenName(config[key]);
     if (named !== null) {
       const id = idOf(named);
-      if (id === null) throw new TokenizerError(`${cfgFile}: ${key} "${named}" is not a token of ${file}; fix ${key} or remove it`);
+      if (id === null)
+        throw new TokenizerError(`${cfgFile}: ${key} "${named}" is not a token of ${file}; fix ${key} or remove it`);
       return id;
     }
     for (const n of names) {

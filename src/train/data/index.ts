@@ -7,6 +7,22 @@ export { TokenFileSource, TokenSourceError, tokenDTypeOf, type TokenDType } from
 export { SyntheticSource, syntheticEntropy } from './synthetic.ts';
 export { Packer, type PackerPosition } from './packer.ts';
 export { checkDataState, DataStateError, type DataState } from './state.ts';
-export { BUNDLED_TEXT_SAMPLE, createDataLoader, dataInputProblem, DataLoader, datasetPathProblem, openDataLoader, textTokenizerOf, type Batch, type DataLoaderOptions } from './loader.ts';
-export { HfTokenizer, inspectTokenizer, TokenizerError, type TextTokenizer, type TokenizerSpec } from './hf-tokenizer.ts';
+export {
+  BUNDLED_TEXT_SAMPLE,
+  createDataLoader,
+  dataInputProblem,
+  DataLoader,
+  datasetPathProblem,
+  openDataLoader,
+  textTokenizerOf,
+  type Batch,
+  type DataLoaderOptions,
+} from './loader.ts';
+export {
+  HfTokenizer,
+  inspectTokenizer,
+  TokenizerError,
+  type TextTokenizer,
+  type TokenizerSpec,
+} from './hf-tokenizer.ts';
 export { checkParquetColumn, loadParquetTexts, parquetFiles, ParquetSourceError } from './parquet-source.ts';

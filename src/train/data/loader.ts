@@ -7,13 +7,26 @@ import { fileURLToPath } from 'node:url';
 import type { JobConfig } from '../job-config.ts';
 import { ShardedDocuments, unreadable, type DocumentSource } from './documents.ts';
 import { Packer } from './packer.ts';
-import { checkDataState, DATA_STATE_FORMAT, DataStateError, encodeTokens, positionOf, type DataState } from './state.ts';
+import {
+  checkDataState,
+  DATA_STATE_FORMAT,
+  DataStateError,
+  encodeTokens,
+  positionOf,
+  type DataState,
+} from './state.ts';
 import { SyntheticSource } from './synthetic.ts';
 import { loadTextSource, textProblem, TextSource, type BackgroundEncoder } from './text-source.ts';
 import { TokenFileSource } from './token-source.ts';
 import { BYTE_VOCAB_SIZE, ByteTokenizer } from './tokenizer.ts';
 import { HfTokenizer, inspectTokenizer, TokenizerError, type TextTokenizer } from './hf-tokenizer.ts';
-import { checkParquetColumn, isParquetPath, loadParquetTexts, parquetName, ParquetSourceError } from './parquet-source.ts';
+import {
+  checkParquetColumn,
+  isParquetPath,
+  loadParquetTexts,
+  parquetName,
+  ParquetSourceError,
+} from './parquet-source.ts';
 
 /** The bundled text sample (data/README.md: origin and licence); the default of dataset = "text". */
 export const BUNDLED_TEXT_SAMPLE = fileURLToPath(new URL('../../../data/sample.txt', import.meta.url));
@@ -52,7 +65,8 @@ export class DataLoader {
     readonly opts: DataLoaderOptions,
   ) {
     const { batchSize, seqLen } = opts;
-    if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new RangeError(`local_batch_size must be a positive integer (got ${batchSize})`);
+    if (!(Number.isInteger(batchSize) && batchSize >= 1))
+      throw new RangeError(`local_batch_size must be a positive integer (got ${batchSize})`);
     this.packer = new Packer(source, seqLen, (epoch) => opts.onReloop?.(epoch, source.description));
     this.chunk = new Int32Array(seqLen + 1);
   }
@@ -156,7 +170,9 @@ export interface OpenDataLoaderOptions extends CreateDataLoaderOptions {
 export function textTokenizerOf(cfg: JobConfig, vocabSize: number): TextTokenizer {
   if (cfg.model.tokenizer_path) return HfTokenizer.load(cfg.model.tokenizer_path, vocabSize);
   if (vocabSize < BYTE_VOCAB_SIZE) {
-    throw new Error(`text data uses the byte tokenizer (ids up to ${BYTE_VOCAB_SIZE - 1}) but the model's vocab_size is ${vocabSize}; set [model.args] vocab_size ≥ ${BYTE_VOCAB_SIZE}`);
+    throw new Error(
+      `text data uses the byte tokenizer (ids up to ${BYTE_VOCAB_SIZE - 1}) but the model's vocab_size is ${vocabSize}; set [model.args] vocab_size ≥ ${BYTE_VOCAB_SIZE}`,
+    );
   }
   return new ByteTokenizer();
 }
@@ -170,37 +186,66 @@ function loaderOptions(cfg: JobConfig, o: CreateDataLoaderOptions): DataLoaderOp
     // torchtitan warns on every re-loop; a shard much smaller than a batch re-loops many times per step, so only
     // epochs 1, 2, 4, 8, … are reported.
     onReloop: (epoch, d) => {
-      if ((epoch & (epoch - 1)) === 0) o.log?.(`data: ${d} ran out of documents, re-looping (epoch ${epoch}${epoch > 1 ? '; reported at powers of two' : ''})`);
+      if ((epoch & (epoch - 1)) === 0)
+        o.log?.(
+          `data: ${d} ran out of documents, re-looping (epoch ${epoch}${epoch > 1 ? '; reported at powers of two' : ''})`,
+        );
     },
   };
 }
 
 /** Builds the loader a job config asks for ([training] dataset, dataset_path, local_batch_size, seq_len; [debug] seed). */
-export function createDataLoader(cfg: JobConfig, o: CreateDataLoaderOptions, background: BackgroundEncoder | null = null, texts?: { texts: string[]; name: string }): DataLoader {
+export function createDataLoader(
+  cfg: JobConfig,
+  o: CreateDataLoaderOptions,
+  background: BackgroundEncoder | null = null,
+  texts?: { texts: string[]; name: string },
+): DataLoader {
   const { dataset } = cfg.training;
   const seqLen = cfg.training.seq_len;
   const opts = loaderOptions(cfg, o);
   if (dataset === 'synthetic') {
-    return new DataLoader(new SyntheticSource({ seed: cfg.debug.seed, rank: o.dpRank, vocabSize: o.vocabSize, docTokens: seqLen + 1 }), opts);
+    return new DataLoader(
+      new SyntheticSource({ seed: cfg.debug.seed, rank: o.dpRank, vocabSize: o.vocabSize, docTokens: seqLen + 1 }),
+      opts,
+    );
   }
   if (dataset === 'tokens') {
     if (!cfg.training.dataset_path) {
-      throw new Error('[training] dataset = "tokens" needs dataset_path: a .u16 or .i32 file of little-endian token ids');
+      throw new Error(
+        '[training] dataset = "tokens" needs dataset_path: a .u16 or .i32 file of little-endian token ids',
+      );
     }
-    return new DataLoader(new ShardedDocuments(new TokenFileSource(cfg.training.dataset_path, { vocabSize: o.vocabSize }), o.dpRank, o.dpDegree), opts);
+    return new DataLoader(
+      new ShardedDocuments(
+        new TokenFileSource(cfg.training.dataset_path, { vocabSize: o.vocabSize }),
+        o.dpRank,
+        o.dpDegree,
+      ),
+      opts,
+    );
   }
   // "text", and torchtitan's "c4_test" (its data.json is not available to us; the bundled sample stands in).
   const tokenizer = textTokenizerOf(cfg, o.vocabSize);
   const bg = tokenizer instanceof HfTokenizer ? background : null;
-  if (texts) return new DataLoader(new ShardedDocuments(new TextSource(texts.texts, texts.name, tokenizer, bg), o.dpRank, o.dpDegree), opts);
+  if (texts)
+    return new DataLoader(
+      new ShardedDocuments(new TextSource(texts.texts, texts.name, tokenizer, bg), o.dpRank, o.dpDegree),
+      opts,
+    );
   let path = cfg.training.dataset_path;
   if (!path) {
     path = BUNDLED_TEXT_SAMPLE;
-    if (dataset === 'c4_test') o.log?.(`data: c4_test is not bundled; using the text sample ${path} with the same packing`);
+    if (dataset === 'c4_test')
+      o.log?.(`data: c4_test is not bundled; using the text sample ${path} with the same packing`);
   }
-  if (isParquetPath(path) || isFolder(path)) throw new Error(`${path}: parquet data is read asynchronously; build the loader with openDataLoader`);
+  if (isParquetPath(path) || isFolder(path))
+    throw new Error(`${path}: parquet data is read asynchronously; build the loader with openDataLoader`);
   const src = loadTextSource(path, undefined, tokenizer, cfg.training.dataset_text_field);
-  return new DataLoader(new ShardedDocuments(bg ? new TextSource(src.texts, path, tokenizer, bg) : src, o.dpRank, o.dpDegree), opts);
+  return new DataLoader(
+    new ShardedDocuments(bg ? new TextSource(src.texts, path, tokenizer, bg) : src, o.dpRank, o.dpDegree),
+    opts,
+  );
 }
 
 function isFolder(path: string): boolean {
@@ -245,7 +290,8 @@ export function datasetPathProblem(cfg: JobConfig): string | null {
     return unreadable('dataset', path, e);
   }
   if (st.isDirectory() && dataset === 'text') return null;
-  if (!st.isFile()) return `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt, .jsonl or .parquet'} file${dataset === 'tokens' ? '' : ' or a folder of .parquet shards'})`;
+  if (!st.isFile())
+    return `dataset ${path} is not a file (set [training] dataset_path to a ${dataset === 'tokens' ? '.u16 or .i32' : '.txt, .jsonl or .parquet'} file${dataset === 'tokens' ? '' : ' or a folder of .parquet shards'})`;
   if (dataset !== 'text' || isParquetPath(path)) return null;
   // The start of the file tells a binary file from text; the ranks check the whole file when they read it.
   let head: Buffer;
@@ -272,8 +318,10 @@ export async function dataInputProblem(cfg: JobConfig, modelVocabSize: number): 
   if (p) return p;
   const { dataset, dataset_path: path } = cfg.training;
   try {
-    if (cfg.model.tokenizer_path && dataset !== 'synthetic' && dataset !== 'tokens') inspectTokenizer(cfg.model.tokenizer_path, modelVocabSize);
-    if (dataset === 'text' && path && (isParquetPath(path) || isFolder(path))) await checkParquetColumn(path, cfg.training.dataset_text_field);
+    if (cfg.model.tokenizer_path && dataset !== 'synthetic' && dataset !== 'tokens')
+      inspectTokenizer(cfg.model.tokenizer_path, modelVocabSize);
+    if (dataset === 'text' && path && (isParquetPath(path) || isFolder(path)))
+      await checkParquetColumn(path, cfg.training.dataset_text_field);
   } catch (e) {
     if (e instanceof TokenizerError || e instanceof ParquetSourceError) return e.message;
     throw e;

@@ -32,7 +32,8 @@ export class Packer {
     /** Called when the documents run out and reading restarts at document 0 (torchtitan logs a warning). */
     private readonly onReloop?: (epoch: number) => void,
   ) {
-    if (!(Number.isInteger(seqLen) && seqLen >= 1)) throw new RangeError(`seq_len must be a positive integer (got ${seqLen})`);
+    if (!(Number.isInteger(seqLen) && seqLen >= 1))
+      throw new RangeError(`seq_len must be a positive integer (got ${seqLen})`);
     this.buf = new Int32Array(Math.max(1024, 2 * (seqLen + 1)));
   }
 
@@ -64,7 +65,8 @@ export class Packer {
     if (!(Number.isInteger(p.docIndex) && p.docIndex >= 0 && (p.docIndex <= n || !Number.isFinite(n)))) {
       throw new RangeError(`data position: document index ${p.docIndex} is outside this rank's ${n} documents`);
     }
-    if (!(Number.isInteger(p.epoch) && p.epoch >= 0)) throw new RangeError(`data position: epoch must be an integer ≥ 0 (got ${p.epoch})`);
+    if (!(Number.isInteger(p.epoch) && p.epoch >= 0))
+      throw new RangeError(`data position: epoch must be an integer ≥ 0 (got ${p.epoch})`);
     this.docIndex = p.docIndex;
     this.epoch = p.epoch;
     this.off = 0;

@@ -26,7 +26,9 @@ export function parquetFiles(path: string): string[] {
   if (st.isFile()) return [path];
   const out: string[] = [];
   const walk = (dir: string) => {
-    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    )) {
       if (e.isDirectory()) walk(join(dir, e.name));
       else if (isParquetPath(e.name)) out.push(join(dir, e.name));
     }
@@ -38,14 +40,19 @@ export function parquetFiles(path: string): string[] {
 /** Checks every file's schema for a string column `field`; the error names the file, its columns and the fix. */
 export async function checkParquetColumn(path: string, field: string): Promise<string[]> {
   const files = parquetFiles(path);
-  if (files.length === 0) throw new ParquetSourceError(`dataset ${path} is a folder without .parquet files (set [training] dataset_path to a .parquet file or a folder of them)`);
+  if (files.length === 0)
+    throw new ParquetSourceError(
+      `dataset ${path} is a folder without .parquet files (set [training] dataset_path to a .parquet file or a folder of them)`,
+    );
   for (const f of files) {
     let columns: { name: string; type?: string }[];
     try {
       const meta = await parquetMetadataAsync(await asyncBufferFromFile(f));
       columns = parquetSchema(meta).children.map((c) => ({ name: c.element.name, type: c.element.type }));
     } catch (e) {
-      throw new ParquetSourceError(`${f} is not a readable parquet file (${(e as Error).message}); give parquet files (e.g. a Hugging Face dataset's data/*.parquet)`);
+      throw new ParquetSourceError(
+        `${f} is not a readable parquet file (${(e as Error).message}); give parquet files (e.g. a Hugging Face dataset's data/*.parquet)`,
+      );
     }
     const col = columns.find((c) => c.name === field);
     if (!col) {
@@ -54,7 +61,9 @@ export async function checkParquetColumn(path: string, field: string): Promise<s
       );
     }
     if (col.type !== 'BYTE_ARRAY') {
-      throw new ParquetSourceError(`${f}: column "${field}" holds ${col.type ?? 'nested values'}, not strings; set [training] dataset_text_field to the column that holds the text`);
+      throw new ParquetSourceError(
+        `${f}: column "${field}" holds ${col.type ?? 'nested values'}, not strings; set [training] dataset_text_field to the column that holds the text`,
+      );
     }
   }
   return files;
@@ -77,4 +86,5 @@ export async function loadParquetTexts(path: string, field: string): Promise<{ t
   return { texts, files };
 }
 
-export const parquetName = (path: string, files: readonly string[]): string => (files.length === 1 ? basename(files[0]!) : `${basename(path)} (${files.length} parquet files)`);
+export const parquetName = (path: string, files: readonly string[]): string =>
+  files.length === 1 ? basename(files[0]!) : `${basename(path)} (${files.length} parquet files)`;

@@ -41,7 +41,10 @@ export function encodeTokens(t: Int32Array): string {
 
 export function decodeTokens(b64: string, count: number): Int32Array {
   const bytes = Buffer.from(b64, 'base64');
-  if (bytes.length !== count * 4) throw new DataStateError(`data state: buffer holds ${bytes.length} bytes, expected ${count} int32 tokens (${count * 4} bytes)`);
+  if (bytes.length !== count * 4)
+    throw new DataStateError(
+      `data state: buffer holds ${bytes.length} bytes, expected ${count} int32 tokens (${count * 4} bytes)`,
+    );
   const out = new Int32Array(count);
   new Uint8Array(out.buffer).set(bytes);
   return out;
@@ -58,9 +61,21 @@ export function checkDataState(v: unknown): DataState {
   };
   if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('expected an object');
   const s = v as Record<string, unknown>;
-  if (s.format !== DATA_STATE_FORMAT) fail(`unknown format ${JSON.stringify(s.format)} (expected "${DATA_STATE_FORMAT}")`);
-  for (const k of ['dpRank', 'dpDegree', 'seqLen', 'batchSize', 'docIndex', 'epoch', 'bufferTokens', 'batches', 'tokens'] as const) {
-    if (!Number.isSafeInteger(s[k]) || (s[k] as number) < 0) fail(`${k} must be an integer ≥ 0 (got ${JSON.stringify(s[k])})`);
+  if (s.format !== DATA_STATE_FORMAT)
+    fail(`unknown format ${JSON.stringify(s.format)} (expected "${DATA_STATE_FORMAT}")`);
+  for (const k of [
+    'dpRank',
+    'dpDegree',
+    'seqLen',
+    'batchSize',
+    'docIndex',
+    'epoch',
+    'bufferTokens',
+    'batches',
+    'tokens',
+  ] as const) {
+    if (!Number.isSafeInteger(s[k]) || (s[k] as number) < 0)
+      fail(`${k} must be an integer ≥ 0 (got ${JSON.stringify(s[k])})`);
   }
   for (const k of ['fingerprint', 'buffer'] as const) if (typeof s[k] !== 'string') fail(`${k} must be a string`);
   return s as unknown as DataState;

@@ -56,9 +56,12 @@ export class SyntheticSource implements DocumentSource {
 
   constructor(readonly opts: SyntheticOptions) {
     const { vocabSize, docTokens, seed, rank } = opts;
-    if (!(Number.isInteger(vocabSize) && vocabSize >= 2)) throw new RangeError(`synthetic data: vocabSize must be an integer ≥ 2 (got ${vocabSize})`);
-    if (!(Number.isInteger(docTokens) && docTokens >= 1)) throw new RangeError(`synthetic data: docTokens must be a positive integer (got ${docTokens})`);
-    if (!Number.isInteger(seed) || !Number.isInteger(rank)) throw new RangeError('synthetic data: seed and rank must be integers');
+    if (!(Number.isInteger(vocabSize) && vocabSize >= 2))
+      throw new RangeError(`synthetic data: vocabSize must be an integer ≥ 2 (got ${vocabSize})`);
+    if (!(Number.isInteger(docTokens) && docTokens >= 1))
+      throw new RangeError(`synthetic data: docTokens must be a positive integer (got ${docTokens})`);
+    if (!Number.isInteger(seed) || !Number.isInteger(rank))
+      throw new RangeError('synthetic data: seed and rank must be integers');
     this.fingerprint = `synthetic:seed ${seed}:vocab ${vocabSize}:${docTokens} tokens per document`;
     this.description = `synthetic Markov chain (seed ${seed}, vocab ${vocabSize}, ${docTokens} tokens per document)`;
   }
@@ -69,7 +72,8 @@ export class SyntheticSource implements DocumentSource {
   }
 
   doc(i: number): Int32Array {
-    if (!(Number.isInteger(i) && i >= 0)) throw new RangeError(`synthetic document index must be an integer ≥ 0 (got ${i})`);
+    if (!(Number.isInteger(i) && i >= 0))
+      throw new RangeError(`synthetic document index must be an integer ≥ 0 (got ${i})`);
     const { vocabSize: V, docTokens: n, seed, rank } = this.opts;
     // i can exceed 2^32 only after 4 billion documents; fold the high bits in so indices stay distinct anyway.
     const rng = new Rng(hash3(seed ^ 0x5eed, rank, (i >>> 0) ^ Math.floor(i / 4294967296)));

@@ -49,10 +49,13 @@ export function splitParagraphs(text: string): string[] {
 }
 
 function textOfRecord(rec: unknown, where: string, field = 'text'): string {
-  if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new TextSourceError(`${where}: expected a JSON object with a "${field}" field`);
+  if (rec === null || typeof rec !== 'object' || Array.isArray(rec))
+    throw new TextSourceError(`${where}: expected a JSON object with a "${field}" field`);
   const t = (rec as Record<string, unknown>)[field];
   if (typeof t !== 'string') {
-    throw new TextSourceError(`${where}: the record has no string field "${field}" (fields: ${Object.keys(rec).join(', ') || 'none'})${field === 'text' ? '' : '; set [training] dataset_text_field'}`);
+    throw new TextSourceError(
+      `${where}: the record has no string field "${field}" (fields: ${Object.keys(rec).join(', ') || 'none'})${field === 'text' ? '' : '; set [training] dataset_text_field'}`,
+    );
   }
   return t;
 }
@@ -175,7 +178,12 @@ export function textProblem(bytes: Uint8Array, path: string, partial: boolean): 
   return null;
 }
 
-export function loadTextSource(path: string, format: TextFormat = textFormatOf(path), tokenizer?: TextTokenizer, field = 'text'): TextSource {
+export function loadTextSource(
+  path: string,
+  format: TextFormat = textFormatOf(path),
+  tokenizer?: TextTokenizer,
+  field = 'text',
+): TextSource {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -186,6 +194,7 @@ export function loadTextSource(path: string, format: TextFormat = textFormatOf(p
   if (problem) throw new TextSourceError(problem);
   const content = bytes.toString('utf8');
   const texts = format === 'txt' ? splitParagraphs(content) : parseJsonlTexts(content, path, field);
-  if (texts.length === 0) throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);
+  if (texts.length === 0)
+    throw new TextSourceError(`${path}: no documents found (the file is empty or only whitespace)`);
   return new TextSource(texts, path, tokenizer);
 }

@@ -54,7 +54,8 @@ export class TokenFileSource implements DocumentSource {
     this.dtype = opts.dtype ?? tokenDTypeOf(path);
     this.itemSize = this.dtype === 'u16' ? 2 : 4;
     this.pieceTokens = opts.pieceTokens ?? DEFAULT_PIECE_TOKENS;
-    if (!(Number.isInteger(this.pieceTokens) && this.pieceTokens >= 1)) throw new TokenSourceError(`pieceTokens must be a positive integer (got ${this.pieceTokens})`);
+    if (!(Number.isInteger(this.pieceTokens) && this.pieceTokens >= 1))
+      throw new TokenSourceError(`pieceTokens must be a positive integer (got ${this.pieceTokens})`);
     this.vocabSize = opts.vocabSize;
     let size: number;
     let fd: number;
@@ -69,7 +70,9 @@ export class TokenFileSource implements DocumentSource {
       closeSync(fd);
     }
     if (size % this.itemSize !== 0) {
-      throw new TokenSourceError(`${path}: ${size} bytes is not a whole number of ${this.dtype} tokens (${this.itemSize} bytes each); wrong dtype or truncated file?`);
+      throw new TokenSourceError(
+        `${path}: ${size} bytes is not a whole number of ${this.dtype} tokens (${this.itemSize} bytes each); wrong dtype or truncated file?`,
+      );
     }
     this.numTokens = size / this.itemSize;
     if (this.numTokens === 0) throw new TokenSourceError(`${path}: the token file is empty`);
@@ -79,7 +82,8 @@ export class TokenFileSource implements DocumentSource {
   }
 
   doc(i: number): Int32Array {
-    if (!(Number.isInteger(i) && i >= 0 && i < this.numDocs)) throw new RangeError(`piece ${i} is outside [0, ${this.numDocs})`);
+    if (!(Number.isInteger(i) && i >= 0 && i < this.numDocs))
+      throw new RangeError(`piece ${i} is outside [0, ${this.numDocs})`);
     const first = i * this.pieceTokens;
     const n = Math.min(this.pieceTokens, this.numTokens - first);
     const bytes = Buffer.alloc(n * this.itemSize);
@@ -88,7 +92,10 @@ export class TokenFileSource implements DocumentSource {
       let done = 0;
       while (done < bytes.length) {
         const got = readSync(fd, bytes, done, bytes.length - done, first * this.itemSize + done);
-        if (got === 0) throw new TokenSourceError(`${this.path}: unexpected end of file at byte ${first * this.itemSize + done} (was the file truncated while training?)`);
+        if (got === 0)
+          throw new TokenSourceError(
+            `${this.path}: unexpected end of file at byte ${first * this.itemSize + done} (was the file truncated while training?)`,
+          );
         done += got;
       }
     } finally {

@@ -81,7 +81,9 @@ export class ByteTokenizer {
       if (id >= FIRST_PRINTABLE && id <= LAST_PRINTABLE) s += String.fromCharCode(id);
       else if (SPECIAL_NAMES[id] !== undefined) s += opts.skipSpecial ? '' : SPECIAL_NAMES[id];
       else if (!Number.isInteger(id) || id < 0 || id >= BYTE_VOCAB_SIZE) {
-        throw new RangeError(`ByteTokenizer.decode: id ${id} at position ${i} is outside the vocabulary [0, ${BYTE_VOCAB_SIZE})`);
+        throw new RangeError(
+          `ByteTokenizer.decode: id ${id} at position ${i} is outside the vocabulary [0, ${BYTE_VOCAB_SIZE})`,
+        );
       } else s += '\uFFFD';
     }
     return s;

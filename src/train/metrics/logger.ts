@@ -118,7 +118,8 @@ export class MetricsLogger {
       peak_flops: o.peak.flops,
     };
     if (m.nTokensSeen !== undefined) rec.n_tokens_seen = m.nTokensSeen;
-    if (mem.peakByCategory) for (const [c, b] of Object.entries(mem.peakByCategory)) rec[`memory/max_active/${c}(GiB)`] = gib(b);
+    if (mem.peakByCategory)
+      for (const [c, b] of Object.entries(mem.peakByCategory)) rec[`memory/max_active/${c}(GiB)`] = gib(b);
     for (const [k, v] of Object.entries(sum(this.phases, m.phasesMs))) rec[`time_phases/${k}(ms)`] = v;
     for (const [k, v] of Object.entries(sum(this.comm, m.commBytes))) rec[`comm/${k}(bytes)`] = v;
     if (m.extra) for (const [k, v] of Object.entries(m.extra)) rec[k] = v;
@@ -126,7 +127,16 @@ export class MetricsLogger {
 
     if (o.print) {
       const line = formatConsoleLine(
-        { step, loss: m.globalAvgLoss, gradNorm: m.gradNorm, memoryGiB: gib(mem.peakBytes), memoryPct: memPct, tps: w.tps, tflops, mfuPct: mfu },
+        {
+          step,
+          loss: m.globalAvgLoss,
+          gradNorm: m.gradNorm,
+          memoryGiB: gib(mem.peakBytes),
+          memoryPct: memPct,
+          tps: w.tps,
+          tflops,
+          mfuPct: mfu,
+        },
         o.color,
       );
       (o.out ?? ((l: string) => process.stdout.write(l + '\n')))(line);
@@ -171,7 +181,10 @@ export function createMetricsLogger(cfg: JobConfig, o: CreateMetricsLoggerOption
     flopsPerToken: o.flopsPerToken,
     peak: o.peak,
     print: (o.printRanks ?? [0]).includes(o.rank),
-    color: useColor(cfg.metrics.disable_color_printing, o.stdoutIsTTY === undefined ? process.stdout : { isTTY: o.stdoutIsTTY }),
+    color: useColor(
+      cfg.metrics.disable_color_printing,
+      o.stdoutIsTTY === undefined ? process.stdout : { isTTY: o.stdoutIsTTY },
+    ),
     jsonlPath: cfg.metrics.save_jsonl ? join(o.runDir, 'metrics.jsonl') : null,
     memoryStats: o.memoryStats,
     resetMemoryPeak: o.resetMemoryPeak,

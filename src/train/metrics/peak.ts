@@ -75,7 +75,11 @@ export function measureSgemmPeak(k: Kernels = getKernels(), opts: SgemmPeakOptio
       n,
       threads: info.threads,
       impl: k.impl,
-      blas: [info.matmulMode === 'blas' || !info.onednn ? info.name : `onednn ${info.onednnVersion ?? ''}`.trim(), info.matmulMode === 'blas' || !info.onednn ? info.corename : info.onednnIsa, opts.dtype === 'bfloat16' ? 'bf16' : '']
+      blas: [
+        info.matmulMode === 'blas' || !info.onednn ? info.name : `onednn ${info.onednnVersion ?? ''}`.trim(),
+        info.matmulMode === 'blas' || !info.onednn ? info.corename : info.onednnIsa,
+        opts.dtype === 'bfloat16' ? 'bf16' : '',
+      ]
         .filter(Boolean)
         .join(' '),
       trials,
@@ -96,10 +100,20 @@ export interface PeakFlops {
  * Per-rank peak: `metrics.peak_flops` if set (> 0), else the node's measured sgemm GFLOP/s shared by the ranks
  * running on the node.
  */
-export function resolvePeakFlops(o: { configPeakFlops: number; nodeSgemmGflops?: number; ranksOnNode: number }): PeakFlops {
-  if (o.configPeakFlops > 0) return { flops: o.configPeakFlops, source: `metrics.peak_flops = ${o.configPeakFlops.toExponential(3)} FLOP/s per rank` };
+export function resolvePeakFlops(o: {
+  configPeakFlops: number;
+  nodeSgemmGflops?: number;
+  ranksOnNode: number;
+}): PeakFlops {
+  if (o.configPeakFlops > 0)
+    return {
+      flops: o.configPeakFlops,
+      source: `metrics.peak_flops = ${o.configPeakFlops.toExponential(3)} FLOP/s per rank`,
+    };
   if (o.nodeSgemmGflops === undefined || !(o.nodeSgemmGflops > 0)) {
-    throw new Error('no peak FLOP/s for MFU: measure the sgemm peak at startup (measureSgemmPeak) or set [metrics] peak_flops');
+    throw new Error(
+      'no peak FLOP/s for MFU: measure the sgemm peak at startup (measureSgemmPeak) or set [metrics] peak_flops',
+    );
   }
   const r = Math.max(1, o.ranksOnNode);
   return {

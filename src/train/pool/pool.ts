@@ -35,7 +35,13 @@ export function configureSidePool(threads: number): void {
 export function processPool(): SidePool {
   return {
     run: (task) => {
-      local ??= new Piscina({ filename: WORKER, minThreads: 0, maxThreads: threadsWanted, idleTimeout: IDLE_MS, name: 'default' });
+      local ??= new Piscina({
+        filename: WORKER,
+        minThreads: 0,
+        maxThreads: threadsWanted,
+        idleTimeout: IDLE_MS,
+        name: 'default',
+      });
       return local.run(task) as Promise<never>;
     },
   };
@@ -72,7 +78,12 @@ export function serveSidePool(name: string, ranks: number): { close(): void } {
       if (!('task' in req)) return;
       pool.run(req.task as never).then(
         (value) => ch.postMessage({ id: req.id, ok: true, value } satisfies Reply),
-        (e: unknown) => ch.postMessage({ id: req.id, ok: false, message: e instanceof Error ? e.message : String(e) } satisfies Reply),
+        (e: unknown) =>
+          ch.postMessage({
+            id: req.id,
+            ok: false,
+            message: e instanceof Error ? e.message : String(e),
+          } satisfies Reply),
       );
     };
     // The channel must not keep the launcher alive by itself; the launch it serves does.
@@ -108,7 +119,8 @@ export function connectSidePool(name: string, rank: number): SidePool & { close(
         ch.postMessage({ id, task } satisfies Request);
       }),
     close: () => {
-      for (const w of waiting.values()) w.reject(new Error('the side pool connection was closed while a task was pending'));
+      for (const w of waiting.values())
+        w.reject(new Error('the side pool connection was closed while a task was pending'));
       waiting.clear();
       ch.close();
     },

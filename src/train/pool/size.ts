@@ -13,7 +13,12 @@ export interface PoolSizeInput {
   processesOnNode?: number;
 }
 
-export function poolThreads({ cores, computeThreadsPerRank, ranksInProcess, processesOnNode = 1 }: PoolSizeInput): number {
+export function poolThreads({
+  cores,
+  computeThreadsPerRank,
+  ranksInProcess,
+  processesOnNode = 1,
+}: PoolSizeInput): number {
   const busy = computeThreadsPerRank * ranksInProcess * processesOnNode;
   const free = Math.floor((cores - busy) / Math.max(1, processesOnNode));
   return Math.max(1, free);

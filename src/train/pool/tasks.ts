@@ -43,7 +43,11 @@ export type PoolTaskResult<K extends PoolTask['kind']> = Results[K];
 export default function runTask(task: PoolTask): unknown {
   switch (task.kind) {
     case 'write-shard':
-      return writeRankShard(task.dir, task.rank, { tensors: new Map(task.tensors), slices: task.slices, extras: task.extras });
+      return writeRankShard(task.dir, task.rank, {
+        tensors: new Map(task.tensors),
+        slices: task.slices,
+        extras: task.extras,
+      });
     case 'encode': {
       let tok = tokenizers.get(task.tokenizerFile);
       if (!tok) tokenizers.set(task.tokenizerFile, (tok = HfTokenizer.load(task.tokenizerFile)));

@@ -3,7 +3,9 @@
 import type { RankContext } from '../../../src/comm/launch.ts';
 import { RankHost, type RankJob } from '../../../src/actors/rank-host.ts';
 
-export async function rankMain(ctx: RankContext<{ job: RankJob; tokens: Int32Array; labels: Int32Array; B: number; S: number }>): Promise<string> {
+export async function rankMain(
+  ctx: RankContext<{ job: RankJob; tokens: Int32Array; labels: Int32Array; B: number; S: number }>,
+): Promise<string> {
   const a = ctx.args;
   const host = await RankHost.create(ctx.world, a.job);
   try {

@@ -43,7 +43,12 @@ export async function rankMain(ctx: RankContext<DispatchKillArgs>): Promise<unkn
           },
         })
       : ctx.world;
-  const args: DistributedRunArgs = { ...run, tokens: Int32Array.from(run.tokens), labels: Int32Array.from(run.labels), mode: 'train' };
+  const args: DistributedRunArgs = {
+    ...run,
+    tokens: Int32Array.from(run.tokens),
+    labels: Int32Array.from(run.labels),
+    mode: 'train',
+  };
   const r = await distributedRun({ ...ctx, world, args });
   return { losses: r.losses };
 }

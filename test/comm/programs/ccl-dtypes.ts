@@ -24,7 +24,8 @@ const toBf16 = (x: number) => {
 const fromBf16 = (h: number) => new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
 
 export async function rankMain(ctx: RankContext<null>): Promise<string[]> {
-  if (!(ctx.world instanceof CclCommunicator)) throw new Error(`run this on the ccl transport (got ${ctx.world.backend})`);
+  if (!(ctx.world instanceof CclCommunicator))
+    throw new Error(`run this on the ccl transport (got ${ctx.world.backend})`);
   const b = loadCcl();
   const h = ctx.world.cclHandle;
   const P = ctx.size;
@@ -40,10 +41,16 @@ export async function rankMain(ctx: RankContext<null>): Promise<string[]> {
   const s64 = BigInt64Array.of(big + BigInt(me), -BigInt(me + 1));
   await settle(b.cclAllreduce(h, s64, 0), 'allreduce int64');
   const n = BigInt(P);
-  expect(s64[0] === n * big + (n * (n - 1n)) / 2n && s64[1] === -(n * (n + 1n)) / 2n, 'allreduce(sum) int64 exact beyond 2^53');
+  expect(
+    s64[0] === n * big + (n * (n - 1n)) / 2n && s64[1] === -(n * (n + 1n)) / 2n,
+    'allreduce(sum) int64 exact beyond 2^53',
+  );
   const g64 = new BigInt64Array(P);
   await settle(b.cclAllgather(h, BigInt64Array.of(big + BigInt(me)), g64), 'allgather int64');
-  expect(g64.every((v, r) => v === big + BigInt(r)), 'allgather int64 in rank order');
+  expect(
+    g64.every((v, r) => v === big + BigInt(r)),
+    'allgather int64 in rank order',
+  );
 
   // bf16: 1.5 · (rank + 1) summed; every partial sum is exact in bf16 for small P.
   const bf = Uint16Array.of(toBf16(1.5 * (me + 1)), toBf16(-0.25));
@@ -54,7 +61,10 @@ export async function rankMain(ctx: RankContext<null>): Promise<string[]> {
   expect(fromBf16(mx[0]!) === P - 1.5, 'allreduce(max) bf16');
   const gbf = new Uint16Array(2 * P);
   await settle(b.cclAllgather(h, Uint16Array.of(toBf16(me), toBf16(-me)), gbf), 'allgather bf16');
-  expect(Array.from(gbf, fromBf16).every((v, i) => v === (i % 2 ? -1 : 1) * Math.floor(i / 2)), 'allgather bf16 in rank order');
+  expect(
+    Array.from(gbf, fromBf16).every((v, i) => v === (i % 2 ? -1 : 1) * Math.floor(i / 2)),
+    'allgather bf16 in rank order',
+  );
 
   // Mismatched element types are refused before anything is issued.
   let refused = '';

@@ -10,7 +10,13 @@ function swapFirstTwoSources(c: Communicator): Communicator {
   return new Proxy(c, {
     get(target, prop, recv) {
       if (prop === 'allToAllV') {
-        return async (send: CommArray, sc: number[], r: CommArray, rc: number[], opts?: Parameters<Communicator['allToAllV']>[4]) => {
+        return async (
+          send: CommArray,
+          sc: number[],
+          r: CommArray,
+          rc: number[],
+          opts?: Parameters<Communicator['allToAllV']>[4],
+        ) => {
           await target.allToAllV(send, sc, r, rc, opts);
           if (rc[0]! > 0 && rc[1]! > 0) {
             const a = r.slice(0, rc[0]);

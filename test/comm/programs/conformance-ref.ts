@@ -65,10 +65,15 @@ export function genValues(dtype: DType, n: number, seed: number): number[] {
   return out;
 }
 
-const round = (dtype: DType, x: number): number => (dtype === 'float32' ? Math.fround(x) : dtype === 'int32' ? x | 0 : x);
+const round = (dtype: DType, x: number): number =>
+  dtype === 'float32' ? Math.fround(x) : dtype === 'int32' ? x | 0 : x;
 
 /** Expected op over ranks of xs[r][i], and Σ|x| per element (the scale for tolerance checks). */
-export function refReduce(dtype: DType, xs: readonly (readonly number[])[], op: ReduceOp): { value: number[]; scale: number[] } {
+export function refReduce(
+  dtype: DType,
+  xs: readonly (readonly number[])[],
+  op: ReduceOp,
+): { value: number[]; scale: number[] } {
   if (dtype === 'bfloat16') return refSumBf16(xs);
   const n = xs[0]?.length ?? 0;
   const value = new Array<number>(n);
@@ -119,7 +124,13 @@ const SENTINEL: Record<DType, number> = { float32: -7777.5, float64: -8888.25, i
 const CTORS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, bfloat16: Uint16Array } as const;
 
 export function dtypeName(a: CommArray): DType {
-  return a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Uint16Array ? 'bfloat16' : 'int32';
+  return a instanceof Float32Array
+    ? 'float32'
+    : a instanceof Float64Array
+      ? 'float64'
+      : a instanceof Uint16Array
+        ? 'bfloat16'
+        : 'int32';
 }
 
 /**
@@ -129,7 +140,9 @@ export function dtypeName(a: CommArray): DType {
 export function alloc(dtype: DType, n: number, shared: boolean, fill?: readonly number[]): CommArray {
   const Ctor = CTORS[dtype];
   const total = n + 2 * GUARD;
-  const buf = shared ? new SharedArrayBuffer(total * Ctor.BYTES_PER_ELEMENT) : new ArrayBuffer(total * Ctor.BYTES_PER_ELEMENT);
+  const buf = shared
+    ? new SharedArrayBuffer(total * Ctor.BYTES_PER_ELEMENT)
+    : new ArrayBuffer(total * Ctor.BYTES_PER_ELEMENT);
   const base = new Ctor(buf as ArrayBuffer);
   base.fill(SENTINEL[dtype]);
   const view = base.subarray(GUARD, GUARD + n);
@@ -142,11 +155,16 @@ export function alloc(dtype: DType, n: number, shared: boolean, fill?: readonly 
 export function guardViolation(view: CommArray): string | null {
   const dtype = dtypeName(view);
   const Ctor = CTORS[dtype];
-  const base = new Ctor(view.buffer as ArrayBuffer, view.byteOffset - GUARD * Ctor.BYTES_PER_ELEMENT, view.length + 2 * GUARD);
+  const base = new Ctor(
+    view.buffer as ArrayBuffer,
+    view.byteOffset - GUARD * Ctor.BYTES_PER_ELEMENT,
+    view.length + 2 * GUARD,
+  );
   for (let i = 0; i < GUARD; i++) {
     if (base[i] !== SENTINEL[dtype]) return `element ${i - GUARD} (before the view) was overwritten with ${base[i]}`;
     const j = GUARD + view.length + i;
-    if (base[j] !== SENTINEL[dtype]) return `element ${view.length + i} (after the view) was overwritten with ${base[j]}`;
+    if (base[j] !== SENTINEL[dtype])
+      return `element ${view.length + i} (after the view) was overwritten with ${base[j]}`;
   }
   return null;
 }

@@ -26,7 +26,18 @@ import { checkCall } from '../../../src/comm/capabilities.ts';
 import type { CommArray, Communicator, ReduceOp } from '../../../src/comm/communicator.ts';
 import { CollectiveError } from '../../../src/comm/errors.ts';
 import type { RankContext } from '../../../src/comm/launch.ts';
-import { alloc, compare, DTYPES, genValues, guardViolation, hashInts, hashStr, refReduce, Rng, type DType } from './conformance-ref.ts';
+import {
+  alloc,
+  compare,
+  DTYPES,
+  genValues,
+  guardViolation,
+  hashInts,
+  hashStr,
+  refReduce,
+  Rng,
+  type DType,
+} from './conformance-ref.ts';
 
 export interface ConformanceArgs {
   seed: number;
@@ -81,7 +92,16 @@ class Checker {
     readonly ctx: RankContext<ConformanceArgs>,
     readonly round: number,
   ) {
-    this.summary = { rank: ctx.rank, size: ctx.size, backend: ctx.world.backend, checks: 0, elements: 0, unsupported: 0, byOp: {}, groups: [] };
+    this.summary = {
+      rank: ctx.rank,
+      size: ctx.size,
+      backend: ctx.world.backend,
+      checks: 0,
+      elements: 0,
+      unsupported: 0,
+      byOp: {},
+      groups: [],
+    };
   }
   get tolerance(): 'exact' | number {
     return this.ctx.args.tolerance ?? 'exact';
@@ -99,7 +119,13 @@ class Checker {
   }
 }
 
-const OPS_FLOAT: ReduceOp[] = [{ op: 'sum' }, { op: 'avg' }, { op: 'max' }, { op: 'premul_sum', factor: 0.1 }, { op: 'premul_sum', factor: 0.25 }];
+const OPS_FLOAT: ReduceOp[] = [
+  { op: 'sum' },
+  { op: 'avg' },
+  { op: 'max' },
+  { op: 'premul_sum', factor: 0.1 },
+  { op: 'premul_sum', factor: 0.25 },
+];
 const OPS_INT: ReduceOp[] = [{ op: 'sum' }, { op: 'max' }];
 const opName = (op: ReduceOp) => (op.op === 'premul_sum' ? `premul_sum(${op.factor})` : op.op);
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
@@ -111,7 +137,8 @@ function makeCase(ck: Checker, g: Communicator, spec: Spec, index: number): Case
   const opts = { timeoutMs: args.timeoutMs, tag: `conformance ${g.name} #${index}` };
   const groupKey = hashStr(`${g.name}[${g.ranks.join(',')}]`);
   // Input of contributor with group rank i: a function of values every member knows.
-  const input = (dtype: DType, i: number, n: number) => genValues(dtype, n, hashInts(args.seed, ck.round, groupKey, index, g.ranks[i]!));
+  const input = (dtype: DType, i: number, n: number) =>
+    genValues(dtype, n, hashInts(args.seed, ck.round, groupKey, index, g.ranks[i]!));
   const multiNode = g.multiNode ?? false;
   const me = g.rank;
   const P = g.size;
@@ -119,7 +146,12 @@ function makeCase(ck: Checker, g: Communicator, spec: Spec, index: number): Case
   const check = (what: string, got: CommArray, want: readonly number[], scale?: readonly number[]) => {
     const guard = guardViolation(got);
     if (guard) ck.fail(g, what, `buffer guard: ${guard}`);
-    const diff = compare(got, want, spec.kind === 'all_reduce' || spec.kind === 'reduce_scatter' ? ck.tolerance : 'exact', scale);
+    const diff = compare(
+      got,
+      want,
+      spec.kind === 'all_reduce' || spec.kind === 'reduce_scatter' ? ck.tolerance : 'exact',
+      scale,
+    );
     if (diff) ck.fail(g, what, diff);
     ck.count(spec.kind, want.length);
   };
@@ -185,7 +217,11 @@ function makeCase(ck: Checker, g: Communicator, spec: Spec, index: number): Case
         allowed: checkCall(g.capabilities, 'all_reduce', op, { multiNode }).ok,
         issue: () => g.allReduce(buf, op, opts),
         verify: () => {
-          const ref = refReduce(dtype, Array.from({ length: P }, (_, i) => input(dtype, i, n)), op);
+          const ref = refReduce(
+            dtype,
+            Array.from({ length: P }, (_, i) => input(dtype, i, n)),
+            op,
+          );
           check(l, buf, ref.value, ref.scale);
         },
       };
@@ -199,7 +235,9 @@ function makeCase(ck: Checker, g: Communicator, spec: Spec, index: number): Case
       const recv = alloc(dtype, sum(recvCounts), shared);
       const flat = matrix.flat();
       const equalCounts = flat.every((c) => c === flat[0]);
-      const l = label(`all_to_all_v ${dtype} ${equalCounts ? 'equal' : 'uneven'} counts (row ${me}: [${sendCounts.join(',')}])`);
+      const l = label(
+        `all_to_all_v ${dtype} ${equalCounts ? 'equal' : 'uneven'} counts (row ${me}: [${sendCounts.join(',')}])`,
+      );
       return {
         label: l,
         allowed: checkCall(g.capabilities, 'all_to_all_v', undefined, { equalCounts }).ok,
@@ -255,12 +293,15 @@ function suiteSpecs(ck: Checker, g: Communicator, small: boolean): Spec[] {
         if (dtype !== 'bfloat16') specs.push({ kind: 'all_reduce', dtype, n: n + (n > 0 ? 2 : 0), op });
       }
     }
-    const uneven = Array.from({ length: P }, () => Array.from({ length: P }, () => (rng.int(0, 3) === 0 ? 0 : rng.int(1, 6))));
+    const uneven = Array.from({ length: P }, () =>
+      Array.from({ length: P }, () => (rng.int(0, 3) === 0 ? 0 : rng.int(1, 6))),
+    );
     specs.push({ kind: 'all_to_all_v', dtype, matrix: uneven });
     const k = small ? 2 : 4;
     specs.push({ kind: 'all_to_all_v', dtype, matrix: Array.from({ length: P }, () => new Array<number>(P).fill(k)) });
   }
-  for (let root = 0; root < P; root++) specs.push({ kind: 'broadcast', dtype: DTYPES[root % 3]!, n: small ? 3 : 11, root });
+  for (let root = 0; root < P; root++)
+    specs.push({ kind: 'broadcast', dtype: DTYPES[root % 3]!, n: small ? 3 : 11, root });
   specs.push({ kind: 'broadcast', dtype: 'float32', n: 0, root: P - 1 });
   specs.push({ kind: 'barrier' });
   return specs;
@@ -278,7 +319,13 @@ async function runCase(ck: Checker, g: Communicator, c: Case): Promise<boolean> 
   return true;
 }
 
-async function expectRejection(ck: Checker, g: Communicator, label: string, fn: () => Promise<unknown>, kind: CollectiveError['kind']): Promise<void> {
+async function expectRejection(
+  ck: Checker,
+  g: Communicator,
+  label: string,
+  fn: () => Promise<unknown>,
+  kind: CollectiveError['kind'],
+): Promise<void> {
   let err: unknown;
   try {
     await fn();
@@ -286,7 +333,11 @@ async function expectRejection(ck: Checker, g: Communicator, label: string, fn: 
     err = e;
   }
   if (!(err instanceof CollectiveError) || err.kind !== kind) {
-    ck.fail(g, label, `expected a CollectiveError of kind '${kind}', got ${err === undefined ? 'success' : String(err)}`);
+    ck.fail(
+      g,
+      label,
+      `expected a CollectiveError of kind '${kind}', got ${err === undefined ? 'success' : String(err)}`,
+    );
   }
 }
 
@@ -300,10 +351,34 @@ async function runSuite(ck: Checker, g: Communicator, small: boolean, indexBase:
     if (await runCase(ck, g, makeCase(ck, g, specs[i]!, indexBase + i))) issued++;
   }
   // Arguments the base rejects must not consume a sequence number (the next collectives would desync otherwise).
-  await expectRejection(ck, g, 'all_gather with a wrong recv length', () => g.allGather(new Float32Array(2), new Float32Array(2 * g.size + 1)), 'invalid');
-  await expectRejection(ck, g, 'all_reduce avg on int32', () => g.allReduce(new Int32Array(2), { op: 'avg' }), 'invalid');
-  await expectRejection(ck, g, 'all_reduce sum on bf16 bits', () => g.allReduce(new Uint16Array(2), { op: 'sum' }), 'invalid');
-  await expectRejection(ck, g, 'reduce_scatter avg on bf16 bits', () => g.reduceScatter(new Uint16Array(2 * g.size), new Uint16Array(2), { op: 'avg' }), 'invalid');
+  await expectRejection(
+    ck,
+    g,
+    'all_gather with a wrong recv length',
+    () => g.allGather(new Float32Array(2), new Float32Array(2 * g.size + 1)),
+    'invalid',
+  );
+  await expectRejection(
+    ck,
+    g,
+    'all_reduce avg on int32',
+    () => g.allReduce(new Int32Array(2), { op: 'avg' }),
+    'invalid',
+  );
+  await expectRejection(
+    ck,
+    g,
+    'all_reduce sum on bf16 bits',
+    () => g.allReduce(new Uint16Array(2), { op: 'sum' }),
+    'invalid',
+  );
+  await expectRejection(
+    ck,
+    g,
+    'reduce_scatter avg on bf16 bits',
+    () => g.reduceScatter(new Uint16Array(2 * g.size), new Uint16Array(2), { op: 'avg' }),
+    'invalid',
+  );
   ck.count('invalid');
   await runCase(ck, g, makeCase(ck, g, { kind: 'barrier' }, indexBase + specs.length));
   issued++;
@@ -314,13 +389,24 @@ async function runSuite(ck: Checker, g: Communicator, small: boolean, indexBase:
 }
 
 /** split, checking membership and order: by key, ties by rank in the parent group (MPI_Comm_split's rule). */
-async function checkedSplit(ck: Checker, parent: Communicator, color: (wr: number) => number, key: (wr: number) => number, name: string): Promise<Communicator> {
+async function checkedSplit(
+  ck: Checker,
+  parent: Communicator,
+  color: (wr: number) => number,
+  key: (wr: number) => number,
+  name: string,
+): Promise<Communicator> {
   const me = ck.ctx.rank;
   const g = await parent.split(color(me), key(me), name);
   const expected = parent.ranks
     .filter((wr) => color(wr) === color(me))
     .sort((a, b) => key(a) - key(b) || parent.ranks.indexOf(a) - parent.ranks.indexOf(b));
-  if (g.name !== name || g.size !== expected.length || g.ranks.join(',') !== expected.join(',') || g.ranks[g.rank] !== me) {
+  if (
+    g.name !== name ||
+    g.size !== expected.length ||
+    g.ranks.join(',') !== expected.join(',') ||
+    g.ranks[g.rank] !== me
+  ) {
     ck.fail(
       g,
       `split(${color(me)}, ${key(me)}) of ${parent.name}`,
@@ -335,7 +421,13 @@ async function checkedSplit(ck: Checker, parent: Communicator, color: (wr: numbe
  * Several collectives in flight at once: two on the world (same order everywhere, as every transport requires per
  * group) and one on each of two sub-groups, issued in a rank-dependent order across groups, without awaiting.
  */
-async function runConcurrent(ck: Checker, world: Communicator, a: Communicator, b: Communicator, indexBase: number): Promise<void> {
+async function runConcurrent(
+  ck: Checker,
+  world: Communicator,
+  a: Communicator,
+  b: Communicator,
+  indexBase: number,
+): Promise<void> {
   const cases: [Communicator, Case][] = [];
   const add = (g: Communicator, spec: Spec) => cases.push([g, makeCase(ck, g, spec, indexBase + cases.length)]);
   add(world, { kind: 'all_reduce', dtype: 'float32', n: 13, op: { op: 'sum' } });
@@ -345,7 +437,10 @@ async function runConcurrent(ck: Checker, world: Communicator, a: Communicator, 
   add(a, { kind: 'all_gather', dtype: 'float32', n: 4 });
   const runnable = cases.filter(([, c]) => c.allowed);
   // Per-group order is preserved; the interleaving across groups depends on the rank.
-  const order = ck.ctx.rank % 2 === 0 ? runnable : [...runnable.filter(([g]) => g !== world), ...runnable.filter(([g]) => g === world)];
+  const order =
+    ck.ctx.rank % 2 === 0
+      ? runnable
+      : [...runnable.filter(([g]) => g !== world), ...runnable.filter(([g]) => g === world)];
   const inFlight = order.map(([, c]) => c.issue());
   await Promise.all(inFlight);
   for (const [, c] of order) c.verify();
@@ -357,24 +452,58 @@ async function runRound(ctx: RankContext<ConformanceArgs>, round: number): Promi
   const me = ctx.rank;
   const P = ctx.size;
   if (world.size !== P || world.rank !== me || world.ranks.length !== P || world.ranks.some((r, i) => r !== i)) {
-    ck.fail(world, 'world communicator', `rank ${world.rank}, size ${world.size}, ranks [${world.ranks.join(',')}] do not describe world rank ${me} of ${P}`);
+    ck.fail(
+      world,
+      'world communicator',
+      `rank ${world.rank}, size ${world.size}, ranks [${world.ranks.join(',')}] do not describe world rank ${me} of ${P}`,
+    );
   }
   // Case indices restart per group: a group's members must agree on them, and the group key already separates
   // groups, while the suites a rank ran before on other groups differ between members.
   await runSuite(ck, world, false, 0);
 
   // Keys reverse the order; ties fall back to rank; singletons; a split of a split.
-  const parity = await checkedSplit(ck, world, (r) => r % 2, (r) => P - r, 'parity');
-  const halves = await checkedSplit(ck, world, (r) => (r < Math.ceil(P / 2) ? 0 : 1), () => 0, 'halves');
-  const self = await checkedSplit(ck, world, (r) => r, () => 0, 'self');
-  const quarter = await checkedSplit(ck, parity, (r) => (parity.ranks.indexOf(r) < parity.size / 2 ? 0 : 1), (r) => r % 3, 'parity.half');
+  const parity = await checkedSplit(
+    ck,
+    world,
+    (r) => r % 2,
+    (r) => P - r,
+    'parity',
+  );
+  const halves = await checkedSplit(
+    ck,
+    world,
+    (r) => (r < Math.ceil(P / 2) ? 0 : 1),
+    () => 0,
+    'halves',
+  );
+  const self = await checkedSplit(
+    ck,
+    world,
+    (r) => r,
+    () => 0,
+    'self',
+  );
+  const quarter = await checkedSplit(
+    ck,
+    parity,
+    (r) => (parity.ranks.indexOf(r) < parity.size / 2 ? 0 : 1),
+    (r) => r % 3,
+    'parity.half',
+  );
   for (const g of [parity, halves, self, quarter]) await runSuite(ck, g, true, 0);
 
   await runConcurrent(ck, world, parity, halves, 1_000_000);
 
   for (const g of [quarter, self, halves, parity]) {
     await g.free();
-    await expectRejection(ck, g, 'all_reduce after free', () => g.allReduce(new Float32Array(1), { op: 'sum' }), 'freed');
+    await expectRejection(
+      ck,
+      g,
+      'all_reduce after free',
+      () => g.allReduce(new Float32Array(1), { op: 'sum' }),
+      'freed',
+    );
     ck.count('free');
   }
   // Everyone leaves together, so a late rank's failure cannot be masked by another rank's exit.

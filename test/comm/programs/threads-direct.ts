@@ -36,7 +36,9 @@ export async function rankMain(ctx: RankContext<DirectArgs>): Promise<DirectSumm
       for (let i = 0; i < n; i++) {
         const want = value(q, it, i);
         if (recv[q * n + i] !== want || plainRecv[q * n + i] !== want) {
-          throw new Error(`iter ${it}: element ${i} from rank ${q} is ${recv[q * n + i]} / ${plainRecv[q * n + i]}, expected ${want}`);
+          throw new Error(
+            `iter ${it}: element ${i} from rank ${q} is ${recv[q * n + i]} / ${plainRecv[q * n + i]}, expected ${want}`,
+          );
         }
       }
     }
@@ -44,7 +46,8 @@ export async function rankMain(ctx: RankContext<DirectArgs>): Promise<DirectSumm
     const mine = recv.subarray(ctx.rank * n, (ctx.rank + 1) * n);
     for (let i = 0; i < n; i++) mine[i] = value(ctx.rank, it + 1000, i);
     await w.allGather(mine, recv);
-    for (let q = 0; q < P; q++) if (recv[q * n + 5] !== value(q, it + 1000, 5)) throw new Error(`in-place all_gather: block ${q} is wrong`);
+    for (let q = 0; q < P; q++)
+      if (recv[q * n + 5] !== value(q, it + 1000, 5)) throw new Error(`in-place all_gather: block ${q} is wrong`);
   }
 
   // A thread that opened its channel after a registration was posted asks for it again; the owner, waiting in

@@ -46,7 +46,8 @@ export async function rankMain(ctx: RankContext<FaultArgs>): Promise<{ iters: nu
       }
     }
     await w.allGather(send, recv, { tag: `iter ${i}` });
-    for (let r = 0; r < ctx.size; r++) if (recv[4 * r] !== r) throw new Error(`iteration ${i}: wrong data from rank ${r}`);
+    for (let r = 0; r < ctx.size; r++)
+      if (recv[4 * r] !== r) throw new Error(`iteration ${i}: wrong data from rank ${r}`);
     if (pauseMs) await sleep(pauseMs);
   }
   await w.barrier();

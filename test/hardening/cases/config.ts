@@ -18,9 +18,27 @@ function load(sb: Sandbox, toml: string | Uint8Array, overrides: string[] = []) 
   });
 }
 
-const toml = (text: string, words: RegExp[], name = text.replace(/\n/g, ' ')): Case => ({ kind: 'config', name, exit: 1, words, run: (sb) => load(sb, text) });
-const ok = (text: string, words: RegExp[], name = text.replace(/\n/g, ' ')): Case => ({ kind: 'config', name: `accepted: ${name}`, exit: 0, words, run: (sb) => load(sb, text) });
-const override = (args: string[], words: RegExp[], exit = 1): Case => ({ kind: 'config', name: `override ${args.join(' ')}`, exit, words, run: (sb) => load(sb, '', args) });
+const toml = (text: string, words: RegExp[], name = text.replace(/\n/g, ' ')): Case => ({
+  kind: 'config',
+  name,
+  exit: 1,
+  words,
+  run: (sb) => load(sb, text),
+});
+const ok = (text: string, words: RegExp[], name = text.replace(/\n/g, ' ')): Case => ({
+  kind: 'config',
+  name: `accepted: ${name}`,
+  exit: 0,
+  words,
+  run: (sb) => load(sb, text),
+});
+const override = (args: string[], words: RegExp[], exit = 1): Case => ({
+  kind: 'config',
+  name: `override ${args.join(' ')}`,
+  exit,
+  words,
+  run: (sb) => load(sb, '', args),
+});
 
 export const configCases: Case[] = [
   // integers are integers
@@ -35,9 +53,13 @@ export const configCases: Case[] = [
   toml('[training]\nseq_len = 3', [/seq_len = 3: must be even/]),
   toml('[lr_scheduler]\nwarmup_steps = 2.5', [/warmup_steps = 2\.5: must be an integer, not a float/]),
   toml('[comm]\nseed = 1.5', [/\[comm\] seed = 1\.5: must be an integer/]),
-  toml('[activation_checkpoint]\nselective_ac_option = 2.0', [/selective_ac_option = 2: must be an integer, not a float/]),
+  toml('[activation_checkpoint]\nselective_ac_option = 2.0', [
+    /selective_ac_option = 2: must be an integer, not a float/,
+  ]),
   toml('[checkpoint]\ninterval = 1e3', [/interval = 1000: must be an integer, not a float/]),
-  toml('[parallelism]\nexpert_parallel_degree = 0x10\ndata_parallel_shard_degree = 1.0', [/data_parallel_shard_degree = 1: must be an integer/]),
+  toml('[parallelism]\nexpert_parallel_degree = 0x10\ndata_parallel_shard_degree = 1.0', [
+    /data_parallel_shard_degree = 1: must be an integer/,
+  ]),
   // timeouts a timer can hold
   toml('[comm]\ntimeout_seconds = 1e308', [/timeout_seconds = 1e\+308: must be > 0 and ≤ 2147483 s/, /2\^31−1 ms/]),
   toml('[comm]\ntimeout_seconds = 3e6', [/timeout_seconds = 3000000: must be > 0 and ≤ 2147483 s/]),
@@ -60,24 +82,66 @@ export const configCases: Case[] = [
   toml('[job]\nrun_name = "a\\\\b"', [/must be a name, not a path/]),
   toml(`[job]\nrun_name = "${'x'.repeat(300)}"`, [/at most 255 bytes/], 'a 300-character run_name'),
   ok('[job]\nrun_name = "my-run_2.b"', [/^$/]),
-  toml('[checkpoint]\nfolder = "/tmp/ckpt"', [/\[checkpoint\] folder = "\/tmp\/ckpt": must be a relative path inside the run folder/]),
+  toml('[checkpoint]\nfolder = "/tmp/ckpt"', [
+    /\[checkpoint\] folder = "\/tmp\/ckpt": must be a relative path inside the run folder/,
+  ]),
   toml('[checkpoint]\nfolder = "../../ckpt"', [/must stay inside the run folder/]),
-  toml('[model]\nhf_assets_path = "/nonexistent/tokenizer"', [/hf_assets_path = "\/nonexistent\/tokenizer" does not exist/]),
+  toml('[model]\nhf_assets_path = "/nonexistent/tokenizer"', [
+    /hf_assets_path = "\/nonexistent\/tokenizer" does not exist/,
+  ]),
   // names of sections and fields
   toml('[trainig]\nsteps = 3', [/unknown section \[trainig\] \(did you mean \[training\]\?\)/]),
   toml('[training]\nstep = 3', [/unknown field \[training\] step \(did you mean steps\?\)/]),
   toml('training = 3', [/"training" must be a table/]),
   // text
-  { kind: 'config', name: 'a config that is not UTF-8 (Latin-1)', exit: 1, words: [/is not valid UTF-8 text/, /iconv/], run: (sb) => load(sb, Uint8Array.from([...Buffer.from('[job]\ndescription = "caf'), 0xe9, ...Buffer.from('"\n')])) },
-  { kind: 'config', name: 'a binary file as config', exit: 1, words: [/is binary \(a NUL byte at offset 2\)/], run: (sb) => load(sb, Uint8Array.from([0x5b, 0x61, 0, 1, 2, 0x5d])) },
-  { kind: 'config', name: 'a 2 MiB config', exit: 1, words: [/too large for a TOML job config/], run: (sb) => load(sb, '#'.repeat(2 << 20)) },
+  {
+    kind: 'config',
+    name: 'a config that is not UTF-8 (Latin-1)',
+    exit: 1,
+    words: [/is not valid UTF-8 text/, /iconv/],
+    run: (sb) => load(sb, Uint8Array.from([...Buffer.from('[job]\ndescription = "caf'), 0xe9, ...Buffer.from('"\n')])),
+  },
+  {
+    kind: 'config',
+    name: 'a binary file as config',
+    exit: 1,
+    words: [/is binary \(a NUL byte at offset 2\)/],
+    run: (sb) => load(sb, Uint8Array.from([0x5b, 0x61, 0, 1, 2, 0x5d])),
+  },
+  {
+    kind: 'config',
+    name: 'a 2 MiB config',
+    exit: 1,
+    words: [/too large for a TOML job config/],
+    run: (sb) => load(sb, '#'.repeat(2 << 20)),
+  },
   toml('[training\nsteps = 3', [/invalid TOML/]),
-  { kind: 'config', name: 'a folder as config', exit: 1, words: [/it is a folder; give a \.toml file/], run: (sb) => (mkdirSync(join(sb.run, 'cfgdir')), attempt(() => loadJobConfig(join(sb.run, 'cfgdir')))) },
-  { kind: 'config', name: 'a config that does not exist', exit: 1, words: [/cannot read config .*: no such file/], run: (sb) => attempt(() => loadJobConfig(join(sb.run, 'nope.toml'))) },
+  {
+    kind: 'config',
+    name: 'a folder as config',
+    exit: 1,
+    words: [/it is a folder; give a \.toml file/],
+    run: (sb) => (mkdirSync(join(sb.run, 'cfgdir')), attempt(() => loadJobConfig(join(sb.run, 'cfgdir')))),
+  },
+  {
+    kind: 'config',
+    name: 'a config that does not exist',
+    exit: 1,
+    words: [/cannot read config .*: no such file/],
+    run: (sb) => attempt(() => loadJobConfig(join(sb.run, 'nope.toml'))),
+  },
   // warnings where torchtitan warns
-  ok('[training]\nsteps = 5\n[lr_scheduler]\nwarmup_steps = 200', [/warmup_steps \(200\) exceeds \[training\] steps \(5\); warmup is shortened to 5 steps/], 'warmup_steps beyond steps warns'),
+  ok(
+    '[training]\nsteps = 5\n[lr_scheduler]\nwarmup_steps = 200',
+    [/warmup_steps \(200\) exceeds \[training\] steps \(5\); warmup is shortened to 5 steps/],
+    'warmup_steps beyond steps warns',
+  ),
   ok('[training]\nsteps = 5\n[lr_scheduler]\nwarmup_steps = 5', [/^$/], 'warmup_steps = steps does not warn'),
-  ok('[model.args]\ndim = 64\n[model.args.moe_args]\nnum_experts = 4', [/^$/], 'integer model args still reach the models layer as numbers'),
+  ok(
+    '[model.args]\ndim = 64\n[model.args.moe_args]\nnum_experts = 4',
+    [/^$/],
+    'integer model args still reach the models layer as numbers',
+  ),
   // command-line overrides
   override(['--training.steps', '3.0'], [/steps = 3: must be an integer, not a float/]),
   override(['--training.steps', '1e3'], [/must be an integer, not a float/]),

@@ -9,4 +9,6 @@ const res = await launch(
   { module: new URL('../../comm/programs/scenarios.ts', import.meta.url).pathname },
   { scenario: 'steps', steps: 3 },
 );
-console.log(`launch ended in ${Math.round(performance.now() - t0)} ms; failed ranks ${res.outcomes.filter((o) => !o.ok).length}`);
+console.log(
+  `launch ended in ${Math.round(performance.now() - t0)} ms; failed ranks ${res.outcomes.filter((o) => !o.ok).length}`,
+);

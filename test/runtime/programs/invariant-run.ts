@@ -38,12 +38,22 @@ const isMeta = (tag: string | undefined) => !!tag && (tag.endsWith(' counts') ||
 function recordMeta(ep: Communicator, out: MetaRecord[]): void {
   const a2a = ep.allToAllV.bind(ep);
   const ag = ep.allGather.bind(ep);
-  (ep as { allToAllV: Communicator['allToAllV'] }).allToAllV = async <T extends CommArray>(send: T, sc: readonly number[], recv: T, rc: readonly number[], o?: CallOptions) => {
+  (ep as { allToAllV: Communicator['allToAllV'] }).allToAllV = async <T extends CommArray>(
+    send: T,
+    sc: readonly number[],
+    recv: T,
+    rc: readonly number[],
+    o?: CallOptions,
+  ) => {
     const sent = isMeta(o?.tag) ? Array.from(send) : null;
     await a2a(send, sc, recv, rc, o);
     if (sent) out.push({ tag: o!.tag!, op: 'all_to_all_v', send: sent, recv: Array.from(recv) });
   };
-  (ep as { allGather: Communicator['allGather'] }).allGather = async <T extends CommArray>(send: T, recv: T, o?: CallOptions) => {
+  (ep as { allGather: Communicator['allGather'] }).allGather = async <T extends CommArray>(
+    send: T,
+    recv: T,
+    o?: CallOptions,
+  ) => {
     const sent = isMeta(o?.tag) ? Array.from(send) : null;
     await ag(send, recv, o);
     if (sent) out.push({ tag: o!.tag!, op: 'all_gather', send: sent, recv: Array.from(recv) });

@@ -44,11 +44,28 @@ export async function rankMain(ctx: RankContext<ParityDriverArgs>): Promise<{ ra
     const t0 = performance.now();
     const r = await distributedRun({
       ...ctx,
-      args: { job: c.job, tokens: Int32Array.from(c.tokens), labels: Int32Array.from(c.labels), B: c.B, S: c.S, microbatches: c.microbatches, mode: 'train', steps: c.steps },
+      args: {
+        job: c.job,
+        tokens: Int32Array.from(c.tokens),
+        labels: Int32Array.from(c.labels),
+        B: c.B,
+        S: c.S,
+        microbatches: c.microbatches,
+        mode: 'train',
+        steps: c.steps,
+      },
     });
     if (ctx.rank === 0) {
       const params = Object.fromEntries(Object.entries(r.tensors!).map(([k, v]) => [k, Array.from(v.data)]));
-      out.push({ name: c.name, worldSize: ctx.size, losses: r.losses, gradNorms: r.gradNorms, lrs: r.lrs, params, ms: performance.now() - t0 });
+      out.push({
+        name: c.name,
+        worldSize: ctx.size,
+        losses: r.losses,
+        gradNorms: r.gradNorms,
+        lrs: r.lrs,
+        params,
+        ms: performance.now() - t0,
+      });
     }
   }
   if (ctx.rank === 0) writeFileSync(ctx.args.out, JSON.stringify(out));

@@ -50,7 +50,10 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
     s.perm = perm;
     const recv = rt.pool.get(p.Rcv * D);
-    await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} dispatch`, site });
+    await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), {
+      tag: `${s.tag} dispatch`,
+      site,
+    });
     rt.pool.release(rows);
     // Received order: (source i, local expert e, token); experts want (e, i, token).
     const regroup = rt.pool.i32(p.Rcv);
@@ -81,7 +84,10 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const yHome = rt.pool.get(N * K * D);
-    const sent = allToAllRows(rt.k, s.ep, yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), { tag: `${s.tag} combine`, site });
+    const sent = allToAllRows(rt.k, s.ep, yRecv, times(p.recvRows, D), yHome, times(p.sendRows, D), {
+      tag: `${s.tag} combine`,
+      site,
+    });
     return sent.then(() => {
       rt.pool.release(yRecv);
       const cb = s.layer.combine(rt, s.perm!, yHome, N);
@@ -95,7 +101,10 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
     const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const recv = rt.pool.get(p.Rcv * D);
-    await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), { tag: `${s.tag} combine-grad`, site });
+    await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), {
+      tag: `${s.tag} combine-grad`,
+      site,
+    });
     rt.pool.release(dY);
     const local = rt.pool.get(p.Rcv * D);
     rt.k.gatherRows(recv, p.regroup!, local, p.Rcv, D, null);
@@ -107,7 +116,10 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
     const { rt, D, N, K } = s;
     const dRecv = unRegroup(s, s.dRowsLocal!, p);
     const dRows = rt.pool.get(N * K * D);
-    await allToAllRows(rt.k, s.ep, dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), { tag: `${s.tag} dispatch-grad`, site });
+    await allToAllRows(rt.k, s.ep, dRecv, times(p.recvRows, D), dRows, times(p.sendRows, D), {
+      tag: `${s.tag} dispatch-grad`,
+      site,
+    });
     rt.pool.release(dRecv);
     s.layer.dispatchGrad(rt, s.perm!, s.x, dRows, s.dx!, s.dGates!);
     rt.pool.release(dRows);

@@ -21,7 +21,6 @@ interface PaddedPlan {
   homeIdx: Int32Array;
 }
 
-
 export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
   async exchangeCounts(s: MoeStep, site: CallSite): Promise<PaddedPlan> {
     const { P, E, L, rt } = s;
@@ -31,7 +30,8 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     await s.ep.allGather(s.route!.counts, all, { tag: `${s.tag} counts`, site });
     // prefix[i][g] = rows of source i before expert g in its sorted order; prefix[i][E] = rows source i routes.
     const prefix = new Int32Array(P * (E + 1));
-    for (let i = 0; i < P; i++) for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
+    for (let i = 0; i < P; i++)
+      for (let g = 0; g < E; g++) prefix[i * (E + 1) + g + 1] = prefix[i * (E + 1) + g]! + all[i * E + g]!;
     const R = Array.from({ length: P }, (_, i) => prefix[i * (E + 1) + E]!);
     const Rmax = Math.max(...R);
     // Rows each rank's experts compute, and where expert g's rows start within its owner's output block.

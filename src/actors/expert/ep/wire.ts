@@ -30,7 +30,13 @@ export async function allToAllRows(
 }
 
 /** all_gather of f32 rows, carried as bf16 when `k` computes in bf16. */
-export async function allGatherRows(k: Kernels, ep: Communicator, send: Float32Array, recv: Float32Array, opts: CallOptions): Promise<void> {
+export async function allGatherRows(
+  k: Kernels,
+  ep: Communicator,
+  send: Float32Array,
+  recv: Float32Array,
+  opts: CallOptions,
+): Promise<void> {
   if (paramDtypeOf(k) !== 'bfloat16') return ep.allGather(send, recv, opts);
   const a = new Uint16Array(send.length);
   const b = new Uint16Array(recv.length);
