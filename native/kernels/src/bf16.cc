@@ -6,6 +6,7 @@
 // bf16 in memory, are widened to f32 (exactly) and multiplied by the f32 path; the result is the same math up to
 // summation order. blasInfo().bf16Dot says which CPU this is; the TypeScript layer says it once at start-up.
 #include "common.h"
+#include "gemm_args.h"
 #include "matmul.h"
 #include <vector>
 
@@ -59,26 +60,14 @@ static void widen(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, B
 // bf16 bits and C f32.
 static Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
   Args a(info, "gemmBf16");
-  bool ta = a.flag(0), tb = a.flag(1);
-  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
-  float alpha = (float)a.num(5, "alpha");
-  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
-  float beta = (float)a.num(10, "beta");
-  if (!a.ok) return a.env.Undefined();
-  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
-  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
-  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
-  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
-  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
-  const bool empty = M == 0 || N == 0;
-  uint16_t* A = a.u16(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
-  uint16_t* B = a.u16(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
-  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
-  if (!a.ok || empty) return a.env.Undefined();
-  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
-    a.fail("dimensions exceed the 32-bit BLAS interface");
-    return a.env.Undefined();
-  }
+  GemmArgs g;
+  uint16_t *A = nullptr, *B = nullptr;
+  float* C = nullptr;
+  if (!readGemmArgs(a, g, A, B, C)) return a.env.Undefined();
+  const bool ta = g.ta, tb = g.tb;
+  const int64_t M = g.M, N = g.N, K = g.K, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const int64_t aRows = g.aRows, aCols = g.aCols, bRows = g.bRows, bCols = g.bCols;
+  const float alpha = g.alpha, beta = g.beta;
   if (matmulMode() != kMatmulBlas && cpuHasBf16Dot() && dnnlGemmBf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
     return a.env.Undefined();
   // bf16 storage, f32 compute: widen both operands (exact) and run the f32 path.
@@ -106,26 +95,13 @@ static void narrow(const float* src, int64_t rows, int64_t cols, int64_t ld, std
 // per-thread scratch, reused across calls (the model's operands are a few MB).
 static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
   Args a(info, "sgemmBf16");
-  bool ta = a.flag(0), tb = a.flag(1);
-  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
-  float alpha = (float)a.num(5, "alpha");
-  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
-  float beta = (float)a.num(10, "beta");
-  if (!a.ok) return a.env.Undefined();
-  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
-  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
-  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
-  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
-  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
-  const bool empty = M == 0 || N == 0;
-  float* A = a.f32(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
-  float* B = a.f32(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
-  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
-  if (!a.ok || empty) return a.env.Undefined();
-  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
-    a.fail("dimensions exceed the 32-bit BLAS interface");
-    return a.env.Undefined();
-  }
+  GemmArgs g;
+  float *A = nullptr, *B = nullptr, *C = nullptr;
+  if (!readGemmArgs(a, g, A, B, C)) return a.env.Undefined();
+  const bool ta = g.ta, tb = g.tb;
+  const int64_t M = g.M, N = g.N, K = g.K, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const int64_t aRows = g.aRows, aCols = g.aCols, bRows = g.bRows, bCols = g.bCols;
+  const float alpha = g.alpha, beta = g.beta;
   if (K == 0) {
     matmulF32(ta, tb, M, N, K, alpha, A, std::max<int64_t>(1, aCols), B, std::max<int64_t>(1, bCols), beta, C, ldc);
     return a.env.Undefined();

@@ -17,6 +17,7 @@
 // alternating processes): 555–567 ms per step at 28, 498–538 ms at 4…22. The addon's blasInfo() reports
 // threadTimeout and threadTimeoutSource ("env" or "auto"); the value is also visible in the process environment.
 #include "common.h"
+#include "gemm_args.h"
 #include "matmul.h"
 #ifdef MOE_BLAS_MKL
 #include <mkl.h>
@@ -118,28 +119,9 @@ void matmulF32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 // op(A) (M,K), op(B) (K,N). Lengths are checked against the strides so BLAS never reads or writes out of bounds.
 static Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   Args a(info, "sgemm");
-  bool ta = a.flag(0), tb = a.flag(1);
-  int64_t M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
-  float alpha = (float)a.num(5, "alpha");
-  int64_t lda = a.size(7, "lda"), ldb = a.size(9, "ldb"), ldc = a.size(12, "ldc");
-  float beta = (float)a.num(10, "beta");
-  if (!a.ok) return a.env.Undefined();
-  // Row-major leading dimensions: at least the row width, as BLAS requires (it rejects smaller with a stderr line).
-  const int64_t aCols = ta ? M : K, bCols = tb ? K : N;
-  if (lda < std::max<int64_t>(1, aCols)) a.fail("lda = " + std::to_string(lda) + " < row width " + std::to_string(aCols));
-  if (ldb < std::max<int64_t>(1, bCols)) a.fail("ldb = " + std::to_string(ldb) + " < row width " + std::to_string(bCols));
-  if (ldc < std::max<int64_t>(1, N)) a.fail("ldc = " + std::to_string(ldc) + " < N = " + std::to_string(N));
-  const int64_t aRows = ta ? K : M, bRows = tb ? N : K;
-  const bool empty = M == 0 || N == 0;
-  float* A = a.f32(6, empty || K == 0 ? 0 : (aRows - 1) * lda + aCols, "A");
-  float* B = a.f32(8, empty || K == 0 ? 0 : (bRows - 1) * ldb + bCols, "B");
-  float* C = a.f32(11, empty ? 0 : (M - 1) * ldc + N, "C");
-  if (!a.ok || empty) return a.env.Undefined();
-  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX) {
-    a.fail("dimensions exceed the 32-bit BLAS interface");
-    return a.env.Undefined();
-  }
-  matmulF32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  GemmArgs g;
+  float *A = nullptr, *B = nullptr, *C = nullptr;
+  if (readGemmArgs(a, g, A, B, C)) matmulF32(g.ta, g.tb, g.M, g.N, g.K, g.alpha, A, g.lda, B, g.ldb, g.beta, C, g.ldc);
   return a.env.Undefined();
 }
 

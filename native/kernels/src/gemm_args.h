@@ -1,0 +1,57 @@
+// The argument list of every GEMM entry point (sgemm, sgemmBf16, gemmBf16): (transA, transB, M, N, K, alpha, A,
+// lda, B, ldb, beta, C, ldc), row-major C (M,N) = alpha·op(A)·op(B) + beta·C with op(A) (M,K), op(B) (K,N). Read
+// and checked in one place so the three entry points cannot drift: leading dimensions at least the row width (BLAS
+// rejects smaller with a stderr line), lengths against the strides so no library reads or writes out of bounds,
+// and the 32-bit limit of the BLAS interface.
+#pragma once
+#include "common.h"
+
+struct GemmArgs {
+  bool ta = false, tb = false;
+  int64_t M = 0, N = 0, K = 0, lda = 0, ldb = 0, ldc = 0;
+  float alpha = 0, beta = 0;
+  // op(A) is stored (aRows, aCols), op(B) (bRows, bCols), each with its leading dimension.
+  int64_t aRows = 0, aCols = 0, bRows = 0, bCols = 0;
+};
+
+inline float* gemmOperand(Args& a, int i, int64_t need, const char* name, float*) { return a.f32(i, need, name); }
+inline uint16_t* gemmOperand(Args& a, int i, int64_t need, const char* name, uint16_t*) {
+  return a.u16(i, need, name);
+}
+
+// Reads the arguments into g, A, B (element type T: float, or uint16_t for bf16 bits) and C. false when the call
+// is over: a wrong argument (the JS exception is pending) or an empty product (M or N is 0: nothing to write).
+template <typename T>
+bool readGemmArgs(Args& a, GemmArgs& g, T*& A, T*& B, float*& C) {
+  g.ta = a.flag(0);
+  g.tb = a.flag(1);
+  g.M = a.size(2, "M");
+  g.N = a.size(3, "N");
+  g.K = a.size(4, "K");
+  g.alpha = (float)a.num(5, "alpha");
+  g.lda = a.size(7, "lda");
+  g.ldb = a.size(9, "ldb");
+  g.ldc = a.size(12, "ldc");
+  g.beta = (float)a.num(10, "beta");
+  if (!a.ok) return false;
+  g.aCols = g.ta ? g.M : g.K;
+  g.bCols = g.tb ? g.K : g.N;
+  if (g.lda < std::max<int64_t>(1, g.aCols))
+    a.fail("lda = " + std::to_string(g.lda) + " < row width " + std::to_string(g.aCols));
+  if (g.ldb < std::max<int64_t>(1, g.bCols))
+    a.fail("ldb = " + std::to_string(g.ldb) + " < row width " + std::to_string(g.bCols));
+  if (g.ldc < std::max<int64_t>(1, g.N)) a.fail("ldc = " + std::to_string(g.ldc) + " < N = " + std::to_string(g.N));
+  g.aRows = g.ta ? g.K : g.M;
+  g.bRows = g.tb ? g.N : g.K;
+  const bool empty = g.M == 0 || g.N == 0;
+  A = gemmOperand(a, 6, empty || g.K == 0 ? 0 : (g.aRows - 1) * g.lda + g.aCols, "A", A);
+  B = gemmOperand(a, 8, empty || g.K == 0 ? 0 : (g.bRows - 1) * g.ldb + g.bCols, "B", B);
+  C = a.f32(11, empty ? 0 : (g.M - 1) * g.ldc + g.N, "C");
+  if (!a.ok || empty) return false;
+  if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX || g.lda > INT32_MAX || g.ldb > INT32_MAX ||
+      g.ldc > INT32_MAX) {
+    a.fail("dimensions exceed the 32-bit BLAS interface");
+    return false;
+  }
+  return true;
+}
