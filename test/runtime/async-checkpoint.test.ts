@@ -11,16 +11,15 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { listCheckpoints, readCheckpoint } from '../../src/train/checkpoint/index.ts';
+import { listCheckpoints } from '../../src/train/checkpoint/index.ts';
 import { runTraining } from '../../src/train/trainer.ts';
 import { sidePoolThreads } from '../../src/train/pool/pool.ts';
 import {
   captureOutput,
   checkCheckpoints,
   checkMetrics,
-  checkpointTensors,
   describeChild,
-  firstBitDifference,
+  expectSameCheckpoint,
   readJsonl,
   runTrainCli,
   stripAnsi,
@@ -51,15 +50,6 @@ const args = (name: string, extra: string[] = []) => [
   ...extra,
 ];
 const ckptFolder = (name: string) => join(root, name, 'checkpoint');
-
-function expectSameCheckpoint(a: string, b: string): void {
-  const want = checkpointTensors(a);
-  const got = checkpointTensors(b);
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  expect([...want.keys()].some((n) => n.includes('optim.exp_avg_sq.'))).toBe(true);
-  for (const [n, t] of want) expect(firstBitDifference(got.get(n)!, t), `${b} ${n}: first differing element`).toBe(-1);
-  expect(readCheckpoint(b).shards.map((s) => s.extras)).toEqual(readCheckpoint(a).shards.map((s) => s.extras));
-}
 
 describe('async checkpoints', () => {
   let full: Map<number, { loss: number; gradNorm: number; lr: number }>;

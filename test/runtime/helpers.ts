@@ -338,6 +338,21 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
 }
 
 /**
+ * The checkpoint at `got` holds the same bits as the one at `want`: the same tensor names (AdamW moments and expert
+ * biases among them, so an empty or partial checkpoint cannot pass), every tensor bit for bit, and the same extras
+ * per rank (data-loader position, scheduler index, optimizer steps).
+ */
+export function expectSameCheckpoint(want: string, got: string): void {
+  const w = checkpointTensors(want);
+  const g = checkpointTensors(got);
+  expect([...g.keys()].sort()).toEqual([...w.keys()].sort());
+  expect([...w.keys()].some((n) => n.includes('optim.exp_avg_sq.'))).toBe(true);
+  expect([...w.keys()].some((n) => n.endsWith('.moe.expert_bias'))).toBe(true);
+  for (const [n, t] of w) expect(firstBitDifference(g.get(n)!, t), `${got} ${n}: first differing element`).toBe(-1);
+  expect(readCheckpoint(got).shards.map((s) => s.extras)).toEqual(readCheckpoint(want).shards.map((s) => s.extras));
+}
+
+/**
  * Runs `fn` with this process's stdout writes and console.log captured (not shown): the ranks' console lines
  * (process.stdout.write, also forwarded from worker threads) and rank 0's log messages (console.log).
  */
