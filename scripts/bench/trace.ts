@@ -19,21 +19,10 @@ import { TraceRecorder } from '../../src/trace/recorder.ts';
 import { runPaths } from '../../src/trace/run-dir.ts';
 import { viewRun } from '../../src/trace/view.ts';
 import { generateSyntheticRun } from '../../test/fixtures/trace/synthetic.ts';
+import { CHROMIUM, launchChromium } from '../../test/fixtures/trace/chromium.ts';
 import { writeSyntheticRun } from '../../test/fixtures/trace/write-run.ts';
 import { runTraining } from '../../src/train/trainer.ts';
 import { ROOT, loadNote, machineInfo, median, range, timeRuns, writeReport, type BenchResult } from './common.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 function recordLoop(sink: EventSink, pool: readonly TraceEvent[], n: number): void {
   const m = pool.length - 1; // power of two minus one
@@ -131,14 +120,7 @@ async function loadBench(out: string, reps: number): Promise<{ results: BenchRes
   const t0 = performance.now();
   viewRun(dir, { validate: false });
   const viewMs = performance.now() - t0;
-  const { chromium } = await import('playwright-core');
-  const profile = mkdtempSync(join(tmpdir(), 'bench-trace-chromium-'));
-  const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1400, height: 900 },
-  });
+  const { ctx, profile } = await launchChromium('bench-trace-chromium-', { width: 1400, height: 900 });
   const loads: number[] = [];
   const frames: number[] = [];
   let slices = 0;

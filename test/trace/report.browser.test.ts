@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { launchChromium } from '../fixtures/trace/chromium.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runTraining } from '../../src/train/trainer.ts';
 import { buildReportData } from '../../src/trace/report.ts';
@@ -16,17 +17,6 @@ import { buildReportData } from '../../src/trace/report.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ART = join(ROOT, 'test-artifacts', 'trace');
 const TINY = join(ROOT, 'test', 'runtime', 'fixtures', 'tiny_ep4.toml');
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let ctx: BrowserContext;
 let page: Page;
@@ -61,13 +51,7 @@ beforeAll(async () => {
   runDir = out!.runDir;
   expect(out!.report).toBe(join(runDir, 'report.html'));
   mkdirSync(ART, { recursive: true });
-  profile = mkdtempSync(join(tmpdir(), 'moe-actors-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1400, height: 1000 },
-  });
+  ({ ctx, profile } = await launchChromium('moe-actors-chromium-', { width: 1400, height: 1000 }));
   page = await ctx.newPage();
   page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => pageErrors.push(e.message));

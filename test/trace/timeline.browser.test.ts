@@ -1,11 +1,11 @@
 // The HTML timeline in a real browser: Debian's Chromium driven by playwright-core (never a downloaded browser),
 // one persistent context for every test of this file. Assertions go through the page's window.__timeline test
 // API and its DOM, not pixels; screenshots land in test-artifacts/trace/ for people to look at.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium } from '../fixtures/trace/chromium.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildModel, type TraceModel } from '../../src/trace/model.ts';
 import { loadRun } from '../../src/trace/run-dir.ts';
@@ -16,18 +16,6 @@ import { writeSyntheticRun } from '../fixtures/trace/write-run.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIX = join(ROOT, 'test', 'fixtures', 'trace');
 const ART = join(ROOT, 'test-artifacts', 'trace');
-const CHROMIUM = '/usr/bin/chromium';
-// The flags this machine needs (closed network; see the environment notes): no background fetches, no updates.
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let ctx: BrowserContext;
 let page: Page;
@@ -101,13 +89,7 @@ beforeAll(async () => {
   mkdirSync(ART, { recursive: true });
   prepare('ep4', join(FIX, 'ep4'));
   prepare('hang', join(FIX, 'hang'));
-  profile = mkdtempSync(join(tmpdir(), 'moe-actors-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: FLAGS,
-    viewport: { width: 1400, height: 900 },
-  });
+  ({ ctx, profile } = await launchChromium('moe-actors-chromium-', { width: 1400, height: 900 }));
   page = await ctx.newPage();
   page.on('request', (r) => requests.push(r.url()));
   page.on('pageerror', (e) => pageErrors.push(e.message));
