@@ -11,29 +11,22 @@
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { launch } from '../src/comm/launch.ts';
-import type { ParallelDegrees } from '../src/comm/mesh-layout.ts';
 import type { AcMode } from '../src/models/model/ac.ts';
 import type { RankJob } from '../src/actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../src/actors/programs/distributed-run.ts';
 import type { GradReduce, ReshardPolicy } from '../src/protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../src/protocols/strategies.ts';
 import type { TraceEvent } from '../src/protocols/events.ts';
-import { distributedCaseOf, syntheticBatch } from '../test/models/fixtures.ts';
+import {
+  AC_FULL as FULL,
+  AC_NONE as NONE,
+  AC_SEL as SEL,
+  distributedCaseOf,
+  PARITY_LAYOUTS as LAYOUTS,
+  syntheticBatch,
+} from '../test/models/fixtures.ts';
 
 const PROGRAM = fileURLToPath(new URL('../src/actors/programs/distributed-run.ts', import.meta.url));
-
-const LAYOUTS: Record<string, { ranks: number; degrees: Partial<ParallelDegrees> }> = {
-  fsdp2: { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
-  'fsdp2-ep2': { ranks: 2, degrees: { dp_shard: 2, ep: 2 } },
-  hsdp2x1: { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
-  'fsdp4-ep2': { ranks: 4, degrees: { dp_shard: 4, ep: 2 } },
-  'fsdp4-ep4': { ranks: 4, degrees: { dp_shard: 4, ep: 4 } },
-  'hsdp2x2-ep2': { ranks: 4, degrees: { dp_replicate: 2, dp_shard: 2, ep: 2 } },
-  fsdp4: { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
-};
-const NONE: AcMode = { mode: 'none' };
-const SEL: AcMode = { mode: 'selective', every: 2 };
-const FULL: AcMode = { mode: 'full' };
 
 interface Case {
   layout: string;

@@ -6,7 +6,6 @@
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { launch, type WorldOptions } from '../../src/comm/launch.ts';
-import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { loadWeights } from '../../src/models/model/weights.ts';
@@ -17,19 +16,24 @@ import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/
 import type { GradReduce } from '../../src/protocols/fsdp-unit.machine.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
-import { distributedCaseOf, relMaxDiff, syntheticBatch, type DistributedCase } from '../models/fixtures.ts';
+import {
+  AC_FULL as FULL,
+  AC_NONE as NONE,
+  AC_SEL as SEL,
+  distributedCaseOf,
+  PARITY_LAYOUTS as LAYOUTS,
+  relMaxDiff,
+  syntheticBatch,
+  type DistributedCase,
+  type ParityLayout,
+} from '../models/fixtures.ts';
 
 const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
 
-interface Layout {
-  ranks: number;
-  degrees: Partial<ParallelDegrees>;
-}
-
 async function runDistributed(
   c: DistributedCase,
-  layout: Layout,
+  layout: ParityLayout,
   opts: {
     dispatch: MoeStrategy;
     ac: AcMode;
@@ -93,19 +97,6 @@ function runSingle(
     params.set(`layers.${m.layerId}.moe.expert_bias`, Float32Array.from(m.buffers.expertBias ?? []));
   return { loss: fwd.loss, grads, steps, params };
 }
-
-const LAYOUTS: Record<string, Layout> = {
-  fsdp2: { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
-  'fsdp2-ep2': { ranks: 2, degrees: { dp_shard: 2, ep: 2 } },
-  hsdp2x1: { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
-  'fsdp4-ep2': { ranks: 4, degrees: { dp_shard: 4, ep: 2 } },
-  'fsdp4-ep4': { ranks: 4, degrees: { dp_shard: 4, ep: 4 } },
-  'hsdp2x2-ep2': { ranks: 4, degrees: { dp_replicate: 2, dp_shard: 2, ep: 2 } },
-  fsdp4: { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
-};
-const NONE: AcMode = { mode: 'none' };
-const SEL: AcMode = { mode: 'selective', every: 2 };
-const FULL: AcMode = { mode: 'full' };
 
 // A covering design rather than the full product: every layout with every strategy it admits, every AC mode and
 // both accumulation settings with every strategy, on both model families.

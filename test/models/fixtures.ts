@@ -6,7 +6,8 @@ import { resolveModelConfig, type ResolvedModelConfig } from '../../src/models/c
 import { getInt32, readSafetensors, type SafetensorsFile } from '../../src/models/safetensors.ts';
 import type { Microbatch } from '../../src/models/model/model.ts';
 import type { TrainConfig } from '../../src/models/model/train-step.ts';
-import { parseAcMode } from '../../src/models/model/ac.ts';
+import { parseAcMode, type AcMode } from '../../src/models/model/ac.ts';
+import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
 import type { RankJob } from '../../src/actors/rank-host.ts';
 
 export const PARITY_DIR = join(import.meta.dirname, '..', 'fixtures', 'parity');
@@ -141,3 +142,25 @@ export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return m === 0 ? d : d / m;
 }
+
+/** A mesh of the distributed parity matrix: how many ranks and their parallel degrees. */
+export interface ParityLayout {
+  ranks: number;
+  degrees: Partial<ParallelDegrees>;
+}
+
+/** The layouts of the distributed parity matrix (test/actors/distributed-parity and scripts/numerics-hash). */
+export const PARITY_LAYOUTS: Record<string, ParityLayout> = {
+  fsdp2: { ranks: 2, degrees: { dp_shard: 2, ep: 1 } },
+  'fsdp2-ep2': { ranks: 2, degrees: { dp_shard: 2, ep: 2 } },
+  hsdp2x1: { ranks: 2, degrees: { dp_replicate: 2, dp_shard: 1, ep: 1 } },
+  'fsdp4-ep2': { ranks: 4, degrees: { dp_shard: 4, ep: 2 } },
+  'fsdp4-ep4': { ranks: 4, degrees: { dp_shard: 4, ep: 4 } },
+  'hsdp2x2-ep2': { ranks: 4, degrees: { dp_replicate: 2, dp_shard: 2, ep: 2 } },
+  fsdp4: { ranks: 4, degrees: { dp_shard: 4, ep: 1 } },
+};
+
+/** The AC modes the parity matrix covers. */
+export const AC_NONE: AcMode = { mode: 'none' };
+export const AC_SEL: AcMode = { mode: 'selective', every: 2 };
+export const AC_FULL: AcMode = { mode: 'full' };
