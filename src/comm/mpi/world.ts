@@ -171,18 +171,7 @@ export class MpiWorld {
   private onPeerGone(dead: number, pid: number): void {
     const where = this.position();
     const why = `rank ${dead} died (its process ${pid} is gone without a word: killed by a signal such as SIGKILL, or by the OOM killer)`;
-    this.poller.rejectAll(
-      (l) =>
-        new CollectiveError(
-          'peer-dead',
-          `rank ${this.rank} was waiting in ${l.op} #${l.seq} on group ${l.group} when ${why}`,
-          {
-            group: l.group,
-            seq: l.seq,
-            rank: l.rank,
-          },
-        ),
-    );
+    this.rejectWaiters(why);
     // A note, so that ranks on other nodes learn it before their timeouts; then this rank aborts the job.
     void this.fail(`CollectiveError[peer-dead]: this rank ${where} when ${why}`, true, '');
   }
@@ -292,12 +281,8 @@ export class MpiWorld {
     return new Promise<never>(() => {});
   }
 
-  /** Another rank is aborting the job: stop waiting, say where this rank stood, and let the teardown come. */
-  private onFault(f: FaultNote): void {
-    if (this.failing !== null) return;
-    const where = this.position();
-    const why = `rank ${f.source} reported: ${f.message}`;
-    const waiting = this.poller.waiting();
+  /** Every collective this rank waits in fails as peer-dead, naming where it waited and `why` (which rank, how). */
+  private rejectWaiters(why: string): void {
     this.poller.rejectAll(
       (l) =>
         new CollectiveError(
@@ -310,6 +295,15 @@ export class MpiWorld {
           },
         ),
     );
+  }
+
+  /** Another rank is aborting the job: stop waiting, say where this rank stood, and let the teardown come. */
+  private onFault(f: FaultNote): void {
+    if (this.failing !== null) return;
+    const where = this.position();
+    const why = `rank ${f.source} reported: ${f.message}`;
+    const waiting = this.poller.waiting();
+    this.rejectWaiters(why);
     const head = waiting.length > 0 ? `CollectiveError[peer-dead]: ${why}` : `stopped because ${why}`;
     void this.fail(`${head} (this rank ${where})`, false);
   }
