@@ -299,7 +299,9 @@ export class RankHost {
       await Promise.race([until(actor, (s) => s.status === 'done', this.failure), watchdog.tripped]);
       gradNorm = actor.getSnapshot().context.gradNorm ?? 0; // grad-only steps do not clip
     } catch (e) {
-      this.experts.abort();
+      // The machine fails (if a stage has not failed it already) and aborts the running MoE layers on its way,
+      // whose exit actions release their buffers; a stopped actor would run none.
+      actor.send({ type: 'ABORT' });
       this.stages.reset();
       throw e;
     } finally {
@@ -376,9 +378,8 @@ export class RankHost {
     );
   }
 
-  /** Drops what a failed step left and frees the mesh's and the reduction path's communicators. */
+  /** Frees the mesh's and the reduction path's communicators (a failed step has released its layers already). */
   async close(): Promise<void> {
-    this.experts.abort();
     await this.mesh.free();
     for (const c of Object.values(this.reduceGroups)) await c.free();
   }

@@ -66,20 +66,20 @@ export const MESSAGES: readonly MessageSpec[] = [
   {
     from: 'trainStep',
     to: 'expert',
-    events: ['FORWARD', 'DROP', 'BACKWARD'],
+    events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
     answer: 'waitFor moe:<layer>/<mb> forwardDone / done',
   },
   {
     from: 'expert',
     to: 'moe:<layer>/<mb>',
-    events: ['FORWARD', 'DROP', 'BACKWARD'],
+    events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
     answer: '(spawns it; the waiter watches it)',
   },
   {
     from: 'moe:<layer>/<mb>',
     to: 'router',
     events: ['ROUTE', 'ROUTER_GRAD'],
-    answer: 'emitted: ROUTED / ROUTER_GRAD_DONE',
+    answer: 'to replyTo: ROUTED / ROUTER_GRAD_DONE; queued in arrival order',
   },
   { from: 'trainStep', to: 'router', events: ['BIAS_UPDATE'], answer: 'to replyTo: BIAS_UPDATED' },
 ];

@@ -1,7 +1,8 @@
 // The expert-shard actor's protocol on one rank: it owns the local experts of every MoE layer and runs one
 // moe-layer machine per MoE layer × microbatch as its child (`moe:<layer>/<microbatch>`), spawned by the first
 // FORWARD of that layer and microbatch, handed the recompute FORWARD and the BACKWARD, and gone when its backward
-// is done. Its children find the router (systemId `router`) through the actor system.
+// is done. Its children find the router (systemId `router`) through the actor system. ABORT (a failed step) is
+// passed to every running layer, which ends in `aborted` and so releases what it holds (its exit action).
 
 import { enqueueActions, setup, stopChild } from 'xstate';
 import { moeLayerMachine, type MoePass } from './moe-layer.machine.ts';
@@ -16,7 +17,8 @@ export type ExpertEvent =
   | { type: 'FORWARD'; layer: number; microbatch: number; pass: MoePass }
   | { type: 'BACKWARD'; layer: number; microbatch: number }
   /** Activation checkpointing: the block's forward buffers go (it is recomputed before backward). */
-  | { type: 'DROP'; layer: number; microbatch: number };
+  | { type: 'DROP'; layer: number; microbatch: number }
+  | { type: 'ABORT' };
 
 /** The child id of a layer × microbatch's moe-layer machine. */
 export const moeLayerId = (layer: number, microbatch: number) => `moe:${layer}/${microbatch}`;
@@ -64,6 +66,11 @@ export const expertMachine = setup({
         DROP: {
           actions: enqueueActions(({ event, enqueue }) => {
             enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'DROP' });
+          }),
+        },
+        ABORT: {
+          actions: enqueueActions(({ enqueue, self }) => {
+            for (const id of Object.keys(self.getSnapshot().children)) enqueue.sendTo(id, { type: 'ABORT' });
           }),
         },
       },

@@ -6,10 +6,18 @@
 // exchangeCounts is skipped and no stage communicates.
 //
 // Pure: the stages are invoked actors whose implementations the actors layer provides (tensors, collectives).
+// Routing is the router actor's (systemId `router`): `route` and `routerGrad` send it a request with `replyTo: self`
+// and move on its answer (ROUTED / ROUTER_GRAD_DONE; ROUTER_FAILED fails the layer).
 // Under activation checkpointing the forward runs a second time before backward (FORWARD with pass 'recompute');
-// the layer's saved context from the first pass has been dropped by then.
+// the layer's saved context from the first pass has been dropped by then (DROP).
+//
+// The layer's buffers belong to the machine: whatever it still holds is released by the root's exit action, which
+// runs whenever the machine reaches a final state — `done` after backward, `failed` after a stage error, and
+// `aborted` on ABORT (a failed step: XState runs no exit actions when an actor is merely stopped, so the step
+// aborts its layers by event before it stops them).
 
-import { assign, fromPromise, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
+import type { RouterAnswer, RouterEvent } from './router.machine.ts';
 import type { MoeStrategy } from './strategies.ts';
 import { errorText, notProvided, type StateMeta } from './state-meta.ts';
 
@@ -38,10 +46,15 @@ export interface MoeStageInput {
   state: MoeStage;
 }
 
-export type MoeLayerEvent = { type: 'FORWARD'; pass: MoePass } | { type: 'BACKWARD' } | { type: 'DROP' };
+export type MoeLayerEvent =
+  | { type: 'FORWARD'; pass: MoePass }
+  | { type: 'BACKWARD' }
+  | { type: 'DROP' }
+  | { type: 'ABORT' }
+  | RouterAnswer;
 
+/** The layer's invoked stages (route and routerGrad are requests to the router, not stages). */
 export const MOE_STAGES = [
-  'route',
   'exchangeCounts',
   'dispatch',
   'compute',
@@ -49,9 +62,18 @@ export const MOE_STAGES = [
   'combineGrad',
   'computeGrad',
   'dispatchGrad',
-  'routerGrad',
 ] as const;
 export type MoeStage = (typeof MOE_STAGES)[number];
+
+const routerRequest = (type: 'ROUTE' | 'ROUTER_GRAD', context: MoeLayerContext, self: AnyActorRef): RouterEvent => ({
+  type,
+  handle: { layer: context.layer, microbatch: context.microbatch },
+  replyTo: self,
+});
+const NO_ROUTER = {
+  type: 'ROUTER_FAILED',
+  error: 'moe layer: no router actor (systemId "router") in the system',
+} as const;
 
 const stage = fromPromise<void, MoeStageInput>(notProvided('moe-layer stage'));
 
@@ -85,12 +107,22 @@ export const moeLayerMachine = setup({
     combineGrad: stage,
     computeGrad: stage,
     dispatchGrad: stage,
-    routerGrad: stage,
   },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
+    // The router requests of the `route` / `routerGrad` states (no router in the system fails the layer).
+    askRoute: enqueueActions(({ context, self, system, enqueue }) => {
+      const router = system.get('router');
+      if (router) enqueue.sendTo(router, routerRequest('ROUTE', context, self));
+      else enqueue.raise(NO_ROUTER);
+    }),
+    askRouterGrad: enqueueActions(({ context, self, system, enqueue }) => {
+      const router = system.get('router');
+      if (router) enqueue.sendTo(router, routerRequest('ROUTER_GRAD', context, self));
+      else enqueue.raise(NO_ROUTER);
+    }),
     // The layer's buffers are released by the states that end their use: what the forward kept when the block is
-    // checkpointed (DROP, before the recompute), everything left when the backward is done.
+    // checkpointed (DROP, before the recompute), everything still held when the machine ends (root exit).
     dropForward: () => {},
     releaseLayer: () => {},
   },
@@ -101,6 +133,8 @@ export const moeLayerMachine = setup({
   id: 'moeLayer',
   context: ({ input }) => ({ ...input, pass: 'forward', error: null }),
   initial: 'idle',
+  exit: 'releaseLayer',
+  on: { ABORT: '.aborted' },
   states: {
     idle: {
       on: { FORWARD: { target: 'forward', actions: assign({ pass: ({ event }) => event.pass }) } },
@@ -110,12 +144,10 @@ export const moeLayerMachine = setup({
       states: {
         route: {
           meta: meta({ actor: 'router', category: 'compute' }),
-          invoke: {
-            id: 'route',
-            src: 'route',
-            input: stageInput('route'),
-            onDone: [{ guard: 'isLocal', target: 'dispatch' }, { target: 'exchangeCounts' }],
-            onError,
+          entry: 'askRoute',
+          on: {
+            ROUTED: [{ guard: 'isLocal', target: 'dispatch' }, { target: 'exchangeCounts' }],
+            ROUTER_FAILED: onError,
           },
         },
         exchangeCounts: {
@@ -191,18 +223,15 @@ export const moeLayerMachine = setup({
         },
         routerGrad: {
           meta: meta({ actor: 'router', category: 'compute' }),
-          invoke: {
-            id: 'routerGrad',
-            src: 'routerGrad',
-            input: stageInput('routerGrad'),
-            onDone: '#moeLayer.done',
-            onError,
-          },
+          entry: 'askRouterGrad',
+          on: { ROUTER_GRAD_DONE: '#moeLayer.done', ROUTER_FAILED: onError },
         },
       },
     },
-    done: { type: 'final', entry: 'releaseLayer' },
+    done: { type: 'final' },
     failed: { type: 'final' },
+    /** A failed step: the layer ends where it is (its buffers go with the root's exit). */
+    aborted: { type: 'final' },
   },
 });
 

@@ -1,22 +1,17 @@
 // The router actor's protocol on one rank. It owns the routing of every MoE layer: the moe-layer machines ask it to
 // route a microbatch's tokens and, in backward, to take the gate gradients back through the router; once per step
-// the optimizer pre-hook asks it for the auxiliary-loss-free expert-bias update (torchtitan-semantics.md §3.4:
-// all_reduce of the token counts over the loss group, then the same bias move on every rank). Requests are events
-// naming a handle (the layer × microbatch step record the expert shard keeps in its pool); each is answered with an
-// emitted event naming the same handle and, when the request names a `replyTo` actor (the train step asking for the
-// bias update), sent to it as well — so the machine also runs alone, without a parent (tests).
+// the train step asks it for the auxiliary-loss-free expert-bias update (the optimizer pre-hook,
+// torchtitan-semantics.md §3.4: all_reduce of the token counts over the loss group, then the same bias move on
+// every rank). Requests are events naming a handle (the layer × microbatch step record the expert shard keeps in
+// its pool) and the `replyTo` actor that asked; several may be in flight at once (MoE layers × microbatches), so
+// they wait in a queue and are served one at a time, in arrival order, each answered to its own `replyTo`. A failed
+// request fails the router: every request still queued is answered with the failure too, so no asker waits on.
 
-import { assign, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup, type ActorRef, type AnyActorRef } from 'xstate';
 import { errorText, notProvided } from './state-meta.ts';
 
 export interface RouterInput {
   step: number;
-}
-
-export interface RouterContext extends RouterInput {
-  error: string | null;
-  /** Who asked the request being served (answers are sent to it as well as emitted). */
-  replyTo: AnyActorRef | null;
 }
 
 /** A layer × microbatch step record of the expert shard (its buffers are pooled; the handle names them). */
@@ -26,15 +21,25 @@ export interface MoeHandle {
 }
 
 export type RouterEvent =
-  | { type: 'ROUTE'; handle: MoeHandle; replyTo?: AnyActorRef }
-  | { type: 'ROUTER_GRAD'; handle: MoeHandle; replyTo?: AnyActorRef }
-  | { type: 'BIAS_UPDATE'; replyTo?: AnyActorRef };
+  | { type: 'ROUTE'; handle: MoeHandle; replyTo: AnyActorRef }
+  | { type: 'ROUTER_GRAD'; handle: MoeHandle; replyTo: AnyActorRef }
+  | { type: 'BIAS_UPDATE'; replyTo: AnyActorRef };
 
-export type RouterEmitted =
+/** The answers, each sent to the `replyTo` of the request it answers. */
+export type RouterAnswer =
   | { type: 'ROUTED'; handle: MoeHandle }
   | { type: 'ROUTER_GRAD_DONE'; handle: MoeHandle }
   | { type: 'BIAS_UPDATED' }
   | { type: 'ROUTER_FAILED'; error: string };
+
+/** An actor that asks the router (it accepts the answers). */
+export type RouterAsker = ActorRef<never, RouterAnswer>;
+
+export interface RouterContext extends RouterInput {
+  error: string | null;
+  /** Requests not yet answered; the head is the one being served. */
+  queue: RouterEvent[];
+}
 
 export interface RouterStageInput {
   step: number;
@@ -42,93 +47,97 @@ export interface RouterStageInput {
   state: 'routing' | 'routerGrad' | 'biasUpdate';
 }
 
-/** Resolves with the handle it was given (the done event names the request it answers). */
-const stage = fromPromise<MoeHandle | null, RouterStageInput>(notProvided('router stage'));
+const stage = fromPromise<void, RouterStageInput>(notProvided('router stage'));
+
+const head = (context: RouterContext): RouterEvent => context.queue[0]!;
+const stageInput =
+  (state: RouterStageInput['state']) =>
+  ({ context }: { context: RouterContext }): RouterStageInput => {
+    const r = head(context);
+    return { step: context.step, handle: 'handle' in r ? r.handle : null, state };
+  };
+const onError = { target: '#router.failed', actions: 'recordError' } as const;
 
 export const routerMachine = setup({
   types: {
     context: {} as RouterContext,
     input: {} as RouterInput,
     events: {} as RouterEvent,
-    emitted: {} as RouterEmitted,
   },
   actors: { route: stage, routerGrad: stage, biasUpdate: stage },
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
-    failed: enqueueActions(({ context, enqueue }) => {
-      const e = { type: 'ROUTER_FAILED' as const, error: context.error ?? 'router failed' };
-      enqueue.emit(e);
-      if (context.replyTo) enqueue.sendTo(context.replyTo, e);
+    enqueue: assign({ queue: ({ context, event }) => [...context.queue, event] }),
+    /** Answers the head of the queue to its asker and takes it off. */
+    answer: enqueueActions(({ context, enqueue }) => {
+      const r = head(context);
+      const a: RouterAnswer =
+        r.type === 'ROUTE'
+          ? { type: 'ROUTED', handle: r.handle }
+          : r.type === 'ROUTER_GRAD'
+            ? { type: 'ROUTER_GRAD_DONE', handle: r.handle }
+            : { type: 'BIAS_UPDATED' };
+      enqueue.sendTo(r.replyTo, a);
+      enqueue.assign({ queue: context.queue.slice(1) });
     }),
-    answer: enqueueActions(({ context, enqueue }, e: RouterEmitted) => {
-      enqueue.emit(e);
-      if (context.replyTo) enqueue.sendTo(context.replyTo, e);
+    /** The failed request and every queued one are answered with the failure. */
+    failAll: enqueueActions(({ context, enqueue }) => {
+      const e: RouterAnswer = { type: 'ROUTER_FAILED', error: context.error ?? 'router failed' };
+      for (const r of context.queue) enqueue.sendTo(r.replyTo, e);
+      enqueue.assign({ queue: [] });
     }),
-    remember: assign({ replyTo: ({ event }) => event.replyTo ?? null }),
+  },
+  guards: {
+    nextIs: ({ context }, type: RouterEvent['type']) => context.queue[0]?.type === type,
   },
 }).createMachine({
   id: 'router',
-  context: ({ input }) => ({ ...input, error: null, replyTo: null }),
-  initial: 'idle',
+  context: ({ input }) => ({ ...input, error: null, queue: [] }),
+  initial: 'serving',
   states: {
-    idle: {
-      on: {
-        ROUTE: { target: 'routing', actions: 'remember' },
-        ROUTER_GRAD: { target: 'routerGrad', actions: 'remember' },
-        BIAS_UPDATE: { target: 'biasUpdate', actions: 'remember' },
-      },
-    },
-    routing: {
-      invoke: {
-        id: 'route',
-        src: 'route',
-        input: ({ context, event }) => ({
-          step: context.step,
-          handle: (event as { handle: MoeHandle }).handle,
-          state: 'routing' as const,
-        }),
-        onDone: {
-          target: 'idle',
-          actions: { type: 'answer', params: ({ event }) => ({ type: 'ROUTED' as const, handle: handleOf(event) }) },
+    serving: {
+      // Accepted in every serving state: a request that arrives while another is served waits its turn.
+      on: { ROUTE: { actions: 'enqueue' }, ROUTER_GRAD: { actions: 'enqueue' }, BIAS_UPDATE: { actions: 'enqueue' } },
+      initial: 'idle',
+      states: {
+        idle: {
+          always: [
+            { guard: { type: 'nextIs', params: 'ROUTE' }, target: 'routing' },
+            { guard: { type: 'nextIs', params: 'ROUTER_GRAD' }, target: 'routerGrad' },
+            { guard: { type: 'nextIs', params: 'BIAS_UPDATE' }, target: 'biasUpdate' },
+          ],
         },
-        onError: { target: 'failed', actions: ['recordError', 'failed'] },
-      },
-    },
-    routerGrad: {
-      invoke: {
-        id: 'routerGrad',
-        src: 'routerGrad',
-        input: ({ context, event }) => ({
-          step: context.step,
-          handle: (event as { handle: MoeHandle }).handle,
-          state: 'routerGrad' as const,
-        }),
-        onDone: {
-          target: 'idle',
-          actions: {
-            type: 'answer',
-            params: ({ event }) => ({ type: 'ROUTER_GRAD_DONE' as const, handle: handleOf(event) }),
+        routing: {
+          invoke: {
+            id: 'route',
+            src: 'route',
+            input: stageInput('routing'),
+            onDone: { target: 'idle', actions: 'answer' },
+            onError,
           },
         },
-        onError: { target: 'failed', actions: ['recordError', 'failed'] },
+        routerGrad: {
+          invoke: {
+            id: 'routerGrad',
+            src: 'routerGrad',
+            input: stageInput('routerGrad'),
+            onDone: { target: 'idle', actions: 'answer' },
+            onError,
+          },
+        },
+        biasUpdate: {
+          invoke: {
+            id: 'biasUpdate',
+            src: 'biasUpdate',
+            input: stageInput('biasUpdate'),
+            onDone: { target: 'idle', actions: 'answer' },
+            onError,
+          },
+        },
       },
     },
-    biasUpdate: {
-      invoke: {
-        id: 'biasUpdate',
-        src: 'biasUpdate',
-        input: ({ context }) => ({ step: context.step, handle: null, state: 'biasUpdate' as const }),
-        onDone: { target: 'idle', actions: { type: 'answer', params: { type: 'BIAS_UPDATED' as const } } },
-        onError: { target: 'failed', actions: ['recordError', 'failed'] },
-      },
-    },
-    failed: { type: 'final' },
+    failed: { type: 'final', entry: 'failAll' },
   },
 });
-
-/** The done event of a stage carries the handle it was given back as its output. */
-function handleOf(event: unknown): MoeHandle {
-  return (event as { output: MoeHandle }).output;
-}
 
 export type RouterMachine = typeof routerMachine;

@@ -57,6 +57,8 @@ export interface TrainStepContext extends TrainStepInput {
 /** START, and the answers of the optimizer and the router to this machine's requests. */
 export type TrainStepEvent =
   | { type: 'START' }
+  /** The step is given up (a stage failed elsewhere, the watchdog tripped): the machine fails. */
+  | { type: 'ABORT' }
   | { type: 'GRADS_ZEROED' }
   | { type: 'CLIPPED'; gradNorm: number }
   | { type: 'STEPPED' }
@@ -116,6 +118,9 @@ export const trainStepMachine = setup({
     askClip: sendTo('optimizer', ({ context, self }) => ({ type: 'CLIP', maxNorm: context.maxNorm, replyTo: self })),
     askBiasUpdate: sendTo('router', ({ self }) => ({ type: 'BIAS_UPDATE', replyTo: self })),
     askStep: sendTo('optimizer', ({ context, self }) => ({ type: 'STEP', lr: context.lr, replyTo: self })),
+    // Ending in `failed` stops the children, and a stopped actor runs no exit actions: the expert shard's layers
+    // are aborted first (delivered before the stop), so each releases its buffers by its own exit action.
+    abortLayers: sendTo('expert', { type: 'ABORT' }),
     spawnActors: enqueueActions(({ context, enqueue }) => {
       enqueue.spawnChild('routerActor', { id: 'router', systemId: 'router', input: { step: context.step } });
       enqueue.spawnChild('optimizerActor', { id: 'optimizer', systemId: 'optimizer', input: { step: context.step } });
@@ -142,6 +147,7 @@ export const trainStepMachine = setup({
   context: ({ input }) => ({ ...input, layer: 0, microbatch: 0, gradNorm: null, error: null }),
   initial: 'idle',
   entry: 'spawnActors',
+  on: { ABORT: { target: '.failed', actions: assign({ error: 'step aborted' }) } },
   states: {
     idle: { on: { START: 'zeroGrad' } },
     zeroGrad: {
@@ -270,7 +276,7 @@ export const trainStepMachine = setup({
       on: { 'xstate.done.actor.optimizer': 'done', OPTIMIZER_FAILED: onError },
     },
     done: { type: 'final' },
-    failed: { type: 'final' },
+    failed: { type: 'final', entry: 'abortLayers' },
   },
 });
 

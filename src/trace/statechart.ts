@@ -110,6 +110,11 @@ export function toMermaid(machine: AnyStateMachine, opts: DiagramOptions = {}): 
   for (const e of collectEdges(machine)) {
     const a = chain(e.source);
     const b = chain(e.target);
+    // A transition of the root itself (taken in every state, e.g. ABORT): Mermaid has no node for the root.
+    if (a.length === 0) {
+      scopeLines(machine.root).push(`note left of ${mermaidId(b[0] ?? e.target)}: ${quote(e.label)} from any state`);
+      continue;
+    }
     let k = 0;
     while (k < a.length && k < b.length && a[k] === b[k] && k < Math.min(a.length, b.length) - 1) k++;
     // a[k] and b[k] share a parent (the lowest common scope); draw between them.

@@ -8,7 +8,7 @@
 //   - optimizer: ZERO_GRAD, CLIP (norm over both ranks' shards) and STEP (AdamW's first step, written out here);
 //   - FSDP unit: unshard gathers the full unit, reshard frees it, reduce sums both ranks' gradients into the shard.
 import { describe, expect, it } from 'vitest';
-import { createActor, setup, spawnChild, waitFor } from 'xstate';
+import { createActor, createMachine, setup, spawnChild, waitFor } from 'xstate';
 import type { CallSite, Communicator } from '../../src/comm/communicator.ts';
 import { createInprocWorld } from '../../src/comm/inproc/launch.ts';
 import { Model } from '../../src/models/model/model.ts';
@@ -121,6 +121,38 @@ describe('expert shard alone, per strategy (EP 2)', () => {
   }
 });
 
+describe('expert shard alone: a failed step', () => {
+  it('ABORT ends the running layers, whose exit actions give every buffer back to the pool (stop alone gives none)', async () => {
+    const w = createInprocWorld(1);
+    const model = buildModel(1, 0);
+    const layer = model.moeLayers()[0]!;
+    const N = 8;
+    const x = rand(N * layer.D, 41, 2);
+    const run = async (abort: boolean) => {
+      const failure: StepFailure = { first: undefined };
+      const shard = new ExpertShard(model.rt, w.comms[0]!, 'local', failure);
+      const sys = startExpertSystem(shard, {
+        layers: () => model.moeLayers(),
+        ac: { mode: 'none' },
+        loss: w.comms[0]!,
+        failure,
+      });
+      const before = model.rt.pool.liveCount;
+      model.rt.pool.release(await shard.forward(sys.expert, layer, x, N, 0, 'forward'));
+      const held = model.rt.pool.liveCount - before;
+      if (abort) sys.stop();
+      else sys.root.stop(); // what a stop without ABORT leaves behind
+      return { held, left: model.rt.pool.liveCount - before };
+    };
+    const stopped = await run(false);
+    expect(stopped.held).toBeGreaterThan(0);
+    expect(stopped.left).toBe(stopped.held);
+    const aborted = await run(true);
+    expect(aborted.held).toBeGreaterThan(0);
+    expect(aborted.left).toBe(0);
+  });
+});
+
 describe('router alone', () => {
   it('ROUTE fills the step record with the layer’s routing; BIAS_UPDATE sums counts over the group and moves the bias', async () => {
     const w = createInprocWorld(2, { seed: 5 });
@@ -151,9 +183,17 @@ describe('router alone', () => {
           const routed = Int32Array.from(shard.record({ layer: layer.layerId, microbatch: 0 }).route!.topIdx);
           const router = sys.expert.system.get('router')!;
           await new Promise<void>((resolve, reject) => {
-            router.on('BIAS_UPDATED', () => resolve());
-            router.on('ROUTER_FAILED', (e: { error: string }) => reject(new Error(e.error)));
-            router.send({ type: 'BIAS_UPDATE' });
+            const asker = createActor(
+              createMachine({
+                on: {
+                  BIAS_UPDATED: { actions: () => resolve() },
+                  ROUTER_FAILED: {
+                    actions: ({ event }) => reject(new Error((event as unknown as { error: string }).error)),
+                  },
+                },
+              }),
+            ).start();
+            router.send({ type: 'BIAS_UPDATE', replyTo: asker });
           });
           return {
             counts,
@@ -165,7 +205,6 @@ describe('router alone', () => {
             coeff: layer.spec.args.load_balance_coeff!,
           };
         } finally {
-          shard.abort();
           sys.stop();
         }
       }),

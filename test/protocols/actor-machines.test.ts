@@ -2,7 +2,7 @@
 // model-based coverage (every state and transition reached) and direct runs with stage fakes checking the
 // requests each answers and the order of its stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, createMachine, fromPromise, waitFor } from 'xstate';
+import { createActor, createMachine, fromPromise, spawnChild, waitFor } from 'xstate';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
@@ -17,48 +17,107 @@ function expectFull(machine: any, cov: { transitions: Set<string>; states: Set<s
 
 const handle = { layer: 2, microbatch: 1 };
 
+/** An actor that keeps every event it is sent (the asker a request's replyTo names). */
+function asker(name: string, got: string[]) {
+  const a = createActor(
+    createMachine({ on: { '*': { actions: ({ event }) => void got.push(`${name} ${JSON.stringify(event)}`) } } }),
+  );
+  a.start();
+  return a;
+}
+
 describe('router machine', () => {
   const STAGES = ['route', 'routerGrad', 'biasUpdate'] as const;
   it('covers every state and transition', () => {
-    const events = () => [
-      { type: 'ROUTE', handle },
-      { type: 'ROUTER_GRAD', handle },
-      { type: 'BIAS_UPDATE' },
+    const to = asker('x', []);
+    // The queue is unbounded; two waiting requests reach every state and transition (and keep the graph finite).
+    const events = (snap: { context: { queue: unknown[] } }) => [
+      ...(snap.context.queue.length < 2
+        ? [
+            { type: 'ROUTE', handle, replyTo: to },
+            { type: 'ROUTER_GRAD', handle, replyTo: to },
+            { type: 'BIAS_UPDATE', replyTo: to },
+          ]
+        : []),
       ...doneEvents(STAGES),
     ];
     expectFull(
       routerMachine,
-      coverPaths(routerMachine, { step: 1 }, STAGES, events, { serialize: (s) => JSON.stringify(s.value) }),
+      coverPaths(routerMachine, { step: 1 }, STAGES, events, {
+        serialize: (s) => JSON.stringify([s.value, s.context.queue.map((r: { type: string }) => r.type)]),
+      }),
     );
+    to.stop();
   });
 
-  it('answers each request with an emitted event naming its handle, and reports a failed stage', async () => {
+  it('queues requests in flight (layers × microbatches) and answers each to its own replyTo, in arrival order', async () => {
     const log: string[] = [];
+    const got: string[] = [];
+    // Each stage settles only when the test says so: the later requests arrive while the first is served.
+    const pending: (() => void)[] = [];
     const actors = Object.fromEntries(
       STAGES.map((n) => [
         n,
-        fromPromise(async ({ input }: { input: { handle: unknown; state: string } }) => {
-          if (n === 'biasUpdate') throw new Error('all_reduce timed out');
-          log.push(`${n}@${input.state}`);
-          return input.handle;
-        }),
+        fromPromise(
+          ({ input }: { input: { handle: { layer: number; microbatch: number } | null; state: string } }) =>
+            new Promise<void>((resolve) =>
+              pending.push(() => {
+                log.push(`${input.state} ${input.handle ? `${input.handle.layer}/${input.handle.microbatch}` : '-'}`);
+                resolve();
+              }),
+            ),
+        ),
       ]),
     );
     const a = createActor(routerMachine.provide({ actors } as any), { input: { step: 3 } });
-    const emitted: unknown[] = [];
-    for (const t of ['ROUTED', 'ROUTER_GRAD_DONE', 'ROUTER_FAILED'] as const) a.on(t, (e) => void emitted.push(e));
     a.start();
-    a.send({ type: 'ROUTE', handle });
-    await waitFor(a, (s) => s.matches('idle') && emitted.length === 1);
-    a.send({ type: 'ROUTER_GRAD', handle });
-    await waitFor(a, (s) => s.matches('idle') && emitted.length === 2);
-    a.send({ type: 'BIAS_UPDATE' });
-    await waitFor(a, (s) => s.status === 'done');
-    expect(log).toEqual(['route@routing', 'routerGrad@routerGrad']);
-    expect(emitted).toEqual([
-      { type: 'ROUTED', handle },
-      { type: 'ROUTER_GRAD_DONE', handle },
-      { type: 'ROUTER_FAILED', error: 'all_reduce timed out' },
+    const l1m0 = asker('l1m0', got);
+    const l1m1 = asker('l1m1', got);
+    const l2m0 = asker('l2m0', got);
+    const step = asker('step', got);
+    a.send({ type: 'ROUTE', handle: { layer: 1, microbatch: 0 }, replyTo: l1m0 });
+    a.send({ type: 'ROUTE', handle: { layer: 1, microbatch: 1 }, replyTo: l1m1 });
+    a.send({ type: 'ROUTER_GRAD', handle: { layer: 2, microbatch: 0 }, replyTo: l2m0 });
+    a.send({ type: 'BIAS_UPDATE', replyTo: step });
+    expect(a.getSnapshot().context.queue.map((r) => r.type)).toEqual(['ROUTE', 'ROUTE', 'ROUTER_GRAD', 'BIAS_UPDATE']);
+    for (let served = 0; served < 4; served++) {
+      await waitFor(a, () => pending.length > served);
+      pending[served]!();
+      await waitFor(a, (s) => s.context.queue.length === 3 - served);
+    }
+    expect(log).toEqual(['routing 1/0', 'routing 1/1', 'routerGrad 2/0', 'biasUpdate -']);
+    expect(got).toEqual([
+      'l1m0 {"type":"ROUTED","handle":{"layer":1,"microbatch":0}}',
+      'l1m1 {"type":"ROUTED","handle":{"layer":1,"microbatch":1}}',
+      'l2m0 {"type":"ROUTER_GRAD_DONE","handle":{"layer":2,"microbatch":0}}',
+      'step {"type":"BIAS_UPDATED"}',
+    ]);
+    expect(a.getSnapshot().value).toEqual({ serving: 'idle' });
+    a.stop();
+  });
+
+  it('a failed request fails the router and answers every queued asker with the failure', async () => {
+    const got: string[] = [];
+    let fail: (e: Error) => void = () => {};
+    const a = createActor(
+      routerMachine.provide({
+        actors: {
+          route: fromPromise(() => new Promise<void>((_, reject) => (fail = reject))),
+          routerGrad: fromPromise(async () => {}),
+          biasUpdate: fromPromise(async () => {}),
+        },
+      } as any),
+      { input: { step: 1 } },
+    );
+    a.start();
+    a.send({ type: 'ROUTE', handle: { layer: 0, microbatch: 0 }, replyTo: asker('first', got) });
+    a.send({ type: 'BIAS_UPDATE', replyTo: asker('queued', got) });
+    fail(new Error('all_reduce timed out'));
+    const s = await waitFor(a, (x) => x.status === 'done');
+    expect(s.value).toBe('failed');
+    expect(got).toEqual([
+      'first {"type":"ROUTER_FAILED","error":"all_reduce timed out"}',
+      'queued {"type":"ROUTER_FAILED","error":"all_reduce timed out"}',
     ]);
   });
 });
@@ -150,10 +209,30 @@ describe('expert machine', () => {
         ),
       ]),
     );
-    const a = createActor(expertMachine.provide({ actors: { moeLayer: moeLayerMachine.provide({ actors } as any) } }), {
-      input: { step: 1, strategy: 'local' },
-    });
-    a.start();
+    const routerStage = (n: string) =>
+      fromPromise(
+        async ({ input }: { input: { handle: { layer: number; microbatch: number } } }) =>
+          void log.push(`${input.handle.layer}/${input.handle.microbatch} ${n}`),
+      );
+    // The expert beside the router its layers ask, in one system (as the train-step root spawns them).
+    const root = createActor(
+      createMachine({
+        entry: [
+          spawnChild(
+            routerMachine.provide({
+              actors: { route: routerStage('route'), routerGrad: routerStage('routerGrad') },
+            } as any),
+            { id: 'router', systemId: 'router', input: { step: 1 } },
+          ),
+          spawnChild(expertMachine.provide({ actors: { moeLayer: moeLayerMachine.provide({ actors } as any) } }), {
+            id: 'expert',
+            input: { step: 1, strategy: 'local' },
+          }),
+        ],
+      }),
+    );
+    root.start();
+    const a = root.getSnapshot().children.expert as any;
     a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward' });
     a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward' });
     const c0 = a.getSnapshot().children[moeLayerId(1, 0)] as any;
@@ -168,11 +247,14 @@ describe('expert machine', () => {
     expect(Object.keys(a.getSnapshot().children)).toEqual([moeLayerId(1, 1)]);
     const mb0 = log.filter((l) => l.startsWith('1/0 '));
     expect(mb0).toEqual([
-      ...['route', 'dispatch', 'compute', 'combine'].map((s) => `1/0 ${s}/forward`),
-      ...['route', 'dispatch', 'compute', 'combine'].map((s) => `1/0 ${s}/recompute`),
-      ...['combineGrad', 'computeGrad', 'dispatchGrad', 'routerGrad'].map((s) => `1/0 ${s}/recompute`),
+      '1/0 route',
+      ...['dispatch', 'compute', 'combine'].map((s) => `1/0 ${s}/forward`),
+      '1/0 route',
+      ...['dispatch', 'compute', 'combine'].map((s) => `1/0 ${s}/recompute`),
+      ...['combineGrad', 'computeGrad', 'dispatchGrad'].map((s) => `1/0 ${s}/recompute`),
+      '1/0 routerGrad',
     ]);
-    a.stop();
+    root.stop();
   });
 });
 

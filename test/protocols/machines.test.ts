@@ -2,12 +2,13 @@
 // gradient reduction), every state and every defined transition is reached by some replayed path, and
 // invariants hold at every step. Plus direct runs with stage fakes checking the order of stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, fromPromise, waitFor } from 'xstate';
+import { createActor, createMachine, fromPromise, spawnChild, waitFor } from 'xstate';
 import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
 import { fsdpUnitMachine, reshardAfterForward } from '../../src/protocols/fsdp-unit.machine.ts';
 import { isCheckpointed, trainStepMachine, type AcMode } from '../../src/protocols/train-step.machine.ts';
 import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
+import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
 import { DISPATCH_STRATEGIES } from '../../src/protocols/strategies.ts';
 import { allStateIds, coverPaths, definedTransitions, doneEvents, type Coverage } from './graph-coverage.ts';
 
@@ -59,20 +60,60 @@ const AC_MODES: AcMode[] = [
   { mode: 'selective', op: true },
 ];
 
+/** The router's answers to a moe layer's requests (the layer sends ROUTE / ROUTER_GRAD with replyTo: self). */
+const ROUTER_ANSWERS = [
+  { type: 'ROUTED', handle: { layer: 1, microbatch: 0 } },
+  { type: 'ROUTER_GRAD_DONE', handle: { layer: 1, microbatch: 0 } },
+  { type: 'ROUTER_FAILED', error: 'router stage failed' },
+];
+
+/**
+ * A moe layer beside a router (systemId `router`) in one system, as the expert shard runs it; the router's stages
+ * log and settle at once.
+ */
+function layerWithRouter(strategy: string, stages: Record<string, any>, log: string[]) {
+  const routerStage = (n: string) =>
+    fromPromise(
+      async ({ input }: { input: { handle: { layer: number } } }) => void log.push(`${n}@${input.handle.layer}`),
+    );
+  return createMachine({
+    entry: [
+      spawnChild(
+        routerMachine.provide({
+          actors: { route: routerStage('route'), routerGrad: routerStage('routerGrad') } as any,
+        }),
+        {
+          id: 'router',
+          systemId: 'router',
+          input: { step: 1 },
+        },
+      ),
+      spawnChild(moeLayerMachine.provide({ actors: stages } as any), {
+        id: 'layer',
+        input: { layer: 1, microbatch: 0, step: 1, strategy },
+      }),
+    ],
+  });
+}
+
 describe('moe-layer machine', () => {
   it('covers every state and transition for every strategy', () => {
     const cov = empty();
+    // Alone, the layer has no router: its requests go nowhere and the path's answers move it.
+    const alone = moeLayerMachine.provide({ actions: { askRoute: () => {}, askRouterGrad: () => {} } });
     for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
       const events = () => [
         { type: 'FORWARD', pass: 'forward' },
         { type: 'FORWARD', pass: 'recompute' },
         { type: 'BACKWARD' },
         { type: 'DROP' },
+        { type: 'ABORT' },
+        ...ROUTER_ANSWERS,
         ...doneEvents(MOE_STAGES),
       ];
       merge(
         cov,
-        coverPaths(moeLayerMachine, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {
+        coverPaths(alone, { layer: 1, microbatch: 0, step: 1, strategy }, MOE_STAGES, events, {
           serialize: (s) => JSON.stringify([s.value, s.context.pass]),
           check: (s) => {
             // EP = 1 never enters the counts exchange: it has no peers to exchange with.
@@ -84,39 +125,43 @@ describe('moe-layer machine', () => {
     expectFull(moeLayerMachine, cov);
   });
 
-  it('runs the stages in protocol order, recompute included', async () => {
+  it('runs the stages in protocol order, recompute included, asking the router for route and routerGrad', async () => {
     for (const strategy of ['local', 'a2a'] as const) {
       const log: string[] = [];
-      const actors = Object.fromEntries(
+      const stages = Object.fromEntries(
         MOE_STAGES.map((n) => [
           n,
           fromPromise(async ({ input }: { input: { pass: string } }) => void log.push(`${n}/${input.pass}`)),
         ]),
       );
-      const a = createActor(moeLayerMachine.provide({ actors } as any), {
-        input: { layer: 1, microbatch: 0, step: 1, strategy },
-      });
-      a.start();
+      const root = createActor(layerWithRouter(strategy, stages, log));
+      root.start();
+      const a = root.getSnapshot().children.layer as any;
       a.send({ type: 'FORWARD', pass: 'forward' });
-      await waitFor(a, (s) => s.matches('forwardDone'));
+      await waitFor(a, (s: any) => s.value === 'forwardDone');
       a.send({ type: 'FORWARD', pass: 'recompute' });
-      await waitFor(a, (s) => s.matches('forwardDone'));
+      await waitFor(a, (s: any) => s.value === 'forwardDone');
       a.send({ type: 'BACKWARD' });
-      await waitFor(a, (s) => s.status === 'done');
+      await waitFor(a, (s: any) => s.status === 'done');
       const fwd =
         strategy === 'local'
-          ? ['route', 'dispatch', 'compute', 'combine']
-          : ['route', 'exchangeCounts', 'dispatch', 'compute', 'combine'];
+          ? ['dispatch', 'compute', 'combine']
+          : ['exchangeCounts', 'dispatch', 'compute', 'combine'];
       expect(log).toEqual([
+        'route@1',
         ...fwd.map((s) => `${s}/forward`),
+        'route@1',
         ...fwd.map((s) => `${s}/recompute`),
-        ...['combineGrad', 'computeGrad', 'dispatchGrad', 'routerGrad'].map((s) => `${s}/recompute`),
+        ...['combineGrad', 'computeGrad', 'dispatchGrad'].map((s) => `${s}/recompute`),
+        'routerGrad@1',
       ]);
+      root.stop();
     }
   });
 
-  it('stops in failed with the stage error', async () => {
-    const actors = Object.fromEntries(
+  it('stops in failed with the stage error; ABORT ends it in aborted; both run its release (root exit)', async () => {
+    const released: string[] = [];
+    const failing = Object.fromEntries(
       MOE_STAGES.map((n) => [
         n,
         fromPromise(async () => {
@@ -124,14 +169,29 @@ describe('moe-layer machine', () => {
         }),
       ]),
     );
-    const a = createActor(moeLayerMachine.provide({ actors } as any), {
-      input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' },
+    const machine = moeLayerMachine.provide({
+      actors: failing as any,
+      actions: { releaseLayer: ({ context }) => void released.push(`${context.layer}`) },
     });
+    const a = createActor(machine, { input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' } });
+    // A layer alone has no router in its system: ROUTE fails it with a message naming the missing actor.
     a.start();
     a.send({ type: 'FORWARD', pass: 'forward' });
     const s = await waitFor(a, (x) => x.status === 'done');
     expect(s.value).toBe('failed');
-    expect(s.context.error).toBe('peer 2 died');
+    expect(s.context.error).toMatch(/no router actor/);
+    expect(released).toEqual(['3']);
+
+    const b = createActor(machine, { input: { layer: 4, microbatch: 1, step: 1, strategy: 'a2a' } });
+    b.start();
+    b.send({ type: 'ABORT' });
+    expect(b.getSnapshot().value).toBe('aborted');
+    expect(released).toEqual(['3', '4']);
+    // Stopping alone runs no exit action (XState v5): the reason ABORT exists.
+    const c = createActor(machine, { input: { layer: 5, microbatch: 0, step: 1, strategy: 'a2a' } });
+    c.start();
+    c.stop();
+    expect(released).toEqual(['3', '4']);
   });
 });
 
@@ -214,7 +274,9 @@ describe('train-step machine', () => {
             [false, false],
             [true, true],
           ] as const) {
-            const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES), ...STEP_ANSWERS];
+            // ABORT is one root transition: one configuration covers it (every path more would only cost time).
+            const abort = microbatches === 1 && nLayers === 1 && biasUpdate && !gradOnly ? [{ type: 'ABORT' }] : [];
+            const events = () => [{ type: 'START' }, ...doneEvents(STEP_STAGES), ...STEP_ANSWERS, ...abort];
             merge(
               cov,
               coverPaths(
@@ -313,6 +375,64 @@ describe('train-step machine', () => {
       }
       expected.push('reduceGrads:1:0', 'clip:maxNorm=0.5', 'biasUpdate', 'optimizerStep:lr=0.25');
       expect(log).toEqual(expected);
+    }
+  });
+
+  it('a failed stage, or ABORT, ends the MoE layers in flight before the children stop, so their exit actions release', async () => {
+    for (const how of ['stage fails', 'ABORT'] as const) {
+      const released: string[] = [];
+      const moeLayer = moeLayerMachine.provide({
+        actors: Object.fromEntries(MOE_STAGES.map((n) => [n, fromPromise(async () => {})])) as any,
+        actions: { releaseLayer: ({ context }) => void released.push(`${context.layer}/${context.microbatch}`) },
+      });
+      let secondForwarded: () => void = () => {};
+      const bothForwarded = new Promise<void>((r) => (secondForwarded = r));
+      const step = trainStepMachine.provide({
+        actors: {
+          routerActor: routerMachine.provide({ actors: { route: fromPromise(async () => {}) } } as any),
+          optimizerActor: optimizerMachine.provide({ actors: { zeroGrad: fromPromise(async () => {}) } } as any),
+          expertActor: expertMachine.provide({ actors: { moeLayer } }),
+          forwardEmbed: fromPromise(async () => {}),
+          // Each block hands its MoE layer to the expert shard and waits for its forward; block 1 then fails.
+          forwardBlock: fromPromise(async ({ input, system }: { input: { layer: number }; system: any }) => {
+            const expert = system.get('expert');
+            expert.send({ type: 'FORWARD', layer: input.layer, microbatch: 0, pass: 'forward' });
+            await waitFor(
+              expert.getSnapshot().children[moeLayerId(input.layer, 0)],
+              (x: any) => x.value === 'forwardDone',
+            );
+            if (input.layer === 1) {
+              secondForwarded();
+              if (how === 'stage fails') throw new Error('block 1 failed');
+              await new Promise(() => {}); // the watchdog's case: the step is given up from outside
+            }
+          }),
+        } as any,
+      });
+      const a = createActor(step, {
+        input: {
+          step: 1,
+          nLayers: 3,
+          microbatches: 1,
+          ac: { mode: 'none' },
+          biasUpdate: false,
+          gradOnly: false,
+          units: [],
+          strategy: 'local',
+          lr: 0.1,
+          maxNorm: 1,
+        },
+      });
+      a.start();
+      a.send({ type: 'START' });
+      if (how === 'ABORT') {
+        await bothForwarded;
+        a.send({ type: 'ABORT' });
+      }
+      const end = await waitFor(a, (x) => x.status === 'done');
+      expect(end.value).toBe('failed');
+      expect(end.context.error).toBe(how === 'ABORT' ? 'step aborted' : 'block 1 failed');
+      expect(released.sort()).toEqual(['0/0', '1/0']);
     }
   });
 

@@ -2,7 +2,7 @@
 // layer by events (bench:ep's layer mode, the actor tests). The root only spawns the two actors under their
 // systemIds, as the train-step root does.
 
-import { createActor, setup, spawnChild } from 'xstate';
+import { createActor, setup, spawnChild, type AnyActorRef } from 'xstate';
 import type { Communicator } from '../../comm/communicator.ts';
 import type { AcMode } from '../../models/model/ac.ts';
 import type { MoeLayer } from '../../models/moe/layer.ts';
@@ -15,6 +15,9 @@ import type { ExpertRef, ExpertShard } from './shard.ts';
 export interface ExpertSystem {
   expert: ExpertRef;
   router: Router;
+  /** The system's root (stopping it alone runs no exit action: see stop). */
+  root: AnyActorRef;
+  /** Aborts the layers still running (their buffers go back to the pool) and stops the system. */
   stop(): void;
 }
 
@@ -48,5 +51,15 @@ export function startExpertSystem(
     }),
   );
   actor.start();
-  return { expert: actor.system.get('expert') as ExpertRef, router, stop: () => actor.stop() };
+  const expert = actor.system.get('expert') as ExpertRef;
+  return {
+    expert,
+    router,
+    root: actor,
+    // Layers still running end by ABORT first, so their exit actions release their buffers (stop runs none).
+    stop: () => {
+      expert.send({ type: 'ABORT' });
+      actor.stop();
+    },
+  };
 }

@@ -1,10 +1,11 @@
 // The expert-shard actor (`expert`) of a rank: it owns the MoE layers' local experts (E/ep of them) and provides
 // the stages of the moe-layer machines its own machine (protocols/expert.machine.ts) runs per MoE layer ×
 // microbatch — exchangeCounts, dispatch, compute, combine and the backward duals — over the rank's EP group with
-// the planned dispatch strategy. Routing belongs to the router actor: the route and routerGrad stages ask it by
-// event, naming the layer × microbatch step record (MoeStep, whose buffers come from the activation pool).
+// the planned dispatch strategy. Routing belongs to the router actor: the moe-layer machine's route and routerGrad
+// states ask it by event, naming the layer × microbatch step record (MoeStep, whose buffers come from the
+// activation pool). The record's buffers are released by the machine's states (DROP, and its exit on ending).
 
-import { fromPromise, type ActorRefFrom, type AnyActorRef } from 'xstate';
+import { fromPromise, type ActorRefFrom } from 'xstate';
 import type { CallSite, Communicator } from '../../comm/communicator.ts';
 import type { MoeLayer } from '../../models/moe/layer.ts';
 import { releasePermutation } from '../../models/moe/permute.ts';
@@ -14,10 +15,10 @@ import { releaseCombineCtx } from '../../models/moe/combine.ts';
 import type { Runtime } from '../../models/runtime.ts';
 import { expertMachine, moeLayerId } from '../../protocols/expert.machine.ts';
 import { moeLayerMachine, type MoePass, type MoeStageInput } from '../../protocols/moe-layer.machine.ts';
-import type { MoeHandle, RouterEmitted } from '../../protocols/router.machine.ts';
+import type { MoeHandle } from '../../protocols/router.machine.ts';
 import type { MoeStrategy } from '../../protocols/strategies.ts';
 import { siteOf } from '../call-site.ts';
-import { request, until, type StepFailure } from '../wait.ts';
+import { until, type StepFailure } from '../wait.ts';
 import { a2aDispatch } from './ep/dispatch-a2a.ts';
 import { allgatherPaddedDispatch } from './ep/dispatch-allgather-padded.ts';
 import { allgatherRsDispatch } from './ep/dispatch-allgather-rs.ts';
@@ -52,59 +53,42 @@ export class ExpertShard {
       throw new Error(`strategy "local" needs an EP group of size 1, got ${ep.size}`);
     if (strategy !== 'local' && ep.size < 2)
       throw new Error(`EP strategy "${strategy}" needs an EP group of at least 2 ranks`);
-    const stage = (
-      fn: (s: MoeStep, site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => Promise<void> | void,
-      actorRow: string,
-    ) =>
-      fromPromise<void, MoeStageInput>(async ({ input, system }) => {
+    const stage = (fn: (s: MoeStep, site: CallSite) => Promise<void> | void) =>
+      fromPromise<void, MoeStageInput>(async ({ input }) => {
         const step = this.running.get(key(input.layer, input.microbatch));
         if (!step) throw new Error(`moe layer ${input.layer} microbatch ${input.microbatch}: no running step`);
         try {
-          await fn(step, siteOf(actorRow, 'moeLayer', input), system);
+          await fn(step, siteOf('expert', 'moeLayer', input));
         } catch (e) {
           this.failure.first ??= e;
           throw e;
         }
       });
     const d = this.dispatch;
-    const askRouter =
-      (type: 'ROUTE' | 'ROUTER_GRAD', answer: 'ROUTED' | 'ROUTER_GRAD_DONE') =>
-      (s: MoeStep, _site: CallSite, system: { get(id: string): AnyActorRef | undefined }) => {
-        const router = system.get('router');
-        if (!router) throw new Error('moe layer: no router actor in the actor system');
-        const handle: MoeHandle = { layer: s.layer.layerId, microbatch: s.microbatch };
-        return request<Extract<RouterEmitted, { handle: MoeHandle }>>(
-          router,
-          { type, handle },
-          answer,
-          'ROUTER_FAILED',
-          this.failure,
-          (e) => sameHandle(e.handle, handle),
-        ).then(() => {});
-      };
     this.machine = expertMachine.provide({
       actors: {
         moeLayer: moeLayerMachine.provide({
           actions: {
             dropForward: ({ context }) => {
               const s = this.running.get(key(context.layer, context.microbatch));
-              if (s) this.releaseForward(s);
+              if (s) this.release(s);
             },
+            // The machine ended (backward done, a stage failed, or the step aborted): what it still holds goes.
             releaseLayer: ({ context }) => {
-              const s = this.running.get(key(context.layer, context.microbatch));
-              if (s) this.releaseBackward(s);
+              const k = key(context.layer, context.microbatch);
+              const s = this.running.get(k);
+              if (s) this.release(s);
+              this.running.delete(k);
             },
           },
           actors: {
-            route: stage(askRouter('ROUTE', 'ROUTED'), 'router'),
-            exchangeCounts: stage((s, site) => d.exchangeCounts(s, site), 'expert'),
-            dispatch: stage((s, site) => d.dispatch(s, site), 'expert'),
-            compute: stage((s) => this.compute(s), 'expert'),
-            combine: stage((s, site) => this.combine(s, site), 'expert'),
-            combineGrad: stage((s, site) => this.combineGrad(s, site), 'expert'),
-            computeGrad: stage((s) => this.computeGrad(s), 'expert'),
-            dispatchGrad: stage((s, site) => this.dispatchGrad(s, site), 'expert'),
-            routerGrad: stage(askRouter('ROUTER_GRAD', 'ROUTER_GRAD_DONE'), 'router'),
+            exchangeCounts: stage((s, site) => d.exchangeCounts(s, site)),
+            dispatch: stage((s, site) => d.dispatch(s, site)),
+            compute: stage((s) => this.compute(s)),
+            combine: stage((s, site) => this.combine(s, site)),
+            combineGrad: stage((s, site) => this.combineGrad(s, site)),
+            computeGrad: stage((s) => this.computeGrad(s)),
+            dispatchGrad: stage((s, site) => this.dispatchGrad(s, site)),
           },
         }),
       },
@@ -142,7 +126,7 @@ export class ExpertShard {
     const step = this.newStep(layer, x, N, microbatch);
     this.running.set(k, step);
     expert.send({ type: 'FORWARD', layer: layer.layerId, microbatch, pass });
-    await until(this.child(expert, layer.layerId, microbatch), (s) => s.matches('forwardDone'), this.failure);
+    await until(this.child(expert, layer.layerId, microbatch), (s) => s.value === 'forwardDone', this.failure);
     const out = step.out!;
     step.out = undefined;
     return out;
@@ -162,7 +146,6 @@ export class ExpertShard {
     const child = this.child(expert, layerId, microbatch);
     expert.send({ type: 'BACKWARD', layer: layerId, microbatch });
     await until(child, (x) => x.status === 'done', this.failure);
-    this.running.delete(k);
     const dx = s.dx!;
     s.dx = undefined;
     return dx;
@@ -183,12 +166,6 @@ export class ExpertShard {
         return `layer ${layer} mb ${mb}: ${c ? JSON.stringify(c.getSnapshot().value) : 'no machine'}`;
       })
       .join(', ');
-  }
-
-  /** Drops every running layer (a failed step: its machines stopped with the step); buffers go back to the pool. */
-  abort(): void {
-    for (const s of this.running.values()) this.releaseForward(s);
-    this.running.clear();
   }
 
   private newStep(layer: MoeLayer, x: Float32Array, N: number, microbatch: number): MoeStep {
@@ -253,19 +230,11 @@ export class ExpertShard {
     s.dRowsLocal = undefined;
   }
 
-  /** The moe-layer machine's `done`: the layer's remaining buffers go back to the pool. */
-  private releaseBackward(s: MoeStep): void {
-    const rt = s.rt;
-    rt.pool.release(s.dGates);
-    s.dGates = undefined;
-    if (s.perm) releasePermutation(rt, s.perm); // allgather-rs permutes gathered tokens instead of home rows
-    s.perm = undefined;
-    releaseRoute(rt, s.route!);
-    s.route = undefined;
-    this.dispatch.release(s);
-  }
-
-  private releaseForward(s: MoeStep): void {
+  /**
+   * Releases every buffer of the layer × microbatch the record still holds: what the forward kept (DROP before a
+   * recompute) or, when the machine ends, whatever is left (after backward only the routing, gate grads and plan).
+   */
+  private release(s: MoeStep): void {
     const rt = s.rt;
     if (s.routeCtx) releaseRouteCtx(rt, s.routeCtx);
     if (s.expertsCtx) releaseExpertsCtx(rt, s.expertsCtx);
@@ -273,18 +242,15 @@ export class ExpertShard {
     if (s.sharedCtx && s.layer.shared) s.layer.shared.release(rt, s.sharedCtx);
     rt.pool.release(s.localRows);
     rt.pool.release(s.yLocal);
+    rt.pool.release(s.dGates);
     if (s.perm) releasePermutation(rt, s.perm);
     if (s.route) releaseRoute(rt, s.route);
     this.dispatch.release(s);
-    s.routeCtx = s.expertsCtx = s.combineCtx = s.localRows = s.yLocal = s.perm = s.route = undefined;
+    s.routeCtx = s.expertsCtx = s.combineCtx = s.localRows = s.yLocal = s.dGates = s.perm = s.route = undefined;
     s.sharedCtx = null;
   }
 }
 
 function key(layer: number, microbatch: number): string {
   return `${layer}/${microbatch}`;
-}
-
-function sameHandle(a: MoeHandle, b: MoeHandle): boolean {
-  return a.layer === b.layer && a.microbatch === b.microbatch;
 }

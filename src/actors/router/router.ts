@@ -1,8 +1,8 @@
 // The router actor (`router`) of a rank: the MoE layers' routing (scores, top-k, gates, counts; and the gradient
 // back through them) and the auxiliary-loss-free expert-bias update (torchtitan-semantics.md §3.4): halve the counts
 // of checkpointed blocks, all_reduce them over the loss group, move every rank's bias identically, zero the counts.
-// Its machine is protocols/router.machine.ts; requests name a layer × microbatch handle, which `records` resolves to
-// the expert shard's step record.
+// Its machine is protocols/router.machine.ts (a queue of requests, each answered to its replyTo); requests name a
+// layer × microbatch handle, which `records` resolves to the expert shard's step record.
 
 import { fromPromise } from 'xstate';
 import type { CallSite, Communicator } from '../../comm/communicator.ts';
@@ -58,10 +58,9 @@ export class Router {
   /** The router machine with this router's stages. */
   machine(w: RouterWiring) {
     const stage = (fn: (input: RouterStageInput) => Promise<void> | void) =>
-      fromPromise<MoeHandle | null, RouterStageInput>(async ({ input }) => {
+      fromPromise<void, RouterStageInput>(async ({ input }) => {
         try {
           await fn(input);
-          return input.handle;
         } catch (e) {
           w.failure.first ??= e;
           throw e;
