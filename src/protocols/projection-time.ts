@@ -18,6 +18,8 @@ export interface TimeInput {
   ep: number;
   dispatch: MoeStrategy;
   rmax: number;
+  /** The EP graph cut (projection-memory.ts epGraphCut): routed experts run forward only. */
+  cut: boolean;
   stack: StackKind;
   dtype: ComputeDtype;
   system: SystemSpec;
@@ -98,6 +100,9 @@ export function projectTime(t: TimeInput): TimeProjection {
   let attnRecompute = 0;
   let opsFwd = 0;
   let opsRecompute = 0;
+  // Routed-expert matmuls and ops that have no backward under the EP graph cut.
+  let mmNoBackward = 0;
+  let opsNoBackward = 0;
   let elementBytes = 0;
   const c = dtypeBytes(t.dtype);
   const opSac = t.stack === 'torchtitan' && t.ac.mode === 'selective' && 'op' in t.ac;
@@ -112,6 +117,10 @@ export function projectTime(t: TimeInput): TimeProjection {
       const local = b.ffn.args.num_experts / t.ep;
       ops +=
         OPS.moeFixed + local * OPS.perExpert + (b.ffn.sharedHidden > 0 ? OPS.shared : 0) + (t.ep > 1 ? OPS.epExtra : 0);
+      if (t.cut) {
+        mmNoBackward += 2 * rows * p.routedPerRow;
+        opsNoBackward += local * OPS.perExpert + OPS.epExtra;
+      }
     }
     mmFwd += mm;
     attnFwd += at;
@@ -122,7 +131,7 @@ export function projectTime(t: TimeInput): TimeProjection {
       attnRecompute += opSac ? 0 : at;
       opsRecompute += ops;
     }
-    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax);
+    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
     // Element-wise kernels read and write each saved tensor about three times over forward and backward.
     elementBytes += 3 * N * (c * s.compute + 4 * s.fp32);
   }
@@ -131,9 +140,9 @@ export function projectTime(t: TimeInput): TimeProjection {
   opsFwd += OPS.head;
   elementBytes += 4 * N * V * 4;
   const mb = t.microbatches;
-  const matmulFlops = mb * (3 * mmFwd + mmRecompute);
+  const matmulFlops = mb * (3 * mmFwd - 2 * mmNoBackward + mmRecompute);
   const attentionFlops = mb * (3 * attnFwd + attnRecompute);
-  const ops = mb * (3 * opsFwd + opsRecompute) + OPS.perUnitStep * t.units;
+  const ops = mb * (3 * opsFwd - 2 * opsNoBackward + opsRecompute) + OPS.perUnitStep * t.units;
   // AdamW reads param, grad, m, v and writes param, m, v (fp32).
   elementBytes = mb * elementBytes + 28 * t.shardNumel;
   const seconds = {
@@ -158,8 +167,9 @@ export function projectTime(t: TimeInput): TimeProjection {
 }
 
 /** Collectives per MoE layer per microbatch of a strategy: forward + backward, and the forward again if recomputed. */
-export function epCallsPerLayer(s: MoeStrategy, recomputed = false): number {
+export function epCallsPerLayer(s: MoeStrategy, recomputed = false, cut = false): number {
   const n = (phases: readonly (typeof MOE_PHASES)[number][]) =>
     phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
-  return n(MOE_PHASES) + (recomputed ? n(['exchangeCounts', 'dispatch', 'combine']) : 0);
+  const fwd = n(['exchangeCounts', 'dispatch', 'combine']);
+  return (cut ? fwd : n(MOE_PHASES)) + (recomputed ? fwd : 0);
 }
