@@ -64,7 +64,8 @@ export function measureGemmClasses(k: Kernels, budgetMs = 150): GemmClassRates {
 /**
  * The local system with the node's matmul rates from one-thread class rates: `ranks` ranks each run one BLAS thread
  * on the node's cores, so the node delivers min(cores, ranks) one-thread rates, which projection shares among the
- * ranks (ranks_per_device = 0). Attention runs at the large-GEMM node rate (bench:kernels: within 1.0–1.3× of it).
+ * ranks (ranks_per_device = 0). Attention and element-wise kernels keep local.toml's bench:kernels rates (the
+ * attention kernel runs at about half the sgemm rate there, so the GEMM classes do not stand in for it).
  */
 export function localSystemWith(r: GemmClassRates, ranks: number, cores = availableParallelism()): SystemSpec {
   const base = loadSystem('local');
@@ -79,7 +80,6 @@ export function localSystemWith(r: GemmClassRates, ranks: number, cores = availa
       ...base.device,
       peakFlops: rate,
       matmulFlops: rate,
-      attentionFlops: rate,
       matmulClasses: { flop: r.flop.slice(0, -1), flops: { float32: small, bfloat16: small } },
     },
   };
