@@ -157,6 +157,10 @@ export function render(): string {
     `- **torch.compile** (\`[compile] enable = true\`): the DeepSeek-V3 4×512 rows (${compiled.length} rows); the 16×2048 TOMLs and every Llama4 TOML`,
   );
   L.push('  run eager. No HSDP TOML exists: that row is taken as its EP=12 sibling (compiled) with the HSDP degrees.');
+  L.push(
+    '- The tables\' last column, "mem, other AC", projects each row under op-level SAC where its run had no AC, and',
+  );
+  L.push('  without AC where it had AC.');
   L.push('');
   L.push("## Mechanisms of the report's stack in the model");
   L.push('');
