@@ -30,30 +30,46 @@ export interface GemmClassRates {
   gflops1t: number[];
 }
 
-/** Best-of-trials sgemm rate per shape class on one BLAS thread (each rank of a bench:seed row runs one). */
+/**
+ * Sgemm rate per shape class on one BLAS thread (each rank of a bench:seed row runs one): for an M×K input and an
+ * N×K weight, the three GEMMs a linear layer runs — forward y = x·Wᵀ (NT), input gradient dx = dy·W (NN), weight
+ * gradient dW = dyᵀ·x (TN) — each best of its trials, the class rate = their FLOPs over their summed times (the
+ * library may route the three layouts to different kernels).
+ */
 export function measureGemmClasses(k: Kernels, budgetMs = 150): GemmClassRates {
   const before = k.blasInfo().threads;
   k.setNumThreads(1);
+  const fill = (n: number, p: number) => new Float32Array(n).map((_, i) => ((i * p) % 1000) / 1000 - 0.5);
+  const best = (run: () => void, flop: number) => {
+    run();
+    let b = 0;
+    const start = performance.now();
+    for (let i = 0; i < 3 || performance.now() - start < budgetMs / 3; i++) {
+      const t0 = performance.now();
+      run();
+      b = Math.max(b, flop / (Math.max(performance.now() - t0, 1e-6) * 1e6));
+      if (i > 2000) break;
+    }
+    return b;
+  };
   try {
     const flop: number[] = [];
     const gflops1t: number[] = [];
     for (const [m, kk, n] of GEMM_CLASSES) {
-      const a = new Float32Array(m * kk).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
-      const b = new Float32Array(kk * n).map((_, i) => ((i * 104729) % 1000) / 1000 - 0.5);
-      const c = new Float32Array(m * n);
-      const mm = () => k.sgemm(false, false, m, n, kk, 1, a, kk, b, n, 0, c, n);
-      mm();
+      const x = fill(m * kk, 7919);
+      const w = fill(n * kk, 104729);
+      const y = fill(m * n, 3571);
+      const dx = new Float32Array(m * kk);
+      const dw = new Float32Array(n * kk);
+      const out = new Float32Array(m * n);
       const f = 2 * m * kk * n;
-      let best = 0;
-      const start = performance.now();
-      for (let i = 0; i < 3 || performance.now() - start < budgetMs; i++) {
-        const t0 = performance.now();
-        mm();
-        best = Math.max(best, f / (Math.max(performance.now() - t0, 1e-6) * 1e6));
-        if (i > 2000) break;
-      }
+      const rates = [
+        best(() => k.sgemm(false, true, m, n, kk, 1, x, kk, w, kk, 0, out, n), f),
+        best(() => k.sgemm(false, false, m, kk, n, 1, y, n, w, kk, 0, dx, kk), f),
+        best(() => k.sgemm(true, false, n, kk, m, 1, y, n, x, kk, 0, dw, kk), f),
+      ];
       flop.push(f);
-      gflops1t.push(best);
+      gflops1t.push(3 / rates.reduce((a, r) => a + 1 / r, 0));
     }
     return { flop, gflops1t };
   } finally {
