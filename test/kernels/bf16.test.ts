@@ -128,6 +128,44 @@ describe('gemmBf16', () => {
     ).toBe(true);
   });
 
+  // Layers round an operand shared by several products once and pass its bits: the products must be the ones of
+  // its f32 source, bit for bit, with either operand (or both) pre-rounded, strided and transposed, on both paths.
+  it.each(['blas', 'auto'] as const)('sgemmBf16 (%s) with pre-rounded operands = with their f32 sources', (lib) => {
+    N.setMatmulLibrary(lib);
+    onTestFinished(() => N.setMatmulLibrary('auto'));
+    const r = rng(6);
+    const [M, Nn, K] = [21, 18, 33];
+    for (const [ta, tb] of [
+      [false, true],
+      [true, false],
+      [false, false],
+    ] as const) {
+      const lda = (ta ? M : K) + 3;
+      const ldb = (tb ? K : Nn) + 2;
+      const A = randF32((ta ? K : M) * lda, r);
+      const B = randF32((tb ? Nn : K) * ldb, r);
+      const a = new Uint16Array(A.length);
+      const b = new Uint16Array(B.length);
+      N.toBf16(A, a, a.length);
+      N.toBf16(B, b, b.length);
+      const C0 = randF32(M * Nn, r);
+      const want = C0.slice();
+      N.sgemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, 1, want, Nn);
+      for (const [x, y] of [
+        [a, B],
+        [A, b],
+        [a, b],
+      ] as const) {
+        const got = C0.slice();
+        N.sgemmBf16(ta, tb, M, Nn, K, 1, x, lda, y, ldb, 1, got, Nn);
+        expect(Array.from(got)).toEqual(Array.from(want));
+        const ref = C0.slice();
+        R.sgemmBf16(ta, tb, M, Nn, K, 1, x, lda, y, ldb, 1, ref, Nn);
+        expectClose(got, ref, 1e-5, 'C', K);
+      }
+    }
+  });
+
   it('rejects a Float32Array where bf16 bits are expected', () => {
     expect(() =>
       N.gemmBf16(
