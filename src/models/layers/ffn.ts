@@ -135,7 +135,22 @@ export class FeedForward {
     const { D, H } = this;
     const dh = rt.pool.get(ctx.N * H);
     const dx = rt.pool.get(ctx.N * D);
-    swigluFfnBackward(rt.k, this.weights(), this.grads(), ctx.x, ctx.N, D, H, ctx.h1, ctx.h3, ctx.act, dout, dh, dx, rt.pool);
+    swigluFfnBackward(
+      rt.k,
+      this.weights(),
+      this.grads(),
+      ctx.x,
+      ctx.N,
+      D,
+      H,
+      ctx.h1,
+      ctx.h3,
+      ctx.act,
+      dout,
+      dh,
+      dx,
+      rt.pool,
+    );
     rt.pool.release(dh);
     this.release(rt, ctx);
     return dx;
