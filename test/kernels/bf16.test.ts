@@ -166,6 +166,28 @@ describe('gemmBf16', () => {
     }
   });
 
+  // Row counts off a multiple of 64 (MoE expert rows) share one oneDNN primitive whose rows are set per call
+  // (M of the forward products, K of the weight-gradient product): each call must compute its own rows.
+  it('sgemmBf16 with changing row counts on one shape family = the reference', () => {
+    const r = rng(7);
+    const [Nn, D] = [24, 40];
+    for (const rows of [21, 130, 5, 64, 77, 21]) {
+      const X = randF32(rows * D, r);
+      const W = randF32(Nn * D, r);
+      const Y = randF32(rows * Nn, r);
+      const got = new Float32Array(rows * Nn);
+      const want = new Float32Array(rows * Nn);
+      N.sgemmBf16(false, true, rows, Nn, D, 1, X, D, W, D, 0, got, Nn);
+      R.sgemmBf16(false, true, rows, Nn, D, 1, X, D, W, D, 0, want, Nn);
+      expectClose(got, want, 1e-5, `forward rows=${rows}`, D);
+      const gw = randF32(Nn * D, r);
+      const ww = gw.slice();
+      N.sgemmBf16(true, false, Nn, D, rows, 1, Y, Nn, X, D, 1, gw, D);
+      R.sgemmBf16(true, false, Nn, D, rows, 1, Y, Nn, X, D, 1, ww, D);
+      expectClose(gw, ww, 1e-5, `weight gradient rows=${rows}`, rows);
+    }
+  });
+
   it('rejects a Float32Array where bf16 bits are expected', () => {
     expect(() =>
       N.gemmBf16(
