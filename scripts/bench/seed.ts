@@ -13,8 +13,9 @@
 //                                          report's padded all_gather, routing forced round-robin (Rmax = 1 exactly).
 //                                          Each is projected with `--system local` (src/protocols/projection.ts) beside
 //                                          the measurement: <row>_proj_{memory,bytes,tps}_ratio = projected / measured,
-//                                          with the local system's matmul/attention rates replaced by the sgemm peak
-//                                          this run measured (the machine's rate moves with its load).
+//                                          with the local system's matmul rates replaced by the GEMM shape-class rates
+//                                          this run measured (one BLAS thread each; the machine's rate moves with its
+//                                          load). Every row runs the configs' former op-SAC (SEED_AC).
 // TPS is torchtitan's (tokens per second per rank), median over the steps after the first (which includes setup).
 // MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
@@ -23,6 +24,7 @@
 // the first, max over ranks (step 1's peak includes building the full model before FSDP shards it). Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
 import { mkdirSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runTraining } from '../../src/train/trainer.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
@@ -30,7 +32,15 @@ import { getKernels } from '../../src/tensor/kernels.ts';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } from './common.ts';
 import { summarizeRun, tableRow, TABLE_HEAD, type RunSummary } from './seed-summary.ts';
-import { projectLocal, projRow, PROJ_HEAD } from './seed-projection.ts';
+import {
+  measureGemmClasses,
+  opOverheadFromTwin,
+  OVERHEAD_TWIN,
+  projectLocal,
+  projRow,
+  PROJ_HEAD,
+  type GemmClassRates,
+} from './seed-projection.ts';
 
 interface Row {
   name: string;
@@ -70,6 +80,8 @@ function parseArgs(argv: string[]): Opts {
 
 const MOE = 'configs/llama4_ep12_fallback.toml';
 const DSV3 = 'configs/deepseek_v3_1b_noep.toml';
+/** The AC these rows were measured with (the configs' op-SAC before they took the report's AC off). */
+const SEED_AC = ['--activation_checkpoint.mode', 'selective', '--activation_checkpoint.selective_ac_option', 'op'];
 /** baseline_model_1b_12rank's family, sized for 2 cores: every other field as the flavor (MLA, 2 shared, softmax). */
 export const DSV3_SMALL = [
   '--model.args.dim',
@@ -96,6 +108,13 @@ export const DSV3_SMALL = [
   'true',
   '--comm.dispatch',
   'allgather-padded',
+  // Pinned to what these rows measured and validated before the report configs took the report's own settings
+  // (AC off, one dense first layer, sigmoid scores): the small rows keep op-SAC, every layer MoE, softmax scores.
+  '--model.args.n_dense_layers',
+  '0',
+  '--model.args.moe_args.score_func',
+  'softmax',
+  ...SEED_AC,
 ];
 const DENSE = 'configs/llama4_dense12.toml';
 const par = (rep: number, shard: number, ep: number) => [
@@ -161,10 +180,13 @@ export async function run(argv: string[]): Promise<void> {
   const t0 = performance.now();
   const k = getKernels();
   const peaks: number[] = [];
-  const measured: { row: Row; sum: RunSummary; overrides: string[]; predicted: number }[] = [];
+  const classRates: GemmClassRates[] = [];
+  const measured: { row: Row; sum: RunSummary; overrides: string[]; predicted: number; twin?: RunSummary }[] = [];
   for (const row of rows().filter((r) => r.name.startsWith(o.only))) {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
+    if (row.project) classRates.push(measureGemmClasses(k));
     const overrides = [
+      ...SEED_AC,
       ...row.overrides,
       '--comm.transport',
       o.transport,
@@ -185,6 +207,20 @@ export async function run(argv: string[]): Promise<void> {
       '--job.run_name',
       `seed-${row.name}`,
     ];
+    // The framework-cost twin runs right before its row, under the same load (OVERHEAD_TWIN).
+    let twin: RunSummary | undefined;
+    if (row.project) {
+      const name = `seed-${row.name}-twin`;
+      rmSync(join(dump, name), { recursive: true, force: true });
+      const tw = await runTraining({ config: join(ROOT, row.config), quiet: true }, [
+        ...overrides,
+        ...OVERHEAD_TWIN,
+        '--job.run_name',
+        name,
+      ]);
+      if (!tw) throw new Error(`bench:seed: ${row.name}'s overhead twin did not run`);
+      twin = summarizeRun(tw.runDir, { peakFlopsPerRank: 1 });
+    }
     rmSync(join(dump, `seed-${row.name}`), { recursive: true, force: true });
     const out = await runTraining({ config: join(ROOT, row.config), quiet: true }, overrides);
     if (!out) throw new Error(`bench:seed: ${row.name} did not run`);
@@ -196,18 +232,41 @@ export async function run(argv: string[]): Promise<void> {
     notes.push(
       `${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`,
     );
-    measured.push({ row, sum, overrides, predicted });
+    measured.push({ row, sum, overrides, predicted, twin });
   }
   const peak = median(peaks);
   notes.push(
     `sgemm peak ${peak.toFixed(1)} GFLOP/s (node, N=1024, 2 threads; median of ${peaks.length} samples, range ${Math.min(...peaks).toFixed(0)}–${Math.max(...peaks).toFixed(0)}), shared by the ranks of each row`,
   );
+  // One rate per class for every projected row: the median over the samples taken before each row.
+  const rates: GemmClassRates | null = classRates.length
+    ? {
+        flop: classRates[0]!.flop,
+        gflops1t: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflops1t[i]!))),
+      }
+    : null;
+  if (rates)
+    notes.push(
+      `GEMM classes, 1 thread (median of ${classRates.length}): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflops1t[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
+    );
   const projTable: string[] = [...PROJ_HEAD];
-  for (const { row, sum, overrides, predicted } of measured) {
+  for (const { row, sum, overrides, predicted, twin } of measured) {
     const perRankPeak = (peak * 1e9) / row.ranks;
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
-    if (row.project) {
-      const pr = projectLocal(join(ROOT, row.config), overrides, row.ranks, peak * 1e9);
+    if (row.project && rates && twin) {
+      const cfgPath = join(ROOT, row.config);
+      const twinProj = projectLocal(cfgPath, [...overrides, ...OVERHEAD_TWIN], row.ranks, rates, 0);
+      const opS = opOverheadFromTwin((twin.localBatch * twin.seqLen) / twin.tps, twinProj);
+      notes.push(
+        `${row.name}: overhead twin ${twin.tps.toFixed(0)} tokens/s/rank → ${(opS * 1e6).toFixed(1)} µs per op (${twinProj.ops.toFixed(0)} ops per step)`,
+      );
+      results.push({
+        name: `${row.name}_op_overhead_us`,
+        value: opS * 1e6,
+        unit: 'µs',
+        note: 'framework cost per op, measured on the width-16 twin',
+      });
+      const pr = projectLocal(cfgPath, overrides, row.ranks, rates, opS);
       const r = {
         memory: pr.memory / sum.memoryPerRankBytes,
         bytes: pr.bytes / sum.commBytesPerStep,
@@ -250,7 +309,7 @@ export async function run(argv: string[]): Promise<void> {
   console.log(table.join('\n'));
   if (projTable.length > PROJ_HEAD.length)
     console.log(
-      `\nProjected with --system local (rates: this run's sgemm peak ${peak.toFixed(1)} GFLOP/s per node):\n\n${projTable.join('\n')}`,
+      `\nProjected with --system local (matmul rates: this run's GEMM shape classes, one BLAS thread per rank on ${availableParallelism()} cores; ratio = projected / measured):\n\n${projTable.join('\n')}`,
     );
   writeReport({
     bench: 'seed',
