@@ -4,7 +4,7 @@ import { register } from 'tsx/esm/api';
 register();
 const name = process.argv[2];
 if (!name) {
-  console.error('usage: npm run bench:<kernels|model|comm|ep|seed|trace|checkpoint|data>');
+  console.error('usage: npm run bench:<kernels|model|model-profile|comm|ep|seed|trace|checkpoint|data>');
   process.exit(2);
 }
 const { run } = await import(`../scripts/bench/${name}.ts`);

@@ -20,7 +20,7 @@ export interface RowResult {
   row: ReportRow;
   p: Projection;
   memGib: number;
-  /** Memory with the other AC choice (op-SAC for the DeepSeek-V3 rows, none for the Llama4 rows). */
+  /** Memory with the other AC choice (op-SAC where the report's run had no AC, none where it had AC). */
   memOtherAc: number;
   errMem: number;
   errTps: number;
@@ -32,9 +32,12 @@ export function computeRows(): { rows: RowResult[]; fittedUs: number; systemUs: 
   const fitted = fitOpOverhead(sys);
   const rows = REPORT_ROWS.map((row) => {
     const p = projectRow(row, sys);
-    const other = rowOverrides(row).length
-      ? ['--activation_checkpoint.mode', 'selective', '--activation_checkpoint.selective_ac_option', 'op']
-      : ['--activation_checkpoint.mode', 'none'];
+    const mode = loadJobConfig(join(ROOT, row.config), [...row.overrides, ...rowOverrides(row)]).activation_checkpoint
+      .mode;
+    const other =
+      mode === 'none'
+        ? ['--activation_checkpoint.mode', 'selective', '--activation_checkpoint.selective_ac_option', 'op']
+        : ['--activation_checkpoint.mode', 'none'];
     const po = projectRow(row, sys, other);
     const memGib = p.plan.memory.total / GIB;
     return {
@@ -115,26 +118,86 @@ export function render(): string {
     '- Every other figure is a public one or a stated assumption set before comparing (see the system file), and every',
   );
   L.push(
-    '  other row validates: nothing else is tuned per row. Three structural choices were made while comparing (none',
-  );
-  L.push('  is a number per row): the allocator factor applies to what is allocated and freed every step, not to the');
-  L.push(
-    "  sharded state (the large EP=12 row's fp32 state alone is 27.9 of its 29.2 GiB); the AC choice below; and a",
+    '  other row validates: nothing else is tuned per row, and no memory figure is fitted. Two structural choices were',
   );
   L.push(
-    "  block's gradient working set in backward (0.25× its saved tensors), calibrated on moe-actors' own category",
-  );
-  L.push("  peaks (bench:seed's DeepSeek-V3 rows) and used for both stacks.");
-  L.push("- Row assumption: the report gives no AC mode; the configs use op-level SAC (torchtitan's debug TOMLs). The");
-  L.push('  DeepSeek-V3 rows are projected **without AC**: with op-SAC the projection puts EP=12 below no-EP');
-  L.push(
-    `  (${by('dsv3_ep12_fw').memOtherAc.toFixed(1)} vs ${by('dsv3_noep_fw').memOtherAc.toFixed(1)} GiB), the reverse of the report's 14.7 vs 7.1, which`,
+    '  made while comparing (none is a number per row): the allocator factor applies to what is allocated and freed',
   );
   L.push(
-    '  only the padded all_gather buffers held per layer until backward explain — and those are held only when the',
+    "  every step, not to the sharded state; and a block's gradient working set in backward (0.25× its saved tensors),",
   );
-  L.push('  layer keeps its activations. The Llama4 rows keep the configs\' op-SAC. The column "mem, other AC" shows');
-  L.push('  every row under the other choice.');
+  L.push("  calibrated on moe-actors' own category peaks (bench:seed's DeepSeek-V3 rows) and used for both stacks.");
+  L.push('');
+  L.push("## What each row ran (the report's own TOMLs)");
+  L.push('');
+  L.push(
+    'The report is the README of `n-getty/torchtitan_xpu`; its TOMLs (`torchtitan/torchtitan/models/*/train_configs/`)',
+  );
+  L.push('and flavors are what the row configs now carry, each cited in the config:');
+  L.push('');
+  L.push(
+    '- **AC**: `mode = "none"` for every DeepSeek-V3 row (4×512 and 16×2048), every medium and debug row and the large',
+  );
+  L.push(
+    '  no-EP, EP=12 and dense rows; `mode = "selective"` with torchtitan\'s default option "2" (every 2nd block) for the',
+  );
+  L.push('  large "Dense Equivalent" and "EP=12 (Max)" rows.');
+  L.push(
+    '- **Debug table**: batch 12 × seq 512, 20 steps (`llama4_ep12_fallback_xpu.toml`, `llama4_dense12_xpu.toml`).',
+  );
+  L.push(
+    '- **DeepSeek-V3 1B flavor** (`deepseek_v3/__init__.py`): vocab 50,304, expert hidden 768, one dense first layer,',
+  );
+  L.push("  qk_nope 64, sigmoid scores. With them the FLOPs per token are the report's own: its MFU and TPS give");
+  L.push(
+    `  ${((0.0145 * sys.device.peakFlops.bfloat16) / 2577 / 1e9).toFixed(3)} GFLOPs/token, torchtitan's formula on the flavor ${(fit.p.plan.flopsPerToken / 1e9).toFixed(3)}.`,
+  );
+  const compiled = rows.filter((r) => r.row.torchCompile).map((r) => r.row.label);
+  L.push(
+    `- **torch.compile** (\`[compile] enable = true\`): the DeepSeek-V3 4×512 rows (${compiled.length} rows); the 16×2048 TOMLs and every Llama4 TOML`,
+  );
+  L.push('  run eager. No HSDP TOML exists: that row is taken as its EP=12 sibling (compiled) with the HSDP degrees.');
+  L.push(
+    '- The tables\' last column, "mem, other AC", projects each row under op-level SAC where its run had no AC, and',
+  );
+  L.push('  without AC where it had AC.');
+  L.push('');
+  L.push("## Mechanisms of the report's stack in the model");
+  L.push('');
+  L.push(
+    "- **The EP graph cut (eager).** The seed's `XPUExpertParallel` (`expert_parallel_xpu.py`) gathers with `dist.all_gather`",
+  );
+  L.push(
+    '  into fresh `zeros_like` buffers and rebuilds the output with slice copies: no autograd node. Nothing after dispatch',
+  );
+  L.push(
+    '  reaches the routed experts: their activations are dropped with the graph after combine, their weights get no gradient,',
+  );
+  L.push(
+    "  the gathered buffers live only inside the layer's forward, and backward runs no expert matmul and no EP collective.",
+  );
+  L.push(
+    "  Only the shared experts, attention and (DeepSeek-V3's scores-after gating) the router train through an MoE layer.",
+  );
+  L.push(
+    '- **torch.compile undoes the cut for memory.** Dynamo remaps `dist.all_gather` to the functional `all_gather_inplace`',
+  );
+  L.push(
+    '  (`torch/distributed/_functional_collectives.py`, `traceable_collective_remaps`), which autograd records: the expert',
+  );
+  L.push(
+    '  activations and the gathered buffers they slice stay with each layer until its backward (the 4×512 DeepSeek-V3 EP rows).',
+  );
+  L.push(
+    "- **FSDP2's gradients**: a unit's compute-dtype gradients are copied into one fp32 reduce_scatter input and freed; that",
+  );
+  L.push(
+    "  input lives until its reduce_scatter is done, past the next unit's gradients. Sharded gradients are None at the start",
+  );
+  L.push(
+    '  of every step (zero_grad) and appear as units finish backward, while saved activations shrink: the peak is the worst',
+  );
+  L.push('  moment of backward, not the sum of both.');
   L.push('');
   L.push('Assumptions of the projection (as `project` prints them, for the first row):');
   L.push('');
@@ -187,59 +250,63 @@ export function render(): string {
   L.push('');
   const h = by('dsv3_hsdp_dev');
   const hs = h.p.plan.memory.bytes;
+  const hEager = projectRow({ ...h.row, torchCompile: false }, sys).plan.memory.total / GIB;
   L.push(
-    `- **EP=6 HSDP (5.0 GiB reported, ${h.memGib.toFixed(1)} projected).** With replicate 2 × shard 6 the sharded fp32 state alone is`,
+    `- **EP=6 HSDP memory (5.0 GiB reported, ${h.memGib.toFixed(1)} projected; ${hEager.toFixed(1)} if it ran eager).** With replicate 2 × shard 6 the`,
   );
   L.push(
-    `  ${((hs.param_shards + hs.grad_shards + hs.optimizer) / GIB).toFixed(2)} GiB (params + grads + AdamW over 6 ranks, twice the FSDP-12 rows), and EP=6 gathers half the padded rows of EP=12 per layer.`,
+    `  sharded fp32 state alone is ${((hs.param_shards + hs.optimizer) / GIB).toFixed(2)} GiB of params + AdamW (twice the FSDP-12 rows'), and EP=6 gathers`,
   );
   L.push(
-    "  The report's 5.0 GiB is below its own no-EP row although every per-rank quantity is larger; the same table's EP=12 row",
+    "  half the padded rows of EP=12 per layer. The report's 5.0 GiB is below its own no-EP row although every per-rank",
   );
   L.push(
-    '  (Dev, same stack) is 14.5 GiB. Whatever the HSDP run did differently (an earlier EP implementation that freed the',
+    "  quantity is larger, and the same table's EP=12 row (Dev, same stack) is 14.5 GiB. The repository has no TOML for",
   );
   L.push(
-    '  gathered buffers, AC on, or a memory figure read at a different step) the model cannot know it from the config.',
+    '  this row; whatever it ran differently (AC, an earlier EP implementation, a figure read at another step) is not in',
   );
-  const e16 = by('mfu_ep12_16x2048');
+  L.push('  what the report states.');
+  const me = by('medium_ep12');
+  const dbg = by('debug_ep12');
+  const dbgState = (dbg.p.plan.memory.bytes.param_shards + dbg.p.plan.memory.bytes.optimizer) / GIB;
   L.push(
-    `- **EP=12 at 16 × 2048 (61.0 GiB, 13,889 TPS reported; ${e16.memGib.toFixed(1)} GiB, ${num(e16.p.tpsPerRank)} TPS projected).** The padded all_gather moves and holds`,
-  );
-  L.push(
-    '  world × Rmax routed rows per layer: at 32,768 tokens per rank and top-6 that is 12 × 6 × 32,768 rows of 1,024 bf16 values = 4.8 GB',
-  );
-  L.push(
-    "  gathered per layer and direction. The report's EP=12 run is only 15 % slower than no-EP and uses the same memory, so",
+    `- **Eager Llama4 EP=12, medium and debug (${me.row.memGib} and ${dbg.row.memGib} GiB reported; ${me.memGib.toFixed(1)} and ${dbg.memGib.toFixed(1)} projected).** Both runs hold`,
   );
   L.push(
-    "  its buffers cannot have been that large: the seed's flavor probably routes fewer rows (its top-k and expert width",
+    `  about 5 GiB more than the model (${(me.row.memGib - me.memGib).toFixed(1)} and ${(dbg.row.memGib - dbg.memGib).toFixed(1)} GiB), and the debug model's whole fp32 state is ${(dbgState * 1024).toFixed(0)} MiB per rank:`,
   );
   L.push(
-    '  are not in the report; ours are guesses, `src/models/deepseek-v3/args.ts`), and the same guess makes the 4 × 512',
+    "  no tensor of either model is that large. The report's dense twins match (medium −15 %, debug −19 %), so the excess",
   );
-  L.push("  EP rows' exchange slower than measured.");
+  L.push(
+    '  comes with the EP path on XPU — oneCCL/XCCL device buffers for the 2 × 12 list all_gathers per layer, or the caching',
+  );
+  L.push(
+    "  allocator's cache of their variable-size buffers (20 steps here) — which the model does not know. The large EP=12",
+  );
+  L.push(
+    `  rows do not show it (projected ${by('large_ep12').memGib.toFixed(1)} vs 29.2 GiB): it is not a constant one could add.`,
+  );
   const de = by('large_dense_equiv');
   L.push(
-    `- **Dense equivalent (26 TPS reported, ${num(de.p.tpsPerRank)} projected; 53.9 GiB reported, ${de.memGib.toFixed(1)} projected).** See below: the report's dense`,
+    `- **Dense equivalent TPS (26 reported, ${num(de.p.tpsPerRank)} projected).** See below: 26 TPS (39 s per step) is slower than any compute or link`,
+  );
+  L.push('  figure explains.');
+  const rd = by('real_dense');
+  L.push(
+    `- **TPS order, realistic table: Dense (914) above MoE + EP=12 (710)** — projected ${num(rd.p.tpsPerRank)} vs ${num(by('real_ep12').p.tpsPerRank)}. The dense`,
   );
   L.push(
-    '  model is not the one the config builds, and 26 TPS (39 s per step) is slower than any compute or link figure explains.',
+    `  row's step is mostly exposed FSDP traffic at the assumed 20 GB/s per tile over Xe Link (${rd.p.time.seconds.commExposed.toFixed(2)} of ${rd.p.time.seconds.total.toFixed(2)} s); its`,
   );
   L.push(
-    '- **Medium dense / EP=12 and debug EP=12 memory** (op-SAC): with AC off they land within 10 % (medium) — the',
+    '  reported 1.12 s per step needs ≥ 28 GB/s. The EP=12 row is right (+1 %) because its experts run no backward (the cut).',
   );
-  L.push(
-    '  column "mem, other AC" — so those runs most likely ran without AC as well; the debug table gives no batch or',
-  );
-  L.push("  sequence length at all (the configs use torchtitan's 8 × 2048).");
   L.push(
     '- **TPS at large batch** (16 × 2048, EP=12 batch 8): the sustained-GEMM assumption (50 % of peak) is optimistic for',
   );
-  L.push(
-    "  the for-loop experts' small GEMMs; the report's 10 % MFU at 16 × 2048 is a third of what 50 % GEMM efficiency",
-  );
-  L.push('  with the fitted op cost gives.');
+  L.push("  the for-loop experts' small GEMMs.");
   L.push('');
   L.push('## What the model exposes in the report');
   L.push('');
@@ -287,14 +354,19 @@ export function render(): string {
   L.push(
     `  ${(dense.flops / 1e9).toFixed(1)} by torchtitan's formula. So the "36× speedup of MoE over dense" compares against a model 1.6× larger than the MoE.`,
   );
-  const dsv = paramsOf('configs/deepseek_v3_1b_noep.toml');
   L.push(
-    `- **DeepSeek-V3 1B FLOPs**: the report's MFU and TPS give ${((0.0145 * peak) / 2577 / 1e9).toFixed(2)} GFLOPs/token at seq 512; our flavor`,
+    "- **The report's EP rows train a different model from its no-EP rows.** In every eager EP run (DeepSeek-V3 16×2048,",
   );
   L.push(
-    `  (${(dsv.total / 1e9).toFixed(2)}B parameters, top-6 of 60, expert hidden 512) has ${(dsv.flops / 1e9).toFixed(2)}: the seed's flavor has about 20 % more active`,
+    "  every Llama4 EP row) the routed experts get no gradient (the cut above) and skip their backward: part of EP's",
   );
-  L.push('  parameters than our guess of the fields the report leaves open.');
+  L.push('  "2.6× speedup" over no-EP is work not done. The EP=12 16×2048 row shows it: with the cut the model gives');
+  L.push(
+    `  ${by('mfu_ep12_16x2048').memGib.toFixed(1)} GiB (61.0 reported); holding the gathered buffers and expert activations for backward would need`,
+  );
+  L.push(
+    `  ${(projectRow({ ...by('mfu_ep12_16x2048').row, torchCompile: true }, sys).plan.memory.total / GIB).toFixed(0)} GiB, three tiles' worth.`,
+  );
   L.push(
     '- **"EP saves 40 % memory by sharding expert weights"**: without EP the experts are sharded too (FSDP over the same',
   );

@@ -12,6 +12,12 @@ export interface ReportRow {
   /** Percent, or null where the report gives none. */
   mfu: number | null;
   memGib: number;
+  /**
+   * The report's run used torch.compile: the DeepSeek-V3 4×512 TOMLs of n-getty/torchtitan_xpu
+   * (deepseek_1b_moe_noep_xpu.toml, deepseek_1b_ep12_xpu.toml: [compile] enable = true); their 16×2048 twins and
+   * every Llama4 TOML run eager.
+   */
+  torchCompile?: boolean;
 }
 
 const big = ['--training.local_batch_size', '16', '--training.seq_len', '2048'];
@@ -35,6 +41,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 2577,
     mfu: 1.45,
     memGib: 7.1,
+    torchCompile: true,
   },
   {
     id: 'dsv3_noep_dev',
@@ -45,6 +52,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 2620,
     mfu: 1.47,
     memGib: 7.1,
+    torchCompile: true,
   },
   {
     id: 'dsv3_ep12_fw',
@@ -55,6 +63,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 6292,
     mfu: 3.54,
     memGib: 14.7,
+    torchCompile: true,
   },
   {
     id: 'dsv3_ep12_dev',
@@ -65,6 +74,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 5618,
     mfu: 3.16,
     memGib: 14.5,
+    torchCompile: true,
   },
   {
     id: 'dsv3_hsdp_dev',
@@ -75,6 +85,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 7330,
     mfu: 4.13,
     memGib: 5.0,
+    torchCompile: true,
   },
   {
     id: 'mfu_noep_4x512',
@@ -85,6 +96,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 2577,
     mfu: 1.45,
     memGib: 7.1,
+    torchCompile: true,
   },
   {
     id: 'mfu_noep_16x2048',
@@ -105,6 +117,7 @@ export const REPORT_ROWS: ReportRow[] = [
     tps: 6292,
     mfu: 3.54,
     memGib: 14.7,
+    torchCompile: true,
   },
   {
     id: 'mfu_ep12_16x2048',

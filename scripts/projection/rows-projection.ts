@@ -14,17 +14,17 @@ import { REPORT_ROWS, type ReportRow } from './report-rows.ts';
 export const FIT_ROW = 'dsv3_noep_fw';
 
 /**
- * Row assumptions beyond the translated configs. The report gives no AC mode; the configs use op-level SAC
- * (torchtitan's debug TOMLs). For the DeepSeek-V3 tables the report's memory (EP=12 twice no-EP) is reproduced only
- * without AC, so those rows are projected with AC off (docs/projection.md shows both).
+ * Row assumptions beyond the translated configs: none. Each config carries what the report's run used (AC mode,
+ * batch, the DeepSeek-V3 flavor's fields), taken from the report's own TOMLs (n-getty/torchtitan_xpu, cited in each
+ * config); docs/projection.md shows every row under the other AC choice too.
  */
-export function rowOverrides(r: ReportRow): string[] {
-  return r.config.includes('deepseek_v3') ? ['--activation_checkpoint.mode', 'none'] : [];
+export function rowOverrides(_r: ReportRow): string[] {
+  return [];
 }
 
 export function projectRow(r: ReportRow, system: SystemSpec, extra: string[] = []): Projection {
   const cfg = loadJobConfig(join(ROOT, r.config), [...r.overrides, ...rowOverrides(r), ...extra]);
-  return project(planInputOf(cfg, 12), { system });
+  return project(planInputOf(cfg, 12), { system, torchCompile: r.torchCompile ?? false });
 }
 
 /** The op overhead (seconds) that makes the fit row's projected TPS equal the report's. */

@@ -95,6 +95,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--format <fmt>', 'text | json', 'text')
     .option('--rmax <x>', "routing imbalance: the busiest EP rank's rows over the mean (default: the system's)")
     .option('--compute-dtype <dtype>', "bf16 | fp32 (default: the system's, or [training] mixed_precision_param)")
+    .option('--torch-compile', 'the torchtitan run uses torch.compile (its [compile] enable; changes what EP keeps)')
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[overrides...]', 'config overrides like --training.local_batch_size 16')

@@ -18,6 +18,7 @@ export interface ProjectCliOptions {
   format?: string;
   rmax?: string;
   computeDtype?: string;
+  torchCompile?: boolean;
 }
 
 const DTYPES: Record<string, ComputeDtype> = {
@@ -63,7 +64,12 @@ export async function runProject(opts: ProjectCliOptions, overrides: readonly st
   ]);
   // An mpi job's size comes from mpiexec at run time; a projection takes the config's [comm] ranks (or --ranks).
   const size = ranks ?? cfg.comm.ranks;
-  const p = project(planInputOf(cfg, size), { system, rmax: parsed.rmax, computeDtype: parsed.computeDtype });
+  const p = project(planInputOf(cfg, size), {
+    system,
+    rmax: parsed.rmax,
+    computeDtype: parsed.computeDtype,
+    torchCompile: opts.torchCompile === true,
+  });
   if (parsed.format === 'json') {
     console.log(JSON.stringify({ config: opts.config ?? DEFAULT_CONFIG, ranks: size, ...projectionJson(p) }, null, 2));
     return;

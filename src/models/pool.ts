@@ -72,6 +72,24 @@ export class ActivationPool {
 
   private readonly i32Bases = new WeakMap<Int32Array, Float32Array>();
 
+  /** A Uint16 buffer of n elements (bf16 bits) on pooled storage (released with releaseU16). */
+  u16(n: number): Uint16Array {
+    const f = this.get(Math.ceil(n / 2));
+    const v = new Uint16Array(f.buffer, f.byteOffset, n);
+    this.u16Bases.set(v, f);
+    return v;
+  }
+
+  private readonly u16Bases = new WeakMap<Uint16Array, Float32Array>();
+
+  releaseU16(a: Uint16Array | null | undefined): void {
+    if (!a) return;
+    const f = this.u16Bases.get(a);
+    if (!f) throw new Error('ActivationPool.releaseU16: buffer was not handed out by this pool (or released twice)');
+    this.u16Bases.delete(a);
+    this.release(f);
+  }
+
   releaseI32(a: Int32Array | null | undefined): void {
     if (!a) return;
     const f = this.i32Bases.get(a);

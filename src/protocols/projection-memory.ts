@@ -6,7 +6,7 @@
 // planner's plan.txt and `moe-actors project` print the same figures from the same function.
 
 import type { ModelSpec, BlockSpec } from '../models/spec.ts';
-import { blockUnitId, expertUnitId, UNIT_HEAD } from '../models/spec.ts';
+import { blockUnitId, expertUnitId, UNIT_EMBED, UNIT_HEAD } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import type { MoeStrategy } from './strategies.ts';
 
@@ -18,12 +18,28 @@ export const dtypeBytes = (d: ComputeDtype): number => (d === 'bfloat16' ? 2 : 4
  * - `torchtitan`: FSDP2 always materialises a compute-dtype copy of a unit (also on a mesh of size 1) and casts
  *   the compute-dtype gradient to fp32 for the reduction; op-level SAC saves every other matmul output and the
  *   SDPA outputs of a block; the loss keeps fp32 log-probabilities and their fp32 gradient beside the
- *   compute-dtype logits.
+ *   compute-dtype logits. Its EP under `allgather-padded` is the Aurora seed's XPUExpertParallel
+ *   (n-getty/torchtitan_xpu expert_parallel_xpu.py): in-place c10d all_gathers, outside autograd, so the graph is
+ *   cut at dispatch and combine — see `epGraphCut`.
  * - `moe-actors`: the unsharded buffer is fp32 and exists only for groups of more than one rank (the shard is the
  *   compute copy otherwise); op-level SAC recomputes the whole block (src/models/model/ac.ts); the loss keeps the
  *   fp32 logits and overwrites them with their gradient.
  */
 export type StackKind = 'torchtitan' | 'moe-actors';
+
+/**
+ * Eager torchtitan's padded all_gather EP (the seed's XPUExpertParallel) gathers with `dist.all_gather` into fresh
+ * `zeros_like` buffers: no autograd node, so nothing after dispatch reaches the routed experts' weights or inputs.
+ * Their activations are dropped with the graph after combine, their weights get no gradient (FSDP2 reduces none),
+ * the gathered buffers live only inside the layer's forward, and backward runs no expert matmuls and no EP
+ * collectives. With scores applied before the experts (Llama4) the router's graph is dropped too; after them
+ * (DeepSeek-V3) the gating bmm keeps its fp32 copy of the routed outputs for the router's gradient.
+ * Under torch.compile dynamo remaps `dist.all_gather` to the functional `all_gather_inplace`
+ * (torch/distributed/_functional_collectives.py, traceable_collective_remaps), which autograd records: no cut.
+ */
+export function epGraphCut(stack: StackKind, dispatch: MoeStrategy, ep: number, torchCompile = false): boolean {
+  return stack === 'torchtitan' && dispatch === 'allgather-padded' && ep > 1 && !torchCompile;
+}
 
 export interface MemoryAssumptions {
   stack: StackKind;
@@ -34,6 +50,8 @@ export interface MemoryAssumptions {
   allocatorFactor: number;
   /** Units unsharded at once while another computes (FSDP2's one-ahead prefetch: 2). */
   unshardedInFlight: number;
+  /** The torchtitan run used torch.compile ([compile] enable): dynamo traces c10d collectives into the graph. */
+  torchCompile?: boolean;
 }
 
 export const MEMORY_CATEGORIES = [
@@ -92,6 +110,7 @@ export function blockSavedPerToken(
   stack: StackKind,
   ep: number,
   rmax: number,
+  cut = false,
 ): { compute: number; fp32: number } {
   let compute = 0;
   let fp32 = 0;
@@ -121,17 +140,23 @@ export function blockSavedPerToken(
     // Rows an EP rank's experts process per token of its own: K on average, rmax·K on the busiest rank.
     const rows = ep > 1 ? K * rmax : K;
     const perRow = D + (stack === 'torchtitan' ? 4 : 3) * f.hidden + D;
-    compute += rows * perRow;
+    if (!cut) compute += rows * perRow;
     // Router: scores (fp32, E per token), gates; torchtitan applies the gates in fp32 to K rows per token (the
     // expert inputs when scores come first, the outputs otherwise) and keeps that fp32 copy for backward.
-    fp32 += E + 2 * K + (stack === 'torchtitan' ? K * D : 0);
+    if (!cut || !f.args.score_before_experts) fp32 += E + 2 * K + (stack === 'torchtitan' ? K * D : 0);
     if (f.sharedHidden > 0) compute += (stack === 'torchtitan' ? 4 : 3) * f.sharedHidden + D;
   }
   return { compute, fp32 };
 }
 
 /** Elements per token of a block's matmul outputs and SDPA outputs: what torchtitan's op-level SAC may save. */
-function blockOpSacPerToken(b: BlockSpec, D: number, ep: number, rmax: number): { compute: number; fp32: number } {
+function blockOpSacPerToken(
+  b: BlockSpec,
+  D: number,
+  ep: number,
+  rmax: number,
+  cut: boolean,
+): { compute: number; fp32: number } {
   let mm = 0;
   let sdpa = 0;
   const at = b.attn;
@@ -152,7 +177,7 @@ function blockOpSacPerToken(b: BlockSpec, D: number, ep: number, rmax: number): 
   const f = b.ffn;
   if (f.kind === 'dense') mm += 2 * f.hidden + D;
   else {
-    const rows = ep > 1 ? f.args.top_k * rmax : f.args.top_k;
+    const rows = cut ? 0 : ep > 1 ? f.args.top_k * rmax : f.args.top_k;
     mm += rows * (2 * f.hidden + D);
     if (f.sharedHidden > 0) mm += 2 * f.sharedHidden + D;
   }
@@ -194,54 +219,88 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const needsCopy = (u: MemoryUnit) => !trivial(u) || (tt && c !== MASTER);
   const full = (u: MemoryUnit) => u.shard * u.groupSize;
   const copyBytes = tt ? c : MASTER;
+  const cut = epGraphCut(a.stack, m.dispatch, m.ep, a.torchCompile);
 
   // ---- unsharded parameters: the kept units (no reshard after forward) plus the in-flight block groups ----
   let kept = 0;
   for (const u of m.units) if (needsCopy(u) && !u.reshardAfterForward) kept += copyBytes * full(u);
   let largestGroup = 0;
   let largestGroupGrad = 0;
+  let largestGroupReduce = 0;
   for (const b of m.spec.blocks) {
     let p = 0;
     let g = 0;
+    let r = 0;
     for (const id of [blockUnitId(b.layerId), expertUnitId(b.layerId)]) {
       const u = byId.get(id);
       if (!u) continue;
       if (needsCopy(u) && u.reshardAfterForward) p += copyBytes * full(u);
       // The full gradient a reduction reads: fp32 (reduce dtype), plus the compute-dtype gradient it is cast from.
-      if (!trivial(u) || tt) g += (MASTER + (tt && c !== MASTER ? c : 0)) * full(u);
+      // Under the EP graph cut the routed experts get no gradient: nothing to reduce for their unit.
+      if ((!trivial(u) || tt) && !(cut && id === expertUnitId(b.layerId))) {
+        g += (MASTER + (tt && c !== MASTER ? c : 0)) * full(u);
+        r += MASTER * full(u);
+      }
     }
     largestGroup = Math.max(largestGroup, p);
     largestGroupGrad = Math.max(largestGroupGrad, g);
+    largestGroupReduce = Math.max(largestGroupReduce, r);
   }
   const unshardedParams = kept + a.unshardedInFlight * largestGroup;
   const head = byId.get(UNIT_HEAD);
   const headGrad = head && (!trivial(head) || tt) ? (MASTER + (tt && c !== MASTER ? c : 0)) * full(head) : 0;
-  // The gradient of the unit in backward and, while it computes, the previous one still being reduced (torchtitan).
-  const unshardedGrads = Math.max(headGrad, (tt ? 2 : 1) * largestGroupGrad);
+  // The gradients of the unit in backward and, while it computes, the previous unit's reduce_scatter input (torchtitan:
+  // FSDP2 copies the compute-dtype gradients into one fp32 buffer, frees them, and keeps that buffer until the
+  // reduce_scatter it feeds has finished — past the next unit's gradients).
+  const unshardedGrads = Math.max(headGrad, largestGroupGrad + (tt ? largestGroupReduce : 0));
 
   // ---- activations ----
   const ep = m.ep;
   let keptAct = 0;
   let transient = 0;
+  const perBlock: { keep: number; transient: number; gradShard: number }[] = [];
   for (const b of m.spec.blocks) {
-    const all = blockSavedPerToken(b, D, a.stack, ep, a.rmax);
+    const all = blockSavedPerToken(b, D, a.stack, ep, a.rmax, cut);
     const allBytes = N * (c * all.compute + 4 * all.fp32);
     let keep: number;
     if (!isCheckpointed(b.layerId, m.ac)) keep = allBytes;
     else if (tt && m.ac.mode === 'selective' && 'op' in m.ac) {
-      const s = blockOpSacPerToken(b, D, ep, a.rmax);
+      const s = blockOpSacPerToken(b, D, ep, a.rmax, cut);
       keep = N * (c * s.compute + 4 * s.fp32);
     } else keep = N * c * D;
     keptAct += keep;
     // The block in backward holds all its saved tensors (recomputed if checkpointed) plus its gradient working set
     // (a quarter as large again: the gradients of its widest intermediates; moe-actors measured 1.2–1.3).
     transient = Math.max(transient, GRAD_WORKING_SET * allBytes - keep);
+    const shardOf = (id: string) => byId.get(id)?.shard ?? 0;
+    const gradShard = MASTER * (shardOf(blockUnitId(b.layerId)) + (cut ? 0 : shardOf(expertUnitId(b.layerId))));
+    perBlock.push({ keep, transient: GRAD_WORKING_SET * allBytes - keep, gradShard });
   }
   const V = m.spec.vocabSize;
   // Loss: torchtitan keeps fp32 log-probs (T·V) and builds their fp32 gradient and the compute-dtype one; moe-actors
   // keeps fp32 logits and turns them into their gradient in place (one T·V buffer + the hidden state's gradient).
   const headAct = tt ? N * V * (4 + 4 + (c !== MASTER ? c : 0)) : N * V * 4 + 2 * N * D * 4;
-  const activations = keptAct + Math.max(transient, headAct);
+  let activations = keptAct + Math.max(transient, headAct);
+  let gradShards = MASTER * shardSum;
+  if (tt) {
+    // torchtitan zeroes gradients to None every step and FSDP2 assigns a unit's sharded gradient only when its
+    // reduce_scatter is done, after its backward has freed its saved tensors: sharded gradients grow as saved
+    // activations shrink, so the peak is the worst moment of backward, not their sum.
+    const head = MASTER * (byId.get(UNIT_HEAD)?.shard ?? 0);
+    let best = { act: keptAct + headAct, grads: 0 };
+    let remaining = keptAct;
+    let done = head;
+    for (let i = perBlock.length - 1; i >= 0; i--) {
+      const p = perBlock[i]!;
+      if (done + remaining + p.transient > best.act + best.grads) best = { act: remaining + p.transient, grads: done };
+      remaining -= p.keep;
+      done += p.gradShard;
+    }
+    const allGrads = done + MASTER * (byId.get(UNIT_EMBED)?.shard ?? 0);
+    if (allGrads > best.act + best.grads) best = { act: 0, grads: allGrads };
+    activations = best.act;
+    gradShards = best.grads;
+  }
 
   // ---- EP buffers: the padded all_gather's buffers stay with each layer until its backward when the layer keeps
   // its activations (the gathered rows back the saved expert inputs); otherwise one layer's are live at a time ----
@@ -255,14 +314,14 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
         (tt
           ? epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax)
           : epBufferElems(m.dispatch, ep, N, D, b.ffn.args.top_k, a.rmax) / 2);
-      const persistent = m.dispatch === 'allgather-padded' && tt && !isCheckpointed(b.layerId, m.ac);
+      const persistent = m.dispatch === 'allgather-padded' && tt && !cut && !isCheckpointed(b.layerId, m.ac);
       epBuffers = persistent ? epBuffers + e : Math.max(epBuffers, e);
     }
   }
 
   const bytes: Record<MemoryCategory, number> = {
     param_shards: MASTER * shardSum,
-    grad_shards: MASTER * shardSum,
+    grad_shards: gradShards,
     optimizer: 2 * MASTER * shardSum,
     unsharded_params: unshardedParams,
     unsharded_grads: unshardedGrads,

@@ -6,7 +6,7 @@
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { blockSavedPerToken, dtypeBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
-import type { LinkSpec, SystemSpec } from './system.ts';
+import { LARGE_GEMM_FLOP, type LinkSpec, type SystemSpec } from './system.ts';
 import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
 
 export interface TimeInput {
@@ -18,6 +18,8 @@ export interface TimeInput {
   ep: number;
   dispatch: MoeStrategy;
   rmax: number;
+  /** The EP graph cut (projection-memory.ts epGraphCut): routed experts run forward only. */
+  cut: boolean;
   stack: StackKind;
   dtype: ComputeDtype;
   system: SystemSpec;
@@ -77,6 +79,60 @@ function blockMatmulParams(b: BlockSpec, D: number): { dense: number; routedPerR
   };
 }
 
+/** One forward GEMM shape of a block: FLOPs per call, calls per microbatch, and whether it is a routed expert's. */
+interface Gemm {
+  flop: number;
+  calls: number;
+  routed: boolean;
+}
+
+/** A block's forward GEMMs per microbatch of N tokens (their FLOPs sum to blockMatmulParams' count). */
+function blockGemms(b: BlockSpec, D: number, N: number, ep: number, rmax: number): Gemm[] {
+  const g: Gemm[] = [];
+  const mm = (m: number, k: number, n: number, calls = 1, routed = false) => {
+    if (m > 0 && k > 0 && n > 0) g.push({ flop: 2 * m * k * n, calls, routed });
+  };
+  const at = b.attn;
+  if (at.kind === 'gqa') {
+    mm(N, D, at.nHeads * at.headDim);
+    mm(N, D, at.nKvHeads * at.headDim, 2);
+    mm(N, at.nHeads * at.headDim, D);
+  } else {
+    const dqk = at.qkNope + at.qkRope;
+    if (at.qLoraRank > 0) {
+      mm(N, D, at.qLoraRank);
+      mm(N, at.qLoraRank, at.nHeads * dqk);
+    } else mm(N, D, at.nHeads * dqk);
+    mm(N, D, at.kvLoraRank + at.qkRope);
+    mm(N, at.kvLoraRank, at.nHeads * (at.qkNope + at.vHead));
+    mm(N, at.nHeads * at.vHead, D);
+  }
+  const f = b.ffn;
+  if (f.kind === 'dense') mm(N, D, f.hidden, 3);
+  else {
+    mm(N, D, f.args.num_experts);
+    mm(N, D, f.sharedHidden, 3);
+    const local = f.args.num_experts / ep;
+    const rowsPerExpert = (N * f.args.top_k * (ep > 1 ? rmax : 1)) / local;
+    mm(rowsPerExpert, D, f.hidden, 3 * local, true);
+  }
+  return g;
+}
+
+/** FLOP/s of one GEMM of `flop` FLOPs: the system's shape classes, log-log interpolated, up to the large rate. */
+export function gemmRate(dev: SystemSpec['device'], dtype: ComputeDtype, flop: number): number {
+  const c = dev.matmulClasses;
+  if (!c) return dev.matmulFlops[dtype];
+  const xs = [...c.flop, LARGE_GEMM_FLOP];
+  const ys = [...c.flops[dtype], dev.matmulFlops[dtype]];
+  if (flop <= xs[0]!) return ys[0]!;
+  if (flop >= LARGE_GEMM_FLOP) return ys[ys.length - 1]!;
+  let i = 0;
+  while (flop > xs[i + 1]!) i++;
+  const t = Math.log(flop / xs[i]!) / Math.log(xs[i + 1]! / xs[i]!);
+  return Math.exp(Math.log(ys[i]!) + t * Math.log(ys[i + 1]! / ys[i]!));
+}
+
 function attnFlopsPerToken(b: BlockSpec, S: number): number {
   // torchtitan's per-layer attention term, forward only (2·H·head_dims·S with head_dims = 2·hd or nope+rope+v),
   // halved for the causal mask SDPA skips.
@@ -98,6 +154,11 @@ export function projectTime(t: TimeInput): TimeProjection {
   let attnRecompute = 0;
   let opsFwd = 0;
   let opsRecompute = 0;
+  // Routed-expert matmuls and ops that have no backward under the EP graph cut.
+  let mmNoBackward = 0;
+  let opsNoBackward = 0;
+  // Matmul seconds per microbatch at each GEMM's shape-class rate (forward, backward's two GEMMs, recompute).
+  let mmSeconds = 0;
   let elementBytes = 0;
   const c = dtypeBytes(t.dtype);
   const opSac = t.stack === 'torchtitan' && t.ac.mode === 'selective' && 'op' in t.ac;
@@ -112,9 +173,18 @@ export function projectTime(t: TimeInput): TimeProjection {
       const local = b.ffn.args.num_experts / t.ep;
       ops +=
         OPS.moeFixed + local * OPS.perExpert + (b.ffn.sharedHidden > 0 ? OPS.shared : 0) + (t.ep > 1 ? OPS.epExtra : 0);
+      if (t.cut) {
+        mmNoBackward += 2 * rows * p.routedPerRow;
+        opsNoBackward += local * OPS.perExpert + OPS.epExtra;
+      }
     }
     mmFwd += mm;
     attnFwd += at;
+    const recomputed = isCheckpointed(b.layerId, t.ac);
+    for (const gm of blockGemms(b, D, N, t.ep, t.rmax)) {
+      const passes = (gm.routed && t.cut ? 1 : 3) + (recomputed ? (opSac ? 0.5 : 1) : 0);
+      mmSeconds += (passes * gm.calls * gm.flop) / gemmRate(sys, t.dtype, gm.flop);
+    }
     opsFwd += ops;
     if (isCheckpointed(b.layerId, t.ac)) {
       // op-level SAC keeps every other matmul output and SDPA's: about half the matmuls run again, no attention.
@@ -122,22 +192,23 @@ export function projectTime(t: TimeInput): TimeProjection {
       attnRecompute += opSac ? 0 : at;
       opsRecompute += ops;
     }
-    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax);
+    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
     // Element-wise kernels read and write each saved tensor about three times over forward and backward.
     elementBytes += 3 * N * (c * s.compute + 4 * s.fp32);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;
+  mmSeconds += (3 * 2 * N * D * V) / gemmRate(sys, t.dtype, 2 * N * D * V);
   opsFwd += OPS.head;
   elementBytes += 4 * N * V * 4;
   const mb = t.microbatches;
-  const matmulFlops = mb * (3 * mmFwd + mmRecompute);
+  const matmulFlops = mb * (3 * mmFwd - 2 * mmNoBackward + mmRecompute);
   const attentionFlops = mb * (3 * attnFwd + attnRecompute);
-  const ops = mb * (3 * opsFwd + opsRecompute) + OPS.perUnitStep * t.units;
+  const ops = mb * (3 * opsFwd - 2 * opsNoBackward + opsRecompute) + OPS.perUnitStep * t.units;
   // AdamW reads param, grad, m, v and writes param, m, v (fp32).
   elementBytes = mb * elementBytes + 28 * t.shardNumel;
   const seconds = {
-    matmul: (matmulFlops * share) / sys.matmulFlops[t.dtype],
+    matmul: mb * mmSeconds * share,
     attention: (attentionFlops * share) / sys.attentionFlops[t.dtype],
     memoryBound: (elementBytes * share) / sys.memoryBytesPerS,
     opOverhead: ops * sys.opOverheadS,
@@ -158,8 +229,9 @@ export function projectTime(t: TimeInput): TimeProjection {
 }
 
 /** Collectives per MoE layer per microbatch of a strategy: forward + backward, and the forward again if recomputed. */
-export function epCallsPerLayer(s: MoeStrategy, recomputed = false): number {
+export function epCallsPerLayer(s: MoeStrategy, recomputed = false, cut = false): number {
   const n = (phases: readonly (typeof MOE_PHASES)[number][]) =>
     phases.reduce((a, p) => a + STRATEGIES[s].phases[p].length, 0);
-  return n(MOE_PHASES) + (recomputed ? n(['exchangeCounts', 'dispatch', 'combine']) : 0);
+  const fwd = n(['exchangeCounts', 'dispatch', 'combine']);
+  return (cut ? fwd : n(MOE_PHASES)) + (recomputed ? fwd : 0);
 }

@@ -7,6 +7,7 @@ import { buildModelSpec, type BlockSpec } from '../models/spec.ts';
 import { makePlan, spansNodes, type Plan, type PlanInput } from './planner.ts';
 import {
   dtypeBytes,
+  epGraphCut,
   formatMemoryLine,
   MEMORY_CATEGORIES,
   type ComputeDtype,
@@ -22,6 +23,8 @@ export interface ProjectOptions {
   computeDtype?: ComputeDtype;
   /** Overrides the system's routing-imbalance assumption. */
   rmax?: number;
+  /** The torchtitan run used torch.compile (its [compile] enable; moe-actors' configs have no such field). */
+  torchCompile?: boolean;
 }
 
 export interface Projection {
@@ -52,6 +55,7 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     rmax: o.rmax ?? sys.stack.rmax,
     allocatorFactor: sys.stack.allocatorFactor,
     unshardedInFlight: sys.stack.unshardedInFlight,
+    torchCompile: o.torchCompile ?? false,
   };
   const plan = makePlan({ ...input, memory: a });
   const spec = buildModelSpec(input.model);
@@ -59,21 +63,32 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
   const mbs = input.microbatches;
   const moeBlocks = spec.blocks.filter((b) => b.ffn.kind === 'moe');
   const sharded = plan.units.filter((u) => u.groupSize > 1);
+  const cut = epGraphCut(a.stack, plan.dispatch.choice, plan.layout.degrees.ep, a.torchCompile);
   const groups = Object.entries(plan.bytesPerStep).flatMap(([name, bytes]) => {
     const base = name.replace(/_reduce$/, '') as MeshDim;
     if ((layout.sizes[base] ?? 1) <= 1) return [];
     let calls: number;
-    if (name === 'ep')
+    // Under the EP graph cut only the forward collectives run (again when recomputed): the padded all_gathers move
+    // the same rows forward and backward, so the bytes scale with the forward share of the layers' passes.
+    let share = 1;
+    if (name === 'ep') {
       calls =
         mbs *
-        moeBlocks.reduce((s, b) => s + epCallsPerLayer(plan.dispatch.choice, isCheckpointed(b.layerId, input.ac)), 0);
-    else if (name.endsWith('_reduce'))
+        moeBlocks.reduce(
+          (s, b) => s + epCallsPerLayer(plan.dispatch.choice, isCheckpointed(b.layerId, input.ac), cut),
+          0,
+        );
+      if (cut) {
+        const rec = moeBlocks.map((b) => (isCheckpointed(b.layerId, input.ac) ? 1 : 0));
+        share = rec.reduce<number>((s, r) => s + 1 + r, 0) / rec.reduce<number>((s, r) => s + 2 + r, 0);
+      }
+    } else if (name.endsWith('_reduce'))
       calls = mbs * plan.units.filter((u) => name === 'dp_replicate_reduce' || u.group === base).length;
     else calls = mbs * sharded.filter((u) => u.group === base).reduce((s, u) => s + (u.reshardAfterForward ? 2 : 1), 0);
     const link: 'intra' | 'inter' = spansNodes(layout, base, 0, input.ranksPerNode) ? 'inter' : 'intra';
     // The byte model counts fp32 rows and parameters; activations (EP) and FSDP's unsharded parameters travel in
     // the compute dtype, gradients are reduced in fp32 (torchtitan's mixed_precision_reduce).
-    const wire = name.endsWith('_reduce') ? bytes : (bytes * dtypeBytes(computeDtype)) / 4;
+    const wire = share * (name.endsWith('_reduce') ? bytes : (bytes * dtypeBytes(computeDtype)) / 4);
     // EP collectives gate the experts. FSDP's all_gathers: torchtitan prefetches them behind compute; moe-actors
     // issues them in program order on the main path (docs/architecture.md), so there they are on the critical path.
     const critical = name === 'ep' || (a.stack === 'moe-actors' && !name.endsWith('_reduce'));
@@ -91,6 +106,7 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     ep: layout.degrees.ep,
     dispatch: plan.dispatch.choice,
     rmax: a.rmax,
+    cut,
     stack: a.stack,
     dtype: computeDtype,
     system: sys,
@@ -109,9 +125,16 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     `compute dtype ${computeDtype}${o.computeDtype ? ' (--compute-dtype)' : sys.stack.computeDtype === 'config' ? ' ([training] mixed_precision_param)' : ` (the system's default for ${sys.name})`}; master weights, gradients and AdamW moments fp32`,
     `routing imbalance Rmax = ${a.rmax}: the busiest EP rank receives ${a.rmax}× the mean rows (sets EP buffers and the experts' critical-path FLOPs)`,
     `allocator factor ${a.allocatorFactor}: what is allocated and freed every step (unsharded copies, full gradients, activations, EP buffers) reserves ${a.allocatorFactor}× its live bytes (caching, rounding, fragmentation); the sharded state is exact`,
+    ...(a.stack === 'torchtitan' && plan.dispatch.choice === 'allgather-padded' && layout.degrees.ep > 1
+      ? [
+          cut
+            ? "EP graph cut (eager torchtitan, the seed's XPUExpertParallel): c10d all_gathers outside autograd, so routed experts keep no activations, get no gradient and run no backward; gathered buffers live within the layer's forward"
+            : 'torch.compile: dynamo traces the EP all_gathers as functional collectives that autograd records, so expert activations and gathered buffers stay with each layer until its backward',
+        ]
+      : []),
     `${a.unshardedInFlight} block group(s) unsharded at once while computing; units that do not reshard after forward stay unsharded`,
     `a block in backward holds its saved tensors plus a gradient working set of 0.25× them; the loss keeps ${a.stack === 'torchtitan' ? 'fp32 log-probs, their fp32 gradient and the compute-dtype logits' : 'fp32 logits, turned into their gradient in place'}`,
-    `matmuls at ${(d.matmulFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, attention at ${(d.attentionFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, element-wise at ${(d.memoryBytesPerS / 1e9).toFixed(1)} GB/s per device${rateShare > 1 ? `, shared by ${rateShare} ranks` : ''}`,
+    `matmuls at ${(d.matmulFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s${d.matmulClasses ? ` (GEMMs of ${d.matmulClasses.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP at ${(d.matmulClasses!.flops[computeDtype][i]! / 1e12).toFixed(3)}`).join(', ')} TFLOP/s, interpolated between)` : ''}, attention at ${(d.attentionFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, element-wise at ${(d.memoryBytesPerS / 1e9).toFixed(1)} GB/s per device${rateShare > 1 ? `, shared by ${rateShare} ranks` : ''}`,
     `${time.ops.toFixed(0)} eager ops per step at ${(d.opOverheadS * 1e6).toFixed(1)} µs each (host dispatch + launch; for-loop experts: ${'7'} ops per local expert per forward)`,
     `collectives: α–β per link (intra ${(sys.links.intra.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.intra.bytesPerS / 1e9).toFixed(1)} GB/s; inter ${(sys.links.inter.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.inter.bytesPerS / 1e9).toFixed(1)} GB/s), half the logical bytes received; EP on the critical path${a.stack === 'moe-actors' ? ' and so are FSDP all_gathers (issued in program order)' : ''}, FSDP/HSDP ${a.stack === 'moe-actors' ? 'reductions' : 'collectives'} overlapped with compute (only the excess is exposed)`,
     `MFU against ${(peakFlopsPerRank / 1e12).toFixed(3)} TFLOP/s per rank (${computeDtype} peak as torchtitan counts it) with torchtitan's FLOPs per token (${plan.flopsPerToken.toExponential(3)})`,

@@ -20,6 +20,12 @@ export interface SystemSpec {
     peakFlops: Record<ComputeDtype, number>;
     /** Sustained matmul FLOP/s per rank (large GEMMs), per compute dtype. */
     matmulFlops: Record<ComputeDtype, number>;
+    /**
+     * Measured rates of smaller GEMM shape classes (FLOPs per call, ascending, below LARGE_GEMM_FLOP), per compute
+     * dtype; a GEMM between two points runs at the log-log interpolation, above the last at `matmulFlops` reached at
+     * LARGE_GEMM_FLOP. Absent: every GEMM at `matmulFlops`.
+     */
+    matmulClasses?: { flop: number[]; flops: Record<ComputeDtype, number[]> };
     /** Sustained attention (SDPA) FLOP/s per rank, per compute dtype. */
     attentionFlops: Record<ComputeDtype, number>;
     /** Memory bandwidth per rank for element-wise kernels, bytes/s. */
@@ -48,6 +54,41 @@ export class SystemError extends Error {
 }
 
 type Obj = Record<string, unknown>;
+
+/** The GEMM size `matmul_tflops_*` is measured at (2 · 1024³ FLOP, bench:kernels' sgemm peak). */
+export const LARGE_GEMM_FLOP = 2 * 1024 ** 3;
+
+function numbers(o: Obj, key: string, where: string, n?: number): number[] {
+  const v = o[key];
+  if (
+    !Array.isArray(v) ||
+    v.length === 0 ||
+    v.some((x) => typeof x !== 'number' || !(x > 0)) ||
+    (n !== undefined && v.length !== n)
+  )
+    throw new SystemError(
+      `${where}: ${key} must be a list of ${n ?? 'one or more'} positive numbers (got ${JSON.stringify(v)})`,
+    );
+  return v as number[];
+}
+
+function matmulClasses(d: Obj, where: string): SystemSpec['device']['matmulClasses'] {
+  if (d.matmul_classes === undefined) return undefined;
+  const t = table(d, 'matmul_classes', where);
+  checkKeys(t, 'device.matmul_classes', where);
+  const w = `${where} [device.matmul_classes]`;
+  const mflop = numbers(t, 'mflop', w);
+  for (let i = 0; i < mflop.length; i++)
+    if ((i > 0 && mflop[i]! <= mflop[i - 1]!) || mflop[i]! * 1e6 >= LARGE_GEMM_FLOP)
+      throw new SystemError(`${w}: mflop must ascend and stay below ${LARGE_GEMM_FLOP / 1e6} (the large-GEMM size)`);
+  return {
+    flop: mflop.map((x) => x * 1e6),
+    flops: {
+      float32: numbers(t, 'tflops_fp32', w, mflop.length).map((x) => x * 1e12),
+      bfloat16: numbers(t, 'tflops_bf16', w, mflop.length).map((x) => x * 1e12),
+    },
+  };
+}
 
 function table(o: Obj, key: string, where: string): Obj {
   const v = o[key];
@@ -92,7 +133,9 @@ const KNOWN: Record<string, readonly string[]> = {
     'memory_gbps',
     'op_overhead_us',
     'ranks_per_device',
+    'matmul_classes',
   ],
+  'device.matmul_classes': ['mflop', 'tflops_fp32', 'tflops_bf16'],
   'links.intra': ['latency_us', 'gbps'],
   'links.inter': ['latency_us', 'gbps'],
   links: ['intra', 'inter'],
@@ -138,6 +181,7 @@ export function parseSystem(o: Obj, source: string): SystemSpec {
       memoryBytes: num(d, 'memory_gib', dw, { positive: true }) * 2 ** 30,
       peakFlops: { bfloat16: tf('peak_tflops_bf16'), float32: tf('peak_tflops_fp32') },
       matmulFlops: { bfloat16: tf('matmul_tflops_bf16'), float32: tf('matmul_tflops_fp32') },
+      matmulClasses: matmulClasses(d, dw),
       attentionFlops: { bfloat16: tf('attention_tflops_bf16'), float32: tf('attention_tflops_fp32') },
       memoryBytesPerS: num(d, 'memory_gbps', dw, { positive: true }) * 1e9,
       opOverheadS: num(d, 'op_overhead_us', dw, { min: 0 }) * 1e-6,

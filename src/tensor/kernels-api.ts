@@ -76,7 +76,8 @@ export interface Kernels {
     ldc: number,
   ): void;
   // sgemm's arguments, computed as bf16 mixed precision does: A and B rounded to bf16 (nearest even), products
-  // summed in f32 into f32 C.
+  // summed in f32 into f32 C. Either operand may instead be bf16 bits (Uint16Array) the caller rounded once with
+  // toBf16 for several products; the result is the same as passing its f32 source.
   sgemmBf16(
     transA: boolean,
     transB: boolean,
@@ -84,9 +85,9 @@ export interface Kernels {
     N: number,
     K: number,
     alpha: number,
-    A: Float32Array,
+    A: Float32Array | Uint16Array,
     lda: number,
-    B: Float32Array,
+    B: Float32Array | Uint16Array,
     ldb: number,
     beta: number,
     C: Float32Array,

@@ -106,18 +106,22 @@ export class RefKernels implements Kernels {
     N: number,
     K: number,
     alpha: number,
-    A: Float32Array,
+    A: Float32Array | Uint16Array,
     lda: number,
-    B: Float32Array,
+    B: Float32Array | Uint16Array,
     ldb: number,
     beta: number,
     C: Float32Array,
     ldc: number,
   ): void {
-    const a = new Uint16Array(A.length);
-    const b = new Uint16Array(B.length);
-    this.toBf16(A, a, A.length);
-    this.toBf16(B, b, B.length);
+    const round = (x: Float32Array | Uint16Array): Uint16Array => {
+      if (x instanceof Uint16Array) return x;
+      const h = new Uint16Array(x.length);
+      this.toBf16(x, h, x.length);
+      return h;
+    };
+    const a = round(A);
+    const b = round(B);
     this.gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
   }
 

@@ -138,8 +138,14 @@ describe('moe-actors project', () => {
     const jb = JSON.parse(b.stdout) as typeof ja;
     expect(jb.memory_by_category.allocator).toBeCloseTo(2 * ja.memory_by_category.allocator!, 9);
     expect(jb.memory_by_category.activations).toBe(ja.memory_by_category.activations);
-    // bf16 on Aurora: EP rows travel at half the byte model's fp32 count, gradients are reduced in fp32.
-    expect(ja.wire_bytes_per_step_per_group.ep).toBe(ja.bytes_per_step_per_group.ep! / 2);
+    // bf16 on Aurora: EP rows travel at half the byte model's fp32 count, gradients are reduced in fp32; eager
+    // torchtitan's padded all_gather runs forward only (the EP graph cut), --torch-compile forward and backward.
+    expect(ja.wire_bytes_per_step_per_group.ep).toBe(ja.bytes_per_step_per_group.ep! / 4);
+    const c = await cli([...args, '--system', 'aurora-pvc', '--torch-compile']);
+    expect(c.code, show(c)).toBe(0);
+    const jc = JSON.parse(c.stdout) as typeof ja;
+    expect(jc.wire_bytes_per_step_per_group.ep).toBe(jc.bytes_per_step_per_group.ep! / 2);
+    expect(jc.memory_by_category.ep_buffers).toBeGreaterThan(ja.memory_by_category.ep_buffers!);
     expect(ja.wire_bytes_per_step_per_group.fsdp_reduce).toBe(ja.bytes_per_step_per_group.fsdp_reduce);
   });
 

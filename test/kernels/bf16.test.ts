@@ -128,6 +128,66 @@ describe('gemmBf16', () => {
     ).toBe(true);
   });
 
+  // Layers round an operand shared by several products once and pass its bits: the products must be the ones of
+  // its f32 source, bit for bit, with either operand (or both) pre-rounded, strided and transposed, on both paths.
+  it.each(['blas', 'auto'] as const)('sgemmBf16 (%s) with pre-rounded operands = with their f32 sources', (lib) => {
+    N.setMatmulLibrary(lib);
+    onTestFinished(() => N.setMatmulLibrary('auto'));
+    const r = rng(6);
+    const [M, Nn, K] = [21, 18, 33];
+    for (const [ta, tb] of [
+      [false, true],
+      [true, false],
+      [false, false],
+    ] as const) {
+      const lda = (ta ? M : K) + 3;
+      const ldb = (tb ? K : Nn) + 2;
+      const A = randF32((ta ? K : M) * lda, r);
+      const B = randF32((tb ? Nn : K) * ldb, r);
+      const a = new Uint16Array(A.length);
+      const b = new Uint16Array(B.length);
+      N.toBf16(A, a, a.length);
+      N.toBf16(B, b, b.length);
+      const C0 = randF32(M * Nn, r);
+      const want = C0.slice();
+      N.sgemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, 1, want, Nn);
+      for (const [x, y] of [
+        [a, B],
+        [A, b],
+        [a, b],
+      ] as const) {
+        const got = C0.slice();
+        N.sgemmBf16(ta, tb, M, Nn, K, 1, x, lda, y, ldb, 1, got, Nn);
+        expect(Array.from(got)).toEqual(Array.from(want));
+        const ref = C0.slice();
+        R.sgemmBf16(ta, tb, M, Nn, K, 1, x, lda, y, ldb, 1, ref, Nn);
+        expectClose(got, ref, 1e-5, 'C', K);
+      }
+    }
+  });
+
+  // Row counts off a multiple of 64 (MoE expert rows) share one oneDNN primitive whose rows are set per call
+  // (M of the forward products, K of the weight-gradient product): each call must compute its own rows.
+  it('sgemmBf16 with changing row counts on one shape family = the reference', () => {
+    const r = rng(7);
+    const [Nn, D] = [24, 40];
+    for (const rows of [21, 130, 5, 64, 77, 21]) {
+      const X = randF32(rows * D, r);
+      const W = randF32(Nn * D, r);
+      const Y = randF32(rows * Nn, r);
+      const got = new Float32Array(rows * Nn);
+      const want = new Float32Array(rows * Nn);
+      N.sgemmBf16(false, true, rows, Nn, D, 1, X, D, W, D, 0, got, Nn);
+      R.sgemmBf16(false, true, rows, Nn, D, 1, X, D, W, D, 0, want, Nn);
+      expectClose(got, want, 1e-5, `forward rows=${rows}`, D);
+      const gw = randF32(Nn * D, r);
+      const ww = gw.slice();
+      N.sgemmBf16(true, false, Nn, D, rows, 1, Y, Nn, X, D, 1, gw, D);
+      R.sgemmBf16(true, false, Nn, D, rows, 1, Y, Nn, X, D, 1, ww, D);
+      expectClose(gw, ww, 1e-5, `weight gradient rows=${rows}`, rows);
+    }
+  });
+
   it('rejects a Float32Array where bf16 bits are expected', () => {
     expect(() =>
       N.gemmBf16(

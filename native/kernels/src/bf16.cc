@@ -90,33 +90,60 @@ static void narrow(const float* src, int64_t rows, int64_t cols, int64_t ld, std
     for (int64_t c = 0; c < cols; c++) d[r * cols + c] = toBf16(src[r * ld + c]);
 }
 
-// sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments (all f32), computed
-// as mixed precision does: A and B rounded to bf16, products summed in f32 into f32 C. The rounded copies live in
-// per-thread scratch, reused across calls (the model's operands are a few MB).
-static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
-  Args a(info, "sgemmBf16");
+// One operand of sgemmBf16: f32 (rounded to bf16 into per-thread scratch here) or bf16 bits the caller rounded
+// once for several products (a layer's input feeding q, k and v; a gradient feeding both backward products).
+struct Bf16Operand {
+  const uint16_t* p = nullptr;
+  int64_t ld = 0;
+};
+static Bf16Operand operand(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& scratch) {
+  narrow(src, rows, cols, ld, scratch);
+  return {scratch.data(), cols};
+}
+static Bf16Operand operand(const uint16_t* src, int64_t, int64_t, int64_t ld, std::vector<uint16_t>&) {
+  return {src, ld};
+}
+
+template <typename TA, typename TB>
+static void sgemmBf16Typed(Args& a) {
   GemmArgs g;
-  float *A = nullptr, *B = nullptr, *C = nullptr;
-  if (!readGemmArgs(a, g, A, B, C)) return a.env.Undefined();
+  TA* A = nullptr;
+  TB* B = nullptr;
+  float* C = nullptr;
+  if (!readGemmArgs(a, g, A, B, C)) return;
   const bool ta = g.ta, tb = g.tb;
-  const int64_t M = g.M, N = g.N, K = g.K, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const int64_t M = g.M, N = g.N, K = g.K, ldc = g.ldc;
   const int64_t aRows = g.aRows, aCols = g.aCols, bRows = g.bRows, bCols = g.bCols;
   const float alpha = g.alpha, beta = g.beta;
-  if (K == 0) {
-    matmulF32(ta, tb, M, N, K, alpha, A, std::max<int64_t>(1, aCols), B, std::max<int64_t>(1, bCols), beta, C, ldc);
-    return a.env.Undefined();
+  if (K == 0) {  // C = beta·C: no operand is read
+    matmulF32(ta, tb, M, N, K, alpha, nullptr, std::max<int64_t>(1, aCols), nullptr, std::max<int64_t>(1, bCols), beta,
+              C, ldc);
+    return;
   }
   thread_local std::vector<uint16_t> sa, sb;
-  narrow(A, aRows, aCols, lda, sa);
-  narrow(B, bRows, bCols, ldb, sb);
+  const Bf16Operand oa = operand(A, aRows, aCols, g.lda, sa);
+  const Bf16Operand ob = operand(B, bRows, bCols, g.ldb, sb);
   if (matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
-      dnnlGemmBf16(ta, tb, M, N, K, alpha, sa.data(), aCols, sb.data(), bCols, beta, C, ldc))
-    return a.env.Undefined();
+      dnnlGemmBf16(ta, tb, M, N, K, alpha, oa.p, oa.ld, ob.p, ob.ld, beta, C, ldc))
+    return;
   // No bf16 dot products (or no oneDNN): the rounded values, widened back exactly, through the f32 path.
   Buf wa, wb;
-  widen(sa.data(), aRows, aCols, aCols, wa);
-  widen(sb.data(), bRows, bCols, bCols, wb);
+  widen(oa.p, aRows, aCols, oa.ld, wa);
+  widen(ob.p, bRows, bCols, ob.ld, wb);
   matmulF32(ta, tb, M, N, K, alpha, wa.data(), aCols, wb.data(), bCols, beta, C, ldc);
+}
+
+// sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments, computed as mixed
+// precision does: A and B rounded to bf16, products summed in f32 into f32 C. A and B are each a Float32Array
+// (rounded here, into per-thread scratch reused across calls) or a Uint16Array of bf16 bits already rounded by
+// the caller (toBf16), so an operand used by several products is rounded once.
+static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "sgemmBf16");
+  const bool ha = isU16Arg(a, 6), hb = isU16Arg(a, 8);
+  if (ha && hb) sgemmBf16Typed<uint16_t, uint16_t>(a);
+  else if (ha) sgemmBf16Typed<uint16_t, float>(a);
+  else if (hb) sgemmBf16Typed<float, uint16_t>(a);
+  else sgemmBf16Typed<float, float>(a);
   return a.env.Undefined();
 }
 

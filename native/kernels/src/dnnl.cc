@@ -39,10 +39,13 @@ struct Key {
   uint32_t alphaBits, betaBits;
   int threads;
   uint8_t ta, tb, bf16;
+  // The row dimension (M, or K for a transposed A: the weight-gradient product) left to run time: one primitive
+  // serves every row count (runtimeRows below); the key's M or K is then -1.
+  uint8_t rtRows = 0;
   bool operator==(const Key& o) const {
     return M == o.M && N == o.N && K == o.K && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
            alphaBits == o.alphaBits && betaBits == o.betaBits && threads == o.threads && ta == o.ta && tb == o.tb &&
-           bf16 == o.bf16;
+           bf16 == o.bf16 && rtRows == o.rtRows;
   }
 };
 struct KeyHash {
@@ -50,7 +53,7 @@ struct KeyHash {
     uint64_t h = 1469598103934665603ull;
     auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
     mix(k.M), mix(k.N), mix(k.K), mix(k.lda), mix(k.ldb), mix(k.ldc), mix(k.alphaBits), mix(k.betaBits);
-    mix(k.threads), mix(k.ta | (k.tb << 1) | (k.bf16 << 2));
+    mix(k.threads), mix(k.ta | (k.tb << 1) | (k.bf16 << 2) | (k.rtRows << 3));
     return (size_t)h;
   }
 };
@@ -87,9 +90,10 @@ Entry* entryFor(const Key& k) {
   auto it = s.cache.find(k);
   if (it != s.cache.end()) return &it->second;
   const dt in = k.bf16 ? dt::bf16 : dt::f32;
-  memory::desc a({k.M, k.K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1});
-  memory::desc b({k.K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1});
-  memory::desc c({k.M, k.N}, dt::f32, memory::dims{k.ldc, 1});
+  const int64_t M = k.M < 0 ? DNNL_RUNTIME_DIM_VAL : k.M, K = k.K < 0 ? DNNL_RUNTIME_DIM_VAL : k.K;
+  memory::desc a({M, K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1});
+  memory::desc b({K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1});
+  memory::desc c({M, k.N}, dt::f32, memory::dims{k.ldc, 1});
   dnnl::primitive_attr attr;
   float alpha, beta;
   std::memcpy(&alpha, &k.alphaBits, 4);
@@ -102,12 +106,43 @@ Entry* entryFor(const Key& k) {
   }
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, s.eng);
   if (s.cache.size() >= kCacheMax) s.cache.clear();
-  Entry e{dnnl::matmul(pd), memory(a, s.eng, nullptr), memory(b, s.eng, nullptr), memory(c, s.eng, nullptr)};
+  // A runtime-rows primitive gets its memory objects per call (their dims are the call's).
+  Entry e = k.rtRows ? Entry{dnnl::matmul(pd), memory(), memory(), memory()}
+                     : Entry{dnnl::matmul(pd), memory(a, s.eng, nullptr), memory(b, s.eng, nullptr),
+                             memory(c, s.eng, nullptr)};
   return &s.cache.emplace(k, std::move(e)).first->second;
 }
 
+// A runtime-rows primitive executes on memory objects of the call's real dims (same strides).
+void runRuntimeRows(const Key& k, int64_t M, int64_t K, const void* A, const void* B, float* C) {
+  Entry* e = entryFor(k);
+  State& s = state();
+  const dt in = dt::bf16;
+  memory a({{M, K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1}}, s.eng, const_cast<void*>(A));
+  memory b({{K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1}}, s.eng, const_cast<void*>(B));
+  memory c({{M, k.N}, dt::f32, memory::dims{k.ldc, 1}}, s.eng, C);
+  e->prim.execute(s.strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+  s.strm.wait();
+}
+
+std::atomic<bool> gNoRuntimeRows{false};  // set once if this oneDNN cannot make a runtime-rows primitive
+
 bool run(const Key& k, const void* A, const void* B, float* C) {
   if (gBroken.load(std::memory_order_relaxed)) return false;
+  if (k.rtRows) {
+    // Optional: a build that cannot make it (or fails in it) takes the per-shape primitive instead, quietly.
+    if (!gNoRuntimeRows.load(std::memory_order_relaxed)) try {
+        Key r = k;
+        (k.ta ? r.K : r.M) = -1;
+        runRuntimeRows(r, k.M, k.K, A, B, C);
+        return true;
+      } catch (const dnnl::error&) {
+        gNoRuntimeRows.store(true);
+      }
+    Key f = k;
+    f.rtRows = 0;
+    return run(f, A, B, C);
+  }
   try {
     Entry* e = entryFor(k);
     e->a.set_data_handle(const_cast<void*>(A));
@@ -159,10 +194,22 @@ bool dnnlSgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   return run(keyOf(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, false), A, B, C);
 }
 
+// Row counts that change from step to step (MoE expert GEMMs: M of the forward and input-gradient products, K of
+// the weight-gradient product, whose transposed A is the expert's rows) would create a primitive per step per
+// expert: 0.15–0.4 ms each, 2–5× the product itself at the debugmodel's expert shapes (measured with a standalone
+// probe, oneDNN 2.6, 2 threads). A primitive with the row count left to run time serves them all; 2.6 implements
+// it with its bf16 gemm:jit instead of brgemm, ~5–10 % slower per call. The rule is a function of the shape alone
+// (so a run and its resume compute the same bits): row counts that are a multiple of 64 — every dense product,
+// rows = batch·seq — keep their exact-shape brgemm primitive; any other row count takes the runtime one. bf16 only:
+// the f32 path's bits stay those of the exact-shape primitives.
+static bool runtimeRows(bool ta, int64_t M, int64_t K) { return (ta ? K : M) % 64 != 0; }
+
 bool dnnlGemmBf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                   const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (K == 0) return false;
-  return run(keyOf(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, true), A, B, C);
+  Key k = keyOf(ta, tb, M, N, K, alpha, lda, ldb, beta, ldc, true);
+  k.rtRows = runtimeRows(ta, M, K);
+  return run(k, A, B, C);
 }
 
 #else  // no oneDNN in this build

@@ -19,10 +19,10 @@ inline uint16_t* gemmOperand(Args& a, int i, int64_t need, const char* name, uin
   return a.u16(i, need, name);
 }
 
-// Reads the arguments into g, A, B (element type T: float, or uint16_t for bf16 bits) and C. false when the call
+// Reads the arguments into g, A, B (element types TA, TB: float, or uint16_t for bf16 bits) and C. false when the call
 // is over: a wrong argument (the JS exception is pending) or an empty product (M or N is 0: nothing to write).
-template <typename T>
-bool readGemmArgs(Args& a, GemmArgs& g, T*& A, T*& B, float*& C) {
+template <typename TA, typename TB = TA>
+bool readGemmArgs(Args& a, GemmArgs& g, TA*& A, TB*& B, float*& C) {
   g.ta = a.flag(0);
   g.tb = a.flag(1);
   g.M = a.size(2, "M");
@@ -54,4 +54,13 @@ bool readGemmArgs(Args& a, GemmArgs& g, T*& A, T*& B, float*& C) {
     return false;
   }
   return true;
+}
+
+// The element type of argument i as JS passed it: true for a Uint16Array (bf16 bits). Anything else is read as
+// f32 by readGemmArgs, which names a wrong type.
+inline bool isU16Arg(Args& a, int i) {
+  if ((size_t)i >= a.info.Length()) return false;
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(a.env, a.info[i], &type, nullptr, nullptr, nullptr, nullptr) != napi_ok) return false;
+  return type == napi_uint16_array;
 }

@@ -5,10 +5,13 @@ import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import type { GqaSpec } from '../spec.ts';
 import { checkRopeLength, type RopeTable } from './rope.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
 
 export interface GqaCtx {
   x: Float32Array;
+  /** x and o as the projections read them: bf16 roundings under bf16 compute (kept for the weight gradients). */
+  xm: Operand;
+  om: Operand;
   B: number;
   S: number;
   q: Float32Array;
@@ -56,44 +59,56 @@ export class GqaAttention {
     const q = rt.pool.get(N * Hq * hd);
     const k = rt.pool.get(N * Hkv * hd);
     const v = rt.pool.get(N * Hkv * hd);
-    linearFwd(rt.k, x, u.p(this.names.wq), q, N, D, Hq * hd);
-    linearFwd(rt.k, x, u.p(this.names.wk), k, N, D, Hkv * hd);
-    linearFwd(rt.k, x, u.p(this.names.wv), v, N, D, Hkv * hd);
+    const xm = roundOnce(rt.k, rt.pool, x, N * D);
+    linearFwd(rt.k, xm, u.p(this.names.wq), q, N, D, Hq * hd);
+    linearFwd(rt.k, xm, u.p(this.names.wk), k, N, D, Hkv * hd);
+    linearFwd(rt.k, xm, u.p(this.names.wv), v, N, D, Hkv * hd);
     this.applyRope(rt, q, N, S, Hq, false);
     this.applyRope(rt, k, N, S, Hkv, false);
     const o = rt.pool.get(N * Hq * hd);
     const lse = rt.pool.get(B * Hq * S);
     rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, hd, hd, scale);
     const out = rt.pool.get(N * D);
-    linearFwd(rt.k, o, u.p(this.names.wo), out, N, Hq * hd, D);
-    return { out, ctx: { x, B, S, q, k, v, o, lse } };
+    const om = roundOnce(rt.k, rt.pool, o, N * Hq * hd);
+    linearFwd(rt.k, om, u.p(this.names.wo), out, N, Hq * hd, D);
+    return { out, ctx: { x, xm, om, B, S, q, k, v, o, lse } };
   }
 
   // dout (B·S, D) → dx (B·S, D) (caller owns); Wq, Wk, Wv, Wo grads +=; releases ctx
   backward(rt: Runtime, ctx: GqaCtx, dout: Float32Array): Float32Array {
     const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
-    const { B, S, x } = ctx;
+    const { B, S, xm } = ctx;
     const N = B * S;
     const D = this.D;
     const u = this.unit;
     const dO = rt.pool.get(N * Hq * hd);
-    linearBwdWeight(rt.k, dout, ctx.o, u.g(this.names.wo), N, Hq * hd, D);
-    linearBwdInput(rt.k, dout, u.p(this.names.wo), dO, N, Hq * hd, D);
+    const doutm = roundOnce(rt.k, rt.pool, dout, N * D);
+    linearBwdWeight(rt.k, doutm, ctx.om, u.g(this.names.wo), N, Hq * hd, D);
+    linearBwdInput(rt.k, doutm, u.p(this.names.wo), dO, N, Hq * hd, D);
+    releaseRounded(rt.pool, doutm);
     const dq = rt.pool.get(N * Hq * hd);
     const dk = rt.pool.get(N * Hkv * hd);
     const dv = rt.pool.get(N * Hkv * hd);
     rt.k.attentionBwd(dO, ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, dq, dk, dv, B, S, Hq, Hkv, hd, hd, scale);
     rt.pool.release(dO);
-    this.release(rt, ctx);
+    this.releaseCore(rt, ctx);
+    releaseRounded(rt.pool, ctx.om);
     this.applyRope(rt, dq, N, S, Hq, true);
     this.applyRope(rt, dk, N, S, Hkv, true);
     const dx = rt.pool.get(N * D);
-    linearBwdWeight(rt.k, dq, x, u.g(this.names.wq), N, D, Hq * hd);
-    linearBwdWeight(rt.k, dk, x, u.g(this.names.wk), N, D, Hkv * hd);
-    linearBwdWeight(rt.k, dv, x, u.g(this.names.wv), N, D, Hkv * hd);
-    linearBwdInput(rt.k, dq, u.p(this.names.wq), dx, N, D, Hq * hd, 0);
-    linearBwdInput(rt.k, dk, u.p(this.names.wk), dx, N, D, Hkv * hd, 1);
-    linearBwdInput(rt.k, dv, u.p(this.names.wv), dx, N, D, Hkv * hd, 1);
+    const dqm = roundOnce(rt.k, rt.pool, dq, N * Hq * hd);
+    const dkm = roundOnce(rt.k, rt.pool, dk, N * Hkv * hd);
+    const dvm = roundOnce(rt.k, rt.pool, dv, N * Hkv * hd);
+    linearBwdWeight(rt.k, dqm, xm, u.g(this.names.wq), N, D, Hq * hd);
+    linearBwdWeight(rt.k, dkm, xm, u.g(this.names.wk), N, D, Hkv * hd);
+    linearBwdWeight(rt.k, dvm, xm, u.g(this.names.wv), N, D, Hkv * hd);
+    linearBwdInput(rt.k, dqm, u.p(this.names.wq), dx, N, D, Hq * hd, 0);
+    linearBwdInput(rt.k, dkm, u.p(this.names.wk), dx, N, D, Hkv * hd, 1);
+    linearBwdInput(rt.k, dvm, u.p(this.names.wv), dx, N, D, Hkv * hd, 1);
+    releaseRounded(rt.pool, dqm);
+    releaseRounded(rt.pool, dkm);
+    releaseRounded(rt.pool, dvm);
+    releaseRounded(rt.pool, xm);
     rt.pool.release(dq);
     rt.pool.release(dk);
     rt.pool.release(dv);
@@ -101,6 +116,13 @@ export class GqaAttention {
   }
 
   release(rt: Runtime, ctx: GqaCtx): void {
+    this.releaseCore(rt, ctx);
+    releaseRounded(rt.pool, ctx.om);
+    releaseRounded(rt.pool, ctx.xm);
+  }
+
+  // What attention's backward reads; the rounded projection inputs live on until the weight gradients.
+  private releaseCore(rt: Runtime, ctx: GqaCtx): void {
     rt.pool.release(ctx.q);
     rt.pool.release(ctx.k);
     rt.pool.release(ctx.v);

@@ -3,9 +3,18 @@
 // each routed expert (weights = one expert's slice of the (L,H,D) tensors).
 
 import type { Kernels } from '../../tensor/kernels-api.ts';
+import type { ActivationPool } from '../pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
+
+// With a pool, an operand read by two products is rounded to bf16 once (under bf16 compute; linear.ts).
+function shared(k: Kernels, pool: ActivationPool | undefined, x: Float32Array, n: number): Operand {
+  return pool ? roundOnce(k, pool, x, n) : x;
+}
+function unshare(pool: ActivationPool | undefined, op: Operand): void {
+  if (pool) releaseRounded(pool, op);
+}
 
 export interface SwigluWeights {
   w1: Float32Array;
@@ -25,10 +34,13 @@ export function swigluFfnForward(
   h3: Float32Array,
   act: Float32Array,
   y: Float32Array,
+  pool?: ActivationPool,
 ): void {
   if (n === 0) return;
-  linearFwd(k, x, w.w1, h1, n, D, H);
-  linearFwd(k, x, w.w3, h3, n, D, H);
+  const xm = shared(k, pool, x, n * D);
+  linearFwd(k, xm, w.w1, h1, n, D, H);
+  linearFwd(k, xm, w.w3, h3, n, D, H);
+  unshare(pool, xm);
   k.swigluFwd(h1, h3, act, n * H);
   linearFwd(k, act, w.w2, y, n, H, D);
 }
@@ -49,16 +61,25 @@ export function swigluFfnBackward(
   dy: Float32Array,
   dh: Float32Array,
   dx: Float32Array,
+  pool?: ActivationPool,
 ): void {
   if (n === 0) return;
-  linearBwdWeight(k, dy, act, g.w2, n, H, D);
-  linearBwdInput(k, dy, w.w2, dh, n, H, D);
+  const dym = shared(k, pool, dy, n * D);
+  linearBwdWeight(k, dym, act, g.w2, n, H, D);
+  linearBwdInput(k, dym, w.w2, dh, n, H, D);
+  unshare(pool, dym);
   // dh → d(h1) in place, d(h3) into act's storage.
   k.swigluBwd(dh, h1, h3, dh, act, n * H);
-  linearBwdWeight(k, dh, x, g.w1, n, D, H);
-  linearBwdWeight(k, act, x, g.w3, n, D, H);
-  linearBwdInput(k, dh, w.w1, dx, n, D, H, 0);
-  linearBwdInput(k, act, w.w3, dx, n, D, H, 1);
+  const xm = shared(k, pool, x, n * D);
+  const dh1 = shared(k, pool, dh, n * H);
+  const dh3 = shared(k, pool, act, n * H);
+  linearBwdWeight(k, dh1, xm, g.w1, n, D, H);
+  linearBwdWeight(k, dh3, xm, g.w3, n, D, H);
+  linearBwdInput(k, dh1, w.w1, dx, n, D, H, 0);
+  linearBwdInput(k, dh3, w.w3, dx, n, D, H, 1);
+  unshare(pool, xm);
+  unshare(pool, dh1);
+  unshare(pool, dh3);
 }
 
 export interface FfnCtx {
@@ -105,7 +126,7 @@ export class FeedForward {
     const h3 = rt.pool.get(N * H);
     const act = rt.pool.get(N * H);
     const out = rt.pool.get(N * D);
-    swigluFfnForward(rt.k, this.weights(), x, N, D, H, h1, h3, act, out);
+    swigluFfnForward(rt.k, this.weights(), x, N, D, H, h1, h3, act, out, rt.pool);
     return { out, ctx: { x, N, h1, h3, act } };
   }
 
@@ -114,7 +135,22 @@ export class FeedForward {
     const { D, H } = this;
     const dh = rt.pool.get(ctx.N * H);
     const dx = rt.pool.get(ctx.N * D);
-    swigluFfnBackward(rt.k, this.weights(), this.grads(), ctx.x, ctx.N, D, H, ctx.h1, ctx.h3, ctx.act, dout, dh, dx);
+    swigluFfnBackward(
+      rt.k,
+      this.weights(),
+      this.grads(),
+      ctx.x,
+      ctx.N,
+      D,
+      H,
+      ctx.h1,
+      ctx.h3,
+      ctx.act,
+      dout,
+      dh,
+      dx,
+      rt.pool,
+    );
     rt.pool.release(dh);
     this.release(rt, ctx);
     return dx;

@@ -1,11 +1,54 @@
 // nn.Linear without bias, weight W (out, in): y = x·Wᵀ. The transposes live in sgemm's flags, never in memory.
+//
+// Under bf16 compute every product rounds its operands to bf16. An activation or gradient that feeds several
+// products (a block's normed input feeds q, k and v and their weight gradients; a gradient feeds both backward
+// products) is rounded once with `roundOnce` and passed as bf16 bits (Uint16Array): the same values reach the
+// matmul, without re-reading and re-rounding the f32 source per product (~20–30 % of a bf16 matmul's time at the
+// debugmodel's shapes, docs/benchmarks.md). Under fp32 `roundOnce` returns the f32 array itself.
 import type { Kernels } from '../../tensor/kernels-api.ts';
-import { exactKernels } from '../../tensor/precision.ts';
+import { exactKernels, paramDtypeOf } from '../../tensor/precision.ts';
+import type { ActivationPool } from '../pool.ts';
+
+/** A matmul operand: f32, or its bf16 rounding (only under bf16 compute, made by roundOnce). */
+export type Operand = Float32Array | Uint16Array;
+
+/** x (n, dense) rounded to bf16 once for several products when `k` computes in bf16 (pooled; `releaseRounded`). */
+export function roundOnce(k: Kernels, pool: ActivationPool, x: Float32Array, n: number): Operand {
+  if (paramDtypeOf(k) !== 'bfloat16') return x;
+  const h = pool.u16(n);
+  k.toBf16(x, h, n);
+  return h;
+}
+
+/** Gives back what roundOnce took from the pool (nothing for an f32 operand). */
+export function releaseRounded(pool: ActivationPool, op: Operand | null | undefined): void {
+  if (op instanceof Uint16Array) pool.releaseU16(op);
+}
+
+// A bf16 operand goes to sgemmBf16 directly (the bf16 view's sgemm is sgemmBf16 too: same products).
+function gemm(
+  k: Kernels,
+  ta: boolean,
+  tb: boolean,
+  M: number,
+  N: number,
+  K: number,
+  A: Operand,
+  lda: number,
+  B: Operand,
+  ldb: number,
+  beta: number,
+  C: Float32Array,
+  ldc: number,
+): void {
+  if (A instanceof Float32Array && B instanceof Float32Array) k.sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+  else k.sgemmBf16(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+}
 
 // x (N,in), W (out,in) → y (N,out)   (beta 0 writes y, 1 accumulates into it)
 export function linearFwd(
   k: Kernels,
-  x: Float32Array,
+  x: Operand,
   W: Float32Array,
   y: Float32Array,
   N: number,
@@ -15,13 +58,13 @@ export function linearFwd(
   ldx = inF,
   ldy = outF,
 ): void {
-  k.sgemm(false, true, N, outF, inF, 1, x, ldx, W, inF, beta, y, ldy);
+  gemm(k, false, true, N, outF, inF, x, ldx, W, inF, beta, y, ldy);
 }
 
 // dy (N,out), W (out,in) → dx (N,in)   (beta 0 writes dx, 1 accumulates)
 export function linearBwdInput(
   k: Kernels,
-  dy: Float32Array,
+  dy: Operand,
   W: Float32Array,
   dx: Float32Array,
   N: number,
@@ -31,14 +74,14 @@ export function linearBwdInput(
   ldy = outF,
   ldx = inF,
 ): void {
-  k.sgemm(false, false, N, inF, outF, 1, dy, ldy, W, inF, beta, dx, ldx);
+  gemm(k, false, false, N, inF, outF, dy, ldy, W, inF, beta, dx, ldx);
 }
 
 // dy (N,out), x (N,in) → dW (out,in) += dyᵀ·x
 export function linearBwdWeight(
   k: Kernels,
-  dy: Float32Array,
-  x: Float32Array,
+  dy: Operand,
+  x: Operand,
   dW: Float32Array,
   N: number,
   inF: number,
@@ -46,7 +89,7 @@ export function linearBwdWeight(
   ldy = outF,
   ldx = inF,
 ): void {
-  k.sgemm(true, false, outF, inF, N, 1, dy, ldy, x, ldx, 1, dW, inF);
+  gemm(k, true, false, outF, inF, N, dy, ldy, x, ldx, 1, dW, inF);
 }
 
 const identities = new Map<number, Float32Array>();

@@ -63,6 +63,7 @@ export function expertsForward(
       h3.subarray(off * H),
       act.subarray(off * H),
       out.subarray(off * D),
+      rt.pool,
     );
     off += n;
   }
@@ -99,6 +100,7 @@ export function expertsBackward(
       dOut.subarray(off * D),
       dh.subarray(off * H),
       dRows.subarray(off * D),
+      rt.pool,
     );
     off += n;
   }

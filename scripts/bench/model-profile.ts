@@ -1,0 +1,138 @@
+// `node bin/bench.mjs model-profile [-- --reps N --dtype bfloat16|float32 --threads N]`: where a train step of
+// bench:model's debugmodel (batch 4 × 512, one rank) spends its time, per kernel class — the question to answer
+// before optimising a precision's step (issue #11: which part of the bf16 step keeps mfu_bf16 low).
+//
+// Every kernel call of the model goes through a timing view of the kernels (each native call is synchronous, so
+// wall time around it is its cost); matmuls are split by transposes (NT forward, NN input gradient, TN weight
+// gradient) and by whether their row count is a dense batch·seq (a multiple of 64) or an expert's, with GFLOP/s.
+// "outside kernels" is the step's remainder: TypeScript control, routing, pool bookkeeping. Prints a table and
+// writes outputs/bench/model-profile.json. Not a timing target: bench:model gives the step rates.
+import { resolveModelConfig } from '../../src/models/config.ts';
+import { parseAcMode } from '../../src/models/model/ac.ts';
+import { Model, type Microbatch } from '../../src/models/model/model.ts';
+import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
+import { buildModelSpec } from '../../src/models/spec.ts';
+import type { Kernels } from '../../src/tensor/kernels-api.ts';
+import { kernelsFor, type ParamDtype } from '../../src/tensor/precision.ts';
+import { loadNote, machineInfo, type BenchResult, writeReport } from './common.ts';
+
+interface Tally {
+  ms: number;
+  calls: number;
+  flops: number;
+}
+
+const GEMMS = new Set(['sgemm', 'sgemmBf16', 'gemmBf16']);
+
+/** A view of `k` that adds each call's wall time to `tally` under the call's class. */
+function timed(k: Kernels, tally: Map<string, Tally>): Kernels {
+  return new Proxy(k, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop) as unknown;
+      if (typeof v !== 'function' || prop === 'blasInfo') return v;
+      const fn = v as (...a: unknown[]) => unknown;
+      return (...a: unknown[]) => {
+        const t0 = performance.now();
+        const r = fn.apply(target, a);
+        const ms = performance.now() - t0;
+        let name = String(prop);
+        let flops = 0;
+        if (GEMMS.has(name)) {
+          const [ta, tb, M, N, K] = a as [boolean, boolean, number, number, number];
+          const rows = ta ? K : M;
+          name = `matmul ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${rows % 64 === 0 ? 'dense' : 'expert'} rows`;
+          flops = 2 * M * N * K;
+        }
+        const t = tally.get(name) ?? { ms: 0, calls: 0, flops: 0 };
+        t.ms += ms;
+        t.calls++;
+        t.flops += flops;
+        tally.set(name, t);
+        return r;
+      };
+    },
+  });
+}
+
+export async function run(argv: string[]): Promise<void> {
+  let reps = 6;
+  let dtype: ParamDtype = 'bfloat16';
+  let threads = 2;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--reps') reps = Math.max(1, Number(argv[++i]));
+    else if (a === '--threads') threads = Math.max(1, Number(argv[++i]));
+    else if (a === '--dtype') {
+      const d = argv[++i];
+      if (d !== 'bfloat16' && d !== 'float32')
+        throw new Error(`bench:model-profile: --dtype ${d} is not one of bfloat16, float32`);
+      dtype = d;
+    } else throw new Error(`bench:model-profile: unknown argument ${a}`);
+  }
+  const load = loadNote('at start');
+  const { getKernels } = await import('../../src/tensor/kernels.ts');
+  const k = getKernels();
+  k.setNumThreads(threads);
+  const cfg = resolveModelConfig({ name: 'llama4', flavor: 'debugmodel' }, 512);
+  const spec = buildModelSpec(cfg);
+  const tally = new Map<string, Tally>();
+  const model = Model.build(cfg, { seed: 0, kernels: timed(kernelsFor(k, dtype), tally) });
+  const trainer = new SingleRankTrainer(model, {
+    adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
+    schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
+    maxNorm: 1,
+    ac: parseAcMode('none'),
+  });
+  let s = 12345;
+  const batch = (): Microbatch => {
+    const B = 4;
+    const S = 512;
+    const tokens = new Int32Array(B * S);
+    for (let i = 0; i < tokens.length; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      tokens[i] = s % spec.vocabSize;
+    }
+    const labels = new Int32Array(B * S);
+    for (let r = 0; r < B; r++) for (let j = 0; j < S; j++) labels[r * S + j] = tokens[r * S + ((j + 1) % S)]!;
+    return { tokens, labels, B, S };
+  };
+  const data = [batch(), batch(), batch(), batch()];
+  for (let i = 0; i < 3; i++) trainer.step([data[i % data.length]!]);
+  tally.clear();
+  let stepMs = 0;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    trainer.step([data[i % data.length]!]);
+    stepMs += performance.now() - t0;
+  }
+  const per = (x: number) => x / reps;
+  let inKernels = 0;
+  const results: BenchResult[] = [
+    { name: 'step_ms', value: per(stepMs), unit: 'ms', note: `${dtype}, mean of ${reps}` },
+  ];
+  for (const [name, t] of [...tally.entries()].sort((a, b) => b[1].ms - a[1].ms)) {
+    inKernels += t.ms;
+    const rate = t.flops ? `, ${(t.flops / t.ms / 1e6).toFixed(0)} GFLOP/s` : '';
+    results.push({
+      name,
+      value: per(t.ms),
+      unit: 'ms/step',
+      note: `${((100 * t.ms) / stepMs).toFixed(1)} % of the step, ${per(t.calls).toFixed(0)} calls${rate}`,
+    });
+  }
+  results.push({
+    name: 'outside kernels',
+    value: per(stepMs - inKernels),
+    unit: 'ms/step',
+    note: `${((100 * (stepMs - inKernels)) / stepMs).toFixed(1)} %`,
+  });
+  const report = {
+    bench: 'model-profile',
+    when: new Date().toISOString(),
+    machine: machineInfo(k.blasInfo().name),
+    config: { flavor: 'debugmodel', batch: 4, seq: 512, dtype, threads, reps },
+    results,
+    notes: [load, loadNote('at the end')],
+  };
+  writeReport(report);
+}
