@@ -8,7 +8,6 @@
 import { fromPromise, type ActorRefFrom } from 'xstate';
 import type { CallSite, Communicator } from '../../comm/communicator.ts';
 import type { MoeLayer } from '../../models/moe/layer.ts';
-import { releasePermutation } from '../../models/moe/permute.ts';
 import { releaseRoute, releaseRouteCtx } from '../../models/moe/router.ts';
 import { releaseExpertsCtx } from '../../models/moe/experts.ts';
 import { releaseCombineCtx } from '../../models/moe/combine.ts';
@@ -232,7 +231,7 @@ export class ExpertShard {
 
   /**
    * Releases every buffer of the layer × microbatch the record still holds: what the forward kept (DROP before a
-   * recompute) or, when the machine ends, whatever is left (after backward only the routing, gate grads and plan).
+   * recompute) or, when the machine ends, whatever is left (after backward only the routing, gate grads and the strategy's plan, permutation included).
    */
   private release(s: MoeStep): void {
     const rt = s.rt;
@@ -243,10 +242,9 @@ export class ExpertShard {
     rt.pool.release(s.localRows);
     rt.pool.release(s.yLocal);
     rt.pool.release(s.dGates);
-    if (s.perm) releasePermutation(rt, s.perm);
     if (s.route) releaseRoute(rt, s.route);
     this.dispatch.release(s);
-    s.routeCtx = s.expertsCtx = s.combineCtx = s.localRows = s.yLocal = s.dGates = s.perm = s.route = undefined;
+    s.routeCtx = s.expertsCtx = s.combineCtx = s.localRows = s.yLocal = s.dGates = s.route = undefined;
     s.sharedCtx = null;
   }
 }

@@ -7,6 +7,7 @@ import type { CallSite } from '../../../comm/communicator.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 import { sumOf } from './moe-step.ts';
 import { allToAllRows } from './wire.ts';
+import { releasePermutation, type Permutation } from '../../../models/moe/permute.ts';
 
 interface A2aPlan {
   /** (P·L) rows rank i sends to my local expert e, at [i·L + e]. */
@@ -18,6 +19,8 @@ interface A2aPlan {
   Rcv: number;
   /** (Rcv) position in the received buffer of the p-th row in (local expert, source) order. */
   regroup?: Int32Array;
+  /** Home rows sorted by global expert (N·K, D) and their permutation (from dispatch). */
+  perm?: Permutation;
 }
 
 const times = (xs: number[], k: number) => xs.map((x) => x * k);
@@ -48,7 +51,7 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
   async dispatch(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D, L, P } = s;
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x);
-    s.perm = perm;
+    p.perm = perm;
     const recv = rt.pool.get(p.Rcv * D);
     await allToAllRows(rt.k, s.ep, rows, times(p.sendRows, D), recv, times(p.recvRows, D), {
       tag: `${s.tag} dispatch`,
@@ -90,7 +93,7 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
     });
     return sent.then(() => {
       rt.pool.release(yRecv);
-      const cb = s.layer.combine(rt, s.perm!, yHome, N);
+      const cb = s.layer.combine(rt, p.perm!, yHome, N);
       s.out = cb.out;
       s.combineCtx = cb.ctx;
     });
@@ -98,7 +101,7 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
 
   async combineGrad(s: MoeStep, p: A2aPlan, site: CallSite) {
     const { rt, D } = s;
-    const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
+    const dY = s.layer.combineGrad(rt, p.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const recv = rt.pool.get(p.Rcv * D);
     await allToAllRows(rt.k, s.ep, dY, times(p.sendRows, D), recv, times(p.recvRows, D), {
@@ -121,11 +124,12 @@ export const a2aDispatch: EpDispatch<A2aPlan> = {
       site,
     });
     rt.pool.release(dRecv);
-    s.layer.dispatchGrad(rt, s.perm!, s.x, dRows, s.dx!, s.dGates!);
+    s.layer.dispatchGrad(rt, p.perm!, s.x, dRows, s.dx!, s.dGates!);
     rt.pool.release(dRows);
   },
 
   release(s: MoeStep, p: A2aPlan) {
     if (p?.regroup) s.rt.pool.releaseI32(p.regroup);
+    if (p?.perm) releasePermutation(s.rt, p.perm);
   },
 };

@@ -6,6 +6,7 @@
 
 import type { CallSite } from '../../../comm/communicator.ts';
 import { allGatherRows } from './wire.ts';
+import { releasePermutation, type Permutation } from '../../../models/moe/permute.ts';
 import type { EpDispatch, MoeStep } from './moe-step.ts';
 
 interface PaddedPlan {
@@ -19,6 +20,8 @@ interface PaddedPlan {
   localIdx: Int32Array;
   /** (R) row of the gathered (P·RlocMax) output buffer holding each of my home rows' outputs. */
   homeIdx: Int32Array;
+  /** Home rows sorted by global expert (padded to Rmax) and their permutation (from dispatch). */
+  perm?: Permutation;
 }
 
 export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
@@ -74,7 +77,7 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     const { rt, D, P } = s;
     // Every rank sends Rmax rows: permute pads its own with zero rows in place of a padded copy.
     const { perm, rows } = s.layer.permute(rt, s.route!, s.x, p.Rmax);
-    s.perm = perm;
+    p.perm = perm;
     const gathered = rt.pool.get(P * p.Rmax * D);
     await allGatherRows(rt.k, s.ep, rows, gathered, { tag: `${s.tag} dispatch`, site });
     rt.pool.release(rows);
@@ -95,11 +98,11 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     const sent = allGatherRows(rt.k, s.ep, send, gathered, { tag: `${s.tag} combine`, site });
     return sent.then(() => {
       rt.pool.release(send);
-      const R = s.perm!.R;
+      const R = p.perm!.R;
       const yHome = rt.pool.get(R * D);
       rt.k.gatherRows(gathered, p.homeIdx, yHome, R, D, null);
       rt.pool.release(gathered);
-      const cb = s.layer.combine(rt, s.perm!, yHome, N);
+      const cb = s.layer.combine(rt, p.perm!, yHome, N);
       s.out = cb.out;
       s.combineCtx = cb.ctx;
     });
@@ -107,10 +110,10 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
 
   async combineGrad(s: MoeStep, p: PaddedPlan, site: CallSite) {
     const { rt, D, P } = s;
-    const dY = s.layer.combineGrad(rt, s.perm!, s.combineCtx!, s.dOut!, s.dGates!);
+    const dY = s.layer.combineGrad(rt, p.perm!, s.combineCtx!, s.dOut!, s.dGates!);
     s.combineCtx = undefined;
     const full = rt.pool.zeros(P * p.RlocMax * D);
-    rt.k.scatterAddRows(dY, p.homeIdx, full, s.perm!.R, D, null);
+    rt.k.scatterAddRows(dY, p.homeIdx, full, p.perm!.R, D, null);
     rt.pool.release(dY);
     const mine = rt.pool.get(p.RlocMax * D);
     await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} combine-grad`, site });
@@ -125,7 +128,7 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     const mine = rt.pool.get(p.Rmax * D);
     await s.ep.reduceScatter(full, mine, { op: 'sum' }, { tag: `${s.tag} dispatch-grad`, site });
     rt.pool.release(full);
-    s.layer.dispatchGrad(rt, s.perm!, s.x, mine, s.dx!, s.dGates!);
+    s.layer.dispatchGrad(rt, p.perm!, s.x, mine, s.dx!, s.dGates!);
     rt.pool.release(mine);
   },
 
@@ -133,6 +136,7 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
     if (p) {
       s.rt.pool.releaseI32(p.localIdx);
       s.rt.pool.releaseI32(p.homeIdx);
+      if (p.perm) releasePermutation(s.rt, p.perm);
     }
   },
 };

@@ -4,7 +4,6 @@
 import type { CallSite, Communicator } from '../../../comm/communicator.ts';
 import type { MoeLayer } from '../../../models/moe/layer.ts';
 import type { RouteCtx, RouteResult } from '../../../models/moe/router.ts';
-import type { Permutation } from '../../../models/moe/permute.ts';
 import type { ExpertsCtx } from '../../../models/moe/experts.ts';
 import type { CombineCtx } from '../../../models/moe/combine.ts';
 import type { FfnCtx } from '../../../models/layers/ffn.ts';
@@ -30,8 +29,6 @@ export interface MoeStep {
 
   route?: RouteResult;
   routeCtx?: RouteCtx;
-  /** Home rows sorted by global expert (N·K, D) and their permutation. */
-  perm?: Permutation;
   /** Rows this rank's experts compute, grouped by local expert, and the per-local-expert counts. */
   localRows?: Float32Array;
   localCounts?: Int32Array;
@@ -94,7 +91,11 @@ export function bindDispatch<Plan>(d: EpDispatch<Plan>): BoundDispatch {
     exchangeCounts: async (s, site) => {
       s.plan = await d.exchangeCounts(s, site);
     },
-    dispatch: (s, site) => d.dispatch(s, plan(s), site),
+    dispatch: async (s, site) => {
+      // EP 1 has no counts-exchange state: its (collective-free) plan is made here.
+      if (s.plan === undefined) s.plan = await d.exchangeCounts(s, site);
+      await d.dispatch(s, plan(s), site);
+    },
     combine: (s, site) => d.combine(s, plan(s), site),
     combineGrad: (s, site) => d.combineGrad(s, plan(s), site),
     dispatchGrad: (s, site) => d.dispatchGrad(s, plan(s), site),
