@@ -299,9 +299,9 @@ export class RankHost {
       await Promise.race([until(actor, (s) => s.status === 'done', this.failure), watchdog.tripped]);
       gradNorm = actor.getSnapshot().context.gradNorm ?? 0; // grad-only steps do not clip
     } catch (e) {
-      // The machine fails (if a stage has not failed it already) and aborts the running MoE layers on its way,
-      // whose exit actions release their buffers; a stopped actor would run none.
-      actor.send({ type: 'ABORT' });
+      // The machine fails (unless a stage failed it already: `failed` has aborted the layers then) and aborts the
+      // running MoE layers on its way, whose exit actions release their buffers; a stopped actor would run none.
+      if (actor.getSnapshot().status === 'active') actor.send({ type: 'ABORT' });
       this.stages.reset();
       throw e;
     } finally {
