@@ -74,8 +74,13 @@ export function openMpWaitChoice(): OmpWaitChoice | undefined {
   return ompChoice;
 }
 
+/** Whether the built addon links oneDNN, read from the file (so it is known before libgomp loads with it). */
+export function addonLinksOnednn(addonPath: string = ADDON_PATH): boolean {
+  return existsSync(addonPath) && readFileSync(addonPath).includes('libdnnl.so');
+}
+
 function decideOpenMpWait(addonPath: string): OmpWaitChoice {
-  const onednnBuilt = existsSync(addonPath) && readFileSync(addonPath).includes('libdnnl.so');
+  const onednnBuilt = addonLinksOnednn(addonPath);
   const userEnv = ompChoice ? { ...process.env, ...unset(ompChoice.set) } : process.env;
   ompChoice = chooseOmpWait({
     env: userEnv,
