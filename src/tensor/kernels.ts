@@ -54,16 +54,17 @@ export function loadNativeKernelsFrom(path: string): Kernels {
   return k;
 }
 
-let ompLayout: { computeThreads: number } | undefined;
+let ompLayout: { computeThreads?: number | undefined } | undefined;
 let ompChoice: OmpWaitChoice | undefined;
 
 /**
  * Tells the loader how many compute threads this process's job puts on the node (ranks on the node × OpenMP
- * threads per rank), so the wait policy can spin where that is safe (omp-wait.ts). Must come before the kernels
+ * threads per rank; undefined = unknown, which stays passive), so the wait policy can spin where that is safe
+ * (omp-wait.ts). Must come before the kernels
  * load: libgomp reads its wait policy once, at load. Returns the choice (null if the kernels already loaded, in
  * which case the policy they loaded with stays).
  */
-export function setOpenMpLayout(layout: { computeThreads: number }): OmpWaitChoice | null {
+export function setOpenMpLayout(layout: { computeThreads?: number | undefined }): OmpWaitChoice | null {
   if (nativeCache) return null;
   ompLayout = layout;
   return decideOpenMpWait(ADDON_PATH);

@@ -27,7 +27,7 @@ export interface OmpWaitInputs {
    * Compute threads this process's job puts on the node: ranks on the node (MPI local ranks, or the ranks of a
    * threads/inproc job) × OpenMP threads per rank. Undefined when nobody said (benches, tools): stays passive.
    */
-  computeThreads?: number;
+  computeThreads?: number | undefined;
   /** Cores of the node (os.availableParallelism()). */
   cores: number;
   /** The node's 1-minute load average before the job starts (os.loadavg()[0]); undefined = unknown: passive. */
@@ -59,7 +59,7 @@ export function chooseOmpWait(i: OmpWaitInputs): OmpWaitChoice {
   if (env.MOE_ACTORS_MATMUL === 'blas')
     return passive('MOE_ACTORS_MATMUL=blas puts matmuls on OpenBLAS, whose threads spinning workers would starve');
   const t = i.computeThreads;
-  if (t === undefined || !Number.isFinite(t) || t < 1) return passive('the job layout was not given');
+  if (t === undefined || !Number.isFinite(t) || t < 1) return passive('the compute threads on this node are unknown');
   if (t > i.cores) return passive(`${t} compute threads on ${i.cores} cores (oversubscribed)`);
   const load = i.loadAverage;
   if (load === undefined || !Number.isFinite(load)) return passive('the node load is unknown');

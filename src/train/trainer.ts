@@ -141,7 +141,10 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
   const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / ranksOnHost));
   // The OpenMP wait policy depends on how many compute threads the job puts on this node; libgomp reads it when the
   // kernels load, so it is decided first (a bounded spin only when every matmul is on oneDNN and cores suffice).
-  const wait = setOpenMpLayout({ computeThreads: ranksOnHost * threads });
+  // Under MPI without MPICH's MPI_LOCALNRANKS the ranks sharing this node are unknown (ranksOnHost guesses 1): give
+  // no layout, so the loader stays passive rather than spin beside ranks it cannot see.
+  const layoutKnown = !mpiJobRun || process.env.MPI_LOCALNRANKS !== undefined;
+  const wait = setOpenMpLayout({ computeThreads: layoutKnown ? ranksOnHost * threads : undefined });
   if (wait && isRank0) say(wait.line);
   // Decides OPENBLAS_CORETYPE (and the wait policy) for the process before any worker starts; gives MFU its peak.
   const k = getKernels();
