@@ -110,7 +110,7 @@ class PathProcess {
   ) {
     this.child = fork(join(ROOT, 'scripts', 'bench', 'model-child.ts'), ['--bench-model-child', JSON.stringify(spec)], {
       env,
-      execArgv: ['--import', 'tsx'],
+      execArgv: ['--import', import.meta.resolve('tsx')], // from any cwd
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
     this.child.stderr!.on('data', (d: Buffer) => {
