@@ -165,16 +165,18 @@ export function projectLocal(
 }
 
 export const PROJ_HEAD = [
-  '| row | memory measured | memory projected | ratio | bytes/step measured | bytes/step projected | ratio | TPS measured | TPS projected | ratio |',
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| row | memory measured | memory projected | ratio | bytes/step measured | bytes/step projected | ratio | TPS measured | TPS projected | ratio | cores used | TPS measured, node alone | ratio |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
 
-export function projRow(label: string, s: RunSummary, p: LocalProjection): string {
+/** `cores` the run got over its steps and its TPS scaled to the node alone (cpu-share.ts). */
+export function projRow(label: string, s: RunSummary, p: LocalProjection, cores: number, tpsAlone: number): string {
   return (
     `| ${label} | ${mib(s.memoryPerRankBytes)} | ${mib(p.memory)} | ${(p.memory / s.memoryPerRankBytes).toFixed(3)} | ` +
     `${mib(s.commBytesPerStep)} | ${mib(p.bytes)} | ${(p.bytes / s.commBytesPerStep).toFixed(4)} | ` +
-    `${s.tps.toFixed(0)} | ${p.tps.toFixed(0)} | ${(p.tps / s.tps).toFixed(3)} |`
+    `${s.tps.toFixed(0)} | ${p.tps.toFixed(0)} | ${(p.tps / s.tps).toFixed(3)} | ` +
+    `${cores.toFixed(2)} | ${tpsAlone.toFixed(0)} | ${(p.tps / tpsAlone).toFixed(3)} |`
   );
 }

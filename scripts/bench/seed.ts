@@ -15,7 +15,10 @@
 //                                          the measurement: <row>_proj_{memory,bytes,tps}_ratio = projected / measured,
 //                                          with the local system's matmul rates replaced by the GEMM shape-class rates
 //                                          this run measured (one BLAS thread each; the machine's rate moves with its
-//                                          load). Every row runs the configs' former op-SAC (SEED_AC).
+//                                          load). Every row runs the configs' former op-SAC (SEED_AC). The projection
+//                                          is for the node alone; <row>_cores_used (process CPU / wall over the steps,
+//                                          cpu-share.ts) says how much of it the row got, <row>_proj_tps_ratio_alone
+//                                          compares against the TPS scaled to the node alone (× lanes / cores used).
 // TPS is torchtitan's (tokens per second per rank), median over the steps after the first (which includes setup).
 // MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
@@ -31,6 +34,7 @@ import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } from './common.ts';
+import { coresDuringSteps, sampleCpu, type CoreShare } from './cpu-share.ts';
 import { summarizeRun, tableRow, TABLE_HEAD, type RunSummary } from './seed-summary.ts';
 import {
   measureGemmClasses,
@@ -181,7 +185,15 @@ export async function run(argv: string[]): Promise<void> {
   const k = getKernels();
   const peaks: number[] = [];
   const classRates: GemmClassRates[] = [];
-  const measured: { row: Row; sum: RunSummary; overrides: string[]; predicted: number; twin?: RunSummary }[] = [];
+  const measured: {
+    row: Row;
+    sum: RunSummary;
+    overrides: string[];
+    predicted: number;
+    twin?: RunSummary;
+    share: CoreShare;
+    twinShare?: CoreShare;
+  }[] = [];
   for (const row of rows().filter((r) => r.name.startsWith(o.only))) {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
     if (row.project) classRates.push(measureGemmClasses(k));
@@ -209,30 +221,48 @@ export async function run(argv: string[]): Promise<void> {
     ];
     // The framework-cost twin runs right before its row, under the same load (OVERHEAD_TWIN).
     let twin: RunSummary | undefined;
+    let twinShare: CoreShare | undefined;
     if (row.project) {
       const name = `seed-${row.name}-twin`;
       rmSync(join(dump, name), { recursive: true, force: true });
+      const twCpu = sampleCpu();
       const tw = await runTraining({ config: join(ROOT, row.config), quiet: true }, [
         ...overrides,
         ...OVERHEAD_TWIN,
         '--job.run_name',
         name,
       ]);
+      const twSamples = twCpu.stop();
       if (!tw) throw new Error(`bench:seed: ${row.name}'s overhead twin did not run`);
       twin = summarizeRun(tw.runDir, { peakFlopsPerRank: 1 });
+      twinShare = coresDuringSteps(tw.runDir, twSamples, row.ranks);
     }
     rmSync(join(dump, `seed-${row.name}`), { recursive: true, force: true });
+    const cpu = sampleCpu();
     const out = await runTraining({ config: join(ROOT, row.config), quiet: true }, overrides);
+    const samples = cpu.stop();
     if (!out) throw new Error(`bench:seed: ${row.name} did not run`);
     const sum = summarizeRun(out.runDir, { peakFlopsPerRank: 1 });
+    const share = coresDuringSteps(out.runDir, samples, row.ranks);
     const sizes = out.plan.layout.sizes;
     const predicted = Object.entries(out.plan.bytesPerStep)
       .filter(([g]) => (sizes[baseDim(g)] ?? 1) > 1)
       .reduce((a, [, v]) => a + v, 0);
     notes.push(
-      `${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step`,
+      `${row.name}: ${loadNote('after the row')}; plan predicted comm ${(predicted / 2 ** 20).toFixed(1)} MiB/step; ` +
+        `steps after the first: process CPU ${share.cpuSeconds.toFixed(1)} s over ${share.wallSeconds.toFixed(1)} s wall = ${share.cores.toFixed(2)} of ${availableParallelism()} cores` +
+        `; rank threads ${share.rankCpuSeconds.toFixed(1)} s, other threads ${share.otherCpuSeconds.toFixed(1)} s` +
+        (twinShare
+          ? ` (its twin: ${twinShare.cores.toFixed(2)} cores; rank threads ${twinShare.rankCpuSeconds.toFixed(1)} s, other ${twinShare.otherCpuSeconds.toFixed(1)} s over ${twinShare.wallSeconds.toFixed(1)} s)`
+          : ''),
     );
-    measured.push({ row, sum, overrides, predicted, twin });
+    results.push({
+      name: `${row.name}_cores_used`,
+      value: share.cores,
+      unit: 'cores',
+      note: `process CPU seconds / wall seconds over the steps after the first, of ${availableParallelism()} cores`,
+    });
+    measured.push({ row, sum, overrides, predicted, twin, share, twinShare });
   }
   const peak = median(peaks);
   notes.push(
@@ -250,27 +280,34 @@ export async function run(argv: string[]): Promise<void> {
       `GEMM classes, 1 thread (median of ${classRates.length}): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflops1t[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
     );
   const projTable: string[] = [...PROJ_HEAD];
-  for (const { row, sum, overrides, predicted, twin } of measured) {
+  for (const { row, sum, overrides, predicted, twin, share, twinShare } of measured) {
     const perRankPeak = (peak * 1e9) / row.ranks;
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
-    if (row.project && rates && twin) {
+    if (row.project && rates && twin && twinShare) {
       const cfgPath = join(ROOT, row.config);
+      // The projection is for the node alone: the ranks' threads on min(cores, ranks) cores. A run that got fewer
+      // cores (other processes) would have taken wall × cores_used / lanes there (cpu-share.ts).
+      const lanes = Math.min(availableParallelism(), row.ranks);
+      const alone = (c: CoreShare) => Math.min(1, c.cores / lanes);
       const twinProj = projectLocal(cfgPath, [...overrides, ...OVERHEAD_TWIN], row.ranks, rates, 0);
-      const opS = opOverheadFromTwin((twin.localBatch * twin.seqLen) / twin.tps, twinProj);
+      const twinStepS = (twin.localBatch * twin.seqLen) / twin.tps;
+      const opS = opOverheadFromTwin(twinStepS * alone(twinShare), twinProj);
       notes.push(
-        `${row.name}: overhead twin ${twin.tps.toFixed(0)} tokens/s/rank → ${(opS * 1e6).toFixed(1)} µs per op (${twinProj.ops.toFixed(0)} ops per step)`,
+        `${row.name}: overhead twin ${twin.tps.toFixed(0)} tokens/s/rank on ${twinShare.cores.toFixed(2)} cores → ${(opS * 1e6).toFixed(1)} µs per op on the node alone (${twinProj.ops.toFixed(0)} ops per step)`,
       );
       results.push({
         name: `${row.name}_op_overhead_us`,
         value: opS * 1e6,
         unit: 'µs',
-        note: 'framework cost per op, measured on the width-16 twin',
+        note: 'framework cost per op, measured on the width-16 twin, scaled to the node alone',
       });
       const pr = projectLocal(cfgPath, overrides, row.ranks, rates, opS);
+      const tpsAlone = sum.tps / alone(share);
       const r = {
         memory: pr.memory / sum.memoryPerRankBytes,
         bytes: pr.bytes / sum.commBytesPerStep,
         tps: pr.tps / sum.tps,
+        tpsAlone: pr.tps / tpsAlone,
       };
       results.push(
         {
@@ -289,10 +326,16 @@ export async function run(argv: string[]): Promise<void> {
           name: `${row.name}_proj_tps_ratio`,
           value: r.tps,
           unit: 'fraction',
-          note: `projected ${pr.tps.toFixed(0)} / measured ${sum.tps.toFixed(0)} tokens/s/rank (target within 25 %)`,
+          note: `projected ${pr.tps.toFixed(0)} / measured ${sum.tps.toFixed(0)} tokens/s/rank (target within 25 %; the run got ${share.cores.toFixed(2)} of ${lanes} cores)`,
+        },
+        {
+          name: `${row.name}_proj_tps_ratio_alone`,
+          value: r.tpsAlone,
+          unit: 'fraction',
+          note: `projected ${pr.tps.toFixed(0)} / measured scaled to the node alone ${tpsAlone.toFixed(0)} tokens/s/rank (measured × ${lanes} / ${share.cores.toFixed(2)} cores used)`,
         },
       );
-      projTable.push(projRow(row.label, sum, pr));
+      projTable.push(projRow(row.label, sum, pr, share.cores, tpsAlone));
     }
     results.push(
       { name: `${row.name}_tps`, value: sum.tps, unit: 'tokens/s/rank', note: row.label },
