@@ -56,18 +56,20 @@ export function loadNativeKernelsFrom(path: string): Kernels {
 
 let ompLayout: { computeThreads?: number | undefined } | undefined;
 let ompChoice: OmpWaitChoice | undefined;
+/** The choice setOpenMpLayout announced: applied as announced, even if the load average moved since. */
+let pendingChoice: OmpWaitChoice | undefined;
 
 /**
  * Tells the loader how many compute threads this process's job puts on the node (ranks on the node × OpenMP
  * threads per rank; undefined = unknown, which stays passive), so the wait policy can spin where that is safe
- * (omp-wait.ts). Must come before the kernels
- * load: libgomp reads its wait policy once, at load. Returns the choice (null if the kernels already loaded, in
- * which case the policy they loaded with stays).
+ * (omp-wait.ts). Must come before the kernels load: libgomp reads its wait policy once, at load. Returns the choice
+ * the loader will apply (null if the kernels already loaded, in which case the policy they loaded with stays).
  */
 export function setOpenMpLayout(layout: { computeThreads?: number | undefined }): OmpWaitChoice | null {
   if (nativeCache) return null;
   ompLayout = layout;
-  return decideOpenMpWait(ADDON_PATH);
+  pendingChoice = decideOpenMpWait(ADDON_PATH);
+  return pendingChoice;
 }
 
 /** The wait-policy choice the loader made or will make (undefined before either was asked). */
@@ -105,7 +107,8 @@ function unset(set: Record<string, string>): Record<string, undefined> {
  */
 function applyOpenMpWait(addonPath: string): void {
   if (!isMainThread) return;
-  const c = decideOpenMpWait(addonPath);
+  const c = pendingChoice ?? decideOpenMpWait(addonPath);
+  pendingChoice = undefined;
   for (const key of ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'] as const) if (c.mode !== 'user') delete process.env[key];
   Object.assign(process.env, c.set);
 }
