@@ -1,17 +1,22 @@
-// `npm run bench:model [-- --reps N --warmup N --threads N --batch B --seq S --flavor F --no-torch]`: one rank
+// `npm run bench:model [-- --reps N --warmup N --threads N --batch B --seq S --flavor F --no-torch
+// --onednn-wait auto|passive|spin]`: one rank
 // training torchtitan's Llama4 debugmodel (batch 4 × seq 512, 2 BLAS threads by default) with SingleRankTrainer —
 // zero grads → forward → backward → clip → expert-bias update → AdamW — against the machine's own limit.
 //
-// Three trainings of the model run in one sitting, their steps interleaved (one step of each per round, order
-// rotating): every matmul on OpenBLAS in fp32 (the path before oneDNN), fp32 on the per-shape-class library
-// (oneDNN where built in), and bf16 mixed precision (mixed_precision_param = bfloat16).
+// Three trainings of the model run in one sitting, each in its own child process (scripts/bench/model-child.ts)
+// with the environment its path uses at run time, their steps interleaved (one step of each per round, order
+// rotating, never two at once): every matmul on OpenBLAS in fp32 (the path before oneDNN: MOE_ACTORS_MATMUL=blas,
+// OpenMP passive), fp32 on the per-shape-class library (oneDNN where built in), and bf16 mixed precision
+// (mixed_precision_param = bfloat16); the oneDNN paths get the OpenMP wait policy a one-rank job of --threads
+// threads would get on this node now (src/tensor/omp-wait.ts). Separate processes keep one path's OpenMP or
+// OpenBLAS threads from spinning on the cores another path's step needs.
 //
 //   train_tps           tokens per second of the full step, fp32 on the chosen library (median over --reps steps
 //                       after --warmup steps); train_tps_openblas_fp32 and train_tps_bf16 the same for the others
 //   fp32_speedup        train_tps / train_tps_openblas_fp32; bf16_speedup = train_tps_bf16 / train_tps_openblas_fp32
 //   mfu_bf16            the bf16 run against the bf16 matmul peak (gemmBf16, N = 1024, sampled like the fp32 one)
-//   sgemm_peak_gflops   the MFU denominator, measured in this run with the same BLAS settings: after every timed
-//                       step, measureSgemmPeak with square sgemms of N = 1024 (as bench:kernels; the rate plateaus
+//   sgemm_peak_gflops   the MFU denominator, measured in this run in the same process and settings as the fp32
+//                       steps (the OpenBLAS and bf16 peaks likewise in theirs): after every timed step, measureSgemmPeak with square sgemms of N = 1024 (as bench:kernels; the rate plateaus
 //                       from there, while N = 512, the trainer's quick startup default, reads ~8 % lower here), best
 //                       trial of a ~150 ms burst; the median of those samples. Sampling between the steps means the
 //                       peak and the steps see the same machine load.
@@ -25,20 +30,20 @@
 //                       PyTorch reference (scripts/bench/torch_peer.py), OPENBLAS_NUM_THREADS = --threads and the
 //                       same OPENBLAS_CORETYPE; skipped with a note when torch is absent or with --no-torch.
 //
-// Environment: the kernels loader sets OPENBLAS_CORETYPE (from the ISA, unless set) and OMP_WAIT_POLICY=passive
-// (unless OMP_WAIT_POLICY/GOMP_SPINCOUNT is set) for this process; both are reported in the notes.
-import { spawnSync } from 'node:child_process';
+// Environment: each child's kernels loader sets OPENBLAS_CORETYPE (from the ISA, unless set); the OpenMP wait
+// policy per path is decided here (a user's OMP_WAIT_POLICY/GOMP_SPINCOUNT applies to all three); the notes list
+// every path's environment.
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { countParams, flopsPerToken } from '../../src/models/counts.ts';
-import { parseAcMode } from '../../src/models/model/ac.ts';
-import { Model, type Microbatch } from '../../src/models/model/model.ts';
-import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
-import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
-import { kernelsFor } from '../../src/tensor/precision.ts';
+import { addonLinksOnednn } from '../../src/tensor/kernels.ts';
+import { OMP_SPIN_COUNT, chooseOmpWait, type OmpWaitChoice } from '../../src/tensor/omp-wait.ts';
 import { ROOT, loadNote, machineInfo, median, range, writeReport, type BenchResult } from './common.ts';
+import type { ChildSpec, FromChild, ToChild } from './model-child.ts';
 
 const PEAK_N = 1024;
 
@@ -51,6 +56,8 @@ interface Opts {
   flavor: string;
   torch: boolean;
   torchSteps: number;
+  /** The oneDNN paths' OpenMP wait: as a job would choose (auto), or forced, for an A/B on one node. */
+  onednnWait: 'auto' | 'passive' | 'spin';
 }
 
 function parseArgs(argv: string[]): Opts {
@@ -63,6 +70,7 @@ function parseArgs(argv: string[]): Opts {
     flavor: 'debugmodel',
     torch: true,
     torchSteps: 3,
+    onednnWait: 'auto',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -79,26 +87,76 @@ function parseArgs(argv: string[]): Opts {
     else if (a === '--torch-steps') o.torchSteps = Math.max(1, num());
     else if (a === '--flavor') o.flavor = argv[++i]!;
     else if (a === '--no-torch') o.torch = false;
-    else throw new Error(`bench:model: unknown argument ${a}`);
+    else if (a === '--onednn-wait') {
+      const v = argv[++i];
+      if (v !== 'auto' && v !== 'passive' && v !== 'spin')
+        throw new Error(`bench:model: --onednn-wait takes auto, passive or spin, not ${v}`);
+      o.onednnWait = v;
+    } else throw new Error(`bench:model: unknown argument ${a}`);
   }
   return o;
 }
 
-/** Deterministic pseudo-random batches (a fresh one per step, cycling over `n`), next-token labels. */
-function batches(n: number, B: number, S: number, V: number): Microbatch[] {
-  let s = 12345;
-  const out: Microbatch[] = [];
-  for (let b = 0; b < n; b++) {
-    const tokens = new Int32Array(B * S);
-    for (let i = 0; i < tokens.length; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      tokens[i] = s % V;
-    }
-    const labels = new Int32Array(B * S);
-    for (let r = 0; r < B; r++) for (let j = 0; j < S; j++) labels[r * S + j] = tokens[r * S + ((j + 1) % S)]!;
-    out.push({ tokens, labels, B, S });
+/** One training path in its own process; every wait on it has a timeout naming the path and what was awaited. */
+class PathProcess {
+  private readonly child: ChildProcess;
+  private pending: { resolve: (m: FromChild) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private stderr = '';
+
+  constructor(
+    readonly name: string,
+    spec: ChildSpec,
+    readonly env: NodeJS.ProcessEnv,
+  ) {
+    this.child = fork(join(ROOT, 'scripts', 'bench', 'model-child.ts'), ['--bench-model-child', JSON.stringify(spec)], {
+      env,
+      execArgv: ['--import', import.meta.resolve('tsx')], // from any cwd
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    });
+    this.child.stderr!.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    this.child.on('message', (m: FromChild) => {
+      const p = this.pending;
+      if (!p) return;
+      this.pending = null;
+      clearTimeout(p.timer);
+      if (m.type === 'error') p.reject(new Error(`bench:model: the ${this.name} path failed:\n${m.message}`));
+      else p.resolve(m);
+    });
+    this.child.on('exit', (code, signal) => {
+      const p = this.pending;
+      if (!p) return;
+      this.pending = null;
+      clearTimeout(p.timer);
+      p.reject(
+        new Error(
+          `bench:model: the ${this.name} path's process exited (${signal ?? code}) while bench:model waited for it:\n${this.stderr}`,
+        ),
+      );
+    });
   }
-  return out;
+
+  /** The next message from the child (after sending `msg`, if given), or an error after `timeoutMs`. */
+  next(what: string, timeoutMs: number, msg?: ToChild): Promise<FromChild> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending = null;
+        reject(
+          new Error(
+            `bench:model waited ${timeoutMs / 1000} s for the ${this.name} path's process (${what}) in vain; it is killed. stderr:\n${this.stderr}`,
+          ),
+        );
+        this.child.kill();
+      }, timeoutMs);
+      this.pending = { resolve, reject, timer };
+      if (msg) this.child.send(msg);
+    });
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null) this.child.kill();
+  }
 }
 
 interface TorchPeer {
@@ -155,93 +213,113 @@ function runTorchPeer(o: Opts, env: NodeJS.ProcessEnv): { peer: TorchPeer | null
 export async function run(argv: string[]): Promise<void> {
   const o = parseArgs(argv);
   const loadStart = loadNote('at start');
-  const userEnv = { ...process.env };
-  const { getKernels } = await import('../../src/tensor/kernels.ts');
-  const k = getKernels();
-  k.setNumThreads(o.threads);
-  const info = k.blasInfo();
   const notes: string[] = [loadStart];
-  for (const key of ['OPENBLAS_CORETYPE', 'OPENBLAS_THREAD_TIMEOUT', 'OMP_WAIT_POLICY'] as const) {
-    if (userEnv[key] !== process.env[key])
-      notes.push(
-        `environment: the kernels loader set ${key}=${process.env[key]} for this process (was ${userEnv[key] ?? 'unset'})`,
-      );
-  }
-
   const cfg = resolveModelConfig({ name: 'llama4', flavor: o.flavor }, o.seq);
   const spec = buildModelSpec(cfg);
   const fpt = flopsPerToken(spec, o.seq);
   const counts = countParams(spec);
-  // Three trainings of the same model in one sitting, their steps interleaved (a load change hits all three):
-  // today's path (every matmul on OpenBLAS, fp32), fp32 on the library the auto rule chooses per shape class, and
-  // bf16 mixed precision. Each has its own model and optimizer, built from the same seed.
-  const runs = (
-    [
-      { name: 'openblas_fp32', lib: 'blas', dtype: 'float32' },
-      { name: 'fp32', lib: 'auto', dtype: 'float32' },
-      { name: 'bf16', lib: 'auto', dtype: 'bfloat16' },
-    ] as const
-  ).map((r) => {
-    const model = Model.build(cfg, { seed: 0, kernels: kernelsFor(k, r.dtype) });
-    const trainer = new SingleRankTrainer(model, {
-      adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
-      schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
-      maxNorm: 1,
-      ac: parseAcMode('none'),
+  // The wait policy each path gets when a one-rank job of --threads threads starts on this node now: the OpenBLAS
+  // path stays passive (its threads are what spinning starves); the oneDNN paths spin only on an idle node.
+  const decide = (matmul: string): OmpWaitChoice => {
+    if (matmul !== 'blas' && o.onednnWait === 'passive')
+      return { mode: 'passive', set: { OMP_WAIT_POLICY: 'passive' }, line: 'OpenMP wait passive (--onednn-wait)' };
+    if (matmul !== 'blas' && o.onednnWait === 'spin')
+      return {
+        mode: 'spin',
+        set: { GOMP_SPINCOUNT: String(OMP_SPIN_COUNT) },
+        line: `OpenMP wait: spin ${OMP_SPIN_COUNT} (--onednn-wait)`,
+      };
+    return chooseOmpWait({
+      env: { ...process.env, MOE_ACTORS_MATMUL: matmul },
+      onednnBuilt: addonLinksOnednn(),
+      computeThreads: o.threads,
+      cores: availableParallelism(),
+      loadAverage: loadavg()[0],
     });
-    return {
-      ...r,
-      model,
-      trainer,
-      stepMs: [] as number[],
-      phases: { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] },
-      lastLoss: NaN,
-    };
-  });
-  const data = batches(4, o.batch, o.seq, spec.vocabSize);
-  const tokensPerStep = o.batch * o.seq;
-
-  for (const r of runs) {
-    k.setMatmulLibrary(r.lib);
-    for (let i = 0; i < o.warmup; i++) r.trainer.step([data[i % data.length]!]);
-    r.model.alloc.resetPeak();
-  }
-  k.setMatmulLibrary('auto');
-  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }); // warm the square-matmul paths too
-  measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100, dtype: 'bfloat16' });
-  const peaks = { openblas: [] as number[], fp32: [] as number[], bf16: [] as number[] };
-  for (let i = 0; i < o.reps; i++) {
-    for (let j = 0; j < runs.length; j++) {
-      const r = runs[(i + j) % runs.length]!;
-      k.setMatmulLibrary(r.lib);
-      const t0 = performance.now();
-      const res = r.trainer.step([data[(o.warmup + i) % data.length]!]);
-      r.stepMs.push(performance.now() - t0);
-      r.lastLoss = res.loss;
-      for (const p of ['zero', 'fwd', 'bwd', 'optim'] as const) r.phases[p].push(res.phaseMs[p]);
+  };
+  const paths = [
+    { name: 'openblas_fp32', dtype: 'float32', matmul: 'blas' },
+    { name: 'fp32', dtype: 'float32', matmul: process.env.MOE_ACTORS_MATMUL ?? 'auto' },
+    { name: 'bf16', dtype: 'bfloat16', matmul: process.env.MOE_ACTORS_MATMUL ?? 'auto' },
+  ] as const;
+  const procs: PathProcess[] = [];
+  const runs = paths.map((p) => ({
+    ...p,
+    wait: decide(p.matmul),
+    stepMs: [] as number[],
+    phases: { zero: [] as number[], fwd: [] as number[], bwd: [] as number[], optim: [] as number[] },
+    peaks: [] as number[],
+    lastLoss: NaN,
+    info: undefined as (FromChild & { type: 'ready' })['info'] | undefined,
+    env: {} as Record<string, string>,
+    end: undefined as (FromChild & { type: 'finished' }) | undefined,
+  }));
+  const stepTimeout = 600_000;
+  try {
+    // One after another, so warm-up (model build, first steps, primitive creation) never overlaps another path.
+    for (const r of runs) {
+      const env: NodeJS.ProcessEnv = { ...process.env, MOE_ACTORS_MATMUL: r.matmul, ...r.wait.set };
+      const p = new PathProcess(
+        r.name,
+        {
+          name: r.name,
+          dtype: r.dtype,
+          threads: o.threads,
+          batch: o.batch,
+          seq: o.seq,
+          flavor: o.flavor,
+          warmup: o.warmup,
+        },
+        env,
+      );
+      procs.push(p);
+      const ready = await p.next('model build and warm-up', stepTimeout);
+      if (ready.type !== 'ready') throw new Error(`bench:model: the ${r.name} path sent ${ready.type} before ready`);
+      r.info = ready.info;
+      r.env = ready.env;
+      notes.push(
+        `${r.name} path (own process): ${Object.entries(ready.env)
+          .map(([key, v]) => `${key}=${v}`)
+          .join(' ')}; ${r.wait.line}`,
+      );
     }
-    // The peaks sampled between the steps: each run's MFU against its own compute's matmul rate.
-    k.setMatmulLibrary('blas');
-    peaks.openblas.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }).gflops);
-    k.setMatmulLibrary('auto');
-    peaks.fp32.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100 }).gflops);
-    peaks.bf16.push(measureSgemmPeak(k, { n: PEAK_N, threads: o.threads, budgetMs: 100, dtype: 'bfloat16' }).gflops);
+    for (let i = 0; i < o.reps; i++) {
+      for (let j = 0; j < runs.length; j++) {
+        const idx = (i + j) % runs.length;
+        const r = runs[idx]!;
+        const m = await procs[idx]!.next(`step ${i + 1}`, stepTimeout, { type: 'step', index: i });
+        if (m.type !== 'stepped') throw new Error(`bench:model: the ${r.name} path sent ${m.type}, not a step`);
+        r.stepMs.push(m.ms);
+        r.lastLoss = m.loss;
+        r.peaks.push(m.peakGflops);
+        for (const ph of ['zero', 'fwd', 'bwd', 'optim'] as const) r.phases[ph].push(m.phases[ph]);
+      }
+    }
+    for (let idx = 0; idx < runs.length; idx++) {
+      const m = await procs[idx]!.next('final memory figures', 60_000, { type: 'finish' });
+      if (m.type !== 'finished') throw new Error(`bench:model: the ${runs[idx]!.name} path sent ${m.type}`);
+      runs[idx]!.end = m;
+    }
+  } finally {
+    for (const p of procs) p.kill();
   }
-  k.setMatmulLibrary('auto');
   const [blasRun, fp32Run, bf16Run] = runs as unknown as [
     (typeof runs)[number],
     (typeof runs)[number],
     (typeof runs)[number],
   ];
+  const tokensPerStep = o.batch * o.seq;
   const tpsOf = (r: (typeof runs)[number]) => tokensPerStep / (median(r.stepMs) / 1000);
-  const model = fp32Run.model;
-  const mem = model.alloc.stats();
+  const info = fp32Run.info!;
+  const blasInfo = blasRun.info!;
+  const mem = fp32Run.end!;
   const stepMs = fp32Run.stepMs;
   const phases = fp32Run.phases;
   const step = median(stepMs);
   const tps = tpsOf(fp32Run);
   const tpsBlas = tpsOf(blasRun);
   const tpsBf16 = tpsOf(bf16Run);
+  const peaks = { fp32: fp32Run.peaks, openblas: blasRun.peaks, bf16: bf16Run.peaks };
   const peak = median(peaks.fp32);
   const peakBlas = median(peaks.openblas);
   const peakBf16 = median(peaks.bf16);
@@ -266,7 +344,7 @@ export async function run(argv: string[]): Promise<void> {
       name: 'train_tps_openblas_fp32',
       value: tpsBlas,
       unit: 'tokens/s',
-      note: `every matmul on ${info.name} ${info.corename ?? ''} (the path before oneDNN); step ${range(blasRun.stepMs, 0)} ms`,
+      note: `every matmul on ${blasInfo.name} ${blasInfo.corename ?? ''} (the path before oneDNN), own process; step ${range(blasRun.stepMs, 0)} ms`,
     },
     {
       name: 'train_tps_bf16',
@@ -279,7 +357,7 @@ export async function run(argv: string[]): Promise<void> {
       value: tps / tpsBlas,
       unit: 'ratio',
       target: 1.4,
-      note: 'train_tps / train_tps_openblas_fp32, same sitting, steps interleaved',
+      note: 'train_tps / train_tps_openblas_fp32, same sitting, steps interleaved, each path in its own process',
     },
     {
       name: 'bf16_speedup',
@@ -298,13 +376,13 @@ export async function run(argv: string[]): Promise<void> {
       name: 'sgemm_peak_openblas_gflops',
       value: peakBlas,
       unit: 'GFLOP/s',
-      note: `${info.corename ?? info.name}; ${range(peaks.openblas, 0)}`,
+      note: `${blasInfo.corename ?? blasInfo.name}, sampled in the OpenBLAS path's process; ${range(peaks.openblas, 0)}`,
     },
     {
       name: 'bf16_peak_gflops',
       value: peakBf16,
       unit: 'GFLOP/s',
-      note: `oneDNN bf16 matmul (inputs pre-rounded), ${range(peaks.bf16, 0)}`,
+      note: `oneDNN bf16 matmul (inputs pre-rounded), sampled in the bf16 path's process; ${range(peaks.bf16, 0)}`,
     },
     {
       name: 'mfu',
@@ -342,23 +420,24 @@ export async function run(argv: string[]): Promise<void> {
       name: 'peak_memory_bytes',
       value: mem.peakTotal,
       unit: 'B',
-      note: Object.entries(mem.peak)
+      note: Object.entries(mem.peakByCategory)
         .filter(([, v]) => v > 0)
         .map(([c, v]) => `${c} ${(v / 2 ** 20).toFixed(1)} MiB`)
         .join(', '),
     },
     {
       name: 'reserved_memory_bytes',
-      value: model.rt.pool.reservedBytes,
+      value: mem.reserved,
       unit: 'B',
       note: 'idle pooled activation buffers after the step',
     },
-    { name: 'rss_bytes', value: process.memoryUsage().rss, unit: 'B', note: 'whole Node process (three models)' },
+    { name: 'rss_bytes', value: mem.rss, unit: 'B', note: "the fp32 path's Node process (one model)" },
   ];
   notes.push(loadEnd);
 
   if (o.torch) {
-    const { peer, note } = runTorchPeer(o, process.env);
+    // The torch peer gets the OpenBLAS settings the OpenBLAS path ran with (its loader chose the core type).
+    const { peer, note } = runTorchPeer(o, { ...process.env, ...blasRun.env });
     notes.push(note);
     if (peer) {
       const ptps = peer.tokens_per_step / peer.step_s_median;
@@ -384,7 +463,10 @@ export async function run(argv: string[]): Promise<void> {
   writeReport({
     bench: 'model',
     when: new Date().toISOString(),
-    machine: machineInfo(`${info.name} ${info.corename ?? ''} (${info.coretypeSource ?? ''})`.trim()),
+    machine: machineInfo(`${blasInfo.name} ${blasInfo.corename ?? ''} (${blasInfo.coretypeSource ?? ''})`.trim(), {
+      ...process.env,
+      ...blasRun.env,
+    }),
     config: {
       flavor: o.flavor,
       batch: o.batch,

@@ -7,16 +7,19 @@
 //
 // Loading the native kernels also settles three environment choices for the whole process, each only when the
 // user has not set it (blasInfo() reports which): OPENBLAS_CORETYPE from the CPU's ISA (Debian's OpenBLAS falls
-// back to SSE3 kernels on CPU models it does not know), OMP_WAIT_POLICY=passive (spinning OpenMP threads starve
-// OpenBLAS on few cores), and OPENBLAS_THREAD_TIMEOUT=20 (idle OpenBLAS workers otherwise spin ~0.1 s after every
-// call). Launchers that start ranks in worker threads must load the kernels in the main thread first.
+// back to SSE3 kernels on CPU models it does not know), the OpenMP wait policy (passive, or a bounded spin when the
+// launcher said the job neither uses OpenBLAS nor oversubscribes the cores: setOpenMpLayout, omp-wait.ts), and
+// OPENBLAS_THREAD_TIMEOUT=20 (idle OpenBLAS workers otherwise spin ~0.1 s after every call). Launchers that start
+// ranks in worker threads must load the kernels in the main thread first.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import type { Kernels } from './kernels-api.ts';
 import { RefKernels } from './kernels-ref.ts';
 import { NativeKernels, type KernelsAddon } from './kernels-native.ts';
+import { chooseOmpWait, type OmpWaitChoice } from './omp-wait.ts';
 
 export type { Kernels, BlasInfo } from './kernels-api.ts';
 
@@ -44,25 +47,70 @@ export function loadNativeKernelsFrom(path: string): Kernels {
         '  Or select the (much slower) TypeScript reference explicitly with MOE_ACTORS_KERNELS=ts.',
     );
   }
-  preferPassiveOpenMpWait();
+  applyOpenMpWait(path);
   const addon = createRequire(import.meta.url)(path) as KernelsAddon;
   const k = new NativeKernels(addon);
   sayMatmulLibraryOnce(k);
   return k;
 }
 
+let ompLayout: { computeThreads?: number | undefined } | undefined;
+let ompChoice: OmpWaitChoice | undefined;
+/** The choice setOpenMpLayout announced: applied as announced, even if the load average moved since. */
+let pendingChoice: OmpWaitChoice | undefined;
+
 /**
- * libgomp reads its wait policy once, when the addon loads it. Its default spins up to ~300 k iterations after each
- * parallel region; on 2 cores shared with OpenBLAS's threads (or with other ranks or processes) a spinning worker
- * steals the core the next kernel needs: measured here, a 2048×256 RMSNorm took 10 ms with 2 spinning threads vs
- * 0.3 ms passive. So unless the user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT set), make threads sleep at once.
- * Only the main thread can change the real process environment (a worker's process.env is a private copy), so a
- * launcher that starts ranks in workers should load the kernels in the main thread first (nativeKernels()).
+ * Tells the loader how many compute threads this process's job puts on the node (ranks on the node × OpenMP
+ * threads per rank; undefined = unknown, which stays passive), so the wait policy can spin where that is safe
+ * (omp-wait.ts). Must come before the kernels load: libgomp reads its wait policy once, at load. Returns the choice
+ * the loader will apply (null if the kernels already loaded, in which case the policy they loaded with stays).
  */
-function preferPassiveOpenMpWait(): void {
-  if (isMainThread && process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
-    process.env.OMP_WAIT_POLICY = 'passive';
-  }
+export function setOpenMpLayout(layout: { computeThreads?: number | undefined }): OmpWaitChoice | null {
+  if (nativeCache) return null;
+  ompLayout = layout;
+  pendingChoice = decideOpenMpWait(ADDON_PATH);
+  return pendingChoice;
+}
+
+/** The wait-policy choice the loader made or will make (undefined before either was asked). */
+export function openMpWaitChoice(): OmpWaitChoice | undefined {
+  return ompChoice;
+}
+
+/** Whether the built addon links oneDNN, read from the file (so it is known before libgomp loads with it). */
+export function addonLinksOnednn(addonPath: string = ADDON_PATH): boolean {
+  return existsSync(addonPath) && readFileSync(addonPath).includes('libdnnl.so');
+}
+
+function decideOpenMpWait(addonPath: string): OmpWaitChoice {
+  const onednnBuilt = addonLinksOnednn(addonPath);
+  const userEnv = ompChoice ? { ...process.env, ...unset(ompChoice.set) } : process.env;
+  ompChoice = chooseOmpWait({
+    env: userEnv,
+    onednnBuilt,
+    computeThreads: ompLayout?.computeThreads,
+    cores: availableParallelism(),
+    loadAverage: loadavg()[0],
+  });
+  return ompChoice;
+}
+
+/** A choice made earlier by this loader is not the user's: see through it when deciding again. */
+function unset(set: Record<string, string>): Record<string, undefined> {
+  return Object.fromEntries(Object.keys(set).map((k) => [k, undefined]));
+}
+
+/**
+ * Sets the wait policy before the addon (and with it libgomp) loads. Only the main thread can change the real
+ * process environment (a worker's process.env is a private copy), so a launcher that starts ranks in workers
+ * should load the kernels in the main thread first (nativeKernels()).
+ */
+function applyOpenMpWait(addonPath: string): void {
+  if (!isMainThread) return;
+  const c = pendingChoice ?? decideOpenMpWait(addonPath);
+  pendingChoice = undefined;
+  for (const key of ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'] as const) if (c.mode !== 'user') delete process.env[key];
+  Object.assign(process.env, c.set);
 }
 
 let said = false;

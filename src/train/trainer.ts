@@ -14,7 +14,7 @@ import type { TraceEvent } from '../protocols/events.ts';
 import { formatPlan } from '../protocols/plan-format.ts';
 import type { Plan } from '../protocols/planner.ts';
 import { planJob } from './plan-job.ts';
-import { getKernels } from '../tensor/kernels.ts';
+import { getKernels, setOpenMpLayout } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
 import {
   acModeOf,
@@ -138,11 +138,16 @@ export async function runTraining(opts: TrainOptions, overrides: readonly string
     say(pc.green('dry run: the config is valid; no ranks were started'));
     return null;
   }
-  // Decides OPENBLAS_CORETYPE / OMP_WAIT_POLICY for the process before any worker starts, and gives MFU its peak.
+  const threads = cfg.comm.blas_threads || Math.max(1, Math.floor(availableParallelism() / ranksOnHost));
+  // The OpenMP wait policy depends on how many compute threads the job puts on this node; libgomp reads it when the
+  // kernels load, so it is decided first (a bounded spin only when every matmul is on oneDNN and cores suffice).
+  // Under MPI without MPICH's MPI_LOCALNRANKS the ranks sharing this node are unknown (ranksOnHost guesses 1): give
+  // no layout, so the loader stays passive rather than spin beside ranks it cannot see.
+  const layoutKnown = !mpiJobRun || process.env.MPI_LOCALNRANKS !== undefined;
+  const wait = setOpenMpLayout({ computeThreads: layoutKnown ? ranksOnHost * threads : undefined });
+  if (wait && isRank0) say(wait.line);
+  // Decides OPENBLAS_CORETYPE (and the wait policy) for the process before any worker starts; gives MFU its peak.
   const k = getKernels();
-  const threads =
-    cfg.comm.blas_threads ||
-    Math.max(1, Math.floor(availableParallelism() / (mpiJobRun ? Number(process.env.MPI_LOCALNRANKS ?? 1) : size)));
   // MFU's peak is the matmul peak of the run's compute dtype (bf16 runs against the bf16 rate).
   const peak = measureSgemmPeak(k, {
     threads: mpiJobRun ? threads : Math.min(availableParallelism(), Math.max(threads, 1) * size),

@@ -44,6 +44,30 @@ describe('getKernels', () => {
     }
   });
 
+  it('keeps an oversubscribed job (4 ranks × 1 thread on 2 cores) passive, decided before libgomp loads', () => {
+    const kernelsTs = fileURLToPath(new URL('../../src/tensor/kernels.ts', import.meta.url));
+    const env = { ...process.env };
+    delete env.OMP_WAIT_POLICY;
+    delete env.GOMP_SPINCOUNT;
+    const cores = 2;
+    const program = `
+      import { availableParallelism } from 'node:os';
+      const m = await import(${JSON.stringify(kernelsTs)});
+      const choice = m.setOpenMpLayout({ computeThreads: 2 * Math.max(${cores}, availableParallelism()) });
+      const info = m.getKernels().blasInfo();
+      console.log(JSON.stringify({ mode: choice.mode, line: choice.line, policy: info.ompWaitPolicy ?? null,
+        spin: process.env.GOMP_SPINCOUNT ?? null, late: m.setOpenMpLayout({ computeThreads: 1 }) }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program], {
+      encoding: 'utf8',
+      env,
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(out).toMatchObject({ mode: 'passive', policy: 'passive', spin: null, late: null });
+    expect(out.line).toMatch(/oversubscribed/);
+  });
+
   it('reports the matmul library: oneDNN with its ISA when built in, else why not and the fix', () => {
     const info = nativeKernels().blasInfo();
     expect(info.matmulMode).toMatch(/^(auto|onednn|blas)$/);

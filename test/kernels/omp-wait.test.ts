@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { OMP_SPIN_COUNT, chooseOmpWait } from '../../src/tensor/omp-wait.ts';
+
+const base = { env: {}, onednnBuilt: true, cores: 2, loadAverage: 0.1 };
+
+describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', () => {
+  it('spins a bounded count when every matmul is on oneDNN and the job fits the cores', () => {
+    for (const computeThreads of [1, 2]) {
+      const c = chooseOmpWait({ ...base, computeThreads });
+      expect(c.mode).toBe('spin');
+      expect(c.set).toEqual({ GOMP_SPINCOUNT: String(OMP_SPIN_COUNT) });
+      expect(c.line).toContain(`${computeThreads} compute thread`);
+    }
+  });
+
+  it('stays passive when oversubscribed: 4 ranks × 1 thread on 2 cores, 2 ranks × 2 threads on 2 cores', () => {
+    for (const computeThreads of [4, 3]) {
+      const c = chooseOmpWait({ ...base, computeThreads });
+      expect(c.mode).toBe('passive');
+      expect(c.set).toEqual({ OMP_WAIT_POLICY: 'passive' });
+      expect(c.line).toContain('oversubscribed');
+    }
+  });
+
+  it('stays passive on a node already loaded by other processes, or when its load is unknown', () => {
+    const c = chooseOmpWait({ ...base, computeThreads: 2, loadAverage: 6 });
+    expect(c.mode).toBe('passive');
+    expect(c.line).toContain('load 6.0');
+    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.4 }).mode).toBe('spin');
+    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.6 }).mode).toBe('passive');
+    expect(chooseOmpWait({ ...base, computeThreads: 2, loadAverage: undefined }).mode).toBe('passive');
+  });
+
+  it('stays passive when OpenBLAS computes matmuls or the layout is unknown', () => {
+    expect(chooseOmpWait({ ...base, onednnBuilt: false, computeThreads: 1 }).mode).toBe('passive');
+    expect(chooseOmpWait({ ...base, env: { MOE_ACTORS_MATMUL: 'blas' }, computeThreads: 1 }).mode).toBe('passive');
+    expect(chooseOmpWait({ ...base }).mode).toBe('passive');
+    expect(chooseOmpWait({ ...base, computeThreads: 0 }).mode).toBe('passive');
+    // MOE_ACTORS_MATMUL=onednn/auto keep every matmul on oneDNN.
+    expect(chooseOmpWait({ ...base, env: { MOE_ACTORS_MATMUL: 'onednn' }, computeThreads: 2 }).mode).toBe('spin');
+  });
+
+  it("keeps the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT, even oversubscribed or on OpenBLAS", () => {
+    const a = chooseOmpWait({ ...base, env: { OMP_WAIT_POLICY: 'active' }, computeThreads: 8, onednnBuilt: false });
+    expect(a).toMatchObject({ mode: 'user', set: {} });
+    expect(a.line).toContain('OMP_WAIT_POLICY=active');
+    expect(chooseOmpWait({ ...base, env: { GOMP_SPINCOUNT: '0' }, computeThreads: 1 }).mode).toBe('user');
+  });
+});
