@@ -54,7 +54,10 @@ for (const r of runs) {
   // bf16 cases: the reference multiplies the rounded operands, widened back (exact), in f32.
   const A = c.bf16 ? new Float32Array(r.A.length) : r.A;
   const B = c.bf16 ? new Float32Array(r.B.length) : r.B;
-  if (c.bf16) k.fromBf16(r.Ab, A, A.length), k.fromBf16(r.Bb, B, B.length);
+  if (c.bf16) {
+    k.fromBf16(r.Ab, A, A.length);
+    k.fromBf16(r.Bb, B, B.length);
+  }
   ref.sgemm(c.ta, c.tb, c.M, c.N, c.K, 1, A, r.lda, B, r.ldb, c.beta, want, c.N);
   for (let i = 0; i < want.length; i++)
     if (Math.abs(got[i]! - want[i]!) > 1e-3) throw new Error(`case ${JSON.stringify(c)} differs at ${i}`);
