@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // `npm run bench:<name>`: runs scripts/bench/<name>.ts with tsx.
+import './v8-heap.mjs';
 import { register } from 'tsx/esm/api';
 register();
 const name = process.argv[2];

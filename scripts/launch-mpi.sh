@@ -10,7 +10,7 @@
 #   --dry-run      validate the config and print the exact command; start no ranks
 #   anything else  passed through as config overrides, e.g. --training.steps 20 (a "--" separator is optional)
 #
-# Runs:  UCX_MEM_EVENTS=no mpiexec.mpich -n N sh scripts/mpi-rank.sh LINGER node bin/moe-actors.mjs train --config CONFIG --transport T [overrides]
+# Runs:  UCX_MEM_EVENTS=no mpiexec.mpich -n N sh scripts/mpi-rank.sh LINGER node --initial-old-space-size=128 bin/moe-actors.mjs train --config CONFIG --transport T [overrides]
 #
 # Why mpiexec.mpich and never plain mpiexec/mpirun: on Debian/Ubuntu the "mpiexec" alternative is OpenMPI's; it
 # refuses root, or starts N unrelated MPICH singletons (every rank sees world size 1) because the native MPI addon
@@ -72,7 +72,7 @@ world="$(sed -n 's/^world=//p' <<<"$layout")"
 launch_default_run_name
 # Each rank under scripts/mpi-rank.sh: a rank killed by a signal (kill -9, OOM) then lingers instead of making
 # Hydra kill the others at once, so they report which rank died and where they waited, then abort the job.
-cmd=("$mpiexec" -n "$world" sh "$repo/scripts/mpi-rank.sh" "${MOE_ACTORS_RANK_LINGER_S:-60}" "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport" "${overrides[@]}")
+cmd=("$mpiexec" -n "$world" sh "$repo/scripts/mpi-rank.sh" "${MOE_ACTORS_RANK_LINGER_S:-60}" "$node_bin" --initial-old-space-size=128 "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport" "${overrides[@]}")
 export UCX_MEM_EVENTS=no
 
 if [[ $dry_run -eq 1 ]]; then

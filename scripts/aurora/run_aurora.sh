@@ -81,7 +81,7 @@ env_vars=(
 launch_default_run_name
 cmd=(
   "$mpiexec" -n "$total" -ppn "$RANKS_PER_NODE" --cpu-bind "$CPU_BIND"
-  "$node_bin" "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport"
+  "$node_bin" --initial-old-space-size=128 "$repo/bin/moe-actors.mjs" train --config "$config" --transport "$transport"
   --comm.ranks_per_node "$RANKS_PER_NODE" --comm.blas_threads "$THREADS_PER_RANK"
   "${overrides[@]}"
 )

@@ -39,7 +39,7 @@ describe('scripts/launch-mpi.sh', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toBe(
-      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2 --job.run_name r1\n`,
+      `UCX_MEM_EVENTS=no mpiexec.mpich -n 4 sh ${repo}/scripts/mpi-rank.sh 60 node --initial-old-space-size=128 ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 5 --metrics.log_freq 2 --job.run_name r1\n`,
     );
   });
 
@@ -54,7 +54,7 @@ describe('scripts/launch-mpi.sh', () => {
     });
     expect(r.code).toBe(0);
     expect(r.out).toBe(
-      `UCX_MEM_EVENTS=no\n-n 4 sh ${repo}/scripts/mpi-rank.sh 60 node ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`,
+      `UCX_MEM_EVENTS=no\n-n 4 sh ${repo}/scripts/mpi-rank.sh 60 node --initial-old-space-size=128 ${repo}/bin/moe-actors.mjs train --config configs/debug_ep4.toml --transport mpi --training.steps 7 --job.run_name r1\n`,
     );
   });
 
@@ -112,7 +112,7 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
         'export UCX_MEM_EVENTS=no',
         'export OMP_NUM_THREADS=8',
         'export OPENBLAS_NUM_THREADS=8',
-        `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/deepseek_v3_1b_hsdp_ep6.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 3 --job.run_name r1`,
+        `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node --initial-old-space-size=128 ${repo}/bin/moe-actors.mjs train --config configs/deepseek_v3_1b_hsdp_ep6.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 3 --job.run_name r1`,
         '',
       ].join('\n'),
     );
@@ -163,7 +163,7 @@ describe('scripts/aurora/run_aurora.sh and job.pbs', () => {
     });
     expect(r.status).toBe(0);
     expect(r.stdout.trim().split('\n').at(-1)).toBe(
-      `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node ${repo}/bin/moe-actors.mjs train --config configs/llama4_dense12.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 2 --metrics.log_freq 1 --job.run_name r1`,
+      `mpiexec -n 12 -ppn 12 --cpu-bind ${BIND} node --initial-old-space-size=128 ${repo}/bin/moe-actors.mjs train --config configs/llama4_dense12.toml --transport mpi --comm.ranks_per_node 12 --comm.blas_threads 8 --training.steps 2 --metrics.log_freq 1 --job.run_name r1`,
     );
     const noWorkdir = spawnSync('bash', [join(repo, 'scripts/aurora/job.pbs')], {
       cwd: tmp,

@@ -60,6 +60,8 @@ struct KeyHash {
 struct Entry {
   dnnl::matmul prim;
   memory a, b, c;
+  // The shape goes to BLAS: oneDNN would run it on its f32 gemm:jit kernels (see signalUnsafe below).
+  bool toBlas = false;
 };
 
 struct State {
@@ -84,6 +86,16 @@ uint32_t bits(float f) {
   return u;
 }
 
+// oneDNN's f32 "gemm:jit" kernels (jit_avx512_common_gemm_f32 / jit_avx_gemm_f32, chosen for strided operands such
+// as MLA's per-head slices, where brgemm declines) point rsp into a heap workspace while they run; a signal
+// delivered then (a profiler's SIGPROF, a SIGTERM handled by libuv) writes its frame into the heap and corrupts
+// it — `node --cpu-prof` on a DeepSeek-V3 run aborted with "corrupted size vs. prev_size" every time. oneDNN fixed
+// it in 3.11.1 (uxlfoundation/oneDNN#4845, PR #4855); Debian ships 2.6. Such shapes go to BLAS instead. The bf16
+// gemm kernels keep rsp on the stack and stay (test/kernels/signals.test.ts runs both under a 100 µs profiler).
+bool signalUnsafe(const Key& k, const dnnl::matmul::primitive_desc& pd) {
+  return !k.bf16 && std::string(pd.impl_info_str()).rfind("gemm:jit", 0) == 0;
+}
+
 // op(A) (M,K): row-major with leading dimension lda, or its transpose stored (K,M); same for op(B) (K,N).
 Entry* entryFor(const Key& k) {
   State& s = state();
@@ -106,6 +118,11 @@ Entry* entryFor(const Key& k) {
   }
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, s.eng);
   if (s.cache.size() >= kCacheMax) s.cache.clear();
+  if (signalUnsafe(k, pd)) {
+    Entry e{dnnl::matmul(), memory(), memory(), memory()};
+    e.toBlas = true;
+    return &s.cache.emplace(k, std::move(e)).first->second;
+  }
   // A runtime-rows primitive gets its memory objects per call (their dims are the call's).
   Entry e = k.rtRows ? Entry{dnnl::matmul(pd), memory(), memory(), memory()}
                      : Entry{dnnl::matmul(pd), memory(a, s.eng, nullptr), memory(b, s.eng, nullptr),
@@ -145,6 +162,7 @@ bool run(const Key& k, const void* A, const void* B, float* C) {
   }
   try {
     Entry* e = entryFor(k);
+    if (e->toBlas) return false;
     e->a.set_data_handle(const_cast<void*>(A));
     e->b.set_data_handle(const_cast<void*>(B));
     e->c.set_data_handle(C);
