@@ -1,7 +1,8 @@
 // Time per step on one rank: FLOPs per kernel class (matmuls, attention, element-wise traffic) at the system's rates
 // for the compute dtype, the host cost of every eager op, and an α–β cost per collective by link class (within a
 // node, across nodes). EP collectives sit on the critical path (the experts wait for their rows); FSDP's
-// all_gathers and reduce_scatters overlap the blocks' compute, so only what exceeds it is exposed.
+// all_gathers and reduce_scatters overlap the blocks' compute, so only what exceeds it is exposed — except on a link
+// whose copies are CPU work on the compute cores (a CPU node's threads transport), where they are compute.
 
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
@@ -141,7 +142,9 @@ function attnFlopsPerToken(b: BlockSpec, S: number): number {
   return (2 * at.nHeads * hd * S) / 2;
 }
 
-const commTime = (l: LinkSpec, bytes: number, calls: number) => calls * l.latencyS + bytes / 2 / l.bytesPerS;
+/** α–β time of a group's collectives; a link whose copies run on the compute cores gets 1/share of its β. */
+const commTime = (l: LinkSpec, bytes: number, calls: number, share: number) =>
+  calls * l.latencyS + (bytes / 2 / l.bytesPerS) * (l.onComputeCores ? share : 1);
 
 export function projectTime(t: TimeInput): TimeProjection {
   const { spec, tokens: N } = t;
@@ -219,8 +222,10 @@ export function projectTime(t: TimeInput): TimeProjection {
   const compute = seconds.matmul + seconds.attention + seconds.memoryBound + seconds.opOverhead;
   let overlapped = 0;
   for (const g of t.groups) {
-    const s = commTime(t.system.links[g.link], g.bytes, g.calls);
-    if (g.critical) seconds.commCritical += s;
+    const link = t.system.links[g.link];
+    const s = commTime(link, g.bytes, g.calls, share);
+    // Copies on the compute cores are compute: nothing is left to overlap them with.
+    if (g.critical || link.onComputeCores) seconds.commCritical += s;
     else overlapped += s;
   }
   seconds.commExposed = Math.max(0, overlapped - compute);

@@ -137,6 +137,12 @@ export function project(input: PlanInput, o: ProjectOptions): Projection {
     `matmuls at ${(d.matmulFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s${d.matmulClasses ? ` (GEMMs of ${d.matmulClasses.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP at ${(d.matmulClasses!.flops[computeDtype][i]! / 1e12).toFixed(3)}`).join(', ')} TFLOP/s, interpolated between)` : ''}, attention at ${(d.attentionFlops[computeDtype] / 1e12).toFixed(3)} TFLOP/s, element-wise at ${(d.memoryBytesPerS / 1e9).toFixed(1)} GB/s per device${rateShare > 1 ? `, shared by ${rateShare} ranks` : ''}`,
     `${time.ops.toFixed(0)} eager ops per step at ${(d.opOverheadS * 1e6).toFixed(1)} µs each (host dispatch + launch; for-loop experts: ${'7'} ops per local expert per forward)`,
     `collectives: α–β per link (intra ${(sys.links.intra.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.intra.bytesPerS / 1e9).toFixed(1)} GB/s; inter ${(sys.links.inter.latencyS * 1e6).toFixed(1)} µs, ${(sys.links.inter.bytesPerS / 1e9).toFixed(1)} GB/s), half the logical bytes received; EP on the critical path${a.stack === 'moe-actors' ? ' and so are FSDP all_gathers (issued in program order)' : ''}, FSDP/HSDP ${a.stack === 'moe-actors' ? 'reductions' : 'collectives'} overlapped with compute (only the excess is exposed)`,
+    ...(['intra', 'inter'] as const)
+      .filter((k) => sys.links[k].onComputeCores)
+      .map(
+        (k) =>
+          `${k}-node collectives copy on the compute cores: ${(sys.links[k].bytesPerS / 1e9).toFixed(1)} GB/s is the node's copy rate${rateShare > 1 ? `, shared by ${rateShare} ranks` : ''}, and their time adds to compute (none overlapped)`,
+      ),
     `MFU against ${(peakFlopsPerRank / 1e12).toFixed(3)} TFLOP/s per rank (${computeDtype} peak as torchtitan counts it) with torchtitan's FLOPs per token (${plan.flopsPerToken.toExponential(3)})`,
   ];
   const wireBytes = Object.fromEntries(groups.map((g) => [g.name, g.bytes]));

@@ -9,6 +9,12 @@ export interface LinkSpec {
   latencyS: number;
   /** β: bytes per second a rank receives in a large collective. */
   bytesPerS: number;
+  /**
+   * The link's copies are CPU work on the cores that compute (threads / shared-memory transports on a CPU node):
+   * β is then the node's aggregate copy rate, shared by the ranks like the device's rates, and the collectives'
+   * time adds to compute instead of overlapping it.
+   */
+  onComputeCores: boolean;
 }
 
 export interface SystemSpec {
@@ -136,8 +142,8 @@ const KNOWN: Record<string, readonly string[]> = {
     'matmul_classes',
   ],
   'device.matmul_classes': ['mflop', 'tflops_fp32', 'tflops_bf16'],
-  'links.intra': ['latency_us', 'gbps'],
-  'links.inter': ['latency_us', 'gbps'],
+  'links.intra': ['latency_us', 'gbps', 'copies_on_compute_cores'],
+  'links.inter': ['latency_us', 'gbps', 'copies_on_compute_cores'],
   links: ['intra', 'inter'],
   stack: ['kind', 'compute_dtype', 'allocator_factor', 'rmax', 'unsharded_in_flight'],
 };
@@ -150,12 +156,20 @@ function checkKeys(o: Obj, path: string, where: string): void {
   }
 }
 
+function flag(o: Obj, key: string, where: string): boolean {
+  const v = o[key];
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new SystemError(`${where}: ${key} must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function link(o: Obj, key: 'intra' | 'inter', where: string): LinkSpec {
   const t = table(o, key, `${where} [links]`);
   checkKeys(t, `links.${key}`, where);
   return {
     latencyS: num(t, 'latency_us', `${where} [links.${key}]`, { min: 0 }) * 1e-6,
     bytesPerS: num(t, 'gbps', `${where} [links.${key}]`, { positive: true }) * 1e9,
+    onComputeCores: flag(t, 'copies_on_compute_cores', `${where} [links.${key}]`),
   };
 }
 

@@ -2,6 +2,7 @@
 // shows within each table, the one fitted factor matching the system file, the memory model's categories moving
 // the way the stack's code says, and docs/projection.md being what its generator writes.
 import { readFileSync } from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
 import { loadJobConfig } from '../../src/train/job-config.ts';
 import { planInputOf } from '../../src/train/plan-job.ts';
@@ -109,5 +110,37 @@ describe('the memory model', () => {
     expect(() => parseSystem({ name: 'x', device: { memory_gib: -1 }, links: {}, stack: {} }, 'x.toml')).toThrow(
       SystemError,
     );
+  });
+});
+
+describe('the time model on a CPU node', () => {
+  const local = loadSystem('local');
+  const job = planInputOf(
+    loadJobConfig('configs/deepseek_v3_1b_noep.toml', [
+      '--model.args.dim',
+      '256',
+      '--model.args.n_layers',
+      '2',
+      '--parallelism.data_parallel_shard_degree',
+      '4',
+    ]),
+    4,
+  );
+  const off = { ...local, links: { ...local.links, intra: { ...local.links.intra, onComputeCores: false } } };
+
+  it('collectives copying on the compute cores are compute: shared by the ranks, none overlapped', () => {
+    expect(local.links.intra.onComputeCores).toBe(true);
+    const on = project(job, { system: local }).time.seconds;
+    const apart = project(job, { system: off }).time.seconds;
+    expect(on.commExposed).toBe(0);
+    // The FSDP reductions join the all_gathers, and every byte goes at a quarter of the node's copy rate.
+    expect(on.commCritical).toBeGreaterThan(4 * apart.commCritical - 1e-9);
+    expect(on.total).toBeCloseTo(on.matmul + on.attention + on.memoryBound + on.opOverhead + on.commCritical, 12);
+  });
+
+  it('copies_on_compute_cores must be a boolean', () => {
+    const raw = parseToml(readFileSync('configs/systems/local.toml', 'utf8'));
+    (raw.links as Record<string, Record<string, unknown>>).intra!.copies_on_compute_cores = 'yes';
+    expect(() => parseSystem(raw, 'x.toml')).toThrow(/\[links.intra\]: copies_on_compute_cores must be true or false/);
   });
 });
