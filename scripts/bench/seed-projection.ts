@@ -28,6 +28,8 @@ export interface GemmClassRates {
   /** FLOPs per call and GFLOP/s of one BLAS thread, per class (GEMM_CLASSES order). */
   flop: number[];
   gflops1t: number[];
+  /** GFLOP/s of the whole node with one thread per rank timed together, fresh outputs (gemm-concurrent.ts). */
+  gflopsNode?: number[];
 }
 
 /**
@@ -78,15 +80,16 @@ export function measureGemmClasses(k: Kernels, budgetMs = 150): GemmClassRates {
 }
 
 /**
- * The local system with the node's matmul rates from one-thread class rates: `ranks` ranks each run one BLAS thread
- * on the node's cores, so the node delivers min(cores, ranks) one-thread rates, which projection shares among the
- * ranks (ranks_per_device = 0). Attention and element-wise kernels keep local.toml's bench:kernels rates (the
+ * The local system with the node's matmul rates: measured with one thread per rank running together when `r` has
+ * them (gflopsNode), else from one-thread class rates — `ranks` ranks each run one BLAS thread on the node's cores, so
+ * the node delivers min(cores, ranks) one-thread rates. The projection shares them among the ranks
+ * (ranks_per_device = 0). Attention and element-wise kernels keep local.toml's bench:kernels rates (the
  * attention kernel runs at about half the sgemm rate there, so the GEMM classes do not stand in for it).
  */
 export function localSystemWith(r: GemmClassRates, ranks: number, cores = availableParallelism()): SystemSpec {
   const base = loadSystem('local');
   const lanes = Math.min(cores, ranks);
-  const node = r.gflops1t.map((g) => g * 1e9 * lanes);
+  const node = r.gflopsNode ? r.gflopsNode.map((g) => g * 1e9) : r.gflops1t.map((g) => g * 1e9 * lanes);
   const large = node[node.length - 1]!;
   const small = node.slice(0, -1);
   const rate = { bfloat16: large, float32: large };

@@ -27,6 +27,7 @@
 // the first, max over ranks (step 1's peak includes building the full model before FSDP shards it). Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
 import { mkdirSync, rmSync } from 'node:fs';
+import { measureGemmClassesConcurrent } from './gemm-concurrent.ts';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runTraining } from '../../src/train/trainer.ts';
@@ -196,7 +197,8 @@ export async function run(argv: string[]): Promise<void> {
   }[] = [];
   for (const row of rows().filter((r) => r.name.startsWith(o.only))) {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
-    if (row.project) classRates.push(measureGemmClasses(k));
+    if (row.project)
+      classRates.push({ ...measureGemmClasses(k), gflopsNode: await measureGemmClassesConcurrent(row.ranks) });
     const overrides = [
       ...SEED_AC,
       ...row.overrides,
@@ -273,11 +275,16 @@ export async function run(argv: string[]): Promise<void> {
     ? {
         flop: classRates[0]!.flop,
         gflops1t: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflops1t[i]!))),
+        gflopsNode: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflopsNode![i]!))),
       }
     : null;
   if (rates)
     notes.push(
       `GEMM classes, 1 thread (median of ${classRates.length}): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflops1t[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
+    );
+  if (rates?.gflopsNode)
+    notes.push(
+      `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode![i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
     );
   const projTable: string[] = [...PROJ_HEAD];
   for (const { row, sum, overrides, predicted, twin, share, twinShare } of measured) {

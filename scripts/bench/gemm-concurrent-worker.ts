@@ -1,0 +1,51 @@
+// One thread of measureGemmClassesConcurrent (gemm-concurrent.ts): a rank's BLAS thread running the GEMM classes
+// beside the others, each call writing fresh output buffers as the training's allocations do.
+import { readFileSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { getKernels } from '../../src/tensor/kernels.ts';
+
+interface Args {
+  classes: [number, number, number][];
+  ms: number;
+  ready: Int32Array;
+  threads: number;
+}
+
+const { classes, ms, ready, threads } = workerData as Args;
+const k = getKernels();
+k.setNumThreads(1);
+const fill = (n: number, p: number) => new Float32Array(n).map((_, i) => ((i * p) % 1000) / 1000 - 0.5);
+const calls = classes.map(([m, kk, n]) => {
+  const x = fill(m * kk, 7919);
+  const w = fill(n * kk, 104729);
+  const y = fill(m * n, 3571);
+  return () => {
+    k.sgemm(false, true, m, n, kk, 1, x, kk, w, kk, 0, new Float32Array(m * n), n);
+    k.sgemm(false, false, m, kk, n, 1, y, n, w, kk, 0, new Float32Array(m * kk), kk);
+    k.sgemm(true, false, n, kk, m, 1, y, n, x, kk, 0, new Float32Array(n * kk), kk);
+    return 3 * 2 * m * kk * n;
+  };
+});
+for (const c of calls) c();
+// Every thread starts timing together (the 30 s bound only guards a peer that died while starting).
+Atomics.add(ready, 0, 1);
+const deadline = Date.now() + 30_000;
+while (Atomics.load(ready, 0) < threads) {
+  if (Date.now() > deadline) throw new Error(`gemm-concurrent: waited 30 s for ${threads} threads to start`);
+  Atomics.wait(ready, 1, 0, 5);
+}
+// This thread's CPU seconds (Linux; utime + stime in 1/100 s): a node shared with other processes gives the threads
+// less than its cores, so the rate per CPU-second of the threads, not per wall second, is the node's own.
+const cpuSeconds = () => {
+  const f = readFileSync('/proc/thread-self/stat', 'utf8');
+  const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(x[11]) + Number(x[12])) / 100;
+};
+const out = calls.map((c) => {
+  let flop = 0;
+  const c0 = cpuSeconds();
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) flop += c();
+  return { flop, cpu: cpuSeconds() - c0 };
+});
+parentPort!.postMessage(out);
