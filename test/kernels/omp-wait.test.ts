@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { OMP_SPIN_COUNT, chooseOmpWait } from '../../src/tensor/omp-wait.ts';
 
-const base = { env: {}, onednnBuilt: true, cores: 2, loadAverage: 0.1 };
+const base = { env: {}, onednnBuilt: true, cores: 2, busyCores: 0.1 };
 
 describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', () => {
   it('spins a bounded count when every matmul is on oneDNN and the job fits the cores', () => {
@@ -23,12 +23,12 @@ describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', 
   });
 
   it('stays passive on a node already loaded by other processes, or when its load is unknown', () => {
-    const c = chooseOmpWait({ ...base, computeThreads: 2, loadAverage: 6 });
+    const c = chooseOmpWait({ ...base, computeThreads: 2, busyCores: 6 });
     expect(c.mode).toBe('passive');
-    expect(c.line).toContain('load 6.0');
-    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.4 }).mode).toBe('spin');
-    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.6 }).mode).toBe('passive');
-    expect(chooseOmpWait({ ...base, computeThreads: 2, loadAverage: undefined }).mode).toBe('passive');
+    expect(c.line).toContain('already busy (6.0 cores busy)');
+    expect(chooseOmpWait({ ...base, computeThreads: 1, busyCores: 1.4 }).mode).toBe('spin');
+    expect(chooseOmpWait({ ...base, computeThreads: 1, busyCores: 1.6 }).mode).toBe('passive');
+    expect(chooseOmpWait({ ...base, computeThreads: 2, busyCores: undefined }).mode).toBe('passive');
   });
 
   it('stays passive when OpenBLAS computes matmuls or the layout is unknown', () => {
