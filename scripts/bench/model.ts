@@ -235,7 +235,7 @@ export async function run(argv: string[]): Promise<void> {
       onednnBuilt: addonLinksOnednn(),
       computeThreads: o.threads,
       cores: availableParallelism(),
-      ...nodeBusy(),
+      busy: () => nodeBusy(),
     });
   };
   const paths = [

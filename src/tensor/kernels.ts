@@ -91,7 +91,7 @@ function decideOpenMpWait(addonPath: string): OmpWaitChoice {
     onednnBuilt,
     computeThreads: ompLayout?.computeThreads,
     cores: availableParallelism(),
-    ...nodeBusy(),
+    busy: () => nodeBusy(),
   });
   return ompChoice;
 }

@@ -31,10 +31,11 @@ export interface OmpWaitInputs {
   computeThreads?: number | undefined;
   /** Cores of the node (os.availableParallelism()). */
   cores: number;
-  /** Cores busy with other work just before the job starts (nodeBusy()); undefined = unknown: passive. */
-  busyCores?: number;
-  /** How busyCores was measured, for the line. */
-  busySource?: string;
+  /**
+   * Cores busy with other work just before the job starts, and how that was measured (nodeBusy(), which blocks
+   * for its window: called only when everything else allows a spin); undefined or NaN = unknown: passive.
+   */
+  busy?: () => { busyCores: number; busySource: string };
 }
 
 export interface OmpWaitChoice {
@@ -64,8 +65,9 @@ export function chooseOmpWait(i: OmpWaitInputs): OmpWaitChoice {
   const t = i.computeThreads;
   if (t === undefined || !Number.isFinite(t) || t < 1) return passive('the compute threads on this node are unknown');
   if (t > i.cores) return passive(`${t} compute threads on ${i.cores} cores (oversubscribed)`);
-  const busy = i.busyCores;
-  const how = i.busySource ?? `${busy?.toFixed(1)} cores busy`;
+  const measured = i.busy?.();
+  const busy = measured?.busyCores;
+  const how = measured?.busySource ?? 'unknown';
   if (busy === undefined || !Number.isFinite(busy)) return passive('the node load is unknown');
   // Half a core of slack: a quiet node is rarely measured at exactly 0.
   if (busy > i.cores - t + 0.5)
