@@ -14,8 +14,8 @@
 //                                          Each is projected with `--system local` (src/protocols/projection.ts) beside
 //                                          the measurement: <row>_proj_{memory,bytes,tps}_ratio = projected / measured,
 //                                          with the local system's matmul rates replaced by the GEMM shape-class rates
-//                                          this run measured (one BLAS thread each; the machine's rate moves with its
-//                                          load). Every row runs the configs' former op-SAC (SEED_AC). The projection
+//                                          this run measured with one thread per rank running together on the cores
+//                                          (gemm-concurrent.ts, per CPU-second the threads got). Every row runs the configs' former op-SAC (SEED_AC). The projection
 //                                          is for the node alone; <row>_cores_used (process CPU / wall over the steps,
 //                                          cpu-share.ts) says how much of it the row got, <row>_proj_tps_ratio_alone
 //                                          compares against the TPS scaled to the node alone (× lanes / cores used).
@@ -359,7 +359,7 @@ export async function run(argv: string[]): Promise<void> {
   console.log(table.join('\n'));
   if (projTable.length > PROJ_HEAD.length)
     console.log(
-      `\nProjected with --system local (matmul rates: this run's GEMM shape classes, one BLAS thread per rank on ${availableParallelism()} cores; ratio = projected / measured):\n\n${projTable.join('\n')}`,
+      `\nProjected with --system local (matmul rates: this run's GEMM shape classes, one thread per rank together on ${availableParallelism()} cores; ratio = projected / measured):\n\n${projTable.join('\n')}`,
     );
   writeReport({
     bench: 'seed',
