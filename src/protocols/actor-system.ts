@@ -24,7 +24,12 @@ export interface MessageSpec {
    * of the receiver (xstate waitFor).
    */
   answer: string;
+  /** Who answers when it is not the receiver (a child of it answers the asker directly). */
+  answerFrom?: string;
 }
+
+/** The prefix of an answer sent to a promise stage's one-shot reply inbox (not to a machine). */
+export const STAGE_REPLY = "to the stage's replyTo:";
 
 export interface CollectiveSpec {
   actor: string;
@@ -67,13 +72,14 @@ export const MESSAGES: readonly MessageSpec[] = [
     from: 'trainStep',
     to: 'expert',
     events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
-    answer: 'waitFor moe:<layer>/<mb> forwardDone / done',
+    answer: `${STAGE_REPLY} FORWARD_DONE / BACKWARD_DONE / MOE_FAILED`,
+    answerFrom: 'moe:<layer>/<mb>',
   },
   {
     from: 'expert',
     to: 'moe:<layer>/<mb>',
     events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
-    answer: '(spawns it; the waiter watches it)',
+    answer: '(spawns it; it answers the asker itself)',
   },
   {
     from: 'moe:<layer>/<mb>',
@@ -136,7 +142,7 @@ export function actorSystemMermaid(): string {
   for (const m of MESSAGES) {
     lines.push(`  ${nodeId(m.from)} -- "${m.events.join(' / ')}" --> ${nodeId(m.to)}`);
     if (!m.answer.startsWith('waitFor') && !m.answer.startsWith('('))
-      lines.push(`  ${nodeId(m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
+      lines.push(`  ${nodeId(m.answerFrom ?? m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
   }
   return lines.join('\n') + '\n';
 }

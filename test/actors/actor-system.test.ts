@@ -10,10 +10,10 @@ import type { AnyStateMachine } from 'xstate';
 import { createInprocWorld, runRanks } from '../../src/comm/inproc/launch.ts';
 import { RankHost, type RankJob } from '../../src/actors/rank-host.ts';
 import { shardBatch } from '../../src/actors/programs/distributed-run.ts';
-import { ACTORS, COLLECTIVES, MESSAGES, actorSystemMermaid } from '../../src/protocols/actor-system.ts';
+import { ACTORS, COLLECTIVES, MESSAGES, STAGE_REPLY, actorSystemMermaid } from '../../src/protocols/actor-system.ts';
 import { expertMachine } from '../../src/protocols/expert.machine.ts';
 import { fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
-import { moeLayerMachine } from '../../src/protocols/moe-layer.machine.ts';
+import { MOE_ANSWERS, moeLayerMachine } from '../../src/protocols/moe-layer.machine.ts';
 import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { STRATEGIES } from '../../src/protocols/strategies.ts';
@@ -64,6 +64,19 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
         .map((e) => e.trim());
       for (const e of answers) expect(accepted.has(e), `${msg.to} → ${msg.from}: ${e}`).toBe(true);
     }
+  });
+
+  it('the answers to a stage’s reply inbox are the ones the answering machine sends', () => {
+    const replies = MESSAGES.filter((m) => m.answer.startsWith(STAGE_REPLY));
+    expect(replies.map((m) => `${m.from} → ${m.to}`)).toEqual(['trainStep → expert']);
+    // The answering actor is the moe-layer child (it answers the asker itself); what it sends is MOE_ANSWERS,
+    // which test/protocols/machines.test.ts sees arrive at the asker.
+    expect(replies[0]!.answerFrom).toBe('moe:<layer>/<mb>');
+    const answers = replies[0]!.answer
+      .slice(STAGE_REPLY.length)
+      .split('/')
+      .map((e) => e.trim());
+    expect(answers).toEqual([...MOE_ANSWERS]);
   });
 
   it('a real step spawns the listed actors and issues exactly the listed collectives, each from its state', async () => {

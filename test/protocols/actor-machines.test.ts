@@ -2,7 +2,7 @@
 // model-based coverage (every state and transition reached) and direct runs with stage fakes checking the
 // requests each answers and the order of its stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, createMachine, fromPromise, spawnChild, waitFor } from 'xstate';
+import { createActor, createMachine, fromCallback, fromPromise, spawnChild, waitFor } from 'xstate';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
@@ -233,17 +233,31 @@ describe('expert machine', () => {
     );
     root.start();
     const a = root.getSnapshot().children.expert as any;
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward' });
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward' });
+    // The asker's reply address (the block stage's inbox in the runtime): every answer lands here.
+    const answers: any[] = [];
+    const replyTo = createActor(fromCallback(({ receive }) => receive((e) => void answers.push(e)))).start();
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward', replyTo });
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward', replyTo });
     const c0 = a.getSnapshot().children[moeLayerId(1, 0)] as any;
     const c1 = a.getSnapshot().children[moeLayerId(1, 1)] as any;
     await waitFor(c0, (s: any) => s.matches('forwardDone'));
     await waitFor(c1, (s: any) => s.matches('forwardDone'));
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'recompute' });
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'recompute', replyTo });
     expect(a.getSnapshot().children[moeLayerId(1, 0)]).toBe(c0);
     await waitFor(c0, (s: any) => s.matches('forwardDone'));
-    a.send({ type: 'BACKWARD', layer: 1, microbatch: 0 });
+    a.send({ type: 'BACKWARD', layer: 1, microbatch: 0, replyTo });
     await waitFor(c0, (s: any) => s.status === 'done');
+    // A backward with no forward before it has no machine to run it: the asker gets a failure, not silence.
+    a.send({ type: 'BACKWARD', layer: 2, microbatch: 0, replyTo });
+    await Promise.resolve();
+    const at = (type: string, microbatch: number) => ({ type, layer: 1, microbatch });
+    expect(answers).toEqual([
+      at('FORWARD_DONE', 0),
+      at('FORWARD_DONE', 1),
+      at('FORWARD_DONE', 0),
+      at('BACKWARD_DONE', 0),
+      { type: 'MOE_FAILED', layer: 2, microbatch: 0, error: expect.stringMatching(/backward without a forward/) },
+    ]);
     expect(Object.keys(a.getSnapshot().children)).toEqual([moeLayerId(1, 1)]);
     const mb0 = log.filter((l) => l.startsWith('1/0 '));
     expect(mb0).toEqual([
