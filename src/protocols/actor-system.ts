@@ -20,8 +20,8 @@ export interface MessageSpec {
   to: string;
   events: readonly string[];
   /**
-   * What the sender waits for: an answer sent to the `replyTo` actor of the request, an emitted answer, or a state
-   * of the receiver (xstate waitFor).
+   * What the sender gets back: an answer sent to the `replyTo` of the request (a machine, or a promise stage's
+   * one-shot reply inbox), or nothing.
    */
   answer: string;
   /** Who answers when it is not the receiver (a child of it answers the asker directly). */
@@ -66,7 +66,7 @@ export const MESSAGES: readonly MessageSpec[] = [
     from: 'trainStep',
     to: 'fsdp:<unit>',
     events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'],
-    answer: 'waitFor unsharded / grads / resharded',
+    answer: `${STAGE_REPLY} UNSHARDED / REDUCED / FSDP_FAILED`,
   },
   {
     from: 'trainStep',
@@ -141,7 +141,7 @@ export function actorSystemMermaid(): string {
   }
   for (const m of MESSAGES) {
     lines.push(`  ${nodeId(m.from)} -- "${m.events.join(' / ')}" --> ${nodeId(m.to)}`);
-    if (!m.answer.startsWith('waitFor') && !m.answer.startsWith('('))
+    if (!m.answer.startsWith('('))
       lines.push(`  ${nodeId(m.answerFrom ?? m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
   }
   return lines.join('\n') + '\n';

@@ -12,7 +12,7 @@ import { RankHost, type RankJob } from '../../src/actors/rank-host.ts';
 import { shardBatch } from '../../src/actors/programs/distributed-run.ts';
 import { ACTORS, COLLECTIVES, MESSAGES, STAGE_REPLY, actorSystemMermaid } from '../../src/protocols/actor-system.ts';
 import { expertMachine } from '../../src/protocols/expert.machine.ts';
-import { fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
+import { FSDP_ANSWERS, fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
 import { MOE_ANSWERS, moeLayerMachine } from '../../src/protocols/moe-layer.machine.ts';
 import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
@@ -68,15 +68,20 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
 
   it('the answers to a stage’s reply inbox are the ones the answering machine sends', () => {
     const replies = MESSAGES.filter((m) => m.answer.startsWith(STAGE_REPLY));
-    expect(replies.map((m) => `${m.from} → ${m.to}`)).toEqual(['trainStep → expert']);
-    // The answering actor is the moe-layer child (it answers the asker itself); what it sends is MOE_ANSWERS,
-    // which test/protocols/machines.test.ts sees arrive at the asker.
-    expect(replies[0]!.answerFrom).toBe('moe:<layer>/<mb>');
-    const answers = replies[0]!.answer
-      .slice(STAGE_REPLY.length)
-      .split('/')
-      .map((e) => e.trim());
-    expect(answers).toEqual([...MOE_ANSWERS]);
+    // What each answering machine sends (the machine tests see these arrive at the asker): the moe-layer child
+    // answers the expert's askers itself.
+    const sent: Record<string, readonly string[]> = { 'moe:<layer>/<mb>': MOE_ANSWERS, 'fsdp:<unit>': FSDP_ANSWERS };
+    expect(replies.map((m) => `${m.from} → ${m.answerFrom ?? m.to}`)).toEqual([
+      'trainStep → fsdp:<unit>',
+      'trainStep → moe:<layer>/<mb>',
+    ]);
+    for (const m of replies) {
+      const answers = m.answer
+        .slice(STAGE_REPLY.length)
+        .split('/')
+        .map((e) => e.trim());
+      expect(answers).toEqual([...sent[m.answerFrom ?? m.to]!]);
+    }
   });
 
   it('a real step spawns the listed actors and issues exactly the listed collectives, each from its state', async () => {

@@ -295,13 +295,77 @@ describe('fsdp-unit machine: UNSHARD while resharding', () => {
     await waitFor(a, (s) => s.matches('unsharded'));
     a.send({ type: 'FORWARD_DONE' });
     expect(a.getSnapshot().value).toBe('resharding');
-    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 });
-    expect(a.getSnapshot().context.queued).toEqual({ purpose: 'backward', microbatch: 0, step: 1 });
+    const asker = inbox();
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: asker.ref });
+    expect(a.getSnapshot().context.queued).toEqual({ purpose: 'backward', microbatch: 0, step: 1, replyTo: asker.ref });
     finishReshard();
     const s = await waitFor(a, (x) => x.matches('grads'));
     expect(s.context.queued).toBe(null);
     expect(s.context.purpose).toBe('backward');
     expect(log).toEqual(['unshard', 'reshard', 'unshard']);
+    expect(asker.got).toEqual([{ type: 'UNSHARDED', unit: 'output', purpose: 'backward', microbatch: 0 }]);
     a.stop();
   });
+
+  const unit = (reduceScatter: () => Promise<void>) =>
+    createActor(
+      fsdpUnitMachine.provide({
+        actors: {
+          unshard: fromPromise<void, FsdpStageInput>(async () => {}),
+          reshard: fromPromise<void, FsdpStageInput>(async () => {}),
+          reduceScatter: fromPromise<void, FsdpStageInput>(reduceScatter),
+          divide: fromPromise<void, FsdpStageInput>(async () => {}),
+          allReduceReplicas: fromPromise<void, FsdpStageInput>(async () => {}),
+        },
+      }),
+      { input: { unit: 'layers.0', reshardAfterForward: true, hsdp: false, gradReduce: 'sum' } },
+    );
+
+  it('holding or reducing grads, it queues the next microbatch’s UNSHARD and answers it after REDUCED', async () => {
+    let finishReduce: () => void = () => {};
+    const a = unit(() => new Promise<void>((r) => (finishReduce = r)));
+    a.start();
+    const [b0, again, reduce, f1] = [inbox(), inbox(), inbox(), inbox()];
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: b0.ref });
+    await waitFor(a, (x) => x.matches('grads'));
+    // The backward after a recompute asks again: answered at once, nothing gathered or queued.
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: again.ref });
+    expect(again.got).toEqual([{ type: 'UNSHARDED', unit: 'layers.0', purpose: 'backward', microbatch: 0 }]);
+    expect(a.getSnapshot().context.queued).toBe(null);
+    // Next microbatch's forward asks while the unit still holds grads (its reduction's turn has not come) …
+    a.send({ type: 'UNSHARD', purpose: 'forward', microbatch: 1, step: 1, replyTo: f1.ref });
+    a.send({ type: 'GRADS_READY', replyTo: reduce.ref });
+    expect(a.getSnapshot().matches({ reducing: 'reduceScatter' })).toBe(true);
+    expect([f1.got, reduce.got]).toEqual([[], []]);
+    finishReduce();
+    const s = await waitFor(a, (x) => x.matches('unsharded'));
+    expect(s.context.microbatch).toBe(1);
+    // … and is answered once the reduction and its reshard are done.
+    expect(reduce.got).toEqual([{ type: 'REDUCED', unit: 'layers.0' }]);
+    expect(f1.got).toEqual([{ type: 'UNSHARDED', unit: 'layers.0', purpose: 'forward', microbatch: 1 }]);
+    a.stop();
+  });
+
+  it('a failed reduction answers FSDP_FAILED to the reduction’s asker and to the queued UNSHARD’s', async () => {
+    const a = unit(async () => {
+      throw new Error('reduce_scatter: peer 3 died');
+    });
+    a.start();
+    const [reduce, f1] = [inbox(), inbox()];
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 });
+    await waitFor(a, (x) => x.matches('grads'));
+    a.send({ type: 'GRADS_READY', replyTo: reduce.ref });
+    // Asked while reducing: queued too, then answered with the failure.
+    a.send({ type: 'UNSHARD', purpose: 'forward', microbatch: 1, step: 1, replyTo: f1.ref });
+    await waitFor(a, (x) => x.status === 'done');
+    const failed = { type: 'FSDP_FAILED', unit: 'layers.0', error: expect.stringMatching(/peer 3 died/) };
+    expect([reduce.got, f1.got]).toEqual([[failed], [failed]]);
+  });
 });
+
+/** An asker's reply address: records every answer it receives. */
+function inbox() {
+  const got: any[] = [];
+  const ref = createActor(fromCallback(({ receive }) => receive((e) => void got.push(e)))).start();
+  return { ref, got };
+}
