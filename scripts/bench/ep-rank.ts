@@ -144,7 +144,7 @@ async function layerMain(ctx: RankContext<LayerArgs>): Promise<LayerResult> {
   return r;
 }
 
-/** A deterministic global batch of B sequences (next-token labels), as bench:model draws them. */
+/** A deterministic global batch of B sequences (next-token labels); bench:model draws its batches with it too. */
 export function syntheticBatch(
   V: number,
   B: number,

@@ -3,6 +3,7 @@
 // on that path would load them, so no path's threads share a process with (or starve) another's. It trains the
 // debugmodel one step per "step" message and samples the matmul peak of its own compute right after each step.
 import { countParams } from '../../src/models/counts.ts';
+import { syntheticBatch } from './ep-rank.ts';
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { parseAcMode } from '../../src/models/model/ac.ts';
 import { Model, type Microbatch } from '../../src/models/model/model.ts';
@@ -44,21 +45,9 @@ export type FromChild =
     }
   | { type: 'error'; message: string };
 
-/** Deterministic pseudo-random batches (a fresh one per step, cycling over `n`), next-token labels. */
+/** Deterministic batches (a fresh one per step, cycling over `n`), next-token labels: bench:ep's generator. */
 function batches(n: number, B: number, S: number, V: number): Microbatch[] {
-  let s = 12345;
-  const out: Microbatch[] = [];
-  for (let b = 0; b < n; b++) {
-    const tokens = new Int32Array(B * S);
-    for (let i = 0; i < tokens.length; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      tokens[i] = s % V;
-    }
-    const labels = new Int32Array(B * S);
-    for (let r = 0; r < B; r++) for (let j = 0; j < S; j++) labels[r * S + j] = tokens[r * S + ((j + 1) % S)]!;
-    out.push({ tokens, labels, B, S });
-  }
-  return out;
+  return Array.from({ length: n }, (_, b) => ({ ...syntheticBatch(V, B, S, 12345 + b), B, S }));
 }
 
 function main(spec: ChildSpec): void {

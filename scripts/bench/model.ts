@@ -35,7 +35,8 @@
 // every path's environment.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { nodeBusy } from '../../src/tensor/node-busy.ts';
 import { join } from 'node:path';
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { countParams, flopsPerToken } from '../../src/models/counts.ts';
@@ -234,7 +235,7 @@ export async function run(argv: string[]): Promise<void> {
       onednnBuilt: addonLinksOnednn(),
       computeThreads: o.threads,
       cores: availableParallelism(),
-      loadAverage: loadavg()[0],
+      busy: () => nodeBusy(),
     });
   };
   const paths = [

@@ -13,7 +13,8 @@
 // ranks in worker threads must load the kernels in the main thread first.
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { nodeBusy } from './node-busy.ts';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 import type { Kernels } from './kernels-api.ts';
@@ -90,7 +91,7 @@ function decideOpenMpWait(addonPath: string): OmpWaitChoice {
     onednnBuilt,
     computeThreads: ompLayout?.computeThreads,
     cores: availableParallelism(),
-    loadAverage: loadavg()[0],
+    busy: () => nodeBusy(),
   });
   return ompChoice;
 }

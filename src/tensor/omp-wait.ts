@@ -6,7 +6,8 @@
 // kernels, and a bf16 step opens ~1,000 parallel regions, each waking a sleeping worker: a bounded spin saves
 // that wake-up. So spin only where passive's reason does not apply: no OpenBLAS threads in the process (every
 // matmul on oneDNN), no more compute threads of the job on the node than cores, and a node that is otherwise idle
-// when the job starts (1-minute load average). The last is not optional: on the 2-core dev VM at load ~6 from other
+// when the job starts (/proc/stat over 200 ms, src/tensor/node-busy.ts: the 1-minute load average lagged a minute
+// behind and kept a quiet node passive). The last is not optional: on the 2-core dev VM at load ~6 from other
 // processes a bf16 step took 372 ms passive, 536 ms with GOMP_SPINCOUNT=3000, 1,859 ms with 30,000 and 1,886 ms
 // active (a spinning thread burns the timeslice its descheduled partner needs to reach the barrier).
 // Anything unknown stays passive. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins.
@@ -30,8 +31,11 @@ export interface OmpWaitInputs {
   computeThreads?: number | undefined;
   /** Cores of the node (os.availableParallelism()). */
   cores: number;
-  /** The node's 1-minute load average before the job starts (os.loadavg()[0]); undefined = unknown: passive. */
-  loadAverage?: number;
+  /**
+   * Cores busy with other work just before the job starts, and how that was measured (nodeBusy(), which blocks
+   * for its window: called only when everything else allows a spin); undefined or NaN = unknown: passive.
+   */
+  busy?: () => { busyCores: number; busySource: string };
 }
 
 export interface OmpWaitChoice {
@@ -61,14 +65,16 @@ export function chooseOmpWait(i: OmpWaitInputs): OmpWaitChoice {
   const t = i.computeThreads;
   if (t === undefined || !Number.isFinite(t) || t < 1) return passive('the compute threads on this node are unknown');
   if (t > i.cores) return passive(`${t} compute threads on ${i.cores} cores (oversubscribed)`);
-  const load = i.loadAverage;
-  if (load === undefined || !Number.isFinite(load)) return passive('the node load is unknown');
-  // Half a core of slack: a quiet node's load average rarely reads exactly 0.
-  if (load > i.cores - t + 0.5)
-    return passive(`${t} compute threads on ${i.cores} cores with the node already at load ${load.toFixed(1)}`);
+  const measured = i.busy?.();
+  const busy = measured?.busyCores;
+  const how = measured?.busySource ?? 'unknown';
+  if (busy === undefined || !Number.isFinite(busy)) return passive('the node load is unknown');
+  // Half a core of slack: a quiet node is rarely measured at exactly 0.
+  if (busy > i.cores - t + 0.5)
+    return passive(`${t} compute threads on ${i.cores} cores with the node already busy (${how})`);
   return {
     set: { GOMP_SPINCOUNT: String(OMP_SPIN_COUNT) },
     mode: 'spin',
-    line: `OpenMP wait: spin ${OMP_SPIN_COUNT} then sleep (GOMP_SPINCOUNT): every matmul on oneDNN, ${t} compute thread${t === 1 ? '' : 's'} on ${i.cores} cores, load ${load.toFixed(1)}`,
+    line: `OpenMP wait: spin ${OMP_SPIN_COUNT} then sleep (GOMP_SPINCOUNT): every matmul on oneDNN, ${t} compute thread${t === 1 ? '' : 's'} on ${i.cores} cores, ${how}`,
   };
 }

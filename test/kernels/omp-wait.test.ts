@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { OMP_SPIN_COUNT, chooseOmpWait } from '../../src/tensor/omp-wait.ts';
 
-const base = { env: {}, onednnBuilt: true, cores: 2, loadAverage: 0.1 };
+const base = {
+  env: {},
+  onednnBuilt: true,
+  cores: 2,
+  busy: () => ({ busyCores: 0.1, busySource: '0.1 cores busy' }),
+};
 
 describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', () => {
   it('spins a bounded count when every matmul is on oneDNN and the job fits the cores', () => {
@@ -23,12 +28,39 @@ describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', 
   });
 
   it('stays passive on a node already loaded by other processes, or when its load is unknown', () => {
-    const c = chooseOmpWait({ ...base, computeThreads: 2, loadAverage: 6 });
+    const c = chooseOmpWait({
+      ...base,
+      computeThreads: 2,
+      busy: () => ({ busyCores: 6, busySource: '6.0 cores busy' }),
+    });
     expect(c.mode).toBe('passive');
-    expect(c.line).toContain('load 6.0');
-    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.4 }).mode).toBe('spin');
-    expect(chooseOmpWait({ ...base, computeThreads: 1, loadAverage: 1.6 }).mode).toBe('passive');
-    expect(chooseOmpWait({ ...base, computeThreads: 2, loadAverage: undefined }).mode).toBe('passive');
+    expect(c.line).toContain('already busy (6.0 cores busy)');
+    expect(
+      chooseOmpWait({ ...base, computeThreads: 1, busy: () => ({ busyCores: 1.4, busySource: '1.4 cores busy' }) })
+        .mode,
+    ).toBe('spin');
+    expect(
+      chooseOmpWait({ ...base, computeThreads: 1, busy: () => ({ busyCores: 1.6, busySource: '1.6 cores busy' }) })
+        .mode,
+    ).toBe('passive');
+    expect(chooseOmpWait({ ...base, computeThreads: 2, busy: undefined }).mode).toBe('passive');
+    expect(
+      chooseOmpWait({ ...base, computeThreads: 2, busy: () => ({ busyCores: Number.NaN, busySource: '?' }) }).mode,
+    ).toBe('passive');
+  });
+
+  it('measures the node only when everything else allows a spin (the window blocks start-up)', () => {
+    let calls = 0;
+    const busy = () => {
+      calls++;
+      return { busyCores: 0, busySource: '0.0 cores busy' };
+    };
+    chooseOmpWait({ ...base, busy, computeThreads: 4 });
+    chooseOmpWait({ ...base, busy, env: { OMP_WAIT_POLICY: 'passive' }, computeThreads: 1 });
+    chooseOmpWait({ ...base, busy, onednnBuilt: false, computeThreads: 1 });
+    expect(calls).toBe(0);
+    expect(chooseOmpWait({ ...base, busy, computeThreads: 2 }).mode).toBe('spin');
+    expect(calls).toBe(1);
   });
 
   it('stays passive when OpenBLAS computes matmuls or the layout is unknown', () => {
