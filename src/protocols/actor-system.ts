@@ -20,11 +20,16 @@ export interface MessageSpec {
   to: string;
   events: readonly string[];
   /**
-   * What the sender waits for: an answer sent to the `replyTo` actor of the request, an emitted answer, or a state
-   * of the receiver (xstate waitFor).
+   * What the sender gets back: an answer sent to the `replyTo` of the request (a machine, or a promise stage's
+   * one-shot reply inbox), or nothing.
    */
   answer: string;
+  /** Who answers when it is not the receiver (a child of it answers the asker directly). */
+  answerFrom?: string;
 }
+
+/** The prefix of an answer sent to a promise stage's one-shot reply inbox (not to a machine). */
+export const STAGE_REPLY = "to the stage's replyTo:";
 
 export interface CollectiveSpec {
   actor: string;
@@ -61,19 +66,20 @@ export const MESSAGES: readonly MessageSpec[] = [
     from: 'trainStep',
     to: 'fsdp:<unit>',
     events: ['UNSHARD', 'FORWARD_DONE', 'GRADS_READY'],
-    answer: 'waitFor unsharded / grads / resharded',
+    answer: `${STAGE_REPLY} UNSHARDED / REDUCED / FSDP_FAILED`,
   },
   {
     from: 'trainStep',
     to: 'expert',
     events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
-    answer: 'waitFor moe:<layer>/<mb> forwardDone / done',
+    answer: `${STAGE_REPLY} FORWARD_DONE / BACKWARD_DONE / MOE_FAILED`,
+    answerFrom: 'moe:<layer>/<mb>',
   },
   {
     from: 'expert',
     to: 'moe:<layer>/<mb>',
     events: ['FORWARD', 'DROP', 'BACKWARD', 'ABORT'],
-    answer: '(spawns it; the waiter watches it)',
+    answer: '(spawns it; it answers the asker itself)',
   },
   {
     from: 'moe:<layer>/<mb>',
@@ -135,8 +141,8 @@ export function actorSystemMermaid(): string {
   }
   for (const m of MESSAGES) {
     lines.push(`  ${nodeId(m.from)} -- "${m.events.join(' / ')}" --> ${nodeId(m.to)}`);
-    if (!m.answer.startsWith('waitFor') && !m.answer.startsWith('('))
-      lines.push(`  ${nodeId(m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
+    if (!m.answer.startsWith('('))
+      lines.push(`  ${nodeId(m.answerFrom ?? m.to)} -. "${m.answer}" .-> ${nodeId(m.from)}`);
   }
   return lines.join('\n') + '\n';
 }

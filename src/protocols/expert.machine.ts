@@ -1,10 +1,11 @@
 // The expert-shard actor's protocol on one rank: it owns the local experts of every MoE layer and runs one
 // moe-layer machine per MoE layer × microbatch as its child (`moe:<layer>/<microbatch>`), spawned by the first
 // FORWARD of that layer and microbatch, handed the recompute FORWARD and the BACKWARD, and gone when its backward
-// is done. Its children find the router (systemId `router`) through the actor system. ABORT (a failed step) is
-// passed to every running layer, which ends in `aborted` and so releases what it holds (its exit action).
+// is done; each layer answers its FORWARD / BACKWARD asker (`replyTo`) itself. Its children find the router
+// (systemId `router`) through the actor system. ABORT (a failed step) is passed to every running layer, which ends
+// in `aborted` and so releases what it holds (its exit action) and answers its asker, if one still waits.
 
-import { enqueueActions, setup, stopChild } from 'xstate';
+import { enqueueActions, setup, stopChild, type AnyActorRef } from 'xstate';
 import { moeLayerMachine, type MoePass } from './moe-layer.machine.ts';
 import type { MoeStrategy } from './strategies.ts';
 
@@ -14,8 +15,10 @@ export interface ExpertInput {
 }
 
 export type ExpertEvent =
-  | { type: 'FORWARD'; layer: number; microbatch: number; pass: MoePass }
-  | { type: 'BACKWARD'; layer: number; microbatch: number }
+  /** The layer's forward (or recompute); the layer answers FORWARD_DONE / MOE_FAILED to `replyTo`. */
+  | { type: 'FORWARD'; layer: number; microbatch: number; pass: MoePass; replyTo: AnyActorRef }
+  /** The layer's backward; answered BACKWARD_DONE / MOE_FAILED to `replyTo`. */
+  | { type: 'BACKWARD'; layer: number; microbatch: number; replyTo: AnyActorRef }
   /** Activation checkpointing: the block's forward buffers go (it is recomputed before backward). */
   | { type: 'DROP'; layer: number; microbatch: number }
   | { type: 'ABORT' };
@@ -51,7 +54,7 @@ export const expertMachine = setup({
                 },
               });
             }
-            enqueue.sendTo(id, { type: 'FORWARD', pass: event.pass });
+            enqueue.sendTo(id, { type: 'FORWARD', pass: event.pass, replyTo: event.replyTo });
           }),
         },
         // A layer's backward is done (or it failed, and its waiter has the error): the child goes.
@@ -59,8 +62,17 @@ export const expertMachine = setup({
           actions: stopChild(({ event }) => (event as unknown as { actorId: string }).actorId),
         },
         BACKWARD: {
-          actions: enqueueActions(({ event, enqueue }) => {
-            enqueue.sendTo(moeLayerId(event.layer, event.microbatch), { type: 'BACKWARD' });
+          actions: enqueueActions(({ event, enqueue, self }) => {
+            const id = moeLayerId(event.layer, event.microbatch);
+            // No machine for it (a backward without a forward): the asker is answered, not left waiting.
+            if (!self.getSnapshot().children[id])
+              enqueue.sendTo(event.replyTo, {
+                type: 'MOE_FAILED',
+                layer: event.layer,
+                microbatch: event.microbatch,
+                error: `moe layer ${event.layer} microbatch ${event.microbatch}: backward without a forward`,
+              });
+            else enqueue.sendTo(id, { type: 'BACKWARD', replyTo: event.replyTo });
           }),
         },
         DROP: {

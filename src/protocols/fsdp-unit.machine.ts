@@ -4,8 +4,12 @@
 // Unsharding all_gathers the flat parameter shards; reducing reduce_scatters the flat gradients (SUM, then divide
 // where the backend lacks PREMUL_SUM; PREMUL_SUM where it has it) and, under HSDP, all_reduces across replicas.
 // After backward the unit always reshards (as FSDP2's post-backward does).
+// Requests are answered to their `replyTo`: UNSHARD with UNSHARDED once the unit is gathered (for backward: with its
+// gradients to be filled), GRADS_READY with REDUCED once the reduction and the reshard after it are done, and either
+// with FSDP_FAILED when the unit fails. An UNSHARD that arrives while the unit reshards, holds gradients or reduces
+// them is queued and taken after the reshard, so no asker waits for the unit before asking.
 
-import { assign, fromPromise, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, setup, type AnyActorRef } from 'xstate';
 import { errorText, notProvided, type StateMeta } from './state-meta.ts';
 
 /** torchtitan's `reshard_after_forward` policy; "default" means True without pipeline parallelism. */
@@ -30,15 +34,27 @@ export interface FsdpUnitContext extends FsdpUnitInput {
   purpose: 'forward' | 'backward';
   microbatch: number;
   step: number;
-  /** An UNSHARD that arrived while resharding: taken as soon as the reshard is done, so no caller waits first. */
-  queued: { purpose: 'forward' | 'backward'; microbatch: number; step: number } | null;
+  /** An UNSHARD that arrived while resharding / holding or reducing grads: taken when the reshard is done. */
+  queued: { purpose: 'forward' | 'backward'; microbatch: number; step: number; replyTo: AnyActorRef | null } | null;
+  /** The asker of the running UNSHARD and of the running reduction (GRADS_READY), answered once each. */
+  replyTo: AnyActorRef | null;
+  reduceReplyTo: AnyActorRef | null;
   error: string | null;
 }
 
+/** The answers a unit sends to its UNSHARD / GRADS_READY askers. */
+export const FSDP_ANSWERS = ['UNSHARDED', 'REDUCED', 'FSDP_FAILED'] as const;
+
+/** The unit's answers to its askers. */
+export type FsdpAnswer =
+  | { type: 'UNSHARDED'; unit: string; purpose: 'forward' | 'backward'; microbatch: number }
+  | { type: 'REDUCED'; unit: string }
+  | { type: 'FSDP_FAILED'; unit: string; error: string };
+
 export type FsdpUnitEvent =
-  | { type: 'UNSHARD'; purpose: 'forward' | 'backward'; microbatch: number; step: number }
+  | { type: 'UNSHARD'; purpose: 'forward' | 'backward'; microbatch: number; step: number; replyTo?: AnyActorRef }
   | { type: 'FORWARD_DONE' }
-  | { type: 'GRADS_READY' };
+  | { type: 'GRADS_READY'; replyTo?: AnyActorRef };
 
 export interface FsdpStageInput {
   unit: string;
@@ -89,13 +105,44 @@ export const fsdpUnitMachine = setup({
   actions: {
     recordError: assign({ error: ({ event }) => errorText(event) }),
     noteUnshard: assign(({ event }) =>
-      event.type === 'UNSHARD' ? { purpose: event.purpose, microbatch: event.microbatch, step: event.step } : {},
+      event.type === 'UNSHARD'
+        ? { purpose: event.purpose, microbatch: event.microbatch, step: event.step, replyTo: event.replyTo ?? null }
+        : {},
     ),
+    noteReduce: assign(({ event }) => (event.type === 'GRADS_READY' ? { reduceReplyTo: event.replyTo ?? null } : {})),
+    answerUnsharded: enqueueActions(({ context, enqueue }) => {
+      if (!context.replyTo) return;
+      const { unit, purpose, microbatch } = context;
+      enqueue.sendTo(context.replyTo, { type: 'UNSHARDED', unit, purpose, microbatch } satisfies FsdpAnswer);
+      enqueue.assign({ replyTo: null });
+    }),
+    answerReduced: enqueueActions(({ context, enqueue }) => {
+      if (!context.reduceReplyTo) return;
+      enqueue.sendTo(context.reduceReplyTo, { type: 'REDUCED', unit: context.unit } satisfies FsdpAnswer);
+      enqueue.assign({ reduceReplyTo: null });
+    }),
+    // A failed unit answers everyone who still waits on it.
+    answerFailed: enqueueActions(({ context, enqueue }) => {
+      const answer: FsdpAnswer = {
+        type: 'FSDP_FAILED',
+        unit: context.unit,
+        error: context.error ?? 'fsdp unit failed',
+      };
+      for (const to of [context.replyTo, context.queued?.replyTo, context.reduceReplyTo])
+        if (to) enqueue.sendTo(to, answer);
+    }),
     // Adds the reduced gradients into the shard (the FsdpShard provides it; the protocol itself holds no data).
     // Entering `reduced` is the one point every reduction path passes exactly once, after its last stage.
     queueUnshard: assign(({ event }) =>
       event.type === 'UNSHARD'
-        ? { queued: { purpose: event.purpose, microbatch: event.microbatch, step: event.step } }
+        ? {
+            queued: {
+              purpose: event.purpose,
+              microbatch: event.microbatch,
+              step: event.step,
+              replyTo: event.replyTo ?? null,
+            },
+          }
         : {},
     ),
     takeQueued: assign(({ context }) => ({ ...context.queued!, queued: null })),
@@ -108,10 +155,21 @@ export const fsdpUnitMachine = setup({
     dividesAfterSum: ({ context }) => context.gradReduce === 'sum-divide',
     isHsdp: ({ context }) => context.hsdp,
     unshardQueued: ({ context }) => context.queued !== null,
+    sameBackward: ({ context, event }) =>
+      event.type === 'UNSHARD' && event.purpose === 'backward' && event.microbatch === context.microbatch,
   },
 }).createMachine({
   id: 'fsdpUnit',
-  context: ({ input }) => ({ ...input, purpose: 'forward', microbatch: 0, step: 0, queued: null, error: null }),
+  context: ({ input }) => ({
+    ...input,
+    purpose: 'forward',
+    microbatch: 0,
+    step: 0,
+    queued: null,
+    replyTo: null,
+    reduceReplyTo: null,
+    error: null,
+  }),
   initial: 'resharded',
   states: {
     resharded: {
@@ -128,6 +186,7 @@ export const fsdpUnitMachine = setup({
       },
     },
     unsharded: {
+      entry: 'answerUnsharded',
       on: {
         FORWARD_DONE: [{ guard: 'reshardsAfterForward', target: 'resharding' }, { target: 'kept' }],
       },
@@ -147,16 +206,30 @@ export const fsdpUnitMachine = setup({
         id: 'reshard',
         src: 'reshard',
         input: stageInput('resharding'),
-        onDone: [{ guard: 'unshardQueued', target: 'unsharding', actions: 'takeQueued' }, { target: 'resharded' }],
+        onDone: [
+          { guard: 'unshardQueued', target: 'unsharding', actions: ['answerReduced', 'takeQueued'] },
+          { target: 'resharded', actions: 'answerReduced' },
+        ],
         onError,
       },
       // The output unit under policy "always" is unsharded for backward right after its forward resharded it.
       on: { UNSHARD: { actions: 'queueUnshard' } },
     },
+    // The unit holds this microbatch's gradients until its reduction's turn (program order, on every rank): an
+    // UNSHARD for the next microbatch waits in the queue meanwhile.
     grads: {
-      on: { GRADS_READY: 'reducing' },
+      entry: 'answerUnsharded',
+      on: {
+        GRADS_READY: { target: 'reducing', actions: 'noteReduce' },
+        UNSHARD: [
+          // The block's backward after its recompute asks again: it holds what that asks for already.
+          { guard: 'sameBackward', actions: ['noteUnshard', 'answerUnsharded'] },
+          { actions: 'queueUnshard' },
+        ],
+      },
     },
     reducing: {
+      on: { UNSHARD: { actions: 'queueUnshard' } },
       initial: 'reduceScatter',
       states: {
         reduceScatter: {
@@ -193,7 +266,7 @@ export const fsdpUnitMachine = setup({
       entry: 'accumulate',
       always: 'resharding',
     },
-    failed: { type: 'final' },
+    failed: { type: 'final', entry: 'answerFailed' },
   },
 });
 

@@ -33,7 +33,18 @@ export interface MoeLayerInput {
 export interface MoeLayerContext extends MoeLayerInput {
   pass: MoePass;
   error: string | null;
+  /** Who asked for the running pass: its answer (or the failure) goes there. */
+  replyTo: AnyActorRef | null;
 }
+
+/** The answers a layer sends to its FORWARD / BACKWARD asker. */
+export const MOE_ANSWERS = ['FORWARD_DONE', 'BACKWARD_DONE', 'MOE_FAILED'] as const;
+
+/** The layer's answers to the FORWARD / BACKWARD asker (a failed or aborted layer answers MOE_FAILED). */
+export type MoeAnswer =
+  | { type: 'FORWARD_DONE'; layer: number; microbatch: number }
+  | { type: 'BACKWARD_DONE'; layer: number; microbatch: number }
+  | { type: 'MOE_FAILED'; layer: number; microbatch: number; error: string };
 
 /** What every stage actor receives. */
 export interface MoeStageInput {
@@ -47,8 +58,8 @@ export interface MoeStageInput {
 }
 
 export type MoeLayerEvent =
-  | { type: 'FORWARD'; pass: MoePass }
-  | { type: 'BACKWARD' }
+  | { type: 'FORWARD'; pass: MoePass; replyTo: AnyActorRef }
+  | { type: 'BACKWARD'; replyTo: AnyActorRef }
   | { type: 'DROP' }
   | { type: 'ABORT' }
   | RouterAnswer;
@@ -74,6 +85,12 @@ const NO_ROUTER = {
   type: 'ROUTER_FAILED',
   error: 'moe layer: no router actor (systemId "router") in the system',
 } as const;
+
+/** The answer of a layer in `type` to its asker. */
+const answerOf = (type: MoeAnswer['type'], c: MoeLayerContext): MoeAnswer =>
+  type === 'MOE_FAILED'
+    ? { type, layer: c.layer, microbatch: c.microbatch, error: c.error ?? 'moe layer aborted (the step failed)' }
+    : { type, layer: c.layer, microbatch: c.microbatch };
 
 const stage = fromPromise<void, MoeStageInput>(notProvided('moe-layer stage'));
 
@@ -109,6 +126,8 @@ export const moeLayerMachine = setup({
     dispatchGrad: stage,
   },
   actions: {
+    takeForward: assign(({ event }) => (event.type === 'FORWARD' ? { pass: event.pass, replyTo: event.replyTo } : {})),
+    takeBackward: assign(({ event }) => (event.type === 'BACKWARD' ? { replyTo: event.replyTo } : {})),
     recordError: assign({ error: ({ event }) => errorText(event) }),
     // The router requests of the `route` / `routerGrad` states (no router in the system fails the layer).
     askRoute: enqueueActions(({ context, self, system, enqueue }) => {
@@ -125,19 +144,33 @@ export const moeLayerMachine = setup({
     // checkpointed (DROP, before the recompute), everything still held when the machine ends (root exit).
     dropForward: () => {},
     releaseLayer: () => {},
+    // The answers to the asker of the running pass, once: an answered asker no longer waits (an ABORT between
+    // passes answers nobody).
+    answerForward: enqueueActions(({ context, enqueue }) => {
+      if (context.replyTo) enqueue.sendTo(context.replyTo, answerOf('FORWARD_DONE', context));
+      enqueue.assign({ replyTo: null });
+    }),
+    answerBackward: enqueueActions(({ context, enqueue }) => {
+      if (context.replyTo) enqueue.sendTo(context.replyTo, answerOf('BACKWARD_DONE', context));
+      enqueue.assign({ replyTo: null });
+    }),
+    answerFailed: enqueueActions(({ context, enqueue }) => {
+      if (context.replyTo) enqueue.sendTo(context.replyTo, answerOf('MOE_FAILED', context));
+      enqueue.assign({ replyTo: null });
+    }),
   },
   guards: {
     isLocal: ({ context }) => context.strategy === 'local',
   },
 }).createMachine({
   id: 'moeLayer',
-  context: ({ input }) => ({ ...input, pass: 'forward', error: null }),
+  context: ({ input }) => ({ ...input, pass: 'forward', error: null, replyTo: null }),
   initial: 'idle',
   exit: 'releaseLayer',
   on: { ABORT: '.aborted' },
   states: {
     idle: {
-      on: { FORWARD: { target: 'forward', actions: assign({ pass: ({ event }) => event.pass }) } },
+      on: { FORWARD: { target: 'forward', actions: 'takeForward' } },
     },
     forward: {
       initial: 'route',
@@ -181,10 +214,11 @@ export const moeLayerMachine = setup({
       },
     },
     forwardDone: {
+      entry: 'answerForward',
       on: {
         // Activation checkpointing: the whole forward again, with the same collectives, before backward.
-        FORWARD: { target: 'forward', actions: assign({ pass: ({ event }) => event.pass }) },
-        BACKWARD: 'backward',
+        FORWARD: { target: 'forward', actions: 'takeForward' },
+        BACKWARD: { target: 'backward', actions: 'takeBackward' },
         DROP: { actions: 'dropForward' },
       },
     },
@@ -228,10 +262,10 @@ export const moeLayerMachine = setup({
         },
       },
     },
-    done: { type: 'final' },
-    failed: { type: 'final' },
-    /** A failed step: the layer ends where it is (its buffers go with the root's exit). */
-    aborted: { type: 'final' },
+    done: { type: 'final', entry: 'answerBackward' },
+    failed: { type: 'final', entry: 'answerFailed' },
+    /** A failed step: the layer ends where it is (its buffers go with the root's exit); its asker is answered. */
+    aborted: { type: 'final', entry: 'answerFailed' },
   },
 });
 

@@ -10,10 +10,10 @@ import type { AnyStateMachine } from 'xstate';
 import { createInprocWorld, runRanks } from '../../src/comm/inproc/launch.ts';
 import { RankHost, type RankJob } from '../../src/actors/rank-host.ts';
 import { shardBatch } from '../../src/actors/programs/distributed-run.ts';
-import { ACTORS, COLLECTIVES, MESSAGES, actorSystemMermaid } from '../../src/protocols/actor-system.ts';
+import { ACTORS, COLLECTIVES, MESSAGES, STAGE_REPLY, actorSystemMermaid } from '../../src/protocols/actor-system.ts';
 import { expertMachine } from '../../src/protocols/expert.machine.ts';
-import { fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
-import { moeLayerMachine } from '../../src/protocols/moe-layer.machine.ts';
+import { FSDP_ANSWERS, fsdpUnitMachine } from '../../src/protocols/fsdp-unit.machine.ts';
+import { MOE_ANSWERS, moeLayerMachine } from '../../src/protocols/moe-layer.machine.ts';
 import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { STRATEGIES } from '../../src/protocols/strategies.ts';
@@ -63,6 +63,24 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
         .split('/')
         .map((e) => e.trim());
       for (const e of answers) expect(accepted.has(e), `${msg.to} → ${msg.from}: ${e}`).toBe(true);
+    }
+  });
+
+  it('the answers to a stage’s reply inbox are the ones the answering machine sends', () => {
+    const replies = MESSAGES.filter((m) => m.answer.startsWith(STAGE_REPLY));
+    // What each answering machine sends (the machine tests see these arrive at the asker): the moe-layer child
+    // answers the expert's askers itself.
+    const sent: Record<string, readonly string[]> = { 'moe:<layer>/<mb>': MOE_ANSWERS, 'fsdp:<unit>': FSDP_ANSWERS };
+    expect(replies.map((m) => `${m.from} → ${m.answerFrom ?? m.to}`)).toEqual([
+      'trainStep → fsdp:<unit>',
+      'trainStep → moe:<layer>/<mb>',
+    ]);
+    for (const m of replies) {
+      const answers = m.answer
+        .slice(STAGE_REPLY.length)
+        .split('/')
+        .map((e) => e.trim());
+      expect(answers).toEqual([...sent[m.answerFrom ?? m.to]!]);
     }
   });
 

@@ -2,7 +2,7 @@
 // model-based coverage (every state and transition reached) and direct runs with stage fakes checking the
 // requests each answers and the order of its stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, createMachine, fromPromise, spawnChild, waitFor } from 'xstate';
+import { createActor, createMachine, fromCallback, fromPromise, spawnChild, waitFor } from 'xstate';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { optimizerMachine, type OptimizerStageInput } from '../../src/protocols/optimizer.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
@@ -233,17 +233,31 @@ describe('expert machine', () => {
     );
     root.start();
     const a = root.getSnapshot().children.expert as any;
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward' });
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward' });
+    // The asker's reply address (the block stage's inbox in the runtime): every answer lands here.
+    const answers: any[] = [];
+    const replyTo = createActor(fromCallback(({ receive }) => receive((e) => void answers.push(e)))).start();
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'forward', replyTo });
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 1, pass: 'forward', replyTo });
     const c0 = a.getSnapshot().children[moeLayerId(1, 0)] as any;
     const c1 = a.getSnapshot().children[moeLayerId(1, 1)] as any;
     await waitFor(c0, (s: any) => s.matches('forwardDone'));
     await waitFor(c1, (s: any) => s.matches('forwardDone'));
-    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'recompute' });
+    a.send({ type: 'FORWARD', layer: 1, microbatch: 0, pass: 'recompute', replyTo });
     expect(a.getSnapshot().children[moeLayerId(1, 0)]).toBe(c0);
     await waitFor(c0, (s: any) => s.matches('forwardDone'));
-    a.send({ type: 'BACKWARD', layer: 1, microbatch: 0 });
+    a.send({ type: 'BACKWARD', layer: 1, microbatch: 0, replyTo });
     await waitFor(c0, (s: any) => s.status === 'done');
+    // A backward with no forward before it has no machine to run it: the asker gets a failure, not silence.
+    a.send({ type: 'BACKWARD', layer: 2, microbatch: 0, replyTo });
+    await Promise.resolve();
+    const at = (type: string, microbatch: number) => ({ type, layer: 1, microbatch });
+    expect(answers).toEqual([
+      at('FORWARD_DONE', 0),
+      at('FORWARD_DONE', 1),
+      at('FORWARD_DONE', 0),
+      at('BACKWARD_DONE', 0),
+      { type: 'MOE_FAILED', layer: 2, microbatch: 0, error: expect.stringMatching(/backward without a forward/) },
+    ]);
     expect(Object.keys(a.getSnapshot().children)).toEqual([moeLayerId(1, 1)]);
     const mb0 = log.filter((l) => l.startsWith('1/0 '));
     expect(mb0).toEqual([
@@ -281,13 +295,77 @@ describe('fsdp-unit machine: UNSHARD while resharding', () => {
     await waitFor(a, (s) => s.matches('unsharded'));
     a.send({ type: 'FORWARD_DONE' });
     expect(a.getSnapshot().value).toBe('resharding');
-    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 });
-    expect(a.getSnapshot().context.queued).toEqual({ purpose: 'backward', microbatch: 0, step: 1 });
+    const asker = inbox();
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: asker.ref });
+    expect(a.getSnapshot().context.queued).toEqual({ purpose: 'backward', microbatch: 0, step: 1, replyTo: asker.ref });
     finishReshard();
     const s = await waitFor(a, (x) => x.matches('grads'));
     expect(s.context.queued).toBe(null);
     expect(s.context.purpose).toBe('backward');
     expect(log).toEqual(['unshard', 'reshard', 'unshard']);
+    expect(asker.got).toEqual([{ type: 'UNSHARDED', unit: 'output', purpose: 'backward', microbatch: 0 }]);
     a.stop();
   });
+
+  const unit = (reduceScatter: () => Promise<void>) =>
+    createActor(
+      fsdpUnitMachine.provide({
+        actors: {
+          unshard: fromPromise<void, FsdpStageInput>(async () => {}),
+          reshard: fromPromise<void, FsdpStageInput>(async () => {}),
+          reduceScatter: fromPromise<void, FsdpStageInput>(reduceScatter),
+          divide: fromPromise<void, FsdpStageInput>(async () => {}),
+          allReduceReplicas: fromPromise<void, FsdpStageInput>(async () => {}),
+        },
+      }),
+      { input: { unit: 'layers.0', reshardAfterForward: true, hsdp: false, gradReduce: 'sum' } },
+    );
+
+  it('holding or reducing grads, it queues the next microbatch’s UNSHARD and answers it after REDUCED', async () => {
+    let finishReduce: () => void = () => {};
+    const a = unit(() => new Promise<void>((r) => (finishReduce = r)));
+    a.start();
+    const [b0, again, reduce, f1] = [inbox(), inbox(), inbox(), inbox()];
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: b0.ref });
+    await waitFor(a, (x) => x.matches('grads'));
+    // The backward after a recompute asks again: answered at once, nothing gathered or queued.
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1, replyTo: again.ref });
+    expect(again.got).toEqual([{ type: 'UNSHARDED', unit: 'layers.0', purpose: 'backward', microbatch: 0 }]);
+    expect(a.getSnapshot().context.queued).toBe(null);
+    // Next microbatch's forward asks while the unit still holds grads (its reduction's turn has not come) …
+    a.send({ type: 'UNSHARD', purpose: 'forward', microbatch: 1, step: 1, replyTo: f1.ref });
+    a.send({ type: 'GRADS_READY', replyTo: reduce.ref });
+    expect(a.getSnapshot().matches({ reducing: 'reduceScatter' })).toBe(true);
+    expect([f1.got, reduce.got]).toEqual([[], []]);
+    finishReduce();
+    const s = await waitFor(a, (x) => x.matches('unsharded'));
+    expect(s.context.microbatch).toBe(1);
+    // … and is answered once the reduction and its reshard are done.
+    expect(reduce.got).toEqual([{ type: 'REDUCED', unit: 'layers.0' }]);
+    expect(f1.got).toEqual([{ type: 'UNSHARDED', unit: 'layers.0', purpose: 'forward', microbatch: 1 }]);
+    a.stop();
+  });
+
+  it('a failed reduction answers FSDP_FAILED to the reduction’s asker and to the queued UNSHARD’s', async () => {
+    const a = unit(async () => {
+      throw new Error('reduce_scatter: peer 3 died');
+    });
+    a.start();
+    const [reduce, f1] = [inbox(), inbox()];
+    a.send({ type: 'UNSHARD', purpose: 'backward', microbatch: 0, step: 1 });
+    await waitFor(a, (x) => x.matches('grads'));
+    a.send({ type: 'GRADS_READY', replyTo: reduce.ref });
+    // Asked while reducing: queued too, then answered with the failure.
+    a.send({ type: 'UNSHARD', purpose: 'forward', microbatch: 1, step: 1, replyTo: f1.ref });
+    await waitFor(a, (x) => x.status === 'done');
+    const failed = { type: 'FSDP_FAILED', unit: 'layers.0', error: expect.stringMatching(/peer 3 died/) };
+    expect([reduce.got, f1.got]).toEqual([[failed], [failed]]);
+  });
 });
+
+/** An asker's reply address: records every answer it receives. */
+function inbox() {
+  const got: any[] = [];
+  const ref = createActor(fromCallback(({ receive }) => receive((e) => void got.push(e)))).start();
+  return { ref, got };
+}

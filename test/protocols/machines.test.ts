@@ -2,7 +2,7 @@
 // gradient reduction), every state and every defined transition is reached by some replayed path, and
 // invariants hold at every step. Plus direct runs with stage fakes checking the order of stages.
 import { describe, expect, it } from 'vitest';
-import { createActor, createMachine, fromPromise, spawnChild, waitFor } from 'xstate';
+import { createActor, createMachine, fromCallback, fromPromise, spawnChild, waitFor } from 'xstate';
 import { moeLayerMachine, MOE_STAGES } from '../../src/protocols/moe-layer.machine.ts';
 import { fsdpUnitMachine, reshardAfterForward } from '../../src/protocols/fsdp-unit.machine.ts';
 import { isCheckpointed, trainStepMachine, type AcMode } from '../../src/protocols/train-step.machine.ts';
@@ -96,16 +96,24 @@ function layerWithRouter(strategy: string, stages: Record<string, any>, log: str
   });
 }
 
+/** An asker's reply address: records every answer it receives. */
+function inbox() {
+  const got: any[] = [];
+  const ref = createActor(fromCallback(({ receive }) => receive((e) => void got.push(e)))).start();
+  return { ref, got };
+}
+
 describe('moe-layer machine', () => {
   it('covers every state and transition for every strategy', () => {
     const cov = empty();
     // Alone, the layer has no router: its requests go nowhere and the path's answers move it.
     const alone = moeLayerMachine.provide({ actions: { askRoute: () => {}, askRouterGrad: () => {} } });
+    const asker = inbox().ref;
     for (const strategy of ['local', ...DISPATCH_STRATEGIES] as const) {
       const events = () => [
-        { type: 'FORWARD', pass: 'forward' },
-        { type: 'FORWARD', pass: 'recompute' },
-        { type: 'BACKWARD' },
+        { type: 'FORWARD', pass: 'forward', replyTo: asker },
+        { type: 'FORWARD', pass: 'recompute', replyTo: asker },
+        { type: 'BACKWARD', replyTo: asker },
         { type: 'DROP' },
         { type: 'ABORT' },
         ...ROUTER_ANSWERS,
@@ -137,12 +145,21 @@ describe('moe-layer machine', () => {
       const root = createActor(layerWithRouter(strategy, stages, log));
       root.start();
       const a = root.getSnapshot().children.layer as any;
-      a.send({ type: 'FORWARD', pass: 'forward' });
+      // Each pass is answered to its own asker, once, when the pass is done.
+      const [f, r, b] = [inbox(), inbox(), inbox()];
+      a.send({ type: 'FORWARD', pass: 'forward', replyTo: f.ref });
       await waitFor(a, (s: any) => s.value === 'forwardDone');
-      a.send({ type: 'FORWARD', pass: 'recompute' });
+      a.send({ type: 'FORWARD', pass: 'recompute', replyTo: r.ref });
       await waitFor(a, (s: any) => s.value === 'forwardDone');
-      a.send({ type: 'BACKWARD' });
+      expect(b.got).toEqual([]);
+      a.send({ type: 'BACKWARD', replyTo: b.ref });
       await waitFor(a, (s: any) => s.status === 'done');
+      const at = { layer: 1, microbatch: 0 };
+      expect([f.got, r.got, b.got]).toEqual([
+        [{ type: 'FORWARD_DONE', ...at }],
+        [{ type: 'FORWARD_DONE', ...at }],
+        [{ type: 'BACKWARD_DONE', ...at }],
+      ]);
       const fwd =
         strategy === 'local'
           ? ['dispatch', 'compute', 'combine']
@@ -176,17 +193,28 @@ describe('moe-layer machine', () => {
     const a = createActor(machine, { input: { layer: 3, microbatch: 0, step: 1, strategy: 'a2a' } });
     // A layer alone has no router in its system: ROUTE fails it with a message naming the missing actor.
     a.start();
-    a.send({ type: 'FORWARD', pass: 'forward' });
+    const asker = inbox();
+    a.send({ type: 'FORWARD', pass: 'forward', replyTo: asker.ref });
     const s = await waitFor(a, (x) => x.status === 'done');
     expect(s.value).toBe('failed');
     expect(s.context.error).toMatch(/no router actor/);
     expect(released).toEqual(['3']);
+    // The failure is answered to the asker, so nobody waits on a failed layer.
+    expect(asker.got).toEqual([{ type: 'MOE_FAILED', layer: 3, microbatch: 0, error: s.context.error }]);
 
-    const b = createActor(machine, { input: { layer: 4, microbatch: 1, step: 1, strategy: 'a2a' } });
+    // A layer aborted mid-forward (waiting for its route) answers its asker too.
+    const waiting = machine.provide({ actions: { askRoute: () => {} } });
+    const b = createActor(waiting, { input: { layer: 4, microbatch: 1, step: 1, strategy: 'a2a' } });
     b.start();
+    const asker2 = inbox();
+    b.send({ type: 'FORWARD', pass: 'forward', replyTo: asker2.ref });
     b.send({ type: 'ABORT' });
     expect(b.getSnapshot().value).toBe('aborted');
     expect(released).toEqual(['3', '4']);
+    await Promise.resolve();
+    expect(asker2.got).toEqual([
+      { type: 'MOE_FAILED', layer: 4, microbatch: 1, error: expect.stringMatching(/aborted/) },
+    ]);
     // Stopping alone runs no exit action (XState v5): the reason ABORT exists.
     const c = createActor(machine, { input: { layer: 5, microbatch: 0, step: 1, strategy: 'a2a' } });
     c.start();
@@ -396,7 +424,8 @@ describe('train-step machine', () => {
           // Each block hands its MoE layer to the expert shard and waits for its forward; block 1 then fails.
           forwardBlock: fromPromise(async ({ input, system }: { input: { layer: number }; system: any }) => {
             const expert = system.get('expert');
-            expert.send({ type: 'FORWARD', layer: input.layer, microbatch: 0, pass: 'forward' });
+            const asker = inbox();
+            expert.send({ type: 'FORWARD', layer: input.layer, microbatch: 0, pass: 'forward', replyTo: asker.ref });
             await waitFor(
               expert.getSnapshot().children[moeLayerId(input.layer, 0)],
               (x: any) => x.value === 'forwardDone',

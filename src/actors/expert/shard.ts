@@ -17,7 +17,7 @@ import { moeLayerMachine, type MoePass, type MoeStageInput } from '../../protoco
 import type { MoeHandle } from '../../protocols/router.machine.ts';
 import type { MoeStrategy } from '../../protocols/strategies.ts';
 import { siteOf } from '../call-site.ts';
-import { until, type StepFailure } from '../wait.ts';
+import { ask, type StepFailure } from '../wait.ts';
 import { a2aDispatch } from './ep/dispatch-a2a.ts';
 import { allgatherPaddedDispatch } from './ep/dispatch-allgather-padded.ts';
 import { allgatherRsDispatch } from './ep/dispatch-allgather-rs.ts';
@@ -124,8 +124,13 @@ export class ExpertShard {
       throw new Error(`moe layer ${layer.layerId} microbatch ${microbatch}: recompute without a forward`);
     const step = this.newStep(layer, x, N, microbatch);
     this.running.set(k, step);
-    expert.send({ type: 'FORWARD', layer: layer.layerId, microbatch, pass });
-    await until(this.child(expert, layer.layerId, microbatch), (s) => s.value === 'forwardDone', this.failure);
+    await ask(
+      (replyTo) => expert.send({ type: 'FORWARD', layer: layer.layerId, microbatch, pass, replyTo }),
+      'FORWARD_DONE',
+      'MOE_FAILED',
+      this.failure,
+      { who: `block ${layer.layerId} mb ${microbatch} (${pass})`, whom: `expert FORWARD_DONE of ${step.tag}` },
+    );
     const out = step.out!;
     step.out = undefined;
     return out;
@@ -142,18 +147,16 @@ export class ExpertShard {
     const s = this.running.get(k);
     if (!s) throw new Error(`moe layer ${layerId} microbatch ${microbatch}: backward without a forward`);
     s.dOut = dOut;
-    const child = this.child(expert, layerId, microbatch);
-    expert.send({ type: 'BACKWARD', layer: layerId, microbatch });
-    await until(child, (x) => x.status === 'done', this.failure);
+    await ask(
+      (replyTo) => expert.send({ type: 'BACKWARD', layer: layerId, microbatch, replyTo }),
+      'BACKWARD_DONE',
+      'MOE_FAILED',
+      this.failure,
+      { who: `block ${layerId} mb ${microbatch} (backward)`, whom: `expert BACKWARD_DONE of ${s.tag}` },
+    );
     const dx = s.dx!;
     s.dx = undefined;
     return dx;
-  }
-
-  private child(expert: ExpertRef, layer: number, microbatch: number): ActorRefFrom<typeof moeLayerMachine> {
-    const c = expert.getSnapshot().children[moeLayerId(layer, microbatch)];
-    if (!c) throw new Error(`moe layer ${layer} microbatch ${microbatch}: the expert shard runs no machine for it`);
-    return c as ActorRefFrom<typeof moeLayerMachine>;
   }
 
   /** The running layer machines and their states ("layer 3 mb 0: forward.dispatch"), for hang reports. */

@@ -19,7 +19,7 @@ import {
   type GradReduce,
 } from '../../protocols/fsdp-unit.machine.ts';
 import { siteOf } from '../call-site.ts';
-import { until, type StepFailure } from '../wait.ts';
+import { ask, type StepFailure } from '../wait.ts';
 
 /** The unit's machine as spawned in the step's actor system. */
 export type FsdpUnitRef = ActorRefFrom<typeof fsdpUnitMachine>;
@@ -75,7 +75,6 @@ export class FsdpUnitShard implements FlatParams {
   private full: Float32Array | null = null;
   private fullGrad: Float32Array | null = null;
   private reduced: Float32Array | null = null;
-  private pending: Promise<void> | null = null;
   /** The unit machine's input (the machine is spawned per step by the train-step root as `fsdp:<unit>`). */
   readonly input: FsdpUnitInput;
   private readonly opts: FsdpUnitOptions;
@@ -137,13 +136,17 @@ export class FsdpUnitShard implements FlatParams {
 
   /** Makes the full parameters available for forward (or, with a zeroed full gradient, for backward). */
   async unshard(actor: FsdpUnitRef, purpose: 'forward' | 'backward', microbatch: number, step: number): Promise<void> {
+    // A unit that is not sharded (one rank, plain SUM) has nothing to gather: no request at all.
     if (this.trivial) return;
-    // The previous microbatch's reduction must finish before the unit is gathered again.
-    if (this.pending) await this.pending;
-    // Sent even while the machine reshards: it queues the UNSHARD until the reshard is done.
-    actor.send({ type: 'UNSHARD', purpose, microbatch, step });
-    const want = purpose === 'forward' ? 'unsharded' : 'grads';
-    await until(actor, (s) => s.matches(want), this.failure);
+    // Asked at once, even while the unit reshards or still holds / reduces the previous microbatch's gradients: the
+    // machine queues the UNSHARD until its reshard is done and answers UNSHARDED (or FSDP_FAILED) then.
+    await ask(
+      (replyTo) => actor.send({ type: 'UNSHARD', purpose, microbatch, step, replyTo }),
+      'UNSHARDED',
+      'FSDP_FAILED',
+      this.failure,
+      { who: `${purpose} mb ${microbatch}`, whom: `fsdp:${this.unit.id} UNSHARDED` },
+    );
     if (purpose === 'backward' && !this.fullGrad) {
       const n = this.shardSize * this.group.size;
       this.fullGrad = this.opts.pools ? this.opts.pools.grads.zeros(n) : this.alloc.f32('grads', n);
@@ -163,17 +166,14 @@ export class FsdpUnitShard implements FlatParams {
    */
   reduceGrads(actor: FsdpUnitRef): Promise<void> {
     if (this.trivial) return Promise.resolve();
-    const p = this.opts.queue(async () => {
-      actor.send({ type: 'GRADS_READY' });
-      await until(actor, (s) => s.matches('resharded'), this.failure);
+    // The reduction queue issues GRADS_READY in program order (the same on every rank: collectives must match);
+    // the unit answers REDUCED once the reduction and its reshard are done.
+    return this.opts.queue(async () => {
+      await ask((replyTo) => actor.send({ type: 'GRADS_READY', replyTo }), 'REDUCED', 'FSDP_FAILED', this.failure, {
+        who: 'the gradient reduction queue',
+        whom: `fsdp:${this.unit.id} REDUCED`,
+      });
     });
-    const tracked: Promise<void> = p.finally(() => {
-      if (this.pending === tracked) this.pending = null;
-    });
-    // Failures surface through the returned promise; the tracked copy must not count as unhandled.
-    tracked.catch(() => {});
-    this.pending = tracked;
-    return p;
   }
 
   zeroGradShard(): void {

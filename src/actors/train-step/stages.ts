@@ -1,7 +1,7 @@
 // The train-step machine's stages on one rank (protocols/train-step.machine.ts): embedding, blocks, loss, their
-// the wait for the gradient reductions. A block stage unshards the block's FSDP units (`fsdp:<unit>` actors), runs
-// the block and, for an MoE block, hands the layer to the expert shard (`expert`); backward kicks off each unit's
-// gradient reduction. Every actor is reached through the step's actor system. (Zeroing, clipping, the bias update
+// the wait for the gradient reductions. A block stage asks the block's FSDP units (`fsdp:<unit>` actors) to
+// unshard, runs the block and, for an MoE block, asks the expert shard (`expert`) for the layer's forward /
+// backward — each a request answered to the stage's reply inbox; backward kicks off each unit's gradient reduction. Every actor is reached through the step's actor system. (Zeroing, clipping, the bias update
 // and the optimizer step are no stages: the machine sends those requests to `optimizer` / `router` itself.)
 
 import { fromPromise, type AnyActorRef } from 'xstate';
