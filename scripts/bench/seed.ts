@@ -190,7 +190,6 @@ export async function run(argv: string[]): Promise<void> {
     row: Row;
     sum: RunSummary;
     overrides: string[];
-    predicted: number;
     twin?: RunSummary;
     share: CoreShare;
     twinShare?: CoreShare;
@@ -264,7 +263,7 @@ export async function run(argv: string[]): Promise<void> {
       unit: 'cores',
       note: `process CPU seconds / wall seconds over the steps after the first, of ${availableParallelism()} cores`,
     });
-    measured.push({ row, sum, overrides, predicted, twin, share, twinShare });
+    measured.push({ row, sum, overrides, twin, share, twinShare });
   }
   const peak = median(peaks);
   notes.push(
@@ -287,7 +286,7 @@ export async function run(argv: string[]): Promise<void> {
       `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode![i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
     );
   const projTable: string[] = [...PROJ_HEAD];
-  for (const { row, sum, overrides, predicted, twin, share, twinShare } of measured) {
+  for (const { row, sum, overrides, twin, share, twinShare } of measured) {
     const perRankPeak = (peak * 1e9) / row.ranks;
     const mfu = (sum.tps * sum.flopsPerToken) / perRankPeak;
     if (row.project && rates && twin && twinShare) {

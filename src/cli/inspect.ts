@@ -2,7 +2,6 @@
 // folder, whose dumps are in flight/) and prints the cross-rank diagnosis of src/comm/inspect.ts.
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { formatInspect, readDumps } from '../comm/inspect.ts';
 import { runPaths } from '../trace/run-dir.ts';
 import { CliError } from './common.ts';

@@ -17,11 +17,9 @@ import { planJob } from './plan-job.ts';
 import { getKernels, setOpenMpLayout } from '../tensor/kernels.ts';
 import { LiveView, runPaths, viewRun, writeReport } from '../trace/index.ts';
 import {
-  acModeOf,
   ConfigError,
   configPathProblems,
   configWarnings,
-  degreesOf,
   loadJobConfig,
   modelConfigOf,
   type JobConfig,
@@ -34,7 +32,7 @@ import { ensureDir, makeFolder } from './ensure-dir.ts';
 import { lockRunDir, type RunLock } from './run-lock.ts';
 import { measureSgemmPeak } from './metrics/index.ts';
 import type { ParamDtype } from '../tensor/precision.ts';
-import { initialLoadPathProblem, microbatchesOf, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
+import { initialLoadPathProblem, type TrainRankArgs, type TrainRankResult } from './train-rank.ts';
 import { closeSidePool, configureSidePool, serveSidePool } from './pool/pool.ts';
 import { poolThreads } from './pool/size.ts';
 

@@ -21,7 +21,6 @@ import { ExpertShard } from '../../src/actors/expert/shard.ts';
 import { startExpertSystem } from '../../src/actors/expert/alone.ts';
 import { Optimizer } from '../../src/actors/optimizer/optimizer.ts';
 import { FsdpUnitShard, provideFsdpUnit } from '../../src/actors/fsdp/shard.ts';
-import { Router } from '../../src/actors/router/router.ts';
 import type { StepFailure } from '../../src/actors/wait.ts';
 import { MOE_PHASES, STRATEGIES, DISPATCH_STRATEGIES, type MoeStrategy } from '../../src/protocols/strategies.ts';
 import { distributedCaseOf, relMaxDiff } from '../models/fixtures.ts';
