@@ -57,7 +57,7 @@ export function loadNativeKernelsFrom(path: string): Kernels {
 
 let ompLayout: { computeThreads?: number | undefined } | undefined;
 let ompChoice: OmpWaitChoice | undefined;
-/** The choice setOpenMpLayout announced: applied as announced, even if the load average moved since. */
+/** The choice setOpenMpLayout announced: applied as announced, even if the node got busier since. */
 let pendingChoice: OmpWaitChoice | undefined;
 
 /**
