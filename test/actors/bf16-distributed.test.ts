@@ -11,22 +11,10 @@ import type { RankJob } from '../../src/actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/programs/distributed-run.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
 import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
-import { distributedCaseOf } from '../models/fixtures.ts';
+import { cosine, distributedCaseOf } from '../models/fixtures.ts';
 
 const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
-
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 async function gradRun(
   fixture: string,

@@ -12,21 +12,9 @@ import { loadWeights } from '../../src/models/model/weights.ts';
 import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
 import { kernelsFor } from '../../src/tensor/precision.ts';
 import type { Kernels } from '../../src/tensor/kernels-api.ts';
-import { PARITY_DIR, loadCase } from './fixtures.ts';
+import { PARITY_DIR, cosine, loadCase } from './fixtures.ts';
 
 const CASES = ['llama4_gqa_ropescale_top1', 'dsv3_mla_yarn_softmax_top3'];
-
-function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 function maxAbs(a: Float32Array, b: Float32Array): number {
   let m = 0;

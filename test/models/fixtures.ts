@@ -143,6 +143,19 @@ export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m === 0 ? d : d / m;
 }
 
+/** Cosine similarity of two gradients (the bf16 contract's per-tensor rule). */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let ab = 0;
+  let aa = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!;
+    aa += a[i]! * a[i]!;
+    bb += b[i]! * b[i]!;
+  }
+  return ab / Math.sqrt(aa * bb);
+}
+
 /** A mesh of the distributed parity matrix: how many ranks and their parallel degrees. */
 export interface ParityLayout {
   ranks: number;
