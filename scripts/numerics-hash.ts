@@ -9,8 +9,6 @@
 //   npx tsx scripts/numerics-hash.ts [--trace] [--only <substring>]
 
 import { createHash } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { launch } from '../src/comm/launch.ts';
 import type { AcMode } from '../src/models/model/ac.ts';
 import type { RankJob } from '../src/actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../src/actors/programs/distributed-run.ts';
@@ -23,10 +21,9 @@ import {
   AC_SEL as SEL,
   distributedCaseOf,
   PARITY_LAYOUTS as LAYOUTS,
+  launchDistributedRun,
   syntheticBatch,
 } from '../test/models/fixtures.ts';
-
-const PROGRAM = fileURLToPath(new URL('../src/actors/programs/distributed-run.ts', import.meta.url));
 
 interface Case {
   layout: string;
@@ -173,15 +170,8 @@ async function main() {
         weights: fx.weights,
       };
       const args: DistributedRunArgs = { job, ...batch, microbatches: c.ga, mode: c.mode, steps: 3, trace };
-      const r = await launch<DistributedRunArgs, DistributedRunResult>(
-        { transport: 'inproc', size: layout.ranks, timeoutMs: 30_000, seed: 7 },
-        { module: PROGRAM },
-        args,
-      );
-      const failed = r.outcomes.filter((o) => !o.ok);
-      if (failed.length) throw new Error(`${name}: ${failed.map((f) => (f as { error: string }).error).join('; ')}`);
-      const values = r.outcomes.map((o) => (o as { value: DistributedRunResult }).value);
-      const rank0 = values.find((v) => v.rank === 0)!;
+      const values = await launchDistributedRun(args, layout.ranks, name, { timeoutMs: 30_000 });
+      const rank0 = values[0]!;
       const nh = numericsHash(rank0);
       total.update(`${name}=${nh}\n`);
       let line = `${nh} ${name}`;

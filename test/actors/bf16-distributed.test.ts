@@ -5,15 +5,13 @@
 // bf16 rounding of rows on the wire and by reduction order.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { launch } from '../../src/comm/launch.ts';
 import { getF32, getInt32, readSafetensors } from '../../src/models/safetensors.ts';
 import type { RankJob } from '../../src/actors/rank-host.ts';
 import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/programs/distributed-run.ts';
 import type { MoeStrategy } from '../../src/protocols/strategies.ts';
 import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
-import { cosine, distributedCaseOf } from '../models/fixtures.ts';
+import { cosine, distributedCaseOf, launchDistributedRun } from '../models/fixtures.ts';
 
-const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
 
 async function gradRun(
@@ -52,17 +50,7 @@ async function gradRun(
     mode: 'grad',
     steps: 1,
   };
-  const r = await launch<DistributedRunArgs, DistributedRunResult>(
-    { transport: 'inproc', size: ranks, timeoutMs: 20_000, seed: 7 },
-    { module: PROGRAM },
-    args,
-  );
-  const failed = r.outcomes.filter((o) => !o.ok);
-  if (failed.length)
-    throw new Error(
-      `distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`,
-    );
-  return (r.outcomes.find((o) => o.rank === 0) as { value: DistributedRunResult }).value;
+  return (await launchDistributedRun(args, ranks, 'distributed run failed'))[0]!;
 }
 
 for (const fixture of ['llama4_shared2_train', 'dsv3_groups_softmax_train']) {

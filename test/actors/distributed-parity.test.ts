@@ -5,7 +5,7 @@
 // Gradients are also checked against the independent PyTorch reference where its batch splits across the ranks.
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { launch, type WorldOptions } from '../../src/comm/launch.ts';
+import type { WorldOptions } from '../../src/comm/launch.ts';
 import { Model } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { loadWeights } from '../../src/models/model/weights.ts';
@@ -21,6 +21,7 @@ import {
   AC_NONE as NONE,
   AC_SEL as SEL,
   distributedCaseOf,
+  launchDistributedRun,
   PARITY_LAYOUTS as LAYOUTS,
   relMaxDiff,
   syntheticBatch,
@@ -28,7 +29,6 @@ import {
   type ParityLayout,
 } from '../models/fixtures.ts';
 
-const PROGRAM = fileURLToPath(new URL('../../src/actors/programs/distributed-run.ts', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/parity/', import.meta.url));
 
 async function runDistributed(
@@ -60,17 +60,7 @@ async function runDistributed(
     weights: c.weights,
   };
   const args: DistributedRunArgs = { job, ...opts.batch, microbatches: opts.ga, mode: opts.mode, steps: 3 };
-  const r = await launch<DistributedRunArgs, DistributedRunResult>(
-    { transport: 'inproc', size: layout.ranks, timeoutMs: 20_000, seed: 7, ...opts.world },
-    { module: PROGRAM },
-    args,
-  );
-  const failed = r.outcomes.filter((o) => !o.ok);
-  if (failed.length)
-    throw new Error(
-      `distributed run failed: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`,
-    );
-  return (r.outcomes.find((o) => o.rank === 0) as { value: DistributedRunResult }).value;
+  return (await launchDistributedRun(args, layout.ranks, 'distributed run failed', opts.world))[0]!;
 }
 
 /** The single-rank run of the same batch: loss/grad or 3 steps. */

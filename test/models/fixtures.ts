@@ -9,6 +9,8 @@ import type { TrainConfig } from '../../src/models/model/train-step.ts';
 import { parseAcMode, type AcMode } from '../../src/models/model/ac.ts';
 import type { ParallelDegrees } from '../../src/comm/mesh-layout.ts';
 import type { RankJob } from '../../src/actors/rank-host.ts';
+import { launch, type WorldOptions } from '../../src/comm/launch.ts';
+import type { DistributedRunArgs, DistributedRunResult } from '../../src/actors/programs/distributed-run.ts';
 
 export const PARITY_DIR = join(import.meta.dirname, '..', 'fixtures', 'parity');
 
@@ -141,6 +143,29 @@ export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     m = Math.max(m, Math.abs(b[i]!));
   }
   return m === 0 ? d : d / m;
+}
+
+const DISTRIBUTED_RUN = join(import.meta.dirname, '..', '..', 'src', 'actors', 'programs', 'distributed-run.ts');
+
+/**
+ * Runs src/actors/programs/distributed-run.ts on `ranks` inproc ranks (seed 7) and returns every rank's result in
+ * rank order; a failed rank throws `<what>: <errors>` and the cross-rank diagnosis.
+ */
+export async function launchDistributedRun(
+  args: DistributedRunArgs,
+  ranks: number,
+  what: string,
+  world: Partial<WorldOptions> = {},
+): Promise<DistributedRunResult[]> {
+  const r = await launch<DistributedRunArgs, DistributedRunResult>(
+    { transport: 'inproc', size: ranks, timeoutMs: 20_000, seed: 7, ...world },
+    { module: DISTRIBUTED_RUN },
+    args,
+  );
+  const failed = r.outcomes.filter((o) => !o.ok);
+  if (failed.length)
+    throw new Error(`${what}: ${failed.map((f) => (f as { error: string }).error).join('; ')}\n${r.diagnosis ?? ''}`);
+  return r.outcomes.map((o) => (o as { value: DistributedRunResult }).value).sort((a, b) => a.rank - b.rank);
 }
 
 /** Cosine similarity of two gradients (the bf16 contract's per-tensor rule). */
