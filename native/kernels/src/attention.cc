@@ -18,20 +18,21 @@
 namespace {
 
 constexpr int64_t BQ = 64;  // query rows per block
-constexpr int64_t BK = 64;  // keys per block (= 4 vectors of 16)
+constexpr int64_t BK = 64;  // keys per block (= 64 / VL vectors)
 constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the micro-kernel height
 
-// C tile (R rows × 16·NV cols) (+)= Σ_k A[r·ars + k·acs] · B[k·ldb + col]. Accumulators stay in registers
-// (R·NV ≤ 16 vectors); each k loads NV vectors of B and broadcasts R scalars of A.
+// C tile (R rows × VL·NV cols) (+)= Σ_k A[r·ars + k·acs] · B[k·ldb + col]. Accumulators stay in registers
+// (R·NV + NV + 1 ≤ 32 zmm / 16 ymm); each k loads NV vectors of B and broadcasts R scalars of A. Each C element
+// sums over k in order whatever the tile shape, so the shapes per ISA give the same results.
 template <int R, int NV>
 inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
                  int64_t ldc, bool accumulate) {
-  v16f c[R][NV];
+  vf c[R][NV];
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < NV; v++) c[r][v] = accumulate ? ld16(C + r * ldc + 16 * v) : v16f{};
+    for (int v = 0; v < NV; v++) c[r][v] = accumulate ? ldv(C + r * ldc + VL * v) : vf{};
   for (int64_t k = 0; k < K; k++) {
-    v16f b[NV];
-    for (int v = 0; v < NV; v++) b[v] = ld16(B + k * ldb + 16 * v);
+    vf b[NV];
+    for (int v = 0; v < NV; v++) b[v] = ldv(B + k * ldb + VL * v);
     const float* ak = A + k * acs;
     for (int r = 0; r < R; r++) {
       const float av = ak[r * ars];
@@ -39,13 +40,37 @@ inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const floa
     }
   }
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < NV; v++) st16(C + r * ldc + 16 * v, c[r][v]);
+    for (int v = 0; v < NV; v++) stv(C + r * ldc + VL * v, c[r][v]);
 }
 
 // C (M,N) (+)= A (M,K) · B (K,N), where A's element (m,k) is A[m·ars + k·acs] so a transposed A is read in place.
 // Requires M % 8 == 0 and N % 16 == 0 (callers pad their tiles with zeros).
 void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
         int64_t ldc, bool accumulate) {
+#if MOE_VL == 8
+  // 16 ymm: at most 12 accumulators (4×3), 3 B vectors and the broadcast A scalar.
+  for (int64_t n0 = 0; n0 < N; n0 += 3 * VL) {
+    const int64_t nv = std::min<int64_t>(3, (N - n0) / VL);
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+      const float* Am = A + m0 * ars;
+      const float* Bn = B + n0;
+      float* Cm = C + m0 * ldc + n0;
+      switch (nv) {
+        case 1:
+          tile<8, 1>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          break;
+        case 2:
+          tile<4, 2>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          tile<4, 2>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
+          break;
+        default:
+          tile<4, 3>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+          tile<4, 3>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
+          break;
+      }
+    }
+  }
+#else
   for (int64_t n0 = 0; n0 < N; n0 += 64) {
     const int64_t nv = std::min<int64_t>(4, (N - n0) / 16);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
@@ -70,6 +95,7 @@ void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t ac
       }
     }
   }
+#endif
 }
 
 struct Shape {
@@ -77,34 +103,39 @@ struct Shape {
   float scale;
 };
 
-// 16×16 block transpose in registers: four rounds of interleaving rows i and i+8 (a perfect shuffle of the
-// index bits) turn row r into column r. 64 two-source permutes per 256 floats instead of 256 strided scalar
+// VL×VL block transpose in registers: log2(VL) rounds of interleaving rows i and i+VL/2 (each rotates the
+// (row, column) index bits by one) turn row r into column r. Two-source permutes instead of VL² strided scalar
 // loads and stores (packing Kᵀ/Vᵀ/Qᵀ, unpacking dK/dV/O, and Δ = rowwise dO·O, at the debugmodel's head dim of 16).
-inline void zip(v16f a, v16f b, v16f& lo, v16f& hi) {
+inline void zip(vf a, vf b, vf& lo, vf& hi) {
+#if MOE_VL == 16
   lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+#else
+  lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+  hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+#endif
 }
-inline void transpose16(v16f r[16]) {
-  for (int round = 0; round < 4; round++) {
-    v16f t[16];
-    for (int i = 0; i < 8; i++) zip(r[i], r[i + 8], t[2 * i], t[2 * i + 1]);
-    for (int i = 0; i < 16; i++) r[i] = t[i];
+inline void transposeV(vf r[VL]) {
+  for (int round = 1; round < VL; round *= 2) {
+    vf t[VL];
+    for (int i = 0; i < VL / 2; i++) zip(r[i], r[i + VL / 2], t[2 * i], t[2 * i + 1]);
+    for (int i = 0; i < VL; i++) r[i] = t[i];
   }
 }
-// dst[c·ldd + r] = src[r·lds + c] for an (nr × nc) block: 16×16 tiles in registers where both extents allow,
+// dst[c·ldd + r] = src[r·lds + c] for an (nr × nc) block: VL×VL tiles in registers where both extents allow,
 // scalar for the remainder rows and columns.
 void transposeBlock(const float* src, int64_t lds, int64_t nr, int64_t nc, float* dst, int64_t ldd) {
   int64_t c0 = 0;
-  for (; c0 + 16 <= nc; c0 += 16) {
+  for (; c0 + VL <= nc; c0 += VL) {
     int64_t r0 = 0;
-    for (; r0 + 16 <= nr; r0 += 16) {
-      v16f t[16];
-      for (int i = 0; i < 16; i++) t[i] = ld16(src + (r0 + i) * lds + c0);
-      transpose16(t);
-      for (int i = 0; i < 16; i++) st16(dst + (c0 + i) * ldd + r0, t[i]);
+    for (; r0 + VL <= nr; r0 += VL) {
+      vf t[VL];
+      for (int i = 0; i < VL; i++) t[i] = ldv(src + (r0 + i) * lds + c0);
+      transposeV(t);
+      for (int i = 0; i < VL; i++) stv(dst + (c0 + i) * ldd + r0, t[i]);
     }
     for (; r0 < nr; r0++)
-      for (int64_t c = c0; c < c0 + 16; c++) dst[c * ldd + r0] = src[r0 * lds + c];
+      for (int64_t c = c0; c < c0 + VL; c++) dst[c * ldd + r0] = src[r0 * lds + c];
   }
   for (; c0 < nc; c0++)
     for (int64_t r = 0; r < nr; r++) dst[c0 * ldd + r] = src[r * lds + c0];
@@ -125,7 +156,7 @@ void packRows(const float* src0, int64_t rowStride, int64_t n, int64_t width, in
     const float* src = src0 + j * rowStride;
     float* out = dst + j * widthPad;
     int64_t d = 0;
-    for (; d + 16 <= width; d += 16) st16(out + d, ld16(src + d));
+    for (; d + VL <= width; d += VL) stv(out + d, ldv(src + d));
     for (; d < width; d++) out[d] = src[d];
     for (; d < widthPad; d++) out[d] = 0.0f;
   }
@@ -146,9 +177,9 @@ struct FwdScratch {
 };
 
 // One task = query block qb of head (b,h). The scores are computed transposed, Sᵀ (keys × queries) = K (scale·Q)ᵀ,
-// so everything per query — running max m, running sum l, corrections — is a vector over 16 queries and the
+// so everything per query — running max m, running sum l, corrections — is a vector over VL queries and the
 // softmax needs no horizontal reductions; the output accumulates transposed too, Oᵀ (dv × queries) += Vᵀ Pᵀ, so
-// its rescaling is a vector op and its product is 64 queries wide (a 4×4-vector register tile even at dv = 16).
+// its rescaling is a vector op and its product is 64 queries wide (a full register tile even at dv = 16).
 // For every key block at or left of the diagonal:
 //   m' = max(m, max_j Sᵀ[j]);  Pᵀ = exp(Sᵀ − m');  l = l·e^(m−m') + Σ_j Pᵀ[j];  Oᵀ = Oᵀ·e^(m−m') + Vᵀ Pᵀ
 // then o = Oᵀᵀ / l and lse = m + log l. Full key blocks read K and V in place (strided rows); the tail block and
@@ -157,7 +188,7 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
              int64_t h, int64_t qb, FwdScratch& w) {
   const int64_t hk = h / s.G;
   const int64_t i0 = qb * BQ, nq = std::min(BQ, s.S - i0);
-  const int64_t nq16 = roundUp(nq, 16), nqv = nq16 / 16;
+  const int64_t nq16 = roundUp(nq, 16), nqv = nq16 / VL;
   const int64_t dk = s.dk, dv = s.dv, dvp = s.dvp, dv8 = roundUp(dv, MR);
   const float qScale = s.scale * LOG2E;  // scores in base-2 units: softmax via 2^x
   float* QT = w.QT.data();
@@ -167,11 +198,11 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
   for (int64_t d = 0; d < dk; d++) {
     float* row = QT + d * BQ;
     for (int64_t r = nq; r < nq16; r++) row[r] = 0.0f;
-    for (int64_t c = 0; c < nqv; c++) st16(row + 16 * c, ld16(row + 16 * c) * qScale);
+    for (int64_t c = 0; c < nqv; c++) stv(row + VL * c, ldv(row + VL * c) * qScale);
   }
   std::memset(accT, 0, dv8 * BQ * sizeof(float));
-  v16f m[BQ / 16], l[BQ / 16];
-  for (int c = 0; c < BQ / 16; c++) m[c] = splat(NEG_INF), l[c] = splat(0.0f);
+  vf m[BQ / VL], l[BQ / VL];
+  for (int c = 0; c < BQ / VL; c++) m[c] = splat(NEG_INF), l[c] = splat(0.0f);
 
   const int64_t kStride = s.Hkv * dk, vStride = s.Hkv * dv;
   const int64_t nkb = (i0 + nq - 1) / BK + 1;  // key blocks right of the diagonal are fully masked: skipped
@@ -195,96 +226,99 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
 
     // Query lane i sees key row j iff j0 + j ≤ i0 + i; only blocks crossing the diagonal need the mask.
     const bool diag = j0 + nk - 1 > i0;
-    v16f mNew[BQ / 16];
+    vf mNew[BQ / VL];
     for (int64_t c = 0; c < nqv; c++) mNew[c] = m[c];
     for (int64_t j = 0; j < nk; j++) {
       const int32_t first = (int32_t)(j0 + j - i0);  // first visible query lane of this key
       for (int64_t c = 0; c < nqv; c++) {
-        v16f x = ld16(St + j * BQ + 16 * c);
-        if (diag) x = (iota16() + (int32_t)(16 * c)) >= first ? x : splat(NEG_INF);
-        st16(St + j * BQ + 16 * c, x);
+        vf x = ldv(St + j * BQ + VL * c);
+        if (diag) x = (iotav() + (int32_t)(VL * c)) >= first ? x : splat(NEG_INF);
+        stv(St + j * BQ + VL * c, x);
         mNew[c] = vmax(mNew[c], x);
       }
     }
-    v16f corr[BQ / 16], sum[BQ / 16];
+    vf corr[BQ / VL], sum[BQ / VL];
     for (int64_t c = 0; c < nqv; c++) corr[c] = vexp2Neg(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
     for (int64_t j = 0; j < nk; j++)
       for (int64_t c = 0; c < nqv; c++) {
-        v16f p = vexp2Neg(ld16(St + j * BQ + 16 * c) - mNew[c]);
-        st16(St + j * BQ + 16 * c, p);
+        vf p = vexp2Neg(ldv(St + j * BQ + VL * c) - mNew[c]);
+        stv(St + j * BQ + VL * c, p);
         sum[c] += p;
       }
     for (int64_t j = nk; j < nk8; j++) std::memset(St + j * BQ, 0, BQ * sizeof(float));
     for (int64_t c = 0; c < nqv; c++) l[c] = l[c] * corr[c] + sum[c];
     for (int64_t d = 0; d < dv8; d++)
-      for (int64_t c = 0; c < nqv; c++) st16(accT + d * BQ + 16 * c, ld16(accT + d * BQ + 16 * c) * corr[c]);
+      for (int64_t c = 0; c < nqv; c++) stv(accT + d * BQ + VL * c, ldv(accT + d * BQ + VL * c) * corr[c]);
     mm(dv8, nq16, nk8, Vb, 1, vRow, St, BQ, accT, BQ, true);  // Oᵀ += Vᵀ Pᵀ (Vᵀ read in place)
   }
   for (int64_t c = 0; c < nqv; c++) {
-    const v16f inv = splat(1.0f) / l[c];
-    for (int64_t d = 0; d < dv; d++) st16(accT + d * BQ + 16 * c, ld16(accT + d * BQ + 16 * c) * inv);
+    const vf inv = splat(1.0f) / l[c];
+    for (int64_t d = 0; d < dv; d++) stv(accT + d * BQ + VL * c, ldv(accT + d * BQ + VL * c) * inv);
   }
   transposeBlock(accT, BQ, dv, nq, o + ((b * s.S + i0) * s.Hq + h) * dv, s.Hq * dv);
   for (int64_t r = 0; r < nq; r++) {
-    const float lr = l[r / 16][r % 16], mr = m[r / 16][r % 16];
+    const float lr = l[r / VL][r % VL], mr = m[r / VL][r % VL];
     lse[(b * s.Hq + h) * s.S + i0 + r] = (mr + std::log2(lr)) * LN2;
   }
 }
 
-// P and dS of a (query block × key block) straight from 4-row register tiles, each stored once:
+// P and dS of a (query block × key block) straight from (4 rows × PG vectors) register tiles, each stored once:
 //   S = Q Kᵀ → P = 2^(S·scale·log2 e − lse·log2 e), masked to the visible keys;  dP = dO Vᵀ → dS = P∘(dP − Δ)·scale.
+// A tile covers all 64 keys with AVX-512 (16 zmm accumulators); with AVX2 that would be 32 ymm, so the keys go in
+// groups of 2 vectors (8 accumulators), each column group independent of the others.
 // Rows ≥ nq (padding up to nqp) and rows that see none of the keys are zero in both.
+constexpr int PG = VL == 16 ? 4 : 2;
 void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, int64_t dk, int64_t dv, const float* Q,
                    int64_t dkp, const float* dO, int64_t dvp, const float* Kt, const float* Vt, const float* L,
                    const float* Dl, float scale, float scale2, float* P, float* dS) {
   for (int64_t m0 = 0; m0 < nqp; m0 += 4) {
-    v16f c[4][4];
-    for (int r = 0; r < 4; r++)
-      for (int v = 0; v < 4; v++) c[r][v] = v16f{};
-    for (int64_t k = 0; k < dk; k++) {
-      v16f b[4];
-      for (int v = 0; v < 4; v++) b[v] = ld16(Kt + k * BK + 16 * v);
-      for (int r = 0; r < 4; r++) {
-        const float a = Q[(m0 + r) * dkp + k];
-        for (int v = 0; v < 4; v++) c[r][v] += a * b[v];
-      }
-    }
     int64_t vis[4];
-    for (int r = 0; r < 4; r++) {
-      const int64_t row = m0 + r;
-      vis[r] = row < nq ? visible(i0 + row, j0, nk) : 0;
-      float* pr = P + row * BK;
-      if (vis[r] <= 0) {
-        for (int v = 0; v < 4; v++) st16(pr + 16 * v, v16f{});
-        continue;
+    for (int r = 0; r < 4; r++) vis[r] = m0 + r < nq ? visible(i0 + m0 + r, j0, nk) : 0;
+    for (int v0 = 0; v0 < BK / VL; v0 += PG) {
+      vf c[4][PG];
+      for (int r = 0; r < 4; r++)
+        for (int v = 0; v < PG; v++) c[r][v] = vf{};
+      for (int64_t k = 0; k < dk; k++) {
+        vf b[PG];
+        for (int v = 0; v < PG; v++) b[v] = ldv(Kt + k * BK + VL * (v0 + v));
+        for (int r = 0; r < 4; r++) {
+          const float a = Q[(m0 + r) * dkp + k];
+          for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
+        }
       }
-      const float Li = L[row] * LOG2E;
-      for (int v = 0; v < 4; v++) {
-        v16f p = vexp2Neg(c[r][v] * scale2 - Li);
-        if (vis[r] < BK) p = (iota16() + 16 * v) < (int32_t)vis[r] ? p : splat(0.0f);
-        st16(pr + 16 * v, p);
-      }
-    }
-    for (int r = 0; r < 4; r++)
-      for (int v = 0; v < 4; v++) c[r][v] = v16f{};
-    for (int64_t k = 0; k < dv; k++) {
-      v16f b[4];
-      for (int v = 0; v < 4; v++) b[v] = ld16(Vt + k * BK + 16 * v);
       for (int r = 0; r < 4; r++) {
-        const float a = dO[(m0 + r) * dvp + k];
-        for (int v = 0; v < 4; v++) c[r][v] += a * b[v];
+        float* pr = P + (m0 + r) * BK + VL * v0;
+        if (vis[r] <= 0) {
+          for (int v = 0; v < PG; v++) stv(pr + VL * v, vf{});
+          continue;
+        }
+        const float Li = L[m0 + r] * LOG2E;
+        for (int v = 0; v < PG; v++) {
+          vf p = vexp2Neg(c[r][v] * scale2 - Li);
+          if (vis[r] < BK) p = (iotav() + VL * (v0 + v)) < (int32_t)vis[r] ? p : splat(0.0f);
+          stv(pr + VL * v, p);
+        }
       }
-    }
-    for (int r = 0; r < 4; r++) {
-      const int64_t row = m0 + r;
-      float* dr = dS + row * BK;
-      if (vis[r] <= 0) {
-        for (int v = 0; v < 4; v++) st16(dr + 16 * v, v16f{});
-        continue;
+      for (int r = 0; r < 4; r++)
+        for (int v = 0; v < PG; v++) c[r][v] = vf{};
+      for (int64_t k = 0; k < dv; k++) {
+        vf b[PG];
+        for (int v = 0; v < PG; v++) b[v] = ldv(Vt + k * BK + VL * (v0 + v));
+        for (int r = 0; r < 4; r++) {
+          const float a = dO[(m0 + r) * dvp + k];
+          for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
+        }
       }
-      const float Di = Dl[row];
-      const float* pr = P + row * BK;
-      for (int v = 0; v < 4; v++) st16(dr + 16 * v, ld16(pr + 16 * v) * (c[r][v] - Di) * scale);
+      for (int r = 0; r < 4; r++) {
+        float* dr = dS + (m0 + r) * BK + VL * v0;
+        if (vis[r] <= 0) {
+          for (int v = 0; v < PG; v++) stv(dr + VL * v, vf{});
+          continue;
+        }
+        const float Di = Dl[m0 + r];
+        const float* pr = P + (m0 + r) * BK + VL * v0;
+        for (int v = 0; v < PG; v++) stv(dr + VL * v, ldv(pr + VL * v) * (c[r][v] - Di) * scale);
+      }
     }
   }
 }
@@ -316,7 +350,7 @@ struct BwdScratch {
 // diagonal (inner), with P = exp(scale·QKᵀ − lse) recomputed and Δ_i = dO_i·O_i (P and dS come out of one fused
 // register-tile pass, probsAndGrads, each stored once):
 //   dVᵀ += dOᵀ P;  dP = dO Vᵀ;  dS = P∘(dP − Δ)·scale;  dKᵀ += Qᵀ dS;  dQ += dS K.
-// dK and dV accumulate transposed (head dim × keys) so their products are 64 keys wide (4×4-vector tiles).
+// dK and dV accumulate transposed (head dim × keys) so their products are 64 keys wide (full register tiles).
 void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, const float* v, const float* o,
              const float* lse, float* dq, float* dkOut, float* dvOut, int64_t b, int64_t hk, BwdScratch& w) {
   const int64_t G = s.G, Sp = w.Sp, dk = s.dk, dv = s.dv, dkp = s.dkp, dvp = s.dvp, S = s.S;
@@ -328,23 +362,27 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
     float* L = w.lseh.data() + g * Sp;
     float* D = w.Dh.data() + g * Sp;
     for (int64_t i = 0; i < S; i++) L[i] = lse[(b * s.Hq + h) * S + i];
-    // Δ_i = dO_i·O_i. Head dims that are whole vectors: 16 rows' lane-wise products, transposed in registers and
-    // summed, give 16 Δ at once (the scalar dot was a 16-deep dependent chain per row).
+    // Δ_i = dO_i·O_i. Head dims that are multiples of 16: VL rows' lane-wise products over 16 logical lanes
+    // (NV16 vectors), transposed in registers and summed in lane order 0..15, give VL Δ at once (the scalar dot
+    // was a 16-deep dependent chain per row; the 16-lane order keeps Δ the same for every VL).
     int64_t i = 0;
     if (dv % 16 == 0)
-      for (; i + 16 <= S; i += 16) {
-        v16f t[16];
-        for (int r = 0; r < 16; r++) {
+      for (; i < S / 16 * 16; i += VL) {
+        vf t[NV16][VL];
+        for (int r = 0; r < VL; r++) {
           const float* orow = o + ((b * S + i + r) * s.Hq + h) * dv;
           const float* drow = w.dOh.data() + (g * Sp + i + r) * dvp;
-          v16f acc = ld16(drow) * ld16(orow);
-          for (int64_t d = 16; d < dv; d += 16) acc += ld16(drow + d) * ld16(orow + d);
-          t[r] = acc;
+          for (int hh = 0; hh < NV16; hh++) {
+            vf acc = ldv(drow + VL * hh) * ldv(orow + VL * hh);
+            for (int64_t d = 16; d < dv; d += 16) acc += ldv(drow + d + VL * hh) * ldv(orow + d + VL * hh);
+            t[hh][r] = acc;
+          }
         }
-        transpose16(t);
-        v16f sum = t[0];
-        for (int r = 1; r < 16; r++) sum += t[r];
-        st16(D + i, sum);
+        for (int hh = 0; hh < NV16; hh++) transposeV(t[hh]);
+        vf sum = t[0][0];
+        for (int hh = 0; hh < NV16; hh++)
+          for (int r = hh == 0 ? 1 : 0; r < VL; r++) sum += t[hh][r];
+        stv(D + i, sum);
       }
     for (; i < S; i++) {
       const float* orow = o + ((b * S + i) * s.Hq + h) * dv;
@@ -398,7 +436,7 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
       float* dst = dq + ((b * S + i) * s.Hq + h) * dk;
       const float* src = w.dQh.data() + (g * Sp + i) * dkp;
       int64_t d = 0;
-      for (; d + 16 <= dk; d += 16) st16(dst + d, ld16(src + d));
+      for (; d + VL <= dk; d += VL) stv(dst + d, ldv(src + d));
       for (; d < dk; d++) dst[d] = src[d];
     }
   }

@@ -115,55 +115,80 @@ struct Args {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// SIMD through GCC vector extensions: 16 floats. With -march=native on an AVX-512 machine this is one zmm
-// register; on AVX2 GCC splits it into two ymm, so the same source stays portable.
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef double v8d __attribute__((vector_size(64)));
+// SIMD through GCC vector extensions, at the machine's native width: VL floats = one register (zmm with
+// AVX-512, ymm otherwise; MOE_VL overrides it, e.g. -DMOE_VL=16 on AVX2 reproduces the AVX-512 arithmetic for
+// comparison). A vector wider than the hardware's is not split into registers: GCC keeps it in a stack slot and
+// expands every operation piecewise through memory (-Wvector-operation-performance lists them), which made the
+// 16-wide kernels ~20x slower on AVX2. So kernels are written per VL-lane vector, never wider.
+//
+// Reductions across lanes still follow the 16-lane order the kernels had when they were written for 16 lanes
+// (a sum is accumulated in 16 logical lanes, i.e. 16/VL vectors, and those lanes are added in order 0..15), so
+// a result does not depend on the ISA the addon was built for.
+#ifndef MOE_VL
+#ifdef __AVX512F__
+#define MOE_VL 16
+#else
+#define MOE_VL 8
+#endif
+#endif
+constexpr int VL = MOE_VL;
+static_assert(VL == 8 || VL == 16, "VL: 8 (AVX2) or 16 (AVX-512)");
+constexpr int NV16 = 16 / VL;  // vectors per 16 logical lanes
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
+typedef double vdh __attribute__((vector_size(4 * VL)));  // VL/2 doubles: one register, half a vf widened
 
-static inline v16f ld16(const float* p) {
-  v16f v;
+static inline vf ldv(const float* p) {
+  vf v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
-static inline void st16(float* p, v16f v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline v16f splat(float x) { return v16f{} + x; }
-static inline v16i iota16() { return v16i{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
-static inline float hsum(v16f v) {
+static inline void stv(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline vf splat(float x) { return vf{} + x; }
+static inline vi iotav() {
+#if MOE_VL == 16
+  return vi{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#else
+  return vi{0, 1, 2, 3, 4, 5, 6, 7};
+#endif
+}
+// Σ of 16 logical lanes held in NV16 vectors, in lane order.
+static inline float hsum16(const vf* v) {
   float s = 0;
-  for (int i = 0; i < 16; i++) s += v[i];
+  for (int h = 0; h < NV16; h++)
+    for (int i = 0; i < VL; i++) s += v[h][i];
   return s;
 }
-static inline float hmax(v16f v) {
+static inline float hmax(vf v) {
   float m = v[0];
-  for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
+  for (int i = 1; i < VL; i++) m = v[i] > m ? v[i] : m;
   return m;
 }
-static inline v16f vmax(v16f a, v16f b) { return a > b ? a : b; }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
-// exp on 16 lanes (Cephes expf: range reduction by ln2 in two parts, degree-6 polynomial; ≈1–2 ulp).
+// exp on VL lanes (Cephes expf: range reduction by ln2 in two parts, degree-6 polynomial; ≈1–2 ulp).
 // x < −87.34 flushes to 0 (torch would return a denormal; the difference is < 1.2e−38 absolute), x > 88.72 → inf,
 // NaN propagates. −inf (masked attention scores) gives exactly 0.
-static inline v16f vexp(v16f x) {
-  const v16i under = x < splat(-87.336544f);
-  const v16i over = x > splat(88.72283f);
-  v16f xc = x > splat(88.0f) ? splat(88.0f) : x;
+static inline vf vexp(vf x) {
+  const vi under = x < splat(-87.336544f);
+  const vi over = x > splat(88.72283f);
+  vf xc = x > splat(88.0f) ? splat(88.0f) : x;
   xc = xc < splat(-87.336544f) ? splat(-87.336544f) : xc;
-  const v16f magic = splat(12582912.0f);  // 1.5·2^23: adding it rounds to the nearest integer
-  v16f t = xc * 1.44269504088896341f + magic;
-  v16f n = t - magic;
-  v16f r = xc - n * 0.693359375f;
+  const vf magic = splat(12582912.0f);  // 1.5·2^23: adding it rounds to the nearest integer
+  vf t = xc * 1.44269504088896341f + magic;
+  vf n = t - magic;
+  vf r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v16f p = splat(1.9875691500e-4f);
+  vf p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  v16f y = p * (r * r) + r + 1.0f;
-  v16i ni = __builtin_convertvector(n, v16i);
-  v16i bits = (ni + 127) << 23;
-  v16f pow2;
+  vf y = p * (r * r) + r + 1.0f;
+  vi ni = __builtin_convertvector(n, vi);
+  vi bits = (ni + 127) << 23;
+  vf pow2;
   __builtin_memcpy(&pow2, &bits, sizeof pow2);
   y = y * pow2;
   y = under ? splat(0.0f) : y;
@@ -171,34 +196,34 @@ static inline v16f vexp(v16f x) {
   return y;
 }
 
-// 2^x for x ≤ 0 on 16 lanes, for softmax in base 2 (scores pre-multiplied by log2 e): no overflow path and no
+// 2^x for x ≤ 0 on VL lanes, for softmax in base 2 (scores pre-multiplied by log2 e): no overflow path and no
 // two-part ln2 reduction, so ~15 vector ops instead of ~22. Round-to-nearest split x = n + f, f ∈ [−½, ½],
 // 2^f by its degree-6 Taylor polynomial (relative error ≤ 1.2e−7, ≈1 ulp). x < −126 (and −inf) → 0; NaN propagates.
-static inline v16f vexp2Neg(v16f x) {
-  const v16i under = x < splat(-126.0f);
-  v16f xc = x < splat(-126.0f) ? splat(-126.0f) : x;
-  const v16f magic = splat(12582912.0f);
-  v16f t = xc + magic;
-  v16f f = xc - (t - magic);
-  v16f p = splat(1.5403530e-4f);
+static inline vf vexp2Neg(vf x) {
+  const vi under = x < splat(-126.0f);
+  vf xc = x < splat(-126.0f) ? splat(-126.0f) : x;
+  const vf magic = splat(12582912.0f);
+  vf t = xc + magic;
+  vf f = xc - (t - magic);
+  vf p = splat(1.5403530e-4f);
   p = p * f + 1.3333558e-3f;
   p = p * f + 9.6181291e-3f;
   p = p * f + 5.5504109e-2f;
   p = p * f + 2.4022651e-1f;
   p = p * f + 6.9314718e-1f;
   p = p * f + 1.0f;
-  v16i ti;
+  vi ti;
   __builtin_memcpy(&ti, &t, sizeof ti);
-  v16i bits = (ti - 0x4B400000 + 127) << 23;  // t's low mantissa bits hold n
-  v16f pow2;
+  vi bits = (ti - 0x4B400000 + 127) << 23;  // t's low mantissa bits hold n
+  vf pow2;
   __builtin_memcpy(&pow2, &bits, sizeof pow2);
-  v16f y = p * pow2;
+  vf y = p * pow2;
   return under ? splat(0.0f) : y;
 }
 
 // Scalar exp with the same numerics as vexp, for tails (so a row gives the same values whatever its alignment).
 static inline float sexp(float x) {
-  v16f v = splat(x);
+  vf v = splat(x);
   return vexp(v)[0];
 }
 

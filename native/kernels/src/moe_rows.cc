@@ -76,10 +76,11 @@ static Napi::Value GatherRowDot(const Napi::CallbackInfo& info) {
   for (int64_t r = 0; r < R; r++) {
     const float* x = A + (int64_t)idx[r] * D;
     const float* y = B + r * D;
-    v16f acc = {};
+    vf acc[NV16] = {};
     int64_t d = 0;
-    for (; d + 16 <= D; d += 16) acc += ld16(x + d) * ld16(y + d);
-    float s = hsum(acc);
+    for (; d + 16 <= D; d += 16)
+      for (int h = 0; h < NV16; h++) acc[h] += ldv(x + d + VL * h) * ldv(y + d + VL * h);
+    float s = hsum16(acc);
     for (; d < D; d++) s += x[d] * y[d];
     dots[r] = s;
   }

@@ -4,13 +4,14 @@
 
 // Σ_d x[d]² of one row in float lanes (16 partial sums, then a lane sum: error ≈ √(D/16)·ulp, below torch's own).
 static inline float rowSumSq(const float* x, int64_t D) {
-  v16f acc = {};
+  vf acc[NV16] = {};
   int64_t d = 0;
-  for (; d + 16 <= D; d += 16) {
-    v16f v = ld16(x + d);
-    acc += v * v;
-  }
-  float s = hsum(acc);
+  for (; d + 16 <= D; d += 16)
+    for (int h = 0; h < NV16; h++) {
+      vf v = ldv(x + d + VL * h);
+      acc[h] += v * v;
+    }
+  float s = hsum16(acc);
   for (; d < D; d++) s += x[d] * x[d];
   return s;
 }
@@ -33,7 +34,7 @@ static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
     const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + feps);
     rstd[n] = r;
     int64_t d = 0;
-    for (; d + 16 <= D; d += 16) st16(yr + d, (ld16(xr + d) * r) * ld16(w + d));
+    for (; d + VL <= D; d += VL) stv(yr + d, (ldv(xr + d) * r) * ldv(w + d));
     for (; d < D; d++) yr[d] = (xr[d] * r) * w[d];
   }
   return a.env.Undefined();
@@ -65,26 +66,32 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
       const float* gr = dy + n * D;
       float* dxr = dx + n * D;
       const float r = rstd[n];
-      v16f acc = {};
+      vf acc[NV16] = {};
       int64_t d = 0;
-      for (; d + 16 <= D; d += 16) acc += ld16(gr + d) * ld16(w + d) * ld16(xr + d);
-      float dot = hsum(acc);
+      for (; d + 16 <= D; d += 16)
+        for (int h = 0; h < NV16; h++) acc[h] += ldv(gr + d + VL * h) * ldv(w + d + VL * h) * ldv(xr + d + VL * h);
+      float dot = hsum16(acc);
       for (; d < D; d++) dot += gr[d] * w[d] * xr[d];
       const float c = dot * r / (float)D;  // mean(g·x̂)
-      for (d = 0; d + 16 <= D; d += 16) {
-        v16f xh = ld16(xr + d) * r;
-        v16f g = ld16(gr + d);
-        st16(dxr + d, (g * ld16(w + d) - xh * c) * r);
-        const v16f prod = g * xh;
-        v8d lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
-        v8d hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
-        v8d p0, p1;
+      for (d = 0; d + VL <= D; d += VL) {
+        vf xh = ldv(xr + d) * r;
+        vf g = ldv(gr + d);
+        stv(dxr + d, (g * ldv(w + d) - xh * c) * r);
+        const vf prod = g * xh;
+#if MOE_VL == 16
+        vdh lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3, 4, 5, 6, 7), vdh);
+        vdh hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 8, 9, 10, 11, 12, 13, 14, 15), vdh);
+#else
+        vdh lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3), vdh);
+        vdh hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 4, 5, 6, 7), vdh);
+#endif
+        vdh p0, p1;
         __builtin_memcpy(&p0, pw + d, sizeof p0);
-        __builtin_memcpy(&p1, pw + d + 8, sizeof p1);
+        __builtin_memcpy(&p1, pw + d + VL / 2, sizeof p1);
         p0 += lo;
         p1 += hi;
         __builtin_memcpy(pw + d, &p0, sizeof p0);
-        __builtin_memcpy(pw + d + 8, &p1, sizeof p1);
+        __builtin_memcpy(pw + d + VL / 2, &p1, sizeof p1);
       }
       for (; d < D; d++) {
         const float xh = xr[d] * r;

@@ -1,7 +1,7 @@
 // SwiGLU elementwise forward/backward: h = silu(a) · b, the gate of every expert and of the shared/dense FFN.
 #include "common.h"
 
-static inline v16f vsigmoid(v16f x) { return 1.0f / (1.0f + vexp(-x)); }
+static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 static inline float ssigmoid(float x) { return 1.0f / (1.0f + sexp(-x)); }
 
 // a, b (n) → h (n) write: h = a·σ(a)·b.
@@ -12,13 +12,13 @@ static Napi::Value SwigluFwd(const Napi::CallbackInfo& info) {
   const float* b = q.f32(1, n, "b");
   float* h = q.f32(2, n, "h");
   if (!q.ok) return q.env.Undefined();
-  const int64_t nv = n / 16;
+  const int64_t nv = n / VL;
 #pragma omp parallel for schedule(static) num_threads(threadsFor(n))
   for (int64_t i = 0; i < nv; i++) {
-    v16f x = ld16(a + 16 * i);
-    st16(h + 16 * i, x * vsigmoid(x) * ld16(b + 16 * i));
+    vf x = ldv(a + VL * i);
+    stv(h + VL * i, x * vsigmoid(x) * ldv(b + VL * i));
   }
-  for (int64_t i = nv * 16; i < n; i++) h[i] = a[i] * ssigmoid(a[i]) * b[i];
+  for (int64_t i = nv * VL; i < n; i++) h[i] = a[i] * ssigmoid(a[i]) * b[i];
   return q.env.Undefined();
 }
 
@@ -33,17 +33,17 @@ static Napi::Value SwigluBwd(const Napi::CallbackInfo& info) {
   float* da = q.f32(3, n, "da");
   float* db = q.f32(4, n, "db");
   if (!q.ok) return q.env.Undefined();
-  const int64_t nv = n / 16;
+  const int64_t nv = n / VL;
 #pragma omp parallel for schedule(static) num_threads(threadsFor(n))
   for (int64_t i = 0; i < nv; i++) {
-    v16f x = ld16(a + 16 * i), y = ld16(b + 16 * i), g = ld16(dh + 16 * i);
-    v16f s = vsigmoid(x);
-    v16f dav = g * y * s * (1.0f + x * (1.0f - s));
-    v16f dbv = g * x * s;
-    st16(da + 16 * i, dav);
-    st16(db + 16 * i, dbv);
+    vf x = ldv(a + VL * i), y = ldv(b + VL * i), g = ldv(dh + VL * i);
+    vf s = vsigmoid(x);
+    vf dav = g * y * s * (1.0f + x * (1.0f - s));
+    vf dbv = g * x * s;
+    stv(da + VL * i, dav);
+    stv(db + VL * i, dbv);
   }
-  for (int64_t i = nv * 16; i < n; i++) {
+  for (int64_t i = nv * VL; i < n; i++) {
     const float x = a[i], y = b[i], g = dh[i], s = ssigmoid(x);
     const float dav = g * y * s * (1.0f + x * (1.0f - s)), dbv = g * x * s;
     da[i] = dav;

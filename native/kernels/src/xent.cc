@@ -19,15 +19,16 @@ static bool checkLabels(Args& a, const int32_t* labels, int64_t N, int64_t V) {
 // log Σ_j exp(x_j) of one row. Two sweeps over the row (max, then Σ exp(x − max)), but the row is read from memory
 // once: V·4 bytes (8 KB at V = 2048, 0.5 MB at DeepSeek's 129 K) stays in L1/L2 for the second sweep.
 static inline float rowLse(const float* x, int64_t V) {
-  v16f mv = splat(-std::numeric_limits<float>::infinity());
+  vf mv = splat(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
-  for (; j + 16 <= V; j += 16) mv = vmax(mv, ld16(x + j));
+  for (; j + VL <= V; j += VL) mv = vmax(mv, ldv(x + j));
   float m = hmax(mv);
   for (; j < V; j++) m = std::max(m, x[j]);
   if (m == -std::numeric_limits<float>::infinity() || m == std::numeric_limits<float>::infinity()) return m;
-  v16f sv = {};
-  for (j = 0; j + 16 <= V; j += 16) sv += vexp(ld16(x + j) - m);
-  float s = hsum(sv);
+  vf sv[NV16] = {};
+  for (j = 0; j + 16 <= V; j += 16)
+    for (int h = 0; h < NV16; h++) sv[h] += vexp(ldv(x + j + VL * h) - m);
+  float s = hsum16(sv);
   for (; j < V; j++) s += sexp(x[j] - m);
   return m + std::log(s);
 }
@@ -84,7 +85,7 @@ static Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
     const float l = lse[n];
     const float xy = x[y];
     int64_t j = 0;
-    for (; j + 16 <= V; j += 16) st16(d + j, vexp(ld16(x + j) - l) * scale);
+    for (; j + VL <= V; j += VL) stv(d + j, vexp(ldv(x + j) - l) * scale);
     for (; j < V; j++) d[j] = sexp(x[j] - l) * scale;
     d[y] = (sexp(xy - l) - 1.0f) * scale;
   }
