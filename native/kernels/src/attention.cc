@@ -21,6 +21,18 @@ constexpr int64_t BQ = 64;  // query rows per block
 constexpr int64_t BK = 64;  // keys per block (= 64 / VL vectors)
 constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the micro-kernel height
 
+// AVX2: GCC likes to fold a B vector's load into each FMA that uses it (vfmadd231ps mem, bcast, acc), i.e. one
+// load per row instead of one per k, which makes the tile load-bound; an empty asm makes each B vector a register.
+// (AVX-512 code is left as it was: 32 zmm, and loads are not the bottleneck there.)
+template <int NV>
+inline void pinB(vf* b) {
+#if MOE_VL == 8
+  for (int v = 0; v < NV; v++) __asm__("" : "+x"(b[v]));
+#else
+  (void)b;
+#endif
+}
+
 // C tile (R rows × VL·NV cols) (+)= Σ_k A[r·ars + k·acs] · B[k·ldb + col]. Accumulators stay in registers
 // (R·NV + NV + 1 ≤ 32 zmm / 16 ymm); each k loads NV vectors of B and broadcasts R scalars of A. Each C element
 // sums over k in order whatever the tile shape, so the shapes per ISA give the same results.
@@ -33,6 +45,7 @@ inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const floa
   for (int64_t k = 0; k < K; k++) {
     vf b[NV];
     for (int v = 0; v < NV; v++) b[v] = ldv(B + k * ldb + VL * v);
+    pinB<NV>(b);
     const float* ak = A + k * acs;
     for (int r = 0; r < R; r++) {
       const float av = ak[r * ars];
@@ -48,25 +61,19 @@ inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const floa
 void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
         int64_t ldc, bool accumulate) {
 #if MOE_VL == 8
-  // 16 ymm: at most 12 accumulators (4×3), 3 B vectors and the broadcast A scalar.
-  for (int64_t n0 = 0; n0 < N; n0 += 3 * VL) {
-    const int64_t nv = std::min<int64_t>(3, (N - n0) / VL);
+  // 16 ymm: 8 accumulators (4×2), 2 B vectors and the broadcast A scalar. A 4×3 tile (12 + 3 + 1) fits on paper
+  // but measured slower: with every register taken GCC folds the B loads into the FMAs.
+  for (int64_t n0 = 0; n0 < N; n0 += 2 * VL) {
+    const int64_t nv = std::min<int64_t>(2, (N - n0) / VL);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
       const float* Am = A + m0 * ars;
       const float* Bn = B + n0;
       float* Cm = C + m0 * ldc + n0;
-      switch (nv) {
-        case 1:
-          tile<8, 1>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
-          break;
-        case 2:
-          tile<4, 2>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
-          tile<4, 2>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
-          break;
-        default:
-          tile<4, 3>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
-          tile<4, 3>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
-          break;
+      if (nv == 1) {
+        tile<8, 1>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+      } else {
+        tile<4, 2>(K, Am, ars, acs, Bn, ldb, Cm, ldc, accumulate);
+        tile<4, 2>(K, Am + 4 * ars, ars, acs, Bn, ldb, Cm + 4 * ldc, ldc, accumulate);
       }
     }
   }
@@ -281,6 +288,7 @@ void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, 
       for (int64_t k = 0; k < dk; k++) {
         vf b[PG];
         for (int v = 0; v < PG; v++) b[v] = ldv(Kt + k * BK + VL * (v0 + v));
+        pinB<PG>(b);
         for (int r = 0; r < 4; r++) {
           const float a = Q[(m0 + r) * dkp + k];
           for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
@@ -304,6 +312,7 @@ void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, 
       for (int64_t k = 0; k < dv; k++) {
         vf b[PG];
         for (int v = 0; v < PG; v++) b[v] = ldv(Vt + k * BK + VL * (v0 + v));
+        pinB<PG>(b);
         for (int r = 0; r < 4; r++) {
           const float a = dO[(m0 + r) * dvp + k];
           for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
