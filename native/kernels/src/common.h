@@ -123,7 +123,8 @@ struct Args {
 //
 // Reductions across lanes still follow the 16-lane order the kernels had when they were written for 16 lanes
 // (a sum is accumulated in 16 logical lanes, i.e. 16/VL vectors, and those lanes are added in order 0..15), so
-// a result does not depend on the ISA the addon was built for.
+// no summation order depends on the ISA the addon was built for. (Whether GCC contracts a·b + c into one FMA is
+// still its choice per -march: its Zen tuning, for one, keeps short loop-carried sums as separate mul and add.)
 #ifndef MOE_VL
 #ifdef __AVX512F__
 #define MOE_VL 16
