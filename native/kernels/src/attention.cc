@@ -26,7 +26,7 @@ constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the 
 // (AVX-512 code is left as it was: 32 zmm, and loads are not the bottleneck there.)
 template <int NV>
 inline void pinB(vf* b) {
-#if MOE_VL == 8
+#if MOE_VL < 16
   for (int v = 0; v < NV; v++) __asm__("" : "+x"(b[v]));
 #else
   (void)b;
@@ -60,8 +60,8 @@ inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const floa
 // Requires M % 8 == 0 and N % 16 == 0 (callers pad their tiles with zeros).
 void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
         int64_t ldc, bool accumulate) {
-#if MOE_VL == 8
-  // 16 ymm: 8 accumulators (4×2), 2 B vectors and the broadcast A scalar. A 4×3 tile (12 + 3 + 1) fits on paper
+#if MOE_VL < 16
+  // 16 ymm (or xmm): 8 accumulators (4×2), 2 B vectors and the broadcast A scalar. A 4×3 tile (12 + 3 + 1) fits on paper
   // but measured slower: with every register taken GCC folds the B loads into the FMAs.
   for (int64_t n0 = 0; n0 < N; n0 += 2 * VL) {
     const int64_t nv = std::min<int64_t>(2, (N - n0) / VL);
@@ -117,9 +117,12 @@ inline void zip(vf a, vf b, vf& lo, vf& hi) {
 #if MOE_VL == 16
   lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-#else
+#elif MOE_VL == 8
   lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
   hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+#else
+  lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+  hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
 #endif
 }
 inline void transposeV(vf r[VL]) {

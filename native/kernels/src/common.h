@@ -116,7 +116,7 @@ struct Args {
 
 // ---------------------------------------------------------------------------------------------------------------
 // SIMD through GCC vector extensions, at the machine's native width: VL floats = one register (zmm with
-// AVX-512, ymm otherwise; MOE_VL overrides it, e.g. -DMOE_VL=16 on AVX2 reproduces the AVX-512 arithmetic for
+// AVX-512, ymm with AVX/AVX2, xmm below that; MOE_VL overrides it, e.g. -DMOE_VL=16 on AVX2 reproduces the AVX-512 arithmetic for
 // comparison). A vector wider than the hardware's is not split into registers: GCC keeps it in a stack slot and
 // expands every operation piecewise through memory (-Wvector-operation-performance lists them), which made the
 // 16-wide kernels ~20x slower on AVX2. So kernels are written per VL-lane vector, never wider.
@@ -126,14 +126,16 @@ struct Args {
 // no summation order depends on the ISA the addon was built for. (Whether GCC contracts a·b + c into one FMA is
 // still its choice per -march: its Zen tuning, for one, keeps short loop-carried sums as separate mul and add.)
 #ifndef MOE_VL
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
 #define MOE_VL 16
-#else
+#elif defined(__AVX__)
 #define MOE_VL 8
+#else
+#define MOE_VL 4
 #endif
 #endif
 constexpr int VL = MOE_VL;
-static_assert(VL == 8 || VL == 16, "VL: 8 (AVX2) or 16 (AVX-512)");
+static_assert(VL == 4 || VL == 8 || VL == 16, "VL: 4 (SSE), 8 (AVX2) or 16 (AVX-512)");
 constexpr int NV16 = 16 / VL;  // vectors per 16 logical lanes
 typedef float vf __attribute__((vector_size(4 * VL)));
 typedef int32_t vi __attribute__((vector_size(4 * VL)));
@@ -149,8 +151,10 @@ static inline vf splat(float x) { return vf{} + x; }
 static inline vi iotav() {
 #if MOE_VL == 16
   return vi{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-#else
+#elif MOE_VL == 8
   return vi{0, 1, 2, 3, 4, 5, 6, 7};
+#else
+  return vi{0, 1, 2, 3};
 #endif
 }
 // Σ of 16 logical lanes held in NV16 vectors, in lane order.

@@ -81,9 +81,12 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
 #if MOE_VL == 16
         vdh lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3, 4, 5, 6, 7), vdh);
         vdh hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 8, 9, 10, 11, 12, 13, 14, 15), vdh);
-#else
+#elif MOE_VL == 8
         vdh lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3), vdh);
         vdh hi = __builtin_convertvector(__builtin_shufflevector(prod, prod, 4, 5, 6, 7), vdh);
+#else  // a 2-float vector is no machine mode: convert lane by lane
+        vdh lo = {(double)prod[0], (double)prod[1]};
+        vdh hi = {(double)prod[2], (double)prod[3]};
 #endif
         vdh p0, p1;
         __builtin_memcpy(&p0, pw + d, sizeof p0);
