@@ -21,9 +21,9 @@ constexpr int64_t BQ = 64;  // query rows per block
 constexpr int64_t BK = 64;  // keys per block (= 64 / VL vectors)
 constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the micro-kernel height
 
-// AVX2: GCC likes to fold a B vector's load into each FMA that uses it (vfmadd231ps mem, bcast, acc), i.e. one
-// load per row instead of one per k, which makes the tile load-bound; an empty asm makes each B vector a register.
-// (AVX-512 code is left as it was: 32 zmm, and loads are not the bottleneck there.)
+// Below AVX-512 GCC likes to fold a B vector's load into each FMA that uses it (vfmadd231ps mem, bcast, acc): one
+// load per row instead of one per k, which made the AVX2 tile load-bound; an empty asm makes each B vector a
+// register. (The AVX-512 code is left as it was: 32 zmm, and its tiles were not measured load-bound.)
 template <int NV>
 inline void pinB(vf* b) {
 #if MOE_VL < 16
@@ -61,8 +61,8 @@ inline void tile(int64_t K, const float* A, int64_t ars, int64_t acs, const floa
 void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
         int64_t ldc, bool accumulate) {
 #if MOE_VL < 16
-  // 16 ymm (or xmm): 8 accumulators (4×2), 2 B vectors and the broadcast A scalar. A 4×3 tile (12 + 3 + 1) fits on paper
-  // but measured slower: with every register taken GCC folds the B loads into the FMAs.
+  // 16 ymm (xmm without AVX): 8 accumulators (4×2), 2 B vectors and the broadcast A scalar. A 4×3 tile (12 + 3 + 1)
+  // fits on paper but measured no faster here, and leaves GCC no spare register.
   for (int64_t n0 = 0; n0 < N; n0 += 2 * VL) {
     const int64_t nv = std::min<int64_t>(2, (N - n0) / VL);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
