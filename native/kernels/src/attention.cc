@@ -23,7 +23,7 @@ constexpr int64_t MR = 8;   // block row counts are padded to a multiple of the 
 
 // Below AVX-512 GCC likes to fold a B vector's load into each FMA that uses it (vfmadd231ps mem, bcast, acc): one
 // load per row instead of one per k, which made the AVX2 tile load-bound; an empty asm makes each B vector a
-// register. (The AVX-512 code is left as it was: 32 zmm, and its tiles were not measured load-bound.)
+// register. (The AVX-512 code is left exactly as it was; it was never measured on this question.)
 template <int NV>
 inline void pinB(vf* b) {
 #if MOE_VL < 16
