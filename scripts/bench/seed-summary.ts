@@ -21,7 +21,10 @@ export interface RunSummary {
   steps: number;
   tps: number;
   mfu: number;
+  /** A step's peak (max over ranks of torchtitan's max_active), median over the steps after the first. */
   memoryPerRankBytes: number;
+  /** The highest step's peak: steps whose reductions waited on a descheduled peer hold more units at once. */
+  memoryPerRankMaxBytes: number;
   commBytesPerStep: number;
   flopsPerToken: number;
   peakFlopsPerRank: number;
@@ -80,9 +83,11 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
       return b;
     }),
   );
-  const memoryPerRankBytes = Math.max(
-    ...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30),
+  const stepPeaks = steps.map((s) =>
+    Math.max(...recs.filter((r) => r.step === s).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30)),
   );
+  const memoryPerRankBytes = median(stepPeaks);
+  const memoryPerRankMaxBytes = Math.max(...stepPeaks);
   return {
     dir,
     ranks,
@@ -90,6 +95,7 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
     tps,
     mfu: (tps * flopsPerToken) / peakFlopsPerRank,
     memoryPerRankBytes,
+    memoryPerRankMaxBytes,
     commBytesPerStep,
     flopsPerToken,
     peakFlopsPerRank,
