@@ -21,9 +21,9 @@ export interface RunSummary {
   steps: number;
   tps: number;
   mfu: number;
-  /** A step's peak (max over ranks of torchtitan's max_active), median over the steps after the first. */
+  /** torchtitan's max_active of a rank's typical step (median over the steps after the first), the highest rank. */
   memoryPerRankBytes: number;
-  /** The highest step's peak: steps whose reductions waited on a descheduled peer hold more units at once. */
+  /** The highest max_active of any rank and step: steps whose reductions waited on a descheduled peer hold more. */
   memoryPerRankMaxBytes: number;
   commBytesPerStep: number;
   flopsPerToken: number;
@@ -83,11 +83,13 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
       return b;
     }),
   );
-  const stepPeaks = steps.map((s) =>
-    Math.max(...recs.filter((r) => r.step === s).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30)),
-  );
-  const memoryPerRankBytes = median(stepPeaks);
-  const memoryPerRankMaxBytes = Math.max(...stepPeaks);
+  const peaksOf = (rank: unknown) =>
+    recs
+      .filter((r) => r.rank === rank && (r.step as number) > 1)
+      .map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30);
+  const rankIds = [...new Set(recs.map((r) => r.rank))];
+  const memoryPerRankBytes = Math.max(...rankIds.map((r) => median(peaksOf(r))));
+  const memoryPerRankMaxBytes = Math.max(...rankIds.flatMap(peaksOf));
   return {
     dir,
     ranks,

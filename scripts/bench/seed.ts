@@ -24,10 +24,11 @@
 // MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
 // comparable (the trainer's own MFU uses a peak measured once at its start, which moves with the machine's load).
-// Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log), max over ranks per step,
-// median over the steps after the first (step 1's peak includes building the full model before FSDP shards it). The
-// median, not the max: 4 ranks time-sharing 2 cores fall out of step, and a step whose gradient reductions wait on a
-// descheduled peer holds a second unit's parameters and gradients (the highest step is printed beside it).
+// Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) of a rank's typical step
+// (median over the steps after the first; step 1's peak includes building the full model before FSDP shards it), the
+// highest rank. The median, not the max over steps: 4 ranks time-sharing 2 cores fall out of step, and a step whose
+// gradient reductions wait on a descheduled peer holds a second unit's parameters and gradients (the highest step of
+// any rank is printed beside it).
 // Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
 import { mkdirSync, rmSync } from 'node:fs';
@@ -337,7 +338,7 @@ export async function run(argv: string[]): Promise<void> {
           name: `${row.name}_proj_memory_ratio`,
           value: r.memory,
           unit: 'fraction',
-          note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB, a step's peak, median over the steps (target within 10 %; the highest step ${(sum.memoryPerRankMaxBytes / 2 ** 20).toFixed(1)} MiB)`,
+          note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB, a rank's typical step (target within 10 %; the highest step of any rank ${(sum.memoryPerRankMaxBytes / 2 ** 20).toFixed(1)} MiB)`,
         },
         {
           name: `${row.name}_proj_bytes_ratio`,
