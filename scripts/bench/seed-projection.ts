@@ -1,11 +1,13 @@
-// bench:seed's projection of a row with `--system local` (configs/systems/local.toml), the matmul rates replaced by
-// the GEMM shape-class rates measured in the same run (measureGemmClasses): memory per rank, logical bytes per step
+// bench:seed's projection of a row with `--system local` (configs/systems/local.toml), the matmul, attention and
+// element-wise rates replaced by the ones measured in the same run (node-rates.ts): memory per rank, logical bytes per step
 // over the groups with more than one member (as bench:seed measures them: the byte model's plus the step's scalar
 // collectives) and TPS per rank.
 import { availableParallelism } from 'node:os';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { project } from '../../src/protocols/projection.ts';
-import { loadJobConfig } from '../../src/train/job-config.ts';
+import { loadJobConfig, modelConfigOf } from '../../src/train/job-config.ts';
+import { buildModelSpec } from '../../src/models/spec.ts';
+import type { RateClass } from './node-rates.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
 import { planInputOf } from '../../src/train/plan-job.ts';
 import type { RunSummary } from './seed-summary.ts';
@@ -24,12 +26,37 @@ export const GEMM_CLASSES: readonly [number, number, number][] = [
   [1024, 1024, 1024],
 ];
 
+/**
+ * What node-rates.ts times for a row: the GEMM classes, the row's attention (its first block's head shape, one
+ * rank's microbatch) and an element-wise kernel over one rank's activations (tokens × dim).
+ */
+export function rateClassesOf(config: string, overrides: string[]): RateClass[] {
+  const cfg = loadJobConfig(config, overrides);
+  const spec = buildModelSpec(modelConfigOf(cfg));
+  const at = spec.blocks[0]!.attn;
+  const B = cfg.training.local_batch_size;
+  const S = cfg.training.seq_len;
+  const head =
+    at.kind === 'gqa'
+      ? { H: at.nHeads, Hkv: at.nKvHeads, dk: at.headDim, dv: at.headDim }
+      : { H: at.nHeads, Hkv: at.nHeads, dk: at.qkNope + at.qkRope, dv: at.vHead };
+  return [
+    ...GEMM_CLASSES.map(([m, k, n]) => ({ kind: 'gemm' as const, m, k, n })),
+    { kind: 'attention', B, S, ...head },
+    { kind: 'add', n: B * S * spec.dim },
+  ];
+}
+
 export interface GemmClassRates {
   /** FLOPs per call and GFLOP/s of one BLAS thread, per class (GEMM_CLASSES order). */
   flop: number[];
   gflops1t: number[];
-  /** GFLOP/s of the whole node with one thread per rank timed together, fresh outputs (gemm-concurrent.ts). */
+  /** GFLOP/s of the whole node with one thread per rank timed together, fresh outputs (node-rates.ts). */
   gflopsNode?: number[];
+  /** The node's attention rate (forward + backward at the rows' head shape, FLOP/s as the projection counts them). */
+  attentionFlopsNode?: number;
+  /** The node's element-wise traffic (bytes read + written per second) at the rows' activation size. */
+  memoryBytesPerSNode?: number;
 }
 
 /**
@@ -80,11 +107,12 @@ export function measureGemmClasses(k: Kernels, budgetMs = 150): GemmClassRates {
 }
 
 /**
- * The local system with the node's matmul rates: measured with one thread per rank running together when `r` has
+ * The local system with the node's rates: matmuls measured with one thread per rank running together when `r` has
  * them (gflopsNode), else from one-thread class rates — `ranks` ranks each run one BLAS thread on the node's cores, so
  * the node delivers min(cores, ranks) one-thread rates. The projection shares them among the ranks
- * (ranks_per_device = 0). Attention and element-wise kernels keep local.toml's bench:kernels rates (the
- * attention kernel runs at about half the sgemm rate there, so the GEMM classes do not stand in for it).
+ * (ranks_per_device = 0). Attention and element-wise kernels take the rates measured the same way where `r` has them
+ * (the attention kernel's rate is its own: it ran at half the sgemm rate on an AVX-512 node and at 1/30 of it on an
+ * AVX2 node before its SIMD was made native-width), else local.toml's bench:kernels figures.
  */
 export function localSystemWith(r: GemmClassRates, ranks: number, cores = availableParallelism()): SystemSpec {
   const base = loadSystem('local');
@@ -100,6 +128,10 @@ export function localSystemWith(r: GemmClassRates, ranks: number, cores = availa
       peakFlops: rate,
       matmulFlops: rate,
       matmulClasses: { flop: r.flop.slice(0, -1), flops: { float32: small, bfloat16: small } },
+      ...(r.attentionFlopsNode
+        ? { attentionFlops: { bfloat16: r.attentionFlopsNode, float32: r.attentionFlopsNode } }
+        : {}),
+      ...(r.memoryBytesPerSNode ? { memoryBytesPerS: r.memoryBytesPerSNode } : {}),
     },
   };
 }

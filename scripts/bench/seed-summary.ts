@@ -21,7 +21,10 @@ export interface RunSummary {
   steps: number;
   tps: number;
   mfu: number;
+  /** torchtitan's max_active of a rank's typical step (median over the steps after the first), the highest rank. */
   memoryPerRankBytes: number;
+  /** The highest max_active of any rank and step: steps whose reductions waited on a descheduled peer hold more. */
+  memoryPerRankMaxBytes: number;
   commBytesPerStep: number;
   flopsPerToken: number;
   peakFlopsPerRank: number;
@@ -80,9 +83,13 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
       return b;
     }),
   );
-  const memoryPerRankBytes = Math.max(
-    ...recs.filter((r) => (r.step as number) > 1).map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30),
-  );
+  const peaksOf = (rank: unknown) =>
+    recs
+      .filter((r) => r.rank === rank && (r.step as number) > 1)
+      .map((r) => Number(r['memory/max_active(GiB)']) * 2 ** 30);
+  const rankIds = [...new Set(recs.map((r) => r.rank))];
+  const memoryPerRankBytes = Math.max(...rankIds.map((r) => median(peaksOf(r))));
+  const memoryPerRankMaxBytes = Math.max(...rankIds.flatMap(peaksOf));
   return {
     dir,
     ranks,
@@ -90,6 +97,7 @@ export function summarizeRun(dir: string, opts: { peakFlopsPerRank?: number } = 
     tps,
     mfu: (tps * flopsPerToken) / peakFlopsPerRank,
     memoryPerRankBytes,
+    memoryPerRankMaxBytes,
     commBytesPerStep,
     flopsPerToken,
     peakFlopsPerRank,

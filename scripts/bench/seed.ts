@@ -15,7 +15,8 @@
 //                                          the measurement: <row>_proj_{memory,bytes,tps}_ratio = projected / measured,
 //                                          with the local system's matmul rates replaced by the GEMM shape-class rates
 //                                          this run measured with one thread per rank running together on the cores
-//                                          (gemm-concurrent.ts, per CPU-second the threads got). Every row runs the configs' former op-SAC (SEED_AC). The projection
+//                                          (node-rates.ts, per CPU-second the threads got; so are the attention and
+//                                          element-wise rates, at the rows' shapes). Every row runs the configs' former op-SAC (SEED_AC). The projection
 //                                          is for the node alone; <row>_cores_used (process CPU / wall over the steps,
 //                                          cpu-share.ts) says how much of it the row got, <row>_proj_tps_ratio_alone
 //                                          compares against the TPS scaled to the node alone (× lanes / cores used).
@@ -23,14 +24,19 @@
 // MFU = TPS · flops_per_token / (node sgemm peak / 2 ranks), with one peak for every row: measureSgemmPeak (N 1024, 2
 // threads, the trainer's definition) sampled in this process before each row, median of the samples — so rows are
 // comparable (the trainer's own MFU uses a peak measured once at its start, which moves with the machine's load).
-// Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) over the steps after
-// the first, max over ranks (step 1's peak includes building the full model before FSDP shards it). Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
+// Memory per rank: torchtitan's max_active (the tracked allocator peak, reset after each log) of a rank's typical step
+// (median over the steps after the first; step 1's peak includes building the full model before FSDP shards it), the
+// highest rank. The median, not the max over steps: 4 ranks time-sharing 2 cores fall out of step, and a step whose
+// gradient reductions wait on a descheduled peer holds a second unit's parameters and gradients (the highest step of
+// any rank is printed beside it).
+// Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
 import { mkdirSync, rmSync } from 'node:fs';
-import { measureGemmClassesConcurrent } from './gemm-concurrent.ts';
+import { measureNodeRates } from './node-rates.ts';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runTraining } from '../../src/train/trainer.ts';
+import { loadSystem } from '../../src/train/system-file.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
@@ -44,6 +50,7 @@ import {
   projectLocal,
   projRow,
   PROJ_HEAD,
+  rateClassesOf,
   type GemmClassRates,
 } from './seed-projection.ts';
 
@@ -196,8 +203,6 @@ export async function run(argv: string[]): Promise<void> {
   }[] = [];
   for (const row of rows().filter((r) => r.name.startsWith(o.only))) {
     peaks.push(measureSgemmPeak(k, { n: 1024, threads: 2, budgetMs: 300 }).gflops);
-    if (row.project)
-      classRates.push({ ...measureGemmClasses(k), gflopsNode: await measureGemmClassesConcurrent(row.ranks) });
     const overrides = [
       ...SEED_AC,
       ...row.overrides,
@@ -220,6 +225,16 @@ export async function run(argv: string[]): Promise<void> {
       '--job.run_name',
       `seed-${row.name}`,
     ];
+    if (row.project) {
+      // GEMM classes, then the row's attention and element-wise classes (node-rates.ts).
+      const node = await measureNodeRates(rateClassesOf(join(ROOT, row.config), overrides), row.ranks);
+      classRates.push({
+        ...measureGemmClasses(k),
+        gflopsNode: node.slice(0, -2).map((r) => r / 1e9),
+        attentionFlopsNode: node[node.length - 2]!,
+        memoryBytesPerSNode: node[node.length - 1]!,
+      });
+    }
     // The framework-cost twin runs right before its row, under the same load (OVERHEAD_TWIN).
     let twin: RunSummary | undefined;
     let twinShare: CoreShare | undefined;
@@ -275,6 +290,8 @@ export async function run(argv: string[]): Promise<void> {
         flop: classRates[0]!.flop,
         gflops1t: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflops1t[i]!))),
         gflopsNode: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflopsNode![i]!))),
+        attentionFlopsNode: median(classRates.map((c) => c.attentionFlopsNode!)),
+        memoryBytesPerSNode: median(classRates.map((c) => c.memoryBytesPerSNode!)),
       }
     : null;
   if (rates)
@@ -284,6 +301,7 @@ export async function run(argv: string[]): Promise<void> {
   if (rates?.gflopsNode)
     notes.push(
       `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode![i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
+      `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode! / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode! / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)})`,
     );
   const projTable: string[] = [...PROJ_HEAD];
   for (const { row, sum, overrides, twin, share, twinShare } of measured) {
@@ -320,7 +338,7 @@ export async function run(argv: string[]): Promise<void> {
           name: `${row.name}_proj_memory_ratio`,
           value: r.memory,
           unit: 'fraction',
-          note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB (target within 10 %)`,
+          note: `projected ${(pr.memory / 2 ** 20).toFixed(1)} MiB / measured ${(sum.memoryPerRankBytes / 2 ** 20).toFixed(1)} MiB, a rank's typical step (target within 10 %; the highest step of any rank ${(sum.memoryPerRankMaxBytes / 2 ** 20).toFixed(1)} MiB)`,
         },
         {
           name: `${row.name}_proj_bytes_ratio`,
