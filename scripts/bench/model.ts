@@ -36,6 +36,7 @@
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { hasAvx512Core } from '../../src/tensor/cpu-features.ts';
 import { nodeBusy } from '../../src/tensor/node-busy.ts';
 import { join } from 'node:path';
 import { resolveModelConfig } from '../../src/models/config.ts';
@@ -233,6 +234,7 @@ export async function run(argv: string[]): Promise<void> {
     return chooseOmpWait({
       env: { ...process.env, MOE_ACTORS_MATMUL: matmul },
       onednnBuilt: addonLinksOnednn(),
+      avx512: hasAvx512Core(),
       computeThreads: o.threads,
       cores: availableParallelism(),
       busy: () => nodeBusy(),
@@ -327,9 +329,11 @@ export async function run(argv: string[]): Promise<void> {
   const mfu = (tps * fpt) / (peak * 1e9);
   const lastLoss = fp32Run.lastLoss;
   const loadEnd = loadNote('after the Node timing');
-  const lib = info.onednn
-    ? `oneDNN ${info.onednnVersion} (${info.onednnIsa}) by the per-class rule`
-    : `${info.name} (no oneDNN: ${info.onednnStatus ?? ''})`;
+  const lib = !info.onednn
+    ? `${info.name} (no oneDNN: ${info.onednnStatus ?? ''})`
+    : info.f32Matmuls === 'blas'
+      ? `${info.name} by the auto rule (oneDNN ${info.onednnVersion} runs ${info.onednnIsa} here, not AVX-512: not faster)`
+      : `oneDNN ${info.onednnVersion} (${info.onednnIsa}) by the auto rule`;
 
   const results: BenchResult[] = [
     {

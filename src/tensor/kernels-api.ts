@@ -23,6 +23,8 @@ export interface BlasInfo {
   onednn?: boolean;
   onednnVersion?: string;
   onednnIsa?: string;
+  /** Native only: the library f32 matmuls take in this process (MOE_ACTORS_MATMUL, or auto's ISA rule). */
+  f32Matmuls?: 'onednn' | 'blas';
   onednnStatus?: string;
   /** Native only: the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX); without them bf16 matmuls widen to f32. */
   bf16Dot?: boolean;

@@ -148,6 +148,7 @@ export class NativeKernels implements Kernels {
     if (i.onednn !== undefined) out.onednn = i.onednn;
     if (i.onednnVersion) out.onednnVersion = i.onednnVersion;
     if (i.onednnIsa) out.onednnIsa = i.onednnIsa;
+    if (i.f32Matmuls) out.f32Matmuls = i.f32Matmuls;
     if (i.onednnStatus) out.onednnStatus = i.onednnStatus;
     if (i.bf16Dot !== undefined) out.bf16Dot = i.bf16Dot;
     return out;

@@ -21,6 +21,7 @@ import type { Kernels } from './kernels-api.ts';
 import { RefKernels } from './kernels-ref.ts';
 import { NativeKernels, type KernelsAddon } from './kernels-native.ts';
 import { chooseOmpWait, type OmpWaitChoice } from './omp-wait.ts';
+import { hasAvx512Core } from './cpu-features.ts';
 
 export type { Kernels, BlasInfo } from './kernels-api.ts';
 
@@ -89,6 +90,7 @@ function decideOpenMpWait(addonPath: string): OmpWaitChoice {
   ompChoice = chooseOmpWait({
     env: userEnv,
     onednnBuilt,
+    avx512: hasAvx512Core(),
     computeThreads: ompLayout?.computeThreads,
     cores: availableParallelism(),
     busy: () => nodeBusy(),

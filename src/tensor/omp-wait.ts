@@ -25,6 +25,11 @@ export interface OmpWaitInputs {
   /** Whether the native kernels were built with oneDNN (without it every matmul is OpenBLAS). */
   onednnBuilt: boolean;
   /**
+   * Whether the CPU has AVX-512 (oneDNN's avx512_core): without it MOE_ACTORS_MATMUL=auto puts every f32 matmul on
+   * OpenBLAS, which is as fast or faster there (dnnl.cc matmulUseDnnl).
+   */
+  avx512: boolean;
+  /**
    * Compute threads this process's job puts on the node: ranks on the node (MPI local ranks, or the ranks of a
    * threads/inproc job) × OpenMP threads per rank. Undefined when nobody said (benches, tools): stays passive.
    */
@@ -62,6 +67,10 @@ export function chooseOmpWait(i: OmpWaitInputs): OmpWaitChoice {
   if (!i.onednnBuilt) return passive('matmuls on OpenBLAS (no oneDNN), whose threads spinning workers would starve');
   if (env.MOE_ACTORS_MATMUL === 'blas')
     return passive('MOE_ACTORS_MATMUL=blas puts matmuls on OpenBLAS, whose threads spinning workers would starve');
+  if (env.MOE_ACTORS_MATMUL !== 'onednn' && !i.avx512)
+    return passive(
+      'matmuls on OpenBLAS (no AVX-512: oneDNN f32 is not faster here), whose threads spinning workers would starve',
+    );
   const t = i.computeThreads;
   if (t === undefined || !Number.isFinite(t) || t < 1) return passive('the compute threads on this node are unknown');
   if (t > i.cores) return passive(`${t} compute threads on ${i.cores} cores (oversubscribed)`);

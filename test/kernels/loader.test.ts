@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadNativeKernelsFrom, nativeKernels } from '../../src/tensor/kernels.ts';
+import { hasAvx512Core } from '../../src/tensor/cpu-features.ts';
 
 const ADDON = fileURLToPath(new URL('../../native/kernels/build/Release/kernels.node', import.meta.url));
 
@@ -46,7 +47,9 @@ describe('getKernels', () => {
 
   it('keeps an oversubscribed job (4 ranks × 1 thread on 2 cores) passive, decided before libgomp loads', () => {
     const kernelsTs = fileURLToPath(new URL('../../src/tensor/kernels.ts', import.meta.url));
-    const env = { ...process.env };
+    // Matmuls forced onto oneDNN: on a CPU without AVX-512 auto would put them on OpenBLAS, itself a reason for
+    // passive, and this test is about the thread count.
+    const env: NodeJS.ProcessEnv = { ...process.env, MOE_ACTORS_MATMUL: 'onednn' };
     delete env.OMP_WAIT_POLICY;
     delete env.GOMP_SPINCOUNT;
     const cores = 2;
@@ -74,6 +77,18 @@ describe('getKernels', () => {
     if (info.onednn) expect(info.onednnIsa).toMatch(/^(sse41|avx|avx2|avx512_core\w*|other)$/);
     else expect(info.onednnStatus).toMatch(/libdnnl-dev/);
     expect(typeof info.bf16Dot).toBe('boolean');
+  });
+
+  it('auto puts f32 matmuls on oneDNN exactly where oneDNN runs AVX-512, the test the wait policy makes first', () => {
+    const info = nativeKernels().blasInfo();
+    expect(hasAvx512Core(new Set(['avx2', 'fma']))).toBe(false);
+    expect(hasAvx512Core(new Set(['avx512f', 'avx512bw', 'avx512vl', 'avx512dq']))).toBe(true);
+    expect(hasAvx512Core(new Set(['avx512f', 'avx512cd']))).toBe(false);
+    if (!info.onednn || info.matmulMode !== 'auto') return;
+    const onednnAvx512 = /^avx512/.test(info.onednnIsa ?? '');
+    // The wait policy decides before libgomp loads, from /proc/cpuinfo; the addon decides from oneDNN's detection.
+    expect(hasAvx512Core()).toBe(onednnAvx512);
+    expect(info.f32Matmuls).toBe(onednnAvx512 ? 'onednn' : 'blas');
   });
 
   it('rejects an unknown MOE_ACTORS_MATMUL value at load, naming the choices', () => {

@@ -4,6 +4,7 @@ import { OMP_SPIN_COUNT, chooseOmpWait } from '../../src/tensor/omp-wait.ts';
 const base = {
   env: {},
   onednnBuilt: true,
+  avx512: true,
   cores: 2,
   busy: () => ({ busyCores: 0.1, busySource: '0.1 cores busy' }),
 };
@@ -70,6 +71,13 @@ describe('chooseOmpWait (the OpenMP wait policy decided before libgomp loads)', 
     expect(chooseOmpWait({ ...base, computeThreads: 0 }).mode).toBe('passive');
     // MOE_ACTORS_MATMUL=onednn/auto keep every matmul on oneDNN.
     expect(chooseOmpWait({ ...base, env: { MOE_ACTORS_MATMUL: 'onednn' }, computeThreads: 2 }).mode).toBe('spin');
+    // Without AVX-512 auto puts them on OpenBLAS; onednn still forces oneDNN.
+    const noAvx512 = chooseOmpWait({ ...base, avx512: false, computeThreads: 2 });
+    expect(noAvx512.mode).toBe('passive');
+    expect(noAvx512.line).toContain('no AVX-512');
+    expect(
+      chooseOmpWait({ ...base, avx512: false, env: { MOE_ACTORS_MATMUL: 'onednn' }, computeThreads: 2 }).mode,
+    ).toBe('spin');
   });
 
   it("keeps the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT, even oversubscribed or on OpenBLAS", () => {

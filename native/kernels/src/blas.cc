@@ -166,6 +166,11 @@ static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   o.Set("ompThreads", omp_get_max_threads());
   const MatmulMode mode = matmulMode();
   o.Set("matmulMode", mode == kMatmulAuto ? "auto" : mode == kMatmulDnnl ? "onednn" : "blas");
+  // The library f32 matmuls take in this process (auto: matmulUseDnnl's rule, which depends on the ISA only).
+  o.Set("f32Matmuls",
+        mode == kMatmulBlas || !dnnlAvailable() || (mode == kMatmulAuto && !matmulUseDnnl(false, false, 1, 1, 1))
+            ? "blas"
+            : "onednn");
   o.Set("onednn", dnnlAvailable());
   if (dnnlAvailable()) {
     o.Set("onednnVersion", dnnlVersion());

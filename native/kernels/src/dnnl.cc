@@ -251,11 +251,17 @@ bool dnnlGemmBf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*,
 
 // The per-shape-class rule of the auto mode. bench:kernels times the model's classes (attention projections
 // 2048×256×256, wide 2048×{512,768,2048}×256, skinny expert GEMMs of ~256–320 rows, square 1024³; each as forward,
-// backward-input and backward-weight product) on both libraries, alternating. On the AMD EPYC (AVX-512, AVX512_BF16)
-// development VM with OpenBLAS 0.3.21 as this environment runs it (OPENBLAS_CORETYPE=Haswell), oneDNN f32 was the
-// faster library in every class, 1.6–2.2× (docs/benchmarks.md has the figures), so every class goes to oneDNN.
+// backward-input and backward-weight product) on both libraries, alternating, with OpenBLAS 0.3.21 as this
+// environment runs it (OPENBLAS_CORETYPE=Haswell). The answer depends on the ISA oneDNN runs on, not on the class:
+// - AVX-512 (AMD EPYC with AVX512_BF16): oneDNN f32 (brgemm avx512_core) was faster in every class, 1.6–2.2×.
+// - AVX2 only (AMD EPYC, no AVX-512): oneDNN f32 (jit avx2) was 0.89 / 0.91 / 0.99 / 0.99× OpenBLAS (attention,
+//   wide, expert, square; quiet) and the debugmodel trained at 0.935 / 0.952× — there both run AVX2 FMA kernels and
+//   OpenBLAS's Haswell ones are the better tuned.
+// So auto means oneDNN where oneDNN runs AVX-512 code, else BLAS (docs/benchmarks.md has the figures). oneDNN's
+// own ISA detection decides, read once; src/tensor/cpu-features.ts makes the same test before the addon loads.
 // Without oneDNN everything is BLAS anyway. MOE_ACTORS_MATMUL=blas|onednn overrides the rule for a process.
 bool matmulUseDnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   (void)ta, (void)tb, (void)M, (void)N, (void)K;
-  return true;
+  static const bool avx512 = dnnlIsa().rfind("avx512", 0) == 0;
+  return avx512;
 }
