@@ -278,6 +278,23 @@ void fwdTask(const Shape& s, const float* q, const float* k, const float* v, flo
 // groups of 2 vectors (8 accumulators), each column group independent of the others.
 // Rows ≥ nq (padding up to nqp) and rows that see none of the keys are zero in both.
 constexpr int PG = VL == 16 ? 4 : 2;
+
+// c[r][v] = Σ_k A[r·lda + k] · B[k·BK + VL·v] for 4 rows of A and PG vectors of B (keys), in registers.
+template <int NG>
+inline void rowTile(vf (&c)[4][NG], int64_t K, const float* A, int64_t lda, const float* B) {
+  for (int r = 0; r < 4; r++)
+    for (int v = 0; v < NG; v++) c[r][v] = vf{};
+  for (int64_t k = 0; k < K; k++) {
+    vf b[NG];
+    for (int v = 0; v < NG; v++) b[v] = ldv(B + k * BK + VL * v);
+    pinB<NG>(b);
+    for (int r = 0; r < 4; r++) {
+      const float a = A[r * lda + k];
+      for (int v = 0; v < NG; v++) c[r][v] += a * b[v];
+    }
+  }
+}
+
 void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, int64_t dk, int64_t dv, const float* Q,
                    int64_t dkp, const float* dO, int64_t dvp, const float* Kt, const float* Vt, const float* L,
                    const float* Dl, float scale, float scale2, float* P, float* dS) {
@@ -286,17 +303,7 @@ void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, 
     for (int r = 0; r < 4; r++) vis[r] = m0 + r < nq ? visible(i0 + m0 + r, j0, nk) : 0;
     for (int v0 = 0; v0 < BK / VL; v0 += PG) {
       vf c[4][PG];
-      for (int r = 0; r < 4; r++)
-        for (int v = 0; v < PG; v++) c[r][v] = vf{};
-      for (int64_t k = 0; k < dk; k++) {
-        vf b[PG];
-        for (int v = 0; v < PG; v++) b[v] = ldv(Kt + k * BK + VL * (v0 + v));
-        pinB<PG>(b);
-        for (int r = 0; r < 4; r++) {
-          const float a = Q[(m0 + r) * dkp + k];
-          for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
-        }
-      }
+      rowTile<PG>(c, dk, Q + m0 * dkp, dkp, Kt + VL * v0);
       for (int r = 0; r < 4; r++) {
         float* pr = P + (m0 + r) * BK + VL * v0;
         if (vis[r] <= 0) {
@@ -310,17 +317,7 @@ void probsAndGrads(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, 
           stv(pr + VL * v, p);
         }
       }
-      for (int r = 0; r < 4; r++)
-        for (int v = 0; v < PG; v++) c[r][v] = vf{};
-      for (int64_t k = 0; k < dv; k++) {
-        vf b[PG];
-        for (int v = 0; v < PG; v++) b[v] = ldv(Vt + k * BK + VL * (v0 + v));
-        pinB<PG>(b);
-        for (int r = 0; r < 4; r++) {
-          const float a = dO[(m0 + r) * dvp + k];
-          for (int v = 0; v < PG; v++) c[r][v] += a * b[v];
-        }
-      }
+      rowTile<PG>(c, dv, dO + m0 * dvp, dvp, Vt + VL * v0);
       for (int r = 0; r < 4; r++) {
         float* dr = dS + (m0 + r) * BK + VL * v0;
         if (vis[r] <= 0) {
