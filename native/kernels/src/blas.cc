@@ -105,13 +105,16 @@ void blasSgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
       (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
-// The library per call: oneDNN where the shape class is faster there (matmulUseDnnl) or when forced, else BLAS;
-// BLAS also whenever oneDNN is absent or declines.
+// Whether an f32 product goes to oneDNN: when forced, or in auto mode where the rule says it is faster there.
+static bool f32OnDnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+  const MatmulMode mode = matmulMode();
+  return mode == kMatmulDnnl || (mode == kMatmulAuto && matmulUseDnnl(ta, tb, M, N, K));
+}
+
+// The library per call: oneDNN where f32OnDnnl says so, else BLAS; BLAS also whenever oneDNN is absent or declines.
 void matmulF32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const MatmulMode mode = matmulMode();
-  const bool dnnl = mode == kMatmulDnnl || (mode == kMatmulAuto && matmulUseDnnl(ta, tb, M, N, K));
-  if (dnnl && dnnlSgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (f32OnDnnl(ta, tb, M, N, K) && dnnlSgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   blasSgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -166,11 +169,8 @@ static Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   o.Set("ompThreads", omp_get_max_threads());
   const MatmulMode mode = matmulMode();
   o.Set("matmulMode", mode == kMatmulAuto ? "auto" : mode == kMatmulDnnl ? "onednn" : "blas");
-  // The library f32 matmuls take in this process (auto: matmulUseDnnl's rule, which depends on the ISA only).
-  o.Set("f32Matmuls",
-        mode == kMatmulBlas || !dnnlAvailable() || (mode == kMatmulAuto && !matmulUseDnnl(false, false, 1, 1, 1))
-            ? "blas"
-            : "onednn");
+  // The library f32 matmuls take in this process (auto's rule depends on the ISA only, so any shape answers).
+  o.Set("f32Matmuls", dnnlAvailable() && f32OnDnnl(false, false, 1, 1, 1) ? "onednn" : "blas");
   o.Set("onednn", dnnlAvailable());
   if (dnnlAvailable()) {
     o.Set("onednnVersion", dnnlVersion());
