@@ -7,7 +7,7 @@ import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { project } from '../../src/protocols/projection.ts';
 import { loadJobConfig, modelConfigOf } from '../../src/train/job-config.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
-import type { RateClass } from './node-rates.ts';
+import { measureNodeRates, type RateClass } from './node-rates.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
 import { planInputOf } from '../../src/train/plan-job.ts';
 import type { RunSummary } from './seed-summary.ts';
@@ -30,7 +30,7 @@ export const GEMM_CLASSES: readonly [number, number, number][] = [
  * What node-rates.ts times for a row: the GEMM classes, the row's attention (its first block's head shape, one
  * rank's microbatch) and an element-wise kernel over one rank's activations (tokens × dim).
  */
-export function rateClassesOf(config: string, overrides: string[]): RateClass[] {
+function rateClassesOf(config: string, overrides: string[]): RateClass[] {
   const cfg = loadJobConfig(config, overrides);
   const spec = buildModelSpec(modelConfigOf(cfg));
   const at = spec.blocks[0]!.attn;
@@ -45,6 +45,21 @@ export function rateClassesOf(config: string, overrides: string[]): RateClass[] 
     { kind: 'attention', B, S, ...head },
     { kind: 'add', n: B * S * spec.dim },
   ];
+}
+
+/** The node's rates for a row's projection, timed with one thread per each of its `ranks` ranks (node-rates.ts). */
+export async function measureRowRates(
+  config: string,
+  overrides: string[],
+  ranks: number,
+): Promise<Required<Pick<GemmClassRates, 'gflopsNode' | 'attentionFlopsNode' | 'memoryBytesPerSNode'>>> {
+  const node = await measureNodeRates(rateClassesOf(config, overrides), ranks);
+  const [attention, elementwise] = node.slice(GEMM_CLASSES.length);
+  return {
+    gflopsNode: node.slice(0, GEMM_CLASSES.length).map((r) => r / 1e9),
+    attentionFlopsNode: attention!,
+    memoryBytesPerSNode: elementwise!,
+  };
 }
 
 export interface GemmClassRates {

@@ -32,7 +32,6 @@
 // Comm bytes per step: logical bytes sent + received per rank per step over every group with more than one
 // member (size-1 groups only copy locally), mean over ranks, median over steps.
 import { mkdirSync, rmSync } from 'node:fs';
-import { measureNodeRates } from './node-rates.ts';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { runTraining } from '../../src/train/trainer.ts';
@@ -50,7 +49,7 @@ import {
   projectLocal,
   projRow,
   PROJ_HEAD,
-  rateClassesOf,
+  measureRowRates,
   type GemmClassRates,
 } from './seed-projection.ts';
 
@@ -225,16 +224,11 @@ export async function run(argv: string[]): Promise<void> {
       '--job.run_name',
       `seed-${row.name}`,
     ];
-    if (row.project) {
-      // GEMM classes, then the row's attention and element-wise classes (node-rates.ts).
-      const node = await measureNodeRates(rateClassesOf(join(ROOT, row.config), overrides), row.ranks);
+    if (row.project)
       classRates.push({
         ...measureGemmClasses(k),
-        gflopsNode: node.slice(0, -2).map((r) => r / 1e9),
-        attentionFlopsNode: node[node.length - 2]!,
-        memoryBytesPerSNode: node[node.length - 1]!,
+        ...(await measureRowRates(join(ROOT, row.config), overrides, row.ranks)),
       });
-    }
     // The framework-cost twin runs right before its row, under the same load (OVERHEAD_TWIN).
     let twin: RunSummary | undefined;
     let twinShare: CoreShare | undefined;
