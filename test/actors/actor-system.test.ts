@@ -18,6 +18,7 @@ import { optimizerMachine } from '../../src/protocols/optimizer.machine.ts';
 import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { STRATEGIES } from '../../src/protocols/strategies.ts';
 import { trainStepMachine } from '../../src/protocols/train-step.machine.ts';
+import { trainStepInput } from '../protocols/train-step-input.ts';
 import { distributedCaseOf, syntheticBatch } from '../models/fixtures.ts';
 import { definedTransitions } from '../protocols/graph-coverage.ts';
 
@@ -155,18 +156,7 @@ describe('one rank’s actor system (docs/architecture.md)', () => {
       gradReduce: 'sum' as const,
     }));
     const a = createActor(trainStepMachine, {
-      input: {
-        step: 1,
-        nLayers: 1,
-        microbatches: 1,
-        ac: { mode: 'none' },
-        biasUpdate: false,
-        gradOnly: false,
-        units,
-        strategy: 'local',
-        lr: 1e-3,
-        maxNorm: 1,
-      },
+      input: trainStepInput({ units }),
     });
     a.start();
     const ids = ['router', 'expert', 'optimizer', ...units.map((u) => `fsdp:${u.unit}`)];

@@ -11,6 +11,7 @@ import { routerMachine } from '../../src/protocols/router.machine.ts';
 import { expertMachine, moeLayerId } from '../../src/protocols/expert.machine.ts';
 import { DISPATCH_STRATEGIES } from '../../src/protocols/strategies.ts';
 import { allStateIds, coverPaths, definedTransitions, doneEvents, type Coverage } from './graph-coverage.ts';
+import { trainStepInput } from './train-step-input.ts';
 
 function merge(into: Coverage, c: Coverage) {
   c.transitions.forEach((t) => into.transitions.add(t));
@@ -372,18 +373,7 @@ describe('train-step machine', () => {
         } as any),
       };
       const a = createActor(trainStepMachine.provide({ actors: { ...actors, ...children } } as any), {
-        input: {
-          step: 1,
-          nLayers: 4,
-          microbatches: 2,
-          ac,
-          biasUpdate: true,
-          gradOnly: false,
-          units: [],
-          strategy: 'local',
-          lr: 0.25,
-          maxNorm: 0.5,
-        },
+        input: trainStepInput({ nLayers: 4, microbatches: 2, ac, biasUpdate: true, lr: 0.25, maxNorm: 0.5 }),
       });
       a.start();
       a.send({ type: 'START' });
@@ -439,18 +429,7 @@ describe('train-step machine', () => {
         } as any,
       });
       const a = createActor(step, {
-        input: {
-          step: 1,
-          nLayers: 3,
-          microbatches: 1,
-          ac: { mode: 'none' },
-          biasUpdate: false,
-          gradOnly: false,
-          units: [],
-          strategy: 'local',
-          lr: 0.1,
-          maxNorm: 1,
-        },
+        input: trainStepInput({ nLayers: 3, lr: 0.1 }),
       });
       a.start();
       a.send({ type: 'START' });
