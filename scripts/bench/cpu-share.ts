@@ -17,6 +17,14 @@ interface Sample {
 /** Linux's USER_HZ: /proc's CPU times are in 1/100 s on every architecture Node runs on. */
 const TICK_S = 0.01;
 
+/** CPU seconds (user + system) of the process or thread whose /proc stat file this is (Linux). */
+export function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_S;
+}
+
 function threadTimes(): Map<number, number> {
   const m = new Map<number, number>();
   let ids: string[];
@@ -27,10 +35,7 @@ function threadTimes(): Map<number, number> {
   }
   for (const id of ids) {
     try {
-      const stat = readFileSync(`/proc/self/task/${id}/stat`, 'utf8');
-      // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      m.set(Number(id), (Number(f[11]) + Number(f[12])) * TICK_S);
+      m.set(Number(id), statCpuSeconds(`/proc/self/task/${id}/stat`));
     } catch {
       // the thread ended between readdir and read
     }

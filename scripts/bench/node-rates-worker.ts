@@ -1,9 +1,9 @@
 // One thread of measureNodeRates (node-rates.ts): a rank's kernel thread running each class beside the others, every
 // call writing fresh output buffers as the training's allocations do.
-import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import type { RateClass } from './node-rates.ts';
+import { statCpuSeconds } from './cpu-share.ts';
 
 interface Args {
   classes: RateClass[];
@@ -66,13 +66,9 @@ while (Atomics.load(ready, 0) < threads) {
   if (Date.now() > deadline) throw new Error(`node-rates: waited 30 s for ${threads} threads to start`);
   Atomics.wait(ready, 1, 0, 5);
 }
-// This thread's CPU seconds (Linux; utime + stime in 1/100 s): a node shared with other processes gives the threads
-// less than its cores, so the rate per CPU-second of the threads, not per wall second, is the node's own.
-const cpuSeconds = () => {
-  const f = readFileSync('/proc/thread-self/stat', 'utf8');
-  const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(x[11]) + Number(x[12])) / 100;
-};
+// This thread's CPU seconds: a node shared with other processes gives the threads less than its cores, so the rate
+// per CPU-second of the threads, not per wall second, is the node's own.
+const cpuSeconds = () => statCpuSeconds('/proc/thread-self/stat');
 const out = calls.map((c) => {
   let work = 0;
   const c0 = cpuSeconds();
