@@ -7,6 +7,13 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** The optimizer, LR schedule and clipping every bench training runs with (bench:model, its profile, bench:ep). */
+export const BENCH_OPTIMIZER = {
+  adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
+  schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
+  maxNorm: 1,
+} as const;
+
 export interface BenchResult {
   name: string;
   value: number;

@@ -26,7 +26,7 @@ import { spawnMpi } from '../../src/comm/mpi/spawn.ts';
 import type { RankJob } from '../../src/actors/rank-host.ts';
 import { resolveModelConfig, type ResolvedModelConfig } from '../../src/models/config.ts';
 import { DISPATCH_STRATEGIES, moeBytes, MOE_PHASES, type DispatchStrategy } from '../../src/protocols/strategies.ts';
-import { loadNote, machineInfo, median, range, writeReport, type BenchResult } from './common.ts';
+import { BENCH_OPTIMIZER, loadNote, machineInfo, median, range, writeReport, type BenchResult } from './common.ts';
 import type { EpRankArgs, LayerArgs, LayerResult, TrainArgs, TrainResult } from './ep-rank.ts';
 
 const PROGRAM = fileURLToPath(new URL('./ep-rank.ts', import.meta.url));
@@ -168,9 +168,7 @@ function trainJob(
     divideFactor: 1,
     reshard: 'default',
     ac: { mode: 'none' },
-    adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
-    schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
-    maxNorm: 1,
+    ...BENCH_OPTIMIZER,
     seed: 0,
     threads,
   };

@@ -12,6 +12,7 @@ import { buildModelSpec } from '../../src/models/spec.ts';
 import { measureSgemmPeak } from '../../src/train/metrics/peak.ts';
 import { getKernels } from '../../src/tensor/kernels.ts';
 import { kernelsFor } from '../../src/tensor/precision.ts';
+import { BENCH_OPTIMIZER } from './common.ts';
 
 export const PEAK_N = 1024;
 
@@ -58,9 +59,7 @@ function main(spec: ChildSpec): void {
   const ms = buildModelSpec(cfg);
   const model = Model.build(cfg, { seed: 0, kernels: kernelsFor(k, spec.dtype) });
   const trainer = new SingleRankTrainer(model, {
-    adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
-    schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
-    maxNorm: 1,
+    ...BENCH_OPTIMIZER,
     ac: parseAcMode('none'),
   });
   const data = batches(4, spec.batch, spec.seq, ms.vocabSize);

@@ -14,7 +14,7 @@ import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
 import type { Kernels } from '../../src/tensor/kernels-api.ts';
 import { kernelsFor, type ParamDtype } from '../../src/tensor/precision.ts';
-import { loadNote, machineInfo, type BenchResult, writeReport } from './common.ts';
+import { BENCH_OPTIMIZER, loadNote, machineInfo, type BenchResult, writeReport } from './common.ts';
 
 interface Tally {
   ms: number;
@@ -78,9 +78,7 @@ export async function run(argv: string[]): Promise<void> {
   const tally = new Map<string, Tally>();
   const model = Model.build(cfg, { seed: 0, kernels: timed(kernelsFor(k, dtype), tally) });
   const trainer = new SingleRankTrainer(model, {
-    adamw: { lr: 4e-3, beta1: 0.9, beta2: 0.95, eps: 1e-15, weight_decay: 0.1 },
-    schedule: { totalSteps: 100_000, warmupSteps: 2, decayRatio: 0.8, decayType: 'linear', minLrFactor: 0.1 },
-    maxNorm: 1,
+    ...BENCH_OPTIMIZER,
     ac: parseAcMode('none'),
   });
   let s = 12345;
