@@ -1,12 +1,13 @@
-// `node bin/bench.mjs model-profile [-- --reps N --dtype bfloat16|float32 --threads N]`: where a train step of
-// bench:model's debugmodel (batch 4 × 512, one rank) spends its time, per kernel class — the question to answer
+// `node bin/bench.mjs model-profile [-- --reps N --dtype bfloat16|float32 --threads N --by-shape]`: where a train
+// step of bench:model's debugmodel (batch 4 × 512, one rank) spends its time, per kernel class — the question to answer
 // before optimising a precision's step (issue #11: which part of the bf16 step keeps mfu_bf16 low).
 //
 // Every kernel call of the model goes through a timing view of the kernels (each native call is synchronous, so
 // wall time around it is its cost); matmuls are split by transposes (NT forward, NN input gradient, TN weight
 // gradient) and by whether their row count is a dense batch·seq (a multiple of 64) or an expert's, with GFLOP/s.
-// "outside kernels" is the step's remainder: TypeScript control, routing, pool bookkeeping. Prints a table and
-// writes outputs/bench/model-profile.json. Not a timing target: bench:model gives the step rates.
+// --by-shape splits the dense matmuls further by M×N×K (how the 16 MB logits' page faults showed: one output-head
+// product at 105 GFLOP/s among dense products at 430–580). "outside kernels" is the step's remainder: TypeScript
+// control, routing, pool bookkeeping. Prints a table and writes outputs/bench/model-profile.json. Not a timing target: bench:model gives the step rates.
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { parseAcMode } from '../../src/models/model/ac.ts';
 import { Model, type Microbatch } from '../../src/models/model/model.ts';
@@ -25,7 +26,7 @@ interface Tally {
 const GEMMS = new Set(['sgemm', 'sgemmBf16', 'gemmBf16']);
 
 /** A view of `k` that adds each call's wall time to `tally` under the call's class. */
-function timed(k: Kernels, tally: Map<string, Tally>): Kernels {
+function timed(k: Kernels, tally: Map<string, Tally>, byShape: boolean): Kernels {
   return new Proxy(k, {
     get(target, prop) {
       const v = Reflect.get(target, prop) as unknown;
@@ -41,6 +42,7 @@ function timed(k: Kernels, tally: Map<string, Tally>): Kernels {
           const [ta, tb, M, N, K] = a as [boolean, boolean, number, number, number];
           const rows = ta ? K : M;
           name = `matmul ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${rows % 64 === 0 ? 'dense' : 'expert'} rows`;
+          if (byShape && rows % 64 === 0) name += ` ${M}×${N}×${K}`;
           flops = 2 * M * N * K;
         }
         const t = tally.get(name) ?? { ms: 0, calls: 0, flops: 0 };
@@ -58,9 +60,11 @@ export async function run(argv: string[]): Promise<void> {
   let reps = 6;
   let dtype: ParamDtype = 'bfloat16';
   let threads = 2;
+  let byShape = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--reps') reps = Math.max(1, Number(argv[++i]));
+    else if (a === '--by-shape') byShape = true;
     else if (a === '--threads') threads = Math.max(1, Number(argv[++i]));
     else if (a === '--dtype') {
       const d = argv[++i];
@@ -76,7 +80,7 @@ export async function run(argv: string[]): Promise<void> {
   const cfg = resolveModelConfig({ name: 'llama4', flavor: 'debugmodel' }, 512);
   const spec = buildModelSpec(cfg);
   const tally = new Map<string, Tally>();
-  const model = Model.build(cfg, { seed: 0, kernels: timed(kernelsFor(k, dtype), tally) });
+  const model = Model.build(cfg, { seed: 0, kernels: timed(kernelsFor(k, dtype), tally, byShape) });
   const trainer = new SingleRankTrainer(model, {
     ...BENCH_OPTIMIZER,
     ac: parseAcMode('none'),
@@ -128,7 +132,7 @@ export async function run(argv: string[]): Promise<void> {
     bench: 'model-profile',
     when: new Date().toISOString(),
     machine: machineInfo(k.blasInfo().name),
-    config: { flavor: 'debugmodel', batch: 4, seq: 512, dtype, threads, reps },
+    config: { flavor: 'debugmodel', batch: 4, seq: 512, dtype, threads, reps, byShape },
     results,
     notes: [load, loadNote('at the end')],
   };
