@@ -1,13 +1,14 @@
 // `node bin/bench.mjs model-profile [-- --reps N --dtype bfloat16|float32 --threads N --by-shape]`: where a train
-// step of bench:model's debugmodel (batch 4 × 512, one rank) spends its time, per kernel class — the question to answer
-// before optimising a precision's step (issue #11: which part of the bf16 step keeps mfu_bf16 low).
+// step of bench:model's debugmodel (batch 4 × 512, one rank) spends its time, per kernel class — the question to
+// answer before optimising a precision's step (issue #11: which part of the bf16 step keeps mfu_bf16 low).
 //
 // Every kernel call of the model goes through a timing view of the kernels (each native call is synchronous, so
 // wall time around it is its cost); matmuls are split by transposes (NT forward, NN input gradient, TN weight
 // gradient) and by whether their row count is a dense batch·seq (a multiple of 64) or an expert's, with GFLOP/s.
 // --by-shape splits the dense matmuls further by M×N×K (how the 16 MB logits' page faults showed: one output-head
 // product at 105 GFLOP/s among dense products at 430–580). "outside kernels" is the step's remainder: TypeScript
-// control, routing, pool bookkeeping. Prints a table and writes outputs/bench/model-profile.json. Not a timing target: bench:model gives the step rates.
+// control, routing, pool bookkeeping. Prints a table and writes outputs/bench/model-profile.json. Not a timing
+// target: bench:model gives the step rates.
 import { resolveModelConfig } from '../../src/models/config.ts';
 import { parseAcMode } from '../../src/models/model/ac.ts';
 import { Model, type Microbatch } from '../../src/models/model/model.ts';
