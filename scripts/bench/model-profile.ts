@@ -17,6 +17,7 @@ import { buildModelSpec } from '../../src/models/spec.ts';
 import type { Kernels } from '../../src/tensor/kernels-api.ts';
 import { kernelsFor, type ParamDtype } from '../../src/tensor/precision.ts';
 import { BENCH_OPTIMIZER, loadNote, machineInfo, type BenchResult, writeReport } from './common.ts';
+import { syntheticBatch } from './ep-rank.ts';
 
 interface Tally {
   ms: number;
@@ -86,20 +87,12 @@ export async function run(argv: string[]): Promise<void> {
     ...BENCH_OPTIMIZER,
     ac: parseAcMode('none'),
   });
-  let s = 12345;
-  const batch = (): Microbatch => {
-    const B = 4;
-    const S = 512;
-    const tokens = new Int32Array(B * S);
-    for (let i = 0; i < tokens.length; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      tokens[i] = s % spec.vocabSize;
-    }
-    const labels = new Int32Array(B * S);
-    for (let r = 0; r < B; r++) for (let j = 0; j < S; j++) labels[r * S + j] = tokens[r * S + ((j + 1) % S)]!;
-    return { tokens, labels, B, S };
-  };
-  const data = [batch(), batch(), batch(), batch()];
+  // bench:model's batches (model-child.ts), so the profile's steps are the ones bench:model times.
+  const data: Microbatch[] = [0, 1, 2, 3].map((b) => ({
+    ...syntheticBatch(spec.vocabSize, 4, 512, 12345 + b),
+    B: 4,
+    S: 512,
+  }));
   for (let i = 0; i < 3; i++) trainer.step([data[i % data.length]!]);
   tally.clear();
   let stepMs = 0;
