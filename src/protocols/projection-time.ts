@@ -196,8 +196,9 @@ export function projectTime(t: TimeInput): TimeProjection {
       opsRecompute += ops;
     }
     const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
-    // Element-wise kernels read and write each saved tensor about three times over forward and backward.
-    elementBytes += 3 * N * (c * s.compute + 4 * s.fp32);
+    // Element-wise kernels read and write each saved tensor about three times over forward and backward (moe-actors'
+    // activations are fp32 under either compute dtype: projection-memory.ts).
+    elementBytes += 3 * N * ((t.stack === 'torchtitan' ? c : 4) * s.compute + 4 * s.fp32);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;
