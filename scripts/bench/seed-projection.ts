@@ -2,7 +2,6 @@
 // element-wise rates replaced by the ones measured in the same run (node-rates.ts): memory per rank, logical bytes per step
 // over the groups with more than one member (as bench:seed measures them: the byte model's plus the step's scalar
 // collectives) and TPS per rank.
-import { availableParallelism } from 'node:os';
 import type { MeshDim } from '../../src/comm/mesh-layout.ts';
 import { project } from '../../src/protocols/projection.ts';
 import { loadJobConfig, modelConfigOf } from '../../src/train/job-config.ts';
@@ -11,7 +10,6 @@ import { measureNodeRates, type RateClass } from './node-rates.ts';
 import { loadSystem } from '../../src/train/system-file.ts';
 import { planInputOf } from '../../src/train/plan-job.ts';
 import type { RunSummary } from './seed-summary.ts';
-import type { Kernels } from '../../src/tensor/kernels-api.ts';
 import type { SystemSpec } from '../../src/protocols/system.ts';
 
 /**
@@ -47,15 +45,15 @@ function rateClassesOf(config: string, overrides: string[]): RateClass[] {
   ];
 }
 
+/** FLOPs of one call per GEMM class (GEMM_CLASSES order). */
+export const GEMM_CLASS_FLOP: readonly number[] = GEMM_CLASSES.map(([m, k, n]) => 2 * m * k * n);
+
 /** The node's rates for a row's projection, timed with one thread per each of its `ranks` ranks (node-rates.ts). */
-export async function measureRowRates(
-  config: string,
-  overrides: string[],
-  ranks: number,
-): Promise<Required<Pick<GemmClassRates, 'gflopsNode' | 'attentionFlopsNode' | 'memoryBytesPerSNode'>>> {
+export async function measureRowRates(config: string, overrides: string[], ranks: number): Promise<GemmClassRates> {
   const node = await measureNodeRates(rateClassesOf(config, overrides), ranks);
   const [attention, elementwise] = node.slice(GEMM_CLASSES.length);
   return {
+    flop: [...GEMM_CLASS_FLOP],
     gflopsNode: node.slice(0, GEMM_CLASSES.length).map((r) => r / 1e9),
     attentionFlopsNode: attention!,
     memoryBytesPerSNode: elementwise!,
@@ -63,76 +61,25 @@ export async function measureRowRates(
 }
 
 export interface GemmClassRates {
-  /** FLOPs per call and GFLOP/s of one BLAS thread, per class (GEMM_CLASSES order). */
+  /** FLOPs per call, per class (GEMM_CLASSES order). */
   flop: number[];
-  gflops1t: number[];
   /** GFLOP/s of the whole node with one thread per rank timed together, fresh outputs (node-rates.ts). */
-  gflopsNode?: number[];
+  gflopsNode: number[];
   /** The node's attention rate (forward + backward at the rows' head shape, FLOP/s as the projection counts them). */
-  attentionFlopsNode?: number;
+  attentionFlopsNode: number;
   /** The node's element-wise traffic (bytes read + written per second) at the rows' activation size. */
-  memoryBytesPerSNode?: number;
+  memoryBytesPerSNode: number;
 }
 
 /**
- * Sgemm rate per shape class on one BLAS thread (each rank of a bench:seed row runs one): for an M×K input and an
- * N×K weight, the three GEMMs a linear layer runs — forward y = x·Wᵀ (NT), input gradient dx = dy·W (NN), weight
- * gradient dW = dyᵀ·x (TN) — each best of its trials, the class rate = their FLOPs over their summed times (the
- * library may route the three layouts to different kernels).
+ * The local system with the node's rates: matmuls, attention and element-wise kernels at the rates measured in the
+ * same run with one thread per rank running together (node-rates.ts; the attention kernel's rate is its own: it ran at
+ * half the sgemm rate on an AVX-512 node and at 1/30 of it on an AVX2 node before its SIMD was made native-width).
+ * The projection shares them among the ranks (ranks_per_device = 0).
  */
-export function measureGemmClasses(k: Kernels, budgetMs = 150): GemmClassRates {
-  const before = k.blasInfo().threads;
-  k.setNumThreads(1);
-  const fill = (n: number, p: number) => new Float32Array(n).map((_, i) => ((i * p) % 1000) / 1000 - 0.5);
-  const best = (run: () => void, flop: number) => {
-    run();
-    let b = 0;
-    const start = performance.now();
-    for (let i = 0; i < 3 || performance.now() - start < budgetMs / 3; i++) {
-      const t0 = performance.now();
-      run();
-      b = Math.max(b, flop / (Math.max(performance.now() - t0, 1e-6) * 1e6));
-      if (i > 2000) break;
-    }
-    return b;
-  };
-  try {
-    const flop: number[] = [];
-    const gflops1t: number[] = [];
-    for (const [m, kk, n] of GEMM_CLASSES) {
-      const x = fill(m * kk, 7919);
-      const w = fill(n * kk, 104729);
-      const y = fill(m * n, 3571);
-      const dx = new Float32Array(m * kk);
-      const dw = new Float32Array(n * kk);
-      const out = new Float32Array(m * n);
-      const f = 2 * m * kk * n;
-      const rates = [
-        best(() => k.sgemm(false, true, m, n, kk, 1, x, kk, w, kk, 0, out, n), f),
-        best(() => k.sgemm(false, false, m, kk, n, 1, y, n, w, kk, 0, dx, kk), f),
-        best(() => k.sgemm(true, false, n, kk, m, 1, y, n, x, kk, 0, dw, kk), f),
-      ];
-      flop.push(f);
-      gflops1t.push(3 / rates.reduce((a, r) => a + 1 / r, 0));
-    }
-    return { flop, gflops1t };
-  } finally {
-    k.setNumThreads(before);
-  }
-}
-
-/**
- * The local system with the node's rates: matmuls measured with one thread per rank running together when `r` has
- * them (gflopsNode), else from one-thread class rates — `ranks` ranks each run one BLAS thread on the node's cores, so
- * the node delivers min(cores, ranks) one-thread rates. The projection shares them among the ranks
- * (ranks_per_device = 0). Attention and element-wise kernels take the rates measured the same way where `r` has them
- * (the attention kernel's rate is its own: it ran at half the sgemm rate on an AVX-512 node and at 1/30 of it on an
- * AVX2 node before its SIMD was made native-width), else local.toml's bench:kernels figures.
- */
-export function localSystemWith(r: GemmClassRates, ranks: number, cores = availableParallelism()): SystemSpec {
+export function localSystemWith(r: GemmClassRates): SystemSpec {
   const base = loadSystem('local');
-  const lanes = Math.min(cores, ranks);
-  const node = r.gflopsNode ? r.gflopsNode.map((g) => g * 1e9) : r.gflops1t.map((g) => g * 1e9 * lanes);
+  const node = r.gflopsNode.map((g) => g * 1e9);
   const large = node[node.length - 1]!;
   const small = node.slice(0, -1);
   const rate = { bfloat16: large, float32: large };
@@ -143,10 +90,8 @@ export function localSystemWith(r: GemmClassRates, ranks: number, cores = availa
       peakFlops: rate,
       matmulFlops: rate,
       matmulClasses: { flop: r.flop.slice(0, -1), flops: { float32: small, bfloat16: small } },
-      ...(r.attentionFlopsNode
-        ? { attentionFlops: { bfloat16: r.attentionFlopsNode, float32: r.attentionFlopsNode } }
-        : {}),
-      ...(r.memoryBytesPerSNode ? { memoryBytesPerS: r.memoryBytesPerSNode } : {}),
+      attentionFlops: { bfloat16: r.attentionFlopsNode, float32: r.attentionFlopsNode },
+      memoryBytesPerS: r.memoryBytesPerSNode,
     },
   };
 }
@@ -195,7 +140,7 @@ export function projectLocal(
   rates: GemmClassRates,
   opOverheadS = loadSystem('local').device.opOverheadS,
 ): LocalProjection {
-  const base = localSystemWith(rates, ranks);
+  const base = localSystemWith(rates);
   const system = { ...base, device: { ...base.device, opOverheadS } };
   const p = project(planInputOf(loadJobConfig(config, overrides), ranks), { system });
   const sizes = p.plan.layout.sizes;

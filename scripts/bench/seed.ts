@@ -43,7 +43,6 @@ import { ROOT, loadNote, machineInfo, median, writeReport, type BenchResult } fr
 import { coresDuringSteps, sampleCpu, type CoreShare } from './cpu-share.ts';
 import { summarizeRun, tableRow, TABLE_HEAD, type RunSummary } from './seed-summary.ts';
 import {
-  measureGemmClasses,
   opOverheadFromTwin,
   OVERHEAD_TWIN,
   projectLocal,
@@ -224,11 +223,7 @@ export async function run(argv: string[]): Promise<void> {
       '--job.run_name',
       `seed-${row.name}`,
     ];
-    if (row.project)
-      classRates.push({
-        ...measureGemmClasses(k),
-        ...(await measureRowRates(join(ROOT, row.config), overrides, row.ranks)),
-      });
+    if (row.project) classRates.push(await measureRowRates(join(ROOT, row.config), overrides, row.ranks));
     // The framework-cost twin runs right before its row, under the same load (OVERHEAD_TWIN).
     let twin: RunSummary | undefined;
     let twinShare: CoreShare | undefined;
@@ -282,20 +277,15 @@ export async function run(argv: string[]): Promise<void> {
   const rates: GemmClassRates | null = classRates.length
     ? {
         flop: classRates[0]!.flop,
-        gflops1t: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflops1t[i]!))),
-        gflopsNode: classRates[0]!.gflops1t.map((_, i) => median(classRates.map((c) => c.gflopsNode![i]!))),
-        attentionFlopsNode: median(classRates.map((c) => c.attentionFlopsNode!)),
-        memoryBytesPerSNode: median(classRates.map((c) => c.memoryBytesPerSNode!)),
+        gflopsNode: classRates[0]!.gflopsNode.map((_, i) => median(classRates.map((c) => c.gflopsNode[i]!))),
+        attentionFlopsNode: median(classRates.map((c) => c.attentionFlopsNode)),
+        memoryBytesPerSNode: median(classRates.map((c) => c.memoryBytesPerSNode)),
       }
     : null;
   if (rates)
     notes.push(
-      `GEMM classes, 1 thread (median of ${classRates.length}): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflops1t[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
-    );
-  if (rates?.gflopsNode)
-    notes.push(
-      `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode![i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
-      `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode! / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode! / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)})`,
+      `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
+      `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)})`,
     );
   const projTable: string[] = [...PROJ_HEAD];
   for (const { row, sum, overrides, twin, share, twinShare } of measured) {
