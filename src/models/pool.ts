@@ -23,10 +23,10 @@
 
 import type { Allocator, Category } from '../tensor/allocator.ts';
 
-/** Size classes of 1/8 octave: at most 12.5 % of a buffer is unused. */
 /** Idle bytes allowed, as a multiple of the peak live bytes (see above). */
 export const IDLE_BOUND = 2;
 
+/** Size classes of 1/8 octave: at most 12.5 % of a buffer is unused. */
 function sizeClass(n: number): number {
   if (n <= 64) return 64;
   const step = 2 ** (Math.floor(Math.log2(n)) - 3);
