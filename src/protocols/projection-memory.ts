@@ -14,6 +14,13 @@ export type ComputeDtype = 'float32' | 'bfloat16';
 export const dtypeBytes = (d: ComputeDtype): number => (d === 'bfloat16' ? 2 : 4);
 
 /**
+ * Bytes per element of the activations a stack saves for backward: torchtitan's in the compute dtype its ops
+ * produce, moe-actors' fp32 under either (its matmuls round their operands per product and write fp32).
+ */
+export const savedActivationBytes = (stack: StackKind, d: ComputeDtype): number =>
+  stack === 'torchtitan' ? dtypeBytes(d) : 4;
+
+/**
  * Where the two stacks differ in what they keep:
  * - `torchtitan`: FSDP2 always materialises a compute-dtype copy of a unit (also on a mesh of size 1) and casts
  *   the compute-dtype gradient to fp32 for the reduction; op-level SAC saves every other matmul output and the
@@ -259,11 +266,10 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const unshardedGrads = Math.max(headGrad, largestGroupGrad + (tt ? largestGroupReduce : 0));
 
   // ---- activations ----
-  // torchtitan saves what its compute-dtype ops produce in that dtype; moe-actors keeps its activations fp32 under
-  // either compute dtype (its matmuls round their operands per product and write fp32), plus, under bf16, the
-  // rounded copies a layer keeps for its backward (`rounded`). Measured on the default job (4 ranks, threads): bf16
-  // held 22.8 MiB of activations on rank 0 against 19.1 MiB in fp32, where counting them at 2 bytes predicted less.
-  const actBytes = tt ? c : MASTER;
+  // moe-actors' fp32 activations carry, under bf16, the rounded copies a layer keeps for its backward (`rounded`).
+  // Measured on the default job (4 ranks, threads): bf16 held 22.8 MiB of activations on rank 0 against 19.1 MiB in
+  // fp32, where counting them at 2 bytes predicted less.
+  const actBytes = savedActivationBytes(a.stack, a.computeDtype);
   const ep = m.ep;
   let keptAct = 0;
   let transient = 0;

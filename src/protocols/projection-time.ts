@@ -6,7 +6,7 @@
 
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
-import { blockSavedPerToken, dtypeBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
+import { blockSavedPerToken, savedActivationBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
 import { LARGE_GEMM_FLOP, type LinkSpec, type SystemSpec } from './system.ts';
 import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
 
@@ -163,7 +163,7 @@ export function projectTime(t: TimeInput): TimeProjection {
   // Matmul seconds per microbatch at each GEMM's shape-class rate (forward, backward's two GEMMs, recompute).
   let mmSeconds = 0;
   let elementBytes = 0;
-  const c = dtypeBytes(t.dtype);
+  const actBytes = savedActivationBytes(t.stack, t.dtype);
   const opSac = t.stack === 'torchtitan' && t.ac.mode === 'selective' && 'op' in t.ac;
   for (const b of spec.blocks) {
     const p = blockMatmulParams(b, D);
@@ -196,9 +196,8 @@ export function projectTime(t: TimeInput): TimeProjection {
       opsRecompute += ops;
     }
     const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
-    // Element-wise kernels read and write each saved tensor about three times over forward and backward (moe-actors'
-    // activations are fp32 under either compute dtype: projection-memory.ts).
-    elementBytes += 3 * N * ((t.stack === 'torchtitan' ? c : 4) * s.compute + 4 * s.fp32);
+    // Element-wise kernels read and write each saved tensor about three times over forward and backward.
+    elementBytes += 3 * N * (actBytes * s.compute + 4 * s.fp32);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;
