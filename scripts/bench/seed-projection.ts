@@ -53,7 +53,6 @@ export async function measureRowRates(config: string, overrides: string[], ranks
   const node = await measureNodeRates(rateClassesOf(config, overrides), ranks);
   const [attention, elementwise] = node.slice(GEMM_CLASSES.length);
   return {
-    flop: [...GEMM_CLASS_FLOP],
     gflopsNode: node.slice(0, GEMM_CLASSES.length).map((r) => r / 1e9),
     attentionFlopsNode: attention!,
     memoryBytesPerSNode: elementwise!,
@@ -61,9 +60,10 @@ export async function measureRowRates(config: string, overrides: string[], ranks
 }
 
 export interface GemmClassRates {
-  /** FLOPs per call, per class (GEMM_CLASSES order). */
-  flop: number[];
-  /** GFLOP/s of the whole node with one thread per rank timed together, fresh outputs (node-rates.ts). */
+  /**
+   * GFLOP/s per class (GEMM_CLASSES order, FLOPs per call in GEMM_CLASS_FLOP) of the whole node with one thread per
+   * rank timed together, fresh outputs (node-rates.ts).
+   */
   gflopsNode: number[];
   /** The node's attention rate (forward + backward at the rows' head shape, FLOP/s as the projection counts them). */
   attentionFlopsNode: number;
@@ -89,7 +89,7 @@ export function localSystemWith(r: GemmClassRates): SystemSpec {
       ...base.device,
       peakFlops: rate,
       matmulFlops: rate,
-      matmulClasses: { flop: r.flop.slice(0, -1), flops: { float32: small, bfloat16: small } },
+      matmulClasses: { flop: GEMM_CLASS_FLOP.slice(0, -1), flops: { float32: small, bfloat16: small } },
       attentionFlops: { bfloat16: r.attentionFlopsNode, float32: r.attentionFlopsNode },
       memoryBytesPerS: r.memoryBytesPerSNode,
     },

@@ -49,6 +49,7 @@ import {
   projRow,
   PROJ_HEAD,
   measureRowRates,
+  GEMM_CLASS_FLOP,
   type GemmClassRates,
 } from './seed-projection.ts';
 
@@ -276,7 +277,6 @@ export async function run(argv: string[]): Promise<void> {
   // One rate per class for every projected row: the median over the samples taken before each row.
   const rates: GemmClassRates | null = classRates.length
     ? {
-        flop: classRates[0]!.flop,
         gflopsNode: classRates[0]!.gflopsNode.map((_, i) => median(classRates.map((c) => c.gflopsNode[i]!))),
         attentionFlopsNode: median(classRates.map((c) => c.attentionFlopsNode)),
         memoryBytesPerSNode: median(classRates.map((c) => c.memoryBytesPerSNode)),
@@ -284,7 +284,7 @@ export async function run(argv: string[]): Promise<void> {
     : null;
   if (rates)
     notes.push(
-      `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${rates.flop.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
+      `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${GEMM_CLASS_FLOP.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
       `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)})`,
     );
   const projTable: string[] = [...PROJ_HEAD];
