@@ -182,6 +182,43 @@ export interface Kernels {
     scale: number,
   ): void;
 
+  // The same attention on bf16 inputs (Uint16Array bits), as torch runs SDPA under bf16 compute: products of bf16
+  // operands summed in f32, softmax and its statistics in f32, the probabilities and dS rounded to bf16 where they
+  // enter a product. o is written in bf16; lse, dq, dk, dv are f32. Head dims must be even, and every bf16 array
+  // must start on a 4-byte boundary (pairs of bf16 are read as one word).
+  attentionFwdBf16(
+    q: Uint16Array,
+    k: Uint16Array,
+    v: Uint16Array,
+    o: Uint16Array,
+    lse: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void;
+  attentionBwdBf16(
+    dout: Uint16Array,
+    q: Uint16Array,
+    k: Uint16Array,
+    v: Uint16Array,
+    o: Uint16Array,
+    lse: Float32Array,
+    dq: Float32Array,
+    dkOut: Float32Array,
+    dvOut: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void;
+
   // logits (N,V), labels (N; −100 = ignore) → lse (N) write; returns Σ over valid rows of (lse − logit[label])
   // as a double. Ignored rows get lse = 0.
   crossEntropyFwd(logits: Float32Array, labels: Int32Array, lse: Float32Array, N: number, V: number): number;

@@ -21,6 +21,8 @@ export interface KernelsAddon {
   rope: Fn<'rope'>;
   attentionFwd: Fn<'attentionFwd'>;
   attentionBwd: Fn<'attentionBwd'>;
+  attentionFwdBf16: Fn<'attentionFwdBf16'>;
+  attentionBwdBf16: Fn<'attentionBwdBf16'>;
   crossEntropyFwd: Fn<'crossEntropyFwd'>;
   crossEntropyBwd: Fn<'crossEntropyBwd'>;
   embeddingFwd: Fn<'embeddingFwd'>;
@@ -52,6 +54,8 @@ const METHODS = [
   'rope',
   'attentionFwd',
   'attentionBwd',
+  'attentionFwdBf16',
+  'attentionBwdBf16',
   'crossEntropyFwd',
   'crossEntropyBwd',
   'embeddingFwd',
@@ -83,6 +87,8 @@ export class NativeKernels implements Kernels {
   readonly rope: Fn<'rope'>;
   readonly attentionFwd: Fn<'attentionFwd'>;
   readonly attentionBwd: Fn<'attentionBwd'>;
+  readonly attentionFwdBf16: Fn<'attentionFwdBf16'>;
+  readonly attentionBwdBf16: Fn<'attentionBwdBf16'>;
   readonly crossEntropyFwd: Fn<'crossEntropyFwd'>;
   readonly crossEntropyBwd: Fn<'crossEntropyBwd'>;
   readonly embeddingFwd: Fn<'embeddingFwd'>;
@@ -120,6 +126,8 @@ export class NativeKernels implements Kernels {
     this.rope = addon.rope;
     this.attentionFwd = addon.attentionFwd;
     this.attentionBwd = addon.attentionBwd;
+    this.attentionFwdBf16 = addon.attentionFwdBf16;
+    this.attentionBwdBf16 = addon.attentionBwdBf16;
     this.crossEntropyFwd = addon.crossEntropyFwd;
     this.crossEntropyBwd = addon.crossEntropyBwd;
     this.embeddingFwd = addon.embeddingFwd;

@@ -3,6 +3,7 @@
 // straight loops in the order the math is written, sums accumulated in float64 (JS numbers) and rounded to
 // float32 once when stored. Where torch rounds an intermediate to float32 on purpose (RoPE, AdamW), the
 // reference rounds with Math.fround at the same place, so it models torch rather than exact arithmetic.
+import { bf16ToF32, f32ToBf16 } from './bf16.ts';
 import type { BlasInfo, Kernels, MatmulLibrary } from './kernels-api.ts';
 
 const IGNORE_INDEX = -100;
@@ -17,6 +18,13 @@ function checkId(id: number, limit: number, row: number, what: string, kernel: s
   if (!(id >= 0 && id < limit)) {
     throw new RangeError(`${kernel}: ${what}[${row}] = ${id} is outside [0, ${limit})`);
   }
+}
+
+function checkEvenHeads(dk: number, dv: number, kernel: string): void {
+  if (dk % 2 !== 0 || dv % 2 !== 0)
+    throw new RangeError(
+      `${kernel}: head dims dk = ${dk}, dv = ${dv} must be even (bf16 attention multiplies pairs of bf16; use the f32 attention for odd head dims)`,
+    );
 }
 
 function sigmoid(x: number): number {
@@ -383,6 +391,139 @@ export class RefKernels implements Kernels {
             for (let d = 0; d < dk; d++) {
               dqAcc[qo + d] += ds * k[ko + d]!;
               dkAcc[ko + d] += ds * q[qo + d]!;
+            }
+          }
+        }
+      }
+    }
+    dq.set(dqAcc);
+    dkOut.set(dkAcc);
+    dvOut.set(dvAcc);
+  }
+
+  // bf16 inputs, modelling torch's CPU flash attention under bf16: the inputs widened exactly, sums in float64,
+  // the probabilities rounded to bf16 before they multiply v (unnormalised, exp(s − max), as its online softmax
+  // rounds them; the row sum is of the unrounded ones), o rounded to bf16 once.
+  attentionFwdBf16(
+    q: Uint16Array,
+    k: Uint16Array,
+    v: Uint16Array,
+    o: Uint16Array,
+    lse: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void {
+    checkHeads(Hq, Hkv, 'attentionFwdBf16');
+    checkEvenHeads(dk, dv, 'attentionFwdBf16');
+    need(q, B * S * Hq * dk, 'q', 'attentionFwdBf16');
+    need(k, B * S * Hkv * dk, 'k', 'attentionFwdBf16');
+    need(v, B * S * Hkv * dv, 'v', 'attentionFwdBf16');
+    need(o, B * S * Hq * dv, 'o', 'attentionFwdBf16');
+    need(lse, B * Hq * S, 'lse', 'attentionFwdBf16');
+    const group = Hq / Hkv;
+    const s = new Float64Array(S);
+    const acc = new Float64Array(dv);
+    const w = (a: Uint16Array, i: number) => bf16ToF32(a[i]!);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hq; h++) {
+        const hk = Math.floor(h / group);
+        for (let i = 0; i < S; i++) {
+          const qo = ((b * S + i) * Hq + h) * dk;
+          let m = -Infinity;
+          for (let j = 0; j <= i; j++) {
+            const ko = ((b * S + j) * Hkv + hk) * dk;
+            let dot = 0;
+            for (let d = 0; d < dk; d++) dot += w(q, qo + d) * w(k, ko + d);
+            s[j] = scale * dot;
+            if (s[j]! > m) m = s[j]!;
+          }
+          let sum = 0;
+          acc.fill(0);
+          for (let j = 0; j <= i; j++) {
+            const e = Math.exp(s[j]! - m);
+            sum += e;
+            const p = bf16ToF32(f32ToBf16(e));
+            const vo = ((b * S + j) * Hkv + hk) * dv;
+            for (let d = 0; d < dv; d++) acc[d] += p * w(v, vo + d);
+          }
+          lse[(b * Hq + h) * S + i] = m + Math.log(sum);
+          const oo = ((b * S + i) * Hq + h) * dv;
+          for (let d = 0; d < dv; d++) o[oo + d] = f32ToBf16(acc[d]! / sum);
+        }
+      }
+    }
+  }
+
+  // As attentionBwd on widened bf16 inputs, with p and ds rounded to bf16 where they multiply (dv += p·do,
+  // dq += ds·k, dk += ds·q), as torch rounds them before its bf16 GEMMs.
+  attentionBwdBf16(
+    dout: Uint16Array,
+    q: Uint16Array,
+    k: Uint16Array,
+    v: Uint16Array,
+    o: Uint16Array,
+    lse: Float32Array,
+    dq: Float32Array,
+    dkOut: Float32Array,
+    dvOut: Float32Array,
+    B: number,
+    S: number,
+    Hq: number,
+    Hkv: number,
+    dk: number,
+    dv: number,
+    scale: number,
+  ): void {
+    checkHeads(Hq, Hkv, 'attentionBwdBf16');
+    checkEvenHeads(dk, dv, 'attentionBwdBf16');
+    const nq = B * S * Hq;
+    const nkv = B * S * Hkv;
+    need(dout, nq * dv, 'dout', 'attentionBwdBf16');
+    need(q, nq * dk, 'q', 'attentionBwdBf16');
+    need(k, nkv * dk, 'k', 'attentionBwdBf16');
+    need(v, nkv * dv, 'v', 'attentionBwdBf16');
+    need(o, nq * dv, 'o', 'attentionBwdBf16');
+    need(lse, B * Hq * S, 'lse', 'attentionBwdBf16');
+    need(dq, nq * dk, 'dq', 'attentionBwdBf16');
+    need(dkOut, nkv * dk, 'dk', 'attentionBwdBf16');
+    need(dvOut, nkv * dv, 'dv', 'attentionBwdBf16');
+    const wide = (a: Uint16Array) => Float64Array.from(a, bf16ToF32);
+    const [dO, Q, K, V, O] = [wide(dout), wide(q), wide(k), wide(v), wide(o)];
+    const r16 = (x: number) => bf16ToF32(f32ToBf16(x));
+    const group = Hq / Hkv;
+    const dqAcc = new Float64Array(nq * dk);
+    const dkAcc = new Float64Array(nkv * dk);
+    const dvAcc = new Float64Array(nkv * dv);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hq; h++) {
+        const hk = Math.floor(h / group);
+        for (let i = 0; i < S; i++) {
+          const qo = ((b * S + i) * Hq + h) * dk;
+          const oo = ((b * S + i) * Hq + h) * dv;
+          const l = lse[(b * Hq + h) * S + i]!;
+          let delta = 0;
+          for (let d = 0; d < dv; d++) delta += dO[oo + d]! * O[oo + d]!;
+          for (let j = 0; j <= i; j++) {
+            const ko = ((b * S + j) * Hkv + hk) * dk;
+            const vo = ((b * S + j) * Hkv + hk) * dv;
+            let dot = 0;
+            for (let d = 0; d < dk; d++) dot += Q[qo + d]! * K[ko + d]!;
+            const p = Math.exp(scale * dot - l);
+            const p16 = r16(p);
+            let dp = 0;
+            for (let d = 0; d < dv; d++) {
+              dp += dO[oo + d]! * V[vo + d]!;
+              dvAcc[vo + d] += p16 * dO[oo + d]!;
+            }
+            const ds = r16(p * (dp - delta) * scale);
+            for (let d = 0; d < dk; d++) {
+              dqAcc[qo + d] += ds * K[ko + d]!;
+              dkAcc[ko + d] += ds * Q[qo + d]!;
             }
           }
         }

@@ -10,6 +10,9 @@
 //              exp (≈2 ulp): RMSNorm, SwiGLU, cross-entropy, sgemm, row dots;
 //   1e-4       attention: float32 online softmax with per-block rescaling, and a backward whose dK/dV/dQ sum up to
 //              S·G products with cancellation (dS has both signs) — still 10× inside the project's gradient contract.
+//   1e-2       bf16 attention: both sides round P and dS to bf16 (2⁻⁹ relative), but at different points (the
+//              native online softmax rounds exp(s − running max) per key block, the reference exp(s − row max)),
+//              and o to bf16 (one bf16 ulp is 2⁻⁸ relative); a wrong pair layout is off by O(1).
 import { describe, expect, it, onTestFinished } from 'vitest';
 import fc from 'fast-check';
 import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
@@ -214,6 +217,75 @@ describe('native kernels match the reference', () => {
     expectClose(n.dk, f.dk, 1e-4, `dk ${tag}`, terms);
     expectClose(n.dv, f.dv, 1e-4, `dv ${tag}`);
   }
+
+  const attnShape16 = fc.record({
+    B: fc.integer({ min: 1, max: 2 }),
+    S: fc.constantFrom(1, 2, 17, 63, 64, 65, 130),
+    Hkv: fc.integer({ min: 1, max: 2 }),
+    group: fc.constantFrom(1, 2, 4),
+    dk: fc.constantFrom(2, 8, 16, 18, 34),
+    dv: fc.constantFrom(2, 8, 16, 34),
+  });
+
+  it('bf16 attention forward and backward (pairs of bf16 per product, GQA, dk ≠ dv, S across blocks)', () => {
+    fc.assert(
+      fc.property(attnShape16, seed, ({ B, S, Hkv, group, dk, dv }, s) => {
+        attnCase16(B, S, Hkv * group, Hkv, dk, dv, s);
+      }),
+      { numRuns: Math.min(RUNS.numRuns, 25) },
+    );
+    attnCase16(1, 70, 2, 2, 192, 128, 7);
+    attnCase16(2, 129, 4, 2, 16, 16, 8);
+  });
+
+  it('bf16 attention names odd head dims and misaligned bf16 views as the cause', () => {
+    const q = new Uint16Array(2 * 3);
+    const lse = new Float32Array(2);
+    for (const kern of [N, R])
+      expect(() => kern.attentionFwdBf16(q, q, q, q, lse, 1, 2, 1, 1, 3, 3, 1)).toThrow(/must be even/);
+    const buf = new Uint16Array(2 * 2 + 1);
+    const odd = buf.subarray(1);
+    expect(() => N.attentionFwdBf16(odd, odd, odd, odd, lse, 1, 2, 1, 1, 2, 2, 1)).toThrow(/4-byte boundary/);
+  });
+
+  function toBf16(x: Float32Array): Uint16Array {
+    const h = new Uint16Array(x.length);
+    R.toBf16(x, h, x.length);
+    return h;
+  }
+
+  function attnCase16(B: number, S: number, Hq: number, Hkv: number, dk: number, dv: number, s: number): void {
+    const r = rng(s);
+    const scale = 1 / Math.sqrt(dk);
+    const q = toBf16(randF32(B * S * Hq * dk, r, 2));
+    const k = toBf16(randF32(B * S * Hkv * dk, r, 2));
+    const v = toBf16(randF32(B * S * Hkv * dv, r));
+    const dout = toBf16(randF32(B * S * Hq * dv, r));
+    const res = [N, R].map((kern) => {
+      const o = new Uint16Array(B * S * Hq * dv).fill(0x7fc0);
+      const lse = new Float32Array(B * Hq * S).fill(NaN);
+      kern.attentionFwdBf16(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
+      const dq = new Float32Array(q.length).fill(NaN);
+      const dk_ = new Float32Array(k.length).fill(NaN);
+      const dv_ = new Float32Array(v.length).fill(NaN);
+      // Both sides differentiate the same (native) o, so backward is compared on identical inputs.
+      kern.attentionBwdBf16(dout, q, k, v, res0 ?? o, lse, dq, dk_, dv_, B, S, Hq, Hkv, dk, dv, scale);
+      res0 ??= o;
+      const of = new Float32Array(o.length);
+      R.fromBf16(o, of, o.length);
+      return { o: of, lse, dq, dk: dk_, dv: dv_ };
+    });
+    res0 = undefined;
+    const [n, f] = res as [(typeof res)[0], (typeof res)[0]];
+    const tag = `bf16 B${B} S${S} Hq${Hq} Hkv${Hkv} dk${dk} dv${dv}`;
+    expectClose(n.o, f.o, 1e-2, `o ${tag}`);
+    expectClose(n.lse, f.lse, 1e-5, `lse ${tag}`);
+    const terms = scale * dv * 2;
+    expectClose(n.dq, f.dq, 1e-2, `dq ${tag}`, terms);
+    expectClose(n.dk, f.dk, 1e-2, `dk ${tag}`, terms);
+    expectClose(n.dv, f.dv, 1e-2, `dv ${tag}`);
+  }
+  let res0: Uint16Array | undefined;
 
   it('cross-entropy forward and backward, with ignored rows and dlogits aliasing logits', () => {
     fc.assert(

@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterSwiglu(env, exports);
   RegisterRope(env, exports);
   RegisterAttention(env, exports);
+  RegisterAttentionBf16(env, exports);
   RegisterCrossEntropy(env, exports);
   RegisterEmbedding(env, exports);
   RegisterMoeRows(env, exports);

@@ -273,6 +273,7 @@ void RegisterNorm(Napi::Env env, Napi::Object exports);
 void RegisterSwiglu(Napi::Env env, Napi::Object exports);
 void RegisterRope(Napi::Env env, Napi::Object exports);
 void RegisterAttention(Napi::Env env, Napi::Object exports);
+void RegisterAttentionBf16(Napi::Env env, Napi::Object exports);
 void RegisterCrossEntropy(Napi::Env env, Napi::Object exports);
 void RegisterEmbedding(Napi::Env env, Napi::Object exports);
 void RegisterMoeRows(Napi::Env env, Napi::Object exports);

@@ -6,19 +6,18 @@ import type { ParamUnit } from '../params/unit.ts';
 import type { GqaSpec } from '../spec.ts';
 import { checkRopeLength, type RopeTable } from './rope.ts';
 import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
+import { type SdpaSaved, type SdpaShape, sdpaBackward, sdpaForward, sdpaRelease } from './sdpa.ts';
 
 export interface GqaCtx {
   x: Float32Array;
-  /** x and o as the projections read them: bf16 roundings under bf16 compute (kept for the weight gradients). */
+  /** x and o as the projections read them: bf16 roundings under bf16 compute (kept for the weight gradients);
+   *  om is att.o itself when SDPA wrote o in bf16. */
   xm: Operand;
   om: Operand;
   B: number;
   S: number;
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  o: Float32Array;
-  lse: Float32Array;
+  /** What SDPA's backward reads (bf16 under bf16 compute). */
+  att: SdpaSaved;
 }
 
 export class GqaAttention {
@@ -51,7 +50,7 @@ export class GqaAttention {
 
   // x (B·S, D) → out (B·S, D) (caller owns)
   forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: GqaCtx } {
-    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
+    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd } = this.spec;
     const N = B * S;
     const D = this.D;
     if (this.spec.useRope) checkRopeLength(this.rope!, S);
@@ -65,18 +64,21 @@ export class GqaAttention {
     linearFwd(rt.k, xm, u.p(this.names.wv), v, N, D, Hkv * hd);
     this.applyRope(rt, q, N, S, Hq, false);
     this.applyRope(rt, k, N, S, Hkv, false);
-    const o = rt.pool.get(N * Hq * hd);
-    const lse = rt.pool.get(B * Hq * S);
-    rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, hd, hd, scale);
+    const att = sdpaForward(rt, this.sdpaShape(B, S), q, k, v);
     const out = rt.pool.get(N * D);
-    const om = roundOnce(rt.k, rt.pool, o, N * Hq * hd);
+    const om = att.o instanceof Uint16Array ? att.o : roundOnce(rt.k, rt.pool, att.o, N * Hq * hd);
     linearFwd(rt.k, om, u.p(this.names.wo), out, N, Hq * hd, D);
-    return { out, ctx: { x, xm, om, B, S, q, k, v, o, lse } };
+    return { out, ctx: { x, xm, om, B, S, att } };
+  }
+
+  private sdpaShape(B: number, S: number): SdpaShape {
+    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
+    return { B, S, Hq, Hkv, dk: hd, dv: hd, scale };
   }
 
   // dout (B·S, D) → dx (B·S, D) (caller owns); Wq, Wk, Wv, Wo grads +=; releases ctx
   backward(rt: Runtime, ctx: GqaCtx, dout: Float32Array): Float32Array {
-    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd, scale } = this.spec;
+    const { nHeads: Hq, nKvHeads: Hkv, headDim: hd } = this.spec;
     const { B, S, xm } = ctx;
     const N = B * S;
     const D = this.D;
@@ -86,13 +88,9 @@ export class GqaAttention {
     linearBwdWeight(rt.k, doutm, ctx.om, u.g(this.names.wo), N, Hq * hd, D);
     linearBwdInput(rt.k, doutm, u.p(this.names.wo), dO, N, Hq * hd, D);
     releaseRounded(rt.pool, doutm);
-    const dq = rt.pool.get(N * Hq * hd);
-    const dk = rt.pool.get(N * Hkv * hd);
-    const dv = rt.pool.get(N * Hkv * hd);
-    rt.k.attentionBwd(dO, ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, dq, dk, dv, B, S, Hq, Hkv, hd, hd, scale);
+    const { dq, dk, dv } = sdpaBackward(rt, this.sdpaShape(B, S), ctx.att, dO);
     rt.pool.release(dO);
-    this.releaseCore(rt, ctx);
-    releaseRounded(rt.pool, ctx.om);
+    if (ctx.om !== ctx.att.o) releaseRounded(rt.pool, ctx.om);
     this.applyRope(rt, dq, N, S, Hq, true);
     this.applyRope(rt, dk, N, S, Hkv, true);
     const dx = rt.pool.get(N * D);
@@ -116,17 +114,8 @@ export class GqaAttention {
   }
 
   release(rt: Runtime, ctx: GqaCtx): void {
-    this.releaseCore(rt, ctx);
-    releaseRounded(rt.pool, ctx.om);
+    if (ctx.om !== ctx.att.o) releaseRounded(rt.pool, ctx.om);
+    sdpaRelease(rt, ctx.att);
     releaseRounded(rt.pool, ctx.xm);
-  }
-
-  // What attention's backward reads; the rounded projection inputs live on until the weight gradients.
-  private releaseCore(rt: Runtime, ctx: GqaCtx): void {
-    rt.pool.release(ctx.q);
-    rt.pool.release(ctx.k);
-    rt.pool.release(ctx.v);
-    rt.pool.release(ctx.o);
-    rt.pool.release(ctx.lse);
   }
 }

@@ -14,6 +14,7 @@ import type { MlaSpec } from '../spec.ts';
 import { checkRopeLength, type RopeTable } from './rope.ts';
 import { copyCols, linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
 import { rmsnormBackward, rmsnormForward, type RmsNormCtx } from './rmsnorm.ts';
+import { type SdpaSaved, sdpaBackward, sdpaForward, sdpaRelease } from './sdpa.ts';
 
 export interface MlaCtx {
   x: Float32Array;
@@ -23,14 +24,11 @@ export interface MlaCtx {
   qa: Float32Array | null;
   qaNorm: RmsNormCtx | null;
   qn: Float32Array | null;
-  q: Float32Array;
   c: Float32Array;
   cNorm: RmsNormCtx;
   cn: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  o: Float32Array;
-  lse: Float32Array;
+  /** What SDPA's backward reads: q, k, v, o (bf16 under bf16 compute) and lse. */
+  att: SdpaSaved;
 }
 
 export class MlaAttention {
@@ -107,12 +105,10 @@ export class MlaAttention {
     }
     rt.pool.release(kpe);
 
-    const o = rt.pool.get(N * Hh * dv);
-    const lse = rt.pool.get(B * Hh * S);
-    K.attentionFwd(q, k, v, o, lse, B, S, Hh, Hh, dqk, dv, scale);
+    const att = sdpaForward(rt, { B, S, Hq: Hh, Hkv: Hh, dk: dqk, dv, scale }, q, k, v);
     const out = rt.pool.get(N * D);
-    linearFwd(K, o, u.p(this.n.wo), out, N, Hh * dv, D);
-    return { out, ctx: { x, B, S, qa, qaNorm, qn, q, c, cNorm: cnr.ctx, cn: cnr.out, k, v, o, lse } };
+    linearFwd(K, att.o, u.p(this.n.wo), out, N, Hh * dv, D);
+    return { out, ctx: { x, B, S, qa, qaNorm, qn, c, cNorm: cnr.ctx, cn: cnr.out, att } };
   }
 
   // dout (B·S, D) → dx (B·S, D) (caller owns); all attention grads +=; releases ctx
@@ -127,14 +123,11 @@ export class MlaAttention {
     const { cos, sin } = this.rope;
 
     const dO = rt.pool.get(N * Hh * dv);
-    linearBwdWeight(K, dout, ctx.o, u.g(this.n.wo), N, Hh * dv, D);
+    linearBwdWeight(K, dout, ctx.att.o, u.g(this.n.wo), N, Hh * dv, D);
     linearBwdInput(K, dout, u.p(this.n.wo), dO, N, Hh * dv, D);
-    const dq = rt.pool.get(N * Hh * dqk);
-    const dk = rt.pool.get(N * Hh * dqk);
-    const dvb = rt.pool.get(N * Hh * dv);
-    K.attentionBwd(dO, ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, dq, dk, dvb, B, S, Hh, Hh, dqk, dv, scale);
+    const shape = { B, S, Hq: Hh, Hkv: Hh, dk: dqk, dv, scale };
+    const { dq, dk, dv: dvb } = sdpaBackward(rt, shape, ctx.att, dO);
     rt.pool.release(dO);
-    for (const a of [ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse]) rt.pool.release(a);
 
     // k/v path: the shared rope key collects every head's gradient; the latent collects k_nope's and v's.
     const dkpe = rt.pool.get(N * dr);
@@ -190,7 +183,8 @@ export class MlaAttention {
   }
 
   release(rt: Runtime, ctx: MlaCtx): void {
-    for (const a of [ctx.q, ctx.k, ctx.v, ctx.o, ctx.lse, ctx.cn, ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
+    sdpaRelease(rt, ctx.att);
+    for (const a of [ctx.cn, ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
     if (ctx.qa) {
       rt.pool.release(ctx.qa);
       rt.pool.release(ctx.qn);

@@ -1,0 +1,96 @@
+// Causal SDPA as the attention layers call it, in the compute dtype: f32 under f32 compute; under bf16 compute q,
+// k, v (after RoPE) are rounded to bf16 once, the kernel takes bf16 operands (products summed in f32, P and dS
+// rounded to bf16 where they multiply) and writes o in bf16 — what torch's SDPA does with the bf16 projections'
+// outputs FSDP2 mixed precision gives it. What backward keeps (q, k, v, o) is then bf16 too: half the bytes.
+//   q (N, Hq·dk), k (N, Hkv·dk), v (N, Hkv·dv) → o (N, Hq·dv), lse (B, Hq, S);  N = B·S
+// Odd head dims (no model has them; the kernel reads bf16 pairs) keep the f32 kernel under either dtype.
+import { paramDtypeOf } from '../../tensor/precision.ts';
+import type { Runtime } from '../runtime.ts';
+import type { Operand } from './linear.ts';
+
+export interface SdpaShape {
+  B: number;
+  S: number;
+  Hq: number;
+  Hkv: number;
+  dk: number;
+  dv: number;
+  scale: number;
+}
+
+/** What backward reads: bf16 (Uint16Array) or f32 q, k, v, o, all pooled, and the f32 log-sum-exp. */
+export interface SdpaSaved {
+  q: Operand;
+  k: Operand;
+  v: Operand;
+  o: Operand;
+  lse: Float32Array;
+}
+
+export function sdpaInBf16(rt: Runtime, s: SdpaShape): boolean {
+  return paramDtypeOf(rt.k) === 'bfloat16' && s.dk % 2 === 0 && s.dv % 2 === 0;
+}
+
+/** Rounds a pooled f32 array to a pooled bf16 one and gives the f32 one back. */
+function toBf16Pooled(rt: Runtime, x: Float32Array, n: number): Uint16Array {
+  const h = rt.pool.u16(n);
+  rt.k.toBf16(x, h, n);
+  rt.pool.release(x);
+  return h;
+}
+
+// q, k, v (pooled; taken over) → saved.o (N, Hq·dv) and lse
+export function sdpaForward(rt: Runtime, s: SdpaShape, q: Float32Array, k: Float32Array, v: Float32Array): SdpaSaved {
+  const { B, S, Hq, Hkv, dk, dv, scale } = s;
+  const N = B * S;
+  const lse = rt.pool.get(B * Hq * S);
+  if (!sdpaInBf16(rt, s)) {
+    const o = rt.pool.get(N * Hq * dv);
+    rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
+    return { q, k, v, o, lse };
+  }
+  const q16 = toBf16Pooled(rt, q, N * Hq * dk);
+  const k16 = toBf16Pooled(rt, k, N * Hkv * dk);
+  const v16 = toBf16Pooled(rt, v, N * Hkv * dv);
+  const o16 = rt.pool.u16(N * Hq * dv);
+  rt.k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale);
+  return { q: q16, k: k16, v: v16, o: o16, lse };
+}
+
+// dO (N, Hq·dv) f32 → dq, dk, dv f32 (pooled, caller releases); releases `saved`
+export function sdpaBackward(
+  rt: Runtime,
+  s: SdpaShape,
+  saved: SdpaSaved,
+  dO: Float32Array,
+): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+  const { B, S, Hq, Hkv, dk: dkh, dv: dvh, scale } = s;
+  const N = B * S;
+  const dq = rt.pool.get(N * Hq * dkh);
+  const dk = rt.pool.get(N * Hkv * dkh);
+  const dv = rt.pool.get(N * Hkv * dvh);
+  const { q, k, v, o, lse } = saved;
+  if (q instanceof Uint16Array && k instanceof Uint16Array && v instanceof Uint16Array && o instanceof Uint16Array) {
+    const dO16 = rt.pool.u16(N * Hq * dvh);
+    rt.k.toBf16(dO, dO16, N * Hq * dvh);
+    rt.k.attentionBwdBf16(dO16, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+    rt.pool.releaseU16(dO16);
+  } else if (
+    q instanceof Float32Array &&
+    k instanceof Float32Array &&
+    v instanceof Float32Array &&
+    o instanceof Float32Array
+  ) {
+    rt.k.attentionBwd(dO, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+  } else throw new Error('sdpaBackward: saved q, k, v, o mix f32 and bf16 (they are made together by sdpaForward)');
+  sdpaRelease(rt, saved);
+  return { dq, dk, dv };
+}
+
+export function sdpaRelease(rt: Runtime, saved: SdpaSaved): void {
+  for (const a of [saved.q, saved.k, saved.v, saved.o]) {
+    if (a instanceof Uint16Array) rt.pool.releaseU16(a);
+    else rt.pool.release(a);
+  }
+  rt.pool.release(saved.lse);
+}
