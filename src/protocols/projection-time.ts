@@ -6,7 +6,13 @@
 
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
-import { blockSavedPerToken, savedActivationBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
+import {
+  blockSavedPerToken,
+  dtypeBytes,
+  savedActivationBytes,
+  type ComputeDtype,
+  type StackKind,
+} from './projection-memory.ts';
 import { LARGE_GEMM_FLOP, type LinkSpec, type SystemSpec } from './system.ts';
 import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
 
@@ -197,7 +203,7 @@ export function projectTime(t: TimeInput): TimeProjection {
     }
     const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
     // Element-wise kernels read and write each saved tensor about three times over forward and backward.
-    elementBytes += 3 * N * (actBytes * s.compute + 4 * s.fp32);
+    elementBytes += 3 * N * (actBytes * s.compute + dtypeBytes(t.dtype) * s.sdpa + 4 * s.fp32);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;
