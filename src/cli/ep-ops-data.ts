@@ -9,6 +9,7 @@
 
 import { Allocator } from '../tensor/allocator.ts';
 import { refKernels } from '../tensor/kernels.ts';
+import { paramDtypeOf } from '../tensor/precision.ts';
 import { createRuntime, type Runtime } from '../models/runtime.ts';
 import { swigluFfnBackward, swigluFfnForward, type SwigluWeights } from '../models/layers/ffn.ts';
 import type { RouteResult } from '../models/moe/router.ts';
@@ -115,16 +116,15 @@ const zerosLike = (w: SwigluWeights): SwigluWeights => ({
 
 /** The shared expert on n rows: forward now, backward later (dx written, weight grads +=). */
 export function sharedExpert(rt: Runtime, w: SwigluWeights, x: Float32Array, n: number, D: number, Hs: number) {
-  const h1 = new Float32Array(n * Hs);
-  const h3 = new Float32Array(n * Hs);
-  const act = new Float32Array(n * Hs);
+  const buf = () => (paramDtypeOf(rt.k) === 'bfloat16' ? new Uint16Array(n * Hs) : new Float32Array(n * Hs));
+  const acts = { h1: buf(), h3: buf(), act: buf() };
   const y = new Float32Array(n * D);
-  swigluFfnForward(rt.k, w, x, n, D, Hs, h1, h3, act, y);
+  swigluFfnForward(rt.k, w, x, n, D, Hs, acts, y);
   return {
     y,
     backward(dy: Float32Array, g: SwigluWeights): Float32Array {
       const dx = new Float32Array(n * D);
-      swigluFfnBackward(rt.k, w, g, x, n, D, Hs, h1, h3, act, dy, new Float32Array(n * Hs), dx);
+      swigluFfnBackward(rt.k, w, g, x, n, D, Hs, acts, dy, new Float32Array(n * Hs), dx);
       return dx;
     },
   };

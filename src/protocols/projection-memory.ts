@@ -16,7 +16,8 @@ export const dtypeBytes = (d: ComputeDtype): number => (d === 'bfloat16' ? 2 : 4
 /**
  * Bytes per element of the activations a stack saves for backward: torchtitan's in the compute dtype its ops
  * produce, moe-actors' fp32 under either (its matmuls round their operands per product and write fp32) — except
- * SDPA's q, k, v and o, which both keep in the compute dtype (`sdpa` in blockSavedPerToken; layers/sdpa.ts).
+ * SDPA's q, k, v and o and the SwiGLU FFNs' w1/w3 outputs and gate, which both keep in the compute dtype
+ * (`inDtype` in blockSavedPerToken; layers/sdpa.ts, layers/ffn.ts).
  */
 export const savedActivationBytes = (stack: StackKind, d: ComputeDtype): number =>
   stack === 'torchtitan' ? dtypeBytes(d) : 4;
@@ -31,7 +32,7 @@ export const savedActivationBytes = (stack: StackKind, d: ComputeDtype): number 
  *   cut at dispatch and combine — see `epGraphCut`.
  * - `moe-actors`: the unsharded buffer is fp32 and exists only for groups of more than one rank (the shard is the
  *   compute copy otherwise); activations and dispatch buffers are fp32 under either compute dtype but for SDPA's
- *   (bf16 adds the rounded copies a layer keeps for backward); op-level SAC recomputes the whole block (src/models/model/ac.ts);
+ *   and the FFNs' (bf16 adds the rounded copies a layer keeps for backward); op-level SAC recomputes the whole block (src/models/model/ac.ts);
  *   the loss keeps the fp32 logits and overwrites them with their gradient.
  */
 export type StackKind = 'torchtitan' | 'moe-actors';
@@ -114,8 +115,8 @@ export const GRAD_WORKING_SET = 1.25;
 
 /**
  * Elements per token a block saves for its backward with no AC, by how they are stored: `compute` at the stack's
- * savedActivationBytes, `sdpa` (attention's q, k, v, o) in the compute dtype, `fp32`, and `rounded` (moe-actors'
- * bf16 copies of matmul inputs, under bf16 only).
+ * savedActivationBytes, `inDtype` (attention's q, k, v, o; the FFNs' w1/w3 outputs and gate) in the compute dtype,
+ * `fp32`, and `rounded` (moe-actors' bf16 copies of matmul inputs, under bf16 only).
  */
 export function blockSavedPerToken(
   b: BlockSpec,
@@ -124,9 +125,9 @@ export function blockSavedPerToken(
   ep: number,
   rmax: number,
   cut = false,
-): { compute: number; sdpa: number; fp32: number; rounded: number } {
+): { compute: number; inDtype: number; fp32: number; rounded: number } {
   let compute = 0;
-  let sdpa = 0;
+  let inDtype = 0;
   let fp32 = 0;
   let rounded = 0;
   // Two RMSNorms: input (the residual stream) and output (the next matmuls' input); rstd per token in fp32.
@@ -137,7 +138,7 @@ export function blockSavedPerToken(
     const q = at.nHeads * at.headDim;
     const kv = at.nKvHeads * at.headDim;
     // q, k, v after RoPE (SDPA's inputs), SDPA's output (wo's input) and its logsumexp.
-    sdpa += 2 * q + 2 * kv;
+    inDtype += 2 * q + 2 * kv;
     fp32 += at.nHeads;
     // moe-actors under bf16 also keeps the rounded x its weight gradients read (o is SDPA's bf16 output itself).
     rounded += D;
@@ -146,25 +147,31 @@ export function blockSavedPerToken(
     const qa = at.qLoraRank > 0 ? 2 * at.qLoraRank : 0;
     // [q_a, q_norm(q_a)], kv_a's latent and its norm; SDPA's q/k (dqk per head), v and output (dv per head).
     compute += qa + 2 * at.kvLoraRank + at.qkRope;
-    sdpa += 2 * at.nHeads * dqk + 2 * at.nHeads * at.vHead;
+    inDtype += 2 * at.nHeads * dqk + 2 * at.nHeads * at.vHead;
     fp32 += at.nHeads;
   }
   const f = b.ffn;
   if (f.kind === 'dense') {
     // w1 and w3 outputs, silu(w1 x), the product (w2's input); moe-actors keeps silu·w3 in place of the product.
-    compute += (stack === 'torchtitan' ? 4 : 3) * f.hidden;
+    inDtype += (stack === 'torchtitan' ? 4 : 3) * f.hidden;
   } else {
     const { top_k: K, num_experts: E } = f.args;
     // Rows an EP rank's experts process per token of its own: K on average, rmax·K on the busiest rank.
     const rows = ep > 1 ? K * rmax : K;
-    const perRow = D + (stack === 'torchtitan' ? 4 : 3) * f.hidden + D;
-    if (!cut) compute += rows * perRow;
+    // Each row's input and output (the dispatch buffers) and its FFN's outputs and gate.
+    if (!cut) {
+      compute += rows * 2 * D;
+      inDtype += rows * (stack === 'torchtitan' ? 4 : 3) * f.hidden;
+    }
     // Router: scores (fp32, E per token), gates; torchtitan applies the gates in fp32 to K rows per token (the
     // expert inputs when scores come first, the outputs otherwise) and keeps that fp32 copy for backward.
     if (!cut || !f.args.score_before_experts) fp32 += E + 2 * K + (stack === 'torchtitan' ? K * D : 0);
-    if (f.sharedHidden > 0) compute += (stack === 'torchtitan' ? 4 : 3) * f.sharedHidden + D;
+    if (f.sharedHidden > 0) {
+      compute += D;
+      inDtype += (stack === 'torchtitan' ? 4 : 3) * f.sharedHidden;
+    }
   }
-  return { compute, sdpa, fp32, rounded: stack === 'torchtitan' ? 0 : rounded };
+  return { compute, inDtype, fp32, rounded: stack === 'torchtitan' ? 0 : rounded };
 }
 
 /** Elements per token of a block's matmul outputs and SDPA outputs: what torchtitan's op-level SAC may save. */
@@ -283,7 +290,8 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const perBlock: { keep: number; transient: number; gradShard: number }[] = [];
   for (const b of m.spec.blocks) {
     const all = blockSavedPerToken(b, D, a.stack, ep, a.rmax, cut);
-    const allBytes = N * (actBytes * all.compute + c * all.sdpa + 4 * all.fp32 + (c === MASTER ? 0 : c * all.rounded));
+    const allBytes =
+      N * (actBytes * all.compute + c * all.inDtype + 4 * all.fp32 + (c === MASTER ? 0 : c * all.rounded));
     let keep: number;
     if (!isCheckpointed(b.layerId, m.ac)) keep = allBytes;
     else if (tt && m.ac.mode === 'selective' && 'op' in m.ac) {

@@ -79,7 +79,8 @@ export interface Kernels {
   ): void;
   // sgemm's arguments, computed as bf16 mixed precision does: A and B rounded to bf16 (nearest even), products
   // summed in f32 into f32 C. Either operand may instead be bf16 bits (Uint16Array) the caller rounded once with
-  // toBf16 for several products; the result is the same as passing its f32 source.
+  // toBf16 for several products; the result is the same as passing its f32 source. C may be bf16 too, with
+  // alpha = 1 and beta = 0: the f32 sums rounded once as they are written (a bf16 nn.Linear's output).
   sgemmBf16(
     transA: boolean,
     transB: boolean,
@@ -92,7 +93,7 @@ export interface Kernels {
     B: Float32Array | Uint16Array,
     ldb: number,
     beta: number,
-    C: Float32Array,
+    C: Float32Array | Uint16Array,
     ldc: number,
   ): void;
   // src (n) f32 → dst (n) bf16 bits, round to nearest even (NaN stays NaN).
@@ -126,6 +127,11 @@ export interface Kernels {
   swigluFwd(a: Float32Array, b: Float32Array, h: Float32Array, n: number): void;
   // dh, a, b (n) → da, db (n) write.
   swigluBwd(dh: Float32Array, a: Float32Array, b: Float32Array, da: Float32Array, db: Float32Array, n: number): void;
+
+  // bf16 storage of the same: a, b (n) bf16 → h (n) bf16, and dh (n) f32 with a, b bf16 → da, db (n) bf16; the
+  // math in f32 on the widened inputs, each output rounded once (what the f32 kernels give, rounded).
+  swigluFwdBf16(a: Uint16Array, b: Uint16Array, h: Uint16Array, n: number): void;
+  swigluBwdBf16(dh: Float32Array, a: Uint16Array, b: Uint16Array, da: Uint16Array, db: Uint16Array, n: number): void;
 
   // In-place rotary embedding on adjacent pairs (torchtitan): for row r (position p = r % S), head h, pair i < dim/2,
   // the pair sits at x[r·rowStride + h·headStride + offset + 2i, +1]:

@@ -18,6 +18,8 @@ export interface KernelsAddon {
   rmsnormBwd: Fn<'rmsnormBwd'>;
   swigluFwd: Fn<'swigluFwd'>;
   swigluBwd: Fn<'swigluBwd'>;
+  swigluFwdBf16: Fn<'swigluFwdBf16'>;
+  swigluBwdBf16: Fn<'swigluBwdBf16'>;
   rope: Fn<'rope'>;
   attentionFwd: Fn<'attentionFwd'>;
   attentionBwd: Fn<'attentionBwd'>;
@@ -51,6 +53,8 @@ const METHODS = [
   'rmsnormBwd',
   'swigluFwd',
   'swigluBwd',
+  'swigluFwdBf16',
+  'swigluBwdBf16',
   'rope',
   'attentionFwd',
   'attentionBwd',
@@ -84,6 +88,8 @@ export class NativeKernels implements Kernels {
   readonly rmsnormBwd: Fn<'rmsnormBwd'>;
   readonly swigluFwd: Fn<'swigluFwd'>;
   readonly swigluBwd: Fn<'swigluBwd'>;
+  readonly swigluFwdBf16: Fn<'swigluFwdBf16'>;
+  readonly swigluBwdBf16: Fn<'swigluBwdBf16'>;
   readonly rope: Fn<'rope'>;
   readonly attentionFwd: Fn<'attentionFwd'>;
   readonly attentionBwd: Fn<'attentionBwd'>;
@@ -123,6 +129,8 @@ export class NativeKernels implements Kernels {
     this.rmsnormBwd = addon.rmsnormBwd;
     this.swigluFwd = addon.swigluFwd;
     this.swigluBwd = addon.swigluBwd;
+    this.swigluFwdBf16 = addon.swigluFwdBf16;
+    this.swigluBwdBf16 = addon.swigluBwdBf16;
     this.rope = addon.rope;
     this.attentionFwd = addon.attentionFwd;
     this.attentionBwd = addon.attentionBwd;

@@ -27,6 +27,10 @@ function checkEvenHeads(dk: number, dv: number, kernel: string): void {
     );
 }
 
+function widen(h: Uint16Array, n: number): Float32Array {
+  return Float32Array.from(h.subarray(0, n), bf16ToF32);
+}
+
 function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
@@ -119,7 +123,7 @@ export class RefKernels implements Kernels {
     B: Float32Array | Uint16Array,
     ldb: number,
     beta: number,
-    C: Float32Array,
+    C: Float32Array | Uint16Array,
     ldc: number,
   ): void {
     const round = (x: Float32Array | Uint16Array): Uint16Array => {
@@ -130,7 +134,23 @@ export class RefKernels implements Kernels {
     };
     const a = round(A);
     const b = round(B);
-    this.gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+    if (C instanceof Float32Array) {
+      this.gemmBf16(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+      return;
+    }
+    if (alpha !== 1 || beta !== 0)
+      throw new RangeError(
+        'sgemmBf16: a bf16 C (Uint16Array) takes alpha = 1 and beta = 0: the product is rounded once, never accumulated',
+      );
+    need(C, M === 0 || N === 0 ? 0 : (M - 1) * ldc + N, 'C', 'sgemmBf16');
+    // The f32 product, then each element rounded once into C's rows.
+    const f = new Float32Array(M * N);
+    this.gemmBf16(transA, transB, M, N, K, 1, a, lda, b, ldb, 0, f, N);
+    const row = new Uint16Array(N);
+    for (let r = 0; r < M; r++) {
+      this.toBf16(f.subarray(r * N, (r + 1) * N), row, N);
+      C.set(row, r * ldc);
+    }
   }
 
   toBf16(src: Float32Array, dst: Uint16Array, n: number): void {
@@ -237,6 +257,29 @@ export class RefKernels implements Kernels {
       da[i] = g * bi * s * (1 + ai * (1 - s));
       db[i] = g * ai * s;
     }
+  }
+
+  // The f32 kernels on the widened inputs, each output rounded to bf16.
+  swigluFwdBf16(a: Uint16Array, b: Uint16Array, h: Uint16Array, n: number): void {
+    need(a, n, 'a', 'swigluFwdBf16');
+    need(b, n, 'b', 'swigluFwdBf16');
+    need(h, n, 'h', 'swigluFwdBf16');
+    const f = new Float32Array(n);
+    this.swigluFwd(widen(a, n), widen(b, n), f, n);
+    this.toBf16(f, h, n);
+  }
+
+  swigluBwdBf16(dh: Float32Array, a: Uint16Array, b: Uint16Array, da: Uint16Array, db: Uint16Array, n: number): void {
+    need(dh, n, 'dh', 'swigluBwdBf16');
+    need(a, n, 'a', 'swigluBwdBf16');
+    need(b, n, 'b', 'swigluBwdBf16');
+    need(da, n, 'da', 'swigluBwdBf16');
+    need(db, n, 'db', 'swigluBwdBf16');
+    const fa = new Float32Array(n);
+    const fb = new Float32Array(n);
+    this.swigluBwd(dh, widen(a, n), widen(b, n), fa, fb, n);
+    this.toBf16(fa, da, n);
+    this.toBf16(fb, db, n);
   }
 
   // x rows (rows = B·S) with heads at headStride; pairs (2i, 2i+1) at offset within each head; cos, sin (S, dim/2).

@@ -188,6 +188,74 @@ describe('gemmBf16', () => {
     }
   });
 
+  // A bf16 C (a bf16 linear's output): the f32 product rounded once into C's rows (ldc > N leaves the gaps alone).
+  // Against the reference's f32 product rounded: equal but where the two libraries' f32 sums differ in the last
+  // bits across a rounding boundary (one bf16 ulp, 2⁻⁸ relative).
+  it('sgemmBf16 into a bf16 C rounds the product once; alpha ≠ 1 or beta ≠ 0 is refused', () => {
+    const r = rng(11);
+    for (const [M, Nn, K, ta, tb] of [
+      [64, 48, 40, false, true],
+      [21, 24, 130, false, false],
+      [70, 33, 17, true, false],
+    ] as const) {
+      const ldc = Nn + 3;
+      const A = randF32(M * K, r);
+      const B = randF32(K * Nn, r);
+      const [lda, ldb] = [ta ? M : K, tb ? K : Nn];
+      const want = new Float32Array(M * Nn);
+      R.sgemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, 0, want, Nn);
+      const want16 = new Uint16Array(M * Nn);
+      R.toBf16(want, want16, M * Nn);
+      for (const k of [N, R]) {
+        const C = new Uint16Array(M * ldc).fill(0x7777);
+        k.sgemmBf16(ta, tb, M, Nn, K, 1, A, lda, B, ldb, 0, C, ldc);
+        let same = 0;
+        const got = new Float32Array(M * Nn);
+        const w = new Float32Array(M * Nn);
+        for (let i = 0; i < M; i++) {
+          for (let j = 0; j < Nn; j++) {
+            if (C[i * ldc + j] === want16[i * Nn + j]) same++;
+            got[i * Nn + j] = f32FromBits(C[i * ldc + j]! << 16);
+            w[i * Nn + j] = f32FromBits(want16[i * Nn + j]! << 16);
+          }
+          for (let j = Nn; j < ldc; j++) expect(C[i * ldc + j], `${k.impl}: gap left alone`).toBe(0x7777);
+        }
+        expectClose(got, w, 2 ** -8, `${k.impl} bf16 C ${M}×${Nn}×${K}`);
+        expect(same / (M * Nn), `${k.impl}: share of bit-equal elements`).toBeGreaterThan(0.97);
+      }
+    }
+    for (const k of [N, R]) {
+      const C = new Uint16Array(4);
+      const A = new Float32Array(4);
+      expect(() => k.sgemmBf16(false, false, 2, 2, 2, 1, A, 2, A, 2, 1, C, 2)).toThrow(/alpha = 1 and beta = 0/);
+      expect(() => k.sgemmBf16(false, false, 2, 2, 2, 2, A, 2, A, 2, 0, C, 2)).toThrow(/alpha = 1 and beta = 0/);
+    }
+  });
+
+  it('SwiGLU on bf16 storage = the f32 kernel on the widened inputs, rounded', () => {
+    const r = rng(5);
+    for (const n of [1, 15, 16, 1000, 4099]) {
+      const a16 = new Uint16Array(n);
+      const b16 = new Uint16Array(n);
+      R.toBf16(randF32(n, r, 4), a16, n);
+      R.toBf16(randF32(n, r, 4), b16, n);
+      const dh = randF32(n, r);
+      const out = [N, R].map((k) => {
+        const h = new Uint16Array(n);
+        const da = new Uint16Array(n);
+        const db = new Uint16Array(n);
+        k.swigluFwdBf16(a16, b16, h, n);
+        k.swigluBwdBf16(dh, a16, b16, da, db, n);
+        const wide = (x: Uint16Array) => Float32Array.from(x, (u) => f32FromBits(u << 16));
+        return { h: wide(h), da: wide(da), db: wide(db) };
+      });
+      const [nat, ref] = out as [(typeof out)[0], (typeof out)[0]];
+      // One bf16 ulp where the two exps (≈1 ulp of f32 apart) straddle a rounding boundary.
+      for (const key of ['h', 'da', 'db'] as const)
+        expectClose(nat[key], ref[key], 2 ** -8, `swiglu bf16 ${key} n=${n}`);
+    }
+  });
+
   it('rejects a Float32Array where bf16 bits are expected', () => {
     expect(() =>
       N.gemmBf16(

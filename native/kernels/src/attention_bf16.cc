@@ -17,6 +17,7 @@
 // rotates pairs), and the bf16 arrays must start on a 4-byte boundary.
 #include <vector>
 #include "attention_tiles.h"
+#include "bf16_simd.h"
 #if defined(__AVX512BF16__) && MOE_VL == 16
 #include <immintrin.h>
 #define MOE_DPBF16 1
@@ -24,44 +25,6 @@
 
 namespace {
 
-typedef uint32_t vu __attribute__((vector_size(4 * VL)));
-typedef uint16_t vh __attribute__((vector_size(2 * VL)));
-
-inline vu ldu(const uint32_t* p) {
-  vu v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void stu(uint32_t* p, vu v) { __builtin_memcpy(p, &v, sizeof v); }
-inline vf asF(vu u) {
-  vf f;
-  __builtin_memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline vu asU(vf f) {
-  vu u;
-  __builtin_memcpy(&u, &f, sizeof u);
-  return u;
-}
-inline float bf16ToF(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// f32 lanes → bf16 bits in each lane's low half (round to nearest even; a NaN stays a quiet NaN), as toBf16.
-inline vu roundBf16(vf x) {
-  const vu u = asU(x);
-  const vu r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r;
-}
-inline uint16_t roundBf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 // B pairs from two f32 rows: lane n = (bf16(lo[n]), bf16(hi[n])). With AVX512_BF16 one vcvtne2ps2bf16 rounds
 // both rows (lo's 16 in the low half) and one vpermw interleaves them; the integer rounding costs ~8× that.
 inline vu pairRows(vf lo, vf hi) {

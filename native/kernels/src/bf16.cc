@@ -8,6 +8,7 @@
 #include "common.h"
 #include "gemm_args.h"
 #include "matmul.h"
+#include <type_traits>
 #include <vector>
 
 static inline uint16_t toBf16(float f) {
@@ -104,46 +105,89 @@ static Bf16Operand operand(const uint16_t* src, int64_t, int64_t, int64_t ld, st
   return {src, ld};
 }
 
-template <typename TA, typename TB>
+// The f32 result of a bf16-input product into C: f32 C directly; bf16 C through an f32 scratch rounded once.
+static bool gemmBf16Into(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const Bf16Operand& oa,
+                         const Bf16Operand& ob, float beta, float* C, int64_t ldc) {
+  return matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
+         dnnlGemmBf16(ta, tb, M, N, K, alpha, oa.p, oa.ld, ob.p, ob.ld, beta, C, ldc);
+}
+static bool gemmBf16Into(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float, const Bf16Operand& oa,
+                         const Bf16Operand& ob, float, uint16_t* C, int64_t ldc) {
+  return matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
+         dnnlGemmBf16Out(ta, tb, M, N, K, oa.p, oa.ld, ob.p, ob.ld, C, ldc);
+}
+static void f32Into(const float* src, int64_t M, int64_t N, float*, int64_t) { (void)src, (void)M, (void)N; }
+static void f32Into(const float* src, int64_t M, int64_t N, uint16_t* C, int64_t ldc) {
+#pragma omp parallel for num_threads(threadsFor(M * N)) schedule(static)
+  for (int64_t r = 0; r < M; r++)
+    for (int64_t c = 0; c < N; c++) C[r * ldc + c] = toBf16(src[r * N + c]);
+}
+
+template <typename TA, typename TB, typename TC>
 static void sgemmBf16Typed(Args& a) {
   GemmArgs g;
   TA* A = nullptr;
   TB* B = nullptr;
-  float* C = nullptr;
+  TC* C = nullptr;
+  // A bf16 C is the rounded product itself: nothing to scale or accumulate into (checked before any return).
+  constexpr bool outBf16 = std::is_same<TC, uint16_t>::value;
+  if (outBf16 && a.ok && ((float)a.num(5, "alpha") != 1.0f || (float)a.num(10, "beta") != 0.0f)) {
+    a.fail("a bf16 C (Uint16Array) takes alpha = 1 and beta = 0: the product is rounded once, never accumulated");
+    return;
+  }
   if (!readGemmArgs(a, g, A, B, C)) return;
   const bool ta = g.ta, tb = g.tb;
   const int64_t M = g.M, N = g.N, K = g.K, ldc = g.ldc;
   const int64_t aRows = g.aRows, aCols = g.aCols, bRows = g.bRows, bCols = g.bCols;
   const float alpha = g.alpha, beta = g.beta;
+  // Where C is bf16, the f32 paths below compute into this scratch, rounded into C at the end.
+  thread_local std::vector<float> cs;
+  float* Cf = nullptr;
+  int64_t ldcf = ldc;
+  if constexpr (outBf16) {
+    cs.resize((size_t)(M * N));
+    Cf = cs.data();
+    ldcf = N;
+  } else {
+    Cf = C;
+  }
   if (K == 0) {  // C = beta·C: no operand is read
-    matmulF32(ta, tb, M, N, K, alpha, nullptr, std::max<int64_t>(1, aCols), nullptr, std::max<int64_t>(1, bCols), beta,
-              C, ldc);
+    if constexpr (outBf16) std::fill(cs.begin(), cs.begin() + M * N, 0.0f);
+    else
+      matmulF32(ta, tb, M, N, K, alpha, nullptr, std::max<int64_t>(1, aCols), nullptr, std::max<int64_t>(1, bCols),
+                beta, C, ldc);
+    f32Into(Cf, M, N, C, ldc);
     return;
   }
   thread_local std::vector<uint16_t> sa, sb;
   const Bf16Operand oa = operand(A, aRows, aCols, g.lda, sa);
   const Bf16Operand ob = operand(B, bRows, bCols, g.ldb, sb);
-  if (matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
-      dnnlGemmBf16(ta, tb, M, N, K, alpha, oa.p, oa.ld, ob.p, ob.ld, beta, C, ldc))
-    return;
+  if (gemmBf16Into(ta, tb, M, N, K, alpha, oa, ob, beta, C, ldc)) return;
   // No bf16 dot products (or no oneDNN): the rounded values, widened back exactly, through the f32 path.
   Buf wa, wb;
   widen(oa.p, aRows, aCols, oa.ld, wa);
   widen(ob.p, bRows, bCols, ob.ld, wb);
-  matmulF32(ta, tb, M, N, K, alpha, wa.data(), aCols, wb.data(), bCols, beta, C, ldc);
+  matmulF32(ta, tb, M, N, K, alpha, wa.data(), aCols, wb.data(), bCols, beta, Cf, ldcf);
+  f32Into(Cf, M, N, C, ldc);
 }
 
 // sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments, computed as mixed
 // precision does: A and B rounded to bf16, products summed in f32 into f32 C. A and B are each a Float32Array
 // (rounded here, into per-thread scratch reused across calls) or a Uint16Array of bf16 bits already rounded by
-// the caller (toBf16), so an operand used by several products is rounded once.
+// the caller (toBf16), so an operand used by several products is rounded once. C may be a Uint16Array too (alpha
+// 1, beta 0): the product rounded to bf16 as it is written, as a bf16 nn.Linear's output is.
+template <typename TC>
+static void sgemmBf16C(Args& a, bool ha, bool hb) {
+  if (ha && hb) sgemmBf16Typed<uint16_t, uint16_t, TC>(a);
+  else if (ha) sgemmBf16Typed<uint16_t, float, TC>(a);
+  else if (hb) sgemmBf16Typed<float, uint16_t, TC>(a);
+  else sgemmBf16Typed<float, float, TC>(a);
+}
 static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
   Args a(info, "sgemmBf16");
   const bool ha = isU16Arg(a, 6), hb = isU16Arg(a, 8);
-  if (ha && hb) sgemmBf16Typed<uint16_t, uint16_t>(a);
-  else if (ha) sgemmBf16Typed<uint16_t, float>(a);
-  else if (hb) sgemmBf16Typed<float, uint16_t>(a);
-  else sgemmBf16Typed<float, float>(a);
+  if (isU16Arg(a, 11)) sgemmBf16C<uint16_t>(a, ha, hb);
+  else sgemmBf16C<float>(a, ha, hb);
   return a.env.Undefined();
 }
 

@@ -42,10 +42,12 @@ struct Key {
   // The row dimension (M, or K for a transposed A: the weight-gradient product) left to run time: one primitive
   // serves every row count (runtimeRows below); the key's M or K is then -1.
   uint8_t rtRows = 0;
+  // C in bf16 (rounded by the primitive as it writes: one pass instead of an f32 write, a read and a narrow).
+  uint8_t outBf16 = 0;
   bool operator==(const Key& o) const {
     return M == o.M && N == o.N && K == o.K && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
            alphaBits == o.alphaBits && betaBits == o.betaBits && threads == o.threads && ta == o.ta && tb == o.tb &&
-           bf16 == o.bf16 && rtRows == o.rtRows;
+           bf16 == o.bf16 && rtRows == o.rtRows && outBf16 == o.outBf16;
   }
 };
 struct KeyHash {
@@ -53,7 +55,7 @@ struct KeyHash {
     uint64_t h = 1469598103934665603ull;
     auto mix = [&](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
     mix(k.M), mix(k.N), mix(k.K), mix(k.lda), mix(k.ldb), mix(k.ldc), mix(k.alphaBits), mix(k.betaBits);
-    mix(k.threads), mix(k.ta | (k.tb << 1) | (k.bf16 << 2) | (k.rtRows << 3));
+    mix(k.threads), mix(k.ta | (k.tb << 1) | (k.bf16 << 2) | (k.rtRows << 3) | (k.outBf16 << 4));
     return (size_t)h;
   }
 };
@@ -105,7 +107,7 @@ Entry* entryFor(const Key& k) {
   const int64_t M = k.M < 0 ? DNNL_RUNTIME_DIM_VAL : k.M, K = k.K < 0 ? DNNL_RUNTIME_DIM_VAL : k.K;
   memory::desc a({M, K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1});
   memory::desc b({K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1});
-  memory::desc c({M, k.N}, dt::f32, memory::dims{k.ldc, 1});
+  memory::desc c({M, k.N}, k.outBf16 ? dt::bf16 : dt::f32, memory::dims{k.ldc, 1});
   dnnl::primitive_attr attr;
   float alpha, beta;
   std::memcpy(&alpha, &k.alphaBits, 4);
@@ -131,20 +133,20 @@ Entry* entryFor(const Key& k) {
 }
 
 // A runtime-rows primitive executes on memory objects of the call's real dims (same strides).
-void runRuntimeRows(const Key& k, int64_t M, int64_t K, const void* A, const void* B, float* C) {
+void runRuntimeRows(const Key& k, int64_t M, int64_t K, const void* A, const void* B, void* C) {
   Entry* e = entryFor(k);
   State& s = state();
   const dt in = dt::bf16;
   memory a({{M, K}, in, k.ta ? memory::dims{1, k.lda} : memory::dims{k.lda, 1}}, s.eng, const_cast<void*>(A));
   memory b({{K, k.N}, in, k.tb ? memory::dims{1, k.ldb} : memory::dims{k.ldb, 1}}, s.eng, const_cast<void*>(B));
-  memory c({{M, k.N}, dt::f32, memory::dims{k.ldc, 1}}, s.eng, C);
+  memory c({{M, k.N}, k.outBf16 ? dt::bf16 : dt::f32, memory::dims{k.ldc, 1}}, s.eng, C);
   e->prim.execute(s.strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
   s.strm.wait();
 }
 
 std::atomic<bool> gNoRuntimeRows{false};  // set once if this oneDNN cannot make a runtime-rows primitive
 
-bool run(const Key& k, const void* A, const void* B, float* C) {
+bool run(const Key& k, const void* A, const void* B, void* C) {
   if (gBroken.load(std::memory_order_relaxed)) return false;
   if (k.rtRows) {
     // Optional: a build that cannot make it (or fails in it) takes the per-shape primitive instead, quietly.
@@ -230,6 +232,15 @@ bool dnnlGemmBf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
   return run(k, A, B, C);
 }
 
+bool dnnlGemmBf16Out(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                     const uint16_t* B, int64_t ldb, uint16_t* C, int64_t ldc) {
+  if (K == 0) return false;
+  Key k = keyOf(ta, tb, M, N, K, 1.0f, lda, ldb, 0.0f, ldc, true);
+  k.rtRows = runtimeRows(ta, M, K);
+  k.outBf16 = 1;
+  return run(k, A, B, C);
+}
+
 #else  // no oneDNN in this build
 
 bool dnnlAvailable() { return false; }
@@ -245,6 +256,10 @@ bool dnnlSgemm(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64
 }
 bool dnnlGemmBf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t,
                   float, float*, int64_t) {
+  return false;
+}
+bool dnnlGemmBf16Out(bool, bool, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                     uint16_t*, int64_t) {
   return false;
 }
 #endif

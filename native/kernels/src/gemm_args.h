@@ -19,10 +19,10 @@ inline uint16_t* gemmOperand(Args& a, int i, int64_t need, const char* name, uin
   return a.u16(i, need, name);
 }
 
-// Reads the arguments into g, A, B (element types TA, TB: float, or uint16_t for bf16 bits) and C. false when the call
-// is over: a wrong argument (the JS exception is pending) or an empty product (M or N is 0: nothing to write).
-template <typename TA, typename TB = TA>
-bool readGemmArgs(Args& a, GemmArgs& g, TA*& A, TB*& B, float*& C) {
+// Reads the arguments into g, A, B, C (element types TA, TB, TC: float, or uint16_t for bf16 bits). false when the
+// call is over: a wrong argument (the JS exception is pending) or an empty product (M or N is 0: nothing to write).
+template <typename TA, typename TB = TA, typename TC = float>
+bool readGemmArgs(Args& a, GemmArgs& g, TA*& A, TB*& B, TC*& C) {
   g.ta = a.flag(0);
   g.tb = a.flag(1);
   g.M = a.size(2, "M");
@@ -46,7 +46,7 @@ bool readGemmArgs(Args& a, GemmArgs& g, TA*& A, TB*& B, float*& C) {
   const bool empty = g.M == 0 || g.N == 0;
   A = gemmOperand(a, 6, empty || g.K == 0 ? 0 : (g.aRows - 1) * g.lda + g.aCols, "A", A);
   B = gemmOperand(a, 8, empty || g.K == 0 ? 0 : (g.bRows - 1) * g.ldb + g.bCols, "B", B);
-  C = a.f32(11, empty ? 0 : (g.M - 1) * g.ldc + g.N, "C");
+  C = gemmOperand(a, 11, empty ? 0 : (g.M - 1) * g.ldc + g.N, "C", C);
   if (!a.ok || empty) return false;
   if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX || g.lda > INT32_MAX || g.ldb > INT32_MAX ||
       g.ldc > INT32_MAX) {

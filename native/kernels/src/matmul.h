@@ -22,6 +22,10 @@ bool dnnlSgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 bool dnnlGemmBf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                   const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// The same with C written in bf16 (rounded to nearest even as the primitive stores it), alpha 1, beta 0.
+bool dnnlGemmBf16Out(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                     const uint16_t* B, int64_t ldb, uint16_t* C, int64_t ldc);
+
 // Which library the dispatcher uses: 0 = by shape class (default), 1 = always oneDNN, 2 = always BLAS.
 enum MatmulMode { kMatmulAuto = 0, kMatmulDnnl = 1, kMatmulBlas = 2 };
 void setMatmulMode(MatmulMode m);

@@ -25,7 +25,8 @@ export function releaseRounded(pool: ActivationPool, op: Operand | null | undefi
   if (op instanceof Uint16Array) pool.releaseU16(op);
 }
 
-// A bf16 operand goes to sgemmBf16 directly (the bf16 view's sgemm is sgemmBf16 too: same products).
+// A bf16 operand goes to sgemmBf16 directly (the bf16 view's sgemm is sgemmBf16 too: same products); so does a
+// bf16 C (beta 0), which receives the product rounded once.
 function gemm(
   k: Kernels,
   ta: boolean,
@@ -38,19 +39,20 @@ function gemm(
   B: Operand,
   ldb: number,
   beta: number,
-  C: Float32Array,
+  C: Operand,
   ldc: number,
 ): void {
-  if (A instanceof Float32Array && B instanceof Float32Array) k.sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+  if (A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array)
+    k.sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
   else k.sgemmBf16(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
 }
 
-// x (N,in), W (out,in) → y (N,out)   (beta 0 writes y, 1 accumulates into it)
+// x (N,in), W (out,in) → y (N,out)   (beta 0 writes y, 1 accumulates into it; a bf16 y takes beta 0)
 export function linearFwd(
   k: Kernels,
   x: Operand,
   W: Float32Array,
-  y: Float32Array,
+  y: Operand,
   N: number,
   inF: number,
   outF: number,

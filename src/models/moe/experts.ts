@@ -4,7 +4,15 @@
 // The buffers are plain row buffers, so the rows may come from this rank (EP = 1) or from a dispatch collective.
 
 import type { Runtime } from '../runtime.ts';
-import { swigluFfnBackward, swigluFfnForward, type SwigluWeights } from '../layers/ffn.ts';
+import {
+  releaseSwigluActs,
+  sliceSwigluActs,
+  type SwigluActs,
+  swigluActs,
+  swigluFfnBackward,
+  swigluFfnForward,
+  type SwigluWeights,
+} from '../layers/ffn.ts';
 
 export interface ExpertsCtx {
   /** Input rows (R,D), not owned. */
@@ -12,9 +20,8 @@ export interface ExpertsCtx {
   /** Copy of the per-local-expert row counts (L). */
   counts: Int32Array;
   R: number;
-  h1: Float32Array;
-  h3: Float32Array;
-  act: Float32Array;
+  /** Every expert's w1/w3 outputs and gate, expert after expert (bf16 under bf16 compute). */
+  acts: SwigluActs;
 }
 
 function slice(w: SwigluWeights, l: number, D: number, H: number): SwigluWeights {
@@ -45,9 +52,7 @@ export function expertsForward(
   for (let l = 0; l < L; l++) R += counts[l]!;
   if (rows.length < R * D)
     throw new Error(`experts compute: counts sum to ${R} rows, the row buffer holds ${rows.length / D}`);
-  const h1 = rt.pool.get(R * H);
-  const h3 = rt.pool.get(R * H);
-  const act = rt.pool.get(R * H);
+  const acts = swigluActs(rt, R * H);
   const out = rt.pool.get(R * D);
   let off = 0;
   for (let l = 0; l < L; l++) {
@@ -59,15 +64,13 @@ export function expertsForward(
       n,
       D,
       H,
-      h1.subarray(off * H),
-      h3.subarray(off * H),
-      act.subarray(off * H),
+      sliceSwigluActs(acts, off * H),
       out.subarray(off * D),
       rt.pool,
     );
     off += n;
   }
-  return { out, ctx: { rows, counts: Int32Array.from(counts), R, h1, h3, act } };
+  return { out, ctx: { rows, counts: Int32Array.from(counts), R, acts } };
 }
 
 // dOut (R,D) → dRows (R,D) (caller owns); expert weight grads +=; releases ctx
@@ -94,9 +97,7 @@ export function expertsBackward(
       n,
       D,
       H,
-      ctx.h1.subarray(off * H),
-      ctx.h3.subarray(off * H),
-      ctx.act.subarray(off * H),
+      sliceSwigluActs(ctx.acts, off * H),
       dOut.subarray(off * D),
       dh.subarray(off * H),
       dRows.subarray(off * D),
@@ -110,7 +111,5 @@ export function expertsBackward(
 }
 
 export function releaseExpertsCtx(rt: Runtime, ctx: ExpertsCtx): void {
-  rt.pool.release(ctx.h1);
-  rt.pool.release(ctx.h3);
-  rt.pool.release(ctx.act);
+  releaseSwigluActs(rt, ctx.acts);
 }
