@@ -168,17 +168,20 @@ void pairAlongRows(const uint16_t* src, int64_t lds, int64_t nr, int64_t nc, int
 
 // Pairs along rows of a transposed block: out[c·ldo + rp] = (src[2rp][c], src[2rp+1][c]) for c < nc (then zero
 // rows up to ncPad), rp < nrPad/2 (rows ≥ nr read as zero). Makes Vᵀ, Qᵀ and dOᵀ A operands whose k runs along
-// the sequence.
+// the sequence. The full row pairs go without a bounds test per element; the tail and padding after.
 void pairAlongRowsT(const uint16_t* src, int64_t lds, int64_t nr, int64_t nc, int64_t ncPad, int64_t nrPad,
                     uint32_t* out, int64_t ldo) {
+  const int64_t full = nr / 2;
+  for (int64_t rp = 0; rp < full; rp++) {
+    const uint16_t* lo = src + 2 * rp * lds;
+    const uint16_t* hi = lo + lds;
+    for (int64_t c = 0; c < nc; c++) out[c * ldo + rp] = (uint32_t)lo[c] | ((uint32_t)hi[c] << 16);
+  }
   for (int64_t c = 0; c < ncPad; c++) {
     uint32_t* o = out + c * ldo;
-    for (int64_t rp = 0; rp < nrPad / 2; rp++) {
-      const int64_t r0 = 2 * rp;
-      const uint32_t lo = c < nc && r0 < nr ? src[r0 * lds + c] : 0u;
-      const uint32_t hi = c < nc && r0 + 1 < nr ? src[(r0 + 1) * lds + c] : 0u;
-      o[rp] = lo | (hi << 16);
-    }
+    int64_t rp = c < nc ? full : 0;
+    if (c < nc && nr % 2 == 1) o[rp++] = src[(nr - 1) * lds + c];
+    for (; rp < nrPad / 2; rp++) o[rp] = 0u;
   }
 }
 
@@ -391,12 +394,20 @@ void bwdTask16(const Shape& s, const uint16_t* dout, const uint16_t* q, const ui
     pairAlongRowsT(doh, s.Hq * dv, S, dv, dv8, Sp, U(w.dOtP) + g * dv8 * Sp / 2, Sp / 2);
     float* L = w.lseh.data() + g * Sp;
     float* D = w.Dh.data() + g * Sp;
+    // Δ_i = dO_i·O_i: lane-wise products over the head dim's VL-wide chunks, then the lanes in order (a scalar
+    // dot of widened bf16 was a dependent chain per row).
     for (int64_t i = 0; i < S; i++) {
       L[i] = lse[(b * s.Hq + h) * S + i];
       const uint16_t* orow = o + ((b * S + i) * s.Hq + h) * dv;
       const uint16_t* drow = doh + i * s.Hq * dv;
+      int64_t d = 0;
       float acc = 0.0f;
-      for (int64_t d = 0; d < dv; d++) acc += bf16ToF(drow[d]) * bf16ToF(orow[d]);
+      if (dv >= VL) {
+        vf p = ldBf16(drow) * ldBf16(orow);
+        for (d = VL; d + VL <= dv; d += VL) p += ldBf16(drow + d) * ldBf16(orow + d);
+        for (int l = 0; l < VL; l++) acc += p[l];
+      }
+      for (; d < dv; d++) acc += bf16ToF(drow[d]) * bf16ToF(orow[d]);
       D[i] = acc;
     }
     for (int64_t i = S; i < Sp; i++) L[i] = 0.0f, D[i] = 0.0f;
