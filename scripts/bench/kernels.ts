@@ -264,6 +264,48 @@ export async function run(argv: string[]): Promise<void> {
     const bwdGbps = (2 * io + B * S * Hq * dv * F) / (bwdMs * 1e6);
     push(`${name}_bwd_gbps`, bwdGbps, 'GB/s');
     push(`${name}_bwd_vs_memcpy`, bwdGbps / (2 * memcpy), 'fraction');
+    // The bf16 kernels (bf16 compute: pair products, P and dS rounded) on the same inputs rounded; f32 and bf16
+    // alternate so drift in the machine's speed hits both alike.
+    if (dk % 2 === 0 && dv % 2 === 0) {
+      const r16 = (x: Float32Array) => {
+        const h = new Uint16Array(x.length);
+        k.toBf16(x, h, x.length);
+        return h;
+      };
+      const [q16, k16, v16, dO16] = [r16(q), r16(kk), r16(v), r16(dO)];
+      const o16 = new Uint16Array(o.length);
+      const fwd16: number[] = [];
+      const bwd16: number[] = [];
+      const fwd32: number[] = [];
+      const bwd32: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        fwd32.push(
+          ...timeRuns(() => k.attentionFwd(q, kk, v, o, lse, B, S, Hq, Hkv, dk, dv, scale), 1, i === 0 ? 1 : 0),
+        );
+        fwd16.push(
+          ...timeRuns(
+            () => k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale),
+            1,
+            i === 0 ? 1 : 0,
+          ),
+        );
+        bwd32.push(
+          ...timeRuns(() => k.attentionBwd(dO, q, kk, v, o, lse, dq, dkk, dvv, B, S, Hq, Hkv, dk, dv, scale), 1, 0),
+        );
+        bwd16.push(
+          ...timeRuns(
+            () => k.attentionBwdBf16(dO16, q16, k16, v16, o16, lse, dq, dkk, dvv, B, S, Hq, Hkv, dk, dv, scale),
+            1,
+            i === 0 ? 1 : 0,
+          ),
+        );
+      }
+      const [f16, b16, f32, b32] = [median(fwd16), median(bwd16), median(fwd32), median(bwd32)];
+      push(`${name}_bf16_fwd_gflops`, (2 * (dk + dv) * pairs) / (f16 * 1e6), 'GFLOP/s', `${f16.toFixed(2)} ms`);
+      push(`${name}_bf16_bwd_gflops`, (2 * (3 * dk + 2 * dv) * pairs) / (b16 * 1e6), 'GFLOP/s', `${b16.toFixed(2)} ms`);
+      push(`${name}_bf16_fwd_speedup`, f32 / f16, 'ratio', `f32 ${f32.toFixed(2)} ms, alternating`);
+      push(`${name}_bf16_bwd_speedup`, b32 / b16, 'ratio', `f32 ${b32.toFixed(2)} ms, alternating`);
+    }
   };
   attention('attention', 4, 512, 16, 16, 16, 16, 9); // Llama4 debugmodel
   attention('attention_mla', 1, 512, 16, 16, 192, 128, 5); // DeepSeek-V3 MLA head dims (128 nope + 64 rope, v 128)
