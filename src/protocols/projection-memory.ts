@@ -162,6 +162,8 @@ export function blockSavedPerToken(
     if (!cut) {
       compute += rows * 2 * D;
       inDtype += rows * (stack === 'torchtitan' ? 4 : 3) * f.hidden;
+      // moe-actors under bf16 also keeps the rows rounded once for every expert's products (moe/experts.ts).
+      rounded += rows * D;
     }
     // Router: scores (fp32, E per token), gates; torchtitan applies the gates in fp32 to K rows per token (the
     // expert inputs when scores come first, the outputs otherwise) and keeps that fp32 copy for backward.

@@ -14,12 +14,13 @@ import type { ParamUnit } from '../params/unit.ts';
 import { paramDtypeOf } from '../../tensor/precision.ts';
 import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
 
-// With a pool, an operand read by two products is rounded to bf16 once (under bf16 compute; linear.ts).
-function shared(k: Kernels, pool: ActivationPool | undefined, x: Float32Array, n: number): Operand {
-  return pool ? roundOnce(k, pool, x, n) : x;
+// With a pool, an operand read by two products is rounded to bf16 once (under bf16 compute; linear.ts). An operand
+// that arrives as bf16 (the routed experts round all their rows in one call) is used as it is, and not released.
+function shared(k: Kernels, pool: ActivationPool | undefined, x: Operand, n: number): Operand {
+  return pool && x instanceof Float32Array ? roundOnce(k, pool, x, n) : x;
 }
-function unshare(pool: ActivationPool | undefined, op: Operand): void {
-  if (pool) releaseRounded(pool, op);
+function unshare(pool: ActivationPool | undefined, op: Operand, source: Operand): void {
+  if (pool && op !== source) releaseRounded(pool, op);
 }
 
 export interface SwigluWeights {
@@ -53,11 +54,11 @@ export function sliceSwigluActs(a: SwigluActs, start: number): SwigluActs {
   return { h1: a.h1.subarray(start), h3: a.h3.subarray(start), act: a.act.subarray(start) };
 }
 
-// x (n,D) → acts.h1, h3, act (n,H) write; y (n,D) write
+// x (n,D; f32, or bf16 already rounded) → acts.h1, h3, act (n,H) write; y (n,D) write
 export function swigluFfnForward(
   k: Kernels,
   w: SwigluWeights,
-  x: Float32Array,
+  x: Operand,
   n: number,
   D: number,
   H: number,
@@ -70,7 +71,7 @@ export function swigluFfnForward(
   const xm = shared(k, pool, x, n * D);
   linearFwd(k, xm, w.w1, h1, n, D, H);
   linearFwd(k, xm, w.w3, h3, n, D, H);
-  unshare(pool, xm);
+  unshare(pool, xm, x);
   if (h1 instanceof Uint16Array && h3 instanceof Uint16Array && act instanceof Uint16Array)
     k.swigluFwdBf16(h1, h3, act, n * H);
   else if (h1 instanceof Float32Array && h3 instanceof Float32Array && act instanceof Float32Array)
@@ -85,12 +86,12 @@ export function swigluFfnBackward(
   k: Kernels,
   w: SwigluWeights,
   g: SwigluWeights,
-  x: Float32Array,
+  x: Operand,
   n: number,
   D: number,
   H: number,
   acts: SwigluActs,
-  dy: Float32Array,
+  dy: Operand,
   dh: Float32Array,
   dx: Float32Array,
   pool?: ActivationPool,
@@ -100,7 +101,7 @@ export function swigluFfnBackward(
   const dym = shared(k, pool, dy, n * D);
   linearBwdWeight(k, dym, act, g.w2, n, H, D);
   linearBwdInput(k, dym, w.w2, dh, n, H, D);
-  unshare(pool, dym);
+  unshare(pool, dym, dy);
   const xm = shared(k, pool, x, n * D);
   let dh1: Operand;
   let dh3: Operand;
@@ -119,9 +120,9 @@ export function swigluFfnBackward(
   linearBwdWeight(k, dh3, xm, g.w3, n, D, H);
   linearBwdInput(k, dh1, w.w1, dx, n, D, H, 0);
   linearBwdInput(k, dh3, w.w3, dx, n, D, H, 1);
-  unshare(pool, xm);
-  unshare(pool, dh1);
-  unshare(pool, dh3);
+  unshare(pool, xm, x);
+  unshare(pool, dh1, dh);
+  unshare(pool, dh3, act);
 }
 
 export interface FfnCtx {

@@ -4,6 +4,7 @@
 // The buffers are plain row buffers, so the rows may come from this rank (EP = 1) or from a dispatch collective.
 
 import type { Runtime } from '../runtime.ts';
+import { type Operand, releaseRounded, roundOnce } from '../layers/linear.ts';
 import {
   releaseSwigluActs,
   sliceSwigluActs,
@@ -20,6 +21,9 @@ export interface ExpertsCtx {
   /** Copy of the per-local-expert row counts (L). */
   counts: Int32Array;
   R: number;
+  /** The rows as the w1/w3 products read them: rounded to bf16 once for every expert under bf16 compute (and kept
+   *  for the weight gradients), `rows` itself under fp32. */
+  rowsm: Operand;
   /** Every expert's w1/w3 outputs and gate, expert after expert (bf16 under bf16 compute). */
   acts: SwigluActs;
 }
@@ -54,13 +58,15 @@ export function expertsForward(
     throw new Error(`experts compute: counts sum to ${R} rows, the row buffer holds ${rows.length / D}`);
   const acts = swigluActs(rt, R * H);
   const out = rt.pool.get(R * D);
+  // One rounding call for all experts' rows instead of one per expert, forward and again in backward.
+  const rowsm = roundOnce(rt.k, rt.pool, rows, R * D);
   let off = 0;
   for (let l = 0; l < L; l++) {
     const n = counts[l]!;
     swigluFfnForward(
       rt.k,
       slice(w, l, D, H),
-      rows.subarray(off * D),
+      rowsm.subarray(off * D),
       n,
       D,
       H,
@@ -70,7 +76,7 @@ export function expertsForward(
     );
     off += n;
   }
-  return { out, ctx: { rows, counts: Int32Array.from(counts), R, acts } };
+  return { out, ctx: { rows, counts: Int32Array.from(counts), R, rowsm, acts } };
 }
 
 // dOut (R,D) → dRows (R,D) (caller owns); expert weight grads +=; releases ctx
@@ -86,6 +92,7 @@ export function expertsBackward(
   const { R, counts } = ctx;
   const dRows = rt.pool.get(R * D);
   const dh = rt.pool.get(R * H);
+  const dOutm = roundOnce(rt.k, rt.pool, dOut, R * D);
   let off = 0;
   for (let l = 0; l < counts.length; l++) {
     const n = counts[l]!;
@@ -93,12 +100,12 @@ export function expertsBackward(
       rt.k,
       slice(w, l, D, H),
       slice(g, l, D, H),
-      ctx.rows.subarray(off * D),
+      ctx.rowsm.subarray(off * D),
       n,
       D,
       H,
       sliceSwigluActs(ctx.acts, off * H),
-      dOut.subarray(off * D),
+      dOutm.subarray(off * D),
       dh.subarray(off * H),
       dRows.subarray(off * D),
       rt.pool,
@@ -106,10 +113,12 @@ export function expertsBackward(
     off += n;
   }
   rt.pool.release(dh);
+  releaseRounded(rt.pool, dOutm);
   releaseExpertsCtx(rt, ctx);
   return dRows;
 }
 
 export function releaseExpertsCtx(rt: Runtime, ctx: ExpertsCtx): void {
   releaseSwigluActs(rt, ctx.acts);
+  releaseRounded(rt.pool, ctx.rowsm);
 }
