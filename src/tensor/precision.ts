@@ -2,10 +2,11 @@
 //
 // With "bfloat16" (FSDP2's MixedPrecisionPolicy(param_dtype=bfloat16)) every matmul of the model — projections,
 // FFN and expert GEMMs, the router gate, the output head, forward and both backward products — takes bf16-rounded
-// inputs and sums their products in f32 (Kernels.sgemmBf16). Everything else stays f32, as torch keeps it: the
-// master weights and AdamW state, the loss and its softmax, the norms' statistics, the router's scores and the
-// fused attention kernel (which receives bf16-rounded projections' outputs). Exact copies that go through sgemm
-// (copyCols: x·I) keep the f32 path: `exactKernels`.
+// inputs and sums their products in f32 (Kernels.sgemmBf16); attention takes bf16 q, k, v (layers/sdpa.ts) and
+// what a bf16 op produced is kept in bf16 (SDPA's outputs, the FFNs' w1/w3 outputs and gate: layers/ffn.ts). The
+// rest stays f32, as torch keeps it: the master weights and AdamW state, the loss and its softmax, the norms'
+// statistics, the router's scores. Exact copies that go through sgemm (copyCols: x·I) keep the f32 path:
+// `exactKernels`.
 import type { Kernels } from './kernels-api.ts';
 
 export type ParamDtype = 'float32' | 'bfloat16';
