@@ -27,6 +27,66 @@ function checkEvenHeads(dk: number, dv: number, kernel: string): void {
     );
 }
 
+// Attention's backward in float64 over (widened) inputs, p and ds passed through `round` where they multiply (dv +=
+// p·do; dq += ds·k, dk += ds·q): the identity for the f32 kernel, the bf16 rounding for the bf16 one.
+function attnBwdCore(
+  dout: ArrayLike<number>,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  o: ArrayLike<number>,
+  lse: Float32Array,
+  dq: Float32Array,
+  dkOut: Float32Array,
+  dvOut: Float32Array,
+  B: number,
+  S: number,
+  Hq: number,
+  Hkv: number,
+  dk: number,
+  dv: number,
+  scale: number,
+  round: (x: number) => number,
+): void {
+  const group = Hq / Hkv;
+  const dqAcc = new Float64Array(B * S * Hq * dk);
+  const dkAcc = new Float64Array(B * S * Hkv * dk);
+  const dvAcc = new Float64Array(B * S * Hkv * dv);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < S; i++) {
+        const qo = ((b * S + i) * Hq + h) * dk;
+        const oo = ((b * S + i) * Hq + h) * dv;
+        const l = lse[(b * Hq + h) * S + i]!;
+        let delta = 0;
+        for (let d = 0; d < dv; d++) delta += dout[oo + d]! * o[oo + d]!;
+        for (let j = 0; j <= i; j++) {
+          const ko = ((b * S + j) * Hkv + hk) * dk;
+          const vo = ((b * S + j) * Hkv + hk) * dv;
+          let dot = 0;
+          for (let d = 0; d < dk; d++) dot += q[qo + d]! * k[ko + d]!;
+          const p = Math.exp(scale * dot - l);
+          const pr = round(p);
+          let dp = 0;
+          for (let d = 0; d < dv; d++) {
+            dp += dout[oo + d]! * v[vo + d]!;
+            dvAcc[vo + d] += pr * dout[oo + d]!;
+          }
+          const ds = round(p * (dp - delta) * scale);
+          for (let d = 0; d < dk; d++) {
+            dqAcc[qo + d] += ds * k[ko + d]!;
+            dkAcc[ko + d] += ds * q[qo + d]!;
+          }
+        }
+      }
+    }
+  }
+  dq.set(dqAcc);
+  dkOut.set(dkAcc);
+  dvOut.set(dvAcc);
+}
+
 function widen(h: Uint16Array, n: number): Float32Array {
   return Float32Array.from(h.subarray(0, n), bf16ToF32);
 }
@@ -406,42 +466,7 @@ export class RefKernels implements Kernels {
     need(o, B * S * Hq * dv, 'o', 'attentionBwd');
     need(dout, B * S * Hq * dv, 'dout', 'attentionBwd');
     need(lse, B * Hq * S, 'lse', 'attentionBwd');
-    const group = Hq / Hkv;
-    const dqAcc = new Float64Array(B * S * Hq * dk);
-    const dkAcc = new Float64Array(B * S * Hkv * dk);
-    const dvAcc = new Float64Array(B * S * Hkv * dv);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < Hq; h++) {
-        const hk = Math.floor(h / group);
-        for (let i = 0; i < S; i++) {
-          const qo = ((b * S + i) * Hq + h) * dk;
-          const oo = ((b * S + i) * Hq + h) * dv;
-          const l = lse[(b * Hq + h) * S + i]!;
-          let delta = 0;
-          for (let d = 0; d < dv; d++) delta += dout[oo + d]! * o[oo + d]!;
-          for (let j = 0; j <= i; j++) {
-            const ko = ((b * S + j) * Hkv + hk) * dk;
-            const vo = ((b * S + j) * Hkv + hk) * dv;
-            let dot = 0;
-            for (let d = 0; d < dk; d++) dot += q[qo + d]! * k[ko + d]!;
-            const p = Math.exp(scale * dot - l);
-            let dp = 0;
-            for (let d = 0; d < dv; d++) {
-              dp += dout[oo + d]! * v[vo + d]!;
-              dvAcc[vo + d] += p * dout[oo + d]!;
-            }
-            const ds = p * (dp - delta) * scale;
-            for (let d = 0; d < dk; d++) {
-              dqAcc[qo + d] += ds * k[ko + d]!;
-              dkAcc[ko + d] += ds * q[qo + d]!;
-            }
-          }
-        }
-      }
-    }
-    dq.set(dqAcc);
-    dkOut.set(dkAcc);
-    dvOut.set(dvAcc);
+    attnBwdCore(dout, q, k, v, o, lse, dq, dkOut, dvOut, B, S, Hq, Hkv, dk, dv, scale, (x) => x);
   }
 
   // bf16 inputs, modelling torch's CPU flash attention under bf16: the inputs widened exactly, sums in float64,
@@ -536,45 +561,26 @@ export class RefKernels implements Kernels {
     need(dkOut, nkv * dk, 'dk', 'attentionBwdBf16');
     need(dvOut, nkv * dv, 'dv', 'attentionBwdBf16');
     const wide = (a: Uint16Array) => Float64Array.from(a, bf16ToF32);
-    const [dO, Q, K, V, O] = [wide(dout), wide(q), wide(k), wide(v), wide(o)];
     const r16 = (x: number) => bf16ToF32(f32ToBf16(x));
-    const group = Hq / Hkv;
-    const dqAcc = new Float64Array(nq * dk);
-    const dkAcc = new Float64Array(nkv * dk);
-    const dvAcc = new Float64Array(nkv * dv);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < Hq; h++) {
-        const hk = Math.floor(h / group);
-        for (let i = 0; i < S; i++) {
-          const qo = ((b * S + i) * Hq + h) * dk;
-          const oo = ((b * S + i) * Hq + h) * dv;
-          const l = lse[(b * Hq + h) * S + i]!;
-          let delta = 0;
-          for (let d = 0; d < dv; d++) delta += dO[oo + d]! * O[oo + d]!;
-          for (let j = 0; j <= i; j++) {
-            const ko = ((b * S + j) * Hkv + hk) * dk;
-            const vo = ((b * S + j) * Hkv + hk) * dv;
-            let dot = 0;
-            for (let d = 0; d < dk; d++) dot += Q[qo + d]! * K[ko + d]!;
-            const p = Math.exp(scale * dot - l);
-            const p16 = r16(p);
-            let dp = 0;
-            for (let d = 0; d < dv; d++) {
-              dp += dO[oo + d]! * V[vo + d]!;
-              dvAcc[vo + d] += p16 * dO[oo + d]!;
-            }
-            const ds = r16(p * (dp - delta) * scale);
-            for (let d = 0; d < dk; d++) {
-              dqAcc[qo + d] += ds * K[ko + d]!;
-              dkAcc[ko + d] += ds * Q[qo + d]!;
-            }
-          }
-        }
-      }
-    }
-    dq.set(dqAcc);
-    dkOut.set(dkAcc);
-    dvOut.set(dvAcc);
+    attnBwdCore(
+      wide(dout),
+      wide(q),
+      wide(k),
+      wide(v),
+      wide(o),
+      lse,
+      dq,
+      dkOut,
+      dvOut,
+      B,
+      S,
+      Hq,
+      Hkv,
+      dk,
+      dv,
+      scale,
+      r16,
+    );
   }
 
   // logits (N,V), labels (N) → lse (N); returns Σ_valid (lse − logit[label]). Ignored rows: lse = 0, no loss.
