@@ -32,7 +32,7 @@ export function kernelsFor(k: Kernels, dtype: ParamDtype): Kernels {
   if (info.bf16Dot === false && !saidNoBf16Dot) {
     saidNoBf16Dot = true;
     console.warn(
-      'moe-actors: this CPU has no bf16 dot-product instructions (AVX512_BF16/AMX): bf16 matmul inputs are widened and multiplied in f32 (same rounding of the inputs, no speed-up).',
+      'moe-actors: this CPU has no bf16 dot-product instructions (AVX512_BF16/AMX): bf16 matmul and attention inputs are widened and multiplied in f32 (same rounding of the inputs, no speed-up).',
     );
   }
   const view = Object.create(k) as Tagged;

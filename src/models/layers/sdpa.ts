@@ -4,9 +4,33 @@
 // outputs FSDP2 mixed precision gives it. What backward keeps (q, k, v, o) is then bf16 too: half the bytes.
 //   q (N, Hq·dk), k (N, Hkv·dk), v (N, Hkv·dv) → o (N, Hq·dv), lse (B, Hq, S);  N = B·S
 // Odd head dims (no model has them; the kernel reads bf16 pairs) keep the f32 kernel under either dtype.
+//
+// On a CPU without bf16 dot products (blasInfo().bf16Dot === false) the storage stays bf16 but the attention runs
+// the f32 kernel on the widened (exact) values, as precision.ts does for the matmuls: there the bf16 kernel's pair
+// products are emulated with f32 FMAs plus the unpacking, 1.25–1.35× slower than the f32 kernel (AVX2 build,
+// debugmodel head), and P and dS then stay f32 — the more exact of the two.
+import type { Kernels } from '../../tensor/kernels-api.ts';
 import { paramDtypeOf } from '../../tensor/precision.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Operand } from './linear.ts';
+
+const bf16Dot = new WeakMap<Kernels, boolean>();
+
+/** Whether `k`'s CPU multiplies bf16 natively (blasInfo is a native call: asked once per kernels object). */
+function hasBf16Dot(k: Kernels): boolean {
+  let v = bf16Dot.get(k);
+  if (v === undefined) {
+    v = k.blasInfo().bf16Dot !== false;
+    bf16Dot.set(k, v);
+  }
+  return v;
+}
+
+/** Rounds x (n) to bf16 in place, through `h` (its bf16 bits): x then holds exactly the values h stores. */
+function roundInPlace(k: Kernels, x: Float32Array, h: Uint16Array, n: number): void {
+  k.toBf16(x, h, n);
+  k.fromBf16(h, x, n);
+}
 
 export interface SdpaShape {
   B: number;
@@ -49,15 +73,35 @@ export function sdpaForward(rt: Runtime, s: SdpaShape, q: Float32Array, k: Float
     rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
     return { q, k, v, o, lse };
   }
+  const o16 = rt.pool.u16(N * Hq * dv);
+  if (!hasBf16Dot(rt.k)) {
+    const q16 = rt.pool.u16(N * Hq * dk);
+    const k16 = rt.pool.u16(N * Hkv * dk);
+    const v16 = rt.pool.u16(N * Hkv * dv);
+    roundInPlace(rt.k, q, q16, N * Hq * dk);
+    roundInPlace(rt.k, k, k16, N * Hkv * dk);
+    roundInPlace(rt.k, v, v16, N * Hkv * dv);
+    const o = rt.pool.get(N * Hq * dv);
+    rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
+    rt.k.toBf16(o, o16, N * Hq * dv);
+    for (const a of [q, k, v, o]) rt.pool.release(a);
+    return { q: q16, k: k16, v: v16, o: o16, lse };
+  }
   const q16 = toBf16Pooled(rt, q, N * Hq * dk);
   const k16 = toBf16Pooled(rt, k, N * Hkv * dk);
   const v16 = toBf16Pooled(rt, v, N * Hkv * dv);
-  const o16 = rt.pool.u16(N * Hq * dv);
   rt.k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale);
   return { q: q16, k: k16, v: v16, o: o16, lse };
 }
 
-// dO (N, Hq·dv) f32 → dq, dk, dv f32 (pooled, caller releases); releases `saved`
+/** A pooled f32 copy of bf16 bits (exact). */
+function widened(rt: Runtime, h: Uint16Array): Float32Array {
+  const f = rt.pool.get(h.length);
+  rt.k.fromBf16(h, f, h.length);
+  return f;
+}
+
+// dO (N, Hq·dv) f32 (may be overwritten) → dq, dk, dv f32 (pooled, caller releases); releases `saved`
 export function sdpaBackward(
   rt: Runtime,
   s: SdpaShape,
@@ -72,8 +116,16 @@ export function sdpaBackward(
   const { q, k, v, o, lse } = saved;
   if (q instanceof Uint16Array && k instanceof Uint16Array && v instanceof Uint16Array && o instanceof Uint16Array) {
     const dO16 = rt.pool.u16(N * Hq * dvh);
-    rt.k.toBf16(dO, dO16, N * Hq * dvh);
-    rt.k.attentionBwdBf16(dO16, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+    if (hasBf16Dot(rt.k)) {
+      rt.k.toBf16(dO, dO16, N * Hq * dvh);
+      rt.k.attentionBwdBf16(dO16, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+    } else {
+      // The f32 kernel on the stored bf16 values and on dO rounded as the bf16 kernel would read it.
+      roundInPlace(rt.k, dO, dO16, N * Hq * dvh);
+      const wide = [q, k, v, o].map((a) => widened(rt, a)) as [Float32Array, Float32Array, Float32Array, Float32Array];
+      rt.k.attentionBwd(dO, ...wide, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+      for (const a of wide) rt.pool.release(a);
+    }
     rt.pool.releaseU16(dO16);
   } else if (
     q instanceof Float32Array &&
