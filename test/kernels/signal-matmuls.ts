@@ -1,6 +1,7 @@
 // Child program of signals.test.ts: runs the matmuls whose oneDNN kernels once corrupted the heap when a signal
 // arrived mid-product (strided f32 operands, which oneDNN 2.6 gives to its gemm:jit kernels; bf16 products with
-// row counts off a multiple of 64, its runtime-rows gemm) for `seconds`, while the parent's V8 profiler samples
+// row counts off a multiple of 64, its runtime-rows gemm; bf16 products writing a bf16 C, with runtime and exact
+// rows) for `seconds`, while the parent's V8 profiler samples
 // this thread every 100 µs, then checks one result of each against the reference kernels and prints "ok".
 import { nativeKernels, refKernels } from '../../src/tensor/kernels.ts';
 
@@ -8,7 +9,7 @@ const seconds = Number(process.argv[2] ?? 2);
 const k = nativeKernels();
 const ref = refKernels;
 k.setNumThreads(1);
-type Case = { ta: boolean; tb: boolean; M: number; N: number; K: number; beta: number; bf16: boolean };
+type Case = { ta: boolean; tb: boolean; M: number; N: number; K: number; beta: number; bf16: boolean; out16?: true };
 // MLA-like slices: the operand's row stride is wider than its K (the rope / nope halves of a head).
 const cases: Case[] = [
   { ta: false, tb: true, M: 512, N: 32, K: 64, beta: 0, bf16: false },
@@ -17,6 +18,8 @@ const cases: Case[] = [
   { ta: true, tb: false, M: 32, N: 64, K: 512, beta: 1, bf16: false },
   { ta: false, tb: true, M: 300, N: 256, K: 128, beta: 0, bf16: true },
   { ta: true, tb: false, M: 128, N: 256, K: 300, beta: 1, bf16: true },
+  { ta: false, tb: true, M: 300, N: 256, K: 128, beta: 0, bf16: true, out16: true },
+  { ta: false, tb: true, M: 512, N: 128, K: 256, beta: 0, bf16: true, out16: true },
 ];
 let seed = 7;
 const rand = (n: number) =>
@@ -34,7 +37,12 @@ const runs = cases.map((c) => {
 });
 const product = (r: (typeof runs)[number], C: Float32Array) => {
   const { c } = r;
-  if (c.bf16) k.gemmBf16(c.ta, c.tb, c.M, c.N, c.K, 1, r.Ab, r.lda, r.Bb, r.ldb, c.beta, C, c.N);
+  if (c.out16) {
+    // The product rounded to bf16 as oneDNN writes it, widened back for the check.
+    const C16 = new Uint16Array(C.length);
+    k.sgemmBf16(c.ta, c.tb, c.M, c.N, c.K, 1, r.Ab, r.lda, r.Bb, r.ldb, 0, C16, c.N);
+    k.fromBf16(C16, C, C.length);
+  } else if (c.bf16) k.gemmBf16(c.ta, c.tb, c.M, c.N, c.K, 1, r.Ab, r.lda, r.Bb, r.ldb, c.beta, C, c.N);
   else k.sgemm(c.ta, c.tb, c.M, c.N, c.K, 1, r.A, r.lda, r.B, r.ldb, c.beta, C, c.N);
 };
 const t0 = Date.now();
@@ -59,7 +67,9 @@ for (const r of runs) {
     k.fromBf16(r.Bb, B, B.length);
   }
   ref.sgemm(c.ta, c.tb, c.M, c.N, c.K, 1, A, r.lda, B, r.ldb, c.beta, want, c.N);
+  // A bf16 C is within half a bf16 ulp of the f32 result (2⁻⁹ relative), plus the f32 tolerance.
   for (let i = 0; i < want.length; i++)
-    if (Math.abs(got[i]! - want[i]!) > 1e-3) throw new Error(`case ${JSON.stringify(c)} differs at ${i}`);
+    if (Math.abs(got[i]! - want[i]!) > 1e-3 + (c.out16 ? Math.abs(want[i]!) * 2 ** -8 : 0))
+      throw new Error(`case ${JSON.stringify(c)} differs at ${i}`);
 }
 console.log('ok');

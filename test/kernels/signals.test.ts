@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 describe('matmuls interrupted by signals', () => {
-  it('strided f32 and runtime-rows bf16 products survive a 100 µs CPU profiler and stay correct', () => {
+  it('strided f32, runtime-rows bf16 and bf16-output products survive a 100 µs CPU profiler and stay correct', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moe-sig-'));
     try {
       const r = spawnSync(
