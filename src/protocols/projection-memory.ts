@@ -125,13 +125,15 @@ export function blockSavedPerToken(
   ep: number,
   rmax: number,
   cut = false,
-): { compute: number; inDtype: number; fp32: number; rounded: number } {
+): { compute: number; attnIn: number; inDtype: number; fp32: number; rounded: number } {
   let compute = 0;
   let inDtype = 0;
   let fp32 = 0;
   let rounded = 0;
-  // Two RMSNorms: input (the residual stream) and output (the next matmuls' input); rstd per token in fp32.
-  compute += 4 * D;
+  // Two RMSNorms: input (the residual stream) and output (the next matmuls' input); rstd per token in fp32. The
+  // attention norm's output is `attnIn`: moe-actors under bf16 keeps only its rounding (in `rounded`).
+  compute += 3 * D;
+  const attnIn = D;
   fp32 += 2;
   const at = b.attn;
   if (at.kind === 'gqa') {
@@ -145,6 +147,8 @@ export function blockSavedPerToken(
   } else {
     const dqk = at.qkNope + at.qkRope;
     const qa = at.qLoraRank > 0 ? 2 * at.qLoraRank : 0;
+    // moe-actors under bf16 keeps the rounded x its weight gradients read (attention-mla.ts).
+    rounded += D;
     // [q_a, q_norm(q_a)], kv_a's latent and its norm; SDPA's q/k (dqk per head), v and output (dv per head).
     compute += qa + 2 * at.kvLoraRank + at.qkRope;
     inDtype += 2 * at.nHeads * dqk + 2 * at.nHeads * at.vHead;
@@ -173,7 +177,7 @@ export function blockSavedPerToken(
       inDtype += (stack === 'torchtitan' ? 4 : 3) * f.sharedHidden;
     }
   }
-  return { compute, inDtype, fp32, rounded: stack === 'torchtitan' ? 0 : rounded };
+  return { compute, attnIn, inDtype, fp32, rounded: stack === 'torchtitan' ? 0 : rounded };
 }
 
 /** Elements per token of a block's matmul outputs and SDPA outputs: what torchtitan's op-level SAC may save. */
@@ -292,8 +296,10 @@ export function projectMemory(m: MemoryInput): MemoryProjection {
   const perBlock: { keep: number; transient: number; gradShard: number }[] = [];
   for (const b of m.spec.blocks) {
     const all = blockSavedPerToken(b, D, a.stack, ep, a.rmax, cut);
+    // moe-actors under bf16 drops the attention's f32 input once its rounding is made (model/block.ts).
+    const attnIn = a.stack === 'moe-actors' && c !== MASTER ? 0 : actBytes * all.attnIn;
     const allBytes =
-      N * (actBytes * all.compute + c * all.inDtype + 4 * all.fp32 + (c === MASTER ? 0 : c * all.rounded));
+      N * (actBytes * all.compute + attnIn + c * all.inDtype + 4 * all.fp32 + (c === MASTER ? 0 : c * all.rounded));
     let keep: number;
     if (!isCheckpointed(b.layerId, m.ac)) keep = allBytes;
     else if (tt && m.ac.mode === 'selective' && 'op' in m.ac) {

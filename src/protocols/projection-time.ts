@@ -203,7 +203,7 @@ export function projectTime(t: TimeInput): TimeProjection {
     }
     const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
     // Element-wise kernels read and write each saved tensor about three times over forward and backward.
-    elementBytes += 3 * N * (actBytes * s.compute + dtypeBytes(t.dtype) * s.inDtype + 4 * s.fp32);
+    elementBytes += 3 * N * (actBytes * (s.compute + s.attnIn) + dtypeBytes(t.dtype) * s.inDtype + 4 * s.fp32);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;

@@ -9,7 +9,6 @@ import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounde
 import { type SdpaSaved, type SdpaShape, sdpaBackward, sdpaForward, sdpaRelease } from './sdpa.ts';
 
 export interface GqaCtx {
-  x: Float32Array;
   /** x and o as the projections read them: bf16 roundings under bf16 compute (kept for the weight gradients);
    *  om is att.o itself when SDPA wrote o in bf16. */
   xm: Operand;
@@ -68,7 +67,7 @@ export class GqaAttention {
     const out = rt.pool.get(N * D);
     const om = att.o instanceof Uint16Array ? att.o : roundOnce(rt.k, rt.pool, att.o, N * Hq * hd);
     linearFwd(rt.k, om, u.p(this.names.wo), out, N, Hq * hd, D);
-    return { out, ctx: { x, xm, om, B, S, att } };
+    return { out, ctx: { xm, om, B, S, att } };
   }
 
   private sdpaShape(B: number, S: number): SdpaShape {

@@ -12,12 +12,22 @@ import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import type { MlaSpec } from '../spec.ts';
 import { checkRopeLength, type RopeTable } from './rope.ts';
-import { copyCols, linearBwdInput, linearBwdWeight, linearFwd } from './linear.ts';
+import {
+  copyCols,
+  linearBwdInput,
+  linearBwdWeight,
+  linearFwd,
+  type Operand,
+  releaseRounded,
+  roundOnce,
+} from './linear.ts';
 import { rmsnormBackward, rmsnormForward, type RmsNormCtx } from './rmsnorm.ts';
 import { type SdpaSaved, sdpaBackward, sdpaForward, sdpaRelease } from './sdpa.ts';
 
 export interface MlaCtx {
-  x: Float32Array;
+  /** x as the projections read it: its bf16 rounding under bf16 compute (kept for the weight gradients; the block
+   *  may then drop x itself), x itself under fp32. */
+  xm: Operand;
   B: number;
   S: number;
   /** q-LoRA only: x·Wq_aᵀ (N, qr), its norm ctx, and the normalised values fed to Wq_b. */
@@ -69,16 +79,17 @@ export class MlaAttention {
     const K = rt.k;
     checkRopeLength(this.rope, S);
     const { cos, sin } = this.rope;
+    const xm = roundOnce(rt.k, rt.pool, x, N * D);
 
     const q = rt.pool.get(N * Hh * dqk);
     let qa: Float32Array | null = null;
     let qaNorm: RmsNormCtx | null = null;
     let qn: Float32Array | null = null;
     if (qr === 0) {
-      linearFwd(K, x, u.p(this.n.wq), q, N, D, Hh * dqk);
+      linearFwd(K, xm, u.p(this.n.wq), q, N, D, Hh * dqk);
     } else {
       qa = rt.pool.get(N * qr);
-      linearFwd(K, x, u.p(this.n.wq_a), qa, N, D, qr);
+      linearFwd(K, xm, u.p(this.n.wq_a), qa, N, D, qr);
       const r = rmsnormForward(rt, qa, u.p(this.n.q_norm), N, qr, normEps);
       qn = r.out;
       qaNorm = r.ctx;
@@ -89,8 +100,8 @@ export class MlaAttention {
     const wkva = u.p(this.n.wkv_a);
     const c = rt.pool.get(N * kvr);
     const kpe = rt.pool.get(N * dr);
-    linearFwd(K, x, wkva.subarray(0, kvr * D), c, N, D, kvr);
-    linearFwd(K, x, wkva.subarray(kvr * D), kpe, N, D, dr);
+    linearFwd(K, xm, wkva.subarray(0, kvr * D), c, N, D, kvr);
+    linearFwd(K, xm, wkva.subarray(kvr * D), kpe, N, D, dr);
     K.rope(kpe, cos, sin, N, S, 1, dr, dr, 0, dr, false);
     const cnr = rmsnormForward(rt, c, u.p(this.n.kv_norm), N, kvr, normEps);
 
@@ -108,14 +119,14 @@ export class MlaAttention {
     const att = sdpaForward(rt, { B, S, Hq: Hh, Hkv: Hh, dk: dqk, dv, scale }, q, k, v);
     const out = rt.pool.get(N * D);
     linearFwd(K, att.o, u.p(this.n.wo), out, N, Hh * dv, D);
-    return { out, ctx: { x, B, S, qa, qaNorm, qn, c, cNorm: cnr.ctx, cn: cnr.out, att } };
+    return { out, ctx: { xm, B, S, qa, qaNorm, qn, c, cNorm: cnr.ctx, cn: cnr.out, att } };
   }
 
   // dout (B·S, D) → dx (B·S, D) (caller owns); all attention grads +=; releases ctx
   backward(rt: Runtime, ctx: MlaCtx, dout: Float32Array): Float32Array {
     const { nHeads: Hh, qLoraRank: qr, kvLoraRank: kvr, qkNope: dn, qkRope: dr, vHead: dv, scale } = this.spec;
     const dqk = dn + dr;
-    const { B, S, x } = ctx;
+    const { B, S, xm: x } = ctx;
     const N = B * S;
     const D = this.D;
     const u = this.unit;
@@ -179,11 +190,13 @@ export class MlaAttention {
       rt.pool.release(dqa);
     }
     rt.pool.release(dq);
+    releaseRounded(rt.pool, ctx.xm);
     return dx;
   }
 
   release(rt: Runtime, ctx: MlaCtx): void {
     sdpaRelease(rt, ctx.att);
+    releaseRounded(rt.pool, ctx.xm);
     for (const a of [ctx.cn, ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
     if (ctx.qa) {
       rt.pool.release(ctx.qa);

@@ -16,7 +16,11 @@ export interface BlockPreCtx {
   B: number;
   S: number;
   attnNorm: RmsNormCtx;
-  xn1: Float32Array;
+  /**
+   * RMSNorm_attn(x), the attention's input (owned), kept for backward only when the attention reads it there: under
+   * bf16 compute the attention keeps its bf16 rounding instead (its ctx's xm), so the f32 copy is dropped at once.
+   */
+  xn1: Float32Array | null;
   attn: GqaCtx | MlaCtx;
   /** x + attention (owned). */
   h: Float32Array;
@@ -77,10 +81,15 @@ export class TransformerBlock {
     const u = this.unit;
     const n1 = rmsnormForward(rt, x, u.p(this.attnNormName), N, D, this.spec.normEps);
     const a = this.attention.forward(rt, n1.out, B, S);
+    let xn1: Float32Array | null = n1.out;
+    if (a.ctx.xm !== n1.out) {
+      rt.pool.release(n1.out);
+      xn1 = null;
+    }
     const h = a.out;
     rt.k.add(x, h, h, N * D);
     const n2 = rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps);
-    return { B, S, attnNorm: n1.ctx, xn1: n1.out, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out };
+    return { B, S, attnNorm: n1.ctx, xn1, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out };
   }
 
   // ffnOut (B·S, D) → out = h + ffnOut, in place (the caller owns it)
