@@ -1,5 +1,6 @@
-// Rank program for the clock tests on real transports: each rank records two events around a barrier on its own
-// (optionally skewed) clock into <dir>/events/rank-<r>.jsonl, aligns the recorder, and returns its offset.
+// Rank program for the clock tests on real transports: each rank records the instant it leaves a barrier (`exits`
+// barriers, one event each, `step` = the barrier's index) on its own (optionally skewed) clock into
+// <dir>/events/rank-<r>.jsonl, aligns the recorder, and returns its offset.
 import type { Communicator } from '../../src/comm/communicator.ts';
 import type { RankContext } from '../../src/comm/launch.ts';
 import { alignRecorderClock, type ClockOffset } from '../../src/trace/clock.ts';
@@ -16,6 +17,8 @@ export interface ClockArgs {
   dir: string;
   /** Per-rank skew added to the clock, ms. */
   skew: number[];
+  /** Barriers to leave and record (default 1). */
+  exits?: number;
 }
 
 export async function rankMain(ctx: RankContext<ClockArgs>): Promise<ClockOffset> {
@@ -31,21 +34,23 @@ export async function rankMain(ctx: RankContext<ClockArgs>): Promise<ClockOffset
     flushIntervalMs: 0,
   });
   const off = await alignRecorderClock(ctx.world, rec, { now, rounds: 10 });
-  // All ranks leave one barrier "together": each records that instant on its own clock.
-  const t = await barrierNow(ctx.world, now);
-  rec.record({
-    kind: 'state',
-    rank: ctx.rank,
-    actor: 'step',
-    machine: 'clock',
-    state: 'afterBarrier',
-    category: 'other',
-    phase: 'enter',
-    t,
-    step: 0,
-    layer: null,
-    microbatch: null,
-  });
+  // All ranks leave each barrier "together": each records that instant on its own clock.
+  for (let i = 0; i < (ctx.args.exits ?? 1); i++) {
+    const t = await barrierNow(ctx.world, now);
+    rec.record({
+      kind: 'state',
+      rank: ctx.rank,
+      actor: 'step',
+      machine: 'clock',
+      state: 'afterBarrier',
+      category: 'other',
+      phase: 'enter',
+      t,
+      step: i,
+      layer: null,
+      microbatch: null,
+    });
+  }
   rec.close();
   return off;
 }
