@@ -20,6 +20,35 @@ function checkId(id: number, limit: number, row: number, what: string, kernel: s
   }
 }
 
+/**
+ * The GQA group and every attention array's length, in argument order: q, o, dout, dq (B,S,Hq,·), k, v, dk, dv
+ * (B,S,Hkv,·), lse (B,Hq,S).
+ */
+function needAttention(
+  kernel: string,
+  s: { B: number; S: number; Hq: number; Hkv: number; dk: number; dv: number },
+  a: Partial<Record<'dout' | 'q' | 'k' | 'v' | 'o' | 'lse' | 'dq' | 'dk' | 'dv', ArrayLike<number>>>,
+): void {
+  checkHeads(s.Hq, s.Hkv, kernel);
+  const nq = s.B * s.S * s.Hq;
+  const nkv = s.B * s.S * s.Hkv;
+  const sizes = {
+    dout: nq * s.dv,
+    q: nq * s.dk,
+    k: nkv * s.dk,
+    v: nkv * s.dv,
+    o: nq * s.dv,
+    lse: s.B * s.Hq * s.S,
+    dq: nq * s.dk,
+    dk: nkv * s.dk,
+    dv: nkv * s.dv,
+  };
+  for (const [name, n] of Object.entries(sizes)) {
+    const arr = a[name as keyof typeof sizes];
+    if (arr) need(arr, n, name, kernel);
+  }
+}
+
 function checkEvenHeads(dk: number, dv: number, kernel: string): void {
   if (dk % 2 !== 0 || dv % 2 !== 0)
     throw new RangeError(
@@ -396,12 +425,7 @@ export class RefKernels implements Kernels {
     dv: number,
     scale: number,
   ): void {
-    checkHeads(Hq, Hkv, 'attentionFwd');
-    need(q, B * S * Hq * dk, 'q', 'attentionFwd');
-    need(k, B * S * Hkv * dk, 'k', 'attentionFwd');
-    need(v, B * S * Hkv * dv, 'v', 'attentionFwd');
-    need(o, B * S * Hq * dv, 'o', 'attentionFwd');
-    need(lse, B * Hq * S, 'lse', 'attentionFwd');
+    needAttention('attentionFwd', { B, S, Hq, Hkv, dk, dv }, { q, k, v, o, lse });
     const group = Hq / Hkv;
     const s = new Float64Array(S);
     const acc = new Float64Array(dv);
@@ -456,16 +480,7 @@ export class RefKernels implements Kernels {
     dv: number,
     scale: number,
   ): void {
-    checkHeads(Hq, Hkv, 'attentionBwd');
-    need(q, B * S * Hq * dk, 'q', 'attentionBwd');
-    need(dq, B * S * Hq * dk, 'dq', 'attentionBwd');
-    need(k, B * S * Hkv * dk, 'k', 'attentionBwd');
-    need(dkOut, B * S * Hkv * dk, 'dk', 'attentionBwd');
-    need(v, B * S * Hkv * dv, 'v', 'attentionBwd');
-    need(dvOut, B * S * Hkv * dv, 'dv', 'attentionBwd');
-    need(o, B * S * Hq * dv, 'o', 'attentionBwd');
-    need(dout, B * S * Hq * dv, 'dout', 'attentionBwd');
-    need(lse, B * Hq * S, 'lse', 'attentionBwd');
+    needAttention('attentionBwd', { B, S, Hq, Hkv, dk, dv }, { dout, q, k, v, o, lse, dq, dk: dkOut, dv: dvOut });
     attnBwdCore(dout, q, k, v, o, lse, dq, dkOut, dvOut, B, S, Hq, Hkv, dk, dv, scale, (x) => x);
   }
 
@@ -486,13 +501,8 @@ export class RefKernels implements Kernels {
     dv: number,
     scale: number,
   ): void {
-    checkHeads(Hq, Hkv, 'attentionFwdBf16');
     checkEvenHeads(dk, dv, 'attentionFwdBf16');
-    need(q, B * S * Hq * dk, 'q', 'attentionFwdBf16');
-    need(k, B * S * Hkv * dk, 'k', 'attentionFwdBf16');
-    need(v, B * S * Hkv * dv, 'v', 'attentionFwdBf16');
-    need(o, B * S * Hq * dv, 'o', 'attentionFwdBf16');
-    need(lse, B * Hq * S, 'lse', 'attentionFwdBf16');
+    needAttention('attentionFwdBf16', { B, S, Hq, Hkv, dk, dv }, { q, k, v, o, lse });
     const group = Hq / Hkv;
     const s = new Float64Array(S);
     const acc = new Float64Array(dv);
@@ -547,19 +557,8 @@ export class RefKernels implements Kernels {
     dv: number,
     scale: number,
   ): void {
-    checkHeads(Hq, Hkv, 'attentionBwdBf16');
     checkEvenHeads(dk, dv, 'attentionBwdBf16');
-    const nq = B * S * Hq;
-    const nkv = B * S * Hkv;
-    need(dout, nq * dv, 'dout', 'attentionBwdBf16');
-    need(q, nq * dk, 'q', 'attentionBwdBf16');
-    need(k, nkv * dk, 'k', 'attentionBwdBf16');
-    need(v, nkv * dv, 'v', 'attentionBwdBf16');
-    need(o, nq * dv, 'o', 'attentionBwdBf16');
-    need(lse, B * Hq * S, 'lse', 'attentionBwdBf16');
-    need(dq, nq * dk, 'dq', 'attentionBwdBf16');
-    need(dkOut, nkv * dk, 'dk', 'attentionBwdBf16');
-    need(dvOut, nkv * dv, 'dv', 'attentionBwdBf16');
+    needAttention('attentionBwdBf16', { B, S, Hq, Hkv, dk, dv }, { dout, q, k, v, o, lse, dq, dk: dkOut, dv: dvOut });
     const wide = (a: Uint16Array) => Float64Array.from(a, bf16ToF32);
     const r16 = (x: number) => bf16ToF32(f32ToBf16(x));
     attnBwdCore(
