@@ -296,13 +296,10 @@ void bwdTask(const Shape& s, const float* dout, const float* q, const float* k, 
 static Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   Args a(info, "attentionFwd");
   Shape s{};
-  if (!readShape(a, 5, s)) return a.env.Undefined();
-  const float* q = a.f32(0, s.B * s.S * s.Hq * s.dk, "q");
-  const float* k = a.f32(1, s.B * s.S * s.Hkv * s.dk, "k");
-  const float* v = a.f32(2, s.B * s.S * s.Hkv * s.dv, "v");
-  float* o = a.f32(3, s.B * s.S * s.Hq * s.dv, "o");
-  float* lse = a.f32(4, s.B * s.Hq * s.S, "lse");
-  if (!a.ok || s.B * s.S * s.Hq == 0) return a.env.Undefined();
+  FwdArrays<float> x;
+  if (!readFwdArrays(a, s, x) || s.B * s.S * s.Hq == 0) return a.env.Undefined();
+  const float *q = x.q, *k = x.k, *v = x.v;
+  float *o = x.o, *lse = x.lse;
   const int64_t perQB = s.B * s.Hq, tasks = perQB * s.nQB;
 #pragma omp parallel num_threads(attnThreads(s, tasks))
   {
@@ -321,18 +318,10 @@ static Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
 static Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   Args a(info, "attentionBwd");
   Shape s{};
-  if (!readShape(a, 9, s)) return a.env.Undefined();
-  const int64_t nq = s.B * s.S * s.Hq, nkv = s.B * s.S * s.Hkv;
-  const float* dout = a.f32(0, nq * s.dv, "dout");
-  const float* q = a.f32(1, nq * s.dk, "q");
-  const float* k = a.f32(2, nkv * s.dk, "k");
-  const float* v = a.f32(3, nkv * s.dv, "v");
-  const float* o = a.f32(4, nq * s.dv, "o");
-  const float* lse = a.f32(5, s.B * s.Hq * s.S, "lse");
-  float* dq = a.f32(6, nq * s.dk, "dq");
-  float* dkOut = a.f32(7, nkv * s.dk, "dk");
-  float* dvOut = a.f32(8, nkv * s.dv, "dv");
-  if (!a.ok || s.B * s.S * s.Hkv == 0) return a.env.Undefined();
+  BwdArrays<float> x;
+  if (!readBwdArrays(a, s, x) || s.B * s.S * s.Hkv == 0) return a.env.Undefined();
+  const float *dout = x.dout, *q = x.q, *k = x.k, *v = x.v, *o = x.o, *lse = x.lse;
+  float *dq = x.dq, *dkOut = x.dk, *dvOut = x.dv;
   const int64_t tasks = s.B * s.Hkv;
 #pragma omp parallel num_threads(attnThreads(s, tasks))
   {

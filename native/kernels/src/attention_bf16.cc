@@ -485,12 +485,11 @@ bool checkPairs(Args& a, const Shape& s, std::initializer_list<std::pair<const u
 static Napi::Value AttentionFwdBf16(const Napi::CallbackInfo& info) {
   Args a(info, "attentionFwdBf16");
   Shape s{};
-  if (!readShape(a, 5, s)) return a.env.Undefined();
-  const uint16_t* q = a.u16(0, s.B * s.S * s.Hq * s.dk, "q");
-  const uint16_t* k = a.u16(1, s.B * s.S * s.Hkv * s.dk, "k");
-  const uint16_t* v = a.u16(2, s.B * s.S * s.Hkv * s.dv, "v");
-  uint16_t* o = a.u16(3, s.B * s.S * s.Hq * s.dv, "o");
-  float* lse = a.f32(4, s.B * s.Hq * s.S, "lse");
+  FwdArrays<uint16_t> x;
+  if (!readFwdArrays(a, s, x)) return a.env.Undefined();
+  const uint16_t *q = x.q, *k = x.k, *v = x.v;
+  uint16_t* o = x.o;
+  float* lse = x.lse;
   if (!checkPairs(a, s, {{q, "q"}, {k, "k"}, {v, "v"}, {o, "o"}}) || s.B * s.S * s.Hq == 0) return a.env.Undefined();
   // Vᵀ pairs per (b, kv head, key block): rows d < dv8, 32 key pairs each, zero beyond the sequence and dv.
   const int64_t dv8 = roundUp(s.dv, MR), blockW = dv8 * (BK / 2), heads = s.B * s.Hkv;
@@ -521,17 +520,11 @@ static Napi::Value AttentionFwdBf16(const Napi::CallbackInfo& info) {
 static Napi::Value AttentionBwdBf16(const Napi::CallbackInfo& info) {
   Args a(info, "attentionBwdBf16");
   Shape s{};
-  if (!readShape(a, 9, s)) return a.env.Undefined();
-  const int64_t nq = s.B * s.S * s.Hq, nkv = s.B * s.S * s.Hkv;
-  const uint16_t* dout = a.u16(0, nq * s.dv, "dout");
-  const uint16_t* q = a.u16(1, nq * s.dk, "q");
-  const uint16_t* k = a.u16(2, nkv * s.dk, "k");
-  const uint16_t* v = a.u16(3, nkv * s.dv, "v");
-  const uint16_t* o = a.u16(4, nq * s.dv, "o");
-  const float* lse = a.f32(5, s.B * s.Hq * s.S, "lse");
-  float* dq = a.f32(6, nq * s.dk, "dq");
-  float* dkOut = a.f32(7, nkv * s.dk, "dk");
-  float* dvOut = a.f32(8, nkv * s.dv, "dv");
+  BwdArrays<uint16_t> x;
+  if (!readBwdArrays(a, s, x)) return a.env.Undefined();
+  const uint16_t *dout = x.dout, *q = x.q, *k = x.k, *v = x.v, *o = x.o;
+  const float* lse = x.lse;
+  float *dq = x.dq, *dkOut = x.dk, *dvOut = x.dv;
   if (!checkPairs(a, s, {{dout, "dout"}, {q, "q"}, {k, "k"}, {v, "v"}, {o, "o"}}) || s.B * s.S * s.Hkv == 0)
     return a.env.Undefined();
   const int64_t tasks = s.B * s.Hkv;

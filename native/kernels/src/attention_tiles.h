@@ -2,6 +2,7 @@
 // sizes, the f32 register-tile product, in-register transposes, row packing, the shape and its thread policy.
 #pragma once
 #include "common.h"
+#include "gemm_args.h"  // gemmOperand: a typed-array argument of the element type asked for
 
 namespace {
 
@@ -200,5 +201,44 @@ inline int attnThreads(const Shape& s, int64_t tasks) {
   return (int)std::min<int64_t>(t, std::max<int64_t>(tasks, 1));
 }
 
+
+// The arrays of attentionFwd / attentionFwdBf16 (q, k, v, o of element type T: float, or uint16_t for bf16 bits;
+// lse f32) and of the backward kernels (dout, q, k, v, o of type T; lse, dq, dk, dv f32), read with the shape that
+// follows them and checked against it. false when the call is over (a wrong argument: the JS exception is pending).
+template <typename T>
+struct FwdArrays {
+  T *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  float* lse = nullptr;
+};
+template <typename T>
+inline bool readFwdArrays(Args& a, Shape& s, FwdArrays<T>& x) {
+  if (!readShape(a, 5, s)) return false;
+  x.q = gemmOperand(a, 0, s.B * s.S * s.Hq * s.dk, "q", x.q);
+  x.k = gemmOperand(a, 1, s.B * s.S * s.Hkv * s.dk, "k", x.k);
+  x.v = gemmOperand(a, 2, s.B * s.S * s.Hkv * s.dv, "v", x.v);
+  x.o = gemmOperand(a, 3, s.B * s.S * s.Hq * s.dv, "o", x.o);
+  x.lse = a.f32(4, s.B * s.Hq * s.S, "lse");
+  return a.ok;
+}
+template <typename T>
+struct BwdArrays {
+  T *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  float *lse = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
+};
+template <typename T>
+inline bool readBwdArrays(Args& a, Shape& s, BwdArrays<T>& x) {
+  if (!readShape(a, 9, s)) return false;
+  const int64_t nq = s.B * s.S * s.Hq, nkv = s.B * s.S * s.Hkv;
+  x.dout = gemmOperand(a, 0, nq * s.dv, "dout", x.dout);
+  x.q = gemmOperand(a, 1, nq * s.dk, "q", x.q);
+  x.k = gemmOperand(a, 2, nkv * s.dk, "k", x.k);
+  x.v = gemmOperand(a, 3, nkv * s.dv, "v", x.v);
+  x.o = gemmOperand(a, 4, nq * s.dv, "o", x.o);
+  x.lse = a.f32(5, s.B * s.Hq * s.S, "lse");
+  x.dq = a.f32(6, nq * s.dk, "dq");
+  x.dk = a.f32(7, nkv * s.dk, "dk");
+  x.dv = a.f32(8, nkv * s.dv, "dv");
+  return a.ok;
+}
 
 }  // namespace

@@ -116,7 +116,7 @@ static bool gemmBf16Into(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
   return matmulMode() != kMatmulBlas && cpuHasBf16Dot() &&
          dnnlGemmBf16Out(ta, tb, M, N, K, oa.p, oa.ld, ob.p, ob.ld, C, ldc);
 }
-static void f32Into(const float* src, int64_t M, int64_t N, float*, int64_t) { (void)src, (void)M, (void)N; }
+static void f32Into(const float*, int64_t, int64_t, float*, int64_t) {}  // f32 C: the product is already there
 static void f32Into(const float* src, int64_t M, int64_t N, uint16_t* C, int64_t ldc) {
 #pragma omp parallel for num_threads(threadsFor(M * N)) schedule(static)
   for (int64_t r = 0; r < M; r++)
@@ -151,11 +151,9 @@ static void sgemmBf16Typed(Args& a) {
   } else {
     Cf = C;
   }
-  if (K == 0) {  // C = beta·C: no operand is read
-    if constexpr (outBf16) std::fill(cs.begin(), cs.begin() + M * N, 0.0f);
-    else
-      matmulF32(ta, tb, M, N, K, alpha, nullptr, std::max<int64_t>(1, aCols), nullptr, std::max<int64_t>(1, bCols),
-                beta, C, ldc);
+  if (K == 0) {  // C = beta·C (a bf16 C: beta is 0, so zeros): no operand is read
+    matmulF32(ta, tb, M, N, K, alpha, nullptr, std::max<int64_t>(1, aCols), nullptr, std::max<int64_t>(1, bCols), beta,
+              Cf, ldcf);
     f32Into(Cf, M, N, C, ldc);
     return;
   }
