@@ -26,12 +26,6 @@ function hasBf16Dot(k: Kernels): boolean {
   return v;
 }
 
-/** Rounds x (n) to bf16 in place, through `h` (its bf16 bits): x then holds exactly the values h stores. */
-function roundInPlace(k: Kernels, x: Float32Array, h: Uint16Array, n: number): void {
-  k.toBf16(x, h, n);
-  k.fromBf16(h, x, n);
-}
-
 export interface SdpaShape {
   B: number;
   S: number;
@@ -55,14 +49,6 @@ export function sdpaInBf16(rt: Runtime, s: SdpaShape): boolean {
   return paramDtypeOf(rt.k) === 'bfloat16' && s.dk % 2 === 0 && s.dv % 2 === 0;
 }
 
-/** Rounds a pooled f32 array to a pooled bf16 one and gives the f32 one back. */
-function toBf16Pooled(rt: Runtime, x: Float32Array, n: number): Uint16Array {
-  const h = rt.pool.u16(n);
-  rt.k.toBf16(x, h, n);
-  rt.pool.release(x);
-  return h;
-}
-
 // q, k, v (pooled; taken over) → saved.o (N, Hq·dv) and lse
 export function sdpaForward(rt: Runtime, s: SdpaShape, q: Float32Array, k: Float32Array, v: Float32Array): SdpaSaved {
   const { B, S, Hq, Hkv, dk, dv, scale } = s;
@@ -73,24 +59,27 @@ export function sdpaForward(rt: Runtime, s: SdpaShape, q: Float32Array, k: Float
     rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
     return { q, k, v, o, lse };
   }
+  // What is stored: q, k, v rounded to bf16 once (each f32 source given back at once where nothing else reads it).
+  const dot = hasBf16Dot(rt.k);
+  const f32 = [q, k, v];
+  const n = [N * Hq * dk, N * Hkv * dk, N * Hkv * dv];
+  const [q16, k16, v16] = f32.map((x, i) => {
+    const h = rt.pool.u16(n[i]!);
+    rt.k.toBf16(x, h, n[i]!);
+    if (dot) rt.pool.release(x);
+    return h;
+  }) as [Uint16Array, Uint16Array, Uint16Array];
   const o16 = rt.pool.u16(N * Hq * dv);
-  if (!hasBf16Dot(rt.k)) {
-    const q16 = rt.pool.u16(N * Hq * dk);
-    const k16 = rt.pool.u16(N * Hkv * dk);
-    const v16 = rt.pool.u16(N * Hkv * dv);
-    roundInPlace(rt.k, q, q16, N * Hq * dk);
-    roundInPlace(rt.k, k, k16, N * Hkv * dk);
-    roundInPlace(rt.k, v, v16, N * Hkv * dv);
+  if (dot) {
+    rt.k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale);
+  } else {
+    // The f32 kernel on the stored values, widened back (exactly) in place.
+    [q16, k16, v16].forEach((h, i) => rt.k.fromBf16(h, f32[i]!, n[i]!));
     const o = rt.pool.get(N * Hq * dv);
     rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
     rt.k.toBf16(o, o16, N * Hq * dv);
-    for (const a of [q, k, v, o]) rt.pool.release(a);
-    return { q: q16, k: k16, v: v16, o: o16, lse };
+    for (const x of [...f32, o]) rt.pool.release(x);
   }
-  const q16 = toBf16Pooled(rt, q, N * Hq * dk);
-  const k16 = toBf16Pooled(rt, k, N * Hkv * dk);
-  const v16 = toBf16Pooled(rt, v, N * Hkv * dv);
-  rt.k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale);
   return { q: q16, k: k16, v: v16, o: o16, lse };
 }
 
@@ -116,12 +105,12 @@ export function sdpaBackward(
   const { q, k, v, o, lse } = saved;
   if (q instanceof Uint16Array && k instanceof Uint16Array && v instanceof Uint16Array && o instanceof Uint16Array) {
     const dO16 = rt.pool.u16(N * Hq * dvh);
+    rt.k.toBf16(dO, dO16, N * Hq * dvh);
     if (hasBf16Dot(rt.k)) {
-      rt.k.toBf16(dO, dO16, N * Hq * dvh);
       rt.k.attentionBwdBf16(dO16, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
     } else {
-      // The f32 kernel on the stored bf16 values and on dO rounded as the bf16 kernel would read it.
-      roundInPlace(rt.k, dO, dO16, N * Hq * dvh);
+      // The f32 kernel on the stored bf16 values and on dO rounded as the bf16 kernel reads it.
+      rt.k.fromBf16(dO16, dO, N * Hq * dvh);
       const wide = [q, k, v, o].map((a) => widened(rt, a)) as [Float32Array, Float32Array, Float32Array, Float32Array];
       rt.k.attentionBwd(dO, ...wide, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
       for (const a of wide) rt.pool.release(a);
