@@ -16,15 +16,23 @@
 #include "common.h"
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <unordered_map>
 
 static std::atomic<int> gMode{kMatmulAuto};
 void setMatmulMode(MatmulMode m) { gMode.store((int)m); }
 MatmulMode matmulMode() { return (MatmulMode)gMode.load(); }
 
+// MOE_ACTORS_BF16_DOT=0 takes the path of a CPU without bf16 dot products on one that has them (widened operands,
+// f32 kernels), so that path's numerics and memory are testable on any machine; it cannot switch them on.
 bool cpuHasBf16Dot() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+  static const bool has = [] {
+    const char* v = std::getenv("MOE_ACTORS_BF16_DOT");
+    if (v && v[0] == '0' && v[1] == 0) return false;
+    __builtin_cpu_init();
+    return (bool)(__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16"));
+  }();
+  return has;
 }
 
 #ifdef MOE_HAVE_DNNL
