@@ -100,6 +100,34 @@ describe('getKernels', () => {
     expect(r.stderr).toMatch(/MOE_ACTORS_MATMUL=cublas is not a matmul library; use auto \(default\), onednn or blas/);
   });
 
+  it('MOE_ACTORS_BF16_DOT=0 takes the no-bf16-dot path: bf16 products are then the f32 products of the widened values', () => {
+    // Run in a child: the addon reads the variable once. The f32 product of the widened operands is the reference
+    // bit for bit (same library, same shape); oneDNN's bf16 kernels, where the CPU has them, sum in another order.
+    const kernelsTs = fileURLToPath(new URL('../../src/tensor/kernels.ts', import.meta.url));
+    const program = `
+      const { nativeKernels } = await import(${JSON.stringify(kernelsTs)});
+      const k = nativeKernels();
+      const M = 37, N = 29, K = 301;
+      const f = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * s) * 3);
+      const a = new Uint16Array(M * K), b = new Uint16Array(K * N);
+      k.toBf16(f(M * K, 0.37), a, M * K); k.toBf16(f(K * N, 0.11), b, K * N);
+      const wa = new Float32Array(M * K), wb = new Float32Array(K * N);
+      k.fromBf16(a, wa, M * K); k.fromBf16(b, wb, K * N);
+      const c16 = new Float32Array(M * N), c32 = new Float32Array(M * N);
+      k.sgemmBf16(false, false, M, N, K, 1, a, K, b, N, 0, c16, N);
+      k.sgemm(false, false, M, N, K, 1, wa, K, wb, N, 0, c32, N);
+      let same = 0; for (let i = 0; i < M * N; i++) same += c16[i] === c32[i] ? 1 : 0;
+      console.log(JSON.stringify({ bf16Dot: k.blasInfo().bf16Dot, same, n: M * N }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program], {
+      encoding: 'utf8',
+      env: { ...process.env, MOE_ACTORS_BF16_DOT: '0' },
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(out).toEqual({ bf16Dot: false, same: out.n, n: 37 * 29 });
+  });
+
   it('selects the TypeScript reference only with MOE_ACTORS_KERNELS=ts', async () => {
     process.env.MOE_ACTORS_KERNELS = 'ts';
     expect((await freshGetKernels())().impl).toBe('ts');
