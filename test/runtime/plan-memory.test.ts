@@ -38,7 +38,7 @@ async function measured(dtype: string): Promise<{ typical: number; worst: number
 
 describe('planned memory per rank against a run', () => {
   for (const dtype of ['float32', 'bfloat16']) {
-    it(`${dtype}: plan.txt's total is within 8 % of a typical step's peak, and no step goes 30 % over it`, async () => {
+    it(`${dtype}: plan.txt's total is within 8 % of a typical step's peak, and no step goes 40 % over it`, async () => {
       const over = ['--training.mixed_precision_param', dtype];
       const planned = planJob(loadTrainConfig({ config: DEFAULT_CONFIG }, over), 4).memory.total;
       const { typical, worst } = await measured(dtype);
@@ -48,7 +48,7 @@ describe('planned memory per rank against a run', () => {
       );
       expect(planned / typical).toBeGreaterThan(0.92);
       expect(planned / typical).toBeLessThan(1.08);
-      expect(worst / planned).toBeLessThan(1.3);
+      expect(worst / planned).toBeLessThan(1.4);
     }, 150_000);
   }
 });
