@@ -90,8 +90,10 @@ export const allgatherPaddedDispatch: EpDispatch<PaddedPlan> = {
 
   combine(s: MoeStep, p: PaddedPlan, site: CallSite): Promise<void> {
     const { rt, D, P, N } = s;
-    const send = rt.pool.zeros(p.RlocMax * D);
+    // This rank's Rloc output rows, then zero rows up to the padded RlocMax (only the padding needs zeroing).
+    const send = rt.pool.get(p.RlocMax * D);
     send.set(s.yLocal!.subarray(0, p.Rloc * D));
+    send.fill(0, p.Rloc * D);
     rt.pool.release(s.yLocal);
     s.yLocal = undefined;
     const gathered = rt.pool.get(P * p.RlocMax * D);
