@@ -16,8 +16,8 @@ export const dtypeBytes = (d: ComputeDtype): number => (d === 'bfloat16' ? 2 : 4
 /**
  * Bytes per element of the activations a stack saves for backward: torchtitan's in the compute dtype its ops
  * produce, moe-actors' fp32 under either (its matmuls round their operands per product and write fp32) — except
- * SDPA's q, k, v and o and the SwiGLU FFNs' w1/w3 outputs and gate, which both keep in the compute dtype
- * (`inDtype` in blockSavedPerToken; layers/sdpa.ts, layers/ffn.ts).
+ * SDPA's q, k, v and o, the SwiGLU FFNs' w1/w3 outputs and gate, and MLA's normalised latents, which both keep in
+ * the compute dtype (`inDtype` in blockSavedPerToken; layers/sdpa.ts, layers/ffn.ts, layers/attention-mla.ts).
  */
 export const savedActivationBytes = (stack: StackKind, d: ComputeDtype): number =>
   stack === 'torchtitan' ? dtypeBytes(d) : 4;
@@ -31,8 +31,8 @@ export const savedActivationBytes = (stack: StackKind, d: ComputeDtype): number 
  *   (n-getty/torchtitan_xpu expert_parallel_xpu.py): in-place c10d all_gathers, outside autograd, so the graph is
  *   cut at dispatch and combine — see `epGraphCut`.
  * - `moe-actors`: the unsharded buffer is fp32 and exists only for groups of more than one rank (the shard is the
- *   compute copy otherwise); activations and dispatch buffers are fp32 under either compute dtype but for SDPA's
- *   and the FFNs' (bf16 adds the rounded copies a layer keeps for backward); op-level SAC recomputes the whole block (src/models/model/ac.ts);
+ *   compute copy otherwise); activations and dispatch buffers are fp32 under either compute dtype but for SDPA's,
+ *   the FFNs' and MLA's normalised latents (bf16 adds the rounded copies a layer keeps for backward); op-level SAC recomputes the whole block (src/models/model/ac.ts);
  *   the loss keeps the fp32 logits and overwrites them with their gradient.
  */
 export type StackKind = 'torchtitan' | 'moe-actors';
@@ -146,12 +146,14 @@ export function blockSavedPerToken(
     rounded += D;
   } else {
     const dqk = at.qkNope + at.qkRope;
-    const qa = at.qLoraRank > 0 ? 2 * at.qLoraRank : 0;
+    const qr = at.qLoraRank > 0 ? at.qLoraRank : 0;
     // moe-actors under bf16 keeps the rounded x its weight gradients read (attention-mla.ts).
     rounded += D;
-    // [q_a, q_norm(q_a)], kv_a's latent and its norm; SDPA's q/k (dqk per head), v and output (dv per head).
-    compute += qa + 2 * at.kvLoraRank + at.qkRope;
-    inDtype += 2 * at.nHeads * dqk + 2 * at.nHeads * at.vHead;
+    // q_a and kv_a's latent (the norms' inputs) and the rope key; their normalised values, which only products
+    // read (moe-actors rounds them once under bf16 and keeps the rounding), in the compute dtype; SDPA's q/k (dqk
+    // per head), v and output (dv per head).
+    compute += qr + at.kvLoraRank + at.qkRope;
+    inDtype += qr + at.kvLoraRank + 2 * at.nHeads * dqk + 2 * at.nHeads * at.vHead;
     fp32 += at.nHeads;
   }
   const f = b.ffn;

@@ -18,6 +18,7 @@ import {
   linearBwdWeight,
   linearFwd,
   type Operand,
+  releaseOperand,
   releaseRounded,
   roundOnce,
 } from './linear.ts';
@@ -30,13 +31,15 @@ export interface MlaCtx {
   xm: Operand;
   B: number;
   S: number;
-  /** q-LoRA only: x·Wq_aᵀ (N, qr), its norm ctx, and the normalised values fed to Wq_b. */
+  /** q-LoRA only: x·Wq_aᵀ (N, qr), its norm ctx, and the normalised values as Wq_b reads them (bf16 under bf16
+   *  compute: a product's only use of them, forward and weight gradient, so they are rounded once and kept so). */
   qa: Float32Array | null;
   qaNorm: RmsNormCtx | null;
-  qn: Float32Array | null;
+  qn: Operand | null;
   c: Float32Array;
   cNorm: RmsNormCtx;
-  cn: Float32Array;
+  /** The normalised latent as Wkv_b's products read it (bf16 under bf16 compute, as qn). */
+  cn: Operand;
   /** What SDPA's backward reads: q, k, v, o (bf16 under bf16 compute) and lse. */
   att: SdpaSaved;
 }
@@ -84,14 +87,15 @@ export class MlaAttention {
     const q = rt.pool.get(N * Hh * dqk);
     let qa: Float32Array | null = null;
     let qaNorm: RmsNormCtx | null = null;
-    let qn: Float32Array | null = null;
+    let qn: Operand | null = null;
     if (qr === 0) {
       linearFwd(K, xm, u.p(this.n.wq), q, N, D, Hh * dqk);
     } else {
       qa = rt.pool.get(N * qr);
       linearFwd(K, xm, u.p(this.n.wq_a), qa, N, D, qr);
       const r = rmsnormForward(rt, qa, u.p(this.n.q_norm), N, qr, normEps);
-      qn = r.out;
+      qn = roundOnce(K, rt.pool, r.out, N * qr);
+      if (qn !== r.out) rt.pool.release(r.out);
       qaNorm = r.ctx;
       linearFwd(K, qn, u.p(this.n.wq_b), q, N, qr, Hh * dqk);
     }
@@ -104,14 +108,17 @@ export class MlaAttention {
     linearFwd(K, xm, wkva.subarray(kvr * D), kpe, N, D, dr);
     K.rope(kpe, cos, sin, N, S, 1, dr, dr, 0, dr, false);
     const cnr = rmsnormForward(rt, c, u.p(this.n.kv_norm), N, kvr, normEps);
+    // Read by 2·Hh products here and one weight gradient: rounded once under bf16 (each product rounded it before).
+    const cn = roundOnce(K, rt.pool, cnr.out, N * kvr);
+    if (cn !== cnr.out) rt.pool.release(cnr.out);
 
     const k = rt.pool.get(N * Hh * dqk);
     const v = rt.pool.get(N * Hh * dv);
     const wkvb = u.p(this.n.wkv_b);
     for (let h = 0; h < Hh; h++) {
       const rowK = h * (dn + dv);
-      linearFwd(K, cnr.out, wkvb.subarray(rowK * kvr), k.subarray(h * dqk), N, kvr, dn, 0, kvr, Hh * dqk);
-      linearFwd(K, cnr.out, wkvb.subarray((rowK + dn) * kvr), v.subarray(h * dv), N, kvr, dv, 0, kvr, Hh * dv);
+      linearFwd(K, cn, wkvb.subarray(rowK * kvr), k.subarray(h * dqk), N, kvr, dn, 0, kvr, Hh * dqk);
+      linearFwd(K, cn, wkvb.subarray((rowK + dn) * kvr), v.subarray(h * dv), N, kvr, dv, 0, kvr, Hh * dv);
       copyCols(K, kpe, dr, k.subarray(h * dqk + dn), Hh * dqk, N, dr, 0);
     }
     rt.pool.release(kpe);
@@ -119,7 +126,7 @@ export class MlaAttention {
     const att = sdpaForward(rt, { B, S, Hq: Hh, Hkv: Hh, dk: dqk, dv, scale }, q, k, v);
     const out = rt.pool.get(N * D);
     linearFwd(K, att.o, u.p(this.n.wo), out, N, Hh * dv, D);
-    return { out, ctx: { xm, B, S, qa, qaNorm, qn, c, cNorm: cnr.ctx, cn: cnr.out, att } };
+    return { out, ctx: { xm, B, S, qa, qaNorm, qn, c, cNorm: cnr.ctx, cn, att } };
   }
 
   // dout (B·S, D) → dx (B·S, D) (caller owns); all attention grads +=; releases ctx
@@ -157,7 +164,7 @@ export class MlaAttention {
     }
     rt.pool.release(dk);
     rt.pool.release(dvb);
-    rt.pool.release(ctx.cn);
+    releaseOperand(rt.pool, ctx.cn);
     K.rope(dkpe, cos, sin, N, S, 1, dr, dr, 0, dr, true);
     const dc = rmsnormBackward(rt, ctx.cNorm, u.p(this.n.kv_norm), u.g(this.n.kv_norm), dcn);
     rt.pool.release(dcn);
@@ -181,7 +188,7 @@ export class MlaAttention {
       const dqn = rt.pool.get(N * qr);
       linearBwdWeight(K, dq, ctx.qn!, u.g(this.n.wq_b), N, qr, Hh * dqk);
       linearBwdInput(K, dq, u.p(this.n.wq_b), dqn, N, qr, Hh * dqk);
-      rt.pool.release(ctx.qn);
+      releaseOperand(rt.pool, ctx.qn);
       const dqa = rmsnormBackward(rt, ctx.qaNorm!, u.p(this.n.q_norm), u.g(this.n.q_norm), dqn);
       rt.pool.release(dqn);
       rt.pool.release(ctx.qa);
@@ -197,10 +204,11 @@ export class MlaAttention {
   release(rt: Runtime, ctx: MlaCtx): void {
     sdpaRelease(rt, ctx.att);
     releaseRounded(rt.pool, ctx.xm);
-    for (const a of [ctx.cn, ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
+    releaseOperand(rt.pool, ctx.cn);
+    for (const a of [ctx.c, ctx.cNorm.rstd]) rt.pool.release(a);
     if (ctx.qa) {
       rt.pool.release(ctx.qa);
-      rt.pool.release(ctx.qn);
+      releaseOperand(rt.pool, ctx.qn);
       rt.pool.release(ctx.qaNorm!.rstd);
     }
   }

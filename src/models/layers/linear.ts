@@ -20,6 +20,12 @@ export function roundOnce(k: Kernels, pool: ActivationPool, x: Float32Array, n: 
   return h;
 }
 
+/** Gives back a pooled operand of either kind: a bf16 rounding, or a pooled f32 buffer kept in its place. */
+export function releaseOperand(pool: ActivationPool, op: Operand | null | undefined): void {
+  if (op instanceof Uint16Array) pool.releaseU16(op);
+  else pool.release(op);
+}
+
 /** Gives back what roundOnce took from the pool (nothing for an f32 operand). */
 export function releaseRounded(pool: ActivationPool, op: Operand | null | undefined): void {
   if (op instanceof Uint16Array) pool.releaseU16(op);
