@@ -146,7 +146,7 @@ export function blockSavedPerToken(
     rounded += D;
   } else {
     const dqk = at.qkNope + at.qkRope;
-    const qr = at.qLoraRank > 0 ? at.qLoraRank : 0;
+    const qr = Math.max(at.qLoraRank, 0);
     // moe-actors under bf16 keeps the rounded x its weight gradients read (attention-mla.ts).
     rounded += D;
     // q_a and kv_a's latent (the norms' inputs) and the rope key; their normalised values, which only products
