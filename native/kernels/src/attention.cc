@@ -300,17 +300,8 @@ static Napi::Value AttentionFwd(const Napi::CallbackInfo& info) {
   if (!readFwdArrays(a, s, x) || s.B * s.S * s.Hq == 0) return a.env.Undefined();
   const float *q = x.q, *k = x.k, *v = x.v;
   float *o = x.o, *lse = x.lse;
-  const int64_t perQB = s.B * s.Hq, tasks = perQB * s.nQB;
-#pragma omp parallel num_threads(attnThreads(s, tasks))
-  {
-    FwdScratch w(s);
-    // Longest tasks (query blocks near the end see the most keys) first, so the dynamic schedule ends evenly.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; t++) {
-      const int64_t qb = s.nQB - 1 - t / perQB, bh = t % perQB;
-      fwdTask(s, q, k, v, o, lse, bh / s.Hq, bh % s.Hq, qb, w);
-    }
-  }
+  forQueryBlocks<FwdScratch>(
+      s, [] {}, [&](int64_t b, int64_t h, int64_t qb, FwdScratch& w) { fwdTask(s, q, k, v, o, lse, b, h, qb, w); });
   return a.env.Undefined();
 }
 
@@ -322,13 +313,9 @@ static Napi::Value AttentionBwd(const Napi::CallbackInfo& info) {
   if (!readBwdArrays(a, s, x) || s.B * s.S * s.Hkv == 0) return a.env.Undefined();
   const float *dout = x.dout, *q = x.q, *k = x.k, *v = x.v, *o = x.o, *lse = x.lse;
   float *dq = x.dq, *dkOut = x.dk, *dvOut = x.dv;
-  const int64_t tasks = s.B * s.Hkv;
-#pragma omp parallel num_threads(attnThreads(s, tasks))
-  {
-    BwdScratch w(s);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; t++) bwdTask(s, dout, q, k, v, o, lse, dq, dkOut, dvOut, t / s.Hkv, t % s.Hkv, w);
-  }
+  forKvHeads<BwdScratch>(s, [&](int64_t b, int64_t hk, BwdScratch& w) {
+    bwdTask(s, dout, q, k, v, o, lse, dq, dkOut, dvOut, b, hk, w);
+  });
   return a.env.Undefined();
 }
 

@@ -494,10 +494,7 @@ static Napi::Value AttentionFwdBf16(const Napi::CallbackInfo& info) {
   // Vᵀ pairs per (b, kv head, key block): rows d < dv8, 32 key pairs each, zero beyond the sequence and dv.
   const int64_t dv8 = roundUp(s.dv, MR), blockW = dv8 * (BK / 2), heads = s.B * s.Hkv;
   uint32_t* Vtp = threadScratch((size_t)(heads * s.nKB * blockW));
-  const int64_t perQB = s.B * s.Hq, tasks = perQB * s.nQB;
-  const int threads = attnThreads(s, tasks);
-#pragma omp parallel num_threads(threads)
-  {
+  const auto pairV = [&] {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < heads * s.nKB; t++) {
       const int64_t bh = t / s.nKB, kb = t % s.nKB, b = bh / s.Hkv, hk = bh % s.Hkv;
@@ -505,13 +502,10 @@ static Napi::Value AttentionFwdBf16(const Napi::CallbackInfo& info) {
       pairAlongRowsT(v + ((b * s.S + j0) * s.Hkv + hk) * s.dv, s.Hkv * s.dv, nk, s.dv, dv8, BK, Vtp + t * blockW,
                      BK / 2);
     }
-    FwdScratch16 w(s);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; t++) {
-      const int64_t qb = s.nQB - 1 - t / perQB, bh = t % perQB;
-      fwdTask16(s, q, k, Vtp, o, lse, bh / s.Hq, bh % s.Hq, qb, w);
-    }
-  }
+  };
+  forQueryBlocks<FwdScratch16>(s, pairV, [&](int64_t b, int64_t h, int64_t qb, FwdScratch16& w) {
+    fwdTask16(s, q, k, Vtp, o, lse, b, h, qb, w);
+  });
   return a.env.Undefined();
 }
 
@@ -527,13 +521,9 @@ static Napi::Value AttentionBwdBf16(const Napi::CallbackInfo& info) {
   float *dq = x.dq, *dkOut = x.dk, *dvOut = x.dv;
   if (!checkPairs(a, s, {{dout, "dout"}, {q, "q"}, {k, "k"}, {v, "v"}, {o, "o"}}) || s.B * s.S * s.Hkv == 0)
     return a.env.Undefined();
-  const int64_t tasks = s.B * s.Hkv;
-#pragma omp parallel num_threads(attnThreads(s, tasks))
-  {
-    BwdScratch16 w(s);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; t++) bwdTask16(s, dout, q, k, v, o, lse, dq, dkOut, dvOut, t / s.Hkv, t % s.Hkv, w);
-  }
+  forKvHeads<BwdScratch16>(s, [&](int64_t b, int64_t hk, BwdScratch16& w) {
+    bwdTask16(s, dout, q, k, v, o, lse, dq, dkOut, dvOut, b, hk, w);
+  });
   return a.env.Undefined();
 }
 

@@ -201,6 +201,36 @@ inline int attnThreads(const Shape& s, int64_t tasks) {
   return (int)std::min<int64_t>(t, std::max<int64_t>(tasks, 1));
 }
 
+// The forward's tasks, one per (query block, batch, query head), each thread with its own Scratch. Longest tasks
+// (query blocks near the end see the most keys) first, so the dynamic schedule ends evenly. `prologue()` runs
+// first in the same parallel region: an orphaned `omp for` preparing operands every task reads, or nothing.
+template <typename Scratch, typename Prologue, typename Task>
+void forQueryBlocks(const Shape& s, Prologue prologue, Task task) {
+  const int64_t perQB = s.B * s.Hq, tasks = perQB * s.nQB;
+#pragma omp parallel num_threads(attnThreads(s, tasks))
+  {
+    prologue();
+    Scratch w(s);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; t++) {
+      const int64_t qb = s.nQB - 1 - t / perQB, bh = t % perQB;
+      task(bh / s.Hq, bh % s.Hq, qb, w);
+    }
+  }
+}
+
+// The backward's tasks, one per (batch, kv head) with its query heads, each thread with its own Scratch.
+template <typename Scratch, typename Task>
+void forKvHeads(const Shape& s, Task task) {
+  const int64_t tasks = s.B * s.Hkv;
+#pragma omp parallel num_threads(attnThreads(s, tasks))
+  {
+    Scratch w(s);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; t++) task(t / s.Hkv, t % s.Hkv, w);
+  }
+}
+
 
 // The arrays of attentionFwd / attentionFwdBf16 (q, k, v, o of element type T: float, or uint16_t for bf16 bits;
 // lse f32) and of the backward kernels (dout, q, k, v, o of type T; lse, dq, dk, dv f32), read with the shape that
