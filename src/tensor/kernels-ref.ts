@@ -56,6 +56,63 @@ function checkEvenHeads(dk: number, dv: number, kernel: string): void {
     );
 }
 
+/** bf16 bits widened exactly (the attention references compute in float64). */
+const wide = (a: Uint16Array): Float64Array => Float64Array.from(a, bf16ToF32);
+/** x rounded to the nearest bf16 value. */
+const r16 = (x: number): number => bf16ToF32(f32ToBf16(x));
+
+// Attention's forward in float64 over (widened) inputs: the unnormalised probabilities exp(s − max) pass through
+// `round` before they multiply v (the row sum is of the unrounded ones), and each output element o = Σ p·v / Σ p is
+// handed to `store`. The identity and a plain f32 store for the f32 kernel; for the bf16 one, the bf16 rounding
+// (torch's online softmax rounds them so) and a bf16 store.
+function attnFwdCore(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  lse: Float32Array,
+  B: number,
+  S: number,
+  Hq: number,
+  Hkv: number,
+  dk: number,
+  dv: number,
+  scale: number,
+  round: (x: number) => number,
+  store: (i: number, x: number) => void,
+): void {
+  const group = Hq / Hkv;
+  const s = new Float64Array(S);
+  const acc = new Float64Array(dv);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < S; i++) {
+        const qo = ((b * S + i) * Hq + h) * dk;
+        let m = -Infinity;
+        for (let j = 0; j <= i; j++) {
+          const ko = ((b * S + j) * Hkv + hk) * dk;
+          let dot = 0;
+          for (let d = 0; d < dk; d++) dot += q[qo + d]! * k[ko + d]!;
+          s[j] = scale * dot;
+          if (s[j]! > m) m = s[j]!;
+        }
+        let sum = 0;
+        acc.fill(0);
+        for (let j = 0; j <= i; j++) {
+          const e = Math.exp(s[j]! - m);
+          sum += e;
+          const p = round(e);
+          const vo = ((b * S + j) * Hkv + hk) * dv;
+          for (let d = 0; d < dv; d++) acc[d] += p * v[vo + d]!;
+        }
+        lse[(b * Hq + h) * S + i] = m + Math.log(sum);
+        const oo = ((b * S + i) * Hq + h) * dv;
+        for (let d = 0; d < dv; d++) store(oo + d, acc[d]! / sum);
+      }
+    }
+  }
+}
+
 // Attention's backward in float64 over (widened) inputs, p and ds passed through `round` where they multiply (dv +=
 // p·do; dq += ds·k, dk += ds·q): the identity for the f32 kernel, the bf16 rounding for the bf16 one.
 function attnBwdCore(
@@ -426,37 +483,23 @@ export class RefKernels implements Kernels {
     scale: number,
   ): void {
     needAttention('attentionFwd', { B, S, Hq, Hkv, dk, dv }, { q, k, v, o, lse });
-    const group = Hq / Hkv;
-    const s = new Float64Array(S);
-    const acc = new Float64Array(dv);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < Hq; h++) {
-        const hk = Math.floor(h / group);
-        for (let i = 0; i < S; i++) {
-          const qo = ((b * S + i) * Hq + h) * dk;
-          let m = -Infinity;
-          for (let j = 0; j <= i; j++) {
-            const ko = ((b * S + j) * Hkv + hk) * dk;
-            let dot = 0;
-            for (let d = 0; d < dk; d++) dot += q[qo + d]! * k[ko + d]!;
-            s[j] = scale * dot;
-            if (s[j]! > m) m = s[j]!;
-          }
-          let sum = 0;
-          for (let j = 0; j <= i; j++) sum += Math.exp(s[j]! - m);
-          const l = m + Math.log(sum);
-          lse[(b * Hq + h) * S + i] = l;
-          acc.fill(0);
-          for (let j = 0; j <= i; j++) {
-            const p = Math.exp(s[j]! - l);
-            const vo = ((b * S + j) * Hkv + hk) * dv;
-            for (let d = 0; d < dv; d++) acc[d] += p * v[vo + d]!;
-          }
-          const oo = ((b * S + i) * Hq + h) * dv;
-          for (let d = 0; d < dv; d++) o[oo + d] = acc[d]!;
-        }
-      }
-    }
+    attnFwdCore(
+      q,
+      k,
+      v,
+      lse,
+      B,
+      S,
+      Hq,
+      Hkv,
+      dk,
+      dv,
+      scale,
+      (x) => x,
+      (i, x) => {
+        o[i] = x;
+      },
+    );
   }
 
   // With p_ij = exp(s_ij − lse_i), Δ_i = do_i·o_i, dp_ij = do_i·v_j, ds_ij = p_ij·(dp_ij − Δ_i):
@@ -503,38 +546,9 @@ export class RefKernels implements Kernels {
   ): void {
     checkEvenHeads(dk, dv, 'attentionFwdBf16');
     needAttention('attentionFwdBf16', { B, S, Hq, Hkv, dk, dv }, { q, k, v, o, lse });
-    const group = Hq / Hkv;
-    const s = new Float64Array(S);
-    const acc = new Float64Array(dv);
-    const w = (a: Uint16Array, i: number) => bf16ToF32(a[i]!);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < Hq; h++) {
-        const hk = Math.floor(h / group);
-        for (let i = 0; i < S; i++) {
-          const qo = ((b * S + i) * Hq + h) * dk;
-          let m = -Infinity;
-          for (let j = 0; j <= i; j++) {
-            const ko = ((b * S + j) * Hkv + hk) * dk;
-            let dot = 0;
-            for (let d = 0; d < dk; d++) dot += w(q, qo + d) * w(k, ko + d);
-            s[j] = scale * dot;
-            if (s[j]! > m) m = s[j]!;
-          }
-          let sum = 0;
-          acc.fill(0);
-          for (let j = 0; j <= i; j++) {
-            const e = Math.exp(s[j]! - m);
-            sum += e;
-            const p = bf16ToF32(f32ToBf16(e));
-            const vo = ((b * S + j) * Hkv + hk) * dv;
-            for (let d = 0; d < dv; d++) acc[d] += p * w(v, vo + d);
-          }
-          lse[(b * Hq + h) * S + i] = m + Math.log(sum);
-          const oo = ((b * S + i) * Hq + h) * dv;
-          for (let d = 0; d < dv; d++) o[oo + d] = f32ToBf16(acc[d]! / sum);
-        }
-      }
-    }
+    attnFwdCore(wide(q), wide(k), wide(v), lse, B, S, Hq, Hkv, dk, dv, scale, r16, (i, x) => {
+      o[i] = f32ToBf16(x);
+    });
   }
 
   // As attentionBwd on widened bf16 inputs, with p and ds rounded to bf16 where they multiply (dv += p·do,
@@ -559,8 +573,6 @@ export class RefKernels implements Kernels {
   ): void {
     checkEvenHeads(dk, dv, 'attentionBwdBf16');
     needAttention('attentionBwdBf16', { B, S, Hq, Hkv, dk, dv }, { dout, q, k, v, o, lse, dq, dk: dkOut, dv: dvOut });
-    const wide = (a: Uint16Array) => Float64Array.from(a, bf16ToF32);
-    const r16 = (x: number) => bf16ToF32(f32ToBf16(x));
     attnBwdCore(
       wide(dout),
       wide(q),
