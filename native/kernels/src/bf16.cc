@@ -82,13 +82,18 @@ static Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
   return a.env.Undefined();
 }
 
-// Rounds a row-major (rows, cols) block with leading dimension ld to dense bf16 (ld = cols), in parallel.
-static void narrow(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& out) {
-  out.resize((size_t)(rows * cols));
-  uint16_t* d = out.data();
+// Rounds a row-major (rows, cols) f32 block (leading dimension lds) into a bf16 one (leading dimension ldd), in
+// parallel.
+static void roundRows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd) {
 #pragma omp parallel for num_threads(threadsFor(rows * cols)) schedule(static)
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) d[r * cols + c] = toBf16(src[r * ld + c]);
+    for (int64_t c = 0; c < cols; c++) dst[r * ldd + c] = toBf16(src[r * lds + c]);
+}
+
+// Rounds a row-major (rows, cols) block with leading dimension ld to dense bf16 (ld = cols).
+static void narrow(const float* src, int64_t rows, int64_t cols, int64_t ld, std::vector<uint16_t>& out) {
+  out.resize((size_t)(rows * cols));
+  roundRows(src, ld, rows, cols, out.data(), cols);
 }
 
 // One operand of sgemmBf16: f32 (rounded to bf16 into per-thread scratch here) or bf16 bits the caller rounded
@@ -118,9 +123,7 @@ static bool gemmBf16Into(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 }
 static void f32Into(const float*, int64_t, int64_t, float*, int64_t) {}  // f32 C: the product is already there
 static void f32Into(const float* src, int64_t M, int64_t N, uint16_t* C, int64_t ldc) {
-#pragma omp parallel for num_threads(threadsFor(M * N)) schedule(static)
-  for (int64_t r = 0; r < M; r++)
-    for (int64_t c = 0; c < N; c++) C[r * ldc + c] = toBf16(src[r * N + c]);
+  roundRows(src, N, M, N, C, ldc);
 }
 
 template <typename TA, typename TB, typename TC>
