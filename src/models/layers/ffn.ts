@@ -12,7 +12,15 @@ import type { ActivationPool } from '../pool.ts';
 import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import { paramDtypeOf } from '../../tensor/precision.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
+import {
+  linearBwdInput,
+  linearBwdWeight,
+  linearFwd,
+  type Operand,
+  releaseOperand,
+  releaseRounded,
+  roundOnce,
+} from './linear.ts';
 
 // With a pool, an operand read by two products is rounded to bf16 once (under bf16 compute; linear.ts). An operand
 // that arrives as bf16 (the routed experts round all their rows in one call) is used as it is, and not released.
@@ -43,10 +51,7 @@ export function swigluActs(rt: Runtime, n: number): SwigluActs {
 }
 
 export function releaseSwigluActs(rt: Runtime, a: SwigluActs): void {
-  for (const b of [a.h1, a.h3, a.act]) {
-    if (b instanceof Uint16Array) rt.pool.releaseU16(b);
-    else rt.pool.release(b);
-  }
+  for (const b of [a.h1, a.h3, a.act]) releaseOperand(rt.pool, b);
 }
 
 /** Rows from `start` (elements) of each buffer: one expert's share of the experts' SwigluActs. */

@@ -12,7 +12,7 @@
 import type { Kernels } from '../../tensor/kernels-api.ts';
 import { paramDtypeOf } from '../../tensor/precision.ts';
 import type { Runtime } from '../runtime.ts';
-import type { Operand } from './linear.ts';
+import { type Operand, releaseOperand } from './linear.ts';
 
 const bf16Dot = new WeakMap<Kernels, boolean>();
 
@@ -129,9 +129,6 @@ export function sdpaBackward(
 }
 
 export function sdpaRelease(rt: Runtime, saved: SdpaSaved): void {
-  for (const a of [saved.q, saved.k, saved.v, saved.o]) {
-    if (a instanceof Uint16Array) rt.pool.releaseU16(a);
-    else rt.pool.release(a);
-  }
+  for (const a of [saved.q, saved.k, saved.v, saved.o]) releaseOperand(rt.pool, a);
   rt.pool.release(saved.lse);
 }
