@@ -49,6 +49,19 @@ function callOf(c: RateClass): () => number {
       return 3 * B * S * H * (dk + dv) * S;
     };
   }
+  if (c.kind === 'copy') {
+    // A step's collectives copy buffers that were last touched a layer ago: cold. 64 MiB of sources and
+    // destinations per thread is beyond any L2 and a VM's share of L3.
+    const sets = Math.max(2, Math.ceil((64 << 20) / (8 * c.n)));
+    const src = Array.from({ length: sets }, (_, i) => fill(c.n, 7919 + i));
+    const dst = Array.from({ length: sets }, () => new Float32Array(c.n).fill(1));
+    let i = 0;
+    return () => {
+      const j = i++ % sets;
+      k.copy(src[j]!, dst[j]!, c.n, false);
+      return 4 * c.n;
+    };
+  }
   const a = fill(c.n, 7919);
   const b = fill(c.n, 104729);
   return () => {

@@ -27,14 +27,17 @@ export interface AttentionShape {
  * - attention: forward + backward, 3 × the causal forward FLOPs B·S·H·(dk+dv)·S (torchtitan's count with the
  *   mask's half skipped; the kernel's backward recomputes the scores, so it runs 5 products for the 4 counted);
  * - add: out = a + b over n floats, 12n bytes read and written (the projection's element-wise traffic is bytes
- *   read plus written).
+ *   read plus written);
+ * - copy: n floats memcpy'd by the kernels' `copy` (the threads transport's path from 64 KiB), rotating over
+ *   buffers that together exceed the caches as a step's collectives do, 4n bytes copied per call.
  */
 export type RateClass =
   | { kind: 'gemm'; m: number; k: number; n: number }
   | ({ kind: 'attention' } & AttentionShape)
-  | { kind: 'add'; n: number };
+  | { kind: 'add'; n: number }
+  | { kind: 'copy'; n: number };
 
-/** Node rate per class (FLOP/s, or bytes/s for `add`) from `threads` threads timed together for `ms` each. */
+/** Node rate per class (FLOP/s, or bytes/s for `add` and `copy`) from `threads` threads timed together for `ms` each. */
 export async function measureNodeRates(classes: RateClass[], threads: number, ms = 400): Promise<number[]> {
   const ready = new Int32Array(new SharedArrayBuffer(8));
   const each = await Promise.all(

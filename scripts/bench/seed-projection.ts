@@ -42,6 +42,7 @@ function rateClassesOf(config: string, overrides: string[]): RateClass[] {
     ...GEMM_CLASSES.map(([m, k, n]) => ({ kind: 'gemm' as const, m, k, n })),
     { kind: 'attention', B, S, ...head },
     { kind: 'add', n: B * S * spec.dim },
+    { kind: 'copy', n: B * S * spec.dim },
   ];
 }
 
@@ -51,11 +52,12 @@ export const GEMM_CLASS_FLOP: readonly number[] = GEMM_CLASSES.map(([m, k, n]) =
 /** The node's rates for a row's projection, timed with one thread per each of its `ranks` ranks (node-rates.ts). */
 export async function measureRowRates(config: string, overrides: string[], ranks: number): Promise<GemmClassRates> {
   const node = await measureNodeRates(rateClassesOf(config, overrides), ranks);
-  const [attention, elementwise] = node.slice(GEMM_CLASSES.length);
+  const [attention, elementwise, copy] = node.slice(GEMM_CLASSES.length);
   return {
     gflopsNode: node.slice(0, GEMM_CLASSES.length).map((r) => r / 1e9),
     attentionFlopsNode: attention!,
     memoryBytesPerSNode: elementwise!,
+    copyBytesPerSNode: copy!,
   };
 }
 
@@ -69,10 +71,13 @@ export interface GemmClassRates {
   attentionFlopsNode: number;
   /** The node's element-wise traffic (bytes read + written per second) at the rows' activation size. */
   memoryBytesPerSNode: number;
+  /** Bytes the node's threads copy per second between cold buffers (the threads transport's collectives). */
+  copyBytesPerSNode: number;
 }
 
 /**
- * The local system with the node's rates: matmuls, attention and element-wise kernels at the rates measured in the
+ * The local system with the node's rates: matmuls, attention, element-wise kernels and the threads transport's copies
+ * at the rates measured in the
  * same run with one thread per rank running together (node-rates.ts; the attention kernel's rate is its own: it ran at
  * half the sgemm rate on an AVX-512 node and at 1/30 of it on an AVX2 node before its SIMD was made native-width).
  * The projection shares them among the ranks (ranks_per_device = 0).
@@ -93,6 +98,10 @@ export function localSystemWith(r: GemmClassRates): SystemSpec {
       attentionFlops: { bfloat16: r.attentionFlopsNode, float32: r.attentionFlopsNode },
       memoryBytesPerS: r.memoryBytesPerSNode,
     },
+    // The threads transport copies each logical byte of a collective (its input and output) once, and the
+    // projection charges half the logical bytes at β: β is half the node's copy rate. Measured cold, as a step's
+    // collectives copy (local.toml's 16 GB/s came from bench:comm's hot 1–4 MiB buffers).
+    links: { ...base.links, intra: { ...base.links.intra, bytesPerS: r.copyBytesPerSNode / 2 } },
   };
 }
 

@@ -280,12 +280,13 @@ export async function run(argv: string[]): Promise<void> {
         gflopsNode: classRates[0]!.gflopsNode.map((_, i) => median(classRates.map((c) => c.gflopsNode[i]!))),
         attentionFlopsNode: median(classRates.map((c) => c.attentionFlopsNode)),
         memoryBytesPerSNode: median(classRates.map((c) => c.memoryBytesPerSNode)),
+        copyBytesPerSNode: median(classRates.map((c) => c.copyBytesPerSNode)),
       }
     : null;
   if (rates)
     notes.push(
       `GEMM classes, node (one thread per rank of the DSV3 rows timed together, fresh outputs; median of ${classRates.length}; the projection's matmul rates): ${GEMM_CLASS_FLOP.map((f, i) => `${(f / 1e6).toFixed(1)} MFLOP ${rates.gflopsNode[i]!.toFixed(1)} GFLOP/s`).join(', ')}`,
-      `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)})`,
+      `attention (the rows' head shape, forward + backward, timed the same way; the projection's attention rate): ${(rates.attentionFlopsNode / 1e9).toFixed(1)} GFLOP/s; element-wise (add over one rank's activations): ${(rates.memoryBytesPerSNode / 1e9).toFixed(1)} GB/s read + written (the projection's memory rate; local.toml has ${(loadSystem('local').device.memoryBytesPerS / 1e9).toFixed(1)}); copies between cold buffers: ${(rates.copyBytesPerSNode / 1e9).toFixed(1)} GB/s copied (the threads transport's β, half of it: ${(rates.copyBytesPerSNode / 2e9).toFixed(1)} GB/s; local.toml has ${(loadSystem('local').links.intra.bytesPerS / 1e9).toFixed(1)})`,
     );
   const projTable: string[] = [...PROJ_HEAD];
   for (const { row, sum, overrides, twin, share, twinShare } of measured) {

@@ -6,13 +6,8 @@
 
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
-import {
-  blockSavedPerToken,
-  dtypeBytes,
-  savedActivationBytes,
-  type ComputeDtype,
-  type StackKind,
-} from './projection-memory.ts';
+import { blockTraffic } from './projection-elementwise.ts';
+import { savedActivationBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
 import { LARGE_GEMM_FLOP, type LinkSpec, type SystemSpec } from './system.ts';
 import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
 
@@ -201,9 +196,11 @@ export function projectTime(t: TimeInput): TimeProjection {
       attnRecompute += opSac ? 0 : at;
       opsRecompute += ops;
     }
-    const s = blockSavedPerToken(b, D, t.stack, t.ep, t.rmax, t.cut);
-    // Element-wise kernels read and write each saved tensor about three times over forward and backward.
-    elementBytes += 3 * N * (actBytes * (s.compute + s.attnIn) + dtypeBytes(t.dtype) * s.inDtype + 4 * s.fp32);
+    // Element-wise kernels: forward, backward (about twice the forward), and forward again where recomputed.
+    const tr = blockTraffic(b, D, t.ep, t.rmax);
+    const passes = 3 + (recomputed ? 1 : 0);
+    const routedPasses = (t.cut ? 1 : 3) + (recomputed ? 1 : 0);
+    elementBytes += N * (actBytes * (passes * tr.fwd + routedPasses * tr.routedFwd) + 4 * passes * tr.fp32Fwd);
   }
   const V = spec.vocabSize;
   mmFwd += 2 * N * D * V;

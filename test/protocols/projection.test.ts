@@ -12,6 +12,8 @@ import { parseSystem, SystemError } from '../../src/protocols/system.ts';
 import { REPORT_ROWS, TABLES } from '../../scripts/projection/report-rows.ts';
 import { auroraSystem, fitOpOverhead, projectRow } from '../../scripts/projection/rows-projection.ts';
 import { DOC, render } from '../../scripts/projection/generate.ts';
+import { blockTraffic } from '../../src/protocols/projection-elementwise.ts';
+import type { BlockSpec } from '../../src/models/spec.ts';
 
 const aurora = auroraSystem();
 const projected = new Map(REPORT_ROWS.map((r) => [r.id, projectRow(r, aurora)]));
@@ -142,5 +144,31 @@ describe('the time model on a CPU node', () => {
     const raw = parseToml(readFileSync('configs/systems/local.toml', 'utf8'));
     (raw.links as Record<string, Record<string, unknown>>).intra!.copies_on_compute_cores = 'yes';
     expect(() => parseSystem(raw, 'x.toml')).toThrow(/\[links.intra\]: copies_on_compute_cores must be true or false/);
+  });
+});
+
+describe('the element-wise traffic model', () => {
+  const gqa = { kind: 'gqa', nHeads: 2, nKvHeads: 1, headDim: 4, useRope: true, scale: 0.5 } as const;
+  const block = (ffn: BlockSpec['ffn']): BlockSpec => ({ layerId: 0, attn: gqa, ffn, normEps: 1e-5, initStd: 0.02 });
+
+  it('counts a dense block kernel by kernel: norms, residual adds, RoPE on q and k, SwiGLU', () => {
+    // D = 8: two norms 2·2D, two residual adds 2·3D, RoPE (2 + 1 heads)·4 read and written, SwiGLU 3·16.
+    expect(blockTraffic(block({ kind: 'dense', hidden: 16 }), 8, 1, 1)).toEqual({
+      fwd: 32 + 48 + 24 + 48,
+      routedFwd: 0,
+      fp32Fwd: 0,
+    });
+  });
+
+  it("an MoE block's routed traffic grows with K and, under EP, with the busiest rank's Rmax; the rest does not", () => {
+    const args = { num_experts: 4, top_k: 2 } as unknown as Extract<BlockSpec['ffn'], { kind: 'moe' }>['args'];
+    const moe = block({ kind: 'moe', args, hidden: 16, sharedHidden: 0 });
+    const local = blockTraffic(moe, 8, 1, 1.5);
+    const ep = blockTraffic(moe, 8, 4, 1.5);
+    // Gather 2·K·D, SwiGLU 3·K·H, combine K·D + D.
+    expect(local.routedFwd).toBe(2 * 2 * 8 + 3 * 2 * 16 + 2 * 8 + 8);
+    expect(ep.routedFwd - 8).toBeCloseTo(1.5 * (local.routedFwd - 8), 9);
+    expect(ep.fwd).toBe(local.fwd);
+    expect(local.fp32Fwd).toBe(2 * 4 + 2 * 2);
   });
 });
