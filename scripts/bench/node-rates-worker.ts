@@ -71,7 +71,16 @@ function callOf(c: RateClass): () => number {
 }
 
 const calls = classes.map(callOf);
-for (const c of calls) c();
+// Warm up for a while, not one call: oneDNN JITs its kernels on the first, and glibc raises its mmap threshold
+// only after freeing mmapped chunks, so early fresh outputs of 128 KiB or more are mmapped and page-faulted in.
+// (Timed without bench:seed's peak measurement before it, a fresh process's first rates read as low as a
+// quarter of the second's; with MALLOC_MMAP_THRESHOLD_=32 MiB they did not. This machine was too noisy to show
+// how much of that the warm-up removes.)
+for (const c of calls) {
+  const t0 = performance.now();
+  do c();
+  while (performance.now() - t0 < 100);
+}
 // Every thread starts timing together (the 30 s bound only guards a peer that died while starting).
 Atomics.add(ready, 0, 1);
 const deadline = Date.now() + 30_000;
