@@ -96,6 +96,23 @@ export interface Kernels {
     C: Float32Array | Uint16Array,
     ldc: number,
   ): void;
+  // G independent sgemmBf16 products sharing transposes, leading dimensions, alpha and beta (a layer's routed
+  // experts): dims holds each group's M, N, K, offs the element offsets of its A, B and C. Each group's result is
+  // what sgemmBf16 gives for it; the native kernels run the groups side by side, each on one thread.
+  sgemmBf16Groups(
+    transA: boolean,
+    transB: boolean,
+    dims: Int32Array,
+    offs: Int32Array,
+    alpha: number,
+    A: Float32Array | Uint16Array,
+    lda: number,
+    B: Float32Array | Uint16Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array | Uint16Array,
+    ldc: number,
+  ): void;
   // src (n) f32 → dst (n) bf16 bits, round to nearest even (NaN stays NaN).
   toBf16(src: Float32Array, dst: Uint16Array, n: number): void;
   // src (n) bf16 bits → dst (n) f32 (exact).

@@ -12,6 +12,7 @@ export interface KernelsAddon {
   setMatmulLibrary: Fn<'setMatmulLibrary'>;
   gemmBf16: Fn<'gemmBf16'>;
   sgemmBf16: Fn<'sgemmBf16'>;
+  sgemmBf16Groups: Fn<'sgemmBf16Groups'>;
   toBf16: Fn<'toBf16'>;
   fromBf16: Fn<'fromBf16'>;
   rmsnormFwd: Fn<'rmsnormFwd'>;
@@ -47,6 +48,7 @@ const METHODS = [
   'setMatmulLibrary',
   'gemmBf16',
   'sgemmBf16',
+  'sgemmBf16Groups',
   'toBf16',
   'fromBf16',
   'rmsnormFwd',
@@ -82,6 +84,7 @@ export class NativeKernels implements Kernels {
   readonly setMatmulLibrary: Fn<'setMatmulLibrary'>;
   readonly gemmBf16: Fn<'gemmBf16'>;
   readonly sgemmBf16: Fn<'sgemmBf16'>;
+  readonly sgemmBf16Groups: Fn<'sgemmBf16Groups'>;
   readonly toBf16: Fn<'toBf16'>;
   readonly fromBf16: Fn<'fromBf16'>;
   readonly rmsnormFwd: Fn<'rmsnormFwd'>;
@@ -123,6 +126,7 @@ export class NativeKernels implements Kernels {
     this.setMatmulLibrary = addon.setMatmulLibrary;
     this.gemmBf16 = addon.gemmBf16;
     this.sgemmBf16 = addon.sgemmBf16;
+    this.sgemmBf16Groups = addon.sgemmBf16Groups;
     this.toBf16 = addon.toBf16;
     this.fromBf16 = addon.fromBf16;
     this.rmsnormFwd = addon.rmsnormFwd;

@@ -257,6 +257,45 @@ export class RefKernels implements Kernels {
     this.sgemm(transA, transB, M, N, K, alpha, wa, lda, wb, ldb, beta, C, ldc);
   }
 
+  sgemmBf16Groups(
+    transA: boolean,
+    transB: boolean,
+    dims: Int32Array,
+    offs: Int32Array,
+    alpha: number,
+    A: Float32Array | Uint16Array,
+    lda: number,
+    B: Float32Array | Uint16Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array | Uint16Array,
+    ldc: number,
+  ): void {
+    if (dims.length % 3 !== 0 || offs.length !== dims.length)
+      throw new RangeError(
+        `sgemmBf16Groups: dims and offs hold M, N, K and the A, B, C offsets of each group: equal lengths, a multiple of 3 (got ${dims.length} and ${offs.length})`,
+      );
+    for (let i = 0; i < dims.length; i += 3) {
+      const [M, N, K] = [dims[i]!, dims[i + 1]!, dims[i + 2]!];
+      if (M === 0 || N === 0) continue;
+      this.sgemmBf16(
+        transA,
+        transB,
+        M,
+        N,
+        K,
+        alpha,
+        A.subarray(offs[i]!),
+        lda,
+        B.subarray(offs[i + 1]!),
+        ldb,
+        beta,
+        C.subarray(offs[i + 2]!),
+        ldc,
+      );
+    }
+  }
+
   sgemmBf16(
     transA: boolean,
     transB: boolean,

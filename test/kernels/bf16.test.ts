@@ -232,6 +232,82 @@ describe('gemmBf16', () => {
     }
   });
 
+  // The routed experts' products in one call: each group's result must be exactly what sgemmBf16 gives for it
+  // (the native groups run side by side, each product on one thread), for every kind the experts use.
+  it('sgemmBf16Groups = one sgemmBf16 per group, bit for bit; empty groups and bad offsets', () => {
+    const r = rng(23);
+    const [L, D, H] = [5, 40, 24];
+    const counts = [37, 0, 130, 5, 64];
+    const off = counts.map((_, l) => counts.slice(0, l).reduce((a, b) => a + b, 0));
+    const Rn = off[L - 1]! + counts[L - 1]!;
+    const x16 = new Uint16Array(Rn * D);
+    N.toBf16(randF32(Rn * D, r), x16, Rn * D);
+    const W = randF32(L * H * D, r);
+    const dY = randF32(Rn * H, r);
+    const groups = (of: (n: number, o: number, l: number) => number[]) => {
+      const dims: number[] = [];
+      const offs: number[] = [];
+      counts.forEach((n, l) => {
+        const v = of(n, off[l]!, l);
+        dims.push(...v.slice(0, 3));
+        offs.push(...v.slice(3));
+      });
+      return { dims: Int32Array.from(dims), offs: Int32Array.from(offs) };
+    };
+    for (const k of [N, R]) {
+      // Forward NT into a bf16 C; input gradient NN with f32 A; weight gradient TN accumulating (beta 1).
+      const fw = groups((n, o, l) => [n, H, D, o * D, l * H * D, o * H]);
+      const got16 = new Uint16Array(Rn * H);
+      k.sgemmBf16Groups(false, true, fw.dims, fw.offs, 1, x16, D, W, D, 0, got16, H);
+      const bi = groups((n, o, l) => [n, D, H, o * H, l * H * D, o * D]);
+      const gotX = new Float32Array(Rn * D).fill(0.5);
+      k.sgemmBf16Groups(false, false, bi.dims, bi.offs, 1, dY, H, W, D, 1, gotX, D);
+      const bw = groups((n, o, l) => [H, D, n, o * H, o * D, l * H * D]);
+      const g0 = randF32(L * H * D, r);
+      const gotW = g0.slice();
+      k.sgemmBf16Groups(true, false, bw.dims, bw.offs, 1, dY, H, x16, D, 1, gotW, D);
+      const want16 = new Uint16Array(Rn * H);
+      const wantX = new Float32Array(Rn * D).fill(0.5);
+      const wantW = g0.slice();
+      counts.forEach((n, l) => {
+        if (n === 0) return;
+        const o = off[l]!;
+        const w = W.subarray(l * H * D);
+        k.sgemmBf16(false, true, n, H, D, 1, x16.subarray(o * D), D, w, D, 0, want16.subarray(o * H), H);
+        k.sgemmBf16(false, false, n, D, H, 1, dY.subarray(o * H), H, w, D, 1, wantX.subarray(o * D), D);
+        k.sgemmBf16(
+          true,
+          false,
+          H,
+          D,
+          n,
+          1,
+          dY.subarray(o * H),
+          H,
+          x16.subarray(o * D),
+          D,
+          1,
+          wantW.subarray(l * H * D),
+          D,
+        );
+      });
+      expect(Array.from(got16), `${k.impl}: forward`).toEqual(Array.from(want16));
+      expect(Array.from(gotX), `${k.impl}: input gradient`).toEqual(Array.from(wantX));
+      expect(Array.from(gotW), `${k.impl}: weight gradient`).toEqual(Array.from(wantW));
+      // The empty expert's weight gradient is untouched.
+      expect(Array.from(gotW.subarray(H * D, 2 * H * D))).toEqual(Array.from(g0.subarray(H * D, 2 * H * D)));
+      expect(() =>
+        k.sgemmBf16Groups(false, true, Int32Array.of(2, 2, 2), Int32Array.of(0, 0), 1, x16, D, W, D, 0, got16, H),
+      ).toThrow(/equal lengths, a multiple of 3/);
+    }
+    // Native: a group reaching past its array is refused before any product runs.
+    const C = new Float32Array(Rn * H).fill(3);
+    expect(() =>
+      N.sgemmBf16Groups(false, true, Int32Array.of(4, H, D), Int32Array.of(Rn * D, 0, 0), 1, x16, D, W, D, 0, C, H),
+    ).toThrow(/group 0: A has/);
+    expect(C.every((v) => v === 3)).toBe(true);
+  });
+
   it('SwiGLU on bf16 storage = the f32 kernel on the widened inputs, rounded', () => {
     const r = rng(5);
     for (const n of [1, 15, 16, 1000, 4099]) {

@@ -60,6 +60,11 @@ export function expertsForward(
   const out = rt.pool.get(R * D);
   // One rounding call for all experts' rows instead of one per expert, forward and again in backward.
   const rowsm = roundOnce(rt.k, rt.pool, rows, R * D);
+  const ctx: ExpertsCtx = { rows, counts: Int32Array.from(counts), R, rowsm, acts };
+  if (rowsm instanceof Uint16Array && acts.h1 instanceof Uint16Array) {
+    groupedForward(rt, w, ctx, D, H, out);
+    return { out, ctx };
+  }
   let off = 0;
   for (let l = 0; l < L; l++) {
     const n = counts[l]!;
@@ -76,7 +81,7 @@ export function expertsForward(
     );
     off += n;
   }
-  return { out, ctx: { rows, counts: Int32Array.from(counts), R, rowsm, acts } };
+  return { out, ctx };
 }
 
 // dOut (R,D) → dRows (R,D) (caller owns); expert weight grads +=; releases ctx
@@ -93,6 +98,13 @@ export function expertsBackward(
   const dRows = rt.pool.get(R * D);
   const dh = rt.pool.get(R * H);
   const dOutm = roundOnce(rt.k, rt.pool, dOut, R * D);
+  if (dOutm instanceof Uint16Array && ctx.rowsm instanceof Uint16Array) {
+    groupedBackward(rt, w, g, ctx, dOutm, D, H, dh, dRows);
+    rt.pool.release(dh);
+    releaseRounded(rt.pool, dOutm);
+    releaseExpertsCtx(rt, ctx);
+    return dRows;
+  }
   let off = 0;
   for (let l = 0; l < counts.length; l++) {
     const n = counts[l]!;
@@ -121,4 +133,76 @@ export function expertsBackward(
 export function releaseExpertsCtx(rt: Runtime, ctx: ExpertsCtx): void {
   releaseSwigluActs(rt, ctx.acts);
   releaseRounded(rt.pool, ctx.rowsm);
+}
+
+// ---- bf16: every expert's product of one kind in one call (Kernels.sgemmBf16Groups), the experts side by side ----
+// The same products as swigluFfnForward/Backward per expert (linear.ts's transposes and betas), in the same order
+// of kinds; the element-wise kernels run once over all rows. An expert without rows has no group, as it has no call.
+
+/** dims (M, N, K) and offs (A, B, C elements) per expert with rows; `of(n, off, l)` gives them for expert l. */
+function groupsOf(
+  counts: Int32Array,
+  of: (n: number, off: number, l: number) => [number, number, number, number, number, number],
+): { dims: Int32Array; offs: Int32Array } {
+  const dims: number[] = [];
+  const offs: number[] = [];
+  let off = 0;
+  for (let l = 0; l < counts.length; l++) {
+    const n = counts[l]!;
+    if (n > 0) {
+      const [M, N, K, a, b, c] = of(n, off, l);
+      dims.push(M, N, K);
+      offs.push(a, b, c);
+    }
+    off += n;
+  }
+  return { dims: Int32Array.from(dims), offs: Int32Array.from(offs) };
+}
+
+// rows (R,D) bf16 → acts.h1, h3 = rows·W1[l]ᵀ, rows·W3[l]ᵀ (bf16), act = silu(h1)·h3, out = act·W2[l]ᵀ (R,D)
+function groupedForward(rt: Runtime, w: SwigluWeights, ctx: ExpertsCtx, D: number, H: number, out: Float32Array): void {
+  const { k } = rt;
+  const { rowsm, acts, counts, R } = ctx;
+  const h1 = acts.h1 as Uint16Array;
+  const h3 = acts.h3 as Uint16Array;
+  const act = acts.act as Uint16Array;
+  const up = groupsOf(counts, (n, off, l) => [n, H, D, off * D, l * H * D, off * H]);
+  k.sgemmBf16Groups(false, true, up.dims, up.offs, 1, rowsm, D, w.w1, D, 0, h1, H);
+  k.sgemmBf16Groups(false, true, up.dims, up.offs, 1, rowsm, D, w.w3, D, 0, h3, H);
+  k.swigluFwdBf16(h1, h3, act, R * H);
+  const down = groupsOf(counts, (n, off, l) => [n, D, H, off * H, l * D * H, off * D]);
+  k.sgemmBf16Groups(false, true, down.dims, down.offs, 1, act, H, w.w2, H, 0, out, D);
+}
+
+// dOut (R,D) bf16 → dRows (R,D) write; dW1, dW2, dW3 += per expert. dh (R,H) is scratch.
+function groupedBackward(
+  rt: Runtime,
+  w: SwigluWeights,
+  g: SwigluWeights,
+  ctx: ExpertsCtx,
+  dOut: Uint16Array,
+  D: number,
+  H: number,
+  dh: Float32Array,
+  dRows: Float32Array,
+): void {
+  const { k } = rt;
+  const { rowsm, acts, counts, R } = ctx;
+  // dW2[l] += dOutᵀ·act, d(act) = dOut·W2[l]
+  const dW2 = groupsOf(counts, (n, off, l) => [D, H, n, off * D, off * H, l * D * H]);
+  k.sgemmBf16Groups(true, false, dW2.dims, dW2.offs, 1, dOut, D, acts.act, H, 1, g.w2, H);
+  const dAct = groupsOf(counts, (n, off, l) => [n, H, D, off * D, l * D * H, off * H]);
+  k.sgemmBf16Groups(false, false, dAct.dims, dAct.offs, 1, dOut, D, w.w2, H, 0, dh, H);
+  const dh1 = rt.pool.u16(R * H);
+  const dh3 = rt.pool.u16(R * H);
+  k.swigluBwdBf16(dh, acts.h1 as Uint16Array, acts.h3 as Uint16Array, dh1, dh3, R * H);
+  // dW1[l] += d(h1)ᵀ·rows, dW3[l] += d(h3)ᵀ·rows; dRows = d(h1)·W1[l] + d(h3)·W3[l]
+  const dW = groupsOf(counts, (n, off, l) => [H, D, n, off * H, off * D, l * H * D]);
+  k.sgemmBf16Groups(true, false, dW.dims, dW.offs, 1, dh1, H, rowsm, D, 1, g.w1, D);
+  k.sgemmBf16Groups(true, false, dW.dims, dW.offs, 1, dh3, H, rowsm, D, 1, g.w3, D);
+  const dx = groupsOf(counts, (n, off, l) => [n, D, H, off * H, l * H * D, off * D]);
+  k.sgemmBf16Groups(false, false, dx.dims, dx.offs, 1, dh1, H, w.w1, D, 0, dRows, D);
+  k.sgemmBf16Groups(false, false, dx.dims, dx.offs, 1, dh3, H, w.w3, D, 1, dRows, D);
+  rt.pool.releaseU16(dh1);
+  rt.pool.releaseU16(dh3);
 }
