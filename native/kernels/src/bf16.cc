@@ -179,6 +179,25 @@ static void sgemmBf16Typed(Args& a) {
   bf16Product(g, A, B, C);
 }
 
+// Runs products side by side, one per OpenMP thread and each on that thread alone (sgemmBf16Groups's groups);
+// one after another where the CPU has no bf16 dot products or fewer than two threads are there.
+template <typename F>
+static void sideBySide(int64_t n, F&& one) {
+  const bool side = matmulMode() != kMatmulBlas && cpuHasBf16Dot() && dnnlAvailable();
+  const int nt = side ? (int)std::min<int64_t>(n, omp_get_max_threads()) : 1;
+  if (nt <= 1) {
+    for (int64_t j = 0; j < n; j++) one(j);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    // Each product on this thread alone: oneDNN keys its primitives by the thread count it sees.
+    omp_set_num_threads(1);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t j = 0; j < n; j++) one(j);
+  }
+}
+
 template <typename T>
 static T* groupOperand(Args& a, int i, const char* name, int64_t* len) {
   constexpr bool u16 = std::is_same<T, uint16_t>::value;
@@ -250,19 +269,7 @@ static void sgemmBf16GroupsTyped(Args& a) {
     const int64_t i = order[(size_t)j];
     bf16Product(gs[(size_t)i], A + offs[3 * i], B + offs[3 * i + 1], C + offs[3 * i + 2]);
   };
-  const bool side = matmulMode() != kMatmulBlas && cpuHasBf16Dot() && dnnlAvailable();
-  const int nt = side ? (int)std::min<int64_t>(n, omp_get_max_threads()) : 1;
-  if (nt <= 1) {
-    for (int64_t j = 0; j < n; j++) one(j);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {
-    // Each product on this thread alone: oneDNN keys its primitives by the thread count it sees.
-    omp_set_num_threads(1);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t j = 0; j < n; j++) one(j);
-  }
+  sideBySide(n, one);
 }
 
 // sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments, computed as mixed
