@@ -19,6 +19,16 @@ import { ParamUnit, UnitLayout } from '../../src/models/params/unit.ts';
 import { Allocator } from '../../src/tensor/allocator.ts';
 import type { MoeSpec, ParamSpec } from '../../src/models/spec.ts';
 import { directionalCheck, dot, makeUnit, randn, runtime, type CheckResult } from './gradcheck.ts';
+import { createRuntime } from '../../src/models/runtime.ts';
+import { kernelsFor } from '../../src/tensor/precision.ts';
+import { nativeKernels } from '../../src/tensor/kernels.ts';
+import {
+  releaseSwigluActs,
+  sliceSwigluActs,
+  swigluActs,
+  swigluFfnBackward,
+  swigluFfnForward,
+} from '../../src/models/layers/ffn.ts';
 
 function expectClose(results: CheckResult[], tol = 5e-3): void {
   for (const r of results) expect(r.rel, `${r.name}: fd ${r.fd} vs analytic ${r.an}`).toBeLessThan(tol);
@@ -284,6 +294,68 @@ describe('MoE dispatch and experts stages', () => {
     expect(g.w1.subarray(per, 2 * per).every((v) => v === 0)).toBe(true);
     expect(rt.pool.liveCount).toBe(0);
   });
+});
+
+// Under bf16 the experts' products run as one grouped call per kind (experts.ts, Kernels.sgemmBf16Groups); they
+// must give exactly what one swigluFfn call per expert gives, with empty experts and no rows at all.
+describe('bf16 experts: grouped products = one SwiGLU call per expert', () => {
+  const rt = createRuntime(kernelsFor(nativeKernels(), 'bfloat16'), new Allocator());
+  const L = 4;
+  const w = { w1: randn(L * H * D, 'gw1', 0.3), w2: randn(L * D * H, 'gw2', 0.3), w3: randn(L * H * D, 'gw3', 0.3) };
+  for (const list of [
+    [5, 0, 70, 3],
+    [0, 0, 0, 0],
+  ]) {
+    it(`counts ${list.join(', ')}`, () => {
+      const counts = Int32Array.from(list);
+      const Rn = list.reduce((a, b) => a + b, 0);
+      const rows = randn(Rn * D, 'grows');
+      const dY = randn(Rn * D, 'gdy');
+      const gGrouped = { w1: randn(L * H * D, 'g0'), w2: randn(L * D * H, 'g1'), w3: randn(L * H * D, 'g2') };
+      const gLoop = { w1: gGrouped.w1.slice(), w2: gGrouped.w2.slice(), w3: gGrouped.w3.slice() };
+      const { out, ctx } = expertsForward(rt, w, rows, counts, D, H);
+      const dRows = expertsBackward(rt, w, gGrouped, ctx, dY, D, H);
+      // The per-expert path, as experts.ts ran it before the grouped call.
+      const rows16 = new Uint16Array(Rn * D);
+      rt.k.toBf16(rows, rows16, Rn * D);
+      const dY16 = new Uint16Array(Rn * D);
+      rt.k.toBf16(dY, dY16, Rn * D);
+      const acts = swigluActs(rt, Rn * H);
+      const outLoop = new Float32Array(Rn * D);
+      const dLoop = new Float32Array(Rn * D);
+      const dh = new Float32Array(Rn * H);
+      const sl = (a: Float32Array, l: number, m: number) => a.subarray(l * m, (l + 1) * m);
+      let off = 0;
+      list.forEach((n, l) => {
+        const wl = { w1: sl(w.w1, l, H * D), w2: sl(w.w2, l, H * D), w3: sl(w.w3, l, H * D) };
+        const gl = { w1: sl(gLoop.w1, l, H * D), w2: sl(gLoop.w2, l, H * D), w3: sl(gLoop.w3, l, H * D) };
+        const a = sliceSwigluActs(acts, off * H);
+        swigluFfnForward(rt.k, wl, rows16.subarray(off * D), n, D, H, a, outLoop.subarray(off * D), rt.pool);
+        swigluFfnBackward(
+          rt.k,
+          wl,
+          gl,
+          rows16.subarray(off * D),
+          n,
+          D,
+          H,
+          a,
+          dY16.subarray(off * D),
+          dh.subarray(off * H),
+          dLoop.subarray(off * D),
+          rt.pool,
+        );
+        off += n;
+      });
+      releaseSwigluActs(rt, acts);
+      expect(Array.from(out)).toEqual(Array.from(outLoop));
+      expect(Array.from(dRows)).toEqual(Array.from(dLoop));
+      for (const k of ['w1', 'w2', 'w3'] as const) expect(Array.from(gGrouped[k]), k).toEqual(Array.from(gLoop[k]));
+      rt.pool.release(out);
+      rt.pool.release(dRows);
+      expect(rt.pool.liveCount).toBe(0);
+    });
+  }
 });
 
 describe('MoE layer (composed stages)', () => {
