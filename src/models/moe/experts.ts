@@ -61,7 +61,7 @@ export function expertsForward(
   // One rounding call for all experts' rows instead of one per expert, forward and again in backward.
   const rowsm = roundOnce(rt.k, rt.pool, rows, R * D);
   const ctx: ExpertsCtx = { rows, counts: Int32Array.from(counts), R, rowsm, acts };
-  if (rowsm instanceof Uint16Array && acts.h1 instanceof Uint16Array) {
+  if (rowsm instanceof Uint16Array && acts.h1 instanceof Uint16Array && groupable(L, R, D, H)) {
     groupedForward(rt, w, ctx, D, H, out);
     return { out, ctx };
   }
@@ -98,7 +98,7 @@ export function expertsBackward(
   const dRows = rt.pool.get(R * D);
   const dh = rt.pool.get(R * H);
   const dOutm = roundOnce(rt.k, rt.pool, dOut, R * D);
-  if (dOutm instanceof Uint16Array && ctx.rowsm instanceof Uint16Array) {
+  if (dOutm instanceof Uint16Array && ctx.rowsm instanceof Uint16Array && groupable(counts.length, R, D, H)) {
     groupedBackward(rt, w, g, ctx, dOutm, D, H, dh, dRows);
     rt.pool.release(dh);
     releaseRounded(rt.pool, dOutm);
@@ -138,6 +138,10 @@ export function releaseExpertsCtx(rt: Runtime, ctx: ExpertsCtx): void {
 // ---- bf16: every expert's product of one kind in one call (Kernels.sgemmBf16Groups), the experts side by side ----
 // The same products as swigluFfnForward/Backward per expert (linear.ts's transposes and betas), in the same order
 // of kinds; the element-wise kernels run once over all rows. An expert without rows has no group, as it has no call.
+
+/** Whether every element offset of the grouped calls fits sgemmBf16Groups' Int32Array (else: one call per expert). */
+const groupable = (L: number, R: number, D: number, H: number) =>
+  Math.max(L * D * H, R * Math.max(D, H)) <= 2 ** 31 - 1;
 
 /** dims (M, N, K) and offs (A, B, C elements) per expert with rows; `of(n, off, l)` gives them for expert l. */
 function groupsOf(
