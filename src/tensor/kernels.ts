@@ -21,6 +21,7 @@ import type { Kernels } from './kernels-api.ts';
 import { RefKernels } from './kernels-ref.ts';
 import { NativeKernels, type KernelsAddon } from './kernels-native.ts';
 import { chooseOmpWait, type OmpWaitChoice } from './omp-wait.ts';
+import { timedKernels } from './kernel-times.ts';
 import { hasAvx512Core } from './cpu-features.ts';
 
 export type { Kernels, BlasInfo } from './kernels-api.ts';
@@ -137,5 +138,7 @@ export function getKernels(): Kernels {
     throw new Error(
       `moe-actors: MOE_ACTORS_KERNELS=${choice} is not a kernel implementation; use "native" (default) or "ts".`,
     );
+  const times = process.env.MOE_ACTORS_KERNEL_TIMES;
+  if (times) selected = timedKernels(selected, times);
   return selected;
 }
