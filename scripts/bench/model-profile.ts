@@ -15,6 +15,7 @@ import { Model, type Microbatch } from '../../src/models/model/model.ts';
 import { SingleRankTrainer } from '../../src/models/model/train-step.ts';
 import { buildModelSpec } from '../../src/models/spec.ts';
 import type { Kernels } from '../../src/tensor/kernels-api.ts';
+import { timingView } from '../../src/tensor/kernel-times.ts';
 import { kernelsFor, type ParamDtype } from '../../src/tensor/precision.ts';
 import { BENCH_OPTIMIZER, loadNote, machineInfo, type BenchResult, writeReport } from './common.ts';
 import { syntheticBatch } from './ep-rank.ts';
@@ -25,36 +26,20 @@ interface Tally {
   flops: number;
 }
 
-const GEMMS = new Set(['sgemm', 'sgemmBf16', 'gemmBf16']);
-
 /** A view of `k` that adds each call's wall time to `tally` under the call's class. */
 function timed(k: Kernels, tally: Map<string, Tally>, byShape: boolean): Kernels {
-  return new Proxy(k, {
-    get(target, prop) {
-      const v = Reflect.get(target, prop) as unknown;
-      if (typeof v !== 'function' || prop === 'blasInfo') return v;
-      const fn = v as (...a: unknown[]) => unknown;
-      return (...a: unknown[]) => {
-        const t0 = performance.now();
-        const r = fn.apply(target, a);
-        const ms = performance.now() - t0;
-        let name = String(prop);
-        let flops = 0;
-        if (GEMMS.has(name)) {
-          const [ta, tb, M, N, K] = a as [boolean, boolean, number, number, number];
-          const rows = ta ? K : M;
-          name = `matmul ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${rows % 64 === 0 ? 'dense' : 'expert'} rows`;
-          if (byShape && rows % 64 === 0) name += ` ${M}×${N}×${K}`;
-          flops = 2 * M * N * K;
-        }
-        const t = tally.get(name) ?? { ms: 0, calls: 0, flops: 0 };
-        t.ms += ms;
-        t.calls++;
-        t.flops += flops;
-        tally.set(name, t);
-        return r;
-      };
-    },
+  return timingView(k, (kernel, ms, g) => {
+    let name = kernel;
+    if (g) {
+      const rows = g.ta ? g.K : g.M;
+      name = `matmul ${g.ta ? 'T' : 'N'}${g.tb ? 'T' : 'N'} ${rows % 64 === 0 ? 'dense' : 'expert'} rows`;
+      if (byShape && rows % 64 === 0) name += ` ${g.M}×${g.N}×${g.K}`;
+    }
+    const t = tally.get(name) ?? { ms: 0, calls: 0, flops: 0 };
+    t.ms += ms;
+    t.calls++;
+    t.flops += g ? 2 * g.M * g.N * g.K : 0;
+    tally.set(name, t);
   });
 }
 

@@ -15,6 +15,42 @@ export type KernelTally = Record<string, { ms: number; calls: number; flops: num
 
 const GEMMS = new Set(['sgemm', 'sgemmBf16', 'gemmBf16']);
 
+/** A matmul call's transposes and shape, from its arguments (null for any other kernel). */
+export interface GemmCall {
+  ta: boolean;
+  tb: boolean;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/**
+ * A view of `k` that times every call (wall time around the synchronous native call) and hands it to `onCall`
+ * with the kernel's name and, for a matmul, its transposes and shape. Shared by MOE_ACTORS_KERNEL_TIMES and
+ * bench:model-profile.
+ */
+export function timingView(k: Kernels, onCall: (name: string, ms: number, gemm: GemmCall | null) => void): Kernels {
+  return new Proxy(k, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop) as unknown;
+      if (typeof v !== 'function' || prop === 'blasInfo') return v;
+      const fn = v as (...a: unknown[]) => unknown;
+      const name = String(prop);
+      const gemm = GEMMS.has(name);
+      return (...a: unknown[]) => {
+        const t0 = performance.now();
+        const r = fn.apply(target, a);
+        const ms = performance.now() - t0;
+        if (gemm) {
+          const [ta, tb, M, N, K] = a as [boolean, boolean, number, number, number];
+          onCall(name, ms, { ta, tb, M, N, K });
+        } else onCall(name, ms, null);
+        return r;
+      };
+    },
+  });
+}
+
 export function timedKernels(k: Kernels, dir: string): Kernels {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `kernels-${process.pid}-${threadId}.json`);
@@ -25,33 +61,16 @@ export function timedKernels(k: Kernels, dir: string): Kernels {
     timer = undefined;
     writeFileSync(file, JSON.stringify(tally));
   };
-  return new Proxy(k, {
-    get(target, prop) {
-      const v = Reflect.get(target, prop) as unknown;
-      if (typeof v !== 'function' || prop === 'blasInfo') return v;
-      const fn = v as (...a: unknown[]) => unknown;
-      return (...a: unknown[]) => {
-        const t0 = performance.now();
-        const r = fn.apply(target, a);
-        const ms = performance.now() - t0;
-        let name = String(prop);
-        let flops = 0;
-        if (GEMMS.has(name)) {
-          const [ta, tb, M, N, K] = a as [boolean, boolean, number, number, number];
-          name = `${name} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${M}×${N}×${K}`;
-          flops = 2 * M * N * K;
-        }
-        const e = (tally[name] ??= { ms: 0, calls: 0, flops: 0 });
-        e.ms += ms;
-        e.calls++;
-        e.flops += flops;
-        if (++calls % 500 === 0) flush();
-        else if (!timer) {
-          timer = setTimeout(flush, 1000);
-          timer.unref();
-        }
-        return r;
-      };
-    },
+  return timingView(k, (kernel, ms, g) => {
+    const name = g ? `${kernel} ${g.ta ? 'T' : 'N'}${g.tb ? 'T' : 'N'} ${g.M}×${g.N}×${g.K}` : kernel;
+    const e = (tally[name] ??= { ms: 0, calls: 0, flops: 0 });
+    e.ms += ms;
+    e.calls++;
+    e.flops += g ? 2 * g.M * g.N * g.K : 0;
+    if (++calls % 500 === 0) flush();
+    else if (!timer) {
+      timer = setTimeout(flush, 1000);
+      timer.unref();
+    }
   });
 }

@@ -272,37 +272,42 @@ static void sgemmBf16GroupsTyped(Args& a) {
   sideBySide(n, one);
 }
 
+// Each operand's element type as JS passed it (Float32Array, or Uint16Array of bf16 bits), picked once here for
+// every entry point: Op<TA, TB, TC>::run(a) with A, B and C at arguments ia, ib and ic.
+template <template <typename, typename, typename> class Op, typename TC>
+static void byAB(Args& a, bool ha, bool hb) {
+  if (ha && hb) Op<uint16_t, uint16_t, TC>::run(a);
+  else if (ha) Op<uint16_t, float, TC>::run(a);
+  else if (hb) Op<float, uint16_t, TC>::run(a);
+  else Op<float, float, TC>::run(a);
+}
+template <template <typename, typename, typename> class Op>
+static void byOperandTypes(Args& a, int ia, int ib, int ic) {
+  const bool ha = isU16Arg(a, ia), hb = isU16Arg(a, ib);
+  if (isU16Arg(a, ic)) byAB<Op, uint16_t>(a, ha, hb);
+  else byAB<Op, float>(a, ha, hb);
+}
+template <typename TA, typename TB, typename TC>
+struct SgemmBf16Op {
+  static void run(Args& a) { sgemmBf16Typed<TA, TB, TC>(a); }
+};
+template <typename TA, typename TB, typename TC>
+struct SgemmBf16GroupsOp {
+  static void run(Args& a) { sgemmBf16GroupsTyped<TA, TB, TC>(a); }
+};
+static Napi::Value SgemmBf16Groups(const Napi::CallbackInfo& info) {
+  Args a(info, "sgemmBf16Groups");
+  byOperandTypes<SgemmBf16GroupsOp>(a, 5, 7, 10);
+  return a.env.Undefined();
+}
 // sgemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): sgemm's arguments, computed as mixed
 // precision does: A and B rounded to bf16, products summed in f32 into f32 C. A and B are each a Float32Array
 // (rounded here, into per-thread scratch reused across calls) or a Uint16Array of bf16 bits already rounded by
 // the caller (toBf16), so an operand used by several products is rounded once. C may be a Uint16Array too (alpha
 // 1, beta 0): the product rounded to bf16 as it is written, as a bf16 nn.Linear's output is.
-template <typename TC>
-static void sgemmBf16C(Args& a, bool ha, bool hb) {
-  if (ha && hb) sgemmBf16Typed<uint16_t, uint16_t, TC>(a);
-  else if (ha) sgemmBf16Typed<uint16_t, float, TC>(a);
-  else if (hb) sgemmBf16Typed<float, uint16_t, TC>(a);
-  else sgemmBf16Typed<float, float, TC>(a);
-}
-template <typename TC>
-static void sgemmBf16GroupsC(Args& a, bool ha, bool hb) {
-  if (ha && hb) sgemmBf16GroupsTyped<uint16_t, uint16_t, TC>(a);
-  else if (ha) sgemmBf16GroupsTyped<uint16_t, float, TC>(a);
-  else if (hb) sgemmBf16GroupsTyped<float, uint16_t, TC>(a);
-  else sgemmBf16GroupsTyped<float, float, TC>(a);
-}
-static Napi::Value SgemmBf16Groups(const Napi::CallbackInfo& info) {
-  Args a(info, "sgemmBf16Groups");
-  const bool ha = isU16Arg(a, 5), hb = isU16Arg(a, 7);
-  if (isU16Arg(a, 10)) sgemmBf16GroupsC<uint16_t>(a, ha, hb);
-  else sgemmBf16GroupsC<float>(a, ha, hb);
-  return a.env.Undefined();
-}
 static Napi::Value SgemmBf16(const Napi::CallbackInfo& info) {
   Args a(info, "sgemmBf16");
-  const bool ha = isU16Arg(a, 6), hb = isU16Arg(a, 8);
-  if (isU16Arg(a, 11)) sgemmBf16C<uint16_t>(a, ha, hb);
-  else sgemmBf16C<float>(a, ha, hb);
+  byOperandTypes<SgemmBf16Op>(a, 6, 8, 11);
   return a.env.Undefined();
 }
 
