@@ -1,6 +1,6 @@
 // MOE_ACTORS_KERNEL_TIMES=<dir>: every kernel call of a thread (a rank of the threads transport, an MPI rank's
 // process, a bench's worker) timed and tallied by kernel — matmuls by transposes and shape — and written to
-// `<dir>/kernels-<pid>-<thread>.json` as it goes (every 500 calls and at the end of an idle second), for
+// `<dir>/kernels-<pid>-<thread>.json` as it goes (every 500 calls, after an idle second, and at exit), for
 // `npm run kernel-times -- <dir>` to print. Each native call is synchronous, so the wall time around it is its
 // cost, descheduling included. Meant for "which kernel is slow on which rank" (docs/benchmarks.md: the per-rank
 // element-wise and copy times that showed where bench:seed's projection was short); off unless the variable is set.
@@ -61,6 +61,8 @@ export function timedKernels(k: Kernels, dir: string): Kernels {
     timer = undefined;
     writeFileSync(file, JSON.stringify(tally));
   };
+  // The last calls before the process (or this worker) ends: the idle timer is unref'd and may not get to run.
+  process.once('exit', flush);
   return timingView(k, (kernel, ms, g) => {
     const name = g ? `${kernel} ${g.ta ? 'T' : 'N'}${g.tb ? 'T' : 'N'} ${g.M}×${g.N}×${g.K}` : kernel;
     const e = (tally[name] ??= { ms: 0, calls: 0, flops: 0 });
