@@ -198,13 +198,6 @@ static void sideBySide(int64_t n, F&& one) {
   }
 }
 
-template <typename T>
-static T* groupOperand(Args& a, int i, const char* name, int64_t* len) {
-  constexpr bool u16 = std::is_same<T, uint16_t>::value;
-  return (T*)a.typed(i, u16 ? napi_uint16_array : napi_float32_array, u16 ? "Uint16Array" : "Float32Array", 0, name,
-                     len);
-}
-
 // sgemmBf16Groups(transA, transB, dims, offs, alpha, A, lda, B, ldb, beta, C, ldc): G independent sgemmBf16
 // products sharing transposes, leading dimensions, alpha and beta — a layer's routed experts, each its own rows and
 // its own slice of the stacked weights. dims (Int32Array, 3G) holds each group's M, N, K; offs (Int32Array, 3G) the
@@ -218,15 +211,15 @@ static void sgemmBf16GroupsTyped(Args& a) {
   constexpr bool outBf16 = std::is_same<TC, uint16_t>::value;
   const bool ta = a.flag(0), tb = a.flag(1);
   int64_t nd = 0, no = 0, la = 0, lb = 0, lc = 0;
-  const int32_t* dims = (const int32_t*)a.typed(2, napi_int32_array, "Int32Array", 0, "dims", &nd);
-  const int32_t* offs = (const int32_t*)a.typed(3, napi_int32_array, "Int32Array", 0, "offs", &no);
+  const int32_t* dims = a.i32(2, 0, "dims", &nd);
+  const int32_t* offs = a.i32(3, 0, "offs", &no);
   const float alpha = (float)a.num(4, "alpha");
-  TA* A = groupOperand<TA>(a, 5, "A", &la);
+  TA* A = gemmOperand(a, 5, 0, "A", (TA*)nullptr, &la);
   const int64_t lda = a.size(6, "lda");
-  TB* B = groupOperand<TB>(a, 7, "B", &lb);
+  TB* B = gemmOperand(a, 7, 0, "B", (TB*)nullptr, &lb);
   const int64_t ldb = a.size(8, "ldb");
   const float beta = (float)a.num(9, "beta");
-  TC* C = groupOperand<TC>(a, 10, "C", &lc);
+  TC* C = gemmOperand(a, 10, 0, "C", (TC*)nullptr, &lc);
   const int64_t ldc = a.size(11, "ldc");
   if (!a.ok) return;
   if (nd % 3 != 0 || no != nd) {
@@ -249,16 +242,18 @@ static void sgemmBf16GroupsTyped(Args& a) {
     const int64_t oa = offs[3 * i], ob = offs[3 * i + 1], oc = offs[3 * i + 2];
     const std::string at = "group " + std::to_string(i) + ": ";
     if (g.M < 0 || g.N < 0 || g.K < 0 || oa < 0 || ob < 0 || oc < 0) return a.fail(at + "a negative size or offset");
-    g.aCols = ta ? g.M : g.K, g.aRows = ta ? g.K : g.M;
-    g.bCols = tb ? g.K : g.N, g.bRows = tb ? g.N : g.K;
-    if (lda < std::max<int64_t>(1, g.aCols)) return a.fail(at + "lda = " + std::to_string(lda) + " < row width " + std::to_string(g.aCols));
-    if (ldb < std::max<int64_t>(1, g.bCols)) return a.fail(at + "ldb = " + std::to_string(ldb) + " < row width " + std::to_string(g.bCols));
-    if (ldc < std::max<int64_t>(1, g.N)) return a.fail(at + "ldc = " + std::to_string(ldc) + " < N = " + std::to_string(g.N));
+    const std::string bad = gemmShapeError(g);
+    if (!bad.empty()) return a.fail(at + bad);
     if (g.M == 0 || g.N == 0) continue;  // nothing to write
-    const bool reads = g.K > 0;
-    if (reads && oa + (g.aRows - 1) * lda + g.aCols > la) return a.fail(at + "A has " + std::to_string(la) + " elements, too few for its rows");
-    if (reads && ob + (g.bRows - 1) * ldb + g.bCols > lb) return a.fail(at + "B has " + std::to_string(lb) + " elements, too few for its rows");
-    if (oc + (g.M - 1) * ldc + g.N > lc) return a.fail(at + "C has " + std::to_string(lc) + " elements, too few for its rows");
+    int64_t needA = 0, needB = 0, needC = 0;
+    gemmNeeds(g, needA, needB, needC);
+    const auto few = [&](const char* op, int64_t len) {
+      a.fail(at + op + " has " + std::to_string(len) + " elements, too few for its rows");
+    };
+    if (needA > 0 && oa + needA > la) return few("A", la);
+    if (needB > 0 && ob + needB > lb) return few("B", lb);
+    if (oc + needC > lc) return few("C", lc);
+    if (gemmTooLarge(g)) return a.fail(at + "dimensions exceed the 32-bit BLAS interface");
     order.push_back(i);
     work[(size_t)i] = (double)g.M * g.N * std::max<int64_t>(1, g.K);
   }

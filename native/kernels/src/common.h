@@ -68,11 +68,11 @@ struct Args {
     return f32(i, need, name);
   }
   // bfloat16 storage: the raw 16-bit patterns in a Uint16Array.
-  uint16_t* u16(int i, int64_t need, const char* name) {
-    return (uint16_t*)typed(i, napi_uint16_array, "Uint16Array", need, name, nullptr);
+  uint16_t* u16(int i, int64_t need, const char* name, int64_t* len = nullptr) {
+    return (uint16_t*)typed(i, napi_uint16_array, "Uint16Array", need, name, len);
   }
-  int32_t* i32(int i, int64_t need, const char* name) {
-    return (int32_t*)typed(i, napi_int32_array, "Int32Array", need, name, nullptr);
+  int32_t* i32(int i, int64_t need, const char* name, int64_t* len = nullptr) {
+    return (int32_t*)typed(i, napi_int32_array, "Int32Array", need, name, len);
   }
   // A non-negative integer (a size or a count).
   int64_t size(int i, const char* name) {

@@ -14,9 +14,41 @@ struct GemmArgs {
   int64_t aRows = 0, aCols = 0, bRows = 0, bCols = 0;
 };
 
-inline float* gemmOperand(Args& a, int i, int64_t need, const char* name, float*) { return a.f32(i, need, name); }
-inline uint16_t* gemmOperand(Args& a, int i, int64_t need, const char* name, uint16_t*) {
-  return a.u16(i, need, name);
+inline float* gemmOperand(Args& a, int i, int64_t need, const char* name, float*, int64_t* len = nullptr) {
+  return a.f32(i, need, name, len);
+}
+inline uint16_t* gemmOperand(Args& a, int i, int64_t need, const char* name, uint16_t*, int64_t* len = nullptr) {
+  return a.u16(i, need, name, len);
+}
+
+// Fills the stored shapes of op(A) and op(B) from g's transposes and M, N, K, and says what is wrong with its
+// leading dimensions ("" when nothing): at least the row width, which BLAS rejects otherwise with a stderr line.
+inline std::string gemmShapeError(GemmArgs& g) {
+  g.aCols = g.ta ? g.M : g.K;
+  g.bCols = g.tb ? g.K : g.N;
+  g.aRows = g.ta ? g.K : g.M;
+  g.bRows = g.tb ? g.N : g.K;
+  if (g.lda < std::max<int64_t>(1, g.aCols))
+    return "lda = " + std::to_string(g.lda) + " < row width " + std::to_string(g.aCols);
+  if (g.ldb < std::max<int64_t>(1, g.bCols))
+    return "ldb = " + std::to_string(g.ldb) + " < row width " + std::to_string(g.bCols);
+  if (g.ldc < std::max<int64_t>(1, g.N)) return "ldc = " + std::to_string(g.ldc) + " < N = " + std::to_string(g.N);
+  return "";
+}
+
+// Elements A, B and C must hold from where the product starts: none for an operand that is not read (K = 0) and
+// nothing at all for an empty product (M or N is 0).
+inline void gemmNeeds(const GemmArgs& g, int64_t& a, int64_t& b, int64_t& c) {
+  const bool empty = g.M == 0 || g.N == 0;
+  a = empty || g.K == 0 ? 0 : (g.aRows - 1) * g.lda + g.aCols;
+  b = empty || g.K == 0 ? 0 : (g.bRows - 1) * g.ldb + g.bCols;
+  c = empty ? 0 : (g.M - 1) * g.ldc + g.N;
+}
+
+// Beyond the 32-bit BLAS interface (the f32 fallback's).
+inline bool gemmTooLarge(const GemmArgs& g) {
+  return g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX || g.lda > INT32_MAX || g.ldb > INT32_MAX ||
+         g.ldc > INT32_MAX;
 }
 
 // Reads the arguments into g, A, B, C (element types TA, TB, TC: float, or uint16_t for bf16 bits). false when the
@@ -34,22 +66,15 @@ bool readGemmArgs(Args& a, GemmArgs& g, TA*& A, TB*& B, TC*& C) {
   g.ldc = a.size(12, "ldc");
   g.beta = (float)a.num(10, "beta");
   if (!a.ok) return false;
-  g.aCols = g.ta ? g.M : g.K;
-  g.bCols = g.tb ? g.K : g.N;
-  if (g.lda < std::max<int64_t>(1, g.aCols))
-    a.fail("lda = " + std::to_string(g.lda) + " < row width " + std::to_string(g.aCols));
-  if (g.ldb < std::max<int64_t>(1, g.bCols))
-    a.fail("ldb = " + std::to_string(g.ldb) + " < row width " + std::to_string(g.bCols));
-  if (g.ldc < std::max<int64_t>(1, g.N)) a.fail("ldc = " + std::to_string(g.ldc) + " < N = " + std::to_string(g.N));
-  g.aRows = g.ta ? g.K : g.M;
-  g.bRows = g.tb ? g.N : g.K;
-  const bool empty = g.M == 0 || g.N == 0;
-  A = gemmOperand(a, 6, empty || g.K == 0 ? 0 : (g.aRows - 1) * g.lda + g.aCols, "A", A);
-  B = gemmOperand(a, 8, empty || g.K == 0 ? 0 : (g.bRows - 1) * g.ldb + g.bCols, "B", B);
-  C = gemmOperand(a, 11, empty ? 0 : (g.M - 1) * g.ldc + g.N, "C", C);
-  if (!a.ok || empty) return false;
-  if (g.M > INT32_MAX || g.N > INT32_MAX || g.K > INT32_MAX || g.lda > INT32_MAX || g.ldb > INT32_MAX ||
-      g.ldc > INT32_MAX) {
+  const std::string bad = gemmShapeError(g);
+  if (!bad.empty()) a.fail(bad);
+  int64_t needA = 0, needB = 0, needC = 0;
+  gemmNeeds(g, needA, needB, needC);
+  A = gemmOperand(a, 6, needA, "A", A);
+  B = gemmOperand(a, 8, needB, "B", B);
+  C = gemmOperand(a, 11, needC, "C", C);
+  if (!a.ok || g.M == 0 || g.N == 0) return false;
+  if (gemmTooLarge(g)) {
     a.fail("dimensions exceed the 32-bit BLAS interface");
     return false;
   }
