@@ -5,7 +5,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { KernelTally } from '../src/tensor/kernel-times.ts';
+import { isGemmName, type KernelTally } from '../src/tensor/kernel-times.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -37,7 +37,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const classOf = (name: string) =>
-  /^(sgemm|gemmBf16|sgemmBf16)/.test(name)
+  isGemmName(name)
     ? 'matmul'
     : name.startsWith('attention')
       ? 'attention'

@@ -77,9 +77,9 @@ export interface GemmClassRates {
 
 /**
  * The local system with the node's rates: matmuls, attention, element-wise kernels and the threads transport's copies
- * at the rates measured in the
- * same run with one thread per rank running together (node-rates.ts; the attention kernel's rate is its own: it ran at
- * half the sgemm rate on an AVX-512 node and at 1/30 of it on an AVX2 node before its SIMD was made native-width).
+ * at the rates measured in the same run with one thread per rank running together (node-rates.ts; the attention
+ * kernel's rate is its own: it ran at half the sgemm rate on an AVX-512 node and at 1/30 of it on an AVX2 node before
+ * its SIMD was made native-width).
  * The projection shares them among the ranks (ranks_per_device = 0).
  */
 export function localSystemWith(r: GemmClassRates): SystemSpec {

@@ -9,6 +9,7 @@
 // rows — not saved, or saved once but touched several times — making up most of the difference.
 
 import type { BlockSpec } from '../models/spec.ts';
+import { routedRowsPerToken } from './projection-memory.ts';
 
 export interface BlockTraffic {
   /** Elements per token read + written by the block's forward, except the routed experts' part. */
@@ -44,10 +45,9 @@ export function blockTraffic(b: BlockSpec, D: number, ep: number, rmax: number):
   if (f.kind === 'dense') fwd += 3 * f.hidden;
   else {
     const { top_k: K, num_experts: E } = f.args;
-    const rows = ep > 1 ? K * rmax : K;
+    const rows = routedRowsPerToken(K, ep, rmax);
     // Router: scores read and written (softmax or sigmoid), the top-k gates.
     fp32Fwd += 2 * E + 2 * K;
-    // Rows an EP rank's experts process per token of its own: K on average, rmax·K on the busiest rank.
     // Permutation: rows gathered from the tokens (read, write); SwiGLU per row (read w1·x and w3·x, write the
     // product); combine: the rows' outputs read with their gates, one output per token written.
     routedFwd += 2 * rows * D + 3 * rows * f.hidden + rows * D + D;

@@ -113,6 +113,9 @@ const MASTER = 4;
 /** A block in backward holds its saved tensors plus their gradients' working set: this many times the saved bytes. */
 export const GRAD_WORKING_SET = 1.25;
 
+/** Rows an EP rank's experts process per token of its own: K on average, rmax·K on the busiest rank under EP. */
+export const routedRowsPerToken = (K: number, ep: number, rmax: number): number => (ep > 1 ? K * rmax : K);
+
 /**
  * Elements per token a block saves for its backward with no AC, by how they are stored: `compute` at the stack's
  * savedActivationBytes, `inDtype` (attention's q, k, v, o; the FFNs' w1/w3 outputs and gate) in the compute dtype,
@@ -162,8 +165,7 @@ export function blockSavedPerToken(
     inDtype += (stack === 'torchtitan' ? 4 : 3) * f.hidden;
   } else {
     const { top_k: K, num_experts: E } = f.args;
-    // Rows an EP rank's experts process per token of its own: K on average, rmax·K on the busiest rank.
-    const rows = ep > 1 ? K * rmax : K;
+    const rows = routedRowsPerToken(K, ep, rmax);
     // Each row's input and output (the dispatch buffers) and its FFN's outputs and gate.
     if (!cut) {
       compute += rows * 2 * D;
@@ -210,7 +212,7 @@ function blockOpSacPerToken(
   const f = b.ffn;
   if (f.kind === 'dense') mm += 2 * f.hidden + D;
   else {
-    const rows = cut ? 0 : ep > 1 ? f.args.top_k * rmax : f.args.top_k;
+    const rows = cut ? 0 : routedRowsPerToken(f.args.top_k, ep, rmax);
     mm += rows * (2 * f.hidden + D);
     if (f.sharedHidden > 0) mm += 2 * f.sharedHidden + D;
   }

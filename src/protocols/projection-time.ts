@@ -7,7 +7,7 @@
 import type { BlockSpec, ModelSpec } from '../models/spec.ts';
 import { isCheckpointed, type AcMode } from '../models/model/ac.ts';
 import { blockTraffic } from './projection-elementwise.ts';
-import { savedActivationBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
+import { routedRowsPerToken, savedActivationBytes, type ComputeDtype, type StackKind } from './projection-memory.ts';
 import { LARGE_GEMM_FLOP, type LinkSpec, type SystemSpec } from './system.ts';
 import { MOE_PHASES, STRATEGIES, type MoeStrategy } from './strategies.ts';
 
@@ -115,7 +115,7 @@ function blockGemms(b: BlockSpec, D: number, N: number, ep: number, rmax: number
     mm(N, D, f.args.num_experts);
     mm(N, D, f.sharedHidden, 3);
     const local = f.args.num_experts / ep;
-    const rowsPerExpert = (N * f.args.top_k * (ep > 1 ? rmax : 1)) / local;
+    const rowsPerExpert = (N * routedRowsPerToken(f.args.top_k, ep, rmax)) / local;
     mm(rowsPerExpert, D, f.hidden, 3 * local, true);
   }
   return g;
@@ -168,7 +168,7 @@ export function projectTime(t: TimeInput): TimeProjection {
   const opSac = t.stack === 'torchtitan' && t.ac.mode === 'selective' && 'op' in t.ac;
   for (const b of spec.blocks) {
     const p = blockMatmulParams(b, D);
-    const rows = b.ffn.kind === 'moe' ? N * b.ffn.args.top_k * (t.ep > 1 ? t.rmax : 1) : 0;
+    const rows = b.ffn.kind === 'moe' ? N * routedRowsPerToken(b.ffn.args.top_k, t.ep, t.rmax) : 0;
     const mm = 2 * N * (p.dense + p.router) + 2 * rows * p.routedPerRow;
     const at = N * attnFlopsPerToken(b, t.seqLen);
     let ops = OPS.norm + (b.attn.kind === 'gqa' ? OPS.gqa : OPS.mla);
@@ -190,7 +190,7 @@ export function projectTime(t: TimeInput): TimeProjection {
       mmSeconds += (passes * gm.calls * gm.flop) / gemmRate(sys, t.dtype, gm.flop);
     }
     opsFwd += ops;
-    if (isCheckpointed(b.layerId, t.ac)) {
+    if (recomputed) {
       // op-level SAC keeps every other matmul output and SDPA's: about half the matmuls run again, no attention.
       mmRecompute += opSac ? mm / 2 : mm;
       attnRecompute += opSac ? 0 : at;

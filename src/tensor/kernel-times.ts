@@ -15,6 +15,9 @@ export type KernelTally = Record<string, { ms: number; calls: number; flops: num
 
 const GEMMS = new Set(['sgemm', 'sgemmBf16', 'gemmBf16']);
 
+/** Whether a tally's name (`sgemm NT 2048×256×256`, `adamw`) is a matmul's. */
+export const isGemmName = (name: string): boolean => GEMMS.has(name.split(' ')[0]!);
+
 /** A matmul call's transposes and shape, from its arguments (null for any other kernel). */
 export interface GemmCall {
   ta: boolean;
