@@ -20,6 +20,17 @@ const EXACT = Symbol('exact f32 kernels');
 type Tagged = Kernels & { [EXACT]?: Kernels };
 
 let saidNoBf16Dot = false;
+const bf16Dot = new WeakMap<Kernels, boolean>();
+
+/** Whether `k`'s CPU multiplies bf16 natively (blasInfo is a native call: asked once per kernels object). */
+export function hasBf16Dot(k: Kernels): boolean {
+  let v = bf16Dot.get(k);
+  if (v === undefined) {
+    v = k.blasInfo().bf16Dot !== false;
+    bf16Dot.set(k, v);
+  }
+  return v;
+}
 
 /**
  * The kernels a model of this compute dtype runs on: `k` itself for float32; for bfloat16 a view of `k` whose
@@ -28,8 +39,7 @@ let saidNoBf16Dot = false;
  */
 export function kernelsFor(k: Kernels, dtype: ParamDtype): Kernels {
   if (dtype === 'float32') return k;
-  const info = k.blasInfo();
-  if (info.bf16Dot === false && !saidNoBf16Dot) {
+  if (!hasBf16Dot(k) && !saidNoBf16Dot) {
     saidNoBf16Dot = true;
     console.warn(
       'moe-actors: this CPU has no bf16 dot-product instructions (AVX512_BF16/AMX): bf16 matmul and attention inputs are widened and multiplied in f32 (same rounding of the inputs, no speed-up).',

@@ -9,22 +9,9 @@
 // the f32 kernel on the widened (exact) values, as precision.ts does for the matmuls: there the bf16 kernel's pair
 // products are emulated with f32 FMAs plus the unpacking, 1.25–1.35× slower than the f32 kernel (AVX2 build,
 // debugmodel head), and P and dS then stay f32 — the more exact of the two.
-import type { Kernels } from '../../tensor/kernels-api.ts';
-import { paramDtypeOf } from '../../tensor/precision.ts';
+import { hasBf16Dot, paramDtypeOf } from '../../tensor/precision.ts';
 import type { Runtime } from '../runtime.ts';
 import { type Operand, releaseOperand } from './linear.ts';
-
-const bf16Dot = new WeakMap<Kernels, boolean>();
-
-/** Whether `k`'s CPU multiplies bf16 natively (blasInfo is a native call: asked once per kernels object). */
-function hasBf16Dot(k: Kernels): boolean {
-  let v = bf16Dot.get(k);
-  if (v === undefined) {
-    v = k.blasInfo().bf16Dot !== false;
-    bf16Dot.set(k, v);
-  }
-  return v;
-}
 
 export interface SdpaShape {
   B: number;
