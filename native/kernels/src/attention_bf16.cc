@@ -26,14 +26,24 @@
 namespace {
 
 // B pairs from two f32 rows: lane n = (bf16(lo[n]), bf16(hi[n])). With AVX512_BF16 one vcvtne2ps2bf16 rounds
-// both rows (lo's 16 in the low half) and one vpermw interleaves them; the integer rounding costs ~8× that.
-inline vu pairRows(vf lo, vf hi) {
+// both rows (lo's 16 in the low half) and one vpermw interleaves them by `inter` (pairIndex(), which callers load
+// once outside their loops: reloaded per call it was among the hottest instructions); the integer rounding costs
+// ~8× that.
+inline vu pairIndex() {
 #ifdef MOE_DPBF16
   alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
                                                        8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
-  return (vu)_mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), both);
+  return (vu)_mm512_load_si512(kInterleave);
 #else
+  return vu{};
+#endif
+}
+inline vu pairRows(vf lo, vf hi, vu inter) {
+#ifdef MOE_DPBF16
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
+  return (vu)_mm512_permutexvar_epi16((__m512i)inter, both);
+#else
+  (void)inter;
   return roundBf16(lo) | (roundBf16(hi) << 16);
 #endif
 }
@@ -172,7 +182,27 @@ void pairAlongRows(const uint16_t* src, int64_t lds, int64_t nr, int64_t nc, int
 void pairAlongRowsT(const uint16_t* src, int64_t lds, int64_t nr, int64_t nc, int64_t ncPad, int64_t nrPad,
                     uint32_t* out, int64_t ldo) {
   const int64_t full = nr / 2;
-  for (int64_t rp = 0; rp < full; rp++) {
+  int64_t rp0 = 0;
+  // VL row pairs × VL columns at a time: each pair row's words built by widening loads, then a register transpose
+  // (the scalar loop below alone was ~1.5 % of the bf16 backward).
+  for (; rp0 + VL <= full; rp0 += VL) {
+    int64_t c0 = 0;
+    for (; c0 + VL <= nc; c0 += VL) {
+      vf t[VL];
+      for (int i = 0; i < VL; i++) {
+        const uint16_t* lo = src + 2 * (rp0 + i) * lds + c0;
+        t[i] = asF((asU(ldBf16(lo)) >> 16) | asU(ldBf16(lo + lds)));
+      }
+      transposeV(t);
+      for (int c = 0; c < VL; c++) stv(F(out + (c0 + c) * ldo + rp0), t[c]);
+    }
+    for (int64_t rp = rp0; rp < rp0 + VL; rp++) {
+      const uint16_t* lo = src + 2 * rp * lds;
+      const uint16_t* hi = lo + lds;
+      for (int64_t c = c0; c < nc; c++) out[c * ldo + rp] = (uint32_t)lo[c] | ((uint32_t)hi[c] << 16);
+    }
+  }
+  for (int64_t rp = rp0; rp < full; rp++) {
     const uint16_t* lo = src + 2 * rp * lds;
     const uint16_t* hi = lo + lds;
     for (int64_t c = 0; c < nc; c++) out[c * ldo + rp] = (uint32_t)lo[c] | ((uint32_t)hi[c] << 16);
@@ -233,30 +263,43 @@ void fwdTask16(const Shape& s, const uint16_t* q, const uint16_t* k, const uint3
     }
     mmP(nk8, nq16, dk2, Kb, kRow, QTp, BQ, St, BQ, false);
 
+    // The running max from the raw products (scaling by a positive factor keeps their order, so max(x)·scale =
+    // max(x·scale) exactly), and the probabilities straight from them: St is read twice and never rewritten.
+    // Keys after a query (diagonal block only) and padding keys (j ≥ nk) take p = 0 after the exp.
     const bool diag = j0 + nk - 1 > i0;
     vf mNew[BQ / VL];
-    for (int64_t c = 0; c < nqv; c++) mNew[c] = m[c];
+    for (int64_t c = 0; c < nqv; c++) mNew[c] = splat(NEG_INF);
     for (int64_t j = 0; j < nk; j++) {
       const int32_t first = (int32_t)(j0 + j - i0);
       for (int64_t c = 0; c < nqv; c++) {
-        vf x = ldv(St + j * BQ + VL * c) * qScale;
+        vf x = ldv(St + j * BQ + VL * c);
         if (diag) x = (iotav() + (int32_t)(VL * c)) >= first ? x : splat(NEG_INF);
-        stv(St + j * BQ + VL * c, x);
         mNew[c] = vmax(mNew[c], x);
       }
     }
     vf corr[BQ / VL], sum[BQ / VL];
-    for (int64_t c = 0; c < nqv; c++) corr[c] = vexp2Neg(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
+    for (int64_t c = 0; c < nqv; c++) {
+      mNew[c] = vmax(m[c], mNew[c] * qScale);
+      corr[c] = vexp2Neg(m[c] - mNew[c]), sum[c] = splat(0.0f), m[c] = mNew[c];
+    }
     // Probabilities in f32 for the row sums (torch sums before it rounds), bf16 pairs of key rows for the product.
-    for (int64_t jp = 0; jp < nk8 / 2; jp++)
+    const vu inter = pairIndex();
+    for (int64_t jp = 0; jp < nk8 / 2; jp++) {
+      const int64_t j = 2 * jp;
+      const int32_t first = (int32_t)(j0 + j - i0);
       for (int64_t c = 0; c < nqv; c++) {
-        const int64_t j = 2 * jp;
-        vf p0 = j < nk ? vexp2Neg(ldv(St + j * BQ + VL * c) - mNew[c]) : vf{};
-        vf p1 = j + 1 < nk ? vexp2Neg(ldv(St + (j + 1) * BQ + VL * c) - mNew[c]) : vf{};
+        vf p0 = vexp2NegFinite(ldv(St + j * BQ + VL * c) * qScale - mNew[c]);
+        vf p1 = vexp2NegFinite(ldv(St + (j + 1) * BQ + VL * c) * qScale - mNew[c]);
+        if (diag || j + 2 > nk) {
+          const vi lane = iotav() + (int32_t)(VL * c);
+          p0 = lane >= first && j < nk ? p0 : vf{};
+          p1 = lane >= first + 1 && j + 1 < nk ? p1 : vf{};
+        }
         sum[c] += p0;
         sum[c] += p1;
-        stu(Pp + jp * BQ + VL * c, pairRows(p0, p1));
+        stu(Pp + jp * BQ + VL * c, pairRows(p0, p1, inter));
       }
+    }
     for (int64_t c = 0; c < nqv; c++) l[c] = l[c] * corr[c] + sum[c];
     for (int64_t d = 0; d < dv8; d++)
       for (int64_t c = 0; c < nqv; c++) stv(accT + d * BQ + VL * c, ldv(accT + d * BQ + VL * c) * corr[c]);
@@ -271,7 +314,12 @@ void fwdTask16(const Shape& s, const uint16_t* q, const uint16_t* k, const uint3
   transposeBlock(accT, BQ, dv, nq, Ot, dv);
   for (int64_t r = 0; r < nq; r++) {
     uint16_t* orow = o + ((b * s.S + i0 + r) * s.Hq + h) * dv;
-    for (int64_t d = 0; d < dv; d++) orow[d] = roundBf16(Ot[r * dv + d]);
+    int64_t d = 0;
+    for (; d + VL <= dv; d += VL) {
+      const vh rd = __builtin_convertvector(roundBf16(ldv(Ot + r * dv + d)), vh);
+      __builtin_memcpy(orow + d, &rd, sizeof rd);
+    }
+    for (; d < dv; d++) orow[d] = roundBf16(Ot[r * dv + d]);
     const float lr = l[r / VL][r % VL], mr = m[r / VL][r % VL];
     lse[(b * s.Hq + h) * s.S + i0 + r] = (mr + std::log2(lr)) * LN2;
   }
@@ -306,6 +354,7 @@ void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk
                      const uint32_t* VtP, const float* L, const float* Dl, float scale, float scale2, float* P32,
                      float* dS32, uint32_t* Pp, uint32_t* dSp, uint16_t* dS16) {
   static_assert(PG % 2 == 0, "dS rows are stored two vectors at a time");
+  const vu inter = pairIndex();
   for (int64_t m0 = 0; m0 < nqp; m0 += 4) {
     int64_t vis[4];
     for (int r = 0; r < 4; r++) vis[r] = m0 + r < nq ? visible(i0 + m0 + r, j0, nk) : 0;
@@ -317,7 +366,7 @@ void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk
         for (int v = 0; v < PG; v++) {
           vf p = vf{};
           if (vis[r] > 0) {
-            p = vexp2Neg(c[r][v] * scale2 - Li);
+            p = vexp2NegFinite(c[r][v] * scale2 - Li);
             if (vis[r] < BK) p = (iotav() + VL * (v0 + v)) < (int32_t)vis[r] ? p : splat(0.0f);
           }
           stv(P32 + r * BK + VL * (v0 + v), p);
@@ -327,8 +376,8 @@ void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk
       // assigned after its tile stops being registers (GCC then spilled all 16 every k step).
       for (int v = 0; v < PG; v++) {
         const float* pv = P32 + VL * (v0 + v);
-        stu(Pp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(pv), ldv(pv + BK)));
-        stu(Pp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(pv + 2 * BK), ldv(pv + 3 * BK)));
+        stu(Pp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(pv), ldv(pv + BK), inter));
+        stu(Pp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(pv + 2 * BK), ldv(pv + 3 * BK), inter));
       }
       rowTileP<PG>(c, dv2, dO + m0 * ldo, ldo, VtP + VL * v0);
       for (int r = 0; r < 4; r++) {
@@ -341,8 +390,8 @@ void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk
       }
       for (int v = 0; v < PG; v++) {
         const float* dv = dS32 + VL * (v0 + v);
-        stu(dSp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(dv), ldv(dv + BK)));
-        stu(dSp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(dv + 2 * BK), ldv(dv + 3 * BK)));
+        stu(dSp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(dv), ldv(dv + BK), inter));
+        stu(dSp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(dv + 2 * BK), ldv(dv + 3 * BK), inter));
       }
     }
   }
@@ -396,20 +445,39 @@ void bwdTask16(const Shape& s, const uint16_t* dout, const uint16_t* q, const ui
     float* D = w.Dh.data() + g * Sp;
     // Δ_i = dO_i·O_i: lane-wise products over the head dim's VL-wide chunks, then the lanes in order (a scalar
     // dot of widened bf16 was a dependent chain per row).
-    for (int64_t i = 0; i < S; i++) {
-      L[i] = lse[(b * s.Hq + h) * S + i];
+    const auto laneProducts = [&](int64_t i) {
       const uint16_t* orow = o + ((b * S + i) * s.Hq + h) * dv;
       const uint16_t* drow = doh + i * s.Hq * dv;
+      vf p = ldBf16(drow) * ldBf16(orow);
+      for (int64_t d = VL; d + VL <= dv; d += VL) p += ldBf16(drow + d) * ldBf16(orow + d);
+      return p;
+    };
+    int64_t i = 0;
+    // VL rows at a time: their lane products transposed, so the lanes are summed (in order 0..VL−1, as the
+    // scalar loop below) by vector adds; a per-row scalar sum was a dependent chain of VL adds.
+    if (dv % VL == 0)
+      for (; i + VL <= S; i += VL) {
+        vf t[VL];
+        for (int r = 0; r < VL; r++) t[r] = laneProducts(i + r);
+        transposeV(t);
+        vf acc = t[0];
+        for (int l = 1; l < VL; l++) acc += t[l];
+        stv(D + i, acc);
+      }
+    for (; i < S; i++) {
       int64_t d = 0;
       float acc = 0.0f;
       if (dv >= VL) {
-        vf p = ldBf16(drow) * ldBf16(orow);
-        for (d = VL; d + VL <= dv; d += VL) p += ldBf16(drow + d) * ldBf16(orow + d);
+        const vf p = laneProducts(i);
         for (int l = 0; l < VL; l++) acc += p[l];
+        d = dv / VL * VL;
       }
+      const uint16_t* orow = o + ((b * S + i) * s.Hq + h) * dv;
+      const uint16_t* drow = doh + i * s.Hq * dv;
       for (; d < dv; d++) acc += bf16ToF(drow[d]) * bf16ToF(orow[d]);
       D[i] = acc;
     }
+    for (int64_t j = 0; j < S; j++) L[j] = lse[(b * s.Hq + h) * S + j];
     for (int64_t i = S; i < Sp; i++) L[i] = 0.0f, D[i] = 0.0f;
   }
   std::memset(w.dQh.data(), 0, G * Sp * dkp * sizeof(float));
@@ -458,7 +526,9 @@ void bwdTask16(const Shape& s, const uint16_t* dout, const uint16_t* q, const ui
     for (int64_t i = 0; i < S; i++) {
       float* dst = dq + ((b * S + i) * s.Hq + h) * dk;
       const float* src = w.dQh.data() + (g * Sp + i) * dkp;
-      for (int64_t d = 0; d < dk; d++) dst[d] = src[d];
+      int64_t d = 0;
+      for (; d + VL <= dk; d += VL) stv(dst + d, ldv(src + d));
+      for (; d < dk; d++) dst[d] = src[d];
     }
   }
 }

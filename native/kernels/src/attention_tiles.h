@@ -137,8 +137,23 @@ inline void transposeBlock(const float* src, int64_t lds, int64_t nr, int64_t nc
     for (; r0 < nr; r0++)
       for (int64_t c = c0; c < c0 + VL; c++) dst[c * ldd + r0] = src[r0 * lds + c];
   }
+  int64_t r0 = 0;
+#if defined(__AVX512F__) && MOE_VL == 16
+  // Fewer than VL columns left (all of them at the bf16 kernels' head dim 16: 8 words of pairs per row): masked
+  // loads of the rows' remaining columns into VL×VL tiles (the scalar loop below was ~3 % of the bf16 backward).
+  if (c0 < nc) {
+    const int64_t w = nc - c0;
+    const __mmask16 live = (__mmask16)((1u << w) - 1);
+    for (; r0 + VL <= nr; r0 += VL) {
+      vf t[VL];
+      for (int i = 0; i < VL; i++) t[i] = (vf)_mm512_maskz_loadu_ps(live, src + (r0 + i) * lds + c0);
+      transposeV(t);
+      for (int64_t i = 0; i < w; i++) stv(dst + (c0 + i) * ldd + r0, t[i]);
+    }
+  }
+#endif
   for (; c0 < nc; c0++)
-    for (int64_t r = 0; r < nr; r++) dst[c0 * ldd + r] = src[r * lds + c0];
+    for (int64_t r = r0; r < nr; r++) dst[c0 * ldd + r] = src[r * lds + c0];
 }
 
 // Keys j0..j0+nk of kv head (b,hk), packed as Kt (dk, BK) (for Q·Kᵀ, vectorised over keys), and optionally
