@@ -115,6 +115,9 @@ export interface Kernels {
   ): void;
   // src (n) f32 → dst (n) bf16 bits, round to nearest even (NaN stays NaN).
   toBf16(src: Float32Array, dst: Uint16Array, n: number): void;
+  // As toBf16 on a (rows, cols) block: src rows at stride lds → dst rows at stride ldd (lds, ldd ≥ cols), e.g. one
+  // slice of a fused projection's output to a dense array of its own.
+  toBf16Rows(src: Float32Array, lds: number, rows: number, cols: number, dst: Uint16Array, ldd: number): void;
   // src (n) bf16 bits → dst (n) f32 (exact).
   fromBf16(src: Uint16Array, dst: Float32Array, n: number): void;
 
@@ -166,6 +169,23 @@ export interface Kernels {
     offset: number,
     dim: number,
     inverse: boolean,
+  ): void;
+  // As rope with x read only: the rotated pairs rounded to bf16 into out at out[r·outRowStride + h·headStride +
+  // offset + 2i, +1] (nothing else of out is written): a bf16 q or k in one pass over its f32 source.
+  ropeBf16(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    rows: number,
+    S: number,
+    heads: number,
+    rowStride: number,
+    headStride: number,
+    offset: number,
+    dim: number,
+    inverse: boolean,
+    out: Uint16Array,
+    outRowStride: number,
   ): void;
 
   // Causal scaled-dot-product attention with GQA (query head h uses kv head floor(h / (Hq/Hkv))).

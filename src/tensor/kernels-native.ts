@@ -14,6 +14,7 @@ export interface KernelsAddon {
   sgemmBf16: Fn<'sgemmBf16'>;
   sgemmBf16Groups: Fn<'sgemmBf16Groups'>;
   toBf16: Fn<'toBf16'>;
+  toBf16Rows: Fn<'toBf16Rows'>;
   fromBf16: Fn<'fromBf16'>;
   rmsnormFwd: Fn<'rmsnormFwd'>;
   rmsnormBwd: Fn<'rmsnormBwd'>;
@@ -22,6 +23,7 @@ export interface KernelsAddon {
   swigluFwdBf16: Fn<'swigluFwdBf16'>;
   swigluBwdBf16: Fn<'swigluBwdBf16'>;
   rope: Fn<'rope'>;
+  ropeBf16: Fn<'ropeBf16'>;
   attentionFwd: Fn<'attentionFwd'>;
   attentionBwd: Fn<'attentionBwd'>;
   attentionFwdBf16: Fn<'attentionFwdBf16'>;
@@ -50,6 +52,7 @@ const METHODS = [
   'sgemmBf16',
   'sgemmBf16Groups',
   'toBf16',
+  'toBf16Rows',
   'fromBf16',
   'rmsnormFwd',
   'rmsnormBwd',
@@ -58,6 +61,7 @@ const METHODS = [
   'swigluFwdBf16',
   'swigluBwdBf16',
   'rope',
+  'ropeBf16',
   'attentionFwd',
   'attentionBwd',
   'attentionFwdBf16',
@@ -86,6 +90,7 @@ export class NativeKernels implements Kernels {
   readonly sgemmBf16: Fn<'sgemmBf16'>;
   readonly sgemmBf16Groups: Fn<'sgemmBf16Groups'>;
   readonly toBf16: Fn<'toBf16'>;
+  readonly toBf16Rows: Fn<'toBf16Rows'>;
   readonly fromBf16: Fn<'fromBf16'>;
   readonly rmsnormFwd: Fn<'rmsnormFwd'>;
   readonly rmsnormBwd: Fn<'rmsnormBwd'>;
@@ -94,6 +99,7 @@ export class NativeKernels implements Kernels {
   readonly swigluFwdBf16: Fn<'swigluFwdBf16'>;
   readonly swigluBwdBf16: Fn<'swigluBwdBf16'>;
   readonly rope: Fn<'rope'>;
+  readonly ropeBf16: Fn<'ropeBf16'>;
   readonly attentionFwd: Fn<'attentionFwd'>;
   readonly attentionBwd: Fn<'attentionBwd'>;
   readonly attentionFwdBf16: Fn<'attentionFwdBf16'>;
@@ -128,6 +134,7 @@ export class NativeKernels implements Kernels {
     this.sgemmBf16 = addon.sgemmBf16;
     this.sgemmBf16Groups = addon.sgemmBf16Groups;
     this.toBf16 = addon.toBf16;
+    this.toBf16Rows = addon.toBf16Rows;
     this.fromBf16 = addon.fromBf16;
     this.rmsnormFwd = addon.rmsnormFwd;
     this.rmsnormBwd = addon.rmsnormBwd;
@@ -136,6 +143,7 @@ export class NativeKernels implements Kernels {
     this.swigluFwdBf16 = addon.swigluFwdBf16;
     this.swigluBwdBf16 = addon.swigluBwdBf16;
     this.rope = addon.rope;
+    this.ropeBf16 = addon.ropeBf16;
     this.attentionFwd = addon.attentionFwd;
     this.attentionBwd = addon.attentionBwd;
     this.attentionFwdBf16 = addon.attentionFwdBf16;

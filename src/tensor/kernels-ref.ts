@@ -349,6 +349,16 @@ export class RefKernels implements Kernels {
     }
   }
 
+  toBf16Rows(src: Float32Array, lds: number, rows: number, cols: number, dst: Uint16Array, ldd: number): void {
+    if (lds < cols || ldd < cols)
+      throw new RangeError(`toBf16Rows: leading dimensions lds = ${lds}, ldd = ${ldd} must be at least cols = ${cols}`);
+    if (rows === 0 || cols === 0) return;
+    need(src, (rows - 1) * lds + cols, 'src', 'toBf16Rows');
+    need(dst, (rows - 1) * ldd + cols, 'dst', 'toBf16Rows');
+    for (let r = 0; r < rows; r++)
+      this.toBf16(src.subarray(r * lds, r * lds + cols), dst.subarray(r * ldd, r * ldd + cols), cols);
+  }
+
   fromBf16(src: Uint16Array, dst: Float32Array, n: number): void {
     need(src, n, 'src', 'fromBf16');
     need(dst, n, 'dst', 'fromBf16');
@@ -501,6 +511,49 @@ export class RefKernels implements Kernels {
           x[base + 2 * i] = f(f(x0 * c) - f(x1 * s));
           x[base + 2 * i + 1] = f(f(x0 * s) + f(x1 * c));
         }
+      }
+    }
+  }
+  ropeBf16(
+    x: Float32Array,
+    cos: Float32Array,
+    sin: Float32Array,
+    rows: number,
+    S: number,
+    heads: number,
+    rowStride: number,
+    headStride: number,
+    offset: number,
+    dim: number,
+    inverse: boolean,
+    out: Uint16Array,
+    outRowStride: number,
+  ): void {
+    if (dim % 2 !== 0) throw new RangeError(`ropeBf16: dim = ${dim} must be even (pairs)`);
+    if (rows === 0 || heads === 0 || dim === 0) return;
+    need(x, (rows - 1) * rowStride + (heads - 1) * headStride + offset + dim, 'x', 'ropeBf16');
+    need(out, (rows - 1) * outRowStride + (heads - 1) * headStride + offset + dim, 'out', 'ropeBf16');
+    // The rotation of a copy of each row's heads, rounded pair by pair into out.
+    const span = (heads - 1) * headStride + offset + dim;
+    const row = new Float32Array(span);
+    for (let r = 0; r < rows; r++) {
+      row.set(x.subarray(r * rowStride, r * rowStride + span));
+      this.rope(
+        row,
+        cos.subarray((r % S) * (dim / 2)),
+        sin.subarray((r % S) * (dim / 2)),
+        1,
+        1,
+        heads,
+        span,
+        headStride,
+        offset,
+        dim,
+        inverse,
+      );
+      for (let h = 0; h < heads; h++) {
+        const at = h * headStride + offset;
+        this.toBf16(row.subarray(at, at + dim), out.subarray(r * outRowStride + at, r * outRowStride + at + dim), dim);
       }
     }
   }

@@ -164,6 +164,97 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  it('ropeBf16: the rotation rounded into bf16 rows at their own stride = rope then toBf16, untouched elsewhere', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.constantFrom(2, 8, 16, 64),
+        fc.integer({ min: 0, max: 5 }),
+        fc.boolean(),
+        seed,
+        (Bb, S, heads, dim, extra, inverse, s) => {
+          const r = rng(s);
+          const headStride = extra + dim;
+          const rowStride = heads * headStride + 3;
+          const outStride = heads * headStride + 5;
+          const rowsN = Bb * S;
+          const x = randF32(rowsN * rowStride, r, 2);
+          const cos = randF32(S * (dim / 2), r);
+          const sin = randF32(S * (dim / 2), r);
+          const outs = [N, R].map((kern) => {
+            const out = new Uint16Array(rowsN * outStride).fill(0xabcd);
+            const src = x.slice();
+            kern.ropeBf16(src, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse, out, outStride);
+            expectExact(src, x, 'x is read only');
+            return out;
+          });
+          // The same as rotating in place and rounding every rotated element (toBf16).
+          const rot = x.slice();
+          R.rope(rot, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+          const want = new Uint16Array(rowsN * outStride).fill(0xabcd);
+          for (let row = 0; row < rowsN; row++)
+            for (let h = 0; h < heads; h++) {
+              const at = h * headStride + extra;
+              R.toBf16(rot.subarray(row * rowStride + at), want.subarray(row * outStride + at), dim);
+            }
+          expect(Array.from(outs[0]!)).toEqual(Array.from(want));
+          expect(Array.from(outs[1]!)).toEqual(Array.from(want));
+        },
+      ),
+      RUNS,
+    );
+    expect(() =>
+      N.ropeBf16(
+        new Float32Array(8),
+        new Float32Array(2),
+        new Float32Array(2),
+        2,
+        1,
+        1,
+        4,
+        4,
+        0,
+        4,
+        false,
+        new Uint16Array(6),
+        4,
+      ),
+    ).toThrow(/out/);
+  });
+
+  it('toBf16Rows: strided f32 rows into strided bf16 rows, as toBf16 row by row', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 70 }),
+        fc.integer({ min: 0, max: 5 }),
+        fc.integer({ min: 0, max: 5 }),
+        seed,
+        (rows, cols, ps, pd, s) => {
+          const r = rng(s);
+          const lds = cols + ps;
+          const ldd = cols + pd;
+          const src = randF32(Math.max(0, rows * lds), r, 3);
+          if (src.length > 2) src[1] = Number.NaN;
+          const outs = [N, R].map((kern) => {
+            const dst = new Uint16Array(Math.max(0, rows * ldd)).fill(0x1234);
+            kern.toBf16Rows(src, lds, rows, cols, dst, ldd);
+            return dst;
+          });
+          const want = new Uint16Array(Math.max(0, rows * ldd)).fill(0x1234);
+          for (let i = 0; i < rows; i++) R.toBf16(src.subarray(i * lds, i * lds + cols), want.subarray(i * ldd), cols);
+          expect(Array.from(outs[0]!)).toEqual(Array.from(want));
+          expect(Array.from(outs[1]!)).toEqual(Array.from(want));
+        },
+      ),
+      RUNS,
+    );
+    expect(() => N.toBf16Rows(new Float32Array(8), 2, 2, 4, new Uint16Array(8), 4)).toThrow(/at least cols/);
+    expect(() => N.toBf16Rows(new Float32Array(8), 4, 3, 4, new Uint16Array(12), 4)).toThrow(/src/);
+  });
+
   const attnShape = fc.record({
     B: fc.integer({ min: 1, max: 2 }),
     S: fc.constantFrom(1, 2, 17, 63, 64, 65, 130),

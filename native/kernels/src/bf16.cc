@@ -6,6 +6,7 @@
 // bf16 in memory, are widened to f32 (exactly) and multiplied by the f32 path; the result is the same math up to
 // summation order. blasInfo().bf16Dot says which CPU this is; the TypeScript layer says it once at start-up.
 #include "common.h"
+#include "bf16_simd.h"
 #include "gemm_args.h"
 #include "matmul.h"
 #include <type_traits>
@@ -25,6 +26,8 @@ static inline float fromBf16(uint16_t h) {
   return f;
 }
 
+static void roundRows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd);
+
 // src (n) f32 → dst (n) bf16 bits.
 static Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   Args a(info, "toBf16");
@@ -32,8 +35,22 @@ static Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   float* src = a.f32(0, n, "src");
   uint16_t* dst = a.u16(1, n, "dst");
   if (!a.ok) return a.env.Undefined();
-#pragma omp parallel for num_threads(threadsFor(n)) schedule(static)
-  for (int64_t i = 0; i < n; i++) dst[i] = toBf16(src[i]);
+  roundRows(src, n, 1, n, dst, n);
+  return a.env.Undefined();
+}
+
+// toBf16Rows(src, lds, rows, cols, dst, ldd): a (rows, cols) block of f32 rows at stride lds → bf16 rows at stride
+// ldd (one slice of a fused projection's output, e.g. q of [q | k | v], to its own dense array; or back into one).
+static Napi::Value ToBf16Rows(const Napi::CallbackInfo& info) {
+  Args a(info, "toBf16Rows");
+  const int64_t lds = a.size(1, "lds"), rows = a.size(2, "rows"), cols = a.size(3, "cols"), ldd = a.size(5, "ldd");
+  if (a.ok && (lds < cols || ldd < cols))
+    a.fail("leading dimensions lds = " + std::to_string(lds) + ", ldd = " + std::to_string(ldd) +
+           " must be at least cols = " + std::to_string(cols));
+  const float* src = a.f32(0, rows == 0 || cols == 0 ? 0 : (rows - 1) * lds + cols, "src");
+  uint16_t* dst = a.u16(4, rows == 0 || cols == 0 ? 0 : (rows - 1) * ldd + cols, "dst");
+  if (!a.ok || rows == 0 || cols == 0) return a.env.Undefined();
+  roundRows(src, lds, rows, cols, dst, ldd);
   return a.env.Undefined();
 }
 
@@ -84,10 +101,23 @@ static Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
 
 // Rounds a row-major (rows, cols) f32 block (leading dimension lds) into a bf16 one (leading dimension ldd), in
 // parallel.
+// VL at a time by the vector rounding of bf16_simd.h (the same bits as toBf16), in chunks of at least 4096
+// elements per thread whatever the row shape (one long row — toBf16 — or many short ones).
 static void roundRows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd) {
+  if (rows <= 0 || cols <= 0) return;
+  const int64_t perRow = (cols + 4095) / 4096, chunk = (cols + perRow - 1) / perRow;
 #pragma omp parallel for num_threads(threadsFor(rows * cols)) schedule(static)
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) dst[r * ldd + c] = toBf16(src[r * lds + c]);
+  for (int64_t t = 0; t < rows * perRow; t++) {
+    const int64_t r = t / perRow, c0 = (t % perRow) * chunk, c1 = std::min(cols, c0 + chunk);
+    const float* s = src + r * lds;
+    uint16_t* d = dst + r * ldd;
+    int64_t c = c0;
+    for (; c + VL <= c1; c += VL) {
+      const vh h = __builtin_convertvector(roundBf16(ldv(s + c)), vh);
+      __builtin_memcpy(d + c, &h, sizeof h);
+    }
+    for (; c < c1; c++) d[c] = toBf16(s[c]);
+  }
 }
 
 // Rounds a row-major (rows, cols) block with leading dimension ld to dense bf16 (ld = cols).
@@ -310,6 +340,7 @@ void RegisterBf16(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemmBf16", Napi::Function::New(env, SgemmBf16));
   exports.Set("sgemmBf16Groups", Napi::Function::New(env, SgemmBf16Groups));
   exports.Set("toBf16", Napi::Function::New(env, ToBf16));
+  exports.Set("toBf16Rows", Napi::Function::New(env, ToBf16Rows));
   exports.Set("fromBf16", Napi::Function::New(env, FromBf16));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
 }

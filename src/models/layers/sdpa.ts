@@ -46,26 +46,41 @@ export function sdpaForward(rt: Runtime, s: SdpaShape, q: Float32Array, k: Float
     rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
     return { q, k, v, o, lse };
   }
-  // What is stored: q, k, v rounded to bf16 once (each f32 source given back at once where nothing else reads it).
-  const dot = hasBf16Dot(rt.k);
-  const f32 = [q, k, v];
+  // What is stored: q, k, v rounded to bf16 once (each f32 source given back at once).
   const n = [N * Hq * dk, N * Hkv * dk, N * Hkv * dv];
-  const [q16, k16, v16] = f32.map((x, i) => {
+  const [q16, k16, v16] = [q, k, v].map((x, i) => {
     const h = rt.pool.u16(n[i]!);
     rt.k.toBf16(x, h, n[i]!);
-    if (dot) rt.pool.release(x);
+    rt.pool.release(x);
     return h;
   }) as [Uint16Array, Uint16Array, Uint16Array];
+  return sdpaForwardBf16(rt, s, q16, k16, v16, lse);
+}
+
+/**
+ * The bf16 forward on q, k, v already rounded to bf16 (pooled; taken over), e.g. slices of a fused projection's
+ * output rounded straight into their own arrays. `lse` pooled, or taken from the pool here.
+ */
+export function sdpaForwardBf16(
+  rt: Runtime,
+  s: SdpaShape,
+  q16: Uint16Array,
+  k16: Uint16Array,
+  v16: Uint16Array,
+  lse: Float32Array = rt.pool.get(s.B * s.Hq * s.S),
+): SdpaSaved {
+  const { B, S, Hq, Hkv, dk, dv, scale } = s;
+  const N = B * S;
   const o16 = rt.pool.u16(N * Hq * dv);
-  if (dot) {
+  if (hasBf16Dot(rt.k)) {
     rt.k.attentionFwdBf16(q16, k16, v16, o16, lse, B, S, Hq, Hkv, dk, dv, scale);
   } else {
-    // The f32 kernel on the stored values, widened back (exactly) in place.
-    [q16, k16, v16].forEach((h, i) => rt.k.fromBf16(h, f32[i]!, n[i]!));
+    // The f32 kernel on the stored values, widened (exactly).
+    const wide = [q16, k16, v16].map((h) => widened(rt, h)) as [Float32Array, Float32Array, Float32Array];
     const o = rt.pool.get(N * Hq * dv);
-    rt.k.attentionFwd(q, k, v, o, lse, B, S, Hq, Hkv, dk, dv, scale);
+    rt.k.attentionFwd(...wide, o, lse, B, S, Hq, Hkv, dk, dv, scale);
     rt.k.toBf16(o, o16, N * Hq * dv);
-    for (const x of [...f32, o]) rt.pool.release(x);
+    for (const x of [...wide, o]) rt.pool.release(x);
   }
   return { q: q16, k: k16, v: v16, o: o16, lse };
 }

@@ -171,6 +171,18 @@ export class ParamUnit implements FlatParams {
     return v;
   }
 
+  /**
+   * One view over several parameters stored back to back in the given order (no alignment gap between them) in the
+   * parameter or gradient storage, or null when the layout does not hold them so: a fused projection's stacked
+   * weight (the rows of wq, then wk, then wv) and its gradient, without a copy.
+   */
+  span(names: readonly string[], of: 'data' | 'grad'): Float32Array | null {
+    const es = names.map((n) => this.layout.entry(n));
+    for (let i = 1; i < es.length; i++) if (es[i]!.offset !== es[i - 1]!.offset + es[i - 1]!.numel) return null;
+    const last = es[es.length - 1]!;
+    return (of === 'data' ? this.data : this.grad).subarray(es[0]!.offset, last.offset + last.numel);
+  }
+
   /** Zeroes the attached gradient storage (none attached: nothing to zero, the FSDP shard owns the grads). */
   zeroGrad(): void {
     this.gradBuf?.fill(0);
