@@ -317,6 +317,8 @@ export interface Kernels {
     eps: number,
     wd: number,
     step: number,
+    /** Each gradient read as g·gradScale (gradient clipping's coefficient, folded in); default 1. */
+    gradScale?: number,
   ): void;
 
   // Elementwise helpers for residuals, accumulation and norms.

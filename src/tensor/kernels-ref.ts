@@ -838,6 +838,7 @@ export class RefKernels implements Kernels {
     eps: number,
     wd: number,
     step: number,
+    gradScale = 1,
   ): void {
     if (!(step >= 1)) throw new RangeError(`adamw: step = ${step}, must be ≥ 1 (1-based)`);
     for (const [arr, nm] of [
@@ -858,8 +859,9 @@ export class RefKernels implements Kernels {
     const stepSize = f(lr / bc1);
     const bc2sqrt = f(Math.sqrt(bc2));
     const e = f(eps);
+    const gs = f(gradScale);
     for (let i = 0; i < n; i++) {
-      const gi = g[i]!;
+      const gi = f(g[i]! * gs);
       const pi = f(p[i]! * decay);
       const mi = f(f(m[i]! * b1) + f(gi * c1));
       const vi = f(f(v[i]! * b2) + f(f(gi * gi) * c2));

@@ -484,6 +484,29 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  it('AdamW with gradScale = scaling the gradient first (clip coefficient folded in), bit-exact', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(1, 17, 1000, 40000), seed, fc.constantFrom(1, 0.37, 1e-3), (n, s, c) => {
+        const r = rng(s);
+        const p0 = randF32(n, r);
+        const st = [0, 1, 2].map(() => ({ p: p0.slice(), m: new Float32Array(n), v: new Float32Array(n) }));
+        for (let step = 1; step <= 2; step++) {
+          const g = randF32(n, r, 1e-2);
+          [N, R].forEach((k, i) => k.adamw(st[i]!.p, g, st[i]!.m, st[i]!.v, n, 8e-4, 0.9, 0.95, 1e-8, 0.1, step, c));
+          const scaled = g.slice();
+          N.scale(scaled, c, n);
+          N.adamw(st[2]!.p, scaled, st[2]!.m, st[2]!.v, n, 8e-4, 0.9, 0.95, 1e-8, 0.1, step);
+        }
+        for (const i of [0, 1]) {
+          expectExact(st[i]!.p, st[2]!.p, 'p');
+          expectExact(st[i]!.m, st[2]!.m, 'm');
+          expectExact(st[i]!.v, st[2]!.v, 'v');
+        }
+      }),
+      { numRuns: Math.ceil(RUNS.numRuns / 3) },
+    );
+  });
+
   it('copy: bit for bit with and without streaming stores, at unaligned offsets, NaN payloads kept', () => {
     for (const n of [0, 1, 15, 64, 1000, 100_003]) {
       for (const shift of [0, 1, 3]) {

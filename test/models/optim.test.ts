@@ -153,6 +153,25 @@ describe('Adam and AdamW against torch.optim (test/fixtures/optim, scripts/refer
     }
   }
 
+  for (const l2 of [false, true])
+    it(`${l2 ? 'Adam' : 'AdamW'}: step(lr, c) = the gradients multiplied by c first (clip_grad_norm_), bit for bit`, () => {
+      const c = 0.3;
+      const units = [0, 1].map(() => unitWith([fx.init.map(() => 0)]));
+      const opts = units.map((u) => {
+        u.p('p0').set(fx.init);
+        const cfg = { lr: fx.lrs[0]!, beta1: fx.beta1, beta2: fx.beta2, eps: fx.eps, weight_decay: 0.1, l2 };
+        return new AdamW([u], cfg, nativeKernels(), new Allocator());
+      });
+      fx.grads.forEach((g, s) => {
+        units[0]!.g('p0').set(g);
+        opts[0]!.step(fx.lrs[s]!, c);
+        units[1]!.g('p0').set(g);
+        nativeKernels().scale(units[1]!.g('p0'), c, g.length);
+        opts[1]!.step(fx.lrs[s]!);
+        expect(Array.from(units[0]!.p('p0'))).toEqual(Array.from(units[1]!.p('p0')));
+      });
+    });
+
   it('the two decays differ on this fixture (so the comparison can tell them apart)', () => {
     const last = fx.grads.length - 1;
     const gap = Math.max(...fx.adam[last]!.map((a, i) => Math.abs(a - fx.adamw[last]![i]!)));

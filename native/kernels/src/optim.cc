@@ -6,7 +6,9 @@
 #pragma GCC optimize("fp-contract=off")
 #include "common.h"
 
-// p, g, m, v (n); step t ≥ 1. Scalars in double (as torch computes them), then float32 per element:
+// p, g, m, v (n); step t ≥ 1; optional gradScale (default 1). Scalars in double (as torch computes them), then
+// float32 per element, g read as g·gradScale (clip_grad_norm_'s coefficient, applied here instead of in a pass of
+// its own over every gradient: the same float product torch's in-place multiply stores):
 //   p ← p·(1 − lr·wd);  m ← m·β1 + g·(1−β1);  v ← v·β2 + (g·g)·(1−β2);
 //   p ← p − (lr/(1−β1^t) · m) / (sqrt(v)/sqrt(1−β2^t) + eps)
 static Napi::Value AdamW(const Napi::CallbackInfo& info) {
@@ -14,6 +16,8 @@ static Napi::Value AdamW(const Napi::CallbackInfo& info) {
   int64_t n = a.size(4, "n");
   double lr = a.num(5, "lr"), beta1 = a.num(6, "beta1"), beta2 = a.num(7, "beta2"), eps = a.num(8, "eps");
   double wd = a.num(9, "wd"), step = a.num(10, "step");
+  const bool scaled = info.Length() > 11 && !info[11].IsUndefined();
+  const float gs = scaled ? (float)a.num(11, "gradScale") : 1.0f;
   if (a.ok && !(step >= 1)) a.fail("step = " + std::to_string(step) + ", must be ≥ 1 (1-based)");
   float* p = a.f32(0, n, "p");
   const float* g = a.f32(1, n, "g");
@@ -26,7 +30,7 @@ static Napi::Value AdamW(const Napi::CallbackInfo& info) {
   const float stepSize = (float)(lr / bc1), bc2sqrt = (float)std::sqrt(bc2), e = (float)eps;
 #pragma omp parallel for simd schedule(static) num_threads(threadsFor(n))
   for (int64_t i = 0; i < n; i++) {
-    const float gi = g[i];
+    const float gi = g[i] * gs;
     const float pi = p[i] * decay;
     const float mi = m[i] * b1 + gi * c1;
     const float vi = v[i] * b2 + (gi * gi) * c2;

@@ -3,7 +3,7 @@
 // expert-bias update (optimizer pre-hook) → AdamW → scheduler step.
 
 import { AdamW, type AdamWConfig } from '../optim/adamw.ts';
-import { clipGradNorm } from '../optim/clip.ts';
+import { clipGradScale } from '../optim/clip.ts';
 import { LRScheduler, type LRScheduleConfig } from '../optim/lr-schedule.ts';
 import { expertBiasUpdate, halveCheckpointedCounts } from '../moe/load-balance.ts';
 import { isCheckpointed, type AcMode } from './ac.ts';
@@ -79,9 +79,10 @@ export class SingleRankTrainer {
     }
     const t4 = performance.now();
     const units = [...m.units.values()];
-    const gradNorm = clipGradNorm(m.rt.k, units, this.config.maxNorm);
+    // The clipping coefficient goes into AdamW's read of each gradient (the same products as scaling them first).
+    const { total: gradNorm, coef } = clipGradScale(m.rt.k, units, this.config.maxNorm);
     updateExpertBiases(m, this.config.ac);
-    this.optimizer.step(lr);
+    this.optimizer.step(lr, coef);
     this.scheduler.step();
     phaseMs.optim = performance.now() - t4;
     return { loss, gradNorm, lr, validTokens: valid, phaseMs };

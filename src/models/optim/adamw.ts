@@ -46,14 +46,22 @@ export class AdamW {
     }));
   }
 
-  /** One update of every unit with learning rate `lr` (the scheduler's current value). */
-  step(lr: number): void {
+  /**
+   * One update of every unit with learning rate `lr` (the scheduler's current value), each gradient taken as
+   * g·gradScale: gradient clipping's coefficient (clipGradScale), which torch multiplies into the gradients first.
+   * The kernel applies it as it reads them (the same float product) instead of a pass of its own; under Adam's L2
+   * decay the gradients are scaled first, since the decay term is added to the clipped gradient.
+   */
+  step(lr: number, gradScale = 1): void {
     const c = this.config;
     const l2 = c.l2 === true && c.weight_decay !== 0;
     for (const s of this.states) {
       s.step++;
       // The gradient buffer is rewritten by the next backward, so it can carry the decay term.
-      if (l2) this.k.axpy(c.weight_decay, s.unit.data, s.unit.grad, s.unit.numel);
+      if (l2) {
+        this.k.scale(s.unit.grad, gradScale, s.unit.numel);
+        this.k.axpy(c.weight_decay, s.unit.data, s.unit.grad, s.unit.numel);
+      }
       this.k.adamw(
         s.unit.data,
         s.unit.grad,
@@ -66,6 +74,7 @@ export class AdamW {
         c.eps,
         l2 ? 0 : c.weight_decay,
         s.step,
+        l2 ? 1 : gradScale,
       );
     }
   }

@@ -35,7 +35,20 @@ export function scaleGrads(k: Kernels, params: Iterable<FlatParams>, coef: numbe
 
 /** Single-rank clip: returns the pre-clip total norm (the logged grad_norm). */
 export function clipGradNorm(k: Kernels, params: readonly FlatParams[], maxNorm: number): number {
-  const total = Math.sqrt(gradNormSquared(k, params));
-  scaleGrads(k, params, clipCoefficient(maxNorm, total));
+  const { total, coef } = clipGradScale(k, params, maxNorm);
+  scaleGrads(k, params, coef);
   return total;
+}
+
+/**
+ * Single-rank clip without touching the gradients: the pre-clip total norm and the coefficient, for an optimizer
+ * that multiplies it in as it reads each gradient (AdamW.step's gradScale).
+ */
+export function clipGradScale(
+  k: Kernels,
+  params: readonly FlatParams[],
+  maxNorm: number,
+): { total: number; coef: number } {
+  const total = Math.sqrt(gradNormSquared(k, params));
+  return { total, coef: clipCoefficient(maxNorm, total) };
 }
