@@ -5,7 +5,15 @@ import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import type { GqaSpec } from '../spec.ts';
 import { checkRopeLength, type RopeTable } from './rope.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseRounded, roundOnce } from './linear.ts';
+import {
+  linearBwdInput,
+  linearBwdWeight,
+  linearFwd,
+  type Operand,
+  releaseOperand,
+  releaseRounded,
+  roundOnce,
+} from './linear.ts';
 import {
   type SdpaSaved,
   type SdpaShape,
@@ -136,13 +144,14 @@ export class GqaAttention {
     const N = B * S;
     const D = this.D;
     const u = this.unit;
-    const dO = rt.pool.get(N * Hq * hd);
+    // Under bf16 attention its input gradient dO is written in bf16 by its product (rounded once, as it reads it).
+    const dO: Operand = ctx.att.o instanceof Uint16Array ? rt.pool.u16(N * Hq * hd) : rt.pool.get(N * Hq * hd);
     const doutm = roundOnce(rt.k, rt.pool, dout, N * D);
     linearBwdWeight(rt.k, doutm, ctx.om, u.g(this.names.wo), N, Hq * hd, D);
     linearBwdInput(rt.k, doutm, u.p(this.names.wo), dO, N, Hq * hd, D);
     releaseRounded(rt.pool, doutm);
     const { dq, dk, dv } = sdpaBackward(rt, this.sdpaShape(B, S), ctx.att, dO);
-    rt.pool.release(dO);
+    releaseOperand(rt.pool, dO);
     if (ctx.om !== ctx.att.o) releaseRounded(rt.pool, ctx.om);
     const dx = rt.pool.get(N * D);
     const fusedW = this.fused(rt, B, S, 'data');

@@ -69,12 +69,12 @@ export function linearFwd(
   gemm(k, false, true, N, outF, inF, x, ldx, W, inF, beta, y, ldy);
 }
 
-// dy (N,out), W (out,in) → dx (N,in)   (beta 0 writes dx, 1 accumulates)
+// dy (N,out), W (out,in) → dx (N,in)   (beta 0 writes dx, 1 accumulates; a bf16 dx takes beta 0)
 export function linearBwdInput(
   k: Kernels,
   dy: Operand,
   W: Float32Array,
-  dx: Float32Array,
+  dx: Operand,
   N: number,
   inF: number,
   outF: number,

@@ -92,12 +92,13 @@ function widened(rt: Runtime, h: Uint16Array): Float32Array {
   return f;
 }
 
-// dO (N, Hq·dv) f32 (may be overwritten) → dq, dk, dv f32 (pooled, caller releases); releases `saved`
+// dO (N, Hq·dv) f32 (may be overwritten), or under bf16 already rounded to bf16 (its product wrote it so) → dq,
+// dk, dv f32 (pooled, caller releases); releases `saved`
 export function sdpaBackward(
   rt: Runtime,
   s: SdpaShape,
   saved: SdpaSaved,
-  dO: Float32Array,
+  dO: Float32Array | Uint16Array,
 ): { dq: Float32Array; dk: Float32Array; dv: Float32Array } {
   const { B, S, Hq, Hkv, dk: dkh, dv: dvh, scale } = s;
   const N = B * S;
@@ -106,26 +107,35 @@ export function sdpaBackward(
   const dv = rt.pool.get(N * Hkv * dvh);
   const { q, k, v, o, lse } = saved;
   if (q instanceof Uint16Array && k instanceof Uint16Array && v instanceof Uint16Array && o instanceof Uint16Array) {
-    const dO16 = rt.pool.u16(N * Hq * dvh);
-    rt.k.toBf16(dO, dO16, N * Hq * dvh);
+    let dO16 = dO instanceof Uint16Array ? dO : null;
+    if (!dO16) {
+      dO16 = rt.pool.u16(N * Hq * dvh);
+      rt.k.toBf16(dO as Float32Array, dO16, N * Hq * dvh);
+    }
     if (hasBf16Dot(rt.k)) {
       rt.k.attentionBwdBf16(dO16, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
     } else {
-      // The f32 kernel on the stored bf16 values and on dO rounded as the bf16 kernel reads it.
-      rt.k.fromBf16(dO16, dO, N * Hq * dvh);
-      const wide = [q, k, v, o].map((a) => widened(rt, a)) as [Float32Array, Float32Array, Float32Array, Float32Array];
-      rt.k.attentionBwd(dO, ...wide, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
+      // The f32 kernel on the stored bf16 values and on dO as the bf16 kernel reads it.
+      const wide = [dO16, q, k, v, o].map((a) => widened(rt, a)) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      rt.k.attentionBwd(...wide, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
       for (const a of wide) rt.pool.release(a);
     }
-    rt.pool.releaseU16(dO16);
+    if (dO16 !== dO) rt.pool.releaseU16(dO16);
   } else if (
     q instanceof Float32Array &&
     k instanceof Float32Array &&
     v instanceof Float32Array &&
-    o instanceof Float32Array
+    o instanceof Float32Array &&
+    dO instanceof Float32Array
   ) {
     rt.k.attentionBwd(dO, q, k, v, o, lse, dq, dk, dv, B, S, Hq, Hkv, dkh, dvh, scale);
-  } else throw new Error('sdpaBackward: saved q, k, v, o mix f32 and bf16 (they are made together by sdpaForward)');
+  } else throw new Error('sdpaBackward: saved q, k, v, o (and dO) mix f32 and bf16 (f32 attention takes an f32 dO)');
   sdpaRelease(rt, saved);
   return { dq, dk, dv };
 }
