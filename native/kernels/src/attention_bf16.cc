@@ -128,6 +128,11 @@ void mmP(int64_t M, int64_t N, int64_t KP, const uint32_t* A, int64_t ars, const
     }
   }
 #else
+  if (N == 16 && M % 16 == 0) {
+    // One vector wide (dQ at head dim 16): 16 rows per tile, so 16 sums are in flight instead of 8.
+    for (int64_t m0 = 0; m0 < M; m0 += 16) tileP<16, 1>(KP, A + m0 * ars, ars, B, ldb, C + m0 * ldc, ldc, accumulate);
+    return;
+  }
   for (int64_t n0 = 0; n0 < N; n0 += 64) {
     const int64_t nv = std::min<int64_t>(4, (N - n0) / 16);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
