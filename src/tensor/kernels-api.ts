@@ -265,12 +265,13 @@ export interface Kernels {
   // logits (N,V), labels (N; −100 = ignore) → lse (N) write; returns Σ over valid rows of (lse − logit[label])
   // as a double. Ignored rows get lse = 0.
   crossEntropyFwd(logits: Float32Array, labels: Int32Array, lse: Float32Array, N: number, V: number): number;
-  // → dlogits (N,V) write: (softmax − onehot) · scale for valid rows, 0 for ignored rows. dlogits may alias logits.
+  // → dlogits (N,V) write: (softmax − onehot) · scale for valid rows, 0 for ignored rows. dlogits may alias logits,
+  // or be a Uint16Array: each value rounded to bf16 as it is stored (bf16 compute's output-projection products).
   crossEntropyBwd(
     logits: Float32Array,
     labels: Int32Array,
     lse: Float32Array,
-    dlogits: Float32Array,
+    dlogits: Float32Array | Uint16Array,
     N: number,
     V: number,
     scale: number,

@@ -717,11 +717,29 @@ export class RefKernels implements Kernels {
     logits: Float32Array,
     labels: Int32Array,
     lse: Float32Array,
-    dlogits: Float32Array,
+    dlogits: Float32Array | Uint16Array,
     N: number,
     V: number,
     scale: number,
   ): void {
+    if (dlogits instanceof Uint16Array) {
+      // The f32 gradient row by row, each rounded to bf16 as the native kernel stores it.
+      need(dlogits, N * V, 'dlogits', 'crossEntropyBwd');
+      const row = new Float32Array(V);
+      for (let n = 0; n < N; n++) {
+        this.crossEntropyBwd(
+          logits.subarray(n * V),
+          labels.subarray(n, n + 1),
+          lse.subarray(n, n + 1),
+          row,
+          1,
+          V,
+          scale,
+        );
+        this.toBf16(row, dlogits.subarray(n * V), V);
+      }
+      return;
+    }
     need(logits, N * V, 'logits', 'crossEntropyBwd');
     need(dlogits, N * V, 'dlogits', 'crossEntropyBwd');
     need(labels, N, 'labels', 'crossEntropyBwd');

@@ -378,6 +378,30 @@ describe('native kernels match the reference', () => {
   }
   let res0: Uint16Array | undefined;
 
+  it('cross-entropy backward into bf16: the f32 gradient rounded once per value (native = its own f32 path rounded)', () => {
+    fc.assert(
+      fc.property(rows, fc.constantFrom(1, 5, 17, 100), seed, (n, V, s) => {
+        const r = rng(s);
+        const logits = randF32(n * V, r, 3);
+        const labels = randInts(n, V, r);
+        for (let i = 0; i < n; i++) if (r() < 0.25) labels[i] = -100;
+        const scale = 1 / Math.max(1, n);
+        const lse = new Float32Array(n);
+        N.crossEntropyFwd(logits, labels, lse, n, V);
+        for (const k of [N, R]) {
+          const f = new Float32Array(n * V).fill(NaN);
+          k.crossEntropyBwd(logits, labels, lse, f, n, V, scale);
+          const want = new Uint16Array(n * V);
+          R.toBf16(f, want, n * V);
+          const got = new Uint16Array(n * V).fill(0x7fc0);
+          k.crossEntropyBwd(logits, labels, lse, got, n, V, scale);
+          expect(Array.from(got)).toEqual(Array.from(want));
+        }
+      }),
+      RUNS,
+    );
+  });
+
   it('cross-entropy forward and backward, with ignored rows and dlogits aliasing logits', () => {
     fc.assert(
       fc.property(

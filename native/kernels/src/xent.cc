@@ -1,6 +1,8 @@
 // Fused softmax + cross-entropy over the vocabulary (torch F.cross_entropy, reduction "sum", ignore_index −100).
 #include <vector>
 #include "common.h"
+#include "bf16_simd.h"
+#include "gemm_args.h"  // isU16Arg
 
 static constexpr int32_t kIgnore = -100;
 
@@ -63,6 +65,38 @@ static Napi::Value CrossEntropyFwd(const Napi::CallbackInfo& info) {
 
 // → dlogits (N,V) write: (softmax − onehot(label)) · scale for valid rows, 0 for ignored rows. dlogits may alias
 // logits: the label's logit is read before the row is overwritten, and every other element is read, then written.
+// dlogits may be a Uint16Array instead (bf16 compute: the output projection's two backward products read the
+// gradient in bf16): each value rounded once as it is stored, so the (N, V) f32 gradient — the largest operand of
+// the step — is neither written nor rounded twice inside the products.
+static inline void putRow(float* d, int64_t j, vf v) { stv(d + j, v); }
+static inline void putRow(uint16_t* d, int64_t j, vf v) {
+  const vh h = __builtin_convertvector(roundBf16(v), vh);
+  __builtin_memcpy(d + j, &h, sizeof h);
+}
+static inline void putOne(float* d, int64_t j, float v) { d[j] = v; }
+static inline void putOne(uint16_t* d, int64_t j, float v) { d[j] = roundBf16(v); }
+
+template <typename Out>
+static void crossEntropyBwd(const float* logits, const int32_t* labels, const float* lse, Out* dl, int64_t N,
+                            int64_t V, float scale) {
+#pragma omp parallel for schedule(static) num_threads(threadsFor(N * V))
+  for (int64_t n = 0; n < N; n++) {
+    const int32_t y = labels[n];
+    const float* x = logits + n * V;
+    Out* d = dl + n * V;
+    if (y == kIgnore) {
+      std::memset(d, 0, V * sizeof(Out));
+      continue;
+    }
+    const float l = lse[n];
+    const float xy = x[y];
+    int64_t j = 0;
+    for (; j + VL <= V; j += VL) putRow(d, j, vexp(ldv(x + j) - l) * scale);
+    for (; j < V; j++) putOne(d, j, sexp(x[j] - l) * scale);
+    putOne(d, y, (sexp(xy - l) - 1.0f) * scale);
+  }
+}
+
 static Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
   Args a(info, "crossEntropyBwd");
   int64_t N = a.size(4, "N"), V = a.size(5, "V");
@@ -70,25 +104,12 @@ static Napi::Value CrossEntropyBwd(const Napi::CallbackInfo& info) {
   const float* logits = a.f32(0, N * V, "logits");
   const int32_t* labels = a.i32(1, N, "labels");
   const float* lse = a.f32(2, N, "lse");
-  float* dl = a.f32(3, N * V, "dlogits");
+  const bool bf16 = a.ok && isU16Arg(a, 3);
+  float* dl = bf16 ? nullptr : a.f32(3, N * V, "dlogits");
+  uint16_t* dl16 = bf16 ? a.u16(3, N * V, "dlogits") : nullptr;
   if (!a.ok || !checkLabels(a, labels, N, V)) return a.env.Undefined();
-  const float scale = (float)scaleD;
-#pragma omp parallel for schedule(static) num_threads(threadsFor(N * V))
-  for (int64_t n = 0; n < N; n++) {
-    const int32_t y = labels[n];
-    const float* x = logits + n * V;
-    float* d = dl + n * V;
-    if (y == kIgnore) {
-      std::memset(d, 0, V * sizeof(float));
-      continue;
-    }
-    const float l = lse[n];
-    const float xy = x[y];
-    int64_t j = 0;
-    for (; j + VL <= V; j += VL) stv(d + j, vexp(ldv(x + j) - l) * scale);
-    for (; j < V; j++) d[j] = sexp(x[j] - l) * scale;
-    d[y] = (sexp(xy - l) - 1.0f) * scale;
-  }
+  if (bf16) crossEntropyBwd(logits, labels, lse, dl16, N, V, (float)scaleD);
+  else crossEntropyBwd(logits, labels, lse, dl, N, V, (float)scaleD);
   return a.env.Undefined();
 }
 

@@ -6,7 +6,8 @@
 import type { Runtime } from '../runtime.ts';
 import type { ParamUnit } from '../params/unit.ts';
 import { rmsnormBackward, rmsnormForward, type RmsNormCtx } from '../layers/rmsnorm.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd } from '../layers/linear.ts';
+import { paramDtypeOf } from '../../tensor/precision.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd, type Operand, releaseOperand } from '../layers/linear.ts';
 
 export const IGNORE_INDEX = -100;
 
@@ -52,12 +53,19 @@ export class OutputHead {
   backward(rt: Runtime, ctx: HeadCtx): Float32Array {
     const { D, V } = this;
     const { N, logits } = ctx;
-    rt.k.crossEntropyBwd(logits, ctx.labels, ctx.lse, logits, N, V, ctx.scale);
+    // Under bf16 compute the (N, V) logit gradient — the step's largest operand — is written in bf16 (what both
+    // products read) and the f32 logits given back at once; under f32 it overwrites the logits.
+    let dl: Operand = logits;
+    if (paramDtypeOf(rt.k) === 'bfloat16') {
+      dl = rt.pool.u16(N * V);
+      rt.k.crossEntropyBwd(logits, ctx.labels, ctx.lse, dl, N, V, ctx.scale);
+      rt.pool.release(logits);
+    } else rt.k.crossEntropyBwd(logits, ctx.labels, ctx.lse, logits, N, V, ctx.scale);
     rt.pool.release(ctx.lse);
-    linearBwdWeight(rt.k, logits, ctx.xn, this.unit.g('output.weight'), N, D, V);
+    linearBwdWeight(rt.k, dl, ctx.xn, this.unit.g('output.weight'), N, D, V);
     const dxn = rt.pool.get(N * D);
-    linearBwdInput(rt.k, logits, this.unit.p('output.weight'), dxn, N, D, V);
-    rt.pool.release(logits);
+    linearBwdInput(rt.k, dl, this.unit.p('output.weight'), dxn, N, D, V);
+    releaseOperand(rt.pool, dl);
     rt.pool.release(ctx.xn);
     const dh = rmsnormBackward(rt, ctx.norm, this.unit.p('norm.weight'), this.unit.g('norm.weight'), dxn);
     rt.pool.release(dxn);
