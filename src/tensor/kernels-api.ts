@@ -130,6 +130,8 @@ export interface Kernels {
     N: number,
     D: number,
     eps: number,
+    /** x ← x + residual first, in place (a residual add fused with the norm that reads its sum). */
+    residual?: Float32Array | null,
   ): void;
   // dy, x (N,D), w (D), rstd (N) → dx (N,D) write, dw (D) accumulate.
   rmsnormBwd(
@@ -141,6 +143,8 @@ export interface Kernels {
     dw: Float32Array,
     N: number,
     D: number,
+    /** Added to every dx element as it is written (the residual branch's gradient): dx = norm's dx + extra. */
+    extra?: Float32Array | null,
   ): void;
 
   // a, b (n) → h (n) write: h = silu(a) · b.

@@ -375,7 +375,13 @@ export class RefKernels implements Kernels {
     N: number,
     D: number,
     eps: number,
+    residual?: Float32Array | null,
   ): void {
+    if (residual) {
+      need(residual, N * D, 'residual', 'rmsnormFwd');
+      need(x, N * D, 'x', 'rmsnormFwd');
+      this.add(residual, x, x, N * D);
+    }
     need(x, N * D, 'x', 'rmsnormFwd');
     need(y, N * D, 'y', 'rmsnormFwd');
     need(w, D, 'w', 'rmsnormFwd');
@@ -400,6 +406,7 @@ export class RefKernels implements Kernels {
     dw: Float32Array,
     N: number,
     D: number,
+    extra?: Float32Array | null,
   ): void {
     for (const [a, nm] of [
       [dy, 'dy'],
@@ -407,6 +414,7 @@ export class RefKernels implements Kernels {
       [dx, 'dx'],
     ] as const)
       need(a, N * D, nm, 'rmsnormBwd');
+    if (extra) need(extra, N * D, 'extra', 'rmsnormBwd');
     need(w, D, 'w', 'rmsnormBwd');
     need(dw, D, 'dw', 'rmsnormBwd');
     need(rstd, N, 'rstd', 'rmsnormBwd');
@@ -420,6 +428,7 @@ export class RefKernels implements Kernels {
       for (let d = 0; d < D; d++) {
         const xh = x[o + d]! * r;
         dx[o + d] = r * (dy[o + d]! * w[d]! - xh * c);
+        if (extra) dx[o + d] = dx[o + d]! + extra[o + d]!;
         dwAcc[d] += dy[o + d]! * xh;
       }
     }

@@ -72,6 +72,57 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  it('rmsnorm with its residual add fused (forward: x + residual first; backward: + extra) = add and norm apart, bit for bit', () => {
+    fc.assert(
+      fc.property(rows, width, seed, (n, d, s) => {
+        const r = rng(s);
+        const x = randF32(n * d, r, 3);
+        const res = randF32(n * d, r, 3);
+        const w = randF32(d, r);
+        const dy = randF32(n * d, r);
+        const extra = randF32(n * d, r);
+        for (const k of [N, R]) {
+          // apart
+          const h1 = new Float32Array(n * d);
+          k.add(res, x, h1, n * d);
+          const y1 = new Float32Array(n * d);
+          const rs1 = new Float32Array(n);
+          k.rmsnormFwd(h1, w, y1, rs1, n, d, 1e-5);
+          const dx1 = new Float32Array(n * d);
+          const dw1 = new Float32Array(d);
+          k.rmsnormBwd(dy, h1, w, rs1, dx1, dw1, n, d);
+          k.add(dx1, extra, dx1, n * d);
+          // fused
+          const h2 = x.slice();
+          const y2 = new Float32Array(n * d);
+          const rs2 = new Float32Array(n);
+          k.rmsnormFwd(h2, w, y2, rs2, n, d, 1e-5, res);
+          const dx2 = new Float32Array(n * d);
+          const dw2 = new Float32Array(d);
+          k.rmsnormBwd(dy, h2, w, rs2, dx2, dw2, n, d, extra);
+          expectExact(h2, h1, 'h = x + residual');
+          expectExact(y2, y1, 'y');
+          expectExact(rs2, rs1, 'rstd');
+          expectExact(dx2, dx1, 'dx + extra');
+          expectExact(dw2, dw1, 'dw');
+        }
+      }),
+      RUNS,
+    );
+    expect(() =>
+      N.rmsnormFwd(
+        new Float32Array(8),
+        new Float32Array(4),
+        new Float32Array(8),
+        new Float32Array(2),
+        2,
+        4,
+        1e-5,
+        new Float32Array(7),
+      ),
+    ).toThrow(/residual/);
+  });
+
   it('rmsnorm forward and backward', () => {
     fc.assert(
       fc.property(rows, width, seed, (n, d, s) => {

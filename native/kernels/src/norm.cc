@@ -17,20 +17,30 @@ static inline float rowSumSq(const float* x, int64_t D) {
 }
 
 // x (N,D), w (D) → y (N,D) write, rstd (N) write: y = (x · rstd) · w, rstd = 1/sqrt(mean(x²) + eps).
+// With `residual` (optional, N×D): x ← x + residual first, in place, row by row (a block's residual add and the
+// norm that reads its result: the row is still in L1 when the norm reads it, instead of a separate pass over
+// both). The sum is the same float add as add(residual, x, x).
 static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
   Args a(info, "rmsnormFwd");
   int64_t N = a.size(4, "N"), D = a.size(5, "D");
   double eps = a.num(6, "eps");
-  const float* x = a.f32(0, N * D, "x");
+  float* x = a.f32(0, N * D, "x");
   const float* w = a.f32(1, D, "w");
   float* y = a.f32(2, N * D, "y");
   float* rstd = a.f32(3, N, "rstd");
+  const float* res = a.f32OrNull(7, N * D, "residual");
   if (!a.ok) return a.env.Undefined();
   const float feps = (float)eps;
 #pragma omp parallel for schedule(static) num_threads(threadsFor(N * D))
   for (int64_t n = 0; n < N; n++) {
-    const float* xr = x + n * D;
+    float* xr = x + n * D;
     float* yr = y + n * D;
+    if (res) {
+      const float* rr = res + n * D;
+      int64_t d = 0;
+      for (; d + VL <= D; d += VL) stv(xr + d, ldv(rr + d) + ldv(xr + d));
+      for (; d < D; d++) xr[d] = rr[d] + xr[d];
+    }
     const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + feps);
     rstd[n] = r;
     int64_t d = 0;
@@ -41,7 +51,9 @@ static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
 }
 
 // dy, x (N,D), w (D), rstd (N) → dx (N,D) write, dw (D) accumulate. With x̂ = x·rstd, g = dy·w:
-//   dx = rstd · (g − x̂ · mean(g · x̂)),   dw += Σ_rows dy · x̂.
+//   dx = rstd · (g − x̂ · mean(g · x̂)) [+ extra],   dw += Σ_rows dy · x̂.
+// `extra` (optional, N×D): the residual branch's gradient, added to each dx element as it is written (the value
+// rounded to float first, then the same float add as add(dx, extra, dx) after the kernel).
 // dw partial sums are per thread in double over a fixed row partition, then added in thread order, so the result
 // is deterministic for a given thread count.
 static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
@@ -53,6 +65,7 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
   const float* rstd = a.f32(3, N, "rstd");
   float* dx = a.f32(4, N * D, "dx");
   float* dw = a.f32(5, D, "dw");
+  const float* extra = a.f32OrNull(8, N * D, "extra");
   if (!a.ok) return a.env.Undefined();
   const int T = threadsFor(N * D);
   std::vector<double> part((size_t)T * D, 0.0);
@@ -76,7 +89,12 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
       for (d = 0; d + VL <= D; d += VL) {
         vf xh = ldv(xr + d) * r;
         vf g = ldv(gr + d);
-        stv(dxr + d, (g * ldv(w + d) - xh * c) * r);
+        vf v = (g * ldv(w + d) - xh * c) * r;
+        if (extra) {
+          __asm__("" : "+v"(v));  // v rounded as stored before: no contraction of its last product into the add
+          v = v + ldv(extra + n * D + d);
+        }
+        stv(dxr + d, v);
         const vf prod = g * xh;
 #if MOE_VL == 16
         vdh lo = __builtin_convertvector(__builtin_shufflevector(prod, prod, 0, 1, 2, 3, 4, 5, 6, 7), vdh);
@@ -98,7 +116,12 @@ static Napi::Value RmsnormBwd(const Napi::CallbackInfo& info) {
       }
       for (; d < D; d++) {
         const float xh = xr[d] * r;
-        dxr[d] = (gr[d] * w[d] - xh * c) * r;
+        float v = (gr[d] * w[d] - xh * c) * r;
+        if (extra) {
+          __asm__("" : "+v"(v));
+          v = v + extra[n * D + d];
+        }
+        dxr[d] = v;
         pw[d] += (double)(gr[d] * xh);
       }
     }

@@ -10,7 +10,8 @@ export interface RmsNormCtx {
   D: number;
 }
 
-// x (N,D), w (D) → out (N,D) (caller owns), ctx
+// x (N,D), w (D) → out (N,D) (caller owns), ctx. With `residual`: x ← x + residual first, in place (one pass
+// for a block's residual add and the norm after it; the same float adds).
 export function rmsnormForward(
   rt: Runtime,
   x: Float32Array,
@@ -18,23 +19,26 @@ export function rmsnormForward(
   N: number,
   D: number,
   eps: number,
+  residual: Float32Array | null = null,
 ): { out: Float32Array; ctx: RmsNormCtx } {
   const out = rt.pool.get(N * D);
   const rstd = rt.pool.get(N);
-  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps);
+  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps, residual);
   return { out, ctx: { x, rstd, N, D } };
 }
 
-// dout (N,D) → dx (N,D) (caller owns), dw (D) += ; releases ctx.rstd
+// dout (N,D) → dx (N,D) (caller owns), dw (D) += ; releases ctx.rstd. With `extra`: dx + extra (the residual
+// branch's gradient added as dx is written; the same float adds as a separate add).
 export function rmsnormBackward(
   rt: Runtime,
   ctx: RmsNormCtx,
   w: Float32Array,
   dw: Float32Array,
   dout: Float32Array,
+  extra: Float32Array | null = null,
 ): Float32Array {
   const dx = rt.pool.get(ctx.N * ctx.D);
-  rt.k.rmsnormBwd(dout, ctx.x, w, ctx.rstd, dx, dw, ctx.N, ctx.D);
+  rt.k.rmsnormBwd(dout, ctx.x, w, ctx.rstd, dx, dw, ctx.N, ctx.D, extra);
   rt.pool.release(ctx.rstd);
   return dx;
 }

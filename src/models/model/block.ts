@@ -86,9 +86,9 @@ export class TransformerBlock {
       rt.pool.release(n1.out);
       xn1 = null;
     }
+    // h = x + attention out (in place), normed in the same pass.
     const h = a.out;
-    rt.k.add(x, h, h, N * D);
-    const n2 = rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps);
+    const n2 = rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps, x);
     return { B, S, attnNorm: n1.ctx, xn1, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out };
   }
 
@@ -104,17 +104,16 @@ export class TransformerBlock {
     const D = this.D;
     const u = this.unit;
     rt.pool.release(pre.xn2);
-    const dh = rmsnormBackward(rt, pre.ffnNorm, u.p(this.ffnNormName), u.g(this.ffnNormName), dxn2);
+    // dh = the FFN norm's input gradient + the residual's (dout), summed as the norm writes it.
+    const dh = rmsnormBackward(rt, pre.ffnNorm, u.p(this.ffnNormName), u.g(this.ffnNormName), dxn2, dout);
     rt.pool.release(pre.h);
-    rt.k.add(dh, dout, dh, N * D);
     const dxn1 =
       this.attention instanceof GqaAttention
         ? this.attention.backward(rt, pre.attn as GqaCtx, dh)
         : this.attention.backward(rt, pre.attn as MlaCtx, dh);
     rt.pool.release(pre.xn1);
-    const dx = rmsnormBackward(rt, pre.attnNorm, u.p(this.attnNormName), u.g(this.attnNormName), dxn1);
+    const dx = rmsnormBackward(rt, pre.attnNorm, u.p(this.attnNormName), u.g(this.attnNormName), dxn1, dh);
     rt.pool.release(dxn1);
-    rt.k.add(dx, dh, dx, N * D);
     rt.pool.release(dh);
     return dx;
   }
