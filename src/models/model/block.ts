@@ -100,8 +100,6 @@ export class TransformerBlock {
 
   // dxn2 (grad of the FFN input), dout (grad of the block output) → dx (B·S, D) (caller owns); releases pre
   backwardPre(rt: Runtime, pre: BlockPreCtx, dxn2: Float32Array, dout: Float32Array): Float32Array {
-    const N = pre.B * pre.S;
-    const D = this.D;
     const u = this.unit;
     rt.pool.release(pre.xn2);
     // dh = the FFN norm's input gradient + the residual's (dout), summed as the norm writes it.
