@@ -125,7 +125,8 @@ export interface Kernels {
   rmsnormFwd(
     x: Float32Array,
     w: Float32Array,
-    y: Float32Array,
+    /** f32, or bf16 bits (each value rounded once as it is stored: bf16 compute, where only products read y). */
+    y: Float32Array | Uint16Array,
     rstd: Float32Array,
     N: number,
     D: number,

@@ -370,13 +370,20 @@ export class RefKernels implements Kernels {
   rmsnormFwd(
     x: Float32Array,
     w: Float32Array,
-    y: Float32Array,
+    y: Float32Array | Uint16Array,
     rstd: Float32Array,
     N: number,
     D: number,
     eps: number,
     residual?: Float32Array | null,
   ): void {
+    if (y instanceof Uint16Array) {
+      need(y, N * D, 'y', 'rmsnormFwd');
+      const f = new Float32Array(N * D);
+      this.rmsnormFwd(x, w, f, rstd, N, D, eps, residual);
+      this.toBf16(f, y, N * D);
+      return;
+    }
     if (residual) {
       need(residual, N * D, 'residual', 'rmsnormFwd');
       need(x, N * D, 'x', 'rmsnormFwd');

@@ -123,6 +123,33 @@ describe('native kernels match the reference', () => {
     ).toThrow(/residual/);
   });
 
+  it('rmsnorm into bf16: each output value rounded once (= the f32 output through toBf16), with and without a residual', () => {
+    fc.assert(
+      fc.property(rows, width, seed, fc.boolean(), (n, d, s, withRes) => {
+        const r = rng(s);
+        const x = randF32(n * d, r, 3);
+        const res = withRes ? randF32(n * d, r, 3) : null;
+        const w = randF32(d, r);
+        for (const k of [N, R]) {
+          const xf = x.slice();
+          const yf = new Float32Array(n * d);
+          const rf = new Float32Array(n);
+          k.rmsnormFwd(xf, w, yf, rf, n, d, 1e-5, res);
+          const want = new Uint16Array(n * d);
+          R.toBf16(yf, want, n * d);
+          const xh = x.slice();
+          const yh = new Uint16Array(n * d).fill(0x7fc0);
+          const rh = new Float32Array(n);
+          k.rmsnormFwd(xh, w, yh, rh, n, d, 1e-5, res);
+          expect(Array.from(yh)).toEqual(Array.from(want));
+          expectExact(rh, rf, 'rstd');
+          expectExact(xh, xf, 'x (+ residual)');
+        }
+      }),
+      RUNS,
+    );
+  });
+
   it('rmsnorm forward and backward', () => {
     fc.assert(
       fc.property(rows, width, seed, (n, d, s) => {

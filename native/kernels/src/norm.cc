@@ -1,6 +1,8 @@
 // RMSNorm forward and backward (torch nn.RMSNorm, fp32): one pass per row, rows split over OpenMP threads.
 #include <vector>
 #include "common.h"
+#include "bf16_simd.h"
+#include "gemm_args.h"  // isU16Arg
 
 // Σ_d x[d]² of one row in float lanes (16 partial sums, then a lane sum: error ≈ √(D/16)·ulp, below torch's own).
 static inline float rowSumSq(const float* x, int64_t D) {
@@ -20,33 +22,50 @@ static inline float rowSumSq(const float* x, int64_t D) {
 // With `residual` (optional, N×D): x ← x + residual first, in place, row by row (a block's residual add and the
 // norm that reads its result: the row is still in L1 when the norm reads it, instead of a separate pass over
 // both). The sum is the same float add as add(residual, x, x).
-static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
-  Args a(info, "rmsnormFwd");
-  int64_t N = a.size(4, "N"), D = a.size(5, "D");
-  double eps = a.num(6, "eps");
-  float* x = a.f32(0, N * D, "x");
-  const float* w = a.f32(1, D, "w");
-  float* y = a.f32(2, N * D, "y");
-  float* rstd = a.f32(3, N, "rstd");
-  const float* res = a.f32OrNull(7, N * D, "residual");
-  if (!a.ok) return a.env.Undefined();
-  const float feps = (float)eps;
+static inline void putRow(float* y, vf v) { stv(y, v); }
+static inline void putRow(uint16_t* y, vf v) {
+  const vh h = __builtin_convertvector(roundBf16(v), vh);
+  __builtin_memcpy(y, &h, sizeof h);
+}
+static inline void putOne(float* y, float v) { *y = v; }
+static inline void putOne(uint16_t* y, float v) { *y = roundBf16(v); }
+
+template <typename Out>
+static void rmsnormRows(float* x, const float* res, const float* w, Out* y, float* rstd, int64_t N, int64_t D,
+                        float eps) {
 #pragma omp parallel for schedule(static) num_threads(threadsFor(N * D))
   for (int64_t n = 0; n < N; n++) {
     float* xr = x + n * D;
-    float* yr = y + n * D;
+    Out* yr = y + n * D;
     if (res) {
       const float* rr = res + n * D;
       int64_t d = 0;
       for (; d + VL <= D; d += VL) stv(xr + d, ldv(rr + d) + ldv(xr + d));
       for (; d < D; d++) xr[d] = rr[d] + xr[d];
     }
-    const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + feps);
+    const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + eps);
     rstd[n] = r;
     int64_t d = 0;
-    for (; d + VL <= D; d += VL) stv(yr + d, (ldv(xr + d) * r) * ldv(w + d));
-    for (; d < D; d++) yr[d] = (xr[d] * r) * w[d];
+    for (; d + VL <= D; d += VL) putRow(yr + d, (ldv(xr + d) * r) * ldv(w + d));
+    for (; d < D; d++) putOne(yr + d, (xr[d] * r) * w[d]);
   }
+}
+
+// y may be a Uint16Array (bf16 compute, where only products read y): each value rounded once as it is stored.
+static Napi::Value RmsnormFwd(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsnormFwd");
+  int64_t N = a.size(4, "N"), D = a.size(5, "D");
+  double eps = a.num(6, "eps");
+  float* x = a.f32(0, N * D, "x");
+  const float* w = a.f32(1, D, "w");
+  const bool bf16 = a.ok && isU16Arg(a, 2);
+  float* y = bf16 ? nullptr : a.f32(2, N * D, "y");
+  uint16_t* y16 = bf16 ? a.u16(2, N * D, "y") : nullptr;
+  float* rstd = a.f32(3, N, "rstd");
+  const float* res = a.f32OrNull(7, N * D, "residual");
+  if (!a.ok) return a.env.Undefined();
+  if (bf16) rmsnormRows(x, res, w, y16, rstd, N, D, (float)eps);
+  else rmsnormRows(x, res, w, y, rstd, N, D, (float)eps);
   return a.env.Undefined();
 }
 

@@ -95,13 +95,14 @@ export class GqaAttention {
   }
 
   // x (B·S, D) → out (B·S, D) (caller owns)
-  forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: GqaCtx } {
+  // x may come in bf16 already (its norm wrote it so under bf16 compute); ctx.xm then owns it.
+  forward(rt: Runtime, x: Operand, B: number, S: number): { out: Float32Array; ctx: GqaCtx } {
     const { nHeads: Hq, nKvHeads: Hkv, headDim: hd } = this.spec;
     const N = B * S;
     const D = this.D;
     if (this.spec.useRope) checkRopeLength(this.rope!, S);
     const u = this.unit;
-    const xm = roundOnce(rt.k, rt.pool, x, N * D);
+    const xm = x instanceof Uint16Array ? x : roundOnce(rt.k, rt.pool, x, N * D);
     const fusedW = this.fused(rt, B, S, 'data');
     let att: SdpaSaved;
     if (fusedW) {

@@ -27,6 +27,22 @@ export function rmsnormForward(
   return { out, ctx: { x, rstd, N, D } };
 }
 
+// As rmsnormForward with out in bf16 (pooled u16, caller owns): under bf16 compute, for a norm whose output only
+// products read (they would round it anyway), one bf16 write instead of an f32 write and a rounding pass.
+export function rmsnormForwardBf16(
+  rt: Runtime,
+  x: Float32Array,
+  w: Float32Array,
+  N: number,
+  D: number,
+  eps: number,
+): { out: Uint16Array; ctx: RmsNormCtx } {
+  const out = rt.pool.u16(N * D);
+  const rstd = rt.pool.get(N);
+  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps);
+  return { out, ctx: { x, rstd, N, D } };
+}
+
 // dout (N,D) → dx (N,D) (caller owns), dw (D) += ; releases ctx.rstd. With `extra`: dx + extra (the residual
 // branch's gradient added as dx is written; the same float adds as a separate add).
 export function rmsnormBackward(

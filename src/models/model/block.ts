@@ -8,7 +8,14 @@ import type { BlockSpec } from '../spec.ts';
 import { GqaAttention, type GqaCtx } from '../layers/attention-gqa.ts';
 import { MlaAttention, type MlaCtx } from '../layers/attention-mla.ts';
 import { FeedForward, type FfnCtx } from '../layers/ffn.ts';
-import { rmsnormBackward, rmsnormForward, rmsnormRelease, type RmsNormCtx } from '../layers/rmsnorm.ts';
+import {
+  rmsnormBackward,
+  rmsnormForward,
+  rmsnormForwardBf16,
+  rmsnormRelease,
+  type RmsNormCtx,
+} from '../layers/rmsnorm.ts';
+import { paramDtypeOf } from '../../tensor/precision.ts';
 import type { RopeTable } from '../layers/rope.ts';
 import { MoeLayer, type MoeBuffers, type MoeCtx } from '../moe/layer.ts';
 
@@ -79,12 +86,20 @@ export class TransformerBlock {
     const N = B * S;
     const D = this.D;
     const u = this.unit;
-    const n1 = rmsnormForward(rt, x, u.p(this.attnNormName), N, D, this.spec.normEps);
-    const a = this.attention.forward(rt, n1.out, B, S);
-    let xn1: Float32Array | null = n1.out;
-    if (a.ctx.xm !== n1.out) {
-      rt.pool.release(n1.out);
-      xn1 = null;
+    // Under bf16 compute GQA's projections are all that read the attention norm's output: written in bf16, it is
+    // the attention's own xm from then on (released with its ctx).
+    const gqaBf16 = this.attention instanceof GqaAttention && paramDtypeOf(rt.k) === 'bfloat16';
+    const n1 = gqaBf16
+      ? rmsnormForwardBf16(rt, x, u.p(this.attnNormName), N, D, this.spec.normEps)
+      : rmsnormForward(rt, x, u.p(this.attnNormName), N, D, this.spec.normEps);
+    const a =
+      n1.out instanceof Uint16Array
+        ? (this.attention as GqaAttention).forward(rt, n1.out, B, S)
+        : this.attention.forward(rt, n1.out, B, S);
+    let xn1: Float32Array | null = null;
+    if (n1.out instanceof Float32Array) {
+      if (a.ctx.xm === n1.out) xn1 = n1.out;
+      else rt.pool.release(n1.out);
     }
     // h = x + attention out (in place), normed in the same pass.
     const h = a.out;
