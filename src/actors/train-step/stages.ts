@@ -5,7 +5,7 @@
 // and the optimizer step are no stages: the machine sends those requests to `optimizer` / `router` itself.)
 
 import { fromPromise, type AnyActorRef } from 'xstate';
-import type { BlockPreCtx } from '../../models/model/block.ts';
+import { type BlockPreCtx, moeInput } from '../../models/model/block.ts';
 import type { HeadCtx } from '../../models/model/head.ts';
 import type { Model, Microbatch } from '../../models/model/model.ts';
 import type { FeedForward, FfnCtx } from '../../models/layers/ffn.ts';
@@ -174,7 +174,7 @@ export class StepStages {
       ffnOut = await this.w.experts.forward(
         this.actor(sys, 'expert') as ExpertRef,
         block.moe,
-        pre.xn2,
+        moeInput(pre),
         N,
         microbatch,
         pass,

@@ -131,7 +131,8 @@ export function swigluFfnBackward(
 }
 
 export interface FfnCtx {
-  x: Float32Array;
+  /** The input, not owned (the block's xn2: bf16 under bf16 compute, as its norm wrote it). */
+  x: Operand;
   N: number;
   acts: SwigluActs;
 }
@@ -165,8 +166,8 @@ export class FeedForward {
     };
   }
 
-  // x (N,D) → out (N,D) (caller owns)
-  forward(rt: Runtime, x: Float32Array, N: number): { out: Float32Array; ctx: FfnCtx } {
+  // x (N,D; f32, or bf16 as its norm wrote it) → out (N,D) (caller owns)
+  forward(rt: Runtime, x: Operand, N: number): { out: Float32Array; ctx: FfnCtx } {
     const { D, H } = this;
     const acts = swigluActs(rt, N * H);
     const out = rt.pool.get(N * D);

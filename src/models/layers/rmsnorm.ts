@@ -36,10 +36,11 @@ export function rmsnormForwardBf16(
   N: number,
   D: number,
   eps: number,
+  residual: Float32Array | null = null,
 ): { out: Uint16Array; ctx: RmsNormCtx } {
   const out = rt.pool.u16(N * D);
   const rstd = rt.pool.get(N);
-  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps);
+  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps, residual);
   return { out, ctx: { x, rstd, N, D } };
 }
 

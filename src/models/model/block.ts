@@ -16,6 +16,7 @@ import {
   type RmsNormCtx,
 } from '../layers/rmsnorm.ts';
 import { paramDtypeOf } from '../../tensor/precision.ts';
+import { type Operand, releaseOperand } from '../layers/linear.ts';
 import type { RopeTable } from '../layers/rope.ts';
 import { MoeLayer, type MoeBuffers, type MoeCtx } from '../moe/layer.ts';
 
@@ -32,12 +33,21 @@ export interface BlockPreCtx {
   /** x + attention (owned). */
   h: Float32Array;
   ffnNorm: RmsNormCtx;
-  /** RMSNorm_ffn(h): the FFN / MoE input (owned). */
-  xn2: Float32Array;
+  /**
+   * RMSNorm_ffn(h): the FFN / MoE input (owned). bf16 for a dense FFN under bf16 compute (its products are all
+   * that read it); f32 for MoE (its router and row gathers read f32).
+   */
+  xn2: Operand;
 }
 
 export interface BlockCtx extends BlockPreCtx {
   ffn: FfnCtx | MoeCtx;
+}
+
+/** A MoE block's FFN input: always f32 (forwardPre writes bf16 only for a dense FFN). */
+export function moeInput(pre: BlockPreCtx): Float32Array {
+  if (!(pre.xn2 instanceof Float32Array)) throw new Error('MoE input: forwardPre wrote the FFN norm in bf16');
+  return pre.xn2;
 }
 
 export class TransformerBlock {
@@ -103,7 +113,10 @@ export class TransformerBlock {
     }
     // h = x + attention out (in place), normed in the same pass.
     const h = a.out;
-    const n2 = rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps, x);
+    const n2 =
+      this.ffn instanceof FeedForward && paramDtypeOf(rt.k) === 'bfloat16'
+        ? rmsnormForwardBf16(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps, x)
+        : rmsnormForward(rt, h, u.p(this.ffnNormName), N, D, this.spec.normEps, x);
     return { B, S, attnNorm: n1.ctx, xn1, attn: a.ctx, h, ffnNorm: n2.ctx, xn2: n2.out };
   }
 
@@ -116,7 +129,7 @@ export class TransformerBlock {
   // dxn2 (grad of the FFN input), dout (grad of the block output) → dx (B·S, D) (caller owns); releases pre
   backwardPre(rt: Runtime, pre: BlockPreCtx, dxn2: Float32Array, dout: Float32Array): Float32Array {
     const u = this.unit;
-    rt.pool.release(pre.xn2);
+    releaseOperand(rt.pool, pre.xn2);
     // dh = the FFN norm's input gradient + the residual's (dout), summed as the norm writes it.
     const dh = rmsnormBackward(rt, pre.ffnNorm, u.p(this.ffnNormName), u.g(this.ffnNormName), dxn2, dout);
     rt.pool.release(pre.h);
@@ -135,7 +148,7 @@ export class TransformerBlock {
   forward(rt: Runtime, x: Float32Array, B: number, S: number): { out: Float32Array; ctx: BlockCtx } {
     const pre = this.forwardPre(rt, x, B, S);
     const N = B * S;
-    const f = this.ffn instanceof MoeLayer ? this.ffn.forward(rt, pre.xn2, N) : this.ffn.forward(rt, pre.xn2, N);
+    const f = this.ffn instanceof MoeLayer ? this.ffn.forward(rt, moeInput(pre), N) : this.ffn.forward(rt, pre.xn2, N);
     const out = this.forwardPost(rt, pre, f.out);
     return { out, ctx: { ...pre, ffn: f.ctx } };
   }
@@ -165,6 +178,6 @@ export class TransformerBlock {
     else this.attention.release(rt, ctx.attn as MlaCtx);
     rt.pool.release(ctx.h);
     rmsnormRelease(rt, ctx.ffnNorm);
-    rt.pool.release(ctx.xn2);
+    releaseOperand(rt.pool, ctx.xn2);
   }
 }
