@@ -333,6 +333,8 @@ export interface Kernels {
   // src (n) → dst (n) write, bit for bit (no arithmetic: NaN payloads survive). stream: non-temporal stores, for
   // large copies whose destination is not read again soon (native; the reference ignores it).
   copy(src: Float32Array, dst: Float32Array, n: number, stream: boolean): void;
+  // x (n) ← 0, every element (in parallel natively: the per-step zeroing of every gradient).
+  zero(x: Float32Array, n: number): void;
   // y += alpha · x (n).
   axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void;
   // x ·= alpha (n).

@@ -38,6 +38,7 @@ export interface KernelsAddon {
   adamw: Fn<'adamw'>;
   add: Fn<'add'>;
   copy: Fn<'copy'>;
+  zero: Fn<'zero'>;
   axpy: Fn<'axpy'>;
   scale: Fn<'scale'>;
   sumSquares: Fn<'sumSquares'>;
@@ -76,6 +77,7 @@ const METHODS = [
   'adamw',
   'add',
   'copy',
+  'zero',
   'axpy',
   'scale',
   'sumSquares',
@@ -114,6 +116,7 @@ export class NativeKernels implements Kernels {
   readonly adamw: Fn<'adamw'>;
   readonly add: Fn<'add'>;
   readonly copy: Fn<'copy'>;
+  readonly zero: Fn<'zero'>;
   readonly axpy: Fn<'axpy'>;
   readonly scale: Fn<'scale'>;
   readonly sumSquares: Fn<'sumSquares'>;
@@ -158,6 +161,7 @@ export class NativeKernels implements Kernels {
     this.adamw = addon.adamw;
     this.add = addon.add;
     this.copy = addon.copy;
+    this.zero = addon.zero;
     this.axpy = addon.axpy;
     this.scale = addon.scale;
     this.sumSquares = addon.sumSquares;

@@ -919,6 +919,11 @@ export class RefKernels implements Kernels {
     dst.set(src.subarray(0, n));
   }
 
+  zero(x: Float32Array, n: number): void {
+    need(x, n, 'x', 'zero');
+    x.fill(0, 0, n);
+  }
+
   axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void {
     need(x, n, 'x', 'axpy');
     need(y, n, 'y', 'axpy');

@@ -609,6 +609,19 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  it('zero: every element of the given length, NaN and inf too, nothing past it', () => {
+    for (const n of [0, 1, 17, 65_536, 65_537, 300_001]) {
+      for (const k of [N, R]) {
+        const x = new Float32Array(n + 3).fill(7);
+        if (n > 2) (x[0] = Number.NaN), (x[1] = Number.POSITIVE_INFINITY), (x[n - 1] = -0.5);
+        k.zero(x, n);
+        expect(x.subarray(0, n).every((v) => Object.is(v, 0))).toBe(true);
+        expect(Array.from(x.subarray(n))).toEqual([7, 7, 7]);
+      }
+    }
+    expect(() => N.zero(new Float32Array(4), 5)).toThrow(/x/);
+  });
+
   it('copy: bit for bit with and without streaming stores, at unaligned offsets, NaN payloads kept', () => {
     for (const n of [0, 1, 15, 64, 1000, 100_003]) {
       for (const shift of [0, 1, 3]) {

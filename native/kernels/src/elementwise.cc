@@ -61,6 +61,24 @@ static Napi::Value Copy(const Napi::CallbackInfo& info) {
   return q.env.Undefined();
 }
 
+// x ← 0 (n floats), every bit (NaN and inf too), in parallel chunks: the per-step zeroing of all gradients (60 MB
+// at the debugmodel's size, cold after the optimizer read them) is memory-bound, and one thread does not saturate
+// the memory bandwidth of this machine kind.
+static Napi::Value Zero(const Napi::CallbackInfo& info) {
+  Args q(info, "zero");
+  int64_t n = q.size(1, "n");
+  float* x = q.f32(0, n, "x");
+  if (!q.ok || n == 0) return q.env.Undefined();
+  constexpr int64_t kChunk = 1 << 16;  // floats
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) num_threads(threadsFor(n))
+  for (int64_t c = 0; c < chunks; c++) {
+    const int64_t i0 = c * kChunk;
+    std::memset(x + i0, 0, (size_t)(std::min(n, i0 + kChunk) - i0) * sizeof(float));
+  }
+  return q.env.Undefined();
+}
+
 // out = a + b (n); out may alias a or b.
 static Napi::Value Add(const Napi::CallbackInfo& info) {
   Args q(info, "add");
@@ -127,6 +145,7 @@ static Napi::Value SumSquares(const Napi::CallbackInfo& info) {
 void RegisterElementwise(Napi::Env env, Napi::Object exports) {
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("zero", Napi::Function::New(env, Zero));
   exports.Set("axpy", Napi::Function::New(env, Axpy));
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));

@@ -169,7 +169,7 @@ export class Model {
   }
 
   zeroGrads(): void {
-    for (const u of this.units.values()) u.zeroGrad();
+    for (const u of this.units.values()) u.zeroGrad(this.rt.k);
   }
 
   moeLayers(): MoeLayer[] {

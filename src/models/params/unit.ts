@@ -8,6 +8,7 @@
 // names but have L rows on dim 0.
 
 import type { Allocator } from '../../tensor/allocator.ts';
+import type { Kernels } from '../../tensor/kernels-api.ts';
 import { numelOf } from '../../tensor/tensor.ts';
 import type { InitSpec, ParamSpec } from '../spec.ts';
 
@@ -183,9 +184,14 @@ export class ParamUnit implements FlatParams {
     return (of === 'data' ? this.data : this.grad).subarray(es[0]!.offset, last.offset + last.numel);
   }
 
-  /** Zeroes the attached gradient storage (none attached: nothing to zero, the FSDP shard owns the grads). */
-  zeroGrad(): void {
-    this.gradBuf?.fill(0);
+  /**
+   * Zeroes the attached gradient storage (none attached: nothing to zero, the FSDP shard owns the grads); with
+   * kernels, by their parallel zero (the whole model's gradients each step are memory-bound work).
+   */
+  zeroGrad(k?: Kernels): void {
+    if (!this.gradBuf) return;
+    if (k) k.zero(this.gradBuf, this.gradBuf.length);
+    else this.gradBuf.fill(0);
   }
 
   /**
