@@ -613,7 +613,11 @@ describe('native kernels match the reference', () => {
     for (const n of [0, 1, 17, 65_536, 65_537, 300_001]) {
       for (const k of [N, R]) {
         const x = new Float32Array(n + 3).fill(7);
-        if (n > 2) (x[0] = Number.NaN), (x[1] = Number.POSITIVE_INFINITY), (x[n - 1] = -0.5);
+        if (n > 2) {
+          x[0] = Number.NaN;
+          x[1] = Number.POSITIVE_INFINITY;
+          x[n - 1] = -0.5;
+        }
         k.zero(x, n);
         expect(x.subarray(0, n).every((v) => Object.is(v, 0))).toBe(true);
         expect(Array.from(x.subarray(n))).toEqual([7, 7, 7]);
