@@ -354,6 +354,59 @@ inline void rowTileP(vf (&out)[4][NG], int64_t KP, const uint32_t* A, int64_t ld
 // register tiles in the layouts their products read: Pp and dSp as pairs of query rows (B operands of dVᵀ and
 // dKᵀ; a group of 4 rows makes 2 pair rows), dS16 as bf16 rows (A operand of dQ). P in f32 (P32) is only the
 // scratch dS is made from, dS32 the one its two bf16 layouts are made from. Rows ≥ nq and rows that see none of the keys are zero.
+// Vectors v0 .. v0+NG of keys for 4 query rows from m0 (the body of probsAndGrads16 below).
+template <int NG>
+inline void probsAndGradsGroup(int64_t m0, int v0, const int64_t (&vis)[4], int64_t dk2, int64_t dv2, const uint32_t* Q,
+                               int64_t ldq, const uint32_t* dO, int64_t ldo, const uint32_t* KtP, const uint32_t* VtP,
+                               const float* L, const float* Dl, float scale, float scale2, float* P32, float* dS32,
+                               uint32_t* Pp, uint32_t* dSp, uint16_t* dS16, vu inter) {
+  vf c[4][NG];
+  rowTileP<NG>(c, dk2, Q + m0 * ldq, ldq, KtP + VL * v0);
+  for (int r = 0; r < 4; r++) {
+    const float Li = L[m0 + r] * LOG2E;
+    for (int v = 0; v < NG; v++) {
+      vf p = vf{};
+      if (vis[r] > 0) {
+        p = vexp2NegFinite(c[r][v] * scale2 - Li);
+        if (vis[r] < BK) p = (iotav() + VL * (v0 + v)) < (int32_t)vis[r] ? p : splat(0.0f);
+      }
+      stv(P32 + r * BK + VL * (v0 + v), p);
+    }
+  }
+  // Pairs and rows from the stored f32 values, never written back into c: an accumulator array that is
+  // assigned after its tile stops being registers (GCC then spilled all 16 every k step).
+  for (int v = 0; v < NG; v++) {
+    const float* pv = P32 + VL * (v0 + v);
+    stu(Pp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(pv), ldv(pv + BK), inter));
+    stu(Pp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(pv + 2 * BK), ldv(pv + 3 * BK), inter));
+  }
+  rowTileP<NG>(c, dv2, dO + m0 * ldo, ldo, VtP + VL * v0);
+  for (int r = 0; r < 4; r++) {
+    const float Di = Dl[m0 + r];
+    for (int v = 0; v < NG; v++)
+      stv(dS32 + r * BK + VL * (v0 + v), ldv(P32 + r * BK + VL * (v0 + v)) * (c[r][v] - Di) * scale);
+    for (int v = 0; v < NG; v += 2)
+      storeBf16(dS16 + (m0 + r) * BK + VL * (v0 + v), ldv(dS32 + r * BK + VL * (v0 + v)),
+                ldv(dS32 + r * BK + VL * (v0 + v + 1)));
+  }
+  for (int v = 0; v < NG; v++) {
+    const float* dv = dS32 + VL * (v0 + v);
+    stu(dSp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(dv), ldv(dv + BK), inter));
+    stu(dSp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(dv + 2 * BK), ldv(dv + 3 * BK), inter));
+  }
+}
+
+// P and dS of 4 query rows from m0 at keys [VL·v0, VL·v1) that none of the rows sees: zero in every layout the
+// products read (the probabilities and their gradients of masked keys are exactly 0).
+inline void maskedGroup(int64_t m0, int v0, int v1, uint32_t* Pp, uint32_t* dSp, uint16_t* dS16) {
+  const int64_t n = VL * (v1 - v0);
+  for (int rp = 0; rp < 2; rp++) {
+    std::memset(Pp + (m0 / 2 + rp) * BK + VL * v0, 0, n * sizeof(uint32_t));
+    std::memset(dSp + (m0 / 2 + rp) * BK + VL * v0, 0, n * sizeof(uint32_t));
+  }
+  for (int r = 0; r < 4; r++) std::memset(dS16 + (m0 + r) * BK + VL * v0, 0, n * sizeof(uint16_t));
+}
+
 void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk, int64_t dk2, int64_t dv2,
                      const uint32_t* Q, int64_t ldq, const uint32_t* dO, int64_t ldo, const uint32_t* KtP,
                      const uint32_t* VtP, const float* L, const float* Dl, float scale, float scale2, float* P32,
@@ -363,41 +416,21 @@ void probsAndGrads16(int64_t nq, int64_t nqp, int64_t i0, int64_t j0, int64_t nk
   for (int64_t m0 = 0; m0 < nqp; m0 += 4) {
     int64_t vis[4];
     for (int r = 0; r < 4; r++) vis[r] = m0 + r < nq ? visible(i0 + m0 + r, j0, nk) : 0;
+    // Key vectors past every row's last visible key (the diagonal block's upper right) are masked for all four
+    // rows: skipped in pairs of vectors (dS16 is stored two at a time), their P and dS written as zeros.
+    const int64_t seen = std::max(std::max(vis[0], vis[1]), std::max(vis[2], vis[3]));
+    const int live = (int)std::min<int64_t>(BK / VL, (seen + 2 * VL - 1) / (2 * VL) * 2);
     for (int v0 = 0; v0 < BK / VL; v0 += PG) {
-      vf c[4][PG];
-      rowTileP<PG>(c, dk2, Q + m0 * ldq, ldq, KtP + VL * v0);
-      for (int r = 0; r < 4; r++) {
-        const float Li = L[m0 + r] * LOG2E;
-        for (int v = 0; v < PG; v++) {
-          vf p = vf{};
-          if (vis[r] > 0) {
-            p = vexp2NegFinite(c[r][v] * scale2 - Li);
-            if (vis[r] < BK) p = (iotav() + VL * (v0 + v)) < (int32_t)vis[r] ? p : splat(0.0f);
-          }
-          stv(P32 + r * BK + VL * (v0 + v), p);
-        }
-      }
-      // Pairs and rows from the stored f32 values, never written back into c: an accumulator array that is
-      // assigned after its tile stops being registers (GCC then spilled all 16 every k step).
-      for (int v = 0; v < PG; v++) {
-        const float* pv = P32 + VL * (v0 + v);
-        stu(Pp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(pv), ldv(pv + BK), inter));
-        stu(Pp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(pv + 2 * BK), ldv(pv + 3 * BK), inter));
-      }
-      rowTileP<PG>(c, dv2, dO + m0 * ldo, ldo, VtP + VL * v0);
-      for (int r = 0; r < 4; r++) {
-        const float Di = Dl[m0 + r];
-        for (int v = 0; v < PG; v++)
-          stv(dS32 + r * BK + VL * (v0 + v), ldv(P32 + r * BK + VL * (v0 + v)) * (c[r][v] - Di) * scale);
-        for (int v = 0; v < PG; v += 2)
-          storeBf16(dS16 + (m0 + r) * BK + VL * (v0 + v), ldv(dS32 + r * BK + VL * (v0 + v)),
-                    ldv(dS32 + r * BK + VL * (v0 + v + 1)));
-      }
-      for (int v = 0; v < PG; v++) {
-        const float* dv = dS32 + VL * (v0 + v);
-        stu(dSp + (m0 / 2) * BK + VL * (v0 + v), pairRows(ldv(dv), ldv(dv + BK), inter));
-        stu(dSp + (m0 / 2 + 1) * BK + VL * (v0 + v), pairRows(ldv(dv + 2 * BK), ldv(dv + 3 * BK), inter));
-      }
+      const int n = std::min(PG, std::max(0, live - v0));
+      if (n == PG)
+        probsAndGradsGroup<PG>(m0, v0, vis, dk2, dv2, Q, ldq, dO, ldo, KtP, VtP, L, Dl, scale, scale2, P32, dS32, Pp,
+                               dSp, dS16, inter);
+#if MOE_VL == 16
+      else if (n == 2)
+        probsAndGradsGroup<2>(m0, v0, vis, dk2, dv2, Q, ldq, dO, ldo, KtP, VtP, L, Dl, scale, scale2, P32, dS32, Pp,
+                              dSp, dS16, inter);
+#endif
+      if (n < PG) maskedGroup(m0, v0 + n, v0 + PG, Pp, dSp, dS16);
     }
   }
 }
