@@ -212,75 +212,67 @@ describe('native kernels match the reference', () => {
     );
   });
 
+  // batch, S, heads, dim, extra (a head's unrotated part before its pairs), inverse
+  const ropeArgs = [
+    fc.integer({ min: 1, max: 3 }),
+    fc.integer({ min: 1, max: 9 }),
+    fc.integer({ min: 1, max: 4 }),
+    fc.constantFrom(2, 8, 16, 64),
+    fc.integer({ min: 0, max: 5 }),
+    fc.boolean(),
+  ] as const;
+
   it('rope on strided head slices (GQA q/k and MLA q_pe), forward and inverse, bit-exact', () => {
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 3 }),
-        fc.integer({ min: 1, max: 9 }),
-        fc.integer({ min: 1, max: 4 }),
-        fc.constantFrom(2, 8, 16, 64),
-        fc.integer({ min: 0, max: 5 }),
-        fc.boolean(),
-        seed,
-        (Bb, S, heads, dim, extra, inverse, s) => {
-          const r = rng(s);
-          // Each head is [nope (extra) | pe (dim)], as in MLA's q = concat(q_nope, q_pe).
-          const headStride = extra + dim;
-          const rowStride = heads * headStride + 3;
-          const rowsN = Bb * S;
-          const x = randF32(rowsN * rowStride, r, 2);
-          const cos = randF32(S * (dim / 2), r);
-          const sin = randF32(S * (dim / 2), r);
-          const x1 = x.slice();
-          const x2 = x.slice();
-          N.rope(x1, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
-          R.rope(x2, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
-          expectExact(x1, x2, 'x');
-        },
-      ),
+      fc.property(...ropeArgs, seed, (Bb, S, heads, dim, extra, inverse, s) => {
+        const r = rng(s);
+        // Each head is [nope (extra) | pe (dim)], as in MLA's q = concat(q_nope, q_pe).
+        const headStride = extra + dim;
+        const rowStride = heads * headStride + 3;
+        const rowsN = Bb * S;
+        const x = randF32(rowsN * rowStride, r, 2);
+        const cos = randF32(S * (dim / 2), r);
+        const sin = randF32(S * (dim / 2), r);
+        const x1 = x.slice();
+        const x2 = x.slice();
+        N.rope(x1, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+        R.rope(x2, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+        expectExact(x1, x2, 'x');
+      }),
       RUNS,
     );
   });
 
   it('ropeBf16: the rotation rounded into bf16 rows at their own stride = rope then toBf16, untouched elsewhere', () => {
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 3 }),
-        fc.integer({ min: 1, max: 9 }),
-        fc.integer({ min: 1, max: 4 }),
-        fc.constantFrom(2, 8, 16, 64),
-        fc.integer({ min: 0, max: 5 }),
-        fc.boolean(),
-        seed,
-        (Bb, S, heads, dim, extra, inverse, s) => {
-          const r = rng(s);
-          const headStride = extra + dim;
-          const rowStride = heads * headStride + 3;
-          const outStride = heads * headStride + 5;
-          const rowsN = Bb * S;
-          const x = randF32(rowsN * rowStride, r, 2);
-          const cos = randF32(S * (dim / 2), r);
-          const sin = randF32(S * (dim / 2), r);
-          const outs = [N, R].map((kern) => {
-            const out = new Uint16Array(rowsN * outStride).fill(0xabcd);
-            const src = x.slice();
-            kern.ropeBf16(src, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse, out, outStride);
-            expectExact(src, x, 'x is read only');
-            return out;
-          });
-          // The same as rotating in place and rounding every rotated element (toBf16).
-          const rot = x.slice();
-          R.rope(rot, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
-          const want = new Uint16Array(rowsN * outStride).fill(0xabcd);
-          for (let row = 0; row < rowsN; row++)
-            for (let h = 0; h < heads; h++) {
-              const at = h * headStride + extra;
-              R.toBf16(rot.subarray(row * rowStride + at), want.subarray(row * outStride + at), dim);
-            }
-          expect(Array.from(outs[0]!)).toEqual(Array.from(want));
-          expect(Array.from(outs[1]!)).toEqual(Array.from(want));
-        },
-      ),
+      fc.property(...ropeArgs, seed, (Bb, S, heads, dim, extra, inverse, s) => {
+        const r = rng(s);
+        const headStride = extra + dim;
+        const rowStride = heads * headStride + 3;
+        const outStride = heads * headStride + 5;
+        const rowsN = Bb * S;
+        const x = randF32(rowsN * rowStride, r, 2);
+        const cos = randF32(S * (dim / 2), r);
+        const sin = randF32(S * (dim / 2), r);
+        const outs = [N, R].map((kern) => {
+          const out = new Uint16Array(rowsN * outStride).fill(0xabcd);
+          const src = x.slice();
+          kern.ropeBf16(src, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse, out, outStride);
+          expectExact(src, x, 'x is read only');
+          return out;
+        });
+        // The same as rotating in place and rounding every rotated element (toBf16).
+        const rot = x.slice();
+        R.rope(rot, cos, sin, rowsN, S, heads, rowStride, headStride, extra, dim, inverse);
+        const want = new Uint16Array(rowsN * outStride).fill(0xabcd);
+        for (let row = 0; row < rowsN; row++)
+          for (let h = 0; h < heads; h++) {
+            const at = h * headStride + extra;
+            R.toBf16(rot.subarray(row * rowStride + at), want.subarray(row * outStride + at), dim);
+          }
+        expect(Array.from(outs[0]!)).toEqual(Array.from(want));
+        expect(Array.from(outs[1]!)).toEqual(Array.from(want));
+      }),
       RUNS,
     );
     expect(() =>

@@ -14,20 +14,9 @@ import type { Kernels } from '../../src/tensor/kernels-api.ts';
 import { nativeKernels } from '../../src/tensor/kernels.ts';
 import { kernelsFor } from '../../src/tensor/precision.ts';
 import { randF32, rng } from '../kernels/helpers.ts';
+import { cosine } from './fixtures.ts';
 
 const NAMES = ['wq', 'wk', 'wv', 'wo'] as const;
-
-function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
 
 /** ‖a − b‖ / ‖b‖ */
 function relNorm(a: Float32Array, b: Float32Array): number {

@@ -204,6 +204,17 @@ static inline vf vexp(vf x) {
   return y;
 }
 
+// 2^f for f ∈ [−½, ½]: its degree-6 Taylor polynomial (relative error ≤ 1.2e−7).
+static inline vf exp2Poly(vf f) {
+  vf p = splat(1.5403530e-4f);
+  p = p * f + 1.3333558e-3f;
+  p = p * f + 9.6181291e-3f;
+  p = p * f + 5.5504109e-2f;
+  p = p * f + 2.4022651e-1f;
+  p = p * f + 6.9314718e-1f;
+  return p * f + 1.0f;
+}
+
 // 2^x for x ≤ 0 on VL lanes, for softmax in base 2 (scores pre-multiplied by log2 e): no overflow path and no
 // two-part ln2 reduction, so ~15 vector ops instead of ~22. Round-to-nearest split x = n + f, f ∈ [−½, ½],
 // 2^f by its degree-6 Taylor polynomial (relative error ≤ 1.2e−7, ≈1 ulp). x < −126 (and −inf) → 0; NaN propagates.
@@ -213,13 +224,7 @@ static inline vf vexp2Neg(vf x) {
   const vf magic = splat(12582912.0f);
   vf t = xc + magic;
   vf f = xc - (t - magic);
-  vf p = splat(1.5403530e-4f);
-  p = p * f + 1.3333558e-3f;
-  p = p * f + 9.6181291e-3f;
-  p = p * f + 5.5504109e-2f;
-  p = p * f + 2.4022651e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
+  const vf p = exp2Poly(f);
   vi ti;
   __builtin_memcpy(&ti, &t, sizeof ti);
   vi bits = (ti - 0x4B400000 + 127) << 23;  // t's low mantissa bits hold n
@@ -239,13 +244,7 @@ static inline vf vexp2NegFinite(vf x) {
 #if defined(__AVX512F__) && MOE_VL == 16
   const __m512 n = _mm512_maskz_roundscale_ps((__mmask16)-1, (__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const vf f = x - (vf)n;
-  vf p = splat(1.5403530e-4f);
-  p = p * f + 1.3333558e-3f;
-  p = p * f + 9.6181291e-3f;
-  p = p * f + 5.5504109e-2f;
-  p = p * f + 2.4022651e-1f;
-  p = p * f + 6.9314718e-1f;
-  p = p * f + 1.0f;
+  const vf p = exp2Poly(f);
   return (vf)_mm512_maskz_scalef_ps((__mmask16)-1, (__m512)p, n);
 #else
   return vexp2Neg(x);

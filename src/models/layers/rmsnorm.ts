@@ -21,10 +21,7 @@ export function rmsnormForward(
   eps: number,
   residual: Float32Array | null = null,
 ): { out: Float32Array; ctx: RmsNormCtx } {
-  const out = rt.pool.get(N * D);
-  const rstd = rt.pool.get(N);
-  rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps, residual);
-  return { out, ctx: { x, rstd, N, D } };
+  return normInto(rt, rt.pool.get(N * D), x, w, N, D, eps, residual);
 }
 
 // As rmsnormForward with out in bf16 (pooled u16, caller owns): under bf16 compute, for a norm whose output only
@@ -38,7 +35,19 @@ export function rmsnormForwardBf16(
   eps: number,
   residual: Float32Array | null = null,
 ): { out: Uint16Array; ctx: RmsNormCtx } {
-  const out = rt.pool.u16(N * D);
+  return normInto(rt, rt.pool.u16(N * D), x, w, N, D, eps, residual);
+}
+
+function normInto<T extends Float32Array | Uint16Array>(
+  rt: Runtime,
+  out: T,
+  x: Float32Array,
+  w: Float32Array,
+  N: number,
+  D: number,
+  eps: number,
+  residual: Float32Array | null,
+): { out: T; ctx: RmsNormCtx } {
   const rstd = rt.pool.get(N);
   rt.k.rmsnormFwd(x, w, out, rstd, N, D, eps, residual);
   return { out, ctx: { x, rstd, N, D } };
