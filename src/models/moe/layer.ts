@@ -16,6 +16,7 @@ import type { Runtime } from '../runtime.ts';
 import type { MoeSpec } from '../spec.ts';
 import type { ExpertRange, ParamUnit } from '../params/unit.ts';
 import { FeedForward, type FfnCtx, type SwigluWeights } from '../layers/ffn.ts';
+import { type Operand, releaseRounded, roundOnce } from '../layers/linear.ts';
 import {
   releaseRoute,
   releaseRouteCtx,
@@ -37,6 +38,8 @@ export interface MoeBuffers {
 
 export interface MoeCtx {
   x: Float32Array;
+  /** x rounded once under bf16 compute for the router's and the shared expert's products (x itself under f32). */
+  xm: Operand;
   N: number;
   route: RouteResult;
   routeCtx: RouteCtx;
@@ -112,7 +115,7 @@ export class MoeLayer {
   // ---- forward stages ----
 
   /** Stage route: x (N,D) → routing; adds the counts to tokens_per_expert (every forward, recompute included). */
-  route(rt: Runtime, x: Float32Array, N: number): { route: RouteResult; ctx: RouteCtx } {
+  route(rt: Runtime, x: Operand, N: number): { route: RouteResult; ctx: RouteCtx } {
     const r = routeForward(rt, this.spec.args, this.routerParams(), x, N, this.D);
     const t = this.buffers.tokensPerExpert;
     for (let e = 0; e < t.length; e++) t[e] = Math.fround(t[e]! + r.route.counts[e]!);
@@ -146,7 +149,7 @@ export class MoeLayer {
   }
 
   /** The shared expert on all tokens (overlaps the combine collective in the distributed layer). */
-  sharedForward(rt: Runtime, x: Float32Array, N: number): { out: Float32Array; ctx: FfnCtx } | null {
+  sharedForward(rt: Runtime, x: Operand, N: number): { out: Float32Array; ctx: FfnCtx } | null {
     return this.shared ? this.shared.forward(rt, x, N) : null;
   }
 
@@ -186,11 +189,14 @@ export class MoeLayer {
   // x (N,D) → out (N,D) (caller owns)
   forward(rt: Runtime, x: Float32Array, N: number): { out: Float32Array; ctx: MoeCtx } {
     this.requireAllExperts();
-    const r = this.route(rt, x, N);
+    // Under bf16 the router's and the shared expert's products read x rounded once here (four roundings inside
+    // the products otherwise: both, forward and weight gradient); the row gathers read f32.
+    const xm = roundOnce(rt.k, rt.pool, x, N * this.D);
+    const r = this.route(rt, xm, N);
     const { perm, rows } = this.permute(rt, r.route, x);
     const ex = this.compute(rt, rows, r.route.counts);
     const cb = this.combine(rt, perm, ex.out, N);
-    const sh = this.sharedForward(rt, x, N);
+    const sh = this.sharedForward(rt, xm, N);
     if (sh) {
       rt.k.add(cb.out, sh.out, cb.out, N * this.D);
       rt.pool.release(sh.out);
@@ -199,6 +205,7 @@ export class MoeLayer {
       out: cb.out,
       ctx: {
         x,
+        xm,
         N,
         route: r.route,
         routeCtx: r.ctx,
@@ -223,6 +230,7 @@ export class MoeLayer {
     this.dispatchGrad(rt, perm, ctx.x, dRows, dx, dGates);
     rt.pool.release(dRows);
     this.routerGrad(rt, ctx.routeCtx, route, dGates, dx);
+    releaseRounded(rt.pool, ctx.xm);
     rt.pool.release(dGates);
     releasePermutation(rt, perm);
     releaseRoute(rt, route);
@@ -234,6 +242,7 @@ export class MoeLayer {
     releaseExpertsCtx(rt, ctx.experts);
     releaseCombineCtx(rt, ctx.combine);
     if (ctx.shared) this.shared!.release(rt, ctx.shared);
+    releaseRounded(rt.pool, ctx.xm);
     rt.pool.release(ctx.rows);
     releasePermutation(rt, ctx.perm);
     releaseRoute(rt, ctx.route);

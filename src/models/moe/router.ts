@@ -14,7 +14,7 @@
 
 import type { Runtime } from '../runtime.ts';
 import type { MoEArgs } from './args.ts';
-import { linearBwdInput, linearBwdWeight, linearFwd } from '../layers/linear.ts';
+import { linearBwdInput, linearBwdWeight, linearFwd, type Operand } from '../layers/linear.ts';
 
 /** The routing decision of one microbatch on one rank: plain arrays, ready to be exchanged or saved. */
 export interface RouteResult {
@@ -30,7 +30,8 @@ export interface RouteResult {
 }
 
 export interface RouteCtx {
-  x: Float32Array;
+  /** The gate product's input as it read it (under bf16 compute possibly the caller's bf16 rounding; not owned). */
+  x: Operand;
   /** (N,E) fp32 scores s. */
   scores: Float32Array;
   /** (N·K) gathered unbiased scores before route_norm/route_scale. */
@@ -50,12 +51,13 @@ export interface RouterGrads {
 
 const f = Math.fround;
 
-// x (N,D) → RouteResult (owned by the caller: release with releaseRoute) + ctx
+// x (N,D; f32, or its bf16 rounding under bf16 compute) → RouteResult (owned by the caller: release with
+// releaseRoute) + ctx
 export function routeForward(
   rt: Runtime,
   args: MoEArgs,
   p: RouterParams,
-  x: Float32Array,
+  x: Operand,
   N: number,
   D: number,
 ): { route: RouteResult; ctx: RouteCtx } {
