@@ -384,12 +384,11 @@ export class RefKernels implements Kernels {
       this.toBf16(f, y, N * D);
       return;
     }
+    need(x, N * D, 'x', 'rmsnormFwd');
     if (residual) {
       need(residual, N * D, 'residual', 'rmsnormFwd');
-      need(x, N * D, 'x', 'rmsnormFwd');
       this.add(residual, x, x, N * D);
     }
-    need(x, N * D, 'x', 'rmsnormFwd');
     need(y, N * D, 'y', 'rmsnormFwd');
     need(w, D, 'w', 'rmsnormFwd');
     need(rstd, N, 'rstd', 'rmsnormFwd');

@@ -320,11 +320,8 @@ void fwdTask16(const Shape& s, const uint16_t* q, const uint16_t* k, const uint3
   for (int64_t r = 0; r < nq; r++) {
     uint16_t* orow = o + ((b * s.S + i0 + r) * s.Hq + h) * dv;
     int64_t d = 0;
-    for (; d + VL <= dv; d += VL) {
-      const vh rd = __builtin_convertvector(roundBf16(ldv(Ot + r * dv + d)), vh);
-      __builtin_memcpy(orow + d, &rd, sizeof rd);
-    }
-    for (; d < dv; d++) orow[d] = roundBf16(Ot[r * dv + d]);
+    for (; d + VL <= dv; d += VL) storeAs(orow + d, ldv(Ot + r * dv + d));
+    for (; d < dv; d++) storeAs(orow + d, Ot[r * dv + d]);
     const float lr = l[r / VL][r % VL], mr = m[r / VL][r % VL];
     lse[(b * s.Hq + h) * s.S + i0 + r] = (mr + std::log2(lr)) * LN2;
   }

@@ -12,19 +12,6 @@
 #include <type_traits>
 #include <vector>
 
-static inline uint16_t toBf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-static inline float fromBf16(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 static void roundRows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd);
 
@@ -62,7 +49,7 @@ static Napi::Value FromBf16(const Napi::CallbackInfo& info) {
   float* dst = a.f32(1, n, "dst");
   if (!a.ok) return a.env.Undefined();
 #pragma omp parallel for num_threads(threadsFor(n)) schedule(static)
-  for (int64_t i = 0; i < n; i++) dst[i] = fromBf16(src[i]);
+  for (int64_t i = 0; i < n; i++) dst[i] = bf16ToF(src[i]);
   return a.env.Undefined();
 }
 
@@ -71,7 +58,7 @@ static void widen(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, B
   out.alloc(rows * cols);
   float* d = out.data();
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) d[r * cols + c] = fromBf16(src[r * ld + c]);
+    for (int64_t c = 0; c < cols; c++) d[r * cols + c] = bf16ToF(src[r * ld + c]);
 }
 
 // gemmBf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): as sgemm, with A and B Uint16Arrays of
@@ -112,11 +99,8 @@ static void roundRows(const float* src, int64_t lds, int64_t rows, int64_t cols,
     const float* s = src + r * lds;
     uint16_t* d = dst + r * ldd;
     int64_t c = c0;
-    for (; c + VL <= c1; c += VL) {
-      const vh h = __builtin_convertvector(roundBf16(ldv(s + c)), vh);
-      __builtin_memcpy(d + c, &h, sizeof h);
-    }
-    for (; c < c1; c++) d[c] = toBf16(s[c]);
+    for (; c + VL <= c1; c += VL) storeAs(d + c, ldv(s + c));
+    for (; c < c1; c++) storeAs(d + c, s[c]);
   }
 }
 

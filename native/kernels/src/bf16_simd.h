@@ -56,6 +56,16 @@ static inline vf ldBf16(const uint16_t* p) {
   return asF(__builtin_convertvector(h, vu) << 16);
 #endif
 }
+// f32 lanes, or one f32, stored as the destination's element type: f32 as it is, bf16 rounded exactly as toBf16
+// (nearest even, denormals kept, NaN quiet) — for kernels whose output is f32 or bf16 by a template parameter and
+// must equal toBf16 of the f32 result. (stBf16 below is the faster rounding that flushes denormals.)
+static inline void storeAs(float* p, vf x) { stv(p, x); }
+static inline void storeAs(uint16_t* p, vf x) {
+  const vh h = __builtin_convertvector(roundBf16(x), vh);
+  __builtin_memcpy(p, &h, sizeof h);
+}
+static inline void storeAs(float* p, float x) { *p = x; }
+static inline void storeAs(uint16_t* p, float x) { *p = roundBf16(x); }
 // VL f32 rounded to bf16 at p: one vcvtneps2bf16 with AVX512_BF16 (which also flushes denormals, |x| < 2^-126, to
 // zero, as oneDNN's bf16 outputs do), else the integer rounding above (~8 operations).
 static inline void stBf16(uint16_t* p, vf x) {

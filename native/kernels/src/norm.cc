@@ -22,14 +22,6 @@ static inline float rowSumSq(const float* x, int64_t D) {
 // With `residual` (optional, N×D): x ← x + residual first, in place, row by row (a block's residual add and the
 // norm that reads its result: the row is still in L1 when the norm reads it, instead of a separate pass over
 // both). The sum is the same float add as add(residual, x, x).
-static inline void putRow(float* y, vf v) { stv(y, v); }
-static inline void putRow(uint16_t* y, vf v) {
-  const vh h = __builtin_convertvector(roundBf16(v), vh);
-  __builtin_memcpy(y, &h, sizeof h);
-}
-static inline void putOne(float* y, float v) { *y = v; }
-static inline void putOne(uint16_t* y, float v) { *y = roundBf16(v); }
-
 template <typename Out>
 static void rmsnormRows(float* x, const float* res, const float* w, Out* y, float* rstd, int64_t N, int64_t D,
                         float eps) {
@@ -46,8 +38,8 @@ static void rmsnormRows(float* x, const float* res, const float* w, Out* y, floa
     const float r = 1.0f / std::sqrt(rowSumSq(xr, D) / (float)D + eps);
     rstd[n] = r;
     int64_t d = 0;
-    for (; d + VL <= D; d += VL) putRow(yr + d, (ldv(xr + d) * r) * ldv(w + d));
-    for (; d < D; d++) putOne(yr + d, (xr[d] * r) * w[d]);
+    for (; d + VL <= D; d += VL) storeAs(yr + d, (ldv(xr + d) * r) * ldv(w + d));
+    for (; d < D; d++) storeAs(yr + d, (xr[d] * r) * w[d]);
   }
 }
 

@@ -14,13 +14,6 @@ struct RopeShape {
   int64_t rows, S, heads, rowStride, headStride, offset, dim;
   bool inverse;
 };
-static inline void put(float* o, float v) { *o = v; }
-static inline void put(uint16_t* o, float v) { *o = roundBf16(v); }
-static inline void putv(float* o, vf v) { stv(o, v); }
-static inline void putv(uint16_t* o, vf v) {
-  const vh h = __builtin_convertvector(roundBf16(v), vh);
-  __builtin_memcpy(o, &h, sizeof h);
-}
 // (x0, x1, x2, x3, …) → (x1, x0, x3, x2, …)
 static inline vf swapPairs(vf x) {
 #if MOE_VL == 16
@@ -59,7 +52,7 @@ static void rotate(const RopeShape& r, const float* x, const float* cs, const fl
         const vf cv = ldv(cd.data() + j), sv = ldv(sd.data() + j);
         for (int64_t h = 0; h < r.heads; h++) {
           const vf xv = ldv(xr + h * r.headStride + j);
-          putv(orow + h * r.headStride + j, xv * cv + swapPairs(xv) * sv);
+          storeAs(orow + h * r.headStride + j, xv * cv + swapPairs(xv) * sv);
         }
       }
       for (int64_t h = 0; h < r.heads && full < r.dim; h++) {
@@ -67,8 +60,8 @@ static void rotate(const RopeShape& r, const float* x, const float* cs, const fl
         Out* op = orow + h * r.headStride;
         for (int64_t i = full / 2; i < half; i++) {
           const float x0 = xp[2 * i], x1 = xp[2 * i + 1], si = sgn * s[i];
-          put(op + 2 * i, x0 * c[i] - x1 * si);
-          put(op + 2 * i + 1, x0 * si + x1 * c[i]);
+          storeAs(op + 2 * i, x0 * c[i] - x1 * si);
+          storeAs(op + 2 * i + 1, x0 * si + x1 * c[i]);
         }
       }
     }

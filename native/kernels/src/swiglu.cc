@@ -15,8 +15,6 @@ static inline void stT(float* p, vf x) { stv(p, x); }
 static inline void stT(uint16_t* p, vf x) { stBf16(p, x); }
 static inline float toF(float x) { return x; }
 static inline float toF(uint16_t h) { return bf16ToF(h); }
-static inline void putT(float* p, float x) { *p = x; }
-static inline void putT(uint16_t* p, float x) { *p = roundBf16(x); }
 
 // a, b (n) → h (n) write: h = a·σ(a)·b.
 template <typename T>
@@ -35,7 +33,7 @@ static Napi::Value SwigluFwdT(const Napi::CallbackInfo& info, const char* name) 
   }
   for (int64_t i = nv * VL; i < n; i++) {
     const float x = toF(a[i]);
-    putT(h + i, x * ssigmoid(x) * toF(b[i]));
+    storeAs(h + i, x * ssigmoid(x) * toF(b[i]));
   }
   return q.env.Undefined();
 }
@@ -65,8 +63,8 @@ static Napi::Value SwigluBwdT(const Napi::CallbackInfo& info, const char* name) 
   for (int64_t i = nv * VL; i < n; i++) {
     const float x = toF(a[i]), y = toF(b[i]), g = dh[i], s = ssigmoid(x);
     const float dav = g * y * s * (1.0f + x * (1.0f - s)), dbv = g * x * s;
-    putT(da + i, dav);
-    putT(db + i, dbv);
+    storeAs(da + i, dav);
+    storeAs(db + i, dbv);
   }
   return q.env.Undefined();
 }

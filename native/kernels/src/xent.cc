@@ -68,14 +68,6 @@ static Napi::Value CrossEntropyFwd(const Napi::CallbackInfo& info) {
 // dlogits may be a Uint16Array instead (bf16 compute: the output projection's two backward products read the
 // gradient in bf16): each value rounded once as it is stored, so the (N, V) f32 gradient — the largest operand of
 // the step — is neither written nor rounded twice inside the products.
-static inline void putRow(float* d, int64_t j, vf v) { stv(d + j, v); }
-static inline void putRow(uint16_t* d, int64_t j, vf v) {
-  const vh h = __builtin_convertvector(roundBf16(v), vh);
-  __builtin_memcpy(d + j, &h, sizeof h);
-}
-static inline void putOne(float* d, int64_t j, float v) { d[j] = v; }
-static inline void putOne(uint16_t* d, int64_t j, float v) { d[j] = roundBf16(v); }
-
 template <typename Out>
 static void crossEntropyBwd(const float* logits, const int32_t* labels, const float* lse, Out* dl, int64_t N,
                             int64_t V, float scale) {
@@ -91,9 +83,9 @@ static void crossEntropyBwd(const float* logits, const int32_t* labels, const fl
     const float l = lse[n];
     const float xy = x[y];
     int64_t j = 0;
-    for (; j + VL <= V; j += VL) putRow(d, j, vexp(ldv(x + j) - l) * scale);
-    for (; j < V; j++) putOne(d, j, sexp(x[j] - l) * scale);
-    putOne(d, y, (sexp(xy - l) - 1.0f) * scale);
+    for (; j + VL <= V; j += VL) storeAs(d + j, vexp(ldv(x + j) - l) * scale);
+    for (; j < V; j++) storeAs(d + j, sexp(x[j] - l) * scale);
+    storeAs(d + y, (sexp(xy - l) - 1.0f) * scale);
   }
 }
 
